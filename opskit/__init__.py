@@ -1,0 +1,3 @@
+"""opskit: operations toolkit for medical-insurance system administrators."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,172 @@
+"""The per-invocation application context shared by every command.
+
+It loads the config lazily (so ``--help`` never fails on a bad file),
+knows the state directory and the operator, renders results, and collects
+what the audit entry for this invocation will say.
+"""
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import re
+import socket
+import sys
+from typing import Any, Callable
+
+import click
+
+from opskit.core.config import Config, load_config
+from opskit.core.errors import EXIT_OK
+from opskit.core.output import FORMATS, Result, render
+from opskit.core.state import ensure_private_dir, resolve_state_dir
+
+# Argument names whose values never reach the audit log (secrets).
+_SECRET_NAME = re.compile(r"(pass(word|phrase)?|secret|token|credential|private[_-]?key|api[_-]?key)",
+                          re.IGNORECASE)
+
+
+def is_secret_name(name: str) -> bool:
+    """True when an option or variable called ``name`` carries a secret value.
+    Names ending in ``_file``/``-file`` hold a path, not the secret itself."""
+    if re.search(r"[_-]file$", name, re.IGNORECASE):
+        return False
+    return bool(_SECRET_NAME.search(name))
+
+
+def redact(name: str, value: Any) -> Any:
+    """Redact ``value`` when ``name`` is secret; also redact ``key=value`` items
+    (``--var``, ``--param``) whose key is secret."""
+    if value is None:
+        return None
+    if is_secret_name(name):
+        return "***"
+    if isinstance(value, (list, tuple)):
+        return [redact(name, v) for v in value]
+    if isinstance(value, str) and "=" in value:
+        key, _, _ = value.partition("=")
+        if is_secret_name(key.strip()):
+            return f"{key}=***"
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+class App:
+    """State for one ``opskit`` invocation (click's ``ctx.obj``)."""
+
+    def __init__(self, config_path: str | None = None, operator: str | None = None):
+        self.config_path = config_path
+        self.operator_override = operator
+        self.output_format = "table"
+        self.command: str | None = None         # e.g. "backup run"
+        self.arguments: dict[str, Any] = {}
+        self.audit_details: dict[str, Any] = {}  # extra evidence for the audit entry
+        self.summary: str = ""
+        self.exit_code = EXIT_OK
+        self.audited = True
+        self._config: Config | None = None
+
+    # --- configuration and state -------------------------------------------------
+    @property
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
+
+    @property
+    def state_dir(self) -> str:
+        return ensure_private_dir(resolve_state_dir(self.config.get("state_dir")))
+
+    def audit_log_path(self) -> str:
+        configured = self.config.get("audit.path")
+        if configured:
+            return self.config.relative_path(configured)
+        return os.path.join(self.state_dir, "audit", "audit.log")
+
+    # --- who and where -----------------------------------------------------------
+    @property
+    def os_user(self) -> str:
+        try:
+            user = getpass.getuser()
+        except Exception:  # no passwd entry (containers): fall back to the uid
+            user = str(os.geteuid())
+        sudo_user = os.environ.get("SUDO_USER")
+        return f"{user} (sudo from {sudo_user})" if sudo_user and sudo_user != user else user
+
+    @property
+    def operator(self) -> str:
+        """OS user, plus the declared operator name (``--operator``/config) when given."""
+        named = self.operator_override or os.environ.get("OPSKIT_OPERATOR")
+        if not named:
+            try:
+                named = self.config.get("operator")
+            except Exception:  # a broken config must not hide who ran the command
+                named = None
+        return f"{self.os_user} as {named}" if named else self.os_user
+
+    @property
+    def hostname(self) -> str:
+        return socket.gethostname()
+
+    # --- output ------------------------------------------------------------------
+    def emit(self, result: Result) -> None:
+        """Render ``result`` to stdout and remember its exit code and summary."""
+        render(result, self.output_format, sys.stdout)
+        self.exit_code = max(self.exit_code, result.exit_code)
+        if result.summary:
+            self.summary = result.summary
+
+    def record(self, command: str, params: dict[str, Any]) -> None:
+        self.command = command
+        self.arguments = {k: redact(k, v) for k, v in params.items()
+                          if k not in ("output_format",)}
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+def output_options(tabular: bool = True) -> Callable:
+    """Add ``--json`` (and ``--format``/``--csv`` when tabular) to a command."""
+
+    def decorator(func: Callable) -> Callable:
+        choices = FORMATS if tabular else ("table", "json")
+
+        @functools.wraps(func)
+        def wrapper(*args, output_format: str = "table", as_json: bool = False,
+                    as_csv: bool = False, **kwargs):
+            app = click.get_current_context().find_object(App)
+            fmt = "json" if as_json else "csv" if as_csv else output_format
+            if app is not None:
+                app.output_format = fmt
+            return func(*args, **kwargs)
+
+        wrapper = click.option("--format", "output_format", type=click.Choice(choices),
+                               default="table", show_default=True,
+                               help="Output format.")(wrapper)
+        if tabular:
+            wrapper = click.option("--csv", "as_csv", is_flag=True,
+                                   help="Same as --format csv.")(wrapper)
+        wrapper = click.option("--json", "as_json", is_flag=True,
+                               help="Machine-readable JSON (same as --format json).")(wrapper)
+        return wrapper
+
+    return decorator
+
+
+class OpskitCommand(click.Command):
+    """A leaf command: records its path and (redacted) parameters for the audit log."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        app = ctx.find_object(App)
+        if app is not None:
+            path = ctx.command_path.split(" ", 1)[1] if " " in ctx.command_path else ctx.command_path
+            app.record(path, ctx.params)
+        return super().invoke(ctx)
+
+
+class OpskitGroup(click.Group):
+    """Group whose subcommands are OpskitCommands and subgroups OpskitGroups."""
+
+    command_class = OpskitCommand
+    group_class = type  # subgroups are of this same class

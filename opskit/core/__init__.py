@@ -1,0 +1,1 @@
+"""Shared foundations: config, errors, audit log, output, state directory, locks."""

@@ -1,0 +1,114 @@
+"""The one opskit configuration schema, its embedded defaults, and lookup.
+
+Lookup order: ``--config FILE``, ``$OPSKIT_CONFIG``, ``/etc/opskit/opskit.yaml``,
+then embedded defaults alone, so ``opskit backup run DIR`` works on a fresh
+machine with no file at all. ``configs/opskit.yaml`` documents every key.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+from .schema import Key, MapOf, Section, defaults, validate
+from .yamlfile import YamlDoc, dotted, load_yaml
+
+SYSTEM_CONFIG = "/etc/opskit/opskit.yaml"
+
+
+def _positive(value):
+    return None if value > 0 else f"expected a positive number, got {value!r}"
+
+
+SCHEMA = Section({
+    "operator": Key(str, None, "Name recorded as operator in the audit log, besides the OS user."),
+    "state_dir": Key(str, None, "State directory; $OPSKIT_HOME wins over it. Default "
+                                "~/.local/share/opskit, or /var/lib/opskit when root."),
+    "inventory": Key(str, None, "Path of the host inventory (see configs/inventory.yaml). Default: "
+                                "inventory.yaml beside this config file, else only 'localhost'."),
+    "audit": Section({
+        "path": Key(str, None, "Audit log file. Default <state_dir>/audit/audit.log."),
+    }),
+    "ssh": Section({
+        "known_hosts": Key(str, None, "known_hosts file used to verify host keys. Default ~/.ssh/known_hosts."),
+        "host_key_policy": Key(str, "reject", "What to do with an unknown host key: 'reject' (default) or "
+                                              "'accept-new' (record it, like ssh's accept-new).",
+                               choices=("reject", "accept-new"), nullable=False),
+        "connect_timeout": Key(float, 10.0, "Seconds to wait for an SSH connection.", check=_positive),
+        "command_timeout": Key(float, 120.0, "Default seconds a remote command may run.", check=_positive),
+        "concurrency": Key(int, 16, "Hosts contacted at once when fanning out.", min=1),
+    }),
+    "backup": Section({
+        "repo": Key(str, None, "Repository location. Default <state_dir>/repo."),
+        "passphrase_file": Key(str, None, "File holding the repository passphrase (mode 0600). "
+                                          "$OPSKIT_PASSPHRASE also works; otherwise you are asked."),
+        "paths": Key(list, [], "Paths backed up when 'backup run' is given none.", item_type=str),
+        "exclude": Key(list, [], "Glob patterns never backed up (matched against full path and name).",
+                       item_type=str),
+        "compression_level": Key(int, 3, "zstd level for new blobs (1 fastest ... 19 smallest).", min=1),
+        "pack_size_mib": Key(int, 16, "Target size of pack files in MiB.", min=1),
+        "chunk_avg_kib": Key(int, 1024, "Average content-defined chunk size in KiB.", min=64),
+        "workers": Key(int, None, "Worker threads for chunk/compress/encrypt. Default: CPU count.", min=1),
+        "lock_stale_minutes": Key(int, 60, "A lock not refreshed for this long is stale.", min=1),
+    }),
+})
+
+
+@dataclass
+class Config:
+    """Validated settings with embedded defaults filled in."""
+
+    data: dict
+    source: str | None = None          # file the settings came from; None = defaults only
+    doc: YamlDoc | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, dotted_key: str, default: Any = None) -> Any:
+        """``config.get('backup.repo')``; returns ``default`` when unset (None)."""
+        node: Any = self.data
+        for part in dotted_key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return default
+            node = node[part]
+        return default if node is None else node
+
+    def error(self, dotted_key: str, message: str, hint: str | None = None) -> ConfigError:
+        """ConfigError for a semantic problem found after loading, naming the key's line."""
+        if self.doc is None:
+            return ConfigError(message, key=dotted_key, hint=hint)
+        return self.doc.error(tuple(dotted_key.split(".")), message, hint)
+
+    def relative_path(self, value: str) -> str:
+        """Resolve a path setting relative to the config file's directory."""
+        value = os.path.expanduser(value)
+        if os.path.isabs(value) or not self.source:
+            return value
+        return os.path.join(os.path.dirname(os.path.abspath(self.source)), value)
+
+
+def find_config_file(explicit: str | None) -> str | None:
+    """The config file to use, by the documented lookup order, or None for defaults."""
+    if explicit:
+        return explicit
+    env = os.environ.get("OPSKIT_CONFIG")
+    if env:
+        return env
+    if os.path.exists(SYSTEM_CONFIG):
+        return SYSTEM_CONFIG
+    return None
+
+
+def load_config(explicit: str | None = None) -> Config:
+    """Load and validate the config; a missing explicitly named file is an error."""
+    path = find_config_file(explicit)
+    if path is None:
+        return Config(defaults(SCHEMA))
+    doc = load_yaml(path)
+    if doc.data is None:          # an empty file means "all defaults"
+        return Config(defaults(SCHEMA), source=path, doc=doc)
+    data = validate(SCHEMA, doc.data, doc)
+    return Config(data, source=path, doc=doc)
+
+
+__all__ = ["SCHEMA", "Config", "load_config", "find_config_file", "dotted"]

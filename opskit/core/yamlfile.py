@@ -1,0 +1,111 @@
+"""Safe YAML loading that remembers where every key came from.
+
+Config, inventory, roster and policy files all go through ``load_yaml`` so
+that an error can name the file, the line and the key (never a traceback).
+Only ``yaml.SafeLoader`` is used: no arbitrary Python objects.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+Path_ = tuple  # a key path such as ("backup", "repo") or ("hosts", 0)
+
+
+@dataclass
+class YamlDoc:
+    """Parsed YAML data plus the 1-based line of every key path in it."""
+
+    file: str
+    data: Any
+    lines: dict[Path_, int] = field(default_factory=dict)
+
+    def line(self, path: Path_) -> int | None:
+        """Line of ``path``, or of its nearest ancestor that has one."""
+        path = tuple(path)
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return self.lines.get((), None)
+
+    def error(self, path: Path_, message: str, hint: str | None = None) -> ConfigError:
+        """A ConfigError naming this file, the line of ``path`` and the dotted key."""
+        key = dotted(path) if path else None
+        return ConfigError(message, file=self.file, line=self.line(path), key=key, hint=hint)
+
+
+def dotted(path: Path_) -> str:
+    """('backup', 'sites', 'dr', 'url') -> 'backup.sites.dr.url'; list indexes as [i]."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, lines: dict, file: str) -> Any:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolve '<<' merge keys
+        result: dict = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise ConfigError("mapping keys must be plain scalars", file=file,
+                                  line=key_node.start_mark.line + 1, key=dotted(path) or None)
+            if key in result:
+                raise ConfigError(f"duplicate key '{key}'", file=file,
+                                  line=key_node.start_mark.line + 1, key=dotted(path + (key,)))
+            result[key] = _walk(loader, value_node, path + (key,), lines, file)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(loader, item, path + (i,), lines, file) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def parse_yaml(text: str, file: str) -> YamlDoc:
+    """Parse YAML text (one document) with safe loading and line tracking."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return YamlDoc(file, None, {})
+        lines: dict[Path_, int] = {}
+        data = _walk(loader, node, (), lines, file)
+        return YamlDoc(file, data, lines)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or str(exc)
+        raise ConfigError(f"not valid YAML: {problem}", file=file, line=line) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", file=file) from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml(path: str | os.PathLike) -> YamlDoc:
+    """Read and parse a YAML file; unreadable or malformed files raise ConfigError."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=path) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read file: {exc.strerror}", file=path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError("file is not UTF-8 text", file=path, line=line) from None
+    return parse_yaml(text, path)
