@@ -1,0 +1,130 @@
+"""A repository in a local directory."""
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from typing import Iterator
+
+from .base import Backend, BackendError, ObjectNotFound
+
+_DIRS = ("data", "index", "snapshots", "keys", "locks")
+
+
+class LocalBackend(Backend):
+    """Objects as files under ``root``; writes go to ``tmp-*`` then rename."""
+
+    def __init__(self, root: str, *, fsync: bool = True):
+        self.root = os.path.abspath(os.path.expanduser(root))
+        self.location = self.root
+        self.fsync = fsync
+        self._made_dirs: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _path(self, name: str) -> str:
+        parts = name.split("/")
+        if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise BackendError(f"{self.root}: refusing object name {name!r}")
+        return os.path.join(self.root, *parts)
+
+    def create_layout(self) -> None:
+        """Make the repository directories (mode 0700)."""
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            for d in _DIRS:
+                os.makedirs(os.path.join(self.root, d), mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"cannot create repository at {self.root}: {exc.strerror}") from None
+
+    def put(self, name: str, data: bytes | memoryview) -> None:
+        path = self._path(name)
+        folder = os.path.dirname(path)
+        if folder not in self._made_dirs:
+            try:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+            except OSError as exc:
+                raise BackendError(f"{folder}: {exc.strerror}") from None
+            self._made_dirs.add(folder)
+        tmp = os.path.join(folder, f"tmp-{os.getpid()}-{threading.get_ident()}-{os.path.basename(path)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                if self.fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            if exc.errno == errno.ENOSPC:
+                raise BackendError(f"{self.root}: no space left on device writing {name}") from None
+            raise BackendError(f"{path}: {exc.strerror}") from None
+
+    def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
+        path = self._path(name)
+        try:
+            with open(path, "rb") as fh:
+                if offset:
+                    fh.seek(offset)
+                return fh.read() if length is None else fh.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{path}: object not found") from None
+        except OSError as exc:
+            raise BackendError(f"{path}: {exc.strerror}") from None
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        base = self._path(prefix.rstrip("/"))
+        if not os.path.isdir(base):
+            return
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            rel = os.path.relpath(dirpath, self.root).replace(os.sep, "/")
+            for fname in sorted(filenames):
+                if fname.startswith("tmp-"):
+                    continue
+                try:
+                    size = os.stat(os.path.join(dirpath, fname)).st_size
+                except FileNotFoundError:
+                    continue
+                yield f"{rel}/{fname}", size
+
+    def delete(self, name: str) -> None:
+        try:
+            os.unlink(self._path(name))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise BackendError(f"{self._path(name)}: {exc.strerror}") from None
+
+    def exists(self, name: str) -> bool:
+        return os.path.exists(self._path(name))
+
+    def size(self, name: str) -> int:
+        try:
+            return os.stat(self._path(name)).st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{self._path(name)}: object not found") from None
+
+    def remove_temp_files(self, max_age_s: float = 3600) -> int:
+        """Remove ``tmp-*`` leftovers of crashed writers older than ``max_age_s``."""
+        import time
+        removed = 0
+        now = time.time()
+        for dirpath, _dirs, files in os.walk(self.root):
+            for fname in files:
+                if fname.startswith("tmp-"):
+                    path = os.path.join(dirpath, fname)
+                    try:
+                        if now - os.stat(path).st_mtime > max_age_s:
+                            os.unlink(path)
+                            removed += 1
+                    except OSError:
+                        pass
+        return removed

@@ -1,0 +1,171 @@
+"""Repository verification: structure always, data on request (format doc, Check).
+
+A problem names the object (pack, index, snapshot, tree) and the snapshots
+that depend on it, so an operator knows what a damaged file costs.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+
+from . import crypto
+from .backends import BackendError
+from .pack import read_header
+from .repository import CorruptObject, Repository, pack_name
+
+
+@dataclass
+class CheckReport:
+    errors: list = field(default_factory=list)     # {"object", "problem", "snapshots"}
+    warnings: list = field(default_factory=list)
+    snapshots: int = 0
+    trees: int = 0
+    packs: int = 0
+    packs_read: int = 0
+    blobs_read: int = 0
+    bytes_read: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["ok"] = self.ok
+        return data
+
+
+class Checker:
+    def __init__(self, repo: Repository, progress=None):
+        self.repo = repo
+        self.report = CheckReport()
+        self.progress = progress
+        self._tree_packs: dict[bytes, frozenset] = {}
+        self.pack_users: dict[str, set[str]] = {}
+        self.pack_entries: dict[str, list] = {}
+
+    def _error(self, obj: str, problem: str, snapshots=()) -> None:
+        self.report.errors.append({"object": obj, "problem": problem,
+                                   "snapshots": sorted(s[:12] for s in snapshots)})
+
+    def run(self, *, read_data_fraction: float = 0.0, seed: int | None = None) -> CheckReport:
+        repo = self.repo
+        # 1. index files
+        for name, _size in repo.backend.list("index/"):
+            try:
+                packs = repo.read_index_file(name)
+            except CorruptObject as exc:
+                self._error(name, exc.problem)
+                continue
+            for pack_id, entries in packs.items():
+                repo.index.add_pack(pack_id, entries)
+                self.pack_entries.setdefault(pack_id, entries)
+        stored_packs = {n.split("/")[-1]: size for n, size in repo.backend.list("data/")}
+        self.report.packs = len(stored_packs)
+        for pack_id in sorted(set(stored_packs) - set(repo.index.packs)):
+            self.report.warnings.append(
+                {"object": pack_name(pack_id),
+                 "problem": "not in any index: left by an interrupted backup; the next backup "
+                            "re-indexes it, prune removes it"})
+        missing_packs = set(repo.index.packs) - set(stored_packs)
+        # 2. snapshots and trees
+        for sid in repo.list_snapshot_ids():
+            try:
+                snap = repo.load_snapshot(sid)
+            except (CorruptObject, BackendError) as exc:
+                self._error(f"snapshots/{sid}", getattr(exc, "problem", str(exc)))
+                continue
+            self.report.snapshots += 1
+            packs = self._walk_tree(bytes.fromhex(snap["tree"]), sid, "/")
+            for pack_id in packs:
+                self.pack_users.setdefault(pack_id, set()).add(sid)
+        for pack_id in sorted(missing_packs):
+            self._error(pack_name(pack_id), "listed in the index but missing from storage",
+                        self.pack_users.get(pack_id, ()))
+        # 3. data
+        if read_data_fraction > 0:
+            candidates = sorted(set(stored_packs) & set(self.pack_entries))
+            if read_data_fraction < 1.0:
+                rng = random.Random(seed)
+                count = max(1, round(len(candidates) * read_data_fraction)) if candidates else 0
+                candidates = sorted(rng.sample(candidates, count))
+            for pack_id in candidates:
+                self._read_pack(pack_id, stored_packs[pack_id])
+        return self.report
+
+    def _walk_tree(self, tree_id: bytes, sid: str, path: str) -> frozenset:
+        """Packs needed by this tree (memoised: shared subtrees are read once)."""
+        if tree_id in self._tree_packs:
+            return self._tree_packs[tree_id]
+        packs: set[str] = set()
+        loc = self.repo.index.lookup(tree_id)
+        if loc is None:
+            self._error(f"tree {tree_id.hex()[:16]}", f"missing (needed for {path})", [sid])
+            self._tree_packs[tree_id] = frozenset()
+            return frozenset()
+        packs.add(loc.pack)
+        try:
+            tree = self.repo.load_tree(tree_id)
+        except (CorruptObject, BackendError) as exc:
+            self._error(pack_name(loc.pack), f"tree for {path} unreadable: {exc}", [sid])
+            self._tree_packs[tree_id] = frozenset(packs)
+            return frozenset(packs)
+        self.report.trees += 1
+        for node in tree.get("nodes", []):
+            name = node.get("name") or node.get("name_b64", "?")
+            child = path.rstrip("/") + "/" + name
+            if node.get("type") == "dir" and node.get("subtree"):
+                packs |= self._walk_tree(bytes.fromhex(node["subtree"]), sid, child)
+            for hex_id in node.get("content", ()):
+                bloc = self.repo.index.lookup(bytes.fromhex(hex_id))
+                if bloc is None:
+                    self._error(f"blob {hex_id[:16]}", f"missing (part of {child})", [sid])
+                else:
+                    packs.add(bloc.pack)
+        result = frozenset(packs)
+        self._tree_packs[tree_id] = result
+        return result
+
+    def _read_pack(self, pack_id: str, size: int) -> None:
+        name = pack_name(pack_id)
+        users = self.pack_users.get(pack_id, ())
+        try:
+            data = self.repo.backend.get(name)
+        except BackendError as exc:
+            self._error(name, f"cannot be read: {exc}", users)
+            return
+        self.report.packs_read += 1
+        self.report.bytes_read += len(data)
+        if crypto.object_id(data) != pack_id:
+            problem = "content does not match its name (damaged)"
+            # say which blobs still decrypt, to tell header damage from blob damage
+            bad = self._bad_blobs(data, pack_id)
+            if bad:
+                problem += f"; {len(bad)} blob(s) fail authentication"
+            self._error(name, problem, users)
+            return
+        try:
+            header = read_header(self.repo.keys, data, len(data))
+        except crypto.DecryptError as exc:
+            self._error(name, f"header unreadable ({exc})", users)
+            return
+        indexed = {e.id for e in self.pack_entries.get(pack_id, [])}
+        if indexed - {e.id for e in header}:
+            self._error(name, "index names blobs the pack header does not hold", users)
+        bad = self._bad_blobs(data, pack_id, header)
+        if bad:
+            self._error(name, f"{len(bad)} blob(s) fail authentication", users)
+
+    def _bad_blobs(self, data: bytes, pack_id: str, entries=None) -> list[bytes]:
+        from .pack import decrypt_blob
+        entries = entries if entries is not None else self.pack_entries.get(pack_id, [])
+        bad = []
+        for e in entries:
+            try:
+                plain = decrypt_blob(self.repo.keys, e, data[e.offset:e.offset + e.length])
+                if crypto.blob_id(self.repo.keys.id_key, plain) != e.id:
+                    bad.append(e.id)
+            except crypto.DecryptError:
+                bad.append(e.id)
+            self.report.blobs_read += 1
+        return bad

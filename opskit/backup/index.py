@@ -1,0 +1,86 @@
+"""Index files and the in-memory master index (format doc, Index files).
+
+The master index maps blob id -> (pack id, offset, length, raw length, type).
+It is the only whole-repository structure kept in memory.
+"""
+from __future__ import annotations
+
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+from . import crypto
+from .pack import BLOB_DATA, BLOB_TREE, BlobEntry
+
+INDEX_MAGIC = b"OPI1"
+_HEAD = struct.Struct("<4sI")
+_PACK = struct.Struct("<32sI")
+_ENTRY = struct.Struct("<32sBIII")
+_TYPES = {BLOB_DATA: 0, BLOB_TREE: 1}
+_NAMES = {0: BLOB_DATA, 1: BLOB_TREE}
+
+
+@dataclass(frozen=True)
+class Location:
+    pack: str          # pack id hex
+    offset: int
+    length: int
+    raw_length: int
+    type: str
+
+
+def encode_index(packs: dict[str, list[BlobEntry]]) -> bytes:
+    """Binary index plaintext for ``{pack_id_hex: [BlobEntry, ...]}``."""
+    out = [_HEAD.pack(INDEX_MAGIC, len(packs))]
+    for pack_id, entries in packs.items():
+        out.append(_PACK.pack(bytes.fromhex(pack_id), len(entries)))
+        for e in entries:
+            out.append(_ENTRY.pack(e.id, _TYPES[e.type], e.offset, e.length, e.raw_length))
+    return b"".join(out)
+
+
+def decode_index(raw: bytes) -> dict[str, list[BlobEntry]]:
+    magic, count = _HEAD.unpack_from(raw, 0)
+    if magic != INDEX_MAGIC:
+        raise crypto.DecryptError("bad index magic")
+    pos = _HEAD.size
+    packs: dict[str, list[BlobEntry]] = {}
+    for _ in range(count):
+        pid, n = _PACK.unpack_from(raw, pos)
+        pos += _PACK.size
+        entries = []
+        for bid, t, off, length, raw_len in _ENTRY.iter_unpack(raw[pos:pos + n * _ENTRY.size]):
+            entries.append(BlobEntry(_NAMES[t], bid, off, length, raw_len))
+        pos += n * _ENTRY.size
+        packs[pid.hex()] = entries
+    return packs
+
+
+class MasterIndex:
+    """Union of all index files plus packs written by this process."""
+
+    def __init__(self) -> None:
+        self._blobs: dict[bytes, Location] = {}
+        self.packs: dict[str, int] = {}       # pack id -> blob count (known packs)
+        self._lock = threading.Lock()
+
+    def add_pack(self, pack_id: str, entries: Iterable[BlobEntry]) -> None:
+        with self._lock:
+            n = 0
+            for e in entries:
+                self._blobs.setdefault(e.id, Location(pack_id, e.offset, e.length, e.raw_length, e.type))
+                n += 1
+            self.packs[pack_id] = n
+
+    def lookup(self, bid: bytes) -> Location | None:
+        return self._blobs.get(bid)
+
+    def __contains__(self, bid: bytes) -> bool:
+        return bid in self._blobs
+
+    def __len__(self) -> int:
+        return len(self._blobs)
+
+    def items(self) -> Iterator[tuple[bytes, Location]]:
+        return iter(list(self._blobs.items()))

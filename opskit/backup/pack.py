@@ -1,0 +1,89 @@
+"""Pack files: many encrypted blobs and an encrypted header (format doc, Pack files)."""
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+
+from . import crypto
+
+PACK_MAGIC = b"OPK1"
+_TRAILER = struct.Struct("<I4s")
+BLOB_DATA = "data"
+BLOB_TREE = "tree"
+
+
+@dataclass(frozen=True)
+class BlobEntry:
+    """Where one blob lives inside its pack."""
+
+    type: str
+    id: bytes
+    offset: int
+    length: int
+    raw_length: int
+
+
+def blob_aad(blob_type: str, bid: bytes) -> bytes:
+    return b"opskit:" + blob_type.encode() + b":" + bid.hex().encode()
+
+
+def encrypt_blob(keys: crypto.MasterKeys, blob_type: str, bid: bytes, plaintext, level: int) -> bytes:
+    key = keys.data_key if blob_type == BLOB_DATA else keys.meta_key
+    return crypto.seal(key, crypto.compress(plaintext, level), blob_aad(blob_type, bid))
+
+
+def decrypt_blob(keys: crypto.MasterKeys, entry: BlobEntry, stored: bytes) -> bytes:
+    key = keys.data_key if entry.type == BLOB_DATA else keys.meta_key
+    return crypto.decompress(crypto.open_sealed(key, stored, blob_aad(entry.type, entry.id)))
+
+
+class PackBuilder:
+    """Accumulates encrypted blobs in memory until the pack is big enough."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.parts: list[bytes] = []
+        self.entries: list[BlobEntry] = []
+        self.size = 0
+
+    def add(self, blob_type: str, bid: bytes, stored: bytes, raw_length: int) -> None:
+        self.entries.append(BlobEntry(blob_type, bid, self.size, len(stored), raw_length))
+        self.parts.append(stored)
+        self.size += len(stored)
+
+    def finish(self, keys: crypto.MasterKeys) -> bytes:
+        header = json.dumps({"v": 1, "blobs": [[e.type, e.id.hex(), e.offset, e.length, e.raw_length]
+                                               for e in self.entries]},
+                            separators=(",", ":")).encode()
+        sealed = crypto.seal(keys.meta_key, crypto.compress(header, 3), b"opskit:packheader")
+        self.parts.append(sealed)
+        self.parts.append(_TRAILER.pack(len(sealed), PACK_MAGIC))
+        return b"".join(self.parts)
+
+
+def read_header(keys: crypto.MasterKeys, tail: bytes, pack_size: int) -> list[BlobEntry]:
+    """Parse a pack header from the pack's last bytes (``tail`` may be the whole pack).
+
+    Raises crypto.DecryptError when the trailer or header is damaged.
+    """
+    if len(tail) < _TRAILER.size:
+        raise crypto.DecryptError("pack too short for a trailer")
+    hlen, magic = _TRAILER.unpack(tail[-_TRAILER.size:])
+    if magic != PACK_MAGIC:
+        raise crypto.DecryptError("bad pack trailer magic")
+    if hlen + _TRAILER.size > min(len(tail), pack_size):
+        raise crypto.DecryptError(f"header length {hlen} beyond pack data")
+    sealed = tail[-_TRAILER.size - hlen:-_TRAILER.size]
+    header = json.loads(crypto.decompress(crypto.open_sealed(keys.meta_key, sealed,
+                                                             b"opskit:packheader")))
+    return [BlobEntry(t, bytes.fromhex(i), o, n, r) for t, i, o, n, r in header["blobs"]]
+
+
+def header_span(tail: bytes) -> int:
+    """Bytes at the end of a pack taken by header + trailer (needs the trailer)."""
+    hlen, _magic = _TRAILER.unpack(tail[-_TRAILER.size:])
+    return hlen + _TRAILER.size
+
+
+TRAILER_SIZE = _TRAILER.size

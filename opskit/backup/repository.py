@@ -1,0 +1,365 @@
+"""The repository layer: keys, config, index, snapshots and blob storage.
+
+Engines (archiver, restorer, checker, ...) use only this class and never
+touch backend names or encryption directly.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from struct import error as struct_error
+from typing import Any, Callable, Iterator
+
+from opskit.core.errors import OperationalError, UsageError
+
+from . import crypto
+from .backends import Backend, BackendError, ObjectNotFound
+from .index import MasterIndex, decode_index, encode_index
+from .pack import (BLOB_DATA, BLOB_TREE, TRAILER_SIZE, BlobEntry, PackBuilder, decrypt_blob,
+                   encrypt_blob, read_header)
+
+FORMAT_VERSION = 1
+
+
+class RepositoryError(OperationalError):
+    """The repository cannot be used as asked (missing, wrong passphrase, damaged)."""
+
+
+class WrongPassphrase(RepositoryError):
+    pass
+
+
+class CorruptObject(RepositoryError):
+    """An object failed authentication or parsing; names the object."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+@dataclass
+class RepoConfig:
+    id: str
+    version: int
+    chunk_min: int
+    chunk_avg: int
+    chunk_max: int
+    created: str
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "version": self.version, "created": self.created,
+                "chunker": {"name": "fastcdc", "min": self.chunk_min, "avg": self.chunk_avg,
+                            "max": self.chunk_max}}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RepoConfig":
+        ch = data["chunker"]
+        return cls(data["id"], int(data["version"]), int(ch["min"]), int(ch["avg"]), int(ch["max"]),
+                   data.get("created", ""))
+
+
+def utcnow_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Repository:
+    """An opened (unlocked) repository."""
+
+    def __init__(self, backend: Backend, keys: crypto.MasterKeys, config: RepoConfig,
+                 key_name: str | None = None):
+        self.backend = backend
+        self.keys = keys
+        self.config = config
+        self.key_name = key_name
+        self.index = MasterIndex()
+        self.compression_level = 3
+        self.pack_size = 16 << 20
+        self.index_loaded = False
+
+    # --- creating and opening ----------------------------------------------------
+    @classmethod
+    def init(cls, backend: Backend, passphrase: bytes, *, chunk_avg: int = 1 << 20,
+             kdf_n: int = crypto.KDF_N) -> "Repository":
+        """Create a new repository; refuses a location that already holds one."""
+        if backend.exists("config"):
+            raise RepositoryError(f"{backend.location}: a repository already exists here")
+        if hasattr(backend, "create_layout"):
+            backend.create_layout()
+        keys = crypto.MasterKeys.generate()
+        config = RepoConfig(os.urandom(16).hex(), FORMAT_VERSION, chunk_avg // 4, chunk_avg,
+                            chunk_avg * 4, utcnow_iso())
+        slot = crypto.make_key_slot(keys, passphrase, n=kdf_n)
+        key_name = crypto.object_id(slot)
+        backend.put(f"keys/{key_name}", slot)
+        repo = cls(backend, keys, config, key_name)
+        # config last: its presence marks a complete repository
+        backend.put("config", repo.seal_json("config", config.to_json()))
+        return repo
+
+    @classmethod
+    def open(cls, backend: Backend, passphrase: bytes) -> "Repository":
+        """Unlock with any key slot that fits ``passphrase``."""
+        if not backend.exists("config"):
+            raise RepositoryError(
+                f"no repository at {backend.location}",
+                hint=f"create one with: opskit backup init --repo {backend.location}")
+        keys = key_name = None
+        slots = list(backend.list("keys/"))
+        if not slots:
+            raise RepositoryError(f"{backend.location}: repository has no key slots")
+        for name, _size in slots:
+            try:
+                keys = crypto.open_key_slot(backend.get(name), passphrase)
+                key_name = name.split("/")[-1]
+                break
+            except crypto.DecryptError:
+                continue
+        if keys is None:
+            raise WrongPassphrase(f"wrong passphrase for repository {backend.location}")
+        repo = cls(backend, keys, RepoConfig("", 0, 0, 0, 0, ""), key_name)
+        data = repo.open_json("config", backend.get("config"), "config")
+        repo.config = RepoConfig.from_json(data)
+        if repo.config.version != FORMAT_VERSION:
+            raise RepositoryError(f"{backend.location}: repository format {repo.config.version} "
+                                  f"is not supported by this opskit (knows {FORMAT_VERSION})")
+        return repo
+
+    # --- encrypted JSON files ------------------------------------------------------
+    def seal_json(self, kind: str, obj: Any) -> bytes:
+        raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        return crypto.seal_compressed(self.keys.meta_key, raw, b"opskit:" + kind.encode(), 3)
+
+    def open_json(self, kind: str, stored: bytes, name: str) -> Any:
+        try:
+            return json.loads(crypto.open_compressed(self.keys.meta_key, stored,
+                                                     b"opskit:" + kind.encode()))
+        except (crypto.DecryptError, ValueError) as exc:
+            raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
+
+    def save_file(self, folder: str, kind: str, obj: Any) -> str:
+        """Store an encrypted JSON object in ``folder``; returns its id."""
+        stored = self.seal_json(kind, obj)
+        oid = crypto.object_id(stored)
+        self.backend.put(f"{folder}/{oid}", stored)
+        return oid
+
+    def load_file(self, folder: str, kind: str, oid: str) -> Any:
+        name = f"{folder}/{oid}"
+        stored = self.backend.get(name)
+        if crypto.object_id(stored) != oid:
+            raise CorruptObject(name, "content does not match its name (damaged)")
+        return self.open_json(kind, stored, name)
+
+    # --- index ---------------------------------------------------------------------
+    def load_index(self, *, repair: bool = True, progress: Callable[[str], None] | None = None
+                   ) -> list[str]:
+        """Read every index file; re-index packs no index names (crash leftovers).
+
+        Returns the ids of packs that had to be re-indexed.
+        """
+        for name, _size in self.backend.list("index/"):
+            for pack_id, entries in self.read_index_file(name).items():
+                self.index.add_pack(pack_id, entries)
+        self.index_loaded = True
+        orphans = [(n, s) for n, s in self.backend.list("data/")
+                   if n.split("/")[-1] not in self.index.packs]
+        if not orphans or not repair:
+            return [n.split("/")[-1] for n, _ in orphans]
+        recovered: dict[str, list[BlobEntry]] = {}
+        for name, size in orphans:
+            pack_id = name.split("/")[-1]
+            try:
+                entries = self.read_pack_header(pack_id, size)
+            except (CorruptObject, BackendError):
+                continue  # unusable leftover; prune removes it
+            recovered[pack_id] = entries
+            self.index.add_pack(pack_id, entries)
+        if recovered:
+            self.write_index(recovered)
+        return list(recovered)
+
+    def read_index_file(self, name: str) -> dict[str, list[BlobEntry]]:
+        """Decrypt and parse one index file; CorruptObject names it when damaged."""
+        oid = name.split("/")[-1]
+        stored = self.backend.get(name)
+        if crypto.object_id(stored) != oid:
+            raise CorruptObject(name, "content does not match its name (damaged)")
+        try:
+            return decode_index(crypto.open_compressed(self.keys.meta_key, stored, b"opskit:index"))
+        except (crypto.DecryptError, ValueError, KeyError, struct_error) as exc:
+            raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
+
+    def read_pack_header(self, pack_id: str, size: int | None = None) -> list[BlobEntry]:
+        name = pack_name(pack_id)
+        if size is None:
+            size = self.backend.size(name)
+        tail_len = min(size, 64 << 10)
+        tail = self.backend.get(name, size - tail_len, tail_len)
+        try:
+            from .pack import header_span
+            need = header_span(tail) if len(tail) >= TRAILER_SIZE else size + 1
+            if need > len(tail) and need <= size:
+                tail = self.backend.get(name, size - need, need)
+            return read_header(self.keys, tail, size)
+        except (crypto.DecryptError, ValueError, KeyError, Exception) as exc:
+            if isinstance(exc, BackendError):
+                raise
+            raise CorruptObject(name, f"pack header unreadable ({exc})") from None
+
+    def write_index(self, packs: dict[str, list[BlobEntry]]) -> str:
+        stored = crypto.seal_compressed(self.keys.meta_key, encode_index(packs), b"opskit:index", 3)
+        oid = crypto.object_id(stored)
+        self.backend.put(f"index/{oid}", stored)
+        return oid
+
+    # --- blobs -----------------------------------------------------------------------
+    def read_blob(self, bid: bytes) -> bytes:
+        loc = self.index.lookup(bid)
+        if loc is None:
+            raise CorruptObject(f"blob {bid.hex()}", "not in the index (missing data)")
+        name = pack_name(loc.pack)
+        stored = self.backend.get(name, loc.offset, loc.length)
+        entry = BlobEntry(loc.type, bid, loc.offset, loc.length, loc.raw_length)
+        try:
+            plain = decrypt_blob(self.keys, entry, stored)
+        except crypto.DecryptError as exc:
+            raise CorruptObject(name, f"blob {bid.hex()[:16]} damaged ({exc})") from None
+        return plain
+
+    def load_tree(self, bid: bytes) -> dict:
+        try:
+            return json.loads(self.read_blob(bid))
+        except ValueError as exc:
+            raise CorruptObject(f"tree {bid.hex()}", f"not parseable ({exc})") from None
+
+    def blob_writer(self, workers: int | None = None) -> "BlobWriter":
+        return BlobWriter(self, workers or os.cpu_count() or 2)
+
+    # --- snapshots -----------------------------------------------------------------
+    def list_snapshot_ids(self) -> list[str]:
+        return [n.split("/")[-1] for n, _ in self.backend.list("snapshots/")]
+
+    def load_snapshot(self, sid: str) -> dict:
+        snap = self.load_file("snapshots", "snapshot", sid)
+        snap["id"] = sid
+        return snap
+
+    def snapshots(self) -> list[dict]:
+        """All snapshots, oldest first."""
+        snaps = [self.load_snapshot(sid) for sid in self.list_snapshot_ids()]
+        snaps.sort(key=lambda s: (s.get("time", ""), s["id"]))
+        return snaps
+
+    def save_snapshot(self, snap: dict) -> str:
+        body = {k: v for k, v in snap.items() if k != "id"}
+        return self.save_file("snapshots", "snapshot", body)
+
+    def resolve_snapshot(self, ref: str, snapshots: list[dict] | None = None) -> dict:
+        """Find a snapshot by 'latest' or a unique id prefix (>= 4 hex digits)."""
+        snaps = self.snapshots() if snapshots is None else snapshots
+        if not snaps:
+            raise UsageError(f"repository {self.backend.location} has no snapshots yet")
+        if ref == "latest":
+            return snaps[-1]
+        ref = ref.lower()
+        if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
+            raise UsageError(f"snapshot {ref!r}: expected 'latest' or at least 4 hex digits of an id")
+        hits = [s for s in snaps if s["id"].startswith(ref)]
+        if not hits:
+            raise UsageError(f"snapshot {ref!r} not found (see: opskit backup snapshots)")
+        if len(hits) > 1:
+            raise UsageError(f"snapshot {ref!r} is ambiguous: matches "
+                             + ", ".join(s["id"][:12] for s in hits))
+        return hits[0]
+
+
+def pack_name(pack_id: str) -> str:
+    return f"data/{pack_id[:2]}/{pack_id}"
+
+
+class BlobWriter:
+    """Deduplicating, parallel compress+encrypt into packs.
+
+    ``add`` returns at once; worker threads compress and encrypt (zstd, AES
+    and BLAKE3 release the GIL, so both cores work). Memory is bounded by a
+    semaphore on bytes in flight. ``finish`` flushes packs and writes one
+    index file naming them (write order: packs, then index).
+    """
+
+    def __init__(self, repo: Repository, workers: int):
+        self.repo = repo
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="opskit-pack")
+        self._inflight = threading.BoundedSemaphore(workers * 4)
+        self._lock = threading.Lock()
+        self._builders = {BLOB_DATA: PackBuilder(BLOB_DATA), BLOB_TREE: PackBuilder(BLOB_TREE)}
+        self._pending: set[bytes] = set()
+        self.new_packs: dict[str, list[BlobEntry]] = {}
+        self.error: BaseException | None = None
+        self.blobs_new = 0
+        self.bytes_new_raw = 0
+        self.bytes_stored = 0
+
+    def known(self, bid: bytes) -> bool:
+        return bid in self.repo.index or bid in self._pending
+
+    def add(self, blob_type: str, bid: bytes, plaintext: bytes) -> bool:
+        """Queue a blob unless the repository already has it; True when new."""
+        if self.error:
+            raise self.error
+        if bid in self.repo.index or bid in self._pending:
+            return False
+        self._pending.add(bid)
+        self.blobs_new += 1
+        self.bytes_new_raw += len(plaintext)
+        self._inflight.acquire()
+        self.pool.submit(self._encode, blob_type, bid, plaintext)
+        return True
+
+    def _encode(self, blob_type: str, bid: bytes, plaintext: bytes) -> None:
+        try:
+            stored = encrypt_blob(self.repo.keys, blob_type, bid, plaintext,
+                                  self.repo.compression_level)
+            full = None
+            with self._lock:
+                builder = self._builders[blob_type]
+                builder.add(blob_type, bid, stored, len(plaintext))
+                self.bytes_stored += len(stored)
+                if builder.size >= self.repo.pack_size:
+                    full = builder
+                    self._builders[blob_type] = PackBuilder(blob_type)
+            if full is not None:
+                self._write_pack(full)
+        except BaseException as exc:  # surfaced by the next add()/finish()
+            self.error = exc
+        finally:
+            self._inflight.release()
+
+    def _write_pack(self, builder: PackBuilder) -> None:
+        data = builder.finish(self.repo.keys)
+        pack_id = crypto.object_id(data)
+        self.repo.backend.put(pack_name(pack_id), data)
+        with self._lock:
+            self.new_packs[pack_id] = builder.entries
+        self.repo.index.add_pack(pack_id, builder.entries)
+
+    def finish(self) -> str | None:
+        """Wait for workers, write the last packs and the index; returns the index id."""
+        self.pool.shutdown(wait=True)
+        if self.error:
+            raise self.error
+        for kind in (BLOB_DATA, BLOB_TREE):
+            builder = self._builders[kind]
+            if builder.entries:
+                self._write_pack(builder)
+                self._builders[kind] = PackBuilder(kind)
+        if not self.new_packs:
+            return None
+        return self.repo.write_index(self.new_packs)
+
+    def abort(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,97 @@
+"""Tree blobs: one directory's entries (format doc, Trees).
+
+Names are bytes on disk; stored as UTF-8 text when valid, else base64, so
+names that are not valid UTF-8 survive a round trip.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import stat as statmod
+
+TYPE_FILE, TYPE_DIR, TYPE_SYMLINK = "file", "dir", "symlink"
+
+
+class UnsafeName(ValueError):
+    """A tree holds a name that could escape the restore target."""
+
+
+def encode_name(node: dict, key: str, raw: bytes) -> None:
+    try:
+        node[key] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        node[key + "_b64"] = base64.b64encode(raw).decode()
+
+
+def decode_name(node: dict, key: str = "name") -> bytes:
+    if key in node:
+        return node[key].encode("utf-8")
+    if key + "_b64" in node:
+        return base64.b64decode(node[key + "_b64"])
+    raise UnsafeName(f"node without {key}")
+
+
+def safe_name(node: dict) -> bytes:
+    """The node's name, refusing anything that could leave its directory."""
+    name = decode_name(node)
+    if name in (b"", b".", b"..") or b"/" in name or b"\0" in name:
+        raise UnsafeName(f"unsafe file name in snapshot: {name!r}")
+    return name
+
+
+def node_from_stat(name: bytes, st, names: "IdNames") -> dict:
+    """Metadata common to every node type."""
+    if statmod.S_ISDIR(st.st_mode):
+        kind = TYPE_DIR
+    elif statmod.S_ISLNK(st.st_mode):
+        kind = TYPE_SYMLINK
+    else:
+        kind = TYPE_FILE
+    node: dict = {"type": kind}
+    encode_name(node, "name", name)
+    node.update({"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid,
+                 "user": names.user(st.st_uid), "group": names.group(st.st_gid),
+                 "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+                 "inode": st.st_ino, "dev": st.st_dev})
+    if kind == TYPE_FILE:
+        node["size"] = st.st_size
+    return node
+
+
+def unchanged(old: dict | None, st) -> bool:
+    """Incremental test: same size, mtime, ctime and inode as the parent's node."""
+    return (old is not None and old.get("type") == TYPE_FILE and "content" in old
+            and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns
+            and old.get("ctime_ns") == st.st_ctime_ns and old.get("inode") == st.st_ino)
+
+
+def encode_tree(nodes: list[dict]) -> bytes:
+    nodes.sort(key=decode_name)
+    return json.dumps({"nodes": nodes}, separators=(",", ":"), ensure_ascii=False,
+                      sort_keys=True).encode()
+
+
+class IdNames:
+    """uid/gid -> name lookups, cached (pwd/grp calls are slow per file)."""
+
+    def __init__(self) -> None:
+        self._users: dict[int, str | None] = {}
+        self._groups: dict[int, str | None] = {}
+
+    def user(self, uid: int) -> str | None:
+        if uid not in self._users:
+            import pwd
+            try:
+                self._users[uid] = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                self._users[uid] = None
+        return self._users[uid]
+
+    def group(self, gid: int) -> str | None:
+        if gid not in self._groups:
+            import grp
+            try:
+                self._groups[gid] = grp.getgrgid(gid).gr_name
+            except KeyError:
+                self._groups[gid] = None
+        return self._groups[gid]

@@ -1,0 +1,106 @@
+"""Progress display for long work: a live line on a TTY, silence otherwise
+(cron gets the one summary line the command prints at the end)."""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def human_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class TerminalProgress:
+    """Implements the engines' progress callbacks; redraws at most 4 times a second."""
+
+    def __init__(self, label: str, stream=None, enabled: bool | None = None):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.files = 0
+        self.bytes = 0
+        self.total_files: int | None = None
+        self.total_bytes: int | None = None
+        self.start = time.monotonic()
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def scan_totals(self, paths: list[str], excluded=None) -> None:
+        """Count files and bytes in the background so the bar can show an ETA."""
+        if not self.enabled:
+            return
+
+        def scan():
+            files = size = 0
+            stack = [os.fsencode(p) for p in paths]
+            while stack:
+                path = stack.pop()
+                try:
+                    with os.scandir(path) as it:
+                        for entry in it:
+                            if excluded and excluded(entry.path):
+                                continue
+                            if entry.is_dir(follow_symlinks=False):
+                                stack.append(entry.path)
+                            elif entry.is_file(follow_symlinks=False):
+                                files += 1
+                                size += entry.stat(follow_symlinks=False).st_size
+                except NotADirectoryError:
+                    try:
+                        size += os.lstat(path).st_size
+                        files += 1
+                    except OSError:
+                        pass
+                except OSError:
+                    pass
+            self.total_files, self.total_bytes = files, size
+
+        threading.Thread(target=scan, daemon=True, name="opskit-scan").start()
+
+    def file_done(self, path, size: int) -> None:
+        with self._lock:
+            self.files += 1
+        self._draw()
+
+    def bytes_read(self, n: int) -> None:
+        with self._lock:
+            self.bytes += n
+        self._draw()
+
+    def _draw(self, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not final and now - self._last < 0.25:
+            return
+        self._last = now
+        elapsed = max(now - self.start, 1e-6)
+        rate = self.bytes / elapsed
+        text = f"{self.label}: {self.files} files, {human_bytes(self.bytes)}"
+        if self.total_bytes:
+            pct = min(100.0, 100.0 * self.bytes / self.total_bytes)
+            text += f" / {human_bytes(self.total_bytes)} ({pct:.0f}%)"
+            if rate > 0 and self.bytes < self.total_bytes:
+                text += f", ETA {human_duration((self.total_bytes - self.bytes) / rate)}"
+        text += f", {human_bytes(rate)}/s, {human_duration(elapsed)}"
+        self.stream.write("\r\033[K" + text)
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw(final=True)
+            self.stream.write("\n")
+            self.stream.flush()
