@@ -1,9 +1,159 @@
-"""`opskit audit`: Audit trail: show, verify and checkpoint the tamper-evident log of every opskit command."""
+"""`opskit audit`: show, verify and checkpoint the tamper-evident log of every opskit command.
+
+The log itself lives in ``opskit.core.audit``; see docs/audit-log.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+
 import click
 
-from .app import OpskitGroup
+from opskit.core.audit import AuditLog, load_checkpoints, parse_since
+from opskit.core.errors import EXIT_FINDINGS, OperationalError
+from opskit.core.output import Result, Table
+
+from .app import App, OpskitGroup, output_options, pass_app
+
+SHOW_COLUMNS = ["seq", "time", "operator", "host", "command", "result", "exit_code", "summary"]
+CSV_COLUMNS = ["seq", "time", "operator", "host", "command", "arguments", "result", "exit_code",
+               "summary", "hash"]
+HEADERS = {"exit_code": "EXIT"}
+SUMMARY_WIDTH = 60
 
 
 @click.group("audit", cls=OpskitGroup)
 def group() -> None:
-    """Audit trail: show, verify and checkpoint the tamper-evident log of every opskit command (R-DAT-1, R-AUD-1, R-AUD-3)."""
+    """Audit trail: show, verify and checkpoint the tamper-evident log of every opskit command (R-DAT-1, R-AUD-1, R-AUD-3).
+
+    \b
+    Every opskit command appends one entry (who, when, where, what, result)
+    to a hash-chained log. 'verify' proves the chain unbroken; 'checkpoint'
+    records the head so that cutting off the end of the log is caught too --
+    export checkpoints off this machine. See docs/audit-log.md.
+    """
+
+
+def _short_time(value: str) -> str:
+    # 2026-11-01T08:00:00.123Z -> 2026-11-01T08:00:00Z
+    if isinstance(value, str) and len(value) > 20 and value.endswith("Z") and "." in value:
+        return value.split(".", 1)[0] + "Z"
+    return value
+
+
+def _short(text: str, width: int = SUMMARY_WIDTH) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+@group.command("show")
+@click.option("--since", metavar="DATE|DURATION",
+              help="Only entries at or after this time: a date/time (2026-11-01, "
+                   "2026-11-01T08:00; local time unless a zone is given) or a duration back "
+                   "from now (90m, 24h, 7d, 2w).")
+@click.option("--command", "command_prefix", metavar="PREFIX",
+              help="Only commands starting with PREFIX, e.g. 'backup' or 'users freeze'.")
+@click.option("--operator", "operator_name", metavar="NAME",
+              help="Only entries by NAME (OS user, sudo user or --operator name).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Only the newest N matching entries.")
+@output_options()
+@pass_app
+def show(app: App, since: str | None, command_prefix: str | None, operator_name: str | None,
+         limit: int | None) -> None:
+    """Show audit entries, oldest first (full entries with --json)."""
+    since_at = parse_since(since) if since else None
+    log = AuditLog(app.audit_log_path())
+    entries, skipped = log.select(since=since_at, command=command_prefix,
+                                  operator=operator_name, limit=limit)
+    if app.output_format == "csv":
+        rows = [dict(e, arguments=json.dumps(e.get("arguments"), ensure_ascii=False,
+                                             sort_keys=True)) for e in entries]
+        table = Table(CSV_COLUMNS, rows, headers=HEADERS)
+    else:
+        rows = [dict(e, time=_short_time(e.get("time")), summary=_short(e.get("summary")))
+                for e in entries]
+        table = Table(SHOW_COLUMNS, rows, headers=HEADERS)
+    messages = []
+    if skipped:
+        messages.append(f"note: {skipped} malformed line(s) skipped; run 'opskit audit verify'")
+    noun = "entry" if len(entries) == 1 else "entries"
+    app.emit(Result(data=entries, tables=[table], messages=messages,
+                    summary=f"showed {len(entries)} audit {noun}"))
+
+
+@group.command("verify")
+@click.option("--checkpoint", "checkpoint_file", metavar="FILE",
+              type=click.Path(dir_okay=False),
+              help="Also check against checkpoint(s) exported earlier with "
+                   "'opskit audit checkpoint --export'.")
+@output_options(tabular=False)
+@pass_app
+def verify(app: App, checkpoint_file: str | None) -> None:
+    """Prove the audit log unbroken: exit 0 when intact, 1 naming the first bad entry.
+
+    \b
+    Checks every entry's hash, the seq numbering and the chain of 'prev'
+    hashes, then the checkpoints recorded beside the log and, with
+    --checkpoint, an exported one (which also catches a cut-off tail).
+    """
+    given = load_checkpoints(checkpoint_file) if checkpoint_file else None
+    log = AuditLog(app.audit_log_path())
+    report = log.verify(given)
+    line = report.describe()
+    messages = [line]
+    if report.ok and report.checkpoints_checked:
+        messages.append(f"checked against {report.checkpoints_checked} checkpoint(s)")
+    if not report.ok:
+        messages.append(f"log: {log.path}")
+        messages.append("see docs/audit-log.md ('When verify fails')")
+    app.audit_details = {"verify": {k: v for k, v in report.to_dict().items() if k != "log"}}
+    app.emit(Result(data=report.to_dict(), messages=messages, summary=line,
+                    exit_code=0 if report.ok else EXIT_FINDINGS))
+
+
+@group.command("checkpoint")
+@click.option("--export", "export_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Also write the checkpoint as JSON to FILE (mode 0600), e.g. on removable "
+                   "or off-site storage.")
+@output_options(tabular=False)
+@pass_app
+def checkpoint(app: App, export_file: str | None) -> None:
+    """Verify the log, then record its head (seq + hash) as a checkpoint.
+
+    \b
+    The checkpoint is kept in checkpoints.jsonl beside the log and printed.
+    Keep a copy somewhere an attacker on this machine cannot rewrite
+    (--export to other storage, a ticket, e-mail, paper): 'verify
+    --checkpoint FILE' then proves no entry up to it was changed or removed.
+    """
+    log = AuditLog(app.audit_log_path())
+    cp = log.checkpoint()
+    messages = [f"checkpoint: seq {cp['seq']}, head {cp['hash']}",
+                f"recorded in {log.checkpoints_path}"]
+    if export_file:
+        _export(export_file, cp)
+        messages.append(f"exported to {export_file}")
+    messages.append("keep a copy off this machine; check later with "
+                    "'opskit audit verify --checkpoint FILE'")
+    app.audit_details = {"checkpoint": {"seq": cp["seq"], "hash": cp["hash"]}}
+    app.emit(Result(data=cp, messages=messages,
+                    summary=f"checkpoint seq {cp['seq']} head {cp['hash'][:12]}"))
+
+
+def _export(path: str, cp: dict) -> None:
+    data = (json.dumps(cp, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OperationalError(f"cannot write checkpoint file {path}: {exc.strerror}",
+                               hint="the checkpoint is recorded beside the log all the same") \
+            from None
