@@ -73,7 +73,7 @@ def _write_audit(app: App, exit_code: int, error: str | None) -> int:
         from opskit.core.audit import AuditLog
 
         result = "ok" if exit_code == 0 else "findings" if exit_code == 1 else "error"
-        AuditLog(app.audit_log_path()).append(
+        AuditLog(app.audit_log_path(fallback=True)).append(
             operator=app.operator,
             host=app.hostname,
             command=app.command,
@@ -95,6 +95,10 @@ def _write_audit(app: App, exit_code: int, error: str | None) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI, map errors to exit codes, audit the run."""
     _register_groups()
+    complete = os.environ.get("_OPSKIT_COMPLETE")
+    if complete:  # shell completion (docs/cli.md); never audited
+        from click.shell_completion import shell_complete
+        sys.exit(shell_complete(cli, {"obj": App()}, "opskit", "_OPSKIT_COMPLETE", complete))
     args = sys.argv[1:] if argv is None else list(argv)
     app = App()
     error: str | None = None

@@ -78,10 +78,22 @@ class App:
     def state_dir(self) -> str:
         return ensure_private_dir(resolve_state_dir(self.config.get("state_dir")))
 
-    def audit_log_path(self) -> str:
-        configured = self.config.get("audit.path")
+    def audit_log_path(self, *, fallback: bool = False) -> str:
+        """The configured audit log, or the default one in the state directory.
+
+        With ``fallback``, a broken config does not stop the attempt from being
+        recorded: the default location ($OPSKIT_HOME or the default state dir)
+        is used instead.
+        """
+        try:
+            config = self.config
+        except Exception:
+            if not fallback:
+                raise
+            return os.path.join(ensure_private_dir(resolve_state_dir(None)), "audit", "audit.log")
+        configured = config.get("audit.path")
         if configured:
-            return self.config.relative_path(configured)
+            return config.relative_path(configured)
         return os.path.join(self.state_dir, "audit", "audit.log")
 
     # --- who and where -----------------------------------------------------------
@@ -120,7 +132,7 @@ class App:
     def record(self, command: str, params: dict[str, Any]) -> None:
         self.command = command
         self.arguments = {k: redact(k, v) for k, v in params.items()
-                          if k not in ("output_format",)}
+                          if k not in ("output_format", "as_json", "as_csv")}
 
 
 pass_app = click.make_pass_decorator(App)
@@ -154,8 +166,38 @@ def output_options(tabular: bool = True) -> Callable:
     return decorator
 
 
+def redact_argv(args: list[str]) -> list[str]:
+    """Raw command-line words with values of secret-named options hidden."""
+    out, hide_next = [], False
+    for word in args:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+            continue
+        if word.startswith("--"):
+            name, eq, _value = word[2:].partition("=")
+            if is_secret_name(name):
+                if eq:
+                    out.append(f"--{name}=***")
+                else:
+                    out.append(word)
+                    hide_next = True
+                continue
+        out.append(str(redact("argv", word)))
+    return out
+
+
 class OpskitCommand(click.Command):
     """A leaf command: records its path and (redacted) parameters for the audit log."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # record the attempt first, so a rejected flag is audited too (R-AUD-3)
+        app = ctx.find_object(App)
+        if app is not None:
+            path = ctx.command_path.split(" ", 1)[1] if " " in ctx.command_path else ctx.command_path
+            app.command = path
+            app.arguments = {"argv": redact_argv(list(args))}
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         app = ctx.find_object(App)

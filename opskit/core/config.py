@@ -46,7 +46,7 @@ SCHEMA = Section({
         "paths": Key(list, [], "Paths backed up when 'backup run' is given none.", item_type=str),
         "exclude": Key(list, [], "Glob patterns never backed up (matched against full path and name).",
                        item_type=str),
-        "compression_level": Key(int, 3, "zstd level for new blobs (1 fastest ... 19 smallest).", min=1),
+        "compression_level": Key(int, 1, "zstd level for new blobs (1 fastest ... 19 smallest).", min=1),
         "pack_size_mib": Key(int, 16, "Target size of pack files in MiB.", min=1),
         "chunk_avg_kib": Key(int, 1024, "Average content-defined chunk size in KiB.", min=64),
         "workers": Key(int, None, "Worker threads for chunk/compress/encrypt. Default: CPU count.", min=1),

