@@ -17,11 +17,9 @@ from typing import Callable
 from opskit import __version__
 
 from . import crypto
-from .chunker import chunk_stream
-from .pack import BLOB_DATA, BLOB_TREE
+from .pack import BLOB_TREE
 from .repository import Repository, utcnow_iso
-from .tree import (TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, IdNames, decode_name, encode_name,
-                   encode_tree, node_from_stat, unchanged)
+from .tree import TYPE_DIR, IdNames, decode_name, encode_name, encode_tree, node_from_stat, unchanged
 
 
 @dataclass
@@ -47,6 +45,8 @@ class BackupStats:
 class Progress:
     """Callbacks the CLI implements to show progress; the default does nothing."""
 
+    def start(self, paths: list[str], excluded) -> None: ...
+
     def file_done(self, path: bytes, size: int) -> None: ...
 
     def bytes_read(self, n: int) -> None: ...
@@ -56,20 +56,43 @@ def fsdecode(path: bytes) -> str:
     return os.fsdecode(path)
 
 
+class _Dir:
+    """A directory being backed up: its tree is stored once it is walked and
+    every file and subdirectory under it has its content."""
+
+    __slots__ = ("nodes", "pending", "walked", "parent", "node", "old_id", "old_nodes")
+
+    def __init__(self, parent: "_Dir | None", node: dict | None, old_id: bytes | None,
+                 old_nodes: list | None):
+        self.nodes: list[dict] = []
+        self.pending = 0
+        self.walked = False
+        self.parent = parent
+        self.node = node          # this directory's node in the parent's tree
+        self.old_id = old_id      # the parent snapshot's tree for this directory
+        self.old_nodes = old_nodes
+
+
 class Archiver:
-    """One backup run into an open repository (caller holds a shared lock)."""
+    """One backup run into an open repository (caller holds a shared lock).
+
+    The walk (stat, trees) runs here; file contents go to worker processes
+    (see workers.py) and trees are stored as soon as all their files are in.
+    """
 
     def __init__(self, repo: Repository, *, excludes: list[str] | None = None, full: bool = False,
                  workers: int | None = None, progress: Progress | None = None):
         self.repo = repo
         self.excludes = list(excludes or [])
         self.full = full
-        self.workers = workers
+        self.workers = max(1, workers or os.cpu_count() or 2)
         self.progress = progress or Progress()
         self.stats = BackupStats()
         self.names = IdNames()
-        cfg = repo.config
-        self._chunk = (cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max)
+        self._waiting: dict[int, tuple[_Dir, dict, dict | None, bytes]] = {}
+        self._token = 0
+        self._worker_packs: dict[str, list] = {}
+        self.root_id: bytes | None = None
 
     # --- selection -----------------------------------------------------------------
     def excluded(self, path: bytes) -> bool:
@@ -90,17 +113,27 @@ class Archiver:
         """Back up ``paths``; returns (snapshot id, snapshot)."""
         start = time.monotonic()
         roots = sorted({os.path.abspath(p) for p in paths})
+        # fork the content workers before any thread of ours exists
+        from .workers import ContentWorkers
+        self.content = ContentWorkers(self.repo, self.workers)
         self.writer = self.repo.blob_writer(self.workers)
+        self.progress.start(roots, self.excluded)
         try:
             parent_root = bytes.fromhex(parent["tree"]) if parent else None
-            root_id = self._virtual_dir(b"/", [os.fsencode(r) for r in roots], parent_root)
+            root = self._new_dir(None, None, parent_root)
+            self._virtual_dir(b"/", [os.fsencode(r) for r in roots], root)
+            self.content.drain(self._on_result)
+            if self.root_id is None:
+                raise RuntimeError("backup walk ended with directories still pending")
+            self.writer.new_packs.update(self._worker_packs)
             self.writer.finish()
         except BaseException:
+            self.content.close()
             self.writer.abort()
             raise
-        self.stats.blobs_new = self.writer.blobs_new
-        self.stats.bytes_added = self.writer.bytes_new_raw
-        self.stats.bytes_stored = self.writer.bytes_stored
+        self.stats.blobs_new = self.writer.blobs_new + self.content.blobs_new
+        self.stats.bytes_added = self.writer.bytes_new_raw + self.content.bytes_new
+        self.stats.bytes_stored = self.writer.bytes_stored + self.content.bytes_stored
         self.stats.duration_s = round(time.monotonic() - start, 3)
         try:
             user = getpass.getuser()
@@ -108,7 +141,7 @@ class Archiver:
             user = str(os.geteuid())
         snap = {
             "version": 1, "time": utcnow_iso(), "host": socket.gethostname(), "user": user,
-            "paths": roots, "tree": root_id.hex(), "parent": parent["id"] if parent else None,
+            "paths": roots, "tree": self.root_id.hex(), "parent": parent["id"] if parent else None,
             "tags": sorted(set(tags or [])), "excludes": self.excludes, "full": self.full,
             "program": f"opskit {__version__}", "stats": self.stats.to_json(),
         }
@@ -116,151 +149,157 @@ class Archiver:
         snap["id"] = sid
         return sid, snap
 
-    # --- trees -----------------------------------------------------------------------
-    def _parent_nodes(self, tree_id: bytes | None) -> dict[bytes, dict]:
-        if tree_id is None:
-            return {}
-        try:
-            tree = self.repo.load_tree(tree_id)
-        except Exception:
-            return {}  # a damaged parent only costs re-reading
-        return {decode_name(n): n for n in tree.get("nodes", [])}
+    # --- directory bookkeeping ---------------------------------------------------------
+    def _new_dir(self, parent: _Dir | None, node: dict | None, old_id: bytes | None) -> _Dir:
+        old_nodes = None
+        if old_id is not None:
+            try:
+                old_nodes = self.repo.load_tree(old_id).get("nodes", [])
+            except Exception:
+                old_id = None  # a damaged parent tree only costs re-reading
+        d = _Dir(parent, node, old_id, old_nodes)
+        if parent is not None:
+            parent.pending += 1
+        return d
 
-    def _store_tree(self, nodes: list[dict]) -> bytes:
-        raw = encode_tree(nodes)
-        bid = crypto.blob_id(self.repo.keys.id_key, raw)
-        self.writer.add(BLOB_TREE, bid, raw)
-        return bid
+    @staticmethod
+    def _old_map(d: _Dir) -> dict[bytes, dict]:
+        return {decode_name(n): n for n in d.old_nodes} if d.old_nodes else {}
 
-    def _virtual_dir(self, prefix: bytes, roots: list[bytes], parent_tree: bytes | None) -> bytes:
-        """Tree for directory ``prefix`` holding only the parts leading to ``roots``."""
-        parent_nodes = self._parent_nodes(parent_tree)
+    def _maybe_finish(self, d: _Dir) -> None:
+        while d is not None and d.walked and d.pending == 0:
+            nodes = [n for n in d.nodes if not n.get("_drop")]
+            nodes.sort(key=decode_name)
+            if d.old_id is not None and nodes == d.old_nodes:
+                tree_id = d.old_id          # unchanged directory: reuse, skip encoding
+            else:
+                raw = encode_tree(nodes)
+                tree_id = crypto.blob_id(self.repo.keys.id_key, raw)
+                self.writer.add(BLOB_TREE, tree_id, raw)
+            parent = d.parent
+            if parent is None:
+                self.root_id = tree_id
+                return
+            d.node["subtree"] = tree_id.hex()
+            parent.pending -= 1
+            d = parent
+
+    def _on_result(self, kind: str, payload) -> None:
+        if kind == "packs":
+            for pack_id, entries in payload:
+                self.repo.index.add_pack(pack_id, entries)
+                self._worker_packs[pack_id] = entries
+            return
+        for res in payload:
+            d, node, old, path = self._waiting.pop(res.token)
+            if res.error is not None:
+                self._error(path, res.error)
+                node["_drop"] = True
+            else:
+                ids = res.ids
+                content = [ids[i:i + 32].hex() for i in range(0, len(ids), 32)]
+                node["content"] = content
+                node["size"] = res.size
+                self.stats.files += 1
+                self.stats.bytes += res.size
+                if old is None:
+                    self.stats.files_new += 1
+                elif old.get("content") != content:
+                    self.stats.files_changed += 1
+                else:
+                    self.stats.files_unmodified += 1
+                self.progress.bytes_read(res.size)
+                self.progress.file_done(path, res.size)
+            d.pending -= 1
+            self._maybe_finish(d)
+
+    # --- walking ---------------------------------------------------------------------
+    def _virtual_dir(self, prefix: bytes, roots: list[bytes], d: _Dir) -> None:
+        """Directory ``prefix`` holding only the parts leading to ``roots``."""
+        old = self._old_map(d)
         children: dict[bytes, list[bytes]] = {}
         for root in roots:
-            rel = root[len(prefix):].lstrip(b"/") if root != prefix else b""
-            head = rel.split(b"/", 1)[0]
-            children.setdefault(head, []).append(root)
-        nodes = []
+            rel = root[len(prefix):].lstrip(b"/")
+            children.setdefault(rel.split(b"/", 1)[0], []).append(root)
         for name, under in sorted(children.items()):
             path = os.path.join(prefix, name)
-            old = parent_nodes.get(name)
             if path in under:   # this child is itself a backed-up root
-                node = self._node(path, name, old)
-            else:
                 try:
                     st = os.lstat(path)
                 except OSError as exc:
                     self._error(path, exc)
                     continue
-                node = node_from_stat(name, st, self.names)
-                sub = bytes.fromhex(old["subtree"]) if old and old.get("subtree") else None
-                node["subtree"] = self._virtual_dir(path, under, sub).hex()
-            if node is not None:
-                nodes.append(node)
-        return self._store_tree(nodes)
+                self._entry(d, path, name, st, old.get(name))
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError as exc:
+                self._error(path, exc)
+                continue
+            node = node_from_stat(name, st, self.names)
+            d.nodes.append(node)
+            prev = old.get(name)
+            sub = self._new_dir(d, node, bytes.fromhex(prev["subtree"])
+                                if prev and prev.get("subtree") else None)
+            self._virtual_dir(path, under, sub)
+        d.walked = True
+        self._maybe_finish(d)
 
-    def _node(self, path: bytes, name: bytes, old: dict | None) -> dict | None:
-        try:
-            st = os.lstat(path)
-        except OSError as exc:
-            self._error(path, exc)
-            return None
-        return self._node_from(path, name, st, old)
-
-    def _node_from(self, path: bytes, name: bytes, st, old: dict | None) -> dict | None:
+    def _entry(self, d: _Dir, path: bytes, name: bytes, st, old: dict | None) -> None:
         mode = st.st_mode
         if statmod.S_ISREG(mode):
             node = node_from_stat(name, st, self.names)
-            return self._file(path, st, node, old)
-        if statmod.S_ISDIR(mode):
+            d.nodes.append(node)
+            if not self.full and unchanged(old, st):
+                node["content"] = old["content"]
+                self.stats.files += 1
+                self.stats.files_unmodified += 1
+                self.stats.bytes += st.st_size
+                self.progress.bytes_read(st.st_size)
+                self.progress.file_done(path, st.st_size)
+                return
+            self._token += 1
+            self._waiting[self._token] = (d, node, old, path)
+            d.pending += 1
+            self.content.submit(self._token, path, st.st_size, self._on_result)
+        elif statmod.S_ISDIR(mode):
             node = node_from_stat(name, st, self.names)
-            sub = bytes.fromhex(old["subtree"]) if old and old.get("type") == TYPE_DIR else None
-            tree_id = self._dir(path, sub)
-            if tree_id is None:
-                return None
-            node["subtree"] = tree_id.hex()
+            d.nodes.append(node)
+            sub = self._new_dir(d, node, bytes.fromhex(old["subtree"])
+                                if old and old.get("type") == TYPE_DIR else None)
+            self._walk(path, sub)
             self.stats.dirs += 1
-            return node
-        if statmod.S_ISLNK(mode):
+        elif statmod.S_ISLNK(mode):
             node = node_from_stat(name, st, self.names)
             try:
                 encode_name(node, "target", os.readlink(path))
             except OSError as exc:
                 self._error(path, exc)
-                return None
-            return node
-        return None  # sockets, fifos, devices: not backed up
+                return
+            d.nodes.append(node)
+        # sockets, fifos and devices are not backed up
 
-    def _dir(self, path: bytes, parent_tree: bytes | None) -> bytes | None:
-        parent_nodes = self._parent_nodes(parent_tree)
+    def _walk(self, path: bytes, d: _Dir) -> None:
         try:
-            entries = sorted(os.scandir(path), key=lambda e: e.name)
+            with os.scandir(path) as it:
+                entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             self._error(path, exc)
-            return None
-        nodes = []
+            d.node["_drop"] = True
+            d.walked = True
+            self._maybe_finish(d)
+            return
+        old = self._old_map(d)
         for entry in entries:
             child = entry.path
-            if self.excluded(child):
+            if self.excludes and self.excluded(child):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:
                 self._error(child, exc)
                 continue
-            node = self._node_from(child, entry.name, st, parent_nodes.get(entry.name))
-            if node is not None:
-                nodes.append(node)
-        return self._store_tree(nodes)
-
-    def _file(self, path: bytes, st, node: dict, old: dict | None) -> dict | None:
-        stats = self.stats
-        if not self.full and unchanged(old, st):
-            node["content"] = old["content"]
-            stats.files += 1
-            stats.files_unmodified += 1
-            stats.bytes += st.st_size
-            self.progress.bytes_read(st.st_size)
-            self.progress.file_done(path, st.st_size)
-            return node
-        try:
-            content, size = self._read_content(path)
-        except OSError as exc:
-            self._error(path, exc)
-            return None
-        node["content"] = content
-        node["size"] = size
-        stats.files += 1
-        stats.bytes += size
-        if old is None:
-            stats.files_new += 1
-        elif old.get("content") != content:
-            stats.files_changed += 1
-        else:
-            stats.files_unmodified += 1
-        self.progress.file_done(path, size)
-        return node
-
-    def _read_content(self, path: bytes) -> tuple[list[str], int]:
-        id_key = self.repo.keys.id_key
-        lo, avg, hi = self._chunk
-        ids: list[str] = []
-        size = 0
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NOATIME", 0)
-        try:
-            fd = os.open(path, flags)
-        except PermissionError:
-            fd = os.open(path, flags & ~getattr(os, "O_NOATIME", 0))
-        with os.fdopen(fd, "rb", buffering=0) as fh:
-            first = fh.read(lo + 1)
-            if len(first) <= lo:          # small file: one blob, no chunker needed
-                chunks = [first] if first else []
-            else:
-                chunks = chunk_stream(fh, lo, avg, hi, first=first)
-            for chunk in chunks:
-                bid = crypto.blob_id(id_key, chunk)
-                self.writer.add(BLOB_DATA, bid, chunk)
-                ids.append(bid.hex())
-                size += len(chunk)
-                self.progress.bytes_read(len(chunk))
-        return ids, size
+            self._entry(d, child, entry.name, st, old.get(entry.name))
+        d.walked = True
+        self.content.poll(self._on_result, block=False)
+        self._maybe_finish(d)

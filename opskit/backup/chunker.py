@@ -15,7 +15,11 @@ READ_BLOCK = 16 << 20
 
 def chunk_stream(fh: BinaryIO, min_size: int, avg_size: int, max_size: int,
                  first: bytes = b"") -> Iterator[bytes]:
-    """Yield the chunks of ``fh`` (after ``first``, bytes already read from it)."""
+    """Yield the chunks of ``fh`` (after ``first``, bytes already read from it).
+
+    Chunks are memoryviews into a buffer that is reused: use (hash, compress,
+    copy) each one before asking for the next.
+    """
     buf = first
     eof = False
     while True:
@@ -36,8 +40,8 @@ def chunk_stream(fh: BinaryIO, min_size: int, avg_size: int, max_size: int,
             if not eof and chunk.offset + max_size > len(buf):
                 break
             consumed = chunk.offset + chunk.length
-            yield bytes(view[chunk.offset:consumed])
-        del view
+            yield view[chunk.offset:consumed]
+        view.release()
         buf = buf[consumed:]
         if eof and not buf:
             return

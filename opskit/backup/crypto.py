@@ -11,6 +11,7 @@ import getpass
 import json
 import os
 import socket
+import threading
 from dataclasses import dataclass
 
 import blake3
@@ -67,7 +68,7 @@ def object_id(stored: bytes | memoryview) -> str:
 
 
 # --- compression -----------------------------------------------------------------
-_local = __import__("threading").local()
+_local = threading.local()
 
 
 def _compressor(level: int) -> zstandard.ZstdCompressor:
@@ -110,10 +111,20 @@ def decompress(payload: bytes) -> bytes:
 
 
 # --- envelope --------------------------------------------------------------------
+def _aead(key: bytes) -> AESGCM:
+    cache = getattr(_local, "aead", None)
+    if cache is None:
+        cache = _local.aead = {}
+    aead = cache.get(key)
+    if aead is None:
+        aead = cache[key] = AESGCM(key)
+    return aead
+
+
 def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     """Encrypt into a master-key envelope: kind || nonce || AES-256-GCM(ct||tag)."""
     nonce = os.urandom(NONCE_LEN)
-    return bytes([ENVELOPE_MASTER]) + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+    return bytes([ENVELOPE_MASTER]) + nonce + _aead(key).encrypt(nonce, plaintext, aad)
 
 
 def open_sealed(key: bytes, envelope: bytes | memoryview, aad: bytes) -> bytes:
@@ -126,7 +137,7 @@ def open_sealed(key: bytes, envelope: bytes | memoryview, aad: bytes) -> bytes:
     if envelope[0] != ENVELOPE_MASTER:
         raise DecryptError(f"unknown envelope kind {envelope[0]}")
     try:
-        return AESGCM(key).decrypt(envelope[1:1 + NONCE_LEN], envelope[1 + NONCE_LEN:], aad)
+        return _aead(key).decrypt(envelope[1:1 + NONCE_LEN], envelope[1 + NONCE_LEN:], aad)
     except InvalidTag:
         raise DecryptError("authentication failed") from None
 

@@ -77,7 +77,7 @@ class Repository:
         self.config = config
         self.key_name = key_name
         self.index = MasterIndex()
-        self.compression_level = 3
+        self.compression_level = 1
         self.pack_size = 16 << 20
         self.index_loaded = False
 

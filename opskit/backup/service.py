@@ -84,7 +84,7 @@ def get_passphrase(config: Config, passphrase_file: str | None,
 
 
 def tune(repo: Repository, config: Config) -> Repository:
-    repo.compression_level = int(config.get("backup.compression_level", 3))
+    repo.compression_level = int(config.get("backup.compression_level", 1))
     repo.pack_size = int(config.get("backup.pack_size_mib", 16)) << 20
     return repo
 

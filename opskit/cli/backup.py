@@ -137,14 +137,13 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
     with RepoLock(r, stale_after_s=_stale_s(app)):
         r.load_index()
         roots = sorted({os.path.abspath(p) for p in paths})
-        parent = None
-        if not full or True:  # a full backup still records its parent for diffs
-            candidates = [s for s in r.snapshots() if sorted(s.get("paths", [])) == roots
-                          and s.get("host") == app.hostname]
-            parent = candidates[-1] if candidates else None
+        # the newest snapshot of the same host and paths; a full backup still records
+        # it as parent (for diffs) but re-reads every file
+        candidates = [s for s in r.snapshots() if sorted(s.get("paths", [])) == roots
+                      and s.get("host") == app.hostname]
+        parent = candidates[-1] if candidates else None
         archiver = Archiver(r, excludes=excludes, full=full, progress=progress,
                             workers=app.config.get("backup.workers"))
-        progress.scan_totals(roots, archiver.excluded)
         try:
             sid, snap = archiver.run(roots, tags=list(tags), parent=parent)
         finally:

@@ -34,11 +34,11 @@ class TerminalProgress:
         self.bytes = 0
         self.total_files: int | None = None
         self.total_bytes: int | None = None
-        self.start = time.monotonic()
+        self.started_at = time.monotonic()
         self._last = 0.0
         self._lock = threading.Lock()
 
-    def scan_totals(self, paths: list[str], excluded=None) -> None:
+    def start(self, paths: list[str], excluded=None) -> None:
         """Count files and bytes in the background so the bar can show an ETA."""
         if not self.enabled:
             return
@@ -87,7 +87,7 @@ class TerminalProgress:
         if not final and now - self._last < 0.25:
             return
         self._last = now
-        elapsed = max(now - self.start, 1e-6)
+        elapsed = max(now - self.started_at, 1e-6)
         rate = self.bytes / elapsed
         text = f"{self.label}: {self.files} files, {human_bytes(self.bytes)}"
         if self.total_bytes:
