@@ -18,7 +18,8 @@ from opskit import __version__
 
 from . import crypto
 from .pack import BLOB_TREE
-from .repository import Repository, utcnow_iso
+from .backends import BackendError
+from .repository import CorruptObject, Repository, utcnow_iso
 from .tree import TYPE_DIR, IdNames, decode_name, encode_name, encode_tree, node_from_stat, unchanged
 
 
@@ -43,7 +44,10 @@ class BackupStats:
 
 
 class Progress:
-    """Callbacks the CLI implements to show progress; the default does nothing."""
+    """Callbacks the CLI implements to show progress; the default does nothing.
+    ``enabled`` False lets the engine skip the per-file calls altogether."""
+
+    enabled = False
 
     def start(self, paths: list[str], excluded) -> None: ...
 
@@ -60,13 +64,15 @@ class _Dir:
     """A directory being backed up: its tree is stored once it is walked and
     every file and subdirectory under it has its content."""
 
-    __slots__ = ("nodes", "pending", "walked", "parent", "node", "old_id", "old_nodes")
+    __slots__ = ("nodes", "pending", "walked", "finished", "parent", "node", "old_id",
+                 "old_nodes")
 
     def __init__(self, parent: "_Dir | None", node: dict | None, old_id: bytes | None,
                  old_nodes: list | None):
         self.nodes: list[dict] = []
         self.pending = 0
         self.walked = False
+        self.finished = False     # tree stored: must happen exactly once
         self.parent = parent
         self.node = node          # this directory's node in the parent's tree
         self.old_id = old_id      # the parent snapshot's tree for this directory
@@ -92,6 +98,8 @@ class Archiver:
         self._waiting: dict[int, tuple[_Dir, dict, dict | None, bytes]] = {}
         self._token = 0
         self._worker_packs: dict[str, list] = {}
+        self._content = None
+        self._show = bool(getattr(self.progress, "enabled", True))
         self.root_id: bytes | None = None
 
     # --- selection -----------------------------------------------------------------
@@ -113,27 +121,30 @@ class Archiver:
         """Back up ``paths``; returns (snapshot id, snapshot)."""
         start = time.monotonic()
         roots = sorted({os.path.abspath(p) for p in paths})
-        # fork the content workers before any thread of ours exists
-        from .workers import ContentWorkers
-        self.content = ContentWorkers(self.repo, self.workers)
+        from .workers import tune_malloc
+        tune_malloc()
+        self._ensure_index()        # parent trees are found through it
         self.writer = self.repo.blob_writer(self.workers)
         self.progress.start(roots, self.excluded)
         try:
             parent_root = bytes.fromhex(parent["tree"]) if parent else None
             root = self._new_dir(None, None, parent_root)
             self._virtual_dir(b"/", [os.fsencode(r) for r in roots], root)
-            self.content.drain(self._on_result)
+            if self._content is not None:
+                self._content.drain(self._on_result)
             if self.root_id is None:
                 raise RuntimeError("backup walk ended with directories still pending")
             self.writer.new_packs.update(self._worker_packs)
             self.writer.finish()
         except BaseException:
-            self.content.close()
+            if self._content is not None:
+                self._content.close()
             self.writer.abort()
             raise
-        self.stats.blobs_new = self.writer.blobs_new + self.content.blobs_new
-        self.stats.bytes_added = self.writer.bytes_new_raw + self.content.bytes_new
-        self.stats.bytes_stored = self.writer.bytes_stored + self.content.bytes_stored
+        content = self._content
+        self.stats.blobs_new = self.writer.blobs_new + (content.blobs_new if content else 0)
+        self.stats.bytes_added = self.writer.bytes_new_raw + (content.bytes_new if content else 0)
+        self.stats.bytes_stored = self.writer.bytes_stored + (content.bytes_stored if content else 0)
         self.stats.duration_s = round(time.monotonic() - start, 3)
         try:
             user = getpass.getuser()
@@ -149,13 +160,29 @@ class Archiver:
         snap["id"] = sid
         return sid, snap
 
+    # --- lazily started machinery -------------------------------------------------------
+    def _ensure_index(self) -> None:
+        """Load the index, re-indexing packs a crashed run left behind."""
+        if not self.repo.index_loaded:
+            self.repo.load_index()
+
+    @property
+    def content(self):
+        """Content worker processes, forked on first use (after the index is
+        loaded, so they inherit it)."""
+        if self._content is None:
+            from .workers import ContentWorkers
+            self._ensure_index()
+            self._content = ContentWorkers(self.repo, self.workers)
+        return self._content
+
     # --- directory bookkeeping ---------------------------------------------------------
     def _new_dir(self, parent: _Dir | None, node: dict | None, old_id: bytes | None) -> _Dir:
         old_nodes = None
         if old_id is not None:
             try:
                 old_nodes = self.repo.load_tree(old_id).get("nodes", [])
-            except Exception:
+            except (CorruptObject, BackendError):
                 old_id = None  # a damaged parent tree only costs re-reading
         d = _Dir(parent, node, old_id, old_nodes)
         if parent is not None:
@@ -167,7 +194,8 @@ class Archiver:
         return {decode_name(n): n for n in d.old_nodes} if d.old_nodes else {}
 
     def _maybe_finish(self, d: _Dir) -> None:
-        while d is not None and d.walked and d.pending == 0:
+        while d is not None and d.walked and d.pending == 0 and not d.finished:
+            d.finished = True
             nodes = [n for n in d.nodes if not n.get("_drop")]
             nodes.sort(key=decode_name)
             if d.old_id is not None and nodes == d.old_nodes:
@@ -208,8 +236,9 @@ class Archiver:
                     self.stats.files_changed += 1
                 else:
                     self.stats.files_unmodified += 1
-                self.progress.bytes_read(res.size)
-                self.progress.file_done(path, res.size)
+                if self._show:
+                    self.progress.bytes_read(res.size)
+                    self.progress.file_done(path, res.size)
             d.pending -= 1
             self._maybe_finish(d)
 
@@ -248,16 +277,19 @@ class Archiver:
     def _entry(self, d: _Dir, path: bytes, name: bytes, st, old: dict | None) -> None:
         mode = st.st_mode
         if statmod.S_ISREG(mode):
-            node = node_from_stat(name, st, self.names)
-            d.nodes.append(node)
             if not self.full and unchanged(old, st):
-                node["content"] = old["content"]
+                # same size, mtime, ctime (so mode and owner too) and inode: the
+                # parent's node is still true; reusing it keeps the tree identical
+                d.nodes.append(old)
                 self.stats.files += 1
                 self.stats.files_unmodified += 1
                 self.stats.bytes += st.st_size
-                self.progress.bytes_read(st.st_size)
-                self.progress.file_done(path, st.st_size)
+                if self._show:
+                    self.progress.bytes_read(st.st_size)
+                    self.progress.file_done(path, st.st_size)
                 return
+            node = node_from_stat(name, st, self.names)
+            d.nodes.append(node)
             self._token += 1
             self._waiting[self._token] = (d, node, old, path)
             d.pending += 1
@@ -301,5 +333,6 @@ class Archiver:
                 continue
             self._entry(d, child, entry.name, st, old.get(entry.name))
         d.walked = True
-        self.content.poll(self._on_result, block=False)
+        if self._content is not None:
+            self._content.poll(self._on_result, block=False)
         self._maybe_finish(d)

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from . import crypto
 from .pack import BLOB_DATA, BLOB_TREE, BlobEntry
@@ -21,8 +20,7 @@ _TYPES = {BLOB_DATA: 0, BLOB_TREE: 1}
 _NAMES = {0: BLOB_DATA, 1: BLOB_TREE}
 
 
-@dataclass(frozen=True)
-class Location:
+class Location(NamedTuple):
     pack: str          # pack id hex
     offset: int
     length: int
@@ -49,9 +47,9 @@ def decode_index(raw: bytes) -> dict[str, list[BlobEntry]]:
     for _ in range(count):
         pid, n = _PACK.unpack_from(raw, pos)
         pos += _PACK.size
-        entries = []
-        for bid, t, off, length, raw_len in _ENTRY.iter_unpack(raw[pos:pos + n * _ENTRY.size]):
-            entries.append(BlobEntry(_NAMES[t], bid, off, length, raw_len))
+        names = _NAMES
+        entries = [BlobEntry(names[t], bid, off, length, raw_len)
+                   for bid, t, off, length, raw_len in _ENTRY.iter_unpack(raw[pos:pos + n * _ENTRY.size])]
         pos += n * _ENTRY.size
         packs[pid.hex()] = entries
     return packs
@@ -67,9 +65,11 @@ class MasterIndex:
 
     def add_pack(self, pack_id: str, entries: Iterable[BlobEntry]) -> None:
         with self._lock:
+            blobs = self._blobs
             n = 0
             for e in entries:
-                self._blobs.setdefault(e.id, Location(pack_id, e.offset, e.length, e.raw_length, e.type))
+                if e.id not in blobs:
+                    blobs[e.id] = Location(pack_id, e.offset, e.length, e.raw_length, e.type)
                 n += 1
             self.packs[pack_id] = n
 

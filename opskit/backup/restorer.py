@@ -53,6 +53,8 @@ class Restorer:
 
     # --- run -------------------------------------------------------------------------
     def run(self, snapshot: dict) -> RestoreStats:
+        from .workers import tune_malloc
+        tune_malloc()
         os.makedirs(self.target, exist_ok=True)
         with ThreadPoolExecutor(self.workers, thread_name_prefix="opskit-restore") as pool:
             self._futures = []

@@ -11,11 +11,12 @@ appears in two files at once; that costs a little space, never correctness
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
 import os
 import queue
 import traceback
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from opskit.core.errors import OperationalError
 
@@ -28,8 +29,20 @@ _FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 _NOATIME = getattr(os, "O_NOATIME", 0)
 
 
-@dataclass
-class FileResult:
+def tune_malloc() -> None:
+    """Keep multi-MiB buffers in the heap instead of an mmap/munmap per
+    allocation. The engine allocates many such buffers (reads, compressed
+    and encrypted chunks); a fresh mmap costs a page fault per 4 KiB, which
+    measured ~20% of backup wall time. glibc only; elsewhere a no-op."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 32 << 20)    # M_MMAP_THRESHOLD: the maximum glibc accepts
+        libc.mallopt(-1, 128 << 20)   # M_TRIM_THRESHOLD: keep freed memory for reuse
+    except (OSError, AttributeError):
+        pass
+
+
+class FileResult(NamedTuple):
     token: int
     ids: bytes | None          # concatenated 32-byte chunk ids; None on error
     size: int

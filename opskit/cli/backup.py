@@ -135,7 +135,6 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
     excludes = list(app.config.get("backup.exclude", [])) + list(exclude)
     progress = TerminalProgress("backup")
     with RepoLock(r, stale_after_s=_stale_s(app)):
-        r.load_index()
         roots = sorted({os.path.abspath(p) for p in paths})
         # the newest snapshot of the same host and paths; a full backup still records
         # it as parent (for diffs) but re-reads every file
