@@ -1,0 +1,272 @@
+"""The one Host interface every collector, check and provisioner is written against.
+
+A ``Host`` runs commands (an argv list, never a shell string) and reads,
+writes, lists and stats files. ``LocalHost`` (opskit.hosts.local) and
+``SSHHost`` (opskit.hosts.ssh) implement it, so local and remote behave the
+same: same result types, same errors, same messages.
+
+Errors all derive from ``HostError`` (an OperationalError, exit code 3) and
+always name the host, with its address and port when it has one. File errors
+are also the matching builtin ``OSError`` subclass, so ``except
+FileNotFoundError`` works on both implementations.
+
+Secrets: messages include the command line (shortened) and the tail of
+stderr, never ``input`` or ``env`` values. Pass secrets on stdin or in env.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import shlex
+import stat as _stat
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from opskit.core.errors import OperationalError
+
+STDERR_TAIL = 400          # characters of stderr quoted in HostCommandError
+ARGV_SHOWN = 200           # characters of the command line quoted in messages
+
+
+def format_argv(argv: list[str]) -> str:
+    """The command line as a shell would show it, shortened for messages."""
+    text = shlex.join(str(a) for a in argv)
+    return text if len(text) <= ARGV_SHOWN else text[: ARGV_SHOWN - 3] + "..."
+
+
+def tail(data: bytes | str | None, limit: int = STDERR_TAIL) -> str:
+    """Last ``limit`` characters of command output, decoded and stripped."""
+    if not data:
+        return ""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    text = text.strip()
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+# --- errors ---------------------------------------------------------------------
+
+class HostError(OperationalError):
+    """Something went wrong talking to a host. ``status`` is the short word
+    shown in host tables (``opskit hosts ping``)."""
+
+    status = "error"
+
+    def __init__(self, message: str, *, host: str | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.host = host
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class HostUnreachable(HostError):
+    """No SSH session could be set up: refused, timed out, no route, not SSH."""
+
+    status = "unreachable"
+
+
+class HostKeyRejected(HostError):
+    """The host key is unknown (and the policy is 'reject') or has changed."""
+
+    status = "host key rejected"
+
+    def __init__(self, message: str, *, host: str | None = None, hint: str | None = None,
+                 fingerprint: str | None = None, changed: bool = False):
+        super().__init__(message, host=host, hint=hint)
+        self.fingerprint = fingerprint
+        self.changed = changed
+
+
+class HostAuthFailed(HostError):
+    """The host refused our key, or the key file is unusable."""
+
+    status = "auth failed"
+
+
+class HostTimeout(HostError):
+    """A command (or a whole per-host task) ran past its time limit."""
+
+    status = "timeout"
+
+    def __init__(self, message: str, *, host: str | None = None, hint: str | None = None,
+                 stdout: bytes = b"", stderr: bytes = b""):
+        super().__init__(message, host=host, hint=hint)
+        self.stdout, self.stderr = stdout, stderr
+
+
+class HostCommandError(HostError):
+    """A command run with ``check=True`` exited non-zero."""
+
+    status = "command failed"
+
+    def __init__(self, message: str, *, host: str | None = None, hint: str | None = None,
+                 result: "RunResult | None" = None):
+        super().__init__(message, host=host, hint=hint)
+        self.result = result
+
+
+class HostPathError(HostError):
+    """A path was refused: it escapes the host's sysroot, or is not usable."""
+
+    status = "path refused"
+
+
+class HostFileNotFound(HostError, FileNotFoundError):
+    """A file or directory on the host does not exist (also a FileNotFoundError)."""
+
+    status = "not found"
+    _errno = _errno.ENOENT
+
+
+class HostPermissionError(HostError, PermissionError):
+    """The host denied access to a path (also a PermissionError)."""
+
+    status = "permission denied"
+    _errno = _errno.EACCES
+
+
+def file_error(host: str, path: str, exc: OSError, where: str | None = None) -> HostError:
+    """Turn an OSError about ``path`` into a HostError naming the host.
+
+    Missing paths become HostFileNotFound, access denied HostPermissionError;
+    anything else a plain HostError. ``errno`` and ``filename`` are kept.
+    ``where`` is how the message names the host (default: ``host``)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    message = f"{where or host}: {path}: {reason}"
+    if isinstance(exc, FileNotFoundError) or exc.errno == _errno.ENOENT:
+        err: HostError = HostFileNotFound(message, host=host)
+    elif isinstance(exc, PermissionError) or exc.errno in (_errno.EACCES, _errno.EPERM):
+        err = HostPermissionError(message, host=host)
+    else:
+        err = HostError(message, host=host)
+    err.errno = exc.errno if exc.errno is not None else getattr(err, "_errno", None)
+    err.strerror = reason
+    err.filename = path
+    return err
+
+
+# --- results ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a command did. ``rc`` is the exit status (-1: killed by a signal
+    with no status reported); ``duration`` is seconds."""
+
+    host: str
+    argv: list[str]
+    rc: int
+    stdout: bytes
+    stderr: bytes
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    @property
+    def text(self) -> str:
+        """stdout decoded as UTF-8 (undecodable bytes replaced)."""
+        return self.stdout.decode("utf-8", "replace")
+
+    def check(self) -> "RunResult":
+        """Raise HostCommandError unless the command succeeded; return self."""
+        if self.rc != 0:
+            detail = tail(self.stderr) or tail(self.stdout) or "no output"
+            raise HostCommandError(
+                f"{self.host}: command '{format_argv(self.argv)}' exited with status "
+                f"{self.rc}: {detail}", host=self.host, result=self)
+        return self
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """File metadata. ``mode`` includes the type bits (use ``stat.S_IMODE``
+    for permissions); ``is_link`` says whether ``path`` itself is a symlink,
+    even when the other fields describe its target."""
+
+    path: str
+    mode: int
+    size: int
+    mtime: float
+    uid: int
+    gid: int
+    is_dir: bool
+    is_link: bool
+
+    @property
+    def permissions(self) -> int:
+        return _stat.S_IMODE(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return _stat.S_ISREG(self.mode)
+
+
+# --- the interface --------------------------------------------------------------
+
+class Host(ABC):
+    """A machine opskit works on. Use as a context manager or call ``close()``.
+
+    Implementations must be safe to use from one thread at a time; fan-out
+    gives every host its own thread.
+    """
+
+    name: str
+
+    @property
+    def address(self) -> str | None:
+        """``address:port`` for remote hosts, None for local ones."""
+        return None
+
+    def describe(self) -> str:
+        """How messages name this host: ``web1 (10.0.0.5:22)``."""
+        return f"{self.name} ({self.address})" if self.address else f"{self.name} (local)"
+
+    @abstractmethod
+    def run(self, argv: list[str], *, timeout: float | None = None, input: bytes | None = None,
+            check: bool = False, env: dict[str, str] | None = None) -> RunResult:
+        """Run ``argv`` (no shell) and wait for it.
+
+        timeout  seconds; past it the command is killed and HostTimeout raised
+        input    bytes fed to stdin (stdin is empty otherwise)
+        check    raise HostCommandError when the exit status is not 0
+        env      variables added to (or overriding) the host's environment
+        A missing program gives rc 127, like a shell would.
+        """
+
+    @abstractmethod
+    def read_file(self, path: str) -> bytes:
+        """The whole content of ``path``."""
+
+    @abstractmethod
+    def write_file(self, path: str, data: bytes, mode: int | None = None) -> None:
+        """Replace ``path`` atomically (temp file in the same directory, then
+        rename; a symlink at ``path`` is replaced, not followed). ``mode`` sets
+        permissions; None keeps an existing file's mode (0600 for a new file)."""
+
+    @abstractmethod
+    def listdir(self, path: str) -> list[str]:
+        """Sorted names in directory ``path`` (no '.' or '..')."""
+
+    @abstractmethod
+    def stat(self, path: str, *, follow_symlinks: bool = True) -> FileStat:
+        """Metadata of ``path``; raises HostFileNotFound (a FileNotFoundError)."""
+
+    def exists(self, path: str) -> bool:
+        """True when ``path`` exists (a dangling symlink counts as existing)."""
+        try:
+            self.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Release connections; the host may be used again (it reconnects)."""
+
+    def __enter__(self) -> "Host":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"
