@@ -4,15 +4,19 @@ Restores content, mode, mtime, symlinks, empty directories, owner/group when
 running as root, and names that are not valid UTF-8. Every blob's keyed id is
 recomputed, so a damaged repository cannot restore wrong bytes silently.
 Names that could escape the target are refused (format doc, Trees).
+
+The parent walks the trees and makes directories and symlinks; file contents
+are written by forked worker processes (forkpool.py), which inherit the open
+repository and index.
 """
 from __future__ import annotations
 
 import os
 import stat as statmod
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from . import crypto
+from .forkpool import ForkPool
 from .repository import CorruptObject, Repository
 from .tree import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, UnsafeName, decode_name, safe_name
 
@@ -29,13 +33,63 @@ class RestoreStats:
         return asdict(self)
 
 
+def apply_metadata(dest: bytes, node: dict, *, as_root: bool, symlink: bool = False) -> str | None:
+    """Owner (as root), mode and mtime from ``node``; returns an error text or None."""
+    try:
+        if as_root and node.get("uid") is not None:
+            os.lchown(dest, int(node["uid"]), int(node["gid"]))
+        if not symlink:
+            os.chmod(dest, statmod.S_IMODE(int(node["mode"])))
+        mtime = int(node["mtime_ns"])
+        os.utime(dest, ns=(mtime, mtime), follow_symlinks=not symlink)
+    except (OSError, KeyError, ValueError) as exc:
+        return f"metadata not restored: {exc}"
+    return None
+
+
+class _FileWriter:
+    """Runs in a worker process: writes whole files from their chunk ids."""
+
+    def __init__(self, repo: Repository, as_root: bool):
+        self.repo = repo
+        self.as_root = as_root
+        self.id_key = repo.keys.id_key
+
+    def restore(self, dest: bytes, node: dict) -> tuple[bytes, int, str | None]:
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            return dest, 0, exc.strerror or str(exc)
+        written = 0
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as fh:
+                for hex_id in node.get("content", ()):
+                    bid = bytes.fromhex(hex_id)
+                    data = self.repo.read_blob(bid)
+                    if crypto.blob_id(self.id_key, data) != bid:
+                        raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
+                    view = memoryview(data)
+                    while view:
+                        view = view[fh.write(view):]
+                    written += len(data)
+        except OSError as exc:
+            return dest, written, exc.strerror or str(exc)
+        except CorruptObject as exc:
+            return dest, written, str(exc)
+        return dest, written, apply_metadata(dest, node, as_root=self.as_root)
+
+
+def _restore_batch(writer: _FileWriter, batch: list) -> list:
+    return [writer.restore(dest, node) for dest, node in batch]
+
+
 class Restorer:
     def __init__(self, repo: Repository, target: str, *, includes: list[str] | None = None,
                  workers: int | None = None, progress=None):
         self.repo = repo
         self.target = os.fsencode(os.path.abspath(target))
         self.includes = [os.fsencode(os.path.normpath("/" + p.strip("/"))) for p in includes or []]
-        self.workers = workers or (os.cpu_count() or 2)
+        self.workers = max(1, workers or (os.cpu_count() or 2))
         self.progress = progress
         self.stats = RestoreStats()
         self.as_root = os.geteuid() == 0
@@ -56,23 +110,42 @@ class Restorer:
         from .workers import tune_malloc
         tune_malloc()
         os.makedirs(self.target, exist_ok=True)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="opskit-restore") as pool:
-            self._futures = []
-            self._walk(bytes.fromhex(snapshot["tree"]), b"/", pool)
-            for fut in self._futures:
-                fut.result()
+        as_root, repo = self.as_root, self.repo
+        self.pool = ForkPool(self.workers, init=lambda: _FileWriter(repo, as_root),
+                             handle=_restore_batch, name="opskit-restore",
+                             batch_items=32, batch_bytes=16 << 20)
+        self.pool.on_batch = self._files_done
+        try:
+            self._walk(bytes.fromhex(snapshot["tree"]), b"/")
+            self.pool.drain()
+        except BaseException:
+            self.pool.close()
+            raise
         # directories last, deepest first, so writing files does not disturb their mtime
         for path, node in reversed(self._dirs):
-            self._apply_meta(path, node)
+            problem = apply_metadata(path, node, as_root=self.as_root)
+            if problem:
+                self._error(path, problem)
         if self.includes and not (self.stats.files or self.stats.dirs or self.stats.symlinks):
             self.stats.errors.append({"path": ", ".join(os.fsdecode(i) for i in self.includes),
                                       "error": "no such path in the snapshot"})
         return self.stats
 
+    def _files_done(self, results: list) -> None:
+        for dest, written, error in results:
+            self.stats.bytes += written
+            if error:
+                self._error(dest, error)
+                continue
+            self.stats.files += 1
+            if self.progress:
+                self.progress.bytes_read(written)
+                self.progress.file_done(dest, written)
+
     def _dest(self, snap_path: bytes) -> bytes:
         return self.target + snap_path  # snap_path is absolute and built from safe names
 
-    def _walk(self, tree_id: bytes, snap_dir: bytes, pool) -> None:
+    def _walk(self, tree_id: bytes, snap_dir: bytes) -> None:
         tree = self.repo.load_tree(tree_id)
         for node in tree.get("nodes", []):
             try:
@@ -91,13 +164,14 @@ class Restorer:
                 if selected:
                     self.stats.dirs += 1
                     self._dirs.append((dest, node))
-                self._walk(bytes.fromhex(node["subtree"]), snap_path, pool)
+                self._walk(bytes.fromhex(node["subtree"]), snap_path)
             elif not selected:
                 continue
             elif kind == TYPE_FILE:
-                self._futures.append(pool.submit(self._restore_file, self._dest(snap_path), node))
+                self.pool.submit((self._dest(snap_path), node), int(node.get("size") or 0))
             elif kind == TYPE_SYMLINK:
                 self._restore_symlink(self._dest(snap_path), node)
+        self.pool.poll(block=False)
 
     def _error(self, path: bytes, exc) -> None:
         msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -119,37 +193,6 @@ class Restorer:
             self._error(dest, exc)
             return False
 
-    def _restore_file(self, dest: bytes, node: dict) -> None:
-        id_key = self.repo.keys.id_key
-        try:
-            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        except OSError as exc:
-            self._error(dest, exc)
-            return
-        written = 0
-        try:
-            with os.fdopen(fd, "wb", buffering=0) as fh:
-                for hex_id in node.get("content", []):
-                    bid = bytes.fromhex(hex_id)
-                    data = self.repo.read_blob(bid)
-                    if crypto.blob_id(id_key, data) != bid:
-                        raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
-                    view = memoryview(data)
-                    while view:
-                        n = fh.write(view)
-                        view = view[n:]
-                    written += len(data)
-                    if self.progress:
-                        self.progress.bytes_read(len(data))
-        except (OSError, CorruptObject) as exc:
-            self._error(dest, exc)
-            return
-        self._apply_meta(dest, node)
-        self.stats.files += 1
-        self.stats.bytes += written
-        if self.progress:
-            self.progress.file_done(dest, written)
-
     def _restore_symlink(self, dest: bytes, node: dict) -> None:
         try:
             target = decode_name(node, "target")
@@ -159,16 +202,7 @@ class Restorer:
         except (OSError, UnsafeName) as exc:
             self._error(dest, exc)
             return
-        self._apply_meta(dest, node, symlink=True)
+        problem = apply_metadata(dest, node, as_root=self.as_root, symlink=True)
+        if problem:
+            self._error(dest, problem)
         self.stats.symlinks += 1
-
-    def _apply_meta(self, dest: bytes, node: dict, symlink: bool = False) -> None:
-        try:
-            if self.as_root and node.get("uid") is not None:
-                os.lchown(dest, int(node["uid"]), int(node["gid"]))
-            if not symlink:
-                os.chmod(dest, statmod.S_IMODE(int(node["mode"])))
-            mtime = int(node["mtime_ns"])
-            os.utime(dest, ns=(mtime, mtime), follow_symlinks=not symlink)
-        except (OSError, KeyError, ValueError) as exc:
-            self._error(dest, f"metadata not restored: {exc}")

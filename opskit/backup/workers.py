@@ -12,16 +12,12 @@ appears in two files at once; that costs a little space, never correctness
 from __future__ import annotations
 
 import ctypes
-import multiprocessing as mp
 import os
-import queue
-import traceback
 from typing import NamedTuple
-
-from opskit.core.errors import OperationalError
 
 from . import crypto
 from .chunker import chunk_stream
+from .forkpool import ForkPool, WorkerError  # noqa: F401  (WorkerError re-exported)
 from .pack import BLOB_DATA, PackBuilder, encrypt_blob
 from .repository import Repository, pack_name
 
@@ -113,120 +109,64 @@ class _Worker:
         self.builder = PackBuilder(BLOB_DATA)
 
 
-def _worker_main(repo: Repository, tasks, results) -> None:
-    worker = _Worker(repo)
-    try:
-        while True:
-            batch = tasks.get()
-            if batch is None:
-                worker.flush()
-                results.put(("packs", worker.out_packs))
-                results.put(("done", (worker.blobs_new, worker.bytes_new, worker.bytes_stored)))
-                return
-            out = [worker.file(token, path) for token, path in batch]
-            packs, worker.out_packs = worker.out_packs, []
-            results.put(("files", (out, packs)))
-    except BaseException as exc:  # report, never hang the parent
-        results.put(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}"))
+def _handle_files(worker: _Worker, batch: list) -> tuple[list, list]:
+    out = [worker.file(token, path) for token, path in batch]
+    packs, worker.out_packs = worker.out_packs, []
+    return out, packs
+
+
+def _finish_worker(worker: _Worker) -> tuple[list, tuple[int, int, int]]:
+    worker.flush()
+    return worker.out_packs, (worker.blobs_new, worker.bytes_new, worker.bytes_stored)
 
 
 class ContentWorkers:
-    """Parent-side handle: ``submit`` paths, ``poll``/``drain`` results."""
+    """Parent-side handle: ``submit`` paths, ``poll``/``drain`` results.
 
-    BATCH_FILES = 64
-    BATCH_BYTES = 8 << 20
+    ``on_result(kind, payload)`` receives ``("files", [FileResult...])`` and
+    ``("packs", [(pack_id, entries)...])``.
+    """
 
     def __init__(self, repo: Repository, count: int):
-        ctx = mp.get_context("fork")
-        self.tasks = ctx.Queue(maxsize=count * 4)
-        self.results = ctx.Queue()
-        self.procs = [ctx.Process(target=_worker_main, args=(repo, self.tasks, self.results),
-                                  daemon=True, name=f"opskit-content-{i}") for i in range(count)]
-        for p in self.procs:
-            p.start()
-        self._batch: list[tuple[int, bytes]] = []
-        self._batch_bytes = 0
-        self.outstanding = 0          # files submitted and not yet answered
+        self.pool = ForkPool(count, init=lambda: _Worker(repo), handle=_handle_files,
+                             finish=_finish_worker, name="opskit-content")
         self.blobs_new = self.bytes_new = self.bytes_stored = 0
-        self._done = 0
+        self._on_result = None
+        self.pool.on_batch = self._batch_done
+        self.pool.on_done = self._worker_done
+
+    @property
+    def outstanding(self) -> int:
+        return self.pool.outstanding
+
+    def _batch_done(self, result) -> None:
+        files, packs = result
+        self._on_result("packs", packs)
+        self._on_result("files", files)
+
+    def _worker_done(self, final) -> None:
+        packs, (blobs, new, stored) = final
+        self._on_result("packs", packs)
+        self.blobs_new += blobs
+        self.bytes_new += new
+        self.bytes_stored += stored
 
     def submit(self, token: int, path: bytes, size: int, on_result) -> None:
-        self._batch.append((token, path))
-        self._batch_bytes += size
-        self.outstanding += 1
-        if len(self._batch) >= self.BATCH_FILES or self._batch_bytes >= self.BATCH_BYTES:
-            self._send(on_result)
-
-    def _send(self, on_result) -> None:
-        batch, self._batch, self._batch_bytes = self._batch, [], 0
-        while True:
-            try:
-                self.tasks.put(batch, timeout=0.05)
-                return
-            except queue.Full:
-                self.poll(on_result, block=False)
+        self._on_result = on_result
+        self.pool.submit((token, path), size)
 
     def flush(self, on_result) -> None:
-        if self._batch:
-            self._send(on_result)
+        self._on_result = on_result
+        self.pool.flush()
 
     def poll(self, on_result, *, block: bool) -> None:
-        """Handle available results; ``on_result(kind, payload)``."""
-        while True:
-            try:
-                kind, payload = self.results.get(timeout=0.5 if block else 0)
-            except queue.Empty:
-                if block:
-                    self._check_alive()
-                    continue
-                return
-            self._handle(kind, payload, on_result)
-            if block:
-                return
-
-    def _handle(self, kind, payload, on_result) -> None:
-        if kind == "error":
-            self.close()
-            raise WorkerError(payload)
-        if kind == "files":
-            files, packs = payload
-            self.outstanding -= len(files)
-            on_result("packs", packs)
-            on_result("files", files)
-        elif kind == "packs":
-            on_result("packs", payload)
-        elif kind == "done":
-            self._done += 1
-            b, n, s = payload
-            self.blobs_new += b
-            self.bytes_new += n
-            self.bytes_stored += s
-
-    def _check_alive(self) -> None:
-        dead = [p for p in self.procs if not p.is_alive() and p.exitcode not in (0, None)]
-        if dead:
-            self.close()
-            raise WorkerError(f"content worker {dead[0].name} died (exit code {dead[0].exitcode})")
+        self._on_result = on_result
+        self.pool.poll(block=block)
 
     def drain(self, on_result) -> None:
         """Wait for every file, then stop the workers and collect their last packs."""
-        self.flush(on_result)
-        while self.outstanding:
-            self.poll(on_result, block=True)
-        for _ in self.procs:
-            self.tasks.put(None)
-        while self._done < len(self.procs):
-            self.poll(on_result, block=True)
-        for p in self.procs:
-            p.join(timeout=10)
+        self._on_result = on_result
+        self.pool.drain()
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.is_alive():
-                p.terminate()
-        for p in self.procs:
-            p.join(timeout=5)
-
-
-class WorkerError(OperationalError):
-    """A content worker failed (storage error, crash); the backup stops, exit 3."""
+        self.pool.close()

@@ -20,6 +20,7 @@ class LocalBackend(Backend):
         self.fsync = fsync
         self._made_dirs: set[str] = set()
         self._lock = threading.Lock()
+        self._fds: dict[str, int] = {}
 
     def _path(self, name: str) -> str:
         parts = name.split("/")
@@ -67,17 +68,40 @@ class LocalBackend(Backend):
                 raise BackendError(f"{self.root}: no space left on device writing {name}") from None
             raise BackendError(f"{path}: {exc.strerror}") from None
 
+    _FD_CACHE = 128
+
+    def _fd(self, path: str) -> int:
+        """An open read-only fd for ``path``, cached: restores read many small
+        ranges of the same packs, and objects never change once written."""
+        with self._lock:
+            fd = self._fds.pop(path, None)
+            if fd is None:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self._fds[path] = fd          # most recently used last
+            while len(self._fds) > self._FD_CACHE:
+                old = next(iter(self._fds))
+                os.close(self._fds.pop(old))
+            return fd
+
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
         path = self._path(name)
         try:
-            with open(path, "rb") as fh:
-                if offset:
-                    fh.seek(offset)
-                return fh.read() if length is None else fh.read(length)
+            if length is None:
+                with open(path, "rb") as fh:
+                    if offset:
+                        fh.seek(offset)
+                    return fh.read()
+            return os.pread(self._fd(path), length, offset)  # short at end of object, like read()
         except FileNotFoundError:
             raise ObjectNotFound(f"{path}: object not found") from None
         except OSError as exc:
             raise BackendError(f"{path}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         base = self._path(prefix.rstrip("/"))
@@ -96,8 +120,13 @@ class LocalBackend(Backend):
                 yield f"{rel}/{fname}", size
 
     def delete(self, name: str) -> None:
+        path = self._path(name)
+        with self._lock:
+            fd = self._fds.pop(path, None)
+            if fd is not None:
+                os.close(fd)
         try:
-            os.unlink(self._path(name))
+            os.unlink(path)
         except FileNotFoundError:
             pass
         except OSError as exc:

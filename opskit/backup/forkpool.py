@@ -1,0 +1,130 @@
+"""A small pool of forked worker processes fed in batches.
+
+Forking (not spawning) lets workers inherit the open repository, its keys
+and its in-memory index without pickling them, and lets the work itself
+(hashing, compression, encryption, file I/O) run on every core, free of
+Python's GIL. Work goes out in batches to keep inter-process traffic low.
+
+Fork before starting threads of your own: a forked child only has the
+thread that forked it.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import traceback
+from typing import Any, Callable
+
+from opskit.core.errors import OperationalError
+
+
+class WorkerError(OperationalError):
+    """A worker process failed (storage error, crash); the job stops, exit 3."""
+
+
+def _child(init, handle, finish, tasks, results) -> None:
+    try:
+        state = init()
+        while True:
+            batch = tasks.get()
+            if batch is None:
+                results.put(("done", finish(state)))
+                return
+            results.put(("batch", (len(batch), handle(state, batch))))
+    except BaseException as exc:  # report, never leave the parent waiting
+        results.put(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"))
+
+
+class ForkPool:
+    """``init()`` runs once per child and makes its state; ``handle(state, batch)``
+    returns what the parent's ``on_batch(result, size)`` receives;
+    ``finish(state)`` runs when the pool drains and goes to ``on_done``."""
+
+    def __init__(self, count: int, *, init: Callable[[], Any], handle: Callable[[Any, list], Any],
+                 finish: Callable[[Any], Any] = lambda state: None, name: str = "opskit-worker",
+                 batch_items: int = 64, batch_bytes: int = 8 << 20):
+        ctx = mp.get_context("fork")
+        self.tasks = ctx.Queue(maxsize=count * 4)
+        self.results = ctx.Queue()
+        self.procs = [ctx.Process(target=_child, args=(init, handle, finish, self.tasks, self.results),
+                                  daemon=True, name=f"{name}-{i}") for i in range(count)]
+        for p in self.procs:
+            p.start()
+        self.batch_items = batch_items
+        self.batch_bytes = batch_bytes
+        self._batch: list = []
+        self._batch_size = 0
+        self.outstanding = 0              # items submitted and not yet answered
+        self._done = 0
+        self.on_batch: Callable[[Any], None] = lambda result: None
+        self.on_done: Callable[[Any], None] = lambda final: None
+
+    def submit(self, item: Any, size: int = 0) -> None:
+        self._batch.append(item)
+        self._batch_size += size
+        self.outstanding += 1
+        if len(self._batch) >= self.batch_items or self._batch_size >= self.batch_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_size = self._batch, [], 0
+        while True:
+            try:
+                self.tasks.put(batch, timeout=0.05)
+                return
+            except queue.Full:
+                self.poll(block=False)
+
+    def poll(self, *, block: bool) -> None:
+        """Handle answers that are ready (with ``block``, wait for at least one)."""
+        while True:
+            try:
+                kind, payload = self.results.get(timeout=0.5 if block else 0)
+            except queue.Empty:
+                if block:
+                    self._check_alive()
+                    continue
+                return
+            self._handle(kind, payload)
+            if block:
+                return
+
+    def _handle(self, kind: str, payload: Any) -> None:
+        if kind == "error":
+            self.close()
+            raise WorkerError(f"worker failed: {payload.splitlines()[0]}")
+        if kind == "batch":
+            count, result = payload
+            self.outstanding -= count
+            self.on_batch(result)
+        elif kind == "done":
+            self._done += 1
+            self.on_done(payload)
+
+    def _check_alive(self) -> None:
+        dead = [p for p in self.procs if not p.is_alive() and p.exitcode not in (0, None)]
+        if dead:
+            self.close()
+            raise WorkerError(f"worker {dead[0].name} died (exit code {dead[0].exitcode})")
+
+    def drain(self) -> None:
+        """Wait for every item, then stop the workers (each reports ``finish``)."""
+        self.flush()
+        while self.outstanding:
+            self.poll(block=True)
+        for _ in self.procs:
+            self.tasks.put(None)
+        while self._done < len(self.procs):
+            self.poll(block=True)
+        for p in self.procs:
+            p.join(timeout=10)
+
+    def close(self) -> None:
+        """Stop the workers at once (after an error)."""
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            p.join(timeout=5)
