@@ -28,7 +28,8 @@ TARGETS = {"initial": 0.3, "unchanged": 0.3, "mutated": 0.5, "restore": 0.5, "re
 
 
 def tree_rss_kib(pid: int) -> int:
-    """Resident memory of ``pid`` and all its descendants, in KiB."""
+    """Proportional resident memory (PSS) of ``pid`` and all its descendants, in
+    KiB: pages shared after a fork count once in total, not once per process."""
     total = 0
     pids = [pid]
     seen = set()
@@ -38,10 +39,11 @@ def tree_rss_kib(pid: int) -> int:
             continue
         seen.add(p)
         try:
-            with open(f"/proc/{p}/status") as fh:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
                 for line in fh:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith("Pss:"):
                         total += int(line.split()[1])
+                        break
             with open(f"/proc/{p}/task/{p}/children") as fh:
                 pids.extend(int(c) for c in fh.read().split())
         except (FileNotFoundError, ProcessLookupError, ValueError):
@@ -152,7 +154,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--work", default=os.path.join(HERE, "work"))
+    ap.add_argument("--work", default=os.path.join(HERE, "work"),
+                    help="scratch directory (dataset, both repositories, restores); on a "
+                         "tmpfs such as /dev/shm it measures the tools, not the disk")
     ap.add_argument("--no-write", action="store_true", help="don't update RESULTS.md")
     args = ap.parse_args()
     if not shutil.which("restic"):
@@ -197,7 +201,7 @@ def main() -> None:
                  TARGETS["repo_size"]))
     rows.append(("added by mutated run (MiB)", f"{added['opskit'] / 2**20:.1f}",
                  f"{added['restic'] / 2**20:.1f}", added["opskit"] / max(added["restic"], 1), 1.0))
-    rows.append(("peak RSS, process tree (MiB)", f"{ops.peak / 1024:.0f}", f"{res.peak / 1024:.0f}",
+    rows.append(("peak memory, process tree PSS (MiB)", f"{ops.peak / 1024:.0f}", f"{res.peak / 1024:.0f}",
                  None, None))
     lines = [
         "## backup (benchmarks/bench_backup.py)", "",

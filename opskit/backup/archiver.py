@@ -322,16 +322,29 @@ class Archiver:
             self._maybe_finish(d)
             return
         old = self._old_map(d)
+        excludes, incremental, show, stats = self.excludes, not self.full, self._show, self.stats
+        is_reg = statmod.S_ISREG
         for entry in entries:
             child = entry.path
-            if self.excludes and self.excluded(child):
+            if excludes and self.excluded(child):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:
                 self._error(child, exc)
                 continue
-            self._entry(d, child, entry.name, st, old.get(entry.name))
+            prev = old.get(entry.name)
+            # hot path of an incremental run: an unchanged file keeps its node as is
+            if incremental and prev is not None and is_reg(st.st_mode) and unchanged(prev, st):
+                d.nodes.append(prev)
+                stats.files += 1
+                stats.files_unmodified += 1
+                stats.bytes += st.st_size
+                if show:
+                    self.progress.bytes_read(st.st_size)
+                    self.progress.file_done(child, st.st_size)
+                continue
+            self._entry(d, child, entry.name, st, prev)
         d.walked = True
         if self._content is not None:
             self._content.poll(self._on_result, block=False)

@@ -84,7 +84,7 @@ class ForkPool:
                 kind, payload = self.results.get(timeout=0.5 if block else 0)
             except queue.Empty:
                 if block:
-                    self._check_alive()
+                    self._check_alive(expect_running=self.outstanding > 0)
                     continue
                 return
             self._handle(kind, payload)
@@ -103,8 +103,12 @@ class ForkPool:
             self._done += 1
             self.on_done(payload)
 
-    def _check_alive(self) -> None:
+    def _check_alive(self, expect_running: bool) -> None:
+        """Raise when a worker died, or when every worker is gone while work is
+        still unanswered (nothing would ever answer it)."""
         dead = [p for p in self.procs if not p.is_alive() and p.exitcode not in (0, None)]
+        if not dead and expect_running and not any(p.is_alive() for p in self.procs):
+            dead = self.procs[:1]
         if dead:
             self.close()
             raise WorkerError(f"worker {dead[0].name} died (exit code {dead[0].exitcode})")

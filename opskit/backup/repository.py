@@ -112,14 +112,24 @@ class Repository:
         slots = list(backend.list("keys/"))
         if not slots:
             raise RepositoryError(f"{backend.location}: repository has no key slots")
+        damaged = []
         for name, _size in slots:
+            raw = backend.get(name)
+            if crypto.object_id(raw) != name.split("/")[-1]:
+                damaged.append(name)   # edited or corrupted: never trust it
+                continue
             try:
-                keys = crypto.open_key_slot(backend.get(name), passphrase)
+                keys = crypto.open_key_slot(raw, passphrase)
                 key_name = name.split("/")[-1]
                 break
             except crypto.DecryptError:
                 continue
         if keys is None:
+            if damaged:
+                raise RepositoryError(
+                    f"cannot unlock repository {backend.location}: key slot(s) "
+                    + ", ".join(damaged) + " damaged (content does not match the name); "
+                    "no intact slot accepts this passphrase")
             raise WrongPassphrase(f"wrong passphrase for repository {backend.location}")
         repo = cls(backend, keys, RepoConfig("", 0, 0, 0, 0, ""), key_name)
         data = repo.open_json("config", backend.get("config"), "config")

@@ -33,18 +33,43 @@ class RestoreStats:
         return asdict(self)
 
 
-def apply_metadata(dest: bytes, node: dict, *, as_root: bool, symlink: bool = False) -> str | None:
-    """Owner (as root), mode and mtime from ``node``; returns an error text or None."""
+def apply_metadata(dest: bytes | int, node: dict, *, as_root: bool, symlink: bool = False
+                   ) -> str | None:
+    """Owner (as root), mode and mtime from ``node``; returns an error text or None.
+
+    ``dest`` is an open fd where we have one (files), so a symlink swapped in
+    at that path meanwhile can never redirect a chmod/chown to another file;
+    otherwise a path, never followed if it is a symlink.
+    """
     try:
+        mode = statmod.S_IMODE(int(node["mode"]))
+        mtime = int(node["mtime_ns"])
+        if isinstance(dest, int):
+            if as_root and node.get("uid") is not None:
+                os.fchown(dest, int(node["uid"]), int(node["gid"]))
+            os.fchmod(dest, mode)
+            os.utime(dest, ns=(mtime, mtime))
+            return None
         if as_root and node.get("uid") is not None:
             os.lchown(dest, int(node["uid"]), int(node["gid"]))
         if not symlink:
-            os.chmod(dest, statmod.S_IMODE(int(node["mode"])))
-        mtime = int(node["mtime_ns"])
-        os.utime(dest, ns=(mtime, mtime), follow_symlinks=not symlink)
-    except (OSError, KeyError, ValueError) as exc:
+            os.chmod(dest, mode, follow_symlinks=False) if _LCHMOD else _chmod_dir(dest, mode)
+        os.utime(dest, ns=(mtime, mtime), follow_symlinks=False)
+    except (OSError, KeyError, ValueError, NotImplementedError) as exc:
         return f"metadata not restored: {exc}"
     return None
+
+
+_LCHMOD = os.chmod in os.supports_follow_symlinks
+
+
+def _chmod_dir(path: bytes, mode: int) -> None:
+    """chmod a directory through an O_NOFOLLOW|O_DIRECTORY fd (Linux has no lchmod)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 class _FileWriter:
@@ -72,11 +97,11 @@ class _FileWriter:
                     while view:
                         view = view[fh.write(view):]
                     written += len(data)
+                return dest, written, apply_metadata(fh.fileno(), node, as_root=self.as_root)
         except OSError as exc:
             return dest, written, exc.strerror or str(exc)
         except CorruptObject as exc:
             return dest, written, str(exc)
-        return dest, written, apply_metadata(dest, node, as_root=self.as_root)
 
 
 def _restore_batch(writer: _FileWriter, batch: list) -> list:
@@ -147,11 +172,16 @@ class Restorer:
 
     def _walk(self, tree_id: bytes, snap_dir: bytes) -> None:
         tree = self.repo.load_tree(tree_id)
+        seen: set[bytes] = set()
         for node in tree.get("nodes", []):
             try:
                 name = safe_name(node)
             except UnsafeName as exc:
                 raise CorruptObject(f"tree {tree_id.hex()[:16]}", str(exc)) from None
+            if name in seen:   # a real directory never has two; a forged tree might
+                raise CorruptObject(f"tree {tree_id.hex()[:16]}",
+                                    f"name {name!r} appears twice in one directory")
+            seen.add(name)
             snap_path = snap_dir.rstrip(b"/") + b"/" + name
             selected = self._selected(snap_path)
             kind = node.get("type")

@@ -60,9 +60,10 @@ def node_from_stat(name: bytes, st, names: "IdNames") -> dict:
 
 def unchanged(old: dict | None, st) -> bool:
     """Incremental test: same size, mtime, ctime and inode as the parent's node."""
-    return (old is not None and old.get("type") == TYPE_FILE and "content" in old
-            and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns
-            and old.get("ctime_ns") == st.st_ctime_ns and old.get("inode") == st.st_ino)
+    return (old is not None and old.get("mtime_ns") == st.st_mtime_ns
+            and old.get("ctime_ns") == st.st_ctime_ns and old.get("size") == st.st_size
+            and old.get("inode") == st.st_ino and old.get("type") == TYPE_FILE
+            and "content" in old)
 
 
 def encode_tree(nodes: list[dict]) -> bytes:

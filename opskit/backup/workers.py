@@ -33,7 +33,7 @@ def tune_malloc() -> None:
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(-3, 32 << 20)    # M_MMAP_THRESHOLD: the maximum glibc accepts
-        libc.mallopt(-1, 128 << 20)   # M_TRIM_THRESHOLD: keep freed memory for reuse
+        libc.mallopt(-1, 64 << 20)    # M_TRIM_THRESHOLD: keep some freed memory for reuse
     except (OSError, AttributeError):
         pass
 
@@ -71,18 +71,27 @@ class _Worker:
             return FileResult(token, None, 0, exc.strerror or str(exc))
         ids = []
         size = 0
+        fh = None
         try:
-            with os.fdopen(fd, "rb", buffering=0) as fh:
-                first = fh.read(self.lo + 1)
-                if len(first) <= self.lo:       # small file: one blob, no chunker
-                    chunks = (first,) if first else ()
-                else:
-                    chunks = chunk_stream(fh, self.lo, self.avg, self.hi, first=first)
-                for chunk in chunks:
-                    size += len(chunk)
-                    ids.append(self._store(chunk))
+            # one read decides: most files are smaller than a chunk, and for them
+            # a bare os.read avoids a file object and its fstat
+            first = os.read(fd, self.lo + 1)
+            if len(first) <= self.lo:       # small file: one blob, no chunker
+                chunks = (first,) if first else ()
+            else:
+                fh = os.fdopen(fd, "rb", buffering=0)
+                fd = -1
+                chunks = chunk_stream(fh, self.lo, self.avg, self.hi, first=first)
+            for chunk in chunks:
+                size += len(chunk)
+                ids.append(self._store(chunk))
         except OSError as exc:
             return FileResult(token, None, 0, exc.strerror or str(exc))
+        finally:
+            if fh is not None:
+                fh.close()
+            if fd >= 0:
+                os.close(fd)
         return FileResult(token, b"".join(ids), size, None)
 
     def _store(self, chunk: bytes) -> bytes:

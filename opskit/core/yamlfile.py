@@ -10,8 +10,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from .errors import ConfigError
 
 Path_ = tuple  # a key path such as ("backup", "repo") or ("hosts", 0)
@@ -51,7 +49,8 @@ def dotted(path: Path_) -> str:
     return out
 
 
-def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, lines: dict, file: str) -> Any:
+def _walk(loader, node, path: Path_, lines: dict, file: str) -> Any:
+    import yaml
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolve '<<' merge keys
@@ -74,6 +73,7 @@ def _walk(loader: yaml.SafeLoader, node: yaml.Node, path: Path_, lines: dict, fi
 
 def parse_yaml(text: str, file: str) -> YamlDoc:
     """Parse YAML text (one document) with safe loading and line tracking."""
+    import yaml  # here, not at module level: commands without a config file never need it
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
