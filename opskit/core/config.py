@@ -13,6 +13,8 @@ from typing import Any
 from .errors import ConfigError
 from .schema import Key, MapOf, Section, defaults, validate
 from .yamlfile import YamlDoc, dotted, load_yaml
+from opskit.corrections.settings import SECTION as CORRECTIONS_SECTION
+from opskit.policy.settings import SECTION as POLICY_SECTION
 
 SYSTEM_CONFIG = "/etc/opskit/opskit.yaml"
 
@@ -49,9 +51,11 @@ SCHEMA = Section({
         "compression_level": Key(int, 1, "zstd level for new blobs (1 fastest ... 19 smallest).", min=1),
         "pack_size_mib": Key(int, 16, "Target size of pack files in MiB.", min=1),
         "chunk_avg_kib": Key(int, 1024, "Average content-defined chunk size in KiB.", min=64),
-        "workers": Key(int, None, "Worker threads for chunk/compress/encrypt. Default: CPU count.", min=1),
+        "workers": Key(int, None, "Worker processes for backup and restore. Default: CPU count.", min=1),
         "lock_stale_minutes": Key(int, 60, "A lock not refreshed for this long is stale.", min=1),
     }),
+    "policy": POLICY_SECTION,
+    "corrections": CORRECTIONS_SECTION,
 })
 
 
