@@ -328,3 +328,240 @@ def unlock_cmd(app: App, all_locks: bool, repo, passphrase_file) -> None:
                           "remaining": [l.__dict__ for l in remaining]},
                     tables=[Table(["lock", "holder", "why"], rows)], messages=[summary],
                     summary=summary))
+
+
+# --- retention and prune (R-BAK-2, R-BAK-4) -------------------------------------------
+def _policy_from(app: App, flags: dict, tags: tuple[str, ...]):
+    from opskit.backup.retention import Policy, parse_duration
+    cfg = app.config
+    given = {k: v for k, v in flags.items() if v}
+    source = given if given else {k: cfg.get(f"backup.retention.{k}") for k in flags}
+    within = source.get("keep_within")
+    return Policy(keep_last=int(source.get("keep_last") or 0),
+                  keep_hourly=int(source.get("keep_hourly") or 0),
+                  keep_daily=int(source.get("keep_daily") or 0),
+                  keep_weekly=int(source.get("keep_weekly") or 0),
+                  keep_monthly=int(source.get("keep_monthly") or 0),
+                  keep_yearly=int(source.get("keep_yearly") or 0),
+                  keep_within=parse_duration(within) if within else None,
+                  tags=list(tags)), ("flags" if given else "config backup.retention")
+
+
+def _timezone(app: App):
+    name = app.config.get("backup.retention.timezone")
+    if not name:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise app.config.error("backup.retention.timezone", f"unknown time zone {name!r}") from None
+
+
+@group.command("forget")
+@click.option("--keep-last", type=click.IntRange(0), help="Keep the N newest snapshots.")
+@click.option("--keep-hourly", type=click.IntRange(0), help="Newest of each of the last N hours.")
+@click.option("--keep-daily", type=click.IntRange(0), help="Newest of each of the last N days.")
+@click.option("--keep-weekly", type=click.IntRange(0), help="Newest of each of the last N weeks.")
+@click.option("--keep-monthly", type=click.IntRange(0), help="Newest of each of the last N months.")
+@click.option("--keep-yearly", type=click.IntRange(0), help="Newest of each of the last N years.")
+@click.option("--keep-within", metavar="DURATION", help="Keep everything younger (14d, 6m, 1y).")
+@click.option("--tag", "tags", multiple=True, help="Apply only to snapshots with this tag.")
+@click.option("--dry-run", is_flag=True, help="Show what would be forgotten; change nothing.")
+@click.option("--prune", "then_prune", is_flag=True, help="Run prune afterwards.")
+@repo_option
+@output_options()
+@pass_app
+def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly,
+               keep_yearly, keep_within, tags, dry_run, then_prune, repo, passphrase_file):
+    """Forget snapshots a retention policy does not keep.
+
+    \b
+    With no --keep-* flag the policy comes from backup.retention in the config,
+    so cron needs no flags. A floor no flag can lower always holds: snapshots
+    younger than backup.retention.floor_days (default 30) and the newest
+    drill-verified snapshot stay. Groups are per host and path set.
+    """
+    from opskit.backup.retention import Floor, decide, group_key, newest_drill_verified
+    flags = {"keep_last": keep_last, "keep_hourly": keep_hourly, "keep_daily": keep_daily,
+             "keep_weekly": keep_weekly, "keep_monthly": keep_monthly,
+             "keep_yearly": keep_yearly, "keep_within": keep_within}
+    policy, source = _policy_from(app, flags, tags)
+    floor = Floor(float(app.config.get("backup.retention.floor_days", 30.0)),
+                  newest_drill_verified(app.state_dir))
+    tz = _timezone(app)
+    r = _open(app, repo, passphrase_file)
+    with RepoLock(r, exclusive=not dry_run, stale_after_s=_stale_s(app)):
+        groups: dict = {}
+        for snap in r.snapshots():
+            groups.setdefault(group_key(snap), []).append(snap)
+        rows, forgotten = [], []
+        for _key, snaps in sorted(groups.items(), key=lambda kv: str(kv[0])):
+            for d in decide(snaps, policy, floor, tz=tz):
+                s = d.snapshot
+                rows.append({"id": s["id"][:8], "time": s["time"][:19].replace("T", " "),
+                             "host": s.get("host"), "paths": s.get("paths"),
+                             "action": "keep" if d.keep else "forget",
+                             "reasons": ", ".join(d.reasons)})
+                if not d.keep:
+                    forgotten.append(s["id"])
+        if not dry_run:
+            for sid in forgotten:
+                r.backend.delete(f"snapshots/{sid}")
+    verb = "would forget" if dry_run else "forgot"
+    summary = f"{verb} {len(forgotten)} of {len(rows)} snapshots (policy from {source})"
+    app.audit_details = {"forgotten": forgotten, "dry_run": dry_run, "policy_source": source}
+    app.emit(Result(data={"dry_run": dry_run, "forgotten": forgotten, "decisions": rows},
+                    tables=[Table(["id", "time", "host", "paths", "action", "reasons"], rows)],
+                    messages=[summary], summary=summary))
+    if then_prune and not dry_run:
+        click.get_current_context().invoke(prune_cmd, dry_run=False, repo=repo,
+                                           passphrase_file=passphrase_file)
+
+
+@group.command("prune")
+@click.option("--dry-run", is_flag=True, help="Show what would go and the bytes freed.")
+@repo_option
+@output_options()
+@pass_app
+def prune_cmd(app: App, dry_run: bool, repo, passphrase_file) -> None:
+    """Remove data no snapshot needs; repack packs that are mostly garbage.
+
+    Crash-safe: interrupted at any point, the repository still passes
+    'check --read-data' and a rerun finishes the job.
+    """
+    from opskit.backup import prune
+    r = _open(app, repo, passphrase_file)
+    with RepoLock(r, exclusive=True, stale_after_s=_stale_s(app)):
+        r.load_index(repair=False)
+        p, used, packs = prune.plan(r)
+        done = None if dry_run else prune.apply(r, p, used, packs)
+    verb = "would free" if dry_run else "freed"
+    summary = (f"prune: {len(p.packs_delete) + len(p.unindexed_delete)} packs to delete, "
+               f"{len(p.packs_repack)} to repack, {p.packs_keep} kept; {verb} about "
+               f"{human_bytes(p.bytes_freed)} of {human_bytes(p.bytes_total)}")
+    app.audit_details = {"plan": p.to_json(), "done": done}
+    app.emit(Result(data={"dry_run": dry_run, "plan": p.to_json(), "done": done},
+                    messages=[summary], summary=summary))
+
+
+# --- keys -----------------------------------------------------------------------------
+@group.group("key", cls=OpskitGroup)
+def key_group() -> None:
+    """Key slots: several passphrases can open one repository.
+
+    \b
+    Changing a passphrase rewraps the master key only; no data is
+    re-encrypted. 'key export --paper' prints a recovery sheet to keep offline.
+    """
+
+
+def _new_passphrase(new_passphrase_file: str | None) -> bytes:
+    if new_passphrase_file:
+        return service.read_passphrase_file(new_passphrase_file)
+    env = os.environ.get("OPSKIT_NEW_PASSPHRASE")
+    if env:
+        return env.encode()
+    if not sys.stdin.isatty():
+        raise UsageError("no new passphrase: use --new-passphrase-file or OPSKIT_NEW_PASSPHRASE")
+    value = click.prompt("New passphrase", hide_input=True, confirmation_prompt="Repeat new passphrase")
+    if not value:
+        raise UsageError("empty passphrase")
+    return value.encode()
+
+
+new_passphrase_option = click.option(
+    "--new-passphrase-file", metavar="FILE",
+    help="Read the new passphrase from FILE (0600); else $OPSKIT_NEW_PASSPHRASE or a prompt.")
+
+
+@key_group.command("list")
+@repo_option
+@output_options()
+@pass_app
+def key_list_cmd(app: App, repo, passphrase_file) -> None:
+    """List key slots (the one you unlocked with is marked current)."""
+    from opskit.backup.keys import list_slots
+    r = _open(app, repo, passphrase_file)
+    slots = list_slots(r)
+    rows = [{"id": s.id[:12], "kind": s.kind, "created": s.created, "host": s.host, "user": s.user,
+             "current": s.current} for s in slots]
+    app.emit(Result(data=[s.__dict__ for s in slots],
+                    tables=[Table(["id", "kind", "created", "host", "user", "current"], rows)],
+                    summary=f"{len(slots)} key slots"))
+
+
+@key_group.command("add")
+@new_passphrase_option
+@repo_option
+@output_options(tabular=False)
+@pass_app
+def key_add_cmd(app: App, new_passphrase_file, repo, passphrase_file) -> None:
+    """Add a key slot with a new passphrase."""
+    from opskit.backup.keys import add_slot
+    r = _open(app, repo, passphrase_file)
+    sid = add_slot(r, _new_passphrase(new_passphrase_file))
+    app.emit(Result(data={"added": sid}, messages=[f"added key slot {sid[:12]}"],
+                    summary=f"added key slot {sid[:12]}"))
+
+
+@key_group.command("remove")
+@click.argument("key_id")
+@repo_option
+@output_options(tabular=False)
+@pass_app
+def key_remove_cmd(app: App, key_id: str, repo, passphrase_file) -> None:
+    """Remove key slot KEY_ID (an id prefix); the last usable one is refused."""
+    from opskit.backup.keys import remove_slot
+    r = _open(app, repo, passphrase_file)
+    gone = remove_slot(r, key_id)
+    app.emit(Result(data={"removed": gone.id}, messages=[f"removed key slot {gone.id[:12]}"],
+                    summary=f"removed key slot {gone.id[:12]}"))
+
+
+@key_group.command("passwd")
+@new_passphrase_option
+@repo_option
+@output_options(tabular=False)
+@pass_app
+def key_passwd_cmd(app: App, new_passphrase_file, repo, passphrase_file) -> None:
+    """Change the passphrase of the slot you unlock with (rewraps the key only)."""
+    from opskit.backup.keys import change_passphrase
+    r = _open(app, repo, passphrase_file)
+    old, new = change_passphrase(r, _new_passphrase(new_passphrase_file))
+    msg = f"passphrase changed: slot {old[:12]} replaced by {new[:12]}"
+    app.emit(Result(data={"old": old, "new": new}, messages=[msg], summary=msg))
+
+
+@key_group.command("export")
+@click.option("--paper", is_flag=True, required=True, help="Print a typeable recovery sheet.")
+@repo_option
+@pass_app
+def key_export_cmd(app: App, paper: bool, repo, passphrase_file) -> None:
+    """Print a recovery sheet holding the master keys (keep it offline).
+
+    Anyone with the sheet and the repository can read every backup: print it,
+    put it in the safe, do not store it on the backed-up machines.
+    """
+    from opskit.backup.keys import paper_sheet
+    r = _open(app, repo, passphrase_file)
+    click.echo(paper_sheet(r), nl=False)
+    app.summary = f"exported recovery sheet of repository {r.config.id[:12]}"
+
+
+@key_group.command("import")
+@click.option("--sheet", "sheet_file", type=click.File("r"), default="-",
+              help="Recovery sheet file (default: standard input).")
+@new_passphrase_option
+@click.option("--repo", "repo", metavar="PATH", help="Repository location.")
+@output_options(tabular=False)
+@pass_app
+def key_import_cmd(app: App, sheet_file, new_passphrase_file, repo) -> None:
+    """Regain access from a recovery sheet: adds a slot with a new passphrase."""
+    from opskit.backup.backends import open_backend
+    from opskit.backup.keys import import_sheet
+    location, _ = service.repo_location(app.config, app.state_dir, repo)
+    text = sheet_file.read()
+    r, sid = import_sheet(open_backend(location), text, _new_passphrase(new_passphrase_file))
+    msg = f"recovery sheet accepted: added key slot {sid[:12]} to repository {r.config.id[:12]}"
+    app.emit(Result(data={"added": sid, "repository": r.config.id}, messages=[msg], summary=msg))

@@ -53,6 +53,21 @@ SCHEMA = Section({
         "chunk_avg_kib": Key(int, 1024, "Average content-defined chunk size in KiB.", min=64),
         "workers": Key(int, None, "Worker processes for backup and restore. Default: CPU count.", min=1),
         "lock_stale_minutes": Key(int, 60, "A lock not refreshed for this long is stale.", min=1),
+        "retention": Section({
+            "keep_last": Key(int, 0, "Keep the N newest snapshots.", min=0),
+            "keep_hourly": Key(int, 0, "Keep the newest snapshot of each of the last N hours.", min=0),
+            "keep_daily": Key(int, 0, "Keep the newest snapshot of each of the last N days.", min=0),
+            "keep_weekly": Key(int, 0, "Keep the newest snapshot of each of the last N ISO weeks.",
+                               min=0),
+            "keep_monthly": Key(int, 0, "Keep the newest snapshot of each of the last N months.",
+                                min=0),
+            "keep_yearly": Key(int, 0, "Keep the newest snapshot of each of the last N years.", min=0),
+            "keep_within": Key(str, None, "Keep every snapshot younger than this (e.g. 14d, 6m)."),
+            "floor_days": Key(float, 30.0, "Never forget a snapshot younger than this many days, "
+                                           "whatever the flags.", min=0),
+            "timezone": Key(str, None, "Time zone for day/week/month buckets (e.g. Asia/Shanghai). "
+                                       "Default: the machine's."),
+        }),
     }),
     "policy": POLICY_SECTION,
     "corrections": CORRECTIONS_SECTION,
