@@ -123,6 +123,9 @@ class Archiver:
         roots = sorted({os.path.abspath(p) for p in paths})
         from .workers import tune_malloc
         tune_malloc()
+        cleanup = getattr(self.repo.backend, "remove_temp_files", None)
+        if cleanup:
+            cleanup()               # tmp-* left by killed writers (format doc, Write order)
         self._ensure_index()        # parent trees are found through it
         self.writer = self.repo.blob_writer(self.workers)
         self.progress.start(roots, self.excluded)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import crypto
 from .backends import BackendError
-from .pack import read_header
+from .pack import TRAILER_SIZE, read_header
 from .repository import CorruptObject, Repository, pack_name
 
 
@@ -82,6 +82,15 @@ class Checker:
         for pack_id in sorted(missing_packs):
             self._error(pack_name(pack_id), "listed in the index but missing from storage",
                         self.pack_users.get(pack_id, ()))
+        # a pack must at least hold the blobs the index places in it, plus a trailer
+        for pack_id, entries in self.pack_entries.items():
+            size = stored_packs.get(pack_id)
+            if size is None or not entries:
+                continue
+            needed = max(e.offset + e.length for e in entries) + TRAILER_SIZE + crypto.OVERHEAD
+            if size < needed:
+                self._error(pack_name(pack_id), f"truncated: {size} bytes stored, the index "
+                            f"places data up to byte {needed}", self.pack_users.get(pack_id, ()))
         # 3. data
         if read_data_fraction > 0:
             candidates = sorted(set(stored_packs) & set(self.pack_entries))

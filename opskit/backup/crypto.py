@@ -18,6 +18,9 @@ import blake3
 import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 ENVELOPE_MASTER = 0x01
@@ -35,26 +38,62 @@ class DecryptError(Exception):
     """Authentication failed: wrong key, or the bytes were changed."""
 
 
+_KEY_FIELDS = ("id_key", "data_key", "meta_key", "index_key", "x25519_private")
+
+
 @dataclass(frozen=True)
 class MasterKeys:
-    """The repository's master key set (see the format doc, section Keys)."""
+    """The repository's key set (see the format doc, section Keys).
+
+    A *full* set decrypts everything. A *write-only* set (``write_only``) has
+    no ``data_key``, ``meta_key`` or ``x25519_private``: it can add data and
+    snapshots, sealed to ``x25519_public``, but decrypt none of them.
+    """
 
     id_key: bytes
-    data_key: bytes
-    meta_key: bytes
+    data_key: bytes | None
+    meta_key: bytes | None
+    index_key: bytes
+    x25519_private: bytes | None
+    x25519_public: bytes
+    write_only: bool = False
 
     @classmethod
     def generate(cls) -> "MasterKeys":
-        return cls(os.urandom(32), os.urandom(32), os.urandom(32))
+        private = X25519PrivateKey.generate()
+        return cls(os.urandom(32), os.urandom(32), os.urandom(32), os.urandom(32),
+                   private.private_bytes_raw(), private.public_key().public_bytes_raw())
+
+    def write_only_subset(self) -> "MasterKeys":
+        """What a write-only backup host gets: enough to deduplicate and add."""
+        return MasterKeys(self.id_key, None, None, self.index_key, None, self.x25519_public, True)
 
     def to_json(self) -> bytes:
-        return json.dumps({k: base64.b64encode(getattr(self, k)).decode()
-                           for k in ("id_key", "data_key", "meta_key")}).encode()
+        data = {"x25519_public": base64.b64encode(self.x25519_public).decode(),
+                "write_only": self.write_only}
+        for name in _KEY_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = base64.b64encode(value).decode()
+        return json.dumps(data).encode()
 
     @classmethod
     def from_json(cls, raw: bytes) -> "MasterKeys":
         data = json.loads(raw)
-        return cls(*(base64.b64decode(data[k]) for k in ("id_key", "data_key", "meta_key")))
+
+        def get(name):
+            return base64.b64decode(data[name]) if data.get(name) else None
+        return cls(get("id_key"), get("data_key"), get("meta_key"), get("index_key"),
+                   get("x25519_private"), get("x25519_public"), bool(data.get("write_only")))
+
+    def key_for(self, role: str) -> bytes | None:
+        """Symmetric key of a role: data, tree and snapshot are secret; index,
+        config, lock and pack headers are readable by write-only hosts."""
+        if role == "data":
+            return self.data_key
+        if role in ("tree", "snapshot"):
+            return self.meta_key
+        return self.index_key
 
 
 def blob_id(id_key: bytes, plaintext: bytes | memoryview) -> bytes:
@@ -157,13 +196,88 @@ def open_sealed(key: bytes, envelope: bytes | memoryview, aad: bytes) -> bytes:
     if len(envelope) < OVERHEAD:
         raise DecryptError("too short")
     if envelope[0] == ENVELOPE_SEALED:
-        raise DecryptError("sealed to a write-only public key; needs the offline restore key")
+        raise DecryptError("sealed by a write-only host: needs the repository's private key")
     if envelope[0] != ENVELOPE_MASTER:
         raise DecryptError(f"unknown envelope kind {envelope[0]}")
     try:
         return _aead(key).decrypt(envelope[1:1 + NONCE_LEN], envelope[1 + NONCE_LEN:], aad)
     except InvalidTag:
         raise DecryptError("authentication failed") from None
+
+
+# --- sealed envelopes (write-only hosts) ---------------------------------------------
+SEALED_HEAD = 1 + 32 + NONCE_LEN
+
+
+def _sealed_key(shared: bytes, eph_public: bytes, repo_public: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+                info=b"opskit-sealed-v1" + eph_public + repo_public).derive(shared)
+
+
+class _SealSession:
+    """One ephemeral X25519 key per process: one key exchange, many blobs."""
+
+    def __init__(self, repo_public: bytes):
+        eph = X25519PrivateKey.generate()
+        self.eph_public = eph.public_key().public_bytes_raw()
+        shared = eph.exchange(X25519PublicKey.from_public_bytes(repo_public))
+        self.key = _sealed_key(shared, self.eph_public, repo_public)
+
+
+_sessions: dict[bytes, _SealSession] = {}
+
+
+def seal_to(repo_public: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """Encrypt so that only the holder of the repository's X25519 private key
+    can read it: 0x02 || ephemeral public || nonce || AES-256-GCM."""
+    session = _sessions.get(repo_public)
+    if session is None:
+        session = _sessions[repo_public] = _SealSession(repo_public)
+    nonce = _nonce()
+    return (bytes([ENVELOPE_SEALED]) + session.eph_public + nonce
+            + _aead(session.key).encrypt(nonce, plaintext, aad))
+
+
+_unsealed: dict[tuple[bytes, bytes], bytes] = {}
+
+
+def open_sealed_to(keys: "MasterKeys", envelope: bytes, aad: bytes) -> bytes:
+    if keys.x25519_private is None:
+        raise DecryptError("this is a write-only key: it cannot decrypt backed-up data "
+                           "(use the restore key)")
+    if len(envelope) < SEALED_HEAD + TAG_LEN:
+        raise DecryptError("too short")
+    eph_public = bytes(envelope[1:33])
+    cache_key = (keys.x25519_private, eph_public)
+    key = _unsealed.get(cache_key)
+    if key is None:
+        priv = X25519PrivateKey.from_private_bytes(keys.x25519_private)
+        shared = priv.exchange(X25519PublicKey.from_public_bytes(eph_public))
+        key = _unsealed[cache_key] = _sealed_key(shared, eph_public, keys.x25519_public)
+    try:
+        return _aead(key).decrypt(bytes(envelope[33:SEALED_HEAD]), bytes(envelope[SEALED_HEAD:]), aad)
+    except InvalidTag:
+        raise DecryptError("authentication failed") from None
+
+
+def encrypt_role(keys: "MasterKeys", role: str, plaintext: bytes, aad: bytes) -> bytes:
+    """Encrypt for a role: write-only key sets seal data, trees and snapshots
+    to the repository's public key; everything else uses symmetric keys."""
+    key = keys.key_for(role)
+    if key is None:
+        return seal_to(keys.x25519_public, plaintext, aad)
+    return seal(key, plaintext, aad)
+
+
+def decrypt_role(keys: "MasterKeys", role: str, envelope, aad: bytes) -> bytes:
+    envelope = bytes(envelope)
+    if envelope[:1] == bytes([ENVELOPE_SEALED]):
+        return open_sealed_to(keys, envelope, aad)
+    key = keys.key_for(role)
+    if key is None:
+        raise DecryptError("this is a write-only key: it cannot decrypt backed-up data "
+                           "(use the restore key)")
+    return open_sealed(key, envelope, aad)
 
 
 def seal_compressed(key: bytes, plaintext: bytes, aad: bytes, level: int = 3) -> bytes:
@@ -194,7 +308,7 @@ def make_key_slot(master: MasterKeys, passphrase: bytes, *, n: int = KDF_N, r: i
     except Exception:
         user = str(os.geteuid())
     slot = {
-        "version": 1, "kind": "full",
+        "version": 1, "kind": "write-only" if master.write_only else "full",
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "host": socket.gethostname(), "user": user,
         "kdf": {"name": "scrypt", "n": n, "r": r, "p": p, "salt": base64.b64encode(salt).decode()},

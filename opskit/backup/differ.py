@@ -19,6 +19,10 @@ class DiffResult:
     metadata: int = 0
 
 
+def _target(node: dict) -> bytes | None:
+    return decode_name(node, "target") if ("target" in node or "target_b64" in node) else None
+
+
 class Differ:
     def __init__(self, repo: Repository):
         self.repo = repo
@@ -73,7 +77,7 @@ class Differ:
             elif na.get("type") == TYPE_DIR:
                 # a directory's own mtime changes with every entry; report contents only
                 self._compare(bytes.fromhex(na["subtree"]), bytes.fromhex(nb["subtree"]), child)
-            elif na.get("content") != nb.get("content") or na.get("target") != nb.get("target"):
+            elif na.get("content") != nb.get("content") or _target(na) != _target(nb):
                 self._add("M", child, nb)
             elif any(na.get(k) != nb.get(k) for k in _META):
                 self._add("U", child, nb)

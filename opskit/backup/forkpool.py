@@ -11,7 +11,9 @@ thread that forked it.
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue
+import signal
 import traceback
 from typing import Any, Callable
 
@@ -22,11 +24,35 @@ class WorkerError(OperationalError):
     """A worker process failed (storage error, crash); the job stops, exit 3."""
 
 
-def _child(init, handle, finish, tasks, results) -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask Linux to SIGKILL this worker when its parent dies (SIGTERM to the
+    main process, systemd KillMode=process, timeout(1)); elsewhere the task
+    loop notices the parent is gone within a second."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)          # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:             # died before prctl took effect
+        os._exit(1)
+
+
+def _next_task(tasks, parent_pid: int):
+    while True:
+        try:
+            return tasks.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+
+def _child(init, handle, finish, tasks, results, parent_pid) -> None:
+    _die_with_parent(parent_pid)
     try:
         state = init()
         while True:
-            batch = tasks.get()
+            batch = _next_task(tasks, parent_pid)
             if batch is None:
                 results.put(("done", finish(state)))
                 return
@@ -46,7 +72,8 @@ class ForkPool:
         ctx = mp.get_context("fork")
         self.tasks = ctx.Queue(maxsize=count * 4)
         self.results = ctx.Queue()
-        self.procs = [ctx.Process(target=_child, args=(init, handle, finish, self.tasks, self.results),
+        self.procs = [ctx.Process(target=_child, args=(init, handle, finish, self.tasks, self.results,
+                                                       os.getpid()),
                                   daemon=True, name=f"{name}-{i}") for i in range(count)]
         for p in self.procs:
             p.start()

@@ -41,9 +41,13 @@ def list_slots(repo: Repository) -> list[SlotInfo]:
     return out
 
 
-def add_slot(repo: Repository, passphrase: bytes) -> str:
-    """A new full key slot for ``passphrase``; returns its id."""
-    slot = crypto.make_key_slot(repo.keys, passphrase)
+def add_slot(repo: Repository, passphrase: bytes, *, write_only: bool = False) -> str:
+    """A new key slot for ``passphrase``; returns its id. A write-only slot
+    can add snapshots (with deduplication) but decrypt nothing."""
+    if repo.keys.write_only:
+        raise UsageError("a write-only key cannot add key slots: unlock with a full key")
+    keys = repo.keys.write_only_subset() if write_only else repo.keys
+    slot = crypto.make_key_slot(keys, passphrase)
     sid = crypto.object_id(slot)
     repo.backend.put(f"keys/{sid}", slot)
     return sid
@@ -92,7 +96,10 @@ def _checksum(text: str) -> str:
 def paper_sheet(repo: Repository) -> str:
     """A printable recovery sheet: repository id and master keys in base32
     groups, each line ending in a 4-hex-digit checksum of that line."""
-    raw = repo.keys.id_key + repo.keys.data_key + repo.keys.meta_key
+    if repo.keys.write_only:
+        raise UsageError("a write-only key holds no restore keys to export")
+    k = repo.keys
+    raw = k.id_key + k.data_key + k.meta_key + k.index_key + k.x25519_private
     b32 = base64.b32encode(raw).decode().rstrip("=")
     groups = [b32[i:i + _GROUP] for i in range(0, len(b32), _GROUP)]
     lines = []
@@ -141,9 +148,12 @@ def parse_sheet(text: str) -> tuple[str | None, crypto.MasterKeys]:
         raw = base64.b32decode(b32 + pad)
     except ValueError as exc:
         raise UsageError(f"recovery sheet: not valid base32 ({exc})") from None
-    if len(raw) != 96:
-        raise UsageError(f"recovery sheet: holds {len(raw)} key bytes, expected 96")
-    return repo_id, crypto.MasterKeys(raw[:32], raw[32:64], raw[64:])
+    if len(raw) != 160:
+        raise UsageError(f"recovery sheet: holds {len(raw)} key bytes, expected 160")
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    public = X25519PrivateKey.from_private_bytes(raw[128:]).public_key().public_bytes_raw()
+    return repo_id, crypto.MasterKeys(raw[:32], raw[32:64], raw[64:96], raw[96:128], raw[128:],
+                                      public)
 
 
 def import_sheet(repo_location_backend, text: str, passphrase: bytes) -> tuple[Repository, str]:

@@ -28,13 +28,13 @@ def blob_aad(blob_type: str, bid: bytes) -> bytes:
 
 
 def encrypt_blob(keys: crypto.MasterKeys, blob_type: str, bid: bytes, plaintext, level: int) -> bytes:
-    key = keys.data_key if blob_type == BLOB_DATA else keys.meta_key
-    return crypto.seal(key, crypto.compress(plaintext, level), blob_aad(blob_type, bid))
+    return crypto.encrypt_role(keys, blob_type, crypto.compress(plaintext, level),
+                               blob_aad(blob_type, bid))
 
 
 def decrypt_blob(keys: crypto.MasterKeys, entry: BlobEntry, stored: bytes) -> bytes:
-    key = keys.data_key if entry.type == BLOB_DATA else keys.meta_key
-    return crypto.decompress(crypto.open_sealed(key, stored, blob_aad(entry.type, entry.id)))
+    return crypto.decompress(crypto.decrypt_role(keys, entry.type, stored,
+                                                 blob_aad(entry.type, entry.id)))
 
 
 class PackBuilder:
@@ -55,7 +55,7 @@ class PackBuilder:
         header = json.dumps({"v": 1, "blobs": [[e.type, e.id.hex(), e.offset, e.length, e.raw_length]
                                                for e in self.entries]},
                             separators=(",", ":")).encode()
-        sealed = crypto.seal(keys.meta_key, crypto.compress(header, 3), b"opskit:packheader")
+        sealed = crypto.seal(keys.index_key, crypto.compress(header, 3), b"opskit:packheader")
         self.parts.append(sealed)
         self.parts.append(_TRAILER.pack(len(sealed), PACK_MAGIC))
         return b"".join(self.parts)
@@ -74,7 +74,7 @@ def read_header(keys: crypto.MasterKeys, tail: bytes, pack_size: int) -> list[Bl
     if hlen + _TRAILER.size > min(len(tail), pack_size):
         raise crypto.DecryptError(f"header length {hlen} beyond pack data")
     sealed = tail[-_TRAILER.size - hlen:-_TRAILER.size]
-    header = json.loads(crypto.decompress(crypto.open_sealed(keys.meta_key, sealed,
+    header = json.loads(crypto.decompress(crypto.open_sealed(keys.index_key, sealed,
                                                              b"opskit:packheader")))
     return [BlobEntry(t, bytes.fromhex(i), o, n, r) for t, i, o, n, r in header["blobs"]]
 

@@ -90,6 +90,10 @@ class Repository:
             raise RepositoryError(f"{backend.location}: a repository already exists here")
         if hasattr(backend, "create_layout"):
             backend.create_layout()
+        # key slots without a config are leftovers of an init that was killed
+        # half-way: no repository exists yet, so they protect nothing
+        for name, _size in list(backend.list("keys/")):
+            backend.delete(name)
         keys = crypto.MasterKeys.generate()
         config = RepoConfig(os.urandom(16).hex(), FORMAT_VERSION, chunk_avg // 4, chunk_avg,
                             chunk_avg * 4, utcnow_iso())
@@ -113,18 +117,30 @@ class Repository:
         if not slots:
             raise RepositoryError(f"{backend.location}: repository has no key slots")
         damaged = []
+        config_error: CorruptObject | None = None
+        config_raw = backend.get("config")
         for name, _size in slots:
             raw = backend.get(name)
             if crypto.object_id(raw) != name.split("/")[-1]:
                 damaged.append(name)   # edited or corrupted: never trust it
                 continue
             try:
-                keys = crypto.open_key_slot(raw, passphrase)
-                key_name = name.split("/")[-1]
-                break
+                candidate = crypto.open_key_slot(raw, passphrase)
             except crypto.DecryptError:
                 continue
+            try:
+                # a slot must open *this* repository's config (a stray slot from
+                # another key set would otherwise lock us out)
+                cls(backend, candidate, RepoConfig("", 0, 0, 0, 0, "")).open_json(
+                    "config", config_raw, "config")
+            except CorruptObject as exc:
+                config_error = exc
+                continue
+            keys, key_name = candidate, name.split("/")[-1]
+            break
         if keys is None:
+            if config_error is not None:
+                raise config_error      # the passphrase fits, the config does not decrypt
             if damaged:
                 raise RepositoryError(
                     f"cannot unlock repository {backend.location}: key slot(s) "
@@ -132,7 +148,7 @@ class Repository:
                     "no intact slot accepts this passphrase")
             raise WrongPassphrase(f"wrong passphrase for repository {backend.location}")
         repo = cls(backend, keys, RepoConfig("", 0, 0, 0, 0, ""), key_name)
-        data = repo.open_json("config", backend.get("config"), "config")
+        data = repo.open_json("config", config_raw, "config")
         repo.config = RepoConfig.from_json(data)
         if repo.config.version != FORMAT_VERSION:
             raise RepositoryError(f"{backend.location}: repository format {repo.config.version} "
@@ -142,12 +158,12 @@ class Repository:
     # --- encrypted JSON files ------------------------------------------------------
     def seal_json(self, kind: str, obj: Any) -> bytes:
         raw = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-        return crypto.seal_compressed(self.keys.meta_key, raw, b"opskit:" + kind.encode(), 3)
+        return crypto.encrypt_role(self.keys, kind, crypto.compress(raw, 3), b"opskit:" + kind.encode())
 
     def open_json(self, kind: str, stored: bytes, name: str) -> Any:
         try:
-            return json.loads(crypto.open_compressed(self.keys.meta_key, stored,
-                                                     b"opskit:" + kind.encode()))
+            return json.loads(crypto.decompress(crypto.decrypt_role(
+                self.keys, kind, stored, b"opskit:" + kind.encode())))
         except (crypto.DecryptError, ValueError) as exc:
             raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
 
@@ -200,7 +216,7 @@ class Repository:
         if crypto.object_id(stored) != oid:
             raise CorruptObject(name, "content does not match its name (damaged)")
         try:
-            return decode_index(crypto.open_compressed(self.keys.meta_key, stored, b"opskit:index"))
+            return decode_index(crypto.open_compressed(self.keys.index_key, stored, b"opskit:index"))
         except (crypto.DecryptError, ValueError, KeyError, struct_error) as exc:
             raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
 
@@ -222,7 +238,7 @@ class Repository:
             raise CorruptObject(name, f"pack header unreadable ({exc})") from None
 
     def write_index(self, packs: dict[str, list[BlobEntry]]) -> str:
-        stored = crypto.seal_compressed(self.keys.meta_key, encode_index(packs), b"opskit:index", 3)
+        stored = crypto.seal_compressed(self.keys.index_key, encode_index(packs), b"opskit:index", 3)
         oid = crypto.object_id(stored)
         self.backend.put(f"index/{oid}", stored)
         return oid
@@ -260,8 +276,16 @@ class Repository:
         return snap
 
     def snapshots(self) -> list[dict]:
-        """All snapshots, oldest first."""
-        snaps = [self.load_snapshot(sid) for sid in self.list_snapshot_ids()]
+        """All readable snapshots, oldest first. A damaged snapshot file is left
+        out (and listed in ``damaged_snapshots``) so it cannot block backups or
+        restores of the others; ``check`` reports it."""
+        snaps = []
+        self.damaged_snapshots: list[str] = []
+        for sid in self.list_snapshot_ids():
+            try:
+                snaps.append(self.load_snapshot(sid))
+            except CorruptObject:
+                self.damaged_snapshots.append(sid)
         snaps.sort(key=lambda s: (s.get("time", ""), s["id"]))
         return snaps
 

@@ -134,7 +134,12 @@ class Restorer:
     def run(self, snapshot: dict) -> RestoreStats:
         from .workers import tune_malloc
         tune_malloc()
-        os.makedirs(self.target, exist_ok=True)
+        try:
+            os.makedirs(self.target, exist_ok=True)
+        except OSError as exc:
+            from opskit.core.errors import OperationalError
+            raise OperationalError(f"restore target {os.fsdecode(self.target)}: "
+                                   f"{exc.strerror or exc}") from None
         as_root, repo = self.as_root, self.repo
         self.pool = ForkPool(self.workers, init=lambda: _FileWriter(repo, as_root),
                              handle=_restore_batch, name="opskit-restore",

@@ -64,14 +64,25 @@ def _prompt(confirm: bool) -> bytes:
     return value.encode()
 
 
-def _open(app: App, repo: str | None, passphrase_file: str | None) -> Repository:
+def _open(app: App, repo: str | None, passphrase_file: str | None, *,
+          write_only_ok: bool = False) -> Repository:
+    """Open the repository; unless ``write_only_ok``, a write-only key is refused
+    with a clear message (it can add backups but read nothing back)."""
     location, _default = service.repo_location(app.config, app.state_dir, repo)
     if not service.repository_exists(location):
         from opskit.backup.repository import RepositoryError
         raise RepositoryError(f"no repository at {location}",
                               hint=f"create one with: opskit backup init --repo {location}")
     passphrase = service.get_passphrase(app.config, passphrase_file, _prompt)
-    return service.open_repository(location, passphrase, app.config)
+    r = service.open_repository(location, passphrase, app.config)
+    if r.keys.write_only and not write_only_ok:
+        from opskit.backup.repository import RepositoryError
+        command = click.get_current_context().command_path
+        raise RepositoryError(
+            f"'{command}' needs a full key: this passphrase opens a write-only key slot, which "
+            "can add backups but cannot decrypt any file content or name",
+            hint="use the restore passphrase (kept offline) or the recovery sheet")
+    return r
 
 
 def _stale_s(app: App) -> float:
@@ -132,14 +143,17 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
     else:
         passphrase = service.get_passphrase(app.config, passphrase_file, _prompt)
         r = service.open_repository(location, passphrase, app.config)
+    if r.keys.write_only and not full:
+        full = True   # no parent can be read: every file is read again, dedup still applies
     excludes = list(app.config.get("backup.exclude", [])) + list(exclude)
     progress = TerminalProgress("backup")
     with RepoLock(r, stale_after_s=_stale_s(app)):
         roots = sorted({os.path.abspath(p) for p in paths})
         # the newest snapshot of the same host and paths; a full backup still records
         # it as parent (for diffs) but re-reads every file
-        candidates = [s for s in r.snapshots() if sorted(s.get("paths", [])) == roots
-                      and s.get("host") == app.hostname]
+        candidates = [] if r.keys.write_only else [
+            s for s in r.snapshots()
+            if sorted(s.get("paths", [])) == roots and s.get("host") == app.hostname]
         parent = candidates[-1] if candidates else None
         archiver = Archiver(r, excludes=excludes, full=full, progress=progress,
                             workers=app.config.get("backup.workers"))
@@ -182,9 +196,13 @@ def snapshots_cmd(app: App, tags, host, repo, passphrase_file) -> None:
              "paths": s.get("paths"), "tags": s.get("tags"), "full": s.get("full"),
              "files": s.get("stats", {}).get("files"),
              "size": human_bytes(s.get("stats", {}).get("bytes", 0))} for s in snaps]
+    damaged = getattr(r, "damaged_snapshots", [])
+    messages = [f"warning: snapshot file snapshots/{sid} is damaged and was left out "
+                "(run 'opskit backup check')" for sid in damaged]
     app.emit(Result(data=snaps, tables=[Table(["id", "time", "host", "paths", "tags", "full",
                                                "files", "size"], rows)],
-                    summary=f"{len(snaps)} snapshots"))
+                    messages=messages, summary=f"{len(snaps)} snapshots",
+                    exit_code=EXIT_FINDINGS if damaged else 0))
 
 
 @group.command("ls")
@@ -319,7 +337,7 @@ def diff_cmd(app: App, snap_a: str, snap_b: str, repo, passphrase_file) -> None:
 @pass_app
 def unlock_cmd(app: App, all_locks: bool, repo, passphrase_file) -> None:
     """Remove stale locks (dead process on this host, or not refreshed in time)."""
-    r = _open(app, repo, passphrase_file)
+    r = _open(app, repo, passphrase_file, write_only_ok=True)
     removed = remove_locks(r, all_locks=all_locks, stale_after_s=_stale_s(app))
     remaining = list_locks(r, _stale_s(app))
     rows = [{"lock": l.id[:12], "holder": l.describe(), "why": l.why_stale or "--all"} for l in removed]
@@ -492,17 +510,21 @@ def key_list_cmd(app: App, repo, passphrase_file) -> None:
 
 
 @key_group.command("add")
+@click.option("--write-only", is_flag=True,
+              help="A slot for backup hosts: can add snapshots (with dedup) but cannot decrypt "
+                   "any file content or name, old or new (docs/write-only-keys.md).")
 @new_passphrase_option
 @repo_option
 @output_options(tabular=False)
 @pass_app
-def key_add_cmd(app: App, new_passphrase_file, repo, passphrase_file) -> None:
+def key_add_cmd(app: App, write_only: bool, new_passphrase_file, repo, passphrase_file) -> None:
     """Add a key slot with a new passphrase."""
     from opskit.backup.keys import add_slot
     r = _open(app, repo, passphrase_file)
-    sid = add_slot(r, _new_passphrase(new_passphrase_file))
-    app.emit(Result(data={"added": sid}, messages=[f"added key slot {sid[:12]}"],
-                    summary=f"added key slot {sid[:12]}"))
+    sid = add_slot(r, _new_passphrase(new_passphrase_file), write_only=write_only)
+    kind = "write-only key slot" if write_only else "key slot"
+    app.emit(Result(data={"added": sid, "write_only": write_only},
+                    messages=[f"added {kind} {sid[:12]}"], summary=f"added {kind} {sid[:12]}"))
 
 
 @key_group.command("remove")

@@ -1,9 +1,410 @@
 """`opskit correct`: Data corrections: request, approval by someone else, controlled execution and a verifiable ledger."""
+from __future__ import annotations
+
+import os
+
 import click
 
-from .app import OpskitGroup
+from opskit.core.errors import EXIT_FINDINGS, UsageError
+from opskit.core.output import Result, Table
+
+from .app import App, OpskitGroup, output_options, pass_app
+
+LOG_COLUMNS = ["id", "state", "target", "table", "operation", "rows", "requester", "approvers",
+               "executor", "waiting_for", "ticket"]
 
 
 @click.group("correct", cls=OpskitGroup)
 def group() -> None:
-    """Data corrections: request, approval by someone else, controlled execution and a verifiable ledger (R-DAT-1..3)."""
+    """Data corrections: request, approval by someone else, controlled execution and a verifiable ledger (R-DAT-1..3).
+
+    \b
+    A change to business data is never a quiet UPDATE: it is requested with
+    the affected rows' before-image, approved by other people (levels and
+    numbers from the rules file), applied in one transaction by a designated
+    maintainer, and every step is a signed, hash-chained ledger entry that an
+    auditor verifies offline. See docs/corrections.md.
+
+    \b
+      opskit correct keygen                     # once per person; declare the printed key
+      opskit correct request --target his --table claims --where "id = :id" \\
+          --param id=42 --set amount=120.50 --reason "typo in amount" --ticket INC-7
+      opskit correct approve CR-1 --comment "checked against the invoice"
+      opskit correct apply CR-1
+      opskit correct verify                     # exit 1 names the first tampered entry
+    """
+
+
+# --- shared plumbing ------------------------------------------------------------------
+
+def _ledger_location(app: App) -> str:
+    configured = app.config.get("corrections.ledger")
+    if configured:
+        if configured.startswith(("postgresql://", "postgres://")):
+            return configured
+        return app.config.relative_path(configured)
+    return os.path.join(app.state_dir, "corrections.sqlite")
+
+
+def _service(app: App, *, create: bool = True):
+    from opskit.corrections.ledger import open_ledger
+    from opskit.corrections.registry import find_rules_file, load_registry
+    from opskit.corrections.service import Context, Corrections
+    timeout = float(app.config.get("corrections.lock_timeout", 10.0))
+    registry = load_registry(find_rules_file(app.config))
+    ledger = open_ledger(_ledger_location(app), timeout, create=create)
+    return Corrections(ledger, registry, timeout, Context(app.os_user, app.hostname))
+
+
+def _key_path(app: App, key: str | None) -> str:
+    if key:
+        return key
+    env = os.environ.get("OPSKIT_CORRECTIONS_KEY")
+    if env:
+        return env
+    configured = app.config.get("corrections.key_file")
+    if configured:
+        return app.config.relative_path(configured)
+    return os.path.join(app.state_dir, "corrections", "id_ed25519")
+
+
+def _signer(app: App, key: str | None):
+    from opskit.corrections.keys import load_signer
+    return load_signer(_key_path(app, key))
+
+
+def key_option(func):
+    return click.option("--key", "key", metavar="FILE",
+                        help="Your Ed25519 private key (default: $OPSKIT_CORRECTIONS_KEY, "
+                             "corrections.key_file, <state_dir>/corrections/id_ed25519). "
+                             "An ed25519 SSH key works.")(func)
+
+
+def _evidence(app: App, entry: dict, state=None) -> None:
+    app.audit_details.update({"request": entry["request"], "ledger_seq": entry["seq"],
+                              "ledger_hash": entry["hash"], "ledger_kind": entry["kind"],
+                              "actor": entry["actor"], "rule_ids": ["R-DAT-1", "R-DAT-2", "R-AUD-3"]})
+    if state is not None:
+        app.audit_details["state"] = state.state
+
+
+def _state_view(st) -> dict:
+    from opskit.corrections.service import summary_row
+    row = summary_row(st)
+    row["requirement"] = st.requirement.describe()
+    return row
+
+
+# --- keygen ---------------------------------------------------------------------------
+
+@group.command("keygen")
+@click.option("--out", metavar="FILE", help="Where to write the private key (mode 0600). Default: "
+                                            "corrections.key_file or <state_dir>/corrections/id_ed25519.")
+@click.option("--name", metavar="NAME", default="", help="Comment on the public key line (your name).")
+@output_options(tabular=False)
+@pass_app
+def keygen(app: App, out: str | None, name: str) -> None:
+    """Create your Ed25519 signing key and print the public key to declare in the rules file."""
+    from opskit.corrections.keys import generate
+    path = _key_path(app, out)
+    signer, line = generate(path, comment=name or "opskit-correct")
+    app.audit_details.update({"fingerprint": signer.fingerprint, "key_file": signer.path})
+    snippet = (f"operators:\n  {name or 'YOUR_NAME'}:\n    public_key: {line}\n"
+               "    roles: [clerk]            # clerk, section_head, leader, auditor, maintainer")
+    app.emit(Result(
+        data={"private_key": signer.path, "public_key": line, "fingerprint": signer.fingerprint},
+        messages=[f"private key written to {signer.path} (mode 0600; keep it yours alone)",
+                  f"fingerprint {signer.fingerprint}", "", "public key (give this to whoever keeps "
+                  "the corrections rules file):", line, "", snippet],
+        summary=f"signing key {signer.fingerprint} created"))
+
+
+# --- request --------------------------------------------------------------------------
+
+@group.command("request")
+@click.option("--target", required=True, metavar="NAME", help="Target database (declared in the rules file).")
+@click.option("--table", metavar="TABLE", help="Table to correct (builder form).")
+@click.option("--where", metavar="COND", help="WHERE clause with :named parameters, e.g. \"id = :id\".")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Value of a :parameter (repeat). 42 is a number, 120.50 an exact decimal, "
+                   "'42' a string, null NULL.")
+@click.option("--set", "sets", multiple=True, metavar="COL=VALUE",
+              help="Column to set (repeat); values are parameters, never pasted into SQL.")
+@click.option("--delete", "operation", flag_value="DELETE", help="Builder: delete the rows matching --where.")
+@click.option("--insert", "operation", flag_value="INSERT", help="Builder: insert one row from --set.")
+@click.option("--sql", "sql_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="File holding ONE reviewed UPDATE/DELETE/INSERT with :named parameters.")
+@click.option("--reason", required=True, metavar="TEXT", help="Why the data is wrong (recorded, R-DAT-1).")
+@click.option("--ticket", default="", metavar="ID", help="Change or incident ticket.")
+@click.option("--dry-run", is_flag=True, help="Vet the statement and show the before-image; store nothing.")
+@key_option
+@output_options(tabular=False)
+@pass_app
+def request(app: App, target: str, table: str | None, where: str | None, params: tuple, sets: tuple,
+            operation: str | None, sql_file: str | None, reason: str, ticket: str, dry_run: bool,
+            key: str | None) -> None:
+    """Request a correction: vet ONE statement and record the rows it touches (before-image)."""
+    from opskit.corrections.sqlcheck import build_statement, parse_assignments
+    values = dict(parse_assignments(params, "--param"))
+    if sql_file:
+        if table or where or sets or operation:
+            raise UsageError("--sql FILE cannot be combined with --table/--where/--set/--delete/--insert")
+        try:
+            with open(sql_file, encoding="utf-8") as fh:
+                sql = fh.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read --sql {sql_file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"--sql {sql_file} is not UTF-8 text") from None
+    else:
+        if not table:
+            raise UsageError("give --table (with --where/--set) or --sql FILE")
+        sql, extra = build_statement(operation or "UPDATE", table, where,
+                                     parse_assignments(sets, "--set"))
+        clash = set(extra) & set(values)
+        if clash:
+            raise UsageError(f"--param {', '.join(sorted(clash))} clashes with a --set parameter")
+        values.update(extra)
+    svc = _service(app)
+    try:
+        signer = _signer(app, key)
+        if dry_run:
+            body = svc.prepare(target, sql, values, reason, ticket, signer)
+            app.audit_details.update({"dry_run": True, "row_count": body["row_count"]})
+            rows = body["before"]
+            cols = body["columns"] or sorted({k for r in rows for k in r})
+            app.emit(Result(data=body, tables=[Table(cols, rows, title="before-image", headers={c: c for c in cols})],
+                            messages=[f"dry run: {body['operation']} {body['target']}.{body['table']} "
+                                      f"touches {body['row_count']} row(s); needs "
+                                      f"{_req_text(body['requirement'])}; nothing stored"],
+                            summary=f"dry run: {body['row_count']} row(s)"))
+            return
+        entry, st = svc.request(target, sql, values, reason, ticket, signer)
+    finally:
+        svc.ledger.close()
+    _evidence(app, entry, st)
+    rows = st.before
+    cols = entry["body"]["columns"] or sorted({k for r in rows for k in r})
+    app.emit(Result(
+        data={"request": st.id, "state": st.state, "ledger_seq": entry["seq"], "hash": entry["hash"],
+              "row_count": st.row_count, "requirement": st.requirement.to_dict(), "sql": st.sql},
+        tables=[Table(cols, rows, title="before-image", headers={c: c for c in cols})] if rows else [],
+        messages=[f"{st.id} requested by {st.requester}: {st.operation} {st.target}.{st.table}, "
+                  f"{st.row_count} row(s); needs {st.requirement.describe()}"],
+        summary=f"{st.id} requested: {st.operation} {st.target}.{st.table}, {st.row_count} row(s)"))
+
+
+def _req_text(req: dict) -> str:
+    from opskit.corrections.registry import Requirement
+    return Requirement.from_dict(req).describe()
+
+
+# --- approve / reject -----------------------------------------------------------------
+
+@group.command("approve")
+@click.argument("request_id", metavar="ID")
+@click.option("--comment", default="", metavar="TEXT", help="Your opinion, recorded as given (R-DAT-3).")
+@click.option("--as", "role", metavar="ROLE",
+              type=click.Choice(["clerk", "section_head", "leader", "auditor"]),
+              help="Sign off in this role (default: the level the request needs next).")
+@key_option
+@output_options(tabular=False)
+@pass_app
+def approve(app: App, request_id: str, comment: str, role: str | None, key: str | None) -> None:
+    """Approve a pending request (never your own; levels and numbers from the rules)."""
+    svc = _service(app)
+    try:
+        entry, st = svc.approve(request_id, comment, _signer(app, key), role)
+    finally:
+        svc.ledger.close()
+    _evidence(app, entry, st)
+    level = entry["body"]["level"]
+    more = "fully approved: ready to apply" if st.state == "approved" else f"still needs {st.waiting_for()}"
+    app.emit(Result(data={"request": st.id, "state": st.state, "level": level, "ledger_seq": entry["seq"],
+                          "waiting_for": st.waiting_for()},
+                    messages=[f"{st.id} approved by {entry['actor']} ({level}); {more}"],
+                    summary=f"{st.id} approved by {entry['actor']} ({level}); state {st.state}"))
+
+
+@group.command("reject")
+@click.argument("request_id", metavar="ID")
+@click.option("--comment", required=True, metavar="TEXT", help="Why (recorded, R-DAT-3).")
+@key_option
+@output_options(tabular=False)
+@pass_app
+def reject(app: App, request_id: str, comment: str, key: str | None) -> None:
+    """Reject a pending request (never your own); it can then never be applied."""
+    svc = _service(app)
+    try:
+        entry, st = svc.reject(request_id, comment, _signer(app, key))
+    finally:
+        svc.ledger.close()
+    _evidence(app, entry, st)
+    app.emit(Result(data={"request": st.id, "state": st.state, "ledger_seq": entry["seq"]},
+                    messages=[f"{st.id} rejected by {entry['actor']}"],
+                    summary=f"{st.id} rejected by {entry['actor']}"))
+
+
+# --- apply ----------------------------------------------------------------------------
+
+@group.command("apply")
+@click.argument("request_id", metavar="ID")
+@click.option("--dry-run", is_flag=True, help="Check you may apply and the rows are unchanged; change nothing.")
+@key_option
+@output_options(tabular=False)
+@pass_app
+def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
+    """Apply an approved request in one transaction (designated maintainer, not the requester)."""
+    from opskit.corrections.service import ApplyFailed
+    svc = _service(app)
+    try:
+        signer = _signer(app, key)
+        if dry_run:
+            plan = svc.plan(request_id, signer)
+            app.audit_details.update({"request": request_id, "dry_run": True,
+                                      "before_unchanged": plan["before_unchanged"]})
+            verdict = ("rows unchanged since the request: apply would proceed"
+                       if plan["before_unchanged"] else
+                       "rows CHANGED since the request: apply would refuse")
+            app.emit(Result(data=plan, messages=[f"dry run: {plan['sql']}", f"params: {plan['params']}",
+                                                 f"{plan['row_count']} row(s); {verdict}"],
+                            summary=f"dry run {request_id}: {verdict}",
+                            exit_code=0 if plan["before_unchanged"] else EXIT_FINDINGS))
+            return
+        try:
+            entry, st = svc.apply(request_id, signer)
+        except ApplyFailed as exc:
+            if exc.entry is not None:
+                _evidence(app, exc.entry, exc.state)
+            raise
+    finally:
+        svc.ledger.close()
+    _evidence(app, entry, st)
+    after = st.outcome.get("after") or []
+    cols = sorted({k for r in after for k in r})
+    app.emit(Result(data={"request": st.id, "state": st.state, "row_count": st.outcome["row_count"],
+                          "after": after, "ledger_seq": entry["seq"], "hash": entry["hash"]},
+                    tables=[Table(cols, after, title="after-image", headers={c: c for c in cols})] if after else [],
+                    messages=[f"{st.id} applied by {entry['actor']}: {st.outcome['row_count']} row(s) "
+                              f"changed in {st.target}.{st.table}"],
+                    summary=f"{st.id} applied: {st.outcome['row_count']} row(s)"))
+
+
+# --- auditors -------------------------------------------------------------------------
+
+@group.command("log")
+@click.option("--state", "state_filter", metavar="STATE",
+              type=click.Choice(["pending", "approved", "rejected", "executing", "applied", "failed"]),
+              help="Only requests in this state.")
+@output_options()
+@pass_app
+def log(app: App, state_filter: str | None) -> None:
+    """List correction requests with their state, approvers and executor."""
+    from opskit.corrections.service import summary_row
+    svc = _service(app)
+    try:
+        states = svc.all_states()
+    finally:
+        svc.ledger.close()
+    rows = [summary_row(s) for s in states if not state_filter or s.state == state_filter]
+    app.emit(Result(data=rows, tables=[Table(LOG_COLUMNS, rows, headers={"waiting_for": "WAITING FOR"})],
+                    summary=f"{len(rows)} correction request(s)"))
+
+
+@group.command("show")
+@click.argument("request_id", metavar="ID")
+@output_options(tabular=False)
+@pass_app
+def show(app: App, request_id: str) -> None:
+    """Everything recorded about one request: statement, before/after images, every signature."""
+    from opskit.corrections.service import entry_row
+    svc = _service(app)
+    try:
+        st = svc.state(request_id)
+    finally:
+        svc.ledger.close()
+    view = _state_view(st)
+    history = [entry_row(e) for e in st.history]
+    data = dict(view, sql=st.sql, params=st.params, before=st.before, outcome=st.outcome,
+                requirement=st.requirement.to_dict(), entries=st.history)
+    info = Table(["field", "value"], [{"field": k, "value": view[k]} for k in
+                                     ("id", "state", "target", "table", "operation", "rows", "requester",
+                                      "requested", "reason", "ticket", "requirement", "approvers",
+                                      "executor", "waiting_for")] +
+                 [{"field": "sql", "value": st.sql}, {"field": "params", "value": str(st.params)}])
+    tables = [info]
+    if st.before:
+        cols = sorted({k for r in st.before for k in r})
+        tables.append(Table(cols, st.before, title="before-image", headers={c: c for c in cols}))
+    after = (st.outcome or {}).get("after") or []
+    if after:
+        cols = sorted({k for r in after for k in r})
+        tables.append(Table(cols, after, title="after-image", headers={c: c for c in cols}))
+    tables.append(Table(["seq", "time", "kind", "actor", "detail", "key"], history, title="ledger entries"))
+    app.emit(Result(data=data, tables=tables, summary=f"{st.id}: {st.state}"))
+
+
+@group.command("export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="json",
+              show_default=True, help="Export format; every format can be verified offline.")
+@click.option("--out", metavar="FILE", help="Write to FILE (mode 0600) instead of stdout.")
+@pass_app
+def export(app: App, fmt: str, out: str | None) -> None:
+    """Export the whole ledger for auditors (verifiable offline with 'verify --ledger FILE')."""
+    from opskit.core.audit import utc_now
+    from opskit.corrections.service import export as do_export
+    svc = _service(app)
+    try:
+        text, count = do_export(svc.ledger, fmt, utc_now())
+    finally:
+        svc.ledger.close()
+    app.audit_details.update({"format": fmt, "entries": count, "out": out})
+    if out:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        app.emit(Result(messages=[f"exported {count} entries to {out} ({fmt})"],
+                        summary=f"exported {count} entries ({fmt})"))
+    else:
+        click.echo(text, nl=False)
+        app.summary = f"exported {count} entries ({fmt}) to stdout"
+
+
+@group.command("verify")
+@click.option("--ledger", "ledger_file", metavar="FILE",
+              help="Verify this export (json, csv, html) or SQLite ledger file instead of the configured ledger.")
+@click.option("--checkpoint", "checkpoint_files", multiple=True, metavar="FILE",
+              help="Checkpoint(s) {\"seq\": N, \"hash\": ...} kept elsewhere: catches a cut-off tail.")
+@output_options(tabular=False)
+@pass_app
+def verify(app: App, ledger_file: str | None, checkpoint_files: tuple) -> None:
+    """Check the chain, every signature and every workflow step; exit 1 names the first bad entry."""
+    from opskit.core.audit import load_checkpoints
+    from opskit.corrections.ledger import ExportLedger, SqliteLedger
+    from opskit.corrections.registry import find_rules_file, load_registry
+    from opskit.corrections.verify import verify as do_verify
+    registry = load_registry(find_rules_file(app.config))
+    checkpoints = []
+    for path in checkpoint_files:
+        checkpoints.extend(load_checkpoints(path))
+    if ledger_file:
+        try:
+            with open(ledger_file, "rb") as fh:
+                magic = fh.read(16)
+        except OSError as exc:
+            raise UsageError(f"cannot read --ledger {ledger_file}: {exc.strerror}") from None
+        ledger = (SqliteLedger(ledger_file, create=False) if magic.startswith(b"SQLite format 3")
+                  else ExportLedger(ledger_file))
+    else:
+        ledger = _service(app).ledger
+    try:
+        report = do_verify(ledger, registry, checkpoints)
+    finally:
+        ledger.close()
+    app.audit_details.update({"verify": report.to_dict(), "rule_ids": ["R-AUD-1", "R-DAT-1"]})
+    messages = [report.describe()]
+    if not report.signers_checked:
+        messages.append("warning: no operators declared in the rules file, so signatures were "
+                        "checked only against the keys embedded in the entries")
+    app.emit(Result(data=report.to_dict(), messages=messages, summary=report.describe(),
+                    exit_code=0 if report.ok else EXIT_FINDINGS))

@@ -1,9 +1,142 @@
 """`opskit policy`: Policy checks: removable media, wireless, routes, firewalls and ports."""
+from __future__ import annotations
+
 import click
 
-from .app import OpskitGroup
+from opskit.core.output import Result, Table
+
+from .app import App, OpskitGroup, pass_app
+
+FORMATS = ("table", "json", "junit")
 
 
 @click.group("policy", cls=OpskitGroup)
 def group() -> None:
-    """Policy checks: removable media, wireless, routes, firewalls and ports (R-MED-2, R-NET-1, R-NET-3, R-NET-5)."""
+    """Policy checks: removable media, wireless, routes, firewalls and ports (R-MED-2, R-NET-1, R-NET-3, R-NET-5).
+
+    \b
+    Policy files: --policy FILE, else policy.dir of the config, else
+    policies/ beside the config file, else /etc/opskit/policies, else the
+    shipped configs/policies. See docs/policy.md.
+    Exit codes: 0 clean | 1 findings | 2 bad policy | 3 unreachable host.
+    """
+
+
+def _split(values: tuple[str, ...]) -> list[str] | None:
+    names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+    return names or None
+
+
+def _select_options(func):
+    func = click.option("--format", "output_format", type=click.Choice(FORMATS),
+                        default="table", show_default=True, help="Output format.")(func)
+    func = click.option("--json", "as_json", is_flag=True, help="Same as --format json.")(func)
+    func = click.option("--policy", "policy_path", metavar="FILE",
+                        help="Policy file (or directory of *.yaml) instead of the configured "
+                             "ones.")(func)
+    func = click.option("--group", "group_name", metavar="GROUP",
+                        help="Only the members of GROUP.")(func)
+    func = click.option("--hosts", "host_names", metavar="A,B", multiple=True,
+                        help="Only these hosts (comma-separated; repeatable).")(func)
+    return func
+
+
+def _run(app: App, host_names, group_name, policy_path):
+    from opskit.hosts.inventory import SSHSettings, load_inventory
+    from opskit.policy.policyfile import load_policy
+    from opskit.policy.runner import check_fleet
+
+    config = app.config
+    policy = load_policy(config, policy_path)          # bad policy: exit 2 before any host
+    inventory = load_inventory(config)
+    specs = inventory.select(_split(host_names), group_name)
+    settings = SSHSettings.from_config(config)
+    return check_fleet(specs, policy, concurrency=settings.concurrency,
+                       timeout_per_host=float(config.get("policy.host_timeout", 60.0)),
+                       ssh_settings=settings)
+
+
+def _store(app: App):
+    from opskit.policy.store import RunStore
+    return RunStore(app.state_dir, keep=int(app.config.get("policy.keep_runs", 100)))
+
+
+def _emit(app: App, result: Result, fmt: str, junit: str | None = None) -> None:
+    if fmt == "junit" and junit is not None:
+        click.echo(junit, nl=False)
+        app.exit_code = max(app.exit_code, result.exit_code)
+        app.summary = result.summary
+        return
+    app.output_format = "json" if fmt == "json" else "table"
+    app.emit(result)
+
+
+def _audit(app: App, report, path: str) -> None:
+    counts = report.counts()
+    app.audit_details.update(
+        run_id=report.id, stored=path, policy_files=report.policy_files, counts=counts,
+        hosts_with_findings=sorted({h for h, _ in report.findings()}),
+        unreachable=[h.host for h in report.hosts if not h.reachable])
+
+
+@group.command("check")
+@_select_options
+@click.option("--verbose", "-v", is_flag=True, help="Also list the evidence of every pass.")
+@pass_app
+def check_cmd(app: App, host_names, group_name, policy_path, output_format, as_json,
+              verbose) -> None:
+    """Check hosts against the removable-media and network policy.
+
+    One row per host and one column per check (pass / FAIL / n/a / error),
+    then every finding with its evidence: the file and line, or the /proc or
+    /sys value that decided it. Results are stored for 'policy drift'.
+    """
+    from opskit.policy.report import check_result, junit_xml
+
+    fmt = "json" if as_json else output_format
+    report = _run(app, host_names, group_name, policy_path)
+    path = _store(app).save(report)
+    _audit(app, report, path)
+    result = check_result(report, stored=path, verbose=verbose)
+    _emit(app, result, fmt, junit_xml(report) if fmt == "junit" else None)
+
+
+@group.command("drift")
+@_select_options
+@pass_app
+def drift_cmd(app: App, host_names, group_name, policy_path, output_format, as_json) -> None:
+    """Check now and show what changed since the last stored run.
+
+    Exit 1 when anything changed (a new failure, a resolved one, a finding
+    added or gone), 0 when nothing did, 3 when a host was unreachable.
+    """
+    from opskit.policy.report import drift_result
+    from opskit.policy.store import drift
+
+    fmt = "json" if as_json else output_format
+    store = _store(app)
+    previous = store.latest()
+    report = _run(app, host_names, group_name, policy_path)
+    path = store.save(report)
+    _audit(app, report, path)
+    changes = drift(previous, report) if previous else []
+    app.audit_details["changes"] = len(changes)
+    app.audit_details["previous_run"] = previous.id if previous else None
+    result = drift_result(previous, report, changes)
+    if fmt == "junit":
+        fmt = "table"
+    _emit(app, result, fmt)
+
+
+@group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
+@pass_app
+def list_cmd(app: App, as_json: bool) -> None:
+    """List every check: id, rule, severity, GB/T 22239 clause and CIS control."""
+    from opskit.policy.policyfile import describe_catalogue
+
+    app.audited = False
+    rows = describe_catalogue()
+    app.output_format = "json" if as_json else "table"
+    app.emit(Result(data=rows, tables=[Table(["check", "rule", "severity", "title"], rows)],
+                    summary=f"{len(rows)} checks"))

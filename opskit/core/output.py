@@ -66,9 +66,21 @@ def to_jsonable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, bytes):
         return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, str) and _has_surrogates(value):
+        # os.fsdecode() of a name that is not UTF-8: show its bytes as \xNN
+        # escapes, so the output stays valid UTF-8 (RFC 8259) and readable
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return value
+
+
+def _has_surrogates(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
 
 
 def dumps(value: Any) -> str:

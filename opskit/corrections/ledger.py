@@ -1,0 +1,372 @@
+"""The correction ledger: hash-chained, Ed25519-signed entries in SQLite or PostgreSQL.
+
+An entry (the canonical JSON of ``opskit.core.audit.canonical``: sorted keys,
+no spaces, UTF-8) looks like::
+
+    {"actor":"alice","body":{...},"hash":"<sha256 hex>","key":"<base64 ed25519 public key>",
+     "kind":"request","prev":"<sha256 hex>","request":"CR-1","seq":1,
+     "sig":"<base64 ed25519 signature>","time":"2026-11-01T08:00:00.123Z","v":1}
+
+* ``seq``    1, 2, 3 ... with no gaps; the real order (R-AUD-3).
+* ``prev``   SHA-256 of the previous entry's stored text; 64 zeros for seq 1.
+* ``hash``   SHA-256 of the canonical JSON of the entry without ``hash`` and ``sig``.
+* ``sig``    Ed25519 signature, by ``key``, over ``SIG_CONTEXT + hash`` (keys.py).
+* ``kind``   request | approve | reject | apply-started | applied | apply-failed.
+
+This is the audit log's chain (docs/audit-log.md) plus a signature on every
+entry: editing an entry breaks its hash; recomputing the hash breaks its
+signature; deleting, inserting or reordering breaks ``seq``/``prev``; and an
+entry signed by a key nobody declared is named as forged. Rewriting history
+now needs the private key of everyone who signed after the change.
+
+Writers take the database's own lock (SQLite ``BEGIN IMMEDIATE``;
+PostgreSQL ``LOCK TABLE ... IN EXCLUSIVE MODE``) for the whole
+read-head/decide/insert step, so the state check for a transition (e.g.
+"approved and not yet claimed") and the entry that makes it happen are one
+atomic step: two executors racing on one request cannot both claim it.
+``seq`` being the primary key is the second line of defence.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from opskit.core.audit import GENESIS, canonical, utc_now
+from opskit.core.errors import LockHeldError, OperationalError, UsageError
+
+from .keys import Signer
+
+FORMAT = "opskit-corrections-ledger"
+VERSION = 1
+TABLE = "opskit_correction_ledger"
+KINDS = ("request", "approve", "reject", "apply-started", "applied", "apply-failed")
+
+_DDL_SQLITE = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    seq     INTEGER PRIMARY KEY,
+    request TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    entry   TEXT NOT NULL
+)"""
+_DDL_PG = f"""
+CREATE TABLE IF NOT EXISTS {TABLE} (
+    seq     BIGINT PRIMARY KEY,
+    request TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    entry   TEXT NOT NULL
+)"""
+_INDEX = f"CREATE INDEX IF NOT EXISTS {TABLE}_request ON {TABLE} (request)"
+
+
+def entry_hash(entry: dict) -> str:
+    body = {k: v for k, v in entry.items() if k not in ("hash", "sig")}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def build_entry(*, seq: int, prev: str, kind: str, request: str, actor: str, body: dict,
+                signer: Signer, time: str | None = None) -> tuple[dict, str]:
+    """A signed entry and its stored text."""
+    entry = {"v": VERSION, "seq": seq, "time": time or utc_now(), "kind": kind, "request": request,
+             "actor": actor, "key": signer.public_b64, "body": body, "prev": prev}
+    entry["hash"] = entry_hash(entry)
+    entry["sig"] = signer.sign(entry["hash"].encode("ascii"))
+    return entry, canonical(entry).decode("utf-8")
+
+
+@dataclass
+class Stored:
+    seq: int
+    text: str
+
+    def entry(self) -> dict:
+        return json.loads(self.text)
+
+
+class Refused(UsageError):
+    """A workflow step was refused; the message names the rule (exit 2)."""
+
+
+class Ledger:
+    """Common interface: ``append`` (atomic decide-and-write), ``entries``, ``for_request``."""
+
+    url: str
+
+    def append(self, request: str | None, decide: Callable[[list[dict], int], dict],
+               signer: Signer) -> dict:
+        """Under the ledger lock: read ``request``'s entries (None: a new request), call
+        ``decide(entries, next_seq)`` which returns ``{kind, actor, body[, request]}`` or
+        raises Refused, then sign and insert the entry. Returns the entry."""
+        raise NotImplementedError
+
+    def texts(self) -> Iterator[Stored]:
+        raise NotImplementedError
+
+    def entries(self) -> Iterator[dict]:
+        for stored in self.texts():
+            yield stored.entry()
+
+    def for_request(self, request: str) -> list[dict]:
+        raise NotImplementedError
+
+    def head(self) -> tuple[int, str] | None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _make(decide, request, rows: list[str], seq: int, prev: str, signer: Signer) -> tuple[dict, str]:
+    entries = [json.loads(t) for t in rows]
+    spec = decide(entries, seq)
+    return build_entry(seq=seq, prev=prev, kind=spec["kind"],
+                       request=spec.get("request") or request, actor=spec["actor"],
+                       body=spec["body"], signer=signer)
+
+
+class SqliteLedger(Ledger):
+    def __init__(self, path: str, lock_timeout: float = 10.0, create: bool = True):
+        self.url = os.path.abspath(path)
+        self.lock_timeout = lock_timeout
+        if not os.path.exists(self.url):
+            if not create:
+                raise UsageError(f"ledger {self.url} does not exist")
+            os.makedirs(os.path.dirname(self.url), mode=0o700, exist_ok=True)
+            fd = os.open(self.url, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600)
+            os.close(fd)
+        try:
+            self.conn = sqlite3.connect(self.url, timeout=lock_timeout, isolation_level=None)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.execute(_DDL_SQLITE)
+            self.conn.execute(_INDEX)
+        except sqlite3.Error as exc:
+            raise OperationalError(f"cannot open the ledger {self.url}: {exc}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def append(self, request, decide, signer):
+        c = self.conn
+        try:
+            c.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise LockHeldError(f"ledger {self.url} is locked by another writer: {exc}") from None
+        try:
+            row = c.execute(f"SELECT seq, entry FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
+            seq, prev = (row[0] + 1, text_hash(row[1])) if row else (1, GENESIS)
+            rows = [] if request is None else [r[0] for r in c.execute(
+                f"SELECT entry FROM {TABLE} WHERE request = ? ORDER BY seq", (request,))]
+            entry, text = _make(decide, request, rows, seq, prev, signer)
+            c.execute(f"INSERT INTO {TABLE} (seq, request, kind, entry) VALUES (?, ?, ?, ?)",
+                      (entry["seq"], entry["request"], entry["kind"], text))
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+        return entry
+
+    def texts(self) -> Iterator[Stored]:
+        cur = self.conn.execute(f"SELECT seq, entry FROM {TABLE} ORDER BY seq")
+        while True:
+            batch = cur.fetchmany(5000)
+            if not batch:
+                break
+            for seq, text in batch:
+                yield Stored(seq, text)
+
+    def for_request(self, request: str) -> list[dict]:
+        return [json.loads(r[0]) for r in self.conn.execute(
+            f"SELECT entry FROM {TABLE} WHERE request = ? ORDER BY seq", (request,))]
+
+    def head(self):
+        row = self.conn.execute(f"SELECT seq, entry FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
+        return (row[0], json.loads(row[1])["hash"]) if row else None
+
+    def insert_raw(self, rows: Iterable[tuple[int, str, str, str]]) -> None:
+        """Bulk-load already signed entries (benchmarks, imports); no checks."""
+        self.conn.execute("BEGIN")
+        self.conn.executemany(f"INSERT INTO {TABLE} (seq, request, kind, entry) VALUES (?, ?, ?, ?)",
+                              rows)
+        self.conn.execute("COMMIT")
+
+
+class PostgresLedger(Ledger):
+    def __init__(self, url: str, lock_timeout: float = 10.0):
+        import psycopg
+        self.url = url
+        self.lock_timeout = lock_timeout
+        try:
+            self.conn = psycopg.connect(url, connect_timeout=10, autocommit=False)
+            with self.conn.cursor() as cur:
+                # one creator at a time: CREATE TABLE IF NOT EXISTS races on the catalog
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x6F70736B6974,))
+                cur.execute(_DDL_PG)
+                cur.execute(_INDEX)
+            self.conn.commit()
+        except psycopg.Error as exc:
+            from .registry import redact_url
+            raise OperationalError(f"cannot open the ledger {redact_url(url)}: "
+                                   f"{str(exc).strip().splitlines()[0]}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def append(self, request, decide, signer):
+        import psycopg
+        c = self.conn
+        try:
+            with c.cursor() as cur:
+                cur.execute("SELECT set_config('lock_timeout', %s, true)",
+                            (str(int(self.lock_timeout * 1000)),))
+                try:
+                    # readers go on; writers queue here, so decide() sees the final state
+                    cur.execute(f"LOCK TABLE {TABLE} IN EXCLUSIVE MODE")
+                except psycopg.errors.LockNotAvailable:
+                    raise LockHeldError("the ledger is locked by another writer "
+                                        f"(waited {self.lock_timeout:g}s)") from None
+                cur.execute(f"SELECT seq, entry FROM {TABLE} ORDER BY seq DESC LIMIT 1")
+                row = cur.fetchone()
+                seq, prev = (row[0] + 1, text_hash(row[1])) if row else (1, GENESIS)
+                rows = []
+                if request is not None:
+                    cur.execute(f"SELECT entry FROM {TABLE} WHERE request = %s ORDER BY seq",
+                                (request,))
+                    rows = [r[0] for r in cur.fetchall()]
+                entry, text = _make(decide, request, rows, seq, prev, signer)
+                cur.execute(f"INSERT INTO {TABLE} (seq, request, kind, entry) VALUES (%s, %s, %s, %s)",
+                            (entry["seq"], entry["request"], entry["kind"], text))
+            c.commit()
+        except BaseException:
+            c.rollback()
+            raise
+        return entry
+
+    def texts(self) -> Iterator[Stored]:
+        c = self.conn
+        with c.cursor(name="ledger_scan") as cur:
+            cur.itersize = 5000
+            cur.execute(f"SELECT seq, entry FROM {TABLE} ORDER BY seq")
+            for seq, text in cur:
+                yield Stored(seq, text)
+        c.rollback()
+
+    def for_request(self, request: str) -> list[dict]:
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT entry FROM {TABLE} WHERE request = %s ORDER BY seq", (request,))
+            out = [json.loads(r[0]) for r in cur.fetchall()]
+        self.conn.rollback()
+        return out
+
+    def head(self):
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT seq, entry FROM {TABLE} ORDER BY seq DESC LIMIT 1")
+            row = cur.fetchone()
+        self.conn.rollback()
+        return (row[0], json.loads(row[1])["hash"]) if row else None
+
+
+class ExportLedger(Ledger):
+    """A read-only ledger loaded from an export file (json, csv or html) for offline verify."""
+
+    def __init__(self, path: str):
+        self.url = os.path.abspath(path)
+        self._rows = load_export(path)
+
+    def texts(self) -> Iterator[Stored]:
+        for i, text in enumerate(self._rows, 1):
+            yield Stored(i, text)
+
+    def for_request(self, request: str) -> list[dict]:
+        return [e for e in self.entries() if e.get("request") == request]
+
+    def head(self):
+        return None
+
+    def append(self, request, decide, signer):
+        raise UsageError("an exported ledger is read-only")
+
+
+def open_ledger(location: str, lock_timeout: float = 10.0, create: bool = True) -> Ledger:
+    if location.startswith(("postgresql://", "postgres://")):
+        return PostgresLedger(location, lock_timeout)
+    return SqliteLedger(location, lock_timeout, create=create)
+
+
+# --- export --------------------------------------------------------------------------
+
+EXPORT_MARK = "opskit-corrections-ledger-export"
+
+
+def export_json(texts: list[str], meta: dict) -> str:
+    """``{"format":..., "entries":[<stored text>, ...]}``: entries kept as the exact
+    stored strings so ``prev`` (a hash of those bytes) verifies offline."""
+    payload = {"format": EXPORT_MARK, "version": VERSION, **meta, "entries": texts}
+    return json.dumps(payload, ensure_ascii=False, indent=1) + "\n"
+
+
+def load_export(path: str) -> list[str]:
+    """Stored entry texts from a json, csv or html export (or a JSON-lines dump)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read().decode("utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"export {path} not found") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"export {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read export {path}: {exc.strerror}") from None
+    stripped = data.lstrip()
+    if stripped.startswith("<"):
+        start = data.find('<script type="application/json" id="ledger">')
+        end = data.find("</script>", start)
+        if start < 0 or end < 0:
+            raise UsageError(f"{path}: HTML without the embedded ledger data")
+        body = data[start + len('<script type="application/json" id="ledger">'):end]
+        try:
+            payload = json.loads(body)      # written with <, > and & as \u escapes
+        except ValueError:
+            raise UsageError(f"{path}: embedded ledger data is not valid JSON") from None
+        return _entries_of(payload, path)
+    if stripped.startswith("{") and '"format"' in stripped[:200]:
+        try:
+            payload = json.loads(data)
+        except ValueError as exc:
+            raise UsageError(f"{path}: not valid JSON ({exc})") from None
+        return _entries_of(payload, path)
+    if stripped.startswith("{"):
+        return [line for line in data.splitlines() if line.strip()]
+    import csv
+    import io
+    reader = csv.DictReader(io.StringIO(data, newline=""))
+    if not reader.fieldnames or "entry" not in reader.fieldnames:
+        raise UsageError(f"{path}: not a ledger export (json, csv with an 'entry' column, or html)")
+    return [row["entry"] for row in reader]
+
+
+def _entries_of(payload: Any, path: str) -> list[str]:
+    if not isinstance(payload, dict) or payload.get("format") != EXPORT_MARK:
+        raise UsageError(f"{path}: not an opskit corrections ledger export")
+    entries = payload.get("entries")
+    if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
+        raise UsageError(f"{path}: 'entries' must be a list of entry strings")
+    return entries
+
+
+def now_utc() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)

@@ -1,0 +1,391 @@
+"""The correction workflow: request, approve, reject, apply; listing and export.
+
+Domain code: no click, no printing. Every function returns plain objects the
+CLI renders, and every step that changes anything is one signed ledger entry
+written under the ledger's lock (ledger.py), after the rules of workflow.py
+and the roles of the rules file (registry.py) allowed it.
+
+Identity is the signing key: the actor recorded in an entry is the operator
+whose declared public key matches the key that signed it, never a name
+someone typed (R-DAT-1: operator, time and content).
+"""
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from opskit.core.errors import OpskitError, EXIT_FINDINGS
+
+from . import workflow as wf
+from .keys import Signer, fingerprint
+from .ledger import Ledger, Refused, export_json
+from .registry import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
+from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
+from .targets import Database, image_digest
+
+RULE_IDS = ["R-DAT-1", "R-DAT-2", "R-DAT-3", "R-AUD-1", "R-AUD-3"]
+
+
+class ApplyFailed(OpskitError):
+    """The apply was attempted, rolled back and recorded in the ledger (exit 1)."""
+
+    exit_code = EXIT_FINDINGS
+
+    def __init__(self, message: str, entry: dict | None = None, state: "wf.RequestState | None" = None):
+        super().__init__(message)
+        self.entry, self.state = entry, state
+
+
+@dataclass
+class Context:
+    """Who runs the step and from where (evidence only; identity is the key)."""
+
+    os_user: str = ""
+    host: str = ""
+
+
+@dataclass
+class Corrections:
+    ledger: Ledger
+    registry: Registry
+    lock_timeout: float = 10.0
+    context: Context = field(default_factory=Context)
+
+    # --- identity ----------------------------------------------------------------
+    def identify(self, signer: Signer):
+        op = self.registry.who(signer.public_raw)
+        if op is None:
+            old = self.registry.who(signer.public_raw, history=True)
+            if old is not None:
+                raise Refused(f"key {signer.fingerprint} is a previous key of {old.name}; it "
+                              "verifies history but signs nothing new")
+            where = self.registry.source or "the corrections rules file (none found)"
+            raise Refused(f"key {signer.fingerprint} is not declared for any operator in {where}; "
+                          "only declared people may act on corrections (R-DAT-2)",
+                          hint="add the output of 'opskit correct keygen' under operators: in the "
+                               "rules file")
+        if op.retired:
+            raise Refused(f"{op.name} is retired in {self.registry.source}: no new actions (R-ACC-6)")
+        return op
+
+    def _evidence(self) -> dict:
+        return {"os_user": self.context.os_user, "host": self.context.host}
+
+    # --- request -----------------------------------------------------------------
+    def prepare(self, target: str, sql: str, params: dict[str, str], reason: str, ticket: str,
+                signer: Signer) -> dict:
+        """Vet the statement and read the before-image (read-only); the request body."""
+        op = self.identify(signer)
+        if not (reason or "").strip():
+            raise Refused("--reason is required: every correction records why (R-DAT-1)")
+        tgt = self.registry.target(target)
+        stmt = parse_statement(sql)
+        check_params(stmt, params)
+        typed = {k: typed_value(v) for k, v in params.items()}
+        image = Database(tgt, self.lock_timeout).read_before_image(stmt, typed)
+        count = stmt.insert_rows if stmt.operation == "INSERT" else len(image.rows)
+        if stmt.operation != "INSERT" and count == 0:
+            raise SqlRefused(f"the WHERE clause matches no rows in {tgt.name}.{stmt.table}: nothing "
+                             "to correct (check the parameters)")
+        limit = tgt.max_rows or self.registry.max_rows
+        if count > limit:
+            raise SqlRefused(f"the statement touches {count} rows; at most {limit} per correction "
+                             "(max_rows in the rules file): bulk changes are not corrections")
+        req = self.registry.requirement(tgt.name, stmt.table, stmt.operation, count)
+        requirement = dict(req.to_dict(), executor_may_approve=self.registry.executor_may_approve)
+        return {
+            "requester": op.name,
+            "target": tgt.name, "target_url": tgt.safe_url, "target_kind": tgt.kind,
+            "table": stmt.table, "operation": stmt.operation, "sql": stmt.sql,
+            "params": dict(params), "reason": reason.strip(), "ticket": (ticket or "").strip(),
+            "row_count": count, "columns": image.columns,
+            "before": image.rows if stmt.operation != "INSERT" else [],
+            "before_sha256": image_digest(image.rows if stmt.operation != "INSERT" else []),
+            "requirement": requirement, "rule_ids": RULE_IDS, **self._evidence(),
+        }
+
+    def request(self, target: str, sql: str, params: dict[str, str], reason: str, ticket: str,
+                signer: Signer) -> tuple[dict, wf.RequestState]:
+        body = self.prepare(target, sql, params, reason, ticket, signer)
+        actor = body.pop("requester")
+
+        def decide(entries, seq):
+            spec = {"kind": "request", "actor": actor, "body": body, "request": f"CR-{seq}"}
+            wf.step(None, dict(spec, seq=seq))
+            return spec
+
+        entry = self.ledger.append(None, decide, signer)
+        return entry, wf.fold([entry])
+
+    # --- approve / reject --------------------------------------------------------
+    def state(self, rid: str) -> wf.RequestState:
+        entries = self.ledger.for_request(rid)
+        if not entries:
+            raise Refused(f"no correction request {rid} in the ledger")
+        return wf.fold(entries)
+
+    def approve(self, rid: str, comment: str, signer: Signer, role: str | None = None):
+        op = self.identify(signer)
+
+        def decide(entries, seq):
+            if not entries:
+                raise Refused(f"no correction request {rid} in the ledger")
+            st = wf.fold(entries)
+            if st.state == wf.PENDING and op.name != st.requester and op.name not in st.signers():
+                level = self._level_for(st, op, role)
+            else:
+                level = role or "clerk"  # let step() name the real reason
+            spec = {"kind": "approve", "actor": op.name,
+                    "body": {"level": level, "comment": (comment or "").strip(), **self._evidence()}}
+            wf.step(st, dict(spec, request=rid, seq=seq))
+            return spec
+
+        entry = self.ledger.append(rid, decide, signer)
+        return entry, self.state(rid)
+
+    def _level_for(self, st: wf.RequestState, op, role: str | None) -> str:
+        if role:
+            if role not in op.roles:
+                raise Refused(f"{op.name} does not hold the role {role!r} (roles: "
+                              f"{', '.join(op.roles) or 'none'})")
+            if role not in APPROVER_ROLES and role != AUDITOR:
+                raise Refused(f"{role!r} is not a sign-off role; use one of "
+                              f"{', '.join(LEVELS + (AUDITOR,))}")
+            return role
+        nxt = st.next_level()
+        if st.approvals_missing():
+            if nxt is not None and nxt in op.roles:
+                return nxt
+            if nxt is None:
+                held = [lv for lv in LEVELS if lv in op.roles]
+                if held:
+                    return held[-1]
+        if st.auditor_missing() and AUDITOR in op.roles:
+            return AUDITOR
+        need = []
+        if st.approvals_missing():
+            need.append(f"the {nxt} level" if nxt else "an approver (clerk, section_head or leader)")
+        if st.auditor_missing():
+            need.append("the audit supervisor (role auditor, R-DAT-2)")
+        raise Refused(f"{st.id} needs {' and '.join(need)}; {op.name} holds "
+                      f"{', '.join(op.roles) or 'no roles'} (R-DAT-3)")
+
+    def reject(self, rid: str, comment: str, signer: Signer):
+        op = self.identify(signer)
+        if not (comment or "").strip():
+            raise Refused("--comment is required when rejecting: record why (R-DAT-3)")
+        if not any(r in op.roles for r in APPROVER_ROLES + (AUDITOR,)):
+            raise Refused(f"{op.name} holds no sign-off role and may not reject (roles: "
+                          f"{', '.join(op.roles) or 'none'})")
+
+        def decide(entries, seq):
+            if not entries:
+                raise Refused(f"no correction request {rid} in the ledger")
+            st = wf.fold(entries)
+            spec = {"kind": "reject", "actor": op.name,
+                    "body": {"comment": comment.strip(), **self._evidence()}}
+            wf.step(st, dict(spec, request=rid, seq=seq))
+            return spec
+
+        entry = self.ledger.append(rid, decide, signer)
+        return entry, self.state(rid)
+
+    # --- apply -------------------------------------------------------------------
+    def plan(self, rid: str, signer: Signer) -> dict:
+        """What apply would do, checked read-only (``apply --dry-run``)."""
+        op = self.identify(signer)
+        st = self.state(rid)
+        self._may_apply(st, op)
+        wf.step(wf.fold(st.history), {"kind": "apply-started", "actor": op.name, "request": rid,
+                                      "seq": 0, "body": {}})
+        tgt = self.registry.target(st.target)
+        stmt = parse_statement(st.sql)
+        typed = {k: typed_value(v) for k, v in st.params.items()}
+        image = Database(tgt, self.lock_timeout).read_before_image(stmt, typed)
+        rows = image.rows if stmt.operation != "INSERT" else []
+        return {"request": rid, "target": st.target, "sql": st.sql, "params": st.params,
+                "row_count": st.row_count, "before_unchanged": image_digest(rows) == st.before_digest,
+                "state": st.state}
+
+    def _may_apply(self, st: wf.RequestState, op) -> None:
+        if MAINTAINER not in op.roles:
+            raise Refused(f"{op.name} is not a designated maintainer (role maintainer) and may not "
+                          "apply corrections (R-ACC-1, R-DAT-2)")
+
+    def apply(self, rid: str, signer: Signer):
+        op = self.identify(signer)
+
+        def claim(entries, seq):
+            if not entries:
+                raise Refused(f"no correction request {rid} in the ledger")
+            st = wf.fold(entries)
+            self._may_apply(st, op)
+            spec = {"kind": "apply-started", "actor": op.name, "body": self._evidence()}
+            wf.step(st, dict(spec, request=rid, seq=seq))
+            return spec
+
+        claimed = self.ledger.append(rid, claim, signer)   # exactly one executor gets here
+        st = self.state(rid)
+        outcome = None
+        error: BaseException | None = None
+        try:
+            tgt = self.registry.target(st.target)
+            stmt = parse_statement(st.sql)
+            typed = {k: typed_value(v) for k, v in st.params.items()}
+            outcome = Database(tgt, self.lock_timeout).apply(stmt, typed, st.before_digest, st.row_count)
+        except BaseException as exc:       # still record the failure, then re-raise
+            error = exc
+        if outcome is not None and outcome.ok:
+            body = {"row_count": outcome.row_count, "after": outcome.after,
+                    "after_sha256": image_digest(outcome.after), "claim_seq": claimed["seq"],
+                    **self._evidence()}
+            kind = "applied"
+        else:
+            reason = outcome.reason if outcome is not None else (
+                getattr(error, "message", None) or f"{type(error).__name__}: {error}")
+            body = {"stage": outcome.stage if outcome is not None else "prepare", "reason": reason,
+                    "row_count": outcome.row_count if outcome is not None else 0,
+                    "claim_seq": claimed["seq"], **self._evidence()}
+            if outcome is not None and outcome.before_now is not None:
+                body["before_now_sha256"] = image_digest(outcome.before_now)
+            kind = "apply-failed"
+
+        def record(entries, seq):
+            spec = {"kind": kind, "actor": op.name, "body": body}
+            wf.step(wf.fold(entries), dict(spec, request=rid, seq=seq))
+            return spec
+
+        entry = self.ledger.append(rid, record, signer)
+        final = self.state(rid)
+        if error is not None and not isinstance(error, OpskitError):
+            raise error
+        if kind == "apply-failed":
+            raise ApplyFailed(f"{rid} not applied ({body['stage']}): {body['reason']}; recorded in "
+                              f"the ledger as seq {entry['seq']}", entry, final)
+        return entry, final
+
+    # --- reading -----------------------------------------------------------------
+    def all_states(self) -> list[wf.RequestState]:
+        """Every request, folded; a request whose entries break the rules is marked invalid."""
+        groups: dict[str, list[dict]] = {}
+        for entry in self.ledger.entries():
+            groups.setdefault(str(entry.get("request")), []).append(entry)
+        out = []
+        for rid, entries in groups.items():
+            try:
+                out.append(wf.fold(entries))
+            except (Refused, KeyError, TypeError):
+                bad = wf.RequestState(id=rid, state="INVALID (run verify)")
+                bad.seq = entries[0].get("seq", 0) if entries else 0
+                out.append(bad)
+        out.sort(key=lambda s: s.seq)
+        return out
+
+
+# --- rendering helpers shared by CLI and export ----------------------------------------
+
+def summary_row(st: wf.RequestState) -> dict:
+    return {"id": st.id, "state": st.state, "target": st.target, "table": st.table,
+            "operation": st.operation, "rows": st.row_count, "requester": st.requester,
+            "requested": st.requested_at, "approvers": ", ".join(
+                f"{a['actor']} ({a['level']})" for a in st.approvals + ([st.auditor] if st.auditor else [])),
+            "executor": st.executor or "", "waiting_for": st.waiting_for(),
+            "ticket": st.ticket, "reason": st.reason}
+
+
+def entry_row(entry: dict, text: str | None = None) -> dict:
+    body = entry.get("body") or {}
+    detail = ""
+    kind = entry.get("kind")
+    if kind == "request":
+        detail = f"{body.get('operation')} {body.get('target')}.{body.get('table')} ({body.get('row_count')} rows)"
+    elif kind == "approve":
+        detail = f"level {body.get('level')}: {body.get('comment', '')}"
+    elif kind == "reject":
+        detail = body.get("comment", "")
+    elif kind == "applied":
+        detail = f"{body.get('row_count')} rows"
+    elif kind == "apply-failed":
+        detail = f"{body.get('stage')}: {body.get('reason')}"
+    row = {"seq": entry.get("seq"), "time": entry.get("time"), "request": entry.get("request"),
+           "kind": kind, "actor": entry.get("actor"), "detail": detail,
+           "key": _fp(entry.get("key")), "hash": entry.get("hash"), "prev": entry.get("prev"),
+           "sig": entry.get("sig"), "body": json.dumps(body, ensure_ascii=False, sort_keys=True)}
+    if text is not None:
+        row["entry"] = text
+    return row
+
+
+def _fp(b64: Any) -> str:
+    import base64
+    try:
+        return fingerprint(base64.b64decode(b64, validate=True))
+    except Exception:
+        return str(b64)
+
+
+EXPORT_COLUMNS = ["seq", "time", "request", "kind", "actor", "key", "detail", "body", "prev", "hash",
+                  "sig", "entry"]
+
+
+def export_html(texts: list[str], meta: dict) -> str:
+    """A self-contained page for auditors; the exact entries are embedded as JSON
+    (with <, > and & escaped) so ``verify --ledger page.html`` works offline."""
+    from .ledger import EXPORT_MARK, VERSION
+    payload = {"format": EXPORT_MARK, "version": VERSION, **meta, "entries": texts}
+    data = json.dumps(payload, ensure_ascii=False).replace("&", "\\u0026").replace(
+        "<", "\\u003c").replace(">", "\\u003e")
+    rows = []
+    for text in texts:
+        try:
+            e = json.loads(text)
+            r = entry_row(e)
+        except ValueError:
+            r = {"seq": "?", "detail": "unparseable entry"}
+        cells = "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>"
+                        for c in ("seq", "time", "request", "kind", "actor", "detail", "key"))
+        body = html.escape(r.get("body", ""))
+        rows.append(f"<tr>{cells}<td><details><summary>body</summary><pre>{body}</pre></details></td>"
+                    f"<td><code>{html.escape(str(r.get('hash', ''))[:16])}</code></td></tr>")
+    head = html.escape(json.dumps(meta.get("head"), ensure_ascii=False))
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<title>opskit correction ledger</title>"
+            "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
+            "td,th{border:1px solid #999;padding:2px 6px;vertical-align:top;font-size:13px}"
+            "pre{white-space:pre-wrap;max-width:60em}</style></head><body>"
+            f"<h1>opskit correction ledger</h1><p>Exported {html.escape(str(meta.get('exported')))} "
+            f"from {html.escape(str(meta.get('ledger')))}; {len(texts)} entries; head "
+            f"{head}. Verify offline: <code>opskit correct verify --ledger THIS_FILE</code> "
+            "(R-DAT-1, R-DAT-3, R-AUD-1).</p><table><tr><th>seq</th><th>time</th><th>request</th>"
+            "<th>kind</th><th>actor</th><th>detail</th><th>key</th><th>body</th><th>hash</th></tr>"
+            + "".join(rows) + "</table>"
+            f"<script type=\"application/json\" id=\"ledger\">{data}</script></body></html>\n")
+
+
+def export(ledger: Ledger, fmt: str, exported: str) -> tuple[str, int]:
+    """The ledger as json, csv or html text, and the number of entries."""
+    from opskit.core.output import Table, render_csv
+    stored = list(ledger.texts())
+    texts = [s.text for s in stored]
+    head = None
+    if texts:
+        try:
+            last = json.loads(texts[-1])
+            head = {"seq": last.get("seq"), "hash": last.get("hash")}
+        except ValueError:
+            head = None
+    from .registry import redact_url
+    meta = {"exported": exported, "ledger": redact_url(ledger.url), "count": len(texts), "head": head}
+    if fmt == "json":
+        return export_json(texts, meta), len(texts)
+    if fmt == "html":
+        return export_html(texts, meta), len(texts)
+    rows = []
+    for text in texts:
+        try:
+            rows.append(entry_row(json.loads(text), text))
+        except ValueError:
+            rows.append({"entry": text})
+    return render_csv([Table(EXPORT_COLUMNS, rows)]), len(texts)

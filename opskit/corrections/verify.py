@@ -1,0 +1,234 @@
+"""Verify a correction ledger: chain, every signature, declared signers, workflow rules.
+
+Works on the live ledger (SQLite or PostgreSQL) and offline on an export
+(json, csv or html), R-AUD-1. Checks, per entry in seq order, stopping at
+the first problem and naming it:
+
+1. the entry parses and has every field with the right type        -> malformed
+2. ``hash`` matches the content                                      -> edited
+3. ``seq`` is the next number                                        -> deleted / reordered / inserted
+4. ``prev`` is the hash of the previous stored entry                 -> edited (hash recomputed),
+                                                                        deleted, inserted, reordered
+5. ``sig`` verifies with ``key``                                     -> forged (or edited + rehashed)
+6. ``key`` is declared for ``actor`` in the rules file               -> forged (unknown signer)
+7. the entry is a legal workflow step (workflow.step)                -> workflow violation
+8. checkpoints (seq + hash kept elsewhere) match                     -> truncated / rewritten
+
+Signatures are checked in worker processes for large ledgers (about 60 us
+each); everything else streams in this process.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+from opskit.core.audit import GENESIS
+
+from . import workflow as wf
+from .keys import verify_batch
+from .ledger import Ledger, Refused, entry_hash
+from .registry import Registry
+
+FIELDS = {"v": int, "seq": int, "time": str, "kind": str, "request": str, "actor": str,
+          "key": str, "body": dict, "prev": str, "hash": str, "sig": str}
+PARALLEL_MIN = 4000
+CHUNK = 5000
+
+
+@dataclass
+class Report:
+    ok: bool = True
+    entries_checked: int = 0
+    signatures_checked: int = 0
+    first_bad_seq: int | None = None
+    position: int | None = None          # 1-based position in the ledger/export
+    problem: str | None = None
+    kind_of_tampering: str | None = None  # edited | deleted | reordered | inserted | forged | malformed | workflow | truncated
+    head: dict | None = None
+    signers_checked: bool = True
+    checkpoints_checked: int = 0
+    ledger: str = ""
+    requests: int = 0
+
+    def describe(self) -> str:
+        if self.ok:
+            if self.head is None:
+                return "correction ledger is empty"
+            extra = "" if self.signers_checked else " (signers NOT matched to declared keys: no operators declared)"
+            return (f"correction ledger intact: {self.entries_checked} entries, "
+                    f"{self.signatures_checked} signatures, head seq {self.head['seq']} "
+                    f"{self.head['hash'][:12]}{extra}")
+        at = f" at seq {self.first_bad_seq}" if self.first_bad_seq is not None else ""
+        pos = f" (entry {self.position})" if self.position is not None else ""
+        return f"correction ledger verification FAILED{at}{pos}: {self.problem}"
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "ledger": self.ledger, "entries_checked": self.entries_checked,
+                "signatures_checked": self.signatures_checked, "first_bad_seq": self.first_bad_seq,
+                "position": self.position, "problem": self.problem,
+                "tampering": self.kind_of_tampering, "head": self.head,
+                "signers_checked": self.signers_checked,
+                "checkpoints_checked": self.checkpoints_checked, "requests": self.requests}
+
+
+def _field_problem(entry) -> str | None:
+    if not isinstance(entry, dict):
+        return "not a JSON object"
+    for name, kind in FIELDS.items():
+        if name not in entry:
+            return f"field '{name}' is missing"
+        value = entry[name]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"field '{name}' has the wrong type"
+    return None
+
+
+def verify(ledger: Ledger, registry: Registry | None, checkpoints: list[dict] | None = None,
+           workers: int | None = None) -> Report:
+    report = Report(ledger=getattr(ledger, "url", ""))
+    texts = [s.text for s in ledger.texts()]
+    have_ops = bool(registry and registry.operators)
+    report.signers_checked = have_ops
+    declared: dict[str, str | None] = {}       # key b64 -> operator name (None: unknown)
+
+    def who(key: str) -> str | None:
+        if key not in declared:
+            try:
+                raw = base64.b64decode(key, validate=True)
+            except ValueError:
+                declared[key] = None
+            else:
+                op = registry.who(raw, history=True) if registry else None
+                declared[key] = op.name if op else None
+        return declared[key]
+
+    failure: tuple[int, int | None, str, str] | None = None   # (index, seq, problem, kind)
+    sig_items: list[tuple[str, str, str]] = []
+    states: dict[str, wf.RequestState] = {}
+    prev = GENESIS
+    expected = 1
+    for i, text in enumerate(texts):
+        try:
+            entry = json.loads(text)
+        except ValueError:
+            failure = (i, None, f"malformed entry: not valid JSON (seq {expected} expected here)",
+                       "malformed")
+            break
+        issue = _field_problem(entry)
+        if issue:
+            seq = entry.get("seq") if isinstance(entry, dict) else None
+            failure = (i, seq if isinstance(seq, int) else None,
+                       f"malformed entry: {issue} (seq {expected} expected here)", "malformed")
+            break
+        seq = entry["seq"]
+        if entry_hash(entry) != entry["hash"]:
+            failure = (i, seq, "content does not match its hash: the entry was edited", "edited")
+            break
+        if seq != expected:
+            failure = (i, seq) + _seq_problem(seq, expected, texts, i)
+            break
+        if entry["prev"] != prev:
+            failure = (i, seq, (f"prev does not match the entry before it (seq {seq - 1}): that "
+                                "entry was edited (its hash recomputed), or entries were deleted, "
+                                "inserted or reordered") if seq > 1 else
+                       "prev is not the genesis value: this is not the start of the ledger",
+                       "edited")
+            break
+        sig_items.append((entry["key"], entry["sig"], entry["hash"]))
+        if have_ops:
+            name = who(entry["key"])
+            if name is None:
+                failure = (i, seq, f"forged entry: signed by key {entry['key'][:16]}..., which is "
+                                   "not declared for any operator in the rules file", "forged")
+                break
+            if name != entry["actor"]:
+                failure = (i, seq, f"forged entry: claims actor {entry['actor']!r} but is signed "
+                                   f"with the key of {name!r}", "forged")
+                break
+        try:
+            states[entry["request"]] = wf.step(states.get(entry["request"]), entry)
+        except Refused as exc:
+            failure = (i, seq, f"workflow violation: {exc.message}", "workflow")
+            break
+        except (KeyError, TypeError, ValueError) as exc:
+            failure = (i, seq, f"workflow violation: malformed body ({exc})", "workflow")
+            break
+        if len(states) > 0:
+            states[entry["request"]].history.clear()     # keep memory flat on huge ledgers
+        prev = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        report.head = {"seq": seq, "hash": entry["hash"]}
+        expected += 1
+
+    bad_sig = _check_signatures(sig_items, workers)
+    report.signatures_checked = len(sig_items) if bad_sig is None else bad_sig
+    if bad_sig is not None and (failure is None or bad_sig <= failure[0]):
+        entry = json.loads(texts[bad_sig])
+        failure = (bad_sig, entry["seq"], "signature does not verify: the entry was forged, or "
+                                          "edited and its hash recomputed", "forged")
+    if failure is not None:
+        idx, seq, problem, kind = failure
+        report.ok = False
+        report.first_bad_seq, report.position, report.problem = seq, idx + 1, problem
+        report.kind_of_tampering = kind
+        report.entries_checked = idx
+        report.head = None if idx == 0 else report.head
+        return report
+    report.entries_checked = len(texts)
+    report.requests = len(states)
+    for cp in checkpoints or []:
+        report.checkpoints_checked += 1
+        cseq, chash = cp.get("seq"), cp.get("hash")
+        if not texts or cseq > len(texts):
+            have = report.head["seq"] if report.head else 0
+            report.ok = False
+            report.first_bad_seq, report.position = have + 1, have + 1
+            report.problem = (f"ledger ends at seq {have} but a checkpoint records seq {cseq}: "
+                              "entries were cut off the end (ledger truncated)")
+            report.kind_of_tampering = "truncated"
+            return report
+        got = json.loads(texts[cseq - 1])["hash"]
+        if got != chash:
+            report.ok = False
+            report.first_bad_seq, report.position = cseq, cseq
+            report.problem = (f"entry differs from the checkpoint (hash {chash[:12]}, ledger has "
+                              f"{got[:12]}): history up to this entry was rewritten")
+            report.kind_of_tampering = "edited"
+            return report
+    return report
+
+
+def _seq_problem(found: int, expected: int, texts: list[str], i: int) -> tuple[str, str]:
+    if found < expected:
+        return (f"seq {found} where seq {expected} was expected: an entry was duplicated, "
+                "inserted or moved (entries reordered)", "reordered")
+    for later in texts[i + 1:]:
+        try:
+            if json.loads(later).get("seq") == expected:
+                return (f"seq {found} where seq {expected} was expected; seq {expected} comes later "
+                        "(entries reordered)", "reordered")
+        except (ValueError, AttributeError):
+            continue
+    gone = f"seq {expected}" if found == expected + 1 else f"seq {expected}..{found - 1}"
+    return f"{gone} missing: seq {found} follows seq {expected - 1} (entries deleted)", "deleted"
+
+
+def _check_signatures(items: list[tuple[str, str, str]], workers: int | None) -> int | None:
+    """Index of the first bad signature, or None; big batches in worker processes."""
+    if not items:
+        return None
+    n = workers if workers is not None else (os.cpu_count() or 1)
+    if len(items) < PARALLEL_MIN or n <= 1:
+        return verify_batch(items)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
+        results = list(pool.map(verify_batch, chunks))
+    for k, bad in enumerate(results):
+        if bad is not None:
+            return k * CHUNK + bad
+    return None

@@ -1,0 +1,370 @@
+"""Removable-media checks (R-MED-1, R-MED-2).
+
+External storage may not be attached to or used on insurance-system
+computers (R-MED-2), and media never cross between classified and
+unclassified machines (R-MED-1). We check both the configuration (modprobe.d,
+USBGuard, automount) and what is true now (/proc/modules, /sys/block,
+/proc/mounts, /sys/bus/usb).
+"""
+from __future__ import annotations
+
+from opskit.core.schema import Key
+
+from . import parsers as P
+from .model import Finding, not_applicable, passed, verdict
+from .probe import Probe
+from .registry import Context, check
+
+GBT_MEDIA = "8.1.10.7 a) 恶意代码防范管理: external storage checked before it is connected; " \
+            "8.1.3.1 b) 边界防护: unauthorised devices"
+SKIP_BLOCK = ("loop", "ram", "zram", "dm-")   # never external storage
+USB_MODULES = ["usb-storage", "uas"]
+FIREWIRE_TB_MODULES = ["firewire-core", "firewire-ohci", "firewire-sbp2", "thunderbolt"]
+
+
+def _container_na(probe: Probe, what: str):
+    reason = probe.container()
+    if reason:
+        return not_applicable(f"container ({reason}): {what} belong to the host's kernel; "
+                              "check the host itself")
+    return None
+
+
+# --- modprobe configuration ---------------------------------------------------------------
+
+def modprobe_rules(probe: Probe) -> tuple[list[P.ModprobeRule], list[str], list[str]]:
+    """(rules in kmod's reading order, files read, files kmod ignores that
+    mention a module). A file name in an earlier directory hides the same name
+    in a later one (/etc over /run over /usr/lib), as kmod does."""
+    listing = {}
+    for directory in P.MODPROBE_DIRS:
+        names = probe.listdir(directory)
+        if names is not None:
+            listing[directory] = names
+    # /lib and /usr/lib are one directory on merged-/usr systems: read it once
+    if "/lib/modprobe.d" in listing and probe.realpath("/lib/modprobe.d") == \
+            probe.realpath("/usr/lib/modprobe.d") and "/usr/lib/modprobe.d" in listing:
+        del listing["/lib/modprobe.d"]
+    rules, files, ignored = [], [], []
+    for directory, name in P.config_files_in_order(listing):
+        path = f"{directory}/{name}"
+        text = probe.read(path)
+        if text is None:
+            continue
+        files.append(path)
+        rules.extend(P.parse_modprobe(text, path))
+    for directory, names in listing.items():
+        for name in names:
+            if not name.endswith(".conf"):
+                path = f"{directory}/{name}"
+                text = probe.read(path) or ""
+                if P.parse_modprobe(text, path):
+                    ignored.append(path)
+    return rules, files, ignored
+
+
+def module_disabled(probe: Probe, module: str) -> tuple[bool, str]:
+    """Whether modprobe config (or the kernel command line) keeps ``module`` from
+    loading, and the evidence that decided it."""
+    rules, files, ignored = modprobe_rules(probe)
+    name = P.module_name(module)
+    install = P.effective_install(rules, name)
+    if install is not None and install.disables:
+        return True, f"{install.line.where()}: {install.line.text}"
+    cmdline = P.cmdline_blacklist(probe.read("/proc/cmdline") or "")
+    if name in cmdline:
+        return True, f"/proc/cmdline: {cmdline[name]}"
+    blacklist = [r for r in rules if r.kind == "blacklist" and r.module == name]
+    if blacklist:
+        return True, f"{blacklist[0].line.where()}: {blacklist[0].line.text}"
+    why = f"no 'install {module} /bin/false' or 'blacklist {module}' in " \
+          f"{', '.join(files) if files else 'any *.conf of ' + ', '.join(P.MODPROBE_DIRS)}"
+    if install is not None:
+        why = f"{install.line.where()}: '{install.line.text}' runs a command that loads it"
+    if ignored:
+        why += f" (ignored, not *.conf: {', '.join(ignored)})"
+    return False, why
+
+
+def builtin_modules(probe: Probe) -> tuple[set[str], str | None]:
+    release = probe.kernel_release()
+    if not release:
+        return set(), None
+    for base in ("/lib/modules", "/usr/lib/modules"):
+        path = f"{base}/{release}/modules.builtin"
+        text = probe.read(path)
+        if text is not None:
+            return P.parse_builtin_modules(text), path
+    return set(), None
+
+
+def _modules_config(probe: Probe, ctx: Context, rule: str):
+    findings, evidence = [], []
+    builtin, builtin_file = builtin_modules(probe)
+    for module in ctx.params["modules"]:
+        name = P.module_name(module)
+        if name in builtin:
+            findings.append(Finding(f"{module} is built into the kernel: modprobe config "
+                                    "cannot disable it", f"{builtin_file}: {name}", rule=rule))
+            continue
+        ok, why = module_disabled(probe, module)
+        if ok:
+            evidence.append(f"{module} disabled: {why}")
+        else:
+            findings.append(Finding(f"kernel module {module} is not disabled", why, rule=rule))
+    return findings, evidence
+
+
+def _modules_loaded(probe: Probe, ctx: Context, rule: str):
+    text = probe.read("/proc/modules")
+    if text is None:
+        return None
+    loaded = P.parse_proc_modules(text)
+    findings, evidence = [], []
+    for module in ctx.params["modules"]:
+        name = P.module_name(module)
+        if name in loaded:
+            number = next(i for i, line in enumerate(text.splitlines(), 1)
+                          if P.module_name(line.split()[0]) == name)
+            ok, why = module_disabled(probe, module)
+            extra = f" despite {why}" if ok else ""
+            findings.append(Finding(f"kernel module {module} is loaded now{extra}",
+                                    f"/proc/modules:{number}: {loaded[name]}", rule=rule))
+        else:
+            evidence.append(f"{module} not in /proc/modules")
+    return findings, evidence
+
+
+@check("media.usb-storage-disabled", rule="R-MED-2", severity="high",
+       title="usb-storage and uas cannot be loaded (modprobe.d)",
+       gbt=GBT_MEDIA,
+       cis="CIS Controls v8 10.3 (disable autorun for removable media); CIS Debian Linux "
+           "Benchmark 'Ensure usb-storage kernel module is not available'",
+       params={"modules": Key(list, USB_MODULES, "Modules that must be disabled.", item_type=str)})
+def usb_storage_disabled(probe: Probe, ctx: Context):
+    """R-MED-2: each module has ``install M /bin/false`` (or /bin/true,
+    /usr/bin/false) or ``blacklist M`` in a *.conf file modprobe reads, with
+    ``-``/``_`` alike and comments ignored; a built-in module fails."""
+    na = _container_na(probe, "kernel modules")
+    if na:
+        return na
+    findings, evidence = _modules_config(probe, ctx, "R-MED-2")
+    return verdict(findings, evidence)
+
+
+@check("media.usb-storage-not-loaded", rule="R-MED-2", severity="high",
+       title="usb-storage and uas are not loaded now (/proc/modules)",
+       gbt=GBT_MEDIA, cis="CIS Controls v8 10.3; CIS Debian Linux Benchmark 'Ensure "
+                          "usb-storage kernel module is not available' (runtime part)",
+       params={"modules": Key(list, USB_MODULES, "Modules that must not be loaded.",
+                              item_type=str)})
+def usb_storage_not_loaded(probe: Probe, ctx: Context):
+    """R-MED-2: a blacklist does not unload a module that is already loaded
+    (or loaded explicitly with modprobe); /proc/modules shows the truth."""
+    na = _container_na(probe, "kernel modules")
+    if na:
+        return na
+    got = _modules_loaded(probe, ctx, "R-MED-2")
+    if got is None:
+        builtin, where = builtin_modules(probe)
+        hits = [m for m in ctx.params["modules"] if P.module_name(m) in builtin]
+        if hits:
+            return verdict([Finding(f"{m} is built into the kernel (always present)",
+                                    f"{where}: {P.module_name(m)}", rule="R-MED-2") for m in hits])
+        return not_applicable("kernel without loadable module support (/proc/modules absent)")
+    return verdict(*got)
+
+
+@check("media.firewire-thunderbolt-disabled", rule="R-MED-2", severity="medium",
+       title="FireWire and Thunderbolt storage modules disabled and not loaded",
+       gbt=GBT_MEDIA, cis="CIS Controls v8 10.3; CIS Benchmark 'Disable unneeded kernel modules'",
+       params={"modules": Key(list, FIREWIRE_TB_MODULES, "Modules that must be disabled and "
+                                                         "not loaded.", item_type=str)})
+def firewire_thunderbolt(probe: Probe, ctx: Context):
+    """R-MED-2: FireWire (SBP-2) and Thunderbolt attach external disks too."""
+    na = _container_na(probe, "kernel modules")
+    if na:
+        return na
+    findings, evidence = _modules_config(probe, ctx, "R-MED-2")
+    got = _modules_loaded(probe, ctx, "R-MED-2")
+    if got is not None:
+        findings += got[0]
+        evidence += got[1]
+    return verdict(findings, evidence)
+
+
+# --- block devices ----------------------------------------------------------------------
+
+def _mounts(probe: Probe) -> list[tuple[int, list[str]]]:
+    text = probe.read("/proc/mounts") or ""
+    return [(n, line.split()) for n, line in enumerate(text.splitlines(), 1)
+            if len(line.split()) >= 3]
+
+
+@check("media.removable-block-devices", rule="R-MED-2", severity="high",
+       title="no removable or USB-attached block device present or mounted",
+       gbt=GBT_MEDIA, cis="CIS Controls v8 10.3, 10.4 (removable media)",
+       params={"allow_devices": Key(list, [], "Block device names exempted (e.g. a virtual "
+                                              "CD-ROM 'sr0').", item_type=str)})
+def removable_block_devices(probe: Probe, ctx: Context):
+    """R-MED-2, R-MED-1: /sys/block/*/removable = 1, or a device path through
+    a USB bus, is external storage; /proc/mounts shows it in use."""
+    na = _container_na(probe, "block devices")
+    if na:
+        return na
+    devices = probe.listdir("/sys/block")
+    if devices is None:
+        return not_applicable("no /sys/block (sysfs not mounted)")
+    allowed = set(ctx.params["allow_devices"])
+    mounts = _mounts(probe)
+    findings, evidence = [], []
+    checked = 0
+    for dev in devices:
+        if dev.startswith(SKIP_BLOCK):
+            continue
+        checked += 1
+        reasons = []
+        removable = probe.value(f"/sys/block/{dev}/removable")
+        if removable == "1":
+            reasons.append(f"/sys/block/{dev}/removable = 1")
+        real = probe.realpath(f"/sys/block/{dev}")
+        if real and "/usb" in real:
+            reasons.append(f"/sys/block/{dev} -> {real} (attached through a USB bus)")
+        if not reasons:
+            continue
+        if dev in allowed:
+            evidence.append(f"{dev} allowed by policy (allow_devices): {reasons[0]}")
+            continue
+        where = [f"/proc/mounts:{n}: {' '.join(w[:4])}" for n, w in mounts
+                 if w[0].startswith(f"/dev/{dev}")]
+        message = f"removable block device {dev} present"
+        if where:
+            message += f" and mounted at {', '.join(w.split()[2] for w in where)}"
+        findings.append(Finding(message, "; ".join(reasons + where), rule="R-MED-2"))
+    if not findings:
+        evidence.append(f"{checked} block device(s) in /sys/block, none removable or on USB")
+    return verdict(findings, evidence)
+
+
+@check("media.usb-authorized-default", rule="R-MED-2", severity="medium",
+       title="new USB devices are not authorised by default",
+       gbt=GBT_MEDIA, cis="CIS Controls v8 10.3; USBGuard / kernel USB authorization",
+       params={})
+def usb_authorized_default(probe: Probe, ctx: Context):
+    """R-MED-2: /sys/bus/usb/devices/usbN/authorized_default is 0 (nothing) or
+    2 (internal ports only), so a plugged-in stick stays unusable until allowed."""
+    na = _container_na(probe, "USB controllers")
+    if na:
+        return na
+    names = probe.listdir("/sys/bus/usb/devices")
+    if names is None:
+        return not_applicable("no USB bus (/sys/bus/usb/devices absent)")
+    roots = [n for n in names if n.startswith("usb") and n[3:].isdigit()]
+    if not roots:
+        return passed("no USB host controllers in /sys/bus/usb/devices")
+    findings, evidence = [], []
+    for root in roots:
+        path = f"/sys/bus/usb/devices/{root}/authorized_default"
+        value = probe.value(path)
+        if value in ("0", "2"):
+            evidence.append(f"{path} = {value}")
+        else:
+            findings.append(Finding(f"USB bus {root} authorises new devices by default",
+                                    f"{path} = {value if value is not None else '(absent)'}",
+                                    rule="R-MED-2"))
+    return verdict(findings, evidence)
+
+
+USBGUARD_BINARIES = ("/usr/sbin/usbguard-daemon", "/usr/bin/usbguard-daemon", "/usr/bin/usbguard")
+
+
+def _usbguard_rules(probe: Probe) -> tuple[list[str], list[str]]:
+    """(rule lines with file:line, files read) per usbguard-daemon.conf."""
+    conf = probe.read("/etc/usbguard/usbguard-daemon.conf") or ""
+    rule_file, rule_folder = "/etc/usbguard/rules.conf", "/etc/usbguard/rules.d"
+    for line in P.logical_lines(conf, "/etc/usbguard/usbguard-daemon.conf"):
+        key, _, value = line.text.partition("=")
+        if key.strip() == "RuleFile":
+            rule_file = value.strip()
+        elif key.strip() == "RuleFolder":
+            rule_folder = value.strip().rstrip("/")
+    paths = [rule_file] + [f"{rule_folder}/{n}" for n in probe.listdir(rule_folder) or []
+                           if n.endswith(".conf")]
+    rules, files = [], []
+    for path in paths:
+        text = probe.read(path)
+        if text is None:
+            continue
+        files.append(path)
+        rules += [f"{ln.where()}: {ln.text}" for ln in P.logical_lines(text, path)]
+    return rules, files
+
+
+@check("media.usbguard", rule="R-MED-2", severity="medium",
+       title="USBGuard installed with a non-empty policy (where required)",
+       gbt=GBT_MEDIA, cis="CIS Controls v8 10.3, 10.4; CIS Benchmark 'Ensure USBGuard is "
+                          "installed' (RHEL)",
+       params={"required": Key(bool, False, "Fail when USBGuard is missing, empty or "
+                                            "not running.")})
+def usbguard(probe: Probe, ctx: Context):
+    """R-MED-2 where the policy requires USBGuard: daemon installed, a rule file
+    with at least one rule, and (on live hosts) the daemon running."""
+    if not ctx.params["required"]:
+        return not_applicable("the policy does not require USBGuard here "
+                              "(media.usbguard required: false)")
+    na = _container_na(probe, "USB devices")
+    if na:
+        return na
+    binary = next((b for b in USBGUARD_BINARIES if probe.exists(b)), None)
+    if binary is None:
+        return verdict([Finding("USBGuard is not installed",
+                                f"none of {', '.join(USBGUARD_BINARIES)} exists", rule="R-MED-2")])
+    findings, evidence = [], [f"{binary} exists"]
+    rules, files = _usbguard_rules(probe)
+    if rules:
+        evidence.append(f"{len(rules)} rule(s), first {rules[0]}")
+    else:
+        findings.append(Finding("USBGuard policy is empty", "no rules in "
+                                + (", ".join(files) or "/etc/usbguard/rules.conf (absent)"),
+                                rule="R-MED-2"))
+    if not probe.recorded:
+        running = [pid for pid, comm in probe.processes().items() if comm == "usbguard-daemon"]
+        if running:
+            evidence.append(f"usbguard-daemon running (pid {running[0]})")
+        else:
+            findings.append(Finding("usbguard-daemon is not running",
+                                    "no process named usbguard-daemon in /proc/*/comm",
+                                    rule="R-MED-2"))
+    return verdict(findings, evidence)
+
+
+@check("media.automount", rule="R-MED-2", severity="medium",
+       title="automounting (autofs) disabled",
+       gbt=GBT_MEDIA, cis="CIS Controls v8 10.3; CIS Debian Linux Benchmark 'Ensure autofs "
+                          "services are not in use'",
+       params={})
+def automount(probe: Probe, ctx: Context):
+    """R-MED-2: autofs must not be enabled or running; autofs mounts other
+    than systemd's binfmt_misc automount mean an automounter is active."""
+    findings, evidence = [], []
+    wants_root = "/etc/systemd/system"
+    for entry in probe.listdir(wants_root) or []:
+        if entry.endswith(".wants") and "autofs.service" in (probe.listdir(f"{wants_root}/{entry}")
+                                                              or []):
+            findings.append(Finding("autofs.service is enabled",
+                                    f"{wants_root}/{entry}/autofs.service exists", rule="R-MED-2"))
+    for number, words in _mounts(probe):
+        if words[2] == "autofs" and words[1] != "/proc/sys/fs/binfmt_misc":
+            findings.append(Finding(f"automount point {words[1]} is active",
+                                    f"/proc/mounts:{number}: {' '.join(words[:4])}",
+                                    rule="R-MED-2"))
+    if not probe.recorded:
+        for pid, comm in sorted(probe.processes().items()):
+            if comm == "automount":
+                findings.append(Finding("the automount daemon is running",
+                                        f"/proc/{pid}/comm = automount", rule="R-MED-2"))
+                break
+    if not findings:
+        evidence.append("autofs.service not enabled in /etc/systemd/system/*.wants; "
+                        "no autofs mounts in /proc/mounts")
+    return verdict(findings, evidence)

@@ -1,0 +1,499 @@
+"""Pure parsers for the files and command outputs the checks read.
+
+No I/O here: every function takes text and returns plain data, so each rule
+(comment handling, ``-``/``_`` in module names, later-file-wins) is unit
+tested on its own.
+"""
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import json
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+
+# --- shared ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Line:
+    """A logical config line: its file, the 1-based number of its first physical
+    line, and the text with comments and continuations resolved."""
+
+    file: str
+    number: int
+    text: str
+
+    def where(self) -> str:
+        return f"{self.file}:{self.number}"
+
+
+def logical_lines(text: str, file: str, comment_chars: str = "#") -> list[Line]:
+    """Non-empty, non-comment lines; a trailing backslash joins the next line."""
+    out: list[Line] = []
+    pending, start = "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not pending and (not stripped or stripped[0] in comment_chars):
+            continue
+        if not pending:
+            start = number
+        if stripped.endswith("\\"):
+            pending += stripped[:-1] + " "
+            continue
+        full = (pending + stripped).strip()
+        pending = ""
+        if full:
+            out.append(Line(file, start, full))
+    if pending.strip():
+        out.append(Line(file, start, pending.strip()))
+    return out
+
+
+def config_files_in_order(listing: dict[str, list[str]], suffix: str = ".conf") -> list[tuple[str, str]]:
+    """systemd/kmod drop-in order: ``listing`` maps directory -> file names, in
+    precedence order (first directory wins for a file name); the result is
+    (directory, name) sorted by file name, each name once."""
+    chosen: dict[str, str] = {}
+    for directory, names in listing.items():
+        for name in names:
+            if name.endswith(suffix) and name not in chosen:
+                chosen[name] = directory
+    return [(chosen[name], name) for name in sorted(chosen)]
+
+
+# --- modprobe.d ----------------------------------------------------------------------------
+
+MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d",
+                 "/usr/lib/modprobe.d", "/lib/modprobe.d")
+DISABLING_COMMANDS = ("/bin/false", "/bin/true", "/usr/bin/false", "/usr/bin/true")
+
+
+def module_name(name: str) -> str:
+    """Kernel module names treat '-' and '_' alike (usb-storage == usb_storage)."""
+    return name.strip().replace("-", "_")
+
+
+@dataclass
+class ModprobeRule:
+    module: str          # normalised (underscores)
+    kind: str            # 'install' or 'blacklist'
+    command: str         # install command ('' for blacklist)
+    line: Line
+
+    @property
+    def disables(self) -> bool:
+        if self.kind == "blacklist":
+            return True
+        argv = self.command.split()
+        return bool(argv) and argv[0] in DISABLING_COMMANDS
+
+
+def parse_modprobe(text: str, file: str) -> list[ModprobeRule]:
+    """``install`` and ``blacklist`` directives of one modprobe.d file."""
+    rules = []
+    for line in logical_lines(text, file):
+        words = line.text.split()
+        if len(words) >= 2 and words[0] == "blacklist":
+            rules.append(ModprobeRule(module_name(words[1]), "blacklist", "", line))
+        elif len(words) >= 2 and words[0] == "install":
+            rules.append(ModprobeRule(module_name(words[1]), "install", " ".join(words[2:]), line))
+    return rules
+
+
+def effective_install(rules: list[ModprobeRule], module: str) -> ModprobeRule | None:
+    """The ``install`` command kmod uses for ``module``: the first one read wins."""
+    module = module_name(module)
+    for rule in rules:
+        if rule.kind == "install" and rule.module == module:
+            return rule
+    return None
+
+
+def parse_proc_modules(text: str) -> dict[str, str]:
+    """/proc/modules: normalised module name -> its line."""
+    out = {}
+    for raw in text.splitlines():
+        words = raw.split()
+        if words:
+            out[module_name(words[0])] = raw.strip()
+    return out
+
+
+def parse_builtin_modules(text: str) -> set[str]:
+    """modules.builtin: 'kernel/drivers/usb/storage/usb-storage.ko' lines."""
+    out = set()
+    for raw in text.splitlines():
+        base = os.path.basename(raw.strip())
+        if base.endswith(".ko"):
+            out.add(module_name(base[:-3]))
+    return out
+
+
+def cmdline_blacklist(cmdline: str) -> dict[str, str]:
+    """Modules disabled on the kernel command line: module -> the parameter."""
+    out = {}
+    for word in cmdline.split():
+        key, _, value = word.partition("=")
+        if key in ("module_blacklist", "modprobe.blacklist"):
+            for mod in value.split(","):
+                if mod:
+                    out[module_name(mod)] = word
+    return out
+
+
+# --- sysctl.d --------------------------------------------------------------------------------
+
+SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/usr/lib/sysctl.d",
+               "/lib/sysctl.d")
+
+
+@dataclass
+class SysctlSetting:
+    key: str             # dotted, as written (may contain * globs)
+    value: str
+    line: Line
+
+
+def sysctl_key(key: str) -> str:
+    """'net/ipv4/ip_forward' and 'net.ipv4.ip_forward' are the same key."""
+    key = key.strip().lstrip("-")
+    if "/" in key:
+        key = key.replace(".", "\0").replace("/", ".").replace("\0", "/")
+    return key
+
+
+def parse_sysctl(text: str, file: str) -> list[SysctlSetting]:
+    out = []
+    for line in logical_lines(text, file, comment_chars="#;"):
+        key, eq, value = line.text.partition("=")
+        if eq:
+            out.append(SysctlSetting(sysctl_key(key), value.strip(), line))
+    return out
+
+
+def sysctl_effective(settings: list[SysctlSetting], key: str) -> SysctlSetting | None:
+    """The last assignment that matches ``key`` (globs as systemd-sysctl allows)."""
+    found = None
+    for setting in settings:
+        if setting.key == key or fnmatch.fnmatchcase(key, setting.key):
+            found = setting
+    return found
+
+
+# --- sockets -----------------------------------------------------------------------------------
+
+TCP_LISTEN = "0A"
+UDP_UNCONNECTED = "07"
+
+
+@dataclass(frozen=True)
+class Socket:
+    proto: str           # tcp, tcp6, udp, udp6
+    address: str
+    port: int
+    uid: int
+    inode: int
+    line: int            # line number in the /proc file
+
+    @property
+    def loopback(self) -> bool:
+        try:
+            ip = ipaddress.ip_address(self.address)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+            ip = ip.ipv4_mapped
+        return ip.is_loopback
+
+    @property
+    def transport(self) -> str:
+        return self.proto.rstrip("6")
+
+    def endpoint(self) -> str:
+        return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
+
+
+def _hex_address(text: str) -> str:
+    raw = bytes.fromhex(text)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, struct.pack("<I", struct.unpack(">I", raw)[0]))
+    words = struct.unpack(">4I", raw)
+    return socket.inet_ntop(socket.AF_INET6, struct.pack("<4I", *words))
+
+
+def parse_proc_net_sockets(text: str, proto: str) -> list[Socket]:
+    """Listening sockets of /proc/net/{tcp,tcp6,udp,udp6}: TCP in LISTEN, UDP
+    bound and unconnected (remote address all zeros)."""
+    out = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        words = raw.split()
+        if len(words) < 10 or not words[0].endswith(":"):
+            continue
+        local, remote, state = words[1], words[2], words[3]
+        if proto.startswith("tcp"):
+            if state != TCP_LISTEN:
+                continue
+        elif state != UDP_UNCONNECTED or remote.split(":")[0].strip("0"):
+            continue
+        addr_hex, port_hex = local.split(":")
+        try:
+            out.append(Socket(proto, _hex_address(addr_hex), int(port_hex, 16), int(words[7]),
+                              int(words[9]), number))
+        except (ValueError, struct.error):
+            continue
+    return out
+
+
+def parse_ports(items: list) -> list[tuple[int, int]]:
+    """[22, '8000-8080'] -> [(22, 22), (8000, 8080)]; raises ValueError on junk."""
+    out = []
+    for item in items:
+        if isinstance(item, bool):
+            raise ValueError(f"not a port: {item!r}")
+        if isinstance(item, int):
+            lo = hi = item
+        else:
+            text = str(item).strip()
+            lo_s, dash, hi_s = text.partition("-")
+            lo = int(lo_s)
+            hi = int(hi_s) if dash else lo
+        if not (0 <= lo <= hi <= 65535):
+            raise ValueError(f"not a port or port range: {item!r}")
+        out.append((lo, hi))
+    return out
+
+
+def port_allowed(port: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(lo <= port <= hi for lo, hi in ranges)
+
+
+# --- routes --------------------------------------------------------------------------------------
+
+RTF_GATEWAY = 0x0002
+RTF_REJECT = 0x0200
+RTF_LOCAL = 0x80000000
+NON_UNICAST = {"local", "broadcast", "multicast", "anycast", "unreachable", "blackhole",
+               "prohibit", "throw", "nat"}
+
+
+@dataclass
+class Route:
+    dst: ipaddress.IPv4Network | ipaddress.IPv6Network
+    gateway: str | None
+    dev: str
+    evidence: str
+    table: str = "main"
+
+    @property
+    def is_default(self) -> bool:
+        return self.dst.prefixlen == 0
+
+
+def _le_ipv4(hex8: str) -> str:
+    return socket.inet_ntop(socket.AF_INET, struct.pack("<I", int(hex8, 16)))
+
+
+def parse_proc_route(text: str, file: str = "/proc/net/route") -> list[Route]:
+    """IPv4 unicast routes of /proc/net/route (main table), rejects skipped."""
+    out = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        words = raw.split()
+        if number == 1 or len(words) < 8:
+            continue
+        try:
+            flags = int(words[3], 16)
+            if flags & RTF_REJECT:
+                continue
+            dst, mask = _le_ipv4(words[1]), _le_ipv4(words[7])
+            net = ipaddress.ip_network(f"{dst}/{mask}", strict=False)
+            gw = _le_ipv4(words[2]) if flags & RTF_GATEWAY else None
+        except ValueError:
+            continue
+        out.append(Route(net, gw, words[0], f"{file}:{number}: {' '.join(words)}"))
+    return out
+
+
+def parse_proc_ipv6_route(text: str, file: str = "/proc/net/ipv6_route") -> list[Route]:
+    """IPv6 unicast routes of /proc/net/ipv6_route; rejects and local entries skipped."""
+    out = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        words = raw.split()
+        if len(words) < 10:
+            continue
+        try:
+            flags = int(words[8], 16)
+            if flags & (RTF_REJECT | RTF_LOCAL):
+                continue
+            dst = ipaddress.IPv6Address(bytes.fromhex(words[0]))
+            net = ipaddress.ip_network(f"{dst}/{int(words[1], 16)}", strict=False)
+            hop = ipaddress.IPv6Address(bytes.fromhex(words[4]))
+        except ValueError:
+            continue
+        if net.is_multicast:           # ff00::/8 is on every interface
+            continue
+        gw = str(hop) if (flags & RTF_GATEWAY) and int(hop) else None
+        out.append(Route(net, gw, words[9], f"{file}:{number}: {' '.join(words)}"))
+    return out
+
+
+def parse_ip_json_routes(text: str, family: int, source: str) -> list[Route]:
+    """``ip -j -4|-6 route show table all``: unicast routes of every table."""
+    out = []
+    for entry in json.loads(text or "[]"):
+        kind = entry.get("type", "unicast")
+        if kind in NON_UNICAST:
+            continue
+        dst = entry.get("dst", "")
+        table = str(entry.get("table", "main"))
+        if table == "local":
+            continue
+        try:
+            if dst == "default":
+                net = ipaddress.ip_network("0.0.0.0/0" if family == 4 else "::/0")
+            else:
+                net = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        if net.is_multicast:
+            continue
+        gw = entry.get("gateway")
+        if gw is None and entry.get("nexthops"):
+            gws = [h.get("gateway") for h in entry["nexthops"] if h.get("gateway")]
+            gw = ",".join(gws) or None
+        text_form = f"{dst}" + (f" via {gw}" if gw else "") + f" dev {entry.get('dev', '?')}"
+        if table != "main":
+            text_form += f" table {table}"
+        out.append(Route(net, gw, entry.get("dev", ""), f"{source}: {text_form}", table))
+    return out
+
+
+# address space that is not public (RFC 6890 special-purpose registries)
+NON_PUBLIC = [ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.0.0.0/24", "192.0.2.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
+    "::/128", "::1/128", "::ffff:0:0/96", "64:ff9b:1::/48", "100::/64", "2001:db8::/32",
+    "fc00::/7", "fe80::/10", "ff00::/8")]
+
+
+def covered_by(net, blocks) -> bool:
+    return any(net.version == b.version and net.subnet_of(b) for b in blocks)
+
+
+def is_public(net) -> bool:
+    """True when ``net`` reaches any public address (it is not wholly inside
+    private or special-purpose space)."""
+    return not covered_by(net, NON_PUBLIC)
+
+
+# --- firewall ----------------------------------------------------------------------------------
+
+@dataclass
+class HookVerdict:
+    """Whether traffic at one hook is denied by default, and why."""
+
+    denied: bool
+    evidence: list[str] = field(default_factory=list)
+
+
+_FAMILIES = {"ip": (4,), "ip6": (6,), "inet": (4, 6)}
+_DENY = ("drop", "reject")
+
+
+def _unconditional_deny(expr: list) -> str | None:
+    """'drop' when a rule is just [counter] drop|reject (no match), else None."""
+    verbs = [next(iter(e)) for e in expr if isinstance(e, dict) and e]
+    rest = [v for v in verbs if v not in ("counter", "log", "limit")]
+    if len(rest) == 1 and rest[0] in _DENY:
+        return rest[0]
+    return None
+
+
+def nft_default_deny(text: str, source: str = "nft -j list ruleset") -> dict[tuple[str, int], HookVerdict]:
+    """(hook, ip version) -> verdict, for hooks input and forward.
+
+    A hook denies by default when some base chain on it (family ip/ip6/inet)
+    has policy drop, or ends with an unconditional drop/reject rule: accept in
+    one base chain does not stop another base chain on the same hook from
+    dropping the packet."""
+    data = json.loads(text or "{}").get("nftables", [])
+    chains, last_rule = {}, {}
+    for item in data:
+        if "chain" in item:
+            c = item["chain"]
+            chains[(c.get("family"), c.get("table"), c.get("name"))] = c
+        elif "rule" in item:
+            r = item["rule"]
+            last_rule[(r.get("family"), r.get("table"), r.get("chain"))] = r
+    out = {(hook, v): HookVerdict(False) for hook in ("input", "forward") for v in (4, 6)}
+    for key, chain in chains.items():
+        hook = chain.get("hook")
+        if hook not in ("input", "forward") or chain.get("family") not in _FAMILIES:
+            continue
+        name = f"{chain['family']} {chain['table']} {chain['name']}"
+        policy = chain.get("policy", "accept")
+        deny = None
+        if policy in _DENY:
+            deny = f"{source}: chain {name} (hook {hook}) policy {policy}"
+        else:
+            rule = last_rule.get(key)
+            verb = _unconditional_deny(rule.get("expr", [])) if rule else None
+            if verb:
+                deny = f"{source}: chain {name} (hook {hook}) ends with unconditional {verb}"
+        for version in _FAMILIES[chain["family"]]:
+            verdict = out[(hook, version)]
+            if deny:
+                verdict.denied = True
+                verdict.evidence.append(deny)
+            elif not verdict.denied:
+                verdict.evidence.append(f"{source}: chain {name} (hook {hook}) policy {policy} "
+                                        "and no final drop")
+    return out
+
+
+def iptables_default_deny(text: str, version: int, source: str) -> dict[tuple[str, int], HookVerdict]:
+    """The same verdicts from ``iptables-save`` / ``ip6tables-save`` output
+    (filter table: chain policy DROP, or a final rule '-j DROP|REJECT')."""
+    out = {(hook, version): HookVerdict(False) for hook in ("input", "forward")}
+    table = None
+    policies: dict[str, tuple[str, int]] = {}
+    last: dict[str, tuple[str, int]] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line.startswith("*"):
+            table = line[1:]
+        elif table == "filter" and line.startswith(":"):
+            words = line[1:].split()
+            if len(words) >= 2:
+                policies[words[0]] = (words[1], number)
+        elif table == "filter" and line.startswith("-A "):
+            words = line.split()
+            last[words[1]] = (line, number)
+    for chain, hook in (("INPUT", "input"), ("FORWARD", "forward")):
+        verdict = out[(hook, version)]
+        policy = policies.get(chain)
+        rule = last.get(chain)
+        if policy and policy[0] in ("DROP", "REJECT"):
+            verdict.denied = True
+            verdict.evidence.append(f"{source}:{policy[1]}: :{chain} {policy[0]}")
+        elif rule and rule[0].split()[2:4] in (["-j", "DROP"], ["-j", "REJECT"]) \
+                and (rule[0].split()[3] == "REJECT" or len(rule[0].split()) == 4):
+            verdict.denied = True
+            verdict.evidence.append(f"{source}:{rule[1]}: {rule[0]}")
+        elif policy:
+            verdict.evidence.append(f"{source}:{policy[1]}: :{chain} {policy[0]} and no final drop")
+    return out
+
+
+# --- resolv.conf -------------------------------------------------------------------------------
+
+def parse_resolv_conf(text: str, file: str) -> list[tuple[str, Line]]:
+    out = []
+    for line in logical_lines(text, file, comment_chars="#;"):
+        words = line.text.split()
+        if len(words) >= 2 and words[0] == "nameserver":
+            out.append((words[1].split("%")[0], line))
+    return out

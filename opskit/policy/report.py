@@ -1,0 +1,132 @@
+"""Turn a RunReport into what people and CI read: a host x check summary
+table, findings with evidence, n/a and error reasons, and JUnit XML."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from opskit.core.output import Result, Table
+
+from .model import ERROR, FAIL, NA, PASS
+from .registry import catalogue
+from .runner import RunReport
+from .store import Change
+
+SHORT = {
+    "media.usb-storage-disabled": "usb cfg", "media.usb-storage-not-loaded": "usb loaded",
+    "media.firewire-thunderbolt-disabled": "fw/tb", "media.removable-block-devices": "removable",
+    "media.usb-authorized-default": "usb auth", "media.usbguard": "usbguard",
+    "media.automount": "automount", "net.default-route": "default rt",
+    "net.public-routes": "public rt", "net.forwarding": "forwarding", "net.wireless": "wireless",
+    "net.listening-ports": "ports", "net.firewall-default-deny": "firewall",
+    "net.dns-resolvers": "dns", "av.realtime": "antivirus",
+}
+CELL = {PASS: "pass", FAIL: "FAIL", NA: "n/a", ERROR: "error"}
+
+
+def summary_table(report: RunReport) -> Table:
+    checks = list(catalogue())
+    rows = []
+    for host in report.hosts:
+        row = {"host": host.host, "role": host.role,
+               "status": host.status if host.reachable else host.status.upper()}
+        for check_id in checks:
+            result = host.result(check_id)
+            row[check_id] = CELL.get(result.status, result.status) if result else "-"
+        rows.append(row)
+    headers = {c: SHORT.get(c, c) for c in checks}
+    headers.update({"host": "HOST", "role": "ROLE", "status": "HOST STATUS"})
+    return Table(["host", "role", "status", *checks], rows, title="Summary (host x check)",
+                 headers=headers)
+
+
+def findings_table(report: RunReport) -> Table:
+    rows = [{"host": host, "check": f.check, "rule": f.rule, "severity": f.severity,
+             "finding": f.message, "evidence": f.evidence} for host, f in report.findings()]
+    return Table(["host", "check", "rule", "severity", "finding", "evidence"], rows,
+                 title="Findings")
+
+
+def reasons_table(report: RunReport) -> Table:
+    rows = []
+    for host in report.hosts:
+        if not host.reachable:
+            rows.append({"host": host.host, "check": "-", "status": host.status,
+                         "reason": host.error})
+        for r in host.results:
+            if r.status in (NA, ERROR):
+                rows.append({"host": host.host, "check": r.check, "status": r.status,
+                             "reason": r.reason})
+    return Table(["host", "check", "status", "reason"], rows, title="Not applicable / errors")
+
+
+def check_result(report: RunReport, stored: str | None = None,
+                 verbose: bool = False) -> Result:
+    """The Result of ``opskit policy check``."""
+    tables = [summary_table(report), findings_table(report)]
+    reasons = reasons_table(report)
+    if reasons.rows:
+        tables.append(reasons)
+    if verbose:
+        rows = [{"host": h.host, "check": r.check, "evidence": e}
+                for h in report.hosts for r in h.results if r.status == PASS for e in r.evidence]
+        tables.append(Table(["host", "check", "evidence"], rows, title="Evidence for passes"))
+    messages = [report.summary()]
+    legend = ", ".join(f"{SHORT.get(c, c)} = {c} ({s.rule})" for c, s in catalogue().items())
+    messages.append(f"columns: {legend}")
+    if stored:
+        messages.append(f"stored as run {report.id} ({stored})")
+    data = report.as_dict()
+    return Result(data=data, tables=tables, messages=messages, summary=report.summary(),
+                  exit_code=report.exit_code)
+
+
+def drift_result(old: RunReport | None, new: RunReport, changes: list[Change]) -> Result:
+    if old is None:
+        message = (f"no earlier stored run to compare with; run {new.id} stored as the "
+                   "baseline")
+        return Result(data={"previous": None, "current": new.id, "changes": []},
+                      messages=[message], summary=message,
+                      exit_code=3 if new.exit_code == 3 else 0)
+    rows = [c.as_dict() for c in changes]
+    summary = (f"policy drift since run {old.id}: {len(changes)} change(s) on "
+               f"{len({c.host for c in changes})} host(s)")
+    code = 1 if changes else 0
+    if new.exit_code == 3:
+        code = 3
+    return Result(data={"previous": old.id, "current": new.id, "changes": rows},
+                  tables=[Table(["host", "check", "change", "before", "after", "detail"], rows,
+                                title=f"Changes since run {old.id} ({old.started})")],
+                  messages=[summary], summary=summary, exit_code=code)
+
+
+def junit_xml(report: RunReport) -> str:
+    """JUnit XML: one testsuite per host, one testcase per check; fail ->
+    <failure>, n/a -> <skipped>, error or unreachable -> <error>."""
+    suites = ET.Element("testsuites", name="opskit policy check", time=f"{report.duration:.3f}")
+    for host in report.hosts:
+        c = host.counts()
+        suite = ET.SubElement(suites, "testsuite", name=host.host,
+                              tests=str(max(1, len(host.results))), failures=str(c[FAIL]),
+                              errors=str(c[ERROR] + (0 if host.reachable else 1)),
+                              skipped=str(c[NA]), time=f"{host.duration:.3f}")
+        if not host.reachable:
+            case = ET.SubElement(suite, "testcase", classname=host.host, name="connect")
+            ET.SubElement(case, "error", message=host.error or host.status, type=host.status)
+            continue
+        for r in host.results:
+            case = ET.SubElement(suite, "testcase", classname=host.host, name=r.check,
+                                 time=f"{r.duration:.4f}")
+            if r.status == FAIL:
+                failure = ET.SubElement(case, "failure", type=r.rule,
+                                        message="; ".join(f.message for f in r.findings))
+                failure.text = "\n".join(f"[{f.rule} {f.severity}] {f.message}\n  evidence: "
+                                         f"{f.evidence}" for f in r.findings)
+            elif r.status == NA:
+                ET.SubElement(case, "skipped", message=r.reason)
+            elif r.status == ERROR:
+                ET.SubElement(case, "error", message=r.reason)
+            elif r.evidence:
+                out = ET.SubElement(case, "system-out")
+                out.text = "\n".join(r.evidence)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode")

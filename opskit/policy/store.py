@@ -1,0 +1,116 @@
+"""Stored runs (``<state_dir>/policy/runs/<id>.json``, mode 0600) and the drift
+between two runs (R-AUD-2: periodic checks whose changes are visible)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+
+from opskit.core.errors import OperationalError
+from opskit.core.state import ensure_private_dir
+
+from .runner import RunReport
+
+
+class RunStore:
+    def __init__(self, state_dir: str, keep: int = 100):
+        self.dir = os.path.join(state_dir, "policy", "runs")
+        self.keep = keep
+
+    def save(self, report: RunReport) -> str:
+        ensure_private_dir(os.path.dirname(self.dir))
+        ensure_private_dir(self.dir)
+        path = os.path.join(self.dir, f"{report.id}.json")
+        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".run-")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(report.as_dict(), fh, indent=1, ensure_ascii=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        self.prune()
+        return path
+
+    def ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+
+    def load(self, run_id: str) -> RunReport:
+        path = os.path.join(self.dir, f"{run_id}.json")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return RunReport.from_dict(json.load(fh))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise OperationalError(f"stored policy run {path} is unreadable: {exc}") from None
+
+    def latest(self) -> RunReport | None:
+        ids = self.ids()
+        return self.load(ids[-1]) if ids else None
+
+    def prune(self) -> None:
+        ids = self.ids()
+        for run_id in ids[: max(0, len(ids) - self.keep)]:
+            try:
+                os.unlink(os.path.join(self.dir, f"{run_id}.json"))
+            except FileNotFoundError:
+                pass
+
+
+@dataclass
+class Change:
+    host: str
+    check: str
+    change: str          # 'new failure', 'resolved', 'status changed', 'finding added', ...
+    before: str
+    after: str
+    detail: str = ""
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def drift(old: RunReport, new: RunReport) -> list[Change]:
+    """What changed from ``old`` to ``new`` for the hosts of ``new``."""
+    changes: list[Change] = []
+    old_hosts = {h.host: h for h in old.hosts}
+    for host in new.hosts:
+        before = old_hosts.get(host.host)
+        if before is None:
+            changes.append(Change(host.host, "-", "host not in the previous run", "-",
+                                  host.status))
+            continue
+        if before.status != host.status:
+            changes.append(Change(host.host, "-", "host status changed", before.status,
+                                  host.status, host.error or ""))
+        if not host.reachable or not before.reachable:
+            continue
+        for result in host.results:
+            prev = before.result(result.check)
+            if prev is None:
+                changes.append(Change(host.host, result.check, "check added", "-", result.status))
+                continue
+            if prev.status != result.status:
+                kind = ("new failure" if result.status == "fail" else
+                        "resolved" if prev.status == "fail" and result.status == "pass" else
+                        "status changed")
+                detail = "; ".join(f.message for f in result.findings) or result.reason
+                changes.append(Change(host.host, result.check, kind, prev.status, result.status,
+                                      detail))
+                continue
+            old_keys = {f.message: f for f in prev.findings}
+            new_keys = {f.message: f for f in result.findings}
+            for message in new_keys.keys() - old_keys.keys():
+                changes.append(Change(host.host, result.check, "finding added", prev.status,
+                                      result.status, f"{message} ({new_keys[message].evidence})"))
+            for message in old_keys.keys() - new_keys.keys():
+                changes.append(Change(host.host, result.check, "finding gone", prev.status,
+                                      result.status, message))
+    return changes
