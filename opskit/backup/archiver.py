@@ -127,7 +127,9 @@ class Archiver:
         if cleanup:
             cleanup()               # tmp-* left by killed writers (format doc, Write order)
         self._ensure_index()        # parent trees are found through it
-        self.writer = self.repo.blob_writer(self.workers)
+        # trees are stored from this thread (no thread pool): content workers may be
+        # forked at any point later, and a fork must not happen beside running threads
+        self.writer = self.repo.blob_writer(0)
         self.progress.start(roots, self.excluded)
         try:
             parent_root = bytes.fromhex(parent["tree"]) if parent else None

@@ -264,7 +264,8 @@ class Repository:
             raise CorruptObject(f"tree {bid.hex()}", f"not parseable ({exc})") from None
 
     def blob_writer(self, workers: int | None = None) -> "BlobWriter":
-        return BlobWriter(self, workers or os.cpu_count() or 2)
+        """A deduplicating writer; ``workers=0`` encodes in the calling thread."""
+        return BlobWriter(self, os.cpu_count() or 2 if workers is None else workers)
 
     # --- snapshots -----------------------------------------------------------------
     def list_snapshot_ids(self) -> list[str]:
@@ -327,8 +328,11 @@ class BlobWriter:
 
     def __init__(self, repo: Repository, workers: int):
         self.repo = repo
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="opskit-pack")
-        self._inflight = threading.BoundedSemaphore(workers * 4)
+        # workers=0: encode in the caller's thread. The archiver uses that for
+        # trees, so it never has threads of its own when it forks its workers.
+        self.pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="opskit-pack")
+                     if workers else None)
+        self._inflight = threading.BoundedSemaphore(max(1, workers) * 4)
         self._lock = threading.Lock()
         self._builders = {BLOB_DATA: PackBuilder(BLOB_DATA), BLOB_TREE: PackBuilder(BLOB_TREE)}
         self._pending: set[bytes] = set()
@@ -351,7 +355,12 @@ class BlobWriter:
         self.blobs_new += 1
         self.bytes_new_raw += len(plaintext)
         self._inflight.acquire()
-        self.pool.submit(self._encode, blob_type, bid, plaintext)
+        if self.pool is None:
+            self._encode(blob_type, bid, plaintext)
+            if self.error:
+                raise self.error
+        else:
+            self.pool.submit(self._encode, blob_type, bid, plaintext)
         return True
 
     def _encode(self, blob_type: str, bid: bytes, plaintext: bytes) -> None:
@@ -383,7 +392,8 @@ class BlobWriter:
 
     def finish(self) -> str | None:
         """Wait for workers, write the last packs and the index; returns the index id."""
-        self.pool.shutdown(wait=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
         if self.error:
             raise self.error
         for kind in (BLOB_DATA, BLOB_TREE):
@@ -396,4 +406,5 @@ class BlobWriter:
         return self.repo.write_index(self.new_packs)
 
     def abort(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
