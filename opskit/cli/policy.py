@@ -72,7 +72,9 @@ def _emit(app: App, result: Result, fmt: str, junit: str | None = None) -> None:
 
 
 def _audit(app: App, report, path: str) -> None:
-    counts = report.counts()
+    # status names as audit keys ('pass' would be taken for a password and redacted)
+    names = {"pass": "passed", "fail": "failed", "n/a": "not_applicable", "error": "errors"}
+    counts = {names.get(k, k): v for k, v in report.counts().items()}
     app.audit_details.update(
         run_id=report.id, stored=path, policy_files=report.policy_files, counts=counts,
         hosts_with_findings=sorted({h for h, _ in report.findings()}),

@@ -41,10 +41,8 @@ def modprobe_rules(probe: Probe) -> tuple[list[P.ModprobeRule], list[str], list[
         names = probe.listdir(directory)
         if names is not None:
             listing[directory] = names
-    # /lib and /usr/lib are one directory on merged-/usr systems: read it once
-    if "/lib/modprobe.d" in listing and probe.realpath("/lib/modprobe.d") == \
-            probe.realpath("/usr/lib/modprobe.d") and "/usr/lib/modprobe.d" in listing:
-        del listing["/lib/modprobe.d"]
+    # /lib and /usr/lib are one directory on merged-/usr systems: a file name is
+    # read once, from the first directory that has it, so nothing is counted twice
     rules, files, ignored = [], [], []
     for directory, name in P.config_files_in_order(listing):
         path = f"{directory}/{name}"

@@ -143,16 +143,11 @@ def sysctl_settings(probe: Probe) -> tuple[list[P.SysctlSetting], list[str]]:
         names = probe.listdir(directory)
         if names is not None:
             listing[directory] = names
-    if "/lib/sysctl.d" in listing and "/usr/lib/sysctl.d" in listing and \
-            probe.realpath("/lib/sysctl.d") == probe.realpath("/usr/lib/sysctl.d"):
-        del listing["/lib/sysctl.d"]
+    # /etc/sysctl.d/99-sysctl.conf is often a link to ../sysctl.conf: reading it
+    # twice is harmless, since /etc/sysctl.conf is applied last anyway
     paths = [f"{d}/{n}" for d, n in P.config_files_in_order(listing)] + ["/etc/sysctl.conf"]
-    settings, files, seen = [], [], set()
+    settings, files = [], []
     for path in paths:
-        real = probe.realpath(path) or path
-        if real in seen:                 # /etc/sysctl.d/99-sysctl.conf -> ../sysctl.conf
-            continue
-        seen.add(real)
         text = probe.read(path)
         if text is None:
             continue

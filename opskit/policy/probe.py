@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from opskit.hosts.base import (Host, HostAuthFailed, HostError, HostKeyRejected, HostPathError,
-                               HostTimeout, HostUnreachable, RunResult)
+                               HostUnreachable, RunResult)
 
 RECORDED_DIR = "/.opskit-recorded"
 COMMAND_TIMEOUT = 20.0
@@ -113,6 +113,34 @@ class Probe:
             return None
         return self.host.run(argv, timeout=self.command_timeout)
 
+    def prefetch(self, commands: dict[str, list[str]]) -> None:
+        """Run several commands in one round trip on a remote host (one shell,
+        outputs delimited); LocalHost and recorded trees need no batching."""
+        from opskit.hosts.local import LocalHost
+        if self.recorded or isinstance(self.host, LocalHost):
+            return
+        todo = {n: a for n, a in commands.items() if n not in self._commands}
+        if not todo:
+            return
+        import shlex
+        marker = "@@opskit-" + os.urandom(6).hex()
+        script = "".join(f"printf '\\n{marker} {name}\\n'; {shlex.join(argv)} 2>/dev/null; "
+                         f"printf '\\n{marker} rc %s\\n' $?; "
+                         for name, argv in todo.items())
+        result = self.host.run(["sh", "-c", script], timeout=self.command_timeout)
+        parts = result.text.split(f"\n{marker} ")
+        for i, part in enumerate(parts):
+            name, _, body = part.partition("\n")
+            if name not in todo or i + 1 >= len(parts):
+                continue
+            rc_text = parts[i + 1].partition("\n")[0]
+            rc = int(rc_text[3:]) if rc_text.startswith("rc ") and rc_text[3:].isdigit() else -1
+            if rc == 0:
+                self._commands[name] = (body, " ".join(todo[name]))
+            elif rc == 127:
+                self._commands[name] = (None, f"{todo[name][0]} is not installed")
+            # other failures: left for command() to run alone and report stderr
+
     def command(self, name: str, argv: list[str]) -> tuple[str | None, str]:
         """Output of ``argv`` on a live host, or of the recording ``name`` in a
         recorded tree. Returns (text, source); text is None when the tool is
@@ -125,10 +153,7 @@ class Probe:
             out = (text, path if text is not None else f"no recording {path} in the tree")
         else:
             shown = " ".join(argv)
-            try:
-                result = self.host.run(argv, timeout=self.command_timeout)
-            except HostTimeout:
-                raise
+            result = self.host.run(argv, timeout=self.command_timeout)
             if result.rc == 127:
                 out = (None, f"{argv[0]} is not installed")
             elif result.rc != 0:

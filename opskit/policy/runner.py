@@ -22,12 +22,23 @@ from .policyfile import PlannedCheck, Policy
 from .probe import FATAL, Probe
 
 
+PREFETCH = {
+    "ip-route-4.json": ["ip", "-j", "-4", "route", "show", "table", "all"],
+    "ip-route-6.json": ["ip", "-j", "-6", "route", "show", "table", "all"],
+    "nft-ruleset.json": ["nft", "-j", "list", "ruleset"],
+    "iptables-save": ["iptables-save"],
+    "ip6tables-save": ["ip6tables-save"],
+    "ps": ["ps", "-e", "-o", "pid=,comm="],
+}
+
+
 def run_planned(host: Host, role: str, planned: list[PlannedCheck]) -> HostReport:
     """Run the planned checks on ``host``. Connection-level failures propagate
     (the host is unreachable); any other failure is that check's 'error'."""
     started = time.monotonic()
     probe = Probe(host)
     probe.exists("/")                    # connects now: an unreachable host fails here
+    probe.prefetch(PREFETCH)             # remote hosts: every command in one round trip
     report = HostReport(host.name, role=role)
     for item in planned:
         t0 = time.monotonic()
