@@ -20,7 +20,7 @@ from opskit.core.errors import OpskitError, EXIT_FINDINGS
 
 from . import workflow as wf
 from .keys import Signer, fingerprint
-from .ledger import Ledger, Refused, export_json
+from .ledger import Ledger, Refused, decode, export_json
 from .registry import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
 from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
 from .targets import Database, image_digest
@@ -340,7 +340,7 @@ def export_html(texts: list[str], meta: dict) -> str:
     rows = []
     for text in texts:
         try:
-            e = json.loads(text)
+            e = decode(text)
             r = entry_row(e)
         except ValueError:
             r = {"seq": "?", "detail": "unparseable entry"}
@@ -372,7 +372,7 @@ def export(ledger: Ledger, fmt: str, exported: str) -> tuple[str, int]:
     head = None
     if texts:
         try:
-            last = json.loads(texts[-1])
+            last = decode(texts[-1])
             head = {"seq": last.get("seq"), "hash": last.get("hash")}
         except ValueError:
             head = None
@@ -385,7 +385,7 @@ def export(ledger: Ledger, fmt: str, exported: str) -> tuple[str, int]:
     rows = []
     for text in texts:
         try:
-            rows.append(entry_row(json.loads(text), text))
+            rows.append(entry_row(decode(text), text))
         except ValueError:
             rows.append({"entry": text})
     return render_csv([Table(EXPORT_COLUMNS, rows)]), len(texts)

@@ -14,22 +14,21 @@ the first problem and naming it:
 7. the entry is a legal workflow step (workflow.step)                -> workflow violation
 8. checkpoints (seq + hash kept elsewhere) match                     -> truncated / rewritten
 
-Signatures are checked in worker processes for large ledgers (about 60 us
-each); everything else streams in this process.
+Signatures (about 60 us each) are checked in worker processes for large
+ledgers, fed in chunks while this process walks the chain, so both overlap.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from opskit.core.audit import GENESIS
 
 from . import workflow as wf
 from .keys import verify_batch
-from .ledger import Ledger, Refused, entry_hash
+from .ledger import Ledger, Refused, decode, split
 from .registry import Registry
 
 FIELDS = {"v": int, "seq": int, "time": str, "kind": str, "request": str, "actor": str,
@@ -75,15 +74,61 @@ class Report:
 
 
 def _field_problem(entry) -> str | None:
-    if not isinstance(entry, dict):
-        return "not a JSON object"
     for name, kind in FIELDS.items():
-        if name not in entry:
+        if name in ("hash", "sig"):
+            continue
+        value = entry.get(name, _MISSING)
+        if value is _MISSING:
             return f"field '{name}' is missing"
-        value = entry[name]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        if value.__class__ is not kind:
             return f"field '{name}' has the wrong type"
     return None
+
+
+_MISSING = object()
+
+
+class _SigPool:
+    """Signature checks in worker processes, fed in chunks while the chain is walked."""
+
+    def __init__(self, workers: int | None):
+        n = workers if workers is not None else (os.cpu_count() or 1)
+        self.pool = None
+        if n > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            self.pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"))
+        self.futures: list = []
+        self.results: list = []
+        self.chunk: list = []
+        self.done = 0
+
+    def add(self, item) -> None:
+        self.chunk.append(item)
+        if len(self.chunk) >= CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.chunk:
+            return
+        if self.pool is not None:
+            self.futures.append(self.pool.submit(verify_batch, self.chunk))
+        else:
+            self.results.append(verify_batch(self.chunk))
+        self.chunk = []
+
+    def first_bad(self) -> int | None:
+        """Index of the first bad signature, or None."""
+        self._flush()
+        try:
+            results = self.results + [f.result() for f in self.futures]
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown()
+        for k, bad in enumerate(results):
+            if bad is not None:
+                return k * CHUNK + bad
+        return None
 
 
 def verify(ledger: Ledger, registry: Registry | None, checkpoints: list[dict] | None = None,
@@ -106,25 +151,26 @@ def verify(ledger: Ledger, registry: Registry | None, checkpoints: list[dict] | 
         return declared[key]
 
     failure: tuple[int, int | None, str, str] | None = None   # (index, seq, problem, kind)
-    sig_items: list[tuple[str, str, str]] = []
+    sigs = _SigPool(workers if len(texts) >= PARALLEL_MIN else 1)
+    n_sigs = 0
     states: dict[str, wf.RequestState] = {}
     prev = GENESIS
     expected = 1
+    sha256 = hashlib.sha256
     for i, text in enumerate(texts):
         try:
-            entry = json.loads(text)
-        except ValueError:
-            failure = (i, None, f"malformed entry: not valid JSON (seq {expected} expected here)",
-                       "malformed")
+            entry, h, sig, signed_text = split(text)
+        except ValueError as exc:
+            failure = (i, None, f"malformed entry: {exc} (seq {expected} expected here)", "malformed")
             break
         issue = _field_problem(entry)
         if issue:
-            seq = entry.get("seq") if isinstance(entry, dict) else None
+            seq = entry.get("seq")
             failure = (i, seq if isinstance(seq, int) else None,
                        f"malformed entry: {issue} (seq {expected} expected here)", "malformed")
             break
         seq = entry["seq"]
-        if entry_hash(entry) != entry["hash"]:
+        if sha256(signed_text.encode("utf-8")).hexdigest() != h:
             failure = (i, seq, "content does not match its hash: the entry was edited", "edited")
             break
         if seq != expected:
@@ -137,7 +183,8 @@ def verify(ledger: Ledger, registry: Registry | None, checkpoints: list[dict] | 
                        "prev is not the genesis value: this is not the start of the ledger",
                        "edited")
             break
-        sig_items.append((entry["key"], entry["sig"], entry["hash"]))
+        sigs.add((entry["key"], sig, h))
+        n_sigs += 1
         if have_ops:
             name = who(entry["key"])
             if name is None:
@@ -148,26 +195,28 @@ def verify(ledger: Ledger, registry: Registry | None, checkpoints: list[dict] | 
                 failure = (i, seq, f"forged entry: claims actor {entry['actor']!r} but is signed "
                                    f"with the key of {name!r}", "forged")
                 break
+        entry["hash"] = h
+        rid = entry["request"]
         try:
-            states[entry["request"]] = wf.step(states.get(entry["request"]), entry)
+            st = states[rid] = wf.step(states.get(rid), entry)
         except Refused as exc:
             failure = (i, seq, f"workflow violation: {exc.message}", "workflow")
             break
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             failure = (i, seq, f"workflow violation: malformed body ({exc})", "workflow")
             break
-        if len(states) > 0:
-            states[entry["request"]].history.clear()     # keep memory flat on huge ledgers
-        prev = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        report.head = {"seq": seq, "hash": entry["hash"]}
+        st.history.clear()                      # keep memory flat on huge ledgers
+        if st.state in (wf.APPLIED, wf.FAILED, wf.REJECTED):
+            st.before = []
+        prev = sha256(text.encode("utf-8")).hexdigest()
+        report.head = {"seq": seq, "hash": h}
         expected += 1
 
-    bad_sig = _check_signatures(sig_items, workers)
-    report.signatures_checked = len(sig_items) if bad_sig is None else bad_sig
+    bad_sig = sigs.first_bad()
+    report.signatures_checked = n_sigs if bad_sig is None else bad_sig
     if bad_sig is not None and (failure is None or bad_sig <= failure[0]):
-        entry = json.loads(texts[bad_sig])
-        failure = (bad_sig, entry["seq"], "signature does not verify: the entry was forged, or "
-                                          "edited and its hash recomputed", "forged")
+        failure = (bad_sig, decode(texts[bad_sig])["seq"], "signature does not verify: the entry "
+                   "was forged, or edited and its hash recomputed", "forged")
     if failure is not None:
         idx, seq, problem, kind = failure
         report.ok = False
@@ -189,7 +238,7 @@ def verify(ledger: Ledger, registry: Registry | None, checkpoints: list[dict] | 
                               "entries were cut off the end (ledger truncated)")
             report.kind_of_tampering = "truncated"
             return report
-        got = json.loads(texts[cseq - 1])["hash"]
+        got = decode(texts[cseq - 1])["hash"]
         if got != chash:
             report.ok = False
             report.first_bad_seq, report.position = cseq, cseq
@@ -206,29 +255,12 @@ def _seq_problem(found: int, expected: int, texts: list[str], i: int) -> tuple[s
                 "inserted or moved (entries reordered)", "reordered")
     for later in texts[i + 1:]:
         try:
-            if json.loads(later).get("seq") == expected:
+            if split(later)[0].get("seq") == expected:
                 return (f"seq {found} where seq {expected} was expected; seq {expected} comes later "
                         "(entries reordered)", "reordered")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, TypeError):
             continue
     gone = f"seq {expected}" if found == expected + 1 else f"seq {expected}..{found - 1}"
     return f"{gone} missing: seq {found} follows seq {expected - 1} (entries deleted)", "deleted"
 
 
-def _check_signatures(items: list[tuple[str, str, str]], workers: int | None) -> int | None:
-    """Index of the first bad signature, or None; big batches in worker processes."""
-    if not items:
-        return None
-    n = workers if workers is not None else (os.cpu_count() or 1)
-    if len(items) < PARALLEL_MIN or n <= 1:
-        return verify_batch(items)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    chunks = [items[i:i + CHUNK] for i in range(0, len(items), CHUNK)]
-    ctx = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(max_workers=n, mp_context=ctx) as pool:
-        results = list(pool.map(verify_batch, chunks))
-    for k, bad in enumerate(results):
-        if bad is not None:
-            return k * CHUNK + bad
-    return None

@@ -1,0 +1,144 @@
+"""`opskit correct` as an operator and an auditor run it (subprocesses, real SQLite).
+
+Exit codes: 0 ok; 1 verify found tampering / an apply was rolled back and
+recorded; 2 refused (R-DAT-1, R-DAT-2, R-DAT-3). Every step also lands in the
+audit log with the ledger seq and hash (R-AUD-3).
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+from opskit.core.audit import AuditLog
+from opskit.corrections.ledger import decode, encode
+from tests.unit.test_correct_support import make_sqlite_target, make_world, sqlite_rows
+
+
+def _world(tmp_path):
+    return make_world(tmp_path, make_sqlite_target(tmp_path / "his.sqlite"))
+
+
+def test_keygen_writes_0600_key_and_prints_the_public_line(opskit, tmp_path):
+    out = tmp_path / "me" / "id_ed25519"
+    run = opskit("correct", "keygen", "--out", out, "--name", "zhang.san", "--json")
+    assert run.exit_code == 0, run.output
+    data = json.loads(run.stdout)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+    assert data["public_key"].startswith("ssh-ed25519 ") and data["public_key"].endswith("zhang.san")
+    assert "PRIVATE" not in run.stdout
+    again = opskit("correct", "keygen", "--out", out)
+    assert again.exit_code == 2 and "refusing to overwrite" in again.stderr
+
+
+def test_full_workflow_with_sql_file_refusals_and_audit_trail(opskit, tmp_path):
+    w = _world(tmp_path)
+    sql = tmp_path / "fix.sql"
+    sql.write_text("-- reviewed in INC-7\nUPDATE claims SET amount = :amount WHERE id = :id;\n")
+    run = opskit("correct", "request", "--target", "his", "--sql", sql, "--param", "amount=120.50",
+                 "--param", "id=42", "--reason", "amount keyed in wrong", "--ticket", "INC-7", "--json",
+                 env=w.env("alice"))
+    assert run.exit_code == 0, run.output
+    rid = json.loads(run.stdout)["request"]
+    self_approve = opskit("correct", "approve", rid, "--comment", "mine", env=w.env("alice"))
+    assert self_approve.exit_code == 2 and "R-DAT-2" in self_approve.stderr
+    early = opskit("correct", "apply", rid, env=w.env("mike"))
+    assert early.exit_code == 2 and "not approved" in early.stderr
+    assert opskit("correct", "approve", rid, "--comment", "ok", env=w.env("bob")).exit_code == 0
+    applied = opskit("correct", "apply", rid, "--json", env=w.env("mike"))
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.stdout)["row_count"] == 1
+    assert sqlite_rows(w.target_url, "SELECT amount FROM claims WHERE id = 42") == [(120.5,)]
+    twice = opskit("correct", "apply", rid, env=w.env("max"))
+    assert twice.exit_code == 2 and "already applied" in twice.stderr
+    multi = tmp_path / "multi.sql"
+    multi.write_text("UPDATE claims SET amount = 1 WHERE id = 41; DELETE FROM refunds WHERE id = 7;")
+    refused = opskit("correct", "request", "--target", "his", "--sql", multi, "--reason", "x", env=w.env("alice"))
+    assert refused.exit_code == 2 and "2 statements" in refused.stderr
+    log = opskit("correct", "log", "--json", env=w.env())
+    assert [r["state"] for r in json.loads(log.stdout)] == ["applied"]
+    show = opskit("correct", "show", rid, env=w.env())
+    assert "before-image" in show.stdout and "after-image" in show.stdout and "bob" in show.stdout
+    verify = opskit("correct", "verify", env=w.env())
+    assert verify.exit_code == 0 and "intact: 4 entries, 4 signatures" in verify.stdout
+    # the audit log names the ledger entry of each step (R-AUD-3)
+    entries = list(AuditLog(tmp_path / "home" / "audit" / "audit.log").entries())
+    apply_entry = [e for e in entries if e["command"] == "correct apply" and e["exit_code"] == 0][0]
+    assert apply_entry["details"]["request"] == rid and apply_entry["details"]["ledger_kind"] == "applied"
+    assert [e["exit_code"] for e in entries if e["command"] == "correct approve"] == [2, 0]
+
+
+def test_exports_verify_offline_and_a_tampered_export_names_the_entry(opskit, tmp_path):
+    w = _world(tmp_path)
+    svc = w.svc()
+    _e, st = svc.request("his", "DELETE FROM refunds WHERE id = :id", {"id": "7"}, "duplicate", "INC-8",
+                         w.signer("alice"))
+    for who in ("bob", "carol", "dan", "audrey"):
+        svc.approve(st.id, "ok", w.signer(who))
+    svc.apply(st.id, w.signer("mike"))
+    svc.ledger.close()
+    for fmt in ("json", "csv", "html"):
+        out = tmp_path / f"ledger.{fmt}"
+        run = opskit("correct", "export", "--format", fmt, "--out", out, env=w.env())
+        assert run.exit_code == 0, run.output
+        assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+        # offline: the auditor's own config (rules file with the declared keys), no ledger access
+        ok = opskit("correct", "verify", "--ledger", out, env=w.env())
+        assert ok.exit_code == 0 and "intact: 7 entries" in ok.stdout, ok.output
+    page = (tmp_path / "ledger.html").read_text()
+    assert "<script>" not in page and "duplicate payment" in page
+    data = json.loads((tmp_path / "ledger.json").read_text())
+    entry = decode(data["entries"][2])
+    entry["body"]["comment"] = "changed afterwards"
+    data["entries"][2] = encode(entry)
+    bad = tmp_path / "tampered.json"
+    bad.write_text(json.dumps(data))
+    run = opskit("correct", "verify", "--ledger", bad, "--json", env=w.env())
+    assert run.exit_code == 1
+    report = json.loads(run.stdout)
+    assert report["first_bad_seq"] == 3 and report["tampering"] == "edited"
+    data = json.loads((tmp_path / "ledger.json").read_text())
+    del data["entries"][3]
+    bad.write_text(json.dumps(data))
+    run = opskit("correct", "verify", "--ledger", bad, env=w.env())
+    assert run.exit_code == 1 and "seq 4 missing" in run.stdout
+
+
+def test_two_cli_executors_racing_exactly_one_applies(tmp_path):
+    w = _world(tmp_path)
+    svc = w.svc()
+    _e, st = svc.request("his", "UPDATE claims SET amount = amount + 10 WHERE id = 43", {}, "r", "",
+                         w.signer("alice"))
+    svc.approve(st.id, "ok", w.signer("bob"))
+    svc.ledger.close()
+    procs = []
+    for who in ("mike", "max"):
+        env = dict(os.environ, **w.env(who))
+        procs.append(subprocess.Popen([sys.executable, "-m", "opskit", "correct", "apply", st.id], env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    assert any("already" in err for code, err in results if code == 2), results
+    assert sqlite_rows(w.target_url, "SELECT amount FROM claims WHERE id = 43") == [(310,)]
+
+
+def test_a_rolled_back_apply_exits_1_and_is_recorded(opskit, tmp_path):
+    w = _world(tmp_path)
+    svc = w.svc()
+    _e, st = svc.request("his", "UPDATE claims SET amount = 1 WHERE id = 44", {}, "r", "", w.signer("alice"))
+    svc.approve(st.id, "ok", w.signer("bob"))
+    svc.ledger.close()
+    import sqlite3
+    conn = sqlite3.connect(w.target_url)
+    conn.execute("UPDATE claims SET amount = 999 WHERE id = 44")
+    conn.commit()
+    conn.close()
+    dry = opskit("correct", "apply", st.id, "--dry-run", env=w.env("mike"))
+    assert dry.exit_code == 1 and "CHANGED" in dry.stdout
+    run = opskit("correct", "apply", st.id, env=w.env("mike"))
+    assert run.exit_code == 1 and "rows changed since the request was approved" in run.stderr
+    assert sqlite_rows(w.target_url, "SELECT amount FROM claims WHERE id = 44") == [(999,)]
+    log = opskit("correct", "log", "--state", "failed", "--json", env=w.env())
+    assert [r["id"] for r in json.loads(log.stdout)] == [st.id]
