@@ -235,7 +235,7 @@ def write_section(path: str, name: str, body: str) -> None:
         text = text.rstrip("\n") + "\n\n" + body
     else:
         end = text.find("\n## ", start + 1)
-        text = text[:start] + body + (text[end + 1:] if end != -1 else "")
+        text = text[:start] + body + ("\n" + text[end + 1:] if end != -1 else "")
     with open(path, "w") as fh:
         fh.write(text)
 
