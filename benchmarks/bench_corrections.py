@@ -32,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
+from benchmarks.bench_backup import write_section  # noqa: E402
 from opskit.corrections.ledger import GENESIS, SqliteLedger, build_entry, text_hash  # noqa: E402
 from opskit.corrections.registry import load_registry  # noqa: E402
 from opskit.corrections.verify import verify  # noqa: E402
@@ -141,20 +142,6 @@ def bench_cli(world) -> float:
     run("bob", "approve", rid, "--comment", "ok")
     run("mike", "apply", rid)
     return time.perf_counter() - start
-
-
-def write_section(path: str, name: str, body: str) -> None:
-    """Replace (or append) the '## name' section of RESULTS.md."""
-    text = open(path).read() if os.path.exists(path) else "# Benchmark results\n\n"
-    marker = f"## {name} "
-    start = text.find(marker)
-    if start == -1:
-        text = text.rstrip("\n") + "\n\n" + body
-    else:
-        end = text.find("\n## ", start + 1)
-        text = text[:start] + body + (text[end + 1:] if end != -1 else "")
-    with open(path, "w") as fh:
-        fh.write(text)
 
 
 def main() -> None:

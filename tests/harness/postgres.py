@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.harness._util import log_tail
+
 SUPERUSER = "opskit_super"
 START_TIMEOUT = 60.0
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,62}$")
@@ -116,13 +118,6 @@ def _os_user() -> str | None:
     return name
 
 
-def _tail(path: str, lines: int = 40) -> str:
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8", "replace")
-    except OSError as exc:
-        return f"(no log: {exc})"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
 def _clean_env() -> dict:
@@ -229,7 +224,7 @@ class PostgresServer:
         return name
 
     def log_tail(self, lines: int = 40) -> str:
-        return _tail(self.log_path, lines)
+        return log_tail(self.log_path, lines)
 
 
 def _as_user(user: str | None, cmd: list[str]) -> list[str]:
@@ -303,7 +298,7 @@ def postgres():
         text = f"PostgreSQL test server: {what}"
         if detail:
             text += f"\n{detail.rstrip()}"
-        text += f"\n--- {log_path} (tail) ---\n{_tail(log_path)}"
+        text += f"\n--- {log_path} (tail) ---\n{log_tail(log_path)}"
         pytest.fail(text, pytrace=False)
 
     try:
@@ -340,7 +335,7 @@ def postgres():
             if problem is None:
                 break
             _stop(bindir, user, data, proc, base)
-            if "could not bind" not in _tail(log_path, 20) and "in use" not in _tail(log_path, 20):
+            if "could not bind" not in log_tail(log_path, 20) and "in use" not in log_tail(log_path, 20):
                 break
         if problem is not None:
             fail(problem)

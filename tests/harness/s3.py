@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from tests.harness._util import log_tail
+
 ACCESS_KEY = "AKIAOPSKITTEST000001"
 SECRET_KEY = "opskit-test-secret-key-not-a-real-one"
 REGION = "us-east-1"
@@ -153,16 +155,9 @@ class S3Server:
         return name
 
     def log_tail(self, lines: int = 40) -> str:
-        return _tail(self.log_path, lines)
+        return log_tail(self.log_path, lines)
 
 
-def _tail(path: str, lines: int = 40) -> str:
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode("utf-8", "replace")
-    except OSError as exc:
-        return f"(no log: {exc})"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def unique_bucket_name(prefix: str = "opskit-test") -> str:
@@ -233,13 +228,13 @@ def s3_server():
             break
         _stop(proc)
         last_error = problem
-        if "already in use" not in _tail(log_path, 20).lower():
+        if "already in use" not in log_tail(log_path, 20).lower():
             break
     else:
         problem = last_error
     if problem is not None:
         pytest.fail(f"could not start the moto S3 server: {problem}\n"
-                    f"--- {log_path} (tail) ---\n{_tail(log_path)}", pytrace=False)
+                    f"--- {log_path} (tail) ---\n{log_tail(log_path)}", pytrace=False)
     server = S3Server(endpoint_url=url, host="127.0.0.1", port=port, log_path=log_path)
     try:
         yield server
