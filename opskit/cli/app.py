@@ -9,7 +9,6 @@ from __future__ import annotations
 import functools
 import getpass
 import os
-import re
 import socket
 import sys
 from typing import Any, Callable
@@ -19,19 +18,13 @@ import click
 from opskit.core.config import Config, load_config
 from opskit.core.errors import EXIT_OK
 from opskit.core.output import FORMATS, Result, render
+from opskit.core.secrets import is_secret_name as _is_secret_name
 from opskit.core.state import ensure_private_dir, resolve_state_dir
 
-# Argument names whose values never reach the audit log (secrets).
-_SECRET_NAME = re.compile(r"(pass(word|phrase)?|secret|token|credential|private[_-]?key|api[_-]?key)",
-                          re.IGNORECASE)
-
-
 def is_secret_name(name: str) -> bool:
-    """True when an option or variable called ``name`` carries a secret value.
-    Names ending in ``_file``/``-file`` hold a path, not the secret itself."""
-    if re.search(r"[_-]file$", name, re.IGNORECASE):
-        return False
-    return bool(_SECRET_NAME.search(name))
+    """True when an option or variable called ``name`` carries a secret value
+    (the one rule in opskit.core.secrets)."""
+    return _is_secret_name(name)
 
 
 def redact(name: str, value: Any) -> Any:

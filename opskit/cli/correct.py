@@ -30,7 +30,8 @@ def group() -> None:
       opskit correct request --target his --table claims --where "id = :id" \\
           --param id=42 --set amount=120.50 --reason "typo in amount" --ticket INC-7
       opskit correct approve CR-1 --comment "checked against the invoice"
-      opskit correct apply CR-1
+      opskit correct apply CR-1                 # also settles an apply interrupted by a crash
+      opskit correct withdraw CR-1 --comment "raised in error"   # requester, before apply
       opskit correct verify                     # exit 1 names the first tampered entry
     """
 
@@ -53,7 +54,39 @@ def _service(app: App, *, create: bool = True):
     timeout = float(app.config.get("corrections.lock_timeout", 10.0))
     registry = load_registry(find_rules_file(app.config))
     ledger = open_ledger(_ledger_location(app), timeout, create=create)
+    app.audit_details["ledger"] = _ledger_id(ledger)
     return Corrections(ledger, registry, timeout, Context(app.os_user, app.hostname))
+
+
+def _ledger_id(ledger) -> str:
+    from opskit.corrections.registry import redact_url
+    return redact_url(ledger.url)
+
+
+def _audit_mark(app: App, ledger_id: str) -> tuple[dict | None, str | None]:
+    """The newest ledger seq and hash that a correct command recorded in opskit's audit
+    log for this ledger, as a checkpoint (catches a cut-off tail without one kept by hand);
+    (None, warning) when the audit log cannot be read."""
+    from opskit.core.audit import AuditLog
+    path = app.audit_log_path()
+    if not os.path.exists(path):
+        return None, None
+    best: dict | None = None
+    try:
+        for entry in AuditLog(path).entries():
+            if not str(entry.get("command", "")).startswith("correct "):
+                continue
+            details = entry.get("details")
+            if not isinstance(details, dict) or details.get("ledger") != ledger_id:
+                continue
+            seq, h = details.get("ledger_seq"), details.get("ledger_hash")
+            if isinstance(seq, int) and not isinstance(seq, bool) and isinstance(h, str) and seq > 0:
+                if best is None or seq > best["seq"]:
+                    best = {"seq": seq, "hash": h,
+                            "source": f"the audit log ({entry.get('command')} at {entry.get('time')})"}
+    except (OSError, ValueError) as exc:
+        return None, f"audit log {path} not read for the cross-check: {exc}"
+    return best, None
 
 
 def _key_path(app: App, key: str | None) -> str:
@@ -245,6 +278,25 @@ def reject(app: App, request_id: str, comment: str, key: str | None) -> None:
                     summary=f"{st.id} rejected by {entry['actor']}"))
 
 
+@group.command("withdraw")
+@click.argument("request_id", metavar="ID")
+@click.option("--comment", required=True, metavar="TEXT", help="Why (recorded, R-DAT-1).")
+@key_option
+@output_options(tabular=False)
+@pass_app
+def withdraw(app: App, request_id: str, comment: str, key: str | None) -> None:
+    """Withdraw your own request before it is applied; it can then never be applied."""
+    svc = _service(app)
+    try:
+        entry, st = svc.withdraw(request_id, comment, _signer(app, key))
+    finally:
+        svc.ledger.close()
+    _evidence(app, entry, st)
+    app.emit(Result(data={"request": st.id, "state": st.state, "ledger_seq": entry["seq"]},
+                    messages=[f"{st.id} withdrawn by {entry['actor']}"],
+                    summary=f"{st.id} withdrawn by {entry['actor']}"))
+
+
 # --- apply ----------------------------------------------------------------------------
 
 @group.command("apply")
@@ -254,7 +306,12 @@ def reject(app: App, request_id: str, comment: str, key: str | None) -> None:
 @output_options(tabular=False)
 @pass_app
 def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
-    """Apply an approved request in one transaction (designated maintainer, not the requester)."""
+    """Apply an approved request in one transaction (designated maintainer, not the requester).
+
+    A request left executing by a crash (killed between claim and outcome) is
+    settled: the live rows show whether the change was committed (recorded
+    as applied, recovered) or not (applied now); rows matching neither are
+    refused and recorded (exit 1)."""
     from opskit.corrections.service import ApplyFailed
     svc = _service(app)
     try:
@@ -282,19 +339,28 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
     _evidence(app, entry, st)
     after = st.outcome.get("after") or []
     cols = sorted({k for r in after for k in r})
+    recovery = st.outcome.get("recovery") if st.outcome.get("recovered") is True else None
+    note = ""
+    if recovery:
+        app.audit_details["recovery"] = recovery
+        note = (f" (recovered the apply by {st.outcome.get('interrupted_executor')} interrupted after "
+                f"claim seq {st.outcome.get('claim_seq')}: "
+                + ("its change had been committed" if recovery == "committed-before-crash" else
+                   "its change had not been committed, applied now") + ")")
     app.emit(Result(data={"request": st.id, "state": st.state, "row_count": st.outcome["row_count"],
-                          "after": after, "ledger_seq": entry["seq"], "hash": entry["hash"]},
+                          "after": after, "ledger_seq": entry["seq"], "hash": entry["hash"],
+                          "recovery": recovery},
                     tables=[Table(cols, after, title="after-image", headers={c: c for c in cols})] if after else [],
                     messages=[f"{st.id} applied by {entry['actor']}: {st.outcome['row_count']} row(s) "
-                              f"changed in {st.target}.{st.table}"],
-                    summary=f"{st.id} applied: {st.outcome['row_count']} row(s)"))
+                              f"changed in {st.target}.{st.table}{note}"],
+                    summary=f"{st.id} applied: {st.outcome['row_count']} row(s)" + (" (recovered)" if recovery else "")))
 
 
 # --- auditors -------------------------------------------------------------------------
 
 @group.command("log")
 @click.option("--state", "state_filter", metavar="STATE",
-              type=click.Choice(["pending", "approved", "rejected", "executing", "applied", "failed"]),
+              type=click.Choice(["pending", "approved", "rejected", "withdrawn", "executing", "applied", "failed"]),
               help="Only requests in this state.")
 @output_options()
 @pass_app
@@ -375,9 +441,12 @@ def export(app: App, fmt: str, out: str | None) -> None:
               help="Verify this export (json, csv, html) or SQLite ledger file instead of the configured ledger.")
 @click.option("--checkpoint", "checkpoint_files", multiple=True, metavar="FILE",
               help="Checkpoint(s) {\"seq\": N, \"hash\": ...} kept elsewhere: catches a cut-off tail.")
+@click.option("--no-audit-check", "no_audit_check", is_flag=True,
+              help="Do not cross-check the ledger head against the newest ledger seq/hash in "
+                   "opskit's audit log.")
 @output_options(tabular=False)
 @pass_app
-def verify(app: App, ledger_file: str | None, checkpoint_files: tuple) -> None:
+def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_check: bool) -> None:
     """Check the chain, every signature and every workflow step; exit 1 names the first bad entry."""
     from opskit.core.audit import load_checkpoints
     from opskit.corrections.ledger import ExportLedger, SqliteLedger
@@ -397,14 +466,27 @@ def verify(app: App, ledger_file: str | None, checkpoint_files: tuple) -> None:
                   else ExportLedger(ledger_file))
     else:
         ledger = _service(app).ledger
+    warning = None
+    audit_mark = None
+    if not ledger_file and not no_audit_check:
+        audit_mark, warning = _audit_mark(app, _ledger_id(ledger))
+        if audit_mark is not None:
+            checkpoints.append(audit_mark)
     try:
         report = do_verify(ledger, registry, checkpoints)
     finally:
         ledger.close()
-    app.audit_details.update({"verify": report.to_dict(), "rule_ids": ["R-AUD-1", "R-DAT-1"]})
+    data = dict(report.to_dict(), audit_log_head=(
+        {"seq": audit_mark["seq"], "hash": audit_mark["hash"]} if audit_mark else None))
+    app.audit_details.update({"verify": data, "rule_ids": ["R-AUD-1", "R-DAT-1"]})
     messages = [report.describe()]
+    if warning:
+        messages.append("warning: " + warning)
+    elif report.ok and audit_mark is not None:
+        messages.append(f"cross-checked with the audit log: it records seq {audit_mark['seq']} "
+                        f"{audit_mark['hash'][:12]}, which the ledger holds")
     if not report.signers_checked:
         messages.append("warning: no operators declared in the rules file, so signatures were "
                         "checked only against the keys embedded in the entries")
-    app.emit(Result(data=report.to_dict(), messages=messages, summary=report.describe(),
+    app.emit(Result(data=data, messages=messages, summary=report.describe(),
                     exit_code=0 if report.ok else EXIT_FINDINGS))

@@ -38,6 +38,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+from .secrets import is_secret_name
 from .errors import IntegrityError, LockHeldError, OperationalError, UsageError
 from .filelock import FileLock
 
@@ -55,8 +56,6 @@ FIELDS: dict[str, type | tuple] = {
 }
 
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
-_SECRET_KEY = re.compile(r"pass|secret|token|credential|private.?key|api.?key", re.IGNORECASE)
-_PATH_KEY = re.compile(r"[_-]file\Z", re.IGNORECASE)
 _DURATION = re.compile(r"(\d+)\s*([smhdw])\Z", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -64,10 +63,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # --- helpers -------------------------------------------------------------------------
 
 def is_secret_key(name: str) -> bool:
-    """True when a value stored under ``name`` may be a secret. Names ending in
-    ``_file``/``-file`` hold a path to the secret, not the secret, and are kept."""
-    name = str(name)
-    return bool(_SECRET_KEY.search(name)) and not _PATH_KEY.search(name)
+    """True when a value stored under ``name`` may be a secret (core.secrets)."""
+    return is_secret_name(name)
 
 
 def redact_secrets(value: Any, key: str | None = None) -> Any:

@@ -13,7 +13,7 @@ An entry is stored as one line of text::
 * ``prev``   SHA-256 of the previous entry's whole stored line (covering its
              signature); 64 zeros for seq 1.
 * ``sig``    Ed25519 signature, by ``key``, over ``SIG_CONTEXT + hash`` (keys.py).
-* ``kind``   request | approve | reject | apply-started | applied | apply-failed.
+* ``kind``   request | approve | reject | withdraw | apply-started | applied | apply-failed.
 
 Code works on the *flat* view (signed fields + ``hash`` + ``sig``, see
 ``decode``/``encode``).
@@ -49,7 +49,7 @@ from .keys import Signer
 FORMAT = "opskit-corrections-ledger"
 VERSION = 1
 TABLE = "opskit_correction_ledger"
-KINDS = ("request", "approve", "reject", "apply-started", "applied", "apply-failed")
+KINDS = ("request", "approve", "reject", "withdraw", "apply-started", "applied", "apply-failed")
 
 _DDL_SQLITE = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (

@@ -16,14 +16,18 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import datetime as _dt
+import os
+
 from opskit.core.errors import OpskitError, EXIT_FINDINGS
+from opskit.core.failpoints import failpoint
 
 from . import workflow as wf
 from .keys import Signer, fingerprint
 from .ledger import Ledger, Refused, decode, export_json
 from .registry import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
 from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
-from .targets import Database, image_digest
+from .targets import Database, TargetError, image_digest, recover as recover_rows
 
 RULE_IDS = ["R-DAT-1", "R-DAT-2", "R-DAT-3", "R-AUD-1", "R-AUD-3"]
 
@@ -216,17 +220,22 @@ class Corrections:
 
     def apply(self, rid: str, signer: Signer):
         op = self.identify(signer)
+        current = self.state(rid)
+        if current.state == wf.EXECUTING:
+            return self.recover(rid, current, op, signer)
 
         def claim(entries, seq):
             if not entries:
                 raise Refused(f"no correction request {rid} in the ledger")
             st = wf.fold(entries)
             self._may_apply(st, op)
-            spec = {"kind": "apply-started", "actor": op.name, "body": self._evidence()}
+            spec = {"kind": "apply-started", "actor": op.name,
+                    "body": dict(self._evidence(), pid=os.getpid())}
             wf.step(st, dict(spec, request=rid, seq=seq))
             return spec
 
         claimed = self.ledger.append(rid, claim, signer)   # exactly one executor gets here
+        failpoint("correct.apply.after-claim")
         st = self.state(rid)
         outcome = None
         error: BaseException | None = None
@@ -237,6 +246,8 @@ class Corrections:
             outcome = Database(tgt, self.lock_timeout).apply(stmt, typed, st.before_digest, st.row_count)
         except BaseException as exc:       # still record the failure, then re-raise
             error = exc
+        if outcome is not None and outcome.ok:
+            failpoint("correct.apply.after-commit")
         if outcome is not None and outcome.ok:
             body = {"row_count": outcome.row_count, "after": outcome.after,
                     "after_sha256": image_digest(outcome.after), "claim_seq": claimed["seq"],
@@ -265,6 +276,99 @@ class Corrections:
             raise ApplyFailed(f"{rid} not applied ({body['stage']}): {body['reason']}; recorded in "
                               f"the ledger as seq {entry['seq']}", entry, final)
         return entry, final
+
+    # --- recovery of an interrupted apply ------------------------------------------
+    def recover(self, rid: str, st: wf.RequestState, op, signer: Signer):
+        """Settle a request left ``executing`` (the process died between the claim and the
+        outcome): decide from the live rows, under the target's lock, whether the change
+        was committed, and record it, or apply it now; rows matching neither are refused
+        and recorded (exit 1). An operational error records nothing: run apply again."""
+        self._may_apply(st, op)
+        wf.check_executor(st, op.name)
+        claim = next((e for e in st.history if e.get("seq") == st.claimed_seq), {})
+        self._claim_is_dead(st, claim)
+        tgt = self.registry.target(st.target)
+        stmt = parse_statement(st.sql)
+        typed = {k: typed_value(v) for k, v in st.params.items()}
+        outcome = recover_rows(Database(tgt, self.lock_timeout), stmt, typed, st.before,
+                               st.before_digest, st.row_count)
+        if not outcome.ok and outcome.stage not in ("recover", "row-count"):
+            raise TargetError(f"{rid} was left executing by {st.executor} (claim seq "
+                              f"{st.claimed_seq}); settling it failed ({outcome.stage}): "
+                              f"{outcome.reason}. Nothing recorded: run apply again")
+        common = {"recovered": True, "interrupted_executor": st.executor,
+                  "claim_seq": st.claimed_seq, **self._evidence()}
+        if outcome.ok:
+            kind = "applied"
+            body = {"row_count": outcome.row_count, "after": outcome.after,
+                    "after_sha256": image_digest(outcome.after), "recovery": outcome.stage, **common}
+        else:
+            kind = "apply-failed"
+            body = {"stage": outcome.stage, "reason": outcome.reason, "row_count": outcome.row_count,
+                    "recovery": "rows-match-neither" if outcome.stage == "recover" else "rolled-back",
+                    **common}
+            if outcome.before_now is not None:
+                body["rows_now"] = outcome.before_now
+                body["before_now_sha256"] = image_digest(outcome.before_now)
+
+        def record(entries, seq):
+            spec = {"kind": kind, "actor": op.name, "body": body}
+            wf.step(wf.fold(entries), dict(spec, request=rid, seq=seq))
+            return spec
+
+        entry = self.ledger.append(rid, record, signer)
+        final = self.state(rid)
+        if kind == "apply-failed":
+            raise ApplyFailed(f"{rid} not applied ({body['stage']}): {body['reason']}; recorded in "
+                              f"the ledger as seq {entry['seq']}", entry, final)
+        return entry, final
+
+    def _claim_is_dead(self, st: wf.RequestState, claim: dict) -> None:
+        """Refuse to settle a claim whose process may still be running."""
+        body = claim.get("body") or {}
+        pid = body.get("pid")
+        if body.get("host") == self.context.host and isinstance(pid, int) and pid > 0:
+            if pid == os.getpid():
+                return
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return                      # the claiming process is gone: settle it
+            except PermissionError:
+                pass                        # alive, another user's
+            raise Refused(f"{st.id} is already being applied by {st.executor} (entry seq "
+                          f"{st.claimed_seq}, pid {pid} on {body.get('host')} is still running); "
+                          "exactly one executor applies a request")
+        # claimed on another host (or by an old version): wait until it cannot still be running
+        wait = 2 * self.lock_timeout
+        try:
+            claimed_at = _dt.datetime.fromisoformat(str(claim.get("time", "")).replace("Z", "+00:00"))
+        except ValueError:
+            return
+        age = (_dt.datetime.now(_dt.timezone.utc) - claimed_at).total_seconds()
+        if age < wait:
+            raise Refused(f"{st.id} is already being applied by {st.executor} (entry seq "
+                          f"{st.claimed_seq}, on {body.get('host') or 'another host'}, {age:.0f}s ago); "
+                          f"if that process died, run apply again after {wait:g}s")
+
+    # --- withdraw ----------------------------------------------------------------
+    def withdraw(self, rid: str, comment: str, signer: Signer):
+        """The requester takes back a request that is not yet being applied."""
+        op = self.identify(signer)
+        if not (comment or "").strip():
+            raise Refused("--comment is required when withdrawing: record why (R-DAT-1)")
+
+        def decide(entries, seq):
+            if not entries:
+                raise Refused(f"no correction request {rid} in the ledger")
+            st = wf.fold(entries)
+            spec = {"kind": "withdraw", "actor": op.name,
+                    "body": {"comment": comment.strip(), **self._evidence()}}
+            wf.step(st, dict(spec, request=rid, seq=seq))
+            return spec
+
+        entry = self.ledger.append(rid, decide, signer)
+        return entry, self.state(rid)
 
     # --- reading -----------------------------------------------------------------
     def all_states(self) -> list[wf.RequestState]:
@@ -303,12 +407,15 @@ def entry_row(entry: dict, text: str | None = None) -> dict:
         detail = f"{body.get('operation')} {body.get('target')}.{body.get('table')} ({body.get('row_count')} rows)"
     elif kind == "approve":
         detail = f"level {body.get('level')}: {body.get('comment', '')}"
-    elif kind == "reject":
+    elif kind in ("reject", "withdraw"):
         detail = body.get("comment", "")
     elif kind == "applied":
         detail = f"{body.get('row_count')} rows"
     elif kind == "apply-failed":
         detail = f"{body.get('stage')}: {body.get('reason')}"
+    if body.get("recovered") is True:
+        detail += (f" (recovered: {body.get('recovery')}; interrupted apply by "
+                   f"{body.get('interrupted_executor')}, claim seq {body.get('claim_seq')})")
     row = {"seq": entry.get("seq"), "time": entry.get("time"), "request": entry.get("request"),
            "kind": kind, "actor": entry.get("actor"), "detail": detail,
            "key": _fp(entry.get("key")), "hash": entry.get("hash"), "prev": entry.get("prev"),

@@ -271,3 +271,210 @@ def _pg_message(exc) -> str:
     primary = getattr(diag, "message_primary", None) if diag else None
     text = primary or str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text
+
+
+# --- recovery of an apply interrupted between claim and outcome -----------------------
+
+COMMITTED, APPLIED_NOW = "committed-before-crash", "applied-now"
+
+
+class _Tx:
+    """One write transaction on a target, same calls for SQLite and PostgreSQL (:named SQL)."""
+
+    def __init__(self, db: "Database"):
+        self.db = db
+        self.kind = db.target.kind
+        self.conn = db._sqlite(readonly=False) if self.kind == "sqlite" else db._postgres(readonly=False)
+
+    def q(self, sql: str, params: dict | None = None) -> tuple[list[str], list[dict]]:
+        params = {k: v for k, v in (params or {}).items() if f":{k}" in sql}
+        if self.kind == "sqlite":
+            cur = self.conn.execute(sql, _sqlite_params(params))
+            cols = [d[0] for d in cur.description] if cur.description else []
+        else:
+            cur = self.conn.cursor()
+            cur.execute(to_pyformat(sql), params)
+            cols = [d.name for d in cur.description] if cur.description else []
+        return cols, (rows_to_json(cols, cur.fetchall()) if cols else [])
+
+    def begin(self) -> None:
+        if self.kind == "sqlite":
+            self.conn.execute("BEGIN IMMEDIATE")
+        else:
+            self.q("SELECT set_config('lock_timeout', :ms, true)",
+                   {"ms": str(int(self.db.lock_timeout * 1000))})
+
+    def lock_sql(self, select: str) -> str:
+        return select if self.kind == "sqlite" else select + " FOR UPDATE"
+
+    def primary_key(self, table: str) -> list[str]:
+        if self.kind == "sqlite":
+            schema, _, name = table.rpartition(".")
+            prefix = f"{schema}." if schema else ""
+            cur = self.conn.execute(f"PRAGMA {prefix}table_info({name})")
+            cols = sorted((r[5], r[1]) for r in cur.fetchall() if r[5])
+            return [c for _, c in cols]
+        _c, rows = self.q("SELECT a.attname AS name FROM pg_index i JOIN pg_attribute a ON "
+                          "a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) WHERE "
+                          "i.indrelid = CAST(:t AS regclass) AND i.indisprimary ORDER BY a.attnum",
+                          {"t": table})
+        return [r["name"] for r in rows]
+
+    def rows_by_key(self, table: str, pk: list[str], keys: list[dict]) -> list[dict]:
+        out: list[dict] = []
+        for key in keys:
+            where = " AND ".join(f"{_qi(c)} = :k{i}" for i, c in enumerate(pk))
+            _c, rows = self.q(self.lock_sql(f"SELECT * FROM {table} WHERE {where}"),
+                              {f"k{i}": key[c] for i, c in enumerate(pk)})
+            out.extend(rows)
+        return out
+
+    def rollback(self) -> None:
+        try:
+            if self.kind == "sqlite":
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+            else:
+                self.conn.rollback()
+        except Exception:  # noqa: BLE001 - best effort before close
+            pass
+
+    def commit(self) -> None:
+        if self.kind == "sqlite":
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.commit()
+
+
+def _qi(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _rows_text(rows: list[dict], limit: int = 5) -> str:
+    import json
+    shown = [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in rows[:limit]]
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return "[" + ", ".join(shown) + "]" + more if rows else "no rows"
+
+
+def _matches(expected: dict, row: dict) -> bool:
+    """Row equals expected on every column expected gives a value for."""
+    return all(row.get(c) == v for c, v in expected.items() if v is not None)
+
+
+class _Neither(Exception):
+    def __init__(self, reason: str, rows: list[dict]):
+        super().__init__(reason)
+        self.reason, self.rows = reason, rows
+
+
+def _recover(db: "Database", stmt: Statement, params: dict, before: list[dict], approved_digest: str,
+             expected_rows: int) -> ApplyOutcome:
+    """Settle an apply that was claimed but never recorded: inside one target transaction
+    with the rows locked, decide from the live rows whether the statement was committed
+    (rows equal the statement's effect on the approved before-image) or not (rows equal
+    the before-image: then apply it now); anything else is refused, naming the rows."""
+    try:
+        tx = _Tx(db)
+    except TargetError as exc:
+        return ApplyOutcome(False, stage="connect", reason=exc.message)
+    stage = "lock"
+    try:
+        try:
+            tx.begin()
+            stage = "recover"
+            table = stmt.table
+            select = stmt.before_image_sql()
+            if stmt.operation != "INSERT":
+                _c, now = tx.q(tx.lock_sql(select), params)
+                if image_digest(now) == approved_digest:
+                    return _apply_now(tx, stmt, params, expected_rows)
+                pk = tx.primary_key(stmt.table)
+                if not pk:
+                    raise _Neither(f"table {stmt.table} has no primary key, so the rows the statement "
+                                   "changed cannot be told apart", now)
+                keyed = tx.rows_by_key(table, pk, before)
+                if stmt.operation == "DELETE":
+                    if not keyed and not now:
+                        tx.rollback()
+                        return ApplyOutcome(True, row_count=expected_rows, after=[], stage=COMMITTED)
+                    raise _Neither("the approved rows are neither all present and unchanged nor all "
+                                   "deleted", keyed or now)
+                # UPDATE: put the before-image back in a savepoint, run the statement there to
+                # learn its effect, undo both, and compare that effect with the live rows
+                tx.q("SAVEPOINT opskit_recover")
+                for i, row in enumerate(before):
+                    sets = ", ".join(f"{_qi(c)} = :v{j}" for j, c in enumerate(row))
+                    where = " AND ".join(f"{_qi(c)} = :k{j}" for j, c in enumerate(pk))
+                    values = {f"v{j}": v for j, v in enumerate(row.values())}
+                    values.update({f"k{j}": row[c] for j, c in enumerate(pk)})
+                    tx.q(f"UPDATE {table} SET {sets} WHERE {where}", values)
+                _c, restored = tx.q(select, params)
+                effect: list[dict] | None = None
+                if image_digest(restored) == approved_digest:
+                    _c, effect = tx.q(stmt.sql + " RETURNING *", params)
+                tx.q("ROLLBACK TO SAVEPOINT opskit_recover")
+                if effect is None:
+                    raise _Neither("the approved before-image cannot be reconstructed from the live "
+                                   "rows to compute the statement's effect", keyed)
+                if len(effect) == expected_rows and image_digest(effect) == image_digest(keyed):
+                    tx.rollback()
+                    return ApplyOutcome(True, row_count=expected_rows, after=keyed, stage=COMMITTED)
+                raise _Neither("the rows match neither the approved before-image nor the statement's "
+                               f"effect on it (expected {_rows_text(effect)})", keyed)
+            # INSERT: what it would insert, learned in a scratch copy of the table
+            pk = tx.primary_key(stmt.table)
+            if not pk:
+                raise _Neither(f"table {stmt.table} has no primary key, so an inserted row cannot "
+                               "be found again", [])
+            probe = "opskit_recover_probe"
+            if tx.kind == "sqlite":
+                tx.q(f"CREATE TEMP TABLE {probe} AS SELECT * FROM {table} WHERE 0")
+            else:
+                tx.q(f"CREATE TEMP TABLE {probe} ON COMMIT DROP AS SELECT * FROM {table} WITH NO DATA")
+            import re
+            probe_sql = re.sub(r"(INSERT\s+INTO\s+)" + re.escape(table), lambda m: m.group(1) + probe,
+                               stmt.sql, count=1, flags=re.IGNORECASE)
+            _c, would = tx.q(probe_sql + " RETURNING *", params)
+            tx.q(f"DROP TABLE {probe}")
+            if any(row.get(c) is None for row in would for c in pk):
+                raise _Neither("the INSERT does not give the primary key, so the inserted row cannot "
+                               "be found again", [])
+            found = tx.rows_by_key(table, pk, would)
+            if not found:
+                return _apply_now(tx, stmt, params, expected_rows)
+            if len(found) == len(would) and all(
+                    any(_matches(w, f) for f in found) for w in would):
+                tx.rollback()
+                return ApplyOutcome(True, row_count=expected_rows, after=found, stage=COMMITTED)
+            raise _Neither("rows with the inserted key exist but differ from what the statement "
+                           f"inserts ({_rows_text(would)})", found)
+        except _Neither as exc:
+            tx.rollback()
+            return ApplyOutcome(False, stage="recover", before_now=exc.rows,
+                                reason=f"cannot settle the interrupted apply: {exc.reason}; rows now: "
+                                       f"{_rows_text(exc.rows)}; nothing changed")
+        except Exception as exc:  # sqlite3.Error / psycopg.Error
+            tx.rollback()
+            msg = _pg_message(exc) if tx.kind != "sqlite" else f"{type(exc).__name__}: {exc}"
+            return ApplyOutcome(False, stage=stage, reason=f"{msg}; rolled back")
+    finally:
+        tx.conn.close()
+
+
+def _apply_now(tx: _Tx, stmt: Statement, params: dict, expected_rows: int) -> ApplyOutcome:
+    """The interrupted apply never committed: run it now in the locked transaction."""
+    _c, after = tx.q(stmt.sql + " RETURNING *", params)
+    if len(after) != expected_rows:
+        tx.rollback()
+        return ApplyOutcome(False, row_count=len(after), stage="row-count",
+                            reason=f"statement touched {len(after)} row(s), {expected_rows} approved; "
+                                   "rolled back")
+    tx.commit()
+    return ApplyOutcome(True, row_count=expected_rows, after=[] if stmt.operation == "DELETE" else after,
+                        stage=APPLIED_NOW)
+
+
+def recover(db: "Database", stmt: Statement, params: dict, before: list[dict], approved_digest: str,
+            expected_rows: int) -> ApplyOutcome:
+    return _recover(db, stmt, params, before, approved_digest, expected_rows)

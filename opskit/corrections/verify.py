@@ -12,7 +12,8 @@ the first problem and naming it:
 5. ``sig`` verifies with ``key``                                     -> forged (or edited + rehashed)
 6. ``key`` is declared for ``actor`` in the rules file               -> forged (unknown signer)
 7. the entry is a legal workflow step (workflow.step)                -> workflow violation
-8. checkpoints (seq + hash kept elsewhere) match                     -> truncated / rewritten
+8. checkpoints (seq + hash kept elsewhere, e.g. the newest ledger seq
+   the audit log recorded) match                                     -> truncated / rewritten
 
 Signatures (about 60 us each) are checked in worker processes for large
 ledgers, fed in chunks while this process walks the chain, so both overlap.
@@ -206,7 +207,7 @@ def verify(ledger: Ledger, registry: Registry | None, checkpoints: list[dict] | 
             failure = (i, seq, f"workflow violation: malformed body ({exc})", "workflow")
             break
         st.history.clear()                      # keep memory flat on huge ledgers
-        if st.state in (wf.APPLIED, wf.FAILED, wf.REJECTED):
+        if st.state in wf.FINAL:
             st.before = []
         prev = sha256(text.encode("utf-8")).hexdigest()
         report.head = {"seq": seq, "hash": h}
@@ -234,16 +235,17 @@ def verify(ledger: Ledger, registry: Registry | None, checkpoints: list[dict] | 
             have = report.head["seq"] if report.head else 0
             report.ok = False
             report.first_bad_seq, report.position = have + 1, have + 1
-            report.problem = (f"ledger ends at seq {have} but a checkpoint records seq {cseq}: "
-                              "entries were cut off the end (ledger truncated)")
+            report.problem = (f"ledger ends at seq {have} but {cp.get('source') or 'a checkpoint'} "
+                              f"records seq {cseq}: entries were cut off the end (ledger truncated)")
             report.kind_of_tampering = "truncated"
             return report
         got = decode(texts[cseq - 1])["hash"]
         if got != chash:
             report.ok = False
             report.first_bad_seq, report.position = cseq, cseq
-            report.problem = (f"entry differs from the checkpoint (hash {chash[:12]}, ledger has "
-                              f"{got[:12]}): history up to this entry was rewritten")
+            report.problem = (f"entry differs from {cp.get('source') or 'the checkpoint'} (hash "
+                              f"{chash[:12]}, ledger has {got[:12]}): history up to this entry was "
+                              "rewritten")
             report.kind_of_tampering = "edited"
             return report
     return report

@@ -4,7 +4,12 @@
 
     request -> pending --approve*--> approved --apply-started--> executing --applied--> applied
                   |                                                  \\--apply-failed--> failed
-                  \\--reject--> rejected
+                  |--reject--> rejected
+                  \\--withdraw (requester, pending or approved)--> withdrawn
+
+A request left ``executing`` by a crash between the claim and the outcome is
+settled by a later ``apply``: its outcome entry carries ``recovered: true``
+and may be signed by any eligible executor, not only the one who claimed.
 
 ``step`` is the one place the role-independent rules live; it runs both
 when an entry is about to be written (so a refused step is never stored) and
@@ -17,7 +22,10 @@ even if its signature is good):
   request needs one (R-DAT-2);
 * only an approved request is claimed for execution, only once; the executor
   is not the requester (and not an approver unless the rules allow it);
-* only the claiming executor records the outcome.
+* only the claiming executor records the outcome, except a recovery
+  (``body.recovered``) of an interrupted apply, which any eligible executor
+  records;
+* only the requester withdraws a request, and only before it is claimed.
 
 Role checks (is this key an approver at all?) need the rules file and are
 made in ``service.py`` at the time of the action.
@@ -29,8 +37,9 @@ from dataclasses import dataclass, field
 from .ledger import Refused
 from .registry import AUDITOR, LEVELS, Requirement
 
-PENDING, APPROVED, REJECTED, EXECUTING, APPLIED, FAILED = (
-    "pending", "approved", "rejected", "executing", "applied", "failed")
+PENDING, APPROVED, REJECTED, EXECUTING, APPLIED, FAILED, WITHDRAWN = (
+    "pending", "approved", "rejected", "executing", "applied", "failed", "withdrawn")
+FINAL = (APPLIED, FAILED, REJECTED, WITHDRAWN)
 
 
 @dataclass
@@ -55,6 +64,7 @@ class RequestState:
     approvals: list[dict] = field(default_factory=list)      # {actor, level, comment, seq, time}
     auditor: dict | None = None
     rejection: dict | None = None
+    withdrawal: dict | None = None
     executor: str | None = None
     claimed_seq: int | None = None
     outcome: dict | None = None
@@ -95,6 +105,17 @@ class RequestState:
         if self.auditor_missing():
             parts.append("audit supervisor")
         return "; ".join(parts) or "-"
+
+
+def check_executor(state: RequestState, actor: str) -> None:
+    """The executor is not the requester, nor an approver unless the request allows it."""
+    rid = state.id
+    if actor == state.requester:
+        raise Refused(f"{actor} requested {rid} and may not apply it: a designated maintainer "
+                      "who is not the requester applies (R-DAT-2, R-ACC-2)")
+    if actor in state.signers() and not state.executor_may_approve:
+        raise Refused(f"{actor} approved {rid} and may not also apply it (separation of "
+                      "duties, R-ACC-2)")
 
 
 def fold(entries: list[dict]) -> RequestState:
@@ -176,20 +197,31 @@ def step(state: RequestState | None, entry: dict) -> RequestState:
             raise Refused(f"{rid} is {state.state}, not approved: {state.waiting_for()} "
                           "still needed (R-DAT-2)" if state.state == PENDING else
                           f"{rid} is {state.state}; only an approved request can be applied")
-        if actor == state.requester:
-            raise Refused(f"{actor} requested {rid} and may not apply it: a designated maintainer "
-                          "who is not the requester applies (R-DAT-2, R-ACC-2)")
-        if actor in state.signers() and not state.executor_may_approve:
-            raise Refused(f"{actor} approved {rid} and may not also apply it (separation of "
-                          "duties, R-ACC-2)")
+        check_executor(state, actor)
         state.state, state.executor, state.claimed_seq = EXECUTING, actor, seq
     elif kind in ("applied", "apply-failed"):
         if state.state != EXECUTING:
             raise Refused(f"{kind} for {rid}, which is {state.state}, not being applied")
-        if actor != state.executor:
+        if body.get("recovered") is True:
+            # settling an apply interrupted between claim and outcome: any eligible executor
+            if body.get("claim_seq") != state.claimed_seq:
+                raise Refused(f"recovery of {rid} names claim seq {body.get('claim_seq')}, but the "
+                              f"claim is seq {state.claimed_seq}")
+            check_executor(state, actor)
+        elif actor != state.executor:
             raise Refused(f"{kind} recorded by {actor}, but {state.executor} claimed {rid}")
         state.outcome = dict(body, actor=actor, seq=seq, time=time, kind=kind)
         state.state = APPLIED if kind == "applied" else FAILED
+    elif kind == "withdraw":
+        if actor != state.requester:
+            raise Refused(f"{actor} did not request {rid} and may not withdraw it: only the "
+                          f"requester ({state.requester}) withdraws a request")
+        if state.state not in (PENDING, APPROVED):
+            raise Refused(f"{rid} is {state.state}; only a pending or approved request that is not "
+                          "yet being applied can be withdrawn")
+        state.withdrawal = {"actor": actor, "comment": body.get("comment", ""), "seq": seq,
+                            "time": time}
+        state.state = WITHDRAWN
     else:
         raise Refused(f"unknown entry kind {kind!r}")
     state.history.append(entry)

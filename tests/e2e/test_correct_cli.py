@@ -142,3 +142,106 @@ def test_a_rolled_back_apply_exits_1_and_is_recorded(opskit, tmp_path):
     assert sqlite_rows(w.target_url, "SELECT amount FROM claims WHERE id = 44") == [(999,)]
     log = opskit("correct", "log", "--state", "failed", "--json", env=w.env())
     assert [r["id"] for r in json.loads(log.stdout)] == [st.id]
+
+
+def test_postgres_target_and_postgres_ledger_request_approve_apply_verify(opskit, tmp_path, postgres,
+                                                                         postgres_db):
+    """A team's setup: business data and the shared ledger both in PostgreSQL
+    (corrections.ledger: postgresql://...), every step through the CLI."""
+    from tests.unit.test_correct_support import make_postgres_target
+    url = make_postgres_target(postgres, postgres_db)
+    ledger_db = postgres_db + "_ledger"
+    ledger_url = postgres.create_database(ledger_db)
+    try:
+        w = make_world(tmp_path, url, ledger=ledger_url)
+        assert f"ledger: {ledger_url}" in w.config.read_text()
+        run = opskit("correct", "request", "--target", "his", "--table", "refunds", "--where", "id = :id",
+                     "--param", "id=7", "--set", "amount=80.00", "--reason", "partial refund only",
+                     "--ticket", "INC-11", "--json", env=w.env("alice"))
+        assert run.exit_code == 0, run.output
+        rid = json.loads(run.stdout)["request"]
+        for who in ("bob", "carol", "dan", "audrey"):          # three levels + audit supervisor
+            ok = opskit("correct", "approve", rid, "--comment", f"checked by {who}", env=w.env(who))
+            assert ok.exit_code == 0, ok.output
+        applied = opskit("correct", "apply", rid, "--json", env=w.env("mike"))
+        assert applied.exit_code == 0, applied.output
+        assert json.loads(applied.stdout)["after"][0]["amount"] == "80.00"
+        assert postgres.rows("SELECT amount FROM refunds WHERE id = 7", postgres_db) == [("80.00",)]
+        # the entries are in the PostgreSQL ledger table, not in a local SQLite file
+        kinds = postgres.rows("SELECT kind FROM opskit_correction_ledger ORDER BY seq", ledger_db)
+        assert [k for (k,) in kinds] == ["request", "approve", "approve", "approve", "approve",
+                                         "apply-started", "applied"]
+        assert not (tmp_path / "home" / "corrections.sqlite").exists()
+        verify = opskit("correct", "verify", "--json", env=w.env())
+        assert verify.exit_code == 0, verify.output
+        assert json.loads(verify.stdout)["entries_checked"] == 7
+        # an edit straight in the shared ledger table is caught
+        postgres.psql("UPDATE opskit_correction_ledger SET entry = replace(entry, 'checked by carol', "
+                      "'checked by nobody') WHERE seq = 3", ledger_db)
+        bad = opskit("correct", "verify", "--json", env=w.env())
+        assert bad.exit_code == 1 and json.loads(bad.stdout)["first_bad_seq"] == 3
+    finally:
+        postgres.drop_database(ledger_db)
+
+
+def test_withdraw_by_the_requester_before_apply(opskit, tmp_path):
+    w = _world(tmp_path)
+    req = ["correct", "request", "--target", "his", "--table", "claims", "--where", "id = :id", "--param",
+           "id=42", "--set", "amount=120.50", "--reason", "typo", "--json"]
+    first = json.loads(opskit(*req, env=w.env("alice")).stdout)["request"]
+    second = json.loads(opskit(*req, env=w.env("alice")).stdout)["request"]
+    assert opskit("correct", "approve", second, "--comment", "ok", env=w.env("bob")).exit_code == 0
+    other = opskit("correct", "withdraw", first, "--comment", "not mine", env=w.env("bob"))
+    assert other.exit_code == 2 and "only the requester (alice)" in other.stderr
+    nocomment = opskit("correct", "withdraw", first, env=w.env("alice"))
+    assert nocomment.exit_code == 2
+    for rid in (first, second):                 # pending, and approved but not yet applied
+        run = opskit("correct", "withdraw", rid, "--comment", "raised twice by mistake", "--json",
+                     env=w.env("alice"))
+        assert run.exit_code == 0, run.output
+        assert json.loads(run.stdout)["state"] == "withdrawn"
+    late = opskit("correct", "apply", second, env=w.env("mike"))
+    assert late.exit_code == 2 and "withdrawn; only an approved request" in late.stderr
+    again = opskit("correct", "approve", first, "--comment", "ok", env=w.env("bob"))
+    assert again.exit_code == 2 and "only a pending request" in again.stderr
+    assert sqlite_rows(w.target_url, "SELECT amount FROM claims WHERE id = 42") == [(1205,)]
+    log = opskit("correct", "log", "--state", "withdrawn", "--json", env=w.env())
+    assert sorted(r["id"] for r in json.loads(log.stdout)) == sorted([first, second])
+    show = opskit("correct", "show", first, env=w.env())
+    assert "raised twice by mistake" in show.stdout
+    verify = opskit("correct", "verify", env=w.env())
+    assert verify.exit_code == 0 and "intact: 5 entries" in verify.stdout, verify.output
+    entries = list(AuditLog(tmp_path / "home" / "audit" / "audit.log").entries())
+    assert [e["details"].get("ledger_kind") for e in entries
+            if e["command"] == "correct withdraw" and e["exit_code"] == 0] == ["withdraw", "withdraw"]
+    # after apply it is too late
+    third = json.loads(opskit(*req[:-1], "--json", env=w.env("alice")).stdout)["request"]
+    opskit("correct", "approve", third, "--comment", "ok", env=w.env("bob"))
+    assert opskit("correct", "apply", third, env=w.env("mike")).exit_code == 0
+    too_late = opskit("correct", "withdraw", third, "--comment", "oops", env=w.env("alice"))
+    assert too_late.exit_code == 2 and "applied; only a pending or approved" in too_late.stderr
+
+
+def test_verify_catches_a_cut_off_tail_from_the_audit_log_alone(opskit, tmp_path):
+    """No checkpoint kept by hand: the audit log names the ledger seq and hash of every
+    step, so deleting the newest entries (a valid shorter chain) is still caught."""
+    import sqlite3
+    w = _world(tmp_path)
+    run = opskit("correct", "request", "--target", "his", "--table", "claims", "--where", "id = :id",
+                 "--param", "id=42", "--set", "amount=120.50", "--reason", "typo", "--json", env=w.env("alice"))
+    rid = json.loads(run.stdout)["request"]
+    assert opskit("correct", "approve", rid, "--comment", "ok", env=w.env("bob")).exit_code == 0
+    assert opskit("correct", "apply", rid, env=w.env("mike")).exit_code == 0
+    ok = opskit("correct", "verify", "--json", env=w.env())
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["audit_log_head"]["seq"] == 4 and json.loads(ok.stdout)["checkpoints_checked"] == 1
+    conn = sqlite3.connect(w.ledger)
+    conn.execute("DELETE FROM opskit_correction_ledger WHERE seq >= 3")     # hide the apply
+    conn.commit()
+    conn.close()
+    bad = opskit("correct", "verify", "--json", env=w.env())
+    assert bad.exit_code == 1, bad.output
+    report = json.loads(bad.stdout)
+    assert report["tampering"] == "truncated" and report["first_bad_seq"] == 3
+    assert "ledger ends at seq 2 but the audit log (correct apply" in report["problem"]
+    assert opskit("correct", "verify", "--no-audit-check", env=w.env()).exit_code == 0

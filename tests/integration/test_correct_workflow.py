@@ -313,3 +313,35 @@ def test_racing_executors_exactly_one_applies(world):
     kinds = [e["kind"] for e in svc.ledger.for_request(rid)]
     assert kinds == ["request", "approve", "apply-started", "applied"]
     assert verify(svc.ledger, svc.registry).ok
+
+
+# --- withdrawal -------------------------------------------------------------------------
+
+def test_withdraw_by_the_requester_only_and_only_before_apply(world):
+    svc = world.svc()
+    rid = _request(world, svc)
+    with pytest.raises(Refused, match=r"bob did not request CR-\d+ and may not withdraw it"):
+        svc.withdraw(rid, "not mine", world.signer("bob"))
+    with pytest.raises(Refused, match="--comment is required"):
+        svc.withdraw(rid, " ", world.signer("alice"))
+    svc.approve(rid, "ok", world.signer("bob"))
+    _e, st = svc.withdraw(rid, "the invoice was wrong after all", world.signer("alice"))
+    assert st.state == "withdrawn" and st.withdrawal["comment"] == "the invoice was wrong after all"
+    with pytest.raises(Refused, match="withdrawn; only an approved request"):
+        svc.apply(rid, world.signer("mike"))
+    with pytest.raises(Refused, match="withdrawn; only a pending or approved"):
+        svc.withdraw(rid, "again", world.signer("alice"))
+    applied = _request(world, svc, params={"a": "5", "id": "41"})
+    svc.approve(applied, "ok", world.signer("bob"))
+    svc.apply(applied, world.signer("mike"))
+    with pytest.raises(Refused, match="applied; only a pending or approved"):
+        svc.withdraw(applied, "too late", world.signer("alice"))
+    assert _amount(world, "claims", 42) == 1205.0
+    assert verify(svc.ledger, svc.registry).ok
+    # a withdrawal signed by someone else (valid key, written straight to the ledger) is named
+    forged = _request(world, svc, params={"a": "7", "id": "44"})
+    svc.ledger.append(forged, lambda e, s: {"kind": "withdraw", "actor": "bob",
+                                            "body": {"comment": "gone"}}, world.signer("bob"))
+    report = verify(svc.ledger, svc.registry)
+    assert not report.ok and report.kind_of_tampering == "workflow"
+    assert "only the requester (alice) withdraws" in report.problem
