@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from opskit.core.failpoints import failpoint
 
 from . import crypto
+from .backends import ObjectLocked
 from .pack import BLOB_DATA, BLOB_TREE, PackBuilder, read_header
 from .repository import CorruptObject, Repository, pack_name
 
@@ -132,8 +133,11 @@ def apply(repo: Repository, p: PrunePlan, used: set[bytes], packs: dict[str, lis
                 flush(entry.type)
     for kind in builders:
         flush(kind)
-    # 2. a fresh index covering every pack that stays
+    # 2. a fresh index covering every pack that stays (unless no indexed pack goes:
+    #    then the index is already right, and rewriting it would only churn)
     gone = set(p.packs_delete) | set(p.packs_repack)
+    if not gone:
+        return _delete_unindexed(repo, p, new_packs)
     keep_index: dict[str, list] = {pid: ents for pid, ents in new_packs.items()}
     from .pack import BlobEntry
     for pack_id, entries in packs.items():
@@ -153,13 +157,45 @@ def apply(repo: Repository, p: PrunePlan, used: set[bytes], packs: dict[str, lis
         written.add(repo.write_index(batch))
     failpoint("prune.after-index-write")
     # 3. old index files go only after the new ones exist
+    kept: list[dict] = []          # objects under retention (S3 Object Lock): reported, kept
+    still_named: set[str] = set()  # packs a kept index file still names must stay too
     for name in old_index:
         if name.split("/")[-1] not in written:
-            repo.backend.delete(name)
+            try:
+                repo.backend.delete(name)
+            except ObjectLocked as exc:
+                kept.append({"object": name, "retain_until": exc.retain_until})
+                still_named |= set(repo.read_index_file(name))
             failpoint("prune.after-index-delete")
     # 4. packs nothing names any more
+    deleted = 0
     for pack_id in list(gone) + p.unindexed_delete:
-        repo.backend.delete(pack_name(pack_id))
+        if pack_id in still_named:
+            kept.append({"object": pack_name(pack_id), "retain_until": None,
+                         "why": "named by an index file under retention"})
+            continue
+        try:
+            repo.backend.delete(pack_name(pack_id))
+            deleted += 1
+        except ObjectLocked as exc:
+            kept.append({"object": pack_name(pack_id), "retain_until": exc.retain_until})
         failpoint("prune.after-pack-delete")
-    return {"packs_written": len(new_packs), "packs_deleted": len(gone) + len(p.unindexed_delete),
-            "index_files_written": len(written), "index_files_deleted": len(old_index)}
+    return {"packs_written": len(new_packs), "packs_deleted": deleted,
+            "index_files_written": len(written),
+            "index_files_deleted": len([n for n in old_index if n.split("/")[-1] not in written])
+            - sum(1 for k in kept if k["object"].startswith("index/")),
+            "kept_under_retention": kept}
+
+
+def _delete_unindexed(repo: Repository, p: PrunePlan, new_packs: dict) -> dict:
+    """Only leftovers no index names: delete them, keeping what retention protects."""
+    kept, deleted = [], 0
+    for pack_id in p.unindexed_delete:
+        try:
+            repo.backend.delete(pack_name(pack_id))
+            deleted += 1
+        except ObjectLocked as exc:
+            kept.append({"object": pack_name(pack_id), "retain_until": exc.retain_until})
+        failpoint("prune.after-pack-delete")
+    return {"packs_written": len(new_packs), "packs_deleted": deleted, "index_files_written": 0,
+            "index_files_deleted": 0, "kept_under_retention": kept}

@@ -16,6 +16,7 @@ import stat as statmod
 from dataclasses import asdict, dataclass, field
 
 from . import crypto
+from .backends import BackendError
 from .forkpool import ForkPool
 from .repository import CorruptObject, Repository
 from .tree import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, UnsafeName, decode_name, safe_name
@@ -100,7 +101,7 @@ class _FileWriter:
                 return dest, written, apply_metadata(fh.fileno(), node, as_root=self.as_root)
         except OSError as exc:
             return dest, written, exc.strerror or str(exc)
-        except CorruptObject as exc:
+        except (CorruptObject, BackendError) as exc:   # damaged or missing pack: this file fails
             return dest, written, str(exc)
 
 
@@ -110,10 +111,19 @@ def _restore_batch(writer: _FileWriter, batch: list) -> list:
 
 class Restorer:
     def __init__(self, repo: Repository, target: str, *, includes: list[str] | None = None,
-                 workers: int | None = None, progress=None):
+                 files: set[bytes] | None = None, workers: int | None = None, progress=None):
+        """``includes``: snapshot paths (and everything under them) to restore.
+        ``files``: an exact set of snapshot file paths (a drill's sample)."""
         self.repo = repo
         self.target = os.fsencode(os.path.abspath(target))
         self.includes = [os.fsencode(os.path.normpath("/" + p.strip("/"))) for p in includes or []]
+        self.files = files
+        self._file_dirs: set[bytes] = set()
+        for f in files or ():
+            parent = os.path.dirname(f)
+            while parent not in self._file_dirs and parent != b"/":
+                self._file_dirs.add(parent)
+                parent = os.path.dirname(parent)
         self.workers = max(1, workers or (os.cpu_count() or 2))
         self.progress = progress
         self.stats = RestoreStats()
@@ -122,11 +132,15 @@ class Restorer:
 
     # --- selection -----------------------------------------------------------------
     def _selected(self, path: bytes) -> bool:
+        if self.files is not None:
+            return path in self.files
         if not self.includes:
             return True
         return any(path == inc or path.startswith(inc.rstrip(b"/") + b"/") for inc in self.includes)
 
     def _leads_to_include(self, path: bytes) -> bool:
+        if self.files is not None:
+            return path in self._file_dirs
         prefix = path.rstrip(b"/") + b"/"
         return any(inc.startswith(prefix) for inc in self.includes)
 

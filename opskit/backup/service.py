@@ -89,17 +89,27 @@ def tune(repo: Repository, config: Config) -> Repository:
     return repo
 
 
+def backend_for(location: str, config: Config | None = None):
+    """The backend for ``location``: a configured site (by name or by its URL)
+    gets that site's settings (endpoint, credentials, keys, known_hosts);
+    anything else is a plain path or URL."""
+    if config is not None and location:
+        from .replicate import configured_sites, open_site
+        sites = configured_sites(config)
+        site = sites.get(location) or next((s for s in sites.values() if s.url == location), None)
+        if site is not None:
+            return open_site(site)
+    return open_backend(location)
+
+
 def open_repository(location: str, passphrase: bytes, config: Config) -> Repository:
-    return tune(Repository.open(open_backend(location), passphrase), config)
+    return tune(Repository.open(backend_for(location, config), passphrase), config)
 
 
 def init_repository(location: str, passphrase: bytes, config: Config) -> Repository:
     avg = int(config.get("backup.chunk_avg_kib", 1024)) << 10
-    try:
-        return tune(Repository.init(open_backend(location), passphrase, chunk_avg=avg), config)
-    except RepositoryError:
-        raise
+    return tune(Repository.init(backend_for(location, config), passphrase, chunk_avg=avg), config)
 
 
-def repository_exists(location: str) -> bool:
-    return open_backend(location).exists("config")
+def repository_exists(location: str, config: Config | None = None) -> bool:
+    return backend_for(location, config).exists("config")

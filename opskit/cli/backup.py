@@ -69,7 +69,7 @@ def _open(app: App, repo: str | None, passphrase_file: str | None, *,
     """Open the repository; unless ``write_only_ok``, a write-only key is refused
     with a clear message (it can add backups but read nothing back)."""
     location, _default = service.repo_location(app.config, app.state_dir, repo)
-    if not service.repository_exists(location):
+    if not service.repository_exists(location, app.config):
         from opskit.backup.repository import RepositoryError
         raise RepositoryError(f"no repository at {location}",
                               hint=f"create one with: opskit backup init --repo {location}")
@@ -96,7 +96,7 @@ def _stale_s(app: App) -> float:
 def init_cmd(app: App, repo: str | None, passphrase_file: str | None) -> None:
     """Create a new encrypted repository."""
     location, _ = service.repo_location(app.config, app.state_dir, repo)
-    if service.repository_exists(location):
+    if service.repository_exists(location, app.config):
         raise UsageError(f"a repository already exists at {location}")
     passphrase = service.get_passphrase(app.config, passphrase_file, _prompt, confirm=True)
     r = service.init_repository(location, passphrase, app.config)
@@ -132,7 +132,7 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
         if not os.path.lexists(p):
             raise UsageError(f"path {p} does not exist")
     location, is_default = service.repo_location(app.config, app.state_dir, repo)
-    if not service.repository_exists(location):
+    if not service.repository_exists(location, app.config):
         if not is_default:
             from opskit.backup.repository import RepositoryError
             raise RepositoryError(f"no repository at {location}",
@@ -423,13 +423,24 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
                              "reasons": ", ".join(d.reasons)})
                 if not d.keep:
                     forgotten.append(s["id"])
+        locked = []
         if not dry_run:
-            for sid in forgotten:
-                r.backend.delete(f"snapshots/{sid}")
+            from opskit.backup.backends import ObjectLocked
+            for sid in list(forgotten):
+                try:
+                    r.backend.delete(f"snapshots/{sid}")
+                except ObjectLocked as exc:   # S3 Object Lock: kept until it expires
+                    forgotten.remove(sid)
+                    locked.append({"snapshot": sid, "retain_until": exc.retain_until})
     verb = "would forget" if dry_run else "forgot"
     summary = f"{verb} {len(forgotten)} of {len(rows)} snapshots (policy from {source})"
-    app.audit_details = {"forgotten": forgotten, "dry_run": dry_run, "policy_source": source}
-    app.emit(Result(data={"dry_run": dry_run, "forgotten": forgotten, "decisions": rows},
+    if locked:
+        summary += (f"; {len(locked)} kept: still under Object Lock retention "
+                    "(forget again after it expires)")
+    app.audit_details = {"forgotten": forgotten, "dry_run": dry_run, "policy_source": source,
+                         "kept_under_retention": locked}
+    app.emit(Result(data={"dry_run": dry_run, "forgotten": forgotten, "decisions": rows,
+                          "kept_under_retention": locked},
                     tables=[Table(["id", "time", "host", "paths", "action", "reasons"], rows)],
                     messages=[summary], summary=summary))
     if then_prune and not dry_run:
@@ -458,6 +469,10 @@ def prune_cmd(app: App, dry_run: bool, repo, passphrase_file) -> None:
     summary = (f"prune: {len(p.packs_delete) + len(p.unindexed_delete)} packs to delete, "
                f"{len(p.packs_repack)} to repack, {p.packs_keep} kept; {verb} about "
                f"{human_bytes(p.bytes_freed)} of {human_bytes(p.bytes_total)}")
+    locked = (done or {}).get("kept_under_retention") or []
+    if locked:
+        summary += (f"; {len(locked)} object(s) kept: still under Object Lock retention "
+                    "(they go on a later prune once it expires)")
     app.audit_details = {"plan": p.to_json(), "done": done}
     app.emit(Result(data={"dry_run": dry_run, "plan": p.to_json(), "done": done},
                     messages=[summary], summary=summary))
@@ -587,3 +602,210 @@ def key_import_cmd(app: App, sheet_file, new_passphrase_file, repo) -> None:
     r, sid = import_sheet(open_backend(location), text, _new_passphrase(new_passphrase_file))
     msg = f"recovery sheet accepted: added key slot {sid[:12]} to repository {r.config.id[:12]}"
     app.emit(Result(data={"added": sid, "repository": r.config.id}, messages=[msg], summary=msg))
+
+
+# --- off-site replication (R-BAK-3; docs/replication.md) ------------------------------
+class _ReplicateProgress:
+    """Adapts the replicator's callbacks to the terminal progress line."""
+
+    def __init__(self, site: str):
+        self.bar = TerminalProgress(f"replicate to {site}")
+
+    def total(self, objects: int, nbytes: int) -> None:
+        self.bar.total_files, self.bar.total_bytes = objects, nbytes
+
+    def sent(self, name: str, nbytes: int) -> None:
+        with self.bar._lock:
+            self.bar.files += 1
+        self.bar.bytes_read(nbytes)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _source_backend(app: App, repo: str | None):
+    from opskit.backup.backends import open_backend
+    location, _ = service.repo_location(app.config, app.state_dir, repo)
+    if not service.repository_exists(location, app.config):
+        from opskit.backup.repository import RepositoryError
+        raise RepositoryError(f"no repository at {location}",
+                              hint=f"create one with: opskit backup init --repo {location}")
+    return location, open_backend(location)
+
+
+@group.command("replicate")
+@click.option("--to", "to_sites", multiple=True, metavar="SITE",
+              help="Site from 'sites:' in the config (repeatable). Default: every site.")
+@click.option("--read-back", is_flag=True,
+              help="Download every uploaded object again and re-hash it (slower; the default "
+                   "checks the size on the site and the hash of what was sent).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Parallel uploads (default: the "
+                                                           "site's 'workers', 8).")
+@click.option("--repo", "repo", metavar="PATH", help="Local repository to copy. Default: "
+                                                      "backup.repo, else <state dir>/repo.")
+@output_options()
+@pass_app
+def replicate_cmd(app: App, to_sites: tuple[str, ...], read_back: bool, workers, repo) -> None:
+    """Copy the repository's new objects to off-site copies (S3, SFTP).
+
+    \b
+    Only what a site lacks is sent; each object is verified after upload;
+    packs and index go before the snapshots that need them, so an interrupted
+    run leaves a consistent copy and the rerun finishes it. Needs no
+    passphrase (objects are copied encrypted). Safe while a backup runs.
+    """
+    from opskit.backup.replicate import configured_sites, get_site, replicate
+    from opskit.core.errors import OpskitError
+    sites = [get_site(app.config, s) for s in to_sites] if to_sites else \
+        list(configured_sites(app.config).values())
+    if not sites:
+        raise UsageError("no sites configured: add one under 'sites:' in the config "
+                         "(docs/replication.md) or name one with --to")
+    _location, source = _source_backend(app, repo)
+    rows, results, failures = [], [], []
+    for site in sites:
+        bar = _ReplicateProgress(site.name)
+        try:
+            res = replicate(source, site, app.state_dir, verify="read" if read_back else "size",
+                            progress=bar, workers=workers)
+        except OpskitError as exc:
+            if len(sites) == 1:
+                raise
+            failures.append(str(exc))
+            rows.append({"site": site.name, "sent": "-", "bytes": "-", "already there": "-",
+                         "objects": "-", "status": "FAILED: " + str(exc)})
+            continue
+        finally:
+            bar.close()
+        results.append(res.to_json())
+        status = "ok" if not res.source_damaged else \
+            f"{len(res.source_damaged)} damaged local object(s) not sent"
+        rows.append({"site": site.name, "sent": res.sent_objects,
+                     "bytes": human_bytes(res.sent_bytes), "already there": res.already_there,
+                     "objects": res.total_objects, "status": status})
+    summary = "; ".join(
+        f"{r['site']}: " + (r["status"] if str(r["status"]).startswith("FAILED") else
+                            f"sent {r['sent']} objects ({r['bytes']}), {r['objects']} on site")
+        for r in rows)
+    damaged = [n for r in results for n in r["source_damaged"]]
+    app.audit_details = {"results": results, "failures": failures}
+    messages = [f"replicate: {summary}"]
+    if damaged:
+        messages.append("damaged local objects (run 'opskit backup check --read-data'): "
+                        + ", ".join(damaged))
+    exit_code = 3 if failures else (EXIT_FINDINGS if damaged else 0)
+    app.emit(Result(data={"sites": results, "failures": failures},
+                    tables=[Table(["site", "sent", "bytes", "already there", "objects", "status"],
+                                  rows)] if len(rows) > 1 or app.output_format != "table" else [],
+                    messages=messages, summary=f"replicate: {summary}", exit_code=exit_code))
+
+
+def _hours_between(a: str | None, b: str | None, digits: int | None = 1):
+    import datetime as _dt
+    if not a or not b:
+        return None
+    fmt = lambda s: _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
+    hours = max(0.0, (fmt(b) - fmt(a)).total_seconds() / 3600)
+    return hours if digits is None else round(hours, digits)
+
+
+@group.command("sites")
+@click.option("--passphrase-file", metavar="FILE",
+              help="Passphrase to read snapshot times (lag in hours); without one only "
+                   "snapshot counts are shown.")
+@click.option("--repo", "repo", metavar="PATH", help="Local repository (default as 'backup run').")
+@output_options()
+@pass_app
+def sites_cmd(app: App, passphrase_file, repo) -> None:
+    """Off-site copies: newest snapshot, lag behind local, size, last replicated/verified.
+
+    From the state recorded by 'replicate' and 'check-site' (no network).
+    A site whose newest copy is older than its rpo_hours is flagged (exit 1).
+    """
+    import datetime as _dt
+    from opskit.backup.replicate import configured_sites, load_state
+    sites = configured_sites(app.config)
+    location, source = _source_backend(app, repo)
+    times: dict[str, str] = {}
+    local_ids = [n.split("/")[-1] for n, _ in source.list("snapshots/")]
+    passphrase = service.find_passphrase(app.config, passphrase_file)
+    if passphrase is not None:
+        r = service.open_repository(location, passphrase, app.config)
+        if not r.keys.write_only:
+            times = {s["id"]: s.get("time", "") for s in r.snapshots()}
+    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    newest_local = max(times.values(), default=None)
+    rows, breached = [], []
+    for name, site in sorted(sites.items()):
+        st = load_state(app.state_dir, name)
+        on_site = set(st.get("snapshot_ids", []))
+        lag_snaps = sum(1 for sid in local_ids if sid not in on_site)
+        site_times = [times[s] for s in on_site if s in times]
+        newest = max(site_times, default=None)
+        newest_id = max(((times[s], s) for s in on_site if s in times), default=(None, None))[1]
+        lag_h = _hours_between(newest, newest_local) if times else None
+        if newest is None and on_site and not times:
+            newest_txt = f"{len(on_site)} snapshots"
+        else:
+            newest_txt = f"{newest_id[:8]} {newest[:16].replace('T', ' ')}" if newest else "-"
+        status = ("last run failed: " + st["last_error"]) if st.get("last_error") else \
+            "never replicated" if not st.get("last_replicated") else "ok"
+        if st.get("damaged"):
+            status = f"{len(st['damaged'])} damaged/missing object(s): replicate again"
+        age = _hours_between(newest, now, None) if newest else None
+        if site.rpo_hours is not None and (age is None or age > site.rpo_hours):
+            status = f"RPO {site.rpo_hours:g}h breached; " + status
+            breached.append(name)
+        rows.append({"site": name, "url": site.url, "newest snapshot": newest_txt,
+                     "lag snapshots": lag_snaps, "lag hours": "-" if lag_h is None else lag_h,
+                     "objects": st.get("objects", 0),
+                     "bytes": human_bytes(st.get("bytes", 0)),
+                     "last replicated": (st.get("last_replicated") or "never"),
+                     "last verified": (st.get("last_verified") or "never")
+                     + ("" if st.get("last_check_ok", True) else " (FAILED)"),
+                     "rto minutes": site.rto_minutes if site.rto_minutes is not None else "-",
+                     "status": status})
+    summary = f"{len(rows)} site(s)" + (f", RPO breached: {', '.join(breached)}" if breached else "")
+    app.emit(Result(data=rows, tables=[Table(list(rows[0]) if rows else ["site"], rows)],
+                    summary=summary, messages=[] if rows else ["no sites configured"],
+                    exit_code=EXIT_FINDINGS if breached else 0))
+
+
+@group.command("check-site")
+@click.argument("site_name", metavar="SITE")
+@click.option("--read-data", is_flag=True, help="Read and re-hash every pack on the site.")
+@click.option("--read-data-subset", type=click.FloatRange(0, 100, min_open=True), metavar="PCT",
+              help="Read and re-hash this percentage of the site's packs.")
+@click.option("--repo", "repo", metavar="PATH", help="Local repository (default as 'backup run').")
+@output_options()
+@pass_app
+def check_site_cmd(app: App, site_name: str, read_data: bool, read_data_subset, repo) -> None:
+    """Verify an off-site copy (the 'check --site' of docs/replication.md).
+
+    \b
+    Every key, config, index and snapshot object on the site is downloaded
+    and its BLAKE3 compared with its name; packs too with --read-data(-subset),
+    else their sizes are compared with the local ones. Objects replicated
+    earlier and now missing are named. Exit 1 on findings; the next
+    'replicate' re-sends what is damaged or missing. Needs no passphrase.
+    """
+    from opskit.backup.replicate import check_site, get_site
+    if read_data and read_data_subset:
+        raise UsageError("give --read-data or --read-data-subset, not both")
+    site = get_site(app.config, site_name)
+    _location, source = _source_backend(app, repo)
+    fraction = 1.0 if read_data else (read_data_subset or 0) / 100
+    report = check_site(source, site, app.state_dir, read_data_fraction=fraction)
+    verdict = "no errors found" if report.ok else f"{len(report.errors)} errors found"
+    summary = (f"check-site {site.name}: {report.objects} objects, {report.objects_read} read "
+               f"({human_bytes(report.bytes_read)}), {report.packs_read}/{report.packs} packs "
+               f"re-hashed, {report.not_yet_replicated} not yet replicated: {verdict}")
+    app.audit_details = {"site": site.name, "errors": report.errors}
+    app.emit(Result(data=report.to_json(),
+                    tables=[Table(["object", "problem"], report.errors)] if report.errors else [],
+                    messages=[summary], summary=summary,
+                    exit_code=0 if report.ok else EXIT_FINDINGS))
+
+
+# restore drills live in their own module; importing it registers `backup drill`
+from . import backup_drill  # noqa: E402,F401

@@ -23,6 +23,32 @@ def _positive(value):
     return None if value > 0 else f"expected a positive number, got {value!r}"
 
 
+# Off-site replication targets (docs/replication.md). The example config shows
+# one template entry named "<name>"; entries whose name starts with "<" are
+# templates and are never used as sites.
+SITE_SECTION = Section({
+    "url": Key(str, None, "s3://BUCKET/PREFIX or sftp://USER@HOST:PORT/PATH."),
+    "endpoint_url": Key(str, None, "S3: endpoint of an S3-compatible store. Default: AWS "
+                                   "(or $AWS_ENDPOINT_URL)."),
+    "region": Key(str, None, "S3: region. Default: from the AWS environment/profile."),
+    "access_key_id": Key(str, None, "S3: access key id. Default: the standard AWS chain."),
+    "secret_access_key_file": Key(str, None, "S3: file holding the secret access key (0600)."),
+    "profile": Key(str, None, "S3: named AWS profile to use instead of keys."),
+    "object_lock_mode": Key(str, None, "S3: write objects with Object Lock retention: "
+                                       "COMPLIANCE or GOVERNANCE. Default: none.",
+                            choices=("COMPLIANCE", "GOVERNANCE")),
+    "object_lock_days": Key(int, None, "S3: retention period in days (with object_lock_mode).",
+                            min=1),
+    "key_file": Key(str, None, "SFTP: private key for login. Default: ~/.ssh keys and agent."),
+    "known_hosts": Key(str, None, "SFTP: known_hosts file. Default: ssh.known_hosts, "
+                                  "else ~/.ssh/known_hosts."),
+    "workers": Key(int, 8, "Parallel uploads.", min=1),
+    "rto_minutes": Key(int, None, "Recovery time objective, shown by 'backup sites'.", min=1),
+    "rpo_hours": Key(float, None, "Recovery point objective: 'backup sites' flags a site whose "
+                                  "newest copy is older.", min=0),
+})
+SITES_DEFAULT = {"<name>": defaults(SITE_SECTION)}
+
 SCHEMA = Section({
     "operator": Key(str, None, "Name recorded as operator in the audit log, besides the OS user."),
     "state_dir": Key(str, None, "State directory; $OPSKIT_HOME wins over it. Default "
@@ -68,7 +94,19 @@ SCHEMA = Section({
             "timezone": Key(str, None, "Time zone for day/week/month buckets (e.g. Asia/Shanghai). "
                                        "Default: the machine's."),
         }),
+        "drill": Section({
+            "rto_minutes": Key(float, 240.0, "Recovery time objective of the local repository: "
+                                             "a full restore must fit in this many minutes.",
+                               check=_positive),
+            "rpo_hours": Key(float, 26.0, "Recovery point objective: the drilled snapshot may be "
+                                          "at most this many hours old.", check=_positive),
+            "sample_pct": Key(float, 10.0, "Share of files a drill restores and verifies when "
+                                           "neither --sample nor --all is given.", check=_positive),
+        }),
     }),
+    "sites": MapOf(SITE_SECTION, "Off-site copies of the backup repository, by name "
+                                 "(opskit backup replicate / sites / check-site)",
+                   default=SITES_DEFAULT),
     "policy": POLICY_SECTION,
     "corrections": CORRECTIONS_SECTION,
 })

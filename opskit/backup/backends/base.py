@@ -15,6 +15,16 @@ class ObjectNotFound(BackendError):
     """The named object does not exist."""
 
 
+class ObjectLocked(BackendError):
+    """The object is under retention (S3 Object Lock) and cannot be deleted yet.
+    Callers that delete (prune) report it and keep going."""
+
+    def __init__(self, message: str, *, name: str, retain_until: str | None = None):
+        super().__init__(message)
+        self.name = name
+        self.retain_until = retain_until
+
+
 class Backend(ABC):
     """Immutable named objects. Implementations must make ``put`` atomic:
     readers see the whole object or nothing."""

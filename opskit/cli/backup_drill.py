@@ -1,0 +1,124 @@
+"""`opskit backup drill`: restore drills with measured RTO/RPO (R-BAK-5).
+
+Registered on the backup group by opskit.cli.backup (imported at its end).
+"""
+from __future__ import annotations
+
+import click
+
+from opskit.backup import service
+from opskit.backup.drill import Targets, history, run_drill, write_report
+from opskit.backup.repository import RepositoryError
+from opskit.core.errors import EXIT_FINDINGS, UsageError
+from opskit.core.output import Result, Table
+
+from .app import App, output_options, pass_app
+from .backup import _prompt, group
+from .progress import human_bytes
+
+
+def _site_location(app: App, site: str, repo: str | None) -> tuple[str, Targets]:
+    if site == "local":
+        location, _ = service.repo_location(app.config, app.state_dir, repo)
+        return location, Targets(float(app.config.get("backup.drill.rto_minutes", 240.0)),
+                                 float(app.config.get("backup.drill.rpo_hours", 26.0)))
+    from opskit.backup.replicate import get_site
+    s = get_site(app.config, site)
+    return s.url, Targets(float(s.rto_minutes or 240.0), float(s.rpo_hours or 26.0))
+
+
+def _history_result(app: App) -> Result:
+    rows = [{"time": d.get("time"), "site": d.get("site"), "snapshot": str(d.get("snapshot"))[:8],
+             "sample": f"{d.get('sample_pct', 0):g}%", "files": d.get("files_verified"),
+             "rto_s": d.get("full_restore_estimate_s"), "rpo_h": d.get("rpo_hours"),
+             "verdict": d.get("verdict"), "by": d.get("operator")} for d in history(app.state_dir)]
+    return Result(data=history(app.state_dir),
+                  tables=[Table(["time", "site", "snapshot", "sample", "files", "rto_s", "rpo_h",
+                                 "verdict", "by"], rows,
+                                headers={"rto_s": "RTO (S)", "rpo_h": "RPO (H)"})],
+                  summary=f"{len(rows)} drills on record")
+
+
+@group.command("drill")
+@click.option("--site", default="local", show_default=True,
+              help="Where to restore from: 'local' or a site name from the config.")
+@click.option("--snapshot", "snapshot_ref", default="latest", show_default=True,
+              help="'latest', 'random' or a snapshot id prefix.")
+@click.option("--sample", "sample_pct", type=click.FloatRange(0, 100, min_open=True),
+              metavar="PCT", help="Restore and verify a random PCT%% of the files "
+                                  "(default backup.drill.sample_pct).")
+@click.option("--all", "all_files", is_flag=True, help="Restore and verify every file.")
+@click.option("--compare-source", is_flag=True,
+              help="Also compare the verified files with the live source (changes since the "
+                   "snapshot are noted, not failed).")
+@click.option("--target", type=click.Path(file_okay=False),
+              help="Restore here instead of a fresh scratch directory (must be empty, never "
+                   "the live source).")
+@click.option("--target-host", metavar="HOST",
+              help="Also copy the verified files onto HOST (from the inventory) over SSH and "
+                   "check them there with sha256sum; the copy is removed afterwards.")
+@click.option("--keep", is_flag=True, help="Leave the restored files in place for inspection.")
+@click.option("--seed", type=int, help="Seed for the random sample (repeatable drills).")
+@click.option("--history", "show_history", is_flag=True, help="List past drills and exit.")
+@click.option("--repo", "repo", metavar="PATH", help="Local repository (with --site local).")
+@click.option("--passphrase-file", metavar="FILE", help="Passphrase file (mode 0600).")
+@output_options()
+@pass_app
+def drill_cmd(app: App, site, snapshot_ref, sample_pct, all_files, compare_source, target,
+              target_host, keep, seed, show_history, repo, passphrase_file) -> None:
+    """Prove a snapshot restores: restore, verify every file, measure RTO/RPO.
+
+    \b
+    Restores into a scratch directory (then removes it), re-reads each restored
+    file and checks it against the snapshot's chunk hashes, and compares the
+    restore time and the snapshot's age with the site's RTO/RPO targets.
+    Writes a Markdown and a JSON report to <state dir>/drills/ and an audit
+    entry. Exit 0 only when everything verified and both targets hold; 1
+    otherwise. The newest passing drill per site is kept by retention.
+
+    \b
+        opskit backup drill                       # 10% sample of latest, local repository
+        opskit backup drill --site dr --all       # disaster-recovery drill from off-site
+        opskit backup drill --history
+    """
+    if show_history:
+        app.emit(_history_result(app))
+        return
+    if sample_pct and all_files:
+        raise UsageError("give --sample or --all, not both")
+    location, targets = _site_location(app, site, repo)
+    if not service.repository_exists(location, app.config):
+        raise RepositoryError(f"site {site}: no repository at {location}")
+    passphrase = service.get_passphrase(app.config, passphrase_file, _prompt)
+    r = service.open_repository(location, passphrase, app.config)
+    if r.keys.write_only:
+        raise RepositoryError("a drill restores data: it needs a full key, not a write-only one")
+    pct = None if all_files else (sample_pct or float(app.config.get("backup.drill.sample_pct", 10.0)))
+    host = None
+    if target_host:
+        from opskit.hosts.inventory import SSHSettings, load_inventory
+        host = load_inventory(app.config).host(target_host).connect(
+            SSHSettings.from_config(app.config))
+    try:
+        report = run_drill(r, site=site, snapshot_ref=snapshot_ref, sample_pct=pct,
+                           compare_source=compare_source, target=target, targets=targets,
+                           operator=app.operator, seed=seed, keep=keep,
+                           workers=app.config.get("backup.workers"), host=host)
+    finally:
+        if host is not None:
+            host.close()
+    json_path, md_path = write_report(app.state_dir, report)
+    summary = (f"drill {report.verdict}: site {site}, snapshot {report.snapshot[:8]}, "
+               f"{report.files_verified}/{report.files_total} files "
+               f"({human_bytes(report.bytes_verified)}) verified in {report.restore_seconds:.1f}s; "
+               f"RTO {report.full_restore_estimate_s:.0f}s (target {targets.rto_minutes:g} min), "
+               f"RPO {report.rpo_hours:.1f}h (target {targets.rpo_hours:g} h)")
+    messages = [summary, f"report: {md_path}"]
+    messages += [f"  failed: {f['path']}: {f['problem']}" for f in report.failures[:50]]
+    app.audit_details = {"drill": {k: v for k, v in report.to_json().items()
+                                   if k not in ("changed_since_snapshot",)},
+                         "report": json_path}
+    app.audit_details["drill"]["failures"] = report.failures[:20]
+    app.emit(Result(data={**report.to_json(), "report_json": json_path, "report_md": md_path},
+                    messages=messages, summary=summary,
+                    exit_code=0 if report.passed else EXIT_FINDINGS))
