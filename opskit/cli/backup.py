@@ -280,10 +280,13 @@ def restore_cmd(app: App, snapshot: str, target: str, includes, repo, passphrase
 @click.option("--read-data", is_flag=True, help="Read and verify every pack (slow, thorough).")
 @click.option("--read-data-subset", type=click.FloatRange(0, 100, min_open=True), metavar="PCT",
               help="Read and verify a random PCT percent of the packs.")
+@click.option("--site", "site_name", metavar="SITE",
+              help="Verify the off-site copy at SITE instead (same as 'check-site SITE').")
 @repo_option
 @output_options()
 @pass_app
-def check_cmd(app: App, read_data: bool, read_data_subset: float | None, repo, passphrase_file):
+def check_cmd(app: App, read_data: bool, read_data_subset: float | None, site_name, repo,
+              passphrase_file):
     """Verify the repository: structure always, data with --read-data(-subset).
 
     Exit 1 when anything is damaged or missing; each problem names the object
@@ -291,6 +294,11 @@ def check_cmd(app: App, read_data: bool, read_data_subset: float | None, repo, p
     """
     if read_data and read_data_subset:
         raise UsageError("give --read-data or --read-data-subset, not both")
+    if site_name:
+        click.get_current_context().invoke(check_site_cmd, site_name=site_name,
+                                           read_data=read_data,
+                                           read_data_subset=read_data_subset, repo=repo)
+        return
     r = _open(app, repo, passphrase_file)
     fraction = 1.0 if read_data else (read_data_subset or 0) / 100
     with RepoLock(r, stale_after_s=_stale_s(app)):

@@ -48,6 +48,9 @@ def test_replicate_to_sftp_restore_from_the_copy_rerun_sends_nothing(tmp_path, s
     assert cli.json("replicate")["sites"][0]["sent_objects"] == 2
     run = cli("check-site", "offsite", "--read-data")
     assert run.exit_code == 0, run.output
+    run = cli("check", "--site", "offsite", "--read-data-subset", "100")   # the spelling
+    assert run.exit_code == 0, run.output
+    assert "check-site offsite" in run.stdout
 
 
 def test_unknown_host_key_and_wrong_key_one_clear_line(tmp_path, sshd):
