@@ -168,18 +168,11 @@ def apply(repo: Repository, p: PrunePlan, used: set[bytes], packs: dict[str, lis
                 still_named |= set(repo.read_index_file(name))
             failpoint("prune.after-index-delete")
     # 4. packs nothing names any more
-    deleted = 0
-    for pack_id in list(gone) + p.unindexed_delete:
-        if pack_id in still_named:
-            kept.append({"object": pack_name(pack_id), "retain_until": None,
-                         "why": "named by an index file under retention"})
-            continue
-        try:
-            repo.backend.delete(pack_name(pack_id))
-            deleted += 1
-        except ObjectLocked as exc:
-            kept.append({"object": pack_name(pack_id), "retain_until": exc.retain_until})
-        failpoint("prune.after-pack-delete")
+    for pack_id in still_named & (gone | set(p.unindexed_delete)):
+        kept.append({"object": pack_name(pack_id), "retain_until": None,
+                     "why": "named by an index file under retention"})
+    deleted = _delete_packs(repo, [pid for pid in list(gone) + p.unindexed_delete
+                                   if pid not in still_named], kept)
     return {"packs_written": len(new_packs), "packs_deleted": deleted,
             "index_files_written": len(written),
             "index_files_deleted": len([n for n in old_index if n.split("/")[-1] not in written])
@@ -187,15 +180,22 @@ def apply(repo: Repository, p: PrunePlan, used: set[bytes], packs: dict[str, lis
             "kept_under_retention": kept}
 
 
-def _delete_unindexed(repo: Repository, p: PrunePlan, new_packs: dict) -> dict:
-    """Only leftovers no index names: delete them, keeping what retention protects."""
-    kept, deleted = [], 0
-    for pack_id in p.unindexed_delete:
+def _delete_packs(repo: Repository, pack_ids: list[str], kept: list[dict]) -> int:
+    """Delete packs; one under retention (Object Lock) is added to ``kept``."""
+    deleted = 0
+    for pack_id in pack_ids:
         try:
             repo.backend.delete(pack_name(pack_id))
             deleted += 1
         except ObjectLocked as exc:
             kept.append({"object": pack_name(pack_id), "retain_until": exc.retain_until})
         failpoint("prune.after-pack-delete")
+    return deleted
+
+
+def _delete_unindexed(repo: Repository, p: PrunePlan, new_packs: dict) -> dict:
+    """Only leftovers no index names: delete them, keeping what retention protects."""
+    kept: list[dict] = []
+    deleted = _delete_packs(repo, p.unindexed_delete, kept)
     return {"packs_written": len(new_packs), "packs_deleted": deleted, "index_files_written": 0,
             "index_files_deleted": 0, "kept_under_retention": kept}
