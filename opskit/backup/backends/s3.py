@@ -124,7 +124,10 @@ class S3Backend(Backend):
         config = Config(max_pool_connections=self.max_connections,
                         connect_timeout=self.connect_timeout, read_timeout=60,
                         retries={"max_attempts": self.max_attempts, "mode": "standard"},
-                        s3={"addressing_style": "path" if self.endpoint_url else "auto"},
+                        # Content-MD5 (a signed header) already protects each body, so
+                        # skip SigV4's extra SHA-256 pass over it, even on plain http
+                        s3={"addressing_style": "path" if self.endpoint_url else "auto",
+                            "payload_signing_enabled": False},
                         request_checksum_calculation="when_required",
                         response_checksum_validation="when_required")
         return session.client("s3", endpoint_url=self.endpoint_url, region_name=self.region,
