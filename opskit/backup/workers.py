@@ -33,7 +33,7 @@ def tune_malloc() -> None:
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(-3, 32 << 20)    # M_MMAP_THRESHOLD: the maximum glibc accepts
-        libc.mallopt(-1, 64 << 20)    # M_TRIM_THRESHOLD: keep some freed memory for reuse
+        libc.mallopt(-1, 32 << 20)    # M_TRIM_THRESHOLD: keep some freed memory for reuse
     except (OSError, AttributeError):
         pass
 
