@@ -14,16 +14,8 @@ from .pack import TRAILER_SIZE, read_header
 from .repository import CorruptObject, Repository, pack_name
 
 
-@dataclass
-class CheckReport:
-    errors: list = field(default_factory=list)     # {"object", "problem", "snapshots"}
-    warnings: list = field(default_factory=list)
-    snapshots: int = 0
-    trees: int = 0
-    packs: int = 0
-    packs_read: int = 0
-    blobs_read: int = 0
-    bytes_read: int = 0
+class FindingsReport:
+    """Shared by verification reports (dataclasses with an ``errors`` list)."""
 
     @property
     def ok(self) -> bool:
@@ -33,6 +25,18 @@ class CheckReport:
         data = asdict(self)
         data["ok"] = self.ok
         return data
+
+
+@dataclass
+class CheckReport(FindingsReport):
+    errors: list = field(default_factory=list)     # {"object", "problem", "snapshots"}
+    warnings: list = field(default_factory=list)
+    snapshots: int = 0
+    trees: int = 0
+    packs: int = 0
+    packs_read: int = 0
+    blobs_read: int = 0
+    bytes_read: int = 0
 
 
 class Checker:

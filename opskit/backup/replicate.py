@@ -42,6 +42,7 @@ from opskit.core.errors import OperationalError, OpskitError, UsageError
 
 from . import crypto
 from .backends import Backend, BackendError, ObjectNotFound, open_backend
+from .checker import FindingsReport
 
 FOLDERS = ("keys/", "data/", "index/", "snapshots/")
 
@@ -336,7 +337,7 @@ def replicate(source: Backend, site: Site, state_dir: str, *, dest: Backend | No
 
 # --- verifying a site -------------------------------------------------------------------------
 @dataclass
-class SiteCheckReport:
+class SiteCheckReport(FindingsReport):
     site: str
     url: str
     errors: list = field(default_factory=list)      # {"object", "problem"}
@@ -347,15 +348,6 @@ class SiteCheckReport:
     packs_read: int = 0
     not_yet_replicated: int = 0
     only_on_site: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data["ok"] = self.ok
-        return data
 
 
 def check_site(source: Backend, site: Site, state_dir: str, *, dest: Backend | None = None,

@@ -267,15 +267,7 @@ def approve(app: App, request_id: str, comment: str, role: str | None, key: str 
 @pass_app
 def reject(app: App, request_id: str, comment: str, key: str | None) -> None:
     """Reject a pending request (never your own); it can then never be applied."""
-    svc = _service(app)
-    try:
-        entry, st = svc.reject(request_id, comment, _signer(app, key))
-    finally:
-        svc.ledger.close()
-    _evidence(app, entry, st)
-    app.emit(Result(data={"request": st.id, "state": st.state, "ledger_seq": entry["seq"]},
-                    messages=[f"{st.id} rejected by {entry['actor']}"],
-                    summary=f"{st.id} rejected by {entry['actor']}"))
+    _comment_step(app, "reject", "rejected", request_id, comment, key)
 
 
 @group.command("withdraw")
@@ -286,15 +278,21 @@ def reject(app: App, request_id: str, comment: str, key: str | None) -> None:
 @pass_app
 def withdraw(app: App, request_id: str, comment: str, key: str | None) -> None:
     """Withdraw your own request before it is applied; it can then never be applied."""
+    _comment_step(app, "withdraw", "withdrawn", request_id, comment, key)
+
+
+def _comment_step(app: App, method: str, past: str, request_id: str, comment: str,
+                  key: str | None) -> None:
+    """reject/withdraw: one signed ledger entry carrying a comment."""
     svc = _service(app)
     try:
-        entry, st = svc.withdraw(request_id, comment, _signer(app, key))
+        entry, st = getattr(svc, method)(request_id, comment, _signer(app, key))
     finally:
         svc.ledger.close()
     _evidence(app, entry, st)
     app.emit(Result(data={"request": st.id, "state": st.state, "ledger_seq": entry["seq"]},
-                    messages=[f"{st.id} withdrawn by {entry['actor']}"],
-                    summary=f"{st.id} withdrawn by {entry['actor']}"))
+                    messages=[f"{st.id} {past} by {entry['actor']}"],
+                    summary=f"{st.id} {past} by {entry['actor']}"))
 
 
 # --- apply ----------------------------------------------------------------------------

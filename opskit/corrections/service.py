@@ -184,17 +184,7 @@ class Corrections:
             raise Refused(f"{op.name} holds no sign-off role and may not reject (roles: "
                           f"{', '.join(op.roles) or 'none'})")
 
-        def decide(entries, seq):
-            if not entries:
-                raise Refused(f"no correction request {rid} in the ledger")
-            st = wf.fold(entries)
-            spec = {"kind": "reject", "actor": op.name,
-                    "body": {"comment": comment.strip(), **self._evidence()}}
-            wf.step(st, dict(spec, request=rid, seq=seq))
-            return spec
-
-        entry = self.ledger.append(rid, decide, signer)
-        return entry, self.state(rid)
+        return self._comment_step(rid, "reject", op.name, comment, signer)
 
     # --- apply -------------------------------------------------------------------
     def plan(self, rid: str, signer: Signer) -> dict:
@@ -358,11 +348,16 @@ class Corrections:
         if not (comment or "").strip():
             raise Refused("--comment is required when withdrawing: record why (R-DAT-1)")
 
+        return self._comment_step(rid, "withdraw", op.name, comment, signer)
+
+    def _comment_step(self, rid: str, kind: str, actor: str, comment: str, signer: Signer):
+        """Append a signed ``kind`` entry (reject, withdraw) that carries only a
+        comment, after the workflow accepts it against the ledger as it is now."""
         def decide(entries, seq):
             if not entries:
                 raise Refused(f"no correction request {rid} in the ledger")
             st = wf.fold(entries)
-            spec = {"kind": "withdraw", "actor": op.name,
+            spec = {"kind": kind, "actor": actor,
                     "body": {"comment": comment.strip(), **self._evidence()}}
             wf.step(st, dict(spec, request=rid, seq=seq))
             return spec
