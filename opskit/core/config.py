@@ -13,8 +13,11 @@ from typing import Any
 from .errors import ConfigError
 from .schema import Key, MapOf, Section, defaults, validate
 from .yamlfile import YamlDoc, dotted, load_yaml
+from opskit.accounts.settings import SECTION as ACCOUNTS_SECTION
 from opskit.corrections.settings import SECTION as CORRECTIONS_SECTION
+from opskit.perms.settings import SECTION as PERMS_SECTION
 from opskit.policy.settings import SECTION as POLICY_SECTION
+from opskit.schedule.settings import SECTION as SCHEDULE_SECTION
 
 SYSTEM_CONFIG = "/etc/opskit/opskit.yaml"
 
@@ -109,6 +112,9 @@ SCHEMA = Section({
                    default=SITES_DEFAULT),
     "policy": POLICY_SECTION,
     "corrections": CORRECTIONS_SECTION,
+    "accounts": ACCOUNTS_SECTION,
+    "perms": PERMS_SECTION,
+    "schedule": SCHEDULE_SECTION,
 })
 
 
