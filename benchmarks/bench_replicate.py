@@ -25,7 +25,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.bench_backup import DATASET, HERE, drop_dir, du_bytes, version, write_section  # noqa: E402
+from benchmarks.bench_backup import (DATASET, HERE, drop_dir, du_bytes, installed_like,  # noqa: E402
+                                     version, write_section)
 
 ACCESS, SECRET, REGION = "AKIABENCH0000000001", "bench-secret-not-real", "us-east-1"
 TARGETS = {"initial": 1.0, "rerun_s": 2.0}
@@ -98,6 +99,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(OPSKIT_HOME=os.path.join(work, "opskit-home"), OPSKIT_PASSPHRASE="bench")
     env.pop("OPSKIT_CONFIG", None)
+    env = installed_like(env)
     opskit = [sys.executable, "-m", "opskit"]
     subprocess.run(opskit + ["backup", "init", "--repo", repo], env=env, check=True,
                    stdout=subprocess.DEVNULL)

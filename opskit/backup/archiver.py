@@ -121,8 +121,9 @@ class Archiver:
         """Back up ``paths``; returns (snapshot id, snapshot)."""
         start = time.monotonic()
         roots = sorted({os.path.abspath(p) for p in paths})
-        from .workers import tune_malloc
+        from .workers import tune_gc, tune_malloc
         tune_malloc()
+        tune_gc()
         cleanup = getattr(self.repo.backend, "remove_temp_files", None)
         if cleanup:
             cleanup()               # tmp-* left by killed writers (format doc, Write order)

@@ -189,8 +189,11 @@ class Repository:
         Returns the ids of packs that had to be re-indexed.
         """
         for name, _size in self.backend.list("index/"):
-            for pack_id, entries in self.read_index_file(name).items():
-                self.index.add_pack(pack_id, entries)
+            plain = self.read_index_plaintext(name)
+            try:
+                self.index.add_index_plaintext(plain)
+            except (crypto.DecryptError, ValueError, KeyError, struct_error) as exc:
+                raise CorruptObject(name, f"cannot be parsed ({exc})") from None
         self.index_loaded = True
         orphans = [(n, s) for n, s in self.backend.list("data/")
                    if n.split("/")[-1] not in self.index.packs]
@@ -209,14 +212,22 @@ class Repository:
             self.write_index(recovered)
         return list(recovered)
 
-    def read_index_file(self, name: str) -> dict[str, list[BlobEntry]]:
-        """Decrypt and parse one index file; CorruptObject names it when damaged."""
+    def read_index_plaintext(self, name: str) -> bytes:
+        """Fetch, check and decrypt one index file; CorruptObject names it when damaged."""
         oid = name.split("/")[-1]
         stored = self.backend.get(name)
         if crypto.object_id(stored) != oid:
             raise CorruptObject(name, "content does not match its name (damaged)")
         try:
-            return decode_index(crypto.open_compressed(self.keys.index_key, stored, b"opskit:index"))
+            return crypto.open_compressed(self.keys.index_key, stored, b"opskit:index")
+        except (crypto.DecryptError, ValueError) as exc:
+            raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
+
+    def read_index_file(self, name: str) -> dict[str, list[BlobEntry]]:
+        """Decrypt and parse one index file; CorruptObject names it when damaged."""
+        plain = self.read_index_plaintext(name)
+        try:
+            return decode_index(plain)
         except (crypto.DecryptError, ValueError, KeyError, struct_error) as exc:
             raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
 

@@ -25,6 +25,18 @@ _FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 _NOATIME = getattr(os, "O_NOATIME", 0)
 
 
+def tune_gc() -> None:
+    """Python's cyclic collector walks every live container each time enough new
+    ones pile up; a backup or restore creates hundreds of thousands (tree
+    nodes, batches) that form no cycles, and the walks measured ~2% of CPU.
+    Collect once now, move survivors out of the collector's view, and run it
+    far less often. Forked workers inherit the setting."""
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 1000)
+
+
 def tune_malloc() -> None:
     """Keep multi-MiB buffers in the heap instead of an mmap/munmap per
     allocation. The engine allocates many such buffers (reads, compressed

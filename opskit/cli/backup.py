@@ -11,12 +11,8 @@ import sys
 import click
 
 from opskit.backup import service
-from opskit.backup.archiver import Archiver
-from opskit.backup.checker import Checker
-from opskit.backup.differ import Differ
 from opskit.backup.locks import RepoLock, list_locks, remove_locks
 from opskit.backup.repository import Repository
-from opskit.backup.restorer import Restorer
 from opskit.backup.tree import TYPE_DIR, decode_name
 from opskit.core.errors import EXIT_FINDINGS, UsageError
 from opskit.core.output import Result, Table
@@ -155,6 +151,7 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
             s for s in r.snapshots()
             if sorted(s.get("paths", [])) == roots and s.get("host") == app.hostname]
         parent = candidates[-1] if candidates else None
+        from opskit.backup.archiver import Archiver
         archiver = Archiver(r, excludes=excludes, full=full, progress=progress,
                             workers=app.config.get("backup.workers"))
         try:
@@ -259,6 +256,7 @@ def restore_cmd(app: App, snapshot: str, target: str, includes, repo, passphrase
     with RepoLock(r, stale_after_s=_stale_s(app)):
         r.load_index(repair=False)
         snap = r.resolve_snapshot(snapshot)
+        from opskit.backup.restorer import Restorer
         restorer = Restorer(r, target, includes=list(includes), progress=progress,
                             workers=app.config.get("backup.workers"))
         try:
@@ -302,6 +300,7 @@ def check_cmd(app: App, read_data: bool, read_data_subset: float | None, site_na
     r = _open(app, repo, passphrase_file)
     fraction = 1.0 if read_data else (read_data_subset or 0) / 100
     with RepoLock(r, stale_after_s=_stale_s(app)):
+        from opskit.backup.checker import Checker
         report = Checker(r).run(read_data_fraction=fraction)
     rows = [{"severity": "error", **e} for e in report.errors] + \
            [{"severity": "warning", "snapshots": [], **w} for w in report.warnings]
@@ -328,6 +327,7 @@ def diff_cmd(app: App, snap_a: str, snap_b: str, repo, passphrase_file) -> None:
     r.load_index(repair=False)
     snaps = r.snapshots()
     a, b = r.resolve_snapshot(snap_a, snaps), r.resolve_snapshot(snap_b, snaps)
+    from opskit.backup.differ import Differ
     diff = Differ(r).run(a, b)
     summary = (f"{a['id'][:8]} -> {b['id'][:8]}: {diff.added} added, {diff.removed} removed, "
                f"{diff.modified} modified, {diff.metadata} metadata only")

@@ -4,10 +4,11 @@ Registered on the backup group by opskit.cli.backup (imported at its end).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from opskit.backup import service
-from opskit.backup.drill import Targets, history, run_drill, write_report
 from opskit.backup.repository import RepositoryError
 from opskit.core.errors import EXIT_FINDINGS, UsageError
 from opskit.core.output import Result, Table
@@ -16,8 +17,12 @@ from .app import App, output_options, pass_app
 from .backup import _prompt, group
 from .progress import human_bytes
 
+if TYPE_CHECKING:
+    from opskit.backup.drill import Targets
+
 
 def _site_location(app: App, site: str, repo: str | None) -> tuple[str, Targets]:
+    from opskit.backup.drill import Targets
     if site == "local":
         location, _ = service.repo_location(app.config, app.state_dir, repo)
         return location, Targets(float(app.config.get("backup.drill.rto_minutes", 240.0)),
@@ -28,6 +33,7 @@ def _site_location(app: App, site: str, repo: str | None) -> tuple[str, Targets]
 
 
 def _history_result(app: App) -> Result:
+    from opskit.backup.drill import history
     rows = [{"time": d.get("time"), "site": d.get("site"), "snapshot": str(d.get("snapshot"))[:8],
              "sample": f"{d.get('sample_pct', 0):g}%", "files": d.get("files_verified"),
              "rto_s": d.get("full_restore_estimate_s"), "rpo_h": d.get("rpo_hours"),
@@ -94,6 +100,7 @@ def drill_cmd(app: App, site, snapshot_ref, sample_pct, all_files, compare_sourc
     if r.keys.write_only:
         raise RepositoryError("a drill restores data: it needs a full key, not a write-only one")
     pct = None if all_files else (sample_pct or float(app.config.get("backup.drill.sample_pct", 10.0)))
+    from opskit.backup.drill import run_drill, write_report
     host = None
     if target_host:
         from opskit.hosts.inventory import SSHSettings, load_inventory

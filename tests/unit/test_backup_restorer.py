@@ -151,3 +151,32 @@ def test_restore_include_selects_subtrees(tmp_path, repo):
     assert os.listdir(target / "keep") == ["a"]
     stats = Restorer(repo, str(tmp_path / "t2"), includes=["/nope"]).run(snap)
     assert stats.errors and "no such path" in stats.errors[0]["error"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_born_with_final_mode_and_owner_even_in_setgid_dirs(tmp_path, repo, umask):
+    """New files are created with their final mode when the umask allows and skip
+    chown when the owner is already right; a setgid target (new files inherit its
+    group) or a restrictive umask must still end with the snapshot's metadata."""
+    if os.geteuid() != 0:
+        pytest.fail("runs as root in CI: needs chown to test owner restore")
+    target = tmp_path / "target"
+    target.mkdir()
+    os.chown(target, 0, 4)                       # group adm
+    os.chmod(target, 0o2775)                     # setgid: files would be born gid 4
+
+    def nodes(writer):
+        data = put_data(repo, writer, b"A")
+        sub = put_tree(repo, writer, [file_node("inner", [data], 1, mode=0o100640)])
+        return [file_node("top", [data], 1, mode=0o100644),
+                file_node("odd", [data], 1, mode=0o104755),     # setuid: never via open()
+                dir_node("sub", sub)]
+    old = os.umask(umask)
+    try:
+        stats = Restorer(repo, str(target), workers=1).run(_snapshot(repo, nodes))
+    finally:
+        os.umask(old)
+    assert stats.errors == [] and stats.files == 3
+    for rel, mode in [("top", 0o644), ("odd", 0o4755), ("sub/inner", 0o640)]:
+        st = os.lstat(target / rel)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (mode, 0, 0), rel
