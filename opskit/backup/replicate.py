@@ -16,8 +16,9 @@ locally), so a pack being written is either not listed or whole.
 Verification after each upload: the bytes read locally are hashed (their
 BLAKE3 must equal the object's name, else the local object is damaged and
 is not sent); the upload carries a Content-MD5 the S3 server checks against
-what it received; then the object's size on the site is compared with what
-was sent (a HEAD / stat). ``verify="read"`` reads every object back and
+what it received, and the ETag it answers (the MD5 of what it stored) must
+equal ours; where a store's ETag is not a plain MD5, and on SFTP, the
+object's size on the site is compared with what was sent (a HEAD / stat). ``verify="read"`` reads every object back and
 re-hashes it instead (costs a download). ``check_site`` always re-hashes
 remote objects.
 
@@ -286,12 +287,14 @@ class Replicator:
             with self._lock:
                 result.source_damaged.append(name)
             return
-        self.dest.put(name, data)
+        put_verified = getattr(self.dest, "put_verified", None)
+        proven = put_verified(name, data) if put_verified else self.dest.put(name, data)
         if self.verify == "read":
             back = self.dest.get(name)
             ok = crypto.object_id(back) == crypto.object_id(data)
         else:
-            ok = self.dest.size(name) == len(data)
+            # an S3 ETag that equals the MD5 we sent already proves the content
+            ok = bool(proven) or self.dest.size(name) == len(data)
         if not ok:
             raise ReplicationError(f"replication to site '{self.site.name}' failed: {name} "
                                    "does not match what was sent after upload")

@@ -150,3 +150,19 @@ def test_object_lock_retention_and_locked_delete(s3_server, tmp_path):
     assert not plain.exists("keys/k")
     assert not [v for v in s3.list_object_versions(Bucket=bucket, Prefix="plain/keys/k")
                 .get("Versions", [])]
+
+
+def test_put_is_proven_by_the_etag(s3_server, s3_bucket, tmp_path):
+    """Replication's after-upload check: the ETag of a single-part PUT is the MD5 of
+    what the server stored. A mismatch is an error; an ETag that is not a plain MD5
+    (SSE-KMS, some S3-compatibles) proves nothing, so the caller checks the size."""
+    b = backend(s3_server, s3_bucket, tmp_path)
+    assert b.put_verified("data/ok", b"payload") is True
+    answers = []
+    b._client().meta.events.register(
+        "after-call.s3.PutObject", lambda parsed, **_: parsed.__setitem__("ETag", answers[-1]))
+    answers.append('"' + "0" * 32 + '"')
+    with pytest.raises(BackendError, match="ETag .* is not the MD5"):
+        b.put_verified("data/bad", b"payload")
+    answers.append('"9b2cf535f27731c974343645a3985328-2"')
+    assert b.put_verified("data/kms", b"payload") is False

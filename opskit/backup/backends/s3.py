@@ -178,14 +178,30 @@ class S3Backend(Backend):
 
     # --- the interface --------------------------------------------------------------------
     def put(self, name: str, data: bytes | memoryview) -> None:
+        self.put_verified(name, data)
+
+    def put_verified(self, name: str, data: bytes | memoryview) -> bool:
+        """Upload; True when the server's ETag proves it stored exactly these bytes.
+
+        The server checks the body against Content-MD5 before storing it; a
+        single-part ETag is the MD5 of what it stored, so comparing it covers the
+        way back too, with no extra request. Stores whose ETag is not a plain MD5
+        (SSE-KMS, some S3-compatibles) give False: the caller checks the size."""
         body = bytes(data)
+        digest = hashlib.md5(body).digest()
         kwargs = {"Bucket": self.bucket, "Key": self._key(name), "Body": body,
-                  # the server checks the bytes it received against this digest
-                  "ContentMD5": base64.b64encode(hashlib.md5(body).digest()).decode()}
+                  "ContentMD5": base64.b64encode(digest).decode()}
         if self.lock_mode:
             kwargs["ObjectLockMode"] = self.lock_mode
             kwargs["ObjectLockRetainUntilDate"] = self.retain_until()
-        self._call(self._client().put_object, name, **kwargs)
+        resp = self._call(self._client().put_object, name, **kwargs)
+        etag = str((resp or {}).get("ETag", "")).strip('"').lower()
+        if len(etag) != 32 or any(c not in "0123456789abcdef" for c in etag):
+            return False
+        if etag != digest.hex():
+            raise BackendError(f"{self.location}: {name}: stored object's ETag {etag} is not the MD5 "
+                               f"of what was sent ({digest.hex()})")
+        return True
 
     def retain_until(self) -> dt.datetime:
         return (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=float(self.lock_days))
