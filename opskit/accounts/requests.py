@@ -7,12 +7,578 @@ CONTRACT (the rest of opskit.accounts and opskit.perms call only these):
   RequestStore.claim_unfreeze(request_id, person_id, actor) -> AccessRequest
       checks: kind 'unfreeze', for person_id, state 'approved', actor is a designated
       admin who is neither the requester nor an approver; else raises (exit 2).
+      Checks only: writes nothing, so a dry run may call it too.
   RequestStore.mark_applied(request_id, actor, details: dict) -> AccessRequest
-This file is a placeholder until the store is written.
+      re-checks everything claim_unfreeze checks (and, for a role grant, separation of
+      duties against the roster as it is now), then records the 'applied' event.
+  ``actor`` is always a roster person id (see ``resolve_actor``).
+
+Life of a request (docs/access.md)::
+
+    request -> requested --approve (N distinct approvers)--> approved --apply--> applied
+                   |--reject (an approver)--> rejected
+                   \\--withdraw (the requester, requested or approved)--> withdrawn
+
+Who does what (every refusal raises ``Refused``, exit 2, naming the rule):
+
+* request: a configured requester (``accounts.requesters``; empty: any active roster
+  person), R-ACC-3. The person must be active unless it is an unfreeze; the role must
+  exist, not be held already, and not break a separation-of-duties rule together with
+  the person's declared roles (R-ACC-2, R-ACC-5; the rule id is named).
+* approve / reject: a configured approver (``accounts.approvers``) who is neither the
+  requester nor the person the request is for (R-ACC-3). A ``special``-tier role needs
+  ``accounts.special_approvals`` (>= 2) distinct approvers (mutual review, R-ACC-5);
+  others ``accounts.approvals``. Separation of duties is checked again.
+* apply: a designated admin (``accounts.access_admins``; empty: active holders of an
+  admin-tier role) who is not the requester, an approver or the person (R-ACC-1).
+  Separation of duties and the person's status are checked again.
+
+Storage: one JSON file per request in ``accounts.requests_dir`` (default
+``<state_dir>/access``), named ``AR-0001.json``; every change is an appended event
+(``who``, ``when``, ``comment``) and the state is computed by replaying the events.
+Writers hold an exclusive ``FileLock`` on ``<dir>/.lock`` for read-decide-write;
+files are replaced atomically (temp file, fsync, rename, fsync of the directory), so
+readers never need the lock and a crash leaves either the old or the new file.
 """
 from __future__ import annotations
 
+import datetime as _dt
+import getpass
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from opskit.core.atomicfile import write_atomic
+from opskit.core.errors import OperationalError, UsageError
+from opskit.core.filelock import FileLock
+from opskit.core.state import ensure_private_dir, resolve_state_dir
+
+FORMAT = 1
+ROLE, UNFREEZE = "role", "unfreeze"
+KINDS = (ROLE, UNFREEZE)
+REQUESTED, APPROVED, REJECTED, APPLIED, WITHDRAWN = (
+    "requested", "approved", "rejected", "applied", "withdrawn")
+STATES = (REQUESTED, APPROVED, REJECTED, APPLIED, WITHDRAWN)
+OPEN_STATES = (REQUESTED, APPROVED)
+
+_ID = re.compile(r"^AR-(\d{4,})$")
+
+
+class Refused(UsageError):
+    """A step of the access-request workflow was refused (exit 2). ``rule`` is the rule id."""
+
+    def __init__(self, message: str, *, rule: str = "R-ACC-3", hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.rule = rule
+
+
+# --- the request ---------------------------------------------------------------------------
+
+@dataclass
+class AccessRequest:
+    id: str
+    kind: str                      # 'role' | 'unfreeze'
+    person: str
+    role: str | None
+    tier: str | None
+    reason: str
+    ticket: str
+    needed: int                    # distinct approvals needed, fixed at request time
+    events: list[dict] = field(default_factory=list)   # {event, actor, time, comment, ...}
+
+    # --- derived from the events --------------------------------------------------------
+    @property
+    def requester(self) -> str:
+        return self.events[0]["actor"] if self.events else ""
+
+    @property
+    def requested_at(self) -> str:
+        return self.events[0]["time"] if self.events else ""
+
+    @property
+    def state(self) -> str:
+        state = REQUESTED
+        for e in self.events[1:]:
+            state = {"approve": state, "reject": REJECTED, "withdraw": WITHDRAWN,
+                     "apply": APPLIED}.get(e["event"], state)
+            if e["event"] == "approve" and len(self.approvers_until(e)) >= self.needed:
+                state = APPROVED
+        return state
+
+    def approvers_until(self, last: dict | None = None) -> list[str]:
+        out: list[str] = []
+        for e in self.events:
+            if e["event"] == "approve" and e["actor"] not in out:
+                out.append(e["actor"])
+            if e is last:
+                break
+        return out
+
+    @property
+    def approvers(self) -> list[str]:
+        return self.approvers_until()
+
+    def last(self, event: str) -> dict | None:
+        for e in reversed(self.events):
+            if e["event"] == event:
+                return e
+        return None
+
+    @property
+    def applier(self) -> str | None:
+        e = self.last("apply")
+        return e["actor"] if e else None
+
+    @property
+    def what(self) -> str:
+        return f"role {self.role}" if self.kind == ROLE else "unfreeze"
+
+    def waiting_for(self) -> str:
+        if self.state == REQUESTED:
+            missing = self.needed - len(self.approvers)
+            return f"{missing} more approval(s)" + (" (mutual review, R-ACC-5)"
+                                                    if self.tier == "special" else "")
+        if self.state == APPROVED:
+            return ("apply by a designated admin" if self.kind == ROLE else
+                    f"opskit users unfreeze {self.person} --request {self.id}")
+        return "-"
+
+    def row(self) -> dict:
+        """One line for ``access list``."""
+        return {"id": self.id, "state": self.state, "kind": self.kind, "person": self.person,
+                "role": self.role, "tier": self.tier, "requester": self.requester,
+                "approvers": self.approvers, "needed": self.needed, "applier": self.applier,
+                "requested_at": self.requested_at, "ticket": self.ticket,
+                "waiting_for": self.waiting_for()}
+
+    def to_dict(self) -> dict:
+        """The full record for ``access show --json``: the row plus reason and history."""
+        return {**self.row(), "reason": self.reason, "events": [dict(e) for e in self.events]}
+
+    def to_file(self) -> dict:
+        return {"format": FORMAT, "id": self.id, "kind": self.kind, "person": self.person,
+                "role": self.role, "tier": self.tier, "reason": self.reason,
+                "ticket": self.ticket, "needed": self.needed, "events": self.events}
+
+    @classmethod
+    def from_file(cls, data: Any, path: str) -> "AccessRequest":
+        try:
+            if data.get("format") != FORMAT:
+                raise ValueError(f"unknown format {data.get('format')!r}")
+            req = cls(data["id"], data["kind"], data["person"], data.get("role"),
+                      data.get("tier"), data.get("reason", ""), data.get("ticket", ""),
+                      int(data["needed"]), list(data["events"]))
+            if req.kind not in KINDS or not req.events or req.events[0]["event"] != "request":
+                raise ValueError("bad kind or first event")
+            for e in req.events:
+                if not isinstance(e, dict) or not {"event", "actor", "time"} <= set(e):
+                    raise ValueError("an event lacks event/actor/time")
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise OperationalError(f"access request file {path} is damaged ({exc})",
+                                   hint="restore it from backup; every change is also in the "
+                                        "audit log") from None
+        return req
+
+
+# --- who is acting --------------------------------------------------------------------------
+
+def os_login() -> str:
+    """The OS login of the caller: ``$SUDO_USER`` when running as root through sudo, else
+    the effective user."""
+    sudo_user = os.environ.get("SUDO_USER")
+    if sudo_user and os.geteuid() == 0:
+        return sudo_user
+    try:
+        return getpass.getuser()
+    except Exception:  # no passwd entry (containers)
+        return str(os.geteuid())
+
+
+def resolve_actor(roster, declared: str | None, login: str | None = None) -> str:
+    """The roster person id acting: the declared operator name (``--operator``,
+    ``$OPSKIT_OPERATOR``, config ``operator``) when given -- it must be a person id --
+    else the OS login (``login`` or ``os_login()``) mapped through the roster's logins.
+    Anything else is refused (exit 2): access decisions are made by people in the roster."""
+    if declared:
+        if declared in roster.people:
+            return declared
+        person = roster.by_login(declared)
+        if person is not None:
+            return person.id
+        raise Refused(f"operator '{declared}' is not a person in the roster; access requests "
+                      "are raised, approved and applied by people in the roster (R-ACC-3)",
+                      hint="use your person id with --operator or $OPSKIT_OPERATOR")
+    login = login or os_login()
+    person = roster.by_login(login)
+    if person is None:
+        raise Refused(f"OS user '{login}' is not a login of anyone in the roster, and no "
+                      "operator was named; access requests are raised, approved and applied by "
+                      "people in the roster (R-ACC-3)",
+                      hint="give --operator PERSON_ID (or $OPSKIT_OPERATOR)")
+    return person.id
+
+
+# --- storage helpers ------------------------------------------------------------------------
+
+def store_dir(config) -> str:
+    """``accounts.requests_dir`` (relative to the config file), else ``<state_dir>/access``."""
+    configured = config.get("accounts.requests_dir")
+    if configured:
+        return config.relative_path(configured)
+    return os.path.join(resolve_state_dir(config.get("state_dir")), "access")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def _write_atomic(path: str, data: dict) -> None:
+    body = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+    try:
+        write_atomic(path, body, sync_dir=True)
+    except OSError as exc:
+        raise OperationalError(f"cannot write access request {path}: {exc.strerror}") from None
+
+
+def _read(path: str) -> AccessRequest:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise OperationalError(f"cannot read access request {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise OperationalError(f"access request file {path} is not valid JSON ({exc})") from None
+    req = AccessRequest.from_file(data, path)
+    if f"{req.id}.json" != os.path.basename(path):
+        raise OperationalError(f"access request file {path} holds {req.id}")
+    return req
+
+
+def _scan(directory: str) -> list[AccessRequest]:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise OperationalError(f"cannot list access requests in {directory}: "
+                               f"{exc.strerror}") from None
+    out = [_read(os.path.join(directory, n)) for n in names
+           if n.endswith(".json") and _ID.match(n[:-5])]
+    return sorted(out, key=lambda r: int(_ID.match(r.id).group(1)))
+
 
 def applied_grants(config) -> dict[str, list[str]]:
-    """Roles granted to people by applied access requests, by person id."""
-    return {}
+    """Roles granted to people by applied access requests, by person id (in request order).
+    Reads without the lock (files are replaced atomically) and creates nothing."""
+    grants: dict[str, list[str]] = {}
+    for req in _scan(store_dir(config)):
+        if req.kind == ROLE and req.role and req.state == APPLIED:
+            roles = grants.setdefault(req.person, [])
+            if req.role not in roles:
+                roles.append(req.role)
+    return grants
+
+
+# --- the store and its rules ------------------------------------------------------------------
+
+def open_store(config, *, roster_loader: Callable | None = None) -> "RequestStore":
+    """The request store of ``config``. The roster (with applied grants) is loaded lazily,
+    when a rule needs it; ``roster_loader`` replaces ``load_declared`` in tests."""
+    return RequestStore(config, roster_loader=roster_loader)
+
+
+class RequestStore:
+    def __init__(self, config, *, roster_loader: Callable | None = None):
+        self.config = config
+        self.dir = store_dir(config)
+        self.lock_timeout = float(config.get("accounts.requests_lock_timeout", 10.0))
+        self._roster_loader = roster_loader
+
+    # --- reading ----------------------------------------------------------------------------
+    def get(self, request_id: str) -> AccessRequest:
+        """The request ``request_id``; UsageError (exit 2) if there is none."""
+        rid = (request_id or "").strip().upper()
+        m = re.match(r"^AR-(\d{1,9})$", rid)
+        if m:
+            rid = f"AR-{int(m.group(1)):04d}"
+        if not _ID.match(rid):
+            raise UsageError(f"'{request_id}' is not an access request id; expected AR-0001 "
+                             "and so on", hint="'opskit access list' shows the requests")
+        path = os.path.join(self.dir, f"{rid}.json")
+        if not os.path.exists(path):
+            raise UsageError(f"unknown access request '{rid}' (store {self.dir})",
+                             hint="'opskit access list' shows the requests")
+        return _read(path)
+
+    def list(self, state: str | None = None, person: str | None = None) -> list[AccessRequest]:
+        return [r for r in _scan(self.dir)
+                if (state is None or r.state == state) and (person is None or r.person == person)]
+
+    # --- the roster and the configured people -------------------------------------------
+    def roster(self):
+        """The declared roster as it is now, with applied grants (re-read on every step, so
+        approve and apply see a roster changed since the request)."""
+        if self._roster_loader is not None:
+            return self._roster_loader(self.config)
+        from opskit.accounts.roster import load_declared
+        return load_declared(self.config)
+
+    def _configured(self, key: str, roster) -> list[str]:
+        ids = list(self.config.get(f"accounts.{key}") or [])
+        unknown = [i for i in ids if i not in roster.people]
+        if unknown:
+            from opskit.core.errors import ConfigError
+            raise ConfigError(f"accounts.{key} names {', '.join(unknown)}, not in the roster "
+                              f"{roster.source or ''}".rstrip(),
+                              key=f"accounts.{key}", file=self.config.source)
+        return ids
+
+    def needed_approvals(self, tier: str | None) -> int:
+        if tier == "special":
+            return max(2, int(self.config.get("accounts.special_approvals", 2)))
+        return max(1, int(self.config.get("accounts.approvals", 1)))
+
+    def admins(self, roster) -> list[str]:
+        """Designated admins (R-ACC-1): ``accounts.access_admins``, else active holders of an
+        admin-tier role."""
+        ids = self._configured("access_admins", roster)
+        if ids:
+            return ids
+        return [p.id for p in roster.people.values()
+                if any(roster.model.tier_of(r) == "admin" for r in roster.roles_of(p))]
+
+    # --- checks ---------------------------------------------------------------------------
+    @staticmethod
+    def _active(roster, pid: str, as_what: str) -> None:
+        p = roster.person(pid)
+        if not p.active:
+            raise Refused(f"{pid} is {p.status} and may not act as {as_what} (R-ACC-6)",
+                          rule="R-ACC-6")
+
+    @staticmethod
+    def _sod(roster, req_person: str, role: str, when: str) -> None:
+        """Separation of duties: the person's declared roles plus ``role`` (R-ACC-2, R-ACC-5)."""
+        person = roster.person(req_person)
+        held = _declared_roles(roster, person)
+        conflicts = roster.model.conflicts([*held, role])
+        conflicts = [c for c in conflicts if role in c.roles]
+        if conflicts:
+            first = conflicts[0]
+            raise Refused(f"{when}: granting {role} to {req_person} would break "
+                          + "; ".join(c.describe() for c in conflicts),
+                          rule=first.sod.rule,
+                          hint=f"{req_person} holds {', '.join(held) or 'no roles'}; remove the "
+                               "conflicting role first (e.g. a transfer) or choose another person")
+
+    def _check_applier(self, req: AccessRequest, actor: str, roster) -> None:
+        self._active(roster, actor, "the applier")
+        if actor == req.requester:
+            raise Refused(f"{actor} requested {req.id} and may not apply it: a designated admin "
+                          "who is neither requester nor approver applies (R-ACC-1)", rule="R-ACC-1")
+        if actor in req.approvers:
+            raise Refused(f"{actor} approved {req.id} and may not also apply it: a designated "
+                          "admin who is neither requester nor approver applies (R-ACC-1)",
+                          rule="R-ACC-1")
+        if actor == req.person:
+            raise Refused(f"{actor} may not apply {req.id}, which is for themselves (R-ACC-1)",
+                          rule="R-ACC-1")
+        admins = self.admins(roster)
+        if actor not in admins:
+            raise Refused(f"{actor} is not a designated admin and may not apply access requests "
+                          f"(R-ACC-1); designated: {', '.join(admins) or '(nobody)'}",
+                          rule="R-ACC-1",
+                          hint="accounts.access_admins in opskit.yaml names them (empty: holders "
+                               "of an admin-tier role)")
+
+    def _check_ready(self, req: AccessRequest) -> None:
+        state = req.state
+        if state == APPLIED:
+            raise Refused(f"{req.id} was already applied by {req.applier}")
+        if state == REQUESTED:
+            raise Refused(f"{req.id} is not approved yet: {req.waiting_for()} still needed "
+                          "(R-ACC-3)", rule="R-ACC-5" if req.tier == "special" else "R-ACC-3")
+        if state != APPROVED:
+            raise Refused(f"{req.id} is {state}; only an approved request can be applied")
+
+    # --- writing ----------------------------------------------------------------------------
+    def _lock(self) -> FileLock:
+        ensure_private_dir(self.dir)
+        return FileLock(os.path.join(self.dir, ".lock"), timeout=self.lock_timeout)
+
+    def _save(self, req: AccessRequest) -> None:
+        _write_atomic(os.path.join(self.dir, f"{req.id}.json"), req.to_file())
+
+    def _change(self, request_id: str, decide: Callable[[AccessRequest, Any], dict]) -> AccessRequest:
+        """Under the store lock: re-read the request, let ``decide`` check the rules and
+        return the event to append, write it, return the new request."""
+        with self._lock():
+            req = self.get(request_id)
+            roster = self.roster()
+            event = decide(req, roster)
+            req.events.append({**event, "time": _now()})
+            self._save(req)
+            return req
+
+    def create(self, actor: str, person: str, *, role: str | None = None,
+               unfreeze: bool = False, reason: str, ticket: str = "") -> AccessRequest:
+        """Raise a request for ``person``: ``role`` granted, or ``unfreeze`` (one of them)."""
+        if bool(role) == bool(unfreeze):
+            raise UsageError("give exactly one of --role ROLE or --unfreeze")
+        if not (reason or "").strip():
+            raise UsageError("--reason must say why the access is needed (R-ACC-3)")
+        roster = self.roster()
+        target = roster.person(person)          # exit 2 if unknown
+        tier = None
+        if role:
+            tier = roster.model.role(role).tier  # exit 2 if unknown
+        self._active(roster, actor, "a requester")
+        requesters = self._configured("requesters", roster)
+        if requesters and actor not in requesters:
+            raise Refused(f"{actor} may not raise access requests: the section head raises them "
+                          f"(R-ACC-3); requesters: {', '.join(requesters)}",
+                          hint="accounts.requesters in opskit.yaml names them")
+        if role:
+            if not target.active:
+                raise Refused(f"{person} is {target.status}; no access is granted to someone "
+                              "leaving or gone (R-ACC-6)", rule="R-ACC-6",
+                              hint="an unfreeze request (--unfreeze) comes first")
+            if role in roster.roles_of(target):
+                raise Refused(f"{person} already holds role {role} (R-ACC-4: least privilege, "
+                              "nothing to grant)", rule="R-ACC-4")
+            self._sod(roster, person, role, "refused at request time")
+        with self._lock():
+            existing = _scan(self.dir)
+            for other in existing:
+                if (other.person == person and other.kind == (ROLE if role else UNFREEZE)
+                        and other.role == role and other.state in OPEN_STATES):
+                    raise Refused(f"{other.id} already asks for {other.what} for {person} and "
+                                  f"is {other.state}", hint=f"opskit access show {other.id}")
+            number = max((int(_ID.match(r.id).group(1)) for r in existing), default=0) + 1
+            req = AccessRequest(f"AR-{number:04d}", ROLE if role else UNFREEZE, person, role,
+                                tier, reason.strip(), ticket or "", self.needed_approvals(tier))
+            req.events.append({"event": "request", "actor": actor, "time": _now(),
+                               "comment": reason.strip()})
+            self._save(req)
+            return req
+
+    def approve(self, request_id: str, actor: str, comment: str = "") -> AccessRequest:
+        def decide(req: AccessRequest, roster) -> dict:
+            self._check_decider(req, actor, roster, "approve")
+            if actor in req.approvers:
+                raise Refused(f"{actor} has already approved {req.id}; "
+                              + ("a special-tier role needs distinct approvers (mutual review, "
+                                 "R-ACC-5)" if req.tier == "special" else
+                                 "each approval is by a different person"),
+                              rule="R-ACC-5" if req.tier == "special" else "R-ACC-3")
+            if req.kind == ROLE:
+                self._recheck_role(req, roster, "refused at approval")
+            # the role may have become special since the request: never need fewer approvals
+            if req.kind == ROLE:
+                req.needed = max(req.needed, self.needed_approvals(roster.model.tier_of(req.role)))
+            return {"event": "approve", "actor": actor, "comment": comment or ""}
+        return self._change(request_id, decide)
+
+    def reject(self, request_id: str, actor: str, comment: str) -> AccessRequest:
+        if not (comment or "").strip():
+            raise UsageError("a rejection needs --comment saying why")
+
+        def decide(req: AccessRequest, roster) -> dict:
+            self._check_decider(req, actor, roster, "reject")
+            return {"event": "reject", "actor": actor, "comment": comment.strip()}
+        return self._change(request_id, decide)
+
+    def withdraw(self, request_id: str, actor: str, comment: str = "") -> AccessRequest:
+        def decide(req: AccessRequest, roster) -> dict:
+            if actor != req.requester:
+                raise Refused(f"{actor} did not raise {req.id} and may not withdraw it: only the "
+                              f"requester ({req.requester}) withdraws a request")
+            if req.state not in OPEN_STATES:
+                raise Refused(f"{req.id} is {req.state}; only a requested or approved request "
+                              "can be withdrawn")
+            return {"event": "withdraw", "actor": actor, "comment": comment or ""}
+        return self._change(request_id, decide)
+
+    def apply_grant(self, request_id: str, actor: str, details: dict | None = None) -> AccessRequest:
+        """``access apply`` of a role grant: every check, then the 'apply' event, after which
+        ``applied_grants`` (and so the declared roster) includes the role."""
+        return self._apply(request_id, actor, details, unfreeze_ok=False)
+
+    def _check_decider(self, req: AccessRequest, actor: str, roster, verb: str) -> None:
+        if actor == req.requester:
+            raise Refused(f"{actor} raised {req.id} and may not {verb} it: a request is "
+                          "approved by someone else (R-ACC-3)")
+        if actor == req.person:
+            raise Refused(f"{actor} may not {verb} {req.id}, which is for themselves (R-ACC-3)")
+        if req.state != REQUESTED:
+            raise Refused(f"{req.id} is {req.state}; only a request waiting for approval can be "
+                          f"{verb}d")
+        self._active(roster, actor, "an approver")
+        approvers = self._configured("approvers", roster)
+        if actor not in approvers:
+            raise Refused(f"{actor} is not a configured approver and may not {verb} access "
+                          f"requests (R-ACC-3); approvers: {', '.join(approvers) or '(nobody)'}",
+                          hint="accounts.approvers in opskit.yaml names the supervising leaders")
+
+    def _recheck_role(self, req: AccessRequest, roster, when: str) -> None:
+        person = roster.person(req.person)
+        if req.role not in roster.model.roles:
+            raise Refused(f"{when}: role {req.role} of {req.id} is no longer declared in "
+                          f"{roster.model.source}")
+        if not person.active:
+            raise Refused(f"{when}: {req.person} is now {person.status}; no access is granted "
+                          "to someone leaving or gone (R-ACC-6)", rule="R-ACC-6")
+        self._sod(roster, req.person, req.role, when)
+
+    # --- unfreeze (called by opskit users unfreeze) -----------------------------------------
+    def claim_unfreeze(self, request_id: str, person_id: str, actor: str) -> AccessRequest:
+        """Check that ``actor`` may unfreeze ``person_id`` under ``request_id`` (see the
+        module doc). Writes nothing; call ``mark_applied`` once the unfreeze is done."""
+        req = self.get(request_id)
+        self._check_unfreeze(req, person_id, actor, self.roster())
+        return req
+
+    def _check_unfreeze(self, req: AccessRequest, person_id: str, actor: str, roster) -> None:
+        if req.kind != UNFREEZE:
+            raise Refused(f"{req.id} asks for {req.what}, not an unfreeze (R-ACC-3)",
+                          hint=f"raise one: opskit access request --person {person_id} "
+                               "--unfreeze --reason ...")
+        if req.person != person_id:
+            raise Refused(f"{req.id} is for {req.person}, not {person_id}")
+        self._check_ready(req)
+        self._check_applier(req, actor, roster)
+        roster.person(person_id)
+        conflicts = roster.model.conflicts(_declared_roles(roster, roster.person(person_id)))
+        if conflicts:
+            raise Refused(f"unfreezing {person_id} would restore roles that break "
+                          + "; ".join(c.describe() for c in conflicts), rule=conflicts[0].sod.rule)
+
+    def mark_applied(self, request_id: str, actor: str, details: dict) -> AccessRequest:
+        """Record that the request was carried out (``details``: what was done, e.g. hosts).
+        For an unfreeze, the same checks as ``claim_unfreeze``; for a role grant, those of
+        ``apply_grant``."""
+        return self._apply(request_id, actor, details, unfreeze_ok=True)
+
+    def _apply(self, request_id: str, actor: str, details: dict | None, *,
+               unfreeze_ok: bool) -> AccessRequest:
+        def decide(req: AccessRequest, roster) -> dict:
+            if req.kind == UNFREEZE:
+                if not unfreeze_ok:
+                    raise Refused(f"{req.id} is an unfreeze request: run 'opskit users unfreeze "
+                                  f"{req.person} --request {req.id}' (R-ACC-6)", rule="R-ACC-6")
+                self._check_unfreeze(req, req.person, actor, roster)
+            else:
+                self._check_ready(req)
+                self._check_applier(req, actor, roster)
+                self._recheck_role(req, roster, "refused at apply time")
+            return {"event": "apply", "actor": actor, "comment": "",
+                    "details": dict(details or {})}
+        return self._change(request_id, decide)
+
+
+def _declared_roles(roster, person) -> list[str]:
+    """Roles the person is declared to hold (post, own, applied grants), whatever the status:
+    what they would hold once active again."""
+    post_roles = roster.model.posts[person.post].roles if person.post else []
+    return list(dict.fromkeys([*post_roles, *person.roles, *roster.grants.get(person.id, [])]))

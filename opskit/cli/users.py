@@ -1,9 +1,254 @@
 """`opskit users`: Accounts: provisioning from the roster, departure and transfer freezes."""
+from __future__ import annotations
+
+import os
+
 import click
 
-from .app import OpskitGroup
+from .app import App, OpskitGroup, output_options, pass_app
 
 
 @click.group("users", cls=OpskitGroup)
 def group() -> None:
-    """Accounts: provisioning from the roster, departure and transfer freezes (R-ACC-1, R-ACC-6)."""
+    """Accounts: provisioning from the roster, departure and transfer freezes (R-ACC-1, R-ACC-6).
+
+    \b
+    plan       per host, what 'apply' would change
+    apply      create and update accounts from the roster (idempotent)
+    freeze     lock every access path of a person, verify, certify (R-ACC-6)
+    transfer   move a person to another post: old rights out, new rights in
+    unfreeze   lift a freeze, with an approved access request (R-ACC-3)
+
+    \b
+    See docs/accounts.md. Exit codes: 0 ok | 1 needs attention | 2 usage | 3 failed host.
+    """
+
+
+def _split(values) -> list[str] | None:
+    names = [n.strip() for v in values or () for n in v.split(",") if n.strip()]
+    return names or None
+
+
+def host_options(func):
+    func = click.option("--group", "group_name", metavar="GROUP",
+                        help="Only the members of inventory group GROUP.")(func)
+    func = click.option("--hosts", "host_names", metavar="H1,H2", multiple=True,
+                        help="Only these hosts (comma-separated; repeatable).")(func)
+    return func
+
+
+def _setup(app: App, host_names, group_name):
+    from opskit.accounts.provision import Settings
+    from opskit.accounts.roster import load_declared
+    from opskit.hosts.inventory import load_inventory
+
+    config = app.config
+    roster = load_declared(config)                   # bad roster: exit 2 before any host
+    specs = load_inventory(config).select(_split(host_names), group_name)
+    return roster, specs, Settings.from_config(config)
+
+
+def _audit_plan(app: App, fleet) -> None:
+    app.audit_details.update(
+        hosts=[h.host for h in fleet.hosts],
+        failed_hosts=[h.host for h in fleet.hosts if not h.reachable],
+        changes=[f"{s.host}:{s.subject}:{s.action}:{s.detail}"
+                 + ("" if s.ok is None else " -> ok" if s.ok else f" -> FAILED: {s.error}")
+                 for s in fleet.steps()],
+        notes=[f"{n.host}:{n.person}: {n.note}" for n in fleet.notes()])
+
+
+@group.command("plan")
+@click.option("--person", "persons", metavar="ID", multiple=True,
+              help="Only this person (repeatable). Default: everyone in the roster.")
+@host_options
+@output_options()
+@pass_app
+def plan_cmd(app: App, persons, host_names, group_name) -> None:
+    """Show, per host, what 'opskit users apply' would change (R-ACC-1, R-ACC-4).
+
+    Accounts to create (useradd, password change forced at first login),
+    group memberships, authorized_keys and sudoers drop-ins. Changes nothing.
+    Exit 1 when an account needs attention (e.g. someone no longer entitled
+    still has an unfrozen account), 3 when a host could not be read.
+    """
+    from opskit.accounts.provision import plan_fleet, select_people
+    from opskit.accounts.report import plan_result
+
+    roster, specs, settings = _setup(app, host_names, group_name)
+    fleet = plan_fleet(specs, roster, select_people(roster, list(persons)), settings)
+    _audit_plan(app, fleet)
+    app.emit(plan_result(fleet, verb="plan"))
+
+
+@group.command("apply")
+@click.option("--person", "persons", metavar="ID", multiple=True,
+              help="Only this person (repeatable). Default: everyone in the roster.")
+@host_options
+@click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@output_options()
+@pass_app
+def apply_cmd(app: App, persons, host_names, group_name, dry_run) -> None:
+    """Create and update accounts from the roster, idempotently, on every host in parallel.
+
+    Runs what 'plan' shows (re-read at apply time). Sudoers drop-ins are
+    validated with 'visudo -cf' before they are installed. Frozen accounts
+    stay frozen. Exit 3 when a host or a change failed: rerun to finish.
+    """
+    from opskit.accounts.provision import plan_fleet, select_people
+    from opskit.accounts.report import plan_result
+
+    roster, specs, settings = _setup(app, host_names, group_name)
+    fleet = plan_fleet(specs, roster, select_people(roster, list(persons)), settings,
+                       apply=not dry_run)
+    fleet.dry_run = dry_run
+    app.audit_details["dry_run"] = dry_run
+    _audit_plan(app, fleet)
+    result = plan_result(fleet, verb="apply")
+    _hand_over(app, result, fleet.steps(), fleet.passwords)
+    app.emit(result)
+
+
+def _hand_over(app: App, result, steps, passwords) -> None:
+    """Initial passwords of new accounts go to 0600 files, never to output or the audit log."""
+    from opskit.accounts.provision import save_initial_passwords
+    paths = save_initial_passwords(app.state_dir, steps, passwords)
+    if paths:
+        where = os.path.dirname(paths[0])
+        app.audit_details["initial_password_files"] = paths
+        result.messages.append(f"initial passwords of {len(paths)} new account(s): {where}/ "
+                               "(0600; hand each over in person, then delete it)")
+        if isinstance(result.data, dict):
+            result.data["initial_password_files"] = paths
+
+
+def _operator(app: App) -> str:
+    return app.operator
+
+
+@group.command("freeze")
+@click.argument("person_id", metavar="PERSON")
+@click.option("--reason", required=True, type=click.Choice(("departure", "transfer")),
+              help="Why the accounts are frozen (R-ACC-6).")
+@click.option("--ticket", default="", metavar="T", help="Change or HR ticket, recorded.")
+@host_options
+@click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
+@output_options()
+@pass_app
+def freeze_cmd(app: App, person_id, reason, ticket, host_names, group_name, dry_run) -> None:
+    """Freeze every account of PERSON before they leave or change post (R-ACC-6).
+
+    On every host where PERSON has an account: lock the password, expire the
+    account (1970-01-02), nologin shell, move authorized_keys aside (kept as
+    evidence), remove group memberships and sudoers entries, move crontab and
+    at jobs aside, end live sessions and processes; then re-read each host to
+    verify no access path remains, and record a freeze certificate in the
+    audit log and in <state_dir>/accounts/freezes/. Rerun to finish after a
+    failure (exit 3 lists the failed hosts).
+    """
+    from opskit.accounts.freeze import freeze_fleet, save_certificate
+    from opskit.accounts.freeze_report import freeze_result
+
+    roster, specs, settings = _setup(app, host_names, group_name)
+    person = roster.person(person_id)                  # unknown: exit 2
+    run = freeze_fleet(specs, person, settings, reason=reason, ticket=ticket,
+                       operator=_operator(app), dry_run=dry_run)
+    path = None if dry_run else save_certificate(app.state_dir, run)
+    app.audit_details.update(rule="R-ACC-6", certificate_file=path,
+                             certificate=run.certificate())
+    app.emit(freeze_result(run))
+
+
+@group.command("transfer")
+@click.argument("person_id", metavar="PERSON")
+@click.option("--to-post", "to_post", required=True, metavar="P",
+              help="The new post (declared under posts: in roles.yaml).")
+@click.option("--ticket", default="", metavar="T", help="Change or HR ticket, recorded.")
+@click.option("--dry-run", is_flag=True, help="Show the plan and the roster edit; change nothing.")
+@output_options()
+@pass_app
+def transfer_cmd(app: App, person_id, to_post, ticket, dry_run) -> None:
+    """Move PERSON to post P: the old post's rights out, the new post's in (R-ACC-6, R-ACC-4).
+
+    One plan over every inventory host: where the new post gives an account,
+    it is created or brought to the new roles (old groups and sudo rules
+    removed); where only the old post did, the account is frozen. Once every
+    host succeeded, the person's 'post:' line in roster.yaml is edited (only
+    that line; validated before it is written). A failed host exits 3 and
+    leaves the roster as it was: rerun to finish.
+    """
+    from opskit.accounts.transfer import transfer
+    from opskit.accounts.transfer_report import transfer_result
+
+    roster, specs, settings = _setup(app, (), None)
+    person = roster.person(person_id)                    # unknown: exit 2
+    run = transfer(specs, roster, person, to_post, settings, dry_run=dry_run)
+    app.audit_details.update(rule="R-ACC-6", ticket=ticket, dry_run=dry_run,
+                             old_post=run.old_post, new_post=run.new_post,
+                             roles_before=run.roles_before, roles_after=run.roles_after,
+                             roster_edit=run.edit.describe() if run.edit else None,
+                             roster_written=run.roster_written, failed_hosts=run.failed_hosts,
+                             changes=[f"{h.host}:{h.kind}:{s.action}:{s.detail}"
+                                      + ("" if s.ok is None else " -> ok" if s.ok else
+                                         f" -> FAILED: {s.error}")
+                                      for h in run.hosts for s in h.steps])
+    result = transfer_result(run)
+    _hand_over(app, result, [s for h in run.hosts if h.kind == "grant" for s in h.steps],
+               run.passwords)
+    app.emit(result)
+
+
+def _declared_operator(app: App) -> str | None:
+    return (app.operator_override or os.environ.get("OPSKIT_OPERATOR")
+            or app.config.get("operator") or None)
+
+
+@group.command("unfreeze")
+@click.argument("person_id", metavar="PERSON")
+@click.option("--request", "request_id", required=True, metavar="ID",
+              help="The approved unfreeze request (opskit access request --unfreeze).")
+@output_options()
+@pass_app
+def unfreeze_cmd(app: App, person_id, request_id) -> None:
+    """Lift PERSON's freeze, with an approved access request (R-ACC-3, R-ACC-1).
+
+    The request must be an approved unfreeze for PERSON, and you must be a
+    designated admin who neither raised nor approved it. On every host where
+    PERSON is entitled and frozen: clear the expiry, unlock, restore the
+    shell, force a password change, then provision as 'users apply' does.
+    """
+    from opskit.accounts.requests import open_store, resolve_actor
+    from opskit.accounts.unfreeze import exit_code, unfreeze_fleet
+    from opskit.core.output import Result, Table
+
+    roster, specs, settings = _setup(app, (), None)
+    person = roster.person(person_id)                    # unknown: exit 2
+    store = open_store(app.config)
+    actor = resolve_actor(roster, _declared_operator(app))
+    app.audit_details.update(rule="R-ACC-3", request=request_id, actor=actor)
+    store.claim_unfreeze(request_id, person.id, actor)   # refusals: exit 2, nothing touched
+    hosts = unfreeze_fleet(specs, roster, person, settings)
+    code = exit_code(hosts)
+    details = {"hosts": [h.host for h in hosts if h.steps],
+               "steps": [f"{s.host}:{s.action}:{s.detail}" + (" -> ok" if s.ok else
+                                                              f" -> FAILED: {s.error}")
+                         for h in hosts for s in h.steps],
+               "failed_hosts": [h.host for h in hosts if not h.ok]}
+    app.audit_details.update(details)
+    if code == 0:
+        store.mark_applied(request_id, actor, details)
+    rows = [{"host": h.host, "status": h.status if h.status == "ok" else h.status.upper(),
+             "changes": len(h.steps), "failed": sum(1 for s in h.steps if s.ok is False),
+             "note": h.note, "error": h.error} for h in hosts]
+    steps = [s.as_dict() for h in hosts for s in h.steps]
+    text = (f"users unfreeze {person.id} under {request_id}: "
+            + (f"{len(steps)} change(s) on {len(details['hosts'])} host(s); request marked applied"
+               if code == 0 else f"INCOMPLETE; failed hosts: {', '.join(details['failed_hosts'])}"
+               "; rerun to finish (the request stays approved)"))
+    app.emit(Result(data={"person": person.id, "request": request_id, "actor": actor,
+                          "exit_code": code, "hosts": [h.as_dict() for h in hosts]},
+                    tables=[Table(["host", "status", "changes", "failed", "note", "error"], rows,
+                                  title=f"Unfreeze of {person.id} (R-ACC-3)"),
+                            Table(["host", "action", "detail", "result", "error"], steps,
+                                  title="Steps")],
+                    messages=[text], summary=text, exit_code=code))

@@ -137,16 +137,14 @@ def apply_shadow(accounts: dict[str, Account], text: str) -> None:
         acct.expire_day = _int_or_none(parts[7])
 
 
-def read_userdb(host: Host) -> UserDB:
-    """Accounts and groups of ``host``. /etc/shadow unreadable (not root) leaves
-    password state 'unknown' and ``shadow_readable`` False instead of failing."""
-    accounts = parse_passwd(host.read_file("/etc/passwd").decode("utf-8", "replace"))
-    groups = parse_group(host.read_file("/etc/group").decode("utf-8", "replace"))
-    shadow_ok = True
-    try:
-        apply_shadow(accounts, host.read_file("/etc/shadow").decode("utf-8", "replace"))
-    except HostError:
-        shadow_ok = False
+def userdb_from_text(passwd: str, group: str, shadow: str | None = None) -> UserDB:
+    """A UserDB from the texts of /etc/passwd, /etc/group and (None: unreadable)
+    /etc/shadow, for callers that fetched the files themselves (opskit.accounts
+    reads them in one round trip together with other files)."""
+    accounts = parse_passwd(passwd)
+    groups = parse_group(group)
+    if shadow is not None:
+        apply_shadow(accounts, shadow)
     by_gid = {g.gid: g.name for g in groups.values()}
     for g in groups.values():
         for member in g.members:
@@ -155,4 +153,16 @@ def read_userdb(host: Host) -> UserDB:
     for acct in accounts.values():
         acct.primary_group = by_gid.get(acct.gid)
         acct.groups.sort()
-    return UserDB(accounts, groups, shadow_ok)
+    return UserDB(accounts, groups, shadow is not None)
+
+
+def read_userdb(host: Host) -> UserDB:
+    """Accounts and groups of ``host``. /etc/shadow unreadable (not root) leaves
+    password state 'unknown' and ``shadow_readable`` False instead of failing."""
+    passwd = host.read_file("/etc/passwd").decode("utf-8", "replace")
+    group = host.read_file("/etc/group").decode("utf-8", "replace")
+    try:
+        shadow: str | None = host.read_file("/etc/shadow").decode("utf-8", "replace")
+    except HostError:
+        shadow = None
+    return userdb_from_text(passwd, group, shadow)
