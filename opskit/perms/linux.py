@@ -1,0 +1,216 @@
+"""The Linux collector: what access each account actually has on one host.
+
+Written once against the Host interface (opskit.hosts.base), so a sysroot
+tree, this machine and an SSH host are read the same way:
+
+* accounts with lock / expiry / shell state and group memberships
+  (opskit.hosts.userdb.read_userdb -- never password hashes);
+* sudo rights, includes followed and aliases expanded (opskit.perms.sudoers);
+* authorized_keys as SHA-256 fingerprints, never the keys themselves;
+* the last login (opskit.perms.lastlog);
+* crontab entries (per-user spools, /etc/crontab, /etc/cron.d), with values
+  of secret-looking variables and URL passwords masked.
+
+``collect_linux(host, ...)`` returns a JSON-able dict: the host's part of a
+snapshot (docs/perms.md, "Snapshot format"). Anything it cannot read becomes
+a warning in that dict, never a silent gap.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import posixpath
+import re
+
+from opskit.hosts.base import Host, HostError
+from opskit.hosts.userdb import read_userdb
+
+from .lastlog import read_last_logins
+from .sudoers import read_sudoers
+
+KEY_FILES = (".ssh/authorized_keys", ".ssh/authorized_keys2")
+_KEY_TYPE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9-]+@openssh\.com)$")
+_SECRET_ASSIGN = re.compile(r"(?i)\b([A-Z0-9_.-]*(?:pass|pwd|secret|token|key)[A-Z0-9_.-]*)"
+                            r"(\s*[=:]\s*|\s+)(?!\*\*\*)(\S+)")
+_URL_PASSWORD = re.compile(r"(://[^/\s:@]+:)[^@\s/]+@")
+_CRON_ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=")
+CRON_SPOOLS = ("/var/spool/cron/crontabs", "/var/spool/cron")
+SYSTEM_CRONTABS = ("/etc/crontab",)
+CRON_D = "/etc/cron.d"
+MAX_COMMAND = 200
+
+
+def fingerprint(blob_b64: str) -> str:
+    """OpenSSH's SHA256 fingerprint of a base64 public key blob (as ssh-keygen -l)."""
+    raw = base64.b64decode(blob_b64, validate=True)
+    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode().rstrip("=")
+
+
+def parse_key_line(line: str) -> dict | None:
+    """{'type', 'fingerprint', 'comment', 'options'} of one authorized_keys line, or None."""
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return None
+    parts = _split_options(line)
+    for i, part in enumerate(parts):
+        if _KEY_TYPE.match(part) and i + 1 < len(parts):
+            try:
+                fp = fingerprint(parts[i + 1])
+            except (binascii.Error, ValueError):
+                return None
+            return {"type": part, "fingerprint": fp, "comment": " ".join(parts[i + 2:])[:100],
+                    "options": bool(i)}
+    return None
+
+
+def _split_options(line: str) -> list[str]:
+    """Split on spaces outside double quotes (options such as command="a b")."""
+    out, cur, quoted = [], [], False
+    for c in line:
+        if c == '"':
+            quoted = not quoted
+        if c in " \t" and not quoted:
+            if cur:
+                out.append("".join(cur))
+                cur = []
+            continue
+        cur.append(c)
+    if cur:
+        out.append("".join(cur))
+    if out and not _KEY_TYPE.match(out[0]) and len(out) > 1:
+        return [out[0], *out[1:]]
+    return out
+
+
+def mask_secrets(text: str) -> str:
+    """Mask values of secret-looking variables and passwords in URLs."""
+    text = _URL_PASSWORD.sub(r"\1***@", text)
+    return _SECRET_ASSIGN.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+
+
+def _cron_entries(text: str, source: str, with_user: bool) -> list[tuple[str | None, dict]]:
+    out = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#") or _CRON_ENV.match(line):
+            continue
+        fields = line.split()
+        if line.startswith("@"):
+            n_sched = 1
+        else:
+            n_sched = 5
+        if len(fields) < n_sched + (2 if with_user else 1):
+            continue
+        schedule = " ".join(fields[:n_sched])
+        user = fields[n_sched] if with_user else None
+        command = " ".join(fields[n_sched + (1 if with_user else 0):])
+        command = mask_secrets(command)
+        if len(command) > MAX_COMMAND:
+            command = command[:MAX_COMMAND - 3] + "..."
+        out.append((user, {"schedule": schedule, "command": command,
+                           "source": f"{source}:{number}"}))
+    return out
+
+
+def read_crontabs(host: Host, accounts: dict, warnings: list[str]) -> dict[str, list[dict]]:
+    """Crontab entries by the login they run as."""
+    tabs: dict[str, list[dict]] = {}
+    for spool in CRON_SPOOLS:
+        try:
+            names = host.listdir(spool)
+        except FileNotFoundError:
+            continue
+        except HostError as exc:
+            warnings.append(f"{spool}: cannot list: {exc.message}")
+            continue
+        for name in names:
+            if name not in accounts:
+                continue                      # 'crontabs' dir, lock files, unknown users
+            path = posixpath.join(spool, name)
+            try:
+                text = host.read_file(path).decode("utf-8", "replace")
+            except (IsADirectoryError, FileNotFoundError):
+                continue
+            except HostError as exc:
+                warnings.append(f"{path}: cannot read: {exc.message}")
+                continue
+            for _user, entry in _cron_entries(text, path, with_user=False):
+                tabs.setdefault(name, []).append(entry)
+    system = list(SYSTEM_CRONTABS)
+    try:
+        system += [posixpath.join(CRON_D, n) for n in host.listdir(CRON_D)
+                   if not n.startswith(".") and "." not in n and not n.endswith("~")]
+    except FileNotFoundError:
+        pass
+    except HostError as exc:
+        warnings.append(f"{CRON_D}: cannot list: {exc.message}")
+    for path in system:
+        try:
+            text = host.read_file(path).decode("utf-8", "replace")
+        except FileNotFoundError:
+            continue
+        except HostError as exc:
+            warnings.append(f"{path}: cannot read: {exc.message}")
+            continue
+        for user, entry in _cron_entries(text, path, with_user=True):
+            tabs.setdefault(user, []).append(entry)
+    return tabs
+
+
+def read_keys(host: Host, accounts: dict, min_uid: int,
+              warnings: list[str]) -> dict[str, list[dict]]:
+    """authorized_keys fingerprints by login, for root and every non-system account."""
+    keys: dict[str, list[dict]] = {}
+    for acct in accounts.values():
+        if (acct.uid < min_uid and acct.uid != 0) or not acct.home or acct.home == "/nonexistent":
+            continue
+        for rel in KEY_FILES:
+            path = posixpath.join(acct.home, rel)
+            try:
+                text = host.read_file(path).decode("utf-8", "replace")
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except HostError as exc:
+                if getattr(exc, "status", "") != "not found":
+                    warnings.append(f"{path}: cannot read: {exc.message}")
+                continue
+            for number, line in enumerate(text.splitlines(), 1):
+                parsed = parse_key_line(line)
+                if parsed is None:
+                    if line.strip() and not line.strip().startswith("#"):
+                        warnings.append(f"{path}:{number}: not a public key line")
+                    continue
+                parsed["source"] = f"{path}:{number}"
+                keys.setdefault(acct.name, []).append(parsed)
+    return keys
+
+
+def collect_linux(host: Host, *, min_uid: int = 1000) -> dict:
+    """Everything the snapshot keeps about ``host`` (see module doc)."""
+    warnings: list[str] = []
+    db = read_userdb(host)
+    if not db.shadow_readable:
+        warnings.append("/etc/shadow is not readable (run as root): lock and expiry state "
+                        "unknown")
+    accounts = {}
+    for name, acct in db.accounts.items():
+        d = acct.as_dict()
+        d.pop("gecos", None)
+        accounts[name] = d
+    groups = {g.name: {"gid": g.gid, "members": list(g.members)} for g in db.groups.values()}
+    sudo = read_sudoers(host, db)
+    warnings += sudo.warnings
+    keys = read_keys(host, db.accounts, min_uid, warnings)
+    last, sources, lw = read_last_logins(host, db.accounts)
+    warnings += lw
+    if not sources:
+        warnings.append("no login records (wtmpdb, lastlog2, lastlog, wtmp): last logins "
+                        "unknown, dormant accounts cannot be found")
+    crontabs = read_crontabs(host, db.accounts, warnings)
+    return {"accounts": accounts, "groups": groups,
+            "sudo": {login: [i.as_dict() for i in items]
+                     for login, items in sorted(sudo.items.items())},
+            "sudo_files": sudo.files, "keys": keys, "last_login": last,
+            "login_sources": sources, "crontabs": crontabs, "shadow_readable": db.shadow_readable,
+            "warnings": warnings}

@@ -1,0 +1,242 @@
+"""The PostgreSQL collector: roles, memberships and privileges from pg_catalog.
+
+information_schema only shows what the connecting role may see
+(role_table_grants lists grants where it is grantor or grantee), so it
+under-reports; this collector reads pg_catalog instead and expands every ACL
+with ``aclexplode`` -- ``acldefault`` stands in for a NULL ACL, so the owner's
+implicit rights and PUBLIC's defaults are counted too:
+
+* roles and their attributes (superuser, createrole, createdb, login,
+  replication, bypassrls, inherit, valid until) from pg_roles;
+* direct memberships from pg_auth_members (inherited ones are derived by
+  the analysis: opskit.perms.analysis.effective_roles);
+* database, schema, table (tables, views, materialized views, foreign and
+  partitioned tables), sequence and column privileges.
+
+The connection needs enough privilege to see everything: the snapshot carries
+a warning when the role is not a superuser, lacks pg_read_all_settings /
+pg_read_all_stats, or cannot see a schema's contents. Every query is fixed
+text; the one value passed in (the database name) is a bound parameter.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from opskit.core.errors import ConfigError, OperationalError
+
+EXCLUDED_SCHEMAS = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
+
+ROLES_SQL = """
+SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin,
+       rolreplication, rolbypassrls, rolvaliduntil::text, rolconnlimit, oid < 16384 AS builtin
+FROM pg_catalog.pg_roles ORDER BY rolname"""
+
+MEMBERS_SQL = """
+SELECT m.rolname AS member, r.rolname AS role, am.admin_option, {inherit} AS inherit
+FROM pg_catalog.pg_auth_members am
+JOIN pg_catalog.pg_roles r ON r.oid = am.roleid
+JOIN pg_catalog.pg_roles m ON m.oid = am.member
+ORDER BY 1, 2"""
+
+DATABASE_SQL = """
+SELECT COALESCE(g.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable
+FROM pg_catalog.pg_database d,
+     aclexplode(COALESCE(d.datacl, acldefault('d'::"char", d.datdba))) a
+LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+WHERE d.datname = %s"""
+
+SCHEMAS_SQL = f"""
+SELECT n.nspname, COALESCE(g.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable,
+       pg_catalog.has_schema_privilege(n.oid, 'USAGE') AS visible
+FROM pg_catalog.pg_namespace n,
+     aclexplode(COALESCE(n.nspacl, acldefault('n'::"char", n.nspowner))) a
+LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+WHERE {EXCLUDED_SCHEMAS}"""
+
+TABLES_SQL = f"""
+SELECT n.nspname, c.relname, c.relkind, COALESCE(g.rolname, 'PUBLIC'), a.privilege_type,
+       a.is_grantable
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
+     aclexplode(COALESCE(c.relacl,
+                         acldefault((CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char",
+                                    c.relowner))) a
+LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {EXCLUDED_SCHEMAS}"""
+
+COLUMNS_SQL = f"""
+SELECT n.nspname, c.relname, att.attname, COALESCE(g.rolname, 'PUBLIC'), a.privilege_type,
+       a.is_grantable
+FROM pg_catalog.pg_attribute att
+JOIN pg_catalog.pg_class c ON c.oid = att.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
+     aclexplode(att.attacl) a
+LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+WHERE att.attacl IS NOT NULL AND NOT att.attisdropped AND {EXCLUDED_SCHEMAS}"""
+
+WHOAMI_SQL = """
+SELECT current_user, current_database(), r.rolsuper,
+       pg_catalog.pg_has_role(current_user, 'pg_read_all_settings', 'USAGE'),
+       pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'),
+       pg_catalog.current_setting('server_version_num')::int,
+       pg_catalog.current_setting('server_version')
+FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"""
+
+WRITE_PRIVILEGES = frozenset({"INSERT", "UPDATE", "DELETE", "TRUNCATE"})
+
+
+@dataclass
+class DatabaseSpec:
+    """One ``perms.databases`` entry, resolved (paths relative to the config)."""
+
+    name: str
+    dsn: str | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str | None = None
+    dbname: str | None = None
+    password_file: str | None = None
+
+    def conninfo(self) -> str:
+        from psycopg.conninfo import make_conninfo
+        extra = {k: v for k, v in (("host", self.host), ("port", self.port),
+                                   ("user", self.user), ("dbname", self.dbname))
+                 if v is not None}
+        if not self.dsn and "dbname" not in extra:
+            extra["dbname"] = self.name
+        return make_conninfo(self.dsn or "", **extra)
+
+    def describe(self) -> str:
+        """Where, without any password: user@host:port/dbname."""
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+            d = conninfo_to_dict(self.conninfo())
+        except Exception:
+            return self.name
+        return (f"{d.get('user') or '(default user)'}@{d.get('host') or '(default host)'}:"
+                f"{d.get('port') or 5432}/{d.get('dbname') or self.name}")
+
+    def password(self) -> str | None:
+        if not self.password_file:
+            return None
+        try:
+            st = os.stat(self.password_file)
+        except FileNotFoundError:
+            raise ConfigError(f"perms.databases.{self.name}.password_file: "
+                              f"{self.password_file} not found") from None
+        if st.st_mode & 0o077:
+            raise ConfigError(f"password file {self.password_file} is readable by others",
+                              hint=f"chmod 600 {self.password_file}")
+        with open(self.password_file, encoding="utf-8") as fh:
+            return fh.readline().strip()
+
+
+def database_specs(config, names: list[str] | None = None) -> list[DatabaseSpec]:
+    """The configured databases (template entries '<...>' skipped); ``names``
+    picks some (UsageError, exit 2, naming the known ones if one is unknown)."""
+    from opskit.core.errors import UsageError
+    configured = {}
+    for name, entry in (config.get("perms.databases") or {}).items():
+        if name.startswith("<"):
+            continue
+        pw = entry.get("password_file")
+        configured[name] = DatabaseSpec(name, entry.get("dsn"), entry.get("host"),
+                                        entry.get("port"), entry.get("user"),
+                                        entry.get("dbname"),
+                                        config.relative_path(pw) if pw else None)
+    if names is None:
+        return list(configured.values())
+    missing = [n for n in names if n not in configured]
+    if missing:
+        raise UsageError(f"unknown database {', '.join(repr(m) for m in missing)}; configured "
+                         f"under perms.databases: {', '.join(sorted(configured)) or '(none)'}")
+    return [configured[n] for n in names]
+
+
+def _acl_map(rows, key_cols: int) -> dict[str, dict[str, list[str]]]:
+    """rows (key..., grantee, privilege, grantable) -> {grantee: {key: [privileges]}}."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for row in rows:
+        key = ".".join(row[:key_cols])
+        grantee, priv, grantable = row[key_cols], row[key_cols + 1], row[key_cols + 2]
+        out.setdefault(grantee, {}).setdefault(key, set()).add(
+            priv + (" WITH GRANT OPTION" if grantable else ""))
+    return {g: {k: sorted(v) for k, v in sorted(objs.items())} for g, objs in sorted(out.items())}
+
+
+def collect_postgres(spec: DatabaseSpec, connect_timeout: float = 10.0) -> dict:
+    """The database's part of a snapshot (docs/perms.md). Connection failures
+    raise OperationalError (the snapshot records the database as failed)."""
+    import psycopg
+    kwargs: dict[str, Any] = {"connect_timeout": int(connect_timeout), "autocommit": True}
+    pw = spec.password()
+    if pw is not None:
+        kwargs["password"] = pw
+    try:
+        conn = psycopg.connect(spec.conninfo(), **kwargs)
+    except psycopg.Error as exc:
+        raise OperationalError(f"database {spec.name} ({spec.describe()}): cannot connect: "
+                               f"{_pg_message(exc)}") from None
+    warnings: list[str] = []
+    try:
+        conn.read_only = True
+        with conn.cursor() as cur:
+            cur.execute(WHOAMI_SQL)
+            user, dbname, superuser, settings, stats, version_num, version = cur.fetchone()
+            if not superuser:
+                warnings.append(f"connected as {user}, not a superuser: objects in schemas it "
+                                "has no USAGE on, other databases and role passwords' "
+                                "validity may be incomplete; collect as a superuser to see "
+                                "everything")
+                lacking = [r for r, has in (("pg_read_all_settings", settings),
+                                            ("pg_read_all_stats", stats)) if not has]
+                if lacking:
+                    warnings.append(f"{user} is not a member of {', '.join(lacking)}")
+            cur.execute(ROLES_SQL)
+            roles = {}
+            for (name, su, inherit, createrole, createdb, login, repl, bypass, until, limit,
+                 builtin) in cur.fetchall():
+                roles[name] = {"superuser": su, "inherit": inherit, "createrole": createrole,
+                               "createdb": createdb, "login": login, "replication": repl,
+                               "bypassrls": bypass,
+                               "valid_until": until,
+                               "connlimit": limit, "builtin": builtin}
+            cur.execute(MEMBERS_SQL.format(inherit="am.inherit_option" if version_num >= 160000
+                                           else "NULL::boolean"))
+            member_of: dict[str, list[dict]] = {}
+            for member, role, admin, inherit in cur.fetchall():
+                member_of.setdefault(member, []).append(
+                    {"role": role, "admin": admin,
+                     "inherit": roles.get(member, {}).get("inherit", True)
+                     if inherit is None else inherit})
+            cur.execute(DATABASE_SQL, (dbname,))
+            database = _acl_map([("database",) + tuple(r) for r in cur.fetchall()], 1)
+            cur.execute(SCHEMAS_SQL)
+            rows = cur.fetchall()
+            hidden = sorted({r[0] for r in rows if not r[4]})
+            if hidden and not superuser:
+                warnings.append(f"{user} has no USAGE on schema(s) {', '.join(hidden)}")
+            schemas = _acl_map([r[:4] for r in rows], 1)
+            cur.execute(TABLES_SQL)
+            rows = cur.fetchall()
+            kinds = {f"{r[0]}.{r[1]}": r[2] for r in rows}
+            tables = _acl_map([(r[0], r[1], r[3], r[4], r[5]) for r in rows], 2)
+            cur.execute(COLUMNS_SQL)
+            columns = _acl_map(cur.fetchall(), 3)
+    except psycopg.Error as exc:
+        raise OperationalError(f"database {spec.name} ({spec.describe()}): "
+                               f"{_pg_message(exc)}") from None
+    finally:
+        conn.close()
+    return {"connected_as": user, "dbname": dbname, "superuser": bool(superuser),
+            "server_version": version, "roles": roles, "member_of": member_of,
+            "privileges": {"database": database, "schemas": schemas, "tables": tables,
+                           "columns": columns},
+            "relkinds": kinds, "warnings": warnings}
+
+
+def _pg_message(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,172 @@
+"""The PostgreSQL collector and its findings on a real server with the insurance
+schema (insured persons, claims, settlements, refunds, benefit activations).
+
+Roles are cluster-wide and other tests create their own, so findings are
+looked at for this bureau's roles only (tests/harness/perms.py)."""
+import pytest
+
+from opskit.accounts.roster import load_declared
+from opskit.core.config import load_config
+from opskit.core.errors import OperationalError
+from opskit.perms.analysis import Options, analyse
+from opskit.perms.postgres import DatabaseSpec, collect_postgres
+from opskit.perms.snapshot import take_snapshot
+from tests.fixtures.perms.trees import Org
+from tests.harness.perms import FROZEN_ROLES, GROUP_ROLES, LOGIN_ROLES
+
+pytestmark = pytest.mark.integration
+OURS = {*LOGIN_ROLES, *FROZEN_ROLES, *GROUP_ROLES, "ins_temp_clerk", "guest", "ins_helper"}
+
+
+@pytest.fixture
+def bureau(tmp_path, perms_pg):
+    org = Org(tmp_path / "org")
+    org.save(databases={"insurance": perms_pg.entry(tmp_path)})
+    config = load_config(org.config)
+    roster = load_declared(config)
+
+    def run():
+        snap = take_snapshot([], [perms_pg.spec(tmp_path)])
+        assert snap.failed() == [], snap.databases
+        result = analyse(snap, roster, Options.from_config(config))
+        return [f for f in result.findings if f.account in OURS or f.person], result, snap
+    return run
+
+
+def test_collects_roles_memberships_and_privileges(perms_pg, tmp_path):
+    data = collect_postgres(perms_pg.spec(tmp_path))
+    assert data["superuser"] is True and data["warnings"] == []
+    assert data["roles"]["wu.xia"]["login"] is True and data["roles"]["guo.qiang"]["login"] is False
+    assert {m["role"] for m in data["member_of"]["wu.xia"]} == {"ins_claims_rw", "ins_refund"}
+    assert [m["role"] for m in data["member_of"]["ins_claims_rw"]] == ["ins_claims_ro"]
+    tables = data["privileges"]["tables"]
+    assert tables["ins_claims_ro"]["ins.claims"] == ["SELECT"]
+    assert tables["ins_claims_ro"]["ins.claim_overview"] == ["SELECT"]
+    assert tables["ins_claims_rw"]["ins.claims"] == ["INSERT", "SELECT", "UPDATE"]
+    assert "ins.claims_id_seq" in tables["ins_claims_rw"]                # sequences too
+    # column privileges (aclexplode of pg_attribute.attacl) and schema ACLs
+    assert data["privileges"]["columns"]["ins_refund"]["ins.refunds.approved_by"] == ["UPDATE"]
+    assert data["privileges"]["schemas"]["ins_claims_ro"]["ins"] == ["USAGE"]
+    assert "PUBLIC" not in data["privileges"]["schemas"] or \
+        "public" not in data["privileges"]["schemas"]["PUBLIC"]
+
+
+def test_warns_when_the_connecting_role_cannot_see_everything(perms_pg, tmp_path):
+    with perms_pg.changed("ALTER ROLE \"ma.lin\" PASSWORD 'reader-pw-1'",
+                          "ALTER ROLE \"ma.lin\" PASSWORD NULL"):
+        pw = tmp_path / "ml.pw"
+        pw.write_text("reader-pw-1\n")
+        pw.chmod(0o600)
+        spec = DatabaseSpec("insurance", host=perms_pg.server.host, port=perms_pg.server.port,
+                            user="ma.lin", dbname=perms_pg.dbname, password_file=str(pw))
+        data = collect_postgres(spec)
+    assert data["superuser"] is False
+    text = " ".join(data["warnings"])
+    assert "connected as ma.lin, not a superuser" in text
+    assert "not a member of pg_read_all_settings, pg_read_all_stats" in text
+    assert "no USAGE on schema(s) public" in text
+    # the catalogue still shows the grants information_schema would hide from ma.lin
+    assert "ins_refund" in data["privileges"]["tables"]
+
+
+def test_bad_connection_is_a_row_not_a_crash(perms_pg, tmp_path):
+    pw = tmp_path / "bad.pw"
+    pw.write_text("wrong\n")
+    pw.chmod(0o600)
+    spec = DatabaseSpec("insurance", host=perms_pg.server.host, port=perms_pg.server.port,
+                        user=perms_pg.server.superuser, dbname=perms_pg.dbname,
+                        password_file=str(pw))
+    with pytest.raises(OperationalError, match="cannot connect"):
+        collect_postgres(spec)
+    snap = take_snapshot([], [spec])
+    assert snap.failed() == ["db:insurance"] and "wrong" not in str(snap.content)
+    pw.chmod(0o644)
+    with pytest.raises(Exception, match="readable by others"):
+        spec.password()
+
+
+def test_baseline_database_matches_the_roster(bureau):
+    findings, result, _snap = bureau()
+    assert findings == []
+    assert [d for d in result.diff if d.where == "db:insurance"] == []
+
+
+def test_query_tier_write_grants_direct_and_inherited(perms_pg, bureau):
+    with perms_pg.changed("GRANT UPDATE ON ins.claims TO ins_claims_ro",
+                          "REVOKE UPDATE ON ins.claims FROM ins_claims_ro"):
+        findings, _r, _s = bureau()
+    q = [f for f in findings if f.check == "query-write"]
+    # reported once, on the query-tier role; its members are not repeated one by one
+    assert [(f.account, f.person, f.rule) for f in q] == [("ins_claims_ro", None, "R-ACC-5")]
+    assert "UPDATE on ins.claims (granted to ins_claims_ro)" in q[0].evidence
+    assert "(query tier: claims-viewer)" in q[0].message
+    # through a role ins_claims_ro is a member of (recursive membership)
+    with perms_pg.changed("CREATE ROLE ins_helper NOLOGIN; "
+                          "GRANT INSERT ON ins.refunds TO ins_helper; "
+                          "GRANT ins_helper TO ins_claims_ro",
+                          "REVOKE ins_helper FROM ins_claims_ro; "
+                          "REVOKE ALL ON ins.refunds FROM ins_helper; DROP ROLE ins_helper"):
+        findings, _r, _s = bureau()
+    q = [f for f in findings if f.check == "query-write"]
+    assert len(q) == 1 and "INSERT on ins.refunds (granted to ins_helper)" in q[0].evidence
+    # a query-tier person with a write grant of their own is reported as a person
+    with perms_pg.changed('GRANT UPDATE ON ins.claims TO "ma.lin"',
+                          'REVOKE UPDATE ON ins.claims FROM "ma.lin"'):
+        findings, _r, _s = bureau()
+    q = [f for f in findings if f.check == "query-write"]
+    assert [(f.person, f.where) for f in q] == [("ma.lin", "db:insurance")]
+    assert "UPDATE on ins.claims (granted to ma.lin)" in q[0].evidence
+
+
+def test_beyond_role_in_the_database(perms_pg, bureau):
+    with perms_pg.changed('GRANT ins_refund TO "ma.lin"; ALTER ROLE "xuj" CREATEROLE; '
+                          'GRANT DELETE ON ins.settlements TO "wu.xia"',
+                          'REVOKE ins_refund FROM "ma.lin"; ALTER ROLE "xuj" NOCREATEROLE; '
+                          'REVOKE DELETE ON ins.settlements FROM "wu.xia"'):
+        findings, result, _s = bureau()
+    beyond = {(f.person, f.severity, f.message) for f in findings if f.check == "beyond-role"}
+    assert ("ma.lin", "high", "ma.lin is a member of ins_refund in insurance, which none of "
+                              "their roles gives") in beyond
+    assert ("xu.jing", "high", "xu.jing's role has CREATEROLE in insurance") in beyond
+    assert ("wu.xia", "medium", "wu.xia holds DELETE on table ins.settlements in insurance "
+                                "directly, not through a role") in beyond
+    # ma.lin now also holds a special role with write grants: query-write, and a
+    # special-tier holder beyond the roster
+    assert any(f.check == "query-write" and f.person == "ma.lin" for f in findings)
+    kinds = {(d.person, d.kind, d.item) for d in result.diff}
+    assert ("ma.lin", "pg-member", "ins_refund") in kinds and ("xu.jing", "pg-attr",
+                                                               "CREATEROLE") in kinds
+
+
+def test_missing_unknown_generic_and_unfrozen_roles(perms_pg, bureau):
+    with perms_pg.changed('REVOKE ins_claims_rw FROM "xuj"; CREATE ROLE ins_temp_clerk LOGIN; '
+                          'CREATE ROLE guest LOGIN; ALTER ROLE "guo.qiang" LOGIN; '
+                          'GRANT ins_claims_ro TO "guo.qiang"',
+                          'GRANT ins_claims_rw TO "xuj"; DROP ROLE ins_temp_clerk; '
+                          'DROP ROLE guest; REVOKE ins_claims_ro FROM "guo.qiang"; '
+                          'ALTER ROLE "guo.qiang" NOLOGIN'):
+        findings, _r, _s = bureau()
+    by = {}
+    for f in findings:
+        by.setdefault(f.check, []).append(f)
+    assert [(f.person, f.rule) for f in by["declared-missing"]] == [("xu.jing", "R-ACC-3")]
+    assert by["declared-missing"][0].message == ("xu.jing is not a member of ins_claims_rw in "
+                                                 "insurance")
+    assert {f.account for f in by["not-in-roster"]} == {"ins_temp_clerk", "guest"}
+    assert all(f.rule == "R-ACC-1" for f in by["not-in-roster"])
+    assert [f.account for f in by["generic-account"]] == ["guest"]
+    nf = by["not-frozen"]
+    assert [(f.person, f.rule, f.severity) for f in nf] == [("guo.qiang", "R-ACC-6", "high")]
+    assert "can log in" in nf[0].evidence and "member of ins_claims_ro" in nf[0].evidence
+    # frozen with a past VALID UNTIL is frozen too
+    with perms_pg.changed("ALTER ROLE \"guo.qiang\" LOGIN VALID UNTIL '2001-01-01'",
+                          "ALTER ROLE \"guo.qiang\" NOLOGIN VALID UNTIL 'infinity'"):
+        findings, _r, _s = bureau()
+    assert not [f for f in findings if f.check == "not-frozen"]
+
+
+def test_valid_until_infinity_and_past(perms_pg, tmp_path):
+    with perms_pg.changed("ALTER ROLE \"ma.lin\" VALID UNTIL 'infinity'",
+                          "ALTER ROLE \"ma.lin\" VALID UNTIL 'infinity'"):
+        data = collect_postgres(perms_pg.spec(tmp_path))
+    assert data["roles"]["ma.lin"]["valid_until"] == "infinity"
