@@ -122,6 +122,16 @@ class App:
         if result.summary:
             self.summary = result.summary
 
+    def child_options(self) -> list[str]:
+        """Global options a child ``opskit`` process needs to see the same config and
+        operator as this one (scheduled jobs, playbook steps)."""
+        args = []
+        if self.config.source:
+            args += ["--config", os.path.abspath(self.config.source)]
+        if self.operator_override:
+            args += ["--operator", self.operator_override]
+        return args
+
     def record(self, command: str, params: dict[str, Any]) -> None:
         self.command = command
         self.arguments = {k: redact(k, v) for k, v in params.items()
