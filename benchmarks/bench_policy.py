@@ -112,27 +112,6 @@ def bench_lynis(runs: int) -> dict | None:
     return {"version": version, "median": statistics.median(times)}
 
 
-def write_section(path: str, name: str, body: str) -> None:
-    """Replace (or append) the '## name' section of RESULTS.md, nothing else."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        text = "# Benchmark results\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.strip().startswith(f"## {name}")),
-                 None)
-    section = f"## {name} (benchmarks/bench_policy.py)\n\n{body.rstrip()}\n\n"
-    if start is None:
-        text = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                   len(lines))
-        text = "".join(lines[:start]) + section + "".join(lines[end:])
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(text.rstrip("\n") + "\n")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=50)
@@ -178,7 +157,9 @@ def main() -> None:
             "findings); opskit runs its 15 checks on every host at once.")
     print(body)
     if not args.no_write:
-        write_section(os.path.join(HERE, "RESULTS.md"), "policy", body)
+        from benchmarks.bench_backup import write_section
+        write_section(os.path.join(HERE, "RESULTS.md"), "policy",
+                      f"## policy (benchmarks/bench_policy.py)\n\n{body.rstrip()}\n")
 
 
 if __name__ == "__main__":
