@@ -150,8 +150,8 @@ def main() -> None:
         f"dataset `make_dataset.py --size-mb {args.size_mb} --seed {args.seed}`, backed up once: "
         f"repository of {objects} objects, {repo_bytes / 2**20:.0f} MiB. Both tools copy it to "
         "their own empty bucket on the same moto S3 server (loopback, path style), in one run.",
-        f"opskit {version(opskit + ['--version'])} ({args.workers} upload threads, Content-MD5 + size check "
-        f"per object); {version(['rclone', 'version'])} (`rclone copy`, defaults: 4 transfers, "
+        f"opskit {version(opskit + ['--version'])} ({args.workers} upload threads, Content-MD5 sent, ETag "
+        f"compared per object); {version(['rclone', 'version'])} (`rclone copy`, defaults: 4 transfers, "
         "8 checkers).", "",
         "| measure | opskit | rclone | opskit/rclone | target | met |",
         "|---|---|---|---|---|---|",
