@@ -240,9 +240,8 @@ def load_policy_files(paths: list[str]) -> Policy:
 
 
 def shipped_dir() -> str:
-    import opskit
-    return os.path.normpath(os.path.join(os.path.dirname(opskit.__file__), "..", "configs",
-                                         "policies"))
+    from opskit.core.shipped import shipped_path
+    return shipped_path("configs", "policies")
 
 
 def find_policy_dir(config) -> str | None:

@@ -181,8 +181,8 @@ def find_playbook(ref: str, config=None) -> str:
 
 
 def shipped_dir() -> str:
-    import opskit
-    return os.path.normpath(os.path.join(os.path.dirname(opskit.__file__), "..", "playbooks"))
+    from opskit.core.shipped import shipped_path
+    return shipped_path("playbooks")
 
 
 def load_playbook(path: str) -> Playbook:
