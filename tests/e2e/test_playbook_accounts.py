@@ -148,3 +148,37 @@ def test_access_review_stores_the_report_for_the_evidence_pack(site):
     assert check["verdict"] in ("ok", "findings"), check
     files = [f["file"] for f in check["evidence"]]
     assert f"perms/{stored[-1]}" in files and any(f.endswith(".html") for f in files)
+
+
+def test_a_real_freeze_shows_in_the_snapshot_diff(site):
+    """Issue #8's 'snapshot diff shows a freeze's effect', with the real 'users freeze'
+    (R-ACC-6): what li.na could do before, and that it is gone after."""
+    import subprocess
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "li.na@laptop",
+                    "-f", str(site.tmp / "li")], check=True)
+    key = (site.tmp / "li.pub").read_text().strip()
+
+    def with_key(status):
+        return roster(status).replace("    backup: chen.jie\n",
+                                      f"    backup: chen.jie\n    ssh_keys: ['{key}']\n", 1)
+    (site.tmp / "roster.yaml").write_text(with_key("active"))
+    assert site("users", "apply").exit_code == 0
+    before = json.loads(site("perms", "snapshot", "--json").stdout)
+    (site.tmp / "roster.yaml").write_text(with_key("departed"))
+    assert site("users", "freeze", "li.na", "--reason", "departure", "--ticket", "HR-11"
+                ).exit_code == 0
+    after = json.loads(site("perms", "snapshot", "--json").stdout)
+    run = site("perms", "diff", "--from", before["id"], "--to", after["id"], "--person", "li.na",
+               "--json")
+    assert run.exit_code == 1, run.output                      # there are changes
+    changes = {(c["kind"], c["item"]): (c["change"], c["before"], c["after"])
+               for c in json.loads(run.stdout)["changes"] if c["where"] == "app1"}
+    assert changes[("state", "expired")] == ("changed", "no", "yes")
+    assert changes[("state", "password")][2] == "locked"
+    assert changes[("state", "shell")][2].endswith("nologin")
+    assert changes[("group", "users")][0] == "lost"
+    assert [k for k, v in changes.items() if k[0] == "key" and v[0] == "lost"], changes
+    # chen.jie, not frozen, did not change
+    other = site("perms", "diff", "--from", before["id"], "--to", after["id"], "--person",
+                 "chen.jie", "--json")
+    assert other.exit_code == 0 and json.loads(other.stdout)["changes"] == []
