@@ -60,23 +60,15 @@ def timed(argv, env):
 
 def bench(n_hosts: int, n_people: int, work: str) -> dict:
     from tests.harness.accounts import make_userdb_root
-    from tests.harness.sshd import SSHDFactory
+    from tests.harness.sshd import SSHDFactory, write_fleet_inventory
     factory = SSHDFactory(os.path.join(work, "sshd"))
     t0 = time.monotonic()
     try:
         servers = factory(n_hosts)
         started = time.monotonic() - t0
-        known = os.path.join(work, "known_hosts")
-        with open(known, "w") as fh:
-            fh.write("".join(s.known_hosts_line for s in servers))
-        lines = ["defaults:", f"  key: {servers[0].client_key}", f"  user: {servers[0].user}",
-                 "hosts:"]
-        for i, s in enumerate(servers):
-            root = make_userdb_root(os.path.join(work, "roots", f"h{i:02d}"))
-            lines += [f"  h{i:02d}:", "    address: 127.0.0.1", f"    port: {s.port}",
-                      f"    vars: {{accounts_root: {root}}}"]
-        with open(os.path.join(work, "inventory.yaml"), "w") as fh:
-            fh.write("\n".join(lines) + "\n")
+        known, _inventory = write_fleet_inventory(
+            servers, work, lambda i: {"accounts_root": make_userdb_root(
+                os.path.join(work, "roots", f"h{i:02d}"))})
         shutil.copy(os.path.join(ROOT, "configs", "roles.yaml"), os.path.join(work, "roles.yaml"))
         with open(os.path.join(work, "roster.yaml"), "w") as fh:
             fh.write(roster_text(n_people))

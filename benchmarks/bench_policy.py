@@ -66,21 +66,13 @@ def bench_local(runs: int, home: str) -> dict:
 
 
 def bench_fleet(n: int, runs: int, work: str) -> dict:
-    from tests.harness.sshd import SSHDFactory
+    from tests.harness.sshd import SSHDFactory, write_fleet_inventory
     factory = SSHDFactory(os.path.join(work, "sshd"))
     t0 = time.monotonic()
     try:
         servers = factory(n)
         started = time.monotonic() - t0
-        known = os.path.join(work, "known_hosts")
-        with open(known, "w") as fh:
-            fh.write("".join(s.known_hosts_line for s in servers))
-        lines = ["defaults:", f"  key: {servers[0].client_key}", f"  user: {servers[0].user}",
-                 "hosts:"]
-        for i, s in enumerate(servers):
-            lines += [f"  h{i:02d}:", "    address: 127.0.0.1", f"    port: {s.port}"]
-        with open(os.path.join(work, "inventory.yaml"), "w") as fh:
-            fh.write("\n".join(lines) + "\n")
+        known, _inventory = write_fleet_inventory(servers, work)
         config = os.path.join(work, "opskit.yaml")
         with open(config, "w") as fh:
             fh.write(f"inventory: inventory.yaml\nssh:\n  known_hosts: {known}\n")

@@ -214,6 +214,25 @@ class SSHDFactory:
             server.stop()
 
 
+def write_fleet_inventory(servers: list, folder: str, host_vars=None) -> tuple[str, str]:
+    """known_hosts and inventory.yaml (hosts h00, h01, ...) in ``folder`` for ``servers``;
+    ``host_vars(i)`` may give a dict of inventory vars per host. Returns both paths."""
+    known = os.path.join(folder, "known_hosts")
+    with open(known, "w") as fh:
+        fh.write("".join(s.known_hosts_line for s in servers))
+    lines = ["defaults:", f"  key: {servers[0].client_key}", f"  user: {servers[0].user}",
+             "hosts:"]
+    for i, s in enumerate(servers):
+        lines += [f"  h{i:02d}:", "    address: 127.0.0.1", f"    port: {s.port}"]
+        extra = host_vars(i) if host_vars else None
+        if extra:
+            lines.append("    vars: {" + ", ".join(f"{k}: {v}" for k, v in extra.items()) + "}")
+    inventory = os.path.join(folder, "inventory.yaml")
+    with open(inventory, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return known, inventory
+
+
 @pytest.fixture(scope="session")
 def sshd_factory(tmp_path_factory):
     """``sshd_factory(n) -> list[SSHServer]``: n fresh sshd servers (killed at session end)."""
