@@ -348,12 +348,10 @@ def main() -> None:
             f"{roles_n:,} roles; snapshot {size_mb:.1f} MB. {len(analysis.findings):,} findings "
             f"({', '.join(f'{k} {v}' for k, v in sorted(by_check.items()))}), "
             f"{len(analysis.diff):,} differences.\n\n" + "\n".join(rows) + "\n\n"
-            "The CLI rows include parsing the 10,000-person roster.yaml with PyYAML's pure-"
-            "Python safe loader and line tracking (opskit.core.yamlfile), measured separately "
-            "as 'load roster + roles' -- the largest single cost; composing with "
-            "yaml.CSafeLoader instead (same node marks, so the same line numbers) measured "
-            "2.9 s -> 1.0 s for this roster. Collection (the snapshot) is not part of the "
-            "target: it runs from cron, not while an auditor waits.")
+            f"The CLI rows include parsing the {args.people:,}-person roster.yaml with line "
+            "tracking (opskit.core.yamlfile, libyaml's safe loader), measured separately as "
+            "'load roster + roles'. Collection (the snapshot) is not part of the target: it "
+            "runs from cron, not while an auditor waits.")
     print(body)
     if not args.no_write:
         from benchmarks.bench_backup import write_section
