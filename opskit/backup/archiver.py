@@ -330,15 +330,22 @@ class Archiver:
         old = self._old_map(d)
         excludes, incremental, show, stats = self.excludes, not self.full, self._show, self.stats
         is_reg = statmod.S_ISREG
+        stated = []
         for entry in entries:
             child = entry.path
             if excludes and self.excluded(child):
                 continue
             try:
-                st = entry.stat(follow_symlinks=False)
+                stated.append((entry, entry.stat(follow_symlinks=False)))
             except OSError as exc:
                 self._error(child, exc)
-                continue
+        # Files first, biggest first, then subdirectories: a big file handed out
+        # late keeps one worker busy while the other has run out of work (tree
+        # nodes are sorted by name when the directory is finished, so order here
+        # changes nothing in the snapshot).
+        stated.sort(key=lambda es: (not is_reg(es[1].st_mode), -es[1].st_size))
+        for entry, st in stated:
+            child = entry.path
             prev = old.get(entry.name)
             # hot path of an incremental run: an unchanged file keeps its node as is
             if incremental and prev is not None and is_reg(st.st_mode) and unchanged(prev, st):
