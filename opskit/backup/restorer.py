@@ -112,22 +112,23 @@ class _FileWriter:
             return dest, 0, exc.strerror or str(exc)
         written = 0
         try:
-            with os.fdopen(fd, "wb", buffering=0) as fh:
-                for hex_id in node.get("content", ()):
-                    bid = bytes.fromhex(hex_id)
-                    data = self.repo.read_blob(bid)
-                    if crypto.blob_id(self.id_key, data) != bid:
-                        raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
-                    view = memoryview(data)
-                    while view:
-                        view = view[fh.write(view):]
-                    written += len(data)
-                return dest, written, apply_metadata(fh.fileno(), node, as_root=self.as_root,
-                                                     owner_set=owner_set, mode_set=mode_set)
+            for hex_id in node.get("content", ()):
+                bid = bytes.fromhex(hex_id)
+                data = self.repo.read_blob(bid)
+                if crypto.blob_id(self.id_key, data) != bid:
+                    raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
+                view = memoryview(data)
+                while view:     # bare fd writes: no file object per restored file
+                    view = view[os.write(fd, view):]
+                written += len(data)
+            return dest, written, apply_metadata(fd, node, as_root=self.as_root,
+                                                 owner_set=owner_set, mode_set=mode_set)
         except OSError as exc:
             return dest, written, exc.strerror or str(exc)
         except (CorruptObject, BackendError) as exc:   # damaged or missing pack: this file fails
             return dest, written, str(exc)
+        finally:
+            os.close(fd)
 
 
 def _restore_batch(writer: _FileWriter, batch: list) -> list:

@@ -70,32 +70,32 @@ class LocalBackend(Backend):
 
     _FD_CACHE = 128
 
-    def _fd(self, path: str) -> int:
-        """An open read-only fd for ``path``, cached: restores read many small
-        ranges of the same packs, and objects never change once written."""
+    def _fd(self, name: str) -> int:
+        """An open read-only fd for object ``name``, cached by name: restores read
+        many small ranges of the same packs, and objects never change once
+        written. A cached name was checked by ``_path`` when it was opened."""
         with self._lock:
-            fd = self._fds.pop(path, None)
+            fd = self._fds.pop(name, None)
             if fd is None:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            self._fds[path] = fd          # most recently used last
+                fd = os.open(self._path(name), os.O_RDONLY | os.O_CLOEXEC)
+            self._fds[name] = fd          # most recently used last
             while len(self._fds) > self._FD_CACHE:
                 old = next(iter(self._fds))
                 os.close(self._fds.pop(old))
             return fd
 
     def get(self, name: str, offset: int = 0, length: int | None = None) -> bytes:
-        path = self._path(name)
         try:
             if length is None:
-                with open(path, "rb") as fh:
+                with open(self._path(name), "rb") as fh:
                     if offset:
                         fh.seek(offset)
                     return fh.read()
-            return os.pread(self._fd(path), length, offset)  # short at end of object, like read()
+            return os.pread(self._fd(name), length, offset)  # short at end of object, like read()
         except FileNotFoundError:
-            raise ObjectNotFound(f"{path}: object not found") from None
+            raise ObjectNotFound(f"{self._path(name)}: object not found") from None
         except OSError as exc:
-            raise BackendError(f"{path}: {exc.strerror}") from None
+            raise BackendError(f"{self._path(name)}: {exc.strerror}") from None
 
     def close(self) -> None:
         with self._lock:
@@ -122,7 +122,7 @@ class LocalBackend(Backend):
     def delete(self, name: str) -> None:
         path = self._path(name)
         with self._lock:
-            fd = self._fds.pop(path, None)
+            fd = self._fds.pop(name, None)
             if fd is not None:
                 os.close(fd)
         try:
