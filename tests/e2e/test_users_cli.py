@@ -87,6 +87,7 @@ def test_plan_dry_run_apply_and_json(cli):
     assert subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input=password,
                           capture_output=True, text=True).stdout.strip() == hashed
     assert password not in applied.output and password not in json.dumps(cli.audit())
+    assert hashed not in applied.output and hashed not in json.dumps(cli.audit())
     again = cli("users", "apply", "--hosts", "db1")
     assert "nothing" in cli("users", "plan", "--hosts", "db1").stdout
     assert again.exit_code == 0 and "0 of 0 change(s)" in again.stdout
