@@ -126,6 +126,16 @@ def request(app: App, person: str, role: str | None, unfreeze: bool, reason: str
 
 # --- approve / reject / withdraw -----------------------------------------------------------
 
+def _decide(app: App, request_id: str, verb: str, comment: str, summary) -> None:
+    """One step of the workflow by the operator: ``store.<verb>(id, actor, comment)``,
+    audited whether it is allowed or refused."""
+    with _audited(app, request_id):
+        store = _store(app)
+        actor = _actor(app, store)
+        req = getattr(store, verb)(request_id, actor, comment)
+    _outcome(app, req, summary(req, actor))
+
+
 @group.command("approve")
 @click.argument("request_id", metavar="ID")
 @click.option("--comment", default="", metavar="TEXT", help="Your opinion, recorded with the approval.")
@@ -133,12 +143,9 @@ def request(app: App, person: str, role: str | None, unfreeze: bool, reason: str
 @pass_app
 def approve(app: App, request_id: str, comment: str) -> None:
     """Approve a request (a configured approver who did not raise it, R-ACC-3)."""
-    with _audited(app, request_id):
-        store = _store(app)
-        actor = _actor(app, store)
-        req = store.approve(request_id, actor, comment)
-    _outcome(app, req, f"{req.id}: approved by {actor} "
-                       f"({len(req.approvers)} of {req.needed})")
+    _decide(app, request_id, "approve", comment,
+            lambda req, actor: f"{req.id}: approved by {actor} "
+                               f"({len(req.approvers)} of {req.needed})")
 
 
 @group.command("reject")
@@ -148,11 +155,8 @@ def approve(app: App, request_id: str, comment: str) -> None:
 @pass_app
 def reject(app: App, request_id: str, comment: str) -> None:
     """Reject a request (a configured approver who did not raise it)."""
-    with _audited(app, request_id):
-        store = _store(app)
-        actor = _actor(app, store)
-        req = store.reject(request_id, actor, comment)
-    _outcome(app, req, f"{req.id}: rejected by {actor}")
+    _decide(app, request_id, "reject", comment,
+            lambda req, actor: f"{req.id}: rejected by {actor}")
 
 
 @group.command("withdraw")
@@ -162,11 +166,8 @@ def reject(app: App, request_id: str, comment: str) -> None:
 @pass_app
 def withdraw(app: App, request_id: str, comment: str) -> None:
     """Withdraw your own request before it is applied."""
-    with _audited(app, request_id):
-        store = _store(app)
-        actor = _actor(app, store)
-        req = store.withdraw(request_id, actor, comment)
-    _outcome(app, req, f"{req.id}: withdrawn by {actor}")
+    _decide(app, request_id, "withdraw", comment,
+            lambda req, actor: f"{req.id}: withdrawn by {actor}")
 
 
 # --- apply -------------------------------------------------------------------------------------

@@ -741,7 +741,7 @@ def sites_cmd(app: App, passphrase_file, repo) -> None:
         r = service.open_repository(location, passphrase, app.config)
         if not r.keys.write_only:
             times = {s["id"]: s.get("time", "") for s in r.snapshots()}
-    now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat()
     newest_local = max(times.values(), default=None)
     rows, breached = [], []
     for name, site in sorted(sites.items()):

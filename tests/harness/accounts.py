@@ -248,3 +248,17 @@ def tree_snapshot(root: str) -> dict:
                     digest = hashlib.sha256(fh.read()).hexdigest()
             out[os.path.relpath(path, root)] = (st.st_mode, st.st_uid, digest)
     return out
+
+
+# A syntactically valid public key line and a small roster using the shipped roles.yaml
+# posts (shared by the accounts tests).
+EXAMPLE_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHdlbGwsIHRoaXMgaXMgYW4gZXhhbXBsZSBrZXk "
+               "zw@laptop")
+BASE_ROSTER = f"""\
+people:
+  zhang.wei:
+    post: system-maintainer
+    ssh_keys: ["{EXAMPLE_KEY}"]
+  li.na:
+    post: database-maintainer
+"""

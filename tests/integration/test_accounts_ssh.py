@@ -5,19 +5,14 @@ import json
 
 import pytest
 
-from tests.harness.accounts import make_userdb_root, passwd_line, shadow_line, write_model
+from tests.harness.accounts import (BASE_ROSTER, EXAMPLE_KEY, make_userdb_root, passwd_line,
+                                    shadow_line, write_model)
 from tests.harness.cli import run_opskit
 
 pytestmark = pytest.mark.integration
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHdlbGwsIHRoaXMgaXMgYW4gZXhhbXBsZSBrZXk zw@laptop"
-ROSTER = f"""\
-people:
-  zhang.wei:
-    post: system-maintainer
-    ssh_keys: ["{KEY}"]
-  li.na:
-    post: database-maintainer
+KEY = EXAMPLE_KEY
+ROSTER = BASE_ROSTER + """\
   chen.jie:
     post: claims-desk
 """

@@ -8,18 +8,11 @@ import pytest
 from opskit.accounts.freeze import freeze_fleet, save_certificate, sudoers_hits
 from opskit.accounts.provision import Settings, plan_fleet, select_people
 from opskit.hosts.inventory import HostSpec
-from tests.harness.accounts import (load_model, make_userdb_root, passwd_line, shadow_line,
-                                    tree_snapshot, write_model)
+from tests.harness.accounts import (BASE_ROSTER, EXAMPLE_KEY, load_model, make_userdb_root,
+                                    passwd_line, shadow_line, tree_snapshot, write_model)
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHdlbGwsIHRoaXMgaXMgYW4gZXhhbXBsZSBrZXk zw@laptop"
-ROSTER = f"""\
-people:
-  zhang.wei:
-    post: system-maintainer
-    ssh_keys: ["{KEY}"]
-  li.na:
-    post: database-maintainer
-"""
+KEY = EXAMPLE_KEY
+ROSTER = BASE_ROSTER
 SETTINGS = Settings(host_timeout=60)
 
 
