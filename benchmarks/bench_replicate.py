@@ -84,7 +84,8 @@ def main() -> None:
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--work", default=os.path.join(HERE, "work-replicate"))
-    ap.add_argument("--workers", type=int, default=8, help="opskit upload threads")
+    ap.add_argument("--workers", type=int, default=4,
+                    help="opskit upload threads (default 4: rclone's default --transfers)")
     ap.add_argument("--no-write", action="store_true", help="don't update RESULTS.md")
     args = ap.parse_args()
     if not shutil.which("rclone"):

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 from opskit.backup.backends import LocalBackend
 from opskit.backup.checker import Checker
@@ -108,3 +109,32 @@ def test_sites_flags_an_rpo_breach_and_progress_draws_on_a_tty(tmp_path):
     bar.sent("index/y", 1024)
     bar.close()
     assert "replicate to near: 2 files, 2.0 KiB / 2.0 KiB (100%)" in stream.getvalue()
+
+
+def test_objects_read_ahead_are_still_checked_and_never_resent(tmp_path):
+    """The first objects are read and hashed while the site's client starts: a
+    damaged one read that way is still refused, and a guess that turns out to be
+    on the site already (stale state) is not sent again."""
+    cli = BackupCli(tmp_path)
+    cli.backup(make_tree(tmp_path / "src", big_bytes=1_500_000))
+    local = LocalBackend(cli.repo)
+    pack = next(n for n, _ in local.list("data/"))
+    Replicator(local, Recording(str(tmp_path / "site")), site(tmp_path)).run()
+    os.remove(tmp_path / "site" / pack)
+    path = os.path.join(cli.repo, pack)
+    os.chmod(path, 0o600)
+    with open(path, "r+b") as fh:
+        fh.write(b"X")
+    read_ahead = []
+
+    class Watched(Replicator):
+        def _load(self, name):
+            if threading.current_thread().name.startswith("opskit-read"):
+                read_ahead.append(name)
+            return super()._load(name)
+
+    dest = Recording(str(tmp_path / "site"))
+    result = Watched(local, dest, site(tmp_path), known_on_site=set()).run()  # guess: all
+    assert pack in read_ahead
+    assert result.source_damaged == [pack] and dest.puts == []
+    assert result.already_there == len(list_all(local)) - 1

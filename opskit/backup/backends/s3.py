@@ -180,7 +180,13 @@ class S3Backend(Backend):
     def put(self, name: str, data: bytes | memoryview) -> None:
         self.put_verified(name, data)
 
-    def put_verified(self, name: str, data: bytes | memoryview) -> bool:
+    def prepare_put(self, data: bytes | memoryview) -> bytes:
+        """The MD5 ``put_verified`` sends, computed ahead of the upload (a
+        replicator hashes its first objects while the client is still starting)."""
+        return hashlib.md5(data).digest()
+
+    def put_verified(self, name: str, data: bytes | memoryview,
+                     prepared: bytes | None = None) -> bool:
         """Upload; True when the server's ETag proves it stored exactly these bytes.
 
         The server checks the body against Content-MD5 before storing it; a
@@ -188,7 +194,7 @@ class S3Backend(Backend):
         way back too, with no extra request. Stores whose ETag is not a plain MD5
         (SSE-KMS, some S3-compatibles) give False: the caller checks the size."""
         body = bytes(data)
-        digest = hashlib.md5(body).digest()
+        digest = prepared or hashlib.md5(body).digest()
         kwargs = {"Bucket": self.bucket, "Key": self._key(name), "Body": body,
                   "ContentMD5": base64.b64encode(digest).decode()}
         if self.lock_mode:
