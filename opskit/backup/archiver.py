@@ -55,6 +55,11 @@ class Progress:
 
     def bytes_read(self, n: int) -> None: ...
 
+    def files_done(self, directory: bytes, count: int, size: int) -> None:
+        """``count`` files of ``directory`` done at once (a worker did it whole)."""
+        for _ in range(count):
+            self.file_done(directory, 0)
+
 
 def fsdecode(path: bytes) -> str:
     return os.fsdecode(path)
@@ -84,6 +89,10 @@ class Archiver:
 
     The walk (stat, trees) runs here; file contents go to worker processes
     (see workers.py) and trees are stored as soon as all their files are in.
+    A directory without subdirectories goes to one worker whole (its walk,
+    contents and tree): no round trip per file, and the walk itself then
+    runs on every core. A worker hands back one that would read too much,
+    so big files are still spread over all workers.
     """
 
     def __init__(self, repo: Repository, *, excludes: list[str] | None = None, full: bool = False,
@@ -95,7 +104,9 @@ class Archiver:
         self.progress = progress or Progress()
         self.stats = BackupStats()
         self.names = IdNames()
-        self._waiting: dict[int, tuple[_Dir, dict, dict | None, bytes]] = {}
+        # token -> (directory, node, parent's node or tree id, path) awaiting a worker
+        self._waiting: dict[int, tuple] = {}
+        self._declined: list[tuple[bytes, _Dir]] = []     # leaf jobs a worker handed back
         self._token = 0
         self._worker_packs: dict[str, list] = {}
         self._content = None
@@ -136,8 +147,7 @@ class Archiver:
             parent_root = bytes.fromhex(parent["tree"]) if parent else None
             root = self._new_dir(None, None, parent_root)
             self._virtual_dir(b"/", [os.fsencode(r) for r in roots], root)
-            if self._content is not None:
-                self._content.drain(self._on_result)
+            self._settle()
             if self.root_id is None:
                 raise RuntimeError("backup walk ended with directories still pending")
             self.writer.new_packs.update(self._worker_packs)
@@ -177,9 +187,10 @@ class Archiver:
         """Content worker processes, forked on first use (after the index is
         loaded, so they inherit it)."""
         if self._content is None:
-            from .workers import ContentWorkers
+            from .workers import ContentWorkers, WalkOptions
             self._ensure_index()
-            self._content = ContentWorkers(self.repo, self.workers)
+            walk = WalkOptions(self.full, self.excluded if self.excludes else None)
+            self._content = ContentWorkers(self.repo, self.workers, walk)
         return self._content
 
     # --- directory bookkeeping ---------------------------------------------------------
@@ -218,6 +229,46 @@ class Archiver:
             parent.pending -= 1
             d = parent
 
+    def _settle(self) -> None:
+        """Wait for the workers; walk here the directories they declined (which
+        may hand out more work), then stop them."""
+        content = self._content
+        while content is not None:
+            self._walk_declined()
+            content.flush(self._on_result)
+            if not content.outstanding:
+                break
+            content.poll(self._on_result, block=True)
+        if content is not None:
+            content.drain(self._on_result)
+
+    def _walk_declined(self) -> None:
+        while self._declined:
+            path, sub = self._declined.pop()
+            self._walk(path, sub)
+
+    def _dir_result(self, res) -> None:
+        d, node, old_id, path = self._waiting.pop(res.token)
+        if res.tree_id is None:
+            # declined: walk it here, file by file (not from inside this callback)
+            self._declined.append((path, self._new_dir(d, node, old_id)))
+            d.pending -= 1
+            return
+        node["subtree"] = res.tree_id.hex()
+        stats = self.stats
+        stats.files += res.files
+        stats.bytes += res.size
+        stats.files_new += res.new
+        stats.files_changed += res.changed
+        stats.files_unmodified += res.unmodified
+        for epath, error in res.errors:
+            self._error(epath, error)
+        if self._show:
+            self.progress.bytes_read(res.size)
+            self.progress.files_done(path, res.files, res.size)
+        d.pending -= 1
+        self._maybe_finish(d)
+
     def _on_result(self, kind: str, payload) -> None:
         if kind == "packs":
             for pack_id, entries in payload:
@@ -225,6 +276,9 @@ class Archiver:
                 self._worker_packs[pack_id] = entries
             return
         for res in payload:
+            if len(res) != 4:           # a DirResult
+                self._dir_result(res)
+                continue
             d, node, old, path = self._waiting.pop(res.token)
             if res.error is not None:
                 self._error(path, res.error)
@@ -303,10 +357,19 @@ class Archiver:
         elif statmod.S_ISDIR(mode):
             node = node_from_stat(name, st, self.names)
             d.nodes.append(node)
-            sub = self._new_dir(d, node, bytes.fromhex(old["subtree"])
-                                if old and old.get("type") == TYPE_DIR else None)
-            self._walk(path, sub)
+            old_id = (bytes.fromhex(old["subtree"])
+                      if old and old.get("type") == TYPE_DIR and old.get("subtree") else None)
             self.stats.dirs += 1
+            if st.st_nlink == 2:
+                # no subdirectories (POSIX link count; filesystems that report 1
+                # take the general path): one worker does the whole directory
+                self._token += 1
+                self._waiting[self._token] = (d, node, old_id, path)
+                d.pending += 1
+                self.content.submit_dir(self._token, path, old_id, self._on_result)
+                return
+            sub = self._new_dir(d, node, old_id)
+            self._walk(path, sub)
         elif statmod.S_ISLNK(mode):
             node = node_from_stat(name, st, self.names)
             try:

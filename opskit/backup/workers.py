@@ -13,13 +13,21 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import NamedTuple
+import stat as statmod
+from typing import Callable, NamedTuple
 
 from . import crypto
+from .backends import BackendError
 from .chunker import chunk_stream
 from .forkpool import ForkPool, WorkerError  # noqa: F401  (WorkerError re-exported)
-from .pack import BLOB_DATA, PackBuilder, encrypt_blob
-from .repository import Repository, pack_name
+from .pack import BLOB_DATA, BLOB_TREE, PackBuilder, encrypt_blob
+from .repository import CorruptObject, Repository, pack_name
+from .tree import IdNames, decode_name, encode_name, encode_tree, node_from_stat, unchanged
+
+# A directory without subdirectories is backed up whole by one worker (walk,
+# contents, tree) when the files it must read add up to no more than this;
+# bigger ones are declined and their files spread over every worker.
+LEAF_DIR_MAX_BYTES = 8 << 20
 
 _FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 _NOATIME = getattr(os, "O_NOATIME", 0)
@@ -57,18 +65,39 @@ class FileResult(NamedTuple):
     error: str | None
 
 
+class DirResult(NamedTuple):
+    """A leaf directory done by a worker; ``tree_id`` None means declined
+    (subdirectories, too many bytes, unreadable): the parent walks it."""
+    token: int
+    tree_id: bytes | None
+    files: int = 0
+    size: int = 0
+    new: int = 0
+    changed: int = 0
+    unmodified: int = 0
+    errors: tuple = ()          # ((path, message), ...)
+
+
+class WalkOptions(NamedTuple):
+    """What a worker needs to walk a directory the way the archiver would."""
+    full: bool = False
+    excluded: Callable[[bytes], bool] | None = None
+
+
 class _Worker:
     """Runs in the child process."""
 
-    def __init__(self, repo: Repository):
+    def __init__(self, repo: Repository, walk: WalkOptions | None = None):
         self.repo = repo
         self.keys = repo.keys
         cfg = repo.config
         self.lo, self.avg, self.hi = cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max
-        self.builder = PackBuilder(BLOB_DATA)
+        self.builders = {BLOB_DATA: PackBuilder(BLOB_DATA), BLOB_TREE: PackBuilder(BLOB_TREE)}
         self.seen: set[bytes] = set()
         self.out_packs: list[tuple[str, list]] = []
         self.blobs_new = self.bytes_new = self.bytes_stored = 0
+        self.walk = walk or WalkOptions()
+        self.names = IdNames()
 
     def _open(self, path: bytes) -> int:
         try:
@@ -77,10 +106,15 @@ class _Worker:
             return os.open(path, _FLAGS)
 
     def file(self, token: int, path: bytes) -> FileResult:
+        ids, size, error = self._content(path)
+        return FileResult(token, ids, size, error)
+
+    def _content(self, path: bytes) -> tuple[bytes | None, int, str | None]:
+        """(concatenated chunk ids, bytes read, None) or (None, 0, error)."""
         try:
             fd = self._open(path)
         except OSError as exc:
-            return FileResult(token, None, 0, exc.strerror or str(exc))
+            return None, 0, exc.strerror or str(exc)
         ids = []
         size = 0
         fh = None
@@ -98,58 +132,154 @@ class _Worker:
                 size += len(chunk)
                 ids.append(self._store(chunk))
         except OSError as exc:
-            return FileResult(token, None, 0, exc.strerror or str(exc))
+            return None, 0, exc.strerror or str(exc)
         finally:
             if fh is not None:
                 fh.close()
             if fd >= 0:
                 os.close(fd)
-        return FileResult(token, b"".join(ids), size, None)
+        return b"".join(ids), size, None
+
+    def directory(self, token: int, path: bytes, old_id: bytes | None) -> DirResult:
+        """Back up a directory that has no subdirectories, files and tree both,
+        sparing the parent a round trip per file. The same rules as the
+        archiver's walk: excludes, incremental reuse, errors listed, not fatal."""
+        declined = DirResult(token, None)
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError:
+            return declined             # the parent's walk reports it
+        excluded, full = self.walk.excluded, self.walk.full
+        stated, to_read, errors = [], 0, []
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                return declined
+            if excluded is not None and excluded(entry.path):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                errors.append((entry.path, exc.strerror or str(exc)))
+                continue
+            if statmod.S_ISDIR(st.st_mode):
+                return declined
+            stated.append((entry, st))
+            if statmod.S_ISREG(st.st_mode):
+                to_read += st.st_size
+        old_nodes, old = self._old_tree(old_id)
+        if not full and old:
+            to_read -= sum(st.st_size for e, st in stated if unchanged(old.get(e.name), st))
+        if to_read > LEAF_DIR_MAX_BYTES:
+            return declined
+        nodes, files, size, new, changed, same = [], 0, 0, 0, 0, 0
+        for entry, st in stated:
+            mode = st.st_mode
+            prev = old.get(entry.name)
+            if statmod.S_ISREG(mode):
+                if not full and unchanged(prev, st):
+                    nodes.append(prev)
+                    files, size, same = files + 1, size + st.st_size, same + 1
+                    continue
+                ids, got, error = self._content(entry.path)
+                if error is not None:
+                    errors.append((entry.path, error))
+                    continue
+                node = node_from_stat(entry.name, st, self.names)
+                node["content"] = content = [ids[i:i + 32].hex() for i in range(0, len(ids), 32)]
+                node["size"] = got
+                nodes.append(node)
+                files, size = files + 1, size + got
+                if prev is None:
+                    new += 1
+                elif prev.get("content") != content:
+                    changed += 1
+                else:
+                    same += 1
+            elif statmod.S_ISLNK(mode):
+                node = node_from_stat(entry.name, st, self.names)
+                try:
+                    encode_name(node, "target", os.readlink(entry.path))
+                except OSError as exc:
+                    errors.append((entry.path, exc.strerror or str(exc)))
+                    continue
+                nodes.append(node)
+            # sockets, fifos and devices are not backed up
+        nodes.sort(key=decode_name)
+        if old_id is not None and nodes == old_nodes:
+            tree_id = old_id            # unchanged directory: reuse, skip encoding
+        else:
+            raw = encode_tree(nodes)
+            tree_id = crypto.blob_id(self.keys.id_key, raw)
+            self._store_tree(tree_id, raw)
+        return DirResult(token, tree_id, files, size, new, changed, same, tuple(errors))
+
+    def _old_tree(self, old_id: bytes | None) -> tuple[list | None, dict]:
+        if old_id is None:
+            return None, {}
+        try:
+            nodes = self.repo.load_tree(old_id).get("nodes", [])
+        except (CorruptObject, BackendError):
+            return None, {}             # a damaged parent tree only costs re-reading
+        return nodes, {decode_name(n): n for n in nodes}
 
     def _store(self, chunk: bytes) -> bytes:
         bid = crypto.blob_id(self.keys.id_key, chunk)
-        if bid in self.seen or bid in self.repo.index:
-            return bid
-        self.seen.add(bid)
-        stored = encrypt_blob(self.keys, BLOB_DATA, bid, chunk, self.repo.compression_level)
-        self.builder.add(BLOB_DATA, bid, stored, len(chunk))
-        self.blobs_new += 1
-        self.bytes_new += len(chunk)
-        self.bytes_stored += len(stored)
-        if self.builder.size >= self.repo.pack_size:
-            self.flush()
+        self._add(BLOB_DATA, bid, chunk)
         return bid
 
-    def flush(self) -> None:
-        if not self.builder.entries:
+    def _store_tree(self, bid: bytes, raw: bytes) -> None:
+        self._add(BLOB_TREE, bid, raw)
+
+    def _add(self, blob_type: str, bid: bytes, plaintext) -> None:
+        if bid in self.seen or bid in self.repo.index:
             return
-        data = self.builder.finish(self.keys)
+        self.seen.add(bid)
+        stored = encrypt_blob(self.keys, blob_type, bid, plaintext, self.repo.compression_level)
+        builder = self.builders[blob_type]
+        builder.add(blob_type, bid, stored, len(plaintext))
+        self.blobs_new += 1
+        self.bytes_new += len(plaintext)
+        self.bytes_stored += len(stored)
+        if builder.size >= self.repo.pack_size:
+            self._write(blob_type)
+
+    def flush(self, trees: bool = False) -> None:
+        """Write the data pack being filled (and the tree pack, with ``trees``)."""
+        for kind in (BLOB_DATA, BLOB_TREE) if trees else (BLOB_DATA,):
+            if self.builders[kind].entries:
+                self._write(kind)
+
+    def _write(self, blob_type: str) -> None:
+        """Store the pack of ``blob_type`` being filled and start a new one."""
+        builder = self.builders[blob_type]
+        self.builders[blob_type] = PackBuilder(blob_type)
+        data = builder.finish(self.keys)
         pack_id = crypto.object_id(data)
         self.repo.backend.put(pack_name(pack_id), data)
-        self.out_packs.append((pack_id, self.builder.entries))
-        self.builder = PackBuilder(BLOB_DATA)
+        self.out_packs.append((pack_id, builder.entries))
 
 
 def _handle_files(worker: _Worker, batch: list) -> tuple[list, list]:
-    out = [worker.file(token, path) for token, path in batch]
+    out = [worker.file(*item) if len(item) == 2 else worker.directory(*item) for item in batch]
     packs, worker.out_packs = worker.out_packs, []
     return out, packs
 
 
 def _finish_worker(worker: _Worker) -> tuple[list, tuple[int, int, int]]:
-    worker.flush()
+    worker.flush(trees=True)
     return worker.out_packs, (worker.blobs_new, worker.bytes_new, worker.bytes_stored)
 
 
 class ContentWorkers:
     """Parent-side handle: ``submit`` paths, ``poll``/``drain`` results.
 
-    ``on_result(kind, payload)`` receives ``("files", [FileResult...])`` and
-    ``("packs", [(pack_id, entries)...])``.
+    ``on_result(kind, payload)`` receives ``("files", [FileResult | DirResult...])``
+    and ``("packs", [(pack_id, entries)...])``.
     """
 
-    def __init__(self, repo: Repository, count: int):
-        self.pool = ForkPool(count, init=lambda: _Worker(repo), handle=_handle_files,
+    def __init__(self, repo: Repository, count: int, walk: WalkOptions | None = None):
+        self.pool = ForkPool(count, init=lambda: _Worker(repo, walk), handle=_handle_files,
                              finish=_finish_worker, name="opskit-content")
         self.blobs_new = self.bytes_new = self.bytes_stored = 0
         self._on_result = None
@@ -175,6 +305,12 @@ class ContentWorkers:
     def submit(self, token: int, path: bytes, size: int, on_result) -> None:
         self._on_result = on_result
         self.pool.submit((token, path), size)
+
+    def submit_dir(self, token: int, path: bytes, old_id: bytes | None, on_result) -> None:
+        """A directory without subdirectories, for one worker to do whole."""
+        self._on_result = on_result
+        # weighs a quarter batch: at most four directories travel together
+        self.pool.submit((token, path, old_id), self.pool.batch_bytes // 4)
 
     def flush(self, on_result) -> None:
         self._on_result = on_result

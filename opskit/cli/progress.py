@@ -75,6 +75,11 @@ class TerminalProgress:
             self.files += 1
         self._draw()
 
+    def files_done(self, directory, count: int, size: int) -> None:
+        with self._lock:
+            self.files += count
+        self._draw()
+
     def bytes_read(self, n: int) -> None:
         with self._lock:
             self.bytes += n

@@ -100,4 +100,6 @@ def test_second_run_reuses_parent_and_reads_nothing(tmp_path):
     assert second["tree"] == first["tree"]
     assert second_archiver.stats.files_unmodified == 5 * 11
     assert second_archiver.stats.bytes_added == 0
-    assert second_archiver._content is None   # no worker was needed
+    assert second_archiver.stats.files_new == second_archiver.stats.files_changed == 0
+    content = second_archiver._content      # leaf directories went to the workers whole
+    assert content is None or (content.blobs_new, content.bytes_new) == (0, 0)

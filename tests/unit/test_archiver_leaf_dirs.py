@@ -1,0 +1,111 @@
+"""Directories without subdirectories are backed up whole by one worker
+(walk, contents, tree); the ones that would read too much are handed back
+and walked file by file. Either way the snapshot is the one the per-file
+walk makes (R-BAK-2: what is restored is what was there; R-BAK-4:
+incremental runs reuse what did not change)."""
+import os
+
+import pytest
+
+from opskit.backup import workers
+from opskit.backup.archiver import Archiver
+from opskit.backup.backends import LocalBackend
+from opskit.backup.repository import Repository
+from opskit.backup.restorer import Restorer
+
+
+def _write(path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    src = tmp_path / "src"
+    small, big = src / "small", src / "big"
+    small.mkdir(parents=True)
+    big.mkdir()
+    for i in range(30):
+        _write(small / f"f{i:02d}.yaml", f"key: {i}\n".encode() * 50)
+    _write(small / "skip.tmp", b"excluded")
+    os.symlink("f00.yaml", small / "link")
+    _write(big / "a.bin", os.urandom(300_000))
+    _write(big / "b.bin", os.urandom(300_000))
+    return src
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return Repository.init(LocalBackend(str(tmp_path / "repo")), b"pw", chunk_avg=64 << 10,
+                           kdf_n=2**10)
+
+
+def _files(root):
+    out = {}
+    for d, _dirs, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            rel = os.path.relpath(p, root)
+            out[rel] = os.readlink(p) if os.path.islink(p) else open(p, "rb").read()
+    return out
+
+
+def test_leaf_dirs_done_by_workers_or_handed_back_restore_identically(tmp_path, tree, repo,
+                                                                      monkeypatch):
+    # "big" (600 kB to read) is over the limit: handed back and walked here
+    monkeypatch.setattr(workers, "LEAF_DIR_MAX_BYTES", 500_000)
+    walked_here = []
+    real_walk = Archiver._walk
+
+    def walk(self, path, d):
+        walked_here.append(os.fsdecode(path))
+        return real_walk(self, path, d)
+
+    monkeypatch.setattr(Archiver, "_walk", walk)
+    arch = Archiver(repo, excludes=["*.tmp"])
+    sid, snap = arch.run([str(tree)])
+    assert walked_here == [str(tree), str(tree / "big")]      # "small" went whole to a worker
+    assert arch.stats.files == 32 and arch.stats.files_new == 32 and not arch.stats.errors
+    Restorer(repo, str(tmp_path / "out")).run(repo.load_snapshot(sid))
+    restored = _files(str(tmp_path / "out" / str(tree).lstrip("/")))
+    expected = _files(str(tree))
+    del expected[os.path.join("small", "skip.tmp")]
+    assert restored == expected
+    assert os.readlink(tmp_path / "out" / str(tree).lstrip("/") / "small" / "link") == "f00.yaml"
+
+
+def test_incremental_run_in_a_worker_reuses_unchanged_files(tmp_path, tree, repo):
+    sid, first = Archiver(repo).run([str(tree)])
+    first["id"] = sid
+    _write(tree / "small" / "f05.yaml", b"changed: yes\n")
+    _write(tree / "small" / "new.yaml", b"new: yes\n")
+    arch = Archiver(repo)
+    sid2, second = arch.run([str(tree)], parent=first)
+    s = arch.stats
+    assert (s.files_new, s.files_changed, s.files_unmodified) == (1, 1, 32)
+    assert second["tree"] != first["tree"]
+    out = tmp_path / "out"
+    Restorer(repo, str(out)).run(repo.load_snapshot(sid2))
+    assert (out / str(tree).lstrip("/") / "small" / "f05.yaml").read_bytes() == b"changed: yes\n"
+    third = Archiver(repo)
+    _sid3, snap3 = third.run([str(tree)], parent=dict(second, id=sid2))
+    assert third.stats.files_unmodified == 34 and third.stats.bytes_added < 10_000  # trees only
+
+
+def test_unreadable_entry_in_a_leaf_dir_is_listed_and_the_rest_is_kept(tmp_path, tree, repo,
+                                                                       monkeypatch):
+    real_open = workers._Worker._open
+
+    def refuse(self, path):
+        if path.endswith(b"f07.yaml"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(self, path)
+
+    monkeypatch.setattr(workers._Worker, "_open", refuse)     # inherited by the forks
+    arch = Archiver(repo)
+    sid, _snap = arch.run([str(tree)])
+    assert [e["path"] for e in arch.stats.errors] == [str(tree / "small" / "f07.yaml")]
+    assert arch.stats.errors[0]["error"] == "Permission denied"
+    Restorer(repo, str(tmp_path / "out")).run(repo.load_snapshot(sid))
+    small = tmp_path / "out" / str(tree).lstrip("/") / "small"
+    assert not (small / "f07.yaml").exists() and (small / "f08.yaml").exists()
