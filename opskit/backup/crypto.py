@@ -269,6 +269,28 @@ def encrypt_role(keys: "MasterKeys", role: str, plaintext: bytes, aad: bytes) ->
     return seal(key, plaintext, aad)
 
 
+def encrypt_role_into(keys: "MasterKeys", role: str, plaintext, aad: bytes, out: bytearray,
+                      pos: int) -> int:
+    """``encrypt_role`` written into ``out`` at ``pos`` (grown when short), with no
+    intermediate copies; returns the envelope's length."""
+    key = keys.key_for(role)
+    nonce = _nonce()
+    if key is None:
+        session = _sessions.get(keys.x25519_public)
+        if session is None:
+            session = _sessions[keys.x25519_public] = _SealSession(keys.x25519_public)
+        head, aead = bytes([ENVELOPE_SEALED]) + session.eph_public + nonce, _aead(session.key)
+    else:
+        head, aead = bytes([ENVELOPE_MASTER]) + nonce, _aead(key)
+    start = pos + len(head)
+    end = start + len(plaintext) + TAG_LEN
+    if end > len(out):
+        out.extend(bytes(max(end - len(out), len(out) // 2)))
+    out[pos:start] = head
+    aead.encrypt_into(nonce, plaintext, aad, memoryview(out)[start:end])
+    return end - pos
+
+
 def decrypt_role(keys: "MasterKeys", role: str, envelope, aad: bytes) -> bytes:
     envelope = bytes(envelope)
     if envelope[:1] == bytes([ENVELOPE_SEALED]):

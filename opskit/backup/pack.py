@@ -61,6 +61,33 @@ class PackBuilder:
         return b"".join(self.parts)
 
 
+class SealingPackBuilder(PackBuilder):
+    """Compresses and seals each blob straight into one buffer, and hands the
+    pack out as a view of it: no envelope concatenation, no join of parts.
+    ``buffer`` may be one a finished pack no longer needs (its view released)."""
+
+    def __init__(self, kind: str, buffer: bytearray | None = None, capacity: int = 17 << 20):
+        super().__init__(kind)
+        self.buf = buffer if buffer is not None else bytearray(capacity)
+
+    def seal(self, keys: crypto.MasterKeys, blob_type: str, bid: bytes, plaintext,
+             level: int) -> int:
+        """Add one blob; returns its stored length."""
+        length = crypto.encrypt_role_into(keys, blob_type, crypto.compress(plaintext, level),
+                                          blob_aad(blob_type, bid), self.buf, self.size)
+        self.entries.append(BlobEntry(blob_type, bid, self.size, length, len(plaintext)))
+        self.size += length
+        return length
+
+    def finish(self, keys: crypto.MasterKeys) -> memoryview:
+        tail = super().finish(keys)         # header + trailer (the only parts)
+        end = self.size + len(tail)
+        if end > len(self.buf):
+            self.buf.extend(bytes(end - len(self.buf)))
+        self.buf[self.size:end] = tail
+        return memoryview(self.buf)[:end]
+
+
 def read_header(keys: crypto.MasterKeys, tail: bytes, pack_size: int) -> list[BlobEntry]:
     """Parse a pack header from the pack's last bytes (``tail`` may be the whole pack).
 

@@ -20,7 +20,7 @@ from . import crypto
 from .backends import BackendError
 from .chunker import chunk_stream
 from .forkpool import ForkPool, WorkerError  # noqa: F401  (WorkerError re-exported)
-from .pack import BLOB_DATA, BLOB_TREE, PackBuilder, encrypt_blob
+from .pack import BLOB_DATA, BLOB_TREE, SealingPackBuilder
 from .repository import CorruptObject, Repository, pack_name
 from .tree import IdNames, decode_name, encode_name, encode_tree, node_from_stat, unchanged
 
@@ -92,7 +92,8 @@ class _Worker:
         self.keys = repo.keys
         cfg = repo.config
         self.lo, self.avg, self.hi = cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max
-        self.builders = {BLOB_DATA: PackBuilder(BLOB_DATA), BLOB_TREE: PackBuilder(BLOB_TREE)}
+        self.builders = {BLOB_DATA: SealingPackBuilder(BLOB_DATA),
+                         BLOB_TREE: SealingPackBuilder(BLOB_TREE, capacity=1 << 20)}
         self.seen: set[bytes] = set()
         self.out_packs: list[tuple[str, list]] = []
         self.blobs_new = self.bytes_new = self.bytes_stored = 0
@@ -235,12 +236,11 @@ class _Worker:
         if bid in self.seen or bid in self.repo.index:
             return
         self.seen.add(bid)
-        stored = encrypt_blob(self.keys, blob_type, bid, plaintext, self.repo.compression_level)
         builder = self.builders[blob_type]
-        builder.add(blob_type, bid, stored, len(plaintext))
+        self.bytes_stored += builder.seal(self.keys, blob_type, bid, plaintext,
+                                          self.repo.compression_level)
         self.blobs_new += 1
         self.bytes_new += len(plaintext)
-        self.bytes_stored += len(stored)
         if builder.size >= self.repo.pack_size:
             self._write(blob_type)
 
@@ -253,10 +253,11 @@ class _Worker:
     def _write(self, blob_type: str) -> None:
         """Store the pack of ``blob_type`` being filled and start a new one."""
         builder = self.builders[blob_type]
-        self.builders[blob_type] = PackBuilder(blob_type)
         data = builder.finish(self.keys)
         pack_id = crypto.object_id(data)
         self.repo.backend.put(pack_name(pack_id), data)
+        data.release()                  # the next pack reuses the buffer
+        self.builders[blob_type] = SealingPackBuilder(blob_type, builder.buf)
         self.out_packs.append((pack_id, builder.entries))
 
 

@@ -90,3 +90,11 @@ def test_an_insertion_only_changes_nearby_chunks():
     new = [c for c in after if c not in before]
     assert len(after) > 20
     assert sum(map(len, new)) <= 3 * MAX, f"{len(new)} of {len(after)} chunks changed"
+
+
+def test_the_reused_read_buffer_carries_nothing_from_one_file_to_the_next(monkeypatch):
+    monkeypatch.setattr(chunker, "READ_BLOCK", MAX + 1000)
+    big, small = _random(3 * MAX, 11), _random(MAX // 2, 12)
+    assert stream_cuts(big) == whole_cuts(big)
+    assert stream_cuts(small) == whole_cuts(small)      # same buffer, shorter file
+    assert stream_cuts(b"") == []

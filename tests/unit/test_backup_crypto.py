@@ -116,3 +116,30 @@ def test_damaged_key_slots_raise_decrypt_error():
     damaged = json.dumps({**slot, "wrapped": base64.b64encode(wrapped).decode()}).encode()
     with pytest.raises(DecryptError):
         crypto.open_key_slot(damaged, b"pw")
+
+
+@pytest.mark.parametrize("write_only", [False, True])
+def test_sealing_pack_builder_makes_the_same_pack_format(write_only):
+    """Workers seal blobs straight into one buffer (R-BAK-1 unchanged): the
+    pack parses, every blob decrypts to its plaintext, and a blob bigger than
+    the buffer grows it instead of being cut."""
+    from opskit.backup.pack import (BLOB_DATA, SealingPackBuilder, decrypt_blob, read_header)
+
+    keys = MasterKeys.generate()
+    writer = keys.write_only_subset() if write_only else keys
+    blobs = [os.urandom(5000), b"text " * 4000, os.urandom(300_000)]
+    builder = SealingPackBuilder(BLOB_DATA, capacity=64 << 10)
+    for i, blob in enumerate(blobs):
+        builder.seal(writer, BLOB_DATA, crypto.blob_id(keys.id_key, blob), blob, 1)
+    pack = bytes(builder.finish(writer))
+    entries = read_header(keys, pack, len(pack))
+    assert [e.raw_length for e in entries] == [len(b) for b in blobs]
+    for entry, blob in zip(entries, blobs):
+        stored = pack[entry.offset:entry.offset + entry.length]
+        assert stored[0] == (crypto.ENVELOPE_SEALED if write_only else crypto.ENVELOPE_MASTER)
+        assert decrypt_blob(keys, entry, stored) == blob
+    again = SealingPackBuilder(BLOB_DATA, builder.buf)                 # reused buffer
+    again.seal(writer, BLOB_DATA, crypto.blob_id(keys.id_key, b"x"), b"x", 1)
+    second = bytes(again.finish(writer))
+    (entry,) = read_header(keys, second, len(second))
+    assert decrypt_blob(keys, entry, second[entry.offset:entry.offset + entry.length]) == b"x"
