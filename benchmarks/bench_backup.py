@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import threading
@@ -113,12 +114,12 @@ class Tool:
         self.name = name
         self.repo = os.path.join(work, f"repo-{name}")
         self.env = dict(os.environ)
-        self.results: dict[str, float] = {}
+        self.results: dict[str, list[float]] = {}
         self.peak = 0
 
     def run(self, key: str, cmd: list[str]) -> str:
         secs, peak, out = timed(cmd, self.env, capture=True)
-        self.results[key] = secs
+        self.results.setdefault(key, []).append(secs)
         self.peak = max(self.peak, peak)
         print(f"  {self.name:7s} {key:10s} {secs:7.2f} s  peak RSS {peak / 1024:6.0f} MiB",
               flush=True)
@@ -169,6 +170,10 @@ def main() -> None:
                     help="scratch directory (dataset, both repositories, restores); on a "
                          "tmpfs such as /dev/shm it measures the tools, not the disk")
     ap.add_argument("--no-write", action="store_true", help="don't update RESULTS.md")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of the initial, unchanged and restore measures per tool, "
+                         "alternating which tool goes first; the median is reported "
+                         "(this shared VM varies by +-20%% from run to run)")
     args = ap.parse_args()
     if not shutil.which("restic"):
         raise SystemExit("restic is not installed (apt-get install restic)")
@@ -180,14 +185,21 @@ def main() -> None:
     subprocess.run([sys.executable, DATASET, data, "--size-mb", str(args.size_mb),
                     "--seed", str(args.seed)], check=True)
     tools = [Opskit(work), Restic(work)]
-    for t in tools:
-        t.init()
+    reps = max(1, args.repeat)
+
+    def turns(rep: int) -> list:
+        return tools if rep % 2 == 0 else tools[::-1]
+
     print("initial backup", flush=True)
-    for t in tools:
-        t.backup("initial", data)
+    for rep in range(reps):
+        for t in turns(rep):
+            drop_dir(t.repo)
+            t.init()
+            t.backup("initial", data)
     print("unchanged re-run", flush=True)
-    for t in tools:
-        t.backup("unchanged", data)
+    for rep in range(reps):
+        for t in turns(rep):
+            t.backup("unchanged", data)
     subprocess.run([sys.executable, DATASET, data, "--mutate", "--seed", str(args.seed)], check=True)
     print("after --mutate", flush=True)
     added = {}
@@ -196,16 +208,22 @@ def main() -> None:
         t.backup("mutated", data)
         added[t.name] = du_bytes(t.repo) - before
     print("restore latest", flush=True)
-    for t in tools:
-        target = os.path.join(work, f"restore-{t.name}")
-        t.restore(target)
-        drop_dir(target)
+    for rep in range(reps):
+        for t in turns(rep):
+            target = os.path.join(work, f"restore-{t.name}")
+            t.restore(target)
+            drop_dir(target)
     sizes = {t.name: du_bytes(t.repo) for t in tools}
     ops, res = tools
     rows = []
+
+    def shown(runs: list[float]) -> str:
+        med = f"{statistics.median(runs):.2f}"
+        return med if len(runs) == 1 else f"{med} ({', '.join(f'{r:.2f}' for r in runs)})"
+
     for key in ("initial", "unchanged", "mutated", "restore"):
-        ratio = ops.results[key] / res.results[key]
-        rows.append((f"{key} (s)", f"{ops.results[key]:.2f}", f"{res.results[key]:.2f}", ratio,
+        ratio = statistics.median(ops.results[key]) / statistics.median(res.results[key])
+        rows.append((f"{key} (s)", shown(ops.results[key]), shown(res.results[key]), ratio,
                      TARGETS[key]))
     rows.append(("repository size (MiB)", f"{sizes['opskit'] / 2**20:.0f}",
                  f"{sizes['restic'] / 2**20:.0f}", sizes["opskit"] / sizes["restic"],
@@ -219,7 +237,9 @@ def main() -> None:
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores; "
         f"dataset `make_dataset.py --size-mb {args.size_mb} --seed {args.seed}` then `--mutate`.",
         f"opskit {version([sys.executable, '-m', 'opskit', '--version'])}; "
-        f"{version(['restic', 'version'])}.", "",
+        f"{version(['restic', 'version'])}. Initial, unchanged and restore: median of {reps} "
+        "runs per tool (runs in brackets), tools alternating who goes first; mutated: one run.",
+        "",
         "| measure | opskit | restic | opskit/restic | target | met |",
         "|---|---|---|---|---|---|",
     ]

@@ -23,8 +23,12 @@ class BlobEntry(NamedTuple):
     raw_length: int
 
 
+_AAD_PREFIX = {BLOB_DATA: b"opskit:data:", BLOB_TREE: b"opskit:tree:"}
+
+
 def blob_aad(blob_type: str, bid: bytes) -> bytes:
-    return b"opskit:" + blob_type.encode() + b":" + bid.hex().encode()
+    prefix = _AAD_PREFIX.get(blob_type) or b"opskit:" + blob_type.encode() + b":"
+    return prefix + bid.hex().encode()
 
 
 def encrypt_blob(keys: crypto.MasterKeys, blob_type: str, bid: bytes, plaintext, level: int) -> bytes:
@@ -55,7 +59,7 @@ class PackBuilder:
         header = json.dumps({"v": 1, "blobs": [[e.type, e.id.hex(), e.offset, e.length, e.raw_length]
                                                for e in self.entries]},
                             separators=(",", ":")).encode()
-        sealed = crypto.seal(keys.index_key, crypto.compress(header, 3), b"opskit:packheader")
+        sealed = crypto.seal(keys.index_key, crypto.compress(header, 1), b"opskit:packheader")
         self.parts.append(sealed)
         self.parts.append(_TRAILER.pack(len(sealed), PACK_MAGIC))
         return b"".join(self.parts)
@@ -69,12 +73,16 @@ class SealingPackBuilder(PackBuilder):
     def __init__(self, kind: str, buffer: bytearray | None = None, capacity: int = 17 << 20):
         super().__init__(kind)
         self.buf = buffer if buffer is not None else bytearray(capacity)
+        self._sealers: dict[str, tuple] = {}
 
     def seal(self, keys: crypto.MasterKeys, blob_type: str, bid: bytes, plaintext,
              level: int) -> int:
         """Add one blob; returns its stored length."""
-        length = crypto.encrypt_role_into(keys, blob_type, crypto.compress(plaintext, level),
-                                          blob_aad(blob_type, bid), self.buf, self.size)
+        sealer = self._sealers.get(blob_type)
+        if sealer is None:
+            sealer = self._sealers[blob_type] = crypto.role_sealer(keys, blob_type)
+        length = crypto.seal_into(sealer, crypto.compress(plaintext, level),
+                                  blob_aad(blob_type, bid), self.buf, self.size)
         self.entries.append(BlobEntry(blob_type, bid, self.size, length, len(plaintext)))
         self.size += length
         return length

@@ -95,7 +95,7 @@ class Repository:
         for name, _size in list(backend.list("keys/")):
             backend.delete(name)
         keys = crypto.MasterKeys.generate()
-        config = RepoConfig(os.urandom(16).hex(), FORMAT_VERSION, chunk_avg // 4, chunk_avg,
+        config = RepoConfig(os.urandom(16).hex(), FORMAT_VERSION, chunk_avg // 2, chunk_avg,
                             chunk_avg * 4, utcnow_iso())
         slot = crypto.make_key_slot(keys, passphrase, n=kdf_n)
         key_name = crypto.object_id(slot)

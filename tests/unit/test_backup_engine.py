@@ -33,7 +33,7 @@ def repo_path(tmp_path):
 def test_init_layout_config_and_private_modes(repo_path):
     repo = open_repo(repo_path)
     assert (repo.config.chunk_min, repo.config.chunk_avg, repo.config.chunk_max) == \
-        (CHUNK_AVG // 4, CHUNK_AVG, CHUNK_AVG * 4)
+        (CHUNK_AVG // 2, CHUNK_AVG, CHUNK_AVG * 4)
     assert len(repo.config.id) == 32
     for d in ("data", "index", "snapshots", "keys", "locks"):
         assert stat.S_IMODE(os.stat(repo_path / d).st_mode) == 0o700, d
