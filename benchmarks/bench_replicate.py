@@ -17,6 +17,7 @@ import argparse
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,9 @@ def start_moto(work: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MOTO_"))}
     env.update(AWS_ACCESS_KEY_ID=ACCESS, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION=REGION)
+    # moto spools every object over 5 MiB to a temporary file: keep those in the
+    # work directory (a tmpfs with --work /dev/shm/...) to time the tools, not the disk
+    env["TMPDIR"] = work
     log = open(os.path.join(work, "moto.log"), "wb")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
                              str(port)], stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -68,6 +72,19 @@ def make_bucket(url: str, name: str) -> None:
     s3.create_bucket(Bucket=name)
 
 
+def empty_bucket(url: str, name: str) -> None:
+    """Delete what a round stored, so later rounds find the server as the first did."""
+    import boto3
+    from botocore.config import Config
+    s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id=ACCESS,
+                      aws_secret_access_key=SECRET, region_name=REGION,
+                      config=Config(s3={"addressing_style": "path"}, proxies={}))
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            s3.delete_objects(Bucket=name, Delete={"Objects": keys})
+
+
 def timed(cmd: list[str], env: dict) -> float:
     start = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -87,6 +104,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4,
                     help="opskit upload threads (default 4: rclone's default --transfers)")
     ap.add_argument("--no-write", action="store_true", help="don't update RESULTS.md")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds; medians are reported")
     args = ap.parse_args()
     if not shutil.which("rclone"):
         raise SystemExit("rclone is not installed (apt-get install rclone)")
@@ -111,39 +129,56 @@ def main() -> None:
                      for f in fs)
     objects = sum(len(fs) for _d, _s, fs in os.walk(repo))
     moto, url = start_moto(work)
+    reps = max(1, args.repeat)
+    runs: dict[str, list[float]] = {"ops": [], "rcl": [], "ops_again": [], "rcl_again": []}
     try:
-        make_bucket(url, "opskit-bench")
-        make_bucket(url, "rclone-bench")
         secret = os.path.join(work, "secret")
         with open(secret, "w") as fh:
             fh.write(SECRET + "\n")
         os.chmod(secret, 0o600)
-        config = os.path.join(work, "opskit.yaml")
-        with open(config, "w") as fh:
-            fh.write(f"backup:\n  repo: {repo}\nsites:\n  bench:\n    url: s3://opskit-bench/repo\n"
-                     f"    endpoint_url: {url}\n    region: {REGION}\n"
-                     f"    access_key_id: {ACCESS}\n    secret_access_key_file: {secret}\n")
         renv = dict(env, RCLONE_CONFIG=os.path.join(work, "rclone.conf"),
                     RCLONE_CONFIG_MOTO_TYPE="s3", RCLONE_CONFIG_MOTO_PROVIDER="Other",
                     RCLONE_CONFIG_MOTO_ENDPOINT=url, RCLONE_CONFIG_MOTO_ACCESS_KEY_ID=ACCESS,
                     RCLONE_CONFIG_MOTO_SECRET_ACCESS_KEY=SECRET,
                     RCLONE_CONFIG_MOTO_REGION=REGION, RCLONE_CONFIG_MOTO_FORCE_PATH_STYLE="true")
         open(renv["RCLONE_CONFIG"], "w").close()
-        ops_cmd = opskit + ["--config", config, "backup", "replicate", "--workers",
-                            str(args.workers)]
-        rclone_cmd = ["rclone", "copy", repo, "moto:rclone-bench/repo"]
-        print("initial copy", flush=True)
-        t_ops = timed(ops_cmd, env)
-        t_rcl = timed(rclone_cmd, renv)
-        print("re-run, nothing new", flush=True)
-        r_ops = timed(ops_cmd, env)
-        r_rcl = timed(rclone_cmd, renv)
+        for rep in range(reps):
+            # every round copies into two new empty buckets; who goes first alternates
+            make_bucket(url, f"opskit-bench-{rep}")
+            make_bucket(url, f"rclone-bench-{rep}")
+            config = os.path.join(work, f"opskit-{rep}.yaml")
+            with open(config, "w") as fh:
+                fh.write(f"backup:\n  repo: {repo}\nsites:\n  bench:\n"
+                         f"    url: s3://opskit-bench-{rep}/repo\n"
+                         f"    endpoint_url: {url}\n    region: {REGION}\n"
+                         f"    access_key_id: {ACCESS}\n    secret_access_key_file: {secret}\n")
+            ops_cmd = opskit + ["--config", config, "backup", "replicate", "--workers",
+                                str(args.workers)]
+            rclone_cmd = ["rclone", "copy", repo, f"moto:rclone-bench-{rep}/repo"]
+            pairs = [("ops", ops_cmd, env), ("rcl", rclone_cmd, renv)]
+            if rep % 2:
+                pairs.reverse()
+            print(f"round {rep + 1}: initial copy, then a re-run with nothing new", flush=True)
+            for key, cmd, e in pairs:
+                runs[key].append(timed(cmd, e))
+            for key, cmd, e in pairs:
+                runs[key + "_again"].append(timed(cmd, e))
+            if rep < reps - 1:
+                empty_bucket(url, f"opskit-bench-{rep}")
+                empty_bucket(url, f"rclone-bench-{rep}")
         print("verify the copy (check-site, all packs re-hashed)", flush=True)
         c_ops = timed(opskit + ["--config", config, "backup", "check-site", "bench",
                                 "--read-data"], env)
     finally:
         moto.terminate()
         moto.wait(10)
+    t_ops, t_rcl = statistics.median(runs["ops"]), statistics.median(runs["rcl"])
+    r_ops, r_rcl = statistics.median(runs["ops_again"]), statistics.median(runs["rcl_again"])
+
+    def shown(values: list[float]) -> str:
+        med = f"{statistics.median(values):.2f}"
+        return med if len(values) == 1 else f"{med} ({', '.join(f'{v:.2f}' for v in values)})"
+
     ratio = t_ops / t_rcl
     lines = [
         "## replicate (benchmarks/bench_replicate.py)", "",
@@ -153,12 +188,14 @@ def main() -> None:
         "their own empty bucket on the same moto S3 server (loopback, path style), in one run.",
         f"opskit {version(opskit + ['--version'])} ({args.workers} upload threads, Content-MD5 sent, ETag "
         f"compared per object); {version(['rclone', 'version'])} (`rclone copy`, defaults: 4 transfers, "
-        "8 checkers).", "",
+        f"8 checkers). Median of {reps} rounds (runs in brackets), each into new empty buckets, "
+        "the tools alternating who goes first.", "",
         "| measure | opskit | rclone | opskit/rclone | target | met |",
         "|---|---|---|---|---|---|",
-        f"| initial copy (s) | {t_ops:.2f} | {t_rcl:.2f} | {ratio:.2f} | ≤ 1.0 | "
+        f"| initial copy (s) | {shown(runs['ops'])} | {shown(runs['rcl'])} | {ratio:.2f} | ≤ 1.0 | "
         f"{'yes' if ratio <= TARGETS['initial'] else 'no'} |",
-        f"| re-run, nothing new (s) | {r_ops:.2f} | {r_rcl:.2f} | {r_ops / r_rcl:.2f} | "
+        f"| re-run, nothing new (s) | {shown(runs['ops_again'])} | {shown(runs['rcl_again'])} | "
+        f"{r_ops / r_rcl:.2f} | "
         f"≤ 2 s | {'yes' if r_ops <= TARGETS['rerun_s'] else 'no'} |",
         f"| check-site --read-data, every object re-hashed (s) | {c_ops:.2f} | | | | |",
         "",
