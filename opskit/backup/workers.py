@@ -22,7 +22,8 @@ from .chunker import chunk_stream
 from .forkpool import ForkPool, WorkerError  # noqa: F401  (WorkerError re-exported)
 from .pack import BLOB_DATA, BLOB_TREE, SealingPackBuilder
 from .repository import CorruptObject, Repository, pack_name
-from .tree import IdNames, decode_name, encode_name, encode_tree, node_from_stat, unchanged
+from .tree import (TYPE_FILE, IdNames, decode_name, encode_name, encode_tree, node_from_stat,
+                   unchanged)
 
 # A directory without subdirectories is backed up whole by one worker (walk,
 # contents, tree) when the files it must read add up to no more than this;
@@ -100,20 +101,22 @@ class _Worker:
         self.walk = walk or WalkOptions()
         self.names = IdNames()
 
-    def _open(self, path: bytes) -> int:
+    def _open(self, path: bytes, dir_fd: int | None = None) -> int:
         try:
-            return os.open(path, _FLAGS | _NOATIME)
+            return os.open(path, _FLAGS | _NOATIME, dir_fd=dir_fd)
         except PermissionError:
-            return os.open(path, _FLAGS)
+            return os.open(path, _FLAGS, dir_fd=dir_fd)
 
     def file(self, token: int, path: bytes) -> FileResult:
         ids, size, error = self._content(path)
         return FileResult(token, ids, size, error)
 
-    def _content(self, path: bytes) -> tuple[bytes | None, int, str | None]:
-        """(concatenated chunk ids, bytes read, None) or (None, 0, error)."""
+    def _content(self, path: bytes, dir_fd: int | None = None
+                 ) -> tuple[bytes | None, int, str | None]:
+        """(concatenated chunk ids, bytes read, None) or (None, 0, error);
+        ``path`` is relative to ``dir_fd`` when given."""
         try:
-            fd = self._open(path)
+            fd = self._open(path, dir_fd)
         except OSError as exc:
             return None, 0, exc.strerror or str(exc)
         ids = []
@@ -144,51 +147,73 @@ class _Worker:
     def directory(self, token: int, path: bytes, old_id: bytes | None) -> DirResult:
         """Back up a directory that has no subdirectories, files and tree both,
         sparing the parent a round trip per file. The same rules as the
-        archiver's walk: excludes, incremental reuse, errors listed, not fatal."""
-        declined = DirResult(token, None)
+        archiver's walk: excludes, incremental reuse, errors listed, not fatal.
+        Entries are stat'ed and opened relative to the directory's descriptor
+        (one name to look up, not a whole path, per call)."""
         try:
-            with os.scandir(path) as it:
+            dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return DirResult(token, None)   # declined: the parent's walk reports it
+        try:
+            return self._directory(token, path, dfd, old_id)
+        finally:
+            os.close(dfd)
+
+    def _directory(self, token: int, path: bytes, dfd: int, old_id: bytes | None) -> DirResult:
+        declined = DirResult(token, None)
+        join = os.path.join
+        try:
+            with os.scandir(dfd) as it:
                 entries = list(it)
         except OSError:
-            return declined             # the parent's walk reports it
+            return declined
         excluded, full = self.walk.excluded, self.walk.full
         stated, to_read, errors = [], 0, []
+        is_reg, is_dir, fsencode = statmod.S_ISREG, statmod.S_ISDIR, os.fsencode
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 return declined
-            if excluded is not None and excluded(entry.path):
+            name = fsencode(entry.name)     # scandir(fd) names are str; trees keep bytes
+            if excluded is not None and excluded(join(path, name)):
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:
-                errors.append((entry.path, exc.strerror or str(exc)))
+                errors.append((join(path, name), exc.strerror or str(exc)))
                 continue
-            if statmod.S_ISDIR(st.st_mode):
+            if is_dir(st.st_mode):
                 return declined
-            stated.append((entry, st))
-            if statmod.S_ISREG(st.st_mode):
+            stated.append((name, st))
+            if is_reg(st.st_mode):
                 to_read += st.st_size
         old_nodes, old = self._old_tree(old_id)
         if not full and old:
-            to_read -= sum(st.st_size for e, st in stated if unchanged(old.get(e.name), st))
+            to_read -= sum(st.st_size for name, st in stated if unchanged(old.get(name), st))
         if to_read > LEAF_DIR_MAX_BYTES:
             return declined
         nodes, files, size, new, changed, same = [], 0, 0, 0, 0, 0
-        for entry, st in stated:
+        user, group = self.names.user, self.names.group
+        for name, st in stated:
             mode = st.st_mode
-            prev = old.get(entry.name)
-            if statmod.S_ISREG(mode):
-                if not full and unchanged(prev, st):
+            prev = old.get(name) if old else None
+            if is_reg(mode):
+                if prev is not None and not full and unchanged(prev, st):
                     nodes.append(prev)
                     files, size, same = files + 1, size + st.st_size, same + 1
                     continue
-                ids, got, error = self._content(entry.path)
+                ids, got, error = self._content(name, dfd)
                 if error is not None:
-                    errors.append((entry.path, error))
+                    errors.append((join(path, name), error))
                     continue
-                node = node_from_stat(entry.name, st, self.names)
-                node["content"] = content = [ids[i:i + 32].hex() for i in range(0, len(ids), 32)]
-                node["size"] = got
+                content = ([ids.hex()] if len(ids) == 32 else
+                           [ids[i:i + 32].hex() for i in range(0, len(ids), 32)])
+                uid, gid = st.st_uid, st.st_gid
+                # node_from_stat's fields, built in one go on this hot path
+                node = {"type": TYPE_FILE, "mode": mode, "uid": uid, "gid": gid,
+                        "user": user(uid), "group": group(gid), "mtime_ns": st.st_mtime_ns,
+                        "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "dev": st.st_dev,
+                        "size": got, "content": content}
+                encode_name(node, "name", name)
                 nodes.append(node)
                 files, size = files + 1, size + got
                 if prev is None:
@@ -198,11 +223,11 @@ class _Worker:
                 else:
                     same += 1
             elif statmod.S_ISLNK(mode):
-                node = node_from_stat(entry.name, st, self.names)
+                node = node_from_stat(name, st, self.names)
                 try:
-                    encode_name(node, "target", os.readlink(entry.path))
+                    encode_name(node, "target", os.readlink(name, dir_fd=dfd))
                 except OSError as exc:
-                    errors.append((entry.path, exc.strerror or str(exc)))
+                    errors.append((join(path, name), exc.strerror or str(exc)))
                     continue
                 nodes.append(node)
             # sockets, fifos and devices are not backed up

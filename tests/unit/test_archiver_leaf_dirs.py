@@ -96,10 +96,10 @@ def test_unreadable_entry_in_a_leaf_dir_is_listed_and_the_rest_is_kept(tmp_path,
                                                                        monkeypatch):
     real_open = workers._Worker._open
 
-    def refuse(self, path):
+    def refuse(self, path, dir_fd=None):
         if path.endswith(b"f07.yaml"):
             raise PermissionError(13, "Permission denied")
-        return real_open(self, path)
+        return real_open(self, path, dir_fd)
 
     monkeypatch.setattr(workers._Worker, "_open", refuse)     # inherited by the forks
     arch = Archiver(repo)
