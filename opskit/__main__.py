@@ -1,3 +1,3 @@
-from opskit.cli import main
+from opskit.cli import run
 
-main()
+run()

@@ -145,3 +145,31 @@ def main(argv: list[str] | None = None) -> None:
         error = f"internal error: {type(exc).__name__}"
     code = _write_audit(app, code, error)
     sys.exit(code)
+
+
+def run() -> None:
+    """Process entry point (the ``opskit`` script, ``python -m opskit``): ``main``,
+    then exit without the interpreter's teardown, which frees every object one
+    by one and after a big backup took ~0.1 s (5% of a 1 GiB initial run) doing
+    so. Exit handlers still run and standard streams are flushed; opskit leaves
+    no file open for writing behind (files are written through ``with``).
+    Not for in-process callers (tests call ``main``)."""
+    import atexit
+
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    try:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):   # reader went away / stream closed
+        pass
+    os._exit(code)
