@@ -5,8 +5,9 @@
 
 Builds the shared deterministic dataset, then for each tool: initial backup,
 unchanged re-run, backup after one day of change (--mutate), restore of the
-latest snapshot, repository size, bytes the mutated run added, and peak RSS
-of the whole process tree (sampled from /proc, so forked workers count).
+latest snapshot, repository size, bytes the mutated run added, and peak PSS
+of the whole process tree (sampled from /proc, so forked workers count, in
+runs of their own: sampling costs CPU the timed runs should not lose).
 Writes a Markdown table to benchmarks/RESULTS.md (section "backup").
 Not a test: timings depend on the machine; ratios are what we track.
 """
@@ -52,26 +53,34 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
-def timed(cmd: list[str], env: dict, *, capture: bool = False) -> tuple[float, int, str]:
-    """Run ``cmd``; return (seconds, peak tree RSS KiB, stdout)."""
+def timed(cmd: list[str], env: dict, *, capture: bool = False,
+          sample: bool = True) -> tuple[float, int, str]:
+    """Run ``cmd``; return (seconds, peak tree PSS KiB or 0 unsampled, stdout).
+
+    Sampling reads /proc/PID/smaps_rollup of every process of the tree 20 times
+    a second: ~8 ms of kernel time per sample for opskit's three processes,
+    enough to slow a 2-core run by several percent. Timed runs are therefore
+    unsampled (``sample=False``) and memory has runs of its own."""
     start = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     peak = 0
     stop = threading.Event()
 
-    def sample():
+    def sample_loop():
         nonlocal peak
         while not stop.is_set():
             peak = max(peak, tree_rss_kib(proc.pid))
             stop.wait(0.05)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    sampler = threading.Thread(target=sample_loop, daemon=True)
+    if sample:
+        sampler.start()
     out, err = proc.communicate()
     elapsed = time.monotonic() - start
     stop.set()
-    sampler.join()
+    if sample:
+        sampler.join()
     if proc.returncode not in (0,):
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-2000:]}")
     return elapsed, peak, out or ""
@@ -117,12 +126,15 @@ class Tool:
         self.results: dict[str, list[float]] = {}
         self.peak = 0
 
-    def run(self, key: str, cmd: list[str]) -> str:
-        secs, peak, out = timed(cmd, self.env, capture=True)
+    def run(self, key: str, cmd: list[str], *, sample: bool | None = None) -> str:
+        """Run and record the time under ``key``; sampled runs (by default the
+        "memory-..." keys) also record the peak PSS."""
+        sample = key.startswith("memory") if sample is None else sample
+        secs, peak, out = timed(cmd, self.env, capture=True, sample=sample)
         self.results.setdefault(key, []).append(secs)
         self.peak = max(self.peak, peak)
-        print(f"  {self.name:7s} {key:10s} {secs:7.2f} s  peak RSS {peak / 1024:6.0f} MiB",
-              flush=True)
+        memory = f"  peak PSS {peak / 1024:6.0f} MiB" if sample else ""
+        print(f"  {self.name:7s} {key:16s} {secs:7.2f} s{memory}", flush=True)
         return out
 
 
@@ -141,9 +153,9 @@ class Opskit(Tool):
     def backup(self, key, data):
         self.run(key, self.cmd + ["backup", "run", "--repo", self.repo, data])
 
-    def restore(self, target):
-        self.run("restore", self.cmd + ["backup", "restore", "latest", "--repo", self.repo,
-                                        "--target", target])
+    def restore(self, target, key="restore"):
+        self.run(key, self.cmd + ["backup", "restore", "latest", "--repo", self.repo,
+                                  "--target", target])
 
 
 class Restic(Tool):
@@ -153,13 +165,13 @@ class Restic(Tool):
                         RESTIC_CACHE_DIR=os.path.join(work, "restic-cache"))
 
     def init(self):
-        subprocess.run(["restic", "init", "-q"], env=self.env, check=True)
+        subprocess.run(["restic", "-r", self.repo, "init", "-q"], env=self.env, check=True)
 
     def backup(self, key, data):
-        self.run(key, ["restic", "backup", "-q", data])
+        self.run(key, ["restic", "-r", self.repo, "backup", "-q", data])
 
-    def restore(self, target):
-        self.run("restore", ["restic", "restore", "-q", "latest", "--target", target])
+    def restore(self, target, key="restore"):
+        self.run(key, ["restic", "-r", self.repo, "restore", "-q", "latest", "--target", target])
 
 
 def main() -> None:
@@ -214,6 +226,17 @@ def main() -> None:
             t.restore(target)
             drop_dir(target)
     sizes = {t.name: du_bytes(t.repo) for t in tools}
+    print("peak memory (separate, sampled runs: a first backup into a new repository, "
+          "and a restore)", flush=True)
+    for t in tools:
+        t.repo, kept = t.repo + "-memory", t.repo
+        t.init()
+        t.backup("memory-backup", data)
+        target = os.path.join(work, f"restore-{t.name}")
+        t.restore(target, key="memory-restore")
+        drop_dir(target)
+        drop_dir(t.repo)
+        t.repo = kept
     ops, res = tools
     rows = []
 
@@ -230,7 +253,7 @@ def main() -> None:
                  TARGETS["repo_size"]))
     rows.append(("added by mutated run (MiB)", f"{added['opskit'] / 2**20:.1f}",
                  f"{added['restic'] / 2**20:.1f}", added["opskit"] / max(added["restic"], 1), 1.0))
-    rows.append(("peak memory, process tree PSS (MiB)", f"{ops.peak / 1024:.0f}", f"{res.peak / 1024:.0f}",
+    rows.append(("peak memory, process tree PSS, sampled runs (MiB)", f"{ops.peak / 1024:.0f}", f"{res.peak / 1024:.0f}",
                  None, None))
     lines = [
         "## backup (benchmarks/bench_backup.py)", "",
