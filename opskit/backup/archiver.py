@@ -108,7 +108,7 @@ class Archiver:
         self._waiting: dict[int, tuple] = {}
         self._declined: list[tuple[bytes, _Dir]] = []     # leaf jobs a worker handed back
         self._token = 0
-        self._worker_packs: dict[str, list] = {}
+        self._worker_packs: dict[str, bytes] = {}     # pack id -> index.encode_entries()
         self._content = None
         self._show = bool(getattr(self.progress, "enabled", True))
         self.root_id: bytes | None = None
@@ -271,9 +271,9 @@ class Archiver:
 
     def _on_result(self, kind: str, payload) -> None:
         if kind == "packs":
-            for pack_id, entries in payload:
-                self.repo.index.add_pack(pack_id, entries)
-                self._worker_packs[pack_id] = entries
+            for pack_id, encoded in payload:
+                self.repo.index.add_pack_encoded(pack_id, encoded)
+                self._worker_packs[pack_id] = encoded
             return
         for res in payload:
             if len(res) != 4:           # a DirResult

@@ -28,13 +28,21 @@ class Location(NamedTuple):
     type: str
 
 
-def encode_index(packs: dict[str, list[BlobEntry]]) -> bytes:
-    """Binary index plaintext for ``{pack_id_hex: [BlobEntry, ...]}``."""
+def encode_entries(entries: Iterable[BlobEntry]) -> bytes:
+    """One pack's entries in the index file's binary form; backup workers send
+    their parent this (a struct pack each) instead of pickled tuples."""
+    pack, types = _ENTRY.pack, _TYPES
+    return b"".join([pack(e.id, types[e.type], e.offset, e.length, e.raw_length)
+                     for e in entries])
+
+
+def encode_index(packs: dict[str, list[BlobEntry] | bytes]) -> bytes:
+    """Binary index plaintext for ``{pack_id_hex: [BlobEntry, ...] or encode_entries()}``."""
     out = [_HEAD.pack(INDEX_MAGIC, len(packs))]
     for pack_id, entries in packs.items():
-        out.append(_PACK.pack(bytes.fromhex(pack_id), len(entries)))
-        for e in entries:
-            out.append(_ENTRY.pack(e.id, _TYPES[e.type], e.offset, e.length, e.raw_length))
+        raw = entries if isinstance(entries, bytes) else encode_entries(entries)
+        out.append(_PACK.pack(bytes.fromhex(pack_id), len(raw) // _ENTRY.size))
+        out.append(raw)
     return b"".join(out)
 
 
@@ -81,21 +89,29 @@ class MasterIndex:
         if magic != INDEX_MAGIC:
             raise crypto.DecryptError("bad index magic")
         pos = _HEAD.size
-        make, names = tuple.__new__, _NAMES
         with self._lock:
-            blobs, packs = self._blobs, self.packs
             for _ in range(count):
                 pid, n = _PACK.unpack_from(raw, pos)
                 pos += _PACK.size
                 end = pos + n * _ENTRY.size
                 if end > len(raw):
                     raise ValueError("index file truncated")
-                pack = pid.hex()
-                for bid, t, off, length, raw_len in _ENTRY.iter_unpack(raw[pos:end]):
-                    if bid not in blobs:
-                        blobs[bid] = make(Location, (pack, off, length, raw_len, names[t]))
+                self._add_encoded(pid.hex(), raw[pos:end])
                 pos = end
-                packs[pack] = n
+
+    def add_pack_encoded(self, pack_id: str, raw: bytes) -> None:
+        """``add_pack`` for entries in ``encode_entries`` form."""
+        if len(raw) % _ENTRY.size:
+            raise ValueError(f"pack {pack_id}: encoded entries of a bad length")
+        with self._lock:
+            self._add_encoded(pack_id, raw)
+
+    def _add_encoded(self, pack: str, raw: bytes) -> None:
+        blobs, make, names = self._blobs, tuple.__new__, _NAMES
+        for bid, t, off, length, raw_len in _ENTRY.iter_unpack(raw):
+            if bid not in blobs:
+                blobs[bid] = make(Location, (pack, off, length, raw_len, names[t]))
+        self.packs[pack] = len(raw) // _ENTRY.size
 
     def lookup(self, bid: bytes) -> Location | None:
         return self._blobs.get(bid)

@@ -347,7 +347,7 @@ class BlobWriter:
         self._lock = threading.Lock()
         self._builders = {BLOB_DATA: PackBuilder(BLOB_DATA), BLOB_TREE: PackBuilder(BLOB_TREE)}
         self._pending: set[bytes] = set()
-        self.new_packs: dict[str, list[BlobEntry]] = {}
+        self.new_packs: dict[str, list[BlobEntry] | bytes] = {}   # bytes: index.encode_entries
         self.error: BaseException | None = None
         self.blobs_new = 0
         self.bytes_new_raw = 0

@@ -20,6 +20,7 @@ from . import crypto
 from .backends import BackendError
 from .chunker import chunk_stream
 from .forkpool import ForkPool, WorkerError  # noqa: F401  (WorkerError re-exported)
+from .index import encode_entries
 from .pack import BLOB_DATA, BLOB_TREE, SealingPackBuilder
 from .repository import CorruptObject, Repository, pack_name
 from .tree import (TYPE_FILE, IdNames, decode_name, encode_name, encode_tree, node_from_stat,
@@ -96,7 +97,7 @@ class _Worker:
         self.builders = {BLOB_DATA: SealingPackBuilder(BLOB_DATA),
                          BLOB_TREE: SealingPackBuilder(BLOB_TREE, capacity=1 << 20)}
         self.seen: set[bytes] = set()
-        self.out_packs: list[tuple[str, list]] = []
+        self.out_packs: list[tuple[str, bytes]] = []       # (pack id, encode_entries())
         self.blobs_new = self.bytes_new = self.bytes_stored = 0
         self.walk = walk or WalkOptions()
         self.names = IdNames()
@@ -283,7 +284,7 @@ class _Worker:
         self.repo.backend.put(pack_name(pack_id), data)
         data.release()                  # the next pack reuses the buffer
         self.builders[blob_type] = SealingPackBuilder(blob_type, builder.buf)
-        self.out_packs.append((pack_id, builder.entries))
+        self.out_packs.append((pack_id, encode_entries(builder.entries)))
 
 
 def _handle_files(worker: _Worker, batch: list) -> tuple[list, list]:
@@ -301,7 +302,7 @@ class ContentWorkers:
     """Parent-side handle: ``submit`` paths, ``poll``/``drain`` results.
 
     ``on_result(kind, payload)`` receives ``("files", [FileResult | DirResult...])``
-    and ``("packs", [(pack_id, entries)...])``.
+    and ``("packs", [(pack_id, index.encode_entries(...))...])``.
     """
 
     def __init__(self, repo: Repository, count: int, walk: WalkOptions | None = None):

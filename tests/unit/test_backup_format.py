@@ -173,3 +173,23 @@ def test_node_from_stat_and_unchanged(tmp_path):
     link = node_from_stat(b"l", os.lstat(tmp_path / "l"), IdNames())
     assert link["type"] == "symlink" and "size" not in link
     assert node_from_stat(b"d", os.lstat(tmp_path), IdNames())["type"] == "dir"
+
+
+def test_entries_encoded_by_workers_index_and_write_like_entry_lists():
+    """Workers hand their parent each pack's entries in the index's binary form:
+    indexing them and writing the index file give what the entry lists give."""
+    from opskit.backup.index import encode_entries
+
+    def entries(n, kind):
+        return [BlobEntry(kind, os.urandom(32), i * 100, 100, 300 + i) for i in range(n)]
+
+    a, b = entries(5, BLOB_DATA), entries(3, BLOB_TREE)
+    mixed = {"aa" * 32: encode_entries(a), "bb" * 32: b}
+    assert decode_index(encode_index(mixed)) == {"aa" * 32: a, "bb" * 32: b}
+    by_lists, by_bytes = MasterIndex(), MasterIndex()
+    by_lists.add_pack("aa" * 32, a)
+    by_bytes.add_pack_encoded("aa" * 32, encode_entries(a))
+    assert sorted(by_lists.items()) == sorted(by_bytes.items())
+    assert by_bytes.packs == {"aa" * 32: 5}
+    with pytest.raises(ValueError, match="bad length"):
+        by_bytes.add_pack_encoded("cc" * 32, encode_entries(a)[:-1])
