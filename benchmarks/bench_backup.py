@@ -86,6 +86,13 @@ def timed(cmd: list[str], env: dict, *, capture: bool = False,
     return elapsed, peak, out or ""
 
 
+def settle(seconds: float = 1.0) -> None:
+    """Let the kernel finish what the previous step left it (writeback, freeing a
+    deleted 1 GiB tree's pages and inodes) before the next timed run starts."""
+    os.sync()
+    time.sleep(seconds)
+
+
 def du_bytes(path: str) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(path):
@@ -130,6 +137,7 @@ class Tool:
         """Run and record the time under ``key``; sampled runs (by default the
         "memory-..." keys) also record the peak PSS."""
         sample = key.startswith("memory") if sample is None else sample
+        settle()
         secs, peak, out = timed(cmd, self.env, capture=True, sample=sample)
         self.results.setdefault(key, []).append(secs)
         self.peak = max(self.peak, peak)
