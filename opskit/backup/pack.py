@@ -41,6 +41,21 @@ def decrypt_blob(keys: crypto.MasterKeys, entry: BlobEntry, stored: bytes) -> by
                                                  blob_aad(entry.type, entry.id)))
 
 
+def encode_header(entries: list[BlobEntry]) -> bytes:
+    """The pack header's JSON, ``{"v":1,"blobs":[[type,id,offset,length,raw],...]}``.
+    Formatted directly (the same bytes ``json.dumps`` gives with compact
+    separators, ~3x faster): types are known names, ids hex, the rest ints."""
+    if any(e.type not in _PLAIN_TYPES for e in entries):
+        return json.dumps({"v": 1, "blobs": [[e.type, e.id.hex(), e.offset, e.length,
+                                              e.raw_length] for e in entries]},
+                          separators=(",", ":")).encode()
+    return ('{"v":1,"blobs":[' + ",".join([f'["{t}","{i.hex()}",{o},{n},{r}]'
+                                           for t, i, o, n, r in entries]) + "]}").encode()
+
+
+_PLAIN_TYPES = frozenset((BLOB_DATA, BLOB_TREE))
+
+
 class PackBuilder:
     """Accumulates encrypted blobs in memory until the pack is big enough."""
 
@@ -56,9 +71,7 @@ class PackBuilder:
         self.size += len(stored)
 
     def finish(self, keys: crypto.MasterKeys) -> bytes:
-        header = json.dumps({"v": 1, "blobs": [[e.type, e.id.hex(), e.offset, e.length, e.raw_length]
-                                               for e in self.entries]},
-                            separators=(",", ":")).encode()
+        header = encode_header(self.entries)
         sealed = crypto.seal(keys.index_key, crypto.compress(header, 1), b"opskit:packheader")
         self.parts.append(sealed)
         self.parts.append(_TRAILER.pack(len(sealed), PACK_MAGIC))

@@ -193,3 +193,16 @@ def test_entries_encoded_by_workers_index_and_write_like_entry_lists():
     assert by_bytes.packs == {"aa" * 32: 5}
     with pytest.raises(ValueError, match="bad length"):
         by_bytes.add_pack_encoded("cc" * 32, encode_entries(a)[:-1])
+
+
+def test_pack_header_is_the_json_it_always_was():
+    from opskit.backup.pack import encode_header
+
+    entries = [BlobEntry(BLOB_DATA if i % 3 else BLOB_TREE, os.urandom(32), i * 77, 77, 2 ** 31 + i)
+               for i in range(50)]
+    expected = json.dumps({"v": 1, "blobs": [[e.type, e.id.hex(), e.offset, e.length, e.raw_length]
+                                             for e in entries]}, separators=(",", ":")).encode()
+    assert encode_header(entries) == expected
+    odd = [BlobEntry('we"ird', b"\x01" * 32, 0, 1, 1)]
+    assert json.loads(encode_header(odd))["blobs"][0][0] == 'we"ird'
+    assert encode_header([]) == b'{"v":1,"blobs":[]}'
