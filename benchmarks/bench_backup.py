@@ -14,7 +14,6 @@ Not a test: timings depend on the machine; ratios are what we track.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics

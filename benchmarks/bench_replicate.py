@@ -20,13 +20,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.bench_backup import (DATASET, HERE, drop_dir, du_bytes, installed_like,  # noqa: E402
+from benchmarks.bench_backup import (DATASET, HERE, drop_dir, installed_like,  # noqa: E402
                                      version, write_section)
 
 ACCESS, SECRET, REGION = "AKIABENCH0000000001", "bench-secret-not-real", "us-east-1"

@@ -12,7 +12,6 @@ import socket
 import stat as statmod
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from opskit import __version__
 
