@@ -85,6 +85,12 @@ def timed(cmd: list[str], env: dict, *, capture: bool = False,
     return elapsed, peak, out or ""
 
 
+def median_and_runs(runs: list[float]) -> str:
+    """"2.05 (2.05, 2.03, 2.07)": the median, then every run."""
+    med = f"{statistics.median(runs):.2f}"
+    return med if len(runs) == 1 else f"{med} ({', '.join(f'{r:.2f}' for r in runs)})"
+
+
 def settle(seconds: float = 1.0) -> None:
     """Let the kernel finish what the previous step left it (writeback, freeing a
     deleted 1 GiB tree's pages and inodes) before the next timed run starts."""
@@ -246,15 +252,10 @@ def main() -> None:
         t.repo = kept
     ops, res = tools
     rows = []
-
-    def shown(runs: list[float]) -> str:
-        med = f"{statistics.median(runs):.2f}"
-        return med if len(runs) == 1 else f"{med} ({', '.join(f'{r:.2f}' for r in runs)})"
-
     for key in ("initial", "unchanged", "mutated", "restore"):
         ratio = statistics.median(ops.results[key]) / statistics.median(res.results[key])
-        rows.append((f"{key} (s)", shown(ops.results[key]), shown(res.results[key]), ratio,
-                     TARGETS[key]))
+        rows.append((f"{key} (s)", median_and_runs(ops.results[key]),
+                     median_and_runs(res.results[key]), ratio, TARGETS[key]))
     rows.append(("repository size (MiB)", f"{sizes['opskit'] / 2**20:.0f}",
                  f"{sizes['restic'] / 2**20:.0f}", sizes["opskit"] / sizes["restic"],
                  TARGETS["repo_size"]))

@@ -26,7 +26,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.bench_backup import (DATASET, HERE, drop_dir, installed_like,  # noqa: E402
-                                     version, write_section)
+                                     median_and_runs, version, write_section)
 
 ACCESS, SECRET, REGION = "AKIABENCH0000000001", "bench-secret-not-real", "us-east-1"
 TARGETS = {"initial": 1.0, "rerun_s": 2.0}
@@ -174,10 +174,6 @@ def main() -> None:
     t_ops, t_rcl = statistics.median(runs["ops"]), statistics.median(runs["rcl"])
     r_ops, r_rcl = statistics.median(runs["ops_again"]), statistics.median(runs["rcl_again"])
 
-    def shown(values: list[float]) -> str:
-        med = f"{statistics.median(values):.2f}"
-        return med if len(values) == 1 else f"{med} ({', '.join(f'{v:.2f}' for v in values)})"
-
     ratio = t_ops / t_rcl
     lines = [
         "## replicate (benchmarks/bench_replicate.py)", "",
@@ -191,9 +187,11 @@ def main() -> None:
         "the tools alternating who goes first.", "",
         "| measure | opskit | rclone | opskit/rclone | target | met |",
         "|---|---|---|---|---|---|",
-        f"| initial copy (s) | {shown(runs['ops'])} | {shown(runs['rcl'])} | {ratio:.2f} | ≤ 1.0 | "
+        f"| initial copy (s) | {median_and_runs(runs['ops'])} | "
+        f"{median_and_runs(runs['rcl'])} | {ratio:.2f} | ≤ 1.0 | "
         f"{'yes' if ratio <= TARGETS['initial'] else 'no'} |",
-        f"| re-run, nothing new (s) | {shown(runs['ops_again'])} | {shown(runs['rcl_again'])} | "
+        f"| re-run, nothing new (s) | {median_and_runs(runs['ops_again'])} | "
+        f"{median_and_runs(runs['rcl_again'])} | "
         f"{r_ops / r_rcl:.2f} | "
         f"≤ 2 s | {'yes' if r_ops <= TARGETS['rerun_s'] else 'no'} |",
         f"| check-site --read-data, every object re-hashed (s) | {c_ops:.2f} | | | | |",
