@@ -269,13 +269,14 @@ class Archiver:
         self._maybe_finish(d)
 
     def _on_result(self, kind: str, payload) -> None:
+        from .workers import DirResult      # loaded already: results come from there
         if kind == "packs":
             for pack_id, encoded in payload:
                 self.repo.index.add_pack_encoded(pack_id, encoded)
                 self._worker_packs[pack_id] = encoded
             return
         for res in payload:
-            if len(res) != 4:           # a DirResult
+            if isinstance(res, DirResult):
                 self._dir_result(res)
                 continue
             d, node, old, path = self._waiting.pop(res.token)

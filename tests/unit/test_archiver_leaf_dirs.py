@@ -109,3 +109,24 @@ def test_unreadable_entry_in_a_leaf_dir_is_listed_and_the_rest_is_kept(tmp_path,
     Restorer(repo, str(tmp_path / "out")).run(repo.load_snapshot(sid))
     small = tmp_path / "out" / str(tree).lstrip("/") / "small"
     assert not (small / "f07.yaml").exists() and (small / "f08.yaml").exists()
+
+
+def test_a_leaf_dir_done_by_a_worker_gives_the_tree_the_file_by_file_walk_gives(
+        tmp_path, tree, monkeypatch):
+    """Same nodes, field for field, whichever path a directory takes."""
+    os.symlink(b"target-\xff", tree / "small" / b"odd-\xfe-name".decode("utf-8", "surrogateescape"))
+
+    repo = Repository.init(LocalBackend(str(tmp_path / "repo")), b"pw", chunk_avg=64 << 10,
+                           kdf_n=2**10)
+
+    def tree_of_small(limit):
+        monkeypatch.setattr(workers, "LEAF_DIR_MAX_BYTES", limit)
+        _sid, snap = Archiver(repo).run([str(tree / "small")])       # no parent: all read
+        node = repo.load_tree(bytes.fromhex(snap["tree"]))
+        for part in str(tree / "small").strip("/").split("/"):
+            sub = next(n for n in node["nodes"] if n.get("name") == part)
+            node = repo.load_tree(bytes.fromhex(sub["subtree"]))
+        return node["nodes"]
+
+    by_worker, file_by_file = tree_of_small(8 << 20), tree_of_small(-1)   # -1: always declined
+    assert len(by_worker) == 33 and by_worker == file_by_file
