@@ -265,6 +265,9 @@ class Replicator:
             except BackendError as exc:
                 raise self._wrap(exc) from None
         src, dst, send = self.plan(src)
+        wanted = set(send)
+        for name in [n for n in self._prefetched if n not in wanted]:
+            self._prefetched.pop(name).cancel()     # guessed wrong: on the site already
         result = ReplicationResult(self.site.name, self.site.url)
         result.already_there = len(src) - len(send)
         result.resent_damaged = sum(1 for n in send if n in self.damaged and n in dst)
