@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
-from .schema import Key, MapOf, Section, defaults, validate
+from .schema import Key, MapOf, Section, defaults, positive, validate
 from .yamlfile import YamlDoc, dotted, load_yaml
 from opskit.accounts.settings import SECTION as ACCOUNTS_SECTION
 from opskit.corrections.settings import SECTION as CORRECTIONS_SECTION
@@ -20,10 +20,6 @@ from opskit.policy.settings import SECTION as POLICY_SECTION
 from opskit.schedule.settings import SECTION as SCHEDULE_SECTION
 
 SYSTEM_CONFIG = "/etc/opskit/opskit.yaml"
-
-
-def _positive(value):
-    return None if value > 0 else f"expected a positive number, got {value!r}"
 
 
 # Off-site replication targets (docs/replication.md). The example config shows
@@ -66,8 +62,8 @@ SCHEMA = Section({
         "host_key_policy": Key(str, "reject", "What to do with an unknown host key: 'reject' (default) or "
                                               "'accept-new' (record it, like ssh's accept-new).",
                                choices=("reject", "accept-new"), nullable=False),
-        "connect_timeout": Key(float, 10.0, "Seconds to wait for an SSH connection.", check=_positive),
-        "command_timeout": Key(float, 120.0, "Default seconds a remote command may run.", check=_positive),
+        "connect_timeout": Key(float, 10.0, "Seconds to wait for an SSH connection.", check=positive),
+        "command_timeout": Key(float, 120.0, "Default seconds a remote command may run.", check=positive),
         "concurrency": Key(int, 16, "Hosts contacted at once when fanning out.", min=1),
     }),
     "backup": Section({
@@ -100,11 +96,11 @@ SCHEMA = Section({
         "drill": Section({
             "rto_minutes": Key(float, 240.0, "Recovery time objective of the local repository: "
                                              "a full restore must fit in this many minutes.",
-                               check=_positive),
+                               check=positive),
             "rpo_hours": Key(float, 26.0, "Recovery point objective: the drilled snapshot may be "
-                                          "at most this many hours old.", check=_positive),
+                                          "at most this many hours old.", check=positive),
             "sample_pct": Key(float, 10.0, "Share of files a drill restores and verifies when "
-                                           "neither --sample nor --all is given.", check=_positive),
+                                           "neither --sample nor --all is given.", check=positive),
         }),
     }),
     "sites": MapOf(SITE_SECTION, "Off-site copies of the backup repository, by name "

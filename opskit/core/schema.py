@@ -17,6 +17,11 @@ _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "tru
                list: "a list", dict: "a mapping"}
 
 
+def positive(value) -> str | None:
+    """A ``Key`` check: the value must be above zero."""
+    return None if value > 0 else f"expected a positive number, got {value!r}"
+
+
 @dataclass
 class Key:
     """A leaf setting. ``type`` may be a tuple; ``None`` is allowed when ``nullable``."""

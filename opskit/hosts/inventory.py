@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opskit.core.errors import UsageError
-from opskit.core.schema import Key, MapOf, Section, validate
+from opskit.core.schema import Key, MapOf, Section, positive, validate
 from opskit.core.yamlfile import YamlDoc, load_yaml
 
 from .base import Host
@@ -39,10 +39,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 def _port(value):
     return None if 1 <= value <= 65535 else f"expected a TCP port (1-65535), got {value!r}"
-
-
-def _positive(value):
-    return None if value > 0 else f"expected a positive number, got {value!r}"
 
 
 def _connection_keys() -> dict[str, Key]:
@@ -57,9 +53,9 @@ def _connection_keys() -> dict[str, Key]:
                                choices=("reject", "accept-new")),
         "allow_agent": Key(bool, None, "Use keys from ssh-agent. Default false."),
         "connect_timeout": Key(float, None, "Seconds to connect. Default: ssh.connect_timeout.",
-                               check=_positive),
+                               check=positive),
         "command_timeout": Key(float, None, "Seconds a command may run. Default: "
-                                            "ssh.command_timeout.", check=_positive),
+                                            "ssh.command_timeout.", check=positive),
     }
 
 

@@ -4,11 +4,7 @@ The one schema lives in opskit.core.config, which includes this section;
 every key here must also be documented in configs/opskit.yaml and
 docs/configuration.md (a test checks).
 """
-from opskit.core.schema import Key, MapOf, Section, defaults  # noqa: F401
-
-
-def _positive(value):
-    return None if value > 0 else f"expected a positive number, got {value!r}"
+from opskit.core.schema import Key, MapOf, Section, defaults, positive  # noqa: F401
 
 
 def _port(value):
@@ -52,5 +48,5 @@ SECTION = Section({
     "ignore_groups": Key(list, [], "Supplementary Linux groups never reported as beyond a role "
                                    "(e.g. 'users').", item_type=str),
     "host_timeout": Key(float, 120.0, "Seconds one host may take to be collected before it is "
-                                      "reported as 'timeout'.", check=_positive),
+                                      "reported as 'timeout'.", check=positive),
 })

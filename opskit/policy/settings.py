@@ -4,18 +4,14 @@ The one schema lives in opskit.core.config, which includes this section;
 every key here must also be documented in configs/opskit.yaml and
 docs/configuration.md (a test checks).
 """
-from opskit.core.schema import Key, MapOf, Section  # noqa: F401
-
-
-def _positive(value):
-    return None if value > 0 else f"expected a positive number, got {value!r}"
+from opskit.core.schema import Key, MapOf, Section, positive  # noqa: F401
 
 
 SECTION = Section({
     "dir": Key(str, None, "Directory of policy files (*.yaml). Default: policies/ beside this "
                           "config file, else /etc/opskit/policies, else the shipped examples."),
     "host_timeout": Key(float, 60.0, "Seconds one host may take for all its checks before it "
-                                     "is reported as 'timeout'.", check=_positive),
+                                     "is reported as 'timeout'.", check=positive),
     "keep_runs": Key(int, 100, "Stored 'policy check' runs kept in <state_dir>/policy/runs "
                                "(older ones are deleted).", min=1),
 })

@@ -4,11 +4,7 @@ The one schema lives in opskit.core.config, which includes this section;
 every key here must also be documented in configs/opskit.yaml and
 docs/configuration.md (a test checks).
 """
-from opskit.core.schema import Key, MapOf, Section  # noqa: F401
-
-
-def _positive(value):
-    return None if value > 0 else f"expected a positive number, got {value!r}"
+from opskit.core.schema import Key, MapOf, Section, positive  # noqa: F401
 
 
 SECTION = Section({
@@ -22,7 +18,7 @@ SECTION = Section({
     "log": Key(str, None, "JSON-lines log of the scheduler (one event per line). Default: "
                           "<state_dir>/schedule/schedule.log."),
     "stop_grace": Key(float, 30.0, "Seconds a running job may still take after SIGTERM before "
-                                   "the scheduler terminates it.", check=_positive),
+                                   "the scheduler terminates it.", check=positive),
     "playbook_dir": Key(str, None, "Where 'opskit playbook run NAME' looks for NAME.yaml. "
                                    "Default: playbooks/ beside this config file, else "
                                    "/etc/opskit/playbooks, else the shipped playbooks."),
