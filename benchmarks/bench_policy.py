@@ -43,7 +43,7 @@ def timed(argv, env=None, timeout=600):
 def bench_local(runs: int, home: str) -> dict:
     from opskit.hosts import LocalHost
     from opskit.policy.policyfile import load_policy, shipped_dir
-    from opskit.policy.runner import check_host
+    from opskit.policy.fleet import check_host
     policy = load_policy(explicit=shipped_dir())
     times, report = [], None
     for _ in range(runs):

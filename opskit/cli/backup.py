@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from opskit.backup import service
+from opskit.backup import open_repo
 from opskit.backup.locks import RepoLock, list_locks, remove_locks
 from opskit.backup.repository import Repository
 from opskit.backup.tree import TYPE_DIR, decode_name
@@ -64,13 +64,13 @@ def _open(app: App, repo: str | None, passphrase_file: str | None, *,
           write_only_ok: bool = False) -> Repository:
     """Open the repository; unless ``write_only_ok``, a write-only key is refused
     with a clear message (it can add backups but read nothing back)."""
-    location, _default = service.repo_location(app.config, app.state_dir, repo)
-    if not service.repository_exists(location, app.config):
+    location, _default = open_repo.repo_location(app.config, app.state_dir, repo)
+    if not open_repo.repository_exists(location, app.config):
         from opskit.backup.repository import RepositoryError
         raise RepositoryError(f"no repository at {location}",
                               hint=f"create one with: opskit backup init --repo {location}")
-    passphrase = service.get_passphrase(app.config, passphrase_file, _prompt)
-    r = service.open_repository(location, passphrase, app.config)
+    passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt)
+    r = open_repo.open_repository(location, passphrase, app.config)
     if r.keys.write_only and not write_only_ok:
         from opskit.backup.repository import RepositoryError
         command = click.get_current_context().command_path
@@ -91,11 +91,11 @@ def _stale_s(app: App) -> float:
 @pass_app
 def init_cmd(app: App, repo: str | None, passphrase_file: str | None) -> None:
     """Create a new encrypted repository."""
-    location, _ = service.repo_location(app.config, app.state_dir, repo)
-    if service.repository_exists(location, app.config):
+    location, _ = open_repo.repo_location(app.config, app.state_dir, repo)
+    if open_repo.repository_exists(location, app.config):
         raise UsageError(f"a repository already exists at {location}")
-    passphrase = service.get_passphrase(app.config, passphrase_file, _prompt, confirm=True)
-    r = service.init_repository(location, passphrase, app.config)
+    passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt, confirm=True)
+    r = open_repo.init_repository(location, passphrase, app.config)
     app.emit(Result(data={"repository": location, "id": r.config.id},
                     messages=[f"created repository {r.config.id[:12]} at {location}",
                               "Keep the passphrase safe: without it the backups cannot be "
@@ -127,18 +127,18 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
     for p in paths:
         if not os.path.lexists(p):
             raise UsageError(f"path {p} does not exist")
-    location, is_default = service.repo_location(app.config, app.state_dir, repo)
-    if not service.repository_exists(location, app.config):
+    location, is_default = open_repo.repo_location(app.config, app.state_dir, repo)
+    if not open_repo.repository_exists(location, app.config):
         if not is_default:
             from opskit.backup.repository import RepositoryError
             raise RepositoryError(f"no repository at {location}",
                                   hint=f"create one with: opskit backup init --repo {location}")
-        passphrase = service.get_passphrase(app.config, passphrase_file, _prompt, confirm=True)
-        r = service.init_repository(location, passphrase, app.config)
+        passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt, confirm=True)
+        r = open_repo.init_repository(location, passphrase, app.config)
         click.echo(f"created repository {r.config.id[:12]} at {location}", err=True)
     else:
-        passphrase = service.get_passphrase(app.config, passphrase_file, _prompt)
-        r = service.open_repository(location, passphrase, app.config)
+        passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt)
+        r = open_repo.open_repository(location, passphrase, app.config)
     if r.keys.write_only and not full:
         full = True   # no parent can be read: every file is read again, dedup still applies
     excludes = list(app.config.get("backup.exclude", [])) + list(exclude)
@@ -499,7 +499,7 @@ def key_group() -> None:
 
 def _new_passphrase(new_passphrase_file: str | None) -> bytes:
     if new_passphrase_file:
-        return service.read_passphrase_file(new_passphrase_file)
+        return open_repo.read_passphrase_file(new_passphrase_file)
     env = os.environ.get("OPSKIT_NEW_PASSPHRASE")
     if env:
         return env.encode()
@@ -522,7 +522,7 @@ new_passphrase_option = click.option(
 @pass_app
 def key_list_cmd(app: App, repo, passphrase_file) -> None:
     """List key slots (the one you unlocked with is marked current)."""
-    from opskit.backup.keys import list_slots
+    from opskit.backup.keyslots import list_slots
     r = _open(app, repo, passphrase_file)
     slots = list_slots(r)
     rows = [{"id": s.id[:12], "kind": s.kind, "created": s.created, "host": s.host, "user": s.user,
@@ -542,7 +542,7 @@ def key_list_cmd(app: App, repo, passphrase_file) -> None:
 @pass_app
 def key_add_cmd(app: App, write_only: bool, new_passphrase_file, repo, passphrase_file) -> None:
     """Add a key slot with a new passphrase."""
-    from opskit.backup.keys import add_slot
+    from opskit.backup.keyslots import add_slot
     r = _open(app, repo, passphrase_file)
     sid = add_slot(r, _new_passphrase(new_passphrase_file), write_only=write_only)
     kind = "write-only key slot" if write_only else "key slot"
@@ -557,7 +557,7 @@ def key_add_cmd(app: App, write_only: bool, new_passphrase_file, repo, passphras
 @pass_app
 def key_remove_cmd(app: App, key_id: str, repo, passphrase_file) -> None:
     """Remove key slot KEY_ID (an id prefix); the last usable one is refused."""
-    from opskit.backup.keys import remove_slot
+    from opskit.backup.keyslots import remove_slot
     r = _open(app, repo, passphrase_file)
     gone = remove_slot(r, key_id)
     app.emit(Result(data={"removed": gone.id}, messages=[f"removed key slot {gone.id[:12]}"],
@@ -571,7 +571,7 @@ def key_remove_cmd(app: App, key_id: str, repo, passphrase_file) -> None:
 @pass_app
 def key_passwd_cmd(app: App, new_passphrase_file, repo, passphrase_file) -> None:
     """Change the passphrase of the slot you unlock with (rewraps the key only)."""
-    from opskit.backup.keys import change_passphrase
+    from opskit.backup.keyslots import change_passphrase
     r = _open(app, repo, passphrase_file)
     old, new = change_passphrase(r, _new_passphrase(new_passphrase_file))
     msg = f"passphrase changed: slot {old[:12]} replaced by {new[:12]}"
@@ -588,7 +588,7 @@ def key_export_cmd(app: App, paper: bool, repo, passphrase_file) -> None:
     Anyone with the sheet and the repository can read every backup: print it,
     put it in the safe, do not store it on the backed-up machines.
     """
-    from opskit.backup.keys import paper_sheet
+    from opskit.backup.keyslots import paper_sheet
     r = _open(app, repo, passphrase_file)
     click.echo(paper_sheet(r), nl=False)
     app.summary = f"exported recovery sheet of repository {r.config.id[:12]}"
@@ -604,8 +604,8 @@ def key_export_cmd(app: App, paper: bool, repo, passphrase_file) -> None:
 def key_import_cmd(app: App, sheet_file, new_passphrase_file, repo) -> None:
     """Regain access from a recovery sheet: adds a slot with a new passphrase."""
     from opskit.backup.backends import open_backend
-    from opskit.backup.keys import import_sheet
-    location, _ = service.repo_location(app.config, app.state_dir, repo)
+    from opskit.backup.keyslots import import_sheet
+    location, _ = open_repo.repo_location(app.config, app.state_dir, repo)
     text = sheet_file.read()
     r, sid = import_sheet(open_backend(location), text, _new_passphrase(new_passphrase_file))
     msg = f"recovery sheet accepted: added key slot {sid[:12]} to repository {r.config.id[:12]}"
@@ -633,8 +633,8 @@ class _ReplicateProgress:
 
 def _source_backend(app: App, repo: str | None):
     from opskit.backup.backends import open_backend
-    location, _ = service.repo_location(app.config, app.state_dir, repo)
-    if not service.repository_exists(location, app.config):
+    location, _ = open_repo.repo_location(app.config, app.state_dir, repo)
+    if not open_repo.repository_exists(location, app.config):
         from opskit.backup.repository import RepositoryError
         raise RepositoryError(f"no repository at {location}",
                               hint=f"create one with: opskit backup init --repo {location}")
@@ -736,9 +736,9 @@ def sites_cmd(app: App, passphrase_file, repo) -> None:
     location, source = _source_backend(app, repo)
     times: dict[str, str] = {}
     local_ids = [n.split("/")[-1] for n, _ in source.list("snapshots/")]
-    passphrase = service.find_passphrase(app.config, passphrase_file)
+    passphrase = open_repo.find_passphrase(app.config, passphrase_file)
     if passphrase is not None:
-        r = service.open_repository(location, passphrase, app.config)
+        r = open_repo.open_repository(location, passphrase, app.config)
         if not r.keys.write_only:
             times = {s["id"]: s.get("time", "") for s in r.snapshots()}
     now = _dt.datetime.now(_dt.timezone.utc).isoformat()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from opskit.backup import service
+from opskit.backup import open_repo
 from opskit.backup.repository import RepositoryError
 from opskit.core.errors import EXIT_FINDINGS, UsageError
 from opskit.core.output import Result, Table
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def _site_location(app: App, site: str, repo: str | None) -> tuple[str, Targets]:
     from opskit.backup.drill import Targets
     if site == "local":
-        location, _ = service.repo_location(app.config, app.state_dir, repo)
+        location, _ = open_repo.repo_location(app.config, app.state_dir, repo)
         return location, Targets(float(app.config.get("backup.drill.rto_minutes", 240.0)),
                                  float(app.config.get("backup.drill.rpo_hours", 26.0)))
     from opskit.backup.replicate import get_site
@@ -93,10 +93,10 @@ def drill_cmd(app: App, site, snapshot_ref, sample_pct, all_files, compare_sourc
     if sample_pct and all_files:
         raise UsageError("give --sample or --all, not both")
     location, targets = _site_location(app, site, repo)
-    if not service.repository_exists(location, app.config):
+    if not open_repo.repository_exists(location, app.config):
         raise RepositoryError(f"site {site}: no repository at {location}")
-    passphrase = service.get_passphrase(app.config, passphrase_file, _prompt)
-    r = service.open_repository(location, passphrase, app.config)
+    passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt)
+    r = open_repo.open_repository(location, passphrase, app.config)
     if r.keys.write_only:
         raise RepositoryError("a drill restores data: it needs a full key, not a write-only one")
     pct = None if all_files else (sample_pct or float(app.config.get("backup.drill.sample_pct", 10.0)))

@@ -49,8 +49,8 @@ def _ledger_location(app: App) -> str:
 
 def _service(app: App, *, create: bool = True):
     from opskit.corrections.ledger import open_ledger
-    from opskit.corrections.registry import find_rules_file, load_registry
-    from opskit.corrections.service import Context, Corrections
+    from opskit.corrections.rulesfile import find_rules_file, load_registry
+    from opskit.corrections.actions import Context, Corrections
     timeout = float(app.config.get("corrections.lock_timeout", 10.0))
     registry = load_registry(find_rules_file(app.config))
     ledger = open_ledger(_ledger_location(app), timeout, create=create)
@@ -59,7 +59,7 @@ def _service(app: App, *, create: bool = True):
 
 
 def _ledger_id(ledger) -> str:
-    from opskit.corrections.registry import redact_url
+    from opskit.corrections.rulesfile import redact_url
     return redact_url(ledger.url)
 
 
@@ -102,7 +102,7 @@ def _key_path(app: App, key: str | None) -> str:
 
 
 def _signer(app: App, key: str | None):
-    from opskit.corrections.keys import load_signer
+    from opskit.core.signing import load_signer
     return load_signer(_key_path(app, key))
 
 
@@ -122,7 +122,7 @@ def _evidence(app: App, entry: dict, state=None) -> None:
 
 
 def _state_view(st) -> dict:
-    from opskit.corrections.service import summary_row
+    from opskit.corrections.actions import summary_row
     row = summary_row(st)
     row["requirement"] = st.requirement.describe()
     return row
@@ -138,7 +138,7 @@ def _state_view(st) -> dict:
 @pass_app
 def keygen(app: App, out: str | None, name: str) -> None:
     """Create your Ed25519 signing key and print the public key to declare in the rules file."""
-    from opskit.corrections.keys import generate
+    from opskit.core.signing import generate
     path = _key_path(app, out)
     signer, line = generate(path, comment=name or "opskit-correct")
     app.audit_details.update({"fingerprint": signer.fingerprint, "key_file": signer.path})
@@ -228,7 +228,7 @@ def request(app: App, target: str, table: str | None, where: str | None, params:
 
 
 def _req_text(req: dict) -> str:
-    from opskit.corrections.registry import Requirement
+    from opskit.corrections.rulesfile import Requirement
     return Requirement.from_dict(req).describe()
 
 
@@ -310,7 +310,7 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
     settled: the live rows show whether the change was committed (recorded
     as applied, recovered) or not (applied now); rows matching neither are
     refused and recorded (exit 1)."""
-    from opskit.corrections.service import ApplyFailed
+    from opskit.corrections.actions import ApplyFailed
     svc = _service(app)
     try:
         signer = _signer(app, key)
@@ -364,7 +364,7 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
 @pass_app
 def log(app: App, state_filter: str | None) -> None:
     """List correction requests with their state, approvers and executor."""
-    from opskit.corrections.service import summary_row
+    from opskit.corrections.actions import summary_row
     svc = _service(app)
     try:
         states = svc.all_states()
@@ -381,7 +381,7 @@ def log(app: App, state_filter: str | None) -> None:
 @pass_app
 def show(app: App, request_id: str) -> None:
     """Everything recorded about one request: statement, before/after images, every signature."""
-    from opskit.corrections.service import entry_row
+    from opskit.corrections.actions import entry_row
     svc = _service(app)
     try:
         st = svc.state(request_id)
@@ -416,7 +416,7 @@ def show(app: App, request_id: str) -> None:
 def export(app: App, fmt: str, out: str | None) -> None:
     """Export the whole ledger for auditors (verifiable offline with 'verify --ledger FILE')."""
     from opskit.core.audit import utc_now
-    from opskit.corrections.service import export as do_export
+    from opskit.corrections.actions import export as do_export
     svc = _service(app)
     try:
         text, count = do_export(svc.ledger, fmt, utc_now())
@@ -448,7 +448,7 @@ def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_
     """Check the chain, every signature and every workflow step; exit 1 names the first bad entry."""
     from opskit.core.audit import load_checkpoints
     from opskit.corrections.ledger import ExportLedger, SqliteLedger
-    from opskit.corrections.registry import find_rules_file, load_registry
+    from opskit.corrections.rulesfile import find_rules_file, load_registry
     from opskit.corrections.verify import verify as do_verify
     registry = load_registry(find_rules_file(app.config))
     checkpoints = []

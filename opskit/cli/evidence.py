@@ -31,7 +31,7 @@ def group(app: App, since: str, out_dir: str) -> None:
     """
     from opskit import __version__
     from opskit.core.audit import parse_since
-    from opskit.schedule.evidence import build_pack, subprocess_runner
+    from opskit.evidence.pack import build_pack, subprocess_runner
 
     since_at = parse_since(since)
     args = []

@@ -54,7 +54,7 @@ def run_cmd(app: App, playbook_ref: str, var_pairs: tuple[str, ...], dry_run: bo
     is an opskit command; it and the playbook are recorded in the audit log.
     """
     from opskit.core.audit import AuditLog
-    from opskit.schedule.playbook import find_playbook, load_playbook, parse_kv, run_playbook
+    from opskit.playbooks.engine import find_playbook, load_playbook, parse_kv, run_playbook
 
     path = find_playbook(playbook_ref, app.config)
     book = load_playbook(path)
@@ -115,7 +115,7 @@ def run_cmd(app: App, playbook_ref: str, var_pairs: tuple[str, ...], dry_run: bo
 @pass_app
 def list_cmd(app: App) -> None:
     """List the shipped and configured playbooks with their variables."""
-    from opskit.schedule.playbook import SYSTEM_DIR, load_playbook, shipped_dir
+    from opskit.playbooks.engine import SYSTEM_DIR, load_playbook, shipped_dir
 
     app.audited = False
     dirs = []

@@ -44,7 +44,7 @@ def _select_options(func):
 def _run(app: App, host_names, group_name, policy_path):
     from opskit.hosts.inventory import SSHSettings, load_inventory
     from opskit.policy.policyfile import load_policy
-    from opskit.policy.runner import check_fleet
+    from opskit.policy.fleet import check_fleet
 
     config = app.config
     policy = load_policy(config, policy_path)          # bad policy: exit 2 before any host

@@ -43,7 +43,7 @@ def _load(app: App, schedule_path: str | None):
 
 
 def _paths(app: App):
-    from opskit.schedule.runner import Paths
+    from opskit.schedule.daemon import Paths
     config = app.config
     metrics = config.get("schedule.metrics_dir")
     log = config.get("schedule.log")
@@ -69,7 +69,7 @@ def run_cmd(app: App, job_names: tuple[str, ...], schedule_path: str | None) -> 
     job. SIGTERM: running jobs get schedule.stop_grace seconds, then are
     terminated; the daemon exits 0.
     """
-    from opskit.schedule.runner import Daemon, JobRunner, install_signal_handlers
+    from opskit.schedule.daemon import Daemon, JobRunner, install_signal_handlers
 
     schedule = _load(app, schedule_path)
     paths = _paths(app)
@@ -133,7 +133,7 @@ def cron_cmd(app: App, systemd: bool, out_dir: str | None, schedule_path: str | 
         opskit schedule cron --systemd --out /etc/systemd/system
         systemctl daemon-reload && systemctl enable --now opskit-backup-incremental.timer
     """
-    from opskit.schedule.runner import OPSKIT
+    from opskit.schedule.daemon import OPSKIT
     from opskit.schedule.units import cron_text, systemd_units
 
     app.audited = False

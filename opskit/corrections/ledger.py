@@ -12,7 +12,7 @@ An entry is stored as one line of text::
 * ``seq``    1, 2, 3 ... with no gaps; the real order (R-AUD-3).
 * ``prev``   SHA-256 of the previous entry's whole stored line (covering its
              signature); 64 zeros for seq 1.
-* ``sig``    Ed25519 signature, by ``key``, over ``SIG_CONTEXT + hash`` (keys.py).
+* ``sig``    Ed25519 signature, by ``key``, over ``SIG_CONTEXT + hash`` (opskit.core.signing).
 * ``kind``   request | approve | reject | withdraw | apply-started | applied | apply-failed.
 
 Code works on the *flat* view (signed fields + ``hash`` + ``sig``, see
@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable, Iterator
 from opskit.core.audit import GENESIS, canonical, utc_now
 from opskit.core.errors import LockHeldError, OperationalError, UsageError
 
-from .keys import Signer
+from opskit.core.signing import Signer
 
 FORMAT = "opskit-corrections-ledger"
 VERSION = 1
@@ -264,7 +264,7 @@ class PostgresLedger(Ledger):
                 cur.execute(_INDEX)
             self.conn.commit()
         except psycopg.Error as exc:
-            from .registry import redact_url
+            from .rulesfile import redact_url
             raise OperationalError(f"cannot open the ledger {redact_url(url)}: "
                                    f"{str(exc).strip().splitlines()[0]}") from None
 

@@ -6,7 +6,7 @@ docs/configuration.md (a test checks).
 
 Who may approve and execute, which databases may be corrected and the risk
 rules live in a separate file (``rules_file``, schema in
-``opskit.corrections.registry``): it names people and their public keys, is
+``opskit.corrections.rulesfile``): it names people and their public keys, is
 owned by root and reviewed like code, and an auditor verifies an exported
 ledger offline against their own copy of it.
 """

@@ -26,7 +26,7 @@ from typing import Any
 from opskit.core.audit import canonical
 from opskit.core.errors import OperationalError, UsageError
 
-from .registry import Target, password_for
+from .rulesfile import Target, password_for
 from .sqlcheck import Statement, to_pyformat
 
 

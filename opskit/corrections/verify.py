@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from opskit.core.audit import GENESIS
 
 from . import workflow as wf
-from .keys import verify_batch
+from opskit.core.signing import verify_batch
 from .ledger import Ledger, Refused, decode, split
-from .registry import Registry
+from .rulesfile import Registry
 
 FIELDS = {"v": int, "seq": int, "time": str, "kind": str, "request": str, "actor": str,
           "key": str, "body": dict, "prev": str, "hash": str, "sig": str}

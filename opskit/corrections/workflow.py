@@ -28,14 +28,14 @@ even if its signature is good):
 * only the requester withdraws a request, and only before it is claimed.
 
 Role checks (is this key an approver at all?) need the rules file and are
-made in ``service.py`` at the time of the action.
+made in ``actions.py`` at the time of the action.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from .ledger import Refused
-from .registry import AUDITOR, LEVELS, Requirement
+from .rulesfile import AUDITOR, LEVELS, Requirement
 
 PENDING, APPROVED, REJECTED, EXECUTING, APPLIED, FAILED, WITHDRAWN = (
     "pending", "approved", "rejected", "executing", "applied", "failed", "withdrawn")

@@ -6,11 +6,11 @@ Layout, one job per module:
     model       statuses, findings, per-check and per-host results
     parsers     pure parsers: modprobe.d, sysctl.d, /proc/net/*, routes, nft JSON, ...
     probe       reads facts through the Host interface (cached, n/a-aware)
-    registry    the check catalogue: id, rule ids, GB/T 22239 clause, CIS control
+    catalogue   the check catalogue: id, rule ids, GB/T 22239 clause, CIS control
     media       removable-media checks
     network     network, wireless, firewall, DNS and antivirus checks
     policyfile  policy files (configs/policies/*.yaml), validated with file:line:key
-    runner      run a policy on one host, or on many hosts at once
+    fleet       run a policy on one host, or on many hosts at once
     store       stored runs in the state directory and drift between runs
     report      Result tables and JUnit XML
 

@@ -13,7 +13,7 @@ from opskit.core.schema import Key
 from . import parsers as P
 from .model import Finding, not_applicable, passed, verdict
 from .probe import Probe
-from .registry import Context, check
+from .catalogue import Context, check
 
 GBT_MEDIA = "8.1.10.7 a) 恶意代码防范管理: external storage checked before it is connected; " \
             "8.1.3.1 b) 边界防护: unauthorised devices"

@@ -13,7 +13,7 @@ from opskit.core.schema import Key
 from . import parsers as P
 from .model import Finding, Undecided, not_applicable, passed, verdict
 from .probe import Probe
-from .registry import Context, check
+from .catalogue import Context, check
 
 GBT_BOUNDARY = "8.1.3.1 c) 边界防护: internal users reaching external networks"
 GBT_WIRELESS = "8.1.3.1 d) 边界防护: wireless use only through controlled boundary devices"

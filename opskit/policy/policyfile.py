@@ -29,7 +29,7 @@ from opskit.core.yamlfile import YamlDoc, load_yaml
 
 from . import parsers as P
 from .model import SEVERITIES
-from .registry import CheckSpec, Context, catalogue
+from .catalogue import CheckSpec, Context, catalogue
 
 SYSTEM_DIR = "/etc/opskit/policies"
 COMMON_KEYS = ("enabled", "severity", "groups")

@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET
 from opskit.core.output import Result, Table
 
 from .model import ERROR, FAIL, NA, PASS
-from .registry import catalogue
-from .runner import RunReport
+from .catalogue import catalogue
+from .fleet import RunReport
 from .store import Change
 
 SHORT = {

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from opskit.core.errors import OperationalError
 from opskit.core.state import ensure_private_dir
 
-from .runner import RunReport
+from .fleet import RunReport
 
 
 class RunStore:

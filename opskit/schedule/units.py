@@ -16,7 +16,7 @@ from opskit.core.errors import LockHeldError
 from opskit.core.output import Result, Table
 
 from .jobs import Schedule
-from .runner import Paths, load_status
+from .daemon import Paths, load_status
 
 
 def _held(path: str) -> bool:

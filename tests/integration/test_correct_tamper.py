@@ -13,7 +13,7 @@ import sqlite3
 import psycopg
 import pytest
 
-from opskit.corrections.keys import generate
+from opskit.core.signing import generate
 from opskit.corrections.ledger import TABLE, build_entry, decode, encode, entry_hash, text_hash
 from opskit.corrections.verify import verify
 from tests.unit.test_correct_support import make_postgres_target, make_sqlite_target, make_world

@@ -16,7 +16,7 @@ import pytest
 
 from opskit.core.errors import EXIT_FINDINGS, EXIT_USAGE, UsageError
 from opskit.corrections.ledger import Refused
-from opskit.corrections.service import ApplyFailed
+from opskit.corrections.actions import ApplyFailed
 from opskit.corrections.sqlcheck import SqlRefused, parse_statement
 from opskit.corrections.targets import Database
 from opskit.corrections.verify import verify
@@ -174,7 +174,7 @@ def test_self_rejection_approver_as_executor_and_requester_as_executor_are_refus
 
 
 def test_undeclared_and_retired_keys_may_not_act(world, tmp_path):
-    from opskit.corrections.keys import generate
+    from opskit.core.signing import generate
     svc = world.svc()
     stranger, _ = generate(str(tmp_path / "stranger"))
     with pytest.raises(Refused, match="not declared for any operator"):

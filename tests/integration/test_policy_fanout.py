@@ -10,7 +10,7 @@ import pytest
 
 from opskit.hosts import LocalHost
 from opskit.policy.policyfile import load_policy
-from opskit.policy.runner import check_host
+from opskit.policy.fleet import check_host
 from tests.fixtures.policy.trees import POLICY, good_tree
 from tests.harness.cli import run_opskit
 

@@ -6,7 +6,7 @@ import pytest
 
 from opskit.policy.model import FAIL, PASS
 from opskit.policy.policyfile import load_policy_files
-from opskit.policy.runner import check_fleet, check_host
+from opskit.policy.fleet import check_fleet, check_host
 from tests.harness.netns import listen
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 
 from opskit.core.errors import EXIT_USAGE, ConfigError, OperationalError
-from opskit.corrections import keys as keymod
-from opskit.corrections.registry import load_registry
+import opskit.core.signing as keymod
+from opskit.corrections.rulesfile import load_registry
 from opskit.corrections.sqlcheck import (SqlRefused, build_statement, check_params, parse_statement,
                                          to_pyformat, typed_value)
 

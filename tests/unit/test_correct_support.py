@@ -12,10 +12,10 @@ import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from opskit.corrections.keys import generate, load_signer
+from opskit.core.signing import generate, load_signer
 from opskit.corrections.ledger import open_ledger
-from opskit.corrections.registry import load_registry
-from opskit.corrections.service import Context, Corrections
+from opskit.corrections.rulesfile import load_registry
+from opskit.corrections.actions import Context, Corrections
 
 PEOPLE = {
     "alice": ["requester"],              # business clerk who raises corrections

@@ -11,7 +11,7 @@ import pytest
 
 from opskit.core.audit import AuditLog
 from opskit.core.errors import UsageError
-from opskit.schedule.evidence import CHECKS, build_pack, render_html
+from opskit.evidence.pack import CHECKS, build_pack, render_html
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
 SINCE = NOW - dt.timedelta(days=92)

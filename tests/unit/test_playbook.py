@@ -8,7 +8,7 @@ import pytest
 
 from opskit.core.errors import ConfigError, UsageError
 from opskit.core.yamlfile import parse_yaml
-from opskit.schedule.playbook import (find_playbook, load_playbook, parse_kv, parse_playbook,
+from opskit.playbooks.engine import (find_playbook, load_playbook, parse_kv, parse_playbook,
                                       run_playbook)
 
 REPO = Path(__file__).resolve().parents[2]

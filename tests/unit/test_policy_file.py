@@ -9,9 +9,9 @@ from opskit.core.errors import ConfigError, UsageError
 from opskit.policy import parsers as P
 from opskit.policy.model import CheckResult, Finding, HostReport
 from opskit.policy.policyfile import load_policy, load_policy_files, shipped_dir
-from opskit.policy.registry import catalogue
+from opskit.policy.catalogue import catalogue
 from opskit.policy.report import junit_xml
-from opskit.policy.runner import RunReport
+from opskit.policy.fleet import RunReport
 from opskit.policy.store import RunStore, drift
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

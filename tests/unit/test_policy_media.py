@@ -6,7 +6,7 @@ import pytest
 from opskit.hosts import LocalHost
 from opskit.policy.model import FAIL, NA, PASS
 from opskit.policy.policyfile import load_policy
-from opskit.policy.runner import check_host
+from opskit.policy.fleet import check_host
 from tests.fixtures.policy.trees import POLICY, Link, good_tree, write
 
 

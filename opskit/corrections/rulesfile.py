@@ -15,7 +15,7 @@ from opskit.core.errors import ConfigError, UsageError
 from opskit.core.schema import Key, MapOf, Section, validate
 from opskit.core.yamlfile import load_yaml
 
-from . import keys as keymod
+import opskit.core.signing as keymod
 
 # Roles, in the order of the three-level review of R-DAT-3, then the others.
 LEVELS = ("clerk", "section_head", "leader")

@@ -3,7 +3,7 @@
 Domain code: no click, no printing. Every function returns plain objects the
 CLI renders, and every step that changes anything is one signed ledger entry
 written under the ledger's lock (ledger.py), after the rules of workflow.py
-and the roles of the rules file (registry.py) allowed it.
+and the roles of the rules file (rulesfile.py) allowed it.
 
 Identity is the signing key: the actor recorded in an entry is the operator
 whose declared public key matches the key that signed it, never a name
@@ -23,9 +23,9 @@ from opskit.core.errors import OpskitError, EXIT_FINDINGS
 from opskit.core.failpoints import failpoint
 
 from . import workflow as wf
-from .keys import Signer, fingerprint
+from opskit.core.signing import Signer, fingerprint
 from .ledger import Ledger, Refused, decode, export_json
-from .registry import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
+from .rulesfile import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
 from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
 from .targets import Database, TargetError, image_digest, recover as recover_rows
 
@@ -478,7 +478,7 @@ def export(ledger: Ledger, fmt: str, exported: str) -> tuple[str, int]:
             head = {"seq": last.get("seq"), "hash": last.get("hash")}
         except ValueError:
             head = None
-    from .registry import redact_url
+    from .rulesfile import redact_url
     meta = {"exported": exported, "ledger": redact_url(ledger.url), "count": len(texts), "head": head}
     if fmt == "json":
         return export_json(texts, meta), len(texts)

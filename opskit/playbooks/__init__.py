@@ -1,0 +1,1 @@
+"""Playbooks: runbooks as YAML files and the step runner (engine.py)."""
