@@ -12,15 +12,17 @@ from typing import Callable
 from opskit.core.config import Config
 from opskit.core.errors import ConfigError, OperationalError, UsageError
 
+from opskit.core.state import StateLayout
+
 from .backends import open_backend
-from .repository import Repository, RepositoryError
+from .repository import Repository
 
 PASSPHRASE_ENV = "OPSKIT_PASSPHRASE"
 PASSPHRASE_FILE_ENV = "OPSKIT_PASSPHRASE_FILE"
 
 
 def default_repo_location(state_dir: str) -> str:
-    return os.path.join(state_dir, "repo")
+    return StateLayout(state_dir).repo
 
 
 def repo_location(config: Config, state_dir: str, override: str | None) -> tuple[str, bool]:

@@ -44,6 +44,7 @@ from opskit.core.errors import OperationalError, OpskitError, UsageError
 from . import crypto
 from .backends import Backend, BackendError, ObjectNotFound, open_backend
 from .checker import FindingsReport
+from opskit.core.state import StateLayout
 
 FOLDERS = ("keys/", "data/", "index/", "snapshots/")
 
@@ -111,7 +112,7 @@ def site_label(site: Site) -> str:
 
 # --- per-site state ----------------------------------------------------------------------
 def _state_path(state_dir: str, site: str) -> str:
-    folder = os.path.join(state_dir, "replication")
+    folder = StateLayout(state_dir).replication
     os.makedirs(folder, mode=0o700, exist_ok=True)
     return os.path.join(folder, f"{site}.json")
 

@@ -9,6 +9,7 @@ from opskit.core.errors import EXIT_FINDINGS, UsageError
 from opskit.core.output import Result, Table
 
 from .app import App, OpskitGroup, output_options, pass_app
+from opskit.core.state import StateLayout
 
 LOG_COLUMNS = ["id", "state", "target", "table", "operation", "rows", "requester", "approvers",
                "executor", "waiting_for", "ticket"]
@@ -98,7 +99,7 @@ def _key_path(app: App, key: str | None) -> str:
     configured = app.config.get("corrections.key_file")
     if configured:
         return app.config.relative_path(configured)
-    return os.path.join(app.state_dir, "corrections", "id_ed25519")
+    return StateLayout(app.state_dir).corrections_key
 
 
 def _signer(app: App, key: str | None):

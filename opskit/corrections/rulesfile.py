@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from opskit.core.secrets import redact_url  # noqa: F401 (used by ledger, actions, cli)
 from opskit.core.errors import ConfigError, UsageError
 from opskit.core.schema import Key, MapOf, Section, validate
 from opskit.core.yamlfile import load_yaml
@@ -204,18 +205,6 @@ class Registry:
         return req
 
 
-def redact_url(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    host = netloc[-1]
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def find_rules_file(config) -> str | None:

@@ -22,14 +22,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
 from opskit.core.errors import UsageError
 from opskit.core.output import Result, Table
+from opskit.core.state import StateLayout, opskit_command
 
-OPSKIT = (sys.executable, "-m", "opskit")
+OPSKIT = opskit_command()
 HOUR = 3600.0
 DAY = 86400.0
 
@@ -265,7 +265,7 @@ def newest_record(folder: str, time_key: str, *, skip_suffix: str | None = None
 
 def _drill(ctx: Context) -> Outcome:
     out = Outcome(CHECKS[3])
-    folder = os.path.join(ctx.state_dir, "drills")
+    folder = StateLayout(ctx.state_dir).drills
     newest = newest_record(folder, "time")
     if newest is None:
         out.reason = f"no restore drill report in {folder}"
@@ -285,7 +285,7 @@ def _drill(ctx: Context) -> Outcome:
 
 def _policy(ctx: Context) -> Outcome:
     out = Outcome(CHECKS[4])
-    folder = os.path.join(ctx.state_dir, "policy", "runs")
+    folder = StateLayout(ctx.state_dir).policy_runs
     newest = newest_record(folder, "started")
     if newest is None:
         out.reason = f"no stored 'opskit policy check' run in {folder}"
@@ -316,7 +316,7 @@ def _findings_count(value) -> int:
 
 def _perms(ctx: Context) -> Outcome:
     out = Outcome(CHECKS[5])
-    folder = os.path.join(ctx.state_dir, "perms", "reports")
+    folder = StateLayout(ctx.state_dir).perms_reports
     # <id>.report.json is the rendered copy of a --format json report, not the record
     newest = newest_record(folder, "generated", skip_suffix=".report.json")
     if newest is None:

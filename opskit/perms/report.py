@@ -24,7 +24,7 @@ import os
 from opskit.core.errors import EXIT_FINDINGS, EXIT_OK
 from opskit.core.output import Result, Table, render_csv, render_table
 from opskit.core.atomicfile import write_atomic
-from opskit.core.state import ensure_private_dir
+from opskit.core.state import StateLayout, ensure_private_dir
 
 from .analysis import CHECKS, SEVERITIES, Analysis
 from .snapshot import Snapshot, canonical_bytes
@@ -306,15 +306,6 @@ def verify_content(record: dict) -> bool:
     return content_sha256(body) == record.get("sha256")
 
 
-def report_result(content: dict, stored: str) -> Result:
-    s = content["summary"]
-    summary = (f"perms report on snapshot {content['snapshot']}: {s['findings']} finding(s) "
-               f"({', '.join(f'{k} {v}' for k, v in s['by_severity'].items())})")
-    return Result(data=content, tables=report_tables(content),
-                  messages=[summary, f"report sha256 {content['sha256']}",
-                            f"stored as {stored}"], summary=summary,
-                  exit_code=EXIT_FINDINGS if s["findings"] else EXIT_OK)
-
 
 class ReportStore:
     """``<state_dir>/perms/reports``: ``<id>.json`` (the record the evidence pack
@@ -322,7 +313,7 @@ class ReportStore:
     (the rendered report). Ids sort by time; the newest is the last."""
 
     def __init__(self, state_dir: str):
-        self.dir = os.path.join(state_dir, "perms", "reports")
+        self.dir = StateLayout(state_dir).perms_reports
 
     def _write(self, name: str, data: bytes) -> str:
         return write_atomic(os.path.join(self.dir, name), data)
@@ -353,5 +344,5 @@ class ReportStore:
 
 
 __all__ = ["FORMATS", "build_report", "render_report", "ReportStore", "verify_content",
-           "report_result", "snapshot_result", "snapshots_result", "diff_result",
+           "snapshot_result", "snapshots_result", "diff_result",
            "changes_result", "CHECKS"]

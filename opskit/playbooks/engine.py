@@ -29,7 +29,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -38,8 +37,9 @@ from opskit.core.errors import ConfigError, UsageError
 from opskit.core.output import Result, Table
 from opskit.core.schema import Key, MapOf, Section, validate
 from opskit.core.yamlfile import YamlDoc, load_yaml
+from opskit.core.state import opskit_command
 
-OPSKIT = (sys.executable, "-m", "opskit")
+OPSKIT = opskit_command()
 SYSTEM_DIR = "/etc/opskit/playbooks"
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
