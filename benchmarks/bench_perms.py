@@ -219,7 +219,7 @@ def main() -> None:
     import yaml
 
     from opskit.accounts.roster import load_declared
-    from opskit.core.config import load_config
+    from opskit.settings import load_config
     from opskit.hosts.inventory import load_inventory
     from opskit.perms.analysis import Options, analyse
     from opskit.perms.postgres import database_specs

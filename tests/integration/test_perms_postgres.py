@@ -6,7 +6,7 @@ looked at for this bureau's roles only (tests/harness/perms.py)."""
 import pytest
 
 from opskit.accounts.roster import load_declared
-from opskit.core.config import load_config
+from opskit.settings import load_config
 from opskit.core.errors import OperationalError
 from opskit.perms.analysis import Options, analyse
 from opskit.perms.postgres import DatabaseSpec, collect_postgres

@@ -8,7 +8,8 @@ import pytest
 
 from opskit.core import config as config_mod
 from opskit.core import state
-from opskit.core.config import SCHEMA, Config, find_config_file, load_config
+from opskit.core.config import Config, find_config_file
+from opskit.settings import SCHEMA, load_config
 from opskit.core.errors import EXIT_USAGE, ConfigError
 from opskit.core.schema import Key, MapOf, Section, defaults, walk_keys
 from opskit.core.yamlfile import load_yaml

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from opskit.accounts.roster import load_declared
-from opskit.core.config import load_config
+from opskit.settings import load_config
 from opskit.core.errors import IntegrityError, UsageError
 from opskit.hosts.inventory import load_inventory
 from opskit.perms.analysis import Analysis, Finding, analyse
