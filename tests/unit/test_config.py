@@ -9,10 +9,10 @@ import pytest
 from opskit.core import config as config_mod
 from opskit.core import state
 from opskit.core.config import Config, find_config_file
-from opskit.settings import SCHEMA, load_config
 from opskit.core.errors import EXIT_USAGE, ConfigError
 from opskit.core.schema import Key, MapOf, Section, defaults, walk_keys
 from opskit.core.yamlfile import load_yaml
+from opskit.settings import SCHEMA, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "configs" / "opskit.yaml"
