@@ -58,9 +58,9 @@ class Settings:
     def from_config(cls, config) -> "Settings":
         from opskit.hosts.inventory import SSHSettings
         ssh = SSHSettings.from_config(config)
-        return cls(int(config.get("accounts.min_uid", 1000)),
+        return cls(int(config.get("accounts.min_uid")),
                    config.get("accounts.nologin_shell") or "/usr/sbin/nologin",
-                   float(config.get("accounts.host_timeout", 300.0)), ssh.concurrency, ssh)
+                   float(config.get("accounts.host_timeout")), ssh.concurrency, ssh)
 
 
 def sudoers_name(login: str) -> str:

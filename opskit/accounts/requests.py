@@ -294,7 +294,7 @@ class RequestStore:
     def __init__(self, config, *, roster_loader: Callable | None = None):
         self.config = config
         self.dir = store_dir(config)
-        self.lock_timeout = float(config.get("accounts.requests_lock_timeout", 10.0))
+        self.lock_timeout = float(config.get("accounts.requests_lock_timeout"))
         self._roster_loader = roster_loader
 
     # --- reading ----------------------------------------------------------------------------
@@ -338,8 +338,8 @@ class RequestStore:
 
     def needed_approvals(self, tier: str | None) -> int:
         if tier == "special":
-            return max(2, int(self.config.get("accounts.special_approvals", 2)))
-        return max(1, int(self.config.get("accounts.approvals", 1)))
+            return max(2, int(self.config.get("accounts.special_approvals")))
+        return max(1, int(self.config.get("accounts.approvals")))
 
     def admins(self, roster) -> list[str]:
         """Designated admins (R-ACC-1): ``accounts.access_admins``, else active holders of an

@@ -86,8 +86,8 @@ def get_passphrase(config: Config, passphrase_file: str | None,
 
 
 def tune(repo: Repository, config: Config) -> Repository:
-    repo.compression_level = int(config.get("backup.compression_level", 1))
-    repo.pack_size = int(config.get("backup.pack_size_mib", 16)) << 20
+    repo.compression_level = int(config.get("backup.compression_level"))
+    repo.pack_size = int(config.get("backup.pack_size_mib")) << 20
     return repo
 
 
@@ -109,7 +109,7 @@ def open_repository(location: str, passphrase: bytes, config: Config) -> Reposit
 
 
 def init_repository(location: str, passphrase: bytes, config: Config) -> Repository:
-    avg = int(config.get("backup.chunk_avg_kib", 1024)) << 10
+    avg = int(config.get("backup.chunk_avg_kib")) << 10
     return tune(Repository.init(backend_for(location, config), passphrase, chunk_avg=avg), config)
 
 

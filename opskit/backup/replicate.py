@@ -81,8 +81,8 @@ def configured_sites(config) -> dict[str, Site]:
         settings = {k: v for k, v in entry.items() if v is not None}
         settings["name"] = str(name)
         settings.setdefault("known_hosts", config.get("ssh.known_hosts"))
-        settings["host_key_policy"] = config.get("ssh.host_key_policy", "reject")
-        settings["connect_timeout"] = config.get("ssh.connect_timeout", 10.0)
+        settings["host_key_policy"] = config.get("ssh.host_key_policy")
+        settings["connect_timeout"] = config.get("ssh.connect_timeout")
         for key in ("key_file", "known_hosts", "secret_access_key_file"):
             if settings.get(key):
                 settings[key] = config.relative_path(settings[key])

@@ -20,6 +20,7 @@ from opskit.core.errors import EXIT_OK
 from opskit.core.output import FORMATS, Result, render
 from opskit.core.secrets import is_secret_name, redact, redact_argv  # noqa: F401 (re-exported for cli modules)
 from opskit.core.state import StateLayout, ensure_private_dir, resolve_state_dir
+from opskit.settings import SCHEMA
 
 
 class App:
@@ -41,7 +42,7 @@ class App:
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(self.config_path)
+            self._config = load_config(self.config_path, schema=SCHEMA)
         return self._config
 
     @property

@@ -52,7 +52,7 @@ def _service(app: App, *, create: bool = True):
     from opskit.corrections.ledger import open_ledger
     from opskit.corrections.rulesfile import find_rules_file, load_registry
     from opskit.corrections.actions import Context, Corrections
-    timeout = float(app.config.get("corrections.lock_timeout", 10.0))
+    timeout = float(app.config.get("corrections.lock_timeout"))
     registry = load_registry(find_rules_file(app.config))
     ledger = open_ledger(_ledger_location(app), timeout, create=create)
     app.audit_details["ledger"] = _ledger_id(ledger)

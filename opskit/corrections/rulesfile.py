@@ -208,16 +208,10 @@ class Registry:
 
 
 def find_rules_file(config) -> str | None:
-    configured = config.get("corrections.rules_file")
-    if configured:
-        return config.relative_path(configured)
-    if config.source:
-        beside = os.path.join(os.path.dirname(os.path.abspath(config.source)), "corrections.yaml")
-        if os.path.exists(beside):
-            return beside
-    if os.path.exists("/etc/opskit/corrections.yaml"):
-        return "/etc/opskit/corrections.yaml"
-    return None
+    """``corrections.rules_file``, else corrections.yaml beside the config, else
+    /etc/opskit/corrections.yaml, else None (an empty registry: nobody may act)."""
+    found = config.locate("corrections.rules_file", "corrections.yaml")
+    return found.path if found else None
 
 
 def empty_registry() -> Registry:

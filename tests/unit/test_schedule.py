@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from opskit.core.config import load_config
+from opskit.settings import load_config
 from opskit.core.errors import ConfigError, UsageError
 from opskit.core.filelock import FileLock
 from opskit.core.yamlfile import parse_yaml
