@@ -14,7 +14,7 @@ from opskit.backup import open_repo
 from opskit.backup.locks import RepoLock, list_locks, remove_locks
 from opskit.backup.repository import Repository
 from opskit.backup.tree import TYPE_DIR, decode_name
-from opskit.core.errors import EXIT_FINDINGS, UsageError
+from opskit.core.errors import EXIT_FINDINGS, OperationalError, UsageError
 from opskit.core.output import Result, Table
 
 from .app import App, OpskitGroup, output_options, pass_app
@@ -51,8 +51,9 @@ def repo_option(func):
 
 def _prompt(confirm: bool) -> bytes:
     if not sys.stdin.isatty():
-        raise click.UsageError("no passphrase given and no terminal to ask on: set "
-                               "OPSKIT_PASSPHRASE or use --passphrase-file")
+        raise OperationalError("no passphrase given and no terminal to ask on: set "
+                               "OPSKIT_PASSPHRASE_FILE (a 0600 file), backup.passphrase_file "
+                               "in the config, or --passphrase-file")
     value = click.prompt("Repository passphrase", hide_input=True,
                          confirmation_prompt=confirm and "Repeat passphrase")
     if not value:

@@ -150,7 +150,7 @@ def metrics_text(job: str, status: dict) -> str:
 @dataclass
 class JobResult:
     job: str
-    result: str                 # ok, findings, error, failed, timeout, skipped, interrupted
+    result: str    # ok, findings, error, failed, timeout, skipped, interrupted, not set up
     exit_code: int | None
     attempts: int = 0
     duration: float = 0.0
@@ -164,7 +164,7 @@ class JobResult:
         return max(codes)
 
     def _own_exit(self) -> int:
-        if self.result == "ok":
+        if self.result in ("ok", "not set up"):
             return EXIT_OK
         if self.result == "findings":
             return EXIT_FINDINGS
@@ -205,8 +205,9 @@ class JobRunner:
     def __init__(self, schedule: Schedule, paths: Paths, *, clock=None,
                  launcher: Sequence[str] = OPSKIT, global_args: Sequence[str] = (),
                  stop: threading.Event | None = None, stop_grace: float = 30.0,
-                 env: dict | None = None):
+                 env: dict | None = None, blockers: Callable[[Job], list[str]] | None = None):
         self.schedule = schedule
+        self.blockers = blockers or (lambda job: [])
         self.paths = paths
         self.clock = clock or SystemClock()
         self.launcher = list(launcher)
@@ -239,11 +240,12 @@ class JobRunner:
         return [*self.launcher, *self.global_args, *job.command]
 
     # --- running -----------------------------------------------------------------
-    def run(self, job: Job, trigger: str = "manual") -> JobResult:
-        """Run ``job`` now (and, when it succeeds, its followers)."""
-        lock = FileLock(self.paths.lock_file(job.name), timeout=0)
+    def run(self, job: Job, trigger: str = "manual", wait: float = 0) -> JobResult:
+        """Run ``job`` now (and, when it succeeds, its followers). ``wait``: seconds to
+        wait for the job's lock (a follower waits for the same follower started after
+        another job, so the newer data is handled too; others never wait)."""
         try:
-            lock.acquire()
+            lock = self._lock(job, wait)
         except LockHeldError as exc:
             self.log("skipped", job=job.name, trigger=trigger,
                      reason="still running (lock held)", detail=exc.message)
@@ -254,8 +256,32 @@ class JobRunner:
             lock.release()
         if result.result == "ok" and not self.stop.is_set():
             for follower in self.schedule.followers(job.name):
-                result.followers.append(self.run(follower, trigger=f"after {job.name}"))
+                result.followers.append(self._follow(follower, job))
         return result
+
+    def _lock(self, job: Job, wait: float) -> FileLock:
+        """The job's lock, waiting up to ``wait`` seconds in short steps so a stop
+        request (SIGTERM) is not held up by a waiting follower."""
+        deadline = time.monotonic() + wait
+        while True:
+            lock = FileLock(self.paths.lock_file(job.name),
+                            timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+            try:
+                lock.acquire()
+                return lock
+            except LockHeldError:
+                if self.stop.is_set() or time.monotonic() >= deadline:
+                    raise
+
+    def _follow(self, follower: Job, job: Job) -> JobResult:
+        """Run a follower, unless the config cannot support it (a replication with
+        no site configured): then it is recorded as skipped, with the reason."""
+        reasons = self.blockers(follower)
+        if not reasons:
+            return self.run(follower, trigger=f"after {job.name}", wait=follower.timeout)
+        self.log("skipped", job=follower.name, trigger=f"after {job.name}",
+                 reason="; ".join(reasons))
+        return JobResult(follower.name, "not set up", None, summary="; ".join(reasons))
 
     def _attempts(self, job: Job, trigger: str) -> JobResult:
         previous = load_status(self.paths, job.name)

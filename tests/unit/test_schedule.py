@@ -74,7 +74,8 @@ def test_shipped_schedule_is_embedded_verbatim_and_has_the_required_jobs():
     drill = jobs["restore-drill"]                                         # R-BAK-5
     assert drill.every == "month" and drill.command[:4] == ["backup", "drill", "--site", "dr"]
     assert jobs["policy-check"].every == "hour"
-    assert jobs["permission-report"].every == "week"
+    assert jobs["permission-snapshot"].every == "week"                    # a fresh snapshot,
+    assert jobs["permission-report"].after == ["permission-snapshot"]     # then its report
     assert jobs["permission-report"].command[:2] == ["perms", "report"]
     assert jobs["audit-verify"].every == "day" and jobs["audit-verify"].command == ["audit",
                                                                                   "verify"]
