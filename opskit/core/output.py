@@ -174,6 +174,15 @@ def cell_text(value: Any) -> str:
     return str(_cell(value))
 
 
+def human_bytes(n: float) -> str:
+    """A size for people: '512 B', '1.5 MiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
 # C0/C1 controls (but tab, newline and carriage return) and bidirectional
 # overrides ("Trojan Source"): shown as escapes so a hostile name can neither
 # rewrite a terminal line nor reorder what an auditor reads
