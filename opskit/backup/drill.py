@@ -31,6 +31,7 @@ from .backends import BackendError
 from .repository import CorruptObject, Repository
 from .restorer import Restorer
 from .tree import TYPE_DIR, TYPE_FILE, decode_name
+from opskit.core.state import StateLayout
 
 
 @dataclass
@@ -321,14 +322,14 @@ def _compare_live(report: DrillReport, path: bytes, node: dict, ids: list[str],
 
 # --- reports ---------------------------------------------------------------------------
 def drills_dir(state_dir: str) -> str:
-    path = os.path.join(state_dir, "drills")
+    path = StateLayout(state_dir).drills
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 
 
 def history(state_dir: str) -> list[dict]:
     out = []
-    path = os.path.join(state_dir, "drills")
+    path = StateLayout(state_dir).drills
     if not os.path.isdir(path):
         return out
     for name in sorted(os.listdir(path)):

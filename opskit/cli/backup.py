@@ -81,7 +81,7 @@ def _open(app: App, repo: str | None, passphrase_file: str | None, *,
 
 
 def _stale_s(app: App) -> float:
-    return float(app.config.get("backup.lock_stale_minutes", 60)) * 60
+    return float(app.config.get("backup.lock_stale_minutes")) * 60
 
 
 @group.command("init")
@@ -116,7 +116,7 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
     previous snapshot of the same paths are not read again. Unreadable files
     are listed and the run exits 1; everything else is still backed up.
     """
-    paths = list(paths) or list(app.config.get("backup.paths", []))
+    paths = list(paths) or list(app.config.get("backup.paths"))
     if not paths:
         raise UsageError("nothing to back up: give PATHS or set backup.paths in the config")
     for p in paths:
@@ -136,7 +136,7 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
         r = open_repo.open_repository(location, passphrase, app.config)
     if r.keys.write_only and not full:
         full = True   # no parent can be read: every file is read again, dedup still applies
-    excludes = list(app.config.get("backup.exclude", [])) + list(exclude)
+    excludes = list(app.config.get("backup.exclude")) + list(exclude)
     progress = TerminalProgress("backup")
     with RepoLock(r, stale_after_s=_stale_s(app)):
         roots = sorted({os.path.abspath(p) for p in paths})
@@ -341,7 +341,7 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
              "keep_weekly": keep_weekly, "keep_monthly": keep_monthly,
              "keep_yearly": keep_yearly, "keep_within": keep_within}
     policy, source = _policy_from(app, flags, tags)
-    floor = Floor(float(app.config.get("backup.retention.floor_days", 30.0)),
+    floor = Floor(float(app.config.get("backup.retention.floor_days")),
                   newest_drill_verified(app.state_dir))
     tz = _timezone(app)
     r = _open(app, repo, passphrase_file)

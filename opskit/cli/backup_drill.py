@@ -23,8 +23,8 @@ def _site_location(app: App, site: str, repo: str | None) -> tuple[str, Targets]
     from opskit.backup.drill import Targets
     if site == "local":
         location, _ = open_repo.repo_location(app.config, app.state_dir, repo)
-        return location, Targets(float(app.config.get("backup.drill.rto_minutes", 240.0)),
-                                 float(app.config.get("backup.drill.rpo_hours", 26.0)))
+        return location, Targets(float(app.config.get("backup.drill.rto_minutes")),
+                                 float(app.config.get("backup.drill.rpo_hours")))
     from opskit.backup.replicate import get_site
     s = get_site(app.config, site)
     return s.url, Targets(float(s.rto_minutes or 240.0), float(s.rpo_hours or 26.0))
@@ -86,7 +86,7 @@ def drill_cmd(app: App, site, snapshot_ref, sample_pct, all_files, compare_sourc
     r = open_repo.open_repository(location, passphrase, app.config)
     if r.keys.write_only:
         raise RepositoryError("a drill restores data: it needs a full key, not a write-only one")
-    pct = None if all_files else (sample_pct or float(app.config.get("backup.drill.sample_pct", 10.0)))
+    pct = None if all_files else (sample_pct or float(app.config.get("backup.drill.sample_pct")))
     from opskit.backup.drill import run_drill
     from opskit.backup.report import drill_result, write_drill_report
     host = None

@@ -9,6 +9,7 @@ from opskit.core.errors import UsageError
 from opskit.core.output import render_string
 
 from .app import App, OpskitGroup, output_options, pass_app
+from opskit.core.state import StateLayout
 
 
 @click.group("correct", cls=OpskitGroup)
@@ -48,7 +49,7 @@ def _service(app: App, *, create: bool = True):
     from opskit.corrections.ledger import open_ledger
     from opskit.corrections.rulesfile import find_rules_file, load_registry
     from opskit.corrections.actions import Context, Corrections
-    timeout = float(app.config.get("corrections.lock_timeout", 10.0))
+    timeout = float(app.config.get("corrections.lock_timeout"))
     registry = load_registry(find_rules_file(app.config))
     ledger = open_ledger(_ledger_location(app), timeout, create=create)
     app.audit_details["ledger"] = _ledger_id(ledger)
@@ -95,7 +96,7 @@ def _key_path(app: App, key: str | None) -> str:
     configured = app.config.get("corrections.key_file")
     if configured:
         return app.config.relative_path(configured)
-    return os.path.join(app.state_dir, "corrections", "id_ed25519")
+    return StateLayout(app.state_dir).corrections_key
 
 
 def _signer(app: App, key: str | None):

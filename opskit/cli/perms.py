@@ -30,7 +30,7 @@ def _split(values) -> list[str] | None:
 
 def _snapshots(app: App):
     from opskit.perms.snapshot import SnapshotStore
-    return SnapshotStore(app.state_dir, keep=int(app.config.get("perms.keep_snapshots", 100)))
+    return SnapshotStore(app.state_dir, keep=int(app.config.get("perms.keep_snapshots")))
 
 
 def _options(app: App):
@@ -62,8 +62,8 @@ def snapshot_cmd(app: App, host_names, group_name, db_names) -> None:
     dbs = database_specs(config, _split(db_names))
     settings = SSHSettings.from_config(config)
     snap = take_snapshot(specs, dbs, concurrency=settings.concurrency,
-                         timeout_per_host=float(config.get("perms.host_timeout", 120.0)),
-                         ssh_settings=settings, min_uid=int(config.get("perms.min_uid", 1000)))
+                         timeout_per_host=float(config.get("perms.host_timeout")),
+                         ssh_settings=settings, min_uid=int(config.get("perms.min_uid")))
     path = _snapshots(app).save(snap)
     app.audit_details.update(snapshot=snap.id, sha256=snap.sha256, stored=path,
                              hosts=[h["name"] for h in snap.hosts],
@@ -120,7 +120,7 @@ def diff_cmd(app: App, person, snapshot_ref, from_ref, to_ref) -> None:
             if person:
                 login = roster.person(person).login
         rows, notes = changes(old, new, by_login=by_login, person_login=login,
-                              min_uid=int(app.config.get("perms.min_uid", 1000)))
+                              min_uid=int(app.config.get("perms.min_uid")))
         app.audit_details.update(snapshot_from=old.id, snapshot_to=new.id, changes=len(rows))
         app.emit(changes_result(old, new, rows, notes, person))
         return

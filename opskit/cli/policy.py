@@ -45,13 +45,13 @@ def _run(app: App, host_names, group_name, policy_path):
     specs = inventory.select(_split(host_names), group_name)
     settings = SSHSettings.from_config(config)
     return check_fleet(specs, policy, concurrency=settings.concurrency,
-                       timeout_per_host=float(config.get("policy.host_timeout", 60.0)),
+                       timeout_per_host=float(config.get("policy.host_timeout")),
                        ssh_settings=settings)
 
 
 def _store(app: App):
     from opskit.policy.store import RunStore
-    return RunStore(app.state_dir, keep=int(app.config.get("policy.keep_runs", 100)))
+    return RunStore(app.state_dir, keep=int(app.config.get("policy.keep_runs")))
 
 
 def _audit(app: App, report, path: str) -> None:

@@ -75,7 +75,7 @@ def run_cmd(app: App, job_names: tuple[str, ...], schedule_path: str | None) -> 
     paths = _paths(app)
     stop = threading.Event()
     runner = JobRunner(schedule, paths, global_args=app.child_options(), stop=stop,
-                       stop_grace=float(app.config.get("schedule.stop_grace", 30.0)))
+                       stop_grace=float(app.config.get("schedule.stop_grace")))
     install_signal_handlers(stop)
     if job_names:
         jobs = [schedule.job(n) for n in job_names]          # unknown job: exit 2 first

@@ -21,16 +21,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
 from opskit.core.errors import UsageError
 from opskit.core.output import Result
+from opskit.core.state import StateLayout, opskit_command
 
 from .report import DAY, HOUR, human_age, pack_result, render_html
 
-OPSKIT = (sys.executable, "-m", "opskit")
+OPSKIT = opskit_command()
 
 
 @dataclass
@@ -254,7 +254,7 @@ def newest_record(folder: str, time_key: str, *, skip_suffix: str | None = None
 
 def _drill(ctx: Context) -> Outcome:
     out = Outcome(CHECKS[3])
-    folder = os.path.join(ctx.state_dir, "drills")
+    folder = StateLayout(ctx.state_dir).drills
     newest = newest_record(folder, "time")
     if newest is None:
         out.reason = f"no restore drill report in {folder}"
@@ -274,7 +274,7 @@ def _drill(ctx: Context) -> Outcome:
 
 def _policy(ctx: Context) -> Outcome:
     out = Outcome(CHECKS[4])
-    folder = os.path.join(ctx.state_dir, "policy", "runs")
+    folder = StateLayout(ctx.state_dir).policy_runs
     newest = newest_record(folder, "started")
     if newest is None:
         out.reason = f"no stored 'opskit policy check' run in {folder}"
@@ -305,7 +305,7 @@ def _findings_count(value) -> int:
 
 def _perms(ctx: Context) -> Outcome:
     out = Outcome(CHECKS[5])
-    folder = os.path.join(ctx.state_dir, "perms", "reports")
+    folder = StateLayout(ctx.state_dir).perms_reports
     # <id>.report.json is the rendered copy of a --format json report, not the record
     newest = newest_record(folder, "generated", skip_suffix=".report.json")
     if newest is None:

@@ -23,7 +23,7 @@ import os
 from opskit.core.errors import EXIT_FINDINGS, EXIT_OK
 from opskit.core.output import Result, Table, render_string
 from opskit.core.atomicfile import write_atomic
-from opskit.core.state import ensure_private_dir
+from opskit.core.state import StateLayout, ensure_private_dir
 
 from .analysis import CHECKS, SEVERITIES, Analysis
 from .snapshot import Snapshot, canonical_bytes
@@ -209,7 +209,7 @@ class ReportStore:
     (the rendered report). Ids sort by time; the newest is the last."""
 
     def __init__(self, state_dir: str):
-        self.dir = os.path.join(state_dir, "perms", "reports")
+        self.dir = StateLayout(state_dir).perms_reports
 
     def _write(self, name: str, data: bytes) -> str:
         return write_atomic(os.path.join(self.dir, name), data)
@@ -240,5 +240,5 @@ class ReportStore:
 
 
 __all__ = ["FORMATS", "build_report", "report_result", "ReportStore", "verify_content",
-           "report_result", "snapshot_result", "snapshots_result", "diff_result",
+           "snapshot_result", "snapshots_result", "diff_result",
            "changes_result", "CHECKS"]

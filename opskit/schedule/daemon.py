@@ -20,7 +20,7 @@
   SIGKILL); their status says ``interrupted``; the daemon exits 0.
 
 Time comes from a clock object (``now()``, ``time()``, ``sleep()``) so tests
-drive due jobs without waiting (``FakeClock``).
+drive due jobs without waiting (``tests/harness/clock.py``).
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import types
@@ -41,11 +40,11 @@ from typing import Callable, Sequence
 from opskit.core.errors import EXIT_FINDINGS, EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE, LockHeldError
 from opskit.core.filelock import FileLock
 from opskit.core.atomicfile import write_atomic
-from opskit.core.state import ensure_private_dir
+from opskit.core.state import StateLayout, ensure_private_dir, opskit_command
 
 from .jobs import Job, Schedule
 
-OPSKIT = (sys.executable, "-m", "opskit")
+OPSKIT = opskit_command()
 TIMEOUT_EXIT = 124            # as timeout(1): the job ran out of time
 
 
@@ -66,32 +65,6 @@ class SystemClock:
             time.sleep(max(0.0, seconds))
 
 
-class FakeClock:
-    """A clock tests move by hand: ``sleep`` advances it instantly."""
-
-    def __init__(self, start: dt.datetime):
-        self._now = start
-        self._lock = threading.Lock()
-
-    def now(self) -> dt.datetime:
-        with self._lock:
-            return self._now
-
-    def time(self) -> float:
-        return self.now().timestamp()
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += dt.timedelta(seconds=seconds)
-
-    def set(self, when: dt.datetime) -> None:
-        with self._lock:
-            self._now = when
-
-    def sleep(self, seconds: float, stop: threading.Event | None = None) -> None:
-        self.advance(max(0.0, seconds))
-        time.sleep(0.001)   # let other threads run
-
 
 # --- where things are kept ------------------------------------------------------------
 @dataclass
@@ -101,7 +74,7 @@ class Paths:
     log: str | None = None
 
     def __post_init__(self):
-        self.root = os.path.join(self.state_dir, "schedule")
+        self.root = StateLayout(self.state_dir).schedule
         self.metrics_dir = self.metrics_dir or os.path.join(self.root, "metrics")
         self.log = self.log or os.path.join(self.root, "schedule.log")
 
@@ -113,9 +86,6 @@ class Paths:
 
     def metrics_file(self, job: str) -> str:
         return os.path.join(self.metrics_dir, f"opskit_job_{job.replace('-', '_')}.prom")
-
-    def daemon_file(self) -> str:
-        return os.path.join(self.root, "daemon.json")
 
     def prepare(self) -> None:
         ensure_private_dir(self.state_dir)

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from opskit.core.config import load_config
+from opskit.settings import load_config
 from opskit.core.errors import ConfigError, UsageError
 from opskit.core.filelock import FileLock
 from opskit.core.yamlfile import parse_yaml
 from opskit.schedule import default_schedule
 from opskit.schedule.jobs import load_schedule, parse_duration, parse_schedule
-from opskit.schedule.daemon import (Daemon, FakeClock, JobRunner, Paths, library_clock,
+from tests.harness.clock import FakeClock
+from opskit.schedule.daemon import (Daemon, JobRunner, Paths, library_clock,
                                     load_status, metrics_text)
 
 REPO = Path(__file__).resolve().parents[2]
