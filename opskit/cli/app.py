@@ -17,7 +17,7 @@ import click
 
 from opskit.core.config import Config, load_config
 from opskit.core.errors import EXIT_OK
-from opskit.core.output import FORMATS, Result, render
+from opskit.core.output import FORMATS, Result, offered, render
 from opskit.core.secrets import is_secret_name, redact, redact_argv  # noqa: F401 (re-exported for cli modules)
 from opskit.core.state import StateLayout, ensure_private_dir, resolve_state_dir
 from opskit.settings import SCHEMA
@@ -119,14 +119,16 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
-def output_options(tabular: bool = True) -> Callable:
-    """Add ``--json`` (and ``--format``/``--csv`` when tabular) to a command."""
+def output_options(tabular: bool = True, formats: tuple[str, ...] | None = None,
+                   default: str = "table") -> Callable:
+    """Add ``--format`` with the ``formats`` this command offers (default: table,
+    json and csv; table and json when not ``tabular``), plus ``--json`` and
+    ``--csv`` when those are offered. The choices come from the format registry."""
+    choices = offered(formats or (FORMATS if tabular else ("table", "json")))
 
     def decorator(func: Callable) -> Callable:
-        choices = FORMATS if tabular else ("table", "json")
-
         @functools.wraps(func)
-        def wrapper(*args, output_format: str = "table", as_json: bool = False,
+        def wrapper(*args, output_format: str = default, as_json: bool = False,
                     as_csv: bool = False, **kwargs):
             app = click.get_current_context().find_object(App)
             fmt = "json" if as_json else "csv" if as_csv else output_format
@@ -135,13 +137,14 @@ def output_options(tabular: bool = True) -> Callable:
             return func(*args, **kwargs)
 
         wrapper = click.option("--format", "output_format", type=click.Choice(choices),
-                               default="table", show_default=True,
+                               default=default, show_default=True,
                                help="Output format.")(wrapper)
-        if tabular:
+        if "csv" in choices:
             wrapper = click.option("--csv", "as_csv", is_flag=True,
                                    help="Same as --format csv.")(wrapper)
-        wrapper = click.option("--json", "as_json", is_flag=True,
-                               help="Machine-readable JSON (same as --format json).")(wrapper)
+        if "json" in choices:
+            wrapper = click.option("--json", "as_json", is_flag=True,
+                                   help="Machine-readable JSON (same as --format json).")(wrapper)
         return wrapper
 
     return decorator

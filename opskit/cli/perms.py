@@ -5,9 +5,9 @@ import os
 
 import click
 
-from .app import App, OpskitGroup, output_options, pass_app
+from opskit.perms.report import FORMATS as REPORT_FORMATS
 
-REPORT_FORMATS = ("table", "csv", "json", "html", "md")
+from .app import App, OpskitGroup, output_options, pass_app
 
 
 @click.group("perms", cls=OpskitGroup)
@@ -145,15 +145,13 @@ def _roster_or_none(app: App, required: bool):
 
 
 @group.command("report")
-@click.option("--format", "output_format", type=click.Choice(REPORT_FORMATS), default="table",
-              show_default=True, help="Report format.")
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@output_options(formats=REPORT_FORMATS)
 @click.option("--snapshot", "snapshot_ref", metavar="SNAP",
               help="Snapshot to report on (id or unique prefix). Default: the newest.")
 @click.option("--out", "out_path", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write the report to FILE instead of standard output.")
 @pass_app
-def report_cmd(app: App, output_format, as_json, snapshot_ref, out_path) -> None:
+def report_cmd(app: App, snapshot_ref, out_path) -> None:
     """Findings with severity, rule id and evidence, for auditors (R-AUD-2).
 
     The report carries the snapshot id and the SHA-256 of its content; a copy
@@ -165,7 +163,7 @@ def report_cmd(app: App, output_format, as_json, snapshot_ref, out_path) -> None
     from opskit.perms.analysis import analyse
     from opskit.perms.report import ReportStore, build_report
 
-    fmt = "json" if as_json else output_format
+    fmt = app.output_format
     roster = load_declared(app.config)
     snap = _snapshots(app).load(snapshot_ref)
     analysis = analyse(snap, roster, _options(app))

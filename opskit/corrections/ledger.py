@@ -352,13 +352,6 @@ def open_ledger(location: str, lock_timeout: float = 10.0, create: bool = True) 
 EXPORT_MARK = "opskit-corrections-ledger-export"
 
 
-def export_json(texts: list[str], meta: dict) -> str:
-    """``{"format":..., "entries":[<stored text>, ...]}``: entries kept as the exact
-    stored strings so ``prev`` (a hash of those bytes) verifies offline."""
-    payload = {"format": EXPORT_MARK, "version": VERSION, **meta, "entries": texts}
-    return json.dumps(payload, ensure_ascii=False, indent=1) + "\n"
-
-
 def load_export(path: str) -> list[str]:
     """Stored entry texts from a json, csv or html export (or a JSON-lines dump)."""
     try:
