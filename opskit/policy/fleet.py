@@ -26,6 +26,7 @@ PREFETCH = {
     "ip-route-4.json": ["ip", "-j", "-4", "route", "show", "table", "all"],
     "ip-route-6.json": ["ip", "-j", "-6", "route", "show", "table", "all"],
     "nft-ruleset.json": ["nft", "-j", "list", "ruleset"],
+    "nft-ruleset.txt": ["nft", "list", "ruleset"],        # table flags (nft 1.0.6 JSON garbles them)
     "iptables-save": ["iptables-save"],
     "ip6tables-save": ["ip6tables-save"],
     "ps": ["ps", "-e", "-o", "pid=,comm="],

@@ -10,6 +10,7 @@ import ipaddress
 
 from opskit.core.schema import Key
 
+from . import nftables_eval as E
 from . import parsers as P
 from .model import Finding, Undecided, not_applicable, passed, verdict
 from .probe import Probe
@@ -302,16 +303,65 @@ def ipv6_enabled(probe: Probe) -> bool:
         probe.listdir("/proc/sys/net/ipv6") is not None
 
 
+def nft_ruleset(probe: Probe) -> tuple[E.Ruleset | None, set, list[str], str]:
+    """The loaded nftables ruleset, the dormant tables and notes, and its source
+    (or, when it cannot be read, None and the reason in the source).
+
+    nft 1.0.6 garbles or truncates ``-j`` output at a table's ``flags``: the
+    text listing then says which tables are dormant, and the others are read
+    one table at a time."""
+    text, source = probe.command("nft-ruleset.json", ["nft", "-j", "list", "ruleset"])
+    if text is None:
+        return None, set(), [], source
+    try:
+        ruleset = E.Ruleset.from_json(text)
+        flagged = any(t.get("flags") is not None for t in ruleset.tables.values())
+    except ValueError:
+        ruleset, flagged = None, True
+    listing = None
+    if flagged:
+        listing, _ = probe.command("nft-ruleset.txt", ["nft", "list", "ruleset"])
+    if ruleset is None:
+        if listing is None:
+            return None, set(), [], f"{source}: unreadable JSON, and no 'nft list ruleset'"
+        ruleset = E.Ruleset()
+        skip = E.dormant_from_text(listing)
+        for family, name in E.tables_from_text(listing):
+            if (family, name) in skip:
+                continue
+            part, where = probe.command(f"nft-table-{family}-{name}.json",
+                                        ["nft", "-j", "list", "table", family, name])
+            try:
+                ruleset.merge(E.Ruleset.from_json(part or ""))
+            except ValueError:
+                return None, set(), [], f"{where}: unreadable JSON"
+    dormant, notes = E.dormant_tables(ruleset, listing)
+    return ruleset, dormant, notes, source
+
+
+def _iptables(probe: Probe, merge, sources: list[str], problems: list[str]) -> None:
+    for version, name in ((4, "iptables-save"), (6, "ip6tables-save")):
+        text, source = probe.command(name, [name])
+        if text is not None and text.strip():
+            merge(P.iptables_default_deny(text, version, source))
+            sources.append(source)
+        elif text is None:
+            problems.append(source)
+
+
 @check("net.firewall-default-deny", rule="R-NET-5", severity="high", category="network",
-       title="a default-deny firewall on input and forward (IPv4 and IPv6)",
+       title="no new inbound connection to an unapproved port, no forwarded traffic",
        gbt=GBT_ACCESS, cis="CIS Controls v8 4.4 (firewall on servers); CIS Debian Linux "
                            "Benchmark 'Ensure nftables default deny firewall policy'",
        params={})
 def firewall_default_deny(probe: Probe, ctx: Context):
-    """R-NET-5: the loaded ruleset (``nft -j list ruleset``, else
-    ``iptables-save``/``ip6tables-save``) denies by default on the input and
-    forward hooks: a base chain with policy drop, or ending in an
-    unconditional drop/reject."""
+    """R-NET-5: with the loaded ruleset's real semantics (nftables_eval: every
+    base chain by priority, rule order, jump/goto/return, dormant tables), no
+    new tcp/udp connection from outside reaches a port not approved for the
+    host's role on the input hook, and nothing new passes the forward hook,
+    for IPv4 and (unless disabled) IPv6. A finding names the rule that lets
+    the packet through. ``iptables-save``/``ip6tables-save`` (legacy tables)
+    are judged by chain policy and final rule and can only add a deny."""
     verdicts: dict[tuple[str, int], P.HookVerdict] = {}
     sources, problems = [], []
 
@@ -321,22 +371,21 @@ def firewall_default_deny(probe: Probe, ctx: Context):
             cur.evidence += v.evidence
             cur.denied = cur.denied or v.denied
 
-    text, source = probe.command("nft-ruleset.json", ["nft", "-j", "list", "ruleset"])
-    if text is not None:
-        try:
-            merge(P.nft_default_deny(text, source))
-            sources.append(source)
-        except (ValueError, AttributeError) as exc:
-            problems.append(f"{source}: unreadable JSON ({exc})")
+    versions = (4, 6) if ipv6_enabled(probe) else (4,)
+    ruleset, dormant, notes, source = nft_ruleset(probe)
+    if ruleset is not None:
+        sources.append(source)
+        for hook in E.HOOKS:
+            for version in versions:
+                answer = E.evaluate(ruleset, hook, version, ctx.ports, dormant=dormant,
+                                    source=source)
+                evidence = answer.denied_by if not answer.open else \
+                    [f"{answer.witness} accepted by " + " then ".join(answer.via)] + \
+                    [f"assumed: {u}" for u in answer.unknown]
+                merge({(hook, version): P.HookVerdict(not answer.open, evidence + notes)})
     else:
         problems.append(source)
-    for version, name in ((4, "iptables-save"), (6, "ip6tables-save")):
-        text, source = probe.command(name, [name])
-        if text is not None and text.strip():
-            merge(P.iptables_default_deny(text, version, source))
-            sources.append(source)
-        elif text is None:
-            problems.append(source)
+    _iptables(probe, merge, sources, problems)
     if not sources:
         joined = "; ".join(problems)
         if probe.recorded:
@@ -345,20 +394,25 @@ def firewall_default_deny(probe: Probe, ctx: Context):
             raise Undecided(f"cannot read the firewall ruleset: {joined}")
         return verdict([Finding("no firewall ruleset can be read: no nftables or iptables "
                                 "tool", joined, rule="R-NET-5")])
-    versions = (4, 6) if ipv6_enabled(probe) else (4,)
+    return _firewall_verdict(verdicts, versions, sources, ctx)
+
+
+def _firewall_verdict(verdicts, versions, sources, ctx) -> "CheckResult":
     findings, evidence = [], []
-    for hook in ("input", "forward"):
+    for hook in E.HOOKS:
         for version in versions:
             v = verdicts.get((hook, version), P.HookVerdict(False))
             label = f"IPv{version} {hook}"
             if v.denied:
-                evidence.append(f"{label}: " + next(e for e in v.evidence if "no final" not in e))
-            else:
-                findings.append(Finding(
-                    f"{label} is not denied by default",
-                    "; ".join(v.evidence) or f"no base chain on the {hook} hook in "
-                                             f"{', '.join(sources)} (everything accepted)",
-                    rule="R-NET-5"))
+                evidence.append(f"{label} denied: " + "; ".join(v.evidence))
+                continue
+            what = (f"a new connection to a port not approved for role '{ctx.role}' gets in"
+                    if hook == "input" else "new forwarded traffic passes")
+            findings.append(Finding(
+                f"{label} is not denied by default: {what}",
+                "; ".join(v.evidence) or f"no base chain on the {hook} hook in "
+                                         f"{', '.join(sources)} (everything accepted)",
+                rule="R-NET-5"))
     if len(versions) == 1:
         evidence.append("IPv6 disabled on this host: IPv4 only")
     return verdict(findings, evidence)

@@ -185,8 +185,10 @@ def test_recorded_accept_policy_fails(tree):
     write(tree, {"/.opskit-recorded/nft-ruleset.json": json.dumps(ruleset)})
     result = run(tree, "net.firewall-default-deny")
     assert result.status == FAIL
-    assert messages(result) == ("IPv4 forward is not denied by default | "
-                                "IPv6 forward is not denied by default")
+    assert messages(result) == ("IPv4 forward is not denied by default: new forwarded traffic "
+                                "passes | IPv6 forward is not denied by default: new forwarded "
+                                "traffic passes")
+    assert "chain inet filter forward (hook forward) policy accept" in evidence(result)
 
 
 def test_recorded_iptables_save_is_read(tree):
