@@ -234,3 +234,32 @@ def test_no_realtime_antivirus_fails(tree):
     result = run(tree, "av.realtime")
     assert result.status == FAIL and result.rule == "R-NET-4"
     assert messages(result) == "no real-time antivirus process running"
+
+
+def test_recorded_truncated_json_falls_back_to_text_listing_and_tables(tree):
+    # nft 1.0.6 cuts `nft -j list ruleset` off at a dormant table's flags
+    table = json.loads(json.dumps(NFT_DENY))
+    table["nftables"][1]["table"]["name"] = "live"
+    for item in table["nftables"][2:]:
+        next(iter(item.values()))["table"] = "live"
+    write(tree, {"/.opskit-recorded/nft-ruleset.json":
+                 '{"nftables": [{"table": {"family": "inet", "name": "old", "flags": ',
+                 "/.opskit-recorded/nft-ruleset.txt":
+                     "table inet old {\n\tflags dormant\n}\ntable inet live {\n}\n",
+                 "/.opskit-recorded/nft-table-inet-live.json": json.dumps(table)})
+    result = run(tree, "net.firewall-default-deny")
+    assert result.status == PASS, evidence(result)
+    assert "chain inet live input (hook input) policy drop" in evidence(result)
+
+
+def test_recorded_accept_rule_before_drop_policy_fails_naming_the_rule(tree):
+    ruleset = json.loads(json.dumps(NFT_DENY))
+    ruleset["nftables"].insert(4, {"rule": {"family": "inet", "table": "filter", "chain": "input",
+                                            "handle": 2, "expr": [{"accept": None}]}})
+    write(tree, {"/.opskit-recorded/nft-ruleset.json": json.dumps(ruleset)})
+    result = run(tree, "net.firewall-default-deny")
+    assert result.status == FAIL
+    assert messages(result).startswith("IPv4 input is not denied by default: a new connection "
+                                       "to a port not approved for role 'default' gets in")
+    assert "accepted by /.opskit-recorded/nft-ruleset.json: inet filter input handle 2: accept" \
+        in " ".join(f.evidence for f in result.findings)
