@@ -138,32 +138,80 @@ FORWARD_KEYS = ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding",
 
 
 def sysctl_settings(probe: Probe) -> tuple[list[P.SysctlSetting], list[str]]:
-    """Settings in the order sysctl --system applies them (later wins)."""
+    """Settings in the order systemd-sysctl applies them at boot (later wins):
+    ``*.conf`` of every sysctl.d directory sorted by file name, a name in an
+    earlier directory hiding the same name in later ones. /etc/sysctl.conf
+    counts only through a link such as Debian's /etc/sysctl.d/99-sysctl.conf;
+    a file linked to /dev/null (or empty) masks the name."""
     listing = {}
     for directory in P.SYSCTL_DIRS:
         names = probe.listdir(directory)
         if names is not None:
             listing[directory] = names
-    # /etc/sysctl.d/99-sysctl.conf is often a link to ../sysctl.conf: reading it
-    # twice is harmless, since /etc/sysctl.conf is applied last anyway
-    paths = [f"{d}/{n}" for d, n in P.config_files_in_order(listing)] + ["/etc/sysctl.conf"]
     settings, files = [], []
-    for path in paths:
+    for directory, name in P.config_files_in_order(listing):
+        path = f"{directory}/{name}"
         text = probe.read(path)
         if text is None:
-            continue
+            continue                       # dangling link: systemd-sysctl skips it too
         files.append(path)
         settings += P.parse_sysctl(text, path)
     return settings, files
 
 
+FORWARD_PATTERNS = ("net.ipv4.conf.*.forwarding", "net.ipv6.conf.*.forwarding")
+EXPLICIT_KEYS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
+
+
+def forward_keys(settings: list[P.SysctlSetting]) -> list[str]:
+    """FORWARD_KEYS and every per-interface forwarding key the files name."""
+    import fnmatch
+    keys = list(FORWARD_KEYS)
+    for s in settings:
+        if not s.is_glob and s.key not in keys and \
+                any(fnmatch.fnmatchcase(s.key, p) for p in FORWARD_PATTERNS):
+            keys.append(s.key)
+    return keys
+
+
+def boot_forwarding(probe: Probe, explicit: bool) -> tuple[list[Finding], list[str], list[str]]:
+    """Findings and evidence on forwarding set by sysctl files at boot; with
+    ``explicit`` (CIS), ip_forward and IPv6 all.forwarding must each be set
+    to 0 in a file. Also returns the files read."""
+    settings, files = sysctl_settings(probe)
+    findings, evidence = [], []
+    for key in forward_keys(settings):
+        setting = P.sysctl_effective(settings, key)
+        if setting is None:
+            if explicit and key in EXPLICIT_KEYS:
+                findings.append(Finding(
+                    f"{key} is not explicitly set to 0 in a sysctl file (CIS; policy "
+                    "net.forwarding require_explicit: true)",
+                    f"no assignment in {', '.join(files) or 'any sysctl.d file'}",
+                    rule="R-NET-1"))
+            continue
+        where = f"{setting.line.where()}: {setting.line.text}"
+        if setting.key != key:
+            where += f" (glob, applies to {key})"
+        if setting.value.strip() != "0":
+            findings.append(Finding(f"{key} = {setting.value} is set at boot", where,
+                                    rule="R-NET-1"))
+        else:
+            evidence.append(where)
+    return findings, evidence, files
+
+
 @check("net.forwarding", rule="R-NET-1", severity="high", category="network",
        title="IPv4/IPv6 forwarding off, at runtime and in sysctl files",
        gbt=GBT_BOUNDARY, cis="CIS Debian Linux Benchmark 'Ensure ip forwarding is disabled'",
-       params={})
+       params={"require_explicit": Key(bool, False, "Fail unless net.ipv4.ip_forward and "
+                                                    "net.ipv6.conf.all.forwarding are set to "
+                                                    "0 in a sysctl file (CIS), not just 0 by "
+                                                    "default.")})
 def forwarding(probe: Probe, ctx: Context):
     """R-NET-1, R-NET-5: a host that forwards packets is a router between the
-    private network and whatever else it touches."""
+    private network and whatever else it touches. Boot-time settings follow
+    systemd-sysctl's file precedence (sysctl_settings)."""
     findings, evidence = [], []
     runtime = [("/proc/sys/net/ipv4/ip_forward", "IPv4 forwarding"),
                ("/proc/sys/net/ipv6/conf/all/forwarding", "IPv6 forwarding")]
@@ -182,16 +230,9 @@ def forwarding(probe: Probe, ctx: Context):
             findings.append(Finding(f"{what} is on now", f"{path} = {value}", rule="R-NET-1"))
     if seen_runtime and not findings:
         evidence.append("/proc/sys/net/ipv4/ip_forward = 0 and every */forwarding = 0")
-    settings, files = sysctl_settings(probe)
-    for key in FORWARD_KEYS:
-        setting = P.sysctl_effective(settings, key)
-        if setting is None:
-            continue
-        if setting.value.strip() != "0":
-            findings.append(Finding(f"{key} = {setting.value} is set at boot",
-                                    f"{setting.line.where()}: {setting.line.text}", rule="R-NET-1"))
-        else:
-            evidence.append(f"{setting.line.where()}: {setting.line.text}")
+    boot, boot_evidence, files = boot_forwarding(probe, ctx.params.get("require_explicit", False))
+    findings += boot
+    evidence += boot_evidence
     if not seen_runtime and not files:
         return not_applicable("neither /proc/sys/net nor any sysctl file to read")
     return verdict(findings, evidence)

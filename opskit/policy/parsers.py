@@ -30,8 +30,10 @@ class Line:
         return f"{self.file}:{self.number}"
 
 
-def logical_lines(text: str, file: str, comment_chars: str = "#") -> list[Line]:
-    """Non-empty, non-comment lines; a trailing backslash joins the next line."""
+def logical_lines(text: str, file: str, comment_chars: str = "#", *,
+                  continuation: bool = True) -> list[Line]:
+    """Non-empty, non-comment lines; a trailing backslash joins the next line
+    (unless ``continuation`` is False: systemd-sysctl has no continuations)."""
     out: list[Line] = []
     pending, start = "", 0
     for number, raw in enumerate(text.splitlines(), 1):
@@ -40,7 +42,7 @@ def logical_lines(text: str, file: str, comment_chars: str = "#") -> list[Line]:
             continue
         if not pending:
             start = number
-        if stripped.endswith("\\"):
+        if continuation and stripped.endswith("\\"):
             pending += stripped[:-1] + " "
             continue
         full = (pending + stripped).strip()
@@ -152,35 +154,46 @@ SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/us
 
 @dataclass
 class SysctlSetting:
-    key: str             # dotted, as written (may contain * globs)
+    key: str             # dotted, as systemd-sysctl normalises it (may contain * globs)
     value: str
     line: Line
+    ignore_failure: bool = False     # written '-key = value'
+
+    @property
+    def is_glob(self) -> bool:
+        return any(c in self.key for c in "*?[")
 
 
 def sysctl_key(key: str) -> str:
-    """'net/ipv4/ip_forward' and 'net.ipv4.ip_forward' are the same key."""
-    key = key.strip().lstrip("-")
-    if "/" in key:
-        key = key.replace(".", "\0").replace("/", ".").replace("\0", "/")
-    return key
+    """systemd-sysctl's normalisation: when the first separator is '/', every
+    '/' becomes '.' and every '.' becomes '/' ('net/ipv4/conf/eth0.100/forwarding'
+    is 'net.ipv4.conf.eth0/100.forwarding'); a leading '-' is not part of it."""
+    key = key.strip().lstrip("-").strip().lstrip("/")
+    cut = next((i for i, c in enumerate(key) if c in "./"), None)
+    if cut is None or key[cut] == ".":
+        return key
+    return key[:cut] + key[cut:].translate(str.maketrans("./", "/."))
 
 
 def parse_sysctl(text: str, file: str) -> list[SysctlSetting]:
+    """Assignments of one sysctl.d file ('#' and ';' comments, no continuations)."""
     out = []
-    for line in logical_lines(text, file, comment_chars="#;"):
+    for line in logical_lines(text, file, comment_chars="#;", continuation=False):
         key, eq, value = line.text.partition("=")
-        if eq:
-            out.append(SysctlSetting(sysctl_key(key), value.strip(), line))
+        if eq and key.strip().lstrip("-").strip():
+            out.append(SysctlSetting(sysctl_key(key), value.strip(), line,
+                                     key.strip().startswith("-")))
     return out
 
 
 def sysctl_effective(settings: list[SysctlSetting], key: str) -> SysctlSetting | None:
-    """The last assignment that matches ``key`` (globs as systemd-sysctl allows)."""
-    found = None
-    for setting in settings:
-        if setting.key == key or fnmatch.fnmatchcase(key, setting.key):
-            found = setting
-    return found
+    """What systemd-sysctl writes to ``key``: the last explicit assignment, else
+    the last glob that matches it (an explicit key always beats a glob)."""
+    explicit = [s for s in settings if not s.is_glob and s.key == key]
+    if explicit:
+        return explicit[-1]
+    globs = [s for s in settings if s.is_glob and fnmatch.fnmatchcase(key, s.key)]
+    return globs[-1] if globs else None
 
 
 # --- sockets -----------------------------------------------------------------------------------
