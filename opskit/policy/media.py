@@ -44,7 +44,7 @@ def modprobe_rules(probe: Probe) -> tuple[list[P.ModprobeRule], list[str], list[
     # /lib and /usr/lib are one directory on merged-/usr systems: a file name is
     # read once, from the first directory that has it, so nothing is counted twice
     rules, files, ignored = [], [], []
-    for directory, name in P.config_files_in_order(listing):
+    for directory, name in P.config_files_in_order(listing, P.MODPROBE_SUFFIXES):
         path = f"{directory}/{name}"
         text = probe.read(path)
         if text is None:
@@ -53,7 +53,7 @@ def modprobe_rules(probe: Probe) -> tuple[list[P.ModprobeRule], list[str], list[
         rules.extend(P.parse_modprobe(text, path))
     for directory, names in listing.items():
         for name in names:
-            if not name.endswith(".conf"):
+            if not name.endswith(P.MODPROBE_SUFFIXES) or name.startswith("."):
                 path = f"{directory}/{name}"
                 text = probe.read(path) or ""
                 if P.parse_modprobe(text, path):
@@ -72,13 +72,15 @@ def module_disabled(probe: Probe, module: str) -> tuple[bool, str]:
     cmdline = P.cmdline_blacklist(probe.read("/proc/cmdline") or "")
     if name in cmdline:
         return True, f"/proc/cmdline: {cmdline[name]}"
-    blacklist = [r for r in rules if r.kind == "blacklist" and r.module == name]
-    if blacklist:
-        return True, f"{blacklist[0].line.where()}: {blacklist[0].line.text}"
-    why = f"no 'install {module} /bin/false' or 'blacklist {module}' in " \
+    why = f"no 'install {module} /bin/false' in " \
           f"{', '.join(files) if files else 'any *.conf of ' + ', '.join(P.MODPROBE_DIRS)}"
     if install is not None:
-        why = f"{install.line.where()}: '{install.line.text}' runs a command that loads it"
+        why = f"{install.line.where()}: '{install.line.text}' is the install command kmod " \
+              "uses (the first one read), and it may load the module"
+    blacklist = [r for r in rules if r.kind == "blacklist" and r.module == name]
+    if blacklist:
+        why += f"; {blacklist[0].line.where()}: '{blacklist[0].line.text}' only stops " \
+               f"loading through an alias, 'modprobe {module}' still loads it"
     if ignored:
         why += f" (ignored, not *.conf: {', '.join(ignored)})"
     return False, why
@@ -140,9 +142,10 @@ def _modules_loaded(probe: Probe, ctx: Context, rule: str):
            "Benchmark 'Ensure usb-storage kernel module is not available'",
        params={"modules": Key(list, USB_MODULES, "Modules that must be disabled.", item_type=str)})
 def usb_storage_disabled(probe: Probe, ctx: Context):
-    """R-MED-2: each module has ``install M /bin/false`` (or /bin/true,
-    /usr/bin/false) or ``blacklist M`` in a *.conf file modprobe reads, with
-    ``-``/``_`` alike and comments ignored; a built-in module fails."""
+    """R-MED-2: the install command kmod uses for each module (the first
+    ``install M ...`` in its reading order, ``-``/``_`` alike) is /bin/false or
+    /bin/true, or ``module_blacklist=M`` is on the kernel command line; a
+    ``blacklist M`` alone does not stop ``modprobe M``; a built-in module fails."""
     na = _container_na(probe, "kernel modules")
     if na:
         return na

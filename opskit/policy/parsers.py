@@ -54,14 +54,16 @@ def logical_lines(text: str, file: str, comment_chars: str = "#", *,
     return out
 
 
-def config_files_in_order(listing: dict[str, list[str]], suffix: str = ".conf") -> list[tuple[str, str]]:
+def config_files_in_order(listing: dict[str, list[str]],
+                          suffix: str | tuple[str, ...] = ".conf") -> list[tuple[str, str]]:
     """systemd/kmod drop-in order: ``listing`` maps directory -> file names, in
     precedence order (first directory wins for a file name); the result is
-    (directory, name) sorted by file name, each name once."""
+    (directory, name) sorted by file name, each name once. Hidden files
+    ('.name.conf') are skipped, as both systemd and kmod do."""
     chosen: dict[str, str] = {}
     for directory, names in listing.items():
         for name in names:
-            if name.endswith(suffix) and name not in chosen:
+            if name.endswith(suffix) and not name.startswith(".") and name not in chosen:
                 chosen[name] = directory
     return [(chosen[name], name) for name in sorted(chosen)]
 
@@ -70,7 +72,11 @@ def config_files_in_order(listing: dict[str, list[str]], suffix: str = ".conf") 
 
 MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d",
                  "/usr/lib/modprobe.d", "/lib/modprobe.d")
-DISABLING_COMMANDS = ("/bin/false", "/bin/true", "/usr/bin/false", "/usr/bin/true")
+# kmod 30 reads *.conf and *.alias files (libkmod-config.c conf_files_filter_out)
+MODPROBE_SUFFIXES = (".conf", ".alias")
+# an install command that exits without loading anything
+DISABLING_COMMANDS = ("/bin/false", "/bin/true", "/usr/bin/false", "/usr/bin/true", "false",
+                      "true")
 
 
 def module_name(name: str) -> str:
@@ -87,8 +93,11 @@ class ModprobeRule:
 
     @property
     def disables(self) -> bool:
-        if self.kind == "blacklist":
-            return True
+        """An install command that loads nothing. A blacklist does not disable:
+        kmod only skips the module when it is reached through an alias, and
+        'modprobe usb-storage' still loads it (issue #18 item 3)."""
+        if self.kind != "install":
+            return False
         argv = self.command.split()
         return bool(argv) and argv[0] in DISABLING_COMMANDS
 
@@ -135,11 +144,13 @@ def parse_builtin_modules(text: str) -> set[str]:
 
 
 def cmdline_blacklist(cmdline: str) -> dict[str, str]:
-    """Modules disabled on the kernel command line: module -> the parameter."""
+    """Modules the kernel refuses to load (``module_blacklist=`` on its command
+    line): module -> the parameter. ``modprobe.blacklist=`` is only kmod's
+    alias blacklist and does not count."""
     out = {}
     for word in cmdline.split():
         key, _, value = word.partition("=")
-        if key in ("module_blacklist", "modprobe.blacklist"):
+        if key == "module_blacklist":
             for mod in value.split(","):
                 if mod:
                     out[module_name(mod)] = word
