@@ -423,61 +423,6 @@ class HookVerdict:
     evidence: list[str] = field(default_factory=list)
 
 
-_FAMILIES = {"ip": (4,), "ip6": (6,), "inet": (4, 6)}
-_DENY = ("drop", "reject")
-
-
-def _unconditional_deny(expr: list) -> str | None:
-    """'drop' when a rule is just [counter] drop|reject (no match), else None."""
-    verbs = [next(iter(e)) for e in expr if isinstance(e, dict) and e]
-    rest = [v for v in verbs if v not in ("counter", "log", "limit")]
-    if len(rest) == 1 and rest[0] in _DENY:
-        return rest[0]
-    return None
-
-
-def nft_default_deny(text: str, source: str = "nft -j list ruleset") -> dict[tuple[str, int], HookVerdict]:
-    """(hook, ip version) -> verdict, for hooks input and forward.
-
-    A hook denies by default when some base chain on it (family ip/ip6/inet)
-    has policy drop, or ends with an unconditional drop/reject rule: accept in
-    one base chain does not stop another base chain on the same hook from
-    dropping the packet."""
-    data = json.loads(text or "{}").get("nftables", [])
-    chains, last_rule = {}, {}
-    for item in data:
-        if "chain" in item:
-            c = item["chain"]
-            chains[(c.get("family"), c.get("table"), c.get("name"))] = c
-        elif "rule" in item:
-            r = item["rule"]
-            last_rule[(r.get("family"), r.get("table"), r.get("chain"))] = r
-    out = {(hook, v): HookVerdict(False) for hook in ("input", "forward") for v in (4, 6)}
-    for key, chain in chains.items():
-        hook = chain.get("hook")
-        if hook not in ("input", "forward") or chain.get("family") not in _FAMILIES:
-            continue
-        name = f"{chain['family']} {chain['table']} {chain['name']}"
-        policy = chain.get("policy", "accept")
-        deny = None
-        if policy in _DENY:
-            deny = f"{source}: chain {name} (hook {hook}) policy {policy}"
-        else:
-            rule = last_rule.get(key)
-            verb = _unconditional_deny(rule.get("expr", [])) if rule else None
-            if verb:
-                deny = f"{source}: chain {name} (hook {hook}) ends with unconditional {verb}"
-        for version in _FAMILIES[chain["family"]]:
-            verdict = out[(hook, version)]
-            if deny:
-                verdict.denied = True
-                verdict.evidence.append(deny)
-            elif not verdict.denied:
-                verdict.evidence.append(f"{source}: chain {name} (hook {hook}) policy {policy} "
-                                        "and no final drop")
-    return out
-
-
 def iptables_default_deny(text: str, version: int, source: str) -> dict[tuple[str, int], HookVerdict]:
     """The same verdicts from ``iptables-save`` / ``ip6tables-save`` output
     (filter table: chain policy DROP, or a final rule '-j DROP|REJECT')."""

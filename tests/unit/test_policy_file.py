@@ -98,17 +98,6 @@ def test_public_address_space():
     assert not P.is_public(P.ipaddress.ip_network("fd00:1::/64"))
 
 
-def test_nft_final_unconditional_drop_counts_and_conditional_does_not():
-    def ruleset(expr):
-        return ('{"nftables":[{"chain":{"family":"ip","table":"t","name":"in","hook":"input",'
-                '"policy":"accept"}},{"rule":{"family":"ip","table":"t","chain":"in","expr":'
-                + expr + '}}]}')
-    assert P.nft_default_deny(ruleset('[{"counter":{}},{"drop":null}]'))[("input", 4)].denied
-    conditional = '[{"match":{"left":{"payload":{"field":"dport"}},"right":23}},{"drop":null}]'
-    assert not P.nft_default_deny(ruleset(conditional))[("input", 4)].denied
-    assert not P.nft_default_deny(ruleset('[{"drop":null}]'))[("input", 6)].denied
-
-
 # --- reports and drift -------------------------------------------------------------------------
 
 def _report(status="fail", message="kernel module usb-storage is not disabled", host_status="ok"):

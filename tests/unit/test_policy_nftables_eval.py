@@ -182,3 +182,10 @@ def test_text_listing_helpers():
     text = "table inet f {\n\tflags dormant\n\tchain c {\n\t}\n}\ntable ip g {\n}\n"
     assert E.tables_from_text(text) == [("inet", "f"), ("ip", "g")]
     assert E.dormant_from_text(text) == {("inet", "f")}
+
+
+def test_final_unconditional_drop_counts_and_conditional_does_not():
+    final = ruleset({"input": ("input", 0, "accept", [[{"counter": None}, {"drop": None}]])})
+    assert not answer(final).open
+    conditional = ruleset({"input": ("input", 0, "accept", [[match(DPORT, 23), {"drop": None}]])})
+    assert answer(conditional).open
