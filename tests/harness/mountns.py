@@ -88,3 +88,21 @@ def header(text: str) -> dict[str, str]:
         key, _, value = line[1:].strip().partition(":")
         out[key.strip()] = value.strip()
     return out
+
+
+def scenario_tree(root, text: str, dirs: tuple[str, ...]):
+    """Build a scenario under ``root`` (a pathlib.Path) with every directory of
+    ``dirs`` present (empty when the scenario has nothing there), so each
+    can be bind-mounted over the machine's."""
+    build_tree(root, text)
+    for d in dirs:
+        (root / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def check_corpus(folder, expect_values: tuple[str, ...], minimum: int = 15) -> None:
+    """A corpus has at least ``minimum`` scenarios, each with a valid ``expect:``."""
+    paths = sorted(folder.glob("*.txt"))
+    assert len(paths) >= minimum, f"{folder}: {len(paths)} scenarios, want {minimum}"
+    bad = [p.name for p in paths if header(p.read_text()).get("expect") not in expect_values]
+    assert not bad, f"expect: must be one of {expect_values} in {bad}"

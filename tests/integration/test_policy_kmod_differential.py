@@ -16,7 +16,7 @@ from opskit.hosts.local import LocalHost
 from opskit.policy import parsers as P
 from opskit.policy.media import modprobe_rules, module_disabled
 from opskit.policy.probe import Probe
-from tests.harness.mountns import build_tree, header, run_with_binds, tool
+from tests.harness.mountns import check_corpus, header, run_with_binds, scenario_tree, tool
 
 pytestmark = pytest.mark.integration
 
@@ -39,19 +39,13 @@ def kmod(tree: Path) -> tuple[list[str], str | None]:
 
 
 def test_corpus_is_large_enough():
-    paths = list(SCENARIOS.glob("*.txt"))
-    assert len(paths) >= 15
-    assert all(header(p.read_text()).get("expect") in ("disabled=yes", "disabled=no")
-               for p in paths)
+    check_corpus(SCENARIOS, ("disabled=yes", "disabled=no"))
 
 
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.txt")), ids=lambda p: p.stem)
 def test_usb_storage_verdict_equals_kmod(tmp_path, path):
     text = path.read_text()
-    tree = tmp_path / "tree"
-    build_tree(tree, text)
-    for d in DIRS:
-        (tree / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    tree = scenario_tree(tmp_path / "tree", text, DIRS)
     real_installs, real_runs = kmod(tree)
 
     probe = Probe(LocalHost("scenario", sysroot=str(tree)))

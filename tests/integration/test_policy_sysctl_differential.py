@@ -14,7 +14,7 @@ from opskit.hosts.local import LocalHost
 from opskit.policy import parsers as P
 from opskit.policy.network import boot_forwarding, sysctl_settings
 from opskit.policy.probe import Probe
-from tests.harness.mountns import build_tree, header, run_with_binds, tool
+from tests.harness.mountns import check_corpus, header, run_with_binds, scenario_tree, tool
 
 pytestmark = pytest.mark.integration
 
@@ -57,19 +57,13 @@ def oracle(text: str) -> tuple[list[str], dict[str, str]]:
 
 
 def test_corpus_is_large_enough():
-    paths = list(SCENARIOS.glob("*.txt"))
-    assert len(paths) >= 15
-    assert all(header(p.read_text()).get("expect") in ("forwarding=on", "forwarding=off")
-               for p in paths)
+    check_corpus(SCENARIOS, ("forwarding=on", "forwarding=off"))
 
 
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.txt")), ids=lambda p: p.stem)
 def test_resolution_equals_systemd_sysctl(tmp_path, path):
     text = path.read_text()
-    tree = tmp_path / "tree"
-    build_tree(tree, text)
-    for d in DIRS:
-        (tree / d.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    tree = scenario_tree(tmp_path / "tree", text, DIRS)
     if not (tree / "etc/sysctl.conf").exists():
         (tree / "etc/sysctl.conf").write_text("")
     real_files, real_values = oracle(cat_config(tree))
