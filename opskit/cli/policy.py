@@ -132,13 +132,19 @@ def drift_cmd(app: App, host_names, group_name, policy_path, output_format, as_j
 
 @group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
+@click.option("--policy", "policy_path", metavar="FILE",
+              help="Policy file (or directory of *.yaml) instead of the configured ones.")
 @pass_app
-def list_cmd(app: App, as_json: bool) -> None:
-    """List every check: id, rule, severity, GB/T 22239 clause and CIS control."""
-    from opskit.policy.policyfile import describe_catalogue
+def list_cmd(app: App, as_json: bool, policy_path: str | None) -> None:
+    """List every check: id, rule, severity, title, and which policy file and
+    line set each of its settings (the baseline is read first, site files win)."""
+    from opskit.policy.policyfile import describe_catalogue, load_policy
 
     app.audited = False
-    rows = describe_catalogue()
+    policy = load_policy(app.config, policy_path)
+    rows = describe_catalogue(policy)
     app.output_format = "json" if as_json else "table"
-    app.emit(Result(data=rows, tables=[Table(["check", "rule", "severity", "title"], rows)],
-                    summary=f"{len(rows)} checks"))
+    files = ", ".join(policy.files) or "built-in defaults"
+    app.emit(Result(data=rows,
+                    tables=[Table(["check", "rule", "severity", "title", "from"], rows)],
+                    summary=f"{len(rows)} checks; policy files in reading order: {files}"))
