@@ -279,11 +279,27 @@ def usb_authorized_default(probe: Probe, ctx: Context):
 USBGUARD_BINARIES = ("/usr/sbin/usbguard-daemon", "/usr/bin/usbguard-daemon", "/usr/bin/usbguard")
 
 
+USBGUARD_CONF = "/etc/usbguard/usbguard-daemon.conf"
+
+
+def _usbguard_implicit_target(probe: Probe) -> tuple[str, str]:
+    """(ImplicitPolicyTarget, evidence): what the daemon does with a device no
+    rule matches. Unset counts as unknown, not as the daemon's built-in
+    default: an empty policy passes only when the file says block."""
+    conf = probe.read(USBGUARD_CONF) or ""
+    target, where = "", f"{USBGUARD_CONF}: ImplicitPolicyTarget not set"
+    for line in P.logical_lines(conf, USBGUARD_CONF):
+        key, _, value = line.text.partition("=")
+        if key.strip() == "ImplicitPolicyTarget":
+            target, where = value.strip(), f"{line.where()}: {line.text}"
+    return target, where
+
+
 def _usbguard_rules(probe: Probe) -> tuple[list[str], list[str]]:
     """(rule lines with file:line, files read) per usbguard-daemon.conf."""
-    conf = probe.read("/etc/usbguard/usbguard-daemon.conf") or ""
+    conf = probe.read(USBGUARD_CONF) or ""
     rule_file, rule_folder = "/etc/usbguard/rules.conf", "/etc/usbguard/rules.d"
-    for line in P.logical_lines(conf, "/etc/usbguard/usbguard-daemon.conf"):
+    for line in P.logical_lines(conf, USBGUARD_CONF):
         key, _, value = line.text.partition("=")
         if key.strip() == "RuleFile":
             rule_file = value.strip()
@@ -302,14 +318,16 @@ def _usbguard_rules(probe: Probe) -> tuple[list[str], list[str]]:
 
 
 @check("media.usbguard", rule="R-MED-2", severity="medium",
-       title="USBGuard installed with a non-empty policy (where required)",
+       title="USBGuard installed and blocking unknown devices (where required)",
        gbt=GBT_MEDIA, cis="CIS Controls v8 10.3, 10.4; CIS Benchmark 'Ensure USBGuard is "
                           "installed' (RHEL)",
        params={"required": Key(bool, False, "Fail when USBGuard is missing, empty or "
                                             "not running.")})
 def usbguard(probe: Probe, ctx: Context):
     """R-MED-2 where the policy requires USBGuard: daemon installed, a rule file
-    with at least one rule, and (on live hosts) the daemon running."""
+    with at least one rule or ImplicitPolicyTarget block/reject (then every
+    device is blocked), never ImplicitPolicyTarget=allow, and (on live hosts)
+    the daemon running."""
     if not ctx.params["required"]:
         return not_applicable("the policy does not require USBGuard here "
                               "(media.usbguard required: false)")
@@ -322,12 +340,20 @@ def usbguard(probe: Probe, ctx: Context):
                                 f"none of {', '.join(USBGUARD_BINARIES)} exists", rule="R-MED-2")])
     findings, evidence = [], [f"{binary} exists"]
     rules, files = _usbguard_rules(probe)
+    target, target_where = _usbguard_implicit_target(probe)
+    blocking = target in ("block", "reject")
+    if target == "allow":
+        findings.append(Finding("USBGuard allows every device that no rule matches",
+                                target_where, rule="R-MED-2"))
     if rules:
         evidence.append(f"{len(rules)} rule(s), first {rules[0]}")
+    elif blocking:
+        # no rules + implicit block: every device is blocked (issue #18 item 9)
+        evidence.append(f"no rules, so every device is blocked: {target_where}")
     else:
         findings.append(Finding("USBGuard policy is empty", "no rules in "
-                                + (", ".join(files) or "/etc/usbguard/rules.conf (absent)"),
-                                rule="R-MED-2"))
+                                + (", ".join(files) or "/etc/usbguard/rules.conf (absent)")
+                                + f"; {target_where}", rule="R-MED-2"))
     if not probe.recorded:
         running = [pid for pid, comm in probe.processes().items() if comm == "usbguard-daemon"]
         if running:

@@ -240,6 +240,26 @@ def test_usbguard_empty_policy_fails(tree):
     write(tree, {"/etc/usbguard/rules.conf": "# nothing yet\n\n"})
     result = run(tree, "media.usbguard")
     assert result.status == FAIL and messages(result) == "USBGuard policy is empty"
+    assert "ImplicitPolicyTarget not set" in evidence(result)
+
+
+def test_usbguard_empty_rules_with_implicit_block_passes(tree):
+    # issue #18 item 9: no rules and ImplicitPolicyTarget=block blocks every device
+    write(tree, {"/etc/usbguard/rules.conf": "# nothing yet\n",
+                 "/etc/usbguard/usbguard-daemon.conf": "RuleFile=/etc/usbguard/rules.conf\n"
+                                                       "ImplicitPolicyTarget=block\n"})
+    result = run(tree, "media.usbguard")
+    assert result.status == PASS, evidence(result)
+    assert "every device is blocked: /etc/usbguard/usbguard-daemon.conf:2: " \
+           "ImplicitPolicyTarget=block" in evidence(result)
+
+
+def test_usbguard_implicit_allow_fails_even_with_rules(tree):
+    write(tree, {"/etc/usbguard/usbguard-daemon.conf": "RuleFile=/etc/usbguard/rules.conf\n"
+                                                       "ImplicitPolicyTarget=allow\n"})
+    result = run(tree, "media.usbguard")
+    assert result.status == FAIL
+    assert messages(result) == "USBGuard allows every device that no rule matches"
 
 
 def test_usbguard_missing_fails(tree):
