@@ -19,6 +19,7 @@ from opskit.hosts.fanout import fan_out
 
 from .model import ERROR, FAIL, NA, CheckResult, HostReport, Undecided, host_from_dict
 from .policyfile import PlannedCheck, Policy
+from .container import DETECT_VIRT
 from .probe import FATAL, Probe
 
 
@@ -30,6 +31,7 @@ PREFETCH = {
     "iptables-save": ["iptables-save"],
     "ip6tables-save": ["ip6tables-save"],
     "ps": ["ps", "-e", "-o", "pid=,comm="],
+    "detect-virt": DETECT_VIRT,
 }
 
 

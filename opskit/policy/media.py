@@ -11,6 +11,7 @@ from __future__ import annotations
 from opskit.core.schema import Key
 
 from . import parsers as P
+from .container import container_reason
 from .model import Finding, not_applicable, passed, verdict
 from .probe import Probe
 from .catalogue import Context, check
@@ -23,7 +24,7 @@ FIREWIRE_TB_MODULES = ["firewire-core", "firewire-ohci", "firewire-sbp2", "thund
 
 
 def _container_na(probe: Probe, what: str):
-    reason = probe.container()
+    reason = container_reason(probe)
     if reason:
         return not_applicable(f"container ({reason}): {what} belong to the host's kernel; "
                               "check the host itself")

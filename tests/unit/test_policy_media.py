@@ -118,9 +118,22 @@ def test_builtin_module_cannot_be_disabled(tree):
 
 
 def test_container_is_not_applicable(tree):
-    write(tree, {"/.dockerenv": ""})
+    write(tree, {"/run/systemd/container": "docker\n"})
     result = run(tree, "media.usb-storage-disabled")
-    assert result.status == NA and "container" in result.reason
+    assert result.status == NA and "/run/systemd/container = docker" in result.reason
+
+
+def test_dockerenv_alone_is_not_a_container(tree):
+    # issue #18 item 8: a VM image with a stray /.dockerenv has its own kernel
+    write(tree, {"/.dockerenv": "", "/run/.containerenv": "",
+                 "/proc/1/cgroup": "0::/init.scope\n"})
+    assert run(tree, "media.usb-storage-disabled").status == PASS
+    write(tree, {"/proc/1/cgroup": "12:cpuset:/docker/4f1c\n0::/\n"})
+    result = run(tree, "media.usb-storage-disabled")
+    assert result.status == NA and "/proc/1/cgroup:1: 12:cpuset:/docker/4f1c" in result.reason
+    write(tree, {"/proc/1/cgroup": None, "/proc/1/environ": "PATH=/bin\0container=lxc\0"})
+    result = run(tree, "media.usb-storage-disabled")
+    assert result.status == NA and "/proc/1/environ: container=lxc" in result.reason
 
 
 # --- media.usb-storage-not-loaded (R-MED-2) ----------------------------------------------
