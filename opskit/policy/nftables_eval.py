@@ -68,7 +68,10 @@ class Path:
     via: tuple = ()           # deciding rules so far (one per base chain)
 
     def get(self, name):
-        return dict(self.box)[name]
+        for key, values in self.box:
+            if key == name:
+                return values
+        raise KeyError(name)
 
     def with_field(self, name, values) -> "Path":
         return Path(tuple((k, values if k == name else v) for k, v in self.box),
@@ -237,6 +240,11 @@ class Evaluator:
         self.approved = approved
         self.dormant = set(dormant or ())
         self.steps = 0
+        self.hits: dict = {}             # id(match) -> (match, representatives it selects)
+        self.wheres: dict = {}           # id(rule) -> (rule, rendering)
+        self.effects: dict = {}          # id(rule) -> (rule, can it decide anything)
+        self.vmaps: dict = {}            # id(vmap) -> (vmap, [(match, verdict)])
+        self.universe: dict = {}         # field -> every representative
 
     # -- entry point
     def run(self, source: str = "nft -j list ruleset") -> Answer:
@@ -335,6 +343,8 @@ class Evaluator:
         box = [("dport", ports), ("saddr", saddrs), ("daddr", daddrs), ("iif", names)]
         if self.hook == "forward":
             box.append(("oif", names))
+        self.universe = dict(box)
+        self.universe.setdefault("oif", names)
         return Path(tuple(box))
 
     def collect_cuts(self, cuts) -> None:
@@ -406,8 +416,7 @@ class Evaluator:
     def run_rule(self, key, rule, path: Path, depth: int) -> list[Outcome]:
         """Outcomes of one rule: its verdict for the matching part, 'next' for the rest."""
         exprs = rule.get("expr", [])
-        if not any(isinstance(e, dict) and e and next(iter(e)) not in ("match", *NO_OPS)
-                   for e in exprs):
+        if not self.decides(rule):
             return [Outcome("next", path)]          # no verdict: cannot change the outcome
         where = self.where(key, rule)
         alive, out = [path], []
@@ -470,9 +479,12 @@ class Evaluator:
         if elements is None:
             note = f"{where} (verdict map not understood)"
             return [Outcome("accept", path.noted(note), where), Outcome("next", path)]
+        if id(body) not in self.vmaps:
+            self.vmaps[id(body)] = (body, [
+                ({"op": "==", "left": body.get("key"), "right": {"set": [k]}}, v)
+                for k, v in elements])
         out, rest = [], [path]
-        for element_key, verdict_obj in elements:
-            match = {"op": "==", "left": body.get("key"), "right": {"set": [element_key]}}
+        for match, verdict_obj in self.vmaps[id(body)][1]:
             remaining = []
             for p in rest:
                 yes, no = self.split(match, rule, p)
@@ -504,9 +516,23 @@ class Evaluator:
                 return None
         return out
 
+    def decides(self, rule) -> bool:
+        """Whether the rule holds anything but matches and no-op statements."""
+        cached = self.effects.get(id(rule))
+        if cached is None:
+            cached = (rule, any(isinstance(e, dict) and e and next(iter(e)) not in
+                                ("match", *NO_OPS) for e in rule.get("expr", [])))
+            self.effects[id(rule)] = cached
+        return cached[1]
+
     def where(self, key, rule) -> str:
-        return (f"{self.source}: {self.chain_name(key)} handle {rule.get('handle', '?')}: "
-                f"{render_rule(rule)}")
+        """'source: family table chain handle N: the rule' (rendered once per rule)."""
+        cached = self.wheres.get(id(rule))
+        if cached is None:
+            cached = (rule, f"{self.source}: {self.chain_name(key)} handle "
+                            f"{rule.get('handle', '?')}: {render_rule(rule)}")
+            self.wheres[id(rule)] = cached
+        return cached[1]
 
     def tick(self, n: int = 1) -> None:
         self.steps += n
@@ -599,7 +625,7 @@ class Evaluator:
         name = self.free_field(left)
         values = self.right_values(right, rule)
         if name is not None and values is not None:
-            inside = self.matching(name, op, values, path.get(name))
+            inside = self.matching(match, name, op, values, path.get(name))
             if inside is not None:
                 outside = path.get(name) - inside
                 return ([path.with_field(name, inside)] if inside else [],
@@ -615,32 +641,40 @@ class Evaluator:
                "not understood, assumed either way)"
         return [path.noted(note)], [path]
 
-    def matching(self, name, op, values, domain: frozenset) -> frozenset | None:
+    def matching(self, match, name, op, values, domain: frozenset) -> frozenset | None:
+        """The part of ``domain`` where ``name op values`` holds (None: not understood).
+        ``match`` (kept alive in the cache) identifies the expression."""
+        cached = self.hits.get(id(match))
+        if cached is None:
+            cached = (match, self.full_hit(name, op, values))
+            self.hits[id(match)] = cached
+        hit = cached[1]
+        if hit is None:
+            return None
+        return domain & hit if op != "!=" else domain - hit
+
+    def full_hit(self, name, op, values) -> frozenset | None:
+        """The representatives of the whole field that ``name op values``
+        selects (for '!=' the ones equal to a value: the caller subtracts)."""
+        universe = self.universe[name]
         if name in ("iif", "oif"):
             pats = [str(v) for v in values]
-            hit = frozenset(n for n in domain if any(_iface_match(p, n) for p in pats))
-        else:
-            kind = "port" if name == "dport" else "addr"
-            try:
-                spans = intervals(values, kind, self.version)
-            except ValueError:
-                if kind == "addr":
-                    return frozenset() if op in ("==", "in") else domain   # other family
-                return None
-            except (OSError, TypeError, KeyError):
-                return None
-            if op in ("<", ">", "<=", ">="):
-                v = spans[0][0]
-                top = 1 << 128
-                spans = [{"<": (0, v - 1), "<=": (0, v), ">": (v + 1, top),
-                          ">=": (v, top)}[op]]
-                op = "=="
-            hit = frozenset(x for x in domain if any(lo <= x <= hi for lo, hi in spans))
-        if op in ("==", "in"):
-            return hit
-        if op == "!=":
-            return domain - hit
-        return None
+            return frozenset(n for n in universe if any(_iface_match(p, n) for p in pats))
+        kind = "port" if name == "dport" else "addr"
+        try:
+            spans = intervals(values, kind, self.version)
+        except ValueError:
+            if kind == "addr":                     # the other family's addresses
+                return frozenset() if op in ("==", "in", "!=") else None
+            return None
+        except (OSError, TypeError, KeyError):
+            return None
+        if op in ("<", ">", "<=", ">="):
+            v, top = spans[0][0], 1 << 128
+            spans = [{"<": (0, v - 1), "<=": (0, v), ">": (v + 1, top), ">=": (v, top)}[op]]
+        elif op not in ("==", "in", "!="):
+            return None
+        return frozenset(x for x in universe if any(lo <= x <= hi for lo, hi in spans))
 
     @staticmethod
     def fixed_matches(op, value, values) -> bool | None:
