@@ -438,7 +438,8 @@ def firewall_default_deny(probe: Probe, ctx: Context):
     return _firewall_verdict(verdicts, versions, sources, ctx)
 
 
-def _firewall_verdict(verdicts, versions, sources, ctx) -> "CheckResult":
+def _firewall_verdict(verdicts, versions, sources, ctx):
+    """pass/fail per hook and IP version from the merged verdicts."""
     findings, evidence = [], []
     for hook in E.HOOKS:
         for version in versions:

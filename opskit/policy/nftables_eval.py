@@ -73,11 +73,11 @@ class Path:
                 return values
         raise KeyError(name)
 
-    def with_field(self, name, values) -> "Path":
+    def with_field(self, name, values) -> Path:
         return Path(tuple((k, values if k == name else v) for k, v in self.box),
                     self.notes, self.via)
 
-    def noted(self, note: str) -> "Path":
+    def noted(self, note: str) -> Path:
         return self if note in self.notes else Path(self.box, self.notes + (note,), self.via)
 
 
@@ -100,7 +100,7 @@ class Ruleset:
     sets: dict = field(default_factory=dict)       # (family, table, name) -> set object
 
     @classmethod
-    def from_json(cls, data) -> "Ruleset":
+    def from_json(cls, data) -> Ruleset:
         """Parse the JSON (text or already-loaded object); ValueError when it is not."""
         if isinstance(data, str):
             data = json.loads(data or "{}")
@@ -124,7 +124,7 @@ class Ruleset:
                 out.sets[(obj.get("family"), obj.get("table"), obj.get("name"))] = obj
         return out
 
-    def merge(self, other: "Ruleset") -> None:
+    def merge(self, other: Ruleset) -> None:
         """Add another listing (one table listed on its own) to this one."""
         for name in ("tables", "chains", "rules", "sets"):
             getattr(self, name).update(getattr(other, name))
@@ -255,8 +255,8 @@ class Evaluator:
         if start is None:
             return Answer(False, denied_by=[f"every {self.proto} port is approved"])
         if not chains:
-            return Answer(True, self.describe(start), [f"{source}: no base chain on the "
-                                                      f"{self.hook} hook (everything accepted)"])
+            why = f"{source}: no base chain on the {self.hook} hook (everything accepted)"
+            return Answer(True, self.describe(start), [why])
         paths, denied = [start], []
         try:
             for key, chain in chains:
@@ -388,9 +388,9 @@ class Evaluator:
     def describe(self, path: Path) -> str:
         """The witness packet in words."""
         port = min(path.get("dport"))
-        addr = ipaddress.ip_address(min(path.get("saddr")) if path.get("saddr") else 0) \
-            if self.version == 4 else ipaddress.IPv6Address(min(path.get("saddr") or {0}))
-        iface = sorted(path.get("iif"))[0] if path.get("iif") else "?"
+        low = min(path.get("saddr") or {0})
+        addr = ipaddress.IPv4Address(low) if self.version == 4 else ipaddress.IPv6Address(low)
+        iface = min(path.get("iif")) if path.get("iif") else "?"
         return f"new {self.proto} packet from {addr} on {iface} to port {port}"
 
     # -- rules
@@ -529,8 +529,9 @@ class Evaluator:
         """'source: family table chain handle N: the rule' (rendered once per rule)."""
         cached = self.wheres.get(id(rule))
         if cached is None:
-            cached = (rule, f"{self.source}: {self.chain_name(key)} handle "
-                            f"{rule.get('handle', '?')}: {render_rule(rule)}")
+            text = (f"{self.source}: {self.chain_name(key)} handle "
+                    f"{rule.get('handle', '?')}: {render_rule(rule)}")
+            cached = (rule, text)
             self.wheres[id(rule)] = cached
         return cached[1]
 
