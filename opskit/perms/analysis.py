@@ -1,7 +1,7 @@
 """Declared vs actual: the differences and the findings an auditor reads.
 
 ``analyse(snapshot, roster, options)`` compares one snapshot with the roster
-and role model (opskit.accounts.roster, opskit.perms.roles) and returns
+and role model (opskit.accounts.roster, opskit.accounts.roles) and returns
 
 * ``diff``     rows where declared and actual access differ: an account,
                group, sudo right, key or database grant the person has but

@@ -2,7 +2,7 @@
 breaks one thing and expects exactly the matching finding (and its rule id)."""
 import pytest
 
-from opskit.accounts.roster import load_declared
+from opskit.accounts.declared import load_declared
 from opskit.core.config import load_config
 from opskit.hosts.inventory import load_inventory
 from opskit.perms.analysis import CHECKS, Options, analyse

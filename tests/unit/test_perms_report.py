@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from opskit.accounts.roster import load_declared
+from opskit.accounts.declared import load_declared
 from opskit.core.config import load_config
 from opskit.core.errors import IntegrityError, UsageError
 from opskit.hosts.inventory import load_inventory

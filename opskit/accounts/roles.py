@@ -8,7 +8,6 @@ such as benefit activation and refunds, with mutual review).
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -244,25 +243,3 @@ def parse_roles(doc: YamlDoc) -> RoleModel:
 def load_roles(path: str) -> RoleModel:
     """Load and validate ``roles.yaml``."""
     return parse_roles(load_yaml(path))
-
-
-def find_roles_file(config) -> str:
-    """``accounts.roles``, else roles.yaml beside the config, else /etc/opskit/roles.yaml."""
-    return _find_model_file(config, "accounts.roles", "roles.yaml")
-
-
-def _find_model_file(config, key: str, filename: str) -> str:
-    configured = config.get(key)
-    if configured:
-        return config.relative_path(configured)
-    candidates = []
-    if config.source:
-        candidates.append(os.path.join(os.path.dirname(os.path.abspath(config.source)), filename))
-    candidates.append(os.path.join("/etc/opskit", filename))
-    for path in candidates:
-        if os.path.exists(path):
-            return path
-    from opskit.core.errors import ConfigError
-    raise ConfigError(f"no {filename} found (looked at {', '.join(candidates)})",
-                      hint=f"set '{key}' in opskit.yaml; configs/{filename} in the source tree "
-                           "is a documented example")
