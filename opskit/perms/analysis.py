@@ -91,13 +91,20 @@ class _Run:
         self.ctx = ctx
         self.findings: list[Finding] = []
         self.diff: list[DiffRow] = []
-        self._checks = {scope: [c.func for c in checks_for(scope, person_only=ctx.only is not None)]
-                        for scope in SCOPES}
+        self._specs = {scope: checks_for(scope, person_only=ctx.only is not None)
+                       for scope in SCOPES}
+        self._funcs: dict[str, dict[str | None, list]] = {scope: {} for scope in SCOPES}
 
-    def run(self, scope: str, item) -> None:
-        for check in self._checks[scope]:
-            for out in check(self.ctx, item):
-                (self.diff if isinstance(out, DiffRow) else self.findings).append(out)
+    def run(self, scope: str, item, kind: str | None = None) -> None:
+        """Every check of ``scope`` that applies to items of ``kind``, on ``item``."""
+        funcs = self._funcs[scope].get(kind)
+        if funcs is None:
+            funcs = self._funcs[scope][kind] = [c.func for c in self._specs[scope]
+                                                if c.applies(kind)]
+        ctx = self.ctx
+        for check in funcs:
+            for out in check(ctx, item):
+                (self.diff if type(out) is DiffRow else self.findings).append(out)
 
 
 def _collected(rows: list[dict]) -> list[dict]:
@@ -115,7 +122,7 @@ def _walk_hosts(run: _Run) -> None:
             account = AccountFacts.on(ctx, host, login, acct)
             if account.sudo_items:
                 ctx.actual_sudo.setdefault(login, []).extend(account.sudo_items)
-            run.run("account", account)
+            run.run("account", account, account.kind)
 
 
 def _walk_databases(run: _Run) -> None:
@@ -129,7 +136,7 @@ def _walk_databases(run: _Run) -> None:
             role = RoleFacts.on(ctx, db, name, attrs)
             if role.person is not None:
                 ctx.actual_pg.setdefault(name, set()).update(role.effective)
-            run.run("db-role", role)
+            run.run("db-role", role, role.kind)
 
 
 def analyse(snapshot, roster: Roster, options: Options | None = None,

@@ -11,7 +11,7 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, AbstractSet, Any, Mapping, Sequence
 
 from opskit.accounts.roster import INACTIVE_STATUSES, Person, Roster
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 PG_ATTRIBUTES = ("superuser", "createrole", "createdb", "replication", "bypassrls")
 DAY = 86400
+_NOTHING: frozenset = frozenset()
 
 
 class Declared:
@@ -131,6 +132,10 @@ class Context:
         return set(self.opts.ignore_accounts)
 
     @cached_property
+    def ignore_groups(self) -> set[str]:
+        return set(self.opts.ignore_groups)
+
+    @cached_property
     def _generic(self):
         names = self.opts.generic_names
         return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in names)) if names else None
@@ -186,117 +191,83 @@ def is_frozen(acct: dict) -> bool:
     return bool(acct.get("locked")) and bool(acct.get("expired"))
 
 
-@dataclass
+@dataclass(slots=True)
 class HostFacts:
-    """One collected host of the snapshot."""
+    """One collected host of the snapshot (what opskit.perms.linux collected)."""
 
     name: str
-    groups: set[str]
-    data: dict
+    groups: set[str]                  # its inventory groups
+    accounts: dict[str, dict]
+    sudo: dict[str, list[dict]]
+    keys: dict[str, list[dict]]
+    last_login: dict[str, dict]
+    has_login_sources: bool
+    crontabs: dict[str, list]
 
     @classmethod
     def from_row(cls, row: dict) -> "HostFacts":
-        return cls(row["name"], set(row.get("groups") or ()), row["data"])
-
-    @property
-    def accounts(self) -> dict[str, dict]:
-        return self.data.get("accounts", {})
-
-    @property
-    def keys(self) -> dict[str, list[dict]]:
-        return self.data.get("keys", {})
-
-    @property
-    def last_login(self) -> dict[str, dict]:
-        return self.data.get("last_login", {})
-
-    @property
-    def has_login_sources(self) -> bool:
-        return bool(self.data.get("login_sources"))
-
-    @property
-    def crontabs(self) -> dict[str, list]:
-        return self.data.get("crontabs", {})
+        data = row["data"]
+        return cls(row["name"], set(row.get("groups") or ()), data.get("accounts", {}),
+                   data.get("sudo", {}), data.get("keys", {}), data.get("last_login", {}),
+                   bool(data.get("login_sources")), data.get("crontabs", {}))
 
     def expects(self, host_groups: set[str]) -> bool:
         """Whether someone with accounts in ``host_groups`` should have one here."""
         return "all" in host_groups or bool(self.groups & host_groups)
 
 
-@dataclass
+@dataclass(slots=True)
 class AccountFacts:
-    """One account on a collected host, with the person whose login it is (if any)."""
+    """One account on a collected host. ``kind`` says which checks look at it:
+    ``second-root`` (uid 0 besides root, nobody declared), ``unaccounted`` (nobody declared
+    it; system, ignored and service accounts are None), ``leaver`` (a departing,
+    transferred or departed person's, R-ACC-6) or ``person`` (an active person's,
+    compared with their declared roles)."""
 
-    ctx: Context
     host: HostFacts
     login: str
     acct: dict
     person: Person | None
+    kind: str | None
+    uid: int
+    frozen: bool
     sudo_items: list[SudoItem]
+    keys: list[dict]
+    # for kind 'person': declared roles, host groups, whether this host is among them,
+    # and what the roles give here (nothing outside the person's host groups)
+    roles: Sequence[str] = ()
+    host_groups: AbstractSet[str] = _NOTHING
+    expected: bool = False
+    declared_groups: AbstractSet[str] = _NOTHING
+    declared_sudo: Sequence[SudoItem] = ()
+    declared_keys: Mapping[str, str] | None = None
 
     @classmethod
     def on(cls, ctx: Context, host: HostFacts, login: str, acct: dict) -> "AccountFacts":
-        items = [SudoItem.from_dict(s) for s in host.data.get("sudo", {}).get(login, ())]
-        return cls(ctx, host, login, acct, ctx.declared.by_login.get(login), items)
+        items = [SudoItem.from_dict(s) for s in host.sudo.get(login, ())]
+        person = ctx.declared.by_login.get(login)
+        uid = acct.get("uid", 0)
+        a = cls(host, login, acct, person, _account_kind(ctx, person, login, uid), uid,
+                is_frozen(acct), items, host.keys.get(login, ()))
+        if a.kind == "person":
+            D = ctx.declared
+            a.roles, a.host_groups = D.roles(person), D.host_groups(person)
+            a.expected = host.expects(a.host_groups)
+            if a.expected:
+                a.declared_groups, a.declared_sudo = D.groups(a.roles), D.sudo(a.roles)
+            a.declared_keys = D.keys(person)
+        return a
 
-    @property
-    def uid(self) -> int:
-        return self.acct.get("uid", 0)
 
-    @cached_property
-    def frozen(self) -> bool:
-        return is_frozen(self.acct)
-
-    @property
-    def keys(self) -> list[dict]:
-        return self.host.keys.get(self.login, ())
-
-    @property
-    def second_root(self) -> bool:
-        """An account nobody declared with uid 0 besides root."""
-        return self.person is None and self.uid == 0 and self.login != "root"
-
-    @property
-    def unaccounted(self) -> bool:
-        """An account nobody declared that is not a system, ignored or service account."""
-        return (self.person is None and not self.second_root and self.uid >= self.ctx.opts.min_uid
-                and self.login not in self.ctx.ignore and self.uid != 65534
-                and self.login not in self.ctx.roster.service_accounts)
-
-    @property
-    def leaver(self) -> bool:
-        """A departing, transferred or departed person's account (R-ACC-6)."""
-        return self.person is not None and self.person.status in INACTIVE_STATUSES
-
-    @property
-    def compared(self) -> bool:
-        """An active person's account, compared with their declared roles."""
-        return self.person is not None and not self.leaver
-
-    @cached_property
-    def roles(self) -> list[str]:
-        return self.ctx.declared.roles(self.person)
-
-    @cached_property
-    def host_groups(self) -> set[str]:
-        return self.ctx.declared.host_groups(self.person)
-
-    @cached_property
-    def expected(self) -> bool:
-        """The person's host groups include this host."""
-        return self.host.expects(self.host_groups)
-
-    @cached_property
-    def declared_groups(self) -> set[str]:
-        return self.ctx.declared.groups(self.roles) if self.expected else set()
-
-    @cached_property
-    def declared_sudo(self) -> list[SudoItem]:
-        return self.ctx.declared.sudo(self.roles) if self.expected else []
-
-    @cached_property
-    def declared_keys(self) -> dict[str, str]:
-        return self.ctx.declared.keys(self.person)
+def _account_kind(ctx: Context, person: Person | None, login: str, uid: int) -> str | None:
+    if person is not None:
+        return "leaver" if person.status in INACTIVE_STATUSES else "person"
+    if uid == 0 and login != "root":
+        return "second-root"
+    if (uid < ctx.opts.min_uid or login in ctx.ignore or uid == 65534
+            or login in ctx.roster.service_accounts):
+        return None
+    return "unaccounted"
 
 
 def effective_roles(member_of: dict, role: str, memo: dict) -> set[str]:
@@ -340,22 +311,27 @@ def direct_grants(privs: dict) -> dict[str, list[str]]:
 
 @dataclass
 class DatabaseFacts:
-    """One collected database of the snapshot, with its write and direct grants."""
+    """One collected database of the snapshot (what opskit.perms.postgres collected),
+    with its write and direct grants."""
 
     name: str
     names: tuple            # the entry's name and the real database name (role scoping)
-    data: dict
+    roles: dict[str, dict]
+    member_of: dict[str, list[dict]]
+    connected_as: str | None
     writes: dict[str, list[str]]
     direct: dict[str, list[str]]
-    query_covered: set[str]             # query-tier group roles and every role they are in
-    memo: dict[str, set[str]] = field(default_factory=dict)
+    # query-tier group roles and every role they are in (R-ACC-5)
+    query_covered: set[str] = field(default_factory=set)
+    memo: dict[str, set[str]] = field(default_factory=dict)   # effective_roles' memo
 
     @classmethod
     def from_row(cls, ctx: Context, row: dict) -> "DatabaseFacts":
         data = row["data"]
         privs = data.get("privileges", {})
         names = tuple(dict.fromkeys([row["name"], data.get("dbname") or row["name"]]))
-        db = cls(row["name"], names, data, writes_by_grantee(privs), direct_grants(privs), set())
+        db = cls(row["name"], names, data.get("roles", {}), data.get("member_of", {}),
+                 data.get("connected_as"), writes_by_grantee(privs), direct_grants(privs))
         for pg in ctx.query_pg_roles:
             if pg in db.roles:
                 db.query_covered |= {pg} | db.effective(pg)
@@ -365,69 +341,45 @@ class DatabaseFacts:
     def where(self) -> str:
         return f"db:{self.name}"
 
-    @property
-    def roles(self) -> dict[str, dict]:
-        return self.data.get("roles", {})
-
-    @property
-    def member_of(self) -> dict[str, list[dict]]:
-        return self.data.get("member_of", {})
-
-    @property
-    def connected_as(self) -> str | None:
-        return self.data.get("connected_as")
-
     def effective(self, role: str) -> set[str]:
         return effective_roles(self.member_of, role, self.memo)
 
 
-@dataclass
+@dataclass(slots=True)
 class RoleFacts:
-    """One non-builtin role of a collected database, with the person whose login it is."""
+    """One non-builtin role of a collected database. ``kind``: ``unaccounted`` (a login
+    role nobody declared; the connecting role, ignored and service accounts are None),
+    ``leaver`` (a departing, transferred or departed person's) or ``person`` (an active
+    person's that can log in or that their roles grant something; else None)."""
 
-    ctx: Context
     db: DatabaseFacts
     name: str
     attrs: dict
     person: Person | None
+    kind: str | None
     effective: set[str]                 # every role it is a member of, recursively
+    direct_of: list[str]                # the roles it is a direct member of
+    # for kind 'person': declared roles, their tiers, and the PostgreSQL roles they
+    # grant in this database
+    roles: Sequence[str] = ()
+    tiers: AbstractSet[str | None] = _NOTHING
+    declared: AbstractSet[str] = _NOTHING
 
     @classmethod
     def on(cls, ctx: Context, db: DatabaseFacts, name: str, attrs: dict) -> "RoleFacts":
-        return cls(ctx, db, name, attrs, ctx.declared.by_login.get(name), db.effective(name))
-
-    @cached_property
-    def direct_of(self) -> list[str]:
-        """The roles it is a direct member of."""
-        return [m["role"] for m in self.db.member_of.get(self.name, ())]
-
-    @property
-    def unaccounted(self) -> bool:
-        """A login role nobody declared (the connecting role, ignored and service accounts
-        aside)."""
-        return (self.person is None and bool(self.attrs.get("login"))
-                and self.name != self.db.connected_as and self.name not in self.ctx.ignore
-                and self.name not in self.ctx.roster.service_accounts)
-
-    @property
-    def leaver(self) -> bool:
-        return self.person is not None and self.person.status in INACTIVE_STATUSES
-
-    @property
-    def compared(self) -> bool:
-        """An active person's role that can log in or that their roles grant something."""
-        return (self.person is not None and not self.leaver
-                and bool(self.attrs.get("login") or self.declared))
-
-    @cached_property
-    def roles(self) -> list[str]:
-        return self.ctx.declared.roles(self.person)
-
-    @cached_property
-    def declared(self) -> set[str]:
-        """PostgreSQL roles the person's declared roles grant in this database."""
-        return self.ctx.declared.pg(self.roles, self.db.names)
-
-    @cached_property
-    def tiers(self) -> set[str | None]:
-        return self.ctx.declared.tiers(self.person)
+        person = ctx.declared.by_login.get(name)
+        r = cls(db, name, attrs, person, None, db.effective(name),
+                [m["role"] for m in db.member_of.get(name, ())])
+        if person is None:
+            if (attrs.get("login") and name != db.connected_as and name not in ctx.ignore
+                    and name not in ctx.roster.service_accounts):
+                r.kind = "unaccounted"
+        elif person.status in INACTIVE_STATUSES:
+            r.kind = "leaver"
+        else:
+            D = ctx.declared
+            r.roles, r.tiers = D.roles(person), D.tiers(person)
+            r.declared = D.pg(r.roles, db.names)
+            if attrs.get("login") or r.declared:
+                r.kind = "person"
+        return r

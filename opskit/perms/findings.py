@@ -15,9 +15,12 @@ registration order (which is also the order of the diff rows):
   person    each active person             (opskit.accounts.roster.Person)
   fleet     once, after everything else    (the Snapshot)
 
-``fleet_wide=True`` marks a check that is left out when the comparison is
-limited to one person. Adding a finding kind: a row in ``CHECKS`` and one
-decorated function in a module of opskit/perms/checks/.
+``on=(kind, ...)`` limits a check to the items of those kinds (accounts and
+database roles have a ``kind``: whose they are, see opskit.perms.facts), so
+the function needs no guard; ``fleet_wide=True`` marks a check that is left
+out when the comparison is limited to one person. Adding a finding kind: a
+row in ``CHECKS`` and one decorated function in a module of
+opskit/perms/checks/.
 """
 from __future__ import annotations
 
@@ -83,21 +86,26 @@ CheckFunc = Callable[..., Iterable["Finding | DiffRow"]]
 @dataclass
 class CheckSpec:
     scope: str
-    check: str            # the finding kind it reports (a key of CHECKS)
+    check: str                        # the finding kind it reports (a key of CHECKS)
     func: CheckFunc
+    on: tuple[str, ...] | None = None  # item kinds it looks at (None: every item)
     fleet_wide: bool = False
+
+    def applies(self, kind: str | None) -> bool:
+        return self.on is None or kind in self.on
 
 
 REGISTRY: dict[str, list[CheckSpec]] = {scope: [] for scope in SCOPES}
 
 
-def finding_check(scope: str, check: str, *, fleet_wide: bool = False):
+def finding_check(scope: str, check: str, *, on: tuple[str, ...] | None = None,
+                  fleet_wide: bool = False):
     """Register a check function for ``scope`` reporting ``check`` findings (see module doc)."""
     if scope not in REGISTRY or check not in CHECKS:
         raise ValueError(f"unknown scope {scope!r} or check {check!r}")
 
     def decorator(func: CheckFunc) -> CheckFunc:
-        REGISTRY[scope].append(CheckSpec(scope, check, func, fleet_wide))
+        REGISTRY[scope].append(CheckSpec(scope, check, func, on, fleet_wide))
         return func
 
     return decorator

@@ -1,8 +1,8 @@
 """Linux hosts: accounts, groups, sudo rights and SSH keys against the roster.
 
 ``host`` checks get a HostFacts, ``account`` checks an AccountFacts
-(opskit.perms.facts); an account is ``unaccounted`` (nobody declared it),
-``second_root``, a ``leaver``'s or ``compared`` with an active person's roles.
+(opskit.perms.facts) of the kinds they are registered ``on``: ``second-root``,
+``unaccounted`` (nobody declared it), a ``leaver``'s, or an active ``person``'s.
 """
 from __future__ import annotations
 
@@ -31,18 +31,17 @@ def account_missing(ctx, host):
                           f"host groups: {_groups_text(host.groups)}", p.id, p.login, host.name)
 
 
-@finding_check("account", "generic-account")
+@finding_check("account", "generic-account", on=("second-root",))
 def second_root(ctx, a):
     """R-AUD-3: uid 0 on an account other than root."""
-    if a.second_root:
-        yield Finding("generic-account", "high", f"{a.login} on {a.host.name} has uid 0: a "
-                      "second root account nobody is accountable for",
-                      f"/etc/passwd: {a.login} uid 0", None, a.login, a.host.name)
+    yield Finding("generic-account", "high", f"{a.login} on {a.host.name} has uid 0: a "
+                  "second root account nobody is accountable for",
+                  f"/etc/passwd: {a.login} uid 0", None, a.login, a.host.name)
 
 
-@finding_check("account", "generic-account")
+@finding_check("account", "generic-account", on=("unaccounted",))
 def generic_unknown_account(ctx, a):
-    if a.unaccounted and ctx.is_generic(a.login):
+    if ctx.is_generic(a.login):
         yield Finding("generic-account", "low" if a.frozen else "medium",
                       f"generic or shared account {a.login} on {a.host.name}",
                       f"name matches perms.generic_names; uid {a.uid}, password "
@@ -50,11 +49,9 @@ def generic_unknown_account(ctx, a):
                       None, a.login, a.host.name)
 
 
-@finding_check("account", "not-in-roster")
+@finding_check("account", "not-in-roster", on=("unaccounted",))
 def account_not_in_roster(ctx, a):
     """R-ACC-1: an account nobody declared (system, ignored and service accounts aside)."""
-    if not a.unaccounted:
-        return
     acct, items = a.acct, a.sudo_items
     yield Finding("not-in-roster", "low" if a.frozen else "medium",
                   f"account {a.login} on {a.host.name} is not in the roster",
@@ -64,11 +61,9 @@ def account_not_in_roster(ctx, a):
                   None, a.login, a.host.name)
 
 
-@finding_check("account", "not-frozen")
+@finding_check("account", "not-frozen", on=("leaver",))
 def leaver_not_frozen(ctx, a):
     """R-ACC-6: whatever still lets a departing/transferred/departed person in."""
-    if not a.leaver:
-        return
     p, acct = a.person, a.acct
     left = _ways_in(acct, a.sudo_items, a.keys, a.host.crontabs.get(a.login, ()))
     if not a.frozen and acct.get("groups"):
@@ -102,10 +97,10 @@ def _ways_in(acct: dict, sudo_items, keys, crontab) -> list[str]:
     return left
 
 
-@finding_check("account", "beyond-role")
+@finding_check("account", "beyond-role", on=("person",))
 def outside_host_groups(ctx, a):
     """R-ACC-4: a live account on a host outside the person's host groups."""
-    if not a.compared or a.expected or a.frozen:
+    if a.expected or a.frozen:
         return
     host = a.host
     yield DiffRow(a.person.id, a.login, host.name, "account", a.login, "extra",
@@ -117,11 +112,11 @@ def outside_host_groups(ctx, a):
                   a.person.id, a.login, host.name)
 
 
-@finding_check("account", "declared-missing")
+@finding_check("account", "declared-missing", on=("person",))
 def active_but_expired(ctx, a):
     """R-ACC-3: an active person's account is expired. A locked password alone is normal
     for key-only logins and is not reported."""
-    if not (a.compared and a.expected and a.acct.get("expired")):
+    if not (a.expected and a.acct.get("expired")):
         return
     pid = a.person.id
     yield DiffRow(pid, a.login, a.host.name, "state", "account expired", "missing",
@@ -132,12 +127,10 @@ def active_but_expired(ctx, a):
                   f"{a.acct.get('expire_day')}", pid, a.login, a.host.name)
 
 
-@finding_check("account", "beyond-role")
+@finding_check("account", "beyond-role", on=("person",))
 def extra_groups(ctx, a):
-    if not a.compared:
-        return
     pid, hname = a.person.id, a.host.name
-    actual = set(a.acct.get("groups", ())) - set(ctx.opts.ignore_groups)
+    actual = set(a.acct.get("groups", ())) - ctx.ignore_groups
     for g in sorted(actual - a.declared_groups):
         yield DiffRow(pid, a.login, hname, "group", g, "extra")
         yield Finding("beyond-role", "medium", f"{pid} is in group {g} on {hname}, "
@@ -146,9 +139,9 @@ def extra_groups(ctx, a):
                       pid, a.login, hname)
 
 
-@finding_check("account", "declared-missing")
+@finding_check("account", "declared-missing", on=("person",))
 def missing_groups(ctx, a):
-    if not (a.compared and a.expected):
+    if not a.expected:
         return
     pid, hname = a.person.id, a.host.name
     for g in sorted(a.declared_groups - set(a.acct.get("groups", ()))):
@@ -157,10 +150,8 @@ def missing_groups(ctx, a):
                       f"declared by roles {', '.join(a.roles)}", pid, a.login, hname)
 
 
-@finding_check("account", "beyond-role")
+@finding_check("account", "beyond-role", on=("person",))
 def extra_sudo(ctx, a):
-    if not a.compared:
-        return
     pid, hname, declared = a.person.id, a.host.name, a.declared_sudo
     for it in a.sudo_items:
         if not any(covers(d, it) for d in declared):
@@ -173,10 +164,8 @@ def extra_sudo(ctx, a):
                           pid, a.login, hname)
 
 
-@finding_check("account", "declared-missing")
+@finding_check("account", "declared-missing", on=("person",))
 def missing_sudo(ctx, a):
-    if not a.compared:
-        return
     pid, hname = a.person.id, a.host.name
     allowed = [i for i in a.sudo_items if not i.command.startswith("!")]
     for d in a.declared_sudo:
@@ -186,10 +175,8 @@ def missing_sudo(ctx, a):
                           f"on {hname}", f"declared by {d.source}", pid, a.login, hname)
 
 
-@finding_check("account", "beyond-role")
+@finding_check("account", "beyond-role", on=("person",))
 def extra_keys(ctx, a):
-    if not a.compared:
-        return
     pid, hname = a.person.id, a.host.name
     for k in a.keys:
         if k["fingerprint"] not in a.declared_keys:
@@ -201,9 +188,9 @@ def extra_keys(ctx, a):
                           pid, a.login, hname)
 
 
-@finding_check("account", "declared-missing")
+@finding_check("account", "declared-missing", on=("person",))
 def missing_keys(ctx, a):
-    if not (a.compared and a.expected and a.declared_keys):
+    if not (a.expected and a.declared_keys):
         return
     pid, hname = a.person.id, a.host.name
     present = {k["fingerprint"] for k in a.keys}
@@ -213,21 +200,21 @@ def missing_keys(ctx, a):
                       f"installed on {hname}", "roster ssh_keys", pid, a.login, hname)
 
 
-@finding_check("account", "generic-account")
+@finding_check("account", "generic-account", on=("person",))
 def generic_login(ctx, a):
-    if a.compared and ctx.is_generic(a.login):
+    if ctx.is_generic(a.login):
         yield Finding("generic-account", "medium", f"{a.person.id}'s login {a.login} looks "
                       "generic or shared", "name matches perms.generic_names",
                       a.person.id, a.login, a.host.name)
 
 
-@finding_check("account", "dormant")
+@finding_check("account", "dormant", on=("unaccounted", "person"))
 def dormant(ctx, a):
     """R-ACC-4: no login for perms.dormant_days (nothing is concluded without login records;
     a new account not used yet is not dormant)."""
     opts = ctx.opts
-    if not (a.unaccounted or a.compared) or a.frozen or not a.host.has_login_sources \
-            or a.login in opts.ignore_accounts or a.uid < opts.min_uid:
+    if a.frozen or not a.host.has_login_sources or a.login in opts.ignore_accounts \
+            or a.uid < opts.min_uid:
         return
     person, login, hname = a.person.id if a.person else None, a.login, a.host.name
     rec = a.host.last_login.get(login)

@@ -1,8 +1,8 @@
 """PostgreSQL: login roles, memberships, attributes and grants against the roster.
 
 ``database`` checks get a DatabaseFacts, ``db-role`` checks a RoleFacts
-(opskit.perms.facts); a role is ``unaccounted`` (a login nobody declared),
-a ``leaver``'s or ``compared`` with an active person's roles.
+(opskit.perms.facts) of the kinds they are registered ``on``: ``unaccounted``
+(a login nobody declared), a ``leaver``'s, or an active ``person``'s.
 """
 from __future__ import annotations
 
@@ -46,28 +46,25 @@ def query_group_role_writes(ctx, db):
                           None, pg, db.where)
 
 
-@finding_check("db-role", "generic-account")
+@finding_check("db-role", "generic-account", on=("unaccounted",))
 def generic_login_role(ctx, r):
-    if r.unaccounted and ctx.is_generic(r.name):
+    if ctx.is_generic(r.name):
         yield Finding("generic-account", "medium", f"generic or shared login role "
                       f"{r.name} in {r.db.name}", "name matches perms.generic_names",
                       None, r.name, r.db.where)
 
 
-@finding_check("db-role", "not-in-roster")
+@finding_check("db-role", "not-in-roster", on=("unaccounted",))
 def login_role_not_in_roster(ctx, r):
     """R-ACC-1: a login role nobody declared."""
-    if r.unaccounted:
-        yield Finding("not-in-roster", "high" if r.attrs.get("superuser") else "medium",
-                      f"login role {r.name} in {r.db.name} is not in the roster",
-                      _evidence(r.attrs, r.direct_of), None, r.name, r.db.where)
+    yield Finding("not-in-roster", "high" if r.attrs.get("superuser") else "medium",
+                  f"login role {r.name} in {r.db.name} is not in the roster",
+                  _evidence(r.attrs, r.direct_of), None, r.name, r.db.where)
 
 
-@finding_check("db-role", "not-frozen")
+@finding_check("db-role", "not-frozen", on=("leaver",))
 def leaver_role_not_frozen(ctx, r):
     """R-ACC-6: a departing/transferred/departed person's role can still log in or act."""
-    if not r.leaver:
-        return
     p, attrs, left = r.person, r.attrs, []
     until = attrs.get("valid_until")
     expired = until is not None and _iso_epoch(until) <= ctx.now
@@ -87,10 +84,10 @@ def leaver_role_not_frozen(ctx, r):
                   p.id, r.name, r.db.where)
 
 
-@finding_check("db-role", "beyond-role")
+@finding_check("db-role", "beyond-role", on=("person",))
 def login_without_grants(ctx, r):
     """R-ACC-4: a person's login role though no role of theirs grants database access."""
-    if r.compared and not r.declared and r.attrs.get("login"):
+    if not r.declared and r.attrs.get("login"):
         pid = r.person.id
         yield DiffRow(pid, r.name, r.db.where, "pg-role", r.name, "extra")
         yield Finding("beyond-role", "medium", f"{pid} has a login role in "
@@ -98,10 +95,8 @@ def login_without_grants(ctx, r):
                       _evidence(r.attrs, r.direct_of), pid, r.name, r.db.where)
 
 
-@finding_check("db-role", "beyond-role")
+@finding_check("db-role", "beyond-role", on=("person",))
 def extra_memberships(ctx, r):
-    if not r.compared:
-        return
     pid = r.person.id
     for m in sorted(set(r.direct_of) - r.declared):
         yield DiffRow(pid, r.name, r.db.where, "pg-member", m, "extra")
@@ -111,10 +106,8 @@ def extra_memberships(ctx, r):
                       f"{', '.join(sorted(r.declared)) or '-'}", pid, r.name, r.db.where)
 
 
-@finding_check("db-role", "declared-missing")
+@finding_check("db-role", "declared-missing", on=("person",))
 def missing_memberships(ctx, r):
-    if not r.compared:
-        return
     pid = r.person.id
     for m in sorted(r.declared - set(r.direct_of) - r.effective):
         yield DiffRow(pid, r.name, r.db.where, "pg-member", m, "missing")
@@ -123,11 +116,9 @@ def missing_memberships(ctx, r):
                       pid, r.name, r.db.where)
 
 
-@finding_check("db-role", "beyond-role")
+@finding_check("db-role", "beyond-role", on=("person",))
 def role_attributes(ctx, r):
     """R-ACC-4: SUPERUSER, CREATEROLE, ... on a person's role (high unless an admin's)."""
-    if not r.compared:
-        return
     pid = r.person.id
     for a in PG_ATTRIBUTES:
         if r.attrs.get(a):
@@ -138,11 +129,9 @@ def role_attributes(ctx, r):
                           f"{', '.join(r.roles) or '-'}", pid, r.name, r.db.where)
 
 
-@finding_check("db-role", "beyond-role")
+@finding_check("db-role", "beyond-role", on=("person",))
 def direct_grants(ctx, r):
     """R-ACC-4: object privileges granted to the person's role itself, not through a role."""
-    if not r.compared:
-        return
     pid = r.person.id
     for obj in r.db.direct.get(r.name, ()):
         yield DiffRow(pid, r.name, r.db.where, "pg-grant", obj, "extra")
@@ -151,11 +140,11 @@ def direct_grants(ctx, r):
                       pid, r.name, r.db.where)
 
 
-@finding_check("db-role", "query-write")
+@finding_check("db-role", "query-write", on=("person",))
 def query_person_writes(ctx, r):
     """R-ACC-5: someone holding only query-tier roles can write. Writes through a
     query-tier group role are reported once, on that role (query_group_role_writes)."""
-    if not r.compared or r.tiers != {"query"}:
+    if r.tiers != {"query"}:
         return
     w = [f"{x} (granted to {g})" for g in sorted(({r.name} | r.effective) - r.db.query_covered)
          for x in r.db.writes.get(g, ())]
