@@ -16,6 +16,13 @@ def _groups_text(groups) -> str:
     return ', '.join(sorted(groups)) or '-'
 
 
+def _difference(a, kind: str, item: str, change: str, diff_evidence: str, check: str,
+                severity: str, message: str, evidence: str):
+    """A difference on account ``a`` of an active person: the diff row, then its finding."""
+    yield DiffRow(a.person.id, a.login, a.host.name, kind, item, change, diff_evidence)
+    yield Finding(check, severity, message, evidence, a.person.id, a.login, a.host.name)
+
+
 @finding_check("host", "declared-missing")
 def account_missing(ctx, host):
     """R-ACC-3: an active person expected on the host has no account there."""
@@ -103,13 +110,12 @@ def outside_host_groups(ctx, a):
     if a.expected or a.frozen:
         return
     host = a.host
-    yield DiffRow(a.person.id, a.login, host.name, "account", a.login, "extra",
-                  f"host groups {_groups_text(host.groups)}")
-    yield Finding("beyond-role", "medium", f"{a.person.id} has an account on {host.name}, "
-                  "outside the host groups of their post",
-                  f"roster host groups: {_groups_text(a.host_groups)}"
-                  f"; {host.name} is in: {_groups_text(host.groups)}",
-                  a.person.id, a.login, host.name)
+    yield from _difference(a, "account", a.login, "extra",
+                           f"host groups {_groups_text(host.groups)}",
+                           "beyond-role", "medium", f"{a.person.id} has an account on "
+                           f"{host.name}, outside the host groups of their post",
+                           f"roster host groups: {_groups_text(a.host_groups)}"
+                           f"; {host.name} is in: {_groups_text(host.groups)}")
 
 
 @finding_check("account", "declared-missing", on=("person",))
@@ -118,86 +124,74 @@ def active_but_expired(ctx, a):
     for key-only logins and is not reported."""
     if not (a.expected and a.acct.get("expired")):
         return
-    pid = a.person.id
-    yield DiffRow(pid, a.login, a.host.name, "state", "account expired", "missing",
-                  "the person is active")
-    yield Finding("declared-missing", "low", f"{pid}'s account on {a.host.name} is "
-                  "expired though they are active",
-                  f"password {a.acct.get('password')}, expire_day "
-                  f"{a.acct.get('expire_day')}", pid, a.login, a.host.name)
+    yield from _difference(a, "state", "account expired", "missing", "the person is active",
+                           "declared-missing", "low", f"{a.person.id}'s account on "
+                           f"{a.host.name} is expired though they are active",
+                           f"password {a.acct.get('password')}, expire_day "
+                           f"{a.acct.get('expire_day')}")
 
 
 @finding_check("account", "beyond-role", on=("person",))
 def extra_groups(ctx, a):
-    pid, hname = a.person.id, a.host.name
     actual = set(a.acct.get("groups", ())) - ctx.ignore_groups
     for g in sorted(actual - a.declared_groups):
-        yield DiffRow(pid, a.login, hname, "group", g, "extra")
-        yield Finding("beyond-role", "medium", f"{pid} is in group {g} on {hname}, "
-                      "which none of their roles gives",
-                      f"/etc/group: {g}; declared roles: {', '.join(a.roles) or '-'}",
-                      pid, a.login, hname)
+        yield from _difference(a, "group", g, "extra", "", "beyond-role", "medium",
+                               f"{a.person.id} is in group {g} on {a.host.name}, which none "
+                               "of their roles gives",
+                               f"/etc/group: {g}; declared roles: {', '.join(a.roles) or '-'}")
 
 
 @finding_check("account", "declared-missing", on=("person",))
 def missing_groups(ctx, a):
     if not a.expected:
         return
-    pid, hname = a.person.id, a.host.name
     for g in sorted(a.declared_groups - set(a.acct.get("groups", ()))):
-        yield DiffRow(pid, a.login, hname, "group", g, "missing")
-        yield Finding("declared-missing", "low", f"{pid} is not in group {g} on {hname}",
-                      f"declared by roles {', '.join(a.roles)}", pid, a.login, hname)
+        yield from _difference(a, "group", g, "missing", "", "declared-missing", "low",
+                               f"{a.person.id} is not in group {g} on {a.host.name}",
+                               f"declared by roles {', '.join(a.roles)}")
 
 
 @finding_check("account", "beyond-role", on=("person",))
 def extra_sudo(ctx, a):
-    pid, hname, declared = a.person.id, a.host.name, a.declared_sudo
+    declared = a.declared_sudo
     for it in a.sudo_items:
         if not any(covers(d, it) for d in declared):
-            yield DiffRow(pid, a.login, hname, "sudo", it.text(), "extra",
-                          f"{it.source} via {it.via}")
-            yield Finding("beyond-role", "high", f"{pid} may sudo '{it.text()}' on "
-                          f"{hname}, beyond their roles",
-                          f"{it.source} (via {it.via}); declared: "
-                          f"{'; '.join(d.text() for d in declared) or 'no sudo'}",
-                          pid, a.login, hname)
+            yield from _difference(a, "sudo", it.text(), "extra", f"{it.source} via {it.via}",
+                                   "beyond-role", "high", f"{a.person.id} may sudo "
+                                   f"'{it.text()}' on {a.host.name}, beyond their roles",
+                                   f"{it.source} (via {it.via}); declared: "
+                                   f"{'; '.join(d.text() for d in declared) or 'no sudo'}")
 
 
 @finding_check("account", "declared-missing", on=("person",))
 def missing_sudo(ctx, a):
-    pid, hname = a.person.id, a.host.name
     allowed = [i for i in a.sudo_items if not i.command.startswith("!")]
     for d in a.declared_sudo:
         if not any(covers(i, d, ignore_hosts=True) for i in allowed):
-            yield DiffRow(pid, a.login, hname, "sudo", d.text(), "missing", d.source)
-            yield Finding("declared-missing", "low", f"{pid} lacks sudo '{d.text()}' "
-                          f"on {hname}", f"declared by {d.source}", pid, a.login, hname)
+            yield from _difference(a, "sudo", d.text(), "missing", d.source,
+                                   "declared-missing", "low", f"{a.person.id} lacks sudo "
+                                   f"'{d.text()}' on {a.host.name}", f"declared by {d.source}")
 
 
 @finding_check("account", "beyond-role", on=("person",))
 def extra_keys(ctx, a):
-    pid, hname = a.person.id, a.host.name
     for k in a.keys:
         if k["fingerprint"] not in a.declared_keys:
-            yield DiffRow(pid, a.login, hname, "key", k["fingerprint"], "extra",
-                          k.get("source", ""))
-            yield Finding("beyond-role", "medium", f"{pid} has an SSH key on {hname} "
-                          "that the roster does not list",
-                          f"{k.get('source')}: {k['type']} {k['fingerprint']}",
-                          pid, a.login, hname)
+            yield from _difference(a, "key", k["fingerprint"], "extra", k.get("source", ""),
+                                   "beyond-role", "medium", f"{a.person.id} has an SSH key on "
+                                   f"{a.host.name} that the roster does not list",
+                                   f"{k.get('source')}: {k['type']} {k['fingerprint']}")
 
 
 @finding_check("account", "declared-missing", on=("person",))
 def missing_keys(ctx, a):
     if not (a.expected and a.declared_keys):
         return
-    pid, hname = a.person.id, a.host.name
     present = {k["fingerprint"] for k in a.keys}
     for fp in sorted(set(a.declared_keys) - present):
-        yield DiffRow(pid, a.login, hname, "key", fp, "missing")
-        yield Finding("declared-missing", "low", f"{pid}'s SSH key {fp} is not "
-                      f"installed on {hname}", "roster ssh_keys", pid, a.login, hname)
+        yield from _difference(a, "key", fp, "missing", "", "declared-missing", "low",
+                               f"{a.person.id}'s SSH key {fp} is not installed on "
+                               f"{a.host.name}", "roster ssh_keys")
 
 
 @finding_check("account", "generic-account", on=("person",))
