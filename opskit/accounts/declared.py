@@ -7,31 +7,17 @@ permission diffs (``opskit perms``) all read the declared truth through
 """
 from __future__ import annotations
 
-import os
-
-from opskit.core.errors import ConfigError
-
 from .requestfile import applied_grants
 from .roles import load_roles
 from .roster import Roster, load_roster
 
 
 def find_model_file(config, key: str, filename: str) -> str:
-    """The file ``key`` names (relative to the config), else ``filename`` beside the
-    config, else in /etc/opskit; ConfigError (exit 2) listing where it looked if none."""
-    configured = config.get(key)
-    if configured:
-        return config.relative_path(configured)
-    candidates = []
-    if config.source:
-        candidates.append(os.path.join(os.path.dirname(os.path.abspath(config.source)), filename))
-    candidates.append(os.path.join("/etc/opskit", filename))
-    for path in candidates:
-        if os.path.exists(path):
-            return path
-    raise ConfigError(f"no {filename} found (looked at {', '.join(candidates)})",
-                      hint=f"set '{key}' in opskit.yaml; configs/{filename} in the source tree "
-                           "is a documented example")
+    """The roles or roster file (``key``, else beside the config, else /etc/opskit): required,
+    so a ConfigError (exit 2) when none is found."""
+    return config.locate(key, filename, required=True,
+                         hint=f"set '{key}' in opskit.yaml; configs/{filename} in the source "
+                              "tree is a documented example").path
 
 
 def find_roles_file(config) -> str:

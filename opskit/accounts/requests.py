@@ -44,6 +44,7 @@ import os
 import re
 from typing import Any, Callable
 
+from opskit.core import errors
 from opskit.core.errors import UsageError
 from opskit.core.filelock import FileLock
 from opskit.core.state import ensure_private_dir
@@ -53,12 +54,12 @@ from .requestfile import (APPLIED, APPROVED, OPEN_STATES, REQUEST_ID, REQUESTED,
                           AccessRequest, read_request, scan_requests, store_dir, write_request)
 
 
-class Refused(UsageError):
-    """A step of the access-request workflow was refused (exit 2). ``rule`` is the rule id."""
+class Refused(errors.Refused):
+    """A step of the access-request workflow was refused (exit 2); by default
+    under R-ACC-3 (request form, approval, designated applier)."""
 
     def __init__(self, message: str, *, rule: str = "R-ACC-3", hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.rule = rule
+        super().__init__(message, rule=rule, hint=hint)
 
 
 # --- who is acting --------------------------------------------------------------------------
@@ -115,7 +116,7 @@ class RequestStore:
     def __init__(self, config, *, roster_loader: Callable | None = None):
         self.config = config
         self.dir = store_dir(config)
-        self.lock_timeout = float(config.get("accounts.requests_lock_timeout", 10.0))
+        self.lock_timeout = float(config.get("accounts.requests_lock_timeout"))
         self._roster_loader = roster_loader
 
     # --- reading ----------------------------------------------------------------------------
@@ -158,8 +159,8 @@ class RequestStore:
 
     def needed_approvals(self, tier: str | None) -> int:
         if tier == "special":
-            return max(2, int(self.config.get("accounts.special_approvals", 2)))
-        return max(1, int(self.config.get("accounts.approvals", 1)))
+            return max(2, int(self.config.get("accounts.special_approvals")))
+        return max(1, int(self.config.get("accounts.approvals")))
 
     def admins(self, roster) -> list[str]:
         """Designated admins (R-ACC-1): ``accounts.access_admins``, else active holders of an

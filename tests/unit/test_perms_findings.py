@@ -3,11 +3,11 @@ breaks one thing and expects exactly the matching finding (and its rule id)."""
 import pytest
 
 from opskit.accounts.declared import load_declared
-from opskit.core.config import load_config
 from opskit.hosts.inventory import load_inventory
 from opskit.perms.analysis import Options, analyse
 from opskit.perms.findings import CHECKS, REGISTRY, SCOPES, Finding, checks_for, finding_check
 from opskit.perms.snapshot import take_snapshot
+from opskit.settings import load_config
 from tests.fixtures.perms.trees import DAY, KEYS, Org, wtmp_bytes
 
 

@@ -6,9 +6,9 @@ import pytest
 from opskit.accounts.declared import load_declared
 from opskit.accounts.roles import load_roles, parse_roles
 from opskit.accounts.roster import load_roster, parse_roster
-from opskit.core.config import load_config
 from opskit.core.errors import ConfigError, UsageError
 from opskit.core.yamlfile import parse_yaml
+from opskit.settings import load_config
 
 ROLES = textwrap.dedent("""\
     roles:
