@@ -12,14 +12,18 @@ repository and index.
 from __future__ import annotations
 
 import os
+import signal
 import stat as statmod
 from dataclasses import asdict, dataclass, field
 
 from . import crypto
 from .backends import BackendError
 from .forkpool import ForkPool
+from .backends.base import ObjectNotFound
 from .repository import CorruptObject, Repository
 from .tree import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, UnsafeName, decode_name, safe_name
+
+TEMP_PREFIX = b".opskit-restore-"     # files being written; renamed when complete
 
 
 @dataclass
@@ -76,7 +80,11 @@ def _chmod_dir(path: bytes, mode: int) -> None:
 
 
 class _FileWriter:
-    """Runs in a worker process: writes whole files from their chunk ids."""
+    """Runs in a worker process: writes whole files from their chunk ids.
+
+    A file is written under a temporary name in its directory and renamed
+    when complete, so a failed or interrupted restore never leaves a partial
+    file under the final name (issue 27)."""
 
     def __init__(self, repo: Repository, as_root: bool):
         self.repo = repo
@@ -85,50 +93,83 @@ class _FileWriter:
         self.umask = os.umask(0)
         os.umask(self.umask)
         self.uid, self.gid = os.geteuid(), os.getegid()
+        self._count = 0
+        self._pending: bytes | None = None      # temporary file being written
+        # the pool terminates workers when the restore stops: take the partial file along
+        signal.signal(signal.SIGTERM, self._terminated)
 
-    def _create(self, dest: bytes, node: dict, plain_dir: bool) -> tuple[int, bool, bool]:
-        """Open ``dest`` for writing; returns (fd, owner already right, mode already right).
+    def _terminated(self, _signum, _frame) -> None:
+        self._discard()
+        os._exit(1)
 
-        A file we create ourselves (O_EXCL) is born with its final mode when the
-        umask leaves it intact, and with the right owner when that is us and
-        the directory is not setgid: two syscalls fewer per file, which is
-        most of a small-file restore's metadata cost."""
-        mode = statmod.S_IMODE(int(node.get("mode") or 0))
-        if mode and not mode & 0o7000 and not mode & self.umask:
+    def _discard(self) -> None:
+        tmp, self._pending = self._pending, None
+        if tmp is not None:
             try:
-                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-            except FileExistsError:
+                os.unlink(tmp)
+            except OSError:
                 pass
-            else:
-                owner = plain_dir and node.get("uid") == self.uid and node.get("gid") == self.gid
-                return fd, owner, True
-        return os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), False, False
+
+    def _temp_name(self, dest: bytes) -> bytes:
+        self._count += 1
+        return os.path.join(os.path.dirname(dest), b"%s%d.%d" % (TEMP_PREFIX, os.getpid(), self._count))
+
+    def _create(self, tmp: bytes, node: dict, plain_dir: bool) -> tuple[int, bool, bool]:
+        """Create ``tmp``; returns (fd, owner already right, mode already right).
+
+        The file is born with its final mode when the umask leaves it intact,
+        and with the right owner when that is us and the directory is not
+        setgid: two syscalls fewer per file, which is most of a small-file
+        restore's metadata cost."""
+        mode = statmod.S_IMODE(int(node.get("mode") or 0))
+        born = bool(mode) and not mode & 0o7000 and not mode & self.umask
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        self._pending = tmp
+        try:
+            fd = os.open(tmp, flags, mode if born else 0o600)
+        except FileExistsError:     # left by a killed restore of a process with our pid
+            os.unlink(tmp)
+            fd = os.open(tmp, flags, mode if born else 0o600)
+        owner = born and plain_dir and node.get("uid") == self.uid and node.get("gid") == self.gid
+        return fd, owner, born
+
+    def _write(self, fd: int, node: dict) -> int:
+        """Write the node's chunks to ``fd``, each verified against its id; returns bytes written."""
+        written = 0
+        for hex_id in node.get("content", ()):
+            bid = bytes.fromhex(hex_id)
+            data = self.repo.read_blob(bid)
+            if crypto.blob_id(self.id_key, data) != bid:
+                raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
+            view = memoryview(data)
+            while view:     # bare fd writes: no file object per restored file
+                view = view[os.write(fd, view):]
+            written += len(data)
+        return written
 
     def restore(self, dest: bytes, node: dict, plain_dir: bool = False
                 ) -> tuple[bytes, int, str | None]:
+        """Write one file; returns (dest, bytes written, error text or None)."""
+        fd, written = -1, 0
         try:
-            fd, owner_set, mode_set = self._create(dest, node, plain_dir)
-        except OSError as exc:
-            return dest, 0, exc.strerror or str(exc)
-        written = 0
-        try:
-            for hex_id in node.get("content", ()):
-                bid = bytes.fromhex(hex_id)
-                data = self.repo.read_blob(bid)
-                if crypto.blob_id(self.id_key, data) != bid:
-                    raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
-                view = memoryview(data)
-                while view:     # bare fd writes: no file object per restored file
-                    view = view[os.write(fd, view):]
-                written += len(data)
-            return dest, written, apply_metadata(fd, node, as_root=self.as_root,
-                                                 owner_set=owner_set, mode_set=mode_set)
+            tmp = self._temp_name(dest)
+            fd, owner_set, mode_set = self._create(tmp, node, plain_dir)
+            written = self._write(fd, node)
+            problem = apply_metadata(fd, node, as_root=self.as_root,
+                                     owner_set=owner_set, mode_set=mode_set)
+            os.close(fd)
+            fd = -1
+            os.rename(tmp, dest)    # replaces a file or symlink there, never follows it
+            self._pending = None
+            return dest, written, problem
         except OSError as exc:
             return dest, written, exc.strerror or str(exc)
         except (CorruptObject, BackendError) as exc:   # damaged or missing pack: this file fails
             return dest, written, str(exc)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
+            self._discard()
 
 
 def _restore_batch(writer: _FileWriter, batch: list) -> list:
@@ -222,7 +263,13 @@ class Restorer:
 
     def _walk(self, tree_id: bytes, snap_dir: bytes, plain: bool) -> None:
         """Restore one tree. ``plain``: its directory is not setgid (new files get our gid)."""
-        tree = self.repo.load_tree(tree_id)
+        try:
+            tree = self.repo.load_tree(tree_id)
+        except (CorruptObject, ObjectNotFound) as exc:
+            # a damaged or missing tree costs its directory, not the restore (issue 27);
+            # what was in it is unknown, so the directory is what we name
+            self._error(self._dest(snap_dir).rstrip(b"/") or b"/", f"not restored, nor anything in it: {exc}")
+            return
         seen: set[bytes] = set()
         for node in tree.get("nodes", []):
             try:
