@@ -21,9 +21,11 @@ from .backends import BackendError
 from .forkpool import ForkPool
 from .backends.base import ObjectNotFound
 from .repository import CorruptObject, Repository
+from .fsmeta import SPECIAL_TYPES, make_special, write_xattrs
 from .tree import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, UnsafeName, decode_name, safe_name
 
 TEMP_PREFIX = b".opskit-restore-"     # files being written; renamed when complete
+SPARSE_MIN = 4096                     # all-zero chunks at least this long become holes
 
 
 @dataclass
@@ -31,6 +33,8 @@ class RestoreStats:
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
+    hardlinks: int = 0      # names linked to a file restored under another name
+    special: int = 0        # FIFOs, sockets, device nodes
     bytes: int = 0
     errors: list = field(default_factory=list)
 
@@ -46,7 +50,10 @@ def apply_metadata(dest: bytes | int, node: dict, *, as_root: bool, symlink: boo
     at that path meanwhile can never redirect a chmod/chown to another file;
     otherwise a path, never followed if it is a symlink. ``owner_set`` /
     ``mode_set``: the caller created the file with exactly these already.
+    Extended attributes (ACLs among them) go after chown and chmod, which
+    would clear or rewrite them, and before the mtime.
     """
+    xattrs = node.get("xattrs")
     try:
         mode = statmod.S_IMODE(int(node["mode"]))
         mtime = int(node["mtime_ns"])
@@ -55,16 +62,25 @@ def apply_metadata(dest: bytes | int, node: dict, *, as_root: bool, symlink: boo
                 os.fchown(dest, int(node["uid"]), int(node["gid"]))
             if not mode_set:
                 os.fchmod(dest, mode)
+            problem = write_xattrs(dest, xattrs) if xattrs else None
             os.utime(dest, ns=(mtime, mtime))
-            return None
+            return problem
         if as_root and node.get("uid") is not None:
             os.lchown(dest, int(node["uid"]), int(node["gid"]))
-        if not symlink:
-            os.chmod(dest, mode, follow_symlinks=False) if _LCHMOD else _chmod_dir(dest, mode)
+        if symlink:
+            problem = None
+        else:
+            if _LCHMOD:
+                os.chmod(dest, mode, follow_symlinks=False)
+            elif node.get("type") in SPECIAL_TYPES:
+                os.chmod(dest, mode)    # just made by mknod in our own 0700 directory
+            else:
+                _chmod_dir(dest, mode)
+            problem = write_xattrs(dest, xattrs) if xattrs else None
         os.utime(dest, ns=(mtime, mtime), follow_symlinks=False)
     except (OSError, KeyError, ValueError, NotImplementedError) as exc:
         return f"metadata not restored: {exc}"
-    return None
+    return problem
 
 
 _LCHMOD = os.chmod in os.supports_follow_symlinks
@@ -94,6 +110,7 @@ class _FileWriter:
         os.umask(self.umask)
         self.uid, self.gid = os.geteuid(), os.getegid()
         self._count = 0
+        self._zero_chunks: dict[str, int] = {}     # all-zero chunk id -> length
         self._pending: bytes | None = None      # temporary file being written
         # the pool terminates workers when the restore stops: take the partial file along
         signal.signal(signal.SIGTERM, self._terminated)
@@ -134,17 +151,30 @@ class _FileWriter:
         return fd, owner, born
 
     def _write(self, fd: int, node: dict) -> int:
-        """Write the node's chunks to ``fd``, each verified against its id; returns bytes written."""
-        written = 0
+        """Write the node's chunks to ``fd``, each verified against its id; returns
+        the file's size. All-zero chunks become holes: a sparse file comes back
+        sparse (and one of zeros does too: same content, less disk)."""
+        written, hole = 0, False
         for hex_id in node.get("content", ()):
-            bid = bytes.fromhex(hex_id)
-            data = self.repo.read_blob(bid)
-            if crypto.blob_id(self.id_key, data) != bid:
-                raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
+            zeros = self._zero_chunks.get(hex_id)
+            if zeros is None:
+                bid = bytes.fromhex(hex_id)
+                data = self.repo.read_blob(bid)
+                if crypto.blob_id(self.id_key, data) != bid:
+                    raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
+                if len(data) >= SPARSE_MIN and not data[0] and not data[-1] \
+                        and data.count(0) == len(data):
+                    zeros = self._zero_chunks[hex_id] = len(data)
+            if zeros is not None:
+                os.lseek(fd, zeros, os.SEEK_CUR)
+                written, hole = written + zeros, True
+                continue
             view = memoryview(data)
             while view:     # bare fd writes: no file object per restored file
                 view = view[os.write(fd, view):]
-            written += len(data)
+            written, hole = written + len(data), False
+        if hole:            # a hole at the end: the size comes from truncate
+            os.ftruncate(fd, written)
         return written
 
     def restore(self, dest: bytes, node: dict, plain_dir: bool = False
@@ -196,6 +226,8 @@ class Restorer:
         self.stats = RestoreStats()
         self.as_root = os.geteuid() == 0
         self._dirs: list[tuple[bytes, dict]] = []
+        self._first_link: dict[tuple, bytes] = {}      # (dev, inode) -> first restored path
+        self._links: list[tuple[bytes, bytes]] = []     # (path, first path of its inode)
 
     # --- selection -----------------------------------------------------------------
     def _selected(self, path: bytes) -> bool:
@@ -237,12 +269,14 @@ class Restorer:
         except BaseException:
             self.pool.close()
             raise
+        self._make_links()      # before directory mtimes: a link changes its directory
         # directories last, deepest first, so writing files does not disturb their mtime
         for path, node in reversed(self._dirs):
             problem = apply_metadata(path, node, as_root=self.as_root)
             if problem:
                 self._error(path, problem)
-        if self.includes and not (self.stats.files or self.stats.dirs or self.stats.symlinks):
+        if self.includes and not (self.stats.files or self.stats.dirs or self.stats.symlinks
+                                  or self.stats.special):
             self.stats.errors.append({"path": ", ".join(os.fsdecode(i) for i in self.includes),
                                       "error": "no such path in the snapshot"})
         return self.stats
@@ -296,10 +330,14 @@ class Restorer:
                 self._walk(bytes.fromhex(node["subtree"]), snap_path, made)
             elif not selected:
                 continue
+            elif self._second_link(self._dest(snap_path), node):
+                continue
             elif kind == TYPE_FILE:
                 self.pool.submit((self._dest(snap_path), node, plain), int(node.get("size") or 0))
             elif kind == TYPE_SYMLINK:
                 self._restore_symlink(self._dest(snap_path), node)
+            elif kind in SPECIAL_TYPES:
+                self._restore_special(self._dest(snap_path), node)
         self.pool.poll(block=False)
 
     def _error(self, path: bytes, exc) -> None:
@@ -324,6 +362,46 @@ class Restorer:
         except OSError as exc:
             self._error(dest, exc)
             return None
+
+    # --- hard links and special files ---------------------------------------------------
+    def _second_link(self, dest: bytes, node: dict) -> bool:
+        """True when ``node`` is an inode already restored under another path in
+        this run: ``dest`` is then linked to that path once all files are written."""
+        if int(node.get("nlink") or 1) < 2 or node.get("inode") is None:
+            return False       # snapshots from before link counts were kept: separate files
+        first = self._first_link.setdefault((node.get("dev"), node["inode"]), dest)
+        if first == dest:
+            return False
+        self._links.append((dest, first))
+        return True
+
+    def _make_links(self) -> None:
+        for dest, first in self._links:
+            try:
+                if os.path.lexists(dest) and not os.path.isdir(dest):
+                    os.unlink(dest)
+                os.link(first, dest, follow_symlinks=False)
+            except FileNotFoundError:
+                self._error(dest, f"hard link not made: {os.fsdecode(first)} was not restored")
+                continue
+            except OSError as exc:
+                self._error(dest, exc)
+                continue
+            self.stats.hardlinks += 1
+
+    def _restore_special(self, dest: bytes, node: dict) -> None:
+        """A FIFO, socket or device node (devices need root: else listed as an error)."""
+        try:
+            if os.path.lexists(dest) and not os.path.isdir(dest):
+                os.unlink(dest)
+            make_special(dest, node)
+        except OSError as exc:
+            self._error(dest, f"{node['type']} not restored: {exc.strerror or exc}")
+            return
+        problem = apply_metadata(dest, node, as_root=self.as_root)
+        if problem:
+            self._error(dest, problem)
+        self.stats.special += 1
 
     def _restore_symlink(self, dest: bytes, node: dict) -> None:
         try:
