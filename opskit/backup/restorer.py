@@ -208,10 +208,13 @@ def _restore_batch(writer: _FileWriter, batch: list) -> list:
 
 class Restorer:
     def __init__(self, repo: Repository, target: str, *, includes: list[str] | None = None,
-                 files: set[bytes] | None = None, workers: int | None = None, progress=None):
+                 files: set[bytes] | None = None, workers: int | None = None, progress=None,
+                 excludes: set[bytes] | None = None):
         """``includes``: snapshot paths (and everything under them) to restore.
-        ``files``: an exact set of snapshot file paths (a drill's sample)."""
+        ``files``: an exact set of snapshot file paths (a drill's sample).
+        ``excludes``: exact snapshot paths never written (protected files held back)."""
         self.repo = repo
+        self.excludes = excludes or set()
         self.target = os.fsencode(os.path.abspath(target))
         self.includes = [os.fsencode(os.path.normpath("/" + p.strip("/"))) for p in includes or []]
         self.files = files
@@ -315,7 +318,7 @@ class Restorer:
                                     f"name {name!r} appears twice in one directory")
             seen.add(name)
             snap_path = snap_dir.rstrip(b"/") + b"/" + name
-            selected = self._selected(snap_path)
+            selected = self._selected(snap_path) and snap_path not in self.excludes
             kind = node.get("type")
             if kind == TYPE_DIR:
                 if not (selected or self._leads_to_include(snap_path)):
