@@ -36,3 +36,18 @@ def restore_result(rep) -> Result:
                f"in {rep.seconds:.1f}s" + (" (target dropped and recreated)" if rep.recreated
                                           else ""))
     return Result(data=rep, messages=[summary], summary=summary)
+
+
+def drill_result(report, json_path: str, md_path: str) -> Result:
+    """A database drill as the CLI shows it; exit 1 unless it passed."""
+    summary = (f"database drill {report.verdict}: {report.database}, site {report.site}, "
+               f"snapshot {report.snapshot[:8]}, {report.files_verified}/{report.files_total} "
+               f"tables verified, {sum(1 for a in report.assertions if a['ok'])}/"
+               f"{len(report.assertions)} assertions true; RTO {report.restore_seconds:.1f}s "
+               f"(target {report.rto_target_minutes:g} min), RPO {report.rpo_hours:.1f}h "
+               f"(target {report.rpo_target_hours:g} h)")
+    messages = [summary, f"report: {md_path}"]
+    messages += [f"  failed: {f['path']}: {f['problem']}" for f in report.failures[:50]]
+    return Result(data={**report.to_json(), "report_json": json_path, "report_md": md_path},
+                  messages=messages, summary=summary,
+                  exit_code=0 if report.passed else EXIT_FINDINGS)
