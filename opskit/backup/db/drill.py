@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from opskit.core.errors import OpskitError, UsageError
 
 from ..backends import BackendError
-from ..drill import DrillReport, Targets
+from ..drill import DrillReport, Targets, conclude
 from ..repository import CorruptObject, Repository
 from .logical import KIND, RowTap, copy_out
 from .pgtools import apply_session_settings, connect, find_tools, major_of, pg_message
@@ -142,20 +142,5 @@ def _verdict(report: DbDrillReport, snap: dict, targets: Targets,
     secs = max(report.restore_seconds, 1e-6)
     report.throughput_mib_s = round(report.bytes_verified / secs / 2**20, 1)
     report.full_restore_estimate_s = report.restore_seconds      # the whole database, measured
-    report.rto_ok = report.restore_seconds <= targets.rto_minutes * 60
-    snap_time = dt.datetime.fromisoformat(snap["time"].rstrip("Z")).replace(tzinfo=dt.timezone.utc)
-    age_hours = (now - snap_time).total_seconds() / 3600
-    report.rpo_hours = round(age_hours, 2)
-    report.rpo_ok = age_hours <= targets.rpo_hours
-    report.verified = not report.failures and report.files_verified == report.files_total
-    report.passed = report.verified and report.rto_ok and report.rpo_ok
-    reasons = []
-    if not report.verified:
-        reasons.append(f"{len(report.failures)} check(s) failed")
-    if not report.rto_ok:
-        reasons.append(f"RTO {report.restore_seconds:.0f} s over target "
-                       f"{targets.rto_minutes:g} min")
-    if not report.rpo_ok:
-        reasons.append(f"RPO {report.rpo_hours:.1f} h over target {targets.rpo_hours:g} h")
-    report.verdict = "PASS" if report.passed else "FAIL: " + "; ".join(reasons)
-    return report
+    verified = not report.failures and report.files_verified == report.files_total
+    return conclude(report, snap, targets, now, verified, "check(s) failed")

@@ -7,11 +7,11 @@ handed to pg_dump & co. in their environment, never on a command line.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-from opskit.core.errors import ConfigError, UsageError
+from opskit.core.errors import UsageError
 from opskit.core.schema import Key, MapOf, Section, defaults
+from opskit.perms.postgres import DatabaseSpec
 from opskit.perms.settings import DATABASE_SECTION as _PERMS_DATABASE
 
 SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -38,64 +38,25 @@ PG_SECTION = Section({
 
 
 @dataclass
-class DatabaseTarget:
-    """One ``backup.databases`` entry, resolved (paths relative to the config)."""
+class DatabaseTarget(DatabaseSpec):
+    """One ``backup.databases`` entry, resolved (paths relative to the config):
+    a ``perms.databases`` entry plus sslmode and drill assertions."""
 
-    name: str
-    dsn: str | None = None
-    host: str | None = None
-    port: int | None = None
-    user: str | None = None
-    dbname: str | None = None
-    password_file: str | None = None
     sslmode: str | None = None
     assertions: list = field(default_factory=list)
+    section = "backup.databases"
 
     def conninfo(self, dbname: str | None = None) -> str:
         """libpq connection string without the password (``dbname`` overrides)."""
         from psycopg.conninfo import make_conninfo
-        extra = {k: v for k, v in (("host", self.host), ("port", self.port),
-                                   ("user", self.user), ("dbname", self.dbname),
-                                   ("sslmode", self.sslmode)) if v is not None}
-        if not self.dsn and "dbname" not in extra:
-            extra["dbname"] = self.name
-        if dbname:
-            extra["dbname"] = dbname
-        return make_conninfo(self.dsn or "", **extra)
-
-    def describe(self) -> str:
-        """user@host:port/dbname, never a password."""
-        try:
-            from psycopg.conninfo import conninfo_to_dict
-            d = conninfo_to_dict(self.conninfo())
-        except Exception:
-            return self.name
-        return (f"{d.get('user') or '(default user)'}@{d.get('host') or '(default host)'}:"
-                f"{d.get('port') or 5432}/{d.get('dbname') or self.name}")
+        extra = {k: v for k, v in (("sslmode", self.sslmode), ("dbname", dbname)) if v}
+        return make_conninfo(super().conninfo(), **extra)
 
     @property
     def database(self) -> str:
         """The database name the entry connects to."""
         from psycopg.conninfo import conninfo_to_dict
         return str(conninfo_to_dict(self.conninfo()).get("dbname") or self.name)
-
-    def password(self) -> str | None:
-        """First line of ``password_file`` (refused unless 0600), or None."""
-        if not self.password_file:
-            return None
-        key = f"backup.databases.{self.name}.password_file"
-        try:
-            st = os.stat(self.password_file)
-            with open(self.password_file, encoding="utf-8") as fh:
-                line = fh.readline().strip()
-        except FileNotFoundError:
-            raise ConfigError(f"{self.password_file} not found", key=key) from None
-        except OSError as exc:
-            raise ConfigError(f"{self.password_file}: {exc.strerror}", key=key) from None
-        if st.st_mode & 0o077:
-            raise ConfigError(f"password file {self.password_file} is readable by others",
-                              key=key, hint=f"chmod 600 {self.password_file}")
-        return line
 
     def env(self) -> dict:
         """Environment for libpq programs: the password travels here, not in argv."""
