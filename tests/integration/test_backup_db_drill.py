@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from tests.e2e.test_backup_drill import _flip
 from tests.harness.cli import run_opskit
 from tests.integration.test_backup_db import SCHEMA, _cli
 
@@ -25,14 +26,6 @@ def dumped(tmp_path, postgres, postgres_db):
 
 def _scratch_dirs():
     return set(glob.glob("/tmp/opskit-drill-pg-*"))
-
-
-def _flip(path, offset):
-    with open(path, "r+b") as fh:
-        fh.seek(offset)
-        b = fh.read(1)
-        fh.seek(offset)
-        fh.write(bytes([b[0] ^ 0xFF]))
 
 
 def test_a_database_drill_passes_and_leaves_nothing_behind(dumped, postgres):
