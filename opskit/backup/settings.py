@@ -7,6 +7,8 @@ docs/configuration.md (a test checks).
 """
 from opskit.core.schema import Key, MapOf, Section, defaults, positive
 
+from .db.settings import DATABASES, PG_SECTION
+
 # Off-site replication targets (docs/replication.md). The example config shows
 # one template entry named "<name>"; entries whose name starts with "<" are
 # templates and are never used as sites.
@@ -79,4 +81,6 @@ SECTION = Section({
     "lock_stale_minutes": Key(int, 60, "A lock not refreshed for this long is stale.", min=1),
     "retention": RETENTION_SECTION,
     "drill": DRILL_SECTION,
+    "databases": DATABASES,
+    "pg": PG_SECTION,
 })

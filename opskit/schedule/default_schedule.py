@@ -44,6 +44,14 @@ jobs:
     timeout: 12h
     rules: [R-BAK-4]
 
+  db-dump:
+    description: Daily logical dump of every database in backup.databases (R-BAK-2, R-BAK-6)
+    command: [backup, db, run, --tag, daily]
+    every: day
+    at: "00:45"
+    timeout: 6h
+    rules: [R-BAK-2, R-BAK-6]
+
   replicate:
     description: Copy new backup data to every off-site site after each backup (R-BAK-3)
     command: [backup, replicate]
