@@ -23,7 +23,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 # group name -> module under opskit.cli; imported only when the group is used,
 # so 'opskit backup run' from cron does not pay for every other group's imports
 GROUP_MODULES = ("backup", "users", "access", "perms", "policy", "correct", "audit", "hosts",
-                 "schedule", "playbook", "evidence")
+                 "schedule", "playbook", "evidence", "incident")
 
 
 class _RootGroup(OpskitGroup):
