@@ -185,3 +185,13 @@ def overdue_cmd(app: App, at, metrics_file) -> None:
     app.audit_details.update({"missed": [f"{r['id']} {r['deadline']}" for r in rows],
                               "metrics": path, "rule_ids": ["R-INC-1"]})
     app.emit(overdue_result(rows, now))
+
+
+@group.command("verify")
+@output_options()
+@pass_app
+def verify_cmd(app: App) -> None:
+    """Check the hash chains of the incident, event, error and approval registers."""
+    from opskit.incidents.registers import verify_all
+    from opskit.incidents.report import verify_result
+    app.emit(verify_result(verify_all(app.state_dir)))

@@ -63,3 +63,35 @@ def overdue_result(rows: list[dict], now: _dt.datetime) -> Result:
                                 title="Missed deadlines (R-INC-1)")] if rows else [],
                   messages=lines + [summary], summary=summary,
                   exit_code=EXIT_FINDINGS if rows else EXIT_OK)
+
+
+EVENT_COLUMNS = ["id", "at", "place", "type", "scope", "measures", "responsible", "recorded",
+                 "in_time"]
+
+
+def event_result(row: dict) -> Result:
+    headline = (f"recorded security event {row['id']} ({row['type']} at {row['place']})"
+                + ("" if row["in_time"] else "; recorded LATE (R-AUD-4: within 24 h)"))
+    return Result(data=row, messages=[headline], summary=headline)
+
+
+def event_list_result(rows: list[dict]) -> Result:
+    late = [r["id"] for r in rows if not r["in_time"]]
+    summary = f"{len(rows)} security event(s)" + (f", {len(late)} recorded late" if late else "")
+    return Result(data=rows, tables=[Table(EVENT_COLUMNS, rows, title="Security events "
+                                           "(R-AUD-4)")], messages=[summary], summary=summary)
+
+
+def prune_result(dropped: int, before: str) -> Result:
+    text = f"pruned {dropped} security event(s) recorded before {before}"
+    return Result(data={"pruned": dropped, "before": before}, messages=[text], summary=text)
+
+
+def verify_result(problems: dict[str, str | None]) -> Result:
+    rows = [{"register": k, "ok": v is None, "problem": v} for k, v in problems.items()]
+    bad = [r["register"] for r in rows if not r["ok"]]
+    summary = ("registers intact: " + ", ".join(problems)) if not bad else \
+        "register verification FAILED: " + "; ".join(problems[b] for b in bad)
+    return Result(data=rows, tables=[Table(["register", "ok", "problem"], rows)],
+                  messages=[summary], summary=summary,
+                  exit_code=EXIT_FINDINGS if bad else EXIT_OK)
