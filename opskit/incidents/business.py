@@ -28,6 +28,7 @@ from opskit.core.state import StateLayout
 
 from . import clocks, signatures
 from .chain import Register
+from .clocks import refused
 
 RULE = "R-AUD-5"
 GRADES = ("general", "larger", "major")
@@ -162,16 +163,16 @@ def review(state_dir: str, error_id: str, *, signer: Signer, supervisors: dict,
     def decide(records: list[dict]) -> dict:
         err = _get(records, error_id)
         if err.closed:
-            raise Refused(f"{err.id} is closed", rule=RULE)
+            raise refused(f"{err.id} is closed", rule=RULE)
         payload = err.review_payload()
         block = signatures.sign(signer, payload)
         name = signatures.signer_name(block, payload, keys, RULE, "business supervisor "
                                       "(incidents.supervisors)")
         if name == err.reporter:
-            raise Refused(f"{name} reported {err.id} and may not review it (self-approval)",
+            raise refused(f"{name} reported {err.id} and may not review it (self-approval)",
                           rule=RULE)
         if any(r["signature"]["key"] == block["key"] for r in err.reviews):
-            raise Refused(f"key {block['fingerprint']} ({name}) already reviewed {err.id}: the "
+            raise refused(f"key {block['fingerprint']} ({name}) already reviewed {err.id}: the "
                           "same key twice", rule=RULE)
         return {"time": clocks.iso(now), "step": "review", "error": err.id, "actor": name,
                 "comment": comment, "signature": block}
@@ -210,7 +211,7 @@ def rectify(state_dir: str, error_id: str, *, actor: str, measures: str, owner: 
     def decide(records: list[dict]) -> dict:
         err = _get(records, error_id)
         if err.closed or err.rectification:
-            raise Refused(f"{err.id} is already {err.state}", rule=RULE)
+            raise refused(f"{err.id} is already {err.state}", rule=RULE)
         return {"time": clocks.iso(now), "step": "rectify", "error": err.id, "actor": actor,
                 "at": clocks.iso(at), "measures": measures, "owner": owner, "effect": effect,
                 "corrections": [c.upper() for c in corrections]}
@@ -225,12 +226,12 @@ def close(state_dir: str, error_id: str, *, actor: str, supervisors: dict,
     def decide(records: list[dict]) -> dict:
         err = _get(records, error_id)
         if err.closed:
-            raise Refused(f"{err.id} is already closed", rule=RULE)
+            raise refused(f"{err.id} is already closed", rule=RULE)
         if not valid_reviews(err, supervisors):
-            raise Refused(f"{err.id} has no valid supervisor review yet", rule=RULE,
+            raise refused(f"{err.id} has no valid supervisor review yet", rule=RULE,
                           hint=f"opskit error review {err.id} --key SUPERVISOR_KEY")
         if not err.rectification:
-            raise Refused(f"{err.id} has no rectification report yet", rule=RULE,
+            raise refused(f"{err.id} has no rectification report yet", rule=RULE,
                           hint=f"opskit error rectify {err.id} --measures ... --owner ... "
                                "--effect ...")
         return {"time": clocks.iso(now), "step": "close", "error": err.id, "actor": actor}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass
 
-from opskit.core.errors import UsageError
+from opskit.core.errors import Refused, UsageError
 
 KEPT, MISSED, OPEN = "kept", "missed", "open"
 UTC = _dt.timezone.utc
@@ -62,7 +62,8 @@ class Deadline:
     done: _dt.datetime | None = None
 
     def state(self, now: _dt.datetime) -> str:
-        if self.done is not None:
+        """The state as of ``now``: a duty done after ``now`` is not done yet then."""
+        if self.done is not None and self.done <= now:
             return KEPT if self.done <= self.due else MISSED
         return MISSED if now > self.due else OPEN
 
@@ -71,10 +72,16 @@ class Deadline:
         return (self.due - now).total_seconds() if self.state(now) == OPEN else None
 
     def row(self, now: _dt.datetime) -> dict:
+        done = self.done if self.done is not None and self.done <= now else None
         return {"deadline": self.name, "rule": self.rule, "due": iso(self.due),
-                "done": iso(self.done) if self.done else None, "state": self.state(now),
+                "done": iso(done) if done else None, "state": self.state(now),
                 "seconds_left": self.seconds_left(now)}
 
 
 def hours(n: float) -> _dt.timedelta:
     return _dt.timedelta(hours=float(n))
+
+
+def refused(message: str, *, rule: str, hint: str | None = None) -> Refused:
+    """A refusal (exit 2) whose one line names the rule it enforces."""
+    return Refused(f"{message} ({rule})", rule=rule, hint=hint)

@@ -15,11 +15,12 @@ from __future__ import annotations
 import datetime as _dt
 import os
 
-from opskit.core.errors import Refused, UsageError
+from opskit.core.errors import UsageError
 from opskit.core.state import StateLayout
 
 from . import clocks
 from .chain import Register
+from .clocks import refused
 
 RULE = "R-AUD-4"
 FIELDS = ("place", "type", "scope", "measures", "responsible")
@@ -81,7 +82,7 @@ def prune(state_dir: str, *, before: _dt.datetime, now: _dt.datetime,
     retention floor (R-AUD-4). Returns how many were dropped."""
     floor = now - _dt.timedelta(days=retention_days)
     if before > floor:
-        raise Refused(f"security events are kept at least {retention_days} days: nothing "
+        raise refused(f"security events are kept at least {retention_days} days: nothing "
                       f"recorded after {clocks.iso(floor)} may be pruned (asked: before "
                       f"{clocks.iso(before)})", rule=RULE,
                       hint=f"--before {floor.date().isoformat()} or earlier")

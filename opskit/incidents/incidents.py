@@ -25,11 +25,12 @@ import shutil
 import socket
 from dataclasses import dataclass, field
 
-from opskit.core.errors import Refused, UsageError
+from opskit.core.errors import UsageError
 from opskit.core.state import StateLayout
 
 from . import clocks
 from .chain import Register
+from .clocks import refused
 from .settings import DEFAULT_DEADLINES, GRADES
 
 RULE = "R-INC-1"
@@ -195,7 +196,7 @@ def _step(state_dir: str, incident_id: str, step: str, actor: str, at: _dt.datet
     def decide(records: list[dict]) -> dict:
         inc = _get(records, incident_id)
         if inc.closure:
-            raise Refused(f"{inc.id} is closed; open a new incident for new facts", rule=RULE)
+            raise refused(f"{inc.id} is closed; open a new incident for new facts", rule=RULE)
         if at < inc.detected_at:
             raise UsageError(f"{step} at {clocks.iso(at)} is before the detection of {inc.id} "
                              f"({clocks.iso(inc.detected_at)})")
@@ -238,7 +239,7 @@ def close(state_dir: str, incident_id: str, *, actor: str, analysis: str, rectif
     def check(inc: Incident) -> None:
         for d in inc.deadlines():
             if d.name.startswith("report-") and d.done is None:
-                raise Refused(f"{inc.id} cannot be closed before its {d.name} is recorded "
+                raise refused(f"{inc.id} cannot be closed before its {d.name} is recorded "
                               f"('opskit incident report {inc.id} --to "
                               f"{d.name.split('-', 1)[1]}')", rule=RULE)
 

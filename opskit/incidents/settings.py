@@ -8,7 +8,7 @@ docs/configuration.md (a test checks).
 Defaults are the regulation's clocks (R-INC-1, R-AUD-4, R-AUD-5); a grade the
 config leaves out keeps its default deadlines.
 """
-from opskit.core.schema import Key, MapOf, Section, positive  # noqa: F401
+from opskit.core.schema import Key, MapOf, Section, defaults, positive  # noqa: F401
 
 GRADES = ("general", "large", "major", "especially-major")
 
@@ -38,7 +38,7 @@ _GRADE = Section({
 SECTION = Section({
     "deadlines": MapOf(_GRADE, "Deadlines per incident grade (general, large, major, "
                                "especially-major); unset values keep the regulation's.",
-                       default={}),
+                       default={"<name>": defaults(_GRADE)}),
     "event_record_hours": Key(float, 24.0, "A security event must be recorded within this many "
                                            "hours of happening (R-AUD-4).", check=positive),
     "event_retention_days": Key(int, 183, "Security events younger than this are never pruned "
@@ -49,10 +49,11 @@ SECTION = Section({
                                           "days of happening (R-AUD-5).", check=positive),
     "supervisors": MapOf(Key(str, None, "OpenSSH ed25519 public key line of this business "
                                         "supervisor."),
-                         "Business supervisors who review business errors: name -> public key."),
+                         "Business supervisors who review business errors: name -> public key.",
+                         default={"<name>": None}),
     "reviewers": MapOf(Key(str, None, "OpenSSH ed25519 public key line of this reviewer."),
                        "Second persons who approve high-risk operations: name -> public key "
-                       "(R-SEC-2)."),
+                       "(R-SEC-2).", default={"<name>": None}),
     "high_risk_operations": Key(list, HIGH_RISK_DEFAULT, "Operations that need a second "
                                 "person's signed approval before they run (R-SEC-2).",
                                 item_type=str),

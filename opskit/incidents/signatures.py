@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 
 from opskit.core.audit import canonical
-from opskit.core.errors import ConfigError, Refused
-from opskit.core.signing import (Signer, fingerprint, parse_public_key, verify_signature)
+from opskit.core.errors import ConfigError
+from opskit.core.signing import Signer, fingerprint, parse_public_key, verify_signature
+
+from .clocks import refused
 
 CONTEXT = b"opskit-incidents-approval-v1\n"
 
@@ -53,9 +55,9 @@ def signer_name(block: dict, payload: dict, keys: dict[str, bytes], rule: str,
     names = [n for n, k in keys.items() if k == raw]
     if not names:
         fp = fingerprint(raw) if len(raw) == 32 else "malformed key"
-        raise Refused(f"key {fp} is not registered as a {role}: the approval is not "
+        raise refused(f"key {fp} is not registered as a {role}: the approval is not "
                       "authenticated", rule=rule,
                       hint="the config must list this person's public key")
     if not verify_signature(raw, block.get("sig", ""), message(payload)):
-        raise Refused(f"the signature of {names[0]} does not verify", rule=rule)
+        raise refused(f"the signature of {names[0]} does not verify", rule=rule)
     return names[0]

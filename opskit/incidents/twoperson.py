@@ -30,6 +30,7 @@ from opskit.core.state import StateLayout
 
 from . import clocks, signatures
 from .chain import Register
+from .clocks import refused
 
 RULE = "R-SEC-2"
 
@@ -83,11 +84,11 @@ def approve(state_dir: str, *, operation: str, subject: str, for_person: str, si
         name = signatures.signer_name(block, payload, keys, RULE,
                                       "reviewer (incidents.reviewers)")
         if name == for_person:
-            raise Refused(f"{name} would approve their own operation (self-approval): a "
+            raise refused(f"{name} would approve their own operation (self-approval): a "
                           "second person must review it", rule=RULE)
         for r in _usable(records, operation, subject, now, valid_hours):
             if r["signature"]["key"] == block["key"]:
-                raise Refused(f"key {block['fingerprint']} ({name}) already approved this "
+                raise refused(f"key {block['fingerprint']} ({name}) already approved this "
                               "operation: the same key twice is one review", rule=RULE)
         return {"time": at, "step": "approve", "operation": operation, "subject": subject,
                 "for": for_person, "actor": name, "comment": comment, "signature": block}
@@ -127,7 +128,7 @@ def check(state_dir: str, *, operation: str, subject: str, runner: str, reviewer
             names.append(name)
         if len(found) < required:
             need = needed(operation, subject, runner, required)
-            raise Refused(f"'{operation}' is a high-risk operation: it needs {required} "
+            raise refused(f"'{operation}' is a high-risk operation: it needs {required} "
                           f"approval(s) by a second person for {runner} (has {len(found)})",
                           rule=RULE, hint=need["command"])
         return {"time": clocks.iso(now), "step": "use", "operation": operation,
