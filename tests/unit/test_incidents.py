@@ -148,3 +148,27 @@ def test_metrics_count_open_incidents_by_grade_and_the_next_deadline(tmp_path):
     assert "opskit_incidents_missed_deadlines 0" in text
     # both security reports and the superior report of the major one
     assert "opskit_incidents_missed_deadlines 3" in metrics.text(found, h(2.5))
+
+
+def test_evidence_is_met_only_when_every_item_kept_its_deadlines(tmp_path):
+    from opskit.incidents import evidence_items
+    state = str(tmp_path)
+    inc = _open(state)
+    incidents.report(state, inc.id, actor="a", to="security", recipient="s", at=h(1), now=h(1))
+    by_rule = {e["rule"]: e for e in evidence_items(state, T0 - dt.timedelta(days=1), h(3))}
+    assert by_rule["R-INC-1"]["verdict"] == "met" and by_rule["R-INC-1"]["kept"] == 1
+    assert by_rule["R-AUD-4"]["verdict"] == "no items"
+    late = _open(state, at=h(1), now=h(1))                          # never reported
+    by_rule = {e["rule"]: e for e in evidence_items(state, T0 - dt.timedelta(days=1), h(4))}
+    inc1 = by_rule["R-INC-1"]
+    assert inc1["verdict"] == "not met" and inc1["missed"] == 1
+    assert [i["id"] for i in inc1["items"]] == [inc.id, late.id]
+    # outside the period: not counted
+    later = {e["rule"]: e for e in evidence_items(state, h(2), h(4))}
+    assert later["R-INC-1"]["items"] == []
+    # a damaged register is never 'met'
+    path = incidents.register(state).path
+    text = open(path).read().replace("odd login", "nothing")
+    open(path, "w").write(text)
+    damaged = {e["rule"]: e for e in evidence_items(state, h(2), h(4))}["R-INC-1"]
+    assert damaged["verdict"] == "not met" and not damaged["register_intact"]
