@@ -63,6 +63,15 @@ def _emit_step(app: App, inc, now, headline: str) -> None:
     app.emit(incident_step_result(inc, now, headline))
 
 
+def _step(app: App, step: str, incident_id: str, at: str | None, headline: str, **fields) -> None:
+    """Run one step (update, report, close) of the domain at the stated time."""
+    from opskit.incidents import incidents
+    stated, now = when(at)
+    inc = getattr(incidents, step)(app.state_dir, incident_id, actor=person(app), at=stated,
+                                   now=now, **fields)
+    _emit_step(app, inc, now, headline.format(id=inc.id))
+
+
 # --- commands ----------------------------------------------------------------------------
 
 @group.command("open")
@@ -97,11 +106,7 @@ def open_cmd(app: App, grade, type_, place, scope, description, detected_at) -> 
 @pass_app
 def update_cmd(app: App, incident_id, measures, findings, at) -> None:
     """Record measures and findings (the first update is the first response)."""
-    from opskit.incidents import incidents
-    stated, now = when(at)
-    inc = incidents.update(app.state_dir, incident_id, actor=person(app), measures=measures,
-                           findings=findings, at=stated, now=now)
-    _emit_step(app, inc, now, f"updated {inc.id}")
+    _step(app, "update", incident_id, at, "updated {id}", measures=measures, findings=findings)
 
 
 @group.command("report")
@@ -114,11 +119,8 @@ def update_cmd(app: App, incident_id, measures, findings, at) -> None:
 @pass_app
 def report_cmd(app: App, incident_id, to, recipient, at) -> None:
     """Record who was told and when."""
-    from opskit.incidents import incidents
-    stated, now = when(at)
-    inc = incidents.report(app.state_dir, incident_id, actor=person(app), to=to,
-                           recipient=recipient, at=stated, now=now)
-    _emit_step(app, inc, now, f"{inc.id} reported to {to} ({recipient})")
+    _step(app, "report", incident_id, at, f"{{id}} reported to {to} ({recipient})", to=to,
+          recipient=recipient)
 
 
 @group.command("close")
@@ -131,11 +133,8 @@ def report_cmd(app: App, incident_id, to, recipient, at) -> None:
 @pass_app
 def close_cmd(app: App, incident_id, analysis, rectification, effect, at) -> None:
     """Close with analysis, rectification and effect."""
-    from opskit.incidents import incidents
-    stated, now = when(at)
-    inc = incidents.close(app.state_dir, incident_id, actor=person(app), analysis=analysis,
-                          rectification=rectification, effect=effect, at=stated, now=now)
-    _emit_step(app, inc, now, f"closed {inc.id}")
+    _step(app, "close", incident_id, at, "closed {id}", analysis=analysis,
+          rectification=rectification, effect=effect)
 
 
 @group.command("list")

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 
 from opskit.core.errors import Refused, UsageError
 from opskit.core.signing import Signer
-from opskit.core.state import StateLayout
 
 from . import clocks, signatures
-from .chain import Register
+from .chain import Register, register_at
 from .clocks import refused
+from .settings import grade_from
 
 RULE = "R-AUD-5"
 GRADES = ("general", "larger", "major")
@@ -38,16 +38,12 @@ _CR = re.compile(r"^[A-Za-z]+-\d+$")
 
 def grade_of(text: str) -> str:
     """general/larger/major, or 一般/较大/重大."""
-    grade = ALIASES.get(text.strip(), text.strip().lower())
-    if grade not in GRADES:
-        raise UsageError(f"unknown business-error grade {text!r} (expected general, larger, "
-                         "major or 一般/较大/重大)")
-    return grade
+    return grade_from(text, GRADES, ALIASES, "business-error")
 
 
 def register(state_dir: str) -> Register:
     """The business-error register of this state directory."""
-    return Register(os.path.join(StateLayout(state_dir).incidents, "errors.jsonl"))
+    return register_at(state_dir, "errors.jsonl")
 
 
 @dataclass

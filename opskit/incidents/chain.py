@@ -18,12 +18,18 @@ import os
 from typing import Callable, Iterator
 
 from opskit.core.atomicfile import write_atomic
-from opskit.core.audit import (GENESIS, _read_last_line, _write_all_or_nothing, build_entry,
-                               canonical, entry_hash, line_hash)
+from opskit.core.audit import (GENESIS, _read_last_line, append_chained, canonical, entry_hash,
+                               line_hash)
 from opskit.core.errors import IntegrityError
 from opskit.core.filelock import FileLock
+from opskit.core.state import StateLayout
 
 LOCK_TIMEOUT = 30.0
+
+
+def register_at(state_dir: str, name: str) -> "Register":
+    """The register ``name`` under ``<state_dir>/incidents/``."""
+    return Register(os.path.join(StateLayout(state_dir).incidents, name))
 
 
 class Register:
@@ -43,17 +49,7 @@ class Register:
         (or raises, e.g. Refused); the record is chained, written and returned."""
         with self._lock():
             records = list(self.records())
-            fields = decide(records)
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                size = os.fstat(fd).st_size
-                seq, prev = self._tail(fd, size)
-                entry, line = build_entry(seq + 1, prev, fields)
-                _write_all_or_nothing(fd, line + b"\n", size, self.path)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        return entry
+            return append_chained(self.path, self._tail, decide(records))
 
     def _tail(self, fd: int, size: int) -> tuple[int, str]:
         last = _read_last_line(fd, size)

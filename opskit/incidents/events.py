@@ -16,10 +16,9 @@ import datetime as _dt
 import os
 
 from opskit.core.errors import UsageError
-from opskit.core.state import StateLayout
 
 from . import clocks
-from .chain import Register
+from .chain import Register, register_at
 from .clocks import refused
 
 RULE = "R-AUD-4"
@@ -28,7 +27,7 @@ FIELDS = ("place", "type", "scope", "measures", "responsible")
 
 def register(state_dir: str) -> Register:
     """The security-event register of this state directory."""
-    return Register(os.path.join(StateLayout(state_dir).incidents, "events.jsonl"))
+    return register_at(state_dir, "events.jsonl")
 
 
 def record(state_dir: str, *, actor: str, at: _dt.datetime, now: _dt.datetime,

@@ -29,9 +29,9 @@ from opskit.core.errors import UsageError
 from opskit.core.state import StateLayout
 
 from . import clocks
-from .chain import Register
+from .chain import Register, register_at
 from .clocks import refused
-from .settings import DEFAULT_DEADLINES, GRADES
+from .settings import DEFAULT_DEADLINES, GRADES, grade_from
 
 RULE = "R-INC-1"
 ALIASES = {"一般": "general", "较大": "large", "重大": "major", "特别重大": "especially-major",
@@ -42,16 +42,12 @@ _ID = re.compile(r"^INC-(\d+)$")
 
 def grade_of(text: str) -> str:
     """A grade name (English or Chinese); UsageError when unknown."""
-    grade = ALIASES.get(text.strip(), text.strip().lower())
-    if grade not in GRADES:
-        raise UsageError(f"unknown incident grade {text!r} (expected {', '.join(GRADES)} "
-                         "or 一般/较大/重大/特别重大)")
-    return grade
+    return grade_from(text, GRADES, ALIASES, "incident")
 
 
 def register(state_dir: str) -> Register:
     """The incident register of this state directory."""
-    return Register(os.path.join(StateLayout(state_dir).incidents, "incidents.jsonl"))
+    return register_at(state_dir, "incidents.jsonl")
 
 
 @dataclass

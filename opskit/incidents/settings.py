@@ -67,6 +67,16 @@ SECTION = Section({
 })
 
 
+def grade_from(text: str, grades: tuple, aliases: dict, what: str) -> str:
+    """A grade given in English or Chinese; UsageError naming the accepted ones."""
+    from opskit.core.errors import UsageError
+    grade = aliases.get(text.strip(), text.strip().lower())
+    if grade not in grades:
+        raise UsageError(f"unknown {what} grade {text!r} (expected {', '.join(grades)} or "
+                         f"{'/'.join(k for k in aliases if not k.isascii())})")
+    return grade
+
+
 def deadlines_for(config, grade: str) -> dict:
     """The deadlines (hours) of ``grade``: the config's values over the defaults."""
     out = dict(DEFAULT_DEADLINES[grade])

@@ -26,10 +26,9 @@ import os
 from opskit.core.audit import canonical
 from opskit.core.errors import Refused, UsageError
 from opskit.core.signing import Signer
-from opskit.core.state import StateLayout
 
 from . import clocks, signatures
-from .chain import Register
+from .chain import Register, register_at
 from .clocks import refused
 
 RULE = "R-SEC-2"
@@ -37,7 +36,7 @@ RULE = "R-SEC-2"
 
 def register(state_dir: str) -> Register:
     """The approval register of this state directory."""
-    return Register(os.path.join(StateLayout(state_dir).incidents, "approvals.jsonl"))
+    return register_at(state_dir, "approvals.jsonl")
 
 
 def is_high_risk(operation: str, configured: list[str]) -> bool:
