@@ -9,9 +9,9 @@ host whose checks were all n/a is no evidence.
 """
 from __future__ import annotations
 
-import datetime as dt
 import os
 
+from opskit.core.keep import id_time
 from opskit.core.state import StateLayout
 
 from .model import MET, NO_EVIDENCE, NOT_MET, judge, not_implemented, source
@@ -23,15 +23,6 @@ POLICY_RULES = ("R-MED-1", "R-MED-2", "R-NET-1", "R-NET-2", "R-NET-3", "R-NET-4"
 PERMS_RULES = ("R-ACC-1", "R-ACC-2", "R-ACC-3", "R-ACC-4", "R-ACC-5", "R-ACC-6", "R-ACC-8",
                "R-AUD-3")
 DISABLED = ("disabled by the policy",)
-
-
-def _run_time(name: str) -> dt.datetime | None:
-    """A policy run's start from its id (``20261122T120000.123456Z-abc123.json``)."""
-    try:
-        return dt.datetime.strptime(name[:23], "%Y%m%dT%H%M%S.%fZ").replace(
-            tzinfo=dt.timezone.utc)
-    except ValueError:
-        return None
 
 
 def _in_period(ctx: Context, folder: str, names: list[str], key: str, when_of=None):
@@ -94,7 +85,7 @@ def policy(ctx: Context):
     from opskit.policy.catalogue import catalogue      # which rules have a check at all
     covered = {spec.rule for spec in catalogue().values()}
     folder = StateLayout(ctx.state_dir).policy_runs
-    found = _in_period(ctx, folder, json_files(folder), "started", _run_time)
+    found = _in_period(ctx, folder, json_files(folder), "started", id_time)
     reg = regularity("policy check", [t for t, _ in found], DAY, 2 * HOUR, ctx.since, ctx.now)
     out = [not_implemented(r, f"no policy check covers {r}") for r in POLICY_RULES
            if r not in covered]
