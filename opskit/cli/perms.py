@@ -5,6 +5,7 @@ import os
 
 import click
 
+from opskit.core.atomicfile import write_atomic
 from opskit.perms.report import FORMATS as REPORT_FORMATS
 
 from .app import App, OpskitGroup, output_options, pass_app
@@ -125,7 +126,7 @@ def diff_cmd(app: App, person, snapshot_ref, from_ref, to_ref) -> None:
         app.audit_details.update(snapshot_from=old.id, snapshot_to=new.id, changes=len(rows))
         app.emit(changes_result(old, new, rows, notes, person))
         return
-    from opskit.accounts.roster import load_declared
+    from opskit.accounts.declared import load_declared
     from opskit.perms.analysis import analyse
     roster = load_declared(app.config)
     snap = store.load(snapshot_ref)
@@ -135,7 +136,7 @@ def diff_cmd(app: App, person, snapshot_ref, from_ref, to_ref) -> None:
 
 
 def _roster_or_none(app: App, required: bool):
-    from opskit.accounts.roster import load_declared
+    from opskit.accounts.declared import load_declared
     from opskit.core.errors import ConfigError
     try:
         return load_declared(app.config)
@@ -159,7 +160,7 @@ def report_cmd(app: App, snapshot_ref, out_path) -> None:
     (and a JSON record) is kept in <state_dir>/perms/reports. Exit 1 when
     there are findings.
     """
-    from opskit.accounts.roster import load_declared
+    from opskit.accounts.declared import load_declared
     from opskit.core.errors import OperationalError
     from opskit.perms.analysis import analyse
     from opskit.perms.report import ReportStore, build_report
@@ -177,8 +178,9 @@ def report_cmd(app: App, snapshot_ref, out_path) -> None:
                              stored=stored, findings=s["findings"], by_rule=s["by_rule"])
     if out_path:
         try:
-            with open(out_path, "w", encoding="utf-8") as fh:
-                fh.write(rendered)
+            # account names, sudo rights and keys: readable by its owner only, like
+            # everything else opskit writes (R-ACC-4 evidence is not for every local user)
+            write_atomic(out_path, rendered, mode=0o600)
         except OSError as exc:
             raise OperationalError(f"cannot write {out_path}: {exc.strerror}") from None
         click.echo(f"{app.summary}\nwritten to {os.path.abspath(out_path)}; stored as {stored}")

@@ -38,6 +38,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+from .durations import DurationError, parse_timedelta
 from .secrets import is_secret_name
 from .errors import IntegrityError, LockHeldError, OperationalError, UsageError
 from .filelock import FileLock
@@ -56,8 +57,6 @@ FIELDS: dict[str, type | tuple] = {
 }
 
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
-_DURATION = re.compile(r"(\d+)\s*([smhdw])\Z", re.IGNORECASE)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -132,20 +131,22 @@ def parse_time(text: str) -> _dt.datetime:
 
 
 def parse_since(text: str, now: _dt.datetime | None = None) -> _dt.datetime:
-    """``--since``: a duration back from now (``90s``, ``30m``, ``24h``, ``7d``, ``2w``) or a
+    """``--since``: a duration back from now (``90s``, ``30m``, ``24h``, ``7d``, ``2w``, ``3mo``;
+    opskit.core.durations) or a
     date/time (``2026-11-01``, ``2026-11-01T08:00``, ``2026-11-01 08:00:00Z``). A date or
     time without a zone is local time. Returns an aware datetime; UsageError if neither."""
     text = (text or "").strip()
     now = now or _dt.datetime.now(_dt.timezone.utc)
-    match = _DURATION.match(text)
-    if match:
-        return now - _dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
+    try:
+        return now - parse_timedelta(text)
+    except DurationError:
+        pass
     try:
         value = _dt.datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(f"--since: cannot read {text!r} as a date or a duration",
                          hint="use a date such as 2026-11-01 or 2026-11-01T08:00, "
-                              "or a duration such as 90m, 24h, 7d, 2w") from None
+                              "or a duration such as 90m, 24h, 7d, 2w, 3mo") from None
     if value.tzinfo is None:
         value = value.astimezone()  # naive = local time
     return value
@@ -326,17 +327,7 @@ class AuditLog:
         }
         self._ensure_dir()
         with self._lock():
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                size = os.fstat(fd).st_size
-                seq, prev = self._tail_link(fd, size)
-                entry, line = build_entry(seq + 1, prev, fields)
-                _write_all_or_nothing(fd, line + b"\n", size, self.path)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if size == 0:
-                _fsync_dir(os.path.dirname(self.path))
+            entry = append_chained(self.path, self._tail_link, fields)
         return entry
 
     def _tail_link(self, fd: int, size: int) -> tuple[int, str]:
@@ -637,6 +628,24 @@ class AuditLog:
 
 # --- low-level I/O -------------------------------------------------------------------
 
+def append_chained(path: str, tail, fields: dict) -> dict:
+    """Append ``fields`` as one chained line to ``path`` (created 0600) and fsync it.
+    ``tail(fd, size)`` gives the (seq, line hash) to chain onto. The caller holds the
+    writers' lock. Also used by other hash-chained registers (opskit.incidents.chain)."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        seq, prev = tail(fd, size)
+        entry, line = build_entry(seq + 1, prev, fields)
+        _write_all_or_nothing(fd, line + b"\n", size, path)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if size == 0:
+        _fsync_dir(os.path.dirname(path))
+    return entry
+
+
 def build_entry(seq: int, prev: str, fields: dict) -> tuple[dict, bytes]:
     """Complete an entry (``seq``, ``time`` unless given, ``prev``, ``hash``) and return it
     with its canonical line (no newline). ``fields`` holds the other fields."""
@@ -701,6 +710,6 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-__all__ = ["AuditLog", "VerifyReport", "GENESIS", "build_entry", "canonical", "entry_hash",
+__all__ = ["AuditLog", "VerifyReport", "GENESIS", "append_chained", "build_entry", "canonical", "entry_hash",
            "line_hash", "is_secret_key", "redact_secrets", "parse_since", "parse_time",
            "operator_matches", "load_checkpoints", "checkpoint_problem", "utc_now"]
