@@ -9,7 +9,8 @@ function. A rule's verdict is the worst judgement any of its sources gave:
     no evidence    nothing shows it either way: no source, an empty ledger or log,
                    only n/a or disabled checks, evidence outside the period
     met            at least one judgement says met and none says worse
-    not applicable declared by the site with a reason; never counted as met
+    not applicable declared by the site with a reason, or every source had nothing to
+                   apply to (no incident in the period, register intact); never met
 
 A rule with no registered source is ``no evidence: not implemented by opskit``.
 """
@@ -49,6 +50,8 @@ class Judgement:
     items: list[Item] = field(default_factory=list)
     periods: dict | None = None          # regularity (periods.Regularity.as_dict())
     implemented: bool = True             # False: the source has no check for this rule
+    silent: bool = False                 # nothing to apply to (no incident in the period):
+                                         # ignored beside other judgements, else n/a
 
     def as_dict(self) -> dict:
         return {"source": self.source, "verdict": self.verdict, "reason": self.reason,
@@ -124,6 +127,10 @@ def decide(rule: str, judgements: list[Judgement],
     judgements = [j for j in judgements if j.implemented]
     if not_applicable:
         return RuleVerdict(rule, NOT_APPLICABLE, not_applicable, True, judgements)
-    verdict = worst(judgements)
-    reasons = [j.reason for j in judgements if j.verdict == verdict]
+    loud = [j for j in judgements if not j.silent]
+    if judgements and not loud:
+        return RuleVerdict(rule, NOT_APPLICABLE, "; ".join(j.reason for j in judgements), True,
+                           judgements)
+    verdict = worst(loud)
+    reasons = [j.reason for j in loud if j.verdict == verdict]
     return RuleVerdict(rule, verdict, "; ".join(reasons) or verdict, True, judgements)

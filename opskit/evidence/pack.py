@@ -20,7 +20,7 @@ from opskit.core.output import Result
 from opskit.core.signing import Signer
 from opskit.core.state import opskit_command
 
-from . import backups, checks, records  # noqa: F401  (registration side effect)
+from . import backups, checks, incidents, records  # noqa: F401  (registration side effect)
 from .model import SOURCES, VERDICTS, Judgement, RuleVerdict, decide
 from .packfiles import Context, Pack, iso
 from .report import pack_result, render_html

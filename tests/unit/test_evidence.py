@@ -29,6 +29,7 @@ IMPLEMENTED = {"R-BAK-1", "R-BAK-2", "R-BAK-3", "R-BAK-4", "R-BAK-5", "R-ACC-1",
                "R-ACC-3", "R-ACC-4", "R-ACC-5", "R-ACC-6", "R-ACC-8", "R-MED-2", "R-NET-1",
                "R-NET-3", "R-NET-4", "R-NET-5", "R-DAT-1", "R-DAT-2", "R-DAT-3", "R-DAT-5",
                "R-AUD-1", "R-AUD-2", "R-AUD-3", "R-SEC-2"}
+REGISTERS = {"R-INC-1", "R-AUD-4", "R-AUD-5"}     # opskit.incidents: empty registers are n/a
 
 
 @pytest.fixture
@@ -52,8 +53,11 @@ def test_every_rule_of_requirements_md_gets_a_verdict_and_a_good_state_is_met(go
     assert len(ids) == 41 and list(rules) == ids
     bad = {r: v["reason"] for r, v in rules.items() if r in IMPLEMENTED and v["verdict"] != "met"}
     assert not bad, bad
-    assert {r for r, v in rules.items() if v["implemented"]} == IMPLEMENTED
-    for rid in set(ids) - IMPLEMENTED:
+    assert {r for r, v in rules.items() if v["implemented"]} == IMPLEMENTED | REGISTERS
+    for rid in REGISTERS:                # nothing happened: not applicable, never met
+        assert rules[rid]["verdict"] == "not applicable", rules[rid]
+        assert "nothing recorded" in rules[rid]["reason"]
+    for rid in set(ids) - IMPLEMENTED - REGISTERS:
         assert rules[rid]["verdict"] == "no evidence"
         assert rules[rid]["reason"].startswith("no evidence: not implemented by opskit") or \
             rules[rid]["reason"].startswith("not implemented by opskit")
@@ -537,3 +541,16 @@ def test_regularity_names_gaps_with_dates():
     assert [p["count"] for p in missed.periods] == [1, 0, 0, 1]
     empty = regularity("full", [], 7 * 86400, 0, start, end)
     assert not empty.ok and empty.count == 0
+
+
+def test_incident_register_is_one_more_source_a_missed_deadline_is_not_met(good, tmp_path):
+    from opskit.incidents import incidents
+    home, fake, signer, _o, sites = good
+    when = ago(days=10)
+    incidents.open_incident(str(home), actor="alice", grade="major", type="intrusion",
+                            place="db01", scope="claims DB", description="odd login",
+                            detected_at=when, now=when)          # never reported: 2 h missed
+    result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-INC-1"]["verdict"] == "not met" and "missed" in rules["R-INC-1"]["reason"]
+    assert rules["R-AUD-4"]["verdict"] == "not applicable"      # still nothing recorded there
+    assert result.exit_code == 1 and "R-INC-1" in result.summary
