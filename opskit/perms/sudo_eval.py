@@ -238,8 +238,9 @@ class Matcher:
     def authenticate(self, runas: str | None, command: str | None) -> tuple[bool, str]:
         """``authenticate`` after the Defaults that apply, and the entry that set it last."""
         value, why = True, ""
-        # sudo applies generic, @host and :user Defaults in one pass, then >runas, then !cmnd
-        for kinds in (("", "@", ":"), (">",), ("!",)):
+        # generic, @host, :user and >runas Defaults in one pass in file order, then !cmnd
+        # (what the real sudo does: tests/integration/test_sudo_eval.py)
+        for kinds in (("", "@", ":", ">"), ("!",)):
             for d in self.p.defaults:
                 if d.kind not in kinds or not self.defaults_apply(d, runas, command):
                     continue

@@ -129,7 +129,7 @@ def _comment_at(line: str) -> int:
             quoted = not quoted
         elif c == "#" and not quoted:
             prev = line[:i].rstrip()[-1:]
-            if _UID_START.match(line, i) and prev in ("", ",", "(", "!", ":", "="):
+            if _UID_START.match(line, i) and prev in ("", ",", "(", "!", ":", "=", "%"):
                 i += 1                      # '#1004' where a name is expected: a uid
                 continue
             return i
@@ -177,7 +177,9 @@ def tokens(text: str) -> list[str]:
         elif c == '"':
             end = text.find('"', i + 1)
             end = len(text) if end < 0 else end
-            cur.append(text[i + 1:end].replace(" ", "\\ "))
+            quoted = text[i + 1:end]
+            # '""' is sudo's "no arguments"; other quotes only protect blanks
+            cur.append(quoted.replace(" ", "\\ ") if quoted else '""')
             i = end + 1
         elif c.isspace():
             flush()
