@@ -41,7 +41,8 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterable
 
-from .sudoers_parse import CmndSpec, DefaultsEntry, Member, ParsedTree, Tree, parse_tree
+from .sudoers_parse import (CmndSpec, DefaultsEntry, Member, ParsedTree, Tree, parse_tree,
+                            tag_names)
 
 ALLOW, DENY = True, False
 UNSPEC = None
@@ -349,18 +350,6 @@ def _user(user) -> SudoUser:
     return user if isinstance(user, SudoUser) else SudoUser(str(user))
 
 
-def _hosts_text(members) -> str:
-    return ",".join(("!" if m.negated else "") + m.name for m in members)
-
-
-def _tags_text(tags: dict) -> tuple:
-    out = []
-    for k, v in sorted(tags.items()):
-        out.append(("NOPASSWD" if v else "PASSWD") if k == "NOPASSWD" else
-                   (k if v else "NO" + k))
-    return tuple(out)
-
-
 def _password_free(m: Matcher, cs: CmndSpec, runas: str | None,
                    command: str | None) -> tuple[bool, str]:
     """Whether running ``cs`` asks no password, and why (see module doc)."""
@@ -391,13 +380,14 @@ def evaluate(tree_files: Tree | ParsedTree, user: SudoUser | str, host_facts: Ho
             if not here and not elsewhere:
                 continue
             for cs in cmnds:
-                runas = cs.runas_text(m.runas_default)
+                runas = _runas_text(m, cs)
                 single = None if any(c in runas for c in ",:!") or runas == "ALL" else runas
-                for negated, command in _expand_command(m, cs.command):
+                for negated, command in _expand(m, "cmnd", cs.command):
                     free, why = _password_free(m, cs, single, command
                                                if command.startswith("/") else None)
                     out.append(SudoRight(runas, command, free, cs.source, negated,
-                                         _tags_text(cs.tags), _hosts_text(hosts), via, here,
+                                         tag_names(cs.tags), _expanded_text(m, "host", hosts),
+                                         via, here,
                                          why))
     return out
 
@@ -412,16 +402,29 @@ def _via(m: Matcher, users) -> str | None:
     return ""
 
 
-def _expand_command(m: Matcher, member: Member, negated: bool = False, depth: int = 0):
-    """(negated, command) for a command member, Cmnd_Alias members expanded and
-    negations multiplied through (``!ALIAS`` holding ``!/cmd`` gives /cmd)."""
+def _expand(m: Matcher, kind: str, member: Member, negated: bool = False, depth: int = 0):
+    """(negated, name) for a list member, aliases of ``kind`` expanded and negations
+    multiplied through (``!ALIAS`` holding ``!/cmd`` gives /cmd), as sudo -l shows them."""
     neg = negated != member.negated
-    alias = m.p.aliases["cmnd"].get(member.name)
+    alias = m.p.aliases[kind].get(member.name)
     if alias is None or depth >= _MAX_ALIAS_DEPTH:
         yield neg, member.name
         return
     for sub in alias:
-        yield from _expand_command(m, sub, neg, depth + 1)
+        yield from _expand(m, kind, sub, neg, depth + 1)
+
+
+def _expanded_text(m: Matcher, kind: str, members) -> str:
+    return ",".join(("!" if n else "") + name for member in members
+                    for n, name in _expand(m, kind, member))
+
+
+def _runas_text(m: Matcher, cs: CmndSpec) -> str:
+    """The run-as spec with Runas_Aliases expanded: 'root', 'postgres,pgadmin', 'ALL:ALL'."""
+    users = _expanded_text(m, "runas", cs.runas_users) if cs.runas_users else ""
+    if cs.runas_groups:
+        return f"{users}:{_expanded_text(m, 'runas', cs.runas_groups)}"
+    return users or m.runas_default
 
 
 def check(tree_files: Tree | ParsedTree, user: SudoUser | str, host_facts: HostIdentity,

@@ -436,6 +436,12 @@ def _tag(word: str) -> dict[str, bool]:
     return {word: True}
 
 
+def tag_names(tags: dict[str, bool]) -> tuple[str, ...]:
+    """{'NOPASSWD': True, 'EXEC': False} -> ('NOEXEC', 'NOPASSWD'): tags as written."""
+    return tuple(sorted(("NOPASSWD" if v else "PASSWD") if k == "NOPASSWD" else
+                        (k if v else "NO" + k) for k, v in tags.items()))
+
+
 def _next_is_colon(ts: _Tokens) -> bool:
     j = ts.i
     while j < len(ts.t) and ts.t[j] == " ":
