@@ -239,8 +239,9 @@ class _Tokens:
         return self.peek() is None
 
 
-def _member_list(ts: _Tokens, stop: tuple[str, ...]) -> tuple[Member, ...]:
-    """name, !name, ... up to a token of ``stop`` (not consumed)."""
+def _member_list(ts: _Tokens, stop: tuple[str, ...] | None) -> tuple[Member, ...]:
+    """name, !name, ... up to a token of ``stop`` (not consumed); ``stop`` None: up to
+    the first member not followed by ',' (a user list ends at the blank before hosts)."""
     out = []
     while True:
         neg = False
@@ -255,7 +256,7 @@ def _member_list(ts: _Tokens, stop: tuple[str, ...]) -> tuple[Member, ...]:
         if nxt == ",":
             ts.take()
             continue
-        if nxt is None or nxt in stop:
+        if stop is None or nxt is None or nxt in stop:
             return tuple(out)
         raise ValueError(f"unexpected {nxt!r} after {word!r}")
 
@@ -369,7 +370,7 @@ def parse_userspec(text: str, source: str) -> UserSpec:
     """``users hosts = (runas) TAGS: cmnd, ... : hosts = ...`` with tags and run-as
     carried over inside each command list (as sudo's grammar does)."""
     ts = _Tokens(tokens(text))
-    users = _users_then_blank(ts)
+    users = _member_list(ts, None)
     sections = []
     while True:
         hosts = _member_list(ts, ("=",))
@@ -378,25 +379,6 @@ def parse_userspec(text: str, source: str) -> UserSpec:
         if ts.done():
             return UserSpec(users, sections, source)
         ts.expect(":")
-
-
-def _users_then_blank(ts: _Tokens) -> tuple[Member, ...]:
-    """The user list: members separated by ',' (blanks allowed around them), ended
-    by the blank before the host list."""
-    out = []
-    while True:
-        neg = False
-        while ts.peek() == "!":
-            ts.take()
-            neg = not neg
-        word = ts.take()
-        if word is None or word in _SPECIAL:
-            raise ValueError(f"expected a user, found {word!r}")
-        out.append(Member(unescape(word), neg))
-        if ts.peek() == ",":
-            ts.take()
-            continue
-        return tuple(out)
 
 
 def _cmndspec_list(ts: _Tokens, source: str) -> list[CmndSpec]:
