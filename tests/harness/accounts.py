@@ -90,8 +90,9 @@ Subsystem sftp {sftp}
 """
 
 
-def start_user_sshd(workdir: str):
-    """An sshd that authenticates real users with their own authorized_keys."""
+def start_user_sshd(workdir: str, overrides: dict | None = None):
+    """An sshd that authenticates real users with their own authorized_keys;
+    ``overrides`` replaces config keywords (e.g. PermitRootLogin)."""
     # imported here: tests.harness.sshd is loaded as a plugin after this module
     from tests.harness.sshd import (SSHD, SSHServer, _sftp_server, _wait_for_banner, free_port,
                                     generate_ed25519)
@@ -104,7 +105,11 @@ def start_user_sshd(workdir: str):
     port = free_port()
     config = os.path.join(workdir, "sshd_config")
     with open(config, "w") as fh:
-        fh.write(_USER_SSHD_CONFIG.format(port=port, workdir=workdir, sftp=_sftp_server()))
+        text = _USER_SSHD_CONFIG.format(port=port, workdir=workdir, sftp=_sftp_server())
+        for keyword, value in (overrides or {}).items():
+            text = "\n".join(f"{keyword} {value}" if line.split(" ")[0] == keyword else line
+                              for line in text.splitlines()) + "\n"
+        fh.write(text)
     known = os.path.join(workdir, "known_hosts")
     with open(known, "w") as fh:
         fh.write(f"[127.0.0.1]:{port} {host_public}\n")
@@ -125,6 +130,17 @@ def start_user_sshd(workdir: str):
 def user_sshd(tmp_path):
     """A dedicated sshd reading ~/.ssh/authorized_keys of real users (stopped afterwards)."""
     server = start_user_sshd(str(tmp_path / "user-sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def insider_sshd(tmp_path):
+    """Like ``user_sshd``, but as sshd ships: root may log in with a key and both
+    ~/.ssh/authorized_keys and ~/.ssh/authorized_keys2 count (the insider's doors)."""
+    server = start_user_sshd(str(tmp_path / "insider-sshd"), {
+        "PermitRootLogin": "prohibit-password",
+        "AuthorizedKeysFile": ".ssh/authorized_keys .ssh/authorized_keys2"})
     yield server
     server.stop()
 
