@@ -250,7 +250,9 @@ def remaining_paths(acct: Account | None, found: Found) -> tuple[list[str], list
 
 def tenure_blockers(before: Found, after: Found, had_sudo: bool, reviewed) -> list[str]:
     """Files that run code as root, changed during the tenure of someone who held
-    sudo rights, still there, and not yet reviewed: a human must look at them."""
+    sudo rights, still there, and not yet reviewed: a human must look at them.
+    Other people's opskit drop-ins are left out: 'users apply' rewrote them (its
+    own audit entries say so) and 'users plan' reports any edit as drift."""
     if not had_sudo:
         return []
     still = set(after.tenure) | {f.path for f in after.setuid}
@@ -258,7 +260,7 @@ def tenure_blockers(before: Found, after: Found, had_sudo: bool, reviewed) -> li
     changed = dict.fromkeys([*before.tenure, *sorted(suspect)])
     return [f"review {p}: runs as root and changed during their tenure (since "
             f"{before.since}); confirm with --reviewed {p}"
-            for p in changed if p in still and p not in reviewed
+            for p in changed if p in still and p not in reviewed and p not in after.managed
             and (hunt.runs_as_root(p) or p in suspect)]
 
 

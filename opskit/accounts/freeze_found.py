@@ -17,6 +17,7 @@ from .target import Target, gather, q
 CRONTABS = ("/var/spool/cron/crontabs", "/var/spool/cron")     # Debian, RHEL
 AT_DIRS = ("/var/spool/cron/atjobs", "/var/spool/at")
 SECTION = "@@opskit-section "
+MANAGED_MARK = "# opskit: managed from the roster for "     # provision.SUDO_HEADER
 # inventory vars
 SSHD_CONFIG_VAR = "sshd_config"
 PROBE_VAR = "ssh_login_probe"
@@ -58,6 +59,7 @@ class Found:
     processes: list[hunt.Proc] = field(default_factory=list)
     since: int | None = None
     tenure: list[str] = field(default_factory=list)
+    managed: set = field(default_factory=set)     # opskit's own drop-ins of other people
 
     @property
     def keys(self) -> list[str]:
@@ -195,6 +197,7 @@ def _parse_sudo(found: Found, db, acct: Account, text: str, root: str, login: st
     if dropin in texts:
         found.sudoers_dropin = texts.pop(dropin).rstrip("\n") + "\n"
     found.sudoers_texts = texts
+    found.managed = {p for p, t in texts.items() if t.startswith(MANAGED_MARK)}
     gids = tuple(db.groups[g].gid for g in acct.groups if g in db.groups)
     primary = acct.primary_group or ""
     who = sudo_grants.Who(login, acct.uid, primary, acct.gid, tuple(acct.groups), gids)
