@@ -40,12 +40,14 @@ def gather_script(root: str = "", sshd_config: str | None = None) -> str:
     return (
         f"akf=; akc=; {sshd}[ -n \"$akf\" ] || akf={q(DEFAULT_FILES)}; "
         f"printf '{_MARK}akf %s\\n' \"$akf\"; printf '{_MARK}akc %s\\n' \"$akc\"; "
-        "awk -F: -v pats=\"$akf\" '{n=split(pats,p,\" \"); for(i=1;i<=n;i++){s=p[i]; "
-        "gsub(/%h/,$6,s); gsub(/%u/,$1,s); gsub(/%U/,$3,s); gsub(/%%/,\"%\",s); "
-        "if (substr(s,1,1)!=\"/\") s=$6 \"/\" s; print $1 \" \" s}}' "
-        f"{q(root + '/etc/passwd')} | sort -u -k2,2 | while read -r acct f; do "
-        f"r={q(root)}\"$f\"; l=; [ -L \"$r\" ] && l=' link'; if [ -f \"$r\" ]; then "
-        f"printf '{_MARK}file %s %s%s\\n' \"$acct\" \"$f\" \"$l\"; cat \"$r\"; echo; fi; done")
+        # one awk reads every file (a cat per account costs a fork each, twice per freeze)
+        f"awk -F: -v pats=\"$akf\" -v root={q(root)} '{{n=split(pats,p,\" \"); "
+        "for(i=1;i<=n;i++){s=p[i]; gsub(/%h/,$6,s); gsub(/%u/,$1,s); gsub(/%U/,$3,s); "
+        "gsub(/%%/,\"%\",s); if (substr(s,1,1)!=\"/\") s=$6 \"/\" s; if (s in seen) continue; "
+        "seen[s]=1; f=root s; first=1; while ((getline line < f) > 0) { if (first) "
+        f"printf \"{_MARK}file %s %s\\n\", $1, s; first=0; print line }} close(f); "
+        "if (!first) print \"\"}}' "
+        f"{q(root + '/etc/passwd')}")
 
 
 @dataclass
@@ -53,7 +55,7 @@ class KeysFile:
     account: str
     path: str
     text: str = ""
-    symlink: bool = False
+    symlink: bool = False        # (not detected by the reader: edits refuse symlinks)
 
 
 @dataclass
@@ -80,8 +82,7 @@ def parse(text: str) -> KeyScan:
                 out.command = rest.strip()
             elif kind == "file":
                 parts = rest.split(" ")
-                current = KeysFile(parts[0], parts[1], symlink=parts[-1] == "link"
-                                   and len(parts) > 2)
+                current = KeysFile(parts[0], parts[1])
                 out.files.append(current)
         elif current is not None:
             current.text += line + "\n"
