@@ -145,6 +145,19 @@ def insider_sshd(tmp_path):
     server.stop()
 
 
+def key_login(server, login: str, key_path: str, timeout: float = 10):
+    """A paramiko client logged in to ``server`` as ``login`` with the private key
+    ``key_path`` (host key checked against the server's known_hosts)."""
+    import paramiko
+    client = paramiko.SSHClient()
+    client.load_host_keys(server.known_hosts)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(server.address, port=server.port, username=login, key_filename=key_path,
+                   allow_agent=False, look_for_keys=False, timeout=timeout,
+                   banner_timeout=timeout, auth_timeout=timeout)
+    return client
+
+
 def remove_account(login: str) -> None:
     """Kill the account's processes and remove it, its home and its opskit files."""
     subprocess.run(["pkill", "-KILL", "-u", login], capture_output=True)
