@@ -28,6 +28,7 @@ from .ledger import Ledger, Refused, decode, export_json
 from .rulesfile import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
 from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
 from .targets import Database, TargetError, image_digest, recover as recover_rows
+from .verify import LedgerTampered, verify_request
 
 RULE_IDS = ["R-DAT-1", "R-DAT-2", "R-DAT-3", "R-AUD-1", "R-AUD-3"]
 
@@ -130,12 +131,48 @@ class Corrections:
             raise Refused(f"no correction request {rid} in the ledger")
         return wf.fold(entries)
 
+    def verified_state(self, rid: str) -> tuple[list[dict], wf.RequestState]:
+        """The request's entries and state, after checking (before anyone acts on them)
+        their chain and signatures (verify.verify_request) and that what the requester
+        signed holds together: the statement vets, names the table and operation the
+        request records, and the frozen requirement is not weaker than the rules file
+        asks for this change. LedgerTampered (exit 1) names the entry otherwise."""
+        entries = verify_request(self.ledger, self.registry, rid)
+        st = wf.fold(entries)
+        stmt = parse_statement(st.sql)
+        check_params(stmt, st.params)
+        where = f"{rid}: the request (seq {st.seq})"
+        if (stmt.table, stmt.operation) != (st.table, st.operation):
+            raise LedgerTampered(f"{where} records {st.operation} on {st.table} but its statement is "
+                                 f"{stmt.operation} on {stmt.table}; refusing to act on it")
+        rows = stmt.insert_rows if stmt.operation == "INSERT" else len(st.before)
+        if rows != st.row_count or image_digest(st.before) != st.before_digest:
+            raise LedgerTampered(f"{where} records {st.row_count} row(s) but its before-image does not "
+                                 "match (row count or digest); refusing to act on it")
+        need = self.registry.requirement(st.target, stmt.table, stmt.operation, st.row_count)
+        have = st.requirement
+        if (have.approvals < need.approvals or not set(need.levels) <= set(have.levels)
+                or (need.auditor and not have.auditor)
+                or (st.executor_may_approve and not self.registry.executor_may_approve)):
+            raise LedgerTampered(f"{where} froze the requirement '{have.describe()}', weaker than the "
+                                 f"rules file asks for this change ('{need.describe()}'); refusing to "
+                                 "act on it")
+        return entries, st
+
+    @staticmethod
+    def _unchanged(rid: str, verified: list[dict], entries: list[dict]) -> None:
+        """Under the ledger lock: the entries are still the ones just verified."""
+        if [e.get("hash") for e in entries] != [e["hash"] for e in verified]:
+            raise Refused(f"{rid} changed while it was being verified; run the command again")
+
     def approve(self, rid: str, comment: str, signer: Signer, role: str | None = None):
         op = self.identify(signer)
+        verified, _st = self.verified_state(rid)
 
         def decide(entries, seq):
             if not entries:
                 raise Refused(f"no correction request {rid} in the ledger")
+            self._unchanged(rid, verified, entries)
             st = wf.fold(entries)
             if st.state == wf.PENDING and op.name != st.requester and op.name not in st.signers():
                 level = self._level_for(st, op, role)
@@ -190,7 +227,7 @@ class Corrections:
     def plan(self, rid: str, signer: Signer) -> dict:
         """What apply would do, checked read-only (``apply --dry-run``)."""
         op = self.identify(signer)
-        st = self.state(rid)
+        _entries, st = self.verified_state(rid)
         self._may_apply(st, op)
         wf.step(wf.fold(st.history), {"kind": "apply-started", "actor": op.name, "request": rid,
                                       "seq": 0, "body": {}})
@@ -210,13 +247,14 @@ class Corrections:
 
     def apply(self, rid: str, signer: Signer):
         op = self.identify(signer)
-        current = self.state(rid)
+        verified, current = self.verified_state(rid)
         if current.state == wf.EXECUTING:
             return self.recover(rid, current, op, signer)
 
         def claim(entries, seq):
             if not entries:
                 raise Refused(f"no correction request {rid} in the ledger")
+            self._unchanged(rid, verified, entries)
             st = wf.fold(entries)
             self._may_apply(st, op)
             spec = {"kind": "apply-started", "actor": op.name,

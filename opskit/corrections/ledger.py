@@ -164,6 +164,11 @@ class Ledger:
     def head(self) -> tuple[int, str] | None:
         raise NotImplementedError
 
+    def rows_from(self, seq: int) -> list[tuple[int, str, str, str]]:
+        """(seq, request, kind, entry) of every stored row from ``seq`` on, as stored: the
+        ``seq``/``request``/``kind`` columns are NOT signed, only ``entry`` is."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -241,6 +246,10 @@ class SqliteLedger(Ledger):
     def head(self):
         row = self.conn.execute(f"SELECT seq, entry FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
         return (row[0], decode(row[1])["hash"]) if row else None
+
+    def rows_from(self, seq: int) -> list[tuple[int, str, str, str]]:
+        return [tuple(r) for r in self.conn.execute(
+            f"SELECT seq, request, kind, entry FROM {TABLE} WHERE seq >= ? ORDER BY seq", (seq,))]
 
     def insert_raw(self, rows: Iterable[tuple[int, str, str, str]]) -> None:
         """Bulk-load already signed entries (benchmarks, imports); no checks."""
@@ -323,6 +332,14 @@ class PostgresLedger(Ledger):
             row = cur.fetchone()
         self.conn.rollback()
         return (row[0], decode(row[1])["hash"]) if row else None
+
+    def rows_from(self, seq: int) -> list[tuple[int, str, str, str]]:
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT seq, request, kind, entry FROM {TABLE} WHERE seq >= %s ORDER BY seq",
+                        (seq,))
+            out = [tuple(r) for r in cur.fetchall()]
+        self.conn.rollback()
+        return out
 
 
 class ExportLedger(Ledger):
