@@ -310,7 +310,7 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
     settled: the live rows show whether the change was committed (recorded
     as applied, recovered) or not (applied now); rows matching neither are
     refused and recorded (exit 1)."""
-    from opskit.corrections.actions import ApplyFailed
+    from opskit.corrections.actions import ApplyFailed, ApplyRetry
     svc = _service(app)
     try:
         signer = _signer(app, key)
@@ -328,7 +328,7 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
             return
         try:
             entry, st = svc.apply(request_id, signer)
-        except ApplyFailed as exc:
+        except (ApplyFailed, ApplyRetry) as exc:
             if exc.entry is not None:
                 _evidence(app, exc.entry, exc.state)
             raise

@@ -19,7 +19,7 @@ from typing import Any
 import datetime as _dt
 import os
 
-from opskit.core.errors import OpskitError, EXIT_FINDINGS
+from opskit.core.errors import OpskitError, OperationalError, EXIT_FINDINGS
 from opskit.core.failpoints import failpoint
 
 from . import workflow as wf
@@ -37,6 +37,15 @@ class ApplyFailed(OpskitError):
     """The apply was attempted, rolled back and recorded in the ledger (exit 1)."""
 
     exit_code = EXIT_FINDINGS
+
+    def __init__(self, message: str, entry: dict | None = None, state: "wf.RequestState | None" = None):
+        super().__init__(message)
+        self.entry, self.state = entry, state
+
+
+class ApplyRetry(OperationalError):
+    """The apply hit a transient error (lock timeout, lost connection, serialization
+    failure), rolled back and left the request approved for a retry (exit 3)."""
 
     def __init__(self, message: str, entry: dict | None = None, state: "wf.RequestState | None" = None):
         super().__init__(message)
@@ -276,6 +285,8 @@ class Corrections:
             error = exc
         if outcome is not None and outcome.ok:
             failpoint("correct.apply.after-commit")
+        if outcome is not None and not outcome.ok and outcome.transient:
+            self._retry_later(rid, op, claimed, outcome, signer)
         if outcome is not None and outcome.ok:
             body = {"row_count": outcome.row_count, "after": outcome.after,
                     "after_sha256": image_digest(outcome.after), "claim_seq": claimed["seq"],
@@ -304,6 +315,27 @@ class Corrections:
             raise ApplyFailed(f"{rid} not applied ({body['stage']}): {body['reason']}; recorded in "
                               f"the ledger as seq {entry['seq']}", entry, final)
         return entry, final
+
+    def _retry_later(self, rid: str, op, claimed: dict, outcome, signer: Signer) -> None:
+        """A transient error: record ``apply-aborted`` (the request is approved again) and
+        raise ApplyRetry (exit 3). An error while committing leaves the outcome unknown,
+        so nothing is recorded and the request stays executing for recovery to settle."""
+        if outcome.stage == "commit":
+            raise TargetError(f"{rid}: {outcome.reason} while committing: whether the change "
+                              f"committed is unknown, so {rid} stays executing; run apply again "
+                              "to settle it")
+        body = {"stage": outcome.stage, "reason": outcome.reason, "transient": True,
+                "claim_seq": claimed["seq"], **self._evidence()}
+
+        def record(entries, seq):
+            spec = {"kind": "apply-aborted", "actor": op.name, "body": body}
+            wf.step(wf.fold(entries), dict(spec, request=rid, seq=seq))
+            return spec
+
+        entry = self.ledger.append(rid, record, signer)
+        raise ApplyRetry(f"{rid} not applied ({outcome.stage}): {outcome.reason}; nothing changed and "
+                         f"{rid} is approved again (seq {entry['seq']}): run apply again later",
+                         entry, self.state(rid))
 
     # --- recovery of an interrupted apply ------------------------------------------
     def recover(self, rid: str, st: wf.RequestState, op, signer: Signer):
@@ -444,7 +476,7 @@ def entry_row(entry: dict, text: str | None = None) -> dict:
         detail = body.get("comment", "")
     elif kind == "applied":
         detail = f"{body.get('row_count')} rows"
-    elif kind == "apply-failed":
+    elif kind in ("apply-failed", "apply-aborted"):
         detail = f"{body.get('stage')}: {body.get('reason')}"
     if body.get("recovered") is True:
         detail += (f" (recovered: {body.get('recovery')}; interrupted apply by "

@@ -13,7 +13,8 @@ An entry is stored as one line of text::
 * ``prev``   SHA-256 of the previous entry's whole stored line (covering its
              signature); 64 zeros for seq 1.
 * ``sig``    Ed25519 signature, by ``key``, over ``SIG_CONTEXT + hash`` (opskit.core.signing).
-* ``kind``   request | approve | reject | withdraw | apply-started | applied | apply-failed.
+* ``kind``   request | approve | reject | withdraw | apply-started | applied | apply-failed |
+             apply-aborted.
 
 Code works on the *flat* view (signed fields + ``hash`` + ``sig``, see
 ``decode``/``encode``).
@@ -49,7 +50,8 @@ from opskit.core.signing import Signer
 FORMAT = "opskit-corrections-ledger"
 VERSION = 1
 TABLE = "opskit_correction_ledger"
-KINDS = ("request", "approve", "reject", "withdraw", "apply-started", "applied", "apply-failed")
+KINDS = ("request", "approve", "reject", "withdraw", "apply-started", "applied", "apply-failed",
+         "apply-aborted")
 
 _DDL_SQLITE = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
