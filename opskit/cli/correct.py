@@ -6,12 +6,12 @@ import os
 import click
 
 from opskit.core.errors import EXIT_FINDINGS, UsageError
-from opskit.core.output import Result, Table
+from opskit.core.output import Result, Table, terminal_safe
 
 from .app import App, OpskitGroup, output_options, pass_app
 
 LOG_COLUMNS = ["id", "state", "target", "table", "operation", "rows", "requester", "approvers",
-               "executor", "waiting_for", "ticket"]
+               "executor", "waiting_for", "ticket", "failure"]
 
 
 @click.group("correct", cls=OpskitGroup)
@@ -251,11 +251,13 @@ def approve(app: App, request_id: str, comment: str, role: str | None, key: str 
     finally:
         svc.ledger.close()
     _evidence(app, entry, st)
+    from opskit.corrections.actions import review_lines, signatures
     level = entry["body"]["level"]
     more = "fully approved: ready to apply" if st.state == "approved" else f"still needs {st.waiting_for()}"
     app.emit(Result(data={"request": st.id, "state": st.state, "level": level, "ledger_seq": entry["seq"],
-                          "waiting_for": st.waiting_for()},
-                    messages=[f"{st.id} approved by {entry['actor']} ({level}); {more}"],
+                          "waiting_for": st.waiting_for(), "signed_by": signatures(st)},
+                    messages=terminal_safe(review_lines(st) +
+                                           [f"{st.id} approved by {entry['actor']} ({level}); {more}"]),
                     summary=f"{st.id} approved by {entry['actor']} ({level}); state {st.state}"))
 
 
@@ -371,7 +373,8 @@ def log(app: App, state_filter: str | None) -> None:
     finally:
         svc.ledger.close()
     rows = [summary_row(s) for s in states if not state_filter or s.state == state_filter]
-    app.emit(Result(data=rows, tables=[Table(LOG_COLUMNS, rows, headers={"waiting_for": "WAITING FOR"})],
+    app.emit(Result(data=rows, tables=[Table(LOG_COLUMNS, terminal_safe(rows),
+                                             headers={"waiting_for": "WAITING FOR"})],
                     summary=f"{len(rows)} correction request(s)"))
 
 
@@ -381,7 +384,8 @@ def log(app: App, state_filter: str | None) -> None:
 @pass_app
 def show(app: App, request_id: str) -> None:
     """Everything recorded about one request: statement, before/after images, every signature."""
-    from opskit.corrections.actions import entry_row
+    from opskit.corrections.actions import entry_row, signatures
+    from opskit.corrections.sqlcheck import with_values
     svc = _service(app)
     try:
         st = svc.state(request_id)
@@ -394,8 +398,10 @@ def show(app: App, request_id: str) -> None:
     info = Table(["field", "value"], [{"field": k, "value": view[k]} for k in
                                      ("id", "state", "target", "table", "operation", "rows", "requester",
                                       "requested", "reason", "ticket", "requirement", "approvers",
-                                      "executor", "waiting_for")] +
-                 [{"field": "sql", "value": st.sql}, {"field": "params", "value": str(st.params)}])
+                                      "executor", "waiting_for", "failure")] +
+                 [{"field": "signed by", "value": signatures(st)},
+                  {"field": "statement", "value": with_values(st.sql, st.params)},
+                  {"field": "sql", "value": st.sql}, {"field": "params", "value": str(st.params)}])
     tables = [info]
     if st.before:
         cols = sorted({k for r in st.before for k in r})
@@ -405,6 +411,8 @@ def show(app: App, request_id: str) -> None:
         cols = sorted({k for r in after for k in r})
         tables.append(Table(cols, after, title="after-image", headers={c: c for c in cols}))
     tables.append(Table(["seq", "time", "kind", "actor", "detail", "key"], history, title="ledger entries"))
+    # everything shown came from someone's typing or the database: no terminal escapes
+    tables = [Table(t.columns, terminal_safe(t.rows), t.title, t.headers) for t in tables]
     app.emit(Result(data=data, tables=tables, summary=f"{st.id}: {st.state}"))
 
 

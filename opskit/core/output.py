@@ -83,6 +83,24 @@ def _has_surrogates(text: str) -> bool:
         return True
 
 
+def terminal_safe(value: Any) -> Any:
+    """``value`` with control and format characters (ESC, CR, BEL, bidi overrides ...)
+    in its strings written as visible ``\\x1b``/``\\u202e`` escapes, so text someone
+    else typed cannot move the cursor, recolour or hide what a reviewer reads. Dicts
+    and lists are walked; other values are returned as they are."""
+    if isinstance(value, str):
+        import unicodedata
+        if value.isprintable():
+            return value
+        return "".join(ch if ch.isprintable() or unicodedata.category(ch) == "Zs"
+                       else ch.encode("unicode_escape").decode("ascii") for ch in value)
+    if isinstance(value, dict):
+        return {k: terminal_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [terminal_safe(v) for v in value]
+    return value
+
+
 def dumps(value: Any) -> str:
     """Stable, readable JSON."""
     return json.dumps(to_jsonable(value), indent=2, sort_keys=False, ensure_ascii=False)

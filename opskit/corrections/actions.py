@@ -26,7 +26,7 @@ from . import workflow as wf
 from opskit.core.signing import Signer, fingerprint
 from .ledger import Ledger, Refused, decode, export_json
 from .rulesfile import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
-from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
+from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value, with_values
 from .targets import Database, TargetError, image_digest, recover as recover_rows
 from .verify import LedgerTampered, verify_request
 
@@ -169,10 +169,16 @@ class Corrections:
         return entries, st
 
     @staticmethod
-    def _unchanged(rid: str, verified: list[dict], entries: list[dict]) -> None:
-        """Under the ledger lock: the entries are still the ones just verified."""
-        if [e.get("hash") for e in entries] != [e["hash"] for e in verified]:
-            raise Refused(f"{rid} changed while it was being verified; run the command again")
+    def _unchanged(rid: str, verified: list[dict], entries: list[dict], step: dict) -> None:
+        """Under the ledger lock: the entries are still the ones just verified. If some
+        were added meanwhile (another approver or executor won a race), the workflow's
+        own reason to refuse ``step`` is given; otherwise: run the command again."""
+        hashes, mine = [e.get("hash") for e in entries], [e["hash"] for e in verified]
+        if hashes == mine:
+            return
+        if hashes[:len(mine)] == mine:
+            wf.step(wf.fold(entries), step)
+        raise Refused(f"{rid} changed while it was being verified; run the command again")
 
     def approve(self, rid: str, comment: str, signer: Signer, role: str | None = None):
         op = self.identify(signer)
@@ -181,7 +187,8 @@ class Corrections:
         def decide(entries, seq):
             if not entries:
                 raise Refused(f"no correction request {rid} in the ledger")
-            self._unchanged(rid, verified, entries)
+            self._unchanged(rid, verified, entries, {"kind": "approve", "actor": op.name, "request": rid,
+                                                     "seq": seq, "body": {"level": role or "clerk"}})
             st = wf.fold(entries)
             if st.state == wf.PENDING and op.name != st.requester and op.name not in st.signers():
                 level = self._level_for(st, op, role)
@@ -263,11 +270,11 @@ class Corrections:
         def claim(entries, seq):
             if not entries:
                 raise Refused(f"no correction request {rid} in the ledger")
-            self._unchanged(rid, verified, entries)
-            st = wf.fold(entries)
-            self._may_apply(st, op)
             spec = {"kind": "apply-started", "actor": op.name,
                     "body": dict(self._evidence(), pid=os.getpid())}
+            self._unchanged(rid, verified, entries, dict(spec, request=rid, seq=seq))
+            st = wf.fold(entries)
+            self._may_apply(st, op)
             wf.step(st, dict(spec, request=rid, seq=seq))
             return spec
 
@@ -461,7 +468,34 @@ def summary_row(st: wf.RequestState) -> dict:
             "requested": st.requested_at, "approvers": ", ".join(
                 f"{a['actor']} ({a['level']})" for a in st.approvals + ([st.auditor] if st.auditor else [])),
             "executor": st.executor or "", "waiting_for": st.waiting_for(),
-            "ticket": st.ticket, "reason": st.reason}
+            "ticket": st.ticket, "reason": st.reason, "failure": failure_of(st)}
+
+
+def failure_of(st: wf.RequestState) -> str:
+    """Why the request failed, or why its last apply attempt was rolled back; else ''."""
+    if st.state == wf.FAILED and st.outcome:
+        return f"{st.outcome.get('stage')}: {st.outcome.get('reason')}"
+    if st.aborted:
+        last = st.aborted[-1]
+        return f"last attempt rolled back ({last.get('stage')}): {last.get('reason')}"
+    return ""
+
+
+def signatures(st: wf.RequestState) -> str:
+    """Who has signed the request so far, in order, with role and ledger seq."""
+    signs = [f"{st.requester} (requester, seq {st.seq})"]
+    signs += [f"{a['actor']} ({a['level']}, seq {a['seq']})"
+              for a in sorted(st.approvals + ([st.auditor] if st.auditor else []), key=lambda a: a["seq"])]
+    return "; ".join(signs)
+
+
+def review_lines(st: wf.RequestState) -> list[str]:
+    """What an approver must see: the statement with its values, the requirement and
+    the signatures so far (control characters escaped by the caller)."""
+    return [f"statement: {with_values(st.sql, st.params)}",
+            f"requirement: {st.requirement.describe()}",
+            f"signed by: {signatures(st)}",
+            f"still needed: {st.waiting_for()}"]
 
 
 def entry_row(entry: dict, text: str | None = None) -> dict:

@@ -140,6 +140,22 @@ def params_of(sql: str) -> list[str]:
     return [name for _s, _e, name in _params(_scan(sql))]
 
 
+def with_values(sql: str, params: dict) -> str:
+    """``sql`` with each ``:name`` shown as the SQL literal of its value, for people to
+    read (``show``, ``approve``); never executed -- values are always bound."""
+    def literal(name: str) -> str:
+        value = typed_value(params[name]) if name in params else None
+        if name not in params:
+            return ":" + name
+        if value is None:
+            return "NULL"
+        if isinstance(value, (int, Decimal)):
+            return str(value)
+        return "'" + str(value).replace("'", "''") + "'"
+    tokens = _scan(sql)
+    return _replace(sql, tokens, _params(tokens), lambda s: s, literal)
+
+
 def to_pyformat(sql: str) -> str:
     """``:name`` -> ``%(name)s`` for psycopg, every literal ``%`` doubled, comments blanked."""
     tokens = _scan(sql)
