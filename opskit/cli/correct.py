@@ -450,9 +450,13 @@ def export(app: App, fmt: str, out: str | None) -> None:
 @click.option("--no-audit-check", "no_audit_check", is_flag=True,
               help="Do not cross-check the ledger head against the newest ledger seq/hash in "
                    "opskit's audit log.")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when no anchor (audit log record or --checkpoint) was available: "
+                   "without one, entries cut off the end of the ledger go unnoticed.")
 @output_options(tabular=False)
 @pass_app
-def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_check: bool) -> None:
+def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_check: bool,
+           strict: bool) -> None:
     """Check the chain, every signature and every workflow step; exit 1 names the first bad entry."""
     from opskit.core.audit import load_checkpoints
     from opskit.corrections.ledger import ExportLedger, SqliteLedger
@@ -461,7 +465,8 @@ def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_
     registry = load_registry(find_rules_file(app.config))
     checkpoints = []
     for path in checkpoint_files:
-        checkpoints.extend(load_checkpoints(path))
+        checkpoints.extend(dict(cp, source=cp.get("source") or f"checkpoint file {path}")
+                           for cp in load_checkpoints(path))
     if ledger_file:
         try:
             with open(ledger_file, "rb") as fh:
@@ -482,7 +487,8 @@ def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_
         report = do_verify(ledger, registry, checkpoints)
     finally:
         ledger.close()
-    data = dict(report.to_dict(), audit_log_head=(
+    anchors = [f"{cp.get('source') or 'a checkpoint'}: seq {cp.get('seq')}" for cp in checkpoints]
+    data = dict(report.to_dict(), anchors=anchors, audit_log_head=(
         {"seq": audit_mark["seq"], "hash": audit_mark["hash"]} if audit_mark else None))
     app.audit_details.update({"verify": data, "rule_ids": ["R-AUD-1", "R-DAT-1"]})
     messages = [report.describe()]
@@ -494,5 +500,15 @@ def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_
     if not report.signers_checked:
         messages.append("warning: no operators declared in the rules file, so signatures were "
                         "checked only against the keys embedded in the entries")
+    exit_code = 0 if report.ok else EXIT_FINDINGS
+    if anchors:
+        messages.append("anchored by " + "; ".join(anchors))
+    else:
+        # R-AUD-1: "intact" without an anchor cannot rule out a cut-off tail; say so
+        messages.append("warning: no anchor (no audit log record of this ledger, an export, or "
+                        "--no-audit-check): entries cut off the end of the ledger cannot be "
+                        "detected; give --checkpoint FILE" + (" (--strict: exit 1)" if strict else ""))
+        if strict:
+            exit_code = EXIT_FINDINGS
     app.emit(Result(data=data, messages=messages, summary=report.describe(),
-                    exit_code=0 if report.ok else EXIT_FINDINGS))
+                    exit_code=exit_code))

@@ -280,3 +280,27 @@ def test_terminal_escapes_are_shown_escaped_and_the_reviewer_sees_values_and_sig
     log = json.loads(opskit("correct", "log", "--json", env=w.env()).stdout)
     assert "rows changed since the request was approved" in log[0]["failure"]
     assert "rows changed" in opskit("correct", "log", env=w.env()).stdout
+
+
+def test_verify_names_its_anchor_and_warns_without_one(opskit, tmp_path):
+    """#17 item 10: verify says which anchor it used; with none it warns, and --strict exits 1."""
+    w = _world(tmp_path)
+    run = opskit("correct", "request", "--target", "his", "--table", "claims", "--where", "id = :id",
+                 "--param", "id=42", "--set", "amount=1", "--reason", "r", env=w.env("alice"))
+    assert run.exit_code == 0, run.output
+    anchored = opskit("correct", "verify", "--strict", env=w.env())
+    assert anchored.exit_code == 0, anchored.output
+    assert "anchored by the audit log" in anchored.stdout and "seq 1" in anchored.stdout
+    bare = opskit("correct", "verify", "--no-audit-check", env=w.env())
+    assert bare.exit_code == 0 and "warning: no anchor" in bare.stdout
+    strict = opskit("correct", "verify", "--no-audit-check", "--strict", env=w.env())
+    assert strict.exit_code == 1 and "cannot be detected" in strict.stdout
+    export = tmp_path / "ledger.json"
+    assert opskit("correct", "export", "--out", export, env=w.env()).exit_code == 0
+    offline = opskit("correct", "verify", "--ledger", export, "--strict", env=w.env())
+    assert offline.exit_code == 1 and "no anchor" in offline.stdout
+    cp = tmp_path / "cp.json"
+    head = json.loads(opskit("correct", "verify", "--json", env=w.env()).stdout)["head"]
+    cp.write_text(json.dumps({"seq": 1, "hash": head["hash"]}))
+    pinned = opskit("correct", "verify", "--ledger", export, "--checkpoint", cp, "--strict", env=w.env())
+    assert pinned.exit_code == 0 and f"anchored by checkpoint file {cp}" in pinned.stdout
