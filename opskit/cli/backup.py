@@ -196,32 +196,65 @@ def ls_cmd(app: App, snapshot: str, path: str, repo, passphrase_file) -> None:
               help="Directory to restore into (files land at TARGET/<original path>).")
 @click.option("--include", "includes", multiple=True, metavar="PATH",
               help="Restore only this path of the snapshot (repeatable).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing files without asking (protected account, sudoers, PAM, "
+                   "sshd and cron files still need --include).")
+@click.option("--dry-run", is_flag=True,
+              help="Show what would be created, replaced or held back; change nothing.")
 @repo_option
 @output_options(tabular=False)
 @pass_app
-def restore_cmd(app: App, snapshot: str, target: str, includes, repo, passphrase_file) -> None:
+def restore_cmd(app: App, snapshot: str, target: str, includes, overwrite: bool, dry_run: bool,
+                repo, passphrase_file) -> None:
     """Restore SNAPSHOT ('latest' or an id prefix) into TARGET.
 
-    Content, mode, mtime, symlinks, empty directories and (as root) owners are
-    restored; every chunk is verified against its id. Entries whose names
-    could leave TARGET are refused.
+    Content, mode, mtime, symlinks, hard links, xattrs/ACLs, empty directories
+    and (as root) owners are restored; every chunk is verified against its id.
+    Entries whose names could leave TARGET are refused.
+
+    
+    Into a directory that already holds files, opskit first works out what
+    would be replaced (--dry-run lists it), then asks on a terminal, or needs
+    --overwrite without one. Account, sudoers, PAM, sshd and cron files that
+    exist are never replaced unless named with --include (e.g.
+    --include /etc/passwd); they are listed and the exit code is 1.
     """
+    from opskit.backup.restore_plan import RestorePlan, plan_restore
+    from opskit.backup.restorer import Restorer
+
     r = _open(app, repo, passphrase_file)
-    progress = TerminalProgress("restore")
     with RepoLock(r, stale_after_s=_stale_s(app)):
         r.load_index(repair=False)
         snap = r.resolve_snapshot(snapshot)
-        from opskit.backup.restorer import Restorer
+        fresh = not os.path.exists(target) or not os.listdir(target)
+        plan = RestorePlan() if fresh else plan_restore(r, snap, target, list(includes))
+        if dry_run:
+            app.emit(report.restore_plan_result(snap, os.path.abspath(target), plan))
+            return
+        _confirm_replace(plan, target, overwrite)
+        progress = TerminalProgress("restore")
         restorer = Restorer(r, target, includes=list(includes), progress=progress,
-                            workers=app.config.get("backup.workers"))
+                            workers=app.config.get("backup.workers"), excludes=plan.excluded())
         try:
             stats = restorer.run(snap)
         finally:
             progress.close()
     target = os.path.abspath(target)
-    app.audit_details = {"snapshot": snap["id"], "target": target,
-                         "files": stats.files, "errors": stats.errors[:20]}
-    app.emit(report.restore_result(snap, target, stats))
+    app.audit_details = {"snapshot": snap["id"], "target": target, "replaced": len(plan.replace),
+                         "held": plan.held[:20], "files": stats.files, "errors": stats.errors[:20]}
+    app.emit(report.restore_result(snap, target, stats, plan.held))
+
+
+def _confirm_replace(plan, target: str, overwrite: bool) -> None:
+    """Replacing existing files needs a 'yes' on a terminal, or --overwrite."""
+    if not plan.replace or overwrite:
+        return
+    some = ", ".join(plan.replace[:3]) + (" ..." if len(plan.replace) > 3 else "")
+    what = f"restore would replace {len(plan.replace)} existing file(s) under {target} ({some})"
+    if not sys.stdin.isatty():
+        raise UsageError(what, hint="--dry-run lists them; --overwrite replaces them")
+    if not click.confirm(f"{what}. Replace them?", default=False):
+        raise UsageError("restore cancelled: nothing was changed")
 
 
 @group.command("check")
@@ -320,7 +353,7 @@ def _timezone(app: App):
 @click.option("--keep-weekly", type=click.IntRange(0), help="Newest of each of the last N weeks.")
 @click.option("--keep-monthly", type=click.IntRange(0), help="Newest of each of the last N months.")
 @click.option("--keep-yearly", type=click.IntRange(0), help="Newest of each of the last N years.")
-@click.option("--keep-within", metavar="DURATION", help="Keep everything younger (14d, 6m, 1y).")
+@click.option("--keep-within", metavar="DURATION", help="Keep everything younger (14d, 6mo, 1y; m is minutes, mo months).")
 @click.option("--tag", "tags", multiple=True, help="Apply only to snapshots with this tag.")
 @click.option("--dry-run", is_flag=True, help="Show what would be forgotten; change nothing.")
 @click.option("--prune", "then_prune", is_flag=True, help="Run prune afterwards.")
@@ -660,3 +693,5 @@ def check_site_cmd(app: App, site_name: str, read_data: bool, read_data_subset, 
 
 # restore drills live in their own module; importing it registers `backup drill`
 from . import backup_drill  # noqa: E402,F401
+# database backups too: importing it registers `backup db`
+from . import backup_db  # noqa: E402,F401

@@ -36,7 +36,7 @@ def _site_location(app: App, site: str, repo: str | None) -> tuple[str, Targets]
 @click.option("--snapshot", "snapshot_ref", default="latest", show_default=True,
               help="'latest', 'random' or a snapshot id prefix.")
 @click.option("--sample", "sample_pct", type=click.FloatRange(0, 100, min_open=True),
-              metavar="PCT", help="Restore and verify a random PCT%% of the files "
+              metavar="PCT", help="Restore and verify a random PCT percent of the files "
                                   "(default backup.drill.sample_pct).")
 @click.option("--all", "all_files", is_flag=True, help="Restore and verify every file.")
 @click.option("--compare-source", is_flag=True,

@@ -22,7 +22,7 @@ TEXT = '''# opskit schedule: which opskit commands run when (docs/schedule.md).
 version: 1
 
 defaults:
-  timeout: 2h          # seconds, or a duration: 90s, 30m, 2h
+  timeout: 2h          # seconds, or a duration: 90s, 30m, 2h (m = minutes, mo = months)
   retries: 2           # extra attempts after an operational failure (exit 3, timeout)
   retry_delay: 5m      # first backoff; doubled for each further attempt
 
@@ -43,6 +43,14 @@ jobs:
     at: "03:00"
     timeout: 12h
     rules: [R-BAK-4]
+
+  db-dump:
+    description: Daily logical dump of every database in backup.databases (R-BAK-2, R-BAK-6)
+    command: [backup, db, run, --tag, daily]
+    every: day
+    at: "00:45"
+    timeout: 6h
+    rules: [R-BAK-2, R-BAK-6]
 
   replicate:
     description: Copy new backup data to every off-site site after each backup (R-BAK-3)
