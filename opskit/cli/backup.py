@@ -16,6 +16,7 @@ from opskit.backup.locks import RepoLock, list_locks, remove_locks
 from opskit.backup.repository import Repository
 from opskit.core.errors import OperationalError, UsageError
 
+from . import highrisk
 from .app import App, OpskitGroup, output_options, pass_app
 from .progress import TerminalProgress
 
@@ -390,6 +391,10 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
                 if not d.keep:
                     forgotten.append(d.snapshot["id"])
         locked = []
+        # R-SEC-2: dropping snapshots is a high-risk operation (opskit.cli.highrisk)
+        review = highrisk.gate(app, "backup forget", {"repository": r.config.id,
+                                                      "snapshots": sorted(forgotten)},
+                               dry_run=dry_run, needed=bool(forgotten))
         if not dry_run:
             from opskit.backup.backends import ObjectLocked
             for sid in list(forgotten):
@@ -398,9 +403,10 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
                 except ObjectLocked as exc:   # S3 Object Lock: kept until it expires
                     forgotten.remove(sid)
                     locked.append({"snapshot": sid, "retain_until": exc.retain_until})
-    app.audit_details = {"forgotten": forgotten, "dry_run": dry_run, "policy_source": source,
-                         "kept_under_retention": locked}
-    app.emit(report.forget_result(rows, forgotten, locked, dry_run, source))
+    app.audit_details.update({"forgotten": forgotten, "dry_run": dry_run,
+                              "policy_source": source, "kept_under_retention": locked})
+    app.emit(highrisk.annotate(report.forget_result(rows, forgotten, locked, dry_run, source),
+                               review))
     if then_prune and not dry_run:
         click.get_current_context().invoke(prune_cmd, dry_run=False, repo=repo,
                                            passphrase_file=passphrase_file)

@@ -100,4 +100,12 @@ jobs:
     at: "06:30"
     timeout: 30m
     rules: [R-AUD-3, R-DAT-1]
+
+  incident-overdue:
+    description: Hourly check of incident deadlines, with Prometheus gauges (R-INC-1)
+    command: [incident, overdue]
+    every: hour
+    at: ":05"
+    timeout: 10m
+    rules: [R-INC-1]
 '''
