@@ -108,9 +108,18 @@ def drill_cmd(app: App, site, snapshot_ref, sample_pct, all_files, compare_sourc
                          "report": json_path}
     app.audit_details["drill"]["failures"] = report.failures[:20]
     result = drill_result(report, targets, json_path, md_path)
+    archive_drill(app, r, report, result)
     if not report.passed:
         _open_incident(app, result, site, report.verdict, json_path)
     app.emit(result)
+
+
+def archive_drill(app: App, r, report, result) -> None:
+    """A drill of an archive is exempt from approval but registered (R-AUD-6)."""
+    from .archivegate import drill
+    note = drill(app, r, report.snapshot, report.verdict)
+    if note:
+        result.messages.append(note)
 
 
 def _open_incident(app: App, result, site: str, verdict: str, json_path: str) -> None:

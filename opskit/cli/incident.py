@@ -190,7 +190,10 @@ def overdue_cmd(app: App, at, metrics_file) -> None:
 @output_options()
 @pass_app
 def verify_cmd(app: App) -> None:
-    """Check the hash chains of the incident, event, error and approval registers."""
+    """Check the hash chains of the incident, event, error, approval and archive registers."""
+    from opskit.archives.register import register as archive_register
     from opskit.incidents.registers import verify_all
     from opskit.incidents.report import verify_result
-    app.emit(verify_result(verify_all(app.state_dir)))
+    problems = verify_all(app.state_dir)
+    problems["archive accesses and destructions"] = archive_register(app.state_dir).verify()
+    app.emit(verify_result(problems))
