@@ -514,15 +514,31 @@ def key_add_cmd(app: App, write_only: bool, new_passphrase_file, repo, passphras
 
 @key_group.command("remove")
 @click.argument("key_id")
+@click.option("--dry-run", is_flag=True, help="Show the slot and the approval needed; remove "
+                                              "nothing.")
 @repo_option
 @output_options(tabular=False)
 @pass_app
-def key_remove_cmd(app: App, key_id: str, repo, passphrase_file) -> None:
-    """Remove key slot KEY_ID (an id prefix); the last usable one is refused."""
-    from opskit.backup.keyslots import remove_slot
+def key_remove_cmd(app: App, key_id: str, dry_run: bool, repo, passphrase_file) -> None:
+    """Remove key slot KEY_ID (an id prefix); the last usable one is refused.
+
+    A high-risk operation (R-SEC-2): it needs a second person's approval of this
+    slot of this repository ('opskit approve-op'; --dry-run shows the line).
+    """
+    from opskit.backup.keyslots import remove_slot, removable_slot
     r = _open(app, repo, passphrase_file)
-    gone = remove_slot(r, key_id)
-    app.emit(report.key_step_result({"removed": gone.id}, f"removed key slot {gone.id[:12]}"))
+    slot = removable_slot(r, key_id)
+    review = highrisk.gate(app, "backup key remove",
+                           {"repository": r.config.id, "slot": slot.id, "kind": slot.kind},
+                           dry_run=dry_run, needed=True)
+    if dry_run:
+        app.emit(highrisk.annotate(report.key_step_result(
+            {"remove": slot.id, "dry_run": True}, f"would remove key slot {slot.id[:12]}"),
+            review))
+        return
+    gone = remove_slot(r, slot.id)
+    app.emit(highrisk.annotate(report.key_step_result(
+        {"removed": gone.id}, f"removed key slot {gone.id[:12]}"), review))
 
 
 @key_group.command("passwd")

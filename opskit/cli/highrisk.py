@@ -18,11 +18,17 @@ from .app import App
 from .incident import person
 
 
+def applies(app: App, operation: str) -> bool:
+    """True when ``operation`` is in incidents.high_risk_operations (worth planning for)."""
+    from opskit.incidents import twoperson
+    return twoperson.is_high_risk(operation, app.config.get("incidents.high_risk_operations"))
+
+
 def gate(app: App, operation: str, details: dict, *, dry_run: bool, needed: bool) -> dict | None:
     """None when no review applies; else the review needed (dry run) or obtained."""
     from opskit.incidents import clocks, twoperson
     cfg = app.config
-    if not needed or not twoperson.is_high_risk(operation, cfg.get("incidents.high_risk_operations")):
+    if not needed or not applies(app, operation):
         return None
     subject = twoperson.subject_of(operation, details)
     runner = person(app)

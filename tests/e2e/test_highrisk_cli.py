@@ -1,0 +1,102 @@
+"""Two-person review (R-SEC-2, #25 item 5) on the high-risk operations beyond 'backup
+forget': each refused without a second person's approval, shown by --dry-run, and run
+once with one; an operation that is not high-risk in its plan runs without."""
+import json
+import os
+
+import pytest
+
+from opskit.core.signing import generate
+from tests.harness.accounts import make_userdb_root, passwd_line, write_model
+from tests.harness.cli import run_opskit
+
+pytestmark = pytest.mark.e2e
+
+ROSTER = """\
+people:
+  zhang.wei:
+    post: system-maintainer
+  head:
+    post: audit-desk
+"""
+
+
+def _json(run, code=0):
+    assert run.exit_code == code, run.output
+    assert "Traceback" not in run.output
+    return json.loads(run.stdout)
+
+
+@pytest.fixture
+def reviewers(tmp_path):
+    """incidents: section naming li as reviewer; (config text, li's key path, wang's)."""
+    keys = {n: generate(str(tmp_path / "keys" / n), n) for n in ("li", "wang")}
+    text = "incidents:\n  reviewers:\n    li: " + keys["li"][1] + "\n"
+    return text, keys["li"][0].path, keys["wang"][0].path
+
+
+def _approve(config, operation, subject, for_person, key):
+    return _json(run_opskit("--config", config, "--operator", "li", "approve-op", operation,
+                            "--subject", subject, "--for", for_person, "--key", key, "--json"))
+
+
+def test_users_apply_granting_admin_rights_needs_an_approval(tmp_path, reviewers):
+    text, li_key, wang_key = reviewers
+    root = make_userdb_root(tmp_path / "app1")
+    config = write_model(tmp_path / "cfg", ROSTER,
+                         f"hosts:\n  app1:\n    sysroot: {root}\n    groups: [app]\n",
+                         extra_config=text)
+
+    def users(*args, who="wang"):
+        return run_opskit("--config", config, "--operator", who, "users", "apply", *args,
+                          timeout=60)
+
+    # an audit-desk (query tier) account grants no admin rights: no approval needed
+    done = _json(users("--person", "head", "--json"))
+    assert "two_person_review" not in done and passwd_line(root, "head")
+    # a sysadmin account (admin tier, sudo ALL) does
+    refused = users("--person", "zhang.wei")
+    assert refused.exit_code == 2 and "R-SEC-2" in refused.stderr
+    assert "opskit approve-op 'users apply'" in refused.stderr
+    assert not passwd_line(root, "zhang.wei")
+    need = _json(users("--person", "zhang.wei", "--dry-run", "--json"))["two_person_review"]
+    assert need["status"] == "approval needed" and not passwd_line(root, "zhang.wei")
+    own = run_opskit("--config", config, "--operator", "wang", "approve-op", "users apply",
+                     "--subject", need["subject"], "--for", "wang", "--key", wang_key)
+    assert own.exit_code == 2 and "not registered" in own.stderr
+    _approve(config, "users apply", need["subject"], "wang", li_key)
+    done = _json(users("--person", "zhang.wei", "--json"))
+    assert done["two_person_review"]["approved_by"] == ["li"]
+    assert passwd_line(root, "zhang.wei")
+    # nothing left to grant: the next apply needs no approval
+    assert "two_person_review" not in _json(users("--person", "zhang.wei", "--json"))
+
+
+def test_backup_key_remove_needs_an_approval(tmp_path, reviewers):
+    text, li_key, _wang = reviewers
+    config = tmp_path / "opskit.yaml"
+    config.write_text(text)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"content")
+    pw = {"OPSKIT_PASSPHRASE": "first"}
+
+    def backup(*args, env=pw):
+        return run_opskit("--config", config, "--operator", "wang", "backup", *args, env=env)
+
+    assert backup("run", src).exit_code == 0
+    second = _json(backup("key", "add", "--json", env={**pw, "OPSKIT_NEW_PASSPHRASE": "2nd"}))
+    slot = second["added"]
+    refused = backup("key", "remove", slot[:8])
+    assert refused.exit_code == 2 and "R-SEC-2" in refused.stderr
+    assert backup("snapshots", env={"OPSKIT_PASSPHRASE": "2nd"}).exit_code == 0  # still there
+    need = _json(backup("key", "remove", slot[:8], "--dry-run", "--json"))["two_person_review"]
+    assert need["status"] == "approval needed"
+    _approve(config, "backup key remove", need["subject"], "wang", li_key)
+    done = _json(backup("key", "remove", slot[:8], "--json"))
+    assert done["removed"] == slot and done["two_person_review"]["approved_by"] == ["li"]
+    assert backup("snapshots", env={"OPSKIT_PASSPHRASE": "2nd"}).exit_code == 3
+    # the approval was for that slot: it is used up, and the last key is refused outright
+    last = _json(backup("key", "list", "--json"))[0]["id"]
+    refused = backup("key", "remove", last[:8])
+    assert refused.exit_code == 2 and "last one" in refused.stderr
