@@ -18,6 +18,19 @@ from .app import App
 from .incident import person
 
 
+def correction_risk(st) -> str | None:
+    """Why a correction request is high-risk, or None: its rules ask for the top
+    sign-off level (leader) or an audit supervisor, or it deletes rows."""
+    req = st.requirement
+    if "leader" in req.levels:
+        return "signed off up to the leader level"
+    if req.auditor:
+        return "needs an audit supervisor's sign-off"
+    if st.operation.lower() == "delete":
+        return "deletes rows"
+    return None
+
+
 def applies(app: App, operation: str) -> bool:
     """True when ``operation`` is in incidents.high_risk_operations (worth planning for)."""
     from opskit.incidents import twoperson

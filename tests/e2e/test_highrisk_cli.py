@@ -100,3 +100,34 @@ def test_backup_key_remove_needs_an_approval(tmp_path, reviewers):
     last = _json(backup("key", "list", "--json"))[0]["id"]
     refused = backup("key", "remove", last[:8])
     assert refused.exit_code == 2 and "last one" in refused.stderr
+
+
+def test_correct_apply_of_a_high_risk_correction_needs_an_approval(tmp_path, reviewers):
+    from tests.unit.test_correct_support import (approve_fully, make_sqlite_target, make_world,
+                                                 sqlite_rows)
+    text, li_key, _wang = reviewers
+    w = make_world(tmp_path, make_sqlite_target(tmp_path / "his.sqlite"), extra_config=text)
+    svc = w.svc()
+    # refunds: levels up to leader plus the audit supervisor -> high-risk; claims: not
+    _e, risky = svc.request("his", "DELETE FROM refunds WHERE id = :id", {"id": "7"},
+                            "duplicate", "INC-8", w.signer("alice"))
+    _e, plain = svc.request("his", "UPDATE claims SET amount = 5 WHERE id = 42", {}, "typo", "",
+                            w.signer("alice"))
+    approve_fully(w, svc, risky.id)
+    approve_fully(w, svc, plain.id)
+    svc.ledger.close()
+
+    def apply(rid, *args):
+        return run_opskit("--config", w.config, "--operator", "mike", "correct", "apply", rid,
+                          *args, env={"OPSKIT_CORRECTIONS_KEY": w.keys["mike"]})
+
+    assert "two_person_review" not in _json(apply(plain.id, "--json"))
+    refused = apply(risky.id)
+    assert refused.exit_code == 2 and "R-SEC-2" in refused.stderr
+    assert sqlite_rows(w.target_url, "SELECT count(*) FROM refunds WHERE id = 7") == [(1,)]
+    need = _json(apply(risky.id, "--dry-run", "--json"))["two_person_review"]
+    assert need["status"] == "approval needed"
+    _approve(w.config, "correct apply", need["subject"], "mike", li_key)
+    done = _json(apply(risky.id, "--json"))
+    assert done["two_person_review"]["approved_by"] == ["li"]
+    assert sqlite_rows(w.target_url, "SELECT count(*) FROM refunds WHERE id = 7") == [(0,)]
