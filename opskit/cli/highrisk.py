@@ -75,3 +75,44 @@ def annotate(result: Result, review: dict | None) -> Result:
                                f"{review['approvals']} approval(s) by a second person; "
                                f"the reviewer runs: {review['command']}")
     return result
+
+
+def policy_disables(app: App, policy) -> list[dict]:
+    """R-SEC-2 at policy load time: a policy file that disables a check needs a standing
+    approval of its content hash (operation 'policy'); without one its disables are
+    ignored -- the checks run anyway -- and each such file is returned as a finding."""
+    from opskit.incidents import twoperson
+    from opskit.policy.disables import content_hash, disabling_files, reenable
+    if not applies(app, "policy check"):
+        return []
+    cfg = app.config
+    found, approved = [], {}
+    for path, checks in sorted(disabling_files(policy).items()):
+        subject = twoperson.subject_of("policy", {"sha256": content_hash(path)})
+        names = twoperson.standing(app.state_dir, operation="policy", subject=subject,
+                                   reviewers=cfg.get("incidents.reviewers"))
+        if len(names) >= cfg.get("incidents.approvals_required"):
+            approved[path] = names
+            continue
+        found.append({"file": path, "disables": checks, "subject": subject,
+                      "rule": twoperson.RULE,
+                      "command": f"opskit approve-op policy --subject {subject} --for AUTHOR "
+                                 "--key REVIEWER_KEY"})
+    reenable(policy, {f["file"] for f in found})
+    app.audit_details.update(unapproved_disables=found, approved_disables=approved)
+    return found
+
+
+def note_disables(result: Result, found: list[dict]) -> Result:
+    """Add the unapproved disabling policy files to a policy result as findings (exit 1)."""
+    if not found:
+        return result
+    if isinstance(result.data, dict):
+        result.data["unapproved_disables"] = found
+    for f in found:
+        result.messages.append(
+            f"finding (R-SEC-2): {f['file']} disables {', '.join(f['disables'])} without a "
+            f"second person's approval of its content: the check(s) ran anyway; the reviewer "
+            f"runs: {f['command']}")
+    result.exit_code = max(result.exit_code, 1)
+    return result

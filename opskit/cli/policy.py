@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from . import highrisk
 from .app import App, OpskitGroup, output_options, pass_app
 
 
@@ -41,12 +42,13 @@ def _run(app: App, host_names, group_name, policy_path):
 
     config = app.config
     policy = load_policy(config, policy_path)          # bad policy: exit 2 before any host
+    disables = highrisk.policy_disables(app, policy)   # R-SEC-2: unapproved disables run anyway
     inventory = load_inventory(config)
     specs = inventory.select(_split(host_names), group_name)
     settings = SSHSettings.from_config(config)
     return check_fleet(specs, policy, concurrency=settings.concurrency,
                        timeout_per_host=float(config.get("policy.host_timeout")),
-                       ssh_settings=settings)
+                       ssh_settings=settings), disables
 
 
 def _store(app: App):
@@ -78,10 +80,11 @@ def check_cmd(app: App, host_names, group_name, policy_path, verbose) -> None:
     """
     from opskit.policy.report import check_result
 
-    report = _run(app, host_names, group_name, policy_path)
+    report, disables = _run(app, host_names, group_name, policy_path)
     path = _store(app).save(report)
     _audit(app, report, path)
-    app.emit(check_result(report, stored=path, verbose=verbose))
+    app.emit(highrisk.note_disables(check_result(report, stored=path, verbose=verbose),
+                                    disables))
 
 
 @group.command("drift")
@@ -99,13 +102,14 @@ def drift_cmd(app: App, host_names, group_name, policy_path) -> None:
 
     store = _store(app)
     previous = store.latest()
-    report = _run(app, host_names, group_name, policy_path)
+    report, disables = _run(app, host_names, group_name, policy_path)
     path = store.save(report)
     _audit(app, report, path)
     changes = drift(previous, report) if previous else []
     app.audit_details["changes"] = len(changes)
     app.audit_details["previous_run"] = previous.id if previous else None
-    app.emit(drift_result(previous, report, changes))
+    app.emit(highrisk.note_disables(drift_result(previous, report, changes),
+                                    disables))
 
 
 @group.command("list")

@@ -100,6 +100,25 @@ def approve(state_dir: str, *, operation: str, subject: str, for_person: str, si
     return register(state_dir).append(decide)
 
 
+def standing(state_dir: str, *, operation: str, subject: str, reviewers: dict) -> list[str]:
+    """Reviewers whose valid signed approval of (operation, subject) is on record, for a
+    subject that is approved once and then stands (a policy file's content hash): not
+    used up, no expiry; a key no longer registered or a forged record does not count."""
+    keys = signatures.registered_keys(reviewers, "incidents.reviewers")
+    names = []
+    for r in register(state_dir).records():
+        if r.get("step") != "approve" or r["operation"] != operation or r["subject"] != subject:
+            continue
+        try:
+            name = signatures.signer_name(r["signature"], _payload(
+                operation, subject, r["for"], r["time"]), keys, RULE, "reviewer")
+        except Refused:
+            continue
+        if name not in names:
+            names.append(name)
+    return names
+
+
 def needed(operation: str, subject: str, runner: str, required: int) -> dict:
     """What a dry run shows: the approval(s) this run needs and how to give them."""
     return {"operation": operation, "subject": subject, "for": runner, "approvals": required,

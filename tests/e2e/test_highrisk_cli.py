@@ -131,3 +131,41 @@ def test_correct_apply_of_a_high_risk_correction_needs_an_approval(tmp_path, rev
     done = _json(apply(risky.id, "--json"))
     assert done["two_person_review"]["approved_by"] == ["li"]
     assert sqlite_rows(w.target_url, "SELECT count(*) FROM refunds WHERE id = 7") == [(0,)]
+
+
+def test_a_policy_file_disabling_a_check_needs_an_approval_of_its_content(tmp_path, reviewers):
+    from tests.fixtures.policy.trees import POLICY, good_tree, write
+    text, li_key, _wang = reviewers
+    bad = good_tree(tmp_path / "bad")
+    write(bad, {"/proc/modules": "usb_storage 81920 0 - Live 0x0\n"})
+    (tmp_path / "inventory.yaml").write_text(f"hosts:\n  bad:\n    sysroot: {bad}\n")
+    config = tmp_path / "opskit.yaml"
+    config.write_text("inventory: inventory.yaml\n" + text)
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "a.yaml").write_text(open(POLICY).read())
+    site = policies / "z-site.yaml"
+    site.write_text("checks:\n  media.usb-storage-not-loaded:\n    enabled: false\n")
+
+    def check():
+        run = run_opskit("--config", config, "--operator", "wang", "policy", "check", "--policy",
+                         policies, "--json", timeout=60)
+        assert "Traceback" not in run.output
+        return run.exit_code, json.loads(run.stdout)
+
+    def usb(data):
+        return [r["status"] for h in data["hosts"] for r in h["results"]
+                if r["check"] == "media.usb-storage-not-loaded"]
+
+    # unapproved: the disable is ignored, the check runs (and fails), a finding names it
+    code, data = check()
+    assert code == 1 and usb(data) == ["fail"]
+    [finding] = data["unapproved_disables"]
+    assert finding["file"] == str(site) and "opskit approve-op policy" in finding["command"]
+    _approve(config, "policy", finding["subject"], "wang", li_key)
+    code, data = check()
+    assert usb(data) == ["n/a"] and "unapproved_disables" not in data and code == 0
+    # the approval is of the content: any edit needs a new one
+    site.write_text(site.read_text() + "# edited\n")
+    code, data = check()
+    assert code == 1 and usb(data) == ["fail"] and data["unapproved_disables"]
