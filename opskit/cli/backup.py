@@ -655,6 +655,7 @@ def replicate_cmd(app: App, to_sites: tuple[str, ...], read_back: bool, workers,
             res = replicate(source, site, app.state_dir, verify="read" if read_back else "size",
                             progress=bar, workers=workers)
         except OpskitError as exc:
+            _replication_stopped(app, site.name, exc)
             if len(sites) == 1:
                 raise
             failures.append(str(exc))
@@ -667,6 +668,21 @@ def replicate_cmd(app: App, to_sites: tuple[str, ...], read_back: bool, workers,
     app.audit_details = {"results": results, "failures": failures}
     show_table = len(rows) > 1 or app.output_format != "table"
     app.emit(report.replicate_result(rows, results, failures, show_table))
+
+
+def _replication_stopped(app: App, site: str, exc) -> None:
+    """A replication that stopped (exit 3) opens an incident with the site's state
+    (last attempt and error) attached; the id goes to stderr and the audit entry."""
+    from opskit.backup.replicate import state_file
+    from opskit.core.output import Result
+    from .incident import automatic_incident
+    if getattr(exc, "exit_code", 3) != 3:
+        return
+    note = Result(data={})
+    automatic_incident(app, note, "replication-stopped", f"replication to site {site} stopped",
+                       state_file(app.state_dir, site))
+    for line in note.messages:
+        click.echo(line, err=True)
 
 
 @group.command("sites")

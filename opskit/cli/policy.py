@@ -108,8 +108,20 @@ def drift_cmd(app: App, host_names, group_name, policy_path) -> None:
     changes = drift(previous, report) if previous else []
     app.audit_details["changes"] = len(changes)
     app.audit_details["previous_run"] = previous.id if previous else None
-    app.emit(highrisk.note_disables(drift_result(previous, report, changes),
-                                    disables))
+    result = highrisk.note_disables(drift_result(previous, report, changes), disables)
+    _regression_incident(app, result, changes, path)
+    app.emit(result)
+
+
+def _regression_incident(app: App, result, changes, stored: str) -> None:
+    """A regression (a new failure or a finding added) opens an incident with the stored
+    run attached (#25 item 1); a resolved finding or a status change does not."""
+    from .incident import automatic_incident
+    worse = [c for c in changes if c.change in ("new failure", "finding added")]
+    if worse:
+        what = ", ".join(sorted({f"{c.host} {c.check}" for c in worse}))
+        automatic_incident(app, result, "policy-regression",
+                           f"policy drift: regression on {what}", stored)
 
 
 @group.command("list")
