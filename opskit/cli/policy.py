@@ -53,7 +53,9 @@ def _run(app: App, host_names, group_name, policy_path):
 
 def _store(app: App):
     from opskit.policy.store import RunStore
-    return RunStore(app.state_dir, keep=int(app.config.get("policy.keep_runs")))
+    # the policy history keeps the security records' retention floor (R-AUD-4)
+    return RunStore(app.state_dir, keep=int(app.config.get("policy.keep_runs")),
+                    floor_days=int(app.config.get("incidents.event_retention_days")))
 
 
 def _audit(app: App, report, path: str) -> None:

@@ -2,6 +2,7 @@
 between two runs (R-AUD-2: periodic checks whose changes are visible)."""
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import tempfile
@@ -13,10 +14,24 @@ from opskit.core.state import StateLayout, ensure_private_dir
 from .fleet import RunReport
 
 
+def _run_time(run_id: str) -> _dt.datetime | None:
+    """When a run started, from its id (``20260102T000000.000000Z-xxxxxx``)."""
+    try:
+        return _dt.datetime.strptime(run_id.split("-")[0], "%Y%m%dT%H%M%S.%fZ").replace(
+            tzinfo=_dt.timezone.utc)
+    except ValueError:
+        return None
+
+
 class RunStore:
-    def __init__(self, state_dir: str, keep: int = 100):
+    """Stored runs: the newest ``keep`` are kept, and never one younger than
+    ``floor_days`` (the 183-day retention floor of the security records, R-AUD-4:
+    the policy history follows it), whatever ``keep`` says."""
+
+    def __init__(self, state_dir: str, keep: int = 100, floor_days: int = 183):
         self.dir = StateLayout(state_dir).policy_runs
         self.keep = keep
+        self.floor_days = floor_days
 
     def save(self, report: RunReport) -> str:
         ensure_private_dir(os.path.dirname(self.dir))
@@ -55,9 +70,16 @@ class RunStore:
         ids = self.ids()
         return self.load(ids[-1]) if ids else None
 
-    def prune(self) -> None:
+    def prune(self, now: _dt.datetime | None = None) -> None:
+        """Drop the oldest runs beyond ``keep``, none younger than the floor (nor one
+        whose time cannot be read from its id)."""
+        now = now or _dt.datetime.now(_dt.timezone.utc)
+        floor = now - _dt.timedelta(days=self.floor_days)
         ids = self.ids()
         for run_id in ids[: max(0, len(ids) - self.keep)]:
+            started = _run_time(run_id)
+            if started is None or started > floor:
+                continue
             try:
                 os.unlink(os.path.join(self.dir, f"{run_id}.json"))
             except FileNotFoundError:
