@@ -28,7 +28,7 @@ class Marks:
     repositories: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, config) -> "Marks":
+    def from_config(cls, config) -> Marks:
         """The marks under ``archives:`` of a loaded config."""
         return cls(tuple(config.get("archives.tags") or ()),
                    tuple(config.get("archives.paths") or ()),

@@ -4,8 +4,9 @@ from __future__ import annotations
 import click
 
 from .app import App, OpskitGroup, output_options, pass_app
+from .approve_op import approval_options
 from .backup import _open, repo_option
-from .error import key_option, signing_key
+from .error import signing_key
 
 
 @click.group("archive", cls=OpskitGroup)
@@ -46,10 +47,7 @@ def list_cmd(app: App, repo, passphrase_file) -> None:
 @click.argument("snapshot_id")
 @click.option("--purpose", required=True, metavar="TEXT",
               help="The purpose of the read, exactly as the reader gives it.")
-@click.option("--for", "for_person", required=True, metavar="WHO",
-              help="The person who will read it (not you).")
-@click.option("--comment", default="", metavar="TEXT", help="Why it is approved.")
-@key_option
+@approval_options
 @output_options(tabular=False)
 @pass_app
 def approve_cmd(app: App, snapshot_id, purpose, for_person, comment, key_file) -> None:

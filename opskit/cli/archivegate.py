@@ -109,16 +109,6 @@ def destroyed(app: App, r, review: dict | None, dropped_ids: list[str]) -> None:
 
 def annotate(result: Result, review: dict | None, key: str = "archive_access") -> Result:
     """Add the archive approval (needed or obtained) to a command's result."""
-    if review is None:
-        return result
-    shown = {k: v for k, v in review.items() if k != "archived"}
-    if isinstance(result.data, dict):
-        result.data[key] = shown
-    if review["status"] == "approved":
-        result.messages.append(f"archive control (R-AUD-6): approved by "
-                               f"{', '.join(review['approved_by'])}; registered")
-    else:
-        result.messages.append(f"archive control (R-AUD-6): this run needs "
-                               f"{review['approvals']} approval(s); the reviewer runs: "
-                               f"{review['command']}")
-    return result
+    from .highrisk import annotate as add_review
+    shown = None if review is None else {k: v for k, v in review.items() if k != "archived"}
+    return add_review(result, shown, key=key, label="archive control (R-AUD-6)")

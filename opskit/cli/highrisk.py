@@ -61,19 +61,18 @@ def gate(app: App, operation: str, details: dict, *, dry_run: bool, needed: bool
     return review
 
 
-def annotate(result: Result, review: dict | None) -> Result:
-    """Add the review (needed or obtained) to a command's result."""
+def annotate(result: Result, review: dict | None, key: str = "two_person_review",
+             label: str = "two-person review (R-SEC-2)") -> Result:
+    """Add the review (needed or obtained) to a command's result under ``key``."""
     if review is None:
         return result
     if isinstance(result.data, dict):
-        result.data["two_person_review"] = review
+        result.data[key] = review
     if review["status"] == "approved":
-        result.messages.append(f"two-person review (R-SEC-2): approved by "
-                               f"{', '.join(review['approved_by'])}")
+        result.messages.append(f"{label}: approved by {', '.join(review['approved_by'])}")
     else:
-        result.messages.append(f"two-person review (R-SEC-2): this run needs "
-                               f"{review['approvals']} approval(s) by a second person; "
-                               f"the reviewer runs: {review['command']}")
+        result.messages.append(f"{label}: this run needs {review['approvals']} approval(s) by "
+                               f"a second person; the reviewer runs: {review['command']}")
     return result
 
 

@@ -1,7 +1,6 @@
 """Archive control as a user runs it (R-AUD-6, #25 item 4): an archive snapshot is read
 only with an approval of the snapshot and the purpose, once, and registered; it is
 destroyed only with an approval, leaving a record; a drill is registered, not blocked."""
-import json
 import os
 
 import pytest
@@ -9,15 +8,10 @@ import pytest
 from opskit.core.signing import generate
 from tests.backup_helpers import BackupCli
 from tests.backup_helpers import write as _write
+from tests.harness.cli import json_of as _json
 from tests.harness.cli import run_opskit
 
 pytestmark = pytest.mark.e2e
-
-
-def _json(run, code=0):
-    assert run.exit_code == code, run.output
-    assert "Traceback" not in run.output
-    return json.loads(run.stdout)
 
 
 @pytest.fixture

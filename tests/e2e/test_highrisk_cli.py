@@ -2,12 +2,12 @@
 forget': each refused without a second person's approval, shown by --dry-run, and run
 once with one; an operation that is not high-risk in its plan runs without."""
 import json
-import os
 
 import pytest
 
 from opskit.core.signing import generate
 from tests.harness.accounts import make_userdb_root, passwd_line, write_model
+from tests.harness.cli import json_of as _json
 from tests.harness.cli import run_opskit
 
 pytestmark = pytest.mark.e2e
@@ -19,12 +19,6 @@ people:
   head:
     post: audit-desk
 """
-
-
-def _json(run, code=0):
-    assert run.exit_code == code, run.output
-    assert "Traceback" not in run.output
-    return json.loads(run.stdout)
 
 
 @pytest.fixture
@@ -103,8 +97,12 @@ def test_backup_key_remove_needs_an_approval(tmp_path, reviewers):
 
 
 def test_correct_apply_of_a_high_risk_correction_needs_an_approval(tmp_path, reviewers):
-    from tests.unit.test_correct_support import (approve_fully, make_sqlite_target, make_world,
-                                                 sqlite_rows)
+    from tests.unit.test_correct_support import (
+        approve_fully,
+        make_sqlite_target,
+        make_world,
+        sqlite_rows,
+    )
     text, li_key, _wang = reviewers
     w = make_world(tmp_path, make_sqlite_target(tmp_path / "his.sqlite"), extra_config=text)
     svc = w.svc()
