@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from . import highrisk
 from .app import App, OpskitGroup, output_options, pass_app
 
 
@@ -41,18 +42,22 @@ def _run(app: App, host_names, group_name, policy_path):
 
     config = app.config
     policy = load_policy(config, policy_path)          # bad policy: exit 2 before any host
+    disables = highrisk.policy_disables(app, policy)   # R-SEC-2: unapproved disables run anyway
     inventory = load_inventory(config)
     specs = inventory.select(_split(host_names), group_name)
     settings = SSHSettings.from_config(config)
     return check_fleet(specs, policy, concurrency=settings.concurrency,
                        timeout_per_host=float(config.get("policy.host_timeout")),
-                       ssh_settings=settings)
+                       ssh_settings=settings), disables
 
 
 def _store(app: App):
     from opskit.policy.store import RunStore
+    # kept for the audit window (keep_days) and never under the security records'
+    # retention floor (R-AUD-4)
     return RunStore(app.state_dir, keep=int(app.config.get("policy.keep_runs")),
-                    keep_days=float(app.config.get("policy.keep_days")))
+                    keep_days=float(app.config.get("policy.keep_days")),
+                    floor_days=int(app.config.get("incidents.event_retention_days")))
 
 
 def _audit(app: App, report, path: str) -> None:
@@ -79,10 +84,11 @@ def check_cmd(app: App, host_names, group_name, policy_path, verbose) -> None:
     """
     from opskit.policy.report import check_result
 
-    report = _run(app, host_names, group_name, policy_path)
+    report, disables = _run(app, host_names, group_name, policy_path)
     path = _store(app).save(report)
     _audit(app, report, path)
-    app.emit(check_result(report, stored=path, verbose=verbose))
+    app.emit(highrisk.note_disables(check_result(report, stored=path, verbose=verbose),
+                                    disables))
 
 
 @group.command("drift")
@@ -100,13 +106,26 @@ def drift_cmd(app: App, host_names, group_name, policy_path) -> None:
 
     store = _store(app)
     previous = store.latest()
-    report = _run(app, host_names, group_name, policy_path)
+    report, disables = _run(app, host_names, group_name, policy_path)
     path = store.save(report)
     _audit(app, report, path)
     changes = drift(previous, report) if previous else []
     app.audit_details["changes"] = len(changes)
     app.audit_details["previous_run"] = previous.id if previous else None
-    app.emit(drift_result(previous, report, changes))
+    result = highrisk.note_disables(drift_result(previous, report, changes), disables)
+    _regression_incident(app, result, changes, path)
+    app.emit(result)
+
+
+def _regression_incident(app: App, result, changes, stored: str) -> None:
+    """A regression (a new failure or a finding added) opens an incident with the stored
+    run attached (#25 item 1); a resolved finding or a status change does not."""
+    from .incident import automatic_incident
+    worse = [c for c in changes if c.change in ("new failure", "finding added")]
+    if worse:
+        what = ", ".join(sorted({f"{c.host} {c.check}" for c in worse}))
+        automatic_incident(app, result, "policy-regression",
+                           f"policy drift: regression on {what}", stored)
 
 
 @group.command("list")
