@@ -166,15 +166,11 @@ class PamEntry:
 
 
 def _pam_fields(text: str) -> list[str]:
-    """Split a PAM line; a bracketed control '[a=b c=d]' is one field."""
-    text = text.strip()
-    first, _, rest = text.partition(" ")
-    rest = rest.strip()
-    if rest.startswith("["):
-        end = rest.find("]")
-        control, rest = (rest[:end + 1], rest[end + 1:]) if end >= 0 else (rest, "")
-        return [first, control] + rest.split()
-    return [first] + rest.split()
+    """Split a PAM line on blanks; a bracketed control '[a=b c=d]' is one field."""
+    m = re.match(r"(\S+)\s+(\[[^\]]*\]|\S+)\s*(.*)$", text.strip())
+    if not m:
+        return text.split()
+    return [m.group(1), m.group(2)] + m.group(3).split()
 
 
 def pam_stack(read: Reader, service: str, types: tuple = PAM_TYPES,
