@@ -133,7 +133,7 @@ BREAKS = {
     "mlps.access.sudoers-files": ({}, "/etc/sudoers.d/10-admins is mode 0644"),
     "mlps.access.ssh-host-keys": ({}, "ssh_host_ed25519_key is mode 0644"),
     "mlps.access.cron-files": ({}, "/etc/cron.d is mode 0755"),
-    "mlps.access.umask": ({"/etc/profile.d/zz.sh": "umask 022\n"}, "login shells set umask 022"),
+    "mlps.access.umask": ({"/etc/profile.d/zz.sh": "umask 022\n"}, "get umask 022"),
     "mlps.access.sudo-least-privilege": ({"/etc/sudoers.d/20-ops": "bob ALL=(ALL) NOPASSWD: ALL\n"},
                                          "sudo without a password"),
     "mlps.audit.auditd": ({"/etc/systemd/system/multi-user.target.wants/auditd.service": None},
@@ -247,11 +247,15 @@ def test_sshd_first_value_wins_and_include_is_read_in_place(tree):
     assert result.status == FAIL and "10-site.conf:1" in text(result)
 
 
-def test_sshd_match_in_included_file_swallows_the_rest(tree):
-    # the Match opened in the drop-in lasts past its end, as sshd reads it:
-    # PermitRootLogin no in sshd_config then only applies to that Match
+def test_sshd_match_ends_with_the_included_file(tree):
+    # sshd -T agrees (tests/integration): the drop-in's Match does not swallow
+    # the rest of sshd_config, but a Match in sshd_config itself does
     write(tree, {"/etc/ssh/sshd_config.d/10-site.conf": "Match User backup\n"
                                                         "  X11Forwarding no\n"})
+    assert run(tree, "mlps.auth.ssh-root-login").status == PASS
+    write(tree, {"/etc/ssh/sshd_config.d/10-site.conf": None,
+                 "/etc/ssh/sshd_config": "Match User backup\n  X11Forwarding no\n"
+                                         + SSHD_CONFIG})
     result = run(tree, "mlps.auth.ssh-root-login")
     assert result.status == FAIL and "default" in text(result)
 
@@ -313,3 +317,13 @@ def test_shadow_hashes_never_in_evidence(tree):
     write(tree, {"/etc/shadow": f"alice:{HASH}:19700:0:99999:7:::\n"})
     result = run(tree, "mlps.auth.account-password-age")
     assert HASH not in text(result) and "(hash)" in text(result)
+
+
+def test_umask_from_login_defs_only_through_pam_umask(tree):
+    write(tree, {"/etc/profile.d/umask.sh": None})
+    result = run(tree, "mlps.access.umask")
+    assert result.status == FAIL and "default umask 022" in text(result)
+    write(tree, {"/etc/pam.d/common-session": "session optional pam_umask.so\n",
+                 "/etc/pam.d/sshd": "@include common-auth\n@include common-session\n"})
+    result = run(tree, "mlps.access.umask")
+    assert result.status == PASS and "login.defs:3: UMASK" in text(result)

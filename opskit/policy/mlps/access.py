@@ -7,7 +7,7 @@ import re
 from opskit.core.schema import Key
 
 from .. import parsers as P
-from ..model import Finding, not_applicable, verdict
+from ..model import Finding, not_applicable, passed, verdict
 from ..probe import Probe
 from ..catalogue import Context
 from . import facts as F
@@ -222,33 +222,46 @@ def _umask_ok(value: str, required: int) -> bool:
         return False
 
 
+def pam_umask(probe: Probe) -> tuple[str | None, str]:
+    """The umask pam_umask sets at login (its umask= argument, else login.defs
+    UMASK), or None when no login session stack (sshd, login) runs it."""
+    for service in ("sshd", "login"):
+        entries, _ = F.pam(probe, service, ("session",))
+        for e in entries:
+            if e.module == "pam_umask.so":
+                if e.arg("umask"):
+                    return e.arg("umask"), e.where()
+                value, where = F.login_defs(probe).get("UMASK", ("022", "/etc/login.defs: "
+                                                                        "UMASK unset (022)"))
+                return value, f"{e.where()} -> {where}"
+    return None, "no pam_umask in the sshd/login session stacks"
+
+
 @mlps("mlps.access.umask", clause=A[0], requirement=A[1], severity="medium",
-      title="default umask 027 or stricter (login.defs UMASK and shell startup files)",
+      title="login sessions get umask 027 or stricter (pam_umask/login.defs, then shell "
+            "startup files)",
       cis="CIS Debian 12 5.4.3.3 'Ensure default user umask is configured'",
       params={"umask": Key(str, "027", "Bits that must be masked (octal).")},
-      remediation="'UMASK 027' in /etc/login.defs and 'umask 027' in /etc/profile.d/umask.sh")
+      remediation="'umask 027' in /etc/profile.d/umask.sh (and 'UMASK 027' in /etc/login.defs "
+                  "with 'session optional pam_umask.so' in common-session)")
 def umask(probe: Probe, ctx: Context):
-    """New files are not readable by everyone: login.defs UMASK (used by
-    pam_umask and useradd) and every umask in /etc/profile, profile.d,
-    bash.bashrc must mask the policy's bits; the last shell setting wins."""
+    """The umask a login shell ends up with: pam_umask's (if a login session
+    stack runs it) and then the last ``umask`` in /etc/profile, profile.d,
+    bash.bashrc; without either it stays 022. login.defs UMASK alone does
+    nothing on Debian unless pam_umask is in the session stack."""
     from .auth import shell_lines
     required = int(ctx.params["umask"], 8)
-    findings, evidence = [], []
-    value, where = F.login_defs(probe).get("UMASK", ("022", "/etc/login.defs: UMASK unset "
-                                                             "(022)"))
-    (evidence if _umask_ok(value, required) else findings).append(
-        where if _umask_ok(value, required) else Finding(f"login.defs UMASK {value} is weaker "
-                                                         f"than {ctx.params['umask']}", where))
-    last = None
+    value, where = pam_umask(probe)
     for line in shell_lines(probe):
         m = re.search(r"(?:^|[\s;])umask\s+([0-7]{3,4})\b", line.text)
         if m:
-            last = (m.group(1), f"{line.where()}: {line.text}")
-    if last and not _umask_ok(last[0], required):
-        findings.append(Finding(f"login shells set umask {last[0]}", last[1]))
-    elif last:
-        evidence.append(last[1])
-    return verdict(findings, evidence)
+            value, where = m.group(1), f"{line.where()}: {line.text}"
+    if value is None:
+        return verdict([Finding("login sessions keep the default umask 022", where)])
+    if not _umask_ok(value, required):
+        return verdict([Finding(f"login sessions get umask {value}, weaker than "
+                                f"{ctx.params['umask']}", where)])
+    return passed(where)
 
 
 NOPASSWD = re.compile(r"NOPASSWD\s*:|!authenticate")

@@ -119,11 +119,11 @@ def unit_state(probe: Probe, unit: str) -> tuple[str, str]:
     (or /run) enables it; otherwise it is disabled (or not installed)."""
     for directory in UNIT_DIRS_ETC:
         path = f"{directory}/{unit}"
-        if probe.stat(path, follow_symlinks=False) is not None:
-            target = probe.realpath(path)
-            if target == "/dev/null" or (probe.stat(path) is not None and probe.stat(path).size == 0
-                                         and not probe.stat(path).is_dir):
-                return "masked", f"{path} -> /dev/null"
+        # a link to /dev/null (or an empty file) masks; in a recorded tree the
+        # link leaves the tree and reads as empty
+        if probe.stat(path, follow_symlinks=False) is not None and (
+                probe.realpath(path) == "/dev/null" or probe.read(path) == ""):
+            return "masked", f"{path} -> /dev/null"
     for directory in UNIT_DIRS_ETC:
         for entry in probe.listdir(directory) or []:
             if entry.endswith((".wants", ".requires")) and unit in (

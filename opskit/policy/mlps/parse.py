@@ -63,8 +63,9 @@ def _keyword(text: str) -> tuple[str, str]:
 
 
 def _normal_value(key: str, value: str) -> str:
+    """As sshd -T prints it: keywords' yes/no/... lower-case, aliases resolved."""
     value = value.strip().strip('"')
-    if key in ("permitrootlogin",):
+    if key in SSHD_DEFAULTS:
         value = ALIASES.get(value.lower(), value.lower())
     return value
 
@@ -73,8 +74,8 @@ def parse_sshd_config(read: Reader, glob: Globber, path: str = "/etc/ssh/sshd_co
                       base: str = "/etc/ssh") -> SshdConfig:
     """sshd_config as sshd reads it: first value wins (except SSHD_MULTI),
     ``Include`` (relative to /etc/ssh, globs sorted) is read in place, and a
-    ``Match`` lasts until the next Match -- also past the end of the included
-    file that opened it, as sshd does."""
+    ``Match`` lasts until the next Match or the end of the file that opened it
+    (an Include inside a Match block is subject to it), as ``sshd -T`` shows."""
     config = SshdConfig(source=path)
     state = {"match": None}
 
@@ -89,7 +90,9 @@ def parse_sshd_config(read: Reader, glob: Globber, path: str = "/etc/ssh/sshd_co
                 for word in shlex.split(value):
                     pattern = word if word.startswith("/") else f"{base}/{word}"
                     for name in sorted(glob(pattern)):
+                        outer = state["match"]
                         feed(name, depth + 1)
+                        state["match"] = outer       # a Match ends with its file
                 continue
             if key == "match":
                 if value.lower() == "all":
