@@ -327,3 +327,13 @@ def test_umask_from_login_defs_only_through_pam_umask(tree):
                  "/etc/pam.d/sshd": "@include common-auth\n@include common-session\n"})
     result = run(tree, "mlps.access.umask")
     assert result.status == PASS and "login.defs:3: UMASK" in text(result)
+
+
+def test_db_transport_ssl_off_only_matters_with_network_clients(tree):
+    write(tree, {"/etc/postgresql/15/main/postgresql.conf": "ssl = off\n",
+                 "/etc/postgresql/15/main/pg_hba.conf": "local all all peer\n"
+                                                        "host all all 127.0.0.1/32 md5\n"})
+    assert run(tree, "mlps.integrity.db-transport").status == PASS
+    write(tree, {"/etc/postgresql/15/main/pg_hba.conf": "hostssl all all 10.0.0.0/8 md5\n"})
+    result = run(tree, "mlps.integrity.db-transport")
+    assert result.status == FAIL and "ssl is off while" in text(result)

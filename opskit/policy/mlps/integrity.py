@@ -42,24 +42,33 @@ LOOPBACK = ("127.0.0.1/32", "::1/128", "127.0.0.1", "::1", "localhost", "samehos
 
 
 def _postgres(probe: Probe, cluster: str):
+    """ssl must be on when pg_hba.conf lets any client in over the network;
+    a non-loopback 'host' (or 'hostnossl') line accepts clear text even then."""
     findings, evidence = [], []
     conf = f"{cluster}/postgresql.conf"
     settings = M.key_values(probe.read(conf) or "", conf)
     ssl = settings.get("ssl")
     value = (ssl[0].strip("'").lower() if ssl else "off")
     where = f"{ssl[1].where()}: {ssl[1].text}" if ssl else f"{conf}: ssl not set (off)"
-    if value not in ("on", "true", "yes", "1"):
-        findings.append(Finding("PostgreSQL ssl is off: clients connect in clear text", where))
-    else:
-        evidence.append(where)
     hba = f"{cluster}/pg_hba.conf"
+    remote = []
     for line in P.logical_lines(probe.read(hba) or "", hba, continuation=False):
         words = line.text.split()
-        if words and words[0] in ("host", "hostnossl") and len(words) >= 4 \
+        if words and words[0].startswith("host") and len(words) >= 4 \
                 and words[3] not in LOOPBACK:
-            findings.append(Finding(f"pg_hba.conf allows unencrypted connections from "
-                                    f"{words[3]} ('{words[0]}', not 'hostssl')",
-                                    f"{line.where()}: {line.text}"))
+            remote.append(line)
+            if words[0] in ("host", "hostnossl"):
+                findings.append(Finding(f"pg_hba.conf allows unencrypted connections from "
+                                        f"{words[3]} ('{words[0]}', not 'hostssl')",
+                                        f"{line.where()}: {line.text}"))
+    if not remote:
+        evidence.append(f"{hba}: no client admitted over the network (local and loopback "
+                        f"only); {where}")
+    elif value not in ("on", "true", "yes", "1"):
+        findings.append(Finding("PostgreSQL ssl is off while pg_hba.conf admits network "
+                                "clients", f"{where}; {remote[0].where()}: {remote[0].text}"))
+    else:
+        evidence.append(where)
     return findings, evidence
 
 
