@@ -60,6 +60,9 @@ CHECKS = [
           "Correction ledger verification", None, "verified when the pack is made"),
     Check("audit-log", ["R-AUD-3", "R-DAT-1", "R-AUD-1", "R-AUD-4"],
           "Audit log verification", None, "verified when the pack is made"),
+    # only when the site runs the profile (no run: not listed, the pack is unchanged)
+    Check("mlps3-assessment", ["R-SEC-1"], "MLPS level-3 host baseline (policy check "
+          "--profile mlps3)", 32 * DAY, "a monthly run, and one before each assessment"),
 ]
 
 
@@ -230,10 +233,11 @@ def _replication(ctx: Context) -> Outcome:
     return ctx.judge(out, worst[0], "; ".join(problems) or None, what="replication")
 
 
-def newest_record(folder: str, time_key: str, *, skip_suffix: str | None = None
-                  ) -> tuple[dt.datetime, str, dict] | None:
+def newest_record(folder: str, time_key: str, *, skip_suffix: str | None = None,
+                  keep=None) -> tuple[dt.datetime, str, dict] | None:
     """The JSON record in ``folder`` with the latest ``time_key`` timestamp, as
-    (time, file name, data); unreadable, hidden or undated files are passed over."""
+    (time, file name, data); unreadable, hidden or undated files are passed
+    over, and so are records ``keep(data)`` rejects."""
     found = []
     if not os.path.isdir(folder):
         return None
@@ -247,7 +251,7 @@ def newest_record(folder: str, time_key: str, *, skip_suffix: str | None = None
         except (OSError, ValueError):
             continue
         when = parse_when(data.get(time_key)) if isinstance(data, dict) else None
-        if when is not None:
+        if when is not None and (keep is None or keep(data)):
             found.append((when, name, data))
     return max(found, key=lambda r: r[0]) if found else None
 
@@ -272,10 +276,20 @@ def _drill(ctx: Context) -> Outcome:
     return ctx.judge(out, when, problem, what="restore drill")
 
 
-def _policy(ctx: Context) -> Outcome:
-    out = Outcome(CHECKS[4])
+def _policy(ctx: Context) -> list[Outcome]:
+    """The newest baseline policy run; and the newest mlps3 profile run when
+    there is one (a profile run never stands in for the baseline)."""
+    out = [_policy_run(ctx, Outcome(CHECKS[4]), None)]
+    mlps = Outcome(CHECKS[8])
+    found = _policy_run(ctx, mlps, "mlps3")
+    if found.files:
+        out.append(found)
+    return out
+
+
+def _policy_run(ctx: Context, out: Outcome, profile: str | None) -> Outcome:
     folder = StateLayout(ctx.state_dir).policy_runs
-    newest = newest_record(folder, "started")
+    newest = newest_record(folder, "started", keep=lambda d: d.get("profile") == profile)
     if newest is None:
         out.reason = f"no stored 'opskit policy check' run in {folder}"
         return ctx.judge(out, None)
@@ -285,6 +299,8 @@ def _policy(ctx: Context) -> Outcome:
     failed, errors = int(counts.get("fail", 0) or 0), int(counts.get("error", 0) or 0)
     hosts = len(data.get("hosts") or [])
     out.reason = f"newest run {data.get('id')}: {hosts} host(s), {failed} failed check(s)"
+    if counts.get("manual"):
+        out.reason += f", {counts['manual']} for the assessor"
     problem = None
     if failed or errors or data.get("exit_code"):
         problem = (f"policy check run {data.get('id')}: {failed} failed and {errors} errored "

@@ -92,7 +92,8 @@ def pack(state, tmp_path, fake=None, now=NOW, name="pack"):
 def test_fresh_clean_evidence_for_every_rule_exits_0_with_hashes(state, tmp_path):
     result, checks = pack(state, tmp_path)
     assert result.exit_code == 0, result.summary
-    assert {c.key for c in CHECKS} == set(checks)
+    # the mlps3 assessment is listed only where the site runs the profile
+    assert {c.key for c in CHECKS if c.key != "mlps3-assessment"} == set(checks)
     assert all(c["verdict"] == "ok" for c in checks.values()), checks
     out = tmp_path / "pack"
     manifest = json.loads((out / "manifest.json").read_text())
@@ -199,3 +200,16 @@ def test_html_escapes_everything():
                 "files": []}
     text = render_html(manifest)
     assert "<script>" not in text and "&lt;script&gt;" in text and "&lt;h&gt;" in text
+
+
+def test_mlps3_run_is_carried_and_never_stands_in_for_the_baseline(state, tmp_path):
+    """R-SEC-1: a stored 'policy check --profile mlps3' run goes into the pack
+    as its own item; the baseline item still judges the newest baseline run."""
+    write_json(state / "policy" / "runs" / "r2.json",
+               {"id": "r2", "started": ago(minutes=10), "profile": "mlps3",
+                "exit_code": 1, "counts": {"fail": 3, "error": 0, "manual": 6},
+                "hosts": [{"host": "h1"}]})
+    result, checks = pack(state, tmp_path)
+    assert checks["policy-check"]["verdict"] == "ok"
+    assert checks["mlps3-assessment"]["verdict"] == "findings"
+    assert "6 for the assessor" in checks["mlps3-assessment"]["reason"]
