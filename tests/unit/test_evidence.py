@@ -212,4 +212,4 @@ def test_mlps3_run_is_carried_and_never_stands_in_for_the_baseline(state, tmp_pa
     result, checks = pack(state, tmp_path)
     assert checks["policy-check"]["verdict"] == "ok"
     assert checks["mlps3-assessment"]["verdict"] == "findings"
-    assert "6 for the assessor" in checks["mlps3-assessment"]["reason"]
+    assert "r2: 3 failed" in checks["mlps3-assessment"]["reason"]
