@@ -337,3 +337,24 @@ def test_db_transport_ssl_off_only_matters_with_network_clients(tree):
     write(tree, {"/etc/postgresql/15/main/pg_hba.conf": "hostssl all all 10.0.0.0/8 md5\n"})
     result = run(tree, "mlps.integrity.db-transport")
     assert result.status == FAIL and "ssl is off while" in text(result)
+
+
+def test_management_sources_through_the_firewall(tree):
+    """sshd admits everyone; the nftables evaluator decides: port 22 only from
+    the approved network passes, from anywhere fails (8.1.4.4 c)."""
+    import json
+    from tests.fixtures.policy.trees import NFT_DENY
+    ruleset = json.loads(json.dumps(NFT_DENY))
+    rule = ruleset["nftables"][-1]["rule"]
+    rule["expr"].insert(0, {"match": {"op": "==", "left": {"payload": {"protocol": "ip",
+                                                                       "field": "saddr"}},
+                                      "right": {"prefix": {"addr": "10.20.9.0", "len": 24}}}})
+    write(tree, {"/etc/ssh/sshd_config": SSHD_CONFIG.replace(
+                     "AllowUsers alice@10.20.9.0/24 bob@10.20.9.0/24\n", ""),
+                 "/.opskit-recorded/nft-ruleset.json": json.dumps(ruleset)})
+    result = run(tree, "mlps.intrusion.management-sources")
+    assert result.status == PASS, text(result)
+    assert "from outside the approved networks denied" in text(result)
+    write(tree, {"/.opskit-recorded/nft-ruleset.json": json.dumps(NFT_DENY)})
+    result = run(tree, "mlps.intrusion.management-sources")
+    assert result.status == FAIL and "tcp dport 22 accept" in text(result)

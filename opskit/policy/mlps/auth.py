@@ -6,6 +6,7 @@ from opskit.core.schema import Key
 
 from .. import parsers as P
 from ..model import Finding, not_applicable, passed, verdict
+from ..network import listening_sockets
 from ..probe import Probe
 from ..catalogue import Context
 from . import facts as F
@@ -392,12 +393,7 @@ CLEARTEXT_PACKAGES = ["telnetd", "inetutils-telnetd", "telnetd-ssl", "rsh-server
 def no_cleartext_listeners(probe: Probe, ctx: Context):
     """/proc/net/tcp*, udp*: a listener on a clear-text remote-access port
     sends credentials readable on the wire."""
-    sockets, read = [], []
-    for proto in ("tcp", "tcp6", "udp", "udp6"):
-        text = probe.read(f"/proc/net/{proto}")
-        if text is not None:
-            read.append(f"/proc/net/{proto}")
-            sockets += P.parse_proc_net_sockets(text, proto)
+    sockets, read = listening_sockets(probe)
     if not read:
         return not_applicable("no /proc/net/tcp, tcp6, udp or udp6")
     findings = []

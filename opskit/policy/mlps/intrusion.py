@@ -7,6 +7,7 @@ import ipaddress
 from opskit.core.schema import Key
 
 from .. import nftables_eval as E
+from ..network import net_list
 from ..model import Finding, manual, not_applicable, passed, verdict
 from ..probe import Probe
 from ..catalogue import Context
@@ -83,15 +84,6 @@ def unneeded_services(probe: Probe, ctx: Context):
                    + masked)
 
 
-def _nets(value):
-    for item in value:
-        try:
-            ipaddress.ip_network(str(item), strict=False)
-        except ValueError:
-            return f"expected networks like 10.20.9.0/24, got {item!r}"
-    return None
-
-
 def sshd_restriction(probe: Probe, approved: list) -> tuple[bool, list[str]]:
     """Does sshd itself refuse logins from outside ``approved``? True when every
     AllowUsers entry carries @host inside the approved networks."""
@@ -139,7 +131,7 @@ def firewall_restriction(probe: Probe, approved: list, port: int) -> tuple[bool 
       cis="CIS Controls v8 12.8, 4.4 (dedicated administration resources)",
       params={"approved_sources": Key(list, [], "Management networks (e.g. the operations "
                                                 "LAN 10.20.9.0/24). Empty: manual.",
-                                      check=_nets),
+                                      check=net_list),
               "port": Key(int, 22, "The SSH port.", min=1)},
       remediation="restrict in nftables ('tcp dport 22 ip saddr 10.20.9.0/24 accept' before a "
                   "drop) or in sshd ('AllowUsers *@10.20.9.0/24'); list the networks in the "
