@@ -18,7 +18,8 @@ def glob(probe: Probe, pattern: str) -> list[str]:
     """Paths matching ``pattern`` (globs in the last component only)."""
     directory, _, name = pattern.rpartition("/")
     if not any(c in name for c in "*?["):
-        return [pattern] if probe.exists(pattern) else []
+        # the directory's listing is cached: one round trip serves every name in it
+        return [pattern] if name in (probe.listdir(directory or "/") or []) else []
     return [f"{directory}/{n}" for n in sorted(probe.listdir(directory) or [])
             if fnmatch.fnmatchcase(n, name) and not n.startswith(".")]
 
@@ -26,7 +27,8 @@ def glob(probe: Probe, pattern: str) -> list[str]:
 # --- sshd ---------------------------------------------------------------------------------------
 
 def sshd_installed(probe: Probe) -> bool:
-    return probe.exists("/etc/ssh/sshd_config") or probe.exists(SSHD)
+    return probe.memo("sshd-installed", lambda: bool(glob(probe, "/etc/ssh/sshd_config")
+                                                     or glob(probe, SSHD)))
 
 
 def sshd_files(probe: Probe) -> M.SshdConfig:
@@ -112,27 +114,33 @@ UNIT_DIRS_ETC = ("/etc/systemd/system", "/run/systemd/system")
 UNIT_DIRS_LIB = ("/usr/lib/systemd/system", "/lib/systemd/system")
 
 
+def _in_dir(probe: Probe, directory: str, name: str) -> bool:
+    """``name`` is an entry of ``directory`` (from the cached listing)."""
+    return name in (probe.listdir(directory) or [])
+
+
 def unit_state(probe: Probe, unit: str) -> tuple[str, str]:
     """('enabled'|'masked'|'disabled'|'not-found', evidence), as ``systemctl
     is-enabled`` decides from the unit links: a link to /dev/null in /etc or
     /run masks it; a link in a *.wants or *.requires directory under /etc
-    (or /run) enables it; otherwise it is disabled (or not installed)."""
+    (or /run) enables it; otherwise it is disabled (or not installed).
+    Directory listings are cached, so many units cost a few round trips."""
     for directory in UNIT_DIRS_ETC:
         path = f"{directory}/{unit}"
         # a link to /dev/null (or an empty file) masks; in a recorded tree the
         # link leaves the tree and reads as empty
-        if probe.stat(path, follow_symlinks=False) is not None and (
+        if _in_dir(probe, directory, unit) and (
                 probe.realpath(path) == "/dev/null" or probe.read(path) == ""):
             return "masked", f"{path} -> /dev/null"
     for directory in UNIT_DIRS_ETC:
         for entry in probe.listdir(directory) or []:
-            if entry.endswith((".wants", ".requires")) and unit in (
-                    probe.listdir(f"{directory}/{entry}") or []):
+            if entry.endswith((".wants", ".requires")) and _in_dir(
+                    probe, f"{directory}/{entry}", unit):
                 return "enabled", f"{directory}/{entry}/{unit}"
-    installed = any(probe.exists(f"{d}/{unit}") for d in UNIT_DIRS_ETC + UNIT_DIRS_LIB)
-    if not installed and "@" in unit:
-        template = unit.split("@", 1)[0] + "@." + unit.rsplit(".", 1)[-1]
-        installed = any(probe.exists(f"{d}/{template}") for d in UNIT_DIRS_LIB)
+    names = [unit]
+    if "@" in unit:
+        names.append(unit.split("@", 1)[0] + "@." + unit.rsplit(".", 1)[-1])
+    installed = any(_in_dir(probe, d, n) for d in UNIT_DIRS_ETC + UNIT_DIRS_LIB for n in names)
     return ("disabled" if installed else "not-found"), f"no link to {unit} in " \
         f"{', '.join(d + '/*.wants' for d in UNIT_DIRS_ETC)}"
 
