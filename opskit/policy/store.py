@@ -61,9 +61,14 @@ class RunStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise OperationalError(f"stored policy run {path} is unreadable: {exc}") from None
 
-    def latest(self) -> RunReport | None:
-        ids = self.ids()
-        return self.load(ids[-1]) if ids else None
+    def latest(self, profile: str | None = None) -> RunReport | None:
+        """The newest stored run of ``profile`` (None: of the baseline), so drift
+        never compares a profile run with a baseline run."""
+        for run_id in reversed(self.ids()):
+            report = self.load(run_id)
+            if report.profile == profile:
+                return report
+        return None
 
     def prune(self, now: _dt.datetime | None = None) -> None:
         """Drop what is beyond ``keep`` and older than both ages; never a run whose
