@@ -148,9 +148,10 @@ class Chain:
                 break
             probe = ChainReport(report.cluster)
             path = self._path(tli, probe)
+            # a timeline without its history file cannot be followed: said, not skipped
+            report.missing += probe.missing
+            report.problems += probe.problems
             if any(t == start_tli for t, _ in path):
-                report.missing += probe.missing
-                report.problems += probe.problems
                 return path
         return [(start_tli, None)]
 
