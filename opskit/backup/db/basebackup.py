@@ -16,12 +16,14 @@ import os
 import re
 import time
 
-from ..repository import Repository
+from ..backends import ObjectNotFound
+from ..repository import CorruptObject, Repository
 from .pgtools import DatabaseError, connect, find_tools, last_line, major_of
 from .settings import DatabaseTarget
 from .streams import TreeBuilder, save_snapshot, store_command
 from .tarwatch import TarWatch
-from .wal import check_cluster
+from .wal import WalArchive, check_cluster
+from .walchain import parse_lsn
 
 KIND = "pg-base"
 
@@ -32,7 +34,7 @@ SELECT current_setting('server_version_num')::int, current_setting('server_versi
        current_setting('archive_mode'), current_setting('wal_level')"""
 
 _START = re.compile(r"START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+) \(file ([0-9A-F]{24})\)")
-_STOP = re.compile(r"write-ahead log end point: ([0-9A-F]+/[0-9A-F]+)")
+_STOP = re.compile(r"STOP WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)")
 _TLI = re.compile(r"START TIMELINE: (\d+)")
 
 
@@ -81,7 +83,7 @@ class BaseBackup:
                            program="pg_basebackup")
         label = f"opskit {self.cluster} {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
         cmd = [tools.path("pg_basebackup"), "-d", self.target.conninfo(), "-Ft", "-X", "none",
-               "-D", "-", "-c", self.checkpoint, "-l", label, "-v", "--no-manifest"]
+               "-D", "-", "-c", self.checkpoint, "-l", label, "--no-manifest"]
         writer = self.repo.blob_writer()
         watch = TarWatch({"backup_label", "tablespace_map"})
         ids, size, code, err_raw = store_command(self.repo, writer, cmd, tap=watch,
@@ -96,16 +98,33 @@ class BaseBackup:
             raise DatabaseError(f"database {self.target.name}: the cluster has tablespaces "
                                 "outside its data directory; not supported by base backups yet")
         info = parse_label(watch.members.get("backup_label", b"").decode("utf-8", "replace"))
-        stop = _STOP.search(err)
-        if not stop:
-            writer.abort()
-            raise DatabaseError(f"database {self.target.name}: pg_basebackup did not report its "
-                                "end point")
-        return self._save(writer, ids, size, server, info, stop.group(1), label,
+        stop, exact = self._stop_lsn(info, server["wal_segment_size"])
+        return self._save(writer, ids, size, server, {**info, "stop_exact": exact}, stop, label,
                           watch.members["backup_label"].decode("utf-8", "replace"),
                           round(time.monotonic() - start, 3), tags)
 
+    def _stop_lsn(self, info: dict, segsize: int) -> tuple[str, bool]:
+        """The backup's stop LSN from its backup history file in the WAL archive
+        (pg_basebackup does not print it when writing to stdout); without a full
+        key or that file, the server's current WAL position: a safe upper bound."""
+        offset = parse_lsn(info["start_lsn"]) % segsize
+        name = f"{info['start_wal']}.{offset:08X}.backup"
+        if not self.repo.keys.write_only:
+            try:
+                text = WalArchive(self.repo, self.cluster).read(name).decode("utf-8", "replace")
+                found = _STOP.search(text)
+                if found:
+                    return found.group(1), True
+            except (ObjectNotFound, CorruptObject):
+                pass
+        conn = connect(self.target)
+        try:
+            return conn.execute("SELECT pg_catalog.pg_current_wal_lsn()::text").fetchone()[0], False
+        finally:
+            conn.close()
+
     def _save(self, writer, ids, size, server, info, stop_lsn, label, label_text, secs, tags):
+        """Tree and snapshot; the ``pg_base`` field records what PITR needs."""
         path = f"/pg-base/{self.cluster}/base.tar"
         builder = TreeBuilder(self.repo, writer)
         builder.add_file(path, ids, size)

@@ -64,7 +64,7 @@ class RecoveryTarget:
     def settings(self, restore_command: str) -> dict[str, str]:
         out = {"restore_command": restore_command}
         if self.time:
-            out["recovery_target_time"] = self.time
+            out["recovery_target_time"] = pg_time(self.time)
         elif self.lsn:
             out["recovery_target_lsn"] = self.lsn
         elif self.xid:
@@ -75,6 +75,12 @@ class RecoveryTarget:
         else:
             out["recovery_target_timeline"] = "latest"
         return out
+
+
+def pg_time(text: str) -> str:
+    """An ISO time as PostgreSQL's recovery_target_time reads it (UTC, no 'T', no 'Z')."""
+    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f+00")
 
 
 @dataclass
@@ -183,8 +189,8 @@ class PhysicalRestore:
             return info.pw_uid, info.pw_gid
         if os.geteuid() == 0 and os.path.isdir(self.datadir):
             st = os.stat(self.datadir)    # keep the owner the admin gave the directory
-            return (st.st_uid, st.st_gid) if st.st_uid != 0 else None
-        return None
+            return st.st_uid, st.st_gid
+        return None                       # as the tar says (the backed-up server's user)
 
     def _write_recovery(self, settings: dict[str, str]) -> None:
         with open(os.path.join(self.datadir, "postgresql.auto.conf"), "a") as fh:
