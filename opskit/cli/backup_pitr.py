@@ -9,6 +9,7 @@ so the server log says why and PostgreSQL retries.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import click
@@ -31,9 +32,14 @@ def _cluster(app: App, cluster: str | None) -> str:
     return cluster or app.config.get("backup.pg.cluster")
 
 
-def _one_line(exc: OpskitError) -> OpskitError:
-    exc.hint = None        # the server log shows stderr: one line, no hint
-    return exc
+@contextlib.contextmanager
+def _one_line():
+    """Errors without their hint: the server log shows stderr, one line per failure."""
+    try:
+        yield
+    except OpskitError as exc:
+        exc.hint = None
+        raise
 
 
 @group.command("wal-push")
@@ -59,11 +65,8 @@ def wal_push_cmd(app: App, path, cluster, repo, passphrase_file) -> None:
     from opskit.backup.db.report import wal_push_result
     from opskit.backup.db.wal import WalArchive
     name = _cluster(app, cluster)
-    try:
-        r = _open(app, repo, passphrase_file, write_only_ok=True)
-        pushed = WalArchive(r, name).push(path)
-    except OpskitError as exc:
-        raise _one_line(exc) from None
+    with _one_line():
+        pushed = WalArchive(_open(app, repo, passphrase_file, write_only_ok=True), name).push(path)
     if app.config.get("backup.pg.wal_metrics"):
         try:
             walmetrics.write(walmetrics.path_for(app.state_dir, name,
@@ -94,11 +97,8 @@ def wal_fetch_cmd(app: App, name, dest, cluster, repo, passphrase_file) -> None:
     from opskit.backup.db.report import wal_fetch_result
     from opskit.backup.db.wal import WalArchive
     cname = _cluster(app, cluster)
-    try:
-        r = _open(app, repo, passphrase_file)
-        size = WalArchive(r, cname).fetch(name, dest)
-    except OpskitError as exc:
-        raise _one_line(exc) from None
+    with _one_line():
+        size = WalArchive(_open(app, repo, passphrase_file), cname).fetch(name, dest)
     app.audit_details = {"cluster": cname, "file": name, "found": size is not None}
     app.emit(wal_fetch_result(cname, name, dest, size))
 

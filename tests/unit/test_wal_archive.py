@@ -157,3 +157,19 @@ def test_retention_keeps_what_the_oldest_kept_base_needs(repo, tmp_path):
     assert Chain(wal, [new, old]).removable() == names[:3]
     assert Chain(wal, []).removable() == []         # no base backup: keep everything
     assert "000000010000000000000004.00000028.backup" in Chain(wal, [new]).removable()
+
+
+def test_forget_wal_removes_only_what_no_kept_base_needs(repo, tmp_path):
+    from opskit.backup.db.walchain import forget_wal
+    names = [f"0000000100000000000000{i:02X}" for i in range(1, 7)]
+    _push(repo, tmp_path, *names)
+    hist = tmp_path / "00000002.history"
+    hist.write_text("1\t0/100000\tx\n")
+    WalArchive(repo, "main").push(str(hist))
+    kept = [_base("ffff" * 16, "0/400028", "0/400100")]
+    removed, locked = forget_wal(repo, kept, dry_run=True)
+    assert removed == [f"wal/main/{n}" for n in names[:3]] and locked == []
+    assert len(WalArchive(repo, "main").names()) == 7          # dry run: nothing gone
+    forget_wal(repo, kept, dry_run=False)
+    assert sorted(WalArchive(repo, "main").names()) == sorted(["00000002.history"] + names[3:])
+    assert forget_wal(repo, [], dry_run=False) == ([], [])     # no base backup: keep all
