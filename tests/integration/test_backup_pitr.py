@@ -82,7 +82,7 @@ def test_restore_refuses_non_empty_and_running_data_directories(pg_archiving, tm
     assert not (full / "precious").exists() and (full / "PG_VERSION").exists()
     # the live server's own directory: never, --force or not
     run = pg.opskit("db", "restore", sid, "--target-datadir", pg.server.data_dir, "--force")
-    assert run.exit_code == 2 and "running" in run.stderr or "runs on" in run.stderr, run.output
+    assert run.exit_code == 2 and "runs on this data directory" in run.stderr, run.output
     assert pg.psql("SELECT 1") == "1"
     run = pg.opskit("db", "restore", sid, "--target-datadir", str(tmp_path / "x"),
                     "--to-lsn", "nonsense")
