@@ -488,6 +488,7 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
                     forgotten.append(d.snapshot["id"])
                     dropping.append(d.snapshot)
         locked = []
+        all_snaps = [s for snaps in groups.values() for s in snaps]
         # R-SEC-2: dropping snapshots is a high-risk operation (opskit.cli.highrisk)
         review = highrisk.gate(app, "backup forget", {"repository": r.config.id,
                                                       "snapshots": sorted(forgotten)},
@@ -503,10 +504,20 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
                     forgotten.remove(sid)
                     locked.append({"snapshot": sid, "retain_until": exc.retain_until})
             archivegate.destroyed(app, r, destruction, forgotten)
+        # WAL older than the oldest kept base backup goes with it (#24)
+        from opskit.backup.db.walchain import forget_wal
+        wal_removed, wal_locked = forget_wal(
+            r, [s for s in all_snaps if s["id"] not in forgotten], dry_run=dry_run)
     app.audit_details.update({"forgotten": forgotten, "dry_run": dry_run,
-                              "policy_source": source, "kept_under_retention": locked})
-    result = highrisk.annotate(report.forget_result(rows, forgotten, locked, dry_run, source),
-                               review)
+                              "policy_source": source, "kept_under_retention": locked,
+                              "wal_removed": len(wal_removed), "wal_locked": wal_locked})
+    result = report.forget_result(rows, forgotten, locked, dry_run, source)
+    if wal_removed or wal_locked:
+        result.messages.append(f"WAL files {'to remove' if dry_run else 'removed'} (older than "
+                               f"the oldest kept base backup): {len(wal_removed)}"
+                               + (f", {len(wal_locked)} under retention" if wal_locked else ""))
+        result.data["wal_removed"] = wal_removed
+    result = highrisk.annotate(result, review)
     app.emit(archivegate.annotate(result, destruction, key="archive_destruction"))
     if then_prune and not dry_run:
         click.get_current_context().invoke(prune_cmd, dry_run=False, repo=repo,
@@ -834,3 +845,5 @@ def check_site_cmd(app: App, site_name: str, read_data: bool, read_data_subset, 
 from . import backup_drill  # noqa: E402,F401
 # database backups too: importing it registers `backup db`
 from . import backup_db  # noqa: E402,F401
+# point-in-time recovery: wal-push, wal-fetch, db basebackup, db check
+from . import backup_pitr  # noqa: E402,F401

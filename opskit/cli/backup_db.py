@@ -97,28 +97,55 @@ def run_cmd(app: App, names, command, stream_name, tags, repo, passphrase_file) 
 
 @db_group.command("restore")
 @click.argument("snapshot")
-@click.option("--target-dsn", required=True, metavar="DSN",
-              help="Database to restore into (libpq string or URL, no password in it).")
+@click.option("--target-dsn", metavar="DSN",
+              help="pg-logical: database to restore into (libpq string or URL, no password).")
 @click.option("--target-password-file", metavar="FILE",
               help="File holding the target's password (0600). Else libpq's sources.")
+@click.option("--target-datadir", metavar="DIR",
+              help="pg-base: data directory to unpack into, set up to replay the archived WAL.")
+@click.option("--to-time", metavar="T", help="pg-base: recover up to this time (ISO, with zone).")
+@click.option("--to-lsn", metavar="L", help="pg-base: recover up to this WAL position (0/3000028).")
+@click.option("--to-xid", metavar="X", help="pg-base: recover up to this transaction id.")
+@click.option("--target-action", type=click.Choice(["promote", "pause", "shutdown"]),
+              default="promote", show_default=True,
+              help="pg-base: what the server does on reaching the target.")
+@click.option("--owner", metavar="USER",
+              help="pg-base: owner of the restored files (default: the directory's owner).")
+@click.option("--restore-command", metavar="CMD",
+              help="pg-base: restore_command to write (default: this opskit's wal-fetch).")
 @click.option("--force", is_flag=True,
-              help="The target database holds tables: drop and recreate it first.")
+              help="Replace what the target holds (a database's tables, a directory's files).")
 @click.option("--no-owner", is_flag=True,
-              help="Do not restore owners and grants (the roles do not exist there).")
+              help="pg-logical: do not restore owners and grants.")
 @click.option("--with-globals", is_flag=True,
-              help="First create the backed-up roles and tablespaces (existing ones are kept).")
+              help="pg-logical: first create the backed-up roles and tablespaces.")
 @purpose_option
 @repo_option
 @output_options(tabular=False)
 @pass_app
-def restore_cmd(app: App, snapshot, target_dsn, target_password_file, force, no_owner,
+def restore_cmd(app: App, snapshot, target_dsn, target_password_file, target_datadir, to_time,
+                to_lsn, to_xid, target_action, owner, restore_command, force, no_owner,
                 with_globals, purpose, repo, passphrase_file) -> None:
-    """Restore a pg-logical SNAPSHOT ('latest' or an id prefix) into a database.
+    """Restore a database SNAPSHOT ('latest' or an id prefix).
 
-    A target that already holds tables is refused (exit 2) unless --force.
+    \b
+    pg-logical snapshots go into a database (--target-dsn); a target that
+    already holds tables is refused (exit 2) unless --force.
+    pg-base snapshots go into a data directory (--target-datadir) with
+    recovery settings: starting PostgreSQL there replays the archived WAL up
+    to --to-time/--to-lsn/--to-xid (default: all of it). A non-empty
+    directory needs --force; one a running server uses is always refused.
     Every block read is verified; a damaged repository stops with its name (exit 3).
     An archive snapshot needs --purpose and an approval of it (R-AUD-6, docs/archives.md).
     """
+    if bool(target_dsn) == bool(target_datadir):
+        raise UsageError("give --target-dsn (pg-logical) or --target-datadir (pg-base)")
+    if target_datadir:
+        return _restore_physical(app, snapshot, target_datadir, to_time, to_lsn, to_xid,
+                                 target_action, owner, restore_command, force, purpose, repo,
+                                 passphrase_file)
+    if to_time or to_lsn or to_xid:
+        raise UsageError("--to-time/--to-lsn/--to-xid need a base backup and --target-datadir")
     from opskit.backup.db.report import restore_result
     from opskit.backup.db.restore import LogicalRestore
     from opskit.backup.db.settings import target_from_dsn
@@ -127,10 +154,7 @@ def restore_cmd(app: App, snapshot, target_dsn, target_password_file, force, no_
     r = _open(app, repo, passphrase_file)
     with RepoLock(r, stale_after_s=_stale_s(app)):
         r.load_index(repair=False)
-        snaps = [s for s in r.snapshots() if s.get("kind") == "pg-logical"]
-        if not snaps:
-            raise UsageError(f"repository {r.backend.location} has no database snapshots")
-        snap = r.resolve_snapshot(snapshot, snaps)
+        snap = _pick(r, snapshot, "pg-logical")
         # R-AUD-6: an archive is read only with an approval, and the read is registered
         access = archivegate.read(app, r, snap, purpose, dry_run=False,
                                   target=target.describe())
@@ -140,6 +164,46 @@ def restore_cmd(app: App, snapshot, target_dsn, target_password_file, force, no_
                               "tables": rep.tables, "rows": rep.rows,
                               "recreated": rep.recreated})
     app.emit(archivegate.annotate(restore_result(rep), access))
+
+
+def _pick(r, ref: str, kind: str) -> dict:
+    snaps = [s for s in r.snapshots() if s.get("kind") == kind]
+    if not snaps:
+        raise UsageError(f"repository {r.backend.location} has no {kind} snapshots")
+    return r.resolve_snapshot(ref, snaps)
+
+
+def _wal_fetch_command(app: App, repo: str | None, cluster: str) -> str:
+    """restore_command running this opskit's wal-fetch on the same repository and config."""
+    import os
+    import sys
+    from opskit.backup import open_repo
+    location, _ = open_repo.repo_location(app.config, app.state_dir, repo)
+    words = [sys.executable, "-m", "opskit"]
+    if app.config.source:
+        words += ["--config", os.path.abspath(app.config.source)]
+    words += ["backup", "wal-fetch", "--cluster", cluster, "--repo", location]
+    return " ".join(shlex.quote(w) for w in words) + " %f %p"
+
+
+def _restore_physical(app, snapshot, datadir, to_time, to_lsn, to_xid, action, owner,
+                      restore_command, force, purpose, repo, passphrase_file) -> None:
+    from opskit.backup.db.pitr import PhysicalRestore, RecoveryTarget
+    from opskit.backup.db.report import physical_restore_result
+    target = RecoveryTarget(to_time, to_lsn, to_xid, action)
+    target.validate()
+    r = _open(app, repo, passphrase_file)
+    with RepoLock(r, stale_after_s=_stale_s(app)):
+        r.load_index(repair=False)
+        snap = _pick(r, snapshot, "pg-base")
+        access = archivegate.read(app, r, snap, purpose, dry_run=False, target=datadir)
+        command = restore_command or _wal_fetch_command(app, repo, snap["pg_base"]["cluster"])
+        rep = PhysicalRestore(r, snap, datadir, target, command, force=force,
+                              owner=owner).run()
+    app.audit_details = {"snapshot": snap["id"], "target_datadir": rep.target,
+                         "recovery": {k: v for k, v in rep.settings.items()
+                                      if k != "restore_command"}, "emptied": rep.emptied}
+    app.emit(archivegate.annotate(physical_restore_result(rep), access))
 
 
 @db_group.command("drill")

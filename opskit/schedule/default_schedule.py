@@ -52,6 +52,15 @@ jobs:
     timeout: 6h
     rules: [R-BAK-2, R-BAK-6]
 
+  db-basebackup:
+    description: Weekly base backup of the PostgreSQL cluster for point-in-time recovery (R-BAK-2, R-BAK-6)
+    command: [backup, db, basebackup, --tag, weekly]
+    every: week
+    weekday: saturday
+    at: "02:00"
+    timeout: 12h
+    rules: [R-BAK-2, R-BAK-6]
+
   replicate:
     description: Copy new backup data to every off-site site after each backup (R-BAK-3)
     command: [backup, replicate]

@@ -35,7 +35,7 @@ def _option(command: list[str], name: str) -> str | None:
 # options of the backup commands that take a value (the rest are flags)
 _VALUED = {"--tag", "--exclude", "--repo", "--passphrase-file", "--site", "--to", "--sample",
            "--snapshot", "--target", "--target-host", "--seed", "--db", "--name",
-           "--stdin-from-command", "--target-dsn", "--target-password-file"}
+           "--stdin-from-command", "--target-dsn", "--target-password-file", "--cluster"}
 
 
 def _positionals(words: list[str]) -> list[str]:
@@ -60,6 +60,10 @@ def _backup_blockers(command: list[str], config, env: dict[str, str]) -> list[st
     if action == "db" and not _databases(config) and "--stdin-from-command" not in command:
         out.append("no database configured: add one under backup.databases "
                    "(docs/database-backup.md)")
+    if command[1:3] == ["db", "basebackup"] and len(_databases(config)) > 1 and \
+            not _option(command, "--db"):
+        out.append("several databases in backup.databases: add --db NAME (the one to connect "
+                   "to the cluster through) to the job")
     site = _option(command, "--site")
     if action == "drill" and site and site != "local" and site not in _sites(config):
         out.append(f"no site '{site}' in the config: add sites.{site} or change the job's --site")

@@ -6,6 +6,8 @@ import os
 import threading
 from typing import Iterator
 
+from opskit.core.failpoints import failpoint
+
 from .base import Backend, BackendError, ObjectNotFound
 
 _DIRS = ("data", "index", "snapshots", "keys", "locks")
@@ -42,7 +44,7 @@ class LocalBackend(Backend):
         folder = os.path.dirname(path)
         if folder not in self._made_dirs:
             try:
-                os.makedirs(folder, mode=0o700, exist_ok=True)
+                self._make_dirs(folder)
             except OSError as exc:
                 raise BackendError(f"{folder}: {exc.strerror}") from None
             self._made_dirs.add(folder)
@@ -51,14 +53,17 @@ class LocalBackend(Backend):
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 view = memoryview(data)
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
+                half = len(view) // 2
+                self._write_all(fd, view[:half])
+                failpoint("local.put.mid-write")
+                self._write_all(fd, view[half:])
                 if self.fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
+            if self.fsync:
+                _fsync_dir(folder)     # the rename itself survives a power cut
         except OSError as exc:
             try:
                 os.unlink(tmp)
@@ -67,6 +72,26 @@ class LocalBackend(Backend):
             if exc.errno == errno.ENOSPC:
                 raise BackendError(f"{self.root}: no space left on device writing {name}") from None
             raise BackendError(f"{path}: {exc.strerror}") from None
+
+    @staticmethod
+    def _write_all(fd: int, view: memoryview) -> None:
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def _make_dirs(self, folder: str) -> None:
+        """Create ``folder`` (0700); new directory entries are fsynced up to the root."""
+        if os.path.isdir(folder):
+            return
+        missing = []
+        probe = folder
+        while not os.path.isdir(probe):
+            missing.append(probe)
+            probe = os.path.dirname(probe)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        if self.fsync:
+            for made in missing:
+                _fsync_dir(os.path.dirname(made))
 
     _FD_CACHE = 128
 
@@ -157,3 +182,11 @@ class LocalBackend(Backend):
                     except OSError:
                         pass
         return removed
+
+
+def _fsync_dir(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

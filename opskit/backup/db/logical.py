@@ -23,7 +23,6 @@ checksums, server version, encoding).
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 
@@ -33,7 +32,7 @@ from ..repository import Repository
 from .pgtools import (DatabaseError, Tools, apply_session_settings, connect, find_tools,
                       last_line, major_of, pg_message)
 from .settings import DatabaseTarget
-from .streams import IterReader, TreeBuilder, save_snapshot, store_stream
+from .streams import IterReader, TreeBuilder, save_snapshot, store_command, store_stream
 
 KIND = "pg-logical"
 
@@ -117,15 +116,9 @@ class LogicalBackup:
                  builder: TreeBuilder, writer) -> None:
         """Run a PostgreSQL program and stream its stdout into the tree as ``store_as``."""
         env = {**os.environ, **self.target.env()}
-        proc = subprocess.Popen([tools.path(name), *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
-        try:
-            ids, size = store_stream(self.repo, writer, proc.stdout)
-        finally:
-            proc.stdout.close()
-            err = proc.stderr.read()
-            proc.wait()
-        if proc.returncode != 0:
+        ids, size, code, err = store_command(self.repo, writer, [tools.path(name), *args],
+                                             env=env)
+        if code != 0:
             raise DatabaseError(f"database {self.target.name} ({self.target.describe()}): "
                                 f"{name} failed: {last_line(err)}")
         builder.add_file(store_as, ids, size)
@@ -218,25 +211,14 @@ def backup_command_stream(repo: Repository, command: list[str], name: str, *,
         repo.load_index()
     writer = repo.blob_writer()
     try:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL)
+        ids, size, code, err = store_command(repo, writer, command)
     except OSError as exc:
         raise DatabaseError(f"--stdin-from-command: cannot run {command[0]}: "
                             f"{exc.strerror or exc}") from None
-    try:
-        ids, size = store_stream(repo, writer, proc.stdout)
-    except BaseException:
-        proc.kill()
-        writer.abort()
-        raise
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read()
-        proc.wait()
-    if proc.returncode != 0:
+    if code != 0:
         writer.abort()
         raise DatabaseError(f"--stdin-from-command: {os.path.basename(command[0])} exited "
-                            f"{proc.returncode}: {last_line(err)} (nothing stored)")
+                            f"{code}: {last_line(err)} (nothing stored)")
     builder = TreeBuilder(repo, writer)
     builder.add_file(f"/stdin/{name}", ids, size)
     root = builder.finish()

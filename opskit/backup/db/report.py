@@ -51,3 +51,59 @@ def drill_result(report, json_path: str, md_path: str) -> Result:
     return Result(data={**report.to_json(), "report_json": json_path, "report_md": md_path},
                   messages=messages, summary=summary,
                   exit_code=0 if report.passed else EXIT_FINDINGS)
+
+
+def basebackup_result(sid: str, snap: dict) -> Result:
+    """A base backup made."""
+    man, st = snap["pg_base"], snap["stats"]
+    summary = (f"base backup of cluster {man['cluster']}: snapshot {sid[:8]}, "
+               f"{human_bytes(st['bytes'])} ({human_bytes(st['bytes_stored'])} new), WAL "
+               f"{man['start_wal']} from {man['start_lsn']} to {man['stop_lsn']} on timeline "
+               f"{man['timeline']}, {st['duration_s']:.1f}s")
+    return Result(data={"snapshot": sid, "kind": snap["kind"], "stats": st, "pg_base": man},
+                  messages=[summary], summary=summary)
+
+
+def wal_push_result(cluster: str, pushed) -> Result:
+    """One WAL file archived (quiet on success: the server log gets no line)."""
+    what = "stored" if pushed.stored else "already archived (same content)"
+    summary = f"wal-push {cluster}/{pushed.name}: {what}, {human_bytes(pushed.size)}"
+    return Result(data={"cluster": cluster, "name": pushed.name, "size": pushed.size,
+                        "stored": pushed.stored}, summary=summary)
+
+
+def wal_fetch_result(cluster: str, name: str, dest: str, size: int | None) -> Result:
+    """A WAL file fetched for restore_command; exit 1 when the archive has none."""
+    if size is None:
+        summary = f"wal-fetch {cluster}/{name}: not in the archive"
+        return Result(data={"cluster": cluster, "name": name, "found": False},
+                      messages=[summary], summary=summary, exit_code=EXIT_FINDINGS)
+    summary = f"wal-fetch {cluster}/{name} -> {dest}: {human_bytes(size)}"
+    return Result(data={"cluster": cluster, "name": name, "found": True, "size": size},
+                  summary=summary)
+
+
+def chain_result(reports: list) -> Result:
+    """WAL chains checked; exit 1 when one has a gap."""
+    rows = [{"cluster": r.cluster, "base": r.base_snapshot[:8] or "-",
+             "from": r.start_wal or "-", "to": r.newest_wal or "-", "timeline": r.timeline,
+             "segments": r.segments, "first_missing": (r.missing or ["-"])[0]}
+            for r in reports]
+    problems = [p for r in reports for p in r.problems]
+    summary = (f"WAL chain of {len(reports)} cluster(s): "
+               + ("complete" if not problems else f"{len(problems)} problem(s): {problems[0]}"))
+    return Result(data={"clusters": [{**vars(r), "ok": r.ok} for r in reports]},
+                  tables=[Table(list(rows[0]), rows)] if rows else [],
+                  messages=[f"error: {p}" for p in problems] + [summary], summary=summary,
+                  exit_code=EXIT_FINDINGS if problems else 0)
+
+
+def physical_restore_result(rep) -> Result:
+    """A base backup unpacked with recovery settings."""
+    target = {k: v for k, v in (rep.settings or {}).items() if k != "restore_command"}
+    summary = (f"restored base backup {rep.snapshot[:8]} (cluster {rep.cluster}) into "
+               f"{rep.target}: {rep.files} files, {human_bytes(rep.bytes)} in "
+               f"{rep.seconds:.1f}s" + (" (directory emptied first)" if rep.emptied else ""))
+    messages = [summary, "recovery: " + (", ".join(f"{k}={v}" for k, v in target.items())),
+                f"start PostgreSQL on {rep.target} to replay the archived WAL"]
+    return Result(data=rep, messages=messages, summary=summary)

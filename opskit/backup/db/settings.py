@@ -34,6 +34,15 @@ PG_SECTION = Section({
                              "/usr/lib/postgresql/<server major>/bin, else PATH."),
     "drill_os_user": Key(str, "postgres", "OS user owning a drill's scratch cluster when "
                                           "opskit runs as root (initdb refuses root)."),
+    "cluster": Key(str, "main", "Name of the PostgreSQL cluster whose WAL 'backup wal-push' "
+                                "archives and 'db basebackup' backs up (wal/<cluster>/ in "
+                                "the repository)."),
+    "checkpoint": Key(str, "spread", "Checkpoint a base backup starts with: spread (gentle) "
+                                     "or fast (at once, an I/O burst).",
+                      choices=("spread", "fast")),
+    "wal_metrics": Key(bool, True, "'backup wal-push' writes the Prometheus gauge "
+                                   "opskit_wal_archive_last_success_timestamp into "
+                                   "schedule.metrics_dir."),
 })
 
 

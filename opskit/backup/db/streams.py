@@ -12,6 +12,7 @@ import getpass
 import io
 import os
 import socket
+import subprocess
 import time
 from typing import BinaryIO, Callable, Iterable, Iterator
 
@@ -86,6 +87,28 @@ def store_stream(repo: Repository, writer, fh: BinaryIO) -> tuple[list[str], int
         ids.append(bid.hex())
         size += len(data)
     return ids, size
+
+
+def store_command(repo: Repository, writer, cmd: list[str], *, env: dict | None = None,
+                  tap: Callable[[memoryview], None] | None = None
+                  ) -> tuple[list[str], int, int, bytes]:
+    """Run ``cmd`` and chunk its stdout into ``writer`` (``tap`` sees every byte);
+    (blob ids, bytes, exit code, stderr). On an exception the program is killed
+    and the writer aborted. OSError when it cannot be started."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, env=env)
+    try:
+        source = TapReader(proc.stdout, tap) if tap else proc.stdout
+        ids, size = store_stream(repo, writer, source)
+    except BaseException:
+        proc.kill()
+        writer.abort()
+        raise
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.wait()
+    return ids, size, proc.returncode, err
 
 
 def read_content(repo: Repository, node: dict) -> Iterator[bytes]:
