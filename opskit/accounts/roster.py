@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from opskit.core.errors import UsageError
+from opskit.core.signing import parse_public_key
 from opskit.core.schema import Key, MapOf, Section, validate
 from opskit.core.yamlfile import YamlDoc, load_yaml
 
@@ -55,6 +56,11 @@ PERSON_SECTION = Section({
     "uid": Key(int, None, "Fixed numeric uid (same on every host). Default: allocated by useradd.",
                min=1000),
     "shell": Key(str, "/bin/bash", "Login shell of an active account."),
+    "signing_key": Key(str, None, "Ed25519 public key ('ssh-ed25519 AAAA...') with which this "
+                                  "person signs access requests, approvals and their application "
+                                  "(R-ACC-3, R-DAT-2)."),
+    "retired_signing_keys": Key(list, [], "Earlier signing keys: they still verify what they "
+                                          "signed, never sign anything new.", item_type=str),
 })
 
 SERVICE_ACCOUNT_SECTION = Section({
@@ -82,6 +88,8 @@ class Person:
     backup: str | None = None
     uid: int | None = None
     shell: str = "/bin/bash"
+    signing_key: bytes | None = None                       # raw Ed25519 public key
+    retired_signing_keys: list[bytes] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -118,6 +126,20 @@ class Roster:
             if p.login == login:
                 return p
         return None
+
+    def by_signing_key(self, raw: bytes) -> Person | None:
+        """The person whose current signing key is ``raw`` (the one that signs new steps)."""
+        for p in self.people.values():
+            if p.signing_key is not None and p.signing_key == raw:
+                return p
+        return None
+
+    def verifying_keys(self, person_id: str) -> list[bytes]:
+        """Keys that verify what ``person_id`` signed: the current and the retired ones."""
+        p = self.people.get(person_id)
+        if p is None:
+            return []
+        return ([p.signing_key] if p.signing_key else []) + list(p.retired_signing_keys)
 
     def roles_of(self, person: Person, extra: list[str] | tuple = ()) -> list[str]:
         """Declared roles: the post's, the person's own, those granted by applied access
@@ -161,7 +183,9 @@ def parse_roster(doc: YamlDoc, model: RoleModel) -> Roster:
                                 hint=f"roles declared in {model.source}")
         people[pid] = Person(pid, login, p["name"] or "", p["department"] or "", p["post"],
                              list(p["roles"]), list(p["host_groups"]), list(p["ssh_keys"]),
-                             p["status"], p["backup"], p["uid"], p["shell"] or "/bin/bash")
+                             p["status"], p["backup"], p["uid"], p["shell"] or "/bin/bash",
+                             *_signing_keys(doc, pid, p))
+    _distinct_signing_keys(doc, people)
     for pid, p in people.items():
         if p.backup is not None and p.backup not in people:
             raise doc.error(("people", pid, "backup"), f"unknown person {p.backup!r}")
@@ -175,6 +199,37 @@ def parse_roster(doc: YamlDoc, model: RoleModel) -> Roster:
             raise doc.error(("service_accounts", login, "owner"), f"unknown person {s['owner']!r}")
         services[login] = ServiceAccount(login, s["owner"], s["purpose"] or "")
     return Roster(people, model, services, source=doc.file)
+
+
+def _signing_key(doc: YamlDoc, where: tuple, line: str) -> bytes:
+    try:
+        return parse_public_key(line)
+    except ValueError as exc:
+        raise doc.error(where, f"{exc}; a signing key is one 'ssh-ed25519 AAAA...' line",
+                        hint="ssh-keygen -t ed25519 -f ~/.ssh/opskit_sign; declare the .pub line")
+
+
+def _signing_keys(doc: YamlDoc, pid: str, p: dict) -> tuple[bytes | None, list[bytes]]:
+    """The person's current and retired signing keys, parsed (errors name file:line:key)."""
+    current = (_signing_key(doc, ("people", pid, "signing_key"), p["signing_key"])
+               if p["signing_key"] else None)
+    retired = [_signing_key(doc, ("people", pid, "retired_signing_keys", i), line)
+               for i, line in enumerate(p["retired_signing_keys"])]
+    return current, retired
+
+
+def _distinct_signing_keys(doc: YamlDoc, people: dict[str, Person]) -> None:
+    """One key, one person: two people sharing a key would make two approvals one (R-ACC-5)."""
+    owner: dict[bytes, str] = {}
+    for pid, p in people.items():
+        for i, raw in enumerate(([p.signing_key] if p.signing_key else [])
+                                + p.retired_signing_keys):
+            if raw in owner and owner[raw] != pid:
+                where = (("people", pid, "signing_key") if i == 0 and p.signing_key else
+                         ("people", pid, "retired_signing_keys"))
+                raise doc.error(where, f"this signing key is also {owner[raw]}'s; every person "
+                                       "signs with their own key (R-ACC-3, R-ACC-5)")
+            owner[raw] = pid
 
 
 def load_roster(path: str, model: RoleModel) -> Roster:

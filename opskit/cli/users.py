@@ -5,6 +5,7 @@ import os
 
 import click
 
+from .access import signed_actor, signing_key_option
 from .app import App, OpskitGroup, output_options, pass_app
 
 
@@ -226,18 +227,14 @@ def transfer_cmd(app: App, person_id, to_post, ticket, dry_run) -> None:
     app.emit(result)
 
 
-def _declared_operator(app: App) -> str | None:
-    return (app.operator_override or os.environ.get("OPSKIT_OPERATOR")
-            or app.config.get("operator") or None)
-
-
 @group.command("unfreeze")
 @click.argument("person_id", metavar="PERSON")
 @click.option("--request", "request_id", required=True, metavar="ID",
               help="The approved unfreeze request (opskit access request --unfreeze).")
+@signing_key_option
 @output_options()
 @pass_app
-def unfreeze_cmd(app: App, person_id, request_id) -> None:
+def unfreeze_cmd(app: App, person_id, request_id, key_file) -> None:
     """Lift PERSON's freeze, with an approved access request (R-ACC-3, R-ACC-1).
 
     The request must be an approved unfreeze for PERSON, and you must be a
@@ -245,16 +242,16 @@ def unfreeze_cmd(app: App, person_id, request_id) -> None:
     PERSON is entitled and frozen: clear the expiry, unlock, restore the
     shell, force a password change, then provision as 'users apply' does.
     """
-    from opskit.accounts.requests import open_store, resolve_actor
+    from opskit.accounts.requests import open_store
     from opskit.accounts.unfreeze import exit_code, unfreeze_fleet
     from opskit.core.output import Result, Table
 
     roster, specs, settings = _setup(app, (), None)
     person = roster.person(person_id)                    # unknown: exit 2
     store = open_store(app.config)
-    actor = resolve_actor(roster, _declared_operator(app))
+    signer, actor = signed_actor(app, roster, key_file)
     app.audit_details.update(rule="R-ACC-3", request=request_id, actor=actor)
-    store.claim_unfreeze(request_id, person.id, actor)   # refusals: exit 2, nothing touched
+    store.claim_unfreeze(request_id, person.id, signer)  # refusals: exit 2, nothing touched
     hosts = unfreeze_fleet(specs, roster, person, settings)
     code = exit_code(hosts)
     details = {"hosts": [h.host for h in hosts if h.steps],
@@ -264,7 +261,7 @@ def unfreeze_cmd(app: App, person_id, request_id) -> None:
                "failed_hosts": [h.host for h in hosts if not h.ok]}
     app.audit_details.update(details)
     if code == 0:
-        store.mark_applied(request_id, actor, details)
+        store.mark_applied(request_id, signer, details)
     rows = [{"host": h.host, "status": h.status if h.status == "ok" else h.status.upper(),
              "changes": len(h.steps), "failed": sum(1 for s in h.steps if s.ok is False),
              "note": h.note, "error": h.error} for h in hosts]

@@ -10,6 +10,7 @@ import pytest
 from tests.harness.accounts import (make_userdb_root, passwd_line, shadow_line, tree_snapshot,
                                     write_model)
 from tests.harness.cli import run_opskit
+from tests.harness.signing import key_file, with_signing_keys
 
 pytestmark = pytest.mark.e2e
 
@@ -41,12 +42,16 @@ def cli(tmp_path):
     roots = {n: make_userdb_root(tmp_path / n) for n in ("db1", "app1")}
     inventory = (f"hosts:\n  db1:\n    sysroot: {roots['db1']}\n    groups: [db]\n"
                  f"  app1:\n    sysroot: {roots['app1']}\n    groups: [app]\n")
-    config = write_model(tmp_path / "cfg", ROSTER, inventory, extra_config=ACCESS)
+    config = write_model(tmp_path / "cfg", with_signing_keys(ROSTER), inventory,
+                         extra_config=ACCESS)
     env = {"OPSKIT_HOME": str(tmp_path / "home")}
 
     def opskit(*args, operator=None):
+        # the operator signs with their own key (R-ACC-3); --operator alone decides nothing
         pre = ["--operator", operator] if operator else []
-        return run_opskit("--config", config, *pre, *args, env=env, timeout=60)
+        key = key_file(tmp_path / "keys", operator) if operator else ""
+        return run_opskit("--config", config, *pre, *args,
+                          env={**env, "OPSKIT_SIGNING_KEY": key}, timeout=60)
     opskit.roots = roots
     opskit.home = tmp_path / "home"
     opskit.roster = tmp_path / "cfg" / "roster.yaml"
