@@ -40,9 +40,9 @@ from opskit.core.state import resolve_state_dir
 
 FORMAT = 2                         # 2: signed events; 1 (unsigned) is read but never verifies
 CONTEXT = b"opskit-access-request-v1\n"
-CONTENT_FIELDS = ("id", "kind", "person", "role", "tier", "reason", "ticket", "needed")
-ROLE, UNFREEZE = "role", "unfreeze"
-KINDS = (ROLE, UNFREEZE)
+CONTENT_FIELDS = ("id", "kind", "person", "role", "tier", "reason", "ticket", "needed", "post")
+ROLE, UNFREEZE, TRANSFER = "role", "unfreeze", "transfer"
+KINDS = (ROLE, UNFREEZE, TRANSFER)
 REQUESTED, APPROVED, REJECTED, APPLIED, WITHDRAWN = (
     "requested", "approved", "rejected", "applied", "withdrawn")
 STATES = (REQUESTED, APPROVED, REJECTED, APPLIED, WITHDRAWN)
@@ -64,7 +64,7 @@ class Refused(errors.Refused):
 @dataclass
 class AccessRequest:
     id: str
-    kind: str                      # 'role' | 'unfreeze'
+    kind: str                      # 'role' | 'unfreeze' | 'transfer'
     person: str
     role: str | None
     tier: str | None
@@ -72,6 +72,7 @@ class AccessRequest:
     ticket: str
     needed: int                    # distinct approvals needed, fixed (and signed) at request time
     events: list[dict] = field(default_factory=list)   # {event, actor, time, comment, ...}
+    post: str | None = None        # a transfer's new post
 
     # --- derived from the events --------------------------------------------------------
     @property
@@ -132,6 +133,8 @@ class AccessRequest:
 
     @property
     def what(self) -> str:
+        if self.kind == TRANSFER:
+            return f"transfer to post {self.post}"
         return f"role {self.role}" if self.kind == ROLE else "unfreeze"
 
     def waiting_for(self) -> str:
@@ -140,14 +143,17 @@ class AccessRequest:
             return f"{missing} more approval(s)" + (" (mutual review, R-ACC-5)"
                                                     if self.tier == "special" else "")
         if self.state == APPROVED:
-            return ("apply by a designated admin" if self.kind == ROLE else
-                    f"opskit users unfreeze {self.person} --request {self.id}")
+            return {ROLE: "apply by a designated admin",
+                    UNFREEZE: f"opskit users unfreeze {self.person} --request {self.id}",
+                    TRANSFER: f"opskit users transfer {self.person} --to-post {self.post} "
+                              f"--request {self.id}"}[self.kind]
         return "-"
 
     def row(self) -> dict:
         """One line for ``access list``."""
         return {"id": self.id, "state": self.state, "kind": self.kind, "person": self.person,
-                "role": self.role, "tier": self.tier, "requester": self.requester,
+                "role": self.role, "post": self.post, "tier": self.tier,
+                "requester": self.requester,
                 "approvers": self.approvers, "needed": self.approvals_needed,
                 "applier": self.applier,
                 "requested_at": self.requested_at, "ticket": self.ticket,
@@ -160,7 +166,8 @@ class AccessRequest:
     def to_file(self) -> dict:
         return {"format": FORMAT, "id": self.id, "kind": self.kind, "person": self.person,
                 "role": self.role, "tier": self.tier, "reason": self.reason,
-                "ticket": self.ticket, "needed": self.needed, "events": self.events}
+                "ticket": self.ticket, "needed": self.needed, "post": self.post,
+                "events": self.events}
 
     @classmethod
     def from_file(cls, data: Any, path: str) -> "AccessRequest":
@@ -169,7 +176,7 @@ class AccessRequest:
                 raise ValueError(f"unknown format {data.get('format')!r}")
             req = cls(data["id"], data["kind"], data["person"], data.get("role"),
                       data.get("tier"), data.get("reason", ""), data.get("ticket", ""),
-                      int(data["needed"]), list(data["events"]))
+                      int(data["needed"]), list(data["events"]), data.get("post"))
             if req.kind not in KINDS or not req.events or req.events[0]["event"] != "request":
                 raise ValueError("bad kind or first event")
             for e in req.events:

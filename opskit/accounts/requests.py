@@ -5,11 +5,12 @@ opskit.accounts.requestfile.applied_grants):
   open_store(config) -> RequestStore                     the request store of this config
   RequestStore.get(request_id) -> AccessRequest          (UsageError, exit 2, if unknown)
   RequestStore.claim_unfreeze(request_id, person_id, signer) -> AccessRequest
-      checks: kind 'unfreeze', for person_id, state 'approved', the signer is a designated
-      admin who is neither the requester nor an approver; else raises (exit 2).
-      Checks only: writes nothing, so a dry run may call it too.
+  RequestStore.claim_transfer(request_id, person_id, post, signer) -> AccessRequest
+      checks: kind 'unfreeze' / 'transfer' (to ``post``), for person_id, state 'approved',
+      the signer is a designated admin who is neither the requester nor an approver; else
+      raises (exit 2). Checks only: writes nothing, so a dry run may call it too.
   RequestStore.mark_applied(request_id, signer, details: dict) -> AccessRequest
-      re-checks everything claim_unfreeze checks (and, for a role grant, separation of
+      re-checks everything the claim checks (and, for a role grant, separation of
       duties against the roster as it is now), then records the signed 'applied' event.
   ``signer`` is always an opskit.core.signing.Signer: the person acting is the one whose
   roster ``signing_key`` it holds (``actor_of``); a typed name is never enough.
@@ -53,9 +54,10 @@ from opskit.core.filelock import FileLock
 from opskit.core.state import ensure_private_dir
 
 from .declared import load_declared
-from .requestfile import (APPLIED, APPROVED, OPEN_STATES, REQUEST_ID, REQUESTED, ROLE, UNFREEZE,
-                          AccessRequest, Refused, read_request, scan_requests, sign_event, store_dir,
-                          verify, write_request)
+from .requestfile import (APPLIED, APPROVED, OPEN_STATES, REQUEST_ID, REQUESTED, ROLE, TRANSFER,
+                          UNFREEZE,
+                          AccessRequest, Refused, read_request, scan_requests, sign_event,
+                          store_dir, verify, write_request)
 
 
 # --- who is acting --------------------------------------------------------------------------
@@ -262,11 +264,13 @@ class RequestStore:
             return req
 
     def create(self, signer, person: str, *, role: str | None = None,
-               unfreeze: bool = False, reason: str, ticket: str = "") -> AccessRequest:
+               unfreeze: bool = False, transfer_to: str | None = None, reason: str,
+               ticket: str = "") -> AccessRequest:
         """Raise a request for ``person``, signed by ``signer`` (the requester): ``role``
-        granted, or ``unfreeze`` (one of them)."""
-        if bool(role) == bool(unfreeze):
-            raise UsageError("give exactly one of --role ROLE or --unfreeze")
+        granted, ``unfreeze``, or a transfer to post ``transfer_to`` (one of them)."""
+        if [bool(role), bool(unfreeze), bool(transfer_to)].count(True) != 1:
+            raise UsageError("give exactly one of --role ROLE, --unfreeze or --transfer-to POST")
+        kind = ROLE if role else UNFREEZE if unfreeze else TRANSFER
         if not (reason or "").strip():
             raise UsageError("--reason must say why the access is needed (R-ACC-3)")
         roster = self.roster()
@@ -290,16 +294,18 @@ class RequestStore:
                 raise Refused(f"{person} already holds role {role} (R-ACC-4: least privilege, "
                               "nothing to grant)", rule="R-ACC-4")
             self._sod(roster, person, role, "refused at request time")
+        if transfer_to:
+            self._check_transfer_to(roster, target, transfer_to, "refused at request time")
         with self._lock():
             existing = scan_requests(self.dir)
             for other in existing:
-                if (other.person == person and other.kind == (ROLE if role else UNFREEZE)
-                        and other.role == role and other.state in OPEN_STATES):
+                if (other.person == person and other.kind == kind and other.role == role
+                        and other.post == transfer_to and other.state in OPEN_STATES):
                     raise Refused(f"{other.id} already asks for {other.what} for {person} and "
                                   f"is {other.state}", hint=f"opskit access show {other.id}")
             number = max((int(REQUEST_ID.match(r.id).group(1)) for r in existing), default=0) + 1
-            req = AccessRequest(f"AR-{number:04d}", ROLE if role else UNFREEZE, person, role,
-                                tier, reason.strip(), ticket or "", self.needed_approvals(tier))
+            req = AccessRequest(f"AR-{number:04d}", kind, person, role, tier, reason.strip(),
+                                ticket or "", self.needed_approvals(tier), post=transfer_to)
             req.events.append(sign_event(req, {"event": "request", "actor": actor,
                                                "time": _now(), "comment": reason.strip()},
                                          signer))
@@ -380,7 +386,7 @@ class RequestStore:
                           "to someone leaving or gone (R-ACC-6)", rule="R-ACC-6")
         self._sod(roster, req.person, req.role, when)
 
-    # --- unfreeze (called by opskit users unfreeze) -----------------------------------------
+    # --- unfreeze and transfer (called by opskit users unfreeze / transfer) -----------------
     def claim_unfreeze(self, request_id: str, person_id: str, signer) -> AccessRequest:
         """Check that the holder of ``signer`` may unfreeze ``person_id`` under
         ``request_id`` (see the module doc). Writes nothing; call ``mark_applied`` once the
@@ -389,6 +395,42 @@ class RequestStore:
         req = self.get(request_id, roster)
         self._check_unfreeze(req, person_id, actor_of(roster, signer), roster)
         return req
+
+    def claim_transfer(self, request_id: str, person_id: str, post: str, signer) -> AccessRequest:
+        """Check that the holder of ``signer`` may move ``person_id`` to ``post`` under
+        ``request_id``. Writes nothing; call ``mark_applied`` once the transfer is done."""
+        roster = self.roster()
+        req = self.get(request_id, roster)
+        self._check_transfer(req, person_id, post, actor_of(roster, signer), roster)
+        return req
+
+    def _check_transfer_to(self, roster, person, post: str, when: str) -> None:
+        """The person is active, the post exists and the roles it brings (with the person's
+        own and granted ones) break no separation-of-duties rule (R-ACC-2, R-ACC-6)."""
+        model = roster.model
+        model.post(post)                                     # unknown post: exit 2
+        if not person.active:
+            raise Refused(f"{when}: {person.id} is {person.status}; only an active person is "
+                          "transferred (R-ACC-6)", rule="R-ACC-6")
+        roles = list(dict.fromkeys([*model.posts[post].roles, *person.roles,
+                                    *roster.grants.get(person.id, [])]))
+        conflicts = model.conflicts(roles)
+        if conflicts:
+            raise Refused(f"{when}: transferring {person.id} to {post} would break "
+                          + "; ".join(c.describe() for c in conflicts), rule=conflicts[0].sod.rule,
+                          hint="the person's own or granted roles conflict with the new post's")
+
+    def _check_transfer(self, req: AccessRequest, person_id: str, post: str, actor: str,
+                        roster) -> None:
+        if req.kind != TRANSFER:
+            raise Refused(f"{req.id} asks for {req.what}, not a transfer (R-ACC-3)",
+                          hint=f"raise one: opskit access request --person {person_id} "
+                               f"--transfer-to {post} --reason ...")
+        if req.person != person_id or req.post != post:
+            raise Refused(f"{req.id} moves {req.person} to {req.post}, not {person_id} to {post}")
+        self._check_ready(req)
+        self._check_applier(req, actor, roster)
+        self._check_transfer_to(roster, roster.person(person_id), post, "refused at apply time")
 
     def _check_unfreeze(self, req: AccessRequest, person_id: str, actor: str, roster) -> None:
         if req.kind != UNFREEZE:
@@ -407,18 +449,20 @@ class RequestStore:
 
     def mark_applied(self, request_id: str, signer, details: dict) -> AccessRequest:
         """Record that the request was carried out (``details``: what was done, e.g. hosts).
-        For an unfreeze, the same checks as ``claim_unfreeze``; for a role grant, those of
-        ``apply_grant``."""
+        For an unfreeze or a transfer, the same checks as the claim; for a role grant, those
+        of ``apply_grant``."""
         return self._apply(request_id, signer, details, unfreeze_ok=True)
 
     def _apply(self, request_id: str, signer, details: dict | None, *,
                unfreeze_ok: bool) -> AccessRequest:
         def decide(req: AccessRequest, roster, actor: str) -> dict:
+            if req.kind in (UNFREEZE, TRANSFER) and not unfreeze_ok:
+                raise Refused(f"{req.id} asks for {req.what}: run '{req.waiting_for()}', which "
+                              "applies it on the hosts (R-ACC-6)", rule="R-ACC-6")
             if req.kind == UNFREEZE:
-                if not unfreeze_ok:
-                    raise Refused(f"{req.id} is an unfreeze request: run 'opskit users unfreeze "
-                                  f"{req.person} --request {req.id}' (R-ACC-6)", rule="R-ACC-6")
                 self._check_unfreeze(req, req.person, actor, roster)
+            elif req.kind == TRANSFER:
+                self._check_transfer(req, req.person, req.post, actor, roster)
             else:
                 self._check_ready(req)
                 self._check_applier(req, actor, roster)

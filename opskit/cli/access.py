@@ -11,7 +11,7 @@ from opskit.core.output import Result, Table
 
 from .app import App, OpskitGroup, output_options, pass_app
 
-LIST_COLUMNS = ["id", "state", "person", "kind", "role", "tier", "requester", "approvers",
+LIST_COLUMNS = ["id", "state", "person", "kind", "role", "post", "tier", "requester", "approvers",
                 "applier", "waiting_for", "ticket"]
 RULES = ["R-ACC-1", "R-ACC-2", "R-ACC-3", "R-ACC-5", "R-AUD-3"]
 
@@ -41,6 +41,8 @@ def group() -> None:
       opskit access list --state approved
       opskit access request --key K --person li.na --unfreeze --reason "back from leave"
       opskit users unfreeze li.na --request AR-0002 --key K   # applies an unfreeze
+      opskit access request --key K --person li.na --transfer-to claims-desk --reason ...
+      opskit users transfer li.na --to-post claims-desk --request AR-0003 --key K
     """
 
 
@@ -114,7 +116,8 @@ def _audited(app: App, request_id: str | None = None):
 
 def _evidence(app: App, req) -> None:
     app.audit_details.update({"request": req.id, "kind": req.kind, "person": req.person,
-                              "role": req.role, "tier": req.tier, "state": req.state,
+                              "role": req.role, "post": req.post, "tier": req.tier,
+                              "state": req.state,
                               "requester": req.requester, "approvers": req.approvers,
                               "event": req.events[-1]["event"]})
 
@@ -132,23 +135,30 @@ def _outcome(app: App, req, headline: str, extra: list[str] | None = None) -> No
 @click.option("--role", metavar="ROLE", help="Role to grant (declared in roles.yaml).")
 @click.option("--unfreeze", is_flag=True, help="Ask to unfreeze the person's accounts instead "
                                                 "(applied by 'opskit users unfreeze').")
+@click.option("--transfer-to", "transfer_to", metavar="POST",
+              help="Ask to move the person to another post instead (applied by 'opskit users "
+                   "transfer').")
 @click.option("--reason", required=True, metavar="TEXT", help="Why the access is needed (recorded).")
 @click.option("--ticket", default="", metavar="T", help="Request form or ticket number.")
 @signing_key_option
 @output_options(tabular=False)
 @pass_app
-def request(app: App, person: str, role: str | None, unfreeze: bool, reason: str,
+def request(app: App, person: str, role: str | None, unfreeze: bool, transfer_to: str | None,
+            reason: str,
             ticket: str, key_file: str | None) -> None:
     """Raise an access request (the section head, R-ACC-3)."""
     with _audited(app):
         from opskit.core.errors import UsageError
-        if bool(role) == bool(unfreeze):
-            raise UsageError("give exactly one of --role ROLE or --unfreeze")
+        if [bool(role), unfreeze, bool(transfer_to)].count(True) != 1:
+            raise UsageError("give exactly one of --role ROLE, --unfreeze or --transfer-to POST")
         app.audit_details.update({"person": person, "role": role,
-                                  "kind": "unfreeze" if unfreeze else "role"})
+                                  "post": transfer_to,
+                                  "kind": ("unfreeze" if unfreeze else
+                                           "transfer" if transfer_to else "role")})
         store = _store(app)
         signer, actor = _actor(app, store, key_file)
-        req = store.create(signer, person, role=role, unfreeze=unfreeze, reason=reason,
+        req = store.create(signer, person, role=role, unfreeze=unfreeze,
+                           transfer_to=transfer_to, reason=reason,
                            ticket=ticket)
     _outcome(app, req, f"{req.id}: {actor} requested {req.what} for {req.person}",
              [f"needs {req.approvals_needed} distinct approver(s)"
@@ -312,8 +322,8 @@ def show(app: App, request_id: str) -> None:
     data = req.to_dict()           # get() verified every signature, or refused (exit 2)
     data["verified"] = True
     fields = [{"field": k, "value": data[k]} for k in
-              ("id", "state", "kind", "person", "role", "tier", "reason", "ticket", "requester",
-               "approvers", "needed", "applier", "waiting_for", "verified")]
+              ("id", "state", "kind", "person", "role", "post", "tier", "reason", "ticket",
+               "requester", "approvers", "needed", "applier", "waiting_for", "verified")]
     events = [{"time": e["time"], "event": e["event"], "actor": e["actor"],
                "signed_by": e["signature"]["fingerprint"], "comment": e.get("comment", "")}
               for e in req.events]

@@ -553,3 +553,32 @@ def test_concurrent_writers_get_distinct_ids(world):
     # each (person, role) asked once at most: the duplicate check ran under the lock
     pairs = [(r.person, r.role) for r in stored]
     assert len(pairs) == len(set(pairs))
+
+
+# --- transfers (#20 item 4) -------------------------------------------------------------------
+
+def test_a_transfer_request_is_claimed_by_a_designated_admin_and_never_by_access_apply(world):
+    store = world.store()
+    with pytest.raises(Refused, match="R-ACC-2 separation of duties .maintainer-not-special"):
+        store.create(K("hu.head"), "clerk.b", transfer_to="system-maintainer", reason="r")
+    req = store.create(K("hu.head"), "clerk.a", transfer_to="section-head", reason="promotion")
+    assert (req.kind, req.post, req.what) == ("transfer", "section-head",
+                                              "transfer to post section-head")
+    with pytest.raises(Refused, match="not approved yet"):
+        store.claim_transfer(req.id, "clerk.a", "section-head", K("adm.wang"))
+    store.approve(req.id, K("lead.one"))
+    with pytest.raises(Refused, match="not clerk.a to leader"):
+        store.claim_transfer(req.id, "clerk.a", "leader", K("adm.wang"))
+    with pytest.raises(Refused, match="for themselves|not a designated admin"):
+        store.claim_transfer(req.id, "clerk.a", "section-head", K("clerk.a"))
+    with pytest.raises(Refused, match="users transfer clerk.a --to-post section-head"):
+        store.apply_grant(req.id, K("adm.wang"))
+    with pytest.raises(Refused, match="not a transfer"):
+        store.claim_transfer(_approved(store, person="clerk.b").id, "clerk.b", "leader",
+                             K("adm.wang"))
+    assert store.claim_transfer(req.id, "clerk.a", "section-head", K("adm.wang")).state == APPROVED
+    done = store.mark_applied(req.id, K("adm.wang"), {"hosts": ["app1"]})
+    assert done.state == APPLIED
+    _edit(world, req.id, lambda d: d.update(post="system-maintainer"))
+    with pytest.raises(Refused, match="field 'post' differs"):
+        store.get(req.id)
