@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from opskit.core.errors import UsageError
 from opskit.core.signing import parse_public_key
+from opskit.core.sshkeys import check_public_key
 from opskit.core.schema import Key, MapOf, Section, validate
 from opskit.core.yamlfile import YamlDoc, load_yaml
 
@@ -25,20 +26,6 @@ STATUSES = ("active", "departing", "transferred", "departed")
 INACTIVE_STATUSES = ("departing", "transferred", "departed")
 
 _LOGIN = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-              "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
-              "sk-ecdsa-sha2-nistp256@openssh.com")
-
-
-def _keys_ok(value):
-    for i, line in enumerate(value):
-        parts = line.split()
-        if "\n" in line or len(parts) < 2 or parts[0] not in _KEY_TYPES:
-            return (f"item {i} is not an OpenSSH public key line; expected '<type> <base64> "
-                    f"[comment]' with type one of {', '.join(_KEY_TYPES[:3])}, ...")
-    return None
-
-
 PERSON_SECTION = Section({
     "name": Key(str, "", "Full name."),
     "department": Key(str, "", "Department or section."),
@@ -47,8 +34,8 @@ PERSON_SECTION = Section({
                  item_type=str),
     "host_groups": Key(list, [], "Inventory groups beyond the post's where the person gets an "
                                  "account.", item_type=str),
-    "ssh_keys": Key(list, [], "OpenSSH public key lines installed in authorized_keys.",
-                    item_type=str, check=_keys_ok),
+    "ssh_keys": Key(list, [], "OpenSSH public key lines installed in authorized_keys (each "
+                              "checked as ssh-keygen -lf reads it).", item_type=str),
     "status": Key(str, "active", "active | departing | transferred | departed (R-ACC-6).",
                   choices=STATUSES, nullable=False),
     "backup": Key(str, None, "Person id of this person's backup for the post (AB岗, R-ACC-8)."),
@@ -181,6 +168,12 @@ def parse_roster(doc: YamlDoc, model: RoleModel) -> Roster:
             if role not in model.roles:
                 raise doc.error(("people", pid, "roles", i), f"unknown role {role!r}",
                                 hint=f"roles declared in {model.source}")
+        for i, line in enumerate(p["ssh_keys"]):
+            why = check_public_key(line)
+            if why:                     # #22 item 4: never install a key sshd cannot use
+                raise doc.error(("people", pid, "ssh_keys", i), f"not a usable SSH public key: "
+                                f"{why}", hint="paste the whole line of the .pub file "
+                                               "(ssh-keygen -lf FILE checks it)")
         people[pid] = Person(pid, login, p["name"] or "", p["department"] or "", p["post"],
                              list(p["roles"]), list(p["host_groups"]), list(p["ssh_keys"]),
                              p["status"], p["backup"], p["uid"], p["shell"] or "/bin/bash",

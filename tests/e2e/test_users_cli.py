@@ -14,7 +14,7 @@ from tests.harness.signing import key_file, with_signing_keys
 
 pytestmark = pytest.mark.e2e
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHdlbGwsIHRoaXMgaXMgYW4gZXhhbXBsZSBrZXk zw@laptop"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDtEYkGHZ+60WkR/guAKeEAMtyFzUAeiVqhrTyZTMMC5 zw@laptop"
 ROSTER = f"""\
 people:
   zhang.wei:
