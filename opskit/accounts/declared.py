@@ -36,5 +36,5 @@ def load_declared(config, *, with_grants: bool = True) -> Roster:
     model = load_roles(find_roles_file(config))
     roster = load_roster(find_roster_file(config), model)
     if with_grants:
-        roster.grants = applied_grants(config)
+        roster.grants = applied_grants(config, roster.verifying_keys)
     return roster

@@ -67,6 +67,22 @@ def kill_lines(uid: int, rounds: int = 5) -> list[str]:
             "[ -n \"$pids\" ] || break; kill -KILL $pids 2>/dev/null || true; sleep 0.2; done"]
 
 
+def kill_group_lines(uid: int, gids: list[int], rounds: int = 5) -> list[str]:
+    """sh lines ending every process with ``uid`` as real, effective, saved or fs uid that
+    still holds one of ``gids`` (supplementary or as a gid): credentials of groups a
+    transfer removed, which a running process keeps until it ends (R-ACC-6)."""
+    u, gs = int(uid), " " + " ".join(str(int(g)) for g in gids) + " "
+    return [f"for r in $(seq {rounds}); do "
+            f"pids=$(awk -v u={u} -v gs=\"{gs}\" 'FNR==1{{st=\"\"; own=0; hit=0}} "
+            "/^State:/{st=$2} /^Uid:/{own=($2==u || $3==u || $4==u || $5==u)} "
+            "/^Gid:/{for (i=2; i<=5; i++) if (index(gs, \" \" $i \" \")) hit=1} "
+            "/^Groups:/{for (i=2; i<=NF; i++) if (index(gs, \" \" $i \" \")) hit=1; "
+            "if (st!=\"Z\" && own && hit) {p=FILENAME; sub(/^\\/proc\\//,\"\",p); "
+            "sub(/\\/status$/,\"\",p); print p}}' /proc/[0-9]*/status 2>/dev/null | "
+            "grep -vx \"$$\" || true); "
+            "[ -n \"$pids\" ] || break; kill -KILL $pids 2>/dev/null || true; sleep 0.2; done"]
+
+
 @dataclass
 class Proc:
     pid: int

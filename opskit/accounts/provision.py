@@ -421,15 +421,17 @@ def initial_passwords(people: list) -> dict[str, InitialPassword]:
     return {p.id: InitialPassword(w, h) for p, w, h in zip(people, words, hashes)}
 
 
-def save_initial_passwords(state_dir: str, steps: list[Step], passwords: dict) -> list[str]:
-    """Write the initial password of every person an account was created for to
+def save_initial_passwords(state_dir: str, steps: list[Step], passwords: dict,
+                           actions: tuple = ("create",)) -> list[str]:
+    """Write the initial password of every person an account was created for (or whose
+    step's action is in ``actions``, e.g. an unfreeze) to
     ``<state_dir>/accounts/initial-passwords/<person>-<time>.txt`` (0600); return paths."""
     import datetime as _dt
     import os
     from opskit.core.state import ensure_private_dir
     hosts: dict[str, list[str]] = {}
     for s in steps:
-        if s.action == "create" and s.ok and s.subject in passwords:
+        if s.action in actions and s.ok and s.subject in passwords:
             hosts.setdefault(s.subject, []).append(s.host)
     if not hosts:
         return []

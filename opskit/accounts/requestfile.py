@@ -4,7 +4,16 @@ The workflow and its rules are in opskit.accounts.requests; this module only
 reads and writes the files, so that loading the declared model
 (opskit.accounts.declared) can merge the applied grants without the workflow.
 
-  applied_grants(config) -> dict[person_id, list[role]]  roles granted by applied requests
+  applied_grants(config, keys_of) -> dict[person_id, list[role]]  roles granted by applied
+      requests, each verified (``verify``) against the roster's signing keys
+
+Signatures (R-ACC-3, R-ACC-5, R-DAT-2): every event is signed with its actor's Ed25519 key
+(``Person.signing_key`` in the roster). The request's *content hash* is the SHA-256 of the
+canonical JSON of the per-field digests of CONTENT_FIELDS; the first event carries those
+digests (so an edited field is named), and event *i* signs ``{request: content hash,
+prev: SHA-256 of event i-1 with its signature, event: event i without its signature}``
+under CONTEXT. So an approval cannot be moved to another request, an edited field or
+event breaks a signature, and a removed event breaks the next one's ``prev``.
 
 Storage: one JSON file per request in ``accounts.requests_dir`` (default
 ``<state_dir>/access``), named ``AR-0001.json``; every change is an appended event
@@ -15,19 +24,25 @@ readers never need the lock and a crash leaves either the old or the new file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from opskit.core.atomicfile import write_atomic
+from opskit.core.audit import canonical
+from opskit.core import errors
 from opskit.core.errors import OperationalError
+from opskit.core.signing import Signer, block_key, fingerprint, sign_block, verify_signature
 from opskit.core.state import resolve_state_dir
 
-FORMAT = 1
-ROLE, UNFREEZE = "role", "unfreeze"
-KINDS = (ROLE, UNFREEZE)
+FORMAT = 2                         # 2: signed events; 1 (unsigned) is read but never verifies
+CONTEXT = b"opskit-access-request-v1\n"
+CONTENT_FIELDS = ("id", "kind", "person", "role", "tier", "reason", "ticket", "needed", "post")
+ROLE, UNFREEZE, TRANSFER = "role", "unfreeze", "transfer"
+KINDS = (ROLE, UNFREEZE, TRANSFER)
 REQUESTED, APPROVED, REJECTED, APPLIED, WITHDRAWN = (
     "requested", "approved", "rejected", "applied", "withdrawn")
 STATES = (REQUESTED, APPROVED, REJECTED, APPLIED, WITHDRAWN)
@@ -35,19 +50,29 @@ OPEN_STATES = (REQUESTED, APPROVED)
 
 REQUEST_ID = re.compile(r"^AR-(\d{4,})$")
 
+
+class Refused(errors.Refused):
+    """A step of the access-request workflow was refused (exit 2); by default
+    under R-ACC-3 (request form, approval, designated applier)."""
+
+    def __init__(self, message: str, *, rule: str = "R-ACC-3", hint: str | None = None):
+        super().__init__(message, rule=rule, hint=hint)
+
+
 # --- the request ---------------------------------------------------------------------------
 
 @dataclass
 class AccessRequest:
     id: str
-    kind: str                      # 'role' | 'unfreeze'
+    kind: str                      # 'role' | 'unfreeze' | 'transfer'
     person: str
     role: str | None
     tier: str | None
     reason: str
     ticket: str
-    needed: int                    # distinct approvals needed, fixed at request time
+    needed: int                    # distinct approvals needed, fixed (and signed) at request time
     events: list[dict] = field(default_factory=list)   # {event, actor, time, comment, ...}
+    post: str | None = None        # a transfer's new post
 
     # --- derived from the events --------------------------------------------------------
     @property
@@ -64,7 +89,7 @@ class AccessRequest:
         for e in self.events[1:]:
             state = {"approve": state, "reject": REJECTED, "withdraw": WITHDRAWN,
                      "apply": APPLIED}.get(e["event"], state)
-            if e["event"] == "approve" and len(self.approvers_until(e)) >= self.needed:
+            if e["event"] == "approve" and len(self.approvers_until(e)) >= self.needed_until(e):
                 state = APPROVED
         return state
 
@@ -76,6 +101,20 @@ class AccessRequest:
             if e is last:
                 break
         return out
+
+    def needed_until(self, last: dict | None = None) -> int:
+        """Approvals needed: the signed number of the request, raised by an approval that
+        found the role had become special (never lowered)."""
+        needed = self.needed
+        for e in self.events:
+            needed = max(needed, int(e.get("needed") or 0))
+            if e is last:
+                break
+        return needed
+
+    @property
+    def approvals_needed(self) -> int:
+        return self.needed_until()
 
     @property
     def approvers(self) -> list[str]:
@@ -94,23 +133,29 @@ class AccessRequest:
 
     @property
     def what(self) -> str:
+        if self.kind == TRANSFER:
+            return f"transfer to post {self.post}"
         return f"role {self.role}" if self.kind == ROLE else "unfreeze"
 
     def waiting_for(self) -> str:
         if self.state == REQUESTED:
-            missing = self.needed - len(self.approvers)
+            missing = self.approvals_needed - len(self.approvers)
             return f"{missing} more approval(s)" + (" (mutual review, R-ACC-5)"
                                                     if self.tier == "special" else "")
         if self.state == APPROVED:
-            return ("apply by a designated admin" if self.kind == ROLE else
-                    f"opskit users unfreeze {self.person} --request {self.id}")
+            return {ROLE: "apply by a designated admin",
+                    UNFREEZE: f"opskit users unfreeze {self.person} --request {self.id}",
+                    TRANSFER: f"opskit users transfer {self.person} --to-post {self.post} "
+                              f"--request {self.id}"}[self.kind]
         return "-"
 
     def row(self) -> dict:
         """One line for ``access list``."""
         return {"id": self.id, "state": self.state, "kind": self.kind, "person": self.person,
-                "role": self.role, "tier": self.tier, "requester": self.requester,
-                "approvers": self.approvers, "needed": self.needed, "applier": self.applier,
+                "role": self.role, "post": self.post, "tier": self.tier,
+                "requester": self.requester,
+                "approvers": self.approvers, "needed": self.approvals_needed,
+                "applier": self.applier,
                 "requested_at": self.requested_at, "ticket": self.ticket,
                 "waiting_for": self.waiting_for()}
 
@@ -121,16 +166,17 @@ class AccessRequest:
     def to_file(self) -> dict:
         return {"format": FORMAT, "id": self.id, "kind": self.kind, "person": self.person,
                 "role": self.role, "tier": self.tier, "reason": self.reason,
-                "ticket": self.ticket, "needed": self.needed, "events": self.events}
+                "ticket": self.ticket, "needed": self.needed, "post": self.post,
+                "events": self.events}
 
     @classmethod
     def from_file(cls, data: Any, path: str) -> "AccessRequest":
         try:
-            if data.get("format") != FORMAT:
+            if data.get("format") not in (1, FORMAT):
                 raise ValueError(f"unknown format {data.get('format')!r}")
             req = cls(data["id"], data["kind"], data["person"], data.get("role"),
                       data.get("tier"), data.get("reason", ""), data.get("ticket", ""),
-                      int(data["needed"]), list(data["events"]))
+                      int(data["needed"]), list(data["events"]), data.get("post"))
             if req.kind not in KINDS or not req.events or req.events[0]["event"] != "request":
                 raise ValueError("bad kind or first event")
             for e in req.events:
@@ -141,6 +187,70 @@ class AccessRequest:
                                    hint="restore it from backup; every change is also in the "
                                         "audit log") from None
         return req
+
+
+# --- signatures --------------------------------------------------------------------------------
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(canonical(obj)).hexdigest()
+
+
+def field_digests(req: AccessRequest) -> dict[str, str]:
+    """SHA-256 of each content field's canonical JSON (stored, signed, in the first event)."""
+    return {f: _sha(getattr(req, f)) for f in CONTENT_FIELDS}
+
+
+def content_hash(req: AccessRequest) -> str:
+    """The request's content hash: SHA-256 over its field digests."""
+    return _sha(field_digests(req))
+
+
+def _message(req: AccessRequest, index: int, event: dict) -> bytes:
+    prev = _sha(req.events[index - 1]) if index else ""
+    body = {k: v for k, v in event.items() if k != "signature"}
+    return canonical({"request": content_hash(req), "prev": prev, "event": body})
+
+
+def sign_event(req: AccessRequest, event: dict, signer: Signer) -> dict:
+    """``event`` (to be appended to ``req``) with its signature block; the first event
+    also carries the field digests it vouches for."""
+    if not req.events:
+        event = {**event, "fields": field_digests(req)}
+    return {**event, "signature": sign_block(signer, _message(req, len(req.events), event),
+                                             CONTEXT)}
+
+
+def _tampered(where: str, what: str) -> Refused:
+    return Refused(f"access request file {where}: {what}; refused (R-ACC-3)", rule="R-ACC-3",
+                   hint="a request is changed only by signed opskit steps; compare with the "
+                        "audit log and restore the file from backup")
+
+
+def verify(req: AccessRequest, keys_of: Callable[[str], list[bytes]], where: str) -> None:
+    """Check every signature of ``req`` against the keys the roster registers for each
+    actor (``keys_of(person_id)``); Refused (exit 2) naming the field or event otherwise."""
+    first = req.events[0]
+    signed = first.get("fields") if isinstance(first.get("fields"), dict) else None
+    if signed is None or "signature" not in first:
+        raise _tampered(where, "it is not signed (written before signed approvals, or by "
+                               "hand); move it out of the store and raise the request again")
+    for name, digest in field_digests(req).items():
+        if signed.get(name) != digest:
+            raise _tampered(where, f"field '{name}' differs from what {req.requester} signed")
+    for i, event in enumerate(req.events):
+        label = f"event {i + 1} ({event['event']} by {event['actor']})"
+        raw = block_key(event.get("signature"))
+        if not raw:
+            raise _tampered(where, f"{label} is not signed")
+        if raw not in keys_of(event["actor"]):
+            fp = fingerprint(raw) if len(raw) == 32 else "a malformed key"
+            raise _tampered(where, f"{label} is signed with key {fp}, which the roster does not "
+                                   f"register for {event['actor']}")
+        if not verify_signature(raw, event["signature"].get("sig", ""),
+                                _message(req, i, event), CONTEXT):
+            raise _tampered(where, f"{label}: the signature does not verify (it was made over "
+                                   "another request, or the event, the request or an earlier "
+                                   "event was edited since)")
 
 
 # --- the files ------------------------------------------------------------------------------
@@ -193,12 +303,15 @@ def scan_requests(directory: str) -> list[AccessRequest]:
     return sorted(out, key=lambda r: int(REQUEST_ID.match(r.id).group(1)))
 
 
-def applied_grants(config) -> dict[str, list[str]]:
-    """Roles granted to people by applied access requests, by person id (in request order).
+def applied_grants(config, keys_of: Callable[[str], list[bytes]]) -> dict[str, list[str]]:
+    """Roles granted to people by applied access requests, by person id (in request order),
+    each request verified first (``verify``): a forged or edited grant is refused (exit 2).
     Reads without the lock (files are replaced atomically) and creates nothing."""
     grants: dict[str, list[str]] = {}
-    for req in scan_requests(store_dir(config)):
+    directory = store_dir(config)
+    for req in scan_requests(directory):
         if req.kind == ROLE and req.role and req.state == APPLIED:
+            verify(req, keys_of, os.path.join(directory, f"{req.id}.json"))
             roles = grants.setdefault(req.person, [])
             if req.role not in roles:
                 roles.append(req.role)

@@ -4,14 +4,16 @@ CONTRACT (the rest of opskit.accounts and opskit.perms call only these, and
 opskit.accounts.requestfile.applied_grants):
   open_store(config) -> RequestStore                     the request store of this config
   RequestStore.get(request_id) -> AccessRequest          (UsageError, exit 2, if unknown)
-  RequestStore.claim_unfreeze(request_id, person_id, actor) -> AccessRequest
-      checks: kind 'unfreeze', for person_id, state 'approved', actor is a designated
-      admin who is neither the requester nor an approver; else raises (exit 2).
-      Checks only: writes nothing, so a dry run may call it too.
-  RequestStore.mark_applied(request_id, actor, details: dict) -> AccessRequest
-      re-checks everything claim_unfreeze checks (and, for a role grant, separation of
-      duties against the roster as it is now), then records the 'applied' event.
-  ``actor`` is always a roster person id (see ``resolve_actor``).
+  RequestStore.claim_unfreeze(request_id, person_id, signer) -> AccessRequest
+  RequestStore.claim_transfer(request_id, person_id, post, signer) -> AccessRequest
+      checks: kind 'unfreeze' / 'transfer' (to ``post``), for person_id, state 'approved',
+      the signer is a designated admin who is neither the requester nor an approver; else
+      raises (exit 2). Checks only: writes nothing, so a dry run may call it too.
+  RequestStore.mark_applied(request_id, signer, details: dict) -> AccessRequest
+      re-checks everything the claim checks (and, for a role grant, separation of
+      duties against the roster as it is now), then records the signed 'applied' event.
+  ``signer`` is always an opskit.core.signing.Signer: the person acting is the one whose
+  roster ``signing_key`` it holds (``actor_of``); a typed name is never enough.
 
 Life of a request (docs/access.md)::
 
@@ -33,8 +35,11 @@ Who does what (every refusal raises ``Refused``, exit 2, naming the rule):
   admin-tier role) who is not the requester, an approver or the person (R-ACC-1).
   Separation of duties and the person's status are checked again.
 
-Storage (one JSON file per request, replaced atomically, writers under ``<dir>/.lock``)
-and the request record are in opskit.accounts.requestfile.
+Every event is signed by its actor and every read verifies the signatures and these rules
+again over the signed events (``verified``), so a request file edited by hand, or decided
+by someone holding only their own key and modified code, is refused naming the field or
+event. Storage (one JSON file per request, replaced atomically, writers under
+``<dir>/.lock``), the record and its signatures are in opskit.accounts.requestfile.
 """
 from __future__ import annotations
 
@@ -44,22 +49,15 @@ import os
 import re
 from typing import Any, Callable
 
-from opskit.core import errors
 from opskit.core.errors import UsageError
 from opskit.core.filelock import FileLock
 from opskit.core.state import ensure_private_dir
 
 from .declared import load_declared
-from .requestfile import (APPLIED, APPROVED, OPEN_STATES, REQUEST_ID, REQUESTED, ROLE, UNFREEZE,
-                          AccessRequest, read_request, scan_requests, store_dir, write_request)
-
-
-class Refused(errors.Refused):
-    """A step of the access-request workflow was refused (exit 2); by default
-    under R-ACC-3 (request form, approval, designated applier)."""
-
-    def __init__(self, message: str, *, rule: str = "R-ACC-3", hint: str | None = None):
-        super().__init__(message, rule=rule, hint=hint)
+from .requestfile import (APPLIED, APPROVED, OPEN_STATES, REQUEST_ID, REQUESTED, ROLE, TRANSFER,
+                          UNFREEZE,
+                          AccessRequest, Refused, read_request, scan_requests, sign_event,
+                          store_dir, verify, write_request)
 
 
 # --- who is acting --------------------------------------------------------------------------
@@ -76,27 +74,22 @@ def os_login() -> str:
         return str(os.geteuid())
 
 
-def resolve_actor(roster, declared: str | None, login: str | None = None) -> str:
-    """The roster person id acting: the declared operator name (``--operator``,
-    ``$OPSKIT_OPERATOR``, config ``operator``) when given -- it must be a person id --
-    else the OS login (``login`` or ``os_login()``) mapped through the roster's logins.
-    Anything else is refused (exit 2): access decisions are made by people in the roster."""
-    if declared:
-        if declared in roster.people:
-            return declared
-        person = roster.by_login(declared)
-        if person is not None:
-            return person.id
-        raise Refused(f"operator '{declared}' is not a person in the roster; access requests "
-                      "are raised, approved and applied by people in the roster (R-ACC-3)",
-                      hint="use your person id with --operator or $OPSKIT_OPERATOR")
-    login = login or os_login()
-    person = roster.by_login(login)
+def actor_of(roster, signer, declared: str | None = None) -> str:
+    """The roster person whose ``signing_key`` is the key of ``signer``: who is acting.
+    A declared operator name (``--operator``...) must name the same person. Anything else
+    is refused (exit 2): a decision is signed by a person in the roster, never just named
+    (R-ACC-3, R-DAT-2)."""
+    person = roster.by_signing_key(signer.public_raw)
     if person is None:
-        raise Refused(f"OS user '{login}' is not a login of anyone in the roster, and no "
-                      "operator was named; access requests are raised, approved and applied by "
-                      "people in the roster (R-ACC-3)",
-                      hint="give --operator PERSON_ID (or $OPSKIT_OPERATOR)")
+        raise Refused(f"key {signer.fingerprint} ({signer.path or 'given key'}) is not the "
+                      "signing_key of anyone in the roster; access requests are raised, "
+                      "approved and applied by people in the roster with their own key (R-ACC-3)",
+                      hint="declare your public key as 'signing_key:' under your entry in "
+                           "roster.yaml (docs/roster.md), then pass --key FILE")
+    if declared and declared not in (person.id, person.login):
+        raise Refused(f"the operator is declared as '{declared}' but the key "
+                      f"{signer.fingerprint} is {person.id}'s; a decision is taken by whoever "
+                      "signs it (R-ACC-3)", hint="drop --operator or use your own key")
     return person.id
 
 
@@ -120,8 +113,9 @@ class RequestStore:
         self._roster_loader = roster_loader
 
     # --- reading ----------------------------------------------------------------------------
-    def get(self, request_id: str) -> AccessRequest:
-        """The request ``request_id``; UsageError (exit 2) if there is none."""
+    def get(self, request_id: str, roster=None) -> AccessRequest:
+        """The request ``request_id``, verified (``verified``); UsageError (exit 2) if
+        there is none."""
         rid = (request_id or "").strip().upper()
         m = re.match(r"^AR-(\d{1,9})$", rid)
         if m:
@@ -133,11 +127,34 @@ class RequestStore:
         if not os.path.exists(path):
             raise UsageError(f"unknown access request '{rid}' (store {self.dir})",
                              hint="'opskit access list' shows the requests")
-        return read_request(path)
+        return self.verified(read_request(path), roster)
 
     def list(self, state: str | None = None, person: str | None = None) -> list[AccessRequest]:
-        return [r for r in scan_requests(self.dir)
+        """Requests (each verified) in ``state`` and for ``person`` when given."""
+        roster = self.roster()
+        return [self.verified(r, roster) for r in scan_requests(self.dir)
                 if (state is None or r.state == state) and (person is None or r.person == person)]
+
+    def verified(self, req: AccessRequest, roster=None) -> AccessRequest:
+        """``req`` once every signature verifies against the roster's keys and the signed
+        events keep the rules no key holder may break alone: nobody approves or rejects
+        their own request or one for themselves, the applier is none of requester,
+        approvers or person, only the requester withdraws. Refused (exit 2) otherwise."""
+        roster = roster or self.roster()
+        where = os.path.join(self.dir, f"{req.id}.json")
+        verify(req, roster.verifying_keys, where)
+        for i, e in enumerate(req.events[1:], start=2):
+            actor, event = e["actor"], e["event"]
+            bad = ((event in ("approve", "reject") and actor in (req.requester, req.person))
+                   or (event == "apply" and actor in (req.requester, req.person,
+                                                      *req.approvers_until(e)))
+                   or (event == "withdraw" and actor != req.requester)
+                   or event not in ("approve", "reject", "apply", "withdraw"))
+            if bad:
+                raise Refused(f"access request file {where}: event {i} ({event} by {actor}) "
+                              "breaks the workflow's rules although it is signed; refused "
+                              "(R-ACC-3)", rule="R-ACC-1" if event == "apply" else "R-ACC-3")
+        return req
 
     # --- the roster and the configured people -------------------------------------------
     def roster(self):
@@ -232,25 +249,32 @@ class RequestStore:
     def _save(self, req: AccessRequest) -> None:
         write_request(os.path.join(self.dir, f"{req.id}.json"), req.to_file())
 
-    def _change(self, request_id: str, decide: Callable[[AccessRequest, Any], dict]) -> AccessRequest:
-        """Under the store lock: re-read the request, let ``decide`` check the rules and
-        return the event to append, write it, return the new request."""
+    def _change(self, request_id: str, signer,
+                decide: Callable[[AccessRequest, Any, str], dict]) -> AccessRequest:
+        """Under the store lock: re-read and verify the request, find who signs, let
+        ``decide(req, roster, actor)`` check the rules and return the event to append,
+        sign it with ``signer``, write it, return the new request."""
         with self._lock():
-            req = self.get(request_id)
             roster = self.roster()
-            event = decide(req, roster)
-            req.events.append({**event, "time": _now()})
+            req = self.get(request_id, roster)
+            actor = actor_of(roster, signer)
+            event = decide(req, roster, actor)
+            req.events.append(sign_event(req, {**event, "actor": actor, "time": _now()}, signer))
             self._save(req)
             return req
 
-    def create(self, actor: str, person: str, *, role: str | None = None,
-               unfreeze: bool = False, reason: str, ticket: str = "") -> AccessRequest:
-        """Raise a request for ``person``: ``role`` granted, or ``unfreeze`` (one of them)."""
-        if bool(role) == bool(unfreeze):
-            raise UsageError("give exactly one of --role ROLE or --unfreeze")
+    def create(self, signer, person: str, *, role: str | None = None,
+               unfreeze: bool = False, transfer_to: str | None = None, reason: str,
+               ticket: str = "") -> AccessRequest:
+        """Raise a request for ``person``, signed by ``signer`` (the requester): ``role``
+        granted, ``unfreeze``, or a transfer to post ``transfer_to`` (one of them)."""
+        if [bool(role), bool(unfreeze), bool(transfer_to)].count(True) != 1:
+            raise UsageError("give exactly one of --role ROLE, --unfreeze or --transfer-to POST")
+        kind = ROLE if role else UNFREEZE if unfreeze else TRANSFER
         if not (reason or "").strip():
             raise UsageError("--reason must say why the access is needed (R-ACC-3)")
         roster = self.roster()
+        actor = actor_of(roster, signer)
         target = roster.person(person)          # exit 2 if unknown
         tier = None
         if role:
@@ -270,23 +294,27 @@ class RequestStore:
                 raise Refused(f"{person} already holds role {role} (R-ACC-4: least privilege, "
                               "nothing to grant)", rule="R-ACC-4")
             self._sod(roster, person, role, "refused at request time")
+        if transfer_to:
+            self._check_transfer_to(roster, target, transfer_to, "refused at request time")
         with self._lock():
             existing = scan_requests(self.dir)
             for other in existing:
-                if (other.person == person and other.kind == (ROLE if role else UNFREEZE)
-                        and other.role == role and other.state in OPEN_STATES):
+                if (other.person == person and other.kind == kind and other.role == role
+                        and other.post == transfer_to and other.state in OPEN_STATES):
                     raise Refused(f"{other.id} already asks for {other.what} for {person} and "
                                   f"is {other.state}", hint=f"opskit access show {other.id}")
             number = max((int(REQUEST_ID.match(r.id).group(1)) for r in existing), default=0) + 1
-            req = AccessRequest(f"AR-{number:04d}", ROLE if role else UNFREEZE, person, role,
-                                tier, reason.strip(), ticket or "", self.needed_approvals(tier))
-            req.events.append({"event": "request", "actor": actor, "time": _now(),
-                               "comment": reason.strip()})
+            req = AccessRequest(f"AR-{number:04d}", kind, person, role, tier, reason.strip(),
+                                ticket or "", self.needed_approvals(tier), post=transfer_to)
+            req.events.append(sign_event(req, {"event": "request", "actor": actor,
+                                               "time": _now(), "comment": reason.strip()},
+                                         signer))
             self._save(req)
             return req
 
-    def approve(self, request_id: str, actor: str, comment: str = "") -> AccessRequest:
-        def decide(req: AccessRequest, roster) -> dict:
+    def approve(self, request_id: str, signer, comment: str = "") -> AccessRequest:
+        """Approve, signed by ``signer`` (a configured approver, not requester nor person)."""
+        def decide(req: AccessRequest, roster, actor: str) -> dict:
             self._check_decider(req, actor, roster, "approve")
             if actor in req.approvers:
                 raise Refused(f"{actor} has already approved {req.id}; "
@@ -296,36 +324,41 @@ class RequestStore:
                               rule="R-ACC-5" if req.tier == "special" else "R-ACC-3")
             if req.kind == ROLE:
                 self._recheck_role(req, roster, "refused at approval")
+            event = {"event": "approve", "comment": comment or ""}
             # the role may have become special since the request: never need fewer approvals
             if req.kind == ROLE:
-                req.needed = max(req.needed, self.needed_approvals(roster.model.tier_of(req.role)))
-            return {"event": "approve", "actor": actor, "comment": comment or ""}
-        return self._change(request_id, decide)
+                now_needed = self.needed_approvals(roster.model.tier_of(req.role))
+                if now_needed > req.approvals_needed:
+                    event["needed"] = now_needed
+            return event
+        return self._change(request_id, signer, decide)
 
-    def reject(self, request_id: str, actor: str, comment: str) -> AccessRequest:
+    def reject(self, request_id: str, signer, comment: str) -> AccessRequest:
+        """Reject, signed by ``signer`` (as for approve), with a comment saying why."""
         if not (comment or "").strip():
             raise UsageError("a rejection needs --comment saying why")
 
-        def decide(req: AccessRequest, roster) -> dict:
+        def decide(req: AccessRequest, roster, actor: str) -> dict:
             self._check_decider(req, actor, roster, "reject")
-            return {"event": "reject", "actor": actor, "comment": comment.strip()}
-        return self._change(request_id, decide)
+            return {"event": "reject", "comment": comment.strip()}
+        return self._change(request_id, signer, decide)
 
-    def withdraw(self, request_id: str, actor: str, comment: str = "") -> AccessRequest:
-        def decide(req: AccessRequest, roster) -> dict:
+    def withdraw(self, request_id: str, signer, comment: str = "") -> AccessRequest:
+        """Withdraw, signed by ``signer`` (the requester), before it is applied."""
+        def decide(req: AccessRequest, roster, actor: str) -> dict:
             if actor != req.requester:
                 raise Refused(f"{actor} did not raise {req.id} and may not withdraw it: only the "
                               f"requester ({req.requester}) withdraws a request")
             if req.state not in OPEN_STATES:
                 raise Refused(f"{req.id} is {req.state}; only a requested or approved request "
                               "can be withdrawn")
-            return {"event": "withdraw", "actor": actor, "comment": comment or ""}
-        return self._change(request_id, decide)
+            return {"event": "withdraw", "comment": comment or ""}
+        return self._change(request_id, signer, decide)
 
-    def apply_grant(self, request_id: str, actor: str, details: dict | None = None) -> AccessRequest:
-        """``access apply`` of a role grant: every check, then the 'apply' event, after which
-        ``applied_grants`` (and so the declared roster) includes the role."""
-        return self._apply(request_id, actor, details, unfreeze_ok=False)
+    def apply_grant(self, request_id: str, signer, details: dict | None = None) -> AccessRequest:
+        """``access apply`` of a role grant: every check, then the signed 'apply' event, after
+        which ``applied_grants`` (and so the declared roster) includes the role."""
+        return self._apply(request_id, signer, details, unfreeze_ok=False)
 
     def _check_decider(self, req: AccessRequest, actor: str, roster, verb: str) -> None:
         if actor == req.requester:
@@ -353,13 +386,51 @@ class RequestStore:
                           "to someone leaving or gone (R-ACC-6)", rule="R-ACC-6")
         self._sod(roster, req.person, req.role, when)
 
-    # --- unfreeze (called by opskit users unfreeze) -----------------------------------------
-    def claim_unfreeze(self, request_id: str, person_id: str, actor: str) -> AccessRequest:
-        """Check that ``actor`` may unfreeze ``person_id`` under ``request_id`` (see the
-        module doc). Writes nothing; call ``mark_applied`` once the unfreeze is done."""
-        req = self.get(request_id)
-        self._check_unfreeze(req, person_id, actor, self.roster())
+    # --- unfreeze and transfer (called by opskit users unfreeze / transfer) -----------------
+    def claim_unfreeze(self, request_id: str, person_id: str, signer) -> AccessRequest:
+        """Check that the holder of ``signer`` may unfreeze ``person_id`` under
+        ``request_id`` (see the module doc). Writes nothing; call ``mark_applied`` once the
+        unfreeze is done."""
+        roster = self.roster()
+        req = self.get(request_id, roster)
+        self._check_unfreeze(req, person_id, actor_of(roster, signer), roster)
         return req
+
+    def claim_transfer(self, request_id: str, person_id: str, post: str, signer) -> AccessRequest:
+        """Check that the holder of ``signer`` may move ``person_id`` to ``post`` under
+        ``request_id``. Writes nothing; call ``mark_applied`` once the transfer is done."""
+        roster = self.roster()
+        req = self.get(request_id, roster)
+        self._check_transfer(req, person_id, post, actor_of(roster, signer), roster)
+        return req
+
+    def _check_transfer_to(self, roster, person, post: str, when: str) -> None:
+        """The person is active, the post exists and the roles it brings (with the person's
+        own and granted ones) break no separation-of-duties rule (R-ACC-2, R-ACC-6)."""
+        model = roster.model
+        model.post(post)                                     # unknown post: exit 2
+        if not person.active:
+            raise Refused(f"{when}: {person.id} is {person.status}; only an active person is "
+                          "transferred (R-ACC-6)", rule="R-ACC-6")
+        roles = list(dict.fromkeys([*model.posts[post].roles, *person.roles,
+                                    *roster.grants.get(person.id, [])]))
+        conflicts = model.conflicts(roles)
+        if conflicts:
+            raise Refused(f"{when}: transferring {person.id} to {post} would break "
+                          + "; ".join(c.describe() for c in conflicts), rule=conflicts[0].sod.rule,
+                          hint="the person's own or granted roles conflict with the new post's")
+
+    def _check_transfer(self, req: AccessRequest, person_id: str, post: str, actor: str,
+                        roster) -> None:
+        if req.kind != TRANSFER:
+            raise Refused(f"{req.id} asks for {req.what}, not a transfer (R-ACC-3)",
+                          hint=f"raise one: opskit access request --person {person_id} "
+                               f"--transfer-to {post} --reason ...")
+        if req.person != person_id or req.post != post:
+            raise Refused(f"{req.id} moves {req.person} to {req.post}, not {person_id} to {post}")
+        self._check_ready(req)
+        self._check_applier(req, actor, roster)
+        self._check_transfer_to(roster, roster.person(person_id), post, "refused at apply time")
 
     def _check_unfreeze(self, req: AccessRequest, person_id: str, actor: str, roster) -> None:
         if req.kind != UNFREEZE:
@@ -376,27 +447,28 @@ class RequestStore:
             raise Refused(f"unfreezing {person_id} would restore roles that break "
                           + "; ".join(c.describe() for c in conflicts), rule=conflicts[0].sod.rule)
 
-    def mark_applied(self, request_id: str, actor: str, details: dict) -> AccessRequest:
+    def mark_applied(self, request_id: str, signer, details: dict) -> AccessRequest:
         """Record that the request was carried out (``details``: what was done, e.g. hosts).
-        For an unfreeze, the same checks as ``claim_unfreeze``; for a role grant, those of
-        ``apply_grant``."""
-        return self._apply(request_id, actor, details, unfreeze_ok=True)
+        For an unfreeze or a transfer, the same checks as the claim; for a role grant, those
+        of ``apply_grant``."""
+        return self._apply(request_id, signer, details, unfreeze_ok=True)
 
-    def _apply(self, request_id: str, actor: str, details: dict | None, *,
+    def _apply(self, request_id: str, signer, details: dict | None, *,
                unfreeze_ok: bool) -> AccessRequest:
-        def decide(req: AccessRequest, roster) -> dict:
+        def decide(req: AccessRequest, roster, actor: str) -> dict:
+            if req.kind in (UNFREEZE, TRANSFER) and not unfreeze_ok:
+                raise Refused(f"{req.id} asks for {req.what}: run '{req.waiting_for()}', which "
+                              "applies it on the hosts (R-ACC-6)", rule="R-ACC-6")
             if req.kind == UNFREEZE:
-                if not unfreeze_ok:
-                    raise Refused(f"{req.id} is an unfreeze request: run 'opskit users unfreeze "
-                                  f"{req.person} --request {req.id}' (R-ACC-6)", rule="R-ACC-6")
                 self._check_unfreeze(req, req.person, actor, roster)
+            elif req.kind == TRANSFER:
+                self._check_transfer(req, req.person, req.post, actor, roster)
             else:
                 self._check_ready(req)
                 self._check_applier(req, actor, roster)
                 self._recheck_role(req, roster, "refused at apply time")
-            return {"event": "apply", "actor": actor, "comment": "",
-                    "details": dict(details or {})}
-        return self._change(request_id, decide)
+            return {"event": "apply", "comment": "", "details": dict(details or {})}
+        return self._change(request_id, signer, decide)
 
 
 def _declared_roles(roster, person) -> list[str]:

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 
 from opskit.core.errors import UsageError
+from opskit.core.signing import parse_public_key
+from opskit.core.sshkeys import check_public_key
 from opskit.core.schema import Key, MapOf, Section, validate
 from opskit.core.yamlfile import YamlDoc, load_yaml
 
@@ -24,20 +26,6 @@ STATUSES = ("active", "departing", "transferred", "departed")
 INACTIVE_STATUSES = ("departing", "transferred", "departed")
 
 _LOGIN = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
-_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
-              "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
-              "sk-ecdsa-sha2-nistp256@openssh.com")
-
-
-def _keys_ok(value):
-    for i, line in enumerate(value):
-        parts = line.split()
-        if "\n" in line or len(parts) < 2 or parts[0] not in _KEY_TYPES:
-            return (f"item {i} is not an OpenSSH public key line; expected '<type> <base64> "
-                    f"[comment]' with type one of {', '.join(_KEY_TYPES[:3])}, ...")
-    return None
-
-
 PERSON_SECTION = Section({
     "name": Key(str, "", "Full name."),
     "department": Key(str, "", "Department or section."),
@@ -46,8 +34,8 @@ PERSON_SECTION = Section({
                  item_type=str),
     "host_groups": Key(list, [], "Inventory groups beyond the post's where the person gets an "
                                  "account.", item_type=str),
-    "ssh_keys": Key(list, [], "OpenSSH public key lines installed in authorized_keys.",
-                    item_type=str, check=_keys_ok),
+    "ssh_keys": Key(list, [], "OpenSSH public key lines installed in authorized_keys (each "
+                              "checked as ssh-keygen -lf reads it).", item_type=str),
     "status": Key(str, "active", "active | departing | transferred | departed (R-ACC-6).",
                   choices=STATUSES, nullable=False),
     "backup": Key(str, None, "Person id of this person's backup for the post (AB岗, R-ACC-8)."),
@@ -55,6 +43,11 @@ PERSON_SECTION = Section({
     "uid": Key(int, None, "Fixed numeric uid (same on every host). Default: allocated by useradd.",
                min=1000),
     "shell": Key(str, "/bin/bash", "Login shell of an active account."),
+    "signing_key": Key(str, None, "Ed25519 public key ('ssh-ed25519 AAAA...') with which this "
+                                  "person signs access requests, approvals and their application "
+                                  "(R-ACC-3, R-DAT-2)."),
+    "retired_signing_keys": Key(list, [], "Earlier signing keys: they still verify what they "
+                                          "signed, never sign anything new.", item_type=str),
 })
 
 SERVICE_ACCOUNT_SECTION = Section({
@@ -82,6 +75,8 @@ class Person:
     backup: str | None = None
     uid: int | None = None
     shell: str = "/bin/bash"
+    signing_key: bytes | None = None                       # raw Ed25519 public key
+    retired_signing_keys: list[bytes] = field(default_factory=list)
 
     @property
     def active(self) -> bool:
@@ -118,6 +113,20 @@ class Roster:
             if p.login == login:
                 return p
         return None
+
+    def by_signing_key(self, raw: bytes) -> Person | None:
+        """The person whose current signing key is ``raw`` (the one that signs new steps)."""
+        for p in self.people.values():
+            if p.signing_key is not None and p.signing_key == raw:
+                return p
+        return None
+
+    def verifying_keys(self, person_id: str) -> list[bytes]:
+        """Keys that verify what ``person_id`` signed: the current and the retired ones."""
+        p = self.people.get(person_id)
+        if p is None:
+            return []
+        return ([p.signing_key] if p.signing_key else []) + list(p.retired_signing_keys)
 
     def roles_of(self, person: Person, extra: list[str] | tuple = ()) -> list[str]:
         """Declared roles: the post's, the person's own, those granted by applied access
@@ -159,9 +168,17 @@ def parse_roster(doc: YamlDoc, model: RoleModel) -> Roster:
             if role not in model.roles:
                 raise doc.error(("people", pid, "roles", i), f"unknown role {role!r}",
                                 hint=f"roles declared in {model.source}")
+        for i, line in enumerate(p["ssh_keys"]):
+            why = check_public_key(line)
+            if why:                     # #22 item 4: never install a key sshd cannot use
+                raise doc.error(("people", pid, "ssh_keys", i), f"not a usable SSH public key: "
+                                f"{why}", hint="paste the whole line of the .pub file "
+                                               "(ssh-keygen -lf FILE checks it)")
         people[pid] = Person(pid, login, p["name"] or "", p["department"] or "", p["post"],
                              list(p["roles"]), list(p["host_groups"]), list(p["ssh_keys"]),
-                             p["status"], p["backup"], p["uid"], p["shell"] or "/bin/bash")
+                             p["status"], p["backup"], p["uid"], p["shell"] or "/bin/bash",
+                             *_signing_keys(doc, pid, p))
+    _distinct_signing_keys(doc, people)
     for pid, p in people.items():
         if p.backup is not None and p.backup not in people:
             raise doc.error(("people", pid, "backup"), f"unknown person {p.backup!r}")
@@ -175,6 +192,37 @@ def parse_roster(doc: YamlDoc, model: RoleModel) -> Roster:
             raise doc.error(("service_accounts", login, "owner"), f"unknown person {s['owner']!r}")
         services[login] = ServiceAccount(login, s["owner"], s["purpose"] or "")
     return Roster(people, model, services, source=doc.file)
+
+
+def _signing_key(doc: YamlDoc, where: tuple, line: str) -> bytes:
+    try:
+        return parse_public_key(line)
+    except ValueError as exc:
+        raise doc.error(where, f"{exc}; a signing key is one 'ssh-ed25519 AAAA...' line",
+                        hint="ssh-keygen -t ed25519 -f ~/.ssh/opskit_sign; declare the .pub line")
+
+
+def _signing_keys(doc: YamlDoc, pid: str, p: dict) -> tuple[bytes | None, list[bytes]]:
+    """The person's current and retired signing keys, parsed (errors name file:line:key)."""
+    current = (_signing_key(doc, ("people", pid, "signing_key"), p["signing_key"])
+               if p["signing_key"] else None)
+    retired = [_signing_key(doc, ("people", pid, "retired_signing_keys", i), line)
+               for i, line in enumerate(p["retired_signing_keys"])]
+    return current, retired
+
+
+def _distinct_signing_keys(doc: YamlDoc, people: dict[str, Person]) -> None:
+    """One key, one person: two people sharing a key would make two approvals one (R-ACC-5)."""
+    owner: dict[bytes, str] = {}
+    for pid, p in people.items():
+        for i, raw in enumerate(([p.signing_key] if p.signing_key else [])
+                                + p.retired_signing_keys):
+            if raw in owner and owner[raw] != pid:
+                where = (("people", pid, "signing_key") if i == 0 and p.signing_key else
+                         ("people", pid, "retired_signing_keys"))
+                raise doc.error(where, f"this signing key is also {owner[raw]}'s; every person "
+                                       "signs with their own key (R-ACC-3, R-ACC-5)")
+            owner[raw] = pid
 
 
 def load_roster(path: str, model: RoleModel) -> Roster:

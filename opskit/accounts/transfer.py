@@ -8,8 +8,17 @@ refused before any host is touched, R-ACC-2):
 * hosts the new post (or the person's own host groups) covers: the account
   is created or brought to the new roles -- the old post's groups and sudo
   rules removed, the new ones granted -- exactly as ``users apply`` would;
+  on a live host, every process of the person that still holds a removed
+  group (supplementary or as a gid) is then ended: a process keeps the
+  credentials it started with, so the old post's rights would outlive the
+  change otherwise (R-ACC-6);
 * hosts only the old post covered: the account is frozen there (the full
   R-ACC-6 freeze, verified), not deleted, so its files stay as evidence.
+
+Authorisation (R-ACC-3, R-ACC-1): the CLI runs a transfer only under an approved
+access request of kind 'transfer' for this person and post, claimed by a
+designated admin's signed key before any host is touched, and marked applied
+once every host succeeded (opskit.accounts.requests).
 
 How the roster learns the new post: after every host succeeded, opskit edits
 the one ``post:`` line of the person in roster.yaml (or inserts it), keeping
@@ -35,9 +44,11 @@ from opskit.hosts.base import Host
 from opskit.hosts.fanout import fan_out
 
 from .freeze import HostFreeze, freeze_host
-from .provision import HostPlan, Settings, initial_passwords, on_host, plan_host, read_state
+from .hunt import kill_group_lines
+from .provision import (HostPlan, Settings, initial_passwords, managed_groups, on_host,
+                        plan_host, read_state)
 from .roster import parse_roster
-from .target import HostRunOutcome, Target, run_steps
+from .target import HostRunOutcome, Step, Target, run_steps
 
 _POST_LINE = re.compile(r"^(?P<lead>\s*post\s*:\s*)(?P<value>[^#\n]*?)(?P<tail>\s*(#.*)?)$")
 _PLAIN = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -209,6 +220,7 @@ def transfer(specs: Sequence[Any], roster, person, new_post: str, settings: Sett
             plan = plan_host(target, roster, [person], groups, settings,
                              overrides={person.id: (roles, True)}, state=state,
                              passwords=passwords)
+            plan.steps += end_old_credentials(target, roster, person, roles, state)
             if not dry_run and plan.steps:
                 run_steps(target, plan.steps, timeout=settings.host_timeout)
             return HostTransfer(host.name, "grant", plan=plan)
@@ -228,6 +240,22 @@ def transfer(specs: Sequence[Any], roster, person, new_post: str, settings: Sett
         run.roster_written = True
     run.duration = time.monotonic() - started
     return run
+
+
+def end_old_credentials(target: Target, roster, person, roles: list[str], state) -> list[Step]:
+    """On a live host where the account stays: a step ending the person's processes that
+    hold a group the new roles no longer grant (nothing on an offline tree, nothing when no
+    group is removed)."""
+    acct = state.db.account(person.login)
+    if acct is None or target.rooted:
+        return []
+    removed = (set(acct.groups) & managed_groups(roster)) - set(roster.model.linux_groups(roles))
+    gids = sorted(state.db.groups[g].gid for g in removed if g in state.db.groups)
+    if not gids:
+        return []
+    return [Step(target.name, person.id, "end-processes",
+                 f"end processes of {person.login} still holding removed group(s) "
+                 f"{', '.join(sorted(removed))} (R-ACC-6)", kill_group_lines(acct.uid, gids))]
 
 
 def _with_post(person, post: str):

@@ -9,9 +9,12 @@
 2. the roster must list PERSON as active (the request authorises lifting the
    freeze; the roster still decides what access they get);
 3. on every host where PERSON is entitled and their account is frozen: clear
-   the expiry, unlock a password that had one, restore the roster's shell and
-   force a password change at next login (``chage -d 0``); then provision the
-   account like ``users apply`` (groups, keys, sudoers). The frozen
+   the expiry, set a **fresh random initial password** (the same on every
+   host; never the person's own pre-freeze hash, which they may have shared or
+   planted), restore the roster's shell and force a password change at next
+   login (``chage -d 0``); then provision the account like ``users apply``
+   (groups, keys, sudoers). The password goes only to a 0600 file under
+   ``StateLayout.initial_passwords`` for out-of-band delivery. The frozen
    files in /var/lib/opskit/frozen/LOGIN/ stay as evidence. Frozen accounts on
    hosts PERSON is no longer entitled to stay frozen;
 4. ``mark_applied(ID, actor, details)`` once every host succeeded. A failed
@@ -26,8 +29,8 @@ from opskit.core.errors import EXIT_OK, EXIT_OPERATIONAL, UsageError
 from opskit.hosts.base import Host
 from opskit.hosts.fanout import fan_out
 
-from .provision import (HostPlan, Note, Settings, must_change_password_lines, on_host,
-                        plan_host, read_userdb_batched)
+from .provision import (HostPlan, InitialPassword, Note, Settings, initial_passwords,
+                        must_change_password_lines, on_host, plan_host, read_userdb_batched)
 from .target import Step, Target, cmd, run_steps
 
 
@@ -54,20 +57,21 @@ class HostUnfreeze:
                 "notes": [n.as_dict() for n in self.plan.notes] if self.plan else []}
 
 
-def lift_steps(target: Target, acct, person, settings: Settings) -> list[Step]:
-    pre = target.prefix()
-    argv = ["usermod", *pre, "-e", ""]
-    parts = ["clear the expiry"]
-    if acct.password == "locked":          # '!' + a hash: give the old hash back
-        argv.append("-U")
-        parts.append("unlock the password")
-    argv += ["-s", person.shell, person.login]
-    parts += [f"shell {person.shell}", "password change at next login"]
-    return [Step(target.name, person.id, "unfreeze", "; ".join(parts),
+def lift_steps(target: Target, person, password: InitialPassword) -> list[Step]:
+    """Clear the expiry, set the fresh initial password (never the old hash), restore the
+    shell, force a password change at next login."""
+    argv = ["usermod", *target.prefix(), "-e", "", "-p", password.hash, "-s", person.shell,
+            person.login]
+    detail = (f"clear the expiry; fresh initial password; shell {person.shell}; password "
+              "change at next login")
+    return [Step(target.name, person.id, "unfreeze", detail,
                  [cmd(*argv), *must_change_password_lines(target, person.login)])]
 
 
-def unfreeze_fleet(specs: Sequence[Any], roster, person, settings: Settings) -> list[HostUnfreeze]:
+def unfreeze_fleet(specs: Sequence[Any], roster, person, settings: Settings,
+                   password: InitialPassword | None = None) -> list[HostUnfreeze]:
+    """Lift the freeze of ``person`` where they are entitled (see the module doc);
+    ``password`` (default: a new random one) is set on every host lifted."""
     if not person.active:
         raise UsageError(f"{person.id} has status '{person.status}' in "
                          f"{roster.source or 'the roster'}"
@@ -75,6 +79,7 @@ def unfreeze_fleet(specs: Sequence[Any], roster, person, settings: Settings) -> 
                          "lifting the freeze, the roster decides the access)")
     info = {str(getattr(s, "name", s)): (getattr(s, "groups", []) or [],
                                          getattr(s, "vars", {}) or {}) for s in specs}
+    password = password or initial_passwords([person])[person.id]
 
     def work(host: Host) -> HostUnfreeze:
         groups, variables = info[host.name]
@@ -93,7 +98,7 @@ def unfreeze_fleet(specs: Sequence[Any], roster, person, settings: Settings) -> 
             if not entitled:
                 result.note = "not entitled on this host: stays frozen"
                 return result
-            result.lifted = lift_steps(target, acct, person, settings)
+            result.lifted = lift_steps(target, person, password)
             run_steps(target, result.lifted, timeout=settings.host_timeout)
             if not all(s.ok for s in result.lifted):
                 return result

@@ -11,7 +11,7 @@ from opskit.core.output import Result, Table
 
 from .app import App, OpskitGroup, output_options, pass_app
 
-LIST_COLUMNS = ["id", "state", "person", "kind", "role", "tier", "requester", "approvers",
+LIST_COLUMNS = ["id", "state", "person", "kind", "role", "post", "tier", "requester", "approvers",
                 "applier", "waiting_for", "ticket"]
 RULES = ["R-ACC-1", "R-ACC-2", "R-ACC-3", "R-ACC-5", "R-AUD-3"]
 
@@ -27,17 +27,22 @@ def group() -> None:
     ones for a special-tier role (R-ACC-5) -- and a designated admin who is
     neither (accounts.access_admins, R-ACC-1) applies it. A request that would
     break a separation-of-duties rule is refused, naming the rule (R-ACC-2).
-    You act as the roster person named by --operator / $OPSKIT_OPERATOR, else
-    as the person whose login is your OS user. See docs/access.md.
+    Every step is signed with your own Ed25519 key (--key FILE or
+    $OPSKIT_SIGNING_KEY), whose public half is your 'signing_key' in the
+    roster: you are the person whose key signs, never just a typed name.
+    Every read verifies the signatures; an edited request file is refused.
+    See docs/access.md.
 
     \b
-      opskit --operator hu.head access request --person wang.fang \\
+      opskit access request --key ~/.ssh/id_ed25519 --person wang.fang \\
           --role claims-viewer --reason "monthly settlement reports" --ticket T-12
-      opskit --operator lead.one access approve AR-0001 --comment "ok"
-      opskit --operator zhang.wei access apply AR-0001
+      opskit access approve AR-0001 --key ~/.ssh/id_ed25519 --comment "ok"
+      opskit access apply AR-0001 --key ~/.ssh/id_ed25519
       opskit access list --state approved
-      opskit access request --person li.na --unfreeze --reason "back from leave"
-      opskit users unfreeze li.na --request AR-0002        # applies an unfreeze
+      opskit access request --key K --person li.na --unfreeze --reason "back from leave"
+      opskit users unfreeze li.na --request AR-0002 --key K   # applies an unfreeze
+      opskit access request --key K --person li.na --transfer-to claims-desk --reason ...
+      opskit users transfer li.na --to-post claims-desk --request AR-0003 --key K
     """
 
 
@@ -57,13 +62,40 @@ def _store(app: App):
     return store
 
 
-def _actor(app: App, store) -> str:
-    """The roster person acting (docs/access.md, 'Who you are')."""
-    from opskit.accounts.requests import os_login, resolve_actor
+def signing_key_option(func):
+    """``--key FILE``: the Ed25519 private key the caller signs access steps with."""
+    return click.option("--key", "key_file", metavar="FILE", envvar="OPSKIT_SIGNING_KEY",
+                        help="Your Ed25519 private key (an ed25519 SSH key works; default "
+                             "$OPSKIT_SIGNING_KEY); its public key is your 'signing_key' in "
+                             "the roster.")(func)
+
+
+def load_access_signer(app: App, key_file: str | None):
+    """The caller's signer from --key / $OPSKIT_SIGNING_KEY; UsageError (exit 2) without one."""
+    from opskit.core.errors import UsageError
+    from opskit.core.signing import load_signer
+    if not key_file:
+        raise UsageError("access decisions are signed: give --key FILE (your Ed25519 key, "
+                         "registered as signing_key in the roster) or set $OPSKIT_SIGNING_KEY",
+                         hint="a name given with --operator is never enough (R-ACC-3)")
+    signer = load_signer(key_file)
+    app.audit_details["key"] = signer.fingerprint
+    return signer
+
+
+def signed_actor(app: App, roster, key_file: str | None):
+    """(signer, roster person id) of the caller: the person whose signing_key the key is
+    (docs/access.md, 'Who you are'); a declared operator must name the same person."""
+    from opskit.accounts.requests import actor_of, os_login
     app.audit_details["os_login"] = os_login()
-    actor = resolve_actor(store.roster(), declared_operator(app))
+    signer = load_access_signer(app, key_file)
+    actor = actor_of(roster, signer, declared_operator(app))
     app.audit_details["actor"] = actor
-    return actor
+    return signer, actor
+
+
+def _actor(app: App, store, key_file: str | None):
+    return signed_actor(app, store.roster(), key_file)
 
 
 @contextlib.contextmanager
@@ -84,7 +116,8 @@ def _audited(app: App, request_id: str | None = None):
 
 def _evidence(app: App, req) -> None:
     app.audit_details.update({"request": req.id, "kind": req.kind, "person": req.person,
-                              "role": req.role, "tier": req.tier, "state": req.state,
+                              "role": req.role, "post": req.post, "tier": req.tier,
+                              "state": req.state,
                               "requester": req.requester, "approvers": req.approvers,
                               "event": req.events[-1]["event"]})
 
@@ -102,71 +135,83 @@ def _outcome(app: App, req, headline: str, extra: list[str] | None = None) -> No
 @click.option("--role", metavar="ROLE", help="Role to grant (declared in roles.yaml).")
 @click.option("--unfreeze", is_flag=True, help="Ask to unfreeze the person's accounts instead "
                                                 "(applied by 'opskit users unfreeze').")
+@click.option("--transfer-to", "transfer_to", metavar="POST",
+              help="Ask to move the person to another post instead (applied by 'opskit users "
+                   "transfer').")
 @click.option("--reason", required=True, metavar="TEXT", help="Why the access is needed (recorded).")
 @click.option("--ticket", default="", metavar="T", help="Request form or ticket number.")
+@signing_key_option
 @output_options(tabular=False)
 @pass_app
-def request(app: App, person: str, role: str | None, unfreeze: bool, reason: str,
-            ticket: str) -> None:
+def request(app: App, person: str, role: str | None, unfreeze: bool, transfer_to: str | None,
+            reason: str,
+            ticket: str, key_file: str | None) -> None:
     """Raise an access request (the section head, R-ACC-3)."""
     with _audited(app):
         from opskit.core.errors import UsageError
-        if bool(role) == bool(unfreeze):
-            raise UsageError("give exactly one of --role ROLE or --unfreeze")
+        if [bool(role), unfreeze, bool(transfer_to)].count(True) != 1:
+            raise UsageError("give exactly one of --role ROLE, --unfreeze or --transfer-to POST")
         app.audit_details.update({"person": person, "role": role,
-                                  "kind": "unfreeze" if unfreeze else "role"})
+                                  "post": transfer_to,
+                                  "kind": ("unfreeze" if unfreeze else
+                                           "transfer" if transfer_to else "role")})
         store = _store(app)
-        actor = _actor(app, store)
-        req = store.create(actor, person, role=role, unfreeze=unfreeze, reason=reason,
+        signer, actor = _actor(app, store, key_file)
+        req = store.create(signer, person, role=role, unfreeze=unfreeze,
+                           transfer_to=transfer_to, reason=reason,
                            ticket=ticket)
     _outcome(app, req, f"{req.id}: {actor} requested {req.what} for {req.person}",
-             [f"needs {req.needed} distinct approver(s)"
+             [f"needs {req.approvals_needed} distinct approver(s)"
               + (" (special tier: mutual review, R-ACC-5)" if req.tier == "special" else "")])
 
 
 # --- approve / reject / withdraw -----------------------------------------------------------
 
-def _decide(app: App, request_id: str, verb: str, comment: str, summary) -> None:
-    """One step of the workflow by the operator: ``store.<verb>(id, actor, comment)``,
-    audited whether it is allowed or refused."""
+def _decide(app: App, request_id: str, verb: str, comment: str, key_file: str | None,
+            summary) -> None:
+    """One signed step of the workflow: ``store.<verb>(id, signer, comment)``, audited
+    whether it is allowed or refused."""
     with _audited(app, request_id):
         store = _store(app)
-        actor = _actor(app, store)
-        req = getattr(store, verb)(request_id, actor, comment)
+        signer, actor = _actor(app, store, key_file)
+        req = getattr(store, verb)(request_id, signer, comment)
     _outcome(app, req, summary(req, actor))
 
 
 @group.command("approve")
 @click.argument("request_id", metavar="ID")
 @click.option("--comment", default="", metavar="TEXT", help="Your opinion, recorded with the approval.")
+@signing_key_option
 @output_options(tabular=False)
 @pass_app
-def approve(app: App, request_id: str, comment: str) -> None:
+def approve(app: App, request_id: str, comment: str, key_file: str | None) -> None:
     """Approve a request (a configured approver who did not raise it, R-ACC-3)."""
-    _decide(app, request_id, "approve", comment,
+    _decide(app, request_id, "approve", comment, key_file,
             lambda req, actor: f"{req.id}: approved by {actor} "
-                               f"({len(req.approvers)} of {req.needed})")
+                               f"({len(req.approvers)} of {req.approvals_needed})")
 
 
 @group.command("reject")
 @click.argument("request_id", metavar="ID")
 @click.option("--comment", required=True, metavar="TEXT", help="Why it is rejected (recorded).")
+@signing_key_option
 @output_options(tabular=False)
 @pass_app
-def reject(app: App, request_id: str, comment: str) -> None:
+def reject(app: App, request_id: str, comment: str, key_file: str | None) -> None:
     """Reject a request (a configured approver who did not raise it)."""
-    _decide(app, request_id, "reject", comment,
+    _decide(app, request_id, "reject", comment, key_file,
             lambda req, actor: f"{req.id}: rejected by {actor}")
 
 
 @group.command("withdraw")
 @click.argument("request_id", metavar="ID")
 @click.option("--comment", default="", metavar="TEXT", help="Why it is withdrawn.")
+@signing_key_option
 @output_options(tabular=False)
 @pass_app
-def withdraw(app: App, request_id: str, comment: str) -> None:
+def withdraw(app: App, request_id: str, comment: str, key_file: str | None) -> None:
     """Withdraw your own request before it is applied."""
-    _decide(app, request_id, "withdraw", comment,
+    _decide(app, request_id, "withdraw", comment, key_file,
             lambda req, actor: f"{req.id}: withdrawn by {actor}")
 
 
@@ -176,9 +221,10 @@ def withdraw(app: App, request_id: str, comment: str) -> None:
 @click.argument("request_id", metavar="ID")
 @click.option("--no-provision", is_flag=True,
               help="Only record the grant; provision later with 'opskit users apply --person P'.")
+@signing_key_option
 @output_options()
 @pass_app
-def apply(app: App, request_id: str, no_provision: bool) -> None:
+def apply(app: App, request_id: str, no_provision: bool, key_file: str | None) -> None:
     """Apply an approved role grant (a designated admin, neither requester nor approver, R-ACC-1).
 
     The grant is recorded first, so the declared roster includes it everywhere
@@ -189,8 +235,8 @@ def apply(app: App, request_id: str, no_provision: bool) -> None:
     """
     with _audited(app, request_id):
         store = _store(app)
-        actor = _actor(app, store)
-        req = store.apply_grant(request_id, actor)
+        signer, actor = _actor(app, store, key_file)
+        req = store.apply_grant(request_id, signer)
     _evidence(app, req)
     headline = f"{req.id}: {actor} applied role {req.role} for {req.person}"
     result = Result(data=req.to_dict(), summary=headline,
@@ -273,13 +319,15 @@ def show(app: App, request_id: str) -> None:
     """Show one request with its history (who, when, comment)."""
     with _audited(app, request_id):
         req = _store(app).get(request_id)
-    data = req.to_dict()
+    data = req.to_dict()           # get() verified every signature, or refused (exit 2)
+    data["verified"] = True
     fields = [{"field": k, "value": data[k]} for k in
-              ("id", "state", "kind", "person", "role", "tier", "reason", "ticket", "requester",
-               "approvers", "needed", "applier", "waiting_for")]
+              ("id", "state", "kind", "person", "role", "post", "tier", "reason", "ticket",
+               "requester", "approvers", "needed", "applier", "waiting_for", "verified")]
     events = [{"time": e["time"], "event": e["event"], "actor": e["actor"],
-               "comment": e.get("comment", "")} for e in req.events]
+               "signed_by": e["signature"]["fingerprint"], "comment": e.get("comment", "")}
+              for e in req.events]
     app.emit(Result(data=data, tables=[Table(["field", "value"], fields, title=req.id),
-                                       Table(["time", "event", "actor", "comment"], events,
-                                             title="history")],
-                    summary=f"{req.id}: {req.state}"))
+                                       Table(["time", "event", "actor", "signed_by", "comment"],
+                                             events, title="history (signatures verified)")],
+                    summary=f"{req.id}: {req.state}; every signature verified"))

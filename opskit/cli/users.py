@@ -6,6 +6,7 @@ import os
 import click
 
 from . import highrisk
+from .access import signed_actor, signing_key_option
 from .app import App, OpskitGroup, output_options, pass_app
 
 
@@ -123,14 +124,15 @@ def _admin_review(app: App, specs, roster, people, settings, dry_run: bool):
                          needed=bool(grants))
 
 
-def _hand_over(app: App, result, steps, passwords) -> None:
-    """Initial passwords of new accounts go to 0600 files, never to output or the audit log."""
+def _hand_over(app: App, result, steps, passwords, actions=("create",)) -> None:
+    """Initial passwords of new (or unfrozen) accounts go to 0600 files, never to output or
+    the audit log."""
     from opskit.accounts.provision import save_initial_passwords
-    paths = save_initial_passwords(app.state_dir, steps, passwords)
+    paths = save_initial_passwords(app.state_dir, steps, passwords, actions)
     if paths:
         where = os.path.dirname(paths[0])
         app.audit_details["initial_password_files"] = paths
-        result.messages.append(f"initial passwords of {len(paths)} new account(s): {where}/ "
+        result.messages.append(f"initial password(s) of {len(paths)} account(s): {where}/ "
                                "(0600; hand each over in person, then delete it)")
         if isinstance(result.data, dict):
             result.data["initial_password_files"] = paths
@@ -206,25 +208,49 @@ def freeze_cmd(app: App, person_id, reason, ticket, host_names, group_name, sinc
 @click.option("--to-post", "to_post", required=True, metavar="P",
               help="The new post (declared under posts: in roles.yaml).")
 @click.option("--ticket", default="", metavar="T", help="Change or HR ticket, recorded.")
+@click.option("--request", "request_id", metavar="ID",
+              help="The approved transfer request (opskit access request --transfer-to P); "
+                   "required unless --dry-run.")
+@signing_key_option
 @click.option("--dry-run", is_flag=True, help="Show the plan and the roster edit; change nothing.")
 @output_options()
 @pass_app
-def transfer_cmd(app: App, person_id, to_post, ticket, dry_run) -> None:
-    """Move PERSON to post P: the old post's rights out, the new post's in (R-ACC-6, R-ACC-4).
+def transfer_cmd(app: App, person_id, to_post, ticket, request_id, key_file, dry_run) -> None:
+    """Move PERSON to post P under an approved request: old rights out, new in (R-ACC-6, R-ACC-3).
 
-    One plan over every inventory host: where the new post gives an account,
-    it is created or brought to the new roles (old groups and sudo rules
-    removed); where only the old post did, the account is frozen. Once every
-    host succeeded, the person's 'post:' line in roster.yaml is edited (only
-    that line; validated before it is written). A failed host exits 3 and
-    leaves the roster as it was: rerun to finish.
+    Only with an approved transfer request (--request) for PERSON and P, run
+    by a designated admin who neither raised nor approved it, signing with
+    --key (R-ACC-1). One plan over every inventory host: where the new post
+    gives an account, it is created or brought to the new roles (old groups
+    and sudo rules removed, processes still holding a removed group ended);
+    where only the old post did, the account is frozen. Once every host
+    succeeded, the person's 'post:' line in roster.yaml is edited (only that
+    line; validated before it is written) and the request is marked applied.
+    A failed host exits 3 and leaves the roster as it was: rerun to finish.
     """
+    from opskit.accounts.requests import open_store
     from opskit.accounts.transfer import transfer
     from opskit.accounts.transfer_report import transfer_result
+    from opskit.core.errors import UsageError
 
     roster, specs, settings = _setup(app, (), None)
     person = roster.person(person_id)                    # unknown: exit 2
+    app.audit_details.update(rule="R-ACC-3", request=request_id)
+    store = signer = None
+    if request_id or not dry_run:
+        if not request_id:
+            raise UsageError(f"a transfer needs an approved access request (R-ACC-3): opskit "
+                             f"access request --person {person_id} --transfer-to {to_post} "
+                             "--reason ..., then --request ID here", hint="--dry-run shows "
+                             "the plan without one")
+        store = open_store(app.config)
+        signer, actor = signed_actor(app, roster, key_file)
+        store.claim_transfer(request_id, person.id, to_post, signer)  # refused: nothing touched
     run = transfer(specs, roster, person, to_post, settings, dry_run=dry_run)
+    if store is not None and not dry_run and not run.failed_hosts:
+        store.mark_applied(request_id, signer, {"hosts": [h.host for h in run.hosts if h.steps],
+                                                "roster_edit": run.edit.describe()
+                                                if run.edit else None})
     app.audit_details.update(rule="R-ACC-6", ticket=ticket, dry_run=dry_run,
                              old_post=run.old_post, new_post=run.new_post,
                              roles_before=run.roles_before, roles_after=run.roles_after,
@@ -240,36 +266,37 @@ def transfer_cmd(app: App, person_id, to_post, ticket, dry_run) -> None:
     app.emit(result)
 
 
-def _declared_operator(app: App) -> str | None:
-    return (app.operator_override or os.environ.get("OPSKIT_OPERATOR")
-            or app.config.get("operator") or None)
-
-
 @group.command("unfreeze")
 @click.argument("person_id", metavar="PERSON")
 @click.option("--request", "request_id", required=True, metavar="ID",
               help="The approved unfreeze request (opskit access request --unfreeze).")
+@signing_key_option
 @output_options()
 @pass_app
-def unfreeze_cmd(app: App, person_id, request_id) -> None:
+def unfreeze_cmd(app: App, person_id, request_id, key_file) -> None:
     """Lift PERSON's freeze, with an approved access request (R-ACC-3, R-ACC-1).
 
     The request must be an approved unfreeze for PERSON, and you must be a
     designated admin who neither raised nor approved it. On every host where
-    PERSON is entitled and frozen: clear the expiry, unlock, restore the
-    shell, force a password change, then provision as 'users apply' does.
+    PERSON is entitled and frozen: clear the expiry, set a fresh random
+    initial password (never the old hash; written once to a 0600 file under
+    <state_dir>/accounts/initial-passwords/ for out-of-band delivery),
+    restore the shell, force a password change, then provision as 'users
+    apply' does.
     """
-    from opskit.accounts.requests import open_store, resolve_actor
+    from opskit.accounts.requests import open_store
+    from opskit.accounts.provision import initial_passwords
     from opskit.accounts.unfreeze import exit_code, unfreeze_fleet
     from opskit.core.output import Result, Table
 
     roster, specs, settings = _setup(app, (), None)
     person = roster.person(person_id)                    # unknown: exit 2
     store = open_store(app.config)
-    actor = resolve_actor(roster, _declared_operator(app))
+    signer, actor = signed_actor(app, roster, key_file)
     app.audit_details.update(rule="R-ACC-3", request=request_id, actor=actor)
-    store.claim_unfreeze(request_id, person.id, actor)   # refusals: exit 2, nothing touched
-    hosts = unfreeze_fleet(specs, roster, person, settings)
+    store.claim_unfreeze(request_id, person.id, signer)  # refusals: exit 2, nothing touched
+    password = initial_passwords([person])[person.id]
+    hosts = unfreeze_fleet(specs, roster, person, settings, password)
     code = exit_code(hosts)
     details = {"hosts": [h.host for h in hosts if h.steps],
                "steps": [f"{s.host}:{s.action}:{s.detail}" + (" -> ok" if s.ok else
@@ -278,7 +305,7 @@ def unfreeze_cmd(app: App, person_id, request_id) -> None:
                "failed_hosts": [h.host for h in hosts if not h.ok]}
     app.audit_details.update(details)
     if code == 0:
-        store.mark_applied(request_id, actor, details)
+        store.mark_applied(request_id, signer, details)
     rows = [{"host": h.host, "status": h.status if h.status == "ok" else h.status.upper(),
              "changes": len(h.steps), "failed": sum(1 for s in h.steps if s.ok is False),
              "note": h.note, "error": h.error} for h in hosts]
@@ -287,10 +314,13 @@ def unfreeze_cmd(app: App, person_id, request_id) -> None:
             + (f"{len(steps)} change(s) on {len(details['hosts'])} host(s); request marked applied"
                if code == 0 else f"INCOMPLETE; failed hosts: {', '.join(details['failed_hosts'])}"
                "; rerun to finish (the request stays approved)"))
-    app.emit(Result(data={"person": person.id, "request": request_id, "actor": actor,
+    result = Result(data={"person": person.id, "request": request_id, "actor": actor,
                           "exit_code": code, "hosts": [h.as_dict() for h in hosts]},
                     tables=[Table(["host", "status", "changes", "failed", "note", "error"], rows,
                                   title=f"Unfreeze of {person.id} (R-ACC-3)"),
                             Table(["host", "action", "detail", "result", "error"], steps,
                                   title="Steps")],
-                    messages=[text], summary=text, exit_code=code))
+                    messages=[text], summary=text, exit_code=code)
+    _hand_over(app, result, [s for h in hosts for s in h.lifted], {person.id: password},
+               actions=("unfreeze",))
+    app.emit(result)

@@ -134,7 +134,7 @@ def parse_public_key(text: str) -> bytes:
         raise ValueError("empty public key")
     if parts[0].startswith("ssh-") or parts[0].startswith("ecdsa-"):
         if parts[0] != "ssh-ed25519":
-            raise ValueError(f"{parts[0]} key: the correction ledger needs an ssh-ed25519 key")
+            raise ValueError(f"{parts[0]} key: signatures need an ssh-ed25519 key")
         if len(parts) < 2:
             raise ValueError("ssh-ed25519 line without key data")
         try:
@@ -201,3 +201,46 @@ def verify_batch(items: list[tuple[str, str, str]]) -> int | None:
         if not verify_signature(raw, sig, msg.encode("utf-8")):
             return i
     return None
+
+
+# --- signature blocks: who of a set of registered people signed a message ---------------------
+
+class SignatureRejected(ValueError):
+    """A signature block that does not authenticate anyone: ``reason`` is
+    'unregistered' (the key is nobody's) or 'invalid' (it does not verify);
+    ``fingerprint`` names the key, ``name`` its registered owner if any."""
+
+    def __init__(self, reason: str, fingerprint_: str, name: str | None = None):
+        super().__init__(f"{reason} signature by {fingerprint_}")
+        self.reason, self.fingerprint, self.name = reason, fingerprint_, name
+
+
+def sign_block(signer: Signer, message: bytes, context: bytes = SIG_CONTEXT) -> dict:
+    """The block stored beside a signed record: the public key (base64 of the raw
+    32 bytes), its fingerprint and the signature over ``context`` + ``message``.
+    Approvals (incidents, access requests) all store this one shape."""
+    return {"key": signer.public_b64, "fingerprint": signer.fingerprint,
+            "sig": signer.sign(message, context)}
+
+
+def block_key(block) -> bytes:
+    """The raw public key a signature block names (b'' when it names none)."""
+    try:
+        return base64.b64decode((block or {}).get("key", ""), validate=True)
+    except (ValueError, TypeError, AttributeError):
+        return b""
+
+
+def who_signed(block, message: bytes, keys: dict[str, bytes],
+               context: bytes = SIG_CONTEXT) -> str:
+    """The name in ``keys`` (name -> raw public key) whose key made the valid signature
+    ``block`` over ``context`` + ``message``; SignatureRejected otherwise."""
+    raw = block_key(block)
+    fp = fingerprint(raw) if len(raw) == 32 else "a malformed key"
+    names = [n for n, k in keys.items() if k == raw]
+    if not names:
+        raise SignatureRejected("unregistered", fp)
+    sig = block.get("sig", "") if isinstance(block, dict) else ""
+    if not verify_signature(raw, sig, message, context):
+        raise SignatureRejected("invalid", fp, names[0])
+    return names[0]

@@ -8,11 +8,10 @@ kind of approval (the payload names what it approves).
 """
 from __future__ import annotations
 
-import base64
-
 from opskit.core.audit import canonical
 from opskit.core.errors import ConfigError
-from opskit.core.signing import Signer, fingerprint, parse_public_key, verify_signature
+from opskit.core.signing import (SignatureRejected, Signer, parse_public_key, sign_block,
+                                 who_signed)
 
 from .clocks import refused
 
@@ -25,8 +24,7 @@ def message(payload: dict) -> bytes:
 
 def sign(signer: Signer, payload: dict) -> dict:
     """The signature block stored beside ``payload``: key, fingerprint, sig."""
-    return {"key": signer.public_b64, "fingerprint": signer.fingerprint,
-            "sig": signer.sign(message(payload))}
+    return sign_block(signer, message(payload))
 
 
 def registered_keys(people: dict, setting: str) -> dict[str, bytes]:
@@ -49,15 +47,10 @@ def signer_name(block: dict, payload: dict, keys: dict[str, bytes], rule: str,
     ``payload``; Refused (exit 2, naming ``rule``) for an unregistered key or a
     signature that does not verify."""
     try:
-        raw = base64.b64decode(block.get("key", ""), validate=True)
-    except ValueError:
-        raw = b""
-    names = [n for n, k in keys.items() if k == raw]
-    if not names:
-        fp = fingerprint(raw) if len(raw) == 32 else "malformed key"
-        raise refused(f"key {fp} is not registered as a {role}: the approval is not "
-                      "authenticated", rule=rule,
-                      hint="the config must list this person's public key")
-    if not verify_signature(raw, block.get("sig", ""), message(payload)):
-        raise refused(f"the signature of {names[0]} does not verify", rule=rule)
-    return names[0]
+        return who_signed(block, message(payload), keys)
+    except SignatureRejected as exc:
+        if exc.reason == "unregistered":
+            raise refused(f"key {exc.fingerprint} is not registered as a {role}: the approval "
+                          "is not authenticated", rule=rule,
+                          hint="the config must list this person's public key") from None
+        raise refused(f"the signature of {exc.name} does not verify", rule=rule) from None

@@ -151,20 +151,43 @@ def test_unknown_person_role_request_and_operator_exit_2(opskit, tmp_path):
         assert message in run.stderr and "Traceback" not in run.output
     stranger = opskit("access", "request", "--person", "clerk.a", "--role", "claims-viewer",
                       "--reason", "r", env=w.env("mallory"))
-    assert stranger.exit_code == 2 and "not a person in the roster" in stranger.stderr
+    assert stranger.exit_code == 2 and "not the signing_key of anyone" in stranger.stderr
     entries = _audit(opskit, w)
     assert len(entries) == len(cases) + 1 and all(e["exit_code"] == 2 for e in entries)
 
 
-def test_the_os_login_identifies_the_person_when_no_operator_is_named(opskit, tmp_path):
+def test_a_typed_name_alone_decides_nothing(opskit, tmp_path):
+    """--operator / $OPSKIT_OPERATOR / the OS login without a key: refused (R-ACC-3)."""
     me = getpass.getuser()
-    w = World(tmp_path, roster=ROSTER.replace("hu.head:   {post: section-head}",
-                                              f"hu.head:   {{post: section-head, login: {me}}}"))
-    env = {**w.env(), "SUDO_USER": ""}
-    run = opskit("access", "request", "--person", "clerk.a", "--role", "claims-viewer",
-                 "--reason", "r", "--json", env=env)
-    assert run.exit_code == 0, run.output
-    assert json.loads(run.stdout)["requester"] == "hu.head"
+    w = World(tmp_path, roster=ROSTER.replace("lead.one:  {post: leader}",
+                                              f"lead.one:  {{post: leader, login: {me}}}"))
+    rid = _request(opskit, w)
+    for env in ({**w.env("lead.one"), "OPSKIT_SIGNING_KEY": ""}, {**w.env(), "SUDO_USER": ""}):
+        run = opskit("access", "approve", rid, env=env)
+        assert run.exit_code == 2 and "access decisions are signed: give --key FILE" in run.stderr
+    someone_else = opskit("--operator", "lead.one", "access", "approve", rid, "--key",
+                          w.key_file("lead.two"), env=w.env())
+    assert someone_else.exit_code == 2 and "is lead.two's" in someone_else.stderr
+    ok = opskit("access", "approve", rid, "--key", w.key_file("lead.one"), "--json", env=w.env())
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["approvers"] == ["lead.one"]
+    shown = opskit("access", "show", rid, env=w.env())
+    assert shown.exit_code == 0 and "signatures verified" in shown.stdout
+    assert w.key("lead.one").fingerprint in shown.stdout
+
+
+def test_an_edited_request_file_is_refused_by_show_list_and_apply(opskit, tmp_path):
+    w = World(tmp_path)
+    rid = _request(opskit, w)
+    assert opskit("access", "approve", rid, env=w.env("lead.one")).exit_code == 0
+    path = w.home / "access" / f"{rid}.json"
+    path.write_text(path.read_text().replace('"claims-viewer"', '"sysadmin"'))
+    for args, who in ((("show", rid), None), (("list",), None), (("apply", rid), "adm.wang")):
+        run = opskit("access", *args, env=w.env(who))
+        assert run.exit_code == 2, run.output
+        assert f"{rid}.json: field 'role' differs from what hu.head signed" in run.stderr
+        assert "Traceback" not in run.output
+    assert "sysadmin" not in w.group() and "clerka" not in w.passwd()
 
 
 def test_unfreeze_requests_are_applied_by_users_unfreeze_not_access_apply(opskit, tmp_path):

@@ -10,10 +10,11 @@ import pytest
 from tests.harness.accounts import (make_userdb_root, passwd_line, shadow_line, tree_snapshot,
                                     write_model)
 from tests.harness.cli import run_opskit
+from tests.harness.signing import key_file, with_signing_keys
 
 pytestmark = pytest.mark.e2e
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHdlbGwsIHRoaXMgaXMgYW4gZXhhbXBsZSBrZXk zw@laptop"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDtEYkGHZ+60WkR/guAKeEAMtyFzUAeiVqhrTyZTMMC5 zw@laptop"
 ROSTER = f"""\
 people:
   zhang.wei:
@@ -41,12 +42,16 @@ def cli(tmp_path):
     roots = {n: make_userdb_root(tmp_path / n) for n in ("db1", "app1")}
     inventory = (f"hosts:\n  db1:\n    sysroot: {roots['db1']}\n    groups: [db]\n"
                  f"  app1:\n    sysroot: {roots['app1']}\n    groups: [app]\n")
-    config = write_model(tmp_path / "cfg", ROSTER, inventory, extra_config=ACCESS)
+    config = write_model(tmp_path / "cfg", with_signing_keys(ROSTER), inventory,
+                         extra_config=ACCESS)
     env = {"OPSKIT_HOME": str(tmp_path / "home")}
 
     def opskit(*args, operator=None):
+        # the operator signs with their own key (R-ACC-3); --operator alone decides nothing
         pre = ["--operator", operator] if operator else []
-        return run_opskit("--config", config, *pre, *args, env=env, timeout=60)
+        key = key_file(tmp_path / "keys", operator) if operator else ""
+        return run_opskit("--config", config, *pre, *args,
+                          env={**env, "OPSKIT_SIGNING_KEY": key}, timeout=60)
     opskit.roots = roots
     opskit.home = tmp_path / "home"
     opskit.roster = tmp_path / "cfg" / "roster.yaml"
@@ -124,14 +129,23 @@ def test_freeze_certificate_in_audit_log_and_state_dir(cli):
     assert "apply never unfreezes" in plan.stdout
 
 
+def _approved_request(cli, *args) -> str:
+    req = cli("access", "request", *args, "--reason", "HR decision", "--json", operator="head")
+    assert req.exit_code == 0, req.output
+    rid = json.loads(req.stdout)["id"]
+    assert cli("access", "approve", rid, operator="boss").exit_code == 0
+    return rid
+
+
 def test_transfer_moves_rights_and_edits_only_the_post_line(cli):
     assert cli("users", "apply").exit_code == 0
     original = cli.roster.read_text()
     dry = cli("users", "transfer", "li.na", "--to-post", "audit-desk", "--dry-run")
     assert dry.exit_code == 0, dry.output
     assert "roster edit to be made:" in dry.stdout and cli.roster.read_text() == original
+    rid = _approved_request(cli, "--person", "li.na", "--transfer-to", "audit-desk")
     run = cli("users", "transfer", "li.na", "--to-post", "audit-desk", "--ticket", "T-3",
-              "--json")
+              "--request", rid, "--json", operator="admin1")
     assert run.exit_code == 0, run.output
     data = json.loads(run.stdout)
     changes = {h["host"]: h["change"] for h in data["hosts"]}
@@ -147,16 +161,57 @@ def test_transfer_moves_rights_and_edits_only_the_post_line(cli):
     entry = cli.audit()[-1]
     assert entry["details"]["roster_written"] is True and entry["details"]["new_post"] == \
         "audit-desk"
+    shown = json.loads(cli("access", "show", rid, "--json").stdout)
+    assert shown["state"] == "applied" and shown["applier"] == "admin1"
     assert cli("users", "plan").exit_code == 0                         # the roster agrees now
     before = {n: tree_snapshot(r) for n, r in cli.roots.items()}
-    conflict = cli("users", "transfer", "wang.fang", "--to-post", "system-maintainer")
-    assert conflict.exit_code == 2, conflict.output                    # refused up front
-    assert "R-ACC-2" in conflict.stderr and "maintainer-not-special" in conflict.stderr
+    for run in (cli("users", "transfer", "wang.fang", "--to-post", "system-maintainer",
+                    "--dry-run"),
+                cli("access", "request", "--person", "wang.fang", "--transfer-to",
+                    "system-maintainer", "--reason", "r", operator="head")):
+        assert run.exit_code == 2, run.output                          # refused up front
+        assert "R-ACC-2" in run.stderr and "maintainer-not-special" in run.stderr
     assert {n: tree_snapshot(r) for n, r in cli.roots.items()} == before
+
+
+def test_transfer_without_an_approved_request_is_refused(cli):
+    """#20 item 4: '--operator X users transfer X --to-post system-maintainer' gave X root."""
+    assert cli("users", "apply").exit_code == 0
+    before = {n: tree_snapshot(r) for n, r in cli.roots.items()}
+    roster = cli.roster.read_text()
+    bare = cli("users", "transfer", "li.na", "--to-post", "system-maintainer",
+               operator="li.na")
+    assert bare.exit_code == 2 and "needs an approved access request" in bare.stderr
+    pending = cli("access", "request", "--person", "li.na", "--transfer-to",
+                  "system-maintainer", "--reason", "r", "--json", operator="head")
+    rid = json.loads(pending.stdout)["id"]
+    early = cli("users", "transfer", "li.na", "--to-post", "system-maintainer", "--request",
+                rid, operator="admin1")
+    assert early.exit_code == 2 and "not approved yet" in early.stderr
+    assert cli("access", "approve", rid, operator="boss").exit_code == 0
+    for who, why in (("li.na", "for themselves"), ("boss", "approved"), ("head", "requested")):
+        run = cli("users", "transfer", "li.na", "--to-post", "system-maintainer", "--request",
+                  rid, operator=who)
+        assert run.exit_code == 2 and why in run.stderr and "R-ACC-1" in run.stderr, run.output
+    other_post = cli("users", "transfer", "li.na", "--to-post", "audit-desk", "--request", rid,
+                     operator="admin1")
+    assert other_post.exit_code == 2 and "not li.na to audit-desk" in other_post.stderr
+    applied = cli("access", "apply", rid, operator="admin1")
+    assert applied.exit_code == 2 and "opskit users transfer li.na" in applied.stderr
+    assert {n: tree_snapshot(r) for n, r in cli.roots.items()} == before
+    assert cli.roster.read_text() == roster
+
+
+def crypt_ok(password: str, hashed: str) -> bool:
+    salt = hashed.split("$")[2]
+    out = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input=password,
+                         capture_output=True, text=True).stdout.strip()
+    return out == hashed
 
 
 def test_unfreeze_only_with_an_approved_request_by_a_designated_admin(cli):
     assert cli("users", "apply").exit_code == 0
+    old_hashes = {shadow_line(root, "zhang.wei")[1] for root in cli.roots.values()}
     assert cli("users", "freeze", "zhang.wei", "--reason", "departure").exit_code == 0
     req = cli("access", "request", "--person", "zhang.wei", "--unfreeze", "--reason",
               "returns", "--json", operator="head")
@@ -170,12 +225,23 @@ def test_unfreeze_only_with_an_approved_request_by_a_designated_admin(cli):
         assert refused.exit_code == 2, refused.output
         assert "R-ACC-1" in refused.stderr or "R-ACC-3" in refused.stderr
     assert shadow_line(cli.roots["db1"], "zhang.wei")[7] == "1", "refusals touched nothing"
+    handed = cli.home / "accounts" / "initial-passwords"
+    for old in handed.iterdir():                      # users apply's, handed over already
+        old.unlink()
     ok = cli("users", "unfreeze", "zhang.wei", "--request", rid, operator="admin1")
     assert ok.exit_code == 0, ok.output
+    files = sorted(handed.iterdir())
+    assert len(files) == 1 and os.stat(files[0]).st_mode & 0o777 == 0o600
+    fresh = files[0].read_text().split("initial password: ")[1].split()[0]
+    assert fresh not in ok.output and fresh not in json.dumps(cli.audit())
+    assert str(files[0].parent) in ok.stdout
+    hashes = set()
     for root in cli.roots.values():
         sh = shadow_line(root, "zhang.wei")
         assert sh[7] == "" and sh[2] == "0"          # no expiry; must change password
-        assert sh[1].startswith("$6$")                # the old hash unlocked (usermod -U)
+        assert sh[1].startswith("$6$") and sh[1] not in old_hashes   # never the old hash
+        assert crypt_ok(fresh, sh[1])
+        hashes.add(sh[1])
         assert passwd_line(root, "zhang.wei")[6] == "/bin/bash"
         assert KEY in open(os.path.join(root, "home/zhang.wei/.ssh/authorized_keys")).read()
     listed = cli("access", "list", "--json")

@@ -285,7 +285,7 @@ def tree_snapshot(root: str) -> dict:
 
 # A syntactically valid public key line and a small roster using the shipped roles.yaml
 # posts (shared by the accounts tests).
-EXAMPLE_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHdlbGwsIHRoaXMgaXMgYW4gZXhhbXBsZSBrZXk "
+EXAMPLE_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDtEYkGHZ+60WkR/guAKeEAMtyFzUAeiVqhrTyZTMMC5 "
                "zw@laptop")
 BASE_ROSTER = f"""\
 people:

@@ -72,7 +72,8 @@ class World:
         self.config_path = self.tmp / "opskit.yaml"
         self.roster_path = self.tmp / "roster.yaml"
         self.config_path.write_text(f"state_dir: {self.home}\n" + config)
-        self.roster_path.write_text(roster)
+        self.keys = self.tmp / "keys"
+        self.write_roster(roster)
         (self.tmp / "roles.yaml").write_text(roles)
         # one offline host (a sysroot with its own account database) in group 'app':
         # provisioning by 'access apply' lands there, never on this machine
@@ -80,6 +81,20 @@ class World:
         self.sysroot = make_userdb_root(self.tmp / "app1-root")
         (self.tmp / "inventory.yaml").write_text(
             f"hosts:\n  app1:\n    sysroot: {self.sysroot}\n    groups: [app]\n")
+
+    def write_roster(self, roster: str, skip: tuple = ()) -> None:
+        """Write roster.yaml with every person's signing_key (but those in ``skip``)."""
+        from tests.harness.signing import with_signing_keys
+        self.roster_path.write_text(with_signing_keys(roster, skip))
+
+    def key(self, who: str):
+        """``who``'s Signer (registered in the roster unless skipped)."""
+        from tests.harness.signing import person_key
+        return person_key(who)
+
+    def key_file(self, who: str) -> str:
+        from tests.harness.signing import key_file
+        return key_file(self.keys, who)
 
     def passwd(self) -> str:
         return (Path(self.sysroot) / "etc" / "passwd").read_text()
@@ -90,6 +105,7 @@ class World:
     def env(self, who: str | None = None) -> dict:
         env = {"OPSKIT_CONFIG": str(self.config_path), "OPSKIT_HOME": str(self.home)}
         env["OPSKIT_OPERATOR"] = who or ""
+        env["OPSKIT_SIGNING_KEY"] = self.key_file(who) if who else ""
         return env
 
     def config(self):

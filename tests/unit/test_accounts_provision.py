@@ -11,7 +11,7 @@ from opskit.hosts.inventory import HostSpec
 from tests.harness.accounts import (load_model, make_userdb_root, passwd_line, shadow_line,
                                     tree_snapshot, write_model)
 
-KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHdlbGwsIHRoaXMgaXMgYW4gZXhhbXBsZSBrZXk zw@laptop"
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDtEYkGHZ+60WkR/guAKeEAMtyFzUAeiVqhrTyZTMMC5 zw@laptop"
 ROSTER = f"""\
 people:
   zhang.wei:

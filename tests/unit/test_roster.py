@@ -79,7 +79,8 @@ def test_roles_of_post_own_grants_and_inactive_people_hold_none():
     ("people:\n  a: {backup: ghost}\n", "people.a.backup", "unknown person 'ghost'"),
     ("people:\n  a: {backup: a}\n", "people.a.backup", "own backup"),
     ("people:\n  a: {status: gone}\n", "people.a.status", "expected one of"),
-    ("people:\n  a: {ssh_keys: [not-a-key]}\n", "people.a.ssh_keys", "not an OpenSSH public key"),
+    ("people:\n  a: {ssh_keys: [not-a-key]}\n", "people.a.ssh_keys[0]", "expected '<type> <base64>"),
+    ("people:\n  a: {signing_key: ssh-rsa AAAA}\n", "people.a.signing_key", "ssh-ed25519"),
     ("people:\n  Bad Name: {}\n", "people.Bad Name", "not a valid login name"),
     ("people:\n  a: {}\n  b: {login: a}\n", "people.b", "already used by 'a'"),
     ("people:\n  a: {}\nservice_accounts:\n  svc: {owner: ghost}\n", "service_accounts.svc.owner",
@@ -122,3 +123,60 @@ def test_load_declared_finds_files_beside_config(tmp_path):
     (tmp_path / "roster.yaml").unlink()
     with pytest.raises(ConfigError, match="no roster.yaml found"):
         load_declared(load_config(str(tmp_path / "opskit.yaml")))
+
+
+# --- SSH keys are checked as ssh-keygen -lf reads them (#22 item 4) ---------------------------
+
+def _keygen(tmp_path, kind, bits=None):
+    import subprocess
+    path = tmp_path / f"k-{kind}-{bits}"
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, *(["-b", str(bits)] if bits else []), "-N",
+                    "", "-C", "c", "-f", str(path)], check=True)
+    with open(f"{path}.pub") as fh:
+        return fh.read().strip(), path.read_text()
+
+
+@pytest.mark.parametrize("kind,bits", [("ed25519", None), ("rsa", 2048), ("ecdsa", 256),
+                                       ("ecdsa", 384), ("ecdsa", 521)])
+def test_real_public_keys_load_and_their_private_keys_are_refused(tmp_path, kind, bits):
+    public, private = _keygen(tmp_path, kind, bits)
+    assert roster(f"people:\n  a: {{ssh_keys: ['{public}']}}\n").people["a"].ssh_keys == [public]
+    text = "people:\n  a:\n    ssh_keys:\n      - |\n" + "".join(
+        f"        {line}\n" for line in private.splitlines())
+    with pytest.raises(ConfigError, match=r"roster.yaml:\d+: key 'people.a.ssh_keys\[0\]'.*"
+                                          "this is a private key"):
+        roster(text)
+
+
+@pytest.mark.parametrize("line,why", [
+    # the key the example roster shipped with: 31 bytes of payload, ssh-keygen -lf refuses it
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHdlbGwsIHRoaXMgaXMgYW4gZXhhbXBsZSBrZXk x",
+     "malformed ssh-ed25519 key"),
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHdlbGw= x", "malformed ssh-ed25519 key"),
+    ("ssh-ed25519 AAAA%%%% x", "not valid base64"),
+    ("ssh-dss AAAAB3NzaC1kc3MAAACBAP x", "unknown key type 'ssh-dss'"),
+    ("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIDtEYkGHZ+60WkR/guAKeEAMtyFzUAeiVqhrTyZTMMC5 x",
+     "the key data says 'ssh-ed25519', the line says ssh-rsa"),
+    ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDtEYkGHZ+60WkR/guAKeEAMtyFzUAeiVqhrTyZTMMC5AAAA x",
+     "unexpected byte"),
+])
+def test_malformed_keys_are_refused_naming_file_line_and_key(line, why):
+    with pytest.raises(ConfigError) as err:
+        roster(f"people:\n  a:\n    name: A\n    ssh_keys:\n      - ok\n      - {line}\n"
+               .replace("      - ok\n", "      - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDtEYkGHZ+60Wk"
+                                       "R/guAKeEAMtyFzUAeiVqhrTyZTMMC5 ok\n"))
+    message = str(err.value)
+    assert message.startswith("roster.yaml:6: key 'people.a.ssh_keys[1]'"), message
+    assert why in message and "\n" not in message
+
+
+def test_a_small_rsa_key_is_refused(tmp_path):
+    import base64
+    import struct
+
+    def s(b):
+        return struct.pack(">I", len(b)) + b
+    blob = s(b"ssh-rsa") + s(b"\x01\x00\x01") + s(b"\x00" + b"\xc3" * 64)   # 512 bits
+    line = "ssh-rsa " + base64.b64encode(blob).decode()
+    with pytest.raises(ConfigError, match="RSA modulus of 512 bits"):
+        roster(f"people:\n  a: {{ssh_keys: ['{line}']}}\n")
