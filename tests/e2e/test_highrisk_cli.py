@@ -73,7 +73,7 @@ def test_backup_key_remove_needs_an_approval(tmp_path, reviewers):
     src = tmp_path / "src"
     src.mkdir()
     (src / "a").write_bytes(b"content")
-    pw = {"OPSKIT_PASSPHRASE": "first"}
+    pw = {"OPSKIT_PASSPHRASE": "first passphrase"}
 
     def backup(*args, env=pw):
         return run_opskit("--config", config, "--operator", "wang", "backup", *args, env=env)
