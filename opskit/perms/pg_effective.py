@@ -114,6 +114,14 @@ class RoleGraph:
         """Roles reachable through SET ROLE whose privileges are not held without it."""
         return self.reachable(role) - self.privileges_of(role)
 
+    def has_role(self, role: str, target: str, mode: str) -> bool:
+        """What pg_has_role(role, target, mode) answers: USAGE (holds its privileges),
+        MEMBER (any chain of memberships), SET (SET ROLE allowed, PostgreSQL 16+)."""
+        if self.superuser(role) or role == target:
+            return True
+        option = {"USAGE": "inherit", "MEMBER": None, "SET": "set"}[mode]
+        return target in self.walk(role, option)
+
     def path(self, role: str, target: str, option: str | None = "inherit") -> list[str]:
         """The membership chain from ``role`` to ``target`` (empty when none)."""
         found = self.walk(role, option)
