@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, AbstractSet, Any, Mapping, Sequence
 from opskit.accounts.roster import INACTIVE_STATUSES, Person, Roster
 
 from .linux import parse_key_line
-from .pg_effective import RoleGraph, writing_functions
+from .pg_effective import Effective, RoleGraph, writing_functions
 from .postgres import WRITE_PRIVILEGES
 from .sudoers import SudoItem, parse_rule
 
@@ -111,6 +111,7 @@ class Context:
     only: Person | None = None
     actual_sudo: dict[str, list[SudoItem]] = field(default_factory=dict)
     actual_pg: dict[str, set[str]] = field(default_factory=dict)
+    set_role_pg: dict[str, set[str]] = field(default_factory=dict)   # reachable, not held
 
     @property
     def roster(self) -> Roster:
@@ -278,26 +279,33 @@ PREDEFINED_WRITERS = {"pg_write_all_data": "INSERT, UPDATE, DELETE on every tabl
 
 
 def writes_by_grantee(privs: dict, roles: dict | None = None,
-                      writing_functions: dict[str, str] | None = None) -> dict[str, list[str]]:
-    """Write privileges (INSERT, UPDATE, ...) on tables and columns, by grantee; with
-    ``roles``, the predefined roles that write everything count as grantees too; with
+                      writing_functions: dict[str, str] | None = None
+                      ) -> dict[str, list[tuple[str, str | None]]]:
+    """Write privileges (INSERT, UPDATE, ...) on tables and columns, by grantee, as
+    (text, schema of the object); with ``roles``, the predefined roles that write
+    everything count as grantees too, and so does each superuser; with
     ``writing_functions`` (SECURITY DEFINER functions that write as their owner,
-    opskit.perms.pg_effective.writing_functions), EXECUTE on one is a write too (#19 case 11)."""
-    out: dict[str, list[str]] = {role: [text] for role, text in PREDEFINED_WRITERS.items()
-                                 if role in (roles or {})}
+    opskit.perms.pg_effective.writing_functions), EXECUTE on one is a write too
+    (#19 case 11)."""
+    out: dict[str, list[tuple[str, str | None]]] = {
+        role: [(text, None)] for role, text in PREDEFINED_WRITERS.items() if role in (roles or {})}
+    for role, attrs in (roles or {}).items():
+        if attrs.get("superuser"):
+            out.setdefault(role, []).append(("every table (SUPERUSER)", None))
     for kind in ("tables", "columns"):
         for grantee, objs in (privs.get(kind) or {}).items():
             for obj, plist in objs.items():
                 for p in plist:
                     base = p.split(" ", 1)[0]
                     if base in WRITE_PRIVILEGES:
-                        out.setdefault(grantee, []).append(f"{base} on {obj}")
+                        out.setdefault(grantee, []).append((f"{base} on {obj}",
+                                                            obj.split(".", 1)[0]))
     for grantee, objs in (privs.get("functions") or {}).items():
         for sig in objs:
             if sig in (writing_functions or {}):
                 out.setdefault(grantee, []).append(
-                    f"EXECUTE on SECURITY DEFINER function {sig}, which "
-                    f"{writing_functions[sig]}")
+                    (f"EXECUTE on SECURITY DEFINER function {sig}, which "
+                     f"{writing_functions[sig]}", sig.split(".", 1)[0]))
     return out
 
 
@@ -325,9 +333,10 @@ class DatabaseFacts:
     roles: dict[str, dict]
     member_of: dict[str, list[dict]]
     connected_as: str | None
-    writes: dict[str, list[str]]
+    writes: dict[str, list[tuple[str, str | None]]]
     direct: dict[str, list[str]]
     graph: RoleGraph
+    data: dict = field(repr=False, default_factory=dict)
     # query-tier group roles and every role they are in (R-ACC-5)
     query_covered: set[str] = field(default_factory=set)
 
@@ -339,10 +348,10 @@ class DatabaseFacts:
         db = cls(row["name"], names, data.get("roles", {}), data.get("member_of", {}),
                  data.get("connected_as"),
                  writes_by_grantee(privs, data.get("roles"), writing_functions(data)),
-                 direct_grants(privs), RoleGraph.from_data(data))
+                 direct_grants(privs), RoleGraph.from_data(data), data)
         for pg in ctx.query_pg_roles:
             if pg in db.roles:
-                db.query_covered |= {pg} | db.effective(pg)
+                db.query_covered |= {pg} | db.effective(pg) | db.set_role_only(pg)
         return db
 
     @property
@@ -356,6 +365,17 @@ class DatabaseFacts:
     def set_role_only(self, role: str) -> set[str]:
         """The roles ``role`` can only act as after SET ROLE (NOINHERIT memberships)."""
         return self.graph.set_role_only(role)
+
+    @cached_property
+    def privileges(self) -> Effective:
+        """Effective privileges (built when a check first asks)."""
+        return Effective(self.data)
+
+    def no_usage(self, role: str, schema: str | None) -> str:
+        """' (no USAGE on schema S)' when ``role`` cannot reach into ``schema``, else ''."""
+        if schema is None or self.privileges.has(role, "schemas", schema, "USAGE"):
+            return ""
+        return f" (unusable: {role} has no USAGE on schema {schema})"
 
 
 @dataclass(slots=True)
