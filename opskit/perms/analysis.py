@@ -135,6 +135,7 @@ def _walk_databases(run: _Run) -> None:
             role = RoleFacts.on(ctx, db, name, attrs)
             if role.person is not None:
                 ctx.actual_pg.setdefault(name, set()).update(role.effective)
+                ctx.set_role_pg.setdefault(name, set()).update(role.set_role_only)
             run.run("db-role", role, role.kind)
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, AbstractSet, Any, Mapping, Sequence
 from opskit.accounts.roster import INACTIVE_STATUSES, Person, Roster
 
 from .linux import parse_key_line
+from .pg_effective import Effective, RoleGraph, writing_functions
 from .postgres import WRITE_PRIVILEGES
 from .sudoers import SudoItem, parse_rule
 
@@ -110,6 +111,7 @@ class Context:
     only: Person | None = None
     actual_sudo: dict[str, list[SudoItem]] = field(default_factory=dict)
     actual_pg: dict[str, set[str]] = field(default_factory=dict)
+    set_role_pg: dict[str, set[str]] = field(default_factory=dict)   # reachable, not held
 
     @property
     def roster(self) -> Roster:
@@ -270,45 +272,49 @@ def _account_kind(ctx: Context, person: Person | None, login: str, uid: int) -> 
     return "unaccounted"
 
 
-def effective_roles(member_of: dict, role: str, memo: dict) -> set[str]:
-    """Every role ``role`` is a member of, directly or through others (recursive)."""
-    if role in memo:
-        return memo[role]
-    memo[role] = set()                 # cycles (impossible in PostgreSQL) end here
-    out: set[str] = set()
-    for m in member_of.get(role, ()):
-        out.add(m["role"])
-        out |= effective_roles(member_of, m["role"], memo)
-    memo[role] = out
-    return out
-
-
 # predefined roles that write every table (PostgreSQL 14+): their members write
 # without any grant on a table (R-ACC-5, issue #19 case 9)
 PREDEFINED_WRITERS = {"pg_write_all_data": "INSERT, UPDATE, DELETE on every table, view and "
                                            "sequence (predefined role pg_write_all_data)"}
 
 
-def writes_by_grantee(privs: dict, roles: dict | None = None) -> dict[str, list[str]]:
-    """Write privileges (INSERT, UPDATE, ...) on tables and columns, by grantee; with
-    ``roles``, the predefined roles that write everything count as grantees too."""
-    out: dict[str, list[str]] = {role: [text] for role, text in PREDEFINED_WRITERS.items()
-                                 if role in (roles or {})}
+def writes_by_grantee(privs: dict, roles: dict | None = None,
+                      writing_functions: dict[str, str] | None = None
+                      ) -> dict[str, list[tuple[str, str | None]]]:
+    """Write privileges (INSERT, UPDATE, ...) on tables and columns, by grantee, as
+    (text, schema of the object); with ``roles``, the predefined roles that write
+    everything count as grantees too, and so does each superuser; with
+    ``writing_functions`` (SECURITY DEFINER functions that write as their owner,
+    opskit.perms.pg_effective.writing_functions), EXECUTE on one is a write too
+    (#19 case 11)."""
+    out: dict[str, list[tuple[str, str | None]]] = {
+        role: [(text, None)] for role, text in PREDEFINED_WRITERS.items() if role in (roles or {})}
+    for role, attrs in (roles or {}).items():
+        if attrs.get("superuser"):
+            out.setdefault(role, []).append(("every table (SUPERUSER)", None))
     for kind in ("tables", "columns"):
         for grantee, objs in (privs.get(kind) or {}).items():
             for obj, plist in objs.items():
                 for p in plist:
                     base = p.split(" ", 1)[0]
                     if base in WRITE_PRIVILEGES:
-                        out.setdefault(grantee, []).append(f"{base} on {obj}")
+                        out.setdefault(grantee, []).append((f"{base} on {obj}",
+                                                            obj.split(".", 1)[0]))
+    for grantee, objs in (privs.get("functions") or {}).items():
+        for sig in objs:
+            if sig in (writing_functions or {}):
+                out.setdefault(grantee, []).append(
+                    (f"EXECUTE on SECURITY DEFINER function {sig}, which "
+                     f"{writing_functions[sig]}", sig.split(".", 1)[0]))
     return out
 
 
 def direct_grants(privs: dict) -> dict[str, list[str]]:
-    """Object privileges granted to a role by name (tables, columns, schemas except
-    USAGE on public), as 'PRIV on kind obj' strings; owners included."""
+    """Object privileges granted to a role by name (tables, columns, schemas,
+    functions), as 'PRIV on kind obj' strings; owners included."""
     out: dict[str, list[str]] = {}
-    for kind, label in (("tables", "table"), ("columns", "column"), ("schemas", "schema")):
+    for kind, label in (("tables", "table"), ("columns", "column"), ("schemas", "schema"),
+                        ("functions", "function")):
         for grantee, objs in (privs.get(kind) or {}).items():
             if grantee == "PUBLIC":
                 continue
@@ -320,18 +326,19 @@ def direct_grants(privs: dict) -> dict[str, list[str]]:
 @dataclass
 class DatabaseFacts:
     """One collected database of the snapshot (what opskit.perms.postgres collected),
-    with its write and direct grants."""
+    with its write and direct grants and its role graph (opskit.perms.pg_effective)."""
 
     name: str
     names: tuple            # the entry's name and the real database name (role scoping)
     roles: dict[str, dict]
     member_of: dict[str, list[dict]]
     connected_as: str | None
-    writes: dict[str, list[str]]
+    writes: dict[str, list[tuple[str, str | None]]]
     direct: dict[str, list[str]]
+    graph: RoleGraph
+    data: dict = field(repr=False, default_factory=dict)
     # query-tier group roles and every role they are in (R-ACC-5)
     query_covered: set[str] = field(default_factory=set)
-    memo: dict[str, set[str]] = field(default_factory=dict)   # effective_roles' memo
 
     @classmethod
     def from_row(cls, ctx: Context, row: dict) -> "DatabaseFacts":
@@ -339,11 +346,12 @@ class DatabaseFacts:
         privs = data.get("privileges", {})
         names = tuple(dict.fromkeys([row["name"], data.get("dbname") or row["name"]]))
         db = cls(row["name"], names, data.get("roles", {}), data.get("member_of", {}),
-                 data.get("connected_as"), writes_by_grantee(privs, data.get("roles")),
-                 direct_grants(privs))
+                 data.get("connected_as"),
+                 writes_by_grantee(privs, data.get("roles"), writing_functions(data)),
+                 direct_grants(privs), RoleGraph.from_data(data), data)
         for pg in ctx.query_pg_roles:
             if pg in db.roles:
-                db.query_covered |= {pg} | db.effective(pg)
+                db.query_covered |= {pg} | db.effective(pg) | db.set_role_only(pg)
         return db
 
     @property
@@ -351,7 +359,23 @@ class DatabaseFacts:
         return f"db:{self.name}"
 
     def effective(self, role: str) -> set[str]:
-        return effective_roles(self.member_of, role, self.memo)
+        """The roles whose privileges ``role`` holds (inherited memberships, #19 case 10)."""
+        return self.graph.privileges_of(role) - {role}
+
+    def set_role_only(self, role: str) -> set[str]:
+        """The roles ``role`` can only act as after SET ROLE (NOINHERIT memberships)."""
+        return self.graph.set_role_only(role)
+
+    @cached_property
+    def privileges(self) -> Effective:
+        """Effective privileges (built when a check first asks)."""
+        return Effective(self.data)
+
+    def no_usage(self, role: str, schema: str | None) -> str:
+        """' (no USAGE on schema S)' when ``role`` cannot reach into ``schema``, else ''."""
+        if schema is None or self.privileges.has(role, "schemas", schema, "USAGE"):
+            return ""
+        return f" (unusable: {role} has no USAGE on schema {schema})"
 
 
 @dataclass(slots=True)
@@ -366,8 +390,9 @@ class RoleFacts:
     attrs: dict
     person: Person | None
     kind: str | None
-    effective: set[str]                 # every role it is a member of, recursively
+    effective: set[str]                 # every role whose privileges it holds (inherited)
     direct_of: list[str]                # the roles it is a direct member of
+    set_role_only: set[str]             # roles reachable only through SET ROLE (R-ACC-2)
     # for kind 'person': declared roles, their tiers, and the PostgreSQL roles they
     # grant in this database
     roles: Sequence[str] = ()
@@ -378,7 +403,7 @@ class RoleFacts:
     def on(cls, ctx: Context, db: DatabaseFacts, name: str, attrs: dict) -> "RoleFacts":
         person = ctx.declared.by_login.get(name)
         r = cls(db, name, attrs, person, None, db.effective(name),
-                [m["role"] for m in db.member_of.get(name, ())])
+                [m["role"] for m in db.member_of.get(name, ())], db.set_role_only(name))
         if person is None:
             if (attrs.get("login") and name != db.connected_as and name not in ctx.ignore
                     and name not in ctx.roster.service_accounts):

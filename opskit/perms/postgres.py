@@ -9,9 +9,21 @@ implicit rights and PUBLIC's defaults are counted too:
 * roles and their attributes (superuser, createrole, createdb, login,
   replication, bypassrls, inherit, valid until) from pg_roles;
 * direct memberships from pg_auth_members (inherited ones are derived by
-  the analysis: opskit.perms.facts.effective_roles);
+  the analysis: opskit.perms.pg_effective);
 * database, schema, table (tables, views, materialized views, foreign and
-  partitioned tables), sequence and column privileges.
+  partitioned tables), sequence, column and function privileges, and the
+  owner of every database, schema, table and function;
+* functions: SECURITY DEFINER (executing one acts as its owner), volatility,
+  and the tables their SQL / PL/pgSQL body writes (``writes``; ``body``
+  says whether the body could be read: ``sql``, ``dynamic`` when it runs
+  EXECUTE'd text, ``opaque`` for other languages);
+* default privileges (pg_default_acl: grants every future object gets);
+* row-level security: per table whether it is enabled / forced and its
+  policies with their roles (pg_policies).
+
+The effective privileges -- memberships, predefined roles, superuser,
+SET ROLE reachability -- are derived from these facts by
+opskit.perms.pg_effective, the way the server derives them.
 
 The connection needs enough privilege to see everything: the snapshot carries
 a warning when the role is not a superuser, lacks pg_read_all_settings /
@@ -21,6 +33,7 @@ text; the one value passed in (the database name) is a bound parameter.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +47,8 @@ SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin,
 FROM pg_catalog.pg_roles ORDER BY rolname"""
 
 MEMBERS_SQL = """
-SELECT m.rolname AS member, r.rolname AS role, am.admin_option, {inherit} AS inherit
+SELECT m.rolname AS member, r.rolname AS role, am.admin_option, {inherit} AS inherit,
+       {set} AS set
 FROM pg_catalog.pg_auth_members am
 JOIN pg_catalog.pg_roles r ON r.oid = am.roleid
 JOIN pg_catalog.pg_roles m ON m.oid = am.member
@@ -49,7 +63,8 @@ WHERE d.datname = %s"""
 
 SCHEMAS_SQL = f"""
 SELECT n.nspname, COALESCE(g.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable,
-       pg_catalog.has_schema_privilege(n.oid, 'USAGE') AS visible
+       pg_catalog.has_schema_privilege(n.oid, 'USAGE') AS visible,
+       pg_catalog.pg_get_userbyid(n.nspowner)
 FROM pg_catalog.pg_namespace n,
      aclexplode(COALESCE(n.nspacl, acldefault('n'::"char", n.nspowner))) a
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
@@ -57,7 +72,7 @@ WHERE {EXCLUDED_SCHEMAS}"""
 
 TABLES_SQL = f"""
 SELECT n.nspname, c.relname, c.relkind, COALESCE(g.rolname, 'PUBLIC'), a.privilege_type,
-       a.is_grantable
+       a.is_grantable, pg_catalog.pg_get_userbyid(c.relowner)
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
      aclexplode(COALESCE(c.relacl,
@@ -75,6 +90,50 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
      aclexplode(att.attacl) a
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
 WHERE att.attacl IS NOT NULL AND NOT att.attisdropped AND {EXCLUDED_SCHEMAS}"""
+
+FUNCTION_SIGNATURE = ("n.nspname || '.' || p.proname || '(' || "
+                      "pg_catalog.pg_get_function_identity_arguments(p.oid) || ')'")
+
+FUNCTIONS_SQL = f"""
+SELECT {FUNCTION_SIGNATURE}, pg_catalog.pg_get_userbyid(p.proowner), p.prosecdef,
+       p.provolatile = 'v', l.lanname,
+       CASE WHEN l.lanname IN ('sql', 'plpgsql') THEN p.prosrc END
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+WHERE {EXCLUDED_SCHEMAS}"""
+
+FUNCTION_ACL_SQL = f"""
+SELECT {FUNCTION_SIGNATURE}, COALESCE(g.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable
+FROM pg_catalog.pg_proc p
+JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace,
+     aclexplode(COALESCE(p.proacl, acldefault('f'::"char", p.proowner))) a
+LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
+WHERE {EXCLUDED_SCHEMAS}"""
+
+DEFAULT_ACL_SQL = """
+SELECT r.rolname, n.nspname, d.defaclobjtype::text, COALESCE(g.rolname, 'PUBLIC'),
+       a.privilege_type, a.is_grantable
+FROM pg_catalog.pg_default_acl d
+JOIN pg_catalog.pg_roles r ON r.oid = d.defaclrole
+LEFT JOIN pg_catalog.pg_namespace n ON n.oid = d.defaclnamespace,
+     aclexplode(d.defaclacl) a
+LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee"""
+
+RLS_SQL = f"""
+SELECT n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE (c.relrowsecurity OR EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
+                                   WHERE p.polrelid = c.oid)) AND {EXCLUDED_SCHEMAS}"""
+
+POLICIES_SQL = """
+SELECT schemaname || '.' || tablename, policyname, permissive, roles::text[], cmd, qual,
+       with_check
+FROM pg_catalog.pg_policies ORDER BY 1, 2"""
+
+DATABASE_OWNER_SQL = """
+SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_catalog.pg_database WHERE datname = %s"""
 
 WHOAMI_SQL = """
 SELECT current_user, current_database(), r.rolsuper,
@@ -180,62 +239,154 @@ def collect_postgres(spec: DatabaseSpec, connect_timeout: float = 10.0) -> dict:
     except psycopg.Error as exc:
         raise OperationalError(f"database {spec.name} ({spec.describe()}): cannot connect: "
                                f"{_pg_message(exc)}") from None
-    warnings: list[str] = []
     try:
         conn.read_only = True
         with conn.cursor() as cur:
-            cur.execute(WHOAMI_SQL)
-            user, dbname, superuser, settings, stats, version_num, version = cur.fetchone()
-            if not superuser:
-                warnings.append(f"connected as {user}, not a superuser: objects in schemas it "
-                                "has no USAGE on, other databases and role passwords' "
-                                "validity may be incomplete; collect as a superuser to see "
-                                "everything")
-                lacking = [r for r, has in (("pg_read_all_settings", settings),
-                                            ("pg_read_all_stats", stats)) if not has]
-                if lacking:
-                    warnings.append(f"{user} is not a member of {', '.join(lacking)}")
-            cur.execute(ROLES_SQL)
-            roles = {}
-            for (name, su, inherit, createrole, createdb, login, repl, bypass, until, limit,
-                 builtin) in cur.fetchall():
-                roles[name] = {"superuser": su, "inherit": inherit, "createrole": createrole,
-                               "createdb": createdb, "login": login, "replication": repl,
-                               "bypassrls": bypass,
-                               "valid_until": until,
-                               "connlimit": limit, "builtin": builtin}
-            cur.execute(MEMBERS_SQL.format(inherit="am.inherit_option" if version_num >= 160000
-                                           else "NULL::boolean"))
-            member_of: dict[str, list[dict]] = {}
-            for member, role, admin, inherit in cur.fetchall():
-                member_of.setdefault(member, []).append(
-                    {"role": role, "admin": admin,
-                     "inherit": roles.get(member, {}).get("inherit", True)
-                     if inherit is None else inherit})
-            cur.execute(DATABASE_SQL, (dbname,))
-            database = _acl_map([("database",) + tuple(r) for r in cur.fetchall()], 1)
-            cur.execute(SCHEMAS_SQL)
-            rows = cur.fetchall()
-            hidden = sorted({r[0] for r in rows if not r[4]})
-            if hidden and not superuser:
-                warnings.append(f"{user} has no USAGE on schema(s) {', '.join(hidden)}")
-            schemas = _acl_map([r[:4] for r in rows], 1)
-            cur.execute(TABLES_SQL)
-            rows = cur.fetchall()
-            kinds = {f"{r[0]}.{r[1]}": r[2] for r in rows}
-            tables = _acl_map([(r[0], r[1], r[3], r[4], r[5]) for r in rows], 2)
-            cur.execute(COLUMNS_SQL)
-            columns = _acl_map(cur.fetchall(), 3)
+            return _collect(cur)
     except psycopg.Error as exc:
         raise OperationalError(f"database {spec.name} ({spec.describe()}): "
                                f"{_pg_message(exc)}") from None
     finally:
         conn.close()
+
+
+def _collect(cur) -> dict:
+    """Every fact of one database, read through ``cur`` (see module doc)."""
+    warnings: list[str] = []
+    cur.execute(WHOAMI_SQL)
+    user, dbname, superuser, settings, stats, version_num, version = cur.fetchone()
+    if not superuser:
+        warnings.append(f"connected as {user}, not a superuser: objects in schemas it "
+                        "has no USAGE on, other databases and role passwords' "
+                        "validity may be incomplete; collect as a superuser to see "
+                        "everything")
+        lacking = [r for r, has in (("pg_read_all_settings", settings),
+                                    ("pg_read_all_stats", stats)) if not has]
+        if lacking:
+            warnings.append(f"{user} is not a member of {', '.join(lacking)}")
+    roles = _roles(cur)
+    member_of = _members(cur, roles, version_num)
+    cur.execute(DATABASE_SQL, (dbname,))
+    database = _acl_map([("database",) + tuple(r) for r in cur.fetchall()], 1)
+    cur.execute(DATABASE_OWNER_SQL, (dbname,))
+    owners: dict[str, dict] = {"database": {"database": cur.fetchone()[0]}}
+    cur.execute(SCHEMAS_SQL)
+    rows = cur.fetchall()
+    hidden = sorted({r[0] for r in rows if not r[4]})
+    if hidden and not superuser:
+        warnings.append(f"{user} has no USAGE on schema(s) {', '.join(hidden)}")
+    schemas = _acl_map([r[:4] for r in rows], 1)
+    owners["schemas"] = {r[0]: r[5] for r in rows}
+    cur.execute(TABLES_SQL)
+    rows = cur.fetchall()
+    kinds = {f"{r[0]}.{r[1]}": r[2] for r in rows}
+    owners["tables"] = {f"{r[0]}.{r[1]}": r[6] for r in rows}
+    tables = _acl_map([(r[0], r[1], r[3], r[4], r[5]) for r in rows], 2)
+    cur.execute(COLUMNS_SQL)
+    columns = _acl_map(cur.fetchall(), 3)
+    functions = _functions(cur)
+    owners["functions"] = {sig: f.pop("owner") for sig, f in functions.items()}
+    cur.execute(FUNCTION_ACL_SQL)
+    function_acl = _acl_map(cur.fetchall(), 1)
     return {"connected_as": user, "dbname": dbname, "superuser": bool(superuser),
-            "server_version": version, "roles": roles, "member_of": member_of,
+            "server_version": version, "server_version_num": version_num,
+            "roles": roles, "member_of": member_of, "owners": owners,
             "privileges": {"database": database, "schemas": schemas, "tables": tables,
-                           "columns": columns},
-            "relkinds": kinds, "warnings": warnings}
+                           "columns": columns, "functions": function_acl},
+            "relkinds": kinds, "functions": functions, "default_acl": _default_acl(cur),
+            "rls": _rls(cur), "warnings": warnings}
+
+
+def _roles(cur) -> dict[str, dict]:
+    cur.execute(ROLES_SQL)
+    roles = {}
+    for (name, su, inherit, createrole, createdb, login, repl, bypass, until, limit,
+         builtin) in cur.fetchall():
+        roles[name] = {"superuser": su, "inherit": inherit, "createrole": createrole,
+                       "createdb": createdb, "login": login, "replication": repl,
+                       "bypassrls": bypass, "valid_until": until,
+                       "connlimit": limit, "builtin": builtin}
+    return roles
+
+
+def _members(cur, roles: dict, version_num: int) -> dict[str, list[dict]]:
+    """Direct memberships. Before PostgreSQL 16 a membership inherits when its
+    member has INHERIT and every membership allows SET ROLE; from 16 on each
+    membership carries its own INHERIT and SET options."""
+    pg16 = version_num >= 160000
+    cur.execute(MEMBERS_SQL.format(inherit="am.inherit_option" if pg16 else "NULL::boolean",
+                                   set="am.set_option" if pg16 else "NULL::boolean"))
+    member_of: dict[str, list[dict]] = {}
+    for member, role, admin, inherit, can_set in cur.fetchall():
+        member_of.setdefault(member, []).append(
+            {"role": role, "admin": admin,
+             "inherit": roles.get(member, {}).get("inherit", True)
+             if inherit is None else inherit,
+             "set": True if can_set is None else can_set})
+    return member_of
+
+
+# statements that write a table, as they appear in a function's body
+_WRITE_STMT = re.compile(r"(?<!for )(?<!do )\b(insert\s+into|update|delete\s+from|"
+                         r"truncate(?:\s+table)?|merge\s+into|copy)\s+(?:only\s+)?"
+                         r"((?:\"[^\"]+\"|[\w$]+)(?:\.(?:\"[^\"]+\"|[\w$]+))?)",
+                         re.IGNORECASE)
+_NOT_A_TABLE = {"set", "of", "skip", "nowait"}
+
+
+def body_writes(language: str, source: str | None) -> tuple[str, list[str]]:
+    """What a function body writes: (how it was read, the tables named by its
+    INSERT/UPDATE/DELETE/TRUNCATE/MERGE/COPY statements). ``dynamic``: it also
+    runs EXECUTE'd text, ``opaque``: not SQL or PL/pgSQL (C, PL/Python ...)."""
+    if source is None:
+        return "opaque", []
+    text = re.sub(r"--[^\n]*", " ", source)
+    targets = sorted({m.group(2).replace('"', "") for m in _WRITE_STMT.finditer(text)
+                      if m.group(2).lower() not in _NOT_A_TABLE})
+    dynamic = language == "plpgsql" and re.search(r"\bexecute\b", text, re.IGNORECASE)
+    return ("dynamic" if dynamic else "sql"), targets
+
+
+def _functions(cur) -> dict[str, dict]:
+    cur.execute(FUNCTIONS_SQL)
+    out = {}
+    for sig, owner, secdef, volatile, language, source in cur.fetchall():
+        body, writes = body_writes(language, source)
+        out[sig] = {"owner": owner, "security_definer": secdef, "volatile": volatile,
+                    "language": language, "body": body, "writes": writes}
+    return out
+
+
+DEFAULT_ACL_OBJECTS = {"r": "tables", "S": "sequences", "f": "functions", "T": "types",
+                       "n": "schemas"}
+
+
+def _default_acl(cur) -> list[dict]:
+    """Future grants: one entry per (creating role, schema or every schema, kind
+    of object, grantee)."""
+    cur.execute(DEFAULT_ACL_SQL)
+    grouped: dict[tuple, set[str]] = {}
+    for role, schema, objtype, grantee, priv, grantable in cur.fetchall():
+        key = (role, schema, DEFAULT_ACL_OBJECTS.get(objtype, objtype), grantee)
+        grouped.setdefault(key, set()).add(priv + (" WITH GRANT OPTION" if grantable else ""))
+    return [{"role": k[0], "schema": k[1], "objects": k[2], "grantee": k[3],
+             "privileges": sorted(v)} for k, v in sorted(grouped.items(),
+                                                         key=lambda kv: tuple(map(str, kv[0])))]
+
+
+def _rls(cur) -> dict[str, dict]:
+    """Row-level security per table that has it enabled or has policies."""
+    cur.execute(RLS_SQL)
+    out = {t: {"enabled": en, "forced": forced, "policies": []}
+           for t, en, forced in cur.fetchall()}
+    cur.execute(POLICIES_SQL)
+    for table, name, permissive, roles, cmd, qual, check in cur.fetchall():
+        if table in out:
+            out[table]["policies"].append(
+                {"name": name, "permissive": permissive == "PERMISSIVE",
+                 "roles": sorted("PUBLIC" if r == "public" else r for r in roles),
+                 "command": cmd, "using": qual, "check": check})
+    return out
 
 
 def _pg_message(exc) -> str:

@@ -1,6 +1,6 @@
 """Snapshots of actual access: taken, stored, hashed, listed, loaded (R-AUD-2).
 
-A snapshot is one JSON document (format ``opskit-perms-snapshot/2``,
+A snapshot is one JSON document (format ``opskit-perms-snapshot/3``,
 docs/perms.md) holding, per host, what opskit.perms.linux collected and, per
 database, what opskit.perms.postgres collected; a host or database that could
 not be read keeps its row with the reason. It is stored under
@@ -21,6 +21,14 @@ hosts), and its ``sudo`` holds only the rights sudo grants on that host.
 ``migrate`` brings a format-1 snapshot to the format-2 shape when it is
 loaded (its bytes and hash are untouched): no identity, nothing elsewhere, and
 a warning that its sudo rights were read without host lists.
+
+Format 3 (#19) adds, per database, what effective privileges are computed from
+(opskit.perms.pg_effective): ``server_version_num``, ``owners`` (database,
+schemas, tables, functions), function privileges and ``functions`` (SECURITY
+DEFINER, volatility, what the body writes), ``default_acl`` (future grants),
+``rls`` (row-level security and policies), and each membership's ``set``
+option. A format-1 or -2 snapshot is brought to the format-3 shape with
+those empty and a warning that they were not collected.
 """
 from __future__ import annotations
 
@@ -36,7 +44,8 @@ from opskit.core.errors import IntegrityError, OperationalError, UsageError
 from opskit.core.atomicfile import write_atomic
 from opskit.core.state import StateLayout, ensure_private_dir
 
-FORMAT = "opskit-perms-snapshot/2"
+FORMAT = "opskit-perms-snapshot/3"
+FORMAT_2 = "opskit-perms-snapshot/2"
 FORMAT_1 = "opskit-perms-snapshot/1"
 
 
@@ -89,19 +98,45 @@ def migrate(content: dict) -> dict:
     fmt = content.get("format", FORMAT_1)
     if fmt == FORMAT:
         return content
-    if fmt != FORMAT_1:
+    if fmt not in (FORMAT_1, FORMAT_2):
         raise IntegrityError(f"snapshot format {fmt!r} is not one this opskit reads "
-                             f"({FORMAT_1}, {FORMAT})")
-    content = dict(content, format=FORMAT, migrated_from=FORMAT_1)
-    for h in content.get("hosts", []):
-        data = h.get("data")
-        if data:
-            data.setdefault("identity", None)
-            data.setdefault("sudo_elsewhere", {})
-    content["warnings"] = list(content.get("warnings", [])) + [
-        f"taken in format {FORMAT_1}: sudo rights were read without evaluating host lists, "
-        "Defaults or last-match order; take a new snapshot for sudo's own view"]
+                             f"({FORMAT_1}, {FORMAT_2}, {FORMAT})")
+    content = dict(content, format=FORMAT, migrated_from=fmt)
+    warnings = list(content.get("warnings", []))
+    if fmt == FORMAT_1:
+        for h in content.get("hosts", []):
+            data = h.get("data")
+            if data:
+                data.setdefault("identity", None)
+                data.setdefault("sudo_elsewhere", {})
+        warnings.append(f"taken in format {FORMAT_1}: sudo rights were read without "
+                        "evaluating host lists, Defaults or last-match order; take a new "
+                        "snapshot for sudo's own view")
+    if any(d.get("data") for d in content.get("databases", [])):
+        _migrate_databases(content["databases"])
+        warnings.append(f"taken in format {fmt}: database functions, default privileges, "
+                        "row-level security and owners were not collected; take a new "
+                        "snapshot for them")
+    content["warnings"] = warnings
     return content
+
+
+def _migrate_databases(rows: list[dict]) -> None:
+    """Format-3 database fields, empty, on older rows; a membership's SET option was
+    not recorded: taken as the default (it allows SET ROLE)."""
+    for d in rows:
+        data = d.get("data")
+        if not data:
+            continue
+        data.setdefault("server_version_num", None)
+        data.setdefault("owners", {})
+        data.setdefault("functions", {})
+        data.setdefault("default_acl", [])
+        data.setdefault("rls", {})
+        data.setdefault("privileges", {}).setdefault("functions", {})
+        for memberships in data.get("member_of", {}).values():
+            for m in memberships:
+                m.setdefault("set", True)
 
 
 def _now() -> _dt.datetime:

@@ -185,3 +185,129 @@ def test_valid_until_infinity_and_past(perms_pg, tmp_path):
                           "ALTER ROLE \"ma.lin\" VALID UNTIL 'infinity'"):
         data = collect_postgres(perms_pg.spec(tmp_path))
     assert data["roles"]["ma.lin"]["valid_until"] == "infinity"
+
+
+def _server_says(perms_pg, call: str) -> bool:
+    return perms_pg.sql(f"SELECT {call}") == "t"
+
+
+def test_case_9_predefined_roles_are_expanded(perms_pg, bureau, tmp_path):
+    """#19 case 9: pg_read_all_data reads every table; pg_execute_server_program and
+    the server-file roles are high-risk attributes, also when held through a group."""
+    with perms_pg.changed('GRANT pg_read_all_data TO "ma.lin"; '
+                          "GRANT pg_execute_server_program TO ins_claims_ro",
+                          'REVOKE pg_read_all_data FROM "ma.lin"; '
+                          "REVOKE pg_execute_server_program FROM ins_claims_ro"):
+        findings, result, _s = bureau()
+        data = collect_postgres(perms_pg.spec(tmp_path))
+        reads = _server_says(perms_pg, "has_table_privilege('ma.lin', 'ins.refunds', 'SELECT')")
+    risky = [f for f in findings if "pg_execute_server_program" in f.message]
+    assert {(f.person, f.severity, f.rule) for f in risky} == {
+        ("ma.lin", "high", "R-ACC-4"), ("wu.xia", "high", "R-ACC-4"),
+        ("xu.jing", "high", "R-ACC-4")}           # ins_claims_rw is in ins_claims_ro
+    assert "ins_claims_ro -> pg_execute_server_program" in \
+        [f for f in risky if f.person == "ma.lin"][0].evidence
+    assert ("ma.lin", "pg-attr", "pg_execute_server_program") in \
+        {(d.person, d.kind, d.item) for d in result.diff}
+    from opskit.perms.pg_effective import Effective
+    eff = Effective(data)
+    assert eff.has("ma.lin", "tables", "ins.refunds", "SELECT") is reads is True
+    assert "pg_read_all_data gives SELECT" in eff.why("ma.lin", "tables", "ins.refunds",
+                                                       "SELECT")
+    # reading is not writing (must NOT pass)
+    assert eff.has("ma.lin", "tables", "ins.refunds", "UPDATE") is False
+    # the database owner is a member of pg_database_owner (owns schema public)
+    owner = perms_pg.sql("SELECT pg_get_userbyid(datdba) FROM pg_database "
+                         "WHERE datname = current_database()")
+    assert eff.has(owner, "schemas", "public", "CREATE") is _server_says(
+        perms_pg, f"has_schema_privilege('{owner}', 'public', 'CREATE')") is True
+
+
+def test_case_10_noinherit_membership_is_reachable_not_held(perms_pg, bureau, tmp_path):
+    """#19 case 10: a NOINHERIT member does not hold the role's privileges; the role
+    is reported as reachable through SET ROLE, and counts for SoD (R-ACC-2)."""
+    with perms_pg.changed('ALTER ROLE "ma.lin" NOINHERIT; GRANT ins_refund TO "ma.lin"',
+                          'REVOKE ins_refund FROM "ma.lin"; ALTER ROLE "ma.lin" INHERIT'):
+        findings, _r, _s = bureau()
+        data = collect_postgres(perms_pg.spec(tmp_path))
+        server = [_server_says(perms_pg, f"has_table_privilege('ma.lin', '{t}', 'SELECT')")
+                  for t in ("ins.claims", "ins.refunds")]
+    q = [f for f in findings if f.check == "query-write"]
+    assert [f.person for f in q] == ["ma.lin"]
+    assert "(reachable through SET ROLE ins_refund, not held)" in q[0].evidence
+    assert "granted to ins_refund" not in q[0].evidence
+    from opskit.perms.pg_effective import Effective
+    eff = Effective(data)
+    # not even ins_claims_ro's SELECT is held, as the server says
+    assert server == [False, False]
+    assert [eff.has("ma.lin", "tables", t, "SELECT") for t in ("ins.claims", "ins.refunds")] \
+        == server
+    assert eff.graph.set_role_only("ma.lin") == {"ins_refund", "ins_claims_ro"}
+    # SoD: a maintainer who can SET ROLE to the claims writers combines admin and operator
+    with perms_pg.changed('ALTER ROLE "he.ping" NOINHERIT; GRANT ins_claims_rw TO "he.ping"',
+                          'REVOKE ins_claims_rw FROM "he.ping"; ALTER ROLE "he.ping" INHERIT'):
+        findings, _r, _s = bureau()
+    sod = [f for f in findings if f.check == "sod-conflict" and f.person == "he.ping"]
+    assert len(sod) == 1 and sod[0].rule == "R-ACC-2"
+    assert "claims-clerk (reachable through SET ROLE)" in sod[0].evidence
+
+
+WRITER_FN = ("CREATE FUNCTION ins.approve_refund(r int) RETURNS void LANGUAGE plpgsql "
+             "{opts} AS $$ BEGIN UPDATE ins.refunds SET approved_at = now() "
+             "WHERE id = r; END $$; ALTER FUNCTION ins.approve_refund(int) OWNER TO ins_dba")
+DROP_FN = "DROP FUNCTION ins.approve_refund(int)"
+
+
+def test_case_11_security_definer_writer_executable_by_public(perms_pg, bureau, tmp_path):
+    """#19 case 11: PUBLIC's default EXECUTE on a SECURITY DEFINER function that
+    updates refunds lets every query-tier role write as the function's owner."""
+    with perms_pg.changed(WRITER_FN.format(opts="SECURITY DEFINER"), DROP_FN):
+        data = collect_postgres(perms_pg.spec(tmp_path))
+        findings, _r, _s = bureau()
+    sig = "ins.approve_refund(r integer)"
+    q = [f for f in findings if f.check == "query-write"]
+    assert [(f.account, f.severity) for f in q] == [("ins_claims_ro", "high")]
+    assert (f"EXECUTE on SECURITY DEFINER function {sig}, which writes ins.refunds as its "
+            "owner ins_dba (granted to PUBLIC)") in q[0].evidence
+    assert data["functions"][sig]["security_definer"] is True
+    assert data["functions"][sig]["writes"] == ["ins.refunds"]
+    assert data["owners"]["functions"][sig] == "ins_dba"
+    assert data["privileges"]["functions"]["PUBLIC"][sig] == ["EXECUTE"]
+    # must NOT pass: an invoker's function, or one PUBLIC may not execute
+    with perms_pg.changed(WRITER_FN.format(opts="SECURITY INVOKER"), DROP_FN):
+        findings, _r, _s = bureau()
+    assert [f for f in findings if f.check == "query-write"] == []
+    with perms_pg.changed(WRITER_FN.format(opts="SECURITY DEFINER") + "; REVOKE EXECUTE ON "
+                          "FUNCTION ins.approve_refund(int) FROM PUBLIC", DROP_FN):
+        findings, _r, _s = bureau()
+    assert [f for f in findings if f.check == "query-write"] == []
+
+
+def test_case_11_default_acl_rls_and_schema_usage(perms_pg, bureau, tmp_path):
+    """#19 case 11: future grants and row-level security are collected; a write grant
+    on a table in a schema the role has no USAGE on is marked unusable."""
+    with perms_pg.changed(
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA ins GRANT SELECT ON TABLES TO ins_claims_ro; "
+            "ALTER TABLE ins.refunds ENABLE ROW LEVEL SECURITY; "
+            "CREATE POLICY own_refunds ON ins.refunds FOR UPDATE TO ins_refund "
+            "USING (approved_by = current_user); "
+            'CREATE TABLE public.notes (x int); GRANT UPDATE ON public.notes TO "ma.lin"',
+            "ALTER DEFAULT PRIVILEGES IN SCHEMA ins REVOKE SELECT ON TABLES FROM ins_claims_ro; "
+            "DROP POLICY own_refunds ON ins.refunds; "
+            "ALTER TABLE ins.refunds DISABLE ROW LEVEL SECURITY; DROP TABLE public.notes"):
+        data = collect_postgres(perms_pg.spec(tmp_path))
+        findings, _r, _s = bureau()
+    q = [f for f in findings if f.check == "query-write" and f.person == "ma.lin"]
+    assert q and ("UPDATE on public.notes (granted to ma.lin) (unusable: ma.lin has no "
+                  "USAGE on schema public)") in q[0].evidence
+    assert {"role": perms_pg.server.superuser, "schema": "ins", "objects": "tables",
+            "grantee": "ins_claims_ro", "privileges": ["SELECT"]} in data["default_acl"]
+    rls = data["rls"]["ins.refunds"]
+    assert rls["enabled"] is True and rls["forced"] is False
+    assert [(p["name"], p["command"], p["roles"]) for p in rls["policies"]] == [
+        ("own_refunds", "UPDATE", ["ins_refund"])]
+    from opskit.perms.pg_effective import Effective
+    eff = Effective(data)
+    assert eff.has("ma.lin", "tables", "public.notes", "UPDATE") is True   # as the server says
+    assert eff.held("ma.lin")["tables"]["public.notes"] == [
+        "UPDATE (no USAGE on schema public)"]

@@ -9,11 +9,26 @@ from __future__ import annotations
 import datetime as _dt
 
 from ..facts import PG_ATTRIBUTES
+from ..pg_effective import HIGH_RISK_ROLES
 from ..findings import DiffRow, Finding, finding_check
 
 
 def _first_eight(writes: list[str]) -> str:
     return "; ".join(writes[:8]) + (f"; ... {len(writes) - 8} more" if len(writes) > 8 else "")
+
+
+def _writes(db, role: str, held, set_only, public: bool = True) -> list[str]:
+    """How ``role`` can write: grants to the roles whose privileges it holds (and
+    PUBLIC), then those of roles it reaches only through SET ROLE (#19 case 10),
+    each marked when the object's schema is out of reach."""
+    out = [f"{text} (granted to {g}){db.no_usage(role, schema)}"
+           for g in sorted(held) for text, schema in db.writes.get(g, ())]
+    if public:
+        out += [f"{text} (granted to PUBLIC){db.no_usage(role, schema)}"
+                for text, schema in db.writes.get("PUBLIC", ())]
+    out += [f"{text} (reachable through SET ROLE {g}, not held){db.no_usage(g, schema)}"
+            for g in sorted(set_only) for text, schema in db.writes.get(g, ())]
+    return out
 
 
 def _evidence(attrs: dict, direct_of: list[str]) -> str:
@@ -32,14 +47,12 @@ def _iso_epoch(text: str) -> float:
 
 @finding_check("database", "query-write", fleet_wide=True)
 def query_group_role_writes(ctx, db):
-    """R-ACC-5: a query-tier group role (or a role it is in, or PUBLIC) can write."""
-    public = db.writes.get("PUBLIC", [])
+    """R-ACC-5: a query-tier group role (or a role it inherits, or PUBLIC) can write,
+    or can after SET ROLE."""
     for pg, tier_roles in sorted(ctx.query_pg_roles.items()):
         if pg not in db.roles:
             continue
-        eff = {pg} | db.effective(pg)
-        w = [f"{x} (granted to {g})" for g in sorted(eff) for x in db.writes.get(g, ())]
-        w += [f"{x} (granted to PUBLIC)" for x in public]
+        w = _writes(db, pg, {pg} | db.effective(pg), db.set_role_only(pg))
         if w:
             yield Finding("query-write", "high", f"PostgreSQL role {pg} (query tier: "
                           f"{', '.join(tier_roles)}) can write in {db.name}", _first_eight(w),
@@ -130,6 +143,26 @@ def role_attributes(ctx, r):
 
 
 @finding_check("db-role", "beyond-role", on=("person",))
+def high_risk_predefined_roles(ctx, r):
+    """R-ACC-4: a person's role can use (or SET ROLE to) a predefined role that reaches
+    outside the database: server programs, server files (#19 case 9)."""
+    pid = r.person.id
+    for pre, what in sorted(HIGH_RISK_ROLES.items()):
+        if pre in r.effective:
+            how = f"holds its privileges through {' -> '.join(r.db.graph.path(r.name, pre))}"
+        elif pre in r.set_role_only:
+            how = (f"reachable through SET ROLE via "
+                   f"{' -> '.join(r.db.graph.path(r.name, pre, None))}")
+        else:
+            continue
+        yield DiffRow(pid, r.name, r.db.where, "pg-attr", pre, "extra", how)
+        yield Finding("beyond-role", "medium" if "admin" in r.tiers else "high",
+                      f"{pid}'s role can use {pre} in {r.db.name} ({what})",
+                      f"{how}; declared roles: {', '.join(r.roles) or '-'}",
+                      pid, r.name, r.db.where)
+
+
+@finding_check("db-role", "beyond-role", on=("person",))
 def direct_grants(ctx, r):
     """R-ACC-4: object privileges granted to the person's role itself, not through a role."""
     pid = r.person.id
@@ -146,8 +179,9 @@ def query_person_writes(ctx, r):
     query-tier group role are reported once, on that role (query_group_role_writes)."""
     if r.tiers != {"query"}:
         return
-    w = [f"{x} (granted to {g})" for g in sorted(({r.name} | r.effective) - r.db.query_covered)
-         for x in r.db.writes.get(g, ())]
+    covered = r.db.query_covered
+    w = _writes(r.db, r.name, ({r.name} | r.effective) - covered, r.set_role_only - covered,
+                public=False)
     if w:
         yield Finding("query-write", "high", f"{r.person.id} holds only query-tier roles "
                       f"but can write in {r.db.name}", _first_eight(w),

@@ -37,10 +37,15 @@ def actual_sod_conflict(ctx, p):
     """Actual access that amounts to undeclared roles which break a separation-of-duties
     rule the declared roles alone do not."""
     roles = ctx.declared.roles(p)
-    inferred = _inferred_roles(ctx, roles, ctx.actual_sudo.get(p.login, ()),
-                               ctx.actual_pg.get(p.login, set()))
+    held = ctx.actual_pg.get(p.login, set())
+    # a role reachable through SET ROLE counts for SoD (R-ACC-2, #19 case 10)
+    reachable = held | ctx.set_role_pg.get(p.login, set())
+    inferred = _inferred_roles(ctx, roles, ctx.actual_sudo.get(p.login, ()), reachable)
     if not inferred:
         return
+    inherited = (set(inferred) if reachable == held else
+                 set(_inferred_roles(ctx, roles, ctx.actual_sudo.get(p.login, ()), held)))
+    shown = [r if r in inherited else f"{r} (reachable through SET ROLE)" for r in inferred]
     model = ctx.model
     declared_ids = {c.sod.id for c in model.conflicts(roles)}
     for c in model.conflicts(roles + inferred):
@@ -48,7 +53,7 @@ def actual_sod_conflict(ctx, p):
             continue
         yield Finding("sod-conflict", "high", f"{p.id}'s actual access combines roles "
                       f"that may not be combined: {', '.join(c.roles)}",
-                      c.describe() + f"; not declared but held: {', '.join(inferred)}",
+                      c.describe() + f"; not declared but held: {', '.join(shown)}",
                       p.id, p.login, "actual", rule=c.sod.rule)
 
 
