@@ -143,7 +143,7 @@ def _outcome(app: App, req, headline: str, extra: list[str] | None = None) -> No
 @signing_key_option
 @output_options(tabular=False)
 @pass_app
-def request(app: App, person: str, role: str | None, unfreeze: bool, transfer_to: str | None,
+def request_cmd(app: App, person: str, role: str | None, unfreeze: bool, transfer_to: str | None,
             reason: str,
             ticket: str, key_file: str | None) -> None:
     """Raise an access request (the section head, R-ACC-3)."""
@@ -184,7 +184,7 @@ def _decide(app: App, request_id: str, verb: str, comment: str, key_file: str | 
 @signing_key_option
 @output_options(tabular=False)
 @pass_app
-def approve(app: App, request_id: str, comment: str, key_file: str | None) -> None:
+def approve_cmd(app: App, request_id: str, comment: str, key_file: str | None) -> None:
     """Approve a request (a configured approver who did not raise it, R-ACC-3)."""
     _decide(app, request_id, "approve", comment, key_file,
             lambda req, actor: f"{req.id}: approved by {actor} "
@@ -197,7 +197,7 @@ def approve(app: App, request_id: str, comment: str, key_file: str | None) -> No
 @signing_key_option
 @output_options(tabular=False)
 @pass_app
-def reject(app: App, request_id: str, comment: str, key_file: str | None) -> None:
+def reject_cmd(app: App, request_id: str, comment: str, key_file: str | None) -> None:
     """Reject a request (a configured approver who did not raise it)."""
     _decide(app, request_id, "reject", comment, key_file,
             lambda req, actor: f"{req.id}: rejected by {actor}")
@@ -209,7 +209,7 @@ def reject(app: App, request_id: str, comment: str, key_file: str | None) -> Non
 @signing_key_option
 @output_options(tabular=False)
 @pass_app
-def withdraw(app: App, request_id: str, comment: str, key_file: str | None) -> None:
+def withdraw_cmd(app: App, request_id: str, comment: str, key_file: str | None) -> None:
     """Withdraw your own request before it is applied."""
     _decide(app, request_id, "withdraw", comment, key_file,
             lambda req, actor: f"{req.id}: withdrawn by {actor}")
@@ -224,7 +224,7 @@ def withdraw(app: App, request_id: str, comment: str, key_file: str | None) -> N
 @signing_key_option
 @output_options()
 @pass_app
-def apply(app: App, request_id: str, no_provision: bool, key_file: str | None) -> None:
+def apply_cmd(app: App, request_id: str, no_provision: bool, key_file: str | None) -> None:
     """Apply an approved role grant (a designated admin, neither requester nor approver, R-ACC-1).
 
     The grant is recorded first, so the declared roster includes it everywhere
@@ -300,7 +300,7 @@ def _provision(app: App, req, result: Result) -> None:
 @click.option("--person", metavar="ID", help="Only requests for this person.")
 @output_options()
 @pass_app
-def list_(app: App, state: str | None, person: str | None) -> None:
+def list_cmd(app: App, state: str | None, person: str | None) -> None:
     """List access requests."""
     with _audited(app):
         store = _store(app)
@@ -315,7 +315,7 @@ def list_(app: App, state: str | None, person: str | None) -> None:
 @click.argument("request_id", metavar="ID")
 @output_options(tabular=False)
 @pass_app
-def show(app: App, request_id: str) -> None:
+def show_cmd(app: App, request_id: str) -> None:
     """Show one request with its history (who, when, comment)."""
     with _audited(app, request_id):
         req = _store(app).get(request_id)

@@ -59,7 +59,7 @@ def _short(text: str, width: int = SUMMARY_WIDTH) -> str:
               help="Only the newest N matching entries.")
 @output_options()
 @pass_app
-def show(app: App, since: str | None, command_prefix: str | None, operator_name: str | None,
+def show_cmd(app: App, since: str | None, command_prefix: str | None, operator_name: str | None,
          limit: int | None) -> None:
     """Show audit entries, oldest first (full entries with --json)."""
     since_at = parse_since(since) if since else None
@@ -89,7 +89,7 @@ def show(app: App, since: str | None, command_prefix: str | None, operator_name:
                    "'opskit audit checkpoint --export'.")
 @output_options(tabular=False)
 @pass_app
-def verify(app: App, checkpoint_file: str | None) -> None:
+def verify_cmd(app: App, checkpoint_file: str | None) -> None:
     """Prove the audit log unbroken: exit 0 when intact, 1 naming the first bad entry.
 
     \b
@@ -123,7 +123,7 @@ def verify(app: App, checkpoint_file: str | None) -> None:
                    "or off-site storage.")
 @output_options(tabular=False)
 @pass_app
-def checkpoint(app: App, export_file: str | None) -> None:
+def checkpoint_cmd(app: App, export_file: str | None) -> None:
     """Verify the log, then record its head (seq + hash) as a checkpoint.
 
     \b

@@ -128,7 +128,7 @@ def _evidence(app: App, entry: dict, state=None) -> None:
 @click.option("--name", metavar="NAME", default="", help="Comment on the public key line (your name).")
 @output_options(tabular=False)
 @pass_app
-def keygen(app: App, out: str | None, name: str) -> None:
+def keygen_cmd(app: App, out: str | None, name: str) -> None:
     """Create your Ed25519 signing key and print the public key to declare in the rules file."""
     from opskit.core.signing import generate
     from opskit.corrections.report import keygen_result
@@ -159,7 +159,7 @@ def keygen(app: App, out: str | None, name: str) -> None:
 @key_option
 @output_options(tabular=False)
 @pass_app
-def request(app: App, target: str, table: str | None, where: str | None, params: tuple, sets: tuple,
+def request_cmd(app: App, target: str, table: str | None, where: str | None, params: tuple, sets: tuple,
             operation: str | None, sql_file: str | None, reason: str, ticket: str, dry_run: bool,
             key: str | None) -> None:
     """Request a correction: vet ONE statement and record the rows it touches (before-image)."""
@@ -211,7 +211,7 @@ def request(app: App, target: str, table: str | None, where: str | None, params:
 @key_option
 @output_options(tabular=False)
 @pass_app
-def approve(app: App, request_id: str, comment: str, role: str | None, key: str | None) -> None:
+def approve_cmd(app: App, request_id: str, comment: str, role: str | None, key: str | None) -> None:
     """Approve a pending request (never your own; levels and numbers from the rules)."""
     from opskit.corrections.report import approve_result
     svc = _service(app)
@@ -229,7 +229,7 @@ def approve(app: App, request_id: str, comment: str, role: str | None, key: str 
 @key_option
 @output_options(tabular=False)
 @pass_app
-def reject(app: App, request_id: str, comment: str, key: str | None) -> None:
+def reject_cmd(app: App, request_id: str, comment: str, key: str | None) -> None:
     """Reject a pending request (never your own); it can then never be applied."""
     _comment_step(app, "reject", "rejected", request_id, comment, key)
 
@@ -240,7 +240,7 @@ def reject(app: App, request_id: str, comment: str, key: str | None) -> None:
 @key_option
 @output_options(tabular=False)
 @pass_app
-def withdraw(app: App, request_id: str, comment: str, key: str | None) -> None:
+def withdraw_cmd(app: App, request_id: str, comment: str, key: str | None) -> None:
     """Withdraw your own request before it is applied; it can then never be applied."""
     _comment_step(app, "withdraw", "withdrawn", request_id, comment, key)
 
@@ -266,7 +266,7 @@ def _comment_step(app: App, method: str, past: str, request_id: str, comment: st
 @key_option
 @output_options(tabular=False)
 @pass_app
-def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
+def apply_cmd(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
     """Apply an approved request in one transaction (designated maintainer, not the requester).
 
     A request left executing by a crash (killed between claim and outcome) is
@@ -317,7 +317,7 @@ def _review(app: App, st, dry_run: bool):
               help="Only requests in this state.")
 @output_options()
 @pass_app
-def log(app: App, state_filter: str | None) -> None:
+def log_cmd(app: App, state_filter: str | None) -> None:
     """List correction requests with their state, approvers and executor."""
     from opskit.corrections.report import log_result
     svc = _service(app)
@@ -332,7 +332,7 @@ def log(app: App, state_filter: str | None) -> None:
 @click.argument("request_id", metavar="ID")
 @output_options(tabular=False)
 @pass_app
-def show(app: App, request_id: str) -> None:
+def show_cmd(app: App, request_id: str) -> None:
     """Everything recorded about one request: statement, before/after images, every signature."""
     from opskit.corrections.report import show_result
     svc = _service(app)
@@ -347,7 +347,7 @@ def show(app: App, request_id: str) -> None:
 @output_options(formats=("json", "csv", "html"), default="json")
 @click.option("--out", metavar="FILE", help="Write to FILE (mode 0600) instead of stdout.")
 @pass_app
-def export(app: App, out: str | None) -> None:
+def export_cmd(app: App, out: str | None) -> None:
     """Export the whole ledger for auditors (verifiable offline with 'verify --ledger FILE').
 
     Every format (json, csv, html) can be verified offline."""
@@ -385,7 +385,7 @@ def export(app: App, out: str | None) -> None:
                    "without one, entries cut off the end of the ledger go unnoticed.")
 @output_options(tabular=False)
 @pass_app
-def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_check: bool,
+def verify_cmd(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_check: bool,
            strict: bool) -> None:
     """Check the chain, every signature and every workflow step; exit 1 names the first bad entry."""
     from opskit.core.audit import load_checkpoints
