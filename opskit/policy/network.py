@@ -10,6 +10,7 @@ import ipaddress
 
 from opskit.core.schema import Key
 
+from . import iptables_model as IPT
 from . import nftables_eval as E
 from . import parsers as P
 from .model import Finding, Undecided, not_applicable, passed, verdict
@@ -380,14 +381,48 @@ def nft_ruleset(probe: Probe) -> tuple[E.Ruleset | None, set, list[str], str]:
     return ruleset, dormant, notes, source
 
 
-def _iptables(probe: Probe, merge, sources: list[str], problems: list[str]) -> None:
+def _iptables(probe: Probe, merge, sources: list[str], problems: list[str], ctx,
+              versions) -> None:
+    """Judge the iptables tables (iptables-nft's or legacy) with the nftables
+    evaluator. When ``iptables-save`` is iptables-nft (or shows nothing),
+    legacy x_tables may be loaded beside it (iptables-nft only warns about
+    them on stderr): ``iptables-legacy-save`` reads those, and a packet must
+    pass both."""
     for version, name in ((4, "iptables-save"), (6, "ip6tables-save")):
+        if version not in versions:
+            continue
         text, source = probe.command(name, [name])
-        if text is not None and text.strip():
-            merge(P.iptables_default_deny(text, version, source))
-            sources.append(source)
-        elif text is None:
+        if text is None:
             problems.append(source)
+            continue
+        saves = [(text, source)]
+        if "(nf_tables)" in text or not _has_tables(text):
+            legacy = name.replace("tables-save", "tables-legacy-save")
+            saves.append(probe.command(legacy, [legacy]))   # None: no legacy tool
+        for body, where in saves:
+            if body is not None and _has_tables(body):
+                ruleset, notes = IPT.ruleset_from_save(body, version)
+                merge(_judge(ruleset, set(), [f"{where}: {n}" for n in notes], where, ctx,
+                             (version,)))
+                sources.append(where)
+
+
+def _has_tables(save_text: str) -> bool:
+    return any(line.startswith("*") for line in save_text.splitlines())
+
+
+def _judge(ruleset, dormant, notes, source, ctx, versions) -> dict:
+    """HookVerdicts of one ruleset for every hook and IP version."""
+    out = {}
+    for hook in E.HOOKS:
+        for version in versions:
+            answer = E.evaluate(ruleset, hook, version, ctx.ports, dormant=dormant,
+                                source=source)
+            evidence = answer.denied_by if not answer.open else \
+                [f"{answer.witness} accepted by " + " then ".join(answer.via)] + \
+                [f"assumed: {u}" for u in answer.unknown]
+            out[(hook, version)] = P.HookVerdict(not answer.open, evidence + notes)
+    return out
 
 
 @check("net.firewall-default-deny", rule="R-NET-5", severity="high", category="network",
@@ -401,8 +436,10 @@ def firewall_default_deny(probe: Probe, ctx: Context):
     new tcp/udp connection from outside reaches a port not approved for the
     host's role on the input hook, and nothing new passes the forward hook,
     for IPv4 and (unless disabled) IPv6. A finding names the rule that lets
-    the packet through. ``iptables-save``/``ip6tables-save`` (legacy tables)
-    are judged by chain policy and final rule and can only add a deny."""
+    the packet through. ``iptables-save``/``ip6tables-save`` (iptables-nft or
+    legacy tables) are translated into the same model (iptables_model) and
+    judged the same way; a packet must pass them as well, so they can only
+    add a deny."""
     verdicts: dict[tuple[str, int], P.HookVerdict] = {}
     sources, problems = [], []
 
@@ -416,17 +453,10 @@ def firewall_default_deny(probe: Probe, ctx: Context):
     ruleset, dormant, notes, source = nft_ruleset(probe)
     if ruleset is not None:
         sources.append(source)
-        for hook in E.HOOKS:
-            for version in versions:
-                answer = E.evaluate(ruleset, hook, version, ctx.ports, dormant=dormant,
-                                    source=source)
-                evidence = answer.denied_by if not answer.open else \
-                    [f"{answer.witness} accepted by " + " then ".join(answer.via)] + \
-                    [f"assumed: {u}" for u in answer.unknown]
-                merge({(hook, version): P.HookVerdict(not answer.open, evidence + notes)})
+        merge(_judge(ruleset, dormant, notes, source, ctx, versions))
     else:
         problems.append(source)
-    _iptables(probe, merge, sources, problems)
+    _iptables(probe, merge, sources, problems, ctx, versions)
     if not sources:
         joined = "; ".join(problems)
         if probe.recorded:

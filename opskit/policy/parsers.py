@@ -423,40 +423,6 @@ class HookVerdict:
     evidence: list[str] = field(default_factory=list)
 
 
-def iptables_default_deny(text: str, version: int, source: str) -> dict[tuple[str, int], HookVerdict]:
-    """The same verdicts from ``iptables-save`` / ``ip6tables-save`` output
-    (filter table: chain policy DROP, or a final rule '-j DROP|REJECT')."""
-    out = {(hook, version): HookVerdict(False) for hook in ("input", "forward")}
-    table = None
-    policies: dict[str, tuple[str, int]] = {}
-    last: dict[str, tuple[str, int]] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if line.startswith("*"):
-            table = line[1:]
-        elif table == "filter" and line.startswith(":"):
-            words = line[1:].split()
-            if len(words) >= 2:
-                policies[words[0]] = (words[1], number)
-        elif table == "filter" and line.startswith("-A "):
-            words = line.split()
-            last[words[1]] = (line, number)
-    for chain, hook in (("INPUT", "input"), ("FORWARD", "forward")):
-        verdict = out[(hook, version)]
-        policy = policies.get(chain)
-        rule = last.get(chain)
-        if policy and policy[0] in ("DROP", "REJECT"):
-            verdict.denied = True
-            verdict.evidence.append(f"{source}:{policy[1]}: :{chain} {policy[0]}")
-        elif rule and rule[0].split()[2:4] in (["-j", "DROP"], ["-j", "REJECT"]) \
-                and (rule[0].split()[3] == "REJECT" or len(rule[0].split()) == 4):
-            verdict.denied = True
-            verdict.evidence.append(f"{source}:{rule[1]}: {rule[0]}")
-        elif policy:
-            verdict.evidence.append(f"{source}:{policy[1]}: :{chain} {policy[0]} and no final drop")
-    return out
-
-
 # --- resolv.conf -------------------------------------------------------------------------------
 
 def parse_resolv_conf(text: str, file: str) -> list[tuple[str, Line]]:
