@@ -10,6 +10,7 @@ import ipaddress
 
 from opskit.core.schema import Key
 
+from . import antivirus as AV
 from . import iptables_model as IPT
 from . import nftables_eval as E
 from . import parsers as P
@@ -548,26 +549,58 @@ AV_PATHS = ["/usr/sbin/clamonacc", "/usr/bin/clamonacc", "/opt/microsoft/mdatp/s
                "processes": Key(list, AV_PROCESSES, "Process names (/proc/*/comm) of on-access "
                                                     "scanners.", item_type=str),
                "paths": Key(list, AV_PATHS, "Installed files that show a scanner (used for "
-                                            "recorded trees).", item_type=str)})
+                                            "recorded trees without processes).", item_type=str),
+               "trusted_paths": Key(list, [], "Scanner executables to accept although no "
+                                              "package owns them (vendor installers).",
+                                    item_type=str),
+               "max_signature_age_days": Key(int, 7, "Fail when ClamAV's daily signatures are "
+                                                     "older (0: only report the age).", min=0)})
 def antivirus(probe: Probe, ctx: Context):
     """R-NET-4: an on-access scanner must be *running* (clamd alone scans only on
-    request; clamonacc is ClamAV's real-time part)."""
+    request; clamonacc is ClamAV's real-time part), and be the real one: its
+    executable (/proc/PID/exe) carries the name and an installed package owns
+    it (opskit.policy.antivirus), not a renamed copy of another program."""
     if not ctx.params["required"]:
         return not_applicable("the policy does not require antivirus here (av.realtime "
                               "required: false)")
     names = set(ctx.params["processes"])
     procs = probe.processes()
-    running = sorted((pid, comm) for pid, comm in procs.items() if comm in names)
-    if running:
-        pid, comm = running[0]
-        return passed(f"/proc/{pid}/comm = {comm}")
     if probe.recorded and not procs:
         installed = [p for p in ctx.params["paths"] if probe.exists(p)]
         if installed:
-            return passed(f"recorded tree without processes: {installed[0]} installed")
+            return _signatures(probe, ctx, [f"recorded tree without processes: {installed[0]} "
+                                            "installed"])
         return verdict([Finding("no real-time antivirus installed",
                                 f"none of {', '.join(ctx.params['paths'])} exists",
                                 rule="R-NET-4")])
+    try:
+        found = AV.candidates(probe, names)
+    except LookupError as exc:
+        raise Undecided(str(exc)) from None
+    judged = [(c, *AV.judge(c, ctx.params["trusted_paths"])) for c in found]
+    real = [(c, why) for c, ok, why in judged if ok]
+    if real:
+        return _signatures(probe, ctx, [why for _, why in real])
+    unsure = [why for _, ok, why in judged if ok is None]
+    if unsure:
+        raise Undecided("; ".join(unsure))
+    if judged:
+        return verdict([Finding("a process named like a scanner is not the real scanner", why,
+                                rule="R-NET-4") for _, _, why in judged])
     return verdict([Finding("no real-time antivirus process running",
                             f"{len(procs)} processes, none named "
                             f"{', '.join(sorted(names))}", rule="R-NET-4")])
+
+
+def _signatures(probe: Probe, ctx: Context, evidence: list[str]):
+    """Pass with ``evidence``, plus ClamAV's signature age (a finding when too old)."""
+    got = AV.clamav_signature_age(probe)
+    if got is None:
+        return passed(evidence)
+    days, path = got
+    limit = ctx.params["max_signature_age_days"]
+    if limit and days > limit:
+        return verdict([Finding(f"ClamAV signatures are {days:.0f} days old (policy allows "
+                                f"{limit})", f"{path} modified {days:.1f} days ago",
+                                rule="R-NET-4")])
+    return passed(evidence + [f"ClamAV signatures {days:.1f} days old ({path})"])

@@ -87,6 +87,15 @@ class Probe:
         text = self.read(path)
         return None if text is None else text.strip()
 
+    def mtime(self, path: str) -> float | None:
+        """Modification time of ``path`` (links followed), or None when missing."""
+        try:
+            return self.host.stat(path).mtime
+        except (*FATAL, HostTimeout):
+            raise
+        except (FileNotFoundError, HostError):
+            return None
+
     def realpath(self, path: str) -> str | None:
         """Where ``path`` resolves on the host (symlinks followed), or None."""
         try:
