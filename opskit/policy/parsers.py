@@ -423,6 +423,27 @@ class HookVerdict:
     evidence: list[str] = field(default_factory=list)
 
 
+# --- dconf keyfiles -----------------------------------------------------------------------
+
+def dconf_setting(files: list[tuple[str, str]], key: str) -> tuple[Line | None, Line | None]:
+    """(the last 'name=value' line setting dconf ``key`` ('/org/x/y/name') in
+    the keyfiles, the lock line naming it) over (path, text) pairs in dconf's
+    order; lock files are those under a 'locks' directory."""
+    group, _, name = key.strip("/").rpartition("/")
+    setting = lock = None
+    for path, text in files:
+        if "/locks/" in path:
+            lock = next((ln for ln in logical_lines(text, path) if ln.text == key), lock)
+            continue
+        section = None
+        for ln in logical_lines(text, path, continuation=False):
+            if ln.text.startswith("[") and ln.text.endswith("]"):
+                section = ln.text[1:-1].strip("/")
+            elif section == group and ln.text.partition("=")[0].strip() == name:
+                setting = ln
+    return setting, lock
+
+
 # --- resolv.conf -------------------------------------------------------------------------------
 
 def parse_resolv_conf(text: str, file: str) -> list[tuple[str, Line]]:
