@@ -73,10 +73,10 @@ def _links_to(probe: Probe, directory: str, unit: str, fragment: str) -> list[st
             continue
         for name in probe.listdir(f"{directory}/{sub}") or []:
             path = f"{directory}/{sub}/{name}"
+            # a dependency is by name: where the link points does not matter
             if name == unit or (name.endswith(unit[unit.rfind("."):])
                                 and probe.realpath(path) == fragment):
-                if probe.realpath(path) is not None:
-                    out.append(path)
+                out.append(path)
     return out
 
 
