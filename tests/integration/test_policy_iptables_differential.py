@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_policy_nft_differential import (KEYS, opskit_verdicts,
-                                                           oracle_verdicts, parse_scenario)
-from opskit.policy.policyfile import load_policy_files
+from tests.integration.test_policy_nft_differential import (  # noqa: F401 (policy: a fixture)
+    KEYS, opskit_verdicts, oracle_verdicts, parse_scenario, policy)
 
 pytestmark = pytest.mark.integration
 
@@ -92,13 +91,6 @@ def served(lan):
                     for p in parse_scenario(path)["ports"]})
     lan.serve(ports)
     return lan
-
-
-@pytest.fixture(scope="module")
-def policy(tmp_path_factory):
-    path = tmp_path_factory.mktemp("policy") / "policy.yaml"
-    path.write_text("roles:\n  default: {tcp: [22], udp: []}\n")
-    return load_policy_files([str(path)])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
