@@ -30,6 +30,8 @@ PREFETCH = {
     "nft-ruleset.txt": ["nft", "list", "ruleset"],        # table flags (nft 1.0.6 JSON garbles them)
     "iptables-save": ["iptables-save"],
     "ip6tables-save": ["ip6tables-save"],
+    "iptables-legacy-save": ["iptables-legacy-save"],     # legacy tables beside iptables-nft
+    "ip6tables-legacy-save": ["ip6tables-legacy-save"],
     "ps": PS,
     "detect-virt": DETECT_VIRT,
 }

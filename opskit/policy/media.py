@@ -11,6 +11,7 @@ from __future__ import annotations
 from opskit.core.schema import Key
 
 from . import parsers as P
+from . import units as U
 from .container import container_reason
 from .model import Finding, not_applicable, passed, verdict
 from .probe import Probe
@@ -366,21 +367,29 @@ def usbguard(probe: Probe, ctx: Context):
     return verdict(findings, evidence)
 
 
+AUTOMOUNT_UNITS = ["autofs.service"]
+UDISKS = ("/usr/libexec/udisks2/udisksd", "/usr/lib/udisks2/udisksd")
+GNOME_SCHEMA = "/usr/share/glib-2.0/schemas/org.gnome.desktop.media-handling.gschema.xml"
+DCONF_DB = "/etc/dconf/db"
+MEDIA_KEY = "/org/gnome/desktop/media-handling/automount"
+
+
 @check("media.automount", rule="R-MED-2", severity="medium",
-       title="automounting (autofs) disabled",
+       title="automounting (autofs, desktop) disabled",
        gbt=GBT_MEDIA, cis="CIS Controls v8 10.3; CIS Debian Linux Benchmark 'Ensure autofs "
-                          "services are not in use'",
-       params={})
+                          "services are not in use', 'Ensure GDM automatic mounting of "
+                          "removable media is disabled'",
+       params={"units": Key(list, AUTOMOUNT_UNITS, "Automounter units that boot must not "
+                                                   "start.", item_type=str)})
 def automount(probe: Probe, ctx: Context):
-    """R-MED-2: autofs must not be enabled or running; autofs mounts other
-    than systemd's binfmt_misc automount mean an automounter is active."""
+    """R-MED-2: no automounter unit enabled or pulled in at boot (systemctl
+    is-enabled semantics plus vendor *.wants links: opskit.policy.units), no
+    autofs mount other than systemd's binfmt_misc, no automount process, and
+    where udisks2 and GNOME are installed, GNOME's media automount switched
+    off (and locked) in a dconf keyfile."""
     findings, evidence = [], []
-    wants_root = "/etc/systemd/system"
-    for entry in probe.listdir(wants_root) or []:
-        if entry.endswith(".wants") and "autofs.service" in (probe.listdir(f"{wants_root}/{entry}")
-                                                              or []):
-            findings.append(Finding("autofs.service is enabled",
-                                    f"{wants_root}/{entry}/autofs.service exists", rule="R-MED-2"))
+    for unit in ctx.params["units"]:
+        _unit_findings(probe, unit, findings, evidence)
     for number, words in _mounts(probe):
         if words[2] == "autofs" and words[1] != "/proc/sys/fs/binfmt_misc":
             findings.append(Finding(f"automount point {words[1]} is active",
@@ -392,7 +401,59 @@ def automount(probe: Probe, ctx: Context):
                 findings.append(Finding("the automount daemon is running",
                                         f"/proc/{pid}/comm = automount", rule="R-MED-2"))
                 break
+    _desktop_automount(probe, findings, evidence)
     if not findings:
-        evidence.append("autofs.service not enabled in /etc/systemd/system/*.wants; "
-                        "no autofs mounts in /proc/mounts")
+        evidence.append("no autofs mounts in /proc/mounts")
     return verdict(findings, evidence)
+
+
+def _unit_findings(probe: Probe, unit: str, findings: list, evidence: list) -> None:
+    state = U.unit_state(probe, unit)
+    if state.state == "alias" and state.fragment:
+        target = state.fragment.rsplit("/", 1)[-1]
+        evidence.append(f"{unit} is an alias of {target}")
+        state = U.unit_state(probe, target)
+    if state.starts_at_boot:
+        why = state.pulled_by[0] if state.pulled_by else state.evidence
+        findings.append(Finding(f"{state.unit} starts at boot (systemctl is-enabled: "
+                                f"{state.state})", why, rule="R-MED-2"))
+    else:
+        evidence.append(f"{state.unit}: {state.state} ({state.evidence})")
+
+
+def _desktop_automount(probe: Probe, findings: list, evidence: list) -> None:
+    """GNOME automounts media through udisks2 unless dconf says automount=false."""
+    udisks = next((p for p in UDISKS if probe.exists(p)), None)
+    if udisks is None or not probe.exists(GNOME_SCHEMA):
+        evidence.append("no desktop automount (udisks2 with GNOME) installed")
+        return
+    setting, locked = P.dconf_setting(probe_keyfiles(probe), MEDIA_KEY)
+    if setting is None or setting.text.split("=", 1)[1].strip() != "false":
+        where = f"{setting.where()}: {setting.text}" if setting else \
+            f"no 'automount=false' under [org/gnome/desktop/media-handling] in {DCONF_DB}/*.d/*"
+        findings.append(Finding("GNOME automounts removable media (udisks2 installed)",
+                                f"{udisks} and {GNOME_SCHEMA} exist; {where}", rule="R-MED-2"))
+    elif locked is None:
+        findings.append(Finding("GNOME's automount=false is not locked: a user can turn it "
+                                "back on", f"{setting.where()}: {setting.text}; no "
+                                f"{MEDIA_KEY} in {DCONF_DB}/*.d/locks/*", rule="R-MED-2"))
+    else:
+        evidence.append(f"{setting.where()}: {setting.text}; locked in {locked.where()}")
+
+
+def probe_keyfiles(probe: Probe) -> list[tuple[str, str]]:
+    """(path, text) of every dconf keyfile and lock file under /etc/dconf/db/*.d."""
+    out = []
+    for db in sorted(probe.listdir(DCONF_DB) or []):
+        if not db.endswith(".d"):
+            continue
+        for name in sorted(probe.listdir(f"{DCONF_DB}/{db}") or []):
+            path = f"{DCONF_DB}/{db}/{name}"
+            if name == "locks":
+                for lock in sorted(probe.listdir(path) or []):
+                    out.append((f"{path}/{lock}", probe.read(f"{path}/{lock}") or ""))
+            else:
+                text = probe.read(path)
+                if text is not None:
+                    out.append((path, text))
+    return out

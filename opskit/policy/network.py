@@ -10,6 +10,8 @@ import ipaddress
 
 from opskit.core.schema import Key
 
+from . import antivirus as AV
+from . import iptables_model as IPT
 from . import nftables_eval as E
 from . import parsers as P
 from .model import Finding, Undecided, not_applicable, passed, verdict
@@ -387,14 +389,48 @@ def nft_ruleset(probe: Probe) -> tuple[E.Ruleset | None, set, list[str], str]:
     return ruleset, dormant, notes, source
 
 
-def _iptables(probe: Probe, merge, sources: list[str], problems: list[str]) -> None:
+def _iptables(probe: Probe, merge, sources: list[str], problems: list[str], ctx,
+              versions) -> None:
+    """Judge the iptables tables (iptables-nft's or legacy) with the nftables
+    evaluator. When ``iptables-save`` is iptables-nft (or shows nothing),
+    legacy x_tables may be loaded beside it (iptables-nft only warns about
+    them on stderr): ``iptables-legacy-save`` reads those, and a packet must
+    pass both."""
     for version, name in ((4, "iptables-save"), (6, "ip6tables-save")):
+        if version not in versions:
+            continue
         text, source = probe.command(name, [name])
-        if text is not None and text.strip():
-            merge(P.iptables_default_deny(text, version, source))
-            sources.append(source)
-        elif text is None:
+        if text is None:
             problems.append(source)
+            continue
+        saves = [(text, source)]
+        if "(nf_tables)" in text or not _has_tables(text):
+            legacy = name.replace("tables-save", "tables-legacy-save")
+            saves.append(probe.command(legacy, [legacy]))   # None: no legacy tool
+        for body, where in saves:
+            if body is not None and _has_tables(body):
+                ruleset, notes = IPT.ruleset_from_save(body, version)
+                merge(_judge(ruleset, set(), [f"{where}: {n}" for n in notes], where, ctx,
+                             (version,)))
+                sources.append(where)
+
+
+def _has_tables(save_text: str) -> bool:
+    return any(line.startswith("*") for line in save_text.splitlines())
+
+
+def _judge(ruleset, dormant, notes, source, ctx, versions) -> dict:
+    """HookVerdicts of one ruleset for every hook and IP version."""
+    out = {}
+    for hook in E.HOOKS:
+        for version in versions:
+            answer = E.evaluate(ruleset, hook, version, ctx.ports, dormant=dormant,
+                                source=source)
+            evidence = answer.denied_by if not answer.open else \
+                [f"{answer.witness} accepted by " + " then ".join(answer.via)] + \
+                [f"assumed: {u}" for u in answer.unknown]
+            out[(hook, version)] = P.HookVerdict(not answer.open, evidence + notes)
+    return out
 
 
 @check("net.firewall-default-deny", rule="R-NET-5", severity="high", category="network",
@@ -408,8 +444,10 @@ def firewall_default_deny(probe: Probe, ctx: Context):
     new tcp/udp connection from outside reaches a port not approved for the
     host's role on the input hook, and nothing new passes the forward hook,
     for IPv4 and (unless disabled) IPv6. A finding names the rule that lets
-    the packet through. ``iptables-save``/``ip6tables-save`` (legacy tables)
-    are judged by chain policy and final rule and can only add a deny."""
+    the packet through. ``iptables-save``/``ip6tables-save`` (iptables-nft or
+    legacy tables) are translated into the same model (iptables_model) and
+    judged the same way; a packet must pass them as well, so they can only
+    add a deny."""
     verdicts: dict[tuple[str, int], P.HookVerdict] = {}
     sources, problems = [], []
 
@@ -423,17 +461,10 @@ def firewall_default_deny(probe: Probe, ctx: Context):
     ruleset, dormant, notes, source = nft_ruleset(probe)
     if ruleset is not None:
         sources.append(source)
-        for hook in E.HOOKS:
-            for version in versions:
-                answer = E.evaluate(ruleset, hook, version, ctx.ports, dormant=dormant,
-                                    source=source)
-                evidence = answer.denied_by if not answer.open else \
-                    [f"{answer.witness} accepted by " + " then ".join(answer.via)] + \
-                    [f"assumed: {u}" for u in answer.unknown]
-                merge({(hook, version): P.HookVerdict(not answer.open, evidence + notes)})
+        merge(_judge(ruleset, dormant, notes, source, ctx, versions))
     else:
         problems.append(source)
-    _iptables(probe, merge, sources, problems)
+    _iptables(probe, merge, sources, problems, ctx, versions)
     if not sources:
         joined = "; ".join(problems)
         if probe.recorded:
@@ -525,26 +556,58 @@ AV_PATHS = ["/usr/sbin/clamonacc", "/usr/bin/clamonacc", "/opt/microsoft/mdatp/s
                "processes": Key(list, AV_PROCESSES, "Process names (/proc/*/comm) of on-access "
                                                     "scanners.", item_type=str),
                "paths": Key(list, AV_PATHS, "Installed files that show a scanner (used for "
-                                            "recorded trees).", item_type=str)})
+                                            "recorded trees without processes).", item_type=str),
+               "trusted_paths": Key(list, [], "Scanner executables to accept although no "
+                                              "package owns them (vendor installers).",
+                                    item_type=str),
+               "max_signature_age_days": Key(int, 7, "Fail when ClamAV's daily signatures are "
+                                                     "older (0: only report the age).", min=0)})
 def antivirus(probe: Probe, ctx: Context):
     """R-NET-4: an on-access scanner must be *running* (clamd alone scans only on
-    request; clamonacc is ClamAV's real-time part)."""
+    request; clamonacc is ClamAV's real-time part), and be the real one: its
+    executable (/proc/PID/exe) carries the name and an installed package owns
+    it (opskit.policy.antivirus), not a renamed copy of another program."""
     if not ctx.params["required"]:
         return not_applicable("the policy does not require antivirus here (av.realtime "
                               "required: false)")
     names = set(ctx.params["processes"])
     procs = probe.processes()
-    running = sorted((pid, comm) for pid, comm in procs.items() if comm in names)
-    if running:
-        pid, comm = running[0]
-        return passed(f"/proc/{pid}/comm = {comm}")
     if probe.recorded and not procs:
         installed = [p for p in ctx.params["paths"] if probe.exists(p)]
         if installed:
-            return passed(f"recorded tree without processes: {installed[0]} installed")
+            return _signatures(probe, ctx, [f"recorded tree without processes: {installed[0]} "
+                                            "installed"])
         return verdict([Finding("no real-time antivirus installed",
                                 f"none of {', '.join(ctx.params['paths'])} exists",
                                 rule="R-NET-4")])
+    try:
+        found = AV.candidates(probe, names)
+    except LookupError as exc:
+        raise Undecided(str(exc)) from None
+    judged = [(c, *AV.judge(c, ctx.params["trusted_paths"])) for c in found]
+    real = [(c, why) for c, ok, why in judged if ok]
+    if real:
+        return _signatures(probe, ctx, [why for _, why in real])
+    unsure = [why for _, ok, why in judged if ok is None]
+    if unsure:
+        raise Undecided("; ".join(unsure))
+    if judged:
+        return verdict([Finding("a process named like a scanner is not the real scanner", why,
+                                rule="R-NET-4") for _, _, why in judged])
     return verdict([Finding("no real-time antivirus process running",
                             f"{len(procs)} processes, none named "
                             f"{', '.join(sorted(names))}", rule="R-NET-4")])
+
+
+def _signatures(probe: Probe, ctx: Context, evidence: list[str]):
+    """Pass with ``evidence``, plus ClamAV's signature age (a finding when too old)."""
+    got = AV.clamav_signature_age(probe)
+    if got is None:
+        return passed(evidence)
+    days, path = got
+    limit = ctx.params["max_signature_age_days"]
+    if limit and days > limit:
+        return verdict([Finding(f"ClamAV signatures are {days:.0f} days old (policy allows "
+                                f"{limit})", f"{path} modified {days:.1f} days ago",
+                                rule="R-NET-4")])
+    return passed(evidence + [f"ClamAV signatures {days:.1f} days old ({path})"])

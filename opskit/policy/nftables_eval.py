@@ -541,8 +541,11 @@ class Evaluator:
         """'source: family table chain handle N: the rule' (rendered once per rule)."""
         cached = self.wheres.get(id(rule))
         if cached is None:
-            text = (f"{self.source}: {self.chain_name(key)} handle "
-                    f"{rule.get('handle', '?')}: {render_rule(rule)}")
+            if "text" in rule:       # translated from iptables-save: its own line
+                text = f"{self.source}:{rule.get('line', '?')}: {rule['text']}"
+            else:
+                text = (f"{self.source}: {self.chain_name(key)} handle "
+                        f"{rule.get('handle', '?')}: {render_rule(rule)}")
             cached = (rule, text)
             self.wheres[id(rule)] = cached
         return cached[1]
@@ -559,6 +562,8 @@ class Evaluator:
             return None
         if "meta" in left:
             k = left["meta"].get("key")
+            if k in ("oifname", "oif") and self.hook == "input":
+                return None                    # no output interface yet: fixed_value's
             return {"iifname": "iif", "iif": "iif", "oifname": "oif", "oif": "oif"}.get(k)
         if "payload" in left:
             pl = left["payload"]
@@ -764,6 +769,8 @@ def render_expr(expr) -> str:
     if not isinstance(expr, dict) or not expr:
         return str(expr)
     kind, body = next(iter(expr.items()))
+    if kind == "match" and isinstance(body.get("left"), dict) and "iptables" in body["left"]:
+        return str(body["left"]["iptables"])       # an iptables match kept as written
     if kind == "match":
         left = render_value(body.get("left"))
         if left.startswith("meta ") and left[5:] in ("iifname", "oifname", "iif", "oif",

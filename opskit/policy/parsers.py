@@ -423,38 +423,25 @@ class HookVerdict:
     evidence: list[str] = field(default_factory=list)
 
 
-def iptables_default_deny(text: str, version: int, source: str) -> dict[tuple[str, int], HookVerdict]:
-    """The same verdicts from ``iptables-save`` / ``ip6tables-save`` output
-    (filter table: chain policy DROP, or a final rule '-j DROP|REJECT')."""
-    out = {(hook, version): HookVerdict(False) for hook in ("input", "forward")}
-    table = None
-    policies: dict[str, tuple[str, int]] = {}
-    last: dict[str, tuple[str, int]] = {}
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if line.startswith("*"):
-            table = line[1:]
-        elif table == "filter" and line.startswith(":"):
-            words = line[1:].split()
-            if len(words) >= 2:
-                policies[words[0]] = (words[1], number)
-        elif table == "filter" and line.startswith("-A "):
-            words = line.split()
-            last[words[1]] = (line, number)
-    for chain, hook in (("INPUT", "input"), ("FORWARD", "forward")):
-        verdict = out[(hook, version)]
-        policy = policies.get(chain)
-        rule = last.get(chain)
-        if policy and policy[0] in ("DROP", "REJECT"):
-            verdict.denied = True
-            verdict.evidence.append(f"{source}:{policy[1]}: :{chain} {policy[0]}")
-        elif rule and rule[0].split()[2:4] in (["-j", "DROP"], ["-j", "REJECT"]) \
-                and (rule[0].split()[3] == "REJECT" or len(rule[0].split()) == 4):
-            verdict.denied = True
-            verdict.evidence.append(f"{source}:{rule[1]}: {rule[0]}")
-        elif policy:
-            verdict.evidence.append(f"{source}:{policy[1]}: :{chain} {policy[0]} and no final drop")
-    return out
+# --- dconf keyfiles -----------------------------------------------------------------------
+
+def dconf_setting(files: list[tuple[str, str]], key: str) -> tuple[Line | None, Line | None]:
+    """(the last 'name=value' line setting dconf ``key`` ('/org/x/y/name') in
+    the keyfiles, the lock line naming it) over (path, text) pairs in dconf's
+    order; lock files are those under a 'locks' directory."""
+    group, _, name = key.strip("/").rpartition("/")
+    setting = lock = None
+    for path, text in files:
+        if "/locks/" in path:
+            lock = next((ln for ln in logical_lines(text, path) if ln.text == key), lock)
+            continue
+        section = None
+        for ln in logical_lines(text, path, continuation=False):
+            if ln.text.startswith("[") and ln.text.endswith("]"):
+                section = ln.text[1:-1].strip("/")
+            elif section == group and ln.text.partition("=")[0].strip() == name:
+                setting = ln
+    return setting, lock
 
 
 # --- resolv.conf -------------------------------------------------------------------------------

@@ -45,11 +45,33 @@ class Probe:
         return self.host.name
 
     # --- files ---------------------------------------------------------------------------
+    def inside(self, path: str) -> str | None:
+        """In a recorded tree, ``path`` with every link resolved inside the tree,
+        as under chroot (an absolute link starts again at the tree's root, so a
+        disk image's /etc/sysctl.d/99-sysctl.conf -> /etc/sysctl.conf is read);
+        None when the links lead nowhere in the tree (e.g. to /dev/null, which a
+        tree does not hold: a mask). On a live host ``path`` itself."""
+        if not self.recorded:
+            return path
+        try:
+            return self.host.realpath(path)
+        except FileNotFoundError:
+            return None
+        except HostError as exc:
+            if getattr(exc, "errno", None) == 20:          # ENOTDIR
+                return None
+            raise
+
     def read(self, path: str) -> str | None:
-        """Text of ``path`` or None when it does not exist."""
+        """Text of ``path`` or None when it does not exist. In a recorded tree a
+        link that leads out of it (a mask to /dev/null) reads as empty."""
         if path not in self._text:
+            real = self.inside(path)
+            if real is None:
+                self._text[path] = "" if self._is_link(path) else None
+                return self._text[path]
             try:
-                self._text[path] = self.host.read_file(path).decode("utf-8", "replace")
+                self._text[path] = self.host.read_file(real).decode("utf-8", "replace")
             except FileNotFoundError:
                 self._text[path] = None
             except HostPathError:
@@ -68,8 +90,12 @@ class Probe:
     def listdir(self, path: str) -> list[str] | None:
         """Names in directory ``path``, or None when it does not exist."""
         if path not in self._dirs:
+            real = self.inside(path)
+            if real is None:
+                self._dirs[path] = None
+                return None
             try:
-                self._dirs[path] = self.host.listdir(path)
+                self._dirs[path] = self.host.listdir(real)
             except FileNotFoundError:
                 self._dirs[path] = None
             except HostError as exc:
@@ -103,14 +129,40 @@ class Probe:
         return self._memo[key]
 
     def exists(self, path: str) -> bool:
+        """True when ``path`` exists (a dangling link, or one leaving a recorded
+        tree, counts)."""
+        if self.recorded and self.inside(path) is None:
+            return self._is_link(path)
         try:
-            return self.host.exists(path)
+            return self.host.exists(self.inside(path) or path)
         except HostPathError:
             return True          # a symlink leaving a recorded tree still exists
+
+    def _is_link(self, path: str) -> bool:
+        try:
+            parent = self.inside(path.rsplit("/", 1)[0] or "/")
+            if parent is None:
+                return False
+            return self.host.stat(f"{parent.rstrip('/')}/{path.rsplit('/', 1)[1]}",
+                                  follow_symlinks=False).is_link
+        except (FileNotFoundError, HostPathError):
+            return False
 
     def value(self, path: str) -> str | None:
         text = self.read(path)
         return None if text is None else text.strip()
+
+    def mtime(self, path: str) -> float | None:
+        """Modification time of ``path`` (links followed), or None when missing."""
+        real = self.inside(path)
+        if real is None:
+            return None
+        try:
+            return self.host.stat(real).mtime
+        except (*FATAL, HostTimeout):
+            raise
+        except (FileNotFoundError, HostError):
+            return None
 
     def realpath(self, path: str) -> str | None:
         """Where ``path`` resolves on the host (symlinks followed), or None."""

@@ -299,10 +299,55 @@ def test_usbguard_required_for_one_group_only(tree, tmp_path):
 
 # --- media.automount ----------------------------------------------------------------------
 
+AUTOFS_UNIT = "[Service]\nExecStart=/usr/sbin/automount\n[Install]\nWantedBy=multi-user.target\n"
+GNOME = {"/usr/libexec/udisks2/udisksd": "",
+         "/usr/share/glib-2.0/schemas/org.gnome.desktop.media-handling.gschema.xml": "<x/>"}
+
+
+def test_vendor_wants_link_starts_autofs_though_systemctl_says_disabled(tree):
+    write(tree, {"/usr/lib/systemd/system/autofs.service": AUTOFS_UNIT,
+                 "/usr/lib/systemd/system/multi-user.target.wants/autofs.service":
+                     Link("../autofs.service")})
+    result = run(tree, "media.automount")
+    assert result.status == FAIL
+    assert messages(result) == "autofs.service starts at boot (systemctl is-enabled: disabled)"
+    assert evidence(result).startswith("/usr/lib/systemd/system/multi-user.target.wants/")
+
+
+def test_masked_autofs_passes_despite_links(tree):
+    write(tree, {"/usr/lib/systemd/system/autofs.service": AUTOFS_UNIT,
+                 "/usr/lib/systemd/system/multi-user.target.wants/autofs.service":
+                     Link("../autofs.service"),
+                 "/etc/systemd/system/autofs.service": Link("/dev/null")})
+    result = run(tree, "media.automount")
+    assert result.status == PASS and "autofs.service: masked" in evidence(result)
+
+
+def test_gnome_automount_needs_false_and_a_lock(tree):
+    write(tree, GNOME)
+    result = run(tree, "media.automount")
+    assert result.status == FAIL
+    assert messages(result) == "GNOME automounts removable media (udisks2 installed)"
+    write(tree, {"/etc/dconf/db/local.d/00-media":
+                 "[org/gnome/desktop/media-handling]\nautomount=false\n"})
+    result = run(tree, "media.automount")
+    assert messages(result).startswith("GNOME's automount=false is not locked")
+    write(tree, {"/etc/dconf/db/local.d/locks/00-media":
+                 "/org/gnome/desktop/media-handling/automount\n"})
+    result = run(tree, "media.automount")
+    assert result.status == PASS, evidence(result)
+    assert "/etc/dconf/db/local.d/00-media:2: automount=false; locked in " \
+           "/etc/dconf/db/local.d/locks/00-media:1" in evidence(result)
+    write(tree, {"/etc/dconf/db/local.d/99-user": "[org/gnome/desktop/media-handling]\n"
+                                                  "automount=true\n"})
+    assert run(tree, "media.automount").status == FAIL          # a later keyfile wins
+
 def test_autofs_enabled_and_mounted_fails(tree):
-    write(tree, {"/etc/systemd/system/multi-user.target.wants/autofs.service": "",
+    write(tree, {"/usr/lib/systemd/system/autofs.service": AUTOFS_UNIT,
+                 "/etc/systemd/system/multi-user.target.wants/autofs.service":
+                     Link("/usr/lib/systemd/system/autofs.service"),
                  "/proc/mounts": "/dev/sda1 / ext4 rw 0 0\n/etc/auto.misc /misc autofs rw 0 0\n"})
     result = run(tree, "media.automount")
     assert result.status == FAIL
-    assert "autofs.service is enabled" in messages(result)
+    assert "autofs.service starts at boot (systemctl is-enabled: enabled)" in messages(result)
     assert "automount point /misc is active" in messages(result)
