@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from struct import error as struct_error
 from typing import Any, Callable, Iterator
 
-from opskit.core.errors import OperationalError, UsageError
+from opskit.core.errors import IntegrityError, OperationalError, UsageError
 
 from . import crypto
 from .backends import Backend, BackendError, ObjectNotFound
@@ -40,6 +40,19 @@ class CorruptObject(RepositoryError):
         super().__init__(f"{name}: {problem}")
         self.name = name
         self.problem = problem
+
+
+class DamagedSnapshot(IntegrityError):
+    """A snapshot file asked for (or possibly the newest) cannot be read: exit 1,
+    never a silent fallback to another snapshot (#28 item 1)."""
+
+    def __init__(self, sid: str, why: str):
+        super().__init__(
+            f"snapshot file snapshots/{sid} is damaged{why}",
+            hint="run 'opskit backup check', then 'opskit backup repair snapshots' to drop it "
+                 "(docs/backup.md, 'When the repository is damaged'); or name an intact "
+                 "snapshot id")
+        self.snapshot = sid
 
 
 @dataclass
@@ -308,6 +321,13 @@ class Repository:
     def resolve_snapshot(self, ref: str, snapshots: list[dict] | None = None) -> dict:
         """Find a snapshot by 'latest' or a unique id prefix (>= 4 hex digits)."""
         snaps = self.snapshots() if snapshots is None else snapshots
+        damaged = getattr(self, "damaged_snapshots", [])
+        if ref == "latest" and damaged:
+            # a damaged file has no readable time: it may be the newest, so
+            # 'latest' must not quietly mean an older snapshot (#28 item 1)
+            raise DamagedSnapshot(sorted(damaged)[0], " and may be the newest: 'latest' "
+                                  "cannot be resolved" + (f" ({len(damaged)} damaged)"
+                                                          if len(damaged) > 1 else ""))
         if not snaps:
             raise UsageError(f"repository {self.backend.location} has no snapshots yet")
         if ref == "latest":
@@ -315,6 +335,9 @@ class Repository:
         ref = ref.lower()
         if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
             raise UsageError(f"snapshot {ref!r}: expected 'latest' or at least 4 hex digits of an id")
+        bad = [sid for sid in damaged if sid.startswith(ref)]
+        if bad:
+            raise DamagedSnapshot(bad[0], "")
         hits = [s for s in snaps if s["id"].startswith(ref)]
         if not hits:
             raise UsageError(f"snapshot {ref!r} not found (see: opskit backup snapshots)")
