@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
-from .schema import Key, MapOf, Section, defaults, positive, validate
+from .schema import Key, MapOf, Section, at_most_per_core, defaults, positive, validate
 from .yamlfile import YamlDoc, dotted, load_yaml
 from opskit.accounts.settings import SECTION as ACCOUNTS_SECTION
 from opskit.corrections.settings import SECTION as CORRECTIONS_SECTION
@@ -41,7 +41,7 @@ SITE_SECTION = Section({
     "key_file": Key(str, None, "SFTP: private key for login. Default: ~/.ssh keys and agent."),
     "known_hosts": Key(str, None, "SFTP: known_hosts file. Default: ssh.known_hosts, "
                                   "else ~/.ssh/known_hosts."),
-    "workers": Key(int, 8, "Parallel uploads.", min=1),
+    "workers": Key(int, 8, "Parallel uploads.", min=1, max=64),
     "rto_minutes": Key(int, None, "Recovery time objective, shown by 'backup sites'.", min=1),
     "rpo_hours": Key(float, None, "Recovery point objective: 'backup sites' flags a site whose "
                                   "newest copy is older.", min=0),
@@ -62,9 +62,11 @@ SCHEMA = Section({
         "host_key_policy": Key(str, "reject", "What to do with an unknown host key: 'reject' (default) or "
                                               "'accept-new' (record it, like ssh's accept-new).",
                                choices=("reject", "accept-new"), nullable=False),
-        "connect_timeout": Key(float, 10.0, "Seconds to wait for an SSH connection.", check=positive),
-        "command_timeout": Key(float, 120.0, "Default seconds a remote command may run.", check=positive),
-        "concurrency": Key(int, 16, "Hosts contacted at once when fanning out.", min=1),
+        "connect_timeout": Key(float, 10.0, "Seconds to wait for an SSH connection.", check=positive,
+                               max=3600),
+        "command_timeout": Key(float, 120.0, "Default seconds a remote command may run.", check=positive,
+                               max=86400),
+        "concurrency": Key(int, 16, "Hosts contacted at once when fanning out.", min=1, max=256),
     }),
     "backup": Section({
         "repo": Key(str, None, "Repository location. Default <state_dir>/repo."),
@@ -73,10 +75,13 @@ SCHEMA = Section({
         "paths": Key(list, [], "Paths backed up when 'backup run' is given none.", item_type=str),
         "exclude": Key(list, [], "Glob patterns never backed up (matched against full path and name).",
                        item_type=str),
-        "compression_level": Key(int, 1, "zstd level for new blobs (1 fastest ... 19 smallest).", min=1),
-        "pack_size_mib": Key(int, 16, "Target size of pack files in MiB.", min=1),
-        "chunk_avg_kib": Key(int, 1024, "Average content-defined chunk size in KiB.", min=64),
-        "workers": Key(int, None, "Worker processes for backup and restore. Default: CPU count.", min=1),
+        "compression_level": Key(int, 1, "zstd level for new blobs (1 fastest ... 19 smallest).", min=1,
+                                 max=22),
+        "pack_size_mib": Key(int, 16, "Target size of pack files in MiB.", min=1, max=128),
+        "chunk_avg_kib": Key(int, 1024, "Average content-defined chunk size in KiB.", min=64,
+                             max=8192),
+        "workers": Key(int, None, "Worker processes for backup and restore (at most 2 per CPU "
+                                  "core). Default: CPU count.", min=1, check=at_most_per_core(2)),
         "lock_stale_minutes": Key(int, 60, "A lock not refreshed for this long is stale.", min=1),
         "retention": Section({
             "keep_last": Key(int, 0, "Keep the N newest snapshots.", min=0),

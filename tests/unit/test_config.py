@@ -286,6 +286,35 @@ def test_error_value_out_of_range(tmp_path):
     assert "at least 1" in str(exc)
 
 
+@pytest.mark.parametrize("text, line, key, bound", [
+    ("backup:\n  repo: /r\n  pack_size_mib: 100000000000000000000000\n", 3,
+     "backup.pack_size_mib", "at most 128"),
+    ("backup:\n  pack_size_mib: 129\n", 2, "backup.pack_size_mib", "at most 128"),
+    ("backup:\n  chunk_avg_kib: 65536\n", 2, "backup.chunk_avg_kib", "at most 8192"),
+    ("backup:\n  compression_level: 23\n", 2, "backup.compression_level", "at most 22"),
+    ("ssh:\n  concurrency: 100000\n", 2, "ssh.concurrency", "at most 256"),
+    ("sites:\n  dr:\n    url: s3://b/p\n    workers: 65\n", 4, "sites.dr.workers", "at most 64"),
+])
+def test_error_resource_setting_over_its_bound(tmp_path, text, line, key, bound):
+    """#28 item 2: every resource setting has an upper bound, named with file, line, key."""
+    exc = _error_for(tmp_path, text)
+    assert (exc.line, exc.key) == (line, key)
+    assert bound in str(exc) and str(exc).startswith(f"{exc.file}:{line}: key '{key}'")
+
+
+def test_error_backup_workers_over_twice_the_cores(tmp_path):
+    """#28 item 2: 'workers: 100000' forked a thousand processes and woke the OOM killer."""
+    cores = os.cpu_count() or 1
+    exc = _error_for(tmp_path, "backup:\n  workers: 100000\n")
+    assert (exc.line, exc.key) == (2, "backup.workers")
+    assert f"at most {2 * cores}" in str(exc) and "100000" in str(exc)
+    (tmp_path / "opskit.yaml").write_text(f"backup:\n  workers: {2 * cores}\n")
+    assert load_config(str(tmp_path / "opskit.yaml")).get("backup.workers") == 2 * cores
+    for ok in ("pack_size_mib: 128", "chunk_avg_kib: 8192", "compression_level: 22"):
+        (tmp_path / "opskit.yaml").write_text(f"backup:\n  {ok}\n")
+        load_config(str(tmp_path / "opskit.yaml"))
+
+
 def test_error_bad_choice(tmp_path):
     exc = _error_for(tmp_path, "ssh:\n  host_key_policy: accept-all\n")
     assert (exc.line, exc.key) == (2, "ssh.host_key_policy")
