@@ -427,3 +427,62 @@ def test_app_loads_config_lazily(tmp_path):
     app = App(config_path=str(bad))       # constructing it must not read the file
     with pytest.raises(ConfigError):
         app.config
+
+
+# --- #28 item 4: billion laughs and recursive aliases ---------------------------------
+def _laughs(levels: int, width: int = 9) -> str:
+    lines = ["operator: x", "l0: &l0 [" + ", ".join(['"lol"'] * width) + "]"]
+    for i in range(1, levels + 1):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def deadline():
+    """Fail (instead of eating memory until killed) when loading takes over 20 s."""
+    import signal
+
+    def expired(_sig, _frame):
+        raise TimeoutError("still expanding after 20 s")
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("loader", ["config", "inventory"])
+def test_billion_laughs_is_refused_with_file_and_line(tmp_path, loader, deadline):
+    path = tmp_path / "laughs.yaml"
+    path.write_text(_laughs(9))           # 9**10 strings if expanded
+    with pytest.raises(ConfigError) as err:
+        if loader == "config":
+            load_config(str(path))
+        else:
+            from opskit.hosts.inventory import load_inventory_file
+            load_inventory_file(str(path))
+    exc = err.value
+    assert exc.exit_code == EXIT_USAGE and exc.file == str(path) and exc.line
+    assert "billion laughs" in str(exc)
+
+
+def test_recursive_alias_is_refused(tmp_path):
+    exc = _error_for(tmp_path, "operator: x\nloop: &a [1, *a]\n")
+    assert exc.line == 2 and "recursive alias" in str(exc)
+
+
+def test_ordinary_aliases_and_merge_keys_still_load(tmp_path):
+    """The bound must not refuse what real files do: a few levels of aliases, and one
+    merge key per host in a 3,000-host inventory."""
+    assert parse_yaml_data(_laughs(2)) is not None           # 9**3 strings: fine
+    hosts = "\n".join(f"  h{i}:\n    <<: *defaults\n    address: 10.0.{i // 250}.{i % 250}"
+                      for i in range(3000))
+    text = ("defaults: &defaults\n  user: ops\n  port: 22\n  become: true\n  timeout: 30\n"
+            "hosts:\n" + hosts + "\n")
+    data = parse_yaml_data(text)
+    assert len(data["hosts"]) == 3000 and data["hosts"]["h2999"]["user"] == "ops"
+
+
+def parse_yaml_data(text: str):
+    from opskit.core.yamlfile import parse_yaml
+    return parse_yaml(text, "mem.yaml").data
