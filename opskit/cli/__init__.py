@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         code = app.exit_code
     except click.exceptions.Exit as exc:          # --help, --version
         code = exc.exit_code
+        if not app.invoked:   # help text is no command run: not audited (docs/cli.md, #28 item 6)
+            app.audited = False
     except click.ClickException as exc:           # bad flag or argument
         exc.show()
         code = EXIT_USAGE

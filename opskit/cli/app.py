@@ -58,6 +58,7 @@ class App:
         self.summary: str = ""
         self.exit_code = EXIT_OK
         self.audited = True
+        self.invoked = False                    # a command body started (not just --help)
         self._config: Config | None = None
 
     # --- configuration and state -------------------------------------------------
@@ -207,6 +208,7 @@ class OpskitCommand(click.Command):
         if app is not None:
             path = ctx.command_path.split(" ", 1)[1] if " " in ctx.command_path else ctx.command_path
             app.record(path, ctx.params)
+            app.invoked = True
         return super().invoke(ctx)
 
 
