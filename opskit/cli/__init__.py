@@ -13,7 +13,8 @@ import traceback
 import click
 
 from opskit import __version__
-from opskit.core.errors import EXIT_OPERATIONAL, EXIT_USAGE, OpskitError
+from opskit.core.errors import (EXIT_FINDINGS, EXIT_OPERATIONAL, EXIT_USAGE, IntegrityError,
+                                OpskitError)
 
 from .app import App, OpskitGroup
 
@@ -92,6 +93,11 @@ def _write_audit(app: App, exit_code: int, error: str | None) -> int:
             summary=error or app.summary,
             details=app.audit_details or None,
         )
+    except IntegrityError as exc:
+        _error(f"could not write the audit log: {exc.message}")
+        # 'audit verify' has just reported this very damage: that is its finding
+        # (exit 1), not an operational failure of the verification (#28 item 7)
+        return max(exit_code, EXIT_FINDINGS if app.audit_damage_is_finding else EXIT_OPERATIONAL)
     except OpskitError as exc:
         _error(f"could not write the audit log: {exc.message}")
         return max(exit_code, EXIT_OPERATIONAL)

@@ -59,6 +59,7 @@ class App:
         self.exit_code = EXIT_OK
         self.audited = True
         self.invoked = False                    # a command body started (not just --help)
+        self.audit_damage_is_finding = False    # set by 'audit verify' once it reported it
         self._config: Config | None = None
 
     # --- configuration and state -------------------------------------------------

@@ -108,6 +108,7 @@ def verify(app: App, checkpoint_file: str | None) -> None:
         messages.append(f"log: {log.path}")
         messages.append("see docs/audit-log.md ('When verify fails')")
     app.audit_details = {"verify": {k: v for k, v in report.to_dict().items() if k != "log"}}
+    app.audit_damage_is_finding = not report.ok
     app.emit(Result(data=report.to_dict(), messages=messages, summary=line,
                     exit_code=0 if report.ok else EXIT_FINDINGS))
 

@@ -245,3 +245,16 @@ def test_a_rejected_flag_is_still_audited(opskit, log_path):
     assert run.exit_code == 2, run.output
     (entry,) = [json.loads(x) for x in log_lines(log_path)]
     assert entry["command"] == "audit show" and entry["exit_code"] == 2
+
+
+def test_verify_of_a_torn_last_line_exits_1_not_3(opskit, log_path):
+    assert opskit("audit", "verify").exit_code == 0
+    with open(log_path, "ab") as fh:
+        fh.write(b'{"seq":2,"comm')             # a write cut short
+    run = opskit("audit", "verify")
+    assert run.exit_code == 1, run.output
+    assert "incomplete last line" in run.stdout and "line 2" in run.stdout
+    # any other command still fails: it cannot be recorded (R-AUD-3)
+    run = opskit("audit", "show")
+    assert run.exit_code == 3, run.output
+    assert "incomplete line" in run.stderr
