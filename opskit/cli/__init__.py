@@ -124,7 +124,12 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
         if not app.invoked:   # help text is no command run: not audited (docs/cli.md, #28 item 6)
             app.audited = False
-    except click.ClickException as exc:           # bad flag or argument
+    except click.UsageError as exc:               # bad flag or argument: one line (#28 item 9)
+        error = exc.format_message()
+        command = exc.ctx.command_path if exc.ctx is not None else "opskit"
+        _error(" ".join(error.split()), f"see '{command} --help'")
+        code = EXIT_USAGE
+    except click.ClickException as exc:
         exc.show()
         code = EXIT_USAGE
         error = exc.format_message()

@@ -60,3 +60,33 @@ def test_drill_of_an_intact_repository_passes(damaged, tmp_path):
     cli, _repo, p = damaged
     report = cli.json("drill", "--all", env=_home(tmp_path))
     assert report["passed"] is True and report["snapshot"] == p["s2"]
+
+
+# --- item 9: errors name where the bad value came from, in one line ---------------------
+def test_bad_keep_within_in_the_config_names_file_line_and_key(tmp_path):
+    from tests.harness.cli import run_opskit
+    cfg = tmp_path / "opskit.yaml"
+    cfg.write_text(f"backup:\n  repo: {tmp_path / 'repo'}\n  retention:\n    keep_last: 3\n"
+                   "    keep_within: abc\n")
+    run = run_opskit("--config", cfg, "backup", "forget", "--dry-run", env=_home(tmp_path))
+    assert run.exit_code == 2, run.output
+    assert run.stderr.splitlines() == [
+        f"opskit: error: {cfg}:5: key 'backup.retention.keep_within': duration 'abc': "
+        "expected e.g. 30d, 2w, 6m, 1y, 12h or 1y6m"]
+
+
+@pytest.mark.parametrize("args, text", [
+    (("backup", "forget", "--keep-last", "-1"), "'--keep-last': -1 is not in the range x>=0"),
+    (("backup", "replicate", "--workers", "65"), "'--workers': 65 is not in the range 1<=x<=64"),
+    (("backup", "check", "--read-data-subset", "120"), "'--read-data-subset'"),
+    (("backup", "forget", "--keep-within", "3x"), "--keep-within: duration '3x'"),
+    (("backup", "fget"), "No such command 'fget'"),
+])
+def test_bad_cli_values_give_one_error_line_not_a_usage_block(tmp_path, args, text):
+    from tests.harness.cli import run_opskit
+    run = run_opskit(*args, env=_home(tmp_path))
+    assert run.exit_code == 2, run.output
+    first, *rest = run.stderr.splitlines()
+    assert first.startswith("opskit: error: ") and text in first, run.stderr
+    assert all(line.startswith("hint: ") for line in rest), run.stderr
+    assert "Usage:" not in run.output and run.stdout == ""
