@@ -227,22 +227,11 @@ class Repository:
 
     def read_index_plaintext(self, name: str) -> bytes:
         """Fetch, check and decrypt one index file; CorruptObject names it when damaged."""
-        oid = name.split("/")[-1]
-        stored = self.backend.get(name)
-        if crypto.object_id(stored) != oid:
-            raise CorruptObject(name, "content does not match its name (damaged)")
-        try:
-            return crypto.open_compressed(self.keys.index_key, stored, b"opskit:index")
-        except (crypto.DecryptError, ValueError) as exc:
-            raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
+        return open_index_object(self.keys, name, self.backend.get(name))
 
     def read_index_file(self, name: str) -> dict[str, list[BlobEntry]]:
         """Decrypt and parse one index file; CorruptObject names it when damaged."""
-        plain = self.read_index_plaintext(name)
-        try:
-            return decode_index(plain)
-        except (crypto.DecryptError, ValueError, KeyError, struct_error) as exc:
-            raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
+        return parse_index_object(self.keys, name, self.backend.get(name))
 
     def read_pack_header(self, pack_id: str, size: int | None = None) -> list[BlobEntry]:
         name = pack_name(pack_id)
@@ -345,6 +334,27 @@ class Repository:
             raise UsageError(f"snapshot {ref!r} is ambiguous: matches "
                              + ", ".join(s["id"][:12] for s in hits))
         return hits[0]
+
+
+def open_index_object(keys: crypto.MasterKeys, name: str, stored: bytes) -> bytes:
+    """Check and decrypt the stored bytes of index file ``name`` (a full or a
+    write-only key); CorruptObject names it when damaged."""
+    if crypto.object_id(stored) != name.split("/")[-1]:
+        raise CorruptObject(name, "content does not match its name (damaged)")
+    try:
+        return crypto.open_compressed(keys.index_key, stored, b"opskit:index")
+    except (crypto.DecryptError, ValueError) as exc:
+        raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
+
+
+def parse_index_object(keys: crypto.MasterKeys, name: str, stored: bytes
+                       ) -> dict[str, list[BlobEntry]]:
+    """``open_index_object`` and parse: {pack id: [BlobEntry, ...]}."""
+    plain = open_index_object(keys, name, stored)
+    try:
+        return decode_index(plain)
+    except (crypto.DecryptError, ValueError, KeyError, struct_error) as exc:
+        raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
 
 
 def pack_name(pack_id: str) -> str:

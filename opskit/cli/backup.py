@@ -695,6 +695,8 @@ def replicate_cmd(app: App, to_sites: tuple[str, ...], read_back: bool, workers,
         results.append(res.to_json())
         status = "ok" if not res.source_damaged else \
             f"{len(res.source_damaged)} damaged local object(s) not sent"
+        if res.held_back:
+            status += f", {len(res.held_back)} index/snapshot object(s) held back"
         rows.append({"site": site.name, "sent": res.sent_objects,
                      "bytes": human_bytes(res.sent_bytes), "already there": res.already_there,
                      "objects": res.total_objects, "status": status})
@@ -708,6 +710,11 @@ def replicate_cmd(app: App, to_sites: tuple[str, ...], read_back: bool, workers,
     if damaged:
         messages.append("damaged local objects (run 'opskit backup check --read-data'): "
                         + ", ".join(damaged))
+    held = sum(len(r["held_back"]) for r in results)
+    if held:
+        messages.append(f"{held} index/snapshot object(s) held back: they may need a damaged "
+                        "pack the site lacks; repair the local repository ('opskit backup "
+                        "repair index', 'repair snapshots'; docs/backup.md) and replicate again")
     exit_code = 3 if failures else (EXIT_FINDINGS if damaged else 0)
     app.emit(Result(data={"sites": results, "failures": failures},
                     tables=[Table(["site", "sent", "bytes", "already there", "objects", "status"],
@@ -808,10 +815,16 @@ def check_site_cmd(app: App, site_name: str, read_data: bool, read_data_subset, 
     if read_data and read_data_subset:
         raise UsageError("give --read-data or --read-data-subset, not both")
     site = get_site(app.config, site_name)
-    _location, source = _source_backend(app, repo)
+    location, source = _source_backend(app, repo)
     fraction = 1.0 if read_data else (read_data_subset or 0) / 100
-    report = check_site(source, site, app.state_dir, read_data_fraction=fraction)
+    # with a passphrase at hand, the site's index files are decrypted to prove
+    # every pack they name is there too (#28 item 5); any key slot will do
+    passphrase = open_repo.find_passphrase(app.config, None)
+    keys = open_repo.open_repository(location, passphrase, app.config).keys if passphrase else None
+    report = check_site(source, site, app.state_dir, read_data_fraction=fraction, keys=keys)
     verdict = "no errors found" if report.ok else f"{len(report.errors)} errors found"
+    if not report.index_checked:
+        verdict += " (index -> pack presence not checked: no passphrase given)"
     summary = (f"check-site {site.name}: {report.objects} objects, {report.objects_read} read "
                f"({human_bytes(report.bytes_read)}), {report.packs_read}/{report.packs} packs "
                f"re-hashed, {report.not_yet_replicated} not yet replicated: {verdict}")
