@@ -12,6 +12,7 @@ from . import crypto
 from .backends import BackendError
 from .pack import TRAILER_SIZE, read_header
 from .repository import CorruptObject, Repository, pack_name
+from .tree import name_problems
 
 
 class FindingsReport:
@@ -124,6 +125,9 @@ class Checker:
             self._tree_packs[tree_id] = frozenset(packs)
             return frozenset(packs)
         self.report.trees += 1
+        for problem in name_problems(tree.get("nodes", [])):
+            self._error(f"tree {tree_id.hex()[:16]}", f"{problem} (in {path}): restore refuses "
+                        "this snapshot", [sid])
         for node in tree.get("nodes", []):
             name = node.get("name") or node.get("name_b64", "?")
             child = path.rstrip("/") + "/" + name

@@ -140,3 +140,35 @@ def test_file_through_a_planted_symlink_is_refused(setup, tmp_path):
     run = cli("restore", sid, "--target", tmp_path / "target")
     assert run.exit_code in (1, 3), run.output
     assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("name,kind,where", [c for c in CASES if c[0] != "ESCAPE"] + [
+    ("twice", "twice", "nested")], ids=lambda v: repr(v))
+def test_check_applies_the_restore_name_rules(setup, name, kind, where):
+    """#28 item 8: `check --read-data` said "no errors" about snapshots restore refuses."""
+    cli, src, _cwd = setup
+
+    def make(repo, writer):
+        data = put_data(repo, writer, b"EVIL PAYLOAD")
+        if kind == "twice":
+            return [file_node(name, [data], 12), file_node(name, [data], 12)]
+        if kind == "file":
+            return [file_node(name, [data], 12)]
+        if kind == "dir":
+            return [dir_node(name, put_tree(repo, writer, [file_node("inside", [data], 12)]))]
+        return [symlink_node(name, b"/etc/shadow")]
+
+    sid = _plant(cli, src, where, make)
+    report = cli.json("check", "--read-data", expect=1)
+    (err,) = report["errors"]
+    assert err["object"].startswith("tree ") and err["snapshots"] == [sid[:12]]
+    assert ("unsafe file name" in err["problem"] or "appears twice" in err["problem"])
+
+
+def test_check_of_honest_odd_names_finds_nothing(setup, tmp_path):
+    """The rule must not flag names that are odd but safe (the NOT case)."""
+    cli, _src, _cwd = setup
+    from tests.backup_helpers import make_tree
+    cli.backup(make_tree(tmp_path / "odd"))
+    report = cli.json("check", "--read-data")
+    assert report["ok"] is True
