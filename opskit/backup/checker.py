@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from . import crypto
 from .backends import BackendError
 from .pack import TRAILER_SIZE, read_header
-from .repository import CorruptObject, Repository, pack_name
+from .repository import REPAIR_INDEX_HINT, CorruptObject, Repository, pack_name
 from .tree import name_problems
 
 
@@ -60,7 +60,7 @@ class Checker:
             try:
                 packs = repo.read_index_file(name)
             except CorruptObject as exc:
-                self._error(name, exc.problem)
+                self._error(name, f"{exc.problem}; {REPAIR_INDEX_HINT}")
                 continue
             for pack_id, entries in packs.items():
                 repo.index.add_pack(pack_id, entries)

@@ -23,6 +23,8 @@ from .pack import (BLOB_DATA, BLOB_TREE, TRAILER_SIZE, BlobEntry, PackBuilder, d
                    encrypt_blob, read_header)
 
 FORMAT_VERSION = 1
+REPAIR_INDEX_HINT = ("rebuild the index from the packs with 'opskit backup repair index' "
+                     "(docs/backup.md, 'When the repository is damaged')")
 
 
 class RepositoryError(OperationalError):
@@ -36,8 +38,8 @@ class WrongPassphrase(RepositoryError):
 class CorruptObject(RepositoryError):
     """An object failed authentication or parsing; names the object."""
 
-    def __init__(self, name: str, problem: str):
-        super().__init__(f"{name}: {problem}")
+    def __init__(self, name: str, problem: str, hint: str | None = None):
+        super().__init__(f"{name}: {problem}", hint=hint)
         self.name = name
         self.problem = problem
 
@@ -202,11 +204,15 @@ class Repository:
         Returns the ids of packs that had to be re-indexed.
         """
         for name, _size in self.backend.list("index/"):
-            plain = self.read_index_plaintext(name)
             try:
-                self.index.add_index_plaintext(plain)
-            except (crypto.DecryptError, ValueError, KeyError, struct_error) as exc:
-                raise CorruptObject(name, f"cannot be parsed ({exc})") from None
+                plain = self.read_index_plaintext(name)
+                try:
+                    self.index.add_index_plaintext(plain)
+                except (crypto.DecryptError, ValueError, KeyError, struct_error) as exc:
+                    raise CorruptObject(name, f"cannot be parsed ({exc})") from None
+            except CorruptObject as exc:
+                exc.hint = exc.hint or REPAIR_INDEX_HINT
+                raise
         self.index_loaded = True
         orphans = [(n, s) for n, s in self.backend.list("data/")
                    if n.split("/")[-1] not in self.index.packs]

@@ -837,3 +837,4 @@ def check_site_cmd(app: App, site_name: str, read_data: bool, read_data_subset, 
 
 # restore drills live in their own module; importing it registers `backup drill`
 from . import backup_drill  # noqa: E402,F401
+from . import backup_repair  # noqa: E402,F401
