@@ -62,6 +62,18 @@ def _plant(cli, src, where: str, make):
     return rewrite_snapshot(repo, snap, src if where == "top" else src / "sub", edit)
 
 
+def _hostile(repo, writer, name, kind: str) -> list[dict]:
+    """Nodes named ``name``: a file, a directory holding one, a symlink, or a file twice."""
+    data = put_data(repo, writer, b"EVIL PAYLOAD")
+    if kind == "twice":
+        return [file_node(name, [data], 12), file_node(name, [data], 12)]
+    if kind == "file":
+        return [file_node(name, [data], 12)]
+    if kind == "dir":
+        return [dir_node(name, put_tree(repo, writer, [file_node("evil-inside", [data], 12)]))]
+    return [symlink_node(name, b"/etc/shadow")]
+
+
 # (name, node type, where) -- the full cross product runs in tests/unit/test_backup_restorer.py
 CASES = [
     ("..", "dir", "top"),
@@ -86,15 +98,7 @@ def test_restore_refuses_names_that_leave_the_target(setup, tmp_path, name, kind
         ups = (len(src.parts) - 1) + (where == "nested") + 2
         name = "../" * ups + "evil-escaped"
 
-    def make(repo, writer):
-        data = put_data(repo, writer, b"EVIL PAYLOAD")
-        if kind == "file":
-            return [file_node(name, [data], 12)]
-        if kind == "dir":
-            return [dir_node(name, put_tree(repo, writer, [file_node("evil-inside", [data], 12)]))]
-        return [symlink_node(name, b"/etc/shadow")]
-
-    sid = _plant(cli, src, where, make)
+    sid = _plant(cli, src, where, lambda repo, writer: _hostile(repo, writer, name, kind))
     box = tmp_path / "box"
     target = box / "target"
     home = tmp_path / "opskit-home"       # the audit log lives here
@@ -148,17 +152,7 @@ def test_check_applies_the_restore_name_rules(setup, name, kind, where):
     """#28 item 8: `check --read-data` said "no errors" about snapshots restore refuses."""
     cli, src, _cwd = setup
 
-    def make(repo, writer):
-        data = put_data(repo, writer, b"EVIL PAYLOAD")
-        if kind == "twice":
-            return [file_node(name, [data], 12), file_node(name, [data], 12)]
-        if kind == "file":
-            return [file_node(name, [data], 12)]
-        if kind == "dir":
-            return [dir_node(name, put_tree(repo, writer, [file_node("inside", [data], 12)]))]
-        return [symlink_node(name, b"/etc/shadow")]
-
-    sid = _plant(cli, src, where, make)
+    sid = _plant(cli, src, where, lambda repo, writer: _hostile(repo, writer, name, kind))
     report = cli.json("check", "--read-data", expect=1)
     (err,) = report["errors"]
     assert err["object"].startswith("tree ") and err["snapshots"] == [sid[:12]]
