@@ -219,12 +219,12 @@ def main() -> None:
     import yaml
 
     from opskit.accounts.roster import load_declared
-    from opskit.core.config import load_config
     from opskit.hosts.inventory import load_inventory
     from opskit.perms.analysis import Options, analyse
     from opskit.perms.postgres import database_specs
     from opskit.perms.report import ReportStore, build_report
     from opskit.perms.snapshot import SnapshotStore, take_snapshot
+    from opskit.settings import load_config
 
     work = tempfile.mkdtemp(prefix="opskit-bench-perms-")
     gen = None

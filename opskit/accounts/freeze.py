@@ -36,12 +36,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from opskit.core.state import ensure_private_dir
+from opskit.core.state import StateLayout, ensure_private_dir
 from opskit.hosts.base import Host
 from opskit.hosts.fanout import fan_out
 from opskit.hosts.userdb import EPOCH_DAY, Account
 
-from .provision import Settings, read_userdb_batched, sudoers_path
+from .provision import Settings, sudoers_path
 from .target import HostRunOutcome, Step, Target, cmd, gather, q, run_steps_then_gather
 
 FREEZE_DATE = "1970-01-02"      # day 1 since the epoch: past, and never read as "unset"
@@ -401,8 +401,7 @@ def freeze_fleet(specs: Sequence[Any], person, settings: Settings, *, reason: st
 
 def save_certificate(state_dir: str, run: FreezeRun) -> str:
     """Write the certificate to ``<state_dir>/accounts/freezes/<id>.json`` (0600)."""
-    directory = ensure_private_dir(os.path.join(ensure_private_dir(
-        os.path.join(state_dir, "accounts")), "freezes"))
+    directory = ensure_private_dir(StateLayout(state_dir).freezes)
     path = os.path.join(directory, f"{run.id}.json")
     run.path = path
     fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

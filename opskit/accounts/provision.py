@@ -37,6 +37,7 @@ from opskit.hosts.fanout import fan_out
 from opskit.hosts.userdb import Account, UserDB, userdb_from_text
 
 from .target import Step, Target, cmd, gather, q, run_steps
+from opskit.core.state import StateLayout
 
 SUDOERS_DIR = "/etc/sudoers.d"
 KEYS_HEADER = ("# opskit: managed from the roster for {pid}; "
@@ -57,9 +58,9 @@ class Settings:
     def from_config(cls, config) -> "Settings":
         from opskit.hosts.inventory import SSHSettings
         ssh = SSHSettings.from_config(config)
-        return cls(int(config.get("accounts.min_uid", 1000)),
+        return cls(int(config.get("accounts.min_uid")),
                    config.get("accounts.nologin_shell") or "/usr/sbin/nologin",
-                   float(config.get("accounts.host_timeout", 300.0)), ssh.concurrency, ssh)
+                   float(config.get("accounts.host_timeout")), ssh.concurrency, ssh)
 
 
 def sudoers_name(login: str) -> str:
@@ -156,11 +157,6 @@ def read_state(target: Target, logins: list[str], min_uid: int,
 
 
 # --- shell building blocks (shared with freeze) ---------------------------------------
-
-def passwd_field(target: Target, login: str, var: str, fields: str) -> str:
-    """Shell: set ``var`` to fields of ``login``'s passwd line, e.g. '$6' or '$3":"$4'."""
-    return (f"{var}=$(awk -F: -v u={q(login)} '$1==u{{print {fields}}}' "
-            f"{q(target.path('/etc/passwd'))})")
 
 
 def keys_lines(target: Target, login: str, content: bytes | None) -> list[str]:
@@ -437,8 +433,7 @@ def save_initial_passwords(state_dir: str, steps: list[Step], passwords: dict) -
             hosts.setdefault(s.subject, []).append(s.host)
     if not hosts:
         return []
-    directory = ensure_private_dir(os.path.join(ensure_private_dir(
-        os.path.join(state_dir, "accounts")), "initial-passwords"))
+    directory = ensure_private_dir(StateLayout(state_dir).initial_passwords)
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     paths = []
     for pid, where in hosts.items():

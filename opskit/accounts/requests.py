@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from opskit.core.atomicfile import write_atomic
+from opskit.core import errors
 from opskit.core.errors import OperationalError, UsageError
 from opskit.core.filelock import FileLock
 from opskit.core.state import ensure_private_dir, resolve_state_dir
@@ -66,12 +67,12 @@ OPEN_STATES = (REQUESTED, APPROVED)
 _ID = re.compile(r"^AR-(\d{4,})$")
 
 
-class Refused(UsageError):
-    """A step of the access-request workflow was refused (exit 2). ``rule`` is the rule id."""
+class Refused(errors.Refused):
+    """A step of the access-request workflow was refused (exit 2); by default
+    under R-ACC-3 (request form, approval, designated applier)."""
 
     def __init__(self, message: str, *, rule: str = "R-ACC-3", hint: str | None = None):
-        super().__init__(message, hint=hint)
-        self.rule = rule
+        super().__init__(message, rule=rule, hint=hint)
 
 
 # --- the request ---------------------------------------------------------------------------
@@ -293,7 +294,7 @@ class RequestStore:
     def __init__(self, config, *, roster_loader: Callable | None = None):
         self.config = config
         self.dir = store_dir(config)
-        self.lock_timeout = float(config.get("accounts.requests_lock_timeout", 10.0))
+        self.lock_timeout = float(config.get("accounts.requests_lock_timeout"))
         self._roster_loader = roster_loader
 
     # --- reading ----------------------------------------------------------------------------
@@ -337,8 +338,8 @@ class RequestStore:
 
     def needed_approvals(self, tier: str | None) -> int:
         if tier == "special":
-            return max(2, int(self.config.get("accounts.special_approvals", 2)))
-        return max(1, int(self.config.get("accounts.approvals", 1)))
+            return max(2, int(self.config.get("accounts.special_approvals")))
+        return max(1, int(self.config.get("accounts.approvals")))
 
     def admins(self, roster) -> list[str]:
         """Designated admins (R-ACC-1): ``accounts.access_admins``, else active holders of an

@@ -12,27 +12,23 @@ A ``Target`` is a Host plus the root of its account databases:
 A rooted target is an offline tree: there are no live processes or
 sessions to end there, so those freeze steps report 'n/a'.
 
-Reads and changes are batched: ``gather`` fetches every file a plan needs
-with one ``sh -s`` command (one ``tar`` of them, base64-encoded; symlinks are
-stored as links, never followed), ``run_steps`` runs every planned step with one
-more, each step in its own subshell (stdin /dev/null, ``set -e``) with its
-exit status and output reported between markers. So a 200-person apply on
-an SSH host costs two round trips, not thousands. The script goes on stdin,
-never on the command line (no ARG_MAX limit, nothing in the process list).
+Reads and changes are batched with ``Host.run_batch`` (one shell, one round
+trip): ``gather`` fetches every file a plan needs with one ``tar`` of them
+(symlinks are stored as links, never followed) plus its shell commands,
+``run_steps`` runs every planned step as a ``Script`` (its own subshell,
+stdin /dev/null, ``set -e``, stderr into stdout), each with its own exit
+status and output. So a 200-person apply on an SSH host costs two round
+trips, not thousands. Scripts never go on a command line (no ARG_MAX limit,
+nothing in the process list).
 """
 from __future__ import annotations
 
-import base64
 import shlex
 from dataclasses import dataclass, field
 
-from opskit.hosts.base import Host, HostCommandError, tail
+from opskit.hosts.base import Host, HostBatchError, HostCommandError, RunResult, Script, tail
 
 ROOT_VAR = "accounts_root"
-_BEGIN = "@@opskit-begin"
-_END = "@@opskit-end"
-_STEP_BEGIN = "@@opskit-step"
-_STEP_END = "@@opskit-step-end"
 
 
 def q(word: str) -> str:
@@ -51,8 +47,7 @@ class Target:
 
     @classmethod
     def of(cls, host: Host, variables: dict | None = None) -> "Target":
-        sysroot = getattr(host, "sysroot", None)
-        root = sysroot or (variables or {}).get(ROOT_VAR) or None
+        root = host.sysroot or (variables or {}).get(ROOT_VAR) or None
         return cls(host, str(root).rstrip("/") if root else None)
 
     @property
@@ -71,9 +66,6 @@ class Target:
         """``--prefix ROOT`` for shadow-utils that support it (useradd, usermod, groupadd)."""
         return ["--prefix", self.root] if self.root else []
 
-    def sh(self, script: str, timeout: float | None = None):
-        return self.host.run(["sh", "-s"], input=script.encode(), timeout=timeout)
-
 
 # --- reading ----------------------------------------------------------------------
 
@@ -83,57 +75,48 @@ def gather(target: Target, files: dict[str, str] | None = None,
     """Read ``files`` (key -> path on the target, mapped under its root) and run
     ``commands`` (key -> shell line) in one round trip. Missing files come back
     None; a command's value is its stdout (rc in ``key + '.rc'`` as bytes)."""
-    script, members = _gather_script(target, files, commands)
-    if not script:
+    batch, members = _gather_batch(target, files, commands)
+    if not batch:
         return {}
-    result = target.sh(script, timeout=timeout)
-    return _parse_gather(target, result, files, commands, members)
+    try:
+        results = target.host.run_batch(batch, timeout=timeout)
+    except HostBatchError as exc:
+        raise _gather_failed(target, exc, files, commands, exc.results) from None
+    return _gather_results(results, files, commands, members)
 
 
-def _gather_script(target: Target, files, commands) -> tuple[str, dict[str, str]]:
-    lines = []
+def _gather_batch(target: Target, files, commands) -> tuple[list, dict[str, str]]:
+    batch: list = []
     members: dict[str, str] = {}
     if files:
-        # one tar for every file (symlinks stored, never followed), one base64 for the lot
+        # one tar for every file (symlinks stored, never followed)
         members = {target.path(path).lstrip("/"): key for key, path in files.items()}
-        names = " ".join(q(m) for m in members)
-        lines.append(f"printf '{_BEGIN} @files\\n'; tar -c -f - --ignore-failed-read -C / "
-                     f"-- {names} 2>/dev/null | base64 -w0; printf '\\n{_END} 3\\n'")
-    for key, line in (commands or {}).items():
-        lines.append(f"printf '{_BEGIN} %s\\n' {q(key)}; "
-                     f"{{ ( {line} ) </dev/null 2>/dev/null; echo \"@rc=$?\"; }} | base64 | "
-                     f"tr -d '\\n'; printf '\\n{_END} 2\\n'")
-    return ("\n".join(lines) + "\n") if lines else "", members
+        batch.append(["tar", "-c", "-f", "-", "--ignore-failed-read", "-C", "/", "--",
+                      *members])
+    batch += [Script(line) for line in (commands or {}).values()]
+    return batch, members
 
 
-def _parse_gather(target: Target, result, files, commands, members) -> dict[str, bytes | None]:
+def _gather_results(results: list[RunResult], files, commands, members
+                    ) -> dict[str, bytes | None]:
     out: dict[str, bytes | None] = {key: None for key in (files or {})}
-    seen: set[str] = set()
-    key = None
-    body: list[str] = []
-    for line in result.text.splitlines():
-        if line.startswith(_BEGIN + " "):
-            key, body = line[len(_BEGIN) + 1:], []
-            seen.add(key)
-        elif line.startswith(_END + " ") and key is not None:
-            kind = line[len(_END) + 1:].strip()
-            data = base64.b64decode("".join(body)) if body else b""
-            if kind == "3":
-                out.update(_untar(data, members))
-            else:
-                text, _, rc = data.rpartition(b"@rc=")
-                out[key] = text
-                out[key + ".rc"] = rc.strip()
-            key = None
-        elif key is not None:
-            body.append(line)
-    missing = [k for k in (commands or {}) if k not in out]
-    if (files and "@files" not in seen) or missing:
-        raise HostCommandError(f"{target.host.describe()}: reading account data failed "
-                               f"(no answer for {', '.join(missing[:5]) or 'the files'}): "
-                               f"{tail(result.stderr) or 'no output'}", host=target.name,
-                               result=result)
+    if files:
+        out.update(_untar(results[0].stdout, members))
+        results = results[1:]
+    for key, result in zip(commands or {}, results):
+        out[key] = result.stdout
+        out[key + ".rc"] = str(result.rc).encode()
     return out
+
+
+def _gather_failed(target: Target, exc: HostBatchError, files, commands, done: list
+                   ) -> HostCommandError:
+    """The error for a gather whose batch stopped early, naming what got no answer."""
+    answered = max(len(done) - (1 if files else 0), 0)     # the tar comes first
+    what = ", ".join(list(commands or {})[answered:][:5]) or "the files"
+    return HostCommandError(f"{target.host.describe()}: reading account data failed "
+                            f"(no answer for {what}): {exc.reason}", host=target.name,
+                            result=exc.result)
 
 
 SYMLINK = b"\0opskit: a symlink"    # never equal to wanted content; still an access path
@@ -184,8 +167,12 @@ def run_steps(target: Target, steps: list[Step], timeout: float | None = None) -
     A failed step does not stop the others (they are independent by design)."""
     if not steps:
         return steps
-    result = target.sh(_steps_script(steps), timeout=timeout)
-    _parse_steps(result, steps)
+    try:
+        results = target.host.run_batch(_step_scripts(steps), timeout=timeout)
+    except HostBatchError as exc:
+        _step_results(steps, exc.results, exc.reason)
+    else:
+        _step_results(steps, results)
     return steps
 
 
@@ -193,44 +180,33 @@ def run_steps_then_gather(target: Target, steps: list[Step], files=None, command
                           timeout: float | None = None) -> dict[str, bytes | None]:
     """``run_steps`` and then ``gather`` in the same round trip (a freeze and its
     verification re-read cost one SSH command, not two)."""
-    script, members = _gather_script(target, files, commands)
-    result = target.sh(_steps_script(steps) + script, timeout=timeout)
-    _parse_steps(result, steps)
-    return _parse_gather(target, result, files, commands, members)
+    batch, members = _gather_batch(target, files, commands)
+    try:
+        results = target.host.run_batch(_step_scripts(steps) + batch, timeout=timeout)
+    except HostBatchError as exc:
+        _step_results(steps, exc.results, exc.reason)
+        raise _gather_failed(target, exc, files, commands, exc.results[len(steps):]) from None
+    _step_results(steps, results)
+    return _gather_results(results[len(steps):], files, commands, members)
 
 
-def _steps_script(steps: list[Step]) -> str:
-    parts = []
+def _step_scripts(steps: list[Step]) -> list[Script]:
+    # stderr into stdout: a step's error message shows its output in order
+    return [Script("exec 2>&1\nset -e\n" + ("\n".join(step.lines) or ":")) for step in steps]
+
+
+def _step_results(steps: list[Step], results: list[RunResult], stopped: str = "") -> None:
+    """Set ``ok``/``error`` of each step from its result; steps without one did not run."""
     for i, step in enumerate(steps):
-        body = "\n".join(step.lines) or ":"
-        parts.append(f"printf '{_STEP_BEGIN} {i}\\n'\n( set -e\n{body}\n) </dev/null 2>&1\n"
-                     f"printf '\\n{_STEP_END} {i} %d\\n' $?\n")
-    return "".join(parts)
-
-
-def _parse_steps(result, steps: list[Step]) -> None:
-    seen: dict[int, tuple[int, list[str]]] = {}
-    current, buf = None, []
-    for line in result.text.splitlines():
-        if line.startswith(_STEP_BEGIN + " "):
-            current, buf = int(line.split()[1]), []
-        elif line.startswith(_STEP_END + " ") and current is not None:
-            _, idx, rc = line.split()
-            seen[int(idx)] = (int(rc), buf)
-            current = None
-        elif current is not None:
-            buf.append(line)
-    for i, step in enumerate(steps):
-        if i in seen:
-            rc, output = seen[i]
+        if i < len(results):
+            rc = results[i].rc
             step.ok = rc == 0
             if rc:
-                text = "\n".join(x for x in output if x.strip())
+                text = "\n".join(x for x in results[i].text.splitlines() if x.strip())
                 step.error = f"exit status {rc}: {tail(text) or 'no output'}"
         else:
             step.ok = False
-            step.error = ("did not run (the batch stopped early: "
-                          f"{tail(result.stderr) or 'exit status ' + str(result.rc)})")
+            step.error = f"did not run (the batch stopped early: {stopped})"
 
 
 class HostRunOutcome:

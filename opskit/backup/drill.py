@@ -5,8 +5,8 @@ into a fresh scratch directory, re-reads every restored file from disk and
 re-chunks it to compare with the snapshot's chunk ids, optionally compares
 the sample with the live source, then removes the scratch copy. It measures
 RTO (restore time, throughput, extrapolated full-restore time) and RPO (age
-of the verified snapshot) against the site's targets and writes a report
-(JSON for machines, Markdown for people) to ``<state_dir>/drills/``.
+of the verified snapshot) against the site's targets; report.py writes the
+report (JSON for machines, Markdown for people) to ``<state_dir>/drills/``.
 
 The newest *passing* drill per site is what the retention floor keeps
 (retention.newest_drill_verified reads these reports).
@@ -31,6 +31,7 @@ from .backends import BackendError
 from .repository import CorruptObject, DamagedSnapshot, Repository
 from .restorer import Restorer
 from .tree import TYPE_DIR, TYPE_FILE, decode_name
+from opskit.core.state import StateLayout
 
 
 @dataclass
@@ -331,53 +332,14 @@ def _compare_live(report: DrillReport, path: bytes, node: dict, ids: list[str],
 
 # --- reports ---------------------------------------------------------------------------
 def drills_dir(state_dir: str) -> str:
-    path = os.path.join(state_dir, "drills")
+    path = StateLayout(state_dir).drills
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 
 
-def write_report(state_dir: str, report: DrillReport) -> tuple[str, str]:
-    """Write ``<time>-<site>.json`` and ``.md``; returns both paths."""
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")  # unique, sortable
-    base = os.path.join(drills_dir(state_dir), f"{stamp}-{report.site}-{report.snapshot[:8]}")
-    data = json.dumps(report.to_json(), indent=2, ensure_ascii=False)
-    for path, text in ((base + ".json", data), (base + ".md", markdown(report))):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text + "\n")
-    return base + ".json", base + ".md"
-
-
-def markdown(r: DrillReport) -> str:
-    lines = [
-        f"# Restore drill {r.time} — {r.verdict}", "",
-        "R-BAK-5 (disaster-recovery drill), R-BAK-2 (recoverable after an incident).", "",
-        "| item | value |", "|---|---|",
-        f"| site | {r.site} ({r.repository}) |",
-        f"| snapshot | {r.snapshot[:12]} taken {r.snapshot_time} |",
-        f"| run by | {r.operator} on {r.host} |",
-        f"| sample | {r.sample_pct:g}% : {r.files_verified} of {r.files_total} files verified, "
-        f"{r.bytes_verified} of {r.bytes_total} bytes |",
-        f"| restore time | {r.restore_seconds:.2f} s at {r.throughput_mib_s} MiB/s |",
-        f"| RTO (full restore, {'measured' if r.sample_pct >= 100 else 'extrapolated'}) | "
-        f"{r.full_restore_estimate_s:.1f} s, target {r.rto_target_minutes:g} min: "
-        f"{'met' if r.rto_ok else 'NOT met'} |",
-        f"| RPO (age of the verified snapshot) | {r.rpo_hours:.2f} h, target "
-        f"{r.rpo_target_hours:g} h: {'met' if r.rpo_ok else 'NOT met'} |",
-        f"| compared with live source | {r.compared_with_source} files, "
-        f"{len(r.changed_since_snapshot)} changed since the snapshot |",
-    ]
-    if r.failures:
-        lines += ["", "## Failures", ""] + [f"- `{f['path']}`: {f['problem']}" for f in r.failures]
-    if r.changed_since_snapshot:
-        lines += ["", "## Changed since the snapshot (not failures)", ""]
-        lines += [f"- `{c['path']}`: {c['change']}" for c in r.changed_since_snapshot[:200]]
-    return "\n".join(lines)
-
-
 def history(state_dir: str) -> list[dict]:
     out = []
-    path = os.path.join(state_dir, "drills")
+    path = StateLayout(state_dir).drills
     if not os.path.isdir(path):
         return out
     for name in sorted(os.listdir(path)):

@@ -12,15 +12,17 @@ from typing import Callable
 from opskit.core.config import Config
 from opskit.core.errors import ConfigError, OperationalError, UsageError
 
+from opskit.core.state import StateLayout
+
 from .backends import open_backend
-from .repository import Repository, RepositoryError
+from .repository import Repository
 
 PASSPHRASE_ENV = "OPSKIT_PASSPHRASE"
 PASSPHRASE_FILE_ENV = "OPSKIT_PASSPHRASE_FILE"
 
 
 def default_repo_location(state_dir: str) -> str:
-    return os.path.join(state_dir, "repo")
+    return StateLayout(state_dir).repo
 
 
 def repo_location(config: Config, state_dir: str, override: str | None) -> tuple[str, bool]:
@@ -84,8 +86,8 @@ def get_passphrase(config: Config, passphrase_file: str | None,
 
 
 def tune(repo: Repository, config: Config) -> Repository:
-    repo.compression_level = int(config.get("backup.compression_level", 1))
-    repo.pack_size = int(config.get("backup.pack_size_mib", 16)) << 20
+    repo.compression_level = int(config.get("backup.compression_level"))
+    repo.pack_size = int(config.get("backup.pack_size_mib")) << 20
     return repo
 
 
@@ -107,7 +109,7 @@ def open_repository(location: str, passphrase: bytes, config: Config) -> Reposit
 
 
 def init_repository(location: str, passphrase: bytes, config: Config) -> Repository:
-    avg = int(config.get("backup.chunk_avg_kib", 1024)) << 10
+    avg = int(config.get("backup.chunk_avg_kib")) << 10
     return tune(Repository.init(backend_for(location, config), passphrase, chunk_avg=avg), config)
 
 

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from opskit.core.errors import OperationalError, OpskitError, UsageError
+from opskit.core.state import StateLayout
 
 from . import crypto
 from .backends import Backend, BackendError, ObjectNotFound, open_backend
@@ -86,8 +87,8 @@ def configured_sites(config) -> dict[str, Site]:
         settings = {k: v for k, v in entry.items() if v is not None}
         settings["name"] = str(name)
         settings.setdefault("known_hosts", config.get("ssh.known_hosts"))
-        settings["host_key_policy"] = config.get("ssh.host_key_policy", "reject")
-        settings["connect_timeout"] = config.get("ssh.connect_timeout", 10.0)
+        settings["host_key_policy"] = config.get("ssh.host_key_policy")
+        settings["connect_timeout"] = config.get("ssh.connect_timeout")
         for key in ("key_file", "known_hosts", "secret_access_key_file"):
             if settings.get(key):
                 settings[key] = config.relative_path(settings[key])
@@ -117,7 +118,7 @@ def site_label(site: Site) -> str:
 
 # --- per-site state ----------------------------------------------------------------------
 def _state_path(state_dir: str, site: str) -> str:
-    folder = os.path.join(state_dir, "replication")
+    folder = StateLayout(state_dir).replication
     os.makedirs(folder, mode=0o700, exist_ok=True)
     return os.path.join(folder, f"{site}.json")
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from opskit.core.errors import UsageError
+from opskit.core.state import StateLayout
 
 _DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)m)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?$")
 
@@ -142,7 +143,7 @@ def newest_drill_verified(state_dir: str) -> set[str]:
     import json
     import os
     best: dict[str, tuple[str, str]] = {}
-    for path in glob.glob(os.path.join(state_dir, "drills", "*.json")):
+    for path in glob.glob(os.path.join(StateLayout(state_dir).drills, "*.json")):
         try:
             with open(path) as fh:
                 report = json.load(fh)

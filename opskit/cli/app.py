@@ -17,32 +17,10 @@ import click
 
 from opskit.core.config import Config, load_config
 from opskit.core.errors import EXIT_OK
-from opskit.core.output import FORMATS, Result, render
-from opskit.core.secrets import is_secret_name as _is_secret_name
-from opskit.core.state import ensure_private_dir, resolve_state_dir
-
-def is_secret_name(name: str) -> bool:
-    """True when an option or variable called ``name`` carries a secret value
-    (the one rule in opskit.core.secrets)."""
-    return _is_secret_name(name)
-
-
-def redact(name: str, value: Any) -> Any:
-    """Redact ``value`` when ``name`` is secret; also redact ``key=value`` items
-    (``--var``, ``--param``) whose key is secret."""
-    if value is None:
-        return None
-    if is_secret_name(name):
-        return "***"
-    if isinstance(value, (list, tuple)):
-        return [redact(name, v) for v in value]
-    if isinstance(value, str) and "=" in value:
-        key, _, _ = value.partition("=")
-        if is_secret_name(key.strip()):
-            return f"{key}=***"
-    if isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
+from opskit.core.output import FORMATS, Result, offered, render
+from opskit.core.secrets import is_secret_name, redact, redact_argv  # noqa: F401 (re-exported for cli modules)
+from opskit.core.state import StateLayout, ensure_private_dir, resolve_state_dir
+from opskit.settings import SCHEMA
 
 
 class App:
@@ -66,7 +44,7 @@ class App:
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(self.config_path)
+            self._config = load_config(self.config_path, schema=SCHEMA)
         return self._config
 
     @property
@@ -85,11 +63,11 @@ class App:
         except Exception:
             if not fallback:
                 raise
-            return os.path.join(ensure_private_dir(resolve_state_dir(None)), "audit", "audit.log")
+            return StateLayout(ensure_private_dir(resolve_state_dir(None))).audit_log
         configured = config.get("audit.path")
         if configured:
             return config.relative_path(configured)
-        return os.path.join(self.state_dir, "audit", "audit.log")
+        return StateLayout(self.state_dir).audit_log
 
     # --- who and where -----------------------------------------------------------
     @property
@@ -143,14 +121,16 @@ class App:
 pass_app = click.make_pass_decorator(App)
 
 
-def output_options(tabular: bool = True) -> Callable:
-    """Add ``--json`` (and ``--format``/``--csv`` when tabular) to a command."""
+def output_options(tabular: bool = True, formats: tuple[str, ...] | None = None,
+                   default: str = "table") -> Callable:
+    """Add ``--format`` with the ``formats`` this command offers (default: table,
+    json and csv; table and json when not ``tabular``), plus ``--json`` and
+    ``--csv`` when those are offered. The choices come from the format registry."""
+    choices = offered(formats or (FORMATS if tabular else ("table", "json")))
 
     def decorator(func: Callable) -> Callable:
-        choices = FORMATS if tabular else ("table", "json")
-
         @functools.wraps(func)
-        def wrapper(*args, output_format: str = "table", as_json: bool = False,
+        def wrapper(*args, output_format: str = default, as_json: bool = False,
                     as_csv: bool = False, **kwargs):
             app = click.get_current_context().find_object(App)
             fmt = "json" if as_json else "csv" if as_csv else output_format
@@ -159,37 +139,18 @@ def output_options(tabular: bool = True) -> Callable:
             return func(*args, **kwargs)
 
         wrapper = click.option("--format", "output_format", type=click.Choice(choices),
-                               default="table", show_default=True,
+                               default=default, show_default=True,
                                help="Output format.")(wrapper)
-        if tabular:
+        if "csv" in choices:
             wrapper = click.option("--csv", "as_csv", is_flag=True,
                                    help="Same as --format csv.")(wrapper)
-        wrapper = click.option("--json", "as_json", is_flag=True,
-                               help="Machine-readable JSON (same as --format json).")(wrapper)
+        if "json" in choices:
+            wrapper = click.option("--json", "as_json", is_flag=True,
+                                   help="Machine-readable JSON (same as --format json).")(wrapper)
         return wrapper
 
     return decorator
 
-
-def redact_argv(args: list[str]) -> list[str]:
-    """Raw command-line words with values of secret-named options hidden."""
-    out, hide_next = [], False
-    for word in args:
-        if hide_next:
-            out.append("***")
-            hide_next = False
-            continue
-        if word.startswith("--"):
-            name, eq, _value = word[2:].partition("=")
-            if is_secret_name(name):
-                if eq:
-                    out.append(f"--{name}=***")
-                else:
-                    out.append(word)
-                    hide_next = True
-                continue
-        out.append(str(redact("argv", word)))
-    return out
 
 
 class OpskitCommand(click.Command):

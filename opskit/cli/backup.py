@@ -1,7 +1,7 @@
 """`opskit backup`: encrypted, deduplicated backups (R-BAK-1, R-BAK-2, R-BAK-4).
 
 Thin layer: resolve the repository and passphrase, call the engines in
-opskit.backup, render their results.
+opskit.backup, emit the Results that opskit.backup.report makes of theirs.
 """
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ import sys
 import click
 
 from opskit.backup import open_repo
+from opskit.backup import report
 from opskit.backup.locks import RepoLock, list_locks, remove_locks
 from opskit.backup.repository import Repository
-from opskit.backup.tree import TYPE_DIR, decode_name
-from opskit.core.errors import EXIT_FINDINGS, UsageError
-from opskit.core.output import Result, Table
+from opskit.core.errors import OperationalError, UsageError
 
 from .app import App, OpskitGroup, output_options, pass_app
-from .progress import TerminalProgress, human_bytes
+from .progress import TerminalProgress
 
 
 @click.group("backup", cls=OpskitGroup)
@@ -51,8 +50,9 @@ def repo_option(func):
 
 def _prompt(confirm: bool) -> bytes:
     if not sys.stdin.isatty():
-        raise click.UsageError("no passphrase given and no terminal to ask on: set "
-                               "OPSKIT_PASSPHRASE or use --passphrase-file")
+        raise OperationalError("no passphrase given and no terminal to ask on: set "
+                               "OPSKIT_PASSPHRASE_FILE (a 0600 file), backup.passphrase_file "
+                               "in the config, or --passphrase-file")
     value = click.prompt("Repository passphrase", hide_input=True,
                          confirmation_prompt=confirm and "Repeat passphrase")
     if not value:
@@ -82,7 +82,7 @@ def _open(app: App, repo: str | None, passphrase_file: str | None, *,
 
 
 def _stale_s(app: App) -> float:
-    return float(app.config.get("backup.lock_stale_minutes", 60)) * 60
+    return float(app.config.get("backup.lock_stale_minutes")) * 60
 
 
 @group.command("init")
@@ -96,11 +96,7 @@ def init_cmd(app: App, repo: str | None, passphrase_file: str | None) -> None:
         raise UsageError(f"a repository already exists at {location}")
     passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt, confirm=True)
     r = open_repo.init_repository(location, passphrase, app.config)
-    app.emit(Result(data={"repository": location, "id": r.config.id},
-                    messages=[f"created repository {r.config.id[:12]} at {location}",
-                              "Keep the passphrase safe: without it the backups cannot be "
-                              "restored."],
-                    summary=f"created repository {r.config.id[:12]} at {location}"))
+    app.emit(report.init_result(location, r.config.id))
 
 
 @group.command("run")
@@ -121,7 +117,7 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
     previous snapshot of the same paths are not read again. Unreadable files
     are listed and the run exits 1; everything else is still backed up.
     """
-    paths = list(paths) or list(app.config.get("backup.paths", []))
+    paths = list(paths) or list(app.config.get("backup.paths"))
     if not paths:
         raise UsageError("nothing to back up: give PATHS or set backup.paths in the config")
     for p in paths:
@@ -141,7 +137,7 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
         r = open_repo.open_repository(location, passphrase, app.config)
     if r.keys.write_only and not full:
         full = True   # no parent can be read: every file is read again, dedup still applies
-    excludes = list(app.config.get("backup.exclude", [])) + list(exclude)
+    excludes = list(app.config.get("backup.exclude")) + list(exclude)
     progress = TerminalProgress("backup")
     with RepoLock(r, stale_after_s=_stale_s(app)):
         roots = sorted({os.path.abspath(p) for p in paths})
@@ -159,23 +155,10 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
         finally:
             progress.close()
     st = archiver.stats
-    summary = (f"snapshot {sid[:8]} saved: {st.files} files, {human_bytes(st.bytes)} "
-               f"({st.files_new} new, {st.files_changed} changed, {st.files_unmodified} unchanged), "
-               f"added {human_bytes(st.bytes_added)} -> {human_bytes(st.bytes_stored)} stored, "
-               f"{st.duration_s:.1f}s" + (f", {len(st.errors)} errors" if st.errors else ""))
-    messages = [summary]
-    for err in st.errors[:50]:
-        messages.append(f"  error: {err['path']}: {err['error']}")
-    if len(st.errors) > 50:
-        messages.append(f"  ... and {len(st.errors) - 50} more")
     app.audit_details = {"snapshot": sid, "repository": location, "paths": roots,
                          "full": full, "files": st.files, "bytes": st.bytes,
                          "errors": st.errors[:20]}
-    app.emit(Result(data={"snapshot": sid, "repository": location, "paths": roots,
-                          "parent": snap.get("parent"), "full": full, "tags": snap["tags"],
-                          "stats": st.to_json(), "errors": st.errors},
-                    messages=messages, summary=summary,
-                    exit_code=EXIT_FINDINGS if st.errors else 0))
+    app.emit(report.run_result(sid, snap, st, location, roots, full))
 
 
 @group.command("snapshots")
@@ -189,17 +172,7 @@ def snapshots_cmd(app: App, tags, host, repo, passphrase_file) -> None:
     r = _open(app, repo, passphrase_file)
     snaps = [s for s in r.snapshots()
              if (not tags or set(tags) & set(s.get("tags", []))) and (not host or s.get("host") == host)]
-    rows = [{"id": s["id"][:8], "time": s["time"][:19].replace("T", " "), "host": s.get("host"),
-             "paths": s.get("paths"), "tags": s.get("tags"), "full": s.get("full"),
-             "files": s.get("stats", {}).get("files"),
-             "size": human_bytes(s.get("stats", {}).get("bytes", 0))} for s in snaps]
-    damaged = getattr(r, "damaged_snapshots", [])
-    messages = [f"warning: snapshot file snapshots/{sid} is damaged and was left out "
-                "(run 'opskit backup check')" for sid in damaged]
-    app.emit(Result(data=snaps, tables=[Table(["id", "time", "host", "paths", "tags", "full",
-                                               "files", "size"], rows)],
-                    messages=messages, summary=f"{len(snaps)} snapshots",
-                    exit_code=EXIT_FINDINGS if damaged else 0))
+    app.emit(report.snapshots_result(snaps, getattr(r, "damaged_snapshots", [])))
 
 
 @group.command("ls")
@@ -213,26 +186,8 @@ def ls_cmd(app: App, snapshot: str, path: str, repo, passphrase_file) -> None:
     r = _open(app, repo, passphrase_file)
     r.load_index(repair=False)
     snap = r.resolve_snapshot(snapshot)
-    want = "/" + path.strip("/")
-    rows: list[dict] = []
-
-    def walk(tree_id: bytes, base: str) -> None:
-        for node in r.load_tree(tree_id).get("nodes", []):
-            name = os.fsdecode(decode_name(node))
-            full = base.rstrip("/") + "/" + name
-            inside = full == want or full.startswith(want.rstrip("/") + "/") or want == "/"
-            if inside:
-                rows.append({"type": node.get("type"), "mode": oct(node.get("mode", 0) & 0o7777),
-                             "user": node.get("user") or node.get("uid"),
-                             "size": node.get("size"), "path": full})
-            if node.get("type") == TYPE_DIR and (inside or want.startswith(full.rstrip("/") + "/")):
-                walk(bytes.fromhex(node["subtree"]), full)
-
-    walk(bytes.fromhex(snap["tree"]), "/")
-    if want != "/" and not rows:
-        raise UsageError(f"path {want} is not in snapshot {snap['id'][:8]}")
-    app.emit(Result(data=rows, tables=[Table(["type", "mode", "user", "size", "path"], rows)],
-                    summary=f"{len(rows)} entries"))
+    from opskit.backup.listing import list_entries
+    app.emit(report.ls_result(list_entries(r, snap, path)))
 
 
 @group.command("restore")
@@ -263,15 +218,10 @@ def restore_cmd(app: App, snapshot: str, target: str, includes, repo, passphrase
             stats = restorer.run(snap)
         finally:
             progress.close()
-    summary = (f"restored snapshot {snap['id'][:8]} to {os.path.abspath(target)}: {stats.files} files, "
-               f"{stats.dirs} dirs, {stats.symlinks} symlinks, {human_bytes(stats.bytes)}"
-               + (f", {len(stats.errors)} errors" if stats.errors else ""))
-    messages = [summary] + [f"  error: {e['path']}: {e['error']}" for e in stats.errors[:50]]
-    app.audit_details = {"snapshot": snap["id"], "target": os.path.abspath(target),
+    target = os.path.abspath(target)
+    app.audit_details = {"snapshot": snap["id"], "target": target,
                          "files": stats.files, "errors": stats.errors[:20]}
-    app.emit(Result(data={"snapshot": snap["id"], "target": os.path.abspath(target),
-                          **stats.to_json()}, messages=messages, summary=summary,
-                    exit_code=EXIT_FINDINGS if stats.errors else 0))
+    app.emit(report.restore_result(snap, target, stats))
 
 
 @group.command("check")
@@ -301,17 +251,8 @@ def check_cmd(app: App, read_data: bool, read_data_subset: float | None, site_na
     fraction = 1.0 if read_data else (read_data_subset or 0) / 100
     with RepoLock(r, stale_after_s=_stale_s(app)):
         from opskit.backup.checker import Checker
-        report = Checker(r).run(read_data_fraction=fraction)
-    rows = [{"severity": "error", **e} for e in report.errors] + \
-           [{"severity": "warning", "snapshots": [], **w} for w in report.warnings]
-    verdict = ("no errors found" if report.ok else f"{len(report.errors)} errors found")
-    summary = (f"check: {report.snapshots} snapshots, {report.trees} trees, {report.packs} packs"
-               + (f", {report.packs_read} packs read ({human_bytes(report.bytes_read)})"
-                  if fraction else "") + f": {verdict}")
-    app.emit(Result(data=report.to_json(),
-                    tables=[Table(["severity", "object", "problem", "snapshots"], rows)] if rows else [],
-                    messages=[summary], summary=summary,
-                    exit_code=0 if report.ok else EXIT_FINDINGS))
+        checked = Checker(r).run(read_data_fraction=fraction)
+    app.emit(report.check_result(checked, fraction))
 
 
 @group.command("diff")
@@ -328,14 +269,7 @@ def diff_cmd(app: App, snap_a: str, snap_b: str, repo, passphrase_file) -> None:
     snaps = r.snapshots()
     a, b = r.resolve_snapshot(snap_a, snaps), r.resolve_snapshot(snap_b, snaps)
     from opskit.backup.differ import Differ
-    diff = Differ(r).run(a, b)
-    summary = (f"{a['id'][:8]} -> {b['id'][:8]}: {diff.added} added, {diff.removed} removed, "
-               f"{diff.modified} modified, {diff.metadata} metadata only")
-    app.emit(Result(data={"from": a["id"], "to": b["id"], "changes": diff.changes,
-                          "added": diff.added, "removed": diff.removed, "modified": diff.modified,
-                          "metadata": diff.metadata},
-                    tables=[Table(["change", "path", "type"], diff.changes)],
-                    messages=[summary], summary=summary))
+    app.emit(report.diff_result(a, b, Differ(r).run(a, b)))
 
 
 @group.command("unlock")
@@ -348,12 +282,7 @@ def unlock_cmd(app: App, all_locks: bool, repo, passphrase_file) -> None:
     r = _open(app, repo, passphrase_file, write_only_ok=True)
     removed = remove_locks(r, all_locks=all_locks, stale_after_s=_stale_s(app))
     remaining = list_locks(r, _stale_s(app))
-    rows = [{"lock": l.id[:12], "holder": l.describe(), "why": l.why_stale or "--all"} for l in removed]
-    summary = f"removed {len(removed)} lock(s), {len(remaining)} remain"
-    app.emit(Result(data={"removed": [l.__dict__ for l in removed],
-                          "remaining": [l.__dict__ for l in remaining]},
-                    tables=[Table(["lock", "holder", "why"], rows)], messages=[summary],
-                    summary=summary))
+    app.emit(report.unlock_result(removed, remaining))
 
 
 # --- retention and prune (R-BAK-2, R-BAK-4) -------------------------------------------
@@ -420,7 +349,7 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
              "keep_weekly": keep_weekly, "keep_monthly": keep_monthly,
              "keep_yearly": keep_yearly, "keep_within": keep_within}
     policy, source = _policy_from(app, flags, tags)
-    floor = Floor(float(app.config.get("backup.retention.floor_days", 30.0)),
+    floor = Floor(float(app.config.get("backup.retention.floor_days")),
                   newest_drill_verified(app.state_dir))
     tz = _timezone(app)
     r = _open(app, repo, passphrase_file)
@@ -431,13 +360,9 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
         rows, forgotten = [], []
         for _key, snaps in sorted(groups.items(), key=lambda kv: str(kv[0])):
             for d in decide(snaps, policy, floor, tz=tz):
-                s = d.snapshot
-                rows.append({"id": s["id"][:8], "time": s["time"][:19].replace("T", " "),
-                             "host": s.get("host"), "paths": s.get("paths"),
-                             "action": "keep" if d.keep else "forget",
-                             "reasons": ", ".join(d.reasons)})
+                rows.append(report.decision_row(d))
                 if not d.keep:
-                    forgotten.append(s["id"])
+                    forgotten.append(d.snapshot["id"])
         locked = []
         if not dry_run:
             from opskit.backup.backends import ObjectLocked
@@ -447,17 +372,9 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
                 except ObjectLocked as exc:   # S3 Object Lock: kept until it expires
                     forgotten.remove(sid)
                     locked.append({"snapshot": sid, "retain_until": exc.retain_until})
-    verb = "would forget" if dry_run else "forgot"
-    summary = f"{verb} {len(forgotten)} of {len(rows)} snapshots (policy from {source})"
-    if locked:
-        summary += (f"; {len(locked)} kept: still under Object Lock retention "
-                    "(forget again after it expires)")
     app.audit_details = {"forgotten": forgotten, "dry_run": dry_run, "policy_source": source,
                          "kept_under_retention": locked}
-    app.emit(Result(data={"dry_run": dry_run, "forgotten": forgotten, "decisions": rows,
-                          "kept_under_retention": locked},
-                    tables=[Table(["id", "time", "host", "paths", "action", "reasons"], rows)],
-                    messages=[summary], summary=summary))
+    app.emit(report.forget_result(rows, forgotten, locked, dry_run, source))
     if then_prune and not dry_run:
         click.get_current_context().invoke(prune_cmd, dry_run=False, repo=repo,
                                            passphrase_file=passphrase_file)
@@ -480,17 +397,8 @@ def prune_cmd(app: App, dry_run: bool, repo, passphrase_file) -> None:
         r.load_index(repair=False)
         p, used, packs = prune.plan(r)
         done = None if dry_run else prune.apply(r, p, used, packs)
-    verb = "would free" if dry_run else "freed"
-    summary = (f"prune: {len(p.packs_delete) + len(p.unindexed_delete)} packs to delete, "
-               f"{len(p.packs_repack)} to repack, {p.packs_keep} kept; {verb} about "
-               f"{human_bytes(p.bytes_freed)} of {human_bytes(p.bytes_total)}")
-    locked = (done or {}).get("kept_under_retention") or []
-    if locked:
-        summary += (f"; {len(locked)} object(s) kept: still under Object Lock retention "
-                    "(they go on a later prune once it expires)")
     app.audit_details = {"plan": p.to_json(), "done": done}
-    app.emit(Result(data={"dry_run": dry_run, "plan": p.to_json(), "done": done},
-                    messages=[summary], summary=summary))
+    app.emit(report.prune_result(p, done, dry_run))
 
 
 # --- keys -----------------------------------------------------------------------------
@@ -531,12 +439,7 @@ def key_list_cmd(app: App, repo, passphrase_file) -> None:
     """List key slots (the one you unlocked with is marked current)."""
     from opskit.backup.keyslots import list_slots
     r = _open(app, repo, passphrase_file)
-    slots = list_slots(r)
-    rows = [{"id": s.id[:12], "kind": s.kind, "created": s.created, "host": s.host, "user": s.user,
-             "current": s.current} for s in slots]
-    app.emit(Result(data=[s.__dict__ for s in slots],
-                    tables=[Table(["id", "kind", "created", "host", "user", "current"], rows)],
-                    summary=f"{len(slots)} key slots"))
+    app.emit(report.key_list_result(list_slots(r)))
 
 
 @key_group.command("add")
@@ -553,8 +456,8 @@ def key_add_cmd(app: App, write_only: bool, new_passphrase_file, repo, passphras
     r = _open(app, repo, passphrase_file)
     sid = add_slot(r, _new_passphrase(new_passphrase_file), write_only=write_only)
     kind = "write-only key slot" if write_only else "key slot"
-    app.emit(Result(data={"added": sid, "write_only": write_only},
-                    messages=[f"added {kind} {sid[:12]}"], summary=f"added {kind} {sid[:12]}"))
+    app.emit(report.key_step_result({"added": sid, "write_only": write_only},
+                                    f"added {kind} {sid[:12]}"))
 
 
 @key_group.command("remove")
@@ -567,8 +470,7 @@ def key_remove_cmd(app: App, key_id: str, repo, passphrase_file) -> None:
     from opskit.backup.keyslots import remove_slot
     r = _open(app, repo, passphrase_file)
     gone = remove_slot(r, key_id)
-    app.emit(Result(data={"removed": gone.id}, messages=[f"removed key slot {gone.id[:12]}"],
-                    summary=f"removed key slot {gone.id[:12]}"))
+    app.emit(report.key_step_result({"removed": gone.id}, f"removed key slot {gone.id[:12]}"))
 
 
 @key_group.command("passwd")
@@ -581,8 +483,8 @@ def key_passwd_cmd(app: App, new_passphrase_file, repo, passphrase_file) -> None
     from opskit.backup.keyslots import change_passphrase
     r = _open(app, repo, passphrase_file)
     old, new = change_passphrase(r, _new_passphrase(new_passphrase_file))
-    msg = f"passphrase changed: slot {old[:12]} replaced by {new[:12]}"
-    app.emit(Result(data={"old": old, "new": new}, messages=[msg], summary=msg))
+    app.emit(report.key_step_result(
+        {"old": old, "new": new}, f"passphrase changed: slot {old[:12]} replaced by {new[:12]}"))
 
 
 @key_group.command("export")
@@ -615,8 +517,9 @@ def key_import_cmd(app: App, sheet_file, new_passphrase_file, repo) -> None:
     location, _ = open_repo.repo_location(app.config, app.state_dir, repo)
     text = sheet_file.read()
     r, sid = import_sheet(open_backend(location), text, _new_passphrase(new_passphrase_file))
-    msg = f"recovery sheet accepted: added key slot {sid[:12]} to repository {r.config.id[:12]}"
-    app.emit(Result(data={"added": sid, "repository": r.config.id}, messages=[msg], summary=msg))
+    app.emit(report.key_step_result(
+        {"added": sid, "repository": r.config.id},
+        f"recovery sheet accepted: added key slot {sid[:12]} to repository {r.config.id[:12]}"))
 
 
 # --- off-site replication (R-BAK-3; docs/replication.md) ------------------------------
@@ -687,48 +590,15 @@ def replicate_cmd(app: App, to_sites: tuple[str, ...], read_back: bool, workers,
             if len(sites) == 1:
                 raise
             failures.append(str(exc))
-            rows.append({"site": site.name, "sent": "-", "bytes": "-", "already there": "-",
-                         "objects": "-", "status": "FAILED: " + str(exc)})
+            rows.append(report.failed_row(site.name, str(exc)))
             continue
         finally:
             bar.close()
         results.append(res.to_json())
-        status = "ok" if not res.source_damaged else \
-            f"{len(res.source_damaged)} damaged local object(s) not sent"
-        if res.held_back:
-            status += f", {len(res.held_back)} index/snapshot object(s) held back"
-        rows.append({"site": site.name, "sent": res.sent_objects,
-                     "bytes": human_bytes(res.sent_bytes), "already there": res.already_there,
-                     "objects": res.total_objects, "status": status})
-    summary = "; ".join(
-        f"{r['site']}: " + (r["status"] if str(r["status"]).startswith("FAILED") else
-                            f"sent {r['sent']} objects ({r['bytes']}), {r['objects']} on site")
-        for r in rows)
-    damaged = [n for r in results for n in r["source_damaged"]]
+        rows.append(report.replicated_row(site.name, res))
     app.audit_details = {"results": results, "failures": failures}
-    messages = [f"replicate: {summary}"]
-    if damaged:
-        messages.append("damaged local objects (run 'opskit backup check --read-data'): "
-                        + ", ".join(damaged))
-    held = sum(len(r["held_back"]) for r in results)
-    if held:
-        messages.append(f"{held} index/snapshot object(s) held back: they may need a damaged "
-                        "pack the site lacks; repair the local repository ('opskit backup "
-                        "repair index', 'repair snapshots'; docs/backup.md) and replicate again")
-    exit_code = 3 if failures else (EXIT_FINDINGS if damaged else 0)
-    app.emit(Result(data={"sites": results, "failures": failures},
-                    tables=[Table(["site", "sent", "bytes", "already there", "objects", "status"],
-                                  rows)] if len(rows) > 1 or app.output_format != "table" else [],
-                    messages=messages, summary=f"replicate: {summary}", exit_code=exit_code))
-
-
-def _hours_between(a: str | None, b: str | None, digits: int | None = 1):
-    import datetime as _dt
-    if not a or not b:
-        return None
-    fmt = lambda s: _dt.datetime.fromisoformat(s.replace("Z", "+00:00"))  # noqa: E731
-    hours = max(0.0, (fmt(b) - fmt(a)).total_seconds() / 3600)
-    return hours if digits is None else round(hours, digits)
+    show_table = len(rows) > 1 or app.output_format != "table"
+    app.emit(report.replicate_result(rows, results, failures, show_table))
 
 
 @group.command("sites")
@@ -756,41 +626,14 @@ def sites_cmd(app: App, passphrase_file, repo) -> None:
         if not r.keys.write_only:
             times = {s["id"]: s.get("time", "") for s in r.snapshots()}
     now = _dt.datetime.now(_dt.timezone.utc).isoformat()
-    newest_local = max(times.values(), default=None)
     rows, breached = [], []
     for name, site in sorted(sites.items()):
-        st = load_state(app.state_dir, name)
-        on_site = set(st.get("snapshot_ids", []))
-        lag_snaps = sum(1 for sid in local_ids if sid not in on_site)
-        site_times = [times[s] for s in on_site if s in times]
-        newest = max(site_times, default=None)
-        newest_id = max(((times[s], s) for s in on_site if s in times), default=(None, None))[1]
-        lag_h = _hours_between(newest, newest_local) if times else None
-        if newest is None and on_site and not times:
-            newest_txt = f"{len(on_site)} snapshots"
-        else:
-            newest_txt = f"{newest_id[:8]} {newest[:16].replace('T', ' ')}" if newest else "-"
-        status = ("last run failed: " + st["last_error"]) if st.get("last_error") else \
-            "never replicated" if not st.get("last_replicated") else "ok"
-        if st.get("damaged"):
-            status = f"{len(st['damaged'])} damaged/missing object(s): replicate again"
-        age = _hours_between(newest, now, None) if newest else None
-        if site.rpo_hours is not None and (age is None or age > site.rpo_hours):
-            status = f"RPO {site.rpo_hours:g}h breached; " + status
+        row, late = report.site_row(name, site, load_state(app.state_dir, name), local_ids,
+                                    times, now)
+        rows.append(row)
+        if late:
             breached.append(name)
-        rows.append({"site": name, "url": site.url, "newest snapshot": newest_txt,
-                     "lag snapshots": lag_snaps, "lag hours": "-" if lag_h is None else lag_h,
-                     "objects": st.get("objects", 0),
-                     "bytes": human_bytes(st.get("bytes", 0)),
-                     "last replicated": (st.get("last_replicated") or "never"),
-                     "last verified": (st.get("last_verified") or "never")
-                     + ("" if st.get("last_check_ok", True) else " (FAILED)"),
-                     "rto minutes": site.rto_minutes if site.rto_minutes is not None else "-",
-                     "status": status})
-    summary = f"{len(rows)} site(s)" + (f", RPO breached: {', '.join(breached)}" if breached else "")
-    app.emit(Result(data=rows, tables=[Table(list(rows[0]) if rows else ["site"], rows)],
-                    summary=summary, messages=[] if rows else ["no sites configured"],
-                    exit_code=EXIT_FINDINGS if breached else 0))
+    app.emit(report.sites_result(rows, breached))
 
 
 @group.command("check-site")
@@ -821,20 +664,12 @@ def check_site_cmd(app: App, site_name: str, read_data: bool, read_data_subset, 
     # every pack they name is there too (#28 item 5); any key slot will do
     passphrase = open_repo.find_passphrase(app.config, None)
     keys = open_repo.open_repository(location, passphrase, app.config).keys if passphrase else None
-    report = check_site(source, site, app.state_dir, read_data_fraction=fraction, keys=keys)
-    verdict = "no errors found" if report.ok else f"{len(report.errors)} errors found"
-    if not report.index_checked:
-        verdict += " (index -> pack presence not checked: no passphrase given)"
-    summary = (f"check-site {site.name}: {report.objects} objects, {report.objects_read} read "
-               f"({human_bytes(report.bytes_read)}), {report.packs_read}/{report.packs} packs "
-               f"re-hashed, {report.not_yet_replicated} not yet replicated: {verdict}")
-    app.audit_details = {"site": site.name, "errors": report.errors}
-    app.emit(Result(data=report.to_json(),
-                    tables=[Table(["object", "problem"], report.errors)] if report.errors else [],
-                    messages=[summary], summary=summary,
-                    exit_code=0 if report.ok else EXIT_FINDINGS))
+    checked = check_site(source, site, app.state_dir, read_data_fraction=fraction, keys=keys)
+    app.audit_details = {"site": site.name, "errors": checked.errors}
+    app.emit(report.check_site_result(site.name, checked))
 
 
-# restore drills live in their own module; importing it registers `backup drill`
+# restore drills and repairs live in their own modules; importing them registers
+# `backup drill` and `backup repair`
 from . import backup_drill  # noqa: E402,F401
 from . import backup_repair  # noqa: E402,F401

@@ -10,12 +10,10 @@ import click
 
 from opskit.backup import open_repo
 from opskit.backup.repository import RepositoryError
-from opskit.core.errors import EXIT_FINDINGS, UsageError
-from opskit.core.output import Result, Table
+from opskit.core.errors import UsageError
 
 from .app import App, output_options, pass_app
 from .backup import _prompt, group
-from .progress import human_bytes
 
 if TYPE_CHECKING:
     from opskit.backup.drill import Targets
@@ -25,24 +23,11 @@ def _site_location(app: App, site: str, repo: str | None) -> tuple[str, Targets]
     from opskit.backup.drill import Targets
     if site == "local":
         location, _ = open_repo.repo_location(app.config, app.state_dir, repo)
-        return location, Targets(float(app.config.get("backup.drill.rto_minutes", 240.0)),
-                                 float(app.config.get("backup.drill.rpo_hours", 26.0)))
+        return location, Targets(float(app.config.get("backup.drill.rto_minutes")),
+                                 float(app.config.get("backup.drill.rpo_hours")))
     from opskit.backup.replicate import get_site
     s = get_site(app.config, site)
     return s.url, Targets(float(s.rto_minutes or 240.0), float(s.rpo_hours or 26.0))
-
-
-def _history_result(app: App) -> Result:
-    from opskit.backup.drill import history
-    rows = [{"time": d.get("time"), "site": d.get("site"), "snapshot": str(d.get("snapshot"))[:8],
-             "sample": f"{d.get('sample_pct', 0):g}%", "files": d.get("files_verified"),
-             "rto_s": d.get("full_restore_estimate_s"), "rpo_h": d.get("rpo_hours"),
-             "verdict": d.get("verdict"), "by": d.get("operator")} for d in history(app.state_dir)]
-    return Result(data=history(app.state_dir),
-                  tables=[Table(["time", "site", "snapshot", "sample", "files", "rto_s", "rpo_h",
-                                 "verdict", "by"], rows,
-                                headers={"rto_s": "RTO (S)", "rpo_h": "RPO (H)"})],
-                  summary=f"{len(rows)} drills on record")
 
 
 @group.command("drill")
@@ -88,7 +73,9 @@ def drill_cmd(app: App, site, snapshot_ref, sample_pct, all_files, compare_sourc
         opskit backup drill --history
     """
     if show_history:
-        app.emit(_history_result(app))
+        from opskit.backup.drill import history
+        from opskit.backup.report import drill_history_result
+        app.emit(drill_history_result(history(app.state_dir)))
         return
     if sample_pct and all_files:
         raise UsageError("give --sample or --all, not both")
@@ -99,8 +86,9 @@ def drill_cmd(app: App, site, snapshot_ref, sample_pct, all_files, compare_sourc
     r = open_repo.open_repository(location, passphrase, app.config)
     if r.keys.write_only:
         raise RepositoryError("a drill restores data: it needs a full key, not a write-only one")
-    pct = None if all_files else (sample_pct or float(app.config.get("backup.drill.sample_pct", 10.0)))
-    from opskit.backup.drill import run_drill, write_report
+    pct = None if all_files else (sample_pct or float(app.config.get("backup.drill.sample_pct")))
+    from opskit.backup.drill import run_drill
+    from opskit.backup.report import drill_result, write_drill_report
     host = None
     if target_host:
         from opskit.hosts.inventory import SSHSettings, load_inventory
@@ -114,18 +102,9 @@ def drill_cmd(app: App, site, snapshot_ref, sample_pct, all_files, compare_sourc
     finally:
         if host is not None:
             host.close()
-    json_path, md_path = write_report(app.state_dir, report)
-    summary = (f"drill {report.verdict}: site {site}, snapshot {report.snapshot[:8]}, "
-               f"{report.files_verified}/{report.files_total} files "
-               f"({human_bytes(report.bytes_verified)}) verified in {report.restore_seconds:.1f}s; "
-               f"RTO {report.full_restore_estimate_s:.0f}s (target {targets.rto_minutes:g} min), "
-               f"RPO {report.rpo_hours:.1f}h (target {targets.rpo_hours:g} h)")
-    messages = [summary, f"report: {md_path}"]
-    messages += [f"  failed: {f['path']}: {f['problem']}" for f in report.failures[:50]]
+    json_path, md_path = write_drill_report(app.state_dir, report)
     app.audit_details = {"drill": {k: v for k, v in report.to_json().items()
                                    if k not in ("changed_since_snapshot",)},
                          "report": json_path}
     app.audit_details["drill"]["failures"] = report.failures[:20]
-    app.emit(Result(data={**report.to_json(), "report_json": json_path, "report_md": md_path},
-                    messages=messages, summary=summary,
-                    exit_code=0 if report.passed else EXIT_FINDINGS))
+    app.emit(drill_result(report, targets, json_path, md_path))

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import click
 
+from opskit.backup import report
 from opskit.backup.locks import RepoLock
-from opskit.core.errors import EXIT_FINDINGS
-from opskit.core.output import Result, Table
 
 from .app import App, OpskitGroup, output_options, pass_app
 from .backup import _open, _stale_s, group, repo_option
@@ -47,23 +46,8 @@ def repair_index_cmd(app: App, dry_run: bool, repo, passphrase_file) -> None:
     r = _open(app, repo, passphrase_file)
     with RepoLock(r, exclusive=not dry_run, stale_after_s=_stale_s(app)):
         rep = repair_index(r, dry_run=dry_run)
-    rows = [{"object": d["object"], "finding": "damaged index file", "problem": d["problem"]}
-            for d in rep.damaged_index]
-    rows += [{"object": d["object"], "finding": "pack header unreadable: data lost",
-              "problem": d["problem"]} for d in rep.unreadable_packs]
-    verb = "would rebuild" if dry_run else "rebuilt"
-    summary = (f"repair index: {verb} the index from {rep.packs} packs ({rep.blobs} blobs), "
-               f"replacing {rep.index_files} index file(s), {len(rep.damaged_index)} of them "
-               f"damaged; {len(rep.unreadable_packs)} pack(s) unreadable")
-    messages = [summary]
-    if rep.unreadable_packs:
-        messages.append("next: 'opskit backup repair snapshots' (snapshots needing the lost "
-                        "packs are rewritten without those files)")
     app.audit_details = {"repair_index": rep.to_json()}
-    app.emit(Result(data=rep.to_json(),
-                    tables=[Table(["object", "finding", "problem"], rows)] if rows else [],
-                    messages=messages, summary=summary,
-                    exit_code=EXIT_FINDINGS if rep.unreadable_packs else 0))
+    app.emit(report.repair_index_result(rep, dry_run))
 
 
 @repair_group.command("snapshots")
@@ -85,17 +69,5 @@ def repair_snapshots_cmd(app: App, dry_run: bool, repo, passphrase_file) -> None
     with RepoLock(r, exclusive=not dry_run, stale_after_s=_stale_s(app)):
         r.load_index(repair=False)
         rep = repair_snapshots(r, dry_run=dry_run)
-    rows = [{"snapshot": e["snapshot"][:12], "action": "rewrite",
-             "new": (e["new"] or "-")[:12], "detail": f"{len(e['lost'])} path(s) left out: "
-             + ", ".join(e["lost"][:5])} for e in rep.rewritten]
-    rows += [{"snapshot": d["snapshot"][:12], "action": "drop", "new": "-",
-              "detail": d["problem"]} for d in rep.dropped]
-    verb = "would rewrite" if dry_run else "rewrote"
-    summary = (f"repair snapshots: {rep.snapshots} snapshots, {rep.intact} intact, {verb} "
-               f"{len(rep.rewritten)}, {'would drop' if dry_run else 'dropped'} "
-               f"{len(rep.dropped)}")
     app.audit_details = {"repair_snapshots": rep.to_json()}
-    app.emit(Result(data=rep.to_json(),
-                    tables=[Table(["snapshot", "action", "new", "detail"], rows)] if rows else [],
-                    messages=[summary], summary=summary,
-                    exit_code=EXIT_FINDINGS if rows else 0))
+    app.emit(report.repair_snapshots_result(rep, dry_run))

@@ -5,13 +5,11 @@ import os
 
 import click
 
-from opskit.core.errors import EXIT_FINDINGS, UsageError
-from opskit.core.output import Result, Table
+from opskit.core.errors import UsageError
+from opskit.core.output import render_string
 
 from .app import App, OpskitGroup, output_options, pass_app
-
-LOG_COLUMNS = ["id", "state", "target", "table", "operation", "rows", "requester", "approvers",
-               "executor", "waiting_for", "ticket"]
+from opskit.core.state import StateLayout
 
 
 @click.group("correct", cls=OpskitGroup)
@@ -51,7 +49,7 @@ def _service(app: App, *, create: bool = True):
     from opskit.corrections.ledger import open_ledger
     from opskit.corrections.rulesfile import find_rules_file, load_registry
     from opskit.corrections.actions import Context, Corrections
-    timeout = float(app.config.get("corrections.lock_timeout", 10.0))
+    timeout = float(app.config.get("corrections.lock_timeout"))
     registry = load_registry(find_rules_file(app.config))
     ledger = open_ledger(_ledger_location(app), timeout, create=create)
     app.audit_details["ledger"] = _ledger_id(ledger)
@@ -98,7 +96,7 @@ def _key_path(app: App, key: str | None) -> str:
     configured = app.config.get("corrections.key_file")
     if configured:
         return app.config.relative_path(configured)
-    return os.path.join(app.state_dir, "corrections", "id_ed25519")
+    return StateLayout(app.state_dir).corrections_key
 
 
 def _signer(app: App, key: str | None):
@@ -121,13 +119,6 @@ def _evidence(app: App, entry: dict, state=None) -> None:
         app.audit_details["state"] = state.state
 
 
-def _state_view(st) -> dict:
-    from opskit.corrections.actions import summary_row
-    row = summary_row(st)
-    row["requirement"] = st.requirement.describe()
-    return row
-
-
 # --- keygen ---------------------------------------------------------------------------
 
 @group.command("keygen")
@@ -139,17 +130,11 @@ def _state_view(st) -> dict:
 def keygen(app: App, out: str | None, name: str) -> None:
     """Create your Ed25519 signing key and print the public key to declare in the rules file."""
     from opskit.core.signing import generate
+    from opskit.corrections.report import keygen_result
     path = _key_path(app, out)
     signer, line = generate(path, comment=name or "opskit-correct")
     app.audit_details.update({"fingerprint": signer.fingerprint, "key_file": signer.path})
-    snippet = (f"operators:\n  {name or 'YOUR_NAME'}:\n    public_key: {line}\n"
-               "    roles: [clerk]            # clerk, section_head, leader, auditor, maintainer")
-    app.emit(Result(
-        data={"private_key": signer.path, "public_key": line, "fingerprint": signer.fingerprint},
-        messages=[f"private key written to {signer.path} (mode 0600; keep it yours alone)",
-                  f"fingerprint {signer.fingerprint}", "", "public key (give this to whoever keeps "
-                  "the corrections rules file):", line, "", snippet],
-        summary=f"signing key {signer.fingerprint} created"))
+    app.emit(keygen_result(signer, line, name))
 
 
 # --- request --------------------------------------------------------------------------
@@ -177,6 +162,7 @@ def request(app: App, target: str, table: str | None, where: str | None, params:
             operation: str | None, sql_file: str | None, reason: str, ticket: str, dry_run: bool,
             key: str | None) -> None:
     """Request a correction: vet ONE statement and record the rows it touches (before-image)."""
+    from opskit.corrections.report import dry_run_result, request_result
     from opskit.corrections.sqlcheck import build_statement, parse_assignments
     values = dict(parse_assignments(params, "--param"))
     if sql_file:
@@ -204,32 +190,13 @@ def request(app: App, target: str, table: str | None, where: str | None, params:
         if dry_run:
             body = svc.prepare(target, sql, values, reason, ticket, signer)
             app.audit_details.update({"dry_run": True, "row_count": body["row_count"]})
-            rows = body["before"]
-            cols = body["columns"] or sorted({k for r in rows for k in r})
-            app.emit(Result(data=body, tables=[Table(cols, rows, title="before-image", headers={c: c for c in cols})],
-                            messages=[f"dry run: {body['operation']} {body['target']}.{body['table']} "
-                                      f"touches {body['row_count']} row(s); needs "
-                                      f"{_req_text(body['requirement'])}; nothing stored"],
-                            summary=f"dry run: {body['row_count']} row(s)"))
+            app.emit(dry_run_result(body))
             return
         entry, st = svc.request(target, sql, values, reason, ticket, signer)
     finally:
         svc.ledger.close()
     _evidence(app, entry, st)
-    rows = st.before
-    cols = entry["body"]["columns"] or sorted({k for r in rows for k in r})
-    app.emit(Result(
-        data={"request": st.id, "state": st.state, "ledger_seq": entry["seq"], "hash": entry["hash"],
-              "row_count": st.row_count, "requirement": st.requirement.to_dict(), "sql": st.sql},
-        tables=[Table(cols, rows, title="before-image", headers={c: c for c in cols})] if rows else [],
-        messages=[f"{st.id} requested by {st.requester}: {st.operation} {st.target}.{st.table}, "
-                  f"{st.row_count} row(s); needs {st.requirement.describe()}"],
-        summary=f"{st.id} requested: {st.operation} {st.target}.{st.table}, {st.row_count} row(s)"))
-
-
-def _req_text(req: dict) -> str:
-    from opskit.corrections.rulesfile import Requirement
-    return Requirement.from_dict(req).describe()
+    app.emit(request_result(entry, st))
 
 
 # --- approve / reject -----------------------------------------------------------------
@@ -245,18 +212,14 @@ def _req_text(req: dict) -> str:
 @pass_app
 def approve(app: App, request_id: str, comment: str, role: str | None, key: str | None) -> None:
     """Approve a pending request (never your own; levels and numbers from the rules)."""
+    from opskit.corrections.report import approve_result
     svc = _service(app)
     try:
         entry, st = svc.approve(request_id, comment, _signer(app, key), role)
     finally:
         svc.ledger.close()
     _evidence(app, entry, st)
-    level = entry["body"]["level"]
-    more = "fully approved: ready to apply" if st.state == "approved" else f"still needs {st.waiting_for()}"
-    app.emit(Result(data={"request": st.id, "state": st.state, "level": level, "ledger_seq": entry["seq"],
-                          "waiting_for": st.waiting_for()},
-                    messages=[f"{st.id} approved by {entry['actor']} ({level}); {more}"],
-                    summary=f"{st.id} approved by {entry['actor']} ({level}); state {st.state}"))
+    app.emit(approve_result(entry, st))
 
 
 @group.command("reject")
@@ -284,15 +247,14 @@ def withdraw(app: App, request_id: str, comment: str, key: str | None) -> None:
 def _comment_step(app: App, method: str, past: str, request_id: str, comment: str,
                   key: str | None) -> None:
     """reject/withdraw: one signed ledger entry carrying a comment."""
+    from opskit.corrections.report import comment_step_result
     svc = _service(app)
     try:
         entry, st = getattr(svc, method)(request_id, comment, _signer(app, key))
     finally:
         svc.ledger.close()
     _evidence(app, entry, st)
-    app.emit(Result(data={"request": st.id, "state": st.state, "ledger_seq": entry["seq"]},
-                    messages=[f"{st.id} {past} by {entry['actor']}"],
-                    summary=f"{st.id} {past} by {entry['actor']}"))
+    app.emit(comment_step_result(entry, st, past))
 
 
 # --- apply ----------------------------------------------------------------------------
@@ -311,6 +273,7 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
     as applied, recovered) or not (applied now); rows matching neither are
     refused and recorded (exit 1)."""
     from opskit.corrections.actions import ApplyFailed
+    from opskit.corrections.report import apply_result, plan_result
     svc = _service(app)
     try:
         signer = _signer(app, key)
@@ -318,13 +281,7 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
             plan = svc.plan(request_id, signer)
             app.audit_details.update({"request": request_id, "dry_run": True,
                                       "before_unchanged": plan["before_unchanged"]})
-            verdict = ("rows unchanged since the request: apply would proceed"
-                       if plan["before_unchanged"] else
-                       "rows CHANGED since the request: apply would refuse")
-            app.emit(Result(data=plan, messages=[f"dry run: {plan['sql']}", f"params: {plan['params']}",
-                                                 f"{plan['row_count']} row(s); {verdict}"],
-                            summary=f"dry run {request_id}: {verdict}",
-                            exit_code=0 if plan["before_unchanged"] else EXIT_FINDINGS))
+            app.emit(plan_result(plan, request_id))
             return
         try:
             entry, st = svc.apply(request_id, signer)
@@ -335,23 +292,9 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
     finally:
         svc.ledger.close()
     _evidence(app, entry, st)
-    after = st.outcome.get("after") or []
-    cols = sorted({k for r in after for k in r})
-    recovery = st.outcome.get("recovery") if st.outcome.get("recovered") is True else None
-    note = ""
-    if recovery:
-        app.audit_details["recovery"] = recovery
-        note = (f" (recovered the apply by {st.outcome.get('interrupted_executor')} interrupted after "
-                f"claim seq {st.outcome.get('claim_seq')}: "
-                + ("its change had been committed" if recovery == "committed-before-crash" else
-                   "its change had not been committed, applied now") + ")")
-    app.emit(Result(data={"request": st.id, "state": st.state, "row_count": st.outcome["row_count"],
-                          "after": after, "ledger_seq": entry["seq"], "hash": entry["hash"],
-                          "recovery": recovery},
-                    tables=[Table(cols, after, title="after-image", headers={c: c for c in cols})] if after else [],
-                    messages=[f"{st.id} applied by {entry['actor']}: {st.outcome['row_count']} row(s) "
-                              f"changed in {st.target}.{st.table}{note}"],
-                    summary=f"{st.id} applied: {st.outcome['row_count']} row(s)" + (" (recovered)" if recovery else "")))
+    if st.outcome.get("recovered") is True and st.outcome.get("recovery"):
+        app.audit_details["recovery"] = st.outcome["recovery"]
+    app.emit(apply_result(entry, st))
 
 
 # --- auditors -------------------------------------------------------------------------
@@ -364,15 +307,13 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
 @pass_app
 def log(app: App, state_filter: str | None) -> None:
     """List correction requests with their state, approvers and executor."""
-    from opskit.corrections.actions import summary_row
+    from opskit.corrections.report import log_result
     svc = _service(app)
     try:
         states = svc.all_states()
     finally:
         svc.ledger.close()
-    rows = [summary_row(s) for s in states if not state_filter or s.state == state_filter]
-    app.emit(Result(data=rows, tables=[Table(LOG_COLUMNS, rows, headers={"waiting_for": "WAITING FOR"})],
-                    summary=f"{len(rows)} correction request(s)"))
+    app.emit(log_result(states, state_filter))
 
 
 @group.command("show")
@@ -381,54 +322,39 @@ def log(app: App, state_filter: str | None) -> None:
 @pass_app
 def show(app: App, request_id: str) -> None:
     """Everything recorded about one request: statement, before/after images, every signature."""
-    from opskit.corrections.actions import entry_row
+    from opskit.corrections.report import show_result
     svc = _service(app)
     try:
         st = svc.state(request_id)
     finally:
         svc.ledger.close()
-    view = _state_view(st)
-    history = [entry_row(e) for e in st.history]
-    data = dict(view, sql=st.sql, params=st.params, before=st.before, outcome=st.outcome,
-                requirement=st.requirement.to_dict(), entries=st.history)
-    info = Table(["field", "value"], [{"field": k, "value": view[k]} for k in
-                                     ("id", "state", "target", "table", "operation", "rows", "requester",
-                                      "requested", "reason", "ticket", "requirement", "approvers",
-                                      "executor", "waiting_for")] +
-                 [{"field": "sql", "value": st.sql}, {"field": "params", "value": str(st.params)}])
-    tables = [info]
-    if st.before:
-        cols = sorted({k for r in st.before for k in r})
-        tables.append(Table(cols, st.before, title="before-image", headers={c: c for c in cols}))
-    after = (st.outcome or {}).get("after") or []
-    if after:
-        cols = sorted({k for r in after for k in r})
-        tables.append(Table(cols, after, title="after-image", headers={c: c for c in cols}))
-    tables.append(Table(["seq", "time", "kind", "actor", "detail", "key"], history, title="ledger entries"))
-    app.emit(Result(data=data, tables=tables, summary=f"{st.id}: {st.state}"))
+    app.emit(show_result(st))
 
 
 @group.command("export")
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "html"]), default="json",
-              show_default=True, help="Export format; every format can be verified offline.")
+@output_options(formats=("json", "csv", "html"), default="json")
 @click.option("--out", metavar="FILE", help="Write to FILE (mode 0600) instead of stdout.")
 @pass_app
-def export(app: App, fmt: str, out: str | None) -> None:
-    """Export the whole ledger for auditors (verifiable offline with 'verify --ledger FILE')."""
+def export(app: App, out: str | None) -> None:
+    """Export the whole ledger for auditors (verifiable offline with 'verify --ledger FILE').
+
+    Every format (json, csv, html) can be verified offline."""
     from opskit.core.audit import utc_now
-    from opskit.corrections.actions import export as do_export
+    from opskit.corrections.report import export_result, exported_result
     svc = _service(app)
     try:
-        text, count = do_export(svc.ledger, fmt, utc_now())
+        result = export_result(svc.ledger, utc_now())
     finally:
         svc.ledger.close()
+    fmt, count = app.output_format, result.data["count"]
+    text = render_string(result, fmt)
     app.audit_details.update({"format": fmt, "entries": count, "out": out})
     if out:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
-        app.emit(Result(messages=[f"exported {count} entries to {out} ({fmt})"],
-                        summary=f"exported {count} entries ({fmt})"))
+        app.output_format = "table"
+        app.emit(exported_result(count, fmt, out))
     else:
         click.echo(text, nl=False)
         app.summary = f"exported {count} entries ({fmt}) to stdout"
@@ -449,6 +375,7 @@ def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_
     from opskit.core.audit import load_checkpoints
     from opskit.corrections.ledger import ExportLedger, SqliteLedger
     from opskit.corrections.rulesfile import find_rules_file, load_registry
+    from opskit.corrections.report import verify_result
     from opskit.corrections.verify import verify as do_verify
     registry = load_registry(find_rules_file(app.config))
     checkpoints = []
@@ -474,17 +401,6 @@ def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_
         report = do_verify(ledger, registry, checkpoints)
     finally:
         ledger.close()
-    data = dict(report.to_dict(), audit_log_head=(
-        {"seq": audit_mark["seq"], "hash": audit_mark["hash"]} if audit_mark else None))
-    app.audit_details.update({"verify": data, "rule_ids": ["R-AUD-1", "R-DAT-1"]})
-    messages = [report.describe()]
-    if warning:
-        messages.append("warning: " + warning)
-    elif report.ok and audit_mark is not None:
-        messages.append(f"cross-checked with the audit log: it records seq {audit_mark['seq']} "
-                        f"{audit_mark['hash'][:12]}, which the ledger holds")
-    if not report.signers_checked:
-        messages.append("warning: no operators declared in the rules file, so signatures were "
-                        "checked only against the keys embedded in the entries")
-    app.emit(Result(data=data, messages=messages, summary=report.describe(),
-                    exit_code=0 if report.ok else EXIT_FINDINGS))
+    result = verify_result(report, audit_mark, warning)
+    app.audit_details.update({"verify": result.data, "rule_ids": ["R-AUD-1", "R-DAT-1"]})
+    app.emit(result)

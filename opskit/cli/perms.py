@@ -5,9 +5,9 @@ import os
 
 import click
 
-from .app import App, OpskitGroup, output_options, pass_app
+from opskit.perms.report import FORMATS as REPORT_FORMATS
 
-REPORT_FORMATS = ("table", "csv", "json", "html", "md")
+from .app import App, OpskitGroup, output_options, pass_app
 
 
 @click.group("perms", cls=OpskitGroup)
@@ -30,7 +30,7 @@ def _split(values) -> list[str] | None:
 
 def _snapshots(app: App):
     from opskit.perms.snapshot import SnapshotStore
-    return SnapshotStore(app.state_dir, keep=int(app.config.get("perms.keep_snapshots", 100)))
+    return SnapshotStore(app.state_dir, keep=int(app.config.get("perms.keep_snapshots")))
 
 
 def _options(app: App):
@@ -62,8 +62,8 @@ def snapshot_cmd(app: App, host_names, group_name, db_names) -> None:
     dbs = database_specs(config, _split(db_names))
     settings = SSHSettings.from_config(config)
     snap = take_snapshot(specs, dbs, concurrency=settings.concurrency,
-                         timeout_per_host=float(config.get("perms.host_timeout", 120.0)),
-                         ssh_settings=settings, min_uid=int(config.get("perms.min_uid", 1000)))
+                         timeout_per_host=float(config.get("perms.host_timeout")),
+                         ssh_settings=settings, min_uid=int(config.get("perms.min_uid")))
     path = _snapshots(app).save(snap)
     app.audit_details.update(snapshot=snap.id, sha256=snap.sha256, stored=path,
                              hosts=[h["name"] for h in snap.hosts],
@@ -120,7 +120,7 @@ def diff_cmd(app: App, person, snapshot_ref, from_ref, to_ref) -> None:
             if person:
                 login = roster.person(person).login
         rows, notes = changes(old, new, by_login=by_login, person_login=login,
-                              min_uid=int(app.config.get("perms.min_uid", 1000)))
+                              min_uid=int(app.config.get("perms.min_uid")))
         app.audit_details.update(snapshot_from=old.id, snapshot_to=new.id, changes=len(rows))
         app.emit(changes_result(old, new, rows, notes, person))
         return
@@ -145,15 +145,13 @@ def _roster_or_none(app: App, required: bool):
 
 
 @group.command("report")
-@click.option("--format", "output_format", type=click.Choice(REPORT_FORMATS), default="table",
-              show_default=True, help="Report format.")
-@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@output_options(formats=REPORT_FORMATS)
 @click.option("--snapshot", "snapshot_ref", metavar="SNAP",
               help="Snapshot to report on (id or unique prefix). Default: the newest.")
 @click.option("--out", "out_path", metavar="FILE", type=click.Path(dir_okay=False),
               help="Write the report to FILE instead of standard output.")
 @pass_app
-def report_cmd(app: App, output_format, as_json, snapshot_ref, out_path) -> None:
+def report_cmd(app: App, snapshot_ref, out_path) -> None:
     """Findings with severity, rule id and evidence, for auditors (R-AUD-2).
 
     The report carries the snapshot id and the SHA-256 of its content; a copy
@@ -165,7 +163,7 @@ def report_cmd(app: App, output_format, as_json, snapshot_ref, out_path) -> None
     from opskit.perms.analysis import analyse
     from opskit.perms.report import ReportStore, build_report
 
-    fmt = "json" if as_json else output_format
+    fmt = app.output_format
     roster = load_declared(app.config)
     snap = _snapshots(app).load(snapshot_ref)
     analysis = analyse(snap, roster, _options(app))

@@ -115,18 +115,11 @@ def run_cmd(app: App, playbook_ref: str, var_pairs: tuple[str, ...], dry_run: bo
 @pass_app
 def list_cmd(app: App) -> None:
     """List the shipped and configured playbooks with their variables."""
-    from opskit.playbooks.engine import SYSTEM_DIR, load_playbook, shipped_dir
+    from opskit.playbooks.engine import load_playbook, playbook_dirs
 
     app.audited = False
-    dirs = []
-    configured = app.config.get("schedule.playbook_dir")
-    if configured:
-        dirs.append(app.config.relative_path(configured))
-    elif app.config.source:
-        dirs.append(os.path.join(os.path.dirname(os.path.abspath(app.config.source)), "playbooks"))
-    dirs += [SYSTEM_DIR, shipped_dir()]
     rows, seen = [], set()
-    for folder in dirs:
+    for folder in playbook_dirs(app.config):
         if not os.path.isdir(folder):
             continue
         for name in sorted(os.listdir(folder)):

@@ -3,11 +3,7 @@ from __future__ import annotations
 
 import click
 
-from opskit.core.output import Result, Table
-
-from .app import App, OpskitGroup, pass_app
-
-FORMATS = ("table", "json", "junit")
+from .app import App, OpskitGroup, output_options, pass_app
 
 
 @click.group("policy", cls=OpskitGroup)
@@ -28,9 +24,6 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
 
 
 def _select_options(func):
-    func = click.option("--format", "output_format", type=click.Choice(FORMATS),
-                        default="table", show_default=True, help="Output format.")(func)
-    func = click.option("--json", "as_json", is_flag=True, help="Same as --format json.")(func)
     func = click.option("--policy", "policy_path", metavar="FILE",
                         help="Policy file (or directory of *.yaml) instead of the configured "
                              "ones.")(func)
@@ -52,23 +45,13 @@ def _run(app: App, host_names, group_name, policy_path):
     specs = inventory.select(_split(host_names), group_name)
     settings = SSHSettings.from_config(config)
     return check_fleet(specs, policy, concurrency=settings.concurrency,
-                       timeout_per_host=float(config.get("policy.host_timeout", 60.0)),
+                       timeout_per_host=float(config.get("policy.host_timeout")),
                        ssh_settings=settings)
 
 
 def _store(app: App):
     from opskit.policy.store import RunStore
-    return RunStore(app.state_dir, keep=int(app.config.get("policy.keep_runs", 100)))
-
-
-def _emit(app: App, result: Result, fmt: str, junit: str | None = None) -> None:
-    if fmt == "junit" and junit is not None:
-        click.echo(junit, nl=False)
-        app.exit_code = max(app.exit_code, result.exit_code)
-        app.summary = result.summary
-        return
-    app.output_format = "json" if fmt == "json" else "table"
-    app.emit(result)
+    return RunStore(app.state_dir, keep=int(app.config.get("policy.keep_runs")))
 
 
 def _audit(app: App, report, path: str) -> None:
@@ -83,30 +66,29 @@ def _audit(app: App, report, path: str) -> None:
 
 @group.command("check")
 @_select_options
+@output_options(formats=("table", "json", "junit"))
 @click.option("--verbose", "-v", is_flag=True, help="Also list the evidence of every pass.")
 @pass_app
-def check_cmd(app: App, host_names, group_name, policy_path, output_format, as_json,
-              verbose) -> None:
+def check_cmd(app: App, host_names, group_name, policy_path, verbose) -> None:
     """Check hosts against the removable-media and network policy.
 
     One row per host and one column per check (pass / FAIL / n/a / error),
     then every finding with its evidence: the file and line, or the /proc or
     /sys value that decided it. Results are stored for 'policy drift'.
     """
-    from opskit.policy.report import check_result, junit_xml
+    from opskit.policy.report import check_result
 
-    fmt = "json" if as_json else output_format
     report = _run(app, host_names, group_name, policy_path)
     path = _store(app).save(report)
     _audit(app, report, path)
-    result = check_result(report, stored=path, verbose=verbose)
-    _emit(app, result, fmt, junit_xml(report) if fmt == "junit" else None)
+    app.emit(check_result(report, stored=path, verbose=verbose))
 
 
 @group.command("drift")
 @_select_options
+@output_options(tabular=False)
 @pass_app
-def drift_cmd(app: App, host_names, group_name, policy_path, output_format, as_json) -> None:
+def drift_cmd(app: App, host_names, group_name, policy_path) -> None:
     """Check now and show what changed since the last stored run.
 
     Exit 1 when anything changed (a new failure, a resolved one, a finding
@@ -115,7 +97,6 @@ def drift_cmd(app: App, host_names, group_name, policy_path, output_format, as_j
     from opskit.policy.report import drift_result
     from opskit.policy.store import drift
 
-    fmt = "json" if as_json else output_format
     store = _store(app)
     previous = store.latest()
     report = _run(app, host_names, group_name, policy_path)
@@ -124,21 +105,16 @@ def drift_cmd(app: App, host_names, group_name, policy_path, output_format, as_j
     changes = drift(previous, report) if previous else []
     app.audit_details["changes"] = len(changes)
     app.audit_details["previous_run"] = previous.id if previous else None
-    result = drift_result(previous, report, changes)
-    if fmt == "junit":
-        fmt = "table"
-    _emit(app, result, fmt)
+    app.emit(drift_result(previous, report, changes))
 
 
 @group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON.")
+@output_options(tabular=False)
 @pass_app
-def list_cmd(app: App, as_json: bool) -> None:
+def list_cmd(app: App) -> None:
     """List every check: id, rule, severity, GB/T 22239 clause and CIS control."""
     from opskit.policy.policyfile import describe_catalogue
+    from opskit.policy.report import catalogue_result
 
     app.audited = False
-    rows = describe_catalogue()
-    app.output_format = "json" if as_json else "table"
-    app.emit(Result(data=rows, tables=[Table(["check", "rule", "severity", "title"], rows)],
-                    summary=f"{len(rows)} checks"))
+    app.emit(catalogue_result(describe_catalogue()))

@@ -7,13 +7,7 @@ import sys
 import threading
 import time
 
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+from opskit.core.output import human_bytes
 
 
 def human_duration(seconds: float) -> str:

@@ -55,10 +55,14 @@ def _paths(app: App):
 @click.option("--job", "job_names", metavar="NAME", multiple=True,
               help="Run this job now (and its 'after:' jobs), then exit with its exit code. "
                    "Repeatable. Without it: run as a daemon until SIGTERM.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="With --job: print nothing when the jobs succeed, and one line on stderr "
+                   "per job that failed or found something (what cron lines use: cron mails "
+                   "any output).")
 @_schedule_option
 @output_options()
 @pass_app
-def run_cmd(app: App, job_names: tuple[str, ...], schedule_path: str | None) -> None:
+def run_cmd(app: App, job_names: tuple[str, ...], quiet: bool, schedule_path: str | None) -> None:
     """Run the scheduled jobs: a foreground daemon, or one job now with --job.
 
     \b
@@ -70,12 +74,14 @@ def run_cmd(app: App, job_names: tuple[str, ...], schedule_path: str | None) -> 
     terminated; the daemon exits 0.
     """
     from opskit.schedule.daemon import Daemon, JobRunner, install_signal_handlers
+    from opskit.schedule.readiness import blockers
 
     schedule = _load(app, schedule_path)
     paths = _paths(app)
     stop = threading.Event()
     runner = JobRunner(schedule, paths, global_args=app.child_options(), stop=stop,
-                       stop_grace=float(app.config.get("schedule.stop_grace", 30.0)))
+                       stop_grace=float(app.config.get("schedule.stop_grace")),
+                       blockers=lambda job: blockers(job, app.config))
     install_signal_handlers(stop)
     if job_names:
         jobs = [schedule.job(n) for n in job_names]          # unknown job: exit 2 first
@@ -90,6 +96,9 @@ def run_cmd(app: App, job_names: tuple[str, ...], schedule_path: str | None) -> 
         code = max((r.cli_exit for r in results), default=0)
         summary = "; ".join(f"{r.job}: {r.result}" for r in flat)
         app.audit_details["jobs"] = [{k: v for k, v in row.items()} for row in rows]
+        if quiet:
+            _report_quietly(app, flat, summary, code)
+            return
         app.emit(Result(data=rows, tables=[Table(["job", "result", "exit", "attempts",
                                                   "duration", "summary"], rows)],
                         summary=summary, exit_code=code))
@@ -104,6 +113,15 @@ def run_cmd(app: App, job_names: tuple[str, ...], schedule_path: str | None) -> 
                     messages=[summary], summary=summary))
 
 
+def _report_quietly(app: App, flat, summary: str, code: int) -> None:
+    """Cron mode: stdout stays empty; each job that did not end ok says so on stderr."""
+    for r in flat:
+        if r.result not in ("ok", "not set up"):
+            click.echo(f"opskit: job {r.job}: {r.result} (exit {r.exit_code}): {r.summary}",
+                       err=True)
+    app.summary, app.exit_code = summary, code
+
+
 @group.command("status")
 @_schedule_option
 @output_options()
@@ -116,6 +134,23 @@ def status_cmd(app: App, schedule_path: str | None) -> None:
     app.audited = False
     schedule = _load(app, schedule_path)
     app.emit(status_result(schedule, _paths(app), dt.datetime.now()))
+
+
+def _left_out(app: App, schedule, env: dict[str, str]) -> dict[str, list[str]]:
+    """Timed jobs this config cannot run, with the reasons; each is also a warning on
+    stderr, so the admin sees it when installing the lines."""
+    from opskit.schedule.readiness import blockers
+
+    left_out = {}
+    for job in schedule.jobs.values():
+        reasons = blockers(job, app.config, env) if job.enabled else []
+        if reasons:
+            left_out[job.name] = reasons
+            click.echo(f"opskit: warning: job {job.name} left out: {'; '.join(reasons)}", err=True)
+    if os.environ.get("OPSKIT_PASSPHRASE") and "OPSKIT_PASSPHRASE_FILE" not in env:
+        click.echo("opskit: warning: OPSKIT_PASSPHRASE is not written into cron lines (a secret); "
+                   "use OPSKIT_PASSPHRASE_FILE", err=True)
+    return left_out
 
 
 @group.command("cron")
@@ -134,6 +169,7 @@ def cron_cmd(app: App, systemd: bool, out_dir: str | None, schedule_path: str | 
         systemctl daemon-reload && systemctl enable --now opskit-backup-incremental.timer
     """
     from opskit.schedule.daemon import OPSKIT
+    from opskit.schedule.readiness import carried_environment
     from opskit.schedule.units import cron_text, systemd_units
 
     app.audited = False
@@ -143,11 +179,12 @@ def cron_cmd(app: App, systemd: bool, out_dir: str | None, schedule_path: str | 
     base = [*OPSKIT, *app.child_options(), "schedule", "run"]
     if schedule_path:
         base += ["--schedule", os.path.abspath(schedule_path)]
-    env = {k: os.environ[k] for k in ("OPSKIT_HOME",) if os.environ.get(k)}
+    env = carried_environment()
+    left_out = _left_out(app, schedule, env)
     if not systemd:
-        click.echo(cron_text(schedule, base, env), nl=False)
+        click.echo(cron_text(schedule, base, env, left_out), nl=False)
         return
-    units = systemd_units(schedule, base, env)
+    units = systemd_units(schedule, base, env, left_out)
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         for name, text in units.items():

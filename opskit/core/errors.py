@@ -61,3 +61,12 @@ class IntegrityError(OpskitError):
     """Data failed verification (tampered log, corrupt pack). Reported as findings."""
 
     exit_code = EXIT_FINDINGS
+
+
+class Refused(UsageError):
+    """A workflow step was refused by a rule (exit 2); ``rule`` is the rule id
+    it enforces (access requests, corrections, freezes)."""
+
+    def __init__(self, message: str, *, rule: str | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.rule = rule

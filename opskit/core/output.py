@@ -1,22 +1,27 @@
-"""One renderer for every command's result: table for people, JSON for
-scripts, CSV where the result is tabular.
+"""What every command produces (``Result``) and the one registry of output
+formats that turns it into text: table for people, JSON for scripts, CSV
+where the result is tabular, Markdown and HTML documents, JUnit XML for CI.
 
 Domain code returns a ``Result``; the CLI calls ``render``. The same Result
-feeds the audit log (``summary``) and reports.
+feeds the audit log (``summary``) and reports. Adding a format is one
+renderer function (``opskit/core/render/<format>.py``) and one
+``register_format`` line at the end of this module; commands declare the
+subset they offer (``opskit.cli.app.output_options``).
 """
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import enum
-import io
+import importlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any, TextIO
+from typing import Any, Callable, Iterable, TextIO
 
-from .errors import EXIT_OK
+from .errors import EXIT_OK, UsageError
 
+# what a command offers unless it declares other formats (docs/cli.md)
 FORMATS = ("table", "json", "csv")
 
 
@@ -28,10 +33,45 @@ class Table:
     rows: list[dict]
     title: str | None = None
     headers: dict[str, str] | None = None
+    # documents (md, html): one section per value of this column, headed by the
+    # value and its entry in group_titles; table, CSV and JSON stay flat
+    group_by: str | None = None
+    group_titles: dict[str, str] | None = None
 
     def header_names(self) -> list[str]:
         names = self.headers or {}
         return [names.get(c, c.replace("_", " ").upper()) for c in self.columns]
+
+
+    def groups(self) -> list[tuple[str, list[dict]]]:
+        """Rows split by ``group_by``, sorted by its value."""
+        found: dict[str, list[dict]] = {}
+        for row in self.rows:
+            found.setdefault(str(row.get(self.group_by)), []).append(row)
+        return sorted(found.items())
+
+
+@dataclass
+class Case:
+    """One check in a JUnit suite: status pass, fail, skip or error; ``kind`` is
+    the failure/error type (a rule id), ``detail`` the failure text or, for a
+    pass, its evidence."""
+
+    name: str
+    status: str
+    message: str = ""
+    detail: str = ""
+    kind: str = ""
+    seconds: float | None = None
+
+
+@dataclass
+class Suite:
+    """The cases of one host (or target)."""
+
+    name: str
+    cases: list[Case] = field(default_factory=list)
+    seconds: float | None = None
 
 
 @dataclass
@@ -43,6 +83,11 @@ class Result:
     messages  lines for people printed after the tables
     summary   one line for the audit log and for cron
     exit_code 0 success, 1 findings (see core.errors)
+    title     heading of Markdown and HTML documents
+    suites    per-check cases for JUnit XML
+    template  HTML page extending base.html ("perms/report.html" is
+              opskit/perms/templates/report.html); default: the generic one
+    context   extra values for that template
     """
 
     data: Any = None
@@ -50,6 +95,10 @@ class Result:
     messages: list[str] = field(default_factory=list)
     summary: str = ""
     exit_code: int = EXIT_OK
+    title: str | None = None
+    suites: list[Suite] = field(default_factory=list)
+    template: str | None = None
+    context: dict = field(default_factory=dict)
 
 
 def to_jsonable(value: Any) -> Any:
@@ -119,47 +168,96 @@ def _cell(value: Any) -> Any:
     return to_jsonable(value)
 
 
-def render_table(table: Table) -> str:
-    from tabulate import tabulate  # imported here: 40 ms that JSON output never needs
-    rows = [[_cell(row.get(c)) for c in table.columns] for row in table.rows]
-    text = tabulate(rows, headers=table.header_names(), tablefmt="simple", disable_numparse=True)
-    if not table.rows:
-        text = "(none)"
-    return f"{table.title}\n{text}" if table.title else text
+def cell_text(value: Any) -> str:
+    """A value as people read it in a table cell: None '-', booleans yes/no,
+    lists joined, everything JSON-able as text."""
+    return str(_cell(value))
 
 
-def render_csv(tables: list[Table]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180: a bare CR in a cell gets quoted
-    for i, table in enumerate(tables):
-        if i:
-            buf.write("\n")
-        writer.writerow(table.columns)
-        for row in table.rows:
-            writer.writerow([csv_safe(row.get(c)) for c in table.columns])
-    return buf.getvalue()
+def human_bytes(n: float) -> str:
+    """A size for people: '512 B', '1.5 MiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# C0/C1 controls (but tab, newline and carriage return) and bidirectional
+# overrides ("Trojan Source"): shown as escapes so a hostile name can neither
+# rewrite a terminal line nor reorder what an auditor reads
+_INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(text: str) -> str:
+    """``text`` with control and bidi-override characters as ``\\xNN``/``\\uNNNN``."""
+    return _INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+# --- the format registry ------------------------------------------------------------
+
+Renderer = Callable[[Result], str]
+_RENDERERS: dict[str, Renderer | str] = {}
+
+
+def register_format(name: str, renderer: Renderer | str) -> None:
+    """Make ``name`` a format: ``renderer(result) -> str``, or ``"module:function"``
+    imported on first use (so Jinja2 and tabulate stay off the startup path)."""
+    _RENDERERS[name] = renderer
+
+
+def formats() -> tuple[str, ...]:
+    """Every registered format, in registration order."""
+    return tuple(_RENDERERS)
+
+
+def offered(names: Iterable[str]) -> tuple[str, ...]:
+    """The formats a command declares, checked against the registry (a typo in a
+    command is a bug: ValueError at import, not a surprise for the user)."""
+    names = tuple(names)
+    unknown = [n for n in names if n not in _RENDERERS]
+    if unknown:
+        raise ValueError(f"format(s) not registered: {', '.join(unknown)}")
+    return names
+
+
+def renderer(fmt: str) -> Renderer:
+    """The renderer of ``fmt``; an unknown format is a usage error (exit 2)."""
+    spec = _RENDERERS.get(fmt)
+    if spec is None:
+        raise UsageError(f"unknown output format {fmt!r} (known: {', '.join(_RENDERERS)})")
+    if isinstance(spec, str):
+        module, _, attr = spec.partition(":")
+        spec = _RENDERERS[fmt] = getattr(importlib.import_module(module), attr)
+    return spec
+
+
+def render_string(result: Result, fmt: str) -> str:
+    """``result`` as ``fmt`` text (for files: reports, exports, evidence pages)."""
+    return renderer(fmt)(result)
 
 
 def render(result: Result, fmt: str, stream: TextIO) -> None:
-    """Write ``result`` to ``stream`` in ``fmt`` (table, json or csv)."""
-    if fmt == "json":
-        payload = result.data
-        if payload is None:
-            payload = {t.title or f"table{i}": t.rows for i, t in enumerate(result.tables)}
-        stream.write(dumps(payload) + "\n")
-        return
-    if fmt == "csv":
-        stream.write(render_csv(result.tables))
-        return
-    parts = [render_table(t) for t in result.tables]
-    parts.extend(result.messages)
-    if not parts and result.summary:
-        parts.append(result.summary)
-    if parts:
-        stream.write("\n\n".join(p for p in parts[: len(result.tables)]) if result.tables else "")
-        rest = parts[len(result.tables):]
-        if result.tables and rest:
-            stream.write("\n\n")
-        if rest:
-            stream.write("\n".join(rest))
-        stream.write("\n")
+    """Write ``result`` to ``stream`` in ``fmt``."""
+    stream.write(render_string(result, fmt))
+
+
+def render_table(table: Table) -> str:
+    """One table as aligned text (what the 'table' format prints for each)."""
+    from .render.text import table_text   # lazily: it needs tabulate
+    return table_text(table)
+
+
+def render_csv(tables: list[Table]) -> str:
+    """Tables as CSV, separated by a blank line (the 'csv' format)."""
+    return render_string(Result(tables=tables), "csv")
+
+
+register_format("table", "opskit.core.render.text:render")
+register_format("json", "opskit.core.render.jsonfmt:render")
+register_format("csv", "opskit.core.render.csvfmt:render")
+register_format("md", "opskit.core.render.markdown:render")
+register_format("html", "opskit.core.render.html:render")
+register_format("junit", "opskit.core.render.junit:render")
+
+

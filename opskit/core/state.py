@@ -26,3 +26,86 @@ def ensure_private_dir(path: str) -> str:
     """Create ``path`` (mode 0700) if missing; state holds secrets and evidence."""
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
+
+
+class StateLayout:
+    """The one description of what lives where under the state directory.
+
+    Every module that reads or writes state asks this class for its folder,
+    so the evidence pack, the retention floor and the writers never disagree
+    about a path (docs/configuration.md lists the layout).
+    """
+
+    def __init__(self, state_dir: str):
+        self.root = state_dir
+
+    def _at(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    @property
+    def audit_log(self) -> str:
+        """Default audit log file (``audit.path`` overrides it)."""
+        return self._at("audit", "audit.log")
+
+    @property
+    def repo(self) -> str:
+        """Default local backup repository."""
+        return self._at("repo")
+
+    @property
+    def drills(self) -> str:
+        """Drill reports (``*.json`` + ``*.md``), read by the retention floor."""
+        return self._at("drills")
+
+    @property
+    def replication(self) -> str:
+        """Per-site replication state (``<site>.json``)."""
+        return self._at("replication")
+
+    @property
+    def policy_runs(self) -> str:
+        """Stored policy runs, for drift and evidence."""
+        return self._at("policy", "runs")
+
+    @property
+    def perms_snapshots(self) -> str:
+        """Permission snapshots."""
+        return self._at("perms", "snapshots")
+
+    @property
+    def perms_reports(self) -> str:
+        """Stored permission reports (the evidence pack copies them)."""
+        return self._at("perms", "reports")
+
+    @property
+    def schedule(self) -> str:
+        """Scheduler status, job log, locks and metrics."""
+        return self._at("schedule")
+
+    @property
+    def accounts(self) -> str:
+        """Accounts state: freeze certificates, initial passwords."""
+        return self._at("accounts")
+
+    @property
+    def freezes(self) -> str:
+        """Freeze certificates."""
+        return self._at("accounts", "freezes")
+
+    @property
+    def initial_passwords(self) -> str:
+        """One-time initial passwords, 0600, delivered out of band."""
+        return self._at("accounts", "initial-passwords")
+
+    @property
+    def corrections_key(self) -> str:
+        """Default signing key of ``opskit correct``."""
+        return self._at("corrections", "id_ed25519")
+
+
+# How opskit runs itself as a child (scheduler jobs, playbook steps, the
+# evidence pack's checks): the same interpreter and installation.
+def opskit_command() -> tuple[str, ...]:
+    """``(sys.executable, "-m", "opskit")``."""
+    import sys
+    return (sys.executable, "-m", "opskit")

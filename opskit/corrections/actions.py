@@ -1,7 +1,7 @@
-"""The correction workflow: request, approve, reject, apply; listing and export.
+"""The correction workflow: request, approve, reject, withdraw, apply; listing.
 
-Domain code: no click, no printing. Every function returns plain objects the
-CLI renders, and every step that changes anything is one signed ledger entry
+Domain code: no click, no printing. Every function returns plain objects that
+report.py turns into Results, and every step that changes anything is one signed ledger entry
 written under the ledger's lock (ledger.py), after the rules of workflow.py
 and the roles of the rules file (rulesfile.py) allowed it.
 
@@ -11,10 +11,7 @@ someone typed (R-DAT-1: operator, time and content).
 """
 from __future__ import annotations
 
-import html
-import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import datetime as _dt
 import os
@@ -23,8 +20,8 @@ from opskit.core.errors import OpskitError, EXIT_FINDINGS
 from opskit.core.failpoints import failpoint
 
 from . import workflow as wf
-from opskit.core.signing import Signer, fingerprint
-from .ledger import Ledger, Refused, decode, export_json
+from opskit.core.signing import Signer
+from .ledger import Ledger, Refused
 from .rulesfile import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
 from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
 from .targets import Database, TargetError, image_digest, recover as recover_rows
@@ -381,113 +378,3 @@ class Corrections:
                 out.append(bad)
         out.sort(key=lambda s: s.seq)
         return out
-
-
-# --- rendering helpers shared by CLI and export ----------------------------------------
-
-def summary_row(st: wf.RequestState) -> dict:
-    return {"id": st.id, "state": st.state, "target": st.target, "table": st.table,
-            "operation": st.operation, "rows": st.row_count, "requester": st.requester,
-            "requested": st.requested_at, "approvers": ", ".join(
-                f"{a['actor']} ({a['level']})" for a in st.approvals + ([st.auditor] if st.auditor else [])),
-            "executor": st.executor or "", "waiting_for": st.waiting_for(),
-            "ticket": st.ticket, "reason": st.reason}
-
-
-def entry_row(entry: dict, text: str | None = None) -> dict:
-    body = entry.get("body") or {}
-    detail = ""
-    kind = entry.get("kind")
-    if kind == "request":
-        detail = f"{body.get('operation')} {body.get('target')}.{body.get('table')} ({body.get('row_count')} rows)"
-    elif kind == "approve":
-        detail = f"level {body.get('level')}: {body.get('comment', '')}"
-    elif kind in ("reject", "withdraw"):
-        detail = body.get("comment", "")
-    elif kind == "applied":
-        detail = f"{body.get('row_count')} rows"
-    elif kind == "apply-failed":
-        detail = f"{body.get('stage')}: {body.get('reason')}"
-    if body.get("recovered") is True:
-        detail += (f" (recovered: {body.get('recovery')}; interrupted apply by "
-                   f"{body.get('interrupted_executor')}, claim seq {body.get('claim_seq')})")
-    row = {"seq": entry.get("seq"), "time": entry.get("time"), "request": entry.get("request"),
-           "kind": kind, "actor": entry.get("actor"), "detail": detail,
-           "key": _fp(entry.get("key")), "hash": entry.get("hash"), "prev": entry.get("prev"),
-           "sig": entry.get("sig"), "body": json.dumps(body, ensure_ascii=False, sort_keys=True)}
-    if text is not None:
-        row["entry"] = text
-    return row
-
-
-def _fp(b64: Any) -> str:
-    import base64
-    try:
-        return fingerprint(base64.b64decode(b64, validate=True))
-    except Exception:
-        return str(b64)
-
-
-EXPORT_COLUMNS = ["seq", "time", "request", "kind", "actor", "key", "detail", "body", "prev", "hash",
-                  "sig", "entry"]
-
-
-def export_html(texts: list[str], meta: dict) -> str:
-    """A self-contained page for auditors; the exact entries are embedded as JSON
-    (with <, > and & escaped) so ``verify --ledger page.html`` works offline."""
-    from .ledger import EXPORT_MARK, VERSION
-    payload = {"format": EXPORT_MARK, "version": VERSION, **meta, "entries": texts}
-    data = json.dumps(payload, ensure_ascii=False).replace("&", "\\u0026").replace(
-        "<", "\\u003c").replace(">", "\\u003e")
-    rows = []
-    for text in texts:
-        try:
-            e = decode(text)
-            r = entry_row(e)
-        except ValueError:
-            r = {"seq": "?", "detail": "unparseable entry"}
-        cells = "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>"
-                        for c in ("seq", "time", "request", "kind", "actor", "detail", "key"))
-        body = html.escape(r.get("body", ""))
-        rows.append(f"<tr>{cells}<td><details><summary>body</summary><pre>{body}</pre></details></td>"
-                    f"<td><code>{html.escape(str(r.get('hash', ''))[:16])}</code></td></tr>")
-    head = html.escape(json.dumps(meta.get("head"), ensure_ascii=False))
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            "<title>opskit correction ledger</title>"
-            "<style>body{font-family:sans-serif}table{border-collapse:collapse}"
-            "td,th{border:1px solid #999;padding:2px 6px;vertical-align:top;font-size:13px}"
-            "pre{white-space:pre-wrap;max-width:60em}</style></head><body>"
-            f"<h1>opskit correction ledger</h1><p>Exported {html.escape(str(meta.get('exported')))} "
-            f"from {html.escape(str(meta.get('ledger')))}; {len(texts)} entries; head "
-            f"{head}. Verify offline: <code>opskit correct verify --ledger THIS_FILE</code> "
-            "(R-DAT-1, R-DAT-3, R-AUD-1).</p><table><tr><th>seq</th><th>time</th><th>request</th>"
-            "<th>kind</th><th>actor</th><th>detail</th><th>key</th><th>body</th><th>hash</th></tr>"
-            + "".join(rows) + "</table>"
-            f"<script type=\"application/json\" id=\"ledger\">{data}</script></body></html>\n")
-
-
-def export(ledger: Ledger, fmt: str, exported: str) -> tuple[str, int]:
-    """The ledger as json, csv or html text, and the number of entries."""
-    from opskit.core.output import Table, render_csv
-    stored = list(ledger.texts())
-    texts = [s.text for s in stored]
-    head = None
-    if texts:
-        try:
-            last = decode(texts[-1])
-            head = {"seq": last.get("seq"), "hash": last.get("hash")}
-        except ValueError:
-            head = None
-    from .rulesfile import redact_url
-    meta = {"exported": exported, "ledger": redact_url(ledger.url), "count": len(texts), "head": head}
-    if fmt == "json":
-        return export_json(texts, meta), len(texts)
-    if fmt == "html":
-        return export_html(texts, meta), len(texts)
-    rows = []
-    for text in texts:
-        try:
-            rows.append(entry_row(decode(text), text))
-        except ValueError:
-            rows.append({"entry": text})
-    return render_csv([Table(EXPORT_COLUMNS, rows)]), len(texts)

@@ -33,7 +33,6 @@ atomic step: two executors racing on one request cannot both claim it.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
@@ -42,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
 from opskit.core.audit import GENESIS, canonical, utc_now
-from opskit.core.errors import LockHeldError, OperationalError, UsageError
+from opskit.core.errors import LockHeldError, OperationalError, Refused, UsageError  # noqa: F401 (Refused re-exported)
 
 from opskit.core.signing import Signer
 
@@ -133,10 +132,6 @@ class Stored:
 
     def entry(self) -> dict:
         return decode(self.text)
-
-
-class Refused(UsageError):
-    """A workflow step was refused; the message names the rule (exit 2)."""
 
 
 class Ledger:
@@ -357,13 +352,6 @@ def open_ledger(location: str, lock_timeout: float = 10.0, create: bool = True) 
 EXPORT_MARK = "opskit-corrections-ledger-export"
 
 
-def export_json(texts: list[str], meta: dict) -> str:
-    """``{"format":..., "entries":[<stored text>, ...]}``: entries kept as the exact
-    stored strings so ``prev`` (a hash of those bytes) verifies offline."""
-    payload = {"format": EXPORT_MARK, "version": VERSION, **meta, "entries": texts}
-    return json.dumps(payload, ensure_ascii=False, indent=1) + "\n"
-
-
 def load_export(path: str) -> list[str]:
     """Stored entry texts from a json, csv or html export (or a JSON-lines dump)."""
     try:
@@ -410,7 +398,3 @@ def _entries_of(payload: Any, path: str) -> list[str]:
     if not isinstance(entries, list) or not all(isinstance(e, str) for e in entries):
         raise UsageError(f"{path}: 'entries' must be a list of entry strings")
     return entries
-
-
-def now_utc() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from opskit.core.secrets import redact_url  # noqa: F401 (used by ledger, actions, cli)
 from opskit.core.errors import ConfigError, UsageError
 from opskit.core.schema import Key, MapOf, Section, validate
 from opskit.core.yamlfile import load_yaml
@@ -204,31 +205,13 @@ class Registry:
         return req
 
 
-def redact_url(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    host = netloc[-1]
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
 
 
 def find_rules_file(config) -> str | None:
-    configured = config.get("corrections.rules_file")
-    if configured:
-        return config.relative_path(configured)
-    if config.source:
-        beside = os.path.join(os.path.dirname(os.path.abspath(config.source)), "corrections.yaml")
-        if os.path.exists(beside):
-            return beside
-    if os.path.exists("/etc/opskit/corrections.yaml"):
-        return "/etc/opskit/corrections.yaml"
-    return None
+    """``corrections.rules_file``, else corrections.yaml beside the config, else
+    /etc/opskit/corrections.yaml, else None (an empty registry: nobody may act)."""
+    found = config.locate("corrections.rules_file", "corrections.yaml")
+    return found.path if found else None
 
 
 def empty_registry() -> Registry:

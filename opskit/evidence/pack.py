@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import html
 import json
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
 from opskit.core.errors import UsageError
-from opskit.core.output import Result, Table
+from opskit.core.output import Result
+from opskit.core.state import StateLayout, opskit_command
 
-OPSKIT = (sys.executable, "-m", "opskit")
-HOUR = 3600.0
-DAY = 86400.0
+from .report import DAY, HOUR, human_age, pack_result, render_html
+
+OPSKIT = opskit_command()
 
 
 @dataclass
@@ -79,16 +78,6 @@ class Outcome:
                 "basis": self.check.basis, "verdict": self.verdict, "reason": self.reason,
                 "newest": self.newest, "age_s": None if self.age_s is None else round(self.age_s),
                 "evidence": self.files}
-
-
-def human_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "at pack time"
-    if seconds >= 2 * DAY:
-        return f"{seconds / DAY:.1f} d".replace(".0 d", " d")
-    if seconds >= HOUR:
-        return f"{seconds / HOUR:.1f} h".replace(".0 h", " h")
-    return f"{seconds / 60:.0f} min"
 
 
 def parse_when(text: str | None) -> dt.datetime | None:
@@ -265,7 +254,7 @@ def newest_record(folder: str, time_key: str, *, skip_suffix: str | None = None
 
 def _drill(ctx: Context) -> Outcome:
     out = Outcome(CHECKS[3])
-    folder = os.path.join(ctx.state_dir, "drills")
+    folder = StateLayout(ctx.state_dir).drills
     newest = newest_record(folder, "time")
     if newest is None:
         out.reason = f"no restore drill report in {folder}"
@@ -285,7 +274,7 @@ def _drill(ctx: Context) -> Outcome:
 
 def _policy(ctx: Context) -> Outcome:
     out = Outcome(CHECKS[4])
-    folder = os.path.join(ctx.state_dir, "policy", "runs")
+    folder = StateLayout(ctx.state_dir).policy_runs
     newest = newest_record(folder, "started")
     if newest is None:
         out.reason = f"no stored 'opskit policy check' run in {folder}"
@@ -316,7 +305,7 @@ def _findings_count(value) -> int:
 
 def _perms(ctx: Context) -> Outcome:
     out = Outcome(CHECKS[5])
-    folder = os.path.join(ctx.state_dir, "perms", "reports")
+    folder = StateLayout(ctx.state_dir).perms_reports
     # <id>.report.json is the rendered copy of a --format json report, not the record
     newest = newest_record(folder, "generated", skip_suffix=".report.json")
     if newest is None:
@@ -446,69 +435,4 @@ def build_pack(out_dir: str, *, state_dir: str, audit_log: str, since: dt.dateti
     with open(os.path.join(pack.dir, "SHA256SUMS"), "w", encoding="utf-8") as fh:
         fh.write(sums)
     os.chmod(os.path.join(pack.dir, "SHA256SUMS"), 0o600)
-    rows = [{"check": o.check.key, "rules": ", ".join(o.check.rules),
-             "newest": o.newest or "-", "age": human_age(o.age_s) if o.age_s is not None else "-",
-             "max_age": human_age(o.check.interval), "verdict": o.verdict.upper()
-             if o.verdict != "ok" else "ok", "reason": o.reason} for o in outcomes]
-    table = Table(["check", "rules", "newest", "age", "max_age", "verdict", "reason"], rows,
-                  headers={"max_age": "MAX AGE"})
-    data = {"out": pack.dir, "manifest": os.path.join(pack.dir, "manifest.json"),
-            "manifest_sha256": manifest_entry["sha256"],
-            "index": os.path.join(pack.dir, "index.html"), "ok": not bad, "counts": counts,
-            "checks": manifest["checks"]}
-    messages = [summary, f"open {os.path.join(pack.dir, 'index.html')}; "
-                         f"verify with: cd {pack.dir} && sha256sum -c SHA256SUMS"]
-    return Result(data=data, tables=[table], messages=messages, summary=summary,
-                  exit_code=1 if bad else 0)
-
-
-_CSS = """body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse;
-width:100%}th,td{border:1px solid #ccc;padding:.35em .5em;text-align:left;vertical-align:top;
-font-size:.9em}th{background:#f0f0f0}.ok{color:#176c2f;font-weight:bold}.findings,.stale,
-.missing{color:#b00020;font-weight:bold}code{font-size:.85em;word-break:break-all}
-.summary{font-size:1.1em;padding:.7em;border:2px solid #999;margin-bottom:1.5em}"""
-
-
-def render_html(manifest: dict) -> str:
-    """Self-contained index.html: summary first, then rule -> evidence -> verdict."""
-    e = html.escape
-    summary = manifest["summary"]
-    counts = summary["counts"]
-    overall = "ALL COVERED RULES HAVE FRESH, CLEAN EVIDENCE" if summary["ok"] else \
-        "ATTENTION: SOME RULES LACK FRESH OR CLEAN EVIDENCE"
-    out = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
-           "<title>opskit evidence pack</title>", f"<style>{_CSS}</style></head><body>",
-           "<h1>opskit evidence pack</h1>",
-           f"<div class=\"summary\"><p class=\"{'ok' if summary['ok'] else 'missing'}\">"
-           f"{e(overall)}</p><p>{counts['ok']} ok, {counts['findings']} with findings, "
-           f"{counts['stale']} stale, {counts['missing']} missing.</p>"
-           f"<p>Generated {e(manifest['generated'])} on {e(str(manifest.get('host', '')))} by "
-           f"{e(str(manifest.get('operator', '')))}; evidence since {e(manifest['since'])}.</p>"]
-    bad = [c for c in manifest["checks"] if c["verdict"] != "ok"]
-    if bad:
-        out.append("<ul>" + "".join(f"<li><b>{e(', '.join(c['rules']))}</b> ({e(c['title'])}): "
-                                    f"{e(c['verdict'])} &mdash; {e(c['reason'])}</li>"
-                                    for c in bad) + "</ul>")
-    out.append("</div>")
-    out.append("<h2>Rules, evidence and verdicts</h2><table><tr><th>rules</th><th>check</th>"
-               "<th>required freshness</th><th>newest evidence</th><th>verdict</th>"
-               "<th>why</th><th>evidence files (SHA-256)</th></tr>")
-    for c in manifest["checks"]:
-        files = "<br>".join(f"<a href=\"{e(f['file'])}\">{e(f['file'])}</a><br>"
-                            f"<code>{e(f['sha256'])}</code>" for f in c["evidence"]) or "&mdash;"
-        age = "" if c["age_s"] is None else f" ({e(human_age(c['age_s']))} old)"
-        out.append(f"<tr><td>{e(', '.join(c['rules']))}</td><td>{e(c['title'])}</td>"
-                   f"<td>{e(c['interval'])}<br><small>{e(c['basis'])}</small></td>"
-                   f"<td>{e(c['newest'] or '-')}{age}</td>"
-                   f"<td class=\"{e(c['verdict'])}\">{e(c['verdict'].upper())}</td>"
-                   f"<td>{e(c['reason'])}</td><td>{files}</td></tr>")
-    out.append("</table>")
-    out.append("<h2>All files</h2><p>Check them with <code>sha256sum -c SHA256SUMS</code>; "
-               "<code>manifest.json</code> holds the same data for machines.</p>"
-               "<table><tr><th>file</th><th>bytes</th><th>SHA-256</th><th>source</th></tr>")
-    for f in manifest["files"]:
-        out.append(f"<tr><td><a href=\"{e(f['file'])}\">{e(f['file'])}</a></td>"
-                   f"<td>{f['bytes']}</td><td><code>{e(f['sha256'])}</code></td>"
-                   f"<td>{e(f['source'] or '')}</td></tr>")
-    out.append("</table></body></html>\n")
-    return "\n".join(out)
+    return pack_result(pack.dir, outcomes, manifest, manifest_entry["sha256"])

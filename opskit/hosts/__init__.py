@@ -10,17 +10,18 @@
 ``SSHHost`` lives in ``opskit.hosts.ssh`` (imported on demand: paramiko is
 only loaded when a remote host is used).
 """
-from .base import (FileStat, Host, HostAuthFailed, HostCommandError, HostError,
+from .base import (FileStat, Host, HostAuthFailed, HostBatchError, HostCommandError, HostError,
                    HostFileNotFound, HostKeyRejected, HostPathError, HostPermissionError,
-                   HostTimeout, HostUnreachable, RunResult)
+                   HostTimeout, HostUnreachable, RunResult, Script)
 from .fanout import HostOutcome, fan_out
 from .inventory import (HostSpec, Inventory, SSHSettings, default_inventory, load_inventory,
                         load_inventory_file)
 from .local import LocalHost
 
 __all__ = [
-    "FileStat", "Host", "HostAuthFailed", "HostCommandError", "HostError", "HostFileNotFound",
-    "HostKeyRejected", "HostPathError", "HostPermissionError", "HostTimeout", "HostUnreachable",
-    "RunResult", "HostOutcome", "fan_out", "HostSpec", "Inventory", "SSHSettings",
-    "default_inventory", "load_inventory", "load_inventory_file", "LocalHost",
+    "FileStat", "Host", "HostAuthFailed", "HostBatchError", "HostCommandError", "HostError",
+    "HostFileNotFound", "HostKeyRejected", "HostPathError", "HostPermissionError",
+    "HostTimeout", "HostUnreachable", "RunResult", "Script", "HostOutcome", "fan_out",
+    "HostSpec", "Inventory", "SSHSettings", "default_inventory", "load_inventory",
+    "load_inventory_file", "LocalHost",
 ]

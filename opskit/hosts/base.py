@@ -1,7 +1,8 @@
 """The one Host interface every collector, check and provisioner is written against.
 
-A ``Host`` runs commands (an argv list, never a shell string) and reads,
-writes, lists and stats files. ``LocalHost`` (opskit.hosts.local) and
+A ``Host`` runs commands (an argv list, never a shell string), alone or
+several in one round trip (``run_batch``), and reads, writes, lists, stats
+and resolves files. ``LocalHost`` (opskit.hosts.local) and
 ``SSHHost`` (opskit.hosts.ssh) implement it, so local and remote behave the
 same: same result types, same errors, same messages.
 
@@ -15,9 +16,11 @@ stderr, never ``input`` or ``env`` values. Pass secrets on stdin or in env.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno as _errno
 import shlex
 import stat as _stat
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -102,6 +105,20 @@ class HostCommandError(HostError):
                  result: "RunResult | None" = None):
         super().__init__(message, host=host, hint=hint)
         self.result = result
+
+
+class HostBatchError(HostCommandError):
+    """A ``run_batch`` stopped before every command reported (its shell died).
+    ``results`` holds the commands that did finish, in order; ``reason`` is the
+    shell's last error output or its exit status; ``result`` is the batch's own run."""
+
+    status = "batch stopped"
+
+    def __init__(self, message: str, *, host: str | None = None, result: "RunResult | None" = None,
+                 results: "list[RunResult] | None" = None, reason: str = ""):
+        super().__init__(message, host=host, result=result)
+        self.results = list(results or [])
+        self.reason = reason
 
 
 class HostPathError(HostError):
@@ -201,6 +218,19 @@ class FileStat:
         return _stat.S_ISREG(self.mode)
 
 
+class Script(str):
+    """A POSIX sh script given to ``run_batch`` in place of an argv list.
+
+    The host's ``sh`` interprets it with stdin /dev/null; it is never put on a
+    command line (no ARG_MAX limit, nothing in the process list), so it may
+    carry file contents. Whoever builds it quotes every value (shlex.quote)."""
+
+
+SCRIPT_ARGV = ["sh", "-s"]      # how a Script is named in its RunResult and in messages
+# reads the script from stdin, then runs it with stdin /dev/null
+_SCRIPT_RUNNER = ["sh", "-c", 'script=$(cat); eval "$script" </dev/null']
+
+
 # --- the interface --------------------------------------------------------------
 
 class Host(ABC):
@@ -211,6 +241,7 @@ class Host(ABC):
     """
 
     name: str
+    sysroot: str | None = None     # a LocalHost's file paths map under it; None: the real /
 
     @property
     def address(self) -> str | None:
@@ -232,6 +263,42 @@ class Host(ABC):
         env      variables added to (or overriding) the host's environment
         A missing program gives rc 127, like a shell would.
         """
+
+    def run_batch(self, commands: list, *, timeout: float | None = None) -> list[RunResult]:
+        """Run several commands, one after the other, and return one RunResult
+        each, in order (``[]`` for no commands).
+
+        A command is an argv list (as for ``run``) or a ``Script``. Each gets
+        stdin /dev/null and its own exit status, stdout and stderr; a failing
+        command does not stop the others. ``timeout`` bounds the whole batch
+        (HostTimeout). LocalHost and SSHHost run the lot in one shell (over SSH:
+        one round trip) and raise HostBatchError if that shell dies early.
+
+        This default runs them one by one through ``run``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results = []
+        for command in commands:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise HostTimeout(f"{self.describe()}: batch of {len(commands)} commands timed "
+                                  f"out after {timeout:g}s ({len(results)} done)", host=self.name)
+            if isinstance(command, Script):
+                result = self.run(_SCRIPT_RUNNER, input=command.encode(), timeout=left)
+                result = dataclasses.replace(result, argv=list(SCRIPT_ARGV))
+            else:
+                result = self.run(command, timeout=left)
+            results.append(result)
+        return results
+
+    @abstractmethod
+    def realpath(self, path: str) -> str:
+        """The absolute path ``path`` resolves to on the host, every symlink
+        followed as the host's kernel would (``..`` applies to where a link led).
+        Relative paths start at the host's working directory. With a sysroot
+        the answer is the path inside it, and links resolve as under chroot:
+        an absolute link starts again at the sysroot, ``/..`` is ``/``.
+        Raises HostFileNotFound when nothing is there: a missing component, a
+        dangling link, a loop of links."""
 
     @abstractmethod
     def read_file(self, path: str) -> bytes:

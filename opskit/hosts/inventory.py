@@ -102,10 +102,10 @@ class SSHSettings:
         """Read ``ssh.*`` from an ``opskit.core.config.Config``."""
         known = config.get("ssh.known_hosts")
         return cls(known_hosts=config.relative_path(known) if known else None,
-                   host_key_policy=config.get("ssh.host_key_policy", "reject"),
-                   connect_timeout=float(config.get("ssh.connect_timeout", 10.0)),
-                   command_timeout=float(config.get("ssh.command_timeout", 120.0)),
-                   concurrency=int(config.get("ssh.concurrency", 16)))
+                   host_key_policy=config.get("ssh.host_key_policy"),
+                   connect_timeout=float(config.get("ssh.connect_timeout")),
+                   command_timeout=float(config.get("ssh.command_timeout")),
+                   concurrency=int(config.get("ssh.concurrency")))
 
 
 @dataclass
@@ -288,14 +288,8 @@ def load_inventory_file(path: str) -> Inventory:
 def find_inventory_file(config) -> str | None:
     """``inventory:`` from the config (relative to it), else ``inventory.yaml``
     beside the config file when present, else None (the embedded default)."""
-    configured = config.get("inventory")
-    if configured:
-        return config.relative_path(configured)
-    if config.source:
-        beside = os.path.join(os.path.dirname(os.path.abspath(config.source)), "inventory.yaml")
-        if os.path.exists(beside):
-            return beside
-    return None
+    found = config.locate("inventory", "inventory.yaml", system=False)
+    return found.path if found else None
 
 
 def load_inventory(config) -> Inventory:

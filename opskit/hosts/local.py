@@ -7,13 +7,17 @@ With ``sysroot`` (e.g. a mounted disk image or a container root), every
 *file* path is mapped under that prefix: ``read_file('/etc/passwd')`` reads
 ``<sysroot>/etc/passwd``. Paths that would leave the sysroot -- through
 ``..`` or through a symlink whose target resolves outside it (absolute
-symlinks included) -- raise HostPathError. ``run`` still runs on the real
-machine: callers pass ``--root``/``--prefix`` style flags themselves, using
-``host.sysroot``.
+symlinks included) -- raise HostPathError. ``realpath`` is the exception:
+it resolves as chroot would, so an absolute symlink starts again at the
+sysroot and the answer never leaves it. ``run`` (and ``run_batch``) still
+run on the real machine: callers pass ``--root``/``--prefix`` style flags
+themselves, using ``host.sysroot``.
 """
 from __future__ import annotations
 
+import errno
 import os
+import posixpath
 import secrets
 import signal
 import stat as _stat
@@ -22,8 +26,10 @@ import time
 
 from .base import (FileStat, Host, HostPathError, HostTimeout, RunResult, file_error,
                    format_argv)
+from .batch import run_in_one_shell
 
 _KILL_GRACE = 2.0  # seconds to collect output after killing a timed-out command
+_MAX_LINKS = 40    # symlinks followed by one realpath, as Linux allows (ELOOP past it)
 
 
 class LocalHost(Host):
@@ -74,6 +80,9 @@ class LocalHost(Host):
             raise
         return self._finish(argv, proc.returncode, out, err, started, check)
 
+    def run_batch(self, commands, *, timeout=None) -> list[RunResult]:
+        return run_in_one_shell(self, commands, timeout)
+
     def _finish(self, argv, rc, out, err, started, check) -> RunResult:
         result = RunResult(self.name, list(argv), rc, out or b"", err or b"",
                            time.monotonic() - started)
@@ -121,6 +130,42 @@ class LocalHost(Host):
             raise HostPathError(f"{self.describe()}: path {path!r} resolves to {real}, outside "
                                 "the sysroot (a symlink escapes it)", host=self.name)
         return real
+
+    def realpath(self, path: str) -> str:
+        try:
+            return self._resolve(os.fspath(path))
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:   # reported as missing, as SFTP servers do
+                exc = FileNotFoundError(errno.ELOOP, exc.strerror)
+            raise self._oserror(path, exc) from None
+
+    def _resolve(self, path: str) -> str:
+        """Walk ``path`` one component at a time, as the kernel would with the
+        sysroot as its root directory; returns the path as seen from inside."""
+        root = self.sysroot or ""
+        start = "/" if path.startswith("/") or root else os.getcwd()
+        resolved, todo, links = start, path.split("/"), 0
+        while todo:
+            part = todo.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                resolved = posixpath.dirname(resolved)   # '/..' stays '/'
+                continue
+            here = posixpath.join(resolved, part)
+            st = os.lstat(root + here)
+            if _stat.S_ISLNK(st.st_mode):
+                links += 1
+                if links > _MAX_LINKS:
+                    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
+                target = os.readlink(root + here)
+                resolved = "/" if target.startswith("/") else resolved
+                todo[:0] = target.split("/")
+            elif todo and not _stat.S_ISDIR(st.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+            else:
+                resolved = here
+        return resolved
 
     def _oserror(self, path: str, exc: OSError):
         return file_error(self.name, path, exc, where=self.describe())

@@ -18,7 +18,9 @@ process group (the SSH 'signal' request). OpenSSH honours that only for
 non-root logins (root sessions run without privilege separation); as root a
 command that neither reads nor writes may outlive its timeout.
 
-Files go over SFTP; writes are atomic (temp file, then posix-rename).
+``run_batch`` sends all its commands to one ``sh -s`` (one round trip; see
+opskit.hosts.batch). Files go over SFTP; writes are atomic (temp file, then
+posix-rename); ``realpath`` asks the SFTP server.
 The connection opens lazily on first use, is reused, and ``close()`` ends it.
 """
 from __future__ import annotations
@@ -42,6 +44,7 @@ from paramiko.message import Message
 from . import knownhosts
 from .base import (FileStat, Host, HostAuthFailed, HostError, HostKeyRejected, HostTimeout,
                    HostUnreachable, RunResult, file_error, format_argv)
+from .batch import run_in_one_shell
 
 POLICIES = ("reject", "accept-new")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -301,6 +304,9 @@ class SSHHost(Host):
         result = RunResult(self.name, argv, rc, out, err, time.monotonic() - started)
         return result.check() if check else result
 
+    def run_batch(self, commands, *, timeout=None) -> list[RunResult]:
+        return run_in_one_shell(self, commands, timeout)
+
     def _pump(self, chan: paramiko.Channel, data: bytes | None, deadline: float):
         """Feed stdin and drain stdout/stderr until the command is done or ``deadline``.
 
@@ -407,6 +413,13 @@ class SSHHost(Host):
                     pass
                 raise
         self._file_op(path, write)
+
+    def realpath(self, path: str) -> str:
+        def resolve(sftp):
+            real = sftp.normalize(path)
+            sftp.stat(real)      # servers may resolve a missing last component: it must exist
+            return real
+        return self._file_op(path, resolve)
 
     def listdir(self, path: str) -> list[str]:
         return self._file_op(path, lambda sftp: sorted(sftp.listdir(path)))

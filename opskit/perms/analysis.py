@@ -106,12 +106,11 @@ class Options:
 
     @classmethod
     def from_config(cls, config) -> "Options":
-        from .settings import GENERIC_DEFAULT
-        return cls(dormant_days=int(config.get("perms.dormant_days", 90)),
-                   min_uid=int(config.get("perms.min_uid", 1000)),
-                   generic_names=list(config.get("perms.generic_names", GENERIC_DEFAULT)),
-                   ignore_accounts=list(config.get("perms.ignore_accounts", ["nobody"])),
-                   ignore_groups=list(config.get("perms.ignore_groups", [])))
+        return cls(dormant_days=int(config.get("perms.dormant_days")),
+                   min_uid=int(config.get("perms.min_uid")),
+                   generic_names=list(config.get("perms.generic_names")),
+                   ignore_accounts=list(config.get("perms.ignore_accounts")),
+                   ignore_groups=list(config.get("perms.ignore_groups")))
 
 
 @dataclass

@@ -17,19 +17,18 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import html
 import json
 import os
 
 from opskit.core.errors import EXIT_FINDINGS, EXIT_OK
-from opskit.core.output import Result, Table, render_csv, render_table
+from opskit.core.output import Result, Table, render_string
 from opskit.core.atomicfile import write_atomic
-from opskit.core.state import ensure_private_dir
+from opskit.core.state import StateLayout, ensure_private_dir
 
 from .analysis import CHECKS, SEVERITIES, Analysis
 from .snapshot import Snapshot, canonical_bytes
 
-FORMATS = ("table", "csv", "json", "html", "md")
+FORMATS = ("table", "csv", "json", "html", "md")     # what 'perms report' offers
 EXTENSIONS = {"table": "txt", "csv": "csv", "json": "json", "html": "html", "md": "md"}
 FINDING_COLUMNS = ["rule", "severity", "check", "person", "account", "where", "message",
                    "evidence"]
@@ -138,16 +137,9 @@ def content_sha256(content: dict) -> str:
     return hashlib.sha256(canonical_bytes(content)).hexdigest()
 
 
-def _grouped(findings: list[dict]) -> list[tuple[str, list[dict]]]:
-    groups: dict[str, list[dict]] = {}
-    for f in findings:
-        groups.setdefault(f["rule"], []).append(f)
-    return sorted(groups.items())
-
-
 def _summary_rows(content: dict) -> list[dict]:
     rows = []
-    for rule, items in _grouped(content["findings"]):
+    for rule, items in Table(FINDING_COLUMNS, content["findings"], group_by="rule").groups():
         row = {"rule": rule, "title": _RULE_TITLES.get(rule, ""), "findings": len(items)}
         for s in SEVERITIES:
             row[s] = sum(1 for f in items if f["severity"] == s)
@@ -156,137 +148,42 @@ def _summary_rows(content: dict) -> list[dict]:
 
 
 def report_tables(content: dict) -> list[Table]:
+    """Report facts, the summary by rule, the findings (a section per rule in
+    documents) and the warnings."""
+    s = content["summary"]
     meta = [{"key": "snapshot", "value": content["snapshot"]},
+            {"key": "snapshot_created", "value": content["snapshot_created"]},
             {"key": "snapshot_sha256", "value": content["snapshot_sha256"]},
             {"key": "generated", "value": content["generated"]},
             {"key": "sha256", "value": content["sha256"]},
-            {"key": "findings", "value": content["summary"]["findings"]}]
+            {"key": "findings", "value": s["findings"]},
+            {"key": "hosts", "value": s["hosts"]},
+            {"key": "databases", "value": s["databases"]}]
+    if s["not_collected"]:
+        meta.append({"key": "not_collected", "value": ", ".join(s["not_collected"])})
     tables = [Table(["key", "value"], meta, title="Report"),
               Table(["rule", "title", "findings", *SEVERITIES], _summary_rows(content),
                     title="Summary by rule"),
-              Table(FINDING_COLUMNS, content["findings"], title="Findings")]
+              Table(FINDING_COLUMNS, content["findings"], title="Findings", group_by="rule",
+                    group_titles=_RULE_TITLES)]
     if content["warnings"]:
         tables.append(Table(["where", "warning"], content["warnings"], title="Warnings"))
     return tables
 
 
-def render_report(content: dict, fmt: str) -> str:
-    """``content`` (with its ``sha256``) in ``fmt``: table, csv, json, html or md."""
-    if fmt == "json":
-        # 'format' too, so this file alone carries every key a stored record has
-        return json.dumps({**content, "format": "json"}, indent=2, ensure_ascii=False) + "\n"
-    if fmt == "csv":
-        return render_csv(report_tables(content))
-    if fmt == "table":
-        parts = [render_table(t) for t in report_tables(content)]
-        return "\n\n".join(parts) + "\n"
-    if fmt == "md":
-        return _markdown(content)
-    if fmt == "html":
-        return _html(content)
-    raise ValueError(fmt)
-
-
-def _md(value) -> str:
-    text = "-" if value is None else str(value)
-    text = html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
-    for ch in ("`", "*", "_", "[", "]"):
-        text = text.replace(ch, "\\" + ch)
-    return text
-
-
-def _markdown(content: dict) -> str:
+def report_result(content: dict) -> Result:
+    """The auditor report (``content`` with its sha256) as a Result: the same
+    content in every format; HTML is perms/templates/report.html."""
     s = content["summary"]
-    out = ["# Permission report (opskit perms)", "",
-           f"- Snapshot: `{content['snapshot']}` (taken {content['snapshot_created']})",
-           f"- Snapshot SHA-256: `{content['snapshot_sha256']}`",
-           f"- Generated: {content['generated']}",
-           f"- Report SHA-256: `{content['sha256']}`",
-           f"- Findings: **{s['findings']}** ("
-           + ", ".join(f"{k} {v}" for k, v in s["by_severity"].items()) + ")",
-           f"- Hosts: {s['hosts']}, databases: {s['databases']}"
-           + (f"; not collected: {_md(', '.join(s['not_collected']))}"
-              if s["not_collected"] else ""), "",
-           "## Summary", "", "| Rule | Title | Findings | high | medium | low |",
-           "|---|---|---|---|---|---|"]
-    for r in _summary_rows(content):
-        out.append(f"| {r['rule']} | {_md(r['title'])} | {r['findings']} | {r['high']} | "
-                   f"{r['medium']} | {r['low']} |")
-    for rule, items in _grouped(content["findings"]):
-        out += ["", f"## {rule} {_md(_RULE_TITLES.get(rule, ''))}", "",
-                "| Severity | Check | Person | Account | Where | Finding | Evidence |",
-                "|---|---|---|---|---|---|---|"]
-        for f in items:
-            out.append("| " + " | ".join(_md(f[c]) for c in ("severity", "check", "person",
-                                                             "account", "where", "message",
-                                                             "evidence")) + " |")
-    if content["warnings"]:
-        out += ["", "## Warnings", ""]
-        out += [f"- {_md(w['where'])}: {_md(w['warning'])}" for w in content["warnings"]]
-    return "\n".join(out) + "\n"
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans","Noto Sans CJK SC",
-sans-serif;margin:2em;color:#1d1d1f;background:#fff}
-h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;width:100%;margin:.5em 0;font-size:.9em}
-th,td{border:1px solid #ccc;padding:.3em .5em;text-align:left;vertical-align:top}
-th{background:#f2f2f2}td.ev{font-family:ui-monospace,monospace;font-size:.85em;word-break:break-all}
-.high{color:#b00020;font-weight:bold}.medium{color:#a05a00}.low{color:#555}
-dl.meta{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}
-dl.meta dt{font-weight:bold}dl.meta dd{margin:0;font-family:ui-monospace,monospace}
-""".strip()
-
-
-def _html(content: dict) -> str:
-    e = lambda v: html.escape("-" if v is None else str(v), quote=True)  # noqa: E731
-    s = content["summary"]
-    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
-             "style-src 'unsafe-inline'\">",
-             f"<title>Permission report {e(content['snapshot'])}</title>",
-             f"<style>{_CSS}</style></head><body>",
-             "<h1>Permission report (opskit perms)</h1>",
-             '<dl class="meta">',
-             f"<dt>Snapshot</dt><dd>{e(content['snapshot'])}</dd>",
-             f"<dt>Snapshot taken</dt><dd>{e(content['snapshot_created'])}</dd>",
-             f"<dt>Snapshot SHA-256</dt><dd>{e(content['snapshot_sha256'])}</dd>",
-             f"<dt>Generated</dt><dd>{e(content['generated'])}</dd>",
-             f"<dt>Report SHA-256</dt><dd>{e(content['sha256'])}</dd>",
-             f"<dt>Hosts / databases</dt><dd>{e(s['hosts'])} / {e(s['databases'])}</dd>"]
-    if s["not_collected"]:
-        parts.append(f"<dt>Not collected</dt><dd>{e(', '.join(s['not_collected']))}</dd>")
-    parts.append("</dl>")
-    parts.append(f"<h2>Summary: {e(s['findings'])} finding(s)</h2>")
-    parts.append("<table><tr><th>Rule</th><th>Title</th><th>Findings</th><th>high</th>"
-                 "<th>medium</th><th>low</th></tr>")
-    for r in _summary_rows(content):
-        parts.append(f'<tr><td><a href="#{e(r["rule"])}">{e(r["rule"])}</a></td>'
-                     f"<td>{e(r['title'])}</td><td>{e(r['findings'])}</td>"
-                     f"<td>{e(r['high'])}</td><td>{e(r['medium'])}</td><td>{e(r['low'])}</td></tr>")
-    parts.append("</table>")
-    if not content["findings"]:
-        parts.append("<p>No findings.</p>")
-    for rule, items in _grouped(content["findings"]):
-        parts.append(f'<h2 id="{e(rule)}">{e(rule)} {e(_RULE_TITLES.get(rule, ""))} '
-                     f"({len(items)})</h2>")
-        parts.append("<table><tr><th>Severity</th><th>Check</th><th>Person</th><th>Account</th>"
-                     "<th>Where</th><th>Finding</th><th>Evidence</th></tr>")
-        for f in items:
-            sev = f["severity"] if f["severity"] in SEVERITIES else "low"
-            parts.append(f'<tr><td class="{sev}">{e(f["severity"])}</td><td>{e(f["check"])}</td>'
-                         f"<td>{e(f['person'])}</td><td>{e(f['account'])}</td>"
-                         f"<td>{e(f['where'])}</td><td>{e(f['message'])}</td>"
-                         f'<td class="ev">{e(f["evidence"])}</td></tr>')
-        parts.append("</table>")
-    if content["warnings"]:
-        parts.append("<h2>Warnings</h2><ul>")
-        parts += [f"<li>{e(w['where'])}: {e(w['warning'])}</li>" for w in content["warnings"]]
-        parts.append("</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    summary = (f"perms report on snapshot {content['snapshot']}: {s['findings']} finding(s) "
+               f"({', '.join(f'{k} {v}' for k, v in s['by_severity'].items())})")
+    # 'format' in the JSON too, so that file alone carries every key a stored record has
+    return Result(data={**content, "format": "json"}, tables=report_tables(content),
+                  summary=summary, title="Permission report (opskit perms)",
+                  template="perms/report.html",
+                  context={"rule_titles": _RULE_TITLES, "severities": SEVERITIES,
+                           "summary_rows": _summary_rows(content)},
+                  exit_code=EXIT_FINDINGS if s["findings"] else EXIT_OK)
 
 
 def build_report(analysis: Analysis, snap: Snapshot, fmt: str,
@@ -296,7 +193,7 @@ def build_report(analysis: Analysis, snap: Snapshot, fmt: str,
         timespec="seconds").replace("+00:00", "Z")
     content = report_content(analysis, snap, generated)
     content["sha256"] = content_sha256(content)
-    return content, render_report(content, fmt)
+    return content, render_string(report_result(content), fmt)
 
 
 def verify_content(record: dict) -> bool:
@@ -306,23 +203,13 @@ def verify_content(record: dict) -> bool:
     return content_sha256(body) == record.get("sha256")
 
 
-def report_result(content: dict, stored: str) -> Result:
-    s = content["summary"]
-    summary = (f"perms report on snapshot {content['snapshot']}: {s['findings']} finding(s) "
-               f"({', '.join(f'{k} {v}' for k, v in s['by_severity'].items())})")
-    return Result(data=content, tables=report_tables(content),
-                  messages=[summary, f"report sha256 {content['sha256']}",
-                            f"stored as {stored}"], summary=summary,
-                  exit_code=EXIT_FINDINGS if s["findings"] else EXIT_OK)
-
-
 class ReportStore:
     """``<state_dir>/perms/reports``: ``<id>.json`` (the record the evidence pack
     reads: snapshot, generated, sha256, findings, format, ...) and ``<id>.<ext>``
     (the rendered report). Ids sort by time; the newest is the last."""
 
     def __init__(self, state_dir: str):
-        self.dir = os.path.join(state_dir, "perms", "reports")
+        self.dir = StateLayout(state_dir).perms_reports
 
     def _write(self, name: str, data: bytes) -> str:
         return write_atomic(os.path.join(self.dir, name), data)
@@ -352,6 +239,6 @@ class ReportStore:
                       and not n.startswith("."))
 
 
-__all__ = ["FORMATS", "build_report", "render_report", "ReportStore", "verify_content",
-           "report_result", "snapshot_result", "snapshots_result", "diff_result",
+__all__ = ["FORMATS", "build_report", "report_result", "ReportStore", "verify_content",
+           "snapshot_result", "snapshots_result", "diff_result",
            "changes_result", "CHECKS"]

@@ -8,7 +8,6 @@ such as benefit activation and refunds, with mutual review).
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -252,17 +251,7 @@ def find_roles_file(config) -> str:
 
 
 def _find_model_file(config, key: str, filename: str) -> str:
-    configured = config.get(key)
-    if configured:
-        return config.relative_path(configured)
-    candidates = []
-    if config.source:
-        candidates.append(os.path.join(os.path.dirname(os.path.abspath(config.source)), filename))
-    candidates.append(os.path.join("/etc/opskit", filename))
-    for path in candidates:
-        if os.path.exists(path):
-            return path
-    from opskit.core.errors import ConfigError
-    raise ConfigError(f"no {filename} found (looked at {', '.join(candidates)})",
-                      hint=f"set '{key}' in opskit.yaml; configs/{filename} in the source tree "
-                           "is a documented example")
+    """The roles or roster file: required, so a ConfigError (exit 2) when none is found."""
+    return config.locate(key, filename, required=True,
+                         hint=f"set '{key}' in opskit.yaml; configs/{filename} in the source "
+                              "tree is a documented example").path

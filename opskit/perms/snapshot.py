@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 from opskit.core.errors import IntegrityError, OperationalError, UsageError
 from opskit.core.atomicfile import write_atomic
-from opskit.core.state import ensure_private_dir
+from opskit.core.state import StateLayout, ensure_private_dir
 
 FORMAT = "opskit-perms-snapshot/1"
 
@@ -137,7 +137,7 @@ class SnapshotStore:
     """``<state_dir>/perms/snapshots``: save, list, load (verified), prune."""
 
     def __init__(self, state_dir: str, keep: int = 100):
-        self.dir = os.path.join(state_dir, "perms", "snapshots")
+        self.dir = StateLayout(state_dir).perms_snapshots
         self.keep = keep
 
     def _write(self, name: str, data: bytes) -> None:

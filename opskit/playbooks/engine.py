@@ -29,18 +29,18 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from opskit.core.config import Config
 from opskit.core.errors import ConfigError, UsageError
 from opskit.core.output import Result, Table
 from opskit.core.schema import Key, MapOf, Section, validate
 from opskit.core.yamlfile import YamlDoc, load_yaml
+from opskit.core.state import opskit_command
 
-OPSKIT = (sys.executable, "-m", "opskit")
-SYSTEM_DIR = "/etc/opskit/playbooks"
+OPSKIT = opskit_command()
 _VAR = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -164,14 +164,7 @@ def find_playbook(ref: str, config=None) -> str:
     the config file, /etc/opskit/playbooks and the shipped playbooks."""
     if os.path.exists(ref) or os.sep in ref or ref.endswith((".yaml", ".yml")):
         return ref
-    dirs = []
-    if config is not None:
-        configured = config.get("schedule.playbook_dir")
-        if configured:
-            dirs.append(config.relative_path(configured))
-        elif config.source:
-            dirs.append(os.path.join(os.path.dirname(os.path.abspath(config.source)), "playbooks"))
-    dirs += [SYSTEM_DIR, shipped_dir()]
+    dirs = playbook_dirs(config)
     for folder in dirs:
         candidate = os.path.join(folder, f"{ref}.yaml")
         if os.path.exists(candidate):
@@ -180,9 +173,13 @@ def find_playbook(ref: str, config=None) -> str:
                      + ", ".join(dirs))
 
 
-def shipped_dir() -> str:
-    from opskit.core.shipped import shipped_path
-    return shipped_path("playbooks")
+def playbook_dirs(config=None) -> list[str]:
+    """Folders searched for NAME.yaml, in order: schedule.playbook_dir, else playbooks/
+    beside the config file; then /etc/opskit/playbooks and the shipped playbooks."""
+    # No config at all: an empty one, so only /etc/opskit and the shipped copy count.
+    places = (config or Config({})).search_path("schedule.playbook_dir", "playbooks",
+                                                shipped=("playbooks",))
+    return [place.path for place in places]
 
 
 def load_playbook(path: str) -> Playbook:

@@ -19,7 +19,7 @@ from opskit.hosts.fanout import fan_out
 
 from .model import ERROR, FAIL, NA, CheckResult, HostReport, Undecided, host_from_dict
 from .policyfile import PlannedCheck, Policy
-from .probe import FATAL, Probe
+from .probe import FATAL, PS, Probe
 
 
 PREFETCH = {
@@ -28,7 +28,7 @@ PREFETCH = {
     "nft-ruleset.json": ["nft", "-j", "list", "ruleset"],
     "iptables-save": ["iptables-save"],
     "ip6tables-save": ["ip6tables-save"],
-    "ps": ["ps", "-e", "-o", "pid=,comm="],
+    "ps": PS,
 }
 
 
@@ -38,7 +38,7 @@ def run_planned(host: Host, role: str, planned: list[PlannedCheck]) -> HostRepor
     started = time.monotonic()
     probe = Probe(host)
     probe.exists("/")                    # connects now: an unreachable host fails here
-    probe.prefetch(PREFETCH)             # remote hosts: every command in one round trip
+    probe.prefetch(PREFETCH)             # live hosts: every command in one round trip
     report = HostReport(host.name, role=role)
     for item in planned:
         t0 = time.monotonic()

@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from opskit.core.config import Config
 from opskit.core.errors import ConfigError, UsageError
 from opskit.core.schema import Key, Section, validate
 from opskit.core.yamlfile import YamlDoc, load_yaml
@@ -31,7 +32,7 @@ from . import parsers as P
 from .model import SEVERITIES
 from .catalogue import CheckSpec, Context, catalogue
 
-SYSTEM_DIR = "/etc/opskit/policies"
+SHIPPED = ("configs", "policies")          # the shipped example policies (core.shipped)
 COMMON_KEYS = ("enabled", "severity", "groups")
 
 
@@ -241,26 +242,17 @@ def load_policy_files(paths: list[str]) -> Policy:
 
 def shipped_dir() -> str:
     from opskit.core.shipped import shipped_path
-    return shipped_path("configs", "policies")
+    return shipped_path(*SHIPPED)
 
 
 def find_policy_dir(config) -> str | None:
     """``policy.dir`` (relative to the config file), else policies/ beside the
     config file, else /etc/opskit/policies, else the shipped examples."""
-    configured = config.get("policy.dir") if config is not None else None
-    if configured:
-        path = config.relative_path(configured)
-        if not os.path.isdir(path):
-            raise config.error("policy.dir", f"policy directory {path} does not exist")
-        return path
-    candidates = []
-    if config is not None and config.source:
-        candidates.append(os.path.join(os.path.dirname(os.path.abspath(config.source)), "policies"))
-    candidates += [SYSTEM_DIR, shipped_dir()]
-    for path in candidates:
-        if os.path.isdir(path):
-            return path
-    return None
+    # No config at all: an empty one, so only /etc/opskit and the shipped copy count.
+    found = (config or Config({})).locate("policy.dir", "policies", shipped=SHIPPED, is_dir=True)
+    if found and found.origin == "setting" and not os.path.isdir(found.path):
+        raise config.error("policy.dir", f"policy directory {found.path} does not exist")
+    return found.path if found else None
 
 
 def load_policy(config=None, explicit: str | None = None) -> Policy:

@@ -9,13 +9,12 @@ command's output can be recorded next to the files, in
 """
 from __future__ import annotations
 
-import os
-
-from opskit.hosts.base import (Host, HostAuthFailed, HostError, HostKeyRejected, HostPathError,
-                               HostUnreachable, RunResult)
+from opskit.hosts.base import (Host, HostAuthFailed, HostBatchError, HostError, HostKeyRejected,
+                               HostPathError, HostTimeout, HostUnreachable, RunResult)
 
 RECORDED_DIR = "/.opskit-recorded"
 COMMAND_TIMEOUT = 20.0
+PS = ["ps", "-e", "-o", "pid=,comm="]
 
 # errors that mean "the host is gone", not "this check could not decide"
 FATAL = (HostUnreachable, HostAuthFailed, HostKeyRejected)
@@ -26,7 +25,7 @@ class Probe:
 
     def __init__(self, host: Host, *, command_timeout: float = COMMAND_TIMEOUT):
         self.host = host
-        self.sysroot = getattr(host, "sysroot", None)
+        self.sysroot = host.sysroot
         self.command_timeout = command_timeout
         self._text: dict[str, str | None] = {}
         self._dirs: dict[str, list[str] | None] = {}
@@ -90,21 +89,12 @@ class Probe:
 
     def realpath(self, path: str) -> str | None:
         """Where ``path`` resolves on the host (symlinks followed), or None."""
-        from opskit.hosts.local import LocalHost
-        if isinstance(self.host, LocalHost):
-            try:
-                real = self.host._map(path)          # refuses paths leaving a sysroot
-            except HostPathError:
-                return None
-            if not os.path.exists(real):
-                return None
-            if self.sysroot:
-                return "/" + os.path.relpath(real, self.sysroot).lstrip("./")
-            return real
-        result = self.run(["readlink", "-e", "--", path])
-        if result is None or result.rc != 0:
+        try:
+            return self.host.realpath(path)
+        except (*FATAL, HostTimeout):
+            raise
+        except HostError:          # missing, a loop of links, not a directory, denied
             return None
-        return result.text.strip() or None
 
     # --- commands --------------------------------------------------------------------------
     def run(self, argv: list[str]) -> RunResult | None:
@@ -114,32 +104,19 @@ class Probe:
         return self.host.run(argv, timeout=self.command_timeout)
 
     def prefetch(self, commands: dict[str, list[str]]) -> None:
-        """Run several commands in one round trip on a remote host (one shell,
-        outputs delimited); LocalHost and recorded trees need no batching."""
-        from opskit.hosts.local import LocalHost
-        if self.recorded or isinstance(self.host, LocalHost):
+        """Run several commands in one round trip (``Host.run_batch``) and keep
+        what ``command`` would answer for each; a recorded tree has none to run."""
+        if self.recorded:
             return
         todo = {n: a for n, a in commands.items() if n not in self._commands}
         if not todo:
             return
-        import shlex
-        marker = "@@opskit-" + os.urandom(6).hex()
-        script = "".join(f"printf '\\n{marker} {name}\\n'; {shlex.join(argv)} 2>/dev/null; "
-                         f"printf '\\n{marker} rc %s\\n' $?; "
-                         for name, argv in todo.items())
-        result = self.host.run(["sh", "-c", script], timeout=self.command_timeout)
-        parts = result.text.split(f"\n{marker} ")
-        for i, part in enumerate(parts):
-            name, _, body = part.partition("\n")
-            if name not in todo or i + 1 >= len(parts):
-                continue
-            rc_text = parts[i + 1].partition("\n")[0]
-            rc = int(rc_text[3:]) if rc_text.startswith("rc ") and rc_text[3:].isdigit() else -1
-            if rc == 0:
-                self._commands[name] = (body, " ".join(todo[name]))
-            elif rc == 127:
-                self._commands[name] = (None, f"{todo[name][0]} is not installed")
-            # other failures: left for command() to run alone and report stderr
+        try:
+            results = self.host.run_batch(list(todo.values()), timeout=self.command_timeout)
+        except HostBatchError as exc:   # the rest run alone when asked for
+            results = exc.results
+        for (name, argv), result in zip(todo.items(), results):
+            self._commands[name] = _outcome(argv, result)
 
     def command(self, name: str, argv: list[str]) -> tuple[str | None, str]:
         """Output of ``argv`` on a live host, or of the recording ``name`` in a
@@ -152,15 +129,7 @@ class Probe:
             text = self.read(path)
             out = (text, path if text is not None else f"no recording {path} in the tree")
         else:
-            shown = " ".join(argv)
-            result = self.host.run(argv, timeout=self.command_timeout)
-            if result.rc == 127:
-                out = (None, f"{argv[0]} is not installed")
-            elif result.rc != 0:
-                err = result.stderr.decode("utf-8", "replace").strip().splitlines()
-                out = (None, f"'{shown}' failed (status {result.rc}): {err[-1] if err else ''}")
-            else:
-                out = (result.text, shown)
+            out = _outcome(argv, self.host.run(argv, timeout=self.command_timeout))
         self._commands[name] = out
         return out
 
@@ -187,9 +156,10 @@ class Probe:
         return self._processes
 
     def _read_processes(self) -> dict[int, str]:
-        from opskit.hosts.local import LocalHost
-        if not isinstance(self.host, LocalHost):
-            text, _ = self.command("ps", ["ps", "-e", "-o", "pid=,comm="])
+        # a live host answers with one ps (reading /proc/<pid>/comm over SFTP would
+        # cost a round trip per process); a recorded tree, or a host without ps, from /proc
+        if not self.recorded:
+            text, _ = self.command("ps", PS)
             if text is not None:
                 out = {}
                 for line in text.splitlines():
@@ -207,3 +177,13 @@ class Probe:
 
     def kernel_release(self) -> str | None:
         return self.value("/proc/sys/kernel/osrelease")
+
+
+def _outcome(argv: list[str], result: RunResult) -> tuple[str | None, str]:
+    """(text, source) of a command's result, as ``Probe.command`` answers."""
+    if result.rc == 127:
+        return None, f"{argv[0]} is not installed"
+    if result.rc != 0:
+        err = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        return None, f"'{' '.join(argv)}' failed (status {result.rc}): {err[-1] if err else ''}"
+    return result.text, " ".join(argv)

@@ -1,10 +1,9 @@
 """Turn a RunReport into what people and CI read: a host x check summary
-table, findings with evidence, n/a and error reasons, and JUnit XML."""
+table, findings with evidence, n/a and error reasons, and the per-check
+cases that the registry's 'junit' format turns into JUnit XML."""
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-
-from opskit.core.output import Result, Table
+from opskit.core.output import Case, Result, Suite, Table
 
 from .model import ERROR, FAIL, NA, PASS
 from .catalogue import catalogue
@@ -21,6 +20,7 @@ SHORT = {
     "net.dns-resolvers": "dns", "av.realtime": "antivirus",
 }
 CELL = {PASS: "pass", FAIL: "FAIL", NA: "n/a", ERROR: "error"}
+_JUNIT = {PASS: "pass", FAIL: "fail", NA: "skip", ERROR: "error"}
 
 
 def summary_table(report: RunReport) -> Table:
@@ -77,7 +77,8 @@ def check_result(report: RunReport, stored: str | None = None,
         messages.append(f"stored as run {report.id} ({stored})")
     data = report.as_dict()
     return Result(data=data, tables=tables, messages=messages, summary=report.summary(),
-                  exit_code=report.exit_code)
+                  exit_code=report.exit_code, title="opskit policy check",
+                  suites=suites(report))
 
 
 def drift_result(old: RunReport | None, new: RunReport, changes: list[Change]) -> Result:
@@ -99,34 +100,34 @@ def drift_result(old: RunReport | None, new: RunReport, changes: list[Change]) -
                   messages=[summary], summary=summary, exit_code=code)
 
 
-def junit_xml(report: RunReport) -> str:
-    """JUnit XML: one testsuite per host, one testcase per check; fail ->
-    <failure>, n/a -> <skipped>, error or unreachable -> <error>."""
-    suites = ET.Element("testsuites", name="opskit policy check", time=f"{report.duration:.3f}")
+def catalogue_result(rows: list[dict]) -> Result:
+    """The Result of ``opskit policy list``: one row per check."""
+    return Result(data=rows, tables=[Table(["check", "rule", "severity", "title"], rows)],
+                  summary=f"{len(rows)} checks")
+
+
+def suites(report: RunReport) -> list[Suite]:
+    """One JUnit suite per host, one case per check (what ``--format junit`` prints):
+    fail -> failure typed with the rule, n/a -> skipped, error or unreachable -> error,
+    a pass carries its evidence."""
+    out = []
     for host in report.hosts:
-        c = host.counts()
-        suite = ET.SubElement(suites, "testsuite", name=host.host,
-                              tests=str(max(1, len(host.results))), failures=str(c[FAIL]),
-                              errors=str(c[ERROR] + (0 if host.reachable else 1)),
-                              skipped=str(c[NA]), time=f"{host.duration:.3f}")
+        suite = Suite(host.host, seconds=host.duration)
         if not host.reachable:
-            case = ET.SubElement(suite, "testcase", classname=host.host, name="connect")
-            ET.SubElement(case, "error", message=host.error or host.status, type=host.status)
-            continue
-        for r in host.results:
-            case = ET.SubElement(suite, "testcase", classname=host.host, name=r.check,
-                                 time=f"{r.duration:.4f}")
-            if r.status == FAIL:
-                failure = ET.SubElement(case, "failure", type=r.rule,
-                                        message="; ".join(f.message for f in r.findings))
-                failure.text = "\n".join(f"[{f.rule} {f.severity}] {f.message}\n  evidence: "
-                                         f"{f.evidence}" for f in r.findings)
-            elif r.status == NA:
-                ET.SubElement(case, "skipped", message=r.reason)
-            elif r.status == ERROR:
-                ET.SubElement(case, "error", message=r.reason)
-            elif r.evidence:
-                out = ET.SubElement(case, "system-out")
-                out.text = "\n".join(r.evidence)
-    ET.indent(suites)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode")
+            suite.cases.append(Case("connect", "error", host.error or host.status,
+                                    kind=host.status))
+        for r in host.results if host.reachable else ():
+            suite.cases.append(_case(r))
+        out.append(suite)
+    return out
+
+
+def _case(r) -> Case:
+    status = _JUNIT.get(r.status, "pass")
+    if status == "fail":
+        return Case(r.check, status, "; ".join(f.message for f in r.findings),
+                    "\n".join(f"[{f.rule} {f.severity}] {f.message}\n  evidence: {f.evidence}"
+                              for f in r.findings), r.rule, r.duration)
+    if status in ("skip", "error"):
+        return Case(r.check, status, r.reason, seconds=r.duration)
+    return Case(r.check, status, detail="\n".join(r.evidence), seconds=r.duration)

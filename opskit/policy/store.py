@@ -8,14 +8,14 @@ import tempfile
 from dataclasses import dataclass
 
 from opskit.core.errors import OperationalError
-from opskit.core.state import ensure_private_dir
+from opskit.core.state import StateLayout, ensure_private_dir
 
 from .fleet import RunReport
 
 
 class RunStore:
     def __init__(self, state_dir: str, keep: int = 100):
-        self.dir = os.path.join(state_dir, "policy", "runs")
+        self.dir = StateLayout(state_dir).policy_runs
         self.keep = keep
 
     def save(self, report: RunReport) -> str:

@@ -20,7 +20,7 @@
   SIGKILL); their status says ``interrupted``; the daemon exits 0.
 
 Time comes from a clock object (``now()``, ``time()``, ``sleep()``) so tests
-drive due jobs without waiting (``FakeClock``).
+drive due jobs without waiting (``tests/harness/clock.py``).
 """
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import types
@@ -41,11 +40,11 @@ from typing import Callable, Sequence
 from opskit.core.errors import EXIT_FINDINGS, EXIT_OK, EXIT_OPERATIONAL, EXIT_USAGE, LockHeldError
 from opskit.core.filelock import FileLock
 from opskit.core.atomicfile import write_atomic
-from opskit.core.state import ensure_private_dir
+from opskit.core.state import StateLayout, ensure_private_dir, opskit_command
 
 from .jobs import Job, Schedule
 
-OPSKIT = (sys.executable, "-m", "opskit")
+OPSKIT = opskit_command()
 TIMEOUT_EXIT = 124            # as timeout(1): the job ran out of time
 
 
@@ -66,32 +65,6 @@ class SystemClock:
             time.sleep(max(0.0, seconds))
 
 
-class FakeClock:
-    """A clock tests move by hand: ``sleep`` advances it instantly."""
-
-    def __init__(self, start: dt.datetime):
-        self._now = start
-        self._lock = threading.Lock()
-
-    def now(self) -> dt.datetime:
-        with self._lock:
-            return self._now
-
-    def time(self) -> float:
-        return self.now().timestamp()
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += dt.timedelta(seconds=seconds)
-
-    def set(self, when: dt.datetime) -> None:
-        with self._lock:
-            self._now = when
-
-    def sleep(self, seconds: float, stop: threading.Event | None = None) -> None:
-        self.advance(max(0.0, seconds))
-        time.sleep(0.001)   # let other threads run
-
 
 # --- where things are kept ------------------------------------------------------------
 @dataclass
@@ -101,7 +74,7 @@ class Paths:
     log: str | None = None
 
     def __post_init__(self):
-        self.root = os.path.join(self.state_dir, "schedule")
+        self.root = StateLayout(self.state_dir).schedule
         self.metrics_dir = self.metrics_dir or os.path.join(self.root, "metrics")
         self.log = self.log or os.path.join(self.root, "schedule.log")
 
@@ -113,9 +86,6 @@ class Paths:
 
     def metrics_file(self, job: str) -> str:
         return os.path.join(self.metrics_dir, f"opskit_job_{job.replace('-', '_')}.prom")
-
-    def daemon_file(self) -> str:
-        return os.path.join(self.root, "daemon.json")
 
     def prepare(self) -> None:
         ensure_private_dir(self.state_dir)
@@ -180,7 +150,7 @@ def metrics_text(job: str, status: dict) -> str:
 @dataclass
 class JobResult:
     job: str
-    result: str                 # ok, findings, error, failed, timeout, skipped, interrupted
+    result: str    # ok, findings, error, failed, timeout, skipped, interrupted, not set up
     exit_code: int | None
     attempts: int = 0
     duration: float = 0.0
@@ -194,7 +164,7 @@ class JobResult:
         return max(codes)
 
     def _own_exit(self) -> int:
-        if self.result == "ok":
+        if self.result in ("ok", "not set up"):
             return EXIT_OK
         if self.result == "findings":
             return EXIT_FINDINGS
@@ -235,8 +205,9 @@ class JobRunner:
     def __init__(self, schedule: Schedule, paths: Paths, *, clock=None,
                  launcher: Sequence[str] = OPSKIT, global_args: Sequence[str] = (),
                  stop: threading.Event | None = None, stop_grace: float = 30.0,
-                 env: dict | None = None):
+                 env: dict | None = None, blockers: Callable[[Job], list[str]] | None = None):
         self.schedule = schedule
+        self.blockers = blockers or (lambda job: [])
         self.paths = paths
         self.clock = clock or SystemClock()
         self.launcher = list(launcher)
@@ -269,11 +240,12 @@ class JobRunner:
         return [*self.launcher, *self.global_args, *job.command]
 
     # --- running -----------------------------------------------------------------
-    def run(self, job: Job, trigger: str = "manual") -> JobResult:
-        """Run ``job`` now (and, when it succeeds, its followers)."""
-        lock = FileLock(self.paths.lock_file(job.name), timeout=0)
+    def run(self, job: Job, trigger: str = "manual", wait: float = 0) -> JobResult:
+        """Run ``job`` now (and, when it succeeds, its followers). ``wait``: seconds to
+        wait for the job's lock (a follower waits for the same follower started after
+        another job, so the newer data is handled too; others never wait)."""
         try:
-            lock.acquire()
+            lock = self._lock(job, wait)
         except LockHeldError as exc:
             self.log("skipped", job=job.name, trigger=trigger,
                      reason="still running (lock held)", detail=exc.message)
@@ -284,8 +256,32 @@ class JobRunner:
             lock.release()
         if result.result == "ok" and not self.stop.is_set():
             for follower in self.schedule.followers(job.name):
-                result.followers.append(self.run(follower, trigger=f"after {job.name}"))
+                result.followers.append(self._follow(follower, job))
         return result
+
+    def _lock(self, job: Job, wait: float) -> FileLock:
+        """The job's lock, waiting up to ``wait`` seconds in short steps so a stop
+        request (SIGTERM) is not held up by a waiting follower."""
+        deadline = time.monotonic() + wait
+        while True:
+            lock = FileLock(self.paths.lock_file(job.name),
+                            timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+            try:
+                lock.acquire()
+                return lock
+            except LockHeldError:
+                if self.stop.is_set() or time.monotonic() >= deadline:
+                    raise
+
+    def _follow(self, follower: Job, job: Job) -> JobResult:
+        """Run a follower, unless the config cannot support it (a replication with
+        no site configured): then it is recorded as skipped, with the reason."""
+        reasons = self.blockers(follower)
+        if not reasons:
+            return self.run(follower, trigger=f"after {job.name}", wait=follower.timeout)
+        self.log("skipped", job=follower.name, trigger=f"after {job.name}",
+                 reason="; ".join(reasons))
+        return JobResult(follower.name, "not set up", None, summary="; ".join(reasons))
 
     def _attempts(self, job: Job, trigger: str) -> JobResult:
         previous = load_status(self.paths, job.name)

@@ -69,12 +69,19 @@ jobs:
     timeout: 30m
     rules: [R-MED-1, R-MED-2, R-NET-1, R-NET-3, R-NET-4, R-NET-5, R-AUD-2]
 
-  permission-report:
-    description: Weekly permission report (declared roles vs actual grants)
-    command: [perms, report, --format, html]
+  permission-snapshot:
+    description: Weekly snapshot of actual accounts, sudo rights, keys and grants
+    command: [perms, snapshot]
     every: week
     weekday: monday
     at: "06:00"
+    timeout: 1h
+    rules: [R-AUD-2]
+
+  permission-report:
+    description: Permission report (declared roles vs actual grants) on the new snapshot
+    command: [perms, report, --format, html]
+    after: [permission-snapshot]
     timeout: 1h
     rules: [R-ACC-2, R-ACC-4, R-ACC-5, R-AUD-2]
 

@@ -18,7 +18,6 @@ Mistakes are ConfigErrors naming file, line and key (exit code 2).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
 from dataclasses import dataclass, field
 
@@ -28,7 +27,6 @@ from opskit.core.yamlfile import YamlDoc, load_yaml, parse_yaml
 
 from . import default_schedule
 
-SYSTEM_FILE = "/etc/opskit/schedule.yaml"
 EMBEDDED = "<embedded default schedule>"
 EVERY = ("hour", "day", "week", "month")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -225,16 +223,8 @@ class Schedule:
 def schedule_file(config) -> str | None:
     """schedule.file, else schedule.yaml beside the config file, else the system file,
     else None (the embedded default)."""
-    configured = config.get("schedule.file")
-    if configured:
-        return config.relative_path(configured)
-    if config.source:
-        beside = os.path.join(os.path.dirname(os.path.abspath(config.source)), "schedule.yaml")
-        if os.path.exists(beside):
-            return beside
-    if os.path.exists(SYSTEM_FILE):
-        return SYSTEM_FILE
-    return None
+    found = config.locate("schedule.file", "schedule.yaml")
+    return found.path if found else None
 
 
 def load_schedule(config=None, path: str | None = None) -> Schedule:

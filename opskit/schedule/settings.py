@@ -1,6 +1,6 @@
 """Config section ``schedule:`` of opskit.yaml: Scheduler, playbooks and the evidence pack (opskit schedule / playbook / evidence).
 
-The one schema lives in opskit.core.config, which includes this section;
+opskit.settings assembles the one schema from this and the other sections;
 every key here must also be documented in configs/opskit.yaml and
 docs/configuration.md (a test checks).
 """

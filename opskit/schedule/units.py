@@ -69,16 +69,21 @@ def status_result(schedule: Schedule, paths: Paths, now: dt.datetime) -> Result:
 
 
 def job_argv(base: list[str], name: str) -> list[str]:
-    """``base`` is the command up to and including 'schedule run [--schedule FILE]'."""
-    return [*base, "--job", name]
+    """``base`` is the command up to and including 'schedule run [--schedule FILE]'.
+    ``--quiet``: nothing on stdout, one line on stderr per failure (cron mails output)."""
+    return [*base, "--job", name, "--quiet"]
 
 
-def cron_text(schedule: Schedule, base: list[str], env: dict[str, str]) -> str:
-    """Crontab lines (user crontab format: no user field)."""
+def cron_text(schedule: Schedule, base: list[str], env: dict[str, str],
+              left_out: dict[str, list[str]] | None = None) -> str:
+    """Crontab lines (user crontab format: no user field). Jobs in ``left_out``
+    (name -> reasons) get a comment saying why instead of a line."""
+    left_out = left_out or {}
     lines = [f"# opskit schedule from {schedule.source}",
              "# install: opskit schedule cron | crontab -      (or a file in /etc/cron.d with a",
              "# user field added). Each line runs the job with opskit's lock, retries, status,",
-             "# log and metrics; 'after:' jobs run right after the job they follow.",
+             "# log and metrics; 'after:' jobs run right after the job they follow. A job prints",
+             "# nothing when it succeeds, so cron mails only failures and findings.",
              "# Give the backup passphrase as OPSKIT_PASSPHRASE_FILE=... (a 0600 file)."]
     for key, value in sorted(env.items()):
         lines.append(f"{key}={value}")
@@ -86,6 +91,8 @@ def cron_text(schedule: Schedule, base: list[str], env: dict[str, str]) -> str:
         command = " ".join(shlex.quote(w) for w in job_argv(base, job.name))
         if not job.enabled:
             lines.append(f"# {job.name}: disabled")
+        elif job.name in left_out:
+            lines.append(f"# {job.name}: left out, not set up: {'; '.join(left_out[job.name])}")
         elif job.timed:
             lines.append(f"# {job.name}: {job.describe_timing()}"
                          + (f" ({', '.join(job.rules)})" if job.rules else ""))
@@ -101,11 +108,13 @@ def _systemd_quote(word: str) -> str:
     return '"' + word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
 
 
-def systemd_units(schedule: Schedule, base: list[str], env: dict[str, str]) -> dict[str, str]:
-    """``opskit-<job>.service`` (oneshot) and ``opskit-<job>.timer`` for every timed job."""
+def systemd_units(schedule: Schedule, base: list[str], env: dict[str, str],
+                  left_out: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """``opskit-<job>.service`` (oneshot) and ``opskit-<job>.timer`` for every timed job
+    that is set up (not in ``left_out``)."""
     units: dict[str, str] = {}
     for job in schedule.jobs.values():
-        if not job.timed or not job.enabled:
+        if not job.timed or not job.enabled or job.name in (left_out or {}):
             continue
         after = [f.name for f in schedule.followers(job.name)]
         exec_start = " ".join(_systemd_quote(w) for w in job_argv(base, job.name))

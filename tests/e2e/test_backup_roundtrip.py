@@ -367,8 +367,8 @@ def test_first_run_without_config_creates_the_default_repository(tmp_path):
     write(src / "f", b"first run")
 
     run = run_opskit("backup", "run", src)            # no passphrase anywhere, no terminal
-    assert run.exit_code == 2 and "Traceback" not in run.output
-    assert "OPSKIT_PASSPHRASE" in run.stderr
+    assert run.exit_code == 3 and "Traceback" not in run.output     # a missing key: operational
+    assert "OPSKIT_PASSPHRASE_FILE" in run.stderr and run.stderr.count("\n") == 1
     assert not os.path.exists(os.path.join(home, "repo", "config"))
 
     run = run_opskit("backup", "run", src, env=ENV)

@@ -112,7 +112,9 @@ def test_cron_lines_are_valid_crontab(setup):
     env_lines = [ln for ln in entries if re.match(r"^[A-Z_]+=", ln)]
     assert env_lines == [f"OPSKIT_HOME={setup.home}"]
     jobs = [ln for ln in entries if ln not in env_lines]
-    assert len(jobs) == 3                           # 'follow' runs after 'verify'
+    assert len(jobs) == 2          # 'follow' runs after 'verify'; 'drill' has no site 'dr'
+    assert "# drill: left out, not set up: no site 'dr' in the config" in run.stdout
+    assert "warning: job drill left out" in run.stderr
     for line in jobs:
         fields = line.split()
         for value, (lo, hi) in zip(fields[:5], CRON_FIELD):
@@ -120,13 +122,21 @@ def test_cron_lines_are_valid_crontab(setup):
         assert fields[5] == sys.executable and fields[6:8] == ["-m", "opskit"]
         assert fields[8:10] == ["--config", str(setup.config)]
         assert fields[10:13] == ["schedule", "run", "--job"]
-    assert "30 6 * * * " in run.stdout and "0 2 * * 1 " in run.stdout and "0 5 1 * * " in run.stdout
+    assert "30 6 * * * " in run.stdout and "0 2 * * 1 " in run.stdout
+    assert "0 5 1 * * " not in run.stdout
     assert "# follow: runs after verify" in run.stdout
     # a cron line, run as cron would, does the job
-    line = next(ln for ln in jobs if ln.endswith("--job verify"))
+    line = next(ln for ln in jobs if ln.endswith("--job verify --quiet"))
     proc = subprocess.run(line.split()[5:], env=dict(os.environ, OPSKIT_HOME=str(setup.home)),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""      # cron mails nothing on success
+    # a failing job says so in one line on stderr, still nothing on stdout
+    line = next(ln for ln in jobs if ln.endswith("--job broken --quiet"))
+    proc = subprocess.run(line.split()[5:], env=dict(os.environ, OPSKIT_HOME=str(setup.home)),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.stderr.startswith("opskit: job broken: ") and proc.stderr.count("\n") == 1
 
 
 def test_systemd_units_pass_systemd_analyze_verify(setup, tmp_path):
@@ -134,13 +144,15 @@ def test_systemd_units_pass_systemd_analyze_verify(setup, tmp_path):
     run = setup("schedule", "cron", "--systemd", "--out", str(out))
     assert run.exit_code == 0, run.output
     names = sorted(os.listdir(out))
-    assert names == ["opskit-broken.service", "opskit-broken.timer", "opskit-drill.service",
-                     "opskit-drill.timer", "opskit-verify.service", "opskit-verify.timer"]
+    # 'drill' is left out: no site 'dr' in the config (and a warning says so)
+    assert names == ["opskit-broken.service", "opskit-broken.timer",
+                     "opskit-verify.service", "opskit-verify.timer"]
+    assert "job drill left out" in run.stderr
     timer = (out / "opskit-verify.timer").read_text()
     assert "OnCalendar=*-*-* 06:30:00" in timer and "Persistent=true" in timer
     assert "OnCalendar=Mon *-*-* 02:00:00" in (out / "opskit-broken.timer").read_text()
     service = (out / "opskit-verify.service").read_text()
-    assert "Type=oneshot" in service and "schedule run --job verify" in service
+    assert "Type=oneshot" in service and "schedule run --job verify --quiet" in service
     assert f"Environment=OPSKIT_HOME={setup.home}" in service
     for name in names:                          # every unit parses as INI with known sections
         sections = re.findall(r"^\[(\w+)\]$", (out / name).read_text(), re.M)

@@ -211,7 +211,7 @@ def write_model(directory, roster: str, inventory: str, extra_config: str = "") 
 def load_model(config: str):
     """(Config, Roster) for a config written by write_model."""
     from opskit.accounts.roster import load_declared
-    from opskit.core.config import load_config
+    from opskit.settings import load_config
     cfg = load_config(config)
     return cfg, load_declared(cfg)
 

@@ -4,6 +4,7 @@ import os
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 
@@ -12,7 +13,7 @@ import pytest
 
 from opskit.core.errors import EXIT_OPERATIONAL
 from opskit.hosts.base import (HostAuthFailed, HostCommandError, HostError, HostFileNotFound,
-                               HostKeyRejected, HostTimeout, HostUnreachable)
+                               HostKeyRejected, HostTimeout, HostUnreachable, Script)
 from opskit.hosts.local import LocalHost
 from opskit.hosts.ssh import SSHHost
 from tests.harness.sshd import generate_ed25519
@@ -168,6 +169,51 @@ def test_missing_paths_raise_file_not_found_naming_host(any_host, tmp_path):
             call(missing)
         assert isinstance(err.value, HostFileNotFound)
         assert err.value.message.startswith("t1 (") and missing in err.value.message
+
+
+def test_realpath_links_dotdot_and_loops(any_host, tmp_path):
+    (tmp_path / "d1" / "d2").mkdir(parents=True)
+    (tmp_path / "d1" / "d2" / "f").write_bytes(b"x")
+    os.symlink("d1/d2", tmp_path / "rel")
+    os.symlink(str(tmp_path / "d1" / "d2" / "f"), tmp_path / "abs")
+    os.symlink("nowhere", tmp_path / "dangling")
+    os.symlink("loop-b", tmp_path / "loop-a")
+    os.symlink("loop-a", tmp_path / "loop-b")
+    real = os.path.realpath
+    assert any_host.realpath(str(tmp_path / "rel" / "f")) == real(tmp_path / "d1" / "d2" / "f")
+    assert any_host.realpath(str(tmp_path / "abs")) == real(tmp_path / "d1" / "d2" / "f")
+    assert any_host.realpath(str(tmp_path / "rel" / "..")) == real(tmp_path / "d1")
+    for path in ("missing", "dangling", "loop-a", "loop-a/x"):
+        with pytest.raises(HostFileNotFound) as err:
+            any_host.realpath(str(tmp_path / path))
+        assert err.value.message.startswith("t1 (") and str(tmp_path / path) in err.value.message
+
+
+def test_run_batch_rc_stderr_fake_markers(any_host):
+    fake = "\n@@opskit-0123456789abcdef0123456789abcdef 1 0\n"
+    results = any_host.run_batch([
+        ["sh", "-c", "echo out; echo err >&2; exit 3"],
+        ["printf", fake],
+        ["sh", "-c", f"printf '{fake}' >&2; exit 9"],
+        [sys.executable, "-c", "import sys; sys.stdout.buffer.write(bytes(range(256)) * 300)"],
+        ["opskit-no-such-program"],
+        Script("cat; echo \"$((6*7))\""),                # stdin is empty, not the script
+        ["printf", "[%s]", "a b", "it's", "$HOME"],
+    ], timeout=30)
+    assert [r.rc for r in results] == [3, 0, 9, 0, 127, 0, 0]
+    assert (results[0].stdout, results[0].stderr) == (b"out\n", b"err\n")
+    assert results[1].stdout == fake.encode() and results[2].stderr == fake.encode()
+    assert results[3].stdout == bytes(range(256)) * 300
+    assert results[5].stdout == b"42\n"
+    assert results[6].stdout == b"[a b][it's][$HOME]"
+    assert all(r.host == "t1" for r in results)
+    assert any_host.run_batch([]) == []
+
+
+def test_run_batch_is_one_session(host):
+    # every command is a child of the same remote shell: one SSH command for the batch
+    parents = {r.text for r in host.run_batch([["sh", "-c", "echo $PPID"]] * 4)}
+    assert len(parents) == 1
 
 
 # --- host keys -------------------------------------------------------------------------

@@ -6,11 +6,11 @@ looked at for this bureau's roles only (tests/harness/perms.py)."""
 import pytest
 
 from opskit.accounts.roster import load_declared
-from opskit.core.config import load_config
 from opskit.core.errors import OperationalError
 from opskit.perms.analysis import Options, analyse
 from opskit.perms.postgres import DatabaseSpec, collect_postgres
 from opskit.perms.snapshot import take_snapshot
+from opskit.settings import load_config
 from tests.fixtures.perms.trees import Org
 from tests.harness.perms import FROZEN_ROLES, GROUP_ROLES, LOGIN_ROLES
 

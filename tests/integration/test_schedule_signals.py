@@ -16,7 +16,8 @@ DRIVER = r"""
 import datetime as dt, sys, threading
 from opskit.core.yamlfile import parse_yaml
 from opskit.schedule.jobs import parse_schedule
-from opskit.schedule.daemon import Daemon, FakeClock, JobRunner, Paths, install_signal_handlers
+from tests.harness.clock import FakeClock
+from opskit.schedule.daemon import Daemon, JobRunner, Paths, install_signal_handlers
 
 state, grace, child = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 sched = parse_schedule(parse_yaml(

@@ -405,7 +405,7 @@ def test_list_filters_by_state_and_person(world):
 
 def _create_many(config_path, home, n, q):
     os.environ["OPSKIT_HOME"] = home
-    from opskit.core.config import load_config
+    from opskit.settings import load_config
     store = open_store(load_config(config_path))
     people = ["clerk.a", "clerk.b", "adm.li", "adm.wang", "lead.one", "lead.two"]
     ids = []

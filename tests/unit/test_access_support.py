@@ -93,7 +93,7 @@ class World:
         return env
 
     def config(self):
-        from opskit.core.config import load_config
+        from opskit.settings import load_config
         return load_config(str(self.config_path))
 
     def store(self):

@@ -8,10 +8,11 @@ import pytest
 
 from opskit.core import config as config_mod
 from opskit.core import state
-from opskit.core.config import SCHEMA, Config, find_config_file, load_config
+from opskit.core.config import Config, find_config_file
 from opskit.core.errors import EXIT_USAGE, ConfigError
 from opskit.core.schema import Key, MapOf, Section, defaults, walk_keys
 from opskit.core.yamlfile import load_yaml
+from opskit.settings import SCHEMA, load_config
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "configs" / "opskit.yaml"
@@ -220,6 +221,96 @@ def test_relative_paths_resolve_beside_the_config_file(tmp_path):
     assert cfg.relative_path(cfg.get("audit.path")) == str(tmp_path / "etc" / "logs" / "audit.log")
     assert cfg.relative_path("/abs/x") == "/abs/x"
     assert Config(defaults(SCHEMA)).relative_path("rel/x") == "rel/x"
+
+
+# --- files the settings point at: Config.locate ---------------------------------
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    """A config dir, an /etc/opskit stand-in and a shipped folder, all empty at first."""
+    etc, system, shipped = tmp_path / "etc", tmp_path / "system", tmp_path / "checkout"
+    for folder in (etc, system, shipped / "configs"):
+        folder.mkdir(parents=True)
+    (etc / "opskit.yaml").write_text("operator: x\n")
+    monkeypatch.setattr(config_mod, "SYSTEM_DIR", str(system))
+    monkeypatch.setattr(config_mod, "shipped_path", lambda *parts: str(shipped.joinpath(*parts)))
+    return etc, system, shipped
+
+
+def _where(cfg, key="inventory", name="thing.yaml", **kw):
+    found = cfg.locate(key, name, **kw)
+    return None if found is None else (found.path, found.origin)
+
+
+def test_locate_order_beside_then_system_then_shipped(places):
+    etc, system, shipped = places
+    cfg = load_config(str(etc / "opskit.yaml"))
+    assert _where(cfg, shipped=("configs", "thing.yaml")) is None      # nothing exists yet
+    (shipped / "configs" / "thing.yaml").write_text("x")
+    assert _where(cfg, shipped=("configs", "thing.yaml")) == (
+        str(shipped / "configs" / "thing.yaml"), "shipped")
+    assert _where(cfg) is None                                 # no shipped copy asked for
+    (system / "thing.yaml").write_text("x")
+    assert _where(cfg, shipped=("configs", "thing.yaml")) == (str(system / "thing.yaml"), "system")
+    assert _where(cfg, system=False) is None                   # e.g. the inventory
+    (etc / "thing.yaml").write_text("x")
+    assert _where(cfg) == (str(etc / "thing.yaml"), "beside")
+
+
+def test_locate_returns_the_setting_as_is_even_when_missing(places):
+    etc, system, _shipped = places
+    (etc / "thing.yaml").write_text("x")
+    (system / "thing.yaml").write_text("x")
+    (etc / "opskit.yaml").write_text("inventory: sub/absent.yaml\n")
+    cfg = load_config(str(etc / "opskit.yaml"))
+    assert _where(cfg) == (str(etc / "sub" / "absent.yaml"), "setting")
+    assert _where(cfg, required=True) == (str(etc / "sub" / "absent.yaml"), "setting")
+
+
+def test_locate_without_a_config_file_skips_beside(places, monkeypatch):
+    etc, system, _shipped = places
+    (etc / "thing.yaml").write_text("x")
+    monkeypatch.chdir(etc)                     # a relative "beside" must not sneak in
+    assert _where(Config({})) is None
+    (system / "thing.yaml").write_text("x")
+    assert _where(Config({})) == (str(system / "thing.yaml"), "system")
+
+
+def test_locate_a_directory_ignores_a_file_of_that_name(places):
+    etc, system, _shipped = places
+    (etc / "things").write_text("a file, not a folder")
+    (system / "things").mkdir()
+    cfg = load_config(str(etc / "opskit.yaml"))
+    assert _where(cfg, name="things") == (str(etc / "things"), "beside")
+    assert _where(cfg, name="things", is_dir=True) == (str(system / "things"), "system")
+
+
+def test_locate_required_names_every_place_and_the_key(places):
+    etc, system, _shipped = places
+    cfg = load_config(str(etc / "opskit.yaml"))
+    with pytest.raises(ConfigError) as err:
+        cfg.locate("accounts.roster", "roster.yaml", required=True)
+    assert err.value.exit_code == EXIT_USAGE
+    assert str(err.value) == (f"no roster.yaml found (looked at {etc / 'roster.yaml'}, "
+                              f"{system / 'roster.yaml'})")
+    assert err.value.hint == "set 'accounts.roster' in opskit.yaml"
+    with pytest.raises(ConfigError) as err:
+        cfg.locate("accounts.roster", "roster.yaml", required=True, hint="see docs/roster.md")
+    assert err.value.hint == "see docs/roster.md"
+
+
+def test_search_path_keeps_system_and_shipped_after_a_setting(places):
+    etc, system, shipped = places
+    (etc / "opskit.yaml").write_text("schedule:\n  playbook_dir: books\n")
+    cfg = load_config(str(etc / "opskit.yaml"))
+    assert cfg.search_path("schedule.playbook_dir", "playbooks", shipped=("playbooks",)) == [
+        config_mod.Located(str(etc / "books"), "setting"),
+        config_mod.Located(str(system / "playbooks"), "system"),
+        config_mod.Located(str(shipped / "playbooks"), "shipped")]
+    (etc / "opskit.yaml").write_text("operator: x\n")
+    cfg = load_config(str(etc / "opskit.yaml"))
+    assert [p.origin for p in cfg.search_path("schedule.playbook_dir", "playbooks")] == [
+        "beside", "system"]
 
 
 # --- error messages name file, line and key ------------------------------------

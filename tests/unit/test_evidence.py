@@ -11,7 +11,8 @@ import pytest
 
 from opskit.core.audit import AuditLog
 from opskit.core.errors import UsageError
-from opskit.evidence.pack import CHECKS, build_pack, render_html
+from opskit.evidence.pack import CHECKS, build_pack
+from opskit.evidence.report import render_html
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
 SINCE = NOW - dt.timedelta(days=92)

@@ -4,7 +4,8 @@ import textwrap
 
 import pytest
 
-from opskit.core.config import Config, load_config
+from opskit.core.config import Config
+from opskit.settings import load_config
 from opskit.core.errors import EXIT_USAGE, ConfigError, UsageError
 from opskit.core.schema import walk_keys
 from opskit.hosts.inventory import (SCHEMA, HostSpec, SSHSettings, default_inventory,

@@ -9,10 +9,17 @@ import json
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-import pytest
+import re
+import xml.etree.ElementTree as ET
 
-from opskit.core.errors import EXIT_FINDINGS, EXIT_OK
-from opskit.core.output import (FORMATS, Result, Table, csv_safe, dumps, render, render_csv,
+import click
+import pytest
+from click.testing import CliRunner
+
+from opskit.core import output
+from opskit.core.errors import EXIT_FINDINGS, EXIT_OK, UsageError
+from opskit.core.output import (FORMATS, Case, Result, Suite, Table, csv_safe, dumps, formats,
+                                offered, register_format, render, render_csv, render_string,
                                 render_table, to_jsonable)
 
 
@@ -215,3 +222,86 @@ def test_result_defaults():
     result = Result()
     assert result.exit_code == EXIT_OK and result.tables == [] and result.messages == []
     assert Result(exit_code=EXIT_FINDINGS).exit_code == 1
+
+
+# --- the format registry (issue #16 item 3) ------------------------------------------
+
+HOSTILE = "<script>alert(1)</script> \x1b[2J\x00\x07 \u202eevil"
+
+
+def test_every_documented_format_is_registered():
+    assert set(formats()) == {"table", "json", "csv", "md", "html", "junit"}
+    assert set(FORMATS) < set(formats())
+
+
+def test_unknown_format_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown output format 'pdf'") as err:
+        render(Result(messages=["x"]), "pdf", io.StringIO())
+    assert err.value.exit_code == 2
+    with pytest.raises(ValueError, match="not registered: pdf"):
+        offered(("table", "pdf"))
+
+
+def test_a_registered_format_is_offered_by_the_commands_that_declare_it(monkeypatch):
+    from opskit.cli.app import App, output_options
+    monkeypatch.setattr(output, "_RENDERERS", dict(output._RENDERERS))
+    register_format("upper", lambda result: "\n".join(result.messages).upper() + "\n")
+
+    @click.command()
+    @output_options(formats=("table", "upper"))
+    @click.pass_obj
+    def cmd(app):
+        render(Result(messages=["hello"]), app.output_format, click.get_text_stream("stdout"))
+
+    runner = CliRunner()
+    assert runner.invoke(cmd, ["--format", "upper"], obj=App()).output == "HELLO\n"
+    assert runner.invoke(cmd, [], obj=App()).output == "hello\n"
+    refused = runner.invoke(cmd, ["--format", "csv"], obj=App())   # registered, not offered
+    assert refused.exit_code == 2 and "'csv' is not one of 'table', 'upper'" in refused.output
+    assert runner.invoke(cmd, ["--csv"], obj=App()).exit_code == 2      # no --csv flag either
+
+
+def test_html_escapes_hostile_text_and_control_characters():
+    result = Result(title=HOSTILE, summary=HOSTILE, messages=[HOSTILE],
+                    tables=[Table(["a", "b"], [{"a": HOSTILE, "b": None}], title=HOSTILE),
+                            Table(["rule", "x"], [{"rule": HOSTILE, "x": 1}], group_by="rule")])
+    page = render_string(result, "html")
+    assert page.startswith("<!DOCTYPE html>") and page.count("<style>") == 1
+    assert "<script" not in page and "&lt;script&gt;" in page
+    assert not re.search("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u202e]", page)
+    assert "\\x1b[2J\\x00\\x07" in page and "\\u202eevil" in page
+    assert "http" not in page.replace("http-equiv", "")            # nothing fetched
+    assert page.index("summary") < page.index("<table>")               # summary first
+    plain = render_string(Result(tables=[Table(["a"], [{"a": "<b>ok</b>"}])]), "html")
+    assert "&lt;b&gt;ok&lt;/b&gt;" in plain and "<b>" not in plain
+
+
+def test_markdown_is_inert_and_sections_follow_group_by():
+    table = Table(["rule", "who"], [{"rule": "R-2", "who": "a|b"}, {"rule": "R-1", "who": HOSTILE}],
+                  title="Findings", group_by="rule", group_titles={"R-1": "First"})
+    md = render_string(Result(title="Report", summary="2 findings", tables=[table]), "md")
+    assert md.startswith("# Report\n\n2 findings\n")
+    assert md.index("### R-1 First (1)") < md.index("### R-2 (1)")
+    assert "a\\|b" in md and "<script>" not in md and "&lt;script&gt;" in md
+    assert "\x1b" not in md and "\\\\x1b" in md
+    assert "| RULE" not in md                                          # the section says it
+
+
+def test_junit_comes_from_the_result_suites():
+    suites = [Suite("db1", [Case("c.pass", "pass", detail="ok evidence", seconds=0.5),
+                            Case("c.fail", "fail", "bad", "evidence \x00 here", "R-X"),
+                            Case("c.na", "skip", "not here"),
+                            Case("c.err", "error", "boom")], seconds=1.0),
+              Suite("db2", [Case("connect", "error", "refused", kind="unreachable")])]
+    text = render_string(Result(title="checks", suites=suites), "junit")
+    assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n')
+    root = ET.fromstring(text.split("\n", 1)[1])
+    db1 = root.find("./testsuite[@name='db1']")
+    assert (db1.get("tests"), db1.get("failures"), db1.get("errors"), db1.get("skipped")) == \
+        ("4", "1", "1", "1")
+    failure = db1.find("./testcase[@name='c.fail']/failure")
+    assert failure.get("type") == "R-X" and failure.text == "evidence \\x00 here"
+    assert db1.find("./testcase[@name='c.pass']/system-out").text == "ok evidence"
+    assert db1.find("./testcase[@name='c.pass']/failure") is None
+    assert root.find("./testsuite[@name='db2']/testcase/error").get("type") == "unreachable"
+    assert render_string(Result(), "junit").count("testsuite ") == 0

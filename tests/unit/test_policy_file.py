@@ -10,7 +10,8 @@ from opskit.policy import parsers as P
 from opskit.policy.model import CheckResult, Finding, HostReport
 from opskit.policy.policyfile import load_policy, load_policy_files, shipped_dir
 from opskit.policy.catalogue import catalogue
-from opskit.policy.report import junit_xml
+from opskit.core.output import render_string
+from opskit.policy.report import check_result
 from opskit.policy.fleet import RunReport
 from opskit.policy.store import RunStore, drift
 
@@ -131,7 +132,7 @@ def test_exit_codes():
 
 def test_junit_has_failure_skipped_and_error():
     report = _report("fail", host_status="unreachable")
-    root = ET.fromstring(junit_xml(report))
+    root = ET.fromstring(render_string(check_result(report), "junit").split("\n", 1)[1])
     failure = root.find("./testsuite[@name='db1']/testcase/failure")
     assert failure.get("type") == "R-MED-2" and "/etc/modprobe.d/x.conf:1" in failure.text
     assert root.find("./testsuite[@name='db2']/testcase/error").get("type") == "unreachable"

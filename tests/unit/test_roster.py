@@ -4,10 +4,10 @@ import textwrap
 import pytest
 
 from opskit.accounts.roster import load_declared, load_roster, parse_roster
-from opskit.core.config import load_config
 from opskit.core.errors import ConfigError, UsageError
 from opskit.core.yamlfile import parse_yaml
 from opskit.perms.roles import load_roles, parse_roles
+from opskit.settings import load_config
 
 ROLES = textwrap.dedent("""\
     roles:

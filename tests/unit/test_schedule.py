@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from opskit.core.config import load_config
+from opskit.settings import load_config
 from opskit.core.errors import ConfigError, UsageError
 from opskit.core.filelock import FileLock
 from opskit.core.yamlfile import parse_yaml
 from opskit.schedule import default_schedule
 from opskit.schedule.jobs import load_schedule, parse_duration, parse_schedule
-from opskit.schedule.daemon import (Daemon, FakeClock, JobRunner, Paths, library_clock,
+from tests.harness.clock import FakeClock
+from opskit.schedule.daemon import (Daemon, JobRunner, Paths, library_clock,
                                     load_status, metrics_text)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +74,8 @@ def test_shipped_schedule_is_embedded_verbatim_and_has_the_required_jobs():
     drill = jobs["restore-drill"]                                         # R-BAK-5
     assert drill.every == "month" and drill.command[:4] == ["backup", "drill", "--site", "dr"]
     assert jobs["policy-check"].every == "hour"
-    assert jobs["permission-report"].every == "week"
+    assert jobs["permission-snapshot"].every == "week"                    # a fresh snapshot,
+    assert jobs["permission-report"].after == ["permission-snapshot"]     # then its report
     assert jobs["permission-report"].command[:2] == ["perms", "report"]
     assert jobs["audit-verify"].every == "day" and jobs["audit-verify"].command == ["audit",
                                                                                   "verify"]

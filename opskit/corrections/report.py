@@ -1,0 +1,260 @@
+"""What people and auditors read about corrections: the Result of every
+``opskit correct`` step, the request list and history, and the ledger export
+(JSON, CSV, or an HTML page from corrections/templates/export.html), all
+rendered by opskit.core.output (R-DAT-1, R-AUD-1)."""
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from opskit.core.errors import EXIT_FINDINGS
+from opskit.core.output import Result, Table
+from opskit.core.signing import fingerprint
+
+from . import workflow as wf
+from .ledger import EXPORT_MARK, VERSION, Ledger, decode
+from .rulesfile import Requirement, redact_url
+
+LOG_COLUMNS = ["id", "state", "target", "table", "operation", "rows", "requester", "approvers",
+               "executor", "waiting_for", "ticket"]
+EXPORT_COLUMNS = ["seq", "time", "request", "kind", "actor", "key", "detail", "body", "prev",
+                  "hash", "sig", "entry"]
+SHOW_FIELDS = ("id", "state", "target", "table", "operation", "rows", "requester", "requested",
+               "reason", "ticket", "requirement", "approvers", "executor", "waiting_for")
+
+
+# --- rows -------------------------------------------------------------------------------
+
+def summary_row(st: wf.RequestState) -> dict:
+    """One request as a row of ``correct log``."""
+    signers = st.approvals + ([st.auditor] if st.auditor else [])
+    return {"id": st.id, "state": st.state, "target": st.target, "table": st.table,
+            "operation": st.operation, "rows": st.row_count, "requester": st.requester,
+            "requested": st.requested_at,
+            "approvers": ", ".join(f"{a['actor']} ({a['level']})" for a in signers),
+            "executor": st.executor or "", "waiting_for": st.waiting_for(),
+            "ticket": st.ticket, "reason": st.reason}
+
+
+def _detail(kind: str | None, body: dict) -> str:
+    if kind == "request":
+        return (f"{body.get('operation')} {body.get('target')}.{body.get('table')} "
+                f"({body.get('row_count')} rows)")
+    if kind == "approve":
+        return f"level {body.get('level')}: {body.get('comment', '')}"
+    if kind in ("reject", "withdraw"):
+        return body.get("comment", "")
+    if kind == "applied":
+        return f"{body.get('row_count')} rows"
+    if kind == "apply-failed":
+        return f"{body.get('stage')}: {body.get('reason')}"
+    return ""
+
+
+def entry_row(entry: dict, text: str | None = None) -> dict:
+    """One ledger entry as a row (``show`` history, exports)."""
+    body = entry.get("body") or {}
+    detail = _detail(entry.get("kind"), body)
+    if body.get("recovered") is True:
+        detail += (f" (recovered: {body.get('recovery')}; interrupted apply by "
+                   f"{body.get('interrupted_executor')}, claim seq {body.get('claim_seq')})")
+    row = {"seq": entry.get("seq"), "time": entry.get("time"), "request": entry.get("request"),
+           "kind": entry.get("kind"), "actor": entry.get("actor"), "detail": detail,
+           "key": _fp(entry.get("key")), "hash": entry.get("hash"), "prev": entry.get("prev"),
+           "sig": entry.get("sig"), "body": json.dumps(body, ensure_ascii=False, sort_keys=True)}
+    if text is not None:
+        row["entry"] = text
+    return row
+
+
+def _fp(b64: Any) -> str:
+    try:
+        return fingerprint(base64.b64decode(b64, validate=True))
+    except Exception:
+        return str(b64)
+
+
+def _image_table(title: str, rows: list[dict], columns: list[str] | None = None) -> Table:
+    """Rows of a before/after image; column names kept as the database spells them."""
+    cols = columns or sorted({k for r in rows for k in r})
+    return Table(cols, rows, title=title, headers={c: c for c in cols})
+
+
+def _image(title: str, rows: list[dict], columns: list[str] | None = None) -> list[Table]:
+    return [_image_table(title, rows, columns)] if rows else []
+
+
+# --- the export -------------------------------------------------------------------------
+
+def export_result(ledger: Ledger, exported: str) -> Result:
+    """The whole ledger for auditors: JSON keeps the exact stored entry texts
+    (``prev`` is a hash of those bytes), CSV has them in the 'entry' column and
+    the HTML page embeds them, so every format verifies offline."""
+    texts = [s.text for s in ledger.texts()]
+    meta = {"exported": exported, "ledger": redact_url(ledger.url), "count": len(texts),
+            "head": _head(texts)}
+    rows = []
+    for text in texts:
+        try:
+            rows.append(entry_row(decode(text), text))
+        except ValueError:
+            rows.append({"seq": "?", "detail": "unparseable entry", "entry": text})
+    return Result(data={"format": EXPORT_MARK, "version": VERSION, **meta, "entries": texts},
+                  tables=[Table(EXPORT_COLUMNS, rows)], title="opskit correction ledger",
+                  summary=f"exported {len(texts)} entries", template="corrections/export.html",
+                  context={"head": json.dumps(meta["head"], ensure_ascii=False)})
+
+
+def _head(texts: list[str]) -> dict | None:
+    if not texts:
+        return None
+    try:
+        last = decode(texts[-1])
+    except ValueError:
+        return None
+    return {"seq": last.get("seq"), "hash": last.get("hash")}
+
+
+def exported_result(count: int, fmt: str, out: str) -> Result:
+    """``correct export --out FILE``: what was written where."""
+    return Result(messages=[f"exported {count} entries to {out} ({fmt})"],
+                  summary=f"exported {count} entries ({fmt})")
+
+
+# --- one Result per step ----------------------------------------------------------------
+
+def keygen_result(signer, line: str, name: str) -> Result:
+    """The new key and the snippet to declare it in the rules file."""
+    snippet = (f"operators:\n  {name or 'YOUR_NAME'}:\n    public_key: {line}\n"
+               "    roles: [clerk]            # clerk, section_head, leader, auditor, maintainer")
+    return Result(
+        data={"private_key": signer.path, "public_key": line, "fingerprint": signer.fingerprint},
+        messages=[f"private key written to {signer.path} (mode 0600; keep it yours alone)",
+                  f"fingerprint {signer.fingerprint}", "", "public key (give this to whoever "
+                  "keeps the corrections rules file):", line, "", snippet],
+        summary=f"signing key {signer.fingerprint} created")
+
+
+def dry_run_result(body: dict) -> Result:
+    """``request --dry-run``: the vetted statement and its before-image."""
+    need = Requirement.from_dict(body["requirement"]).describe()
+    return Result(data=body, tables=[_image_table("before-image", body["before"], body["columns"])],
+                  messages=[f"dry run: {body['operation']} {body['target']}.{body['table']} "
+                            f"touches {body['row_count']} row(s); needs {need}; nothing stored"],
+                  summary=f"dry run: {body['row_count']} row(s)")
+
+
+def request_result(entry: dict, st: wf.RequestState) -> Result:
+    """A recorded request: its id, what it needs, the before-image."""
+    return Result(
+        data={"request": st.id, "state": st.state, "ledger_seq": entry["seq"],
+              "hash": entry["hash"], "row_count": st.row_count,
+              "requirement": st.requirement.to_dict(), "sql": st.sql},
+        tables=_image("before-image", st.before, entry["body"]["columns"]),
+        messages=[f"{st.id} requested by {st.requester}: {st.operation} {st.target}.{st.table}, "
+                  f"{st.row_count} row(s); needs {st.requirement.describe()}"],
+        summary=f"{st.id} requested: {st.operation} {st.target}.{st.table}, "
+                f"{st.row_count} row(s)")
+
+
+def approve_result(entry: dict, st: wf.RequestState) -> Result:
+    """A sign-off and what the request still needs."""
+    level = entry["body"]["level"]
+    more = ("fully approved: ready to apply" if st.state == "approved" else
+            f"still needs {st.waiting_for()}")
+    return Result(data={"request": st.id, "state": st.state, "level": level,
+                        "ledger_seq": entry["seq"], "waiting_for": st.waiting_for()},
+                  messages=[f"{st.id} approved by {entry['actor']} ({level}); {more}"],
+                  summary=f"{st.id} approved by {entry['actor']} ({level}); state {st.state}")
+
+
+def comment_step_result(entry: dict, st: wf.RequestState, past: str) -> Result:
+    """A reject or withdraw ('rejected', 'withdrawn')."""
+    return Result(data={"request": st.id, "state": st.state, "ledger_seq": entry["seq"]},
+                  messages=[f"{st.id} {past} by {entry['actor']}"],
+                  summary=f"{st.id} {past} by {entry['actor']}")
+
+
+def plan_result(plan: dict, request_id: str) -> Result:
+    """``apply --dry-run``: would apply proceed (exit 0) or refuse (exit 1)."""
+    verdict = ("rows unchanged since the request: apply would proceed"
+               if plan["before_unchanged"] else
+               "rows CHANGED since the request: apply would refuse")
+    return Result(data=plan, messages=[f"dry run: {plan['sql']}", f"params: {plan['params']}",
+                                       f"{plan['row_count']} row(s); {verdict}"],
+                  summary=f"dry run {request_id}: {verdict}",
+                  exit_code=0 if plan["before_unchanged"] else EXIT_FINDINGS)
+
+
+def recovery_note(outcome: dict) -> str:
+    """How an interrupted apply was settled ('' when it was not)."""
+    recovery = outcome.get("recovery") if outcome.get("recovered") is True else None
+    if not recovery:
+        return ""
+    how = ("its change had been committed" if recovery == "committed-before-crash" else
+           "its change had not been committed, applied now")
+    return (f" (recovered the apply by {outcome.get('interrupted_executor')} interrupted after "
+            f"claim seq {outcome.get('claim_seq')}: {how})")
+
+
+def apply_result(entry: dict, st: wf.RequestState) -> Result:
+    """An applied request: rows changed and the after-image."""
+    after = st.outcome.get("after") or []
+    recovery = st.outcome.get("recovery") if st.outcome.get("recovered") is True else None
+    count = st.outcome["row_count"]
+    return Result(data={"request": st.id, "state": st.state, "row_count": count,
+                        "after": after, "ledger_seq": entry["seq"], "hash": entry["hash"],
+                        "recovery": recovery},
+                  tables=_image("after-image", after),
+                  messages=[f"{st.id} applied by {entry['actor']}: {count} row(s) changed in "
+                            f"{st.target}.{st.table}{recovery_note(st.outcome)}"],
+                  summary=f"{st.id} applied: {count} row(s)" + (" (recovered)" if recovery
+                                                                 else ""))
+
+
+def log_result(states: list[wf.RequestState], state_filter: str | None) -> Result:
+    """``correct log``: one row per request (only ``state_filter`` when given)."""
+    rows = [summary_row(s) for s in states if not state_filter or s.state == state_filter]
+    return Result(data=rows, tables=[Table(LOG_COLUMNS, rows,
+                                           headers={"waiting_for": "WAITING FOR"})],
+                  summary=f"{len(rows)} correction request(s)")
+
+
+def state_view(st: wf.RequestState) -> dict:
+    """A request's row with its requirement in words."""
+    row = summary_row(st)
+    row["requirement"] = st.requirement.describe()
+    return row
+
+
+def show_result(st: wf.RequestState) -> Result:
+    """``correct show``: statement, images and every signed entry."""
+    view = state_view(st)
+    info = Table(["field", "value"], [{"field": k, "value": view[k]} for k in SHOW_FIELDS]
+                 + [{"field": "sql", "value": st.sql}, {"field": "params", "value": str(st.params)}])
+    history = [entry_row(e) for e in st.history]
+    tables = [info, *_image("before-image", st.before),
+              *_image("after-image", (st.outcome or {}).get("after") or []),
+              Table(["seq", "time", "kind", "actor", "detail", "key"], history,
+                    title="ledger entries")]
+    data = dict(view, sql=st.sql, params=st.params, before=st.before, outcome=st.outcome,
+                requirement=st.requirement.to_dict(), entries=st.history)
+    return Result(data=data, tables=tables, summary=f"{st.id}: {st.state}")
+
+
+def verify_result(report, audit_mark: dict | None, warning: str | None) -> Result:
+    """``correct verify``: intact or the first bad entry (exit 1)."""
+    data = dict(report.to_dict(), audit_log_head=(
+        {"seq": audit_mark["seq"], "hash": audit_mark["hash"]} if audit_mark else None))
+    messages = [report.describe()]
+    if warning:
+        messages.append("warning: " + warning)
+    elif report.ok and audit_mark is not None:
+        messages.append(f"cross-checked with the audit log: it records seq {audit_mark['seq']} "
+                        f"{audit_mark['hash'][:12]}, which the ledger holds")
+    if not report.signers_checked:
+        messages.append("warning: no operators declared in the rules file, so signatures were "
+                        "checked only against the keys embedded in the entries")
+    return Result(data=data, messages=messages, summary=report.describe(),
+                  exit_code=0 if report.ok else EXIT_FINDINGS)
