@@ -180,6 +180,9 @@ def test_index_and_snapshots_needing_a_damaged_pack_are_held_back(tmp_path):
     assert f"snapshots/{second}" in held and any(n.startswith("index/") for n in held)
     on_site = set(list_all(LocalBackend(str(tmp_path / "site"))))
     assert not held & on_site and f"snapshots/{first}" in on_site
+    run = cli("replicate", env=env)         # what a person reads: held back, and what to do
+    assert run.exit_code == 1 and "held back" in run.output, run.output
+    assert "opskit backup repair index" in run.output, run.output
     copy = Repository.open(LocalBackend(str(tmp_path / "site")), PASSPHRASE.encode())
     copy.load_index(repair=False)
     assert Checker(copy).run().ok               # the site stays consistent
