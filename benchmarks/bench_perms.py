@@ -218,7 +218,7 @@ def main() -> None:
 
     import yaml
 
-    from opskit.accounts.roster import load_declared
+    from opskit.accounts.declared import load_declared
     from opskit.hosts.inventory import load_inventory
     from opskit.perms.analysis import Options, analyse
     from opskit.perms.postgres import database_specs

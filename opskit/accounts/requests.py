@@ -1,7 +1,7 @@
 """Access requests (R-ACC-3): raised, approved by someone else, applied by the designated admin.
 
-CONTRACT (the rest of opskit.accounts and opskit.perms call only these):
-  applied_grants(config) -> dict[person_id, list[role]]  roles granted by applied requests
+CONTRACT (the rest of opskit.accounts and opskit.perms call only these, and
+opskit.accounts.requestfile.applied_grants):
   open_store(config) -> RequestStore                     the request store of this config
   RequestStore.get(request_id) -> AccessRequest          (UsageError, exit 2, if unknown)
   RequestStore.claim_unfreeze(request_id, person_id, actor) -> AccessRequest
@@ -33,38 +33,25 @@ Who does what (every refusal raises ``Refused``, exit 2, naming the rule):
   admin-tier role) who is not the requester, an approver or the person (R-ACC-1).
   Separation of duties and the person's status are checked again.
 
-Storage: one JSON file per request in ``accounts.requests_dir`` (default
-``<state_dir>/access``), named ``AR-0001.json``; every change is an appended event
-(``who``, ``when``, ``comment``) and the state is computed by replaying the events.
-Writers hold an exclusive ``FileLock`` on ``<dir>/.lock`` for read-decide-write;
-files are replaced atomically (temp file, fsync, rename, fsync of the directory), so
-readers never need the lock and a crash leaves either the old or the new file.
+Storage (one JSON file per request, replaced atomically, writers under ``<dir>/.lock``)
+and the request record are in opskit.accounts.requestfile.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import getpass
-import json
 import os
 import re
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from opskit.core.atomicfile import write_atomic
 from opskit.core import errors
-from opskit.core.errors import OperationalError, UsageError
+from opskit.core.errors import UsageError
 from opskit.core.filelock import FileLock
-from opskit.core.state import ensure_private_dir, resolve_state_dir
+from opskit.core.state import ensure_private_dir
 
-FORMAT = 1
-ROLE, UNFREEZE = "role", "unfreeze"
-KINDS = (ROLE, UNFREEZE)
-REQUESTED, APPROVED, REJECTED, APPLIED, WITHDRAWN = (
-    "requested", "approved", "rejected", "applied", "withdrawn")
-STATES = (REQUESTED, APPROVED, REJECTED, APPLIED, WITHDRAWN)
-OPEN_STATES = (REQUESTED, APPROVED)
-
-_ID = re.compile(r"^AR-(\d{4,})$")
+from .declared import load_declared
+from .requestfile import (APPLIED, APPROVED, OPEN_STATES, REQUEST_ID, REQUESTED, ROLE, UNFREEZE,
+                          AccessRequest, read_request, scan_requests, store_dir, write_request)
 
 
 class Refused(errors.Refused):
@@ -73,114 +60,6 @@ class Refused(errors.Refused):
 
     def __init__(self, message: str, *, rule: str = "R-ACC-3", hint: str | None = None):
         super().__init__(message, rule=rule, hint=hint)
-
-
-# --- the request ---------------------------------------------------------------------------
-
-@dataclass
-class AccessRequest:
-    id: str
-    kind: str                      # 'role' | 'unfreeze'
-    person: str
-    role: str | None
-    tier: str | None
-    reason: str
-    ticket: str
-    needed: int                    # distinct approvals needed, fixed at request time
-    events: list[dict] = field(default_factory=list)   # {event, actor, time, comment, ...}
-
-    # --- derived from the events --------------------------------------------------------
-    @property
-    def requester(self) -> str:
-        return self.events[0]["actor"] if self.events else ""
-
-    @property
-    def requested_at(self) -> str:
-        return self.events[0]["time"] if self.events else ""
-
-    @property
-    def state(self) -> str:
-        state = REQUESTED
-        for e in self.events[1:]:
-            state = {"approve": state, "reject": REJECTED, "withdraw": WITHDRAWN,
-                     "apply": APPLIED}.get(e["event"], state)
-            if e["event"] == "approve" and len(self.approvers_until(e)) >= self.needed:
-                state = APPROVED
-        return state
-
-    def approvers_until(self, last: dict | None = None) -> list[str]:
-        out: list[str] = []
-        for e in self.events:
-            if e["event"] == "approve" and e["actor"] not in out:
-                out.append(e["actor"])
-            if e is last:
-                break
-        return out
-
-    @property
-    def approvers(self) -> list[str]:
-        return self.approvers_until()
-
-    def last(self, event: str) -> dict | None:
-        for e in reversed(self.events):
-            if e["event"] == event:
-                return e
-        return None
-
-    @property
-    def applier(self) -> str | None:
-        e = self.last("apply")
-        return e["actor"] if e else None
-
-    @property
-    def what(self) -> str:
-        return f"role {self.role}" if self.kind == ROLE else "unfreeze"
-
-    def waiting_for(self) -> str:
-        if self.state == REQUESTED:
-            missing = self.needed - len(self.approvers)
-            return f"{missing} more approval(s)" + (" (mutual review, R-ACC-5)"
-                                                    if self.tier == "special" else "")
-        if self.state == APPROVED:
-            return ("apply by a designated admin" if self.kind == ROLE else
-                    f"opskit users unfreeze {self.person} --request {self.id}")
-        return "-"
-
-    def row(self) -> dict:
-        """One line for ``access list``."""
-        return {"id": self.id, "state": self.state, "kind": self.kind, "person": self.person,
-                "role": self.role, "tier": self.tier, "requester": self.requester,
-                "approvers": self.approvers, "needed": self.needed, "applier": self.applier,
-                "requested_at": self.requested_at, "ticket": self.ticket,
-                "waiting_for": self.waiting_for()}
-
-    def to_dict(self) -> dict:
-        """The full record for ``access show --json``: the row plus reason and history."""
-        return {**self.row(), "reason": self.reason, "events": [dict(e) for e in self.events]}
-
-    def to_file(self) -> dict:
-        return {"format": FORMAT, "id": self.id, "kind": self.kind, "person": self.person,
-                "role": self.role, "tier": self.tier, "reason": self.reason,
-                "ticket": self.ticket, "needed": self.needed, "events": self.events}
-
-    @classmethod
-    def from_file(cls, data: Any, path: str) -> "AccessRequest":
-        try:
-            if data.get("format") != FORMAT:
-                raise ValueError(f"unknown format {data.get('format')!r}")
-            req = cls(data["id"], data["kind"], data["person"], data.get("role"),
-                      data.get("tier"), data.get("reason", ""), data.get("ticket", ""),
-                      int(data["needed"]), list(data["events"]))
-            if req.kind not in KINDS or not req.events or req.events[0]["event"] != "request":
-                raise ValueError("bad kind or first event")
-            for e in req.events:
-                if not isinstance(e, dict) or not {"event", "actor", "time"} <= set(e):
-                    raise ValueError("an event lacks event/actor/time")
-        except (AttributeError, KeyError, TypeError, ValueError) as exc:
-            raise OperationalError(f"access request file {path} is damaged ({exc})",
-                                   hint="restore it from backup; every change is also in the "
-                                        "audit log") from None
-        return req
 
 
 # --- who is acting --------------------------------------------------------------------------
@@ -221,68 +100,11 @@ def resolve_actor(roster, declared: str | None, login: str | None = None) -> str
     return person.id
 
 
-# --- storage helpers ------------------------------------------------------------------------
-
-def store_dir(config) -> str:
-    """``accounts.requests_dir`` (relative to the config file), else ``<state_dir>/access``."""
-    configured = config.get("accounts.requests_dir")
-    if configured:
-        return config.relative_path(configured)
-    return os.path.join(resolve_state_dir(config.get("state_dir")), "access")
-
+# --- the store and its rules ------------------------------------------------------------------
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
 
-
-def _write_atomic(path: str, data: dict) -> None:
-    body = json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
-    try:
-        write_atomic(path, body, sync_dir=True)
-    except OSError as exc:
-        raise OperationalError(f"cannot write access request {path}: {exc.strerror}") from None
-
-
-def _read(path: str) -> AccessRequest:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except OSError as exc:
-        raise OperationalError(f"cannot read access request {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise OperationalError(f"access request file {path} is not valid JSON ({exc})") from None
-    req = AccessRequest.from_file(data, path)
-    if f"{req.id}.json" != os.path.basename(path):
-        raise OperationalError(f"access request file {path} holds {req.id}")
-    return req
-
-
-def _scan(directory: str) -> list[AccessRequest]:
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise OperationalError(f"cannot list access requests in {directory}: "
-                               f"{exc.strerror}") from None
-    out = [_read(os.path.join(directory, n)) for n in names
-           if n.endswith(".json") and _ID.match(n[:-5])]
-    return sorted(out, key=lambda r: int(_ID.match(r.id).group(1)))
-
-
-def applied_grants(config) -> dict[str, list[str]]:
-    """Roles granted to people by applied access requests, by person id (in request order).
-    Reads without the lock (files are replaced atomically) and creates nothing."""
-    grants: dict[str, list[str]] = {}
-    for req in _scan(store_dir(config)):
-        if req.kind == ROLE and req.role and req.state == APPLIED:
-            roles = grants.setdefault(req.person, [])
-            if req.role not in roles:
-                roles.append(req.role)
-    return grants
-
-
-# --- the store and its rules ------------------------------------------------------------------
 
 def open_store(config, *, roster_loader: Callable | None = None) -> "RequestStore":
     """The request store of ``config``. The roster (with applied grants) is loaded lazily,
@@ -304,17 +126,17 @@ class RequestStore:
         m = re.match(r"^AR-(\d{1,9})$", rid)
         if m:
             rid = f"AR-{int(m.group(1)):04d}"
-        if not _ID.match(rid):
+        if not REQUEST_ID.match(rid):
             raise UsageError(f"'{request_id}' is not an access request id; expected AR-0001 "
                              "and so on", hint="'opskit access list' shows the requests")
         path = os.path.join(self.dir, f"{rid}.json")
         if not os.path.exists(path):
             raise UsageError(f"unknown access request '{rid}' (store {self.dir})",
                              hint="'opskit access list' shows the requests")
-        return _read(path)
+        return read_request(path)
 
     def list(self, state: str | None = None, person: str | None = None) -> list[AccessRequest]:
-        return [r for r in _scan(self.dir)
+        return [r for r in scan_requests(self.dir)
                 if (state is None or r.state == state) and (person is None or r.person == person)]
 
     # --- the roster and the configured people -------------------------------------------
@@ -323,7 +145,6 @@ class RequestStore:
         approve and apply see a roster changed since the request)."""
         if self._roster_loader is not None:
             return self._roster_loader(self.config)
-        from opskit.accounts.roster import load_declared
         return load_declared(self.config)
 
     def _configured(self, key: str, roster) -> list[str]:
@@ -409,7 +230,7 @@ class RequestStore:
         return FileLock(os.path.join(self.dir, ".lock"), timeout=self.lock_timeout)
 
     def _save(self, req: AccessRequest) -> None:
-        _write_atomic(os.path.join(self.dir, f"{req.id}.json"), req.to_file())
+        write_request(os.path.join(self.dir, f"{req.id}.json"), req.to_file())
 
     def _change(self, request_id: str, decide: Callable[[AccessRequest, Any], dict]) -> AccessRequest:
         """Under the store lock: re-read the request, let ``decide`` check the rules and
@@ -450,13 +271,13 @@ class RequestStore:
                               "nothing to grant)", rule="R-ACC-4")
             self._sod(roster, person, role, "refused at request time")
         with self._lock():
-            existing = _scan(self.dir)
+            existing = scan_requests(self.dir)
             for other in existing:
                 if (other.person == person and other.kind == (ROLE if role else UNFREEZE)
                         and other.role == role and other.state in OPEN_STATES):
                     raise Refused(f"{other.id} already asks for {other.what} for {person} and "
                                   f"is {other.state}", hint=f"opskit access show {other.id}")
-            number = max((int(_ID.match(r.id).group(1)) for r in existing), default=0) + 1
+            number = max((int(REQUEST_ID.match(r.id).group(1)) for r in existing), default=0) + 1
             req = AccessRequest(f"AR-{number:04d}", ROLE if role else UNFREEZE, person, role,
                                 tier, reason.strip(), ticket or "", self.needed_approvals(tier))
             req.events.append({"event": "request", "actor": actor, "time": _now(),

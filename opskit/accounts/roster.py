@@ -2,8 +2,10 @@
 
 ``roster.yaml`` (format: docs/roster.md) is the declared truth that
 ``opskit users`` provisions, ``opskit access`` amends through approved
-requests, and ``opskit perms`` compares actual access against. A person's
-id is also their Linux and PostgreSQL login unless ``login`` says otherwise.
+requests, and ``opskit perms`` compares actual access against; it is read
+together with roles.yaml and the applied grants by opskit.accounts.declared.
+A person's id is also their Linux and PostgreSQL login unless ``login`` says
+otherwise.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from dataclasses import dataclass, field
 from opskit.core.errors import UsageError
 from opskit.core.schema import Key, MapOf, Section, validate
 from opskit.core.yamlfile import YamlDoc, load_yaml
-from opskit.perms.roles import RoleModel, _find_model_file
+
+from .roles import RoleModel
 
 STATUSES = ("active", "departing", "transferred", "departed")
 # Whoever is leaving or has left must have no access (R-ACC-6); 'departing'
@@ -177,20 +180,3 @@ def parse_roster(doc: YamlDoc, model: RoleModel) -> Roster:
 def load_roster(path: str, model: RoleModel) -> Roster:
     """Load and validate ``roster.yaml`` against the role model."""
     return parse_roster(load_yaml(path), model)
-
-
-def find_roster_file(config) -> str:
-    """``accounts.roster``, else roster.yaml beside the config, else /etc/opskit/roster.yaml."""
-    return _find_model_file(config, "accounts.roster", "roster.yaml")
-
-
-def load_declared(config, *, with_grants: bool = True) -> Roster:
-    """The roster and role model the config points at (ConfigError, exit 2, if missing),
-    with the roles granted by applied access requests merged in."""
-    from opskit.perms.roles import find_roles_file, load_roles
-    model = load_roles(find_roles_file(config))
-    roster = load_roster(find_roster_file(config), model)
-    if with_grants:
-        from opskit.accounts.requests import applied_grants
-        roster.grants = applied_grants(config)
-    return roster

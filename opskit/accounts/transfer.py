@@ -36,6 +36,7 @@ from opskit.hosts.fanout import fan_out
 
 from .freeze import HostFreeze, freeze_host
 from .provision import HostPlan, Settings, initial_passwords, on_host, plan_host, read_state
+from .roster import parse_roster
 from .target import HostRunOutcome, Target, run_steps
 
 _POST_LINE = re.compile(r"^(?P<lead>\s*post\s*:\s*)(?P<value>[^#\n]*?)(?P<tail>\s*(#.*)?)$")
@@ -59,7 +60,6 @@ class RosterEdit:
 def roster_edit(path: str, person_id: str, new_post: str, model) -> RosterEdit | None:
     """The one-line edit of roster.yaml that sets ``person_id``'s post; None when it
     already says so. UsageError (with the manual edit) when it cannot be done safely."""
-    from .roster import parse_roster
     manual = (f"edit {path} by hand: under people: {person_id}: set 'post: {new_post}', "
               "then rerun")
     if not _PLAIN.match(new_post):

@@ -10,22 +10,24 @@ flags, so a client that plants many fake snapshots cannot push real ones out.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 
+from opskit.core.durations import DurationError, parse_timedelta, units_in
 from opskit.core.errors import UsageError
 from opskit.core.state import StateLayout
 
-_DURATION = re.compile(r"^(?:(\d+)y)?(?:(\d+)m)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?$")
-
-
 def parse_duration(text: str) -> dt.timedelta:
-    """'30d', '2w', '6m', '1y2m', '12h' -> timedelta (a month is 30 days, a year 365)."""
-    m = _DURATION.match(text.strip().lower()) if text else None
-    if not m or not any(m.groups()):
-        raise UsageError(f"duration {text!r}: expected e.g. 30d, 2w, 6m, 1y, 12h or 1y6m")
-    y, mo, w, d, h = (int(g) if g else 0 for g in m.groups())
-    return dt.timedelta(days=365 * y + 30 * mo + 7 * w + d, hours=h)
+    """``--keep-within`` / ``retention.keep_within``: a duration in opskit's one grammar
+    (opskit.core.durations: ``30d``, ``2w``, ``6mo``, ``1y6mo``, ``12h``). Minutes are
+    refused: before the grammar was unified ``6m`` meant six months here, and
+    keeping snapshots for minutes is never what a retention policy means."""
+    try:
+        if "m" in units_in(text or ""):
+            raise DurationError(f"{text!r} would be minutes; write months as 'mo' (e.g. 6mo)")
+        return parse_timedelta(text)
+    except DurationError as exc:
+        raise UsageError(f"duration {text!r}: {exc}",
+                         hint="e.g. 30d, 2w, 6mo, 1y, 12h or 1y6mo") from None
 
 
 @dataclass

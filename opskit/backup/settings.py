@@ -46,7 +46,7 @@ RETENTION_SECTION = Section({
     "keep_monthly": Key(int, 0, "Keep the newest snapshot of each of the last N months.",
                         min=0),
     "keep_yearly": Key(int, 0, "Keep the newest snapshot of each of the last N years.", min=0),
-    "keep_within": Key(str, None, "Keep every snapshot younger than this (e.g. 14d, 6m)."),
+    "keep_within": Key(str, None, "Keep every snapshot younger than this (e.g. 14d, 6mo)."),
     "floor_days": Key(float, 30.0, "Never forget a snapshot younger than this many days, "
                                    "whatever the flags.", min=0),
     "timezone": Key(str, None, "Time zone for day/week/month buckets (e.g. Asia/Shanghai). "

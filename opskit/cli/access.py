@@ -213,7 +213,7 @@ def _provision(app: App, req, result: Result) -> None:
     try:
         from opskit.accounts.provision import Settings, plan_fleet, select_people
         from opskit.accounts.report import plan_result
-        from opskit.accounts.roster import load_declared
+        from opskit.accounts.declared import load_declared
         from opskit.hosts.inventory import load_inventory
 
         config = app.config

@@ -327,7 +327,7 @@ def _timezone(app: App):
 @click.option("--keep-weekly", type=click.IntRange(0), help="Newest of each of the last N weeks.")
 @click.option("--keep-monthly", type=click.IntRange(0), help="Newest of each of the last N months.")
 @click.option("--keep-yearly", type=click.IntRange(0), help="Newest of each of the last N years.")
-@click.option("--keep-within", metavar="DURATION", help="Keep everything younger (14d, 6m, 1y).")
+@click.option("--keep-within", metavar="DURATION", help="Keep everything younger (14d, 6mo, 1y; m is minutes, mo months).")
 @click.option("--tag", "tags", multiple=True, help="Apply only to snapshots with this tag.")
 @click.option("--dry-run", is_flag=True, help="Show what would be forgotten; change nothing.")
 @click.option("--prune", "then_prune", is_flag=True, help="Run prune afterwards.")

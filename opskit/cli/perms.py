@@ -124,7 +124,7 @@ def diff_cmd(app: App, person, snapshot_ref, from_ref, to_ref) -> None:
         app.audit_details.update(snapshot_from=old.id, snapshot_to=new.id, changes=len(rows))
         app.emit(changes_result(old, new, rows, notes, person))
         return
-    from opskit.accounts.roster import load_declared
+    from opskit.accounts.declared import load_declared
     from opskit.perms.analysis import analyse
     roster = load_declared(app.config)
     snap = store.load(snapshot_ref)
@@ -134,7 +134,7 @@ def diff_cmd(app: App, person, snapshot_ref, from_ref, to_ref) -> None:
 
 
 def _roster_or_none(app: App, required: bool):
-    from opskit.accounts.roster import load_declared
+    from opskit.accounts.declared import load_declared
     from opskit.core.errors import ConfigError
     try:
         return load_declared(app.config)
@@ -158,7 +158,7 @@ def report_cmd(app: App, snapshot_ref, out_path) -> None:
     (and a JSON record) is kept in <state_dir>/perms/reports. Exit 1 when
     there are findings.
     """
-    from opskit.accounts.roster import load_declared
+    from opskit.accounts.declared import load_declared
     from opskit.core.errors import OperationalError
     from opskit.perms.analysis import analyse
     from opskit.perms.report import ReportStore, build_report

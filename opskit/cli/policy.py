@@ -109,12 +109,16 @@ def drift_cmd(app: App, host_names, group_name, policy_path) -> None:
 
 
 @group.command("list")
+@click.option("--policy", "policy_path", metavar="FILE",
+              help="Policy file (or directory of *.yaml) instead of the configured ones.")
 @output_options(tabular=False)
 @pass_app
-def list_cmd(app: App) -> None:
-    """List every check: id, rule, severity, GB/T 22239 clause and CIS control."""
-    from opskit.policy.policyfile import describe_catalogue
+def list_cmd(app: App, policy_path: str | None) -> None:
+    """List every check: id, rule, severity, title, and which policy file and
+    line set each of its settings (the baseline is read first, site files win)."""
+    from opskit.policy.policyfile import describe_catalogue, load_policy
     from opskit.policy.report import catalogue_result
 
     app.audited = False
-    app.emit(catalogue_result(describe_catalogue()))
+    policy = load_policy(app.config, policy_path)
+    app.emit(catalogue_result(describe_catalogue(policy), policy.files))

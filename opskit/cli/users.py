@@ -39,7 +39,7 @@ def host_options(func):
 
 def _setup(app: App, host_names, group_name):
     from opskit.accounts.provision import Settings
-    from opskit.accounts.roster import load_declared
+    from opskit.accounts.declared import load_declared
     from opskit.hosts.inventory import load_inventory
 
     config = app.config

@@ -38,6 +38,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+from .durations import DurationError, parse_timedelta
 from .secrets import is_secret_name
 from .errors import IntegrityError, LockHeldError, OperationalError, UsageError
 from .filelock import FileLock
@@ -56,8 +57,6 @@ FIELDS: dict[str, type | tuple] = {
 }
 
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
-_DURATION = re.compile(r"(\d+)\s*([smhdw])\Z", re.IGNORECASE)
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 # --- helpers -------------------------------------------------------------------------
@@ -132,20 +131,22 @@ def parse_time(text: str) -> _dt.datetime:
 
 
 def parse_since(text: str, now: _dt.datetime | None = None) -> _dt.datetime:
-    """``--since``: a duration back from now (``90s``, ``30m``, ``24h``, ``7d``, ``2w``) or a
+    """``--since``: a duration back from now (``90s``, ``30m``, ``24h``, ``7d``, ``2w``, ``3mo``;
+    opskit.core.durations) or a
     date/time (``2026-11-01``, ``2026-11-01T08:00``, ``2026-11-01 08:00:00Z``). A date or
     time without a zone is local time. Returns an aware datetime; UsageError if neither."""
     text = (text or "").strip()
     now = now or _dt.datetime.now(_dt.timezone.utc)
-    match = _DURATION.match(text)
-    if match:
-        return now - _dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2).lower()])
+    try:
+        return now - parse_timedelta(text)
+    except DurationError:
+        pass
     try:
         value = _dt.datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(f"--since: cannot read {text!r} as a date or a duration",
                          hint="use a date such as 2026-11-01 or 2026-11-01T08:00, "
-                              "or a duration such as 90m, 24h, 7d, 2w") from None
+                              "or a duration such as 90m, 24h, 7d, 2w, 3mo") from None
     if value.tzinfo is None:
         value = value.astimezone()  # naive = local time
     return value

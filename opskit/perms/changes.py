@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .analysis import PG_ATTRIBUTES, _direct_grants
+from .facts import PG_ATTRIBUTES, direct_grants
 
 
 @dataclass
@@ -62,7 +62,7 @@ def _db_facts(d: dict) -> dict[tuple[str, str], dict]:
     data = d.get("data") or {}
     where = f"db:{d['name']}"
     out: dict[tuple[str, str], dict] = {}
-    direct = _direct_grants(data.get("privileges", {}))
+    direct = direct_grants(data.get("privileges", {}))
     member_of = data.get("member_of", {})
     for name, attrs in data.get("roles", {}).items():
         if attrs.get("builtin"):

@@ -9,7 +9,7 @@ implicit rights and PUBLIC's defaults are counted too:
 * roles and their attributes (superuser, createrole, createdb, login,
   replication, bypassrls, inherit, valid until) from pg_roles;
 * direct memberships from pg_auth_members (inherited ones are derived by
-  the analysis: opskit.perms.analysis.effective_roles);
+  the analysis: opskit.perms.facts.effective_roles);
 * database, schema, table (tables, views, materialized views, foreign and
   partitioned tables), sequence and column privileges.
 

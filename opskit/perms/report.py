@@ -25,7 +25,8 @@ from opskit.core.output import Result, Table, render_string
 from opskit.core.atomicfile import write_atomic
 from opskit.core.state import StateLayout, ensure_private_dir
 
-from .analysis import CHECKS, SEVERITIES, Analysis
+from .analysis import Analysis
+from .findings import CHECKS, SEVERITIES
 from .snapshot import Snapshot, canonical_bytes
 
 FORMATS = ("table", "csv", "json", "html", "md")     # what 'perms report' offers

@@ -19,6 +19,7 @@ from opskit.hosts.fanout import fan_out
 
 from .model import ERROR, FAIL, NA, CheckResult, HostReport, Undecided, host_from_dict
 from .policyfile import PlannedCheck, Policy
+from .container import DETECT_VIRT
 from .probe import FATAL, PS, Probe
 
 
@@ -26,9 +27,11 @@ PREFETCH = {
     "ip-route-4.json": ["ip", "-j", "-4", "route", "show", "table", "all"],
     "ip-route-6.json": ["ip", "-j", "-6", "route", "show", "table", "all"],
     "nft-ruleset.json": ["nft", "-j", "list", "ruleset"],
+    "nft-ruleset.txt": ["nft", "list", "ruleset"],        # table flags (nft 1.0.6 JSON garbles them)
     "iptables-save": ["iptables-save"],
     "ip6tables-save": ["ip6tables-save"],
     "ps": PS,
+    "detect-virt": DETECT_VIRT,
 }
 
 

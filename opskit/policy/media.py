@@ -11,6 +11,7 @@ from __future__ import annotations
 from opskit.core.schema import Key
 
 from . import parsers as P
+from .container import container_reason
 from .model import Finding, not_applicable, passed, verdict
 from .probe import Probe
 from .catalogue import Context, check
@@ -23,7 +24,7 @@ FIREWIRE_TB_MODULES = ["firewire-core", "firewire-ohci", "firewire-sbp2", "thund
 
 
 def _container_na(probe: Probe, what: str):
-    reason = probe.container()
+    reason = container_reason(probe)
     if reason:
         return not_applicable(f"container ({reason}): {what} belong to the host's kernel; "
                               "check the host itself")
@@ -44,7 +45,7 @@ def modprobe_rules(probe: Probe) -> tuple[list[P.ModprobeRule], list[str], list[
     # /lib and /usr/lib are one directory on merged-/usr systems: a file name is
     # read once, from the first directory that has it, so nothing is counted twice
     rules, files, ignored = [], [], []
-    for directory, name in P.config_files_in_order(listing):
+    for directory, name in P.config_files_in_order(listing, P.MODPROBE_SUFFIXES):
         path = f"{directory}/{name}"
         text = probe.read(path)
         if text is None:
@@ -53,7 +54,7 @@ def modprobe_rules(probe: Probe) -> tuple[list[P.ModprobeRule], list[str], list[
         rules.extend(P.parse_modprobe(text, path))
     for directory, names in listing.items():
         for name in names:
-            if not name.endswith(".conf"):
+            if not name.endswith(P.MODPROBE_SUFFIXES) or name.startswith("."):
                 path = f"{directory}/{name}"
                 text = probe.read(path) or ""
                 if P.parse_modprobe(text, path):
@@ -72,13 +73,15 @@ def module_disabled(probe: Probe, module: str) -> tuple[bool, str]:
     cmdline = P.cmdline_blacklist(probe.read("/proc/cmdline") or "")
     if name in cmdline:
         return True, f"/proc/cmdline: {cmdline[name]}"
-    blacklist = [r for r in rules if r.kind == "blacklist" and r.module == name]
-    if blacklist:
-        return True, f"{blacklist[0].line.where()}: {blacklist[0].line.text}"
-    why = f"no 'install {module} /bin/false' or 'blacklist {module}' in " \
+    why = f"no 'install {module} /bin/false' in " \
           f"{', '.join(files) if files else 'any *.conf of ' + ', '.join(P.MODPROBE_DIRS)}"
     if install is not None:
-        why = f"{install.line.where()}: '{install.line.text}' runs a command that loads it"
+        why = f"{install.line.where()}: '{install.line.text}' is the install command kmod " \
+              "uses (the first one read), and it may load the module"
+    blacklist = [r for r in rules if r.kind == "blacklist" and r.module == name]
+    if blacklist:
+        why += f"; {blacklist[0].line.where()}: '{blacklist[0].line.text}' only stops " \
+               f"loading through an alias, 'modprobe {module}' still loads it"
     if ignored:
         why += f" (ignored, not *.conf: {', '.join(ignored)})"
     return False, why
@@ -140,9 +143,10 @@ def _modules_loaded(probe: Probe, ctx: Context, rule: str):
            "Benchmark 'Ensure usb-storage kernel module is not available'",
        params={"modules": Key(list, USB_MODULES, "Modules that must be disabled.", item_type=str)})
 def usb_storage_disabled(probe: Probe, ctx: Context):
-    """R-MED-2: each module has ``install M /bin/false`` (or /bin/true,
-    /usr/bin/false) or ``blacklist M`` in a *.conf file modprobe reads, with
-    ``-``/``_`` alike and comments ignored; a built-in module fails."""
+    """R-MED-2: the install command kmod uses for each module (the first
+    ``install M ...`` in its reading order, ``-``/``_`` alike) is /bin/false or
+    /bin/true, or ``module_blacklist=M`` is on the kernel command line; a
+    ``blacklist M`` alone does not stop ``modprobe M``; a built-in module fails."""
     na = _container_na(probe, "kernel modules")
     if na:
         return na
@@ -276,11 +280,27 @@ def usb_authorized_default(probe: Probe, ctx: Context):
 USBGUARD_BINARIES = ("/usr/sbin/usbguard-daemon", "/usr/bin/usbguard-daemon", "/usr/bin/usbguard")
 
 
+USBGUARD_CONF = "/etc/usbguard/usbguard-daemon.conf"
+
+
+def _usbguard_implicit_target(probe: Probe) -> tuple[str, str]:
+    """(ImplicitPolicyTarget, evidence): what the daemon does with a device no
+    rule matches. Unset counts as unknown, not as the daemon's built-in
+    default: an empty policy passes only when the file says block."""
+    conf = probe.read(USBGUARD_CONF) or ""
+    target, where = "", f"{USBGUARD_CONF}: ImplicitPolicyTarget not set"
+    for line in P.logical_lines(conf, USBGUARD_CONF):
+        key, _, value = line.text.partition("=")
+        if key.strip() == "ImplicitPolicyTarget":
+            target, where = value.strip(), f"{line.where()}: {line.text}"
+    return target, where
+
+
 def _usbguard_rules(probe: Probe) -> tuple[list[str], list[str]]:
     """(rule lines with file:line, files read) per usbguard-daemon.conf."""
-    conf = probe.read("/etc/usbguard/usbguard-daemon.conf") or ""
+    conf = probe.read(USBGUARD_CONF) or ""
     rule_file, rule_folder = "/etc/usbguard/rules.conf", "/etc/usbguard/rules.d"
-    for line in P.logical_lines(conf, "/etc/usbguard/usbguard-daemon.conf"):
+    for line in P.logical_lines(conf, USBGUARD_CONF):
         key, _, value = line.text.partition("=")
         if key.strip() == "RuleFile":
             rule_file = value.strip()
@@ -299,14 +319,16 @@ def _usbguard_rules(probe: Probe) -> tuple[list[str], list[str]]:
 
 
 @check("media.usbguard", rule="R-MED-2", severity="medium",
-       title="USBGuard installed with a non-empty policy (where required)",
+       title="USBGuard installed and blocking unknown devices (where required)",
        gbt=GBT_MEDIA, cis="CIS Controls v8 10.3, 10.4; CIS Benchmark 'Ensure USBGuard is "
                           "installed' (RHEL)",
        params={"required": Key(bool, False, "Fail when USBGuard is missing, empty or "
                                             "not running.")})
 def usbguard(probe: Probe, ctx: Context):
     """R-MED-2 where the policy requires USBGuard: daemon installed, a rule file
-    with at least one rule, and (on live hosts) the daemon running."""
+    with at least one rule or ImplicitPolicyTarget block/reject (then every
+    device is blocked), never ImplicitPolicyTarget=allow, and (on live hosts)
+    the daemon running."""
     if not ctx.params["required"]:
         return not_applicable("the policy does not require USBGuard here "
                               "(media.usbguard required: false)")
@@ -319,12 +341,20 @@ def usbguard(probe: Probe, ctx: Context):
                                 f"none of {', '.join(USBGUARD_BINARIES)} exists", rule="R-MED-2")])
     findings, evidence = [], [f"{binary} exists"]
     rules, files = _usbguard_rules(probe)
+    target, target_where = _usbguard_implicit_target(probe)
+    blocking = target in ("block", "reject")
+    if target == "allow":
+        findings.append(Finding("USBGuard allows every device that no rule matches",
+                                target_where, rule="R-MED-2"))
     if rules:
         evidence.append(f"{len(rules)} rule(s), first {rules[0]}")
+    elif blocking:
+        # no rules + implicit block: every device is blocked (issue #18 item 9)
+        evidence.append(f"no rules, so every device is blocked: {target_where}")
     else:
         findings.append(Finding("USBGuard policy is empty", "no rules in "
-                                + (", ".join(files) or "/etc/usbguard/rules.conf (absent)"),
-                                rule="R-MED-2"))
+                                + (", ".join(files) or "/etc/usbguard/rules.conf (absent)")
+                                + f"; {target_where}", rule="R-MED-2"))
     if not probe.recorded:
         running = [pid for pid, comm in probe.processes().items() if comm == "usbguard-daemon"]
         if running:

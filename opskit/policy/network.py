@@ -10,6 +10,7 @@ import ipaddress
 
 from opskit.core.schema import Key
 
+from . import nftables_eval as E
 from . import parsers as P
 from .model import Finding, Undecided, not_applicable, passed, verdict
 from .probe import Probe
@@ -137,32 +138,80 @@ FORWARD_KEYS = ("net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding",
 
 
 def sysctl_settings(probe: Probe) -> tuple[list[P.SysctlSetting], list[str]]:
-    """Settings in the order sysctl --system applies them (later wins)."""
+    """Settings in the order systemd-sysctl applies them at boot (later wins):
+    ``*.conf`` of every sysctl.d directory sorted by file name, a name in an
+    earlier directory hiding the same name in later ones. /etc/sysctl.conf
+    counts only through a link such as Debian's /etc/sysctl.d/99-sysctl.conf;
+    a file linked to /dev/null (or empty) masks the name."""
     listing = {}
     for directory in P.SYSCTL_DIRS:
         names = probe.listdir(directory)
         if names is not None:
             listing[directory] = names
-    # /etc/sysctl.d/99-sysctl.conf is often a link to ../sysctl.conf: reading it
-    # twice is harmless, since /etc/sysctl.conf is applied last anyway
-    paths = [f"{d}/{n}" for d, n in P.config_files_in_order(listing)] + ["/etc/sysctl.conf"]
     settings, files = [], []
-    for path in paths:
+    for directory, name in P.config_files_in_order(listing):
+        path = f"{directory}/{name}"
         text = probe.read(path)
         if text is None:
-            continue
+            continue                       # dangling link: systemd-sysctl skips it too
         files.append(path)
         settings += P.parse_sysctl(text, path)
     return settings, files
 
 
+FORWARD_PATTERNS = ("net.ipv4.conf.*.forwarding", "net.ipv6.conf.*.forwarding")
+EXPLICIT_KEYS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
+
+
+def forward_keys(settings: list[P.SysctlSetting]) -> list[str]:
+    """FORWARD_KEYS and every per-interface forwarding key the files name."""
+    import fnmatch
+    keys = list(FORWARD_KEYS)
+    for s in settings:
+        if not s.is_glob and s.key not in keys and \
+                any(fnmatch.fnmatchcase(s.key, p) for p in FORWARD_PATTERNS):
+            keys.append(s.key)
+    return keys
+
+
+def boot_forwarding(probe: Probe, explicit: bool) -> tuple[list[Finding], list[str], list[str]]:
+    """Findings and evidence on forwarding set by sysctl files at boot; with
+    ``explicit`` (CIS), ip_forward and IPv6 all.forwarding must each be set
+    to 0 in a file. Also returns the files read."""
+    settings, files = sysctl_settings(probe)
+    findings, evidence = [], []
+    for key in forward_keys(settings):
+        setting = P.sysctl_effective(settings, key)
+        if setting is None:
+            if explicit and key in EXPLICIT_KEYS:
+                findings.append(Finding(
+                    f"{key} is not explicitly set to 0 in a sysctl file (CIS; policy "
+                    "net.forwarding require_explicit: true)",
+                    f"no assignment in {', '.join(files) or 'any sysctl.d file'}",
+                    rule="R-NET-1"))
+            continue
+        where = f"{setting.line.where()}: {setting.line.text}"
+        if setting.key != key:
+            where += f" (glob, applies to {key})"
+        if setting.value.strip() != "0":
+            findings.append(Finding(f"{key} = {setting.value} is set at boot", where,
+                                    rule="R-NET-1"))
+        else:
+            evidence.append(where)
+    return findings, evidence, files
+
+
 @check("net.forwarding", rule="R-NET-1", severity="high", category="network",
        title="IPv4/IPv6 forwarding off, at runtime and in sysctl files",
        gbt=GBT_BOUNDARY, cis="CIS Debian Linux Benchmark 'Ensure ip forwarding is disabled'",
-       params={})
+       params={"require_explicit": Key(bool, False, "Fail unless net.ipv4.ip_forward and "
+                                                    "net.ipv6.conf.all.forwarding are set to "
+                                                    "0 in a sysctl file (CIS), not just 0 by "
+                                                    "default.")})
 def forwarding(probe: Probe, ctx: Context):
     """R-NET-1, R-NET-5: a host that forwards packets is a router between the
-    private network and whatever else it touches."""
+    private network and whatever else it touches. Boot-time settings follow
+    systemd-sysctl's file precedence (sysctl_settings)."""
     findings, evidence = [], []
     runtime = [("/proc/sys/net/ipv4/ip_forward", "IPv4 forwarding"),
                ("/proc/sys/net/ipv6/conf/all/forwarding", "IPv6 forwarding")]
@@ -181,16 +230,9 @@ def forwarding(probe: Probe, ctx: Context):
             findings.append(Finding(f"{what} is on now", f"{path} = {value}", rule="R-NET-1"))
     if seen_runtime and not findings:
         evidence.append("/proc/sys/net/ipv4/ip_forward = 0 and every */forwarding = 0")
-    settings, files = sysctl_settings(probe)
-    for key in FORWARD_KEYS:
-        setting = P.sysctl_effective(settings, key)
-        if setting is None:
-            continue
-        if setting.value.strip() != "0":
-            findings.append(Finding(f"{key} = {setting.value} is set at boot",
-                                    f"{setting.line.where()}: {setting.line.text}", rule="R-NET-1"))
-        else:
-            evidence.append(f"{setting.line.where()}: {setting.line.text}")
+    boot, boot_evidence, files = boot_forwarding(probe, ctx.params.get("require_explicit", False))
+    findings += boot
+    evidence += boot_evidence
     if not seen_runtime and not files:
         return not_applicable("neither /proc/sys/net nor any sysctl file to read")
     return verdict(findings, evidence)
@@ -302,16 +344,65 @@ def ipv6_enabled(probe: Probe) -> bool:
         probe.listdir("/proc/sys/net/ipv6") is not None
 
 
+def nft_ruleset(probe: Probe) -> tuple[E.Ruleset | None, set, list[str], str]:
+    """The loaded nftables ruleset, the dormant tables and notes, and its source
+    (or, when it cannot be read, None and the reason in the source).
+
+    nft 1.0.6 garbles or truncates ``-j`` output at a table's ``flags``: the
+    text listing then says which tables are dormant, and the others are read
+    one table at a time."""
+    text, source = probe.command("nft-ruleset.json", ["nft", "-j", "list", "ruleset"])
+    if text is None:
+        return None, set(), [], source
+    try:
+        ruleset = E.Ruleset.from_json(text)
+        flagged = any(t.get("flags") is not None for t in ruleset.tables.values())
+    except ValueError:
+        ruleset, flagged = None, True
+    listing = None
+    if flagged:
+        listing, _ = probe.command("nft-ruleset.txt", ["nft", "list", "ruleset"])
+    if ruleset is None:
+        if listing is None:
+            return None, set(), [], f"{source}: unreadable JSON, and no 'nft list ruleset'"
+        ruleset = E.Ruleset()
+        skip = E.dormant_from_text(listing)
+        for family, name in E.tables_from_text(listing):
+            if (family, name) in skip:
+                continue
+            part, where = probe.command(f"nft-table-{family}-{name}.json",
+                                        ["nft", "-j", "list", "table", family, name])
+            try:
+                ruleset.merge(E.Ruleset.from_json(part or ""))
+            except ValueError:
+                return None, set(), [], f"{where}: unreadable JSON"
+    dormant, notes = E.dormant_tables(ruleset, listing)
+    return ruleset, dormant, notes, source
+
+
+def _iptables(probe: Probe, merge, sources: list[str], problems: list[str]) -> None:
+    for version, name in ((4, "iptables-save"), (6, "ip6tables-save")):
+        text, source = probe.command(name, [name])
+        if text is not None and text.strip():
+            merge(P.iptables_default_deny(text, version, source))
+            sources.append(source)
+        elif text is None:
+            problems.append(source)
+
+
 @check("net.firewall-default-deny", rule="R-NET-5", severity="high", category="network",
-       title="a default-deny firewall on input and forward (IPv4 and IPv6)",
+       title="no new inbound connection to an unapproved port, no forwarded traffic",
        gbt=GBT_ACCESS, cis="CIS Controls v8 4.4 (firewall on servers); CIS Debian Linux "
                            "Benchmark 'Ensure nftables default deny firewall policy'",
        params={})
 def firewall_default_deny(probe: Probe, ctx: Context):
-    """R-NET-5: the loaded ruleset (``nft -j list ruleset``, else
-    ``iptables-save``/``ip6tables-save``) denies by default on the input and
-    forward hooks: a base chain with policy drop, or ending in an
-    unconditional drop/reject."""
+    """R-NET-5: with the loaded ruleset's real semantics (nftables_eval: every
+    base chain by priority, rule order, jump/goto/return, dormant tables), no
+    new tcp/udp connection from outside reaches a port not approved for the
+    host's role on the input hook, and nothing new passes the forward hook,
+    for IPv4 and (unless disabled) IPv6. A finding names the rule that lets
+    the packet through. ``iptables-save``/``ip6tables-save`` (legacy tables)
+    are judged by chain policy and final rule and can only add a deny."""
     verdicts: dict[tuple[str, int], P.HookVerdict] = {}
     sources, problems = [], []
 
@@ -321,22 +412,21 @@ def firewall_default_deny(probe: Probe, ctx: Context):
             cur.evidence += v.evidence
             cur.denied = cur.denied or v.denied
 
-    text, source = probe.command("nft-ruleset.json", ["nft", "-j", "list", "ruleset"])
-    if text is not None:
-        try:
-            merge(P.nft_default_deny(text, source))
-            sources.append(source)
-        except (ValueError, AttributeError) as exc:
-            problems.append(f"{source}: unreadable JSON ({exc})")
+    versions = (4, 6) if ipv6_enabled(probe) else (4,)
+    ruleset, dormant, notes, source = nft_ruleset(probe)
+    if ruleset is not None:
+        sources.append(source)
+        for hook in E.HOOKS:
+            for version in versions:
+                answer = E.evaluate(ruleset, hook, version, ctx.ports, dormant=dormant,
+                                    source=source)
+                evidence = answer.denied_by if not answer.open else \
+                    [f"{answer.witness} accepted by " + " then ".join(answer.via)] + \
+                    [f"assumed: {u}" for u in answer.unknown]
+                merge({(hook, version): P.HookVerdict(not answer.open, evidence + notes)})
     else:
         problems.append(source)
-    for version, name in ((4, "iptables-save"), (6, "ip6tables-save")):
-        text, source = probe.command(name, [name])
-        if text is not None and text.strip():
-            merge(P.iptables_default_deny(text, version, source))
-            sources.append(source)
-        elif text is None:
-            problems.append(source)
+    _iptables(probe, merge, sources, problems)
     if not sources:
         joined = "; ".join(problems)
         if probe.recorded:
@@ -345,20 +435,26 @@ def firewall_default_deny(probe: Probe, ctx: Context):
             raise Undecided(f"cannot read the firewall ruleset: {joined}")
         return verdict([Finding("no firewall ruleset can be read: no nftables or iptables "
                                 "tool", joined, rule="R-NET-5")])
-    versions = (4, 6) if ipv6_enabled(probe) else (4,)
+    return _firewall_verdict(verdicts, versions, sources, ctx)
+
+
+def _firewall_verdict(verdicts, versions, sources, ctx):
+    """pass/fail per hook and IP version from the merged verdicts."""
     findings, evidence = [], []
-    for hook in ("input", "forward"):
+    for hook in E.HOOKS:
         for version in versions:
             v = verdicts.get((hook, version), P.HookVerdict(False))
             label = f"IPv{version} {hook}"
             if v.denied:
-                evidence.append(f"{label}: " + next(e for e in v.evidence if "no final" not in e))
-            else:
-                findings.append(Finding(
-                    f"{label} is not denied by default",
-                    "; ".join(v.evidence) or f"no base chain on the {hook} hook in "
-                                             f"{', '.join(sources)} (everything accepted)",
-                    rule="R-NET-5"))
+                evidence.append(f"{label} denied: " + "; ".join(v.evidence))
+                continue
+            what = (f"a new connection to a port not approved for role '{ctx.role}' gets in"
+                    if hook == "input" else "new forwarded traffic passes")
+            findings.append(Finding(
+                f"{label} is not denied by default: {what}",
+                "; ".join(v.evidence) or f"no base chain on the {hook} hook in "
+                                         f"{', '.join(sources)} (everything accepted)",
+                rule="R-NET-5"))
     if len(versions) == 1:
         evidence.append("IPv6 disabled on this host: IPv4 only")
     return verdict(findings, evidence)

@@ -30,8 +30,10 @@ class Line:
         return f"{self.file}:{self.number}"
 
 
-def logical_lines(text: str, file: str, comment_chars: str = "#") -> list[Line]:
-    """Non-empty, non-comment lines; a trailing backslash joins the next line."""
+def logical_lines(text: str, file: str, comment_chars: str = "#", *,
+                  continuation: bool = True) -> list[Line]:
+    """Non-empty, non-comment lines; a trailing backslash joins the next line
+    (unless ``continuation`` is False: systemd-sysctl has no continuations)."""
     out: list[Line] = []
     pending, start = "", 0
     for number, raw in enumerate(text.splitlines(), 1):
@@ -40,7 +42,7 @@ def logical_lines(text: str, file: str, comment_chars: str = "#") -> list[Line]:
             continue
         if not pending:
             start = number
-        if stripped.endswith("\\"):
+        if continuation and stripped.endswith("\\"):
             pending += stripped[:-1] + " "
             continue
         full = (pending + stripped).strip()
@@ -52,14 +54,16 @@ def logical_lines(text: str, file: str, comment_chars: str = "#") -> list[Line]:
     return out
 
 
-def config_files_in_order(listing: dict[str, list[str]], suffix: str = ".conf") -> list[tuple[str, str]]:
+def config_files_in_order(listing: dict[str, list[str]],
+                          suffix: str | tuple[str, ...] = ".conf") -> list[tuple[str, str]]:
     """systemd/kmod drop-in order: ``listing`` maps directory -> file names, in
     precedence order (first directory wins for a file name); the result is
-    (directory, name) sorted by file name, each name once."""
+    (directory, name) sorted by file name, each name once. Hidden files
+    ('.name.conf') are skipped, as both systemd and kmod do."""
     chosen: dict[str, str] = {}
     for directory, names in listing.items():
         for name in names:
-            if name.endswith(suffix) and name not in chosen:
+            if name.endswith(suffix) and not name.startswith(".") and name not in chosen:
                 chosen[name] = directory
     return [(chosen[name], name) for name in sorted(chosen)]
 
@@ -68,7 +72,11 @@ def config_files_in_order(listing: dict[str, list[str]], suffix: str = ".conf") 
 
 MODPROBE_DIRS = ("/etc/modprobe.d", "/run/modprobe.d", "/usr/local/lib/modprobe.d",
                  "/usr/lib/modprobe.d", "/lib/modprobe.d")
-DISABLING_COMMANDS = ("/bin/false", "/bin/true", "/usr/bin/false", "/usr/bin/true")
+# kmod 30 reads *.conf and *.alias files (libkmod-config.c conf_files_filter_out)
+MODPROBE_SUFFIXES = (".conf", ".alias")
+# an install command that exits without loading anything
+DISABLING_COMMANDS = ("/bin/false", "/bin/true", "/usr/bin/false", "/usr/bin/true", "false",
+                      "true")
 
 
 def module_name(name: str) -> str:
@@ -85,8 +93,11 @@ class ModprobeRule:
 
     @property
     def disables(self) -> bool:
-        if self.kind == "blacklist":
-            return True
+        """An install command that loads nothing. A blacklist does not disable:
+        kmod only skips the module when it is reached through an alias, and
+        'modprobe usb-storage' still loads it (issue #18 item 3)."""
+        if self.kind != "install":
+            return False
         argv = self.command.split()
         return bool(argv) and argv[0] in DISABLING_COMMANDS
 
@@ -133,11 +144,13 @@ def parse_builtin_modules(text: str) -> set[str]:
 
 
 def cmdline_blacklist(cmdline: str) -> dict[str, str]:
-    """Modules disabled on the kernel command line: module -> the parameter."""
+    """Modules the kernel refuses to load (``module_blacklist=`` on its command
+    line): module -> the parameter. ``modprobe.blacklist=`` is only kmod's
+    alias blacklist and does not count."""
     out = {}
     for word in cmdline.split():
         key, _, value = word.partition("=")
-        if key in ("module_blacklist", "modprobe.blacklist"):
+        if key == "module_blacklist":
             for mod in value.split(","):
                 if mod:
                     out[module_name(mod)] = word
@@ -152,35 +165,46 @@ SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d", "/us
 
 @dataclass
 class SysctlSetting:
-    key: str             # dotted, as written (may contain * globs)
+    key: str             # dotted, as systemd-sysctl normalises it (may contain * globs)
     value: str
     line: Line
+    ignore_failure: bool = False     # written '-key = value'
+
+    @property
+    def is_glob(self) -> bool:
+        return any(c in self.key for c in "*?[")
 
 
 def sysctl_key(key: str) -> str:
-    """'net/ipv4/ip_forward' and 'net.ipv4.ip_forward' are the same key."""
-    key = key.strip().lstrip("-")
-    if "/" in key:
-        key = key.replace(".", "\0").replace("/", ".").replace("\0", "/")
-    return key
+    """systemd-sysctl's normalisation: when the first separator is '/', every
+    '/' becomes '.' and every '.' becomes '/' ('net/ipv4/conf/eth0.100/forwarding'
+    is 'net.ipv4.conf.eth0/100.forwarding'); a leading '-' is not part of it."""
+    key = key.strip().lstrip("-").strip().lstrip("/")
+    cut = next((i for i, c in enumerate(key) if c in "./"), None)
+    if cut is None or key[cut] == ".":
+        return key
+    return key[:cut] + key[cut:].translate(str.maketrans("./", "/."))
 
 
 def parse_sysctl(text: str, file: str) -> list[SysctlSetting]:
+    """Assignments of one sysctl.d file ('#' and ';' comments, no continuations)."""
     out = []
-    for line in logical_lines(text, file, comment_chars="#;"):
+    for line in logical_lines(text, file, comment_chars="#;", continuation=False):
         key, eq, value = line.text.partition("=")
-        if eq:
-            out.append(SysctlSetting(sysctl_key(key), value.strip(), line))
+        if eq and key.strip().lstrip("-").strip():
+            out.append(SysctlSetting(sysctl_key(key), value.strip(), line,
+                                     key.strip().startswith("-")))
     return out
 
 
 def sysctl_effective(settings: list[SysctlSetting], key: str) -> SysctlSetting | None:
-    """The last assignment that matches ``key`` (globs as systemd-sysctl allows)."""
-    found = None
-    for setting in settings:
-        if setting.key == key or fnmatch.fnmatchcase(key, setting.key):
-            found = setting
-    return found
+    """What systemd-sysctl writes to ``key``: the last explicit assignment, else
+    the last glob that matches it (an explicit key always beats a glob)."""
+    explicit = [s for s in settings if not s.is_glob and s.key == key]
+    if explicit:
+        return explicit[-1]
+    globs = [s for s in settings if s.is_glob and fnmatch.fnmatchcase(key, s.key)]
+    return globs[-1] if globs else None
 
 
 # --- sockets -----------------------------------------------------------------------------------
@@ -397,61 +421,6 @@ class HookVerdict:
 
     denied: bool
     evidence: list[str] = field(default_factory=list)
-
-
-_FAMILIES = {"ip": (4,), "ip6": (6,), "inet": (4, 6)}
-_DENY = ("drop", "reject")
-
-
-def _unconditional_deny(expr: list) -> str | None:
-    """'drop' when a rule is just [counter] drop|reject (no match), else None."""
-    verbs = [next(iter(e)) for e in expr if isinstance(e, dict) and e]
-    rest = [v for v in verbs if v not in ("counter", "log", "limit")]
-    if len(rest) == 1 and rest[0] in _DENY:
-        return rest[0]
-    return None
-
-
-def nft_default_deny(text: str, source: str = "nft -j list ruleset") -> dict[tuple[str, int], HookVerdict]:
-    """(hook, ip version) -> verdict, for hooks input and forward.
-
-    A hook denies by default when some base chain on it (family ip/ip6/inet)
-    has policy drop, or ends with an unconditional drop/reject rule: accept in
-    one base chain does not stop another base chain on the same hook from
-    dropping the packet."""
-    data = json.loads(text or "{}").get("nftables", [])
-    chains, last_rule = {}, {}
-    for item in data:
-        if "chain" in item:
-            c = item["chain"]
-            chains[(c.get("family"), c.get("table"), c.get("name"))] = c
-        elif "rule" in item:
-            r = item["rule"]
-            last_rule[(r.get("family"), r.get("table"), r.get("chain"))] = r
-    out = {(hook, v): HookVerdict(False) for hook in ("input", "forward") for v in (4, 6)}
-    for key, chain in chains.items():
-        hook = chain.get("hook")
-        if hook not in ("input", "forward") or chain.get("family") not in _FAMILIES:
-            continue
-        name = f"{chain['family']} {chain['table']} {chain['name']}"
-        policy = chain.get("policy", "accept")
-        deny = None
-        if policy in _DENY:
-            deny = f"{source}: chain {name} (hook {hook}) policy {policy}"
-        else:
-            rule = last_rule.get(key)
-            verb = _unconditional_deny(rule.get("expr", [])) if rule else None
-            if verb:
-                deny = f"{source}: chain {name} (hook {hook}) ends with unconditional {verb}"
-        for version in _FAMILIES[chain["family"]]:
-            verdict = out[(hook, version)]
-            if deny:
-                verdict.denied = True
-                verdict.evidence.append(deny)
-            elif not verdict.denied:
-                verdict.evidence.append(f"{source}: chain {name} (hook {hook}) policy {policy} "
-                                        "and no final drop")
-    return out
 
 
 def iptables_default_deny(text: str, version: int, source: str) -> dict[tuple[str, int], HookVerdict]:

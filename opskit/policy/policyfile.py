@@ -12,8 +12,11 @@ host role, approved gateways/subnets/DNS servers, severities.
       net.default-route: {approved_gateways: [10.20.0.1]}
       media.usbguard: {groups: [kiosk]}
 
-A directory of policy files is read in file-name order; a later file
-replaces a role, and merges into a group or check entry key by key.
+A directory of policy files is read with the shipped baseline
+(``baseline.yaml``) first and every other file after it in file-name order,
+so a site file wins over the baseline whatever it is called (50-site.yaml
+sorts before baseline.yaml); a later file replaces a role, and merges into a
+group or check entry key by key.
 Mistakes are ConfigErrors naming file, line and key (exit code 2).
 """
 from __future__ import annotations
@@ -255,13 +258,23 @@ def find_policy_dir(config) -> str | None:
     return found.path if found else None
 
 
+BASELINE_NAMES = ("baseline.yaml", "baseline.yml")
+
+
+def policy_files(directory: str) -> list[str]:
+    """The *.yaml of ``directory`` in reading order: the shipped baseline
+    first, then the site's files by name (issue #18 item 6)."""
+    names = [n for n in os.listdir(directory) if n.endswith((".yaml", ".yml"))]
+    names.sort(key=lambda n: (n not in BASELINE_NAMES, n))
+    return [os.path.join(directory, n) for n in names]
+
+
 def load_policy(config=None, explicit: str | None = None) -> Policy:
     """The policy for a run: ``--policy FILE`` (or a directory) when given, else
     every *.yaml in the policy directory, else the built-in policy."""
     if explicit:
         if os.path.isdir(explicit):
-            files = sorted(os.path.join(explicit, n) for n in os.listdir(explicit)
-                           if n.endswith((".yaml", ".yml")))
+            files = policy_files(explicit)
             if not files:
                 raise UsageError(f"policy directory {explicit} holds no *.yaml file")
             return load_policy_files(files)
@@ -271,16 +284,30 @@ def load_policy(config=None, explicit: str | None = None) -> Policy:
     directory = find_policy_dir(config)
     if directory is None:
         return built_in_policy()
-    files = sorted(os.path.join(directory, n) for n in os.listdir(directory)
-                   if n.endswith((".yaml", ".yml")))
+    files = policy_files(directory)
     return load_policy_files(files) if files else built_in_policy()
 
 
-def describe_catalogue() -> list[dict[str, Any]]:
-    """One row per check for docs and ``opskit policy list``."""
+def describe_catalogue(policy: Policy | None = None) -> list[dict[str, Any]]:
+    """One row per check for docs and ``opskit policy list``. With ``policy``,
+    each row also has the effective top-level settings and, per setting, the
+    file:line it came from (``settings_from``; unset keys are defaults)."""
     rows = []
     for spec in catalogue().values():
-        rows.append({"check": spec.id, "rule": spec.rule, "severity": spec.severity,
-                     "title": spec.title, "gbt": spec.gbt, "cis": spec.cis,
-                     "params": {k: v.default for k, v in spec.params.items()}})
+        row = {"check": spec.id, "rule": spec.rule, "severity": spec.severity,
+               "title": spec.title, "gbt": spec.gbt, "cis": spec.cis,
+               "params": {k: v.default for k, v in spec.params.items()}}
+        entry = policy.checks.get(spec.id) if policy is not None else None
+        if entry is not None:
+            if "severity" in entry.values:
+                row["severity"] = entry.values["severity"]
+            row["params"].update({k: v for k, v in entry.values.items() if k in spec.params})
+            row["settings_from"] = {k: f"{v!r} <- {entry.where[k]}"
+                                    for k, v in entry.values.items()}
+        elif policy is not None:
+            row["settings_from"] = {}
+        if policy is not None:
+            row["from"] = "; ".join(f"{k} {v}" for k, v in row["settings_from"].items()) \
+                or "defaults"
+        rows.append(row)
     return rows

@@ -100,10 +100,15 @@ def drift_result(old: RunReport | None, new: RunReport, changes: list[Change]) -
                   messages=[summary], summary=summary, exit_code=code)
 
 
-def catalogue_result(rows: list[dict]) -> Result:
-    """The Result of ``opskit policy list``: one row per check."""
-    return Result(data=rows, tables=[Table(["check", "rule", "severity", "title"], rows)],
-                  summary=f"{len(rows)} checks")
+def catalogue_result(rows: list[dict], files: list[str] | None = None) -> Result:
+    """The Result of ``opskit policy list``: one row per check, with where each
+    setting came from when the policy ``files`` are given (in reading order)."""
+    if files is None:
+        return Result(data=rows, tables=[Table(["check", "rule", "severity", "title"], rows)],
+                      summary=f"{len(rows)} checks")
+    where = ", ".join(files) or "built-in defaults"
+    return Result(data=rows, tables=[Table(["check", "rule", "severity", "title", "from"], rows)],
+                  summary=f"{len(rows)} checks; policy files in reading order: {where}")
 
 
 def suites(report: RunReport) -> list[Suite]:

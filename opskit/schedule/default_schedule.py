@@ -22,7 +22,7 @@ TEXT = '''# opskit schedule: which opskit commands run when (docs/schedule.md).
 version: 1
 
 defaults:
-  timeout: 2h          # seconds, or a duration: 90s, 30m, 2h
+  timeout: 2h          # seconds, or a duration: 90s, 30m, 2h (m = minutes, mo = months)
   retries: 2           # extra attempts after an operational failure (exit 3, timeout)
   retry_delay: 5m      # first backoff; doubled for each further attempt
 

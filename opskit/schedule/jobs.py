@@ -21,6 +21,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass, field
 
+from opskit.core.durations import DurationError, parse_seconds
 from opskit.core.errors import ConfigError, UsageError
 from opskit.core.schema import Key, MapOf, Section, validate
 from opskit.core.yamlfile import YamlDoc, load_yaml, parse_yaml
@@ -30,21 +31,16 @@ from . import default_schedule
 EMBEDDED = "<embedded default schedule>"
 EVERY = ("hour", "day", "week", "month")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 def parse_duration(value) -> float:
-    """Seconds from a number or a duration such as ``90s``, ``30m``, ``2h``, ``1d``."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected seconds or a duration like 30m, got {value!r}")
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"expected seconds or a duration like 90s, 30m, 2h, got {value!r}")
-    return float(match.group(1)) * _UNITS[match.group(2).lower()]
+    """Seconds from a number or a duration such as ``90s``, ``30m``, ``2h``, ``1d``
+    (opskit.core.durations)."""
+    try:
+        return parse_seconds(value, bare_seconds=True)
+    except DurationError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _duration_check(value):

@@ -91,3 +91,26 @@ def test_list_shows_rule_ids(setup):
     run = setup("policy", "list")
     assert run.exit_code == 0
     assert "net.firewall-default-deny" in run.stdout and "R-NET-5" in run.stdout
+
+
+def test_site_file_wins_over_baseline_whatever_its_name_and_list_says_where(setup, tmp_path):
+    # issue #18 item 6: 50-site.yaml sorts before baseline.yaml but must win
+    import shutil
+    from pathlib import Path
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "policies" / "baseline.yaml"
+    shutil.copy(shipped, policies / "baseline.yaml")
+    (policies / "50-site.yaml").write_text("checks:\n  net.forwarding:\n"
+                                           "    require_explicit: false\n    severity: low\n")
+    run = setup("policy", "list", "--policy", str(policies), "--json")
+    assert run.exit_code == 0, run.output
+    data = json.loads(run.stdout)
+    rows = data["data"] if isinstance(data, dict) else data
+    row = next(r for r in rows if r["check"] == "net.forwarding")
+    assert row["params"]["require_explicit"] is False and row["severity"] == "low"
+    assert row["settings_from"]["require_explicit"] == f"False <- {policies}/50-site.yaml:3"
+    assert row["settings_from"]["severity"] == f"'low' <- {policies}/50-site.yaml:4"
+    table = setup("policy", "list", "--policy", str(policies))
+    line = next(x for x in table.stdout.splitlines() if x.startswith("net.forwarding "))
+    assert f"require_explicit False <- {policies}/50-site.yaml:3" in line

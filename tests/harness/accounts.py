@@ -210,7 +210,7 @@ def write_model(directory, roster: str, inventory: str, extra_config: str = "") 
 
 def load_model(config: str):
     """(Config, Roster) for a config written by write_model."""
-    from opskit.accounts.roster import load_declared
+    from opskit.accounts.declared import load_declared
     from opskit.settings import load_config
     cfg = load_config(config)
     return cfg, load_declared(cfg)

@@ -15,9 +15,11 @@ real component never becomes a silent skip.
 """
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -124,7 +126,6 @@ def _listen_script(proto: str, address: str, port: int) -> str:
 
 def listen(host: NetnsHost, proto: str, address: str, port: int) -> subprocess.Popen:
     """A real socket listening inside the namespace; returns once it is bound."""
-    import sys
     proc = host.spawn(sys.executable, "-c", _listen_script(proto, address, port))
     line = proc.stdout.readline()
     if b"ready" not in line:
@@ -133,21 +134,20 @@ def listen(host: NetnsHost, proto: str, address: str, port: int) -> subprocess.P
     return proc
 
 
-@pytest.fixture
-def netns():
-    """``netns() -> NetnsHost``: a fresh namespace per call, removed at teardown."""
+def _require_tools() -> None:
     for tool in ("ip", "nft"):
         if shutil.which(tool) is None:
             pytest.fail(f"'{tool}' not found: install iproute2 and nftables (scripts/test does)",
                         pytrace=False)
-    created: list[NetnsHost] = []
 
-    def make(name: str | None = None) -> NetnsHost:
-        ns = f"opskit-t-{secrets.token_hex(4)}"
-        _sh("ip", "netns", "add", ns)
-        host = NetnsHost(ns, name)
-        created.append(host)
-        host.sh("ip", "link", "set", "lo", "up")
+
+def create(name: str | None = None, *, veth: bool = True) -> NetnsHost:
+    """A fresh namespace with loopback up and (``veth``) the inner veth pair."""
+    ns = f"opskit-t-{secrets.token_hex(4)}"
+    _sh("ip", "netns", "add", ns)
+    host = NetnsHost(ns, name)
+    host.sh("ip", "link", "set", "lo", "up")
+    if veth:
         host.sh("ip", "link", "add", "veth0", "type", "veth", "peer", "name", "veth1")
         host.sh("ip", "addr", "add", "10.213.0.1/24", "dev", "veth0")
         host.sh("ip", "addr", "add", "10.213.0.2/24", "dev", "veth1")
@@ -155,15 +155,160 @@ def netns():
         host.sh("ip", "-6", "addr", "add", "fd13::2/64", "dev", "veth1", "nodad")
         host.sh("ip", "link", "set", "veth0", "up")
         host.sh("ip", "link", "set", "veth1", "up")
+    return host
+
+
+def destroy(host: NetnsHost) -> None:
+    """Kill what was spawned in the namespace and delete it."""
+    for proc in host.procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe:
+                pipe.close()
+    _sh("ip", "netns", "del", host.ns, check=False)
+
+
+def _mac(host: NetnsHost, dev: str) -> str:
+    return host.sh("cat", f"/sys/class/net/{dev}/address").stdout.strip()
+
+
+def link(a: NetnsHost, a_dev: str, b: NetnsHost, b_dev: str, net: int) -> None:
+    """A veth pair between two namespaces: 10.213.<net>.1/24 and fd13:<net>::1/64
+    on ``a``, .2 and ::2 on ``b``. Neighbours are static, so a firewall that
+    drops ICMPv6 neighbour discovery still lets the oracle's packets flow."""
+    _sh("ip", "-n", a.ns, "link", "add", a_dev, "type", "veth", "peer", "name", b_dev,
+        "netns", b.ns)
+    for host, dev, end in ((a, a_dev, 1), (b, b_dev, 2)):
+        host.sh("ip", "addr", "add", f"10.213.{net}.{end}/24", "dev", dev)
+        host.sh("ip", "-6", "addr", "add", f"fd13:{net}::{end}/64", "dev", dev, "nodad")
+        host.sh("ip", "link", "set", dev, "up")
+    for host, dev, peer, peer_dev, end in ((a, a_dev, b, b_dev, 2), (b, b_dev, a, a_dev, 1)):
+        mac = _mac(peer, peer_dev)
+        host.sh("ip", "neigh", "replace", f"10.213.{net}.{end}", "lladdr", mac, "dev", dev,
+                "nud", "permanent")
+        host.sh("ip", "-6", "neigh", "replace", f"fd13:{net}::{end}", "lladdr", mac, "dev",
+                dev, "nud", "permanent")
+
+
+class Lan:
+    """client -- router -- server: the router forwards between its ``ext0``
+    (10.213.1.1, fd13:1::1, facing the client at .2) and ``int0`` (10.213.2.1,
+    fd13:2::1, facing the server at .2). Load a ruleset into ``router`` and
+    connect from ``client`` to the router (input hook) or through it to the
+    server (forward hook)."""
+
+    ROUTER = {4: "10.213.1.1", 6: "fd13:1::1"}
+    SERVER = {4: "10.213.2.2", 6: "fd13:2::2"}
+
+    def __init__(self):
+        self.client = create("client", veth=False)
+        self.router = create("router", veth=False)
+        self.server = create("server", veth=False)
+        link(self.router, "ext0", self.client, "eth0", 1)
+        link(self.router, "int0", self.server, "eth0", 2)
+        for host, net in ((self.client, 1), (self.server, 2)):
+            host.sh("ip", "route", "add", "default", "via", f"10.213.{net}.1")
+            host.sh("ip", "-6", "route", "add", "default", "via", f"fd13:{net}::1")
+        self.router.sh("sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
+                       "net.ipv6.conf.all.forwarding=1")
+
+    def hosts(self) -> list[NetnsHost]:
+        return [self.client, self.router, self.server]
+
+    def serve(self, ports: list[int]) -> None:
+        """TCP listeners and UDP echo servers on ``ports`` (IPv4 and IPv6) in the
+        router and the server namespaces."""
+        for host in (self.router, self.server):
+            proc = host.spawn(sys.executable, "-c", _SERVE, json.dumps(ports))
+            if b"ready" not in proc.stdout.readline():
+                pytest.fail(f"servers in {host.ns} did not start: "
+                            f"{proc.stderr.read().decode(errors='replace')}", pytrace=False)
+
+    def probe(self, ports: list[int], timeout: float = 1.0) -> dict[tuple, bool]:
+        """The oracle: (hook, version, proto, port) -> did a real connection get
+        through? TCP: connect() completed; UDP: the echo came back."""
+        targets = [[hook, version, proto, port,
+                    (self.ROUTER if hook == "input" else self.SERVER)[version]]
+                   for hook in ("input", "forward") for version in (4, 6)
+                   for proto in ("tcp", "udp") for port in ports]
+        out = self.client.sh(sys.executable, "-c", _PROBE, json.dumps(targets),
+                             str(timeout)).stdout
+        return {tuple(t[:4]): ok for t, ok in zip(targets, json.loads(out))}
+
+    def close(self) -> None:
+        for host in self.hosts():
+            destroy(host)
+
+
+_SERVE = """
+import json, socket, sys, threading
+def tcp(fam, addr, port):
+    s = socket.socket(fam, socket.SOCK_STREAM); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if fam == socket.AF_INET6: s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, port)); s.listen(64)
+    while True:
+        c, _ = s.accept(); c.close()
+def udp(fam, addr, port):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    if fam == socket.AF_INET6: s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    s.bind((addr, port))
+    while True:
+        data, peer = s.recvfrom(512); s.sendto(data, peer)
+for port in json.loads(sys.argv[1]):
+    for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        for fn in (tcp, udp):
+            threading.Thread(target=fn, args=(fam, addr, port), daemon=True).start()
+import time; time.sleep(0.2); print("ready", flush=True); time.sleep(3600)
+"""
+
+_PROBE = """
+import json, socket, sys, threading
+targets, timeout = json.loads(sys.argv[1]), float(sys.argv[2])
+result = [False] * len(targets)
+def one(i, hook, version, proto, port, addr):
+    fam = socket.AF_INET if version == 4 else socket.AF_INET6
+    s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+    s.settimeout(timeout)
+    try:
+        if proto == "tcp":
+            s.connect((addr, port))
+        else:
+            s.sendto(b"opskit", (addr, port)); s.recvfrom(64)
+        result[i] = True
+    except OSError:
+        pass
+    finally:
+        s.close()
+threads = [threading.Thread(target=one, args=(i, *t)) for i, t in enumerate(targets)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print(json.dumps(result))
+"""
+
+
+@pytest.fixture
+def netns():
+    """``netns() -> NetnsHost``: a fresh namespace per call, removed at teardown."""
+    _require_tools()
+    created: list[NetnsHost] = []
+
+    def make(name: str | None = None) -> NetnsHost:
+        host = create(name)
+        created.append(host)
         return host
 
     yield make
     for host in created:
-        for proc in host.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe:
-                    pipe.close()
-        _sh("ip", "netns", "del", host.ns, check=False)
+        destroy(host)
+
+
+@pytest.fixture(scope="module")
+def lan():
+    """A client -- router -- server ``Lan`` of three namespaces, for a module."""
+    _require_tools()
+    topology = Lan()
+    try:
+        yield topology
+    finally:
+        topology.close()

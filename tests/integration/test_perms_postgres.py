@@ -5,7 +5,7 @@ Roles are cluster-wide and other tests create their own, so findings are
 looked at for this bureau's roles only (tests/harness/perms.py)."""
 import pytest
 
-from opskit.accounts.roster import load_declared
+from opskit.accounts.declared import load_declared
 from opskit.core.errors import OperationalError
 from opskit.perms.analysis import Options, analyse
 from opskit.perms.postgres import DatabaseSpec, collect_postgres

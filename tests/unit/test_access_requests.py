@@ -8,9 +8,10 @@ import os
 
 import pytest
 
-from opskit.accounts.requests import (APPLIED, APPROVED, REJECTED, REQUESTED, WITHDRAWN, Refused,
-                                      applied_grants, open_store, resolve_actor)
-from opskit.accounts.roster import load_declared
+from opskit.accounts.declared import load_declared
+from opskit.accounts.requestfile import (APPLIED, APPROVED, REJECTED, REQUESTED, WITHDRAWN,
+                                         applied_grants)
+from opskit.accounts.requests import Refused, open_store, resolve_actor
 from opskit.core.errors import EXIT_OPERATIONAL, EXIT_USAGE, OpskitError, UsageError
 from tests.unit.test_access_support import CONFIG, ROSTER, World
 

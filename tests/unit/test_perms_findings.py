@@ -2,9 +2,10 @@
 breaks one thing and expects exactly the matching finding (and its rule id)."""
 import pytest
 
-from opskit.accounts.roster import load_declared
+from opskit.accounts.declared import load_declared
 from opskit.hosts.inventory import load_inventory
-from opskit.perms.analysis import CHECKS, Options, analyse
+from opskit.perms.analysis import Options, analyse
+from opskit.perms.findings import CHECKS, REGISTRY, SCOPES, Finding, checks_for, finding_check
 from opskit.perms.snapshot import take_snapshot
 from opskit.settings import load_config
 from tests.fixtures.perms.trees import DAY, KEYS, Org, wtmp_bytes
@@ -226,3 +227,31 @@ def test_host_that_cannot_be_collected(org, tmp_path):
 
 def test_every_check_has_a_rule():
     assert all(rule.startswith("R-") for rule, _title in CHECKS.values())
+
+
+def test_every_check_kind_is_decided_by_a_registered_function():
+    registered = {spec.check for scope in SCOPES for spec in checks_for(scope)}
+    assert registered == set(CHECKS)
+    with pytest.raises(ValueError):
+        finding_check("account", "no-such-check")
+
+
+def test_a_registered_check_runs_and_fleet_wide_ones_are_left_out_for_one_person(org):
+    # a new finding kind is one function plus its registration (issue #16)
+    @finding_check("person", "no-backup")
+    def everyone(ctx, p):
+        yield Finding("no-backup", "low", f"{p.id} checked", "test", p.id, p.login, "roster")
+
+    @finding_check("fleet", "no-backup", fleet_wide=True)
+    def once(ctx, snapshot):
+        yield Finding("no-backup", "low", "fleet checked", "test", where="fleet")
+    try:
+        result = run(org)
+        assert "ma.lin checked" in {f.message for f in found(result, "no-backup")}
+        assert "fleet checked" in {f.message for f in found(result, "no-backup")}
+        only = run(org, person="ma.lin")
+        assert {f.message for f in found(only, "no-backup")} == {"ma.lin checked"}
+    finally:
+        for scope in ("person", "fleet"):
+            REGISTRY[scope][:] = [c for c in REGISTRY[scope] if c.func not in (everyone, once)]
+    assert found(run(org), "no-backup") == []

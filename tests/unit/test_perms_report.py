@@ -9,11 +9,12 @@ import re
 
 import pytest
 
-from opskit.accounts.roster import load_declared
+from opskit.accounts.declared import load_declared
 from opskit.core.errors import IntegrityError, UsageError
 from opskit.hosts.inventory import load_inventory
-from opskit.perms.analysis import Analysis, Finding, analyse
+from opskit.perms.analysis import Analysis, analyse
 from opskit.perms.changes import changes
+from opskit.perms.findings import Finding
 from opskit.perms.report import ReportStore, build_report, verify_content
 from opskit.perms.snapshot import SnapshotStore, make_snapshot, take_snapshot
 from opskit.settings import load_config

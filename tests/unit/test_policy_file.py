@@ -99,17 +99,6 @@ def test_public_address_space():
     assert not P.is_public(P.ipaddress.ip_network("fd00:1::/64"))
 
 
-def test_nft_final_unconditional_drop_counts_and_conditional_does_not():
-    def ruleset(expr):
-        return ('{"nftables":[{"chain":{"family":"ip","table":"t","name":"in","hook":"input",'
-                '"policy":"accept"}},{"rule":{"family":"ip","table":"t","chain":"in","expr":'
-                + expr + '}}]}')
-    assert P.nft_default_deny(ruleset('[{"counter":{}},{"drop":null}]'))[("input", 4)].denied
-    conditional = '[{"match":{"left":{"payload":{"field":"dport"}},"right":23}},{"drop":null}]'
-    assert not P.nft_default_deny(ruleset(conditional))[("input", 4)].denied
-    assert not P.nft_default_deny(ruleset('[{"drop":null}]'))[("input", 6)].denied
-
-
 # --- reports and drift -------------------------------------------------------------------------
 
 def _report(status="fail", message="kernel module usb-storage is not disabled", host_status="ok"):
@@ -156,3 +145,15 @@ def test_store_and_drift(tmp_path):
     kinds = sorted(c.change for c in drift(new, third))
     assert kinds == ["finding added", "finding gone"]
     assert oct(os.stat(store.dir).st_mode & 0o777) == "0o700"
+
+
+def test_baseline_is_read_first_so_site_files_win(tmp_path):
+    from opskit.policy.policyfile import load_policy, policy_files
+    (tmp_path / "baseline.yaml").write_text("checks:\n  net.forwarding: {require_explicit: true}\n")
+    (tmp_path / "50-site.yaml").write_text("checks:\n  net.forwarding: {require_explicit: false}\n")
+    (tmp_path / "zz-more.yaml").write_text("roles:\n  default: {tcp: [22, 443]}\n")
+    assert [p.rsplit("/", 1)[1] for p in policy_files(str(tmp_path))] == [
+        "baseline.yaml", "50-site.yaml", "zz-more.yaml"]
+    policy = load_policy(explicit=str(tmp_path))
+    assert policy.checks["net.forwarding"].values == {"require_explicit": False}
+    assert policy.checks["net.forwarding"].where["require_explicit"].endswith("50-site.yaml:2")

@@ -54,7 +54,7 @@ def test_usb_storage_missing_fails(tree):
 
 def test_trap_underscore_name_counts_as_dash(tree):
     write(tree, {"/etc/modprobe.d/10-usb.conf": "install usb_storage /usr/bin/false\n"
-                                                "blacklist uas\n"})
+                                                "install uas true\n"})
     result = run(tree, "media.usb-storage-disabled")
     assert result.status == PASS, evidence(result)
     assert "install usb_storage /usr/bin/false" in evidence(result)
@@ -118,22 +118,64 @@ def test_builtin_module_cannot_be_disabled(tree):
 
 
 def test_container_is_not_applicable(tree):
-    write(tree, {"/.dockerenv": ""})
+    write(tree, {"/run/systemd/container": "docker\n"})
     result = run(tree, "media.usb-storage-disabled")
-    assert result.status == NA and "container" in result.reason
+    assert result.status == NA and "/run/systemd/container = docker" in result.reason
+
+
+def test_dockerenv_alone_is_not_a_container(tree):
+    # issue #18 item 8: a VM image with a stray /.dockerenv has its own kernel
+    write(tree, {"/.dockerenv": "", "/run/.containerenv": "",
+                 "/proc/1/cgroup": "0::/init.scope\n"})
+    assert run(tree, "media.usb-storage-disabled").status == PASS
+    write(tree, {"/proc/1/cgroup": "12:cpuset:/docker/4f1c\n0::/\n"})
+    result = run(tree, "media.usb-storage-disabled")
+    assert result.status == NA and "/proc/1/cgroup:1: 12:cpuset:/docker/4f1c" in result.reason
+    write(tree, {"/proc/1/cgroup": None, "/proc/1/environ": "PATH=/bin\0container=lxc\0"})
+    result = run(tree, "media.usb-storage-disabled")
+    assert result.status == NA and "/proc/1/environ: container=lxc" in result.reason
 
 
 # --- media.usb-storage-not-loaded (R-MED-2) ----------------------------------------------
 
-def test_trap_module_loaded_despite_blacklist(tree):
-    write(tree, {"/etc/modprobe.d/10-usb.conf": "blacklist usb-storage\nblacklist uas\n",
-                 "/proc/modules": "ext4 1003520 1 - Live 0x0\n"
+def test_blacklist_alone_does_not_disable(tree):
+    # issue #18 item 3: 'modprobe usb-storage' still loads a blacklisted module
+    write(tree, {"/etc/modprobe.d/10-usb.conf": "blacklist usb-storage\nblacklist uas\n"})
+    result = run(tree, "media.usb-storage-disabled")
+    assert result.status == FAIL
+    assert messages(result) == ("kernel module usb-storage is not disabled | "
+                                "kernel module uas is not disabled")
+    assert "/etc/modprobe.d/10-usb.conf:1: 'blacklist usb-storage' only stops loading through " \
+           "an alias, 'modprobe usb-storage' still loads it" in evidence(result)
+
+
+def test_modprobe_blacklist_on_cmdline_does_not_disable(tree):
+    write(tree, {"/etc/modprobe.d/10-usb.conf": None,
+                 "/proc/cmdline": "root=/dev/sda1 modprobe.blacklist=usb_storage,uas\n"})
+    assert run(tree, "media.usb-storage-disabled").status == FAIL
+
+
+def test_alias_files_count_and_hidden_files_do_not(tree):
+    # kmod 30 reads *.conf and *.alias, never '.hidden' files
+    write(tree, {"/etc/modprobe.d/10-usb.conf": None,
+                 "/etc/modprobe.d/.00-usb.conf": "install usb-storage /bin/false\n",
+                 "/usr/lib/modprobe.d/usb.alias": "install usb-storage /bin/false\n"
+                                                  "install uas /bin/false\n"})
+    result = run(tree, "media.usb-storage-disabled")
+    assert result.status == PASS, evidence(result)
+    assert "/usr/lib/modprobe.d/usb.alias:1" in evidence(result)
+    write(tree, {"/usr/lib/modprobe.d/usb.alias": None})
+    assert run(tree, "media.usb-storage-disabled").status == FAIL
+
+
+def test_module_loaded_despite_install_false(tree):
+    write(tree, {"/proc/modules": "ext4 1003520 1 - Live 0x0\n"
                                   "usb_storage 81920 1 uas, Live 0x0\n"})
     assert run(tree, "media.usb-storage-disabled").status == PASS
     result = run(tree, "media.usb-storage-not-loaded")
     assert result.status == FAIL
-    assert "usb-storage is loaded now despite /etc/modprobe.d/10-usb.conf:1: blacklist " \
-           "usb-storage" in messages(result)
+    assert "usb-storage is loaded now despite /etc/modprobe.d/10-usb.conf:2: install " \
+           "usb-storage /bin/false" in messages(result)
     assert "/proc/modules:2: usb_storage 81920 1 uas, Live 0x0" in evidence(result)
 
 
@@ -211,6 +253,26 @@ def test_usbguard_empty_policy_fails(tree):
     write(tree, {"/etc/usbguard/rules.conf": "# nothing yet\n\n"})
     result = run(tree, "media.usbguard")
     assert result.status == FAIL and messages(result) == "USBGuard policy is empty"
+    assert "ImplicitPolicyTarget not set" in evidence(result)
+
+
+def test_usbguard_empty_rules_with_implicit_block_passes(tree):
+    # issue #18 item 9: no rules and ImplicitPolicyTarget=block blocks every device
+    write(tree, {"/etc/usbguard/rules.conf": "# nothing yet\n",
+                 "/etc/usbguard/usbguard-daemon.conf": "RuleFile=/etc/usbguard/rules.conf\n"
+                                                       "ImplicitPolicyTarget=block\n"})
+    result = run(tree, "media.usbguard")
+    assert result.status == PASS, evidence(result)
+    assert "every device is blocked: /etc/usbguard/usbguard-daemon.conf:2: " \
+           "ImplicitPolicyTarget=block" in evidence(result)
+
+
+def test_usbguard_implicit_allow_fails_even_with_rules(tree):
+    write(tree, {"/etc/usbguard/usbguard-daemon.conf": "RuleFile=/etc/usbguard/rules.conf\n"
+                                                       "ImplicitPolicyTarget=allow\n"})
+    result = run(tree, "media.usbguard")
+    assert result.status == FAIL
+    assert messages(result) == "USBGuard allows every device that no rule matches"
 
 
 def test_usbguard_missing_fails(tree):

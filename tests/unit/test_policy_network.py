@@ -6,7 +6,7 @@ import json
 import pytest
 
 from opskit.policy.model import FAIL, NA, PASS
-from tests.fixtures.policy.trees import (NFT_DENY, ROUTE_HEADER, TCP6_HEADER, TCP_HEADER,
+from tests.fixtures.policy.trees import (NFT_DENY, Link, ROUTE_HEADER, TCP6_HEADER, TCP_HEADER,
                                          good_tree, route_line, tcp_line, write)
 from tests.unit.test_policy_media import evidence, messages, run
 
@@ -111,10 +111,69 @@ def test_sysctl_file_enabling_forwarding_fails_with_file_and_line(tree):
     assert "/usr/lib/sysctl.d/99-router.conf:2: net/ipv4/ip_forward=1" in evidence(result)
 
 
-def test_sysctl_conf_last_wins(tree):
+def test_etc_sysctl_conf_counts_only_through_the_99_sysctl_link(tree):
+    # issue #18 item 2: systemd-sysctl never reads /etc/sysctl.conf on its own
     write(tree, {"/usr/lib/sysctl.d/99-router.conf": "net.ipv4.ip_forward=1\n",
                  "/etc/sysctl.conf": "net.ipv4.ip_forward = 0\n"})
+    result = run(tree, "net.forwarding")
+    assert result.status == FAIL and "/usr/lib/sysctl.d/99-router.conf:1" in evidence(result)
+    # Debian's link: 99-sysctl.conf sorts after 99-router.conf, so its 0 wins ...
+    write(tree, {"/etc/sysctl.d/99-sysctl.conf": Link("../sysctl.conf")})
     assert run(tree, "net.forwarding").status == PASS
+    # ... but not over a file that sorts later (zz-forward.conf)
+    write(tree, {"/etc/sysctl.d/zz-forward.conf": "net.ipv4.ip_forward=1\n"})
+    result = run(tree, "net.forwarding")
+    assert result.status == FAIL
+    assert messages(result) == "net.ipv4.ip_forward = 1 is set at boot"
+    assert "/etc/sysctl.d/zz-forward.conf:1: net.ipv4.ip_forward=1" in evidence(result)
+
+
+def test_same_file_name_earlier_directory_hides_the_rest(tree):
+    write(tree, {"/usr/lib/sysctl.d/70-fw.conf": "net.ipv4.ip_forward=1\n",
+                 "/run/sysctl.d/70-fw.conf": "net.ipv4.ip_forward=0\n"})
+    assert run(tree, "net.forwarding").status == PASS
+    write(tree, {"/etc/sysctl.d/70-fw.conf": Link("/dev/null"),        # masked: no setting
+                 "/usr/lib/sysctl.d/70-fw.conf": "net.ipv4.ip_forward=1\n"})
+    assert run(tree, "net.forwarding").status == PASS
+    write(tree, {"/etc/sysctl.d/70-fw.conf": None, "/run/sysctl.d/70-fw.conf": None})
+    assert run(tree, "net.forwarding").status == FAIL
+
+
+def test_per_interface_key_in_a_file_fails(tree):
+    write(tree, {"/etc/sysctl.d/70-eth.conf": "-net/ipv4/conf/eth0.100/forwarding = 1\n"})
+    result = run(tree, "net.forwarding")
+    assert result.status == FAIL
+    assert messages(result) == "net.ipv4.conf.eth0/100.forwarding = 1 is set at boot"
+
+
+def test_explicit_key_beats_glob_whatever_the_order(tree):
+    write(tree, {"/etc/sysctl.d/10-a.conf": "net.ipv4.conf.all.forwarding = 0\n",
+                 "/etc/sysctl.d/20-b.conf": "net.ipv4.conf.*.forwarding = 1\n"})
+    result = run(tree, "net.forwarding")
+    assert result.status == FAIL          # default.forwarding gets the glob's 1
+    assert "net.ipv4.conf.default.forwarding = 1 is set at boot" in messages(result)
+    assert "net.ipv4.conf.all.forwarding" not in messages(result)
+    assert "(glob, applies to net.ipv4.conf.default.forwarding)" in evidence(result)
+
+
+def test_require_explicit_zero_in_a_file(tree, tmp_path):
+    # issue #18 item 10 (CIS): 0 by kernel default is not enough when the policy asks
+    policy = tmp_path / "explicit.yaml"
+    policy.write_text("checks:\n  net.forwarding: {require_explicit: true}\n")
+    assert run(tree, "net.forwarding", policy=str(policy)).status == PASS
+    write(tree, {"/etc/sysctl.d/60-net.conf": "net.ipv4.ip_forward = 0\n"})
+    assert run(tree, "net.forwarding").status == PASS                 # option off
+    result = run(tree, "net.forwarding", policy=str(policy))
+    assert result.status == FAIL
+    assert messages(result) == ("net.ipv6.conf.all.forwarding is not explicitly set to 0 in a "
+                                "sysctl file (CIS; policy net.forwarding require_explicit: true)")
+
+
+def test_shipped_baseline_requires_explicit_forwarding_settings():
+    import yaml
+    from pathlib import Path
+    baseline = Path(__file__).resolve().parents[2] / "configs" / "policies" / "baseline.yaml"
+    assert yaml.safe_load(baseline.read_text())["checks"]["net.forwarding"]["require_explicit"]
 
 
 # --- net.wireless (R-NET-3) -----------------------------------------------------------------
@@ -185,8 +244,10 @@ def test_recorded_accept_policy_fails(tree):
     write(tree, {"/.opskit-recorded/nft-ruleset.json": json.dumps(ruleset)})
     result = run(tree, "net.firewall-default-deny")
     assert result.status == FAIL
-    assert messages(result) == ("IPv4 forward is not denied by default | "
-                                "IPv6 forward is not denied by default")
+    assert messages(result) == ("IPv4 forward is not denied by default: new forwarded traffic "
+                                "passes | IPv6 forward is not denied by default: new forwarded "
+                                "traffic passes")
+    assert "chain inet filter forward (hook forward) policy accept" in evidence(result)
 
 
 def test_recorded_iptables_save_is_read(tree):
@@ -232,3 +293,32 @@ def test_no_realtime_antivirus_fails(tree):
     result = run(tree, "av.realtime")
     assert result.status == FAIL and result.rule == "R-NET-4"
     assert messages(result) == "no real-time antivirus process running"
+
+
+def test_recorded_truncated_json_falls_back_to_text_listing_and_tables(tree):
+    # nft 1.0.6 cuts `nft -j list ruleset` off at a dormant table's flags
+    table = json.loads(json.dumps(NFT_DENY))
+    table["nftables"][1]["table"]["name"] = "live"
+    for item in table["nftables"][2:]:
+        next(iter(item.values()))["table"] = "live"
+    write(tree, {"/.opskit-recorded/nft-ruleset.json":
+                 '{"nftables": [{"table": {"family": "inet", "name": "old", "flags": ',
+                 "/.opskit-recorded/nft-ruleset.txt":
+                     "table inet old {\n\tflags dormant\n}\ntable inet live {\n}\n",
+                 "/.opskit-recorded/nft-table-inet-live.json": json.dumps(table)})
+    result = run(tree, "net.firewall-default-deny")
+    assert result.status == PASS, evidence(result)
+    assert "chain inet live input (hook input) policy drop" in evidence(result)
+
+
+def test_recorded_accept_rule_before_drop_policy_fails_naming_the_rule(tree):
+    ruleset = json.loads(json.dumps(NFT_DENY))
+    ruleset["nftables"].insert(4, {"rule": {"family": "inet", "table": "filter", "chain": "input",
+                                            "handle": 2, "expr": [{"accept": None}]}})
+    write(tree, {"/.opskit-recorded/nft-ruleset.json": json.dumps(ruleset)})
+    result = run(tree, "net.firewall-default-deny")
+    assert result.status == FAIL
+    assert messages(result).startswith("IPv4 input is not denied by default: a new connection "
+                                       "to a port not approved for role 'default' gets in")
+    assert "accepted by /.opskit-recorded/nft-ruleset.json: inet filter input handle 2: accept" \
+        in " ".join(f.evidence for f in result.findings)

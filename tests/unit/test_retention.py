@@ -112,13 +112,20 @@ def test_floor_holds_against_1000_planted_snapshots():
     assert real[50]["id"] not in keep      # the floor is a floor, not "keep everything"
 
 
-@pytest.mark.parametrize("text,days", [("30d", 30), ("2w", 14), ("6m", 180), ("1y", 365),
-                                       ("1y2m", 425), ("36h", 1.5)])
+@pytest.mark.parametrize("text,days", [("30d", 30), ("2w", 14), ("6mo", 180), ("1y", 365),
+                                       ("1y2mo", 425), ("36h", 1.5)])
 def test_parse_duration(text, days):
     assert parse_duration(text) == dt.timedelta(days=days)
 
 
-@pytest.mark.parametrize("bad", ["", "soon", "10", "d30", "-3d"])
+@pytest.mark.parametrize("bad", ["", "soon", "10", "d30", "-3d", "2d1y", "1d1d"])
 def test_parse_duration_rejects_nonsense(bad):
     with pytest.raises(UsageError):
         parse_duration(bad)
+
+
+def test_keep_within_refuses_minutes_that_used_to_mean_months():
+    # '6m' meant six months here before the grammar was unified: never silently 6 minutes
+    with pytest.raises(UsageError) as err:
+        parse_duration("6m")
+    assert "6mo" in str(err.value)

@@ -3,10 +3,11 @@ import textwrap
 
 import pytest
 
-from opskit.accounts.roster import load_declared, load_roster, parse_roster
+from opskit.accounts.declared import load_declared
+from opskit.accounts.roles import load_roles, parse_roles
+from opskit.accounts.roster import load_roster, parse_roster
 from opskit.core.errors import ConfigError, UsageError
 from opskit.core.yamlfile import parse_yaml
-from opskit.perms.roles import load_roles, parse_roles
 from opskit.settings import load_config
 
 ROLES = textwrap.dedent("""\

@@ -243,15 +243,3 @@ def parse_roles(doc: YamlDoc) -> RoleModel:
 def load_roles(path: str) -> RoleModel:
     """Load and validate ``roles.yaml``."""
     return parse_roles(load_yaml(path))
-
-
-def find_roles_file(config) -> str:
-    """``accounts.roles``, else roles.yaml beside the config, else /etc/opskit/roles.yaml."""
-    return _find_model_file(config, "accounts.roles", "roles.yaml")
-
-
-def _find_model_file(config, key: str, filename: str) -> str:
-    """The roles or roster file: required, so a ConfigError (exit 2) when none is found."""
-    return config.locate(key, filename, required=True,
-                         hint=f"set '{key}' in opskit.yaml; configs/{filename} in the source "
-                              "tree is a documented example").path
