@@ -297,8 +297,8 @@ def _policy_from(app: App, flags: dict, tags: tuple[str, ...]):
             parse_duration(within)
         except UsageError as exc:     # name where the bad value came from (#28 item 9)
             if given:
-                raise UsageError(f"--keep-within: {exc.message}") from None
-            raise cfg.error("backup.retention.keep_within", exc.message) from None
+                raise UsageError(f"--keep-within: {exc.message}", hint=exc.hint) from None
+            raise cfg.error("backup.retention.keep_within", exc.message, exc.hint) from None
     return Policy(keep_last=int(source.get("keep_last") or 0),
                   keep_hourly=int(source.get("keep_hourly") or 0),
                   keep_daily=int(source.get("keep_daily") or 0),

@@ -63,16 +63,21 @@ def test_drill_of_an_intact_repository_passes(damaged, tmp_path):
 
 
 # --- item 9: errors name where the bad value came from, in one line ---------------------
-def test_bad_keep_within_in_the_config_names_file_line_and_key(tmp_path):
+@pytest.mark.parametrize("value, problem", [
+    ("abc", "expected a duration such as"),
+    ("6m", "'6m' would be minutes; write months as 'mo'"),   # core.durations grammar (#22)
+])
+def test_bad_keep_within_in_the_config_names_file_line_and_key(tmp_path, value, problem):
     from tests.harness.cli import run_opskit
     cfg = tmp_path / "opskit.yaml"
     cfg.write_text(f"backup:\n  repo: {tmp_path / 'repo'}\n  retention:\n    keep_last: 3\n"
-                   "    keep_within: abc\n")
+                   f"    keep_within: {value}\n")
     run = run_opskit("--config", cfg, "backup", "forget", "--dry-run", env=_home(tmp_path))
     assert run.exit_code == 2, run.output
-    assert run.stderr.splitlines() == [
-        f"opskit: error: {cfg}:5: key 'backup.retention.keep_within': duration 'abc': "
-        "expected e.g. 30d, 2w, 6m, 1y, 12h or 1y6m"]
+    first, *rest = run.stderr.splitlines()
+    assert first.startswith(f"opskit: error: {cfg}:5: key 'backup.retention.keep_within': "
+                            f"duration '{value}': {problem}"), run.stderr
+    assert rest == ["hint: e.g. 30d, 2w, 6mo, 1y, 12h or 1y6mo"], run.stderr
 
 
 @pytest.mark.parametrize("args, text", [
