@@ -14,6 +14,7 @@ from opskit.core.config import load_config as _load_config
 from opskit.core.schema import Section
 from opskit.corrections import settings as corrections
 from opskit.hosts import settings as hosts
+from opskit.incidents import settings as incidents
 from opskit.perms import settings as perms
 from opskit.policy import settings as policy
 from opskit.schedule import settings as schedule
@@ -28,6 +29,7 @@ SCHEMA = Section({
     "accounts": accounts.SECTION,
     "perms": perms.SECTION,
     "schedule": schedule.SECTION,
+    "incidents": incidents.SECTION,
 })
 
 

@@ -19,7 +19,8 @@ from . import crypto
 from .pack import BLOB_TREE
 from .backends import BackendError
 from .repository import CorruptObject, Repository, utcnow_iso
-from .tree import TYPE_DIR, IdNames, decode_name, encode_name, encode_tree, node_from_stat, unchanged
+from .tree import (TYPE_DIR, IdNames, add_xattrs, decode_name, encode_name, encode_tree,
+                   node_from_stat, special_node, unchanged)
 
 
 @dataclass
@@ -288,6 +289,8 @@ class Archiver:
                 content = [ids[i:i + 32].hex() for i in range(0, len(ids), 32)]
                 node["content"] = content
                 node["size"] = res.size
+                if res.xattrs:
+                    node["xattrs"] = res.xattrs
                 self.stats.files += 1
                 self.stats.bytes += res.size
                 if old is None:
@@ -325,7 +328,7 @@ class Archiver:
             except OSError as exc:
                 self._error(path, exc)
                 continue
-            node = node_from_stat(name, st, self.names)
+            node = add_xattrs(node_from_stat(name, st, self.names), path)
             d.nodes.append(node)
             prev = old.get(name)
             sub = self._new_dir(d, node, bytes.fromhex(prev["subtree"])
@@ -355,7 +358,7 @@ class Archiver:
             d.pending += 1
             self.content.submit(self._token, path, st.st_size, self._on_result)
         elif statmod.S_ISDIR(mode):
-            node = node_from_stat(name, st, self.names)
+            node = add_xattrs(node_from_stat(name, st, self.names), path)
             d.nodes.append(node)
             old_id = (bytes.fromhex(old["subtree"])
                       if old and old.get("type") == TYPE_DIR and old.get("subtree") else None)
@@ -378,7 +381,8 @@ class Archiver:
                 self._error(path, exc)
                 return
             d.nodes.append(node)
-        # sockets, fifos and devices are not backed up
+        else:                                   # FIFO, socket, device node
+            d.nodes.append(special_node(name, st, self.names, path))
 
     def _walk(self, path: bytes, d: _Dir) -> None:
         try:

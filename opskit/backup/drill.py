@@ -224,17 +224,25 @@ def run_drill(repo: Repository, *, site: str, snapshot_ref: str = "latest",
     report.throughput_mib_s = round(rate / 2**20, 1)
     report.full_restore_estimate_s = round(total_bytes / rate if rate else secs, 1) \
         if pct < 100 else report.restore_seconds
+    verified = not report.failures and report.files_verified == len(sample) and bool(sample
+                                                                                   or not files)
+    return conclude(report, snap, targets, now, verified, "file(s) failed verification")
+
+
+def conclude(report: DrillReport, snap: dict, targets: Targets, now: dt.datetime,
+             verified: bool, failed_what: str) -> DrillReport:
+    """RTO and RPO against the targets, pass or fail, and the verdict line
+    (file drills here, database drills in opskit.backup.db.drill)."""
     report.rto_ok = report.full_restore_estimate_s <= targets.rto_minutes * 60
     snap_time = dt.datetime.fromisoformat(snap["time"].rstrip("Z")).replace(tzinfo=dt.timezone.utc)
     age_hours = (now - snap_time).total_seconds() / 3600
     report.rpo_hours = round(age_hours, 2)
     report.rpo_ok = age_hours <= targets.rpo_hours
-    report.verified = not report.failures and report.files_verified == len(sample) and bool(sample
-                                                                                          or not files)
+    report.verified = verified
     report.passed = report.verified and report.rto_ok and report.rpo_ok
     reasons = []
     if not report.verified:
-        reasons.append(f"{len(report.failures)} file(s) failed verification")
+        reasons.append(f"{len(report.failures)} {failed_what}")
     if not report.rto_ok:
         reasons.append(f"RTO {report.full_restore_estimate_s:.0f} s over target "
                        f"{targets.rto_minutes:g} min")

@@ -10,7 +10,9 @@ thread that forked it.
 """
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
+import multiprocessing.queues as mpq
 import os
 import queue
 import signal
@@ -61,6 +63,17 @@ def _child(init, handle, finish, tasks, results, parent_pid) -> None:
         results.put(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"))
 
 
+class _TaskQueue(mpq.Queue):
+    """The task queue. Once the pool is closed its feeder thread may still hold
+    batches no worker will read; closing our read end makes its writes fail
+    with EPIPE, which is expected then and must not print a traceback."""
+
+    @staticmethod
+    def _on_queue_feeder_error(e, obj):
+        if getattr(e, "errno", None) != errno.EPIPE:
+            mpq.Queue._on_queue_feeder_error(e, obj)
+
+
 class ForkPool:
     """``init()`` runs once per child and makes its state; ``handle(state, batch)``
     returns what the parent's ``on_batch(result, size)`` receives;
@@ -70,7 +83,7 @@ class ForkPool:
                  finish: Callable[[Any], Any] = lambda state: None, name: str = "opskit-worker",
                  batch_items: int = 64, batch_bytes: int = 8 << 20):
         ctx = mp.get_context("fork")
-        self.tasks = ctx.Queue(maxsize=count * 4)
+        self.tasks = _TaskQueue(count * 4, ctx=ctx)
         self.results = ctx.Queue()
         self.procs = [ctx.Process(target=_child, args=(init, handle, finish, self.tasks, self.results,
                                                        os.getpid()),
@@ -103,6 +116,9 @@ class ForkPool:
                 return
             except queue.Full:
                 self.poll(block=False)
+                # a worker killed outright never answers nor takes more work:
+                # without this check the queue stays full and we wait forever
+                self._check_alive(expect_running=True)
 
     def poll(self, *, block: bool) -> None:
         """Handle answers that are ready (with ``block``, wait for at least one)."""
@@ -153,9 +169,18 @@ class ForkPool:
             p.join(timeout=10)
 
     def close(self) -> None:
-        """Stop the workers at once (after an error)."""
+        """Stop the workers at once (after an error) and drop queued work.
+
+        Batches still buffered for the dead workers would keep the queue's
+        feeder thread blocked on a full pipe, and the exit handler joining
+        that thread would wait forever: a restore that hit a damaged tree
+        never ended (issue 27). So the thread is not joined at exit, and our
+        read end is closed so its pending writes fail at once."""
+        self.tasks.cancel_join_thread()
         for p in self.procs:
             if p.is_alive():
                 p.terminate()
         for p in self.procs:
             p.join(timeout=5)
+        self.tasks.close()
+        self.results.close()

@@ -67,14 +67,32 @@ def ls_result(rows: list[dict]) -> Result:
                   summary=f"{len(rows)} entries")
 
 
-def restore_result(snap: dict, target: str, stats) -> Result:
-    """A restore: what was written where; exit 1 when entries failed."""
+def restore_result(snap: dict, target: str, stats, held: list[str] | None = None) -> Result:
+    """A restore: what was written where; exit 1 when entries failed or protected
+    files were held back."""
+    held = held or []
     summary = (f"restored snapshot {snap['id'][:8]} to {target}: {stats.files} files, "
                f"{stats.dirs} dirs, {stats.symlinks} symlinks, {human_bytes(stats.bytes)}"
-               + (f", {len(stats.errors)} errors" if stats.errors else ""))
-    return Result(data={"snapshot": snap["id"], "target": target, **stats.to_json()},
-                  messages=[summary, *_failed_lines(stats.errors)], summary=summary,
-                  exit_code=EXIT_FINDINGS if stats.errors else 0)
+               + (f", {len(stats.errors)} errors" if stats.errors else "")
+               + (f", {len(held)} protected files not replaced" if held else ""))
+    notes = [f"not replaced (name it with --include to restore it): {p}" for p in held]
+    return Result(data={"snapshot": snap["id"], "target": target, **stats.to_json(),
+                        "held": held},
+                  messages=[summary, *_failed_lines(stats.errors), *notes], summary=summary,
+                  exit_code=EXIT_FINDINGS if stats.errors or held else 0)
+
+
+def restore_plan_result(snap: dict, target: str, plan) -> Result:
+    """``restore --dry-run``: what the restore would create, replace or hold back."""
+    rows = ([{"action": "replace", "path": p} for p in plan.replace]
+            + [{"action": "hold (protected)", "path": p} for p in plan.held]
+            + [{"action": "create", "path": p} for p in plan.create])
+    summary = (f"restore of {snap['id'][:8]} to {target} would create {len(plan.create)}, "
+               f"replace {len(plan.replace)}, leave {len(plan.unchanged)} unchanged"
+               + (f" and hold back {len(plan.held)} protected file(s)" if plan.held else ""))
+    return Result(data={"snapshot": snap["id"], "target": target, "create": plan.create,
+                        "replace": plan.replace, "unchanged": plan.unchanged, "held": plan.held},
+                  tables=[Table(["action", "path"], rows)], messages=[summary], summary=summary)
 
 
 def check_result(report, fraction: float) -> Result:

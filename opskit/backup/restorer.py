@@ -12,14 +12,20 @@ repository and index.
 from __future__ import annotations
 
 import os
+import signal
 import stat as statmod
 from dataclasses import asdict, dataclass, field
 
 from . import crypto
 from .backends import BackendError
 from .forkpool import ForkPool
+from .backends.base import ObjectNotFound
 from .repository import CorruptObject, Repository
+from .fsmeta import SPECIAL_TYPES, make_special, write_xattrs
 from .tree import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, UnsafeName, decode_name, safe_name
+
+TEMP_PREFIX = b".opskit-restore-"     # files being written; renamed when complete
+SPARSE_MIN = 4096                     # all-zero chunks at least this long become holes
 
 
 @dataclass
@@ -27,6 +33,8 @@ class RestoreStats:
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
+    hardlinks: int = 0      # names linked to a file restored under another name
+    special: int = 0        # FIFOs, sockets, device nodes
     bytes: int = 0
     errors: list = field(default_factory=list)
 
@@ -42,7 +50,10 @@ def apply_metadata(dest: bytes | int, node: dict, *, as_root: bool, symlink: boo
     at that path meanwhile can never redirect a chmod/chown to another file;
     otherwise a path, never followed if it is a symlink. ``owner_set`` /
     ``mode_set``: the caller created the file with exactly these already.
+    Extended attributes (ACLs among them) go after chown and chmod, which
+    would clear or rewrite them, and before the mtime.
     """
+    xattrs = node.get("xattrs")
     try:
         mode = statmod.S_IMODE(int(node["mode"]))
         mtime = int(node["mtime_ns"])
@@ -51,16 +62,25 @@ def apply_metadata(dest: bytes | int, node: dict, *, as_root: bool, symlink: boo
                 os.fchown(dest, int(node["uid"]), int(node["gid"]))
             if not mode_set:
                 os.fchmod(dest, mode)
+            problem = write_xattrs(dest, xattrs) if xattrs else None
             os.utime(dest, ns=(mtime, mtime))
-            return None
+            return problem
         if as_root and node.get("uid") is not None:
             os.lchown(dest, int(node["uid"]), int(node["gid"]))
-        if not symlink:
-            os.chmod(dest, mode, follow_symlinks=False) if _LCHMOD else _chmod_dir(dest, mode)
+        if symlink:
+            problem = None
+        else:
+            if _LCHMOD:
+                os.chmod(dest, mode, follow_symlinks=False)
+            elif node.get("type") in SPECIAL_TYPES:
+                os.chmod(dest, mode)    # just made by mknod in our own 0700 directory
+            else:
+                _chmod_dir(dest, mode)
+            problem = write_xattrs(dest, xattrs) if xattrs else None
         os.utime(dest, ns=(mtime, mtime), follow_symlinks=False)
     except (OSError, KeyError, ValueError, NotImplementedError) as exc:
         return f"metadata not restored: {exc}"
-    return None
+    return problem
 
 
 _LCHMOD = os.chmod in os.supports_follow_symlinks
@@ -76,7 +96,11 @@ def _chmod_dir(path: bytes, mode: int) -> None:
 
 
 class _FileWriter:
-    """Runs in a worker process: writes whole files from their chunk ids."""
+    """Runs in a worker process: writes whole files from their chunk ids.
+
+    A file is written under a temporary name in its directory and renamed
+    when complete, so a failed or interrupted restore never leaves a partial
+    file under the final name (issue 27)."""
 
     def __init__(self, repo: Repository, as_root: bool):
         self.repo = repo
@@ -85,50 +109,97 @@ class _FileWriter:
         self.umask = os.umask(0)
         os.umask(self.umask)
         self.uid, self.gid = os.geteuid(), os.getegid()
+        self._count = 0
+        self._zero_chunks: dict[str, int] = {}     # all-zero chunk id -> length
+        self._pending: bytes | None = None      # temporary file being written
+        # the pool terminates workers when the restore stops: take the partial file along
+        signal.signal(signal.SIGTERM, self._terminated)
 
-    def _create(self, dest: bytes, node: dict, plain_dir: bool) -> tuple[int, bool, bool]:
-        """Open ``dest`` for writing; returns (fd, owner already right, mode already right).
+    def _terminated(self, _signum, _frame) -> None:
+        self._discard()
+        os._exit(1)
 
-        A file we create ourselves (O_EXCL) is born with its final mode when the
-        umask leaves it intact, and with the right owner when that is us and
-        the directory is not setgid: two syscalls fewer per file, which is
-        most of a small-file restore's metadata cost."""
-        mode = statmod.S_IMODE(int(node.get("mode") or 0))
-        if mode and not mode & 0o7000 and not mode & self.umask:
+    def _discard(self) -> None:
+        tmp, self._pending = self._pending, None
+        if tmp is not None:
             try:
-                fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-            except FileExistsError:
+                os.unlink(tmp)
+            except OSError:
                 pass
-            else:
-                owner = plain_dir and node.get("uid") == self.uid and node.get("gid") == self.gid
-                return fd, owner, True
-        return os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600), False, False
 
-    def restore(self, dest: bytes, node: dict, plain_dir: bool = False
-                ) -> tuple[bytes, int, str | None]:
+    def _temp_name(self, dest: bytes) -> bytes:
+        self._count += 1
+        return os.path.join(os.path.dirname(dest), b"%s%d.%d" % (TEMP_PREFIX, os.getpid(), self._count))
+
+    def _create(self, tmp: bytes, node: dict, plain_dir: bool) -> tuple[int, bool, bool]:
+        """Create ``tmp``; returns (fd, owner already right, mode already right).
+
+        The file is born with its final mode when the umask leaves it intact,
+        and with the right owner when that is us and the directory is not
+        setgid: two syscalls fewer per file, which is most of a small-file
+        restore's metadata cost."""
+        mode = statmod.S_IMODE(int(node.get("mode") or 0))
+        born = bool(mode) and not mode & 0o7000 and not mode & self.umask
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        self._pending = tmp
         try:
-            fd, owner_set, mode_set = self._create(dest, node, plain_dir)
-        except OSError as exc:
-            return dest, 0, exc.strerror or str(exc)
-        written = 0
-        try:
-            for hex_id in node.get("content", ()):
+            fd = os.open(tmp, flags, mode if born else 0o600)
+        except FileExistsError:     # left by a killed restore of a process with our pid
+            os.unlink(tmp)
+            fd = os.open(tmp, flags, mode if born else 0o600)
+        owner = born and plain_dir and node.get("uid") == self.uid and node.get("gid") == self.gid
+        return fd, owner, born
+
+    def _write(self, fd: int, node: dict) -> int:
+        """Write the node's chunks to ``fd``, each verified against its id; returns
+        the file's size. All-zero chunks become holes: a sparse file comes back
+        sparse (and one of zeros does too: same content, less disk)."""
+        written, hole = 0, False
+        for hex_id in node.get("content", ()):
+            zeros = self._zero_chunks.get(hex_id)
+            if zeros is None:
                 bid = bytes.fromhex(hex_id)
                 data = self.repo.read_blob(bid)
                 if crypto.blob_id(self.id_key, data) != bid:
                     raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
-                view = memoryview(data)
-                while view:     # bare fd writes: no file object per restored file
-                    view = view[os.write(fd, view):]
-                written += len(data)
-            return dest, written, apply_metadata(fd, node, as_root=self.as_root,
-                                                 owner_set=owner_set, mode_set=mode_set)
+                if len(data) >= SPARSE_MIN and not data[0] and not data[-1] \
+                        and data.count(0) == len(data):
+                    zeros = self._zero_chunks[hex_id] = len(data)
+            if zeros is not None:
+                os.lseek(fd, zeros, os.SEEK_CUR)
+                written, hole = written + zeros, True
+                continue
+            view = memoryview(data)
+            while view:     # bare fd writes: no file object per restored file
+                view = view[os.write(fd, view):]
+            written, hole = written + len(data), False
+        if hole:            # a hole at the end: the size comes from truncate
+            os.ftruncate(fd, written)
+        return written
+
+    def restore(self, dest: bytes, node: dict, plain_dir: bool = False
+                ) -> tuple[bytes, int, str | None]:
+        """Write one file; returns (dest, bytes written, error text or None)."""
+        fd, written = -1, 0
+        try:
+            tmp = self._temp_name(dest)
+            fd, owner_set, mode_set = self._create(tmp, node, plain_dir)
+            written = self._write(fd, node)
+            problem = apply_metadata(fd, node, as_root=self.as_root,
+                                     owner_set=owner_set, mode_set=mode_set)
+            os.close(fd)
+            fd = -1
+            os.rename(tmp, dest)    # replaces a file or symlink there, never follows it
+            self._pending = None
+            return dest, written, problem
         except OSError as exc:
             return dest, written, exc.strerror or str(exc)
         except (CorruptObject, BackendError) as exc:   # damaged or missing pack: this file fails
             return dest, written, str(exc)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
+            self._discard()
 
 
 def _restore_batch(writer: _FileWriter, batch: list) -> list:
@@ -137,10 +208,13 @@ def _restore_batch(writer: _FileWriter, batch: list) -> list:
 
 class Restorer:
     def __init__(self, repo: Repository, target: str, *, includes: list[str] | None = None,
-                 files: set[bytes] | None = None, workers: int | None = None, progress=None):
+                 files: set[bytes] | None = None, workers: int | None = None, progress=None,
+                 excludes: set[bytes] | None = None):
         """``includes``: snapshot paths (and everything under them) to restore.
-        ``files``: an exact set of snapshot file paths (a drill's sample)."""
+        ``files``: an exact set of snapshot file paths (a drill's sample).
+        ``excludes``: exact snapshot paths never written (protected files held back)."""
         self.repo = repo
+        self.excludes = excludes or set()
         self.target = os.fsencode(os.path.abspath(target))
         self.includes = [os.fsencode(os.path.normpath("/" + p.strip("/"))) for p in includes or []]
         self.files = files
@@ -155,6 +229,8 @@ class Restorer:
         self.stats = RestoreStats()
         self.as_root = os.geteuid() == 0
         self._dirs: list[tuple[bytes, dict]] = []
+        self._first_link: dict[tuple, bytes] = {}      # (dev, inode) -> first restored path
+        self._links: list[tuple[bytes, bytes]] = []     # (path, first path of its inode)
 
     # --- selection -----------------------------------------------------------------
     def _selected(self, path: bytes) -> bool:
@@ -196,12 +272,14 @@ class Restorer:
         except BaseException:
             self.pool.close()
             raise
+        self._make_links()      # before directory mtimes: a link changes its directory
         # directories last, deepest first, so writing files does not disturb their mtime
         for path, node in reversed(self._dirs):
             problem = apply_metadata(path, node, as_root=self.as_root)
             if problem:
                 self._error(path, problem)
-        if self.includes and not (self.stats.files or self.stats.dirs or self.stats.symlinks):
+        if self.includes and not (self.stats.files or self.stats.dirs or self.stats.symlinks
+                                  or self.stats.special):
             self.stats.errors.append({"path": ", ".join(os.fsdecode(i) for i in self.includes),
                                       "error": "no such path in the snapshot"})
         return self.stats
@@ -222,7 +300,13 @@ class Restorer:
 
     def _walk(self, tree_id: bytes, snap_dir: bytes, plain: bool) -> None:
         """Restore one tree. ``plain``: its directory is not setgid (new files get our gid)."""
-        tree = self.repo.load_tree(tree_id)
+        try:
+            tree = self.repo.load_tree(tree_id)
+        except (CorruptObject, ObjectNotFound) as exc:
+            # a damaged or missing tree costs its directory, not the restore (issue 27);
+            # what was in it is unknown, so the directory is what we name
+            self._error(self._dest(snap_dir).rstrip(b"/") or b"/", f"not restored, nor anything in it: {exc}")
+            return
         seen: set[bytes] = set()
         for node in tree.get("nodes", []):
             try:
@@ -234,7 +318,7 @@ class Restorer:
                                     f"name {name!r} appears twice in one directory")
             seen.add(name)
             snap_path = snap_dir.rstrip(b"/") + b"/" + name
-            selected = self._selected(snap_path)
+            selected = self._selected(snap_path) and snap_path not in self.excludes
             kind = node.get("type")
             if kind == TYPE_DIR:
                 if not (selected or self._leads_to_include(snap_path)):
@@ -249,10 +333,14 @@ class Restorer:
                 self._walk(bytes.fromhex(node["subtree"]), snap_path, made)
             elif not selected:
                 continue
+            elif self._second_link(self._dest(snap_path), node):
+                continue
             elif kind == TYPE_FILE:
                 self.pool.submit((self._dest(snap_path), node, plain), int(node.get("size") or 0))
             elif kind == TYPE_SYMLINK:
                 self._restore_symlink(self._dest(snap_path), node)
+            elif kind in SPECIAL_TYPES:
+                self._restore_special(self._dest(snap_path), node)
         self.pool.poll(block=False)
 
     def _error(self, path: bytes, exc) -> None:
@@ -277,6 +365,46 @@ class Restorer:
         except OSError as exc:
             self._error(dest, exc)
             return None
+
+    # --- hard links and special files ---------------------------------------------------
+    def _second_link(self, dest: bytes, node: dict) -> bool:
+        """True when ``node`` is an inode already restored under another path in
+        this run: ``dest`` is then linked to that path once all files are written."""
+        if int(node.get("nlink") or 1) < 2 or node.get("inode") is None:
+            return False       # snapshots from before link counts were kept: separate files
+        first = self._first_link.setdefault((node.get("dev"), node["inode"]), dest)
+        if first == dest:
+            return False
+        self._links.append((dest, first))
+        return True
+
+    def _make_links(self) -> None:
+        for dest, first in self._links:
+            try:
+                if os.path.lexists(dest) and not os.path.isdir(dest):
+                    os.unlink(dest)
+                os.link(first, dest, follow_symlinks=False)
+            except FileNotFoundError:
+                self._error(dest, f"hard link not made: {os.fsdecode(first)} was not restored")
+                continue
+            except OSError as exc:
+                self._error(dest, exc)
+                continue
+            self.stats.hardlinks += 1
+
+    def _restore_special(self, dest: bytes, node: dict) -> None:
+        """A FIFO, socket or device node (devices need root: else listed as an error)."""
+        try:
+            if os.path.lexists(dest) and not os.path.isdir(dest):
+                os.unlink(dest)
+            make_special(dest, node)
+        except OSError as exc:
+            self._error(dest, f"{node['type']} not restored: {exc.strerror or exc}")
+            return
+        problem = apply_metadata(dest, node, as_root=self.as_root)
+        if problem:
+            self._error(dest, problem)
+        self.stats.special += 1
 
     def _restore_symlink(self, dest: bytes, node: dict) -> None:
         try:

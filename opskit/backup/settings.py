@@ -7,6 +7,8 @@ docs/configuration.md (a test checks).
 """
 from opskit.core.schema import Key, MapOf, Section, at_most_per_core, defaults, positive
 
+from .db.settings import DATABASES, PG_SECTION
+
 # Off-site replication targets (docs/replication.md). The example config shows
 # one template entry named "<name>"; entries whose name starts with "<" are
 # templates and are never used as sites.
@@ -27,6 +29,8 @@ SITE_SECTION = Section({
     "known_hosts": Key(str, None, "SFTP: known_hosts file. Default: ssh.known_hosts, "
                                   "else ~/.ssh/known_hosts."),
     "workers": Key(int, 8, "Parallel uploads.", min=1, max=64),
+    "timeout": Key(float, 30.0, "S3: seconds to wait to connect or for an answer; one retry, "
+                                "then the run fails (exit 3).", check=positive),
     "rto_minutes": Key(int, None, "Recovery time objective, shown by 'backup sites'.", min=1),
     "rpo_hours": Key(float, None, "Recovery point objective: 'backup sites' flags a site whose "
                                   "newest copy is older.", min=0),
@@ -81,4 +85,6 @@ SECTION = Section({
     "lock_stale_minutes": Key(int, 60, "A lock not refreshed for this long is stale.", min=1),
     "retention": RETENTION_SECTION,
     "drill": DRILL_SECTION,
+    "databases": DATABASES,
+    "pg": PG_SECTION,
 })

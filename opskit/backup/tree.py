@@ -9,6 +9,8 @@ import base64
 import json
 import stat as statmod
 
+from .fsmeta import TYPE_BLOCKDEV, TYPE_CHARDEV, read_xattrs, special_type
+
 TYPE_FILE, TYPE_DIR, TYPE_SYMLINK = "file", "dir", "symlink"
 
 
@@ -57,30 +59,50 @@ def name_problems(nodes: list[dict]) -> list[str]:
 
 
 def node_from_stat(name: bytes, st, names: "IdNames") -> dict:
-    """Metadata common to every node type."""
+    """Metadata common to every node type. Non-directories carry ``nlink``
+    (hard links are told apart by ``dev`` + ``inode``), device nodes ``rdev``."""
     if statmod.S_ISDIR(st.st_mode):
         kind = TYPE_DIR
     elif statmod.S_ISLNK(st.st_mode):
         kind = TYPE_SYMLINK
     else:
-        kind = TYPE_FILE
+        kind = special_type(st.st_mode) or TYPE_FILE
     node: dict = {"type": kind}
     encode_name(node, "name", name)
     node.update({"mode": st.st_mode, "uid": st.st_uid, "gid": st.st_gid,
                  "user": names.user(st.st_uid), "group": names.group(st.st_gid),
                  "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
                  "inode": st.st_ino, "dev": st.st_dev})
+    if kind != TYPE_DIR:
+        node["nlink"] = st.st_nlink
     if kind == TYPE_FILE:
         node["size"] = st.st_size
+    elif kind in (TYPE_CHARDEV, TYPE_BLOCKDEV):
+        node["rdev"] = st.st_rdev
     return node
 
 
+def add_xattrs(node: dict, target: bytes | int) -> dict:
+    """Record the extended attributes (and so ACLs) of ``target`` in ``node``, if any."""
+    xattrs = read_xattrs(target)
+    if xattrs:
+        node["xattrs"] = xattrs
+    return node
+
+
+def special_node(name: bytes, st, names: "IdNames", path: bytes) -> dict:
+    """The node of a FIFO, socket or device node at ``path``."""
+    return add_xattrs(node_from_stat(name, st, names), path)
+
+
 def unchanged(old: dict | None, st) -> bool:
-    """Incremental test: same size, mtime, ctime and inode as the parent's node."""
+    """Incremental test: same size, mtime, ctime, inode and link count as the
+    parent's node (a node written before link counts were kept, which has no
+    ``nlink`` and no ``xattrs``, is read again once)."""
     return (old is not None and old.get("mtime_ns") == st.st_mtime_ns
             and old.get("ctime_ns") == st.st_ctime_ns and old.get("size") == st.st_size
             and old.get("inode") == st.st_ino and old.get("type") == TYPE_FILE
-            and "content" in old)
+            and old.get("nlink") == st.st_nlink and "content" in old)
 
 
 def encode_tree(nodes: list[dict]) -> bytes:

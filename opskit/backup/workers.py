@@ -23,8 +23,9 @@ from .forkpool import ForkPool, WorkerError  # noqa: F401  (WorkerError re-expor
 from .index import encode_entries
 from .pack import BLOB_DATA, BLOB_TREE, SealingPackBuilder
 from .repository import CorruptObject, Repository, pack_name
+from .fsmeta import read_xattrs
 from .tree import (TYPE_FILE, IdNames, decode_name, encode_name, encode_tree, node_from_stat,
-                   unchanged)
+                   special_node, unchanged)
 
 # A directory without subdirectories is backed up whole by one worker (walk,
 # contents, tree) when the files it must read add up to no more than this;
@@ -65,6 +66,7 @@ class FileResult(NamedTuple):
     ids: bytes | None          # concatenated 32-byte chunk ids; None on error
     size: int
     error: str | None
+    xattrs: dict | None = None
 
 
 class DirResult(NamedTuple):
@@ -109,17 +111,18 @@ class _Worker:
             return os.open(path, _FLAGS, dir_fd=dir_fd)
 
     def file(self, token: int, path: bytes) -> FileResult:
-        ids, size, error = self._content(path)
-        return FileResult(token, ids, size, error)
+        ids, size, error, xattrs = self._content(path)
+        return FileResult(token, ids, size, error, xattrs)
 
     def _content(self, path: bytes, dir_fd: int | None = None
-                 ) -> tuple[bytes | None, int, str | None]:
-        """(concatenated chunk ids, bytes read, None) or (None, 0, error);
+                 ) -> tuple[bytes | None, int, str | None, dict | None]:
+        """(concatenated chunk ids, bytes read, None, xattrs) or (None, 0, error, None);
         ``path`` is relative to ``dir_fd`` when given."""
         try:
             fd = self._open(path, dir_fd)
         except OSError as exc:
-            return None, 0, exc.strerror or str(exc)
+            return None, 0, exc.strerror or str(exc), None
+        xattrs = read_xattrs(fd)        # through the open fd: no second path lookup
         ids = []
         size = 0
         fh = None
@@ -137,13 +140,13 @@ class _Worker:
                 size += len(chunk)
                 ids.append(self._store(chunk))
         except OSError as exc:
-            return None, 0, exc.strerror or str(exc)
+            return None, 0, exc.strerror or str(exc), None
         finally:
             if fh is not None:
                 fh.close()
             if fd >= 0:
                 os.close(fd)
-        return b"".join(ids), size, None
+        return b"".join(ids), size, None, xattrs
 
     def directory(self, token: int, path: bytes, old_id: bytes | None) -> DirResult:
         """Back up a directory that has no subdirectories, files and tree both,
@@ -202,7 +205,7 @@ class _Worker:
                     nodes.append(prev)
                     files, size, same = files + 1, size + st.st_size, same + 1
                     continue
-                ids, got, error = self._content(name, dfd)
+                ids, got, error, xattrs = self._content(name, dfd)
                 if error is not None:
                     errors.append((join(path, name), error))
                     continue
@@ -213,7 +216,9 @@ class _Worker:
                 node = {"type": TYPE_FILE, "mode": mode, "uid": uid, "gid": gid,
                         "user": user(uid), "group": group(gid), "mtime_ns": st.st_mtime_ns,
                         "ctime_ns": st.st_ctime_ns, "inode": st.st_ino, "dev": st.st_dev,
-                        "size": got, "content": content}
+                        "nlink": st.st_nlink, "size": got, "content": content}
+                if xattrs:
+                    node["xattrs"] = xattrs
                 encode_name(node, "name", name)
                 nodes.append(node)
                 files, size = files + 1, size + got
@@ -231,7 +236,10 @@ class _Worker:
                     errors.append((join(path, name), exc.strerror or str(exc)))
                     continue
                 nodes.append(node)
-            # sockets, fifos and devices are not backed up
+            else:                           # FIFO, socket, device node
+                node = special_node(name, st, self.names, os.path.join(path, name))
+                if node is not None:
+                    nodes.append(node)
         nodes.sort(key=decode_name)
         if old_id is not None and nodes == old_nodes:
             tree_id = old_id            # unchanged directory: reuse, skip encoding

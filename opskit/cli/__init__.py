@@ -24,7 +24,8 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 # group name -> module under opskit.cli; imported only when the group is used,
 # so 'opskit backup run' from cron does not pay for every other group's imports
 GROUP_MODULES = ("backup", "users", "access", "perms", "policy", "correct", "audit", "hosts",
-                 "schedule", "playbook", "evidence")
+                 "schedule", "playbook", "evidence", "incident", "event", "error",
+                 "approve-op")
 
 
 class _RootGroup(OpskitGroup):
@@ -35,7 +36,7 @@ class _RootGroup(OpskitGroup):
         if name not in GROUP_MODULES:
             return None
         import importlib
-        return importlib.import_module(f"opskit.cli.{name}").group
+        return importlib.import_module(f"opskit.cli.{name.replace('-', '_')}").group
 
 
 @click.group(cls=_RootGroup, context_settings=CONTEXT_SETTINGS)

@@ -16,6 +16,7 @@ from opskit.backup.locks import RepoLock, list_locks, remove_locks
 from opskit.backup.repository import Repository
 from opskit.core.errors import OperationalError, UsageError
 
+from . import highrisk
 from .app import App, OpskitGroup, output_options, pass_app
 from .progress import TerminalProgress
 
@@ -196,32 +197,65 @@ def ls_cmd(app: App, snapshot: str, path: str, repo, passphrase_file) -> None:
               help="Directory to restore into (files land at TARGET/<original path>).")
 @click.option("--include", "includes", multiple=True, metavar="PATH",
               help="Restore only this path of the snapshot (repeatable).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing files without asking (protected account, sudoers, PAM, "
+                   "sshd and cron files still need --include).")
+@click.option("--dry-run", is_flag=True,
+              help="Show what would be created, replaced or held back; change nothing.")
 @repo_option
 @output_options(tabular=False)
 @pass_app
-def restore_cmd(app: App, snapshot: str, target: str, includes, repo, passphrase_file) -> None:
+def restore_cmd(app: App, snapshot: str, target: str, includes, overwrite: bool, dry_run: bool,
+                repo, passphrase_file) -> None:
     """Restore SNAPSHOT ('latest' or an id prefix) into TARGET.
 
-    Content, mode, mtime, symlinks, empty directories and (as root) owners are
-    restored; every chunk is verified against its id. Entries whose names
-    could leave TARGET are refused.
+    Content, mode, mtime, symlinks, hard links, xattrs/ACLs, empty directories
+    and (as root) owners are restored; every chunk is verified against its id.
+    Entries whose names could leave TARGET are refused.
+
+    
+    Into a directory that already holds files, opskit first works out what
+    would be replaced (--dry-run lists it), then asks on a terminal, or needs
+    --overwrite without one. Account, sudoers, PAM, sshd and cron files that
+    exist are never replaced unless named with --include (e.g.
+    --include /etc/passwd); they are listed and the exit code is 1.
     """
+    from opskit.backup.restore_plan import RestorePlan, plan_restore
+    from opskit.backup.restorer import Restorer
+
     r = _open(app, repo, passphrase_file)
-    progress = TerminalProgress("restore")
     with RepoLock(r, stale_after_s=_stale_s(app)):
         r.load_index(repair=False)
         snap = r.resolve_snapshot(snapshot)
-        from opskit.backup.restorer import Restorer
+        fresh = not os.path.exists(target) or not os.listdir(target)
+        plan = RestorePlan() if fresh else plan_restore(r, snap, target, list(includes))
+        if dry_run:
+            app.emit(report.restore_plan_result(snap, os.path.abspath(target), plan))
+            return
+        _confirm_replace(plan, target, overwrite)
+        progress = TerminalProgress("restore")
         restorer = Restorer(r, target, includes=list(includes), progress=progress,
-                            workers=app.config.get("backup.workers"))
+                            workers=app.config.get("backup.workers"), excludes=plan.excluded())
         try:
             stats = restorer.run(snap)
         finally:
             progress.close()
     target = os.path.abspath(target)
-    app.audit_details = {"snapshot": snap["id"], "target": target,
-                         "files": stats.files, "errors": stats.errors[:20]}
-    app.emit(report.restore_result(snap, target, stats))
+    app.audit_details = {"snapshot": snap["id"], "target": target, "replaced": len(plan.replace),
+                         "held": plan.held[:20], "files": stats.files, "errors": stats.errors[:20]}
+    app.emit(report.restore_result(snap, target, stats, plan.held))
+
+
+def _confirm_replace(plan, target: str, overwrite: bool) -> None:
+    """Replacing existing files needs a 'yes' on a terminal, or --overwrite."""
+    if not plan.replace or overwrite:
+        return
+    some = ", ".join(plan.replace[:3]) + (" ..." if len(plan.replace) > 3 else "")
+    what = f"restore would replace {len(plan.replace)} existing file(s) under {target} ({some})"
+    if not sys.stdin.isatty():
+        raise UsageError(what, hint="--dry-run lists them; --overwrite replaces them")
+    if not click.confirm(f"{what}. Replace them?", default=False):
+        raise UsageError("restore cancelled: nothing was changed")
 
 
 @group.command("check")
@@ -364,6 +398,10 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
                 if not d.keep:
                     forgotten.append(d.snapshot["id"])
         locked = []
+        # R-SEC-2: dropping snapshots is a high-risk operation (opskit.cli.highrisk)
+        review = highrisk.gate(app, "backup forget", {"repository": r.config.id,
+                                                      "snapshots": sorted(forgotten)},
+                               dry_run=dry_run, needed=bool(forgotten))
         if not dry_run:
             from opskit.backup.backends import ObjectLocked
             for sid in list(forgotten):
@@ -372,9 +410,10 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
                 except ObjectLocked as exc:   # S3 Object Lock: kept until it expires
                     forgotten.remove(sid)
                     locked.append({"snapshot": sid, "retain_until": exc.retain_until})
-    app.audit_details = {"forgotten": forgotten, "dry_run": dry_run, "policy_source": source,
-                         "kept_under_retention": locked}
-    app.emit(report.forget_result(rows, forgotten, locked, dry_run, source))
+    app.audit_details.update({"forgotten": forgotten, "dry_run": dry_run,
+                              "policy_source": source, "kept_under_retention": locked})
+    app.emit(highrisk.annotate(report.forget_result(rows, forgotten, locked, dry_run, source),
+                               review))
     if then_prune and not dry_run:
         click.get_current_context().invoke(prune_cmd, dry_run=False, repo=repo,
                                            passphrase_file=passphrase_file)
@@ -673,3 +712,5 @@ def check_site_cmd(app: App, site_name: str, read_data: bool, read_data_subset, 
 # `backup drill` and `backup repair`
 from . import backup_drill  # noqa: E402,F401
 from . import backup_repair  # noqa: E402,F401
+# database backups too: importing it registers `backup db`
+from . import backup_db  # noqa: E402,F401

@@ -36,7 +36,7 @@ def _site_location(app: App, site: str, repo: str | None) -> tuple[str, Targets]
 @click.option("--snapshot", "snapshot_ref", default="latest", show_default=True,
               help="'latest', 'random' or a snapshot id prefix.")
 @click.option("--sample", "sample_pct", type=click.FloatRange(0, 100, min_open=True),
-              metavar="PCT", help="Restore and verify a random PCT%% of the files "
+              metavar="PCT", help="Restore and verify a random PCT percent of the files "
                                   "(default backup.drill.sample_pct).")
 @click.option("--all", "all_files", is_flag=True, help="Restore and verify every file.")
 @click.option("--compare-source", is_flag=True,
@@ -107,4 +107,24 @@ def drill_cmd(app: App, site, snapshot_ref, sample_pct, all_files, compare_sourc
                                    if k not in ("changed_since_snapshot",)},
                          "report": json_path}
     app.audit_details["drill"]["failures"] = report.failures[:20]
-    app.emit(drill_result(report, targets, json_path, md_path))
+    result = drill_result(report, targets, json_path, md_path)
+    if not report.passed:
+        _open_incident(app, result, site, report.verdict, json_path)
+    app.emit(result)
+
+
+def _open_incident(app: App, result, site: str, verdict: str, json_path: str) -> None:
+    """A failed drill opens an incident with the drill report attached (#25 item 6);
+    a register that cannot be written is reported but does not hide the drill's verdict."""
+    from opskit.core.errors import OpskitError
+    from opskit.incidents import open_automatic
+    try:
+        inc = open_automatic(app.state_dir, "drill-failed",
+                             f"restore drill of site {site} failed: {verdict}", json_path)
+    except (OpskitError, OSError) as exc:
+        result.messages.append(f"could not open an incident for this failure: {exc}")
+        return
+    app.audit_details["incident"] = inc.id
+    if isinstance(result.data, dict):
+        result.data["incident"] = inc.id
+    result.messages.append(f"opened incident {inc.id} (R-INC-1): 'opskit incident show {inc.id}'")

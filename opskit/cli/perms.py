@@ -5,6 +5,7 @@ import os
 
 import click
 
+from opskit.core.atomicfile import write_atomic
 from opskit.perms.report import FORMATS as REPORT_FORMATS
 
 from .app import App, OpskitGroup, output_options, pass_app
@@ -176,8 +177,9 @@ def report_cmd(app: App, snapshot_ref, out_path) -> None:
                              stored=stored, findings=s["findings"], by_rule=s["by_rule"])
     if out_path:
         try:
-            with open(out_path, "w", encoding="utf-8") as fh:
-                fh.write(rendered)
+            # account names, sudo rights and keys: readable by its owner only, like
+            # everything else opskit writes (R-ACC-4 evidence is not for every local user)
+            write_atomic(out_path, rendered, mode=0o600)
         except OSError as exc:
             raise OperationalError(f"cannot write {out_path}: {exc.strerror}") from None
         click.echo(f"{app.summary}\nwritten to {os.path.abspath(out_path)}; stored as {stored}")

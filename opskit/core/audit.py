@@ -327,17 +327,7 @@ class AuditLog:
         }
         self._ensure_dir()
         with self._lock():
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                size = os.fstat(fd).st_size
-                seq, prev = self._tail_link(fd, size)
-                entry, line = build_entry(seq + 1, prev, fields)
-                _write_all_or_nothing(fd, line + b"\n", size, self.path)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if size == 0:
-                _fsync_dir(os.path.dirname(self.path))
+            entry = append_chained(self.path, self._tail_link, fields)
         return entry
 
     def _tail_link(self, fd: int, size: int) -> tuple[int, str]:
@@ -638,6 +628,24 @@ class AuditLog:
 
 # --- low-level I/O -------------------------------------------------------------------
 
+def append_chained(path: str, tail, fields: dict) -> dict:
+    """Append ``fields`` as one chained line to ``path`` (created 0600) and fsync it.
+    ``tail(fd, size)`` gives the (seq, line hash) to chain onto. The caller holds the
+    writers' lock. Also used by other hash-chained registers (opskit.incidents.chain)."""
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        size = os.fstat(fd).st_size
+        seq, prev = tail(fd, size)
+        entry, line = build_entry(seq + 1, prev, fields)
+        _write_all_or_nothing(fd, line + b"\n", size, path)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if size == 0:
+        _fsync_dir(os.path.dirname(path))
+    return entry
+
+
 def build_entry(seq: int, prev: str, fields: dict) -> tuple[dict, bytes]:
     """Complete an entry (``seq``, ``time`` unless given, ``prev``, ``hash``) and return it
     with its canonical line (no newline). ``fields`` holds the other fields."""
@@ -702,6 +710,6 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-__all__ = ["AuditLog", "VerifyReport", "GENESIS", "build_entry", "canonical", "entry_hash",
+__all__ = ["AuditLog", "VerifyReport", "GENESIS", "append_chained", "build_entry", "canonical", "entry_hash",
            "line_hash", "is_secret_key", "redact_secrets", "parse_since", "parse_time",
            "operator_matches", "load_checkpoints", "checkpoint_problem", "utc_now"]

@@ -98,6 +98,11 @@ class StateLayout:
         return self._at("accounts", "initial-passwords")
 
     @property
+    def incidents(self) -> str:
+        """Incident, security-event, business-error and approval registers (0600)."""
+        return self._at("incidents")
+
+    @property
     def corrections_key(self) -> str:
         """Default signing key of ``opskit correct``."""
         return self._at("corrections", "id_ed25519")

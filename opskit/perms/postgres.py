@@ -98,6 +98,7 @@ class DatabaseSpec:
     user: str | None = None
     dbname: str | None = None
     password_file: str | None = None
+    section = "perms.databases"      # where the entry lives, for messages (not a field)
 
     def conninfo(self) -> str:
         from psycopg.conninfo import make_conninfo
@@ -124,7 +125,7 @@ class DatabaseSpec:
         try:
             st = os.stat(self.password_file)
         except FileNotFoundError:
-            raise ConfigError(f"perms.databases.{self.name}.password_file: "
+            raise ConfigError(f"{self.section}.{self.name}.password_file: "
                               f"{self.password_file} not found") from None
         if st.st_mode & 0o077:
             raise ConfigError(f"password file {self.password_file} is readable by others",

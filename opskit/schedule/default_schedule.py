@@ -44,6 +44,14 @@ jobs:
     timeout: 12h
     rules: [R-BAK-4]
 
+  db-dump:
+    description: Daily logical dump of every database in backup.databases (R-BAK-2, R-BAK-6)
+    command: [backup, db, run, --tag, daily]
+    every: day
+    at: "00:45"
+    timeout: 6h
+    rules: [R-BAK-2, R-BAK-6]
+
   replicate:
     description: Copy new backup data to every off-site site after each backup (R-BAK-3)
     command: [backup, replicate]
@@ -92,4 +100,12 @@ jobs:
     at: "06:30"
     timeout: 30m
     rules: [R-AUD-3, R-DAT-1]
+
+  incident-overdue:
+    description: Hourly check of incident deadlines, with Prometheus gauges (R-INC-1)
+    command: [incident, overdue]
+    every: hour
+    at: ":05"
+    timeout: 10m
+    rules: [R-INC-1]
 '''

@@ -19,6 +19,10 @@ def _sites(config) -> list[str]:
     return [name for name in (config.get("sites") or {}) if not name.startswith("<")]
 
 
+def _databases(config) -> list[str]:
+    return [name for name in (config.get("backup.databases") or {}) if not name.startswith("<")]
+
+
 def _option(command: list[str], name: str) -> str | None:
     if name in command[:-1]:
         return command[command.index(name) + 1]
@@ -30,7 +34,8 @@ def _option(command: list[str], name: str) -> str | None:
 
 # options of the backup commands that take a value (the rest are flags)
 _VALUED = {"--tag", "--exclude", "--repo", "--passphrase-file", "--site", "--to", "--sample",
-           "--snapshot", "--target", "--target-host", "--seed"}
+           "--snapshot", "--target", "--target-host", "--seed", "--db", "--name",
+           "--stdin-from-command", "--target-dsn", "--target-password-file"}
 
 
 def _positionals(words: list[str]) -> list[str]:
@@ -52,10 +57,13 @@ def _backup_blockers(command: list[str], config, env: dict[str, str]) -> list[st
         out.append("backup.paths is empty: list what to back up in the config")
     if action == "replicate" and not _sites(config) and not _option(command, "--to"):
         out.append("no off-site copy configured: add one under 'sites:' (R-BAK-3)")
+    if action == "db" and not _databases(config) and "--stdin-from-command" not in command:
+        out.append("no database configured: add one under backup.databases "
+                   "(docs/database-backup.md)")
     site = _option(command, "--site")
     if action == "drill" and site and site != "local" and site not in _sites(config):
         out.append(f"no site '{site}' in the config: add sites.{site} or change the job's --site")
-    if action in ("run", "replicate", "drill", "forget", "prune", "check") and \
+    if action in ("run", "replicate", "drill", "forget", "prune", "check", "db") and \
             not config.get("backup.passphrase_file") and \
             not _option(command, "--passphrase-file") and \
             not env.get("OPSKIT_PASSPHRASE_FILE"):

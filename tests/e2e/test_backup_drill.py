@@ -154,7 +154,8 @@ def test_retention_floor_keeps_the_newest_drill_verified_snapshot(drilled):
     cli.backup(src)
     cli.backup(src)
     with open(cli.config, "a") as fh:
-        fh.write("  retention:\n    floor_days: 0\n")
+        fh.write("  retention:\n    floor_days: 0\n"
+                 "incidents:\n  high_risk_operations: []\n")   # R-SEC-2 tested elsewhere
     run = cli("forget", "--keep-last", "1", "--json")
     assert run.exit_code == 0, run.output
     kept = {s["id"] for s in json.loads(cli("snapshots", "--json").stdout)}

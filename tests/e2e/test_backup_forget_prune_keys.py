@@ -20,7 +20,9 @@ def repo_with_history(tmp_path, opskit):
     """Three snapshots, in a repo with small packs and chunks."""
     cfg = tmp_path / "opskit.yaml"
     cfg.write_text("backup:\n  chunk_avg_kib: 64\n  pack_size_mib: 1\n"
-                   "  retention:\n    floor_days: 0\n")
+                   "  retention:\n    floor_days: 0\n"
+                   # retention is tested here; two-person review in test_incidents_cli
+                   "incidents:\n  high_risk_operations: []\n")
     src = tmp_path / "src"
     rng = random.Random(7)
     # each generation rewrites some files, so old packs end up part live, part garbage

@@ -44,6 +44,7 @@ def test_snapshot_diff_and_every_report_format(setup, tmp_path):
         out = tmp_path / f"report.{ext}"
         run = setup("perms", "report", "--format", fmt, "--out", str(out))
         assert run.exit_code in (0, 1), run.output
+        assert oct(os.stat(out).st_mode & 0o777) == oct(0o600)   # sudo rights, keys: owner only
         text = out.read_text()
         records = sorted(p for p in os.listdir(setup.home / "perms" / "reports")
                          if p.endswith(".json") and not p.endswith(".report.json"))

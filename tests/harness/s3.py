@@ -21,8 +21,10 @@ Usage::
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -88,6 +90,7 @@ class S3Server:
     access_key: str = ACCESS_KEY
     secret_key: str = SECRET_KEY
     log_path: str = ""
+    pid: int = 0
     _clients: list = field(default_factory=list, repr=False)
 
     @property
@@ -198,9 +201,10 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    """A moto S3 server on 127.0.0.1 for the whole session (see module doc)."""
+@contextlib.contextmanager
+def running_moto():
+    """Start a moto S3 server on a free loopback port; yields an ``S3Server``
+    (``pid`` set: a test may SIGSTOP it) and stops it afterwards."""
     try:
         import boto3  # noqa: F401
         import moto.server  # noqa: F401
@@ -235,13 +239,30 @@ def s3_server():
     if problem is not None:
         pytest.fail(f"could not start the moto S3 server: {problem}\n"
                     f"--- {log_path} (tail) ---\n{log_tail(log_path)}", pytrace=False)
-    server = S3Server(endpoint_url=url, host="127.0.0.1", port=port, log_path=log_path)
+    server = S3Server(endpoint_url=url, host="127.0.0.1", port=port, log_path=log_path,
+                      pid=proc.pid)
     try:
         yield server
     finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)     # a stopped server cannot act on SIGTERM
         _stop(proc)
         import shutil
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on 127.0.0.1 for the whole session (see module doc)."""
+    with running_moto() as server:
+        yield server
+
+
+@pytest.fixture
+def private_s3_server():
+    """A moto server for this test alone, for tests that stop or break it."""
+    with running_moto() as server:
+        yield server
 
 
 @pytest.fixture

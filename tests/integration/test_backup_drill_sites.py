@@ -72,7 +72,8 @@ def test_prune_on_an_object_lock_site_keeps_what_is_retained(tmp_path, s3_server
     # forget + prune directly on the site (by its name: its settings apply)
     text = open(cli.config).read()
     with open(cli.config, "w") as fh:
-        fh.write(text.replace("backup:\n", "backup:\n  retention:\n    floor_days: 0\n", 1))
+        fh.write(text.replace("backup:\n", "backup:\n  retention:\n    floor_days: 0\n", 1)
+                 + "incidents:\n  high_risk_operations: []\n")   # R-SEC-2 tested elsewhere
     run = cli("forget", "--keep-last", "1", "--repo", "dr", "--json", env=env)
     assert run.exit_code == 0, run.output
     out = json.loads(run.stdout)

@@ -336,3 +336,60 @@ def test_a_repository_can_live_on_s3_directly(tmp_path, s3_server, s3_bucket, so
     assert_same_tree(source, restored_path(target, source), owners=False)
     run = cli("check", "--read-data", env=env)
     assert run.exit_code == 0, run.output
+
+
+def test_stalled_server_fails_within_the_timeout_and_rerun_resumes(tmp_path, private_s3_server):
+    """A server that accepts connections but never answers (SIGSTOP) fails the run
+    after ``sites.NAME.timeout`` and one retry, naming the object (issue 27)."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    server = private_s3_server
+    bucket = server.make_bucket(unique_bucket_name())
+    cli = make_cli(tmp_path, server, bucket)
+    with open(cli.config, "a") as fh:
+        fh.write("    timeout: 2\n")
+    src = tmp_path / "big-src"
+    src.mkdir()
+    rng = random.Random(3)
+    for i in range(40):                                # 40 packs of ~1 MiB: time to stop it midway
+        (src / f"f{i}").write_bytes(rng.randbytes(1_000_000))
+    cli.backup(src)
+    env = dict(os.environ, **isolated_env(server), OPSKIT_PASSPHRASE="correct horse battery staple")
+    proc = subprocess.Popen([sys.executable, "-m", "opskit", "--config", cli.config, "backup",
+                             "replicate", "--to", "dr"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    s3 = server.client()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{PREFIX}/data/")
+            if listed.get("KeyCount", 0) >= 2:
+                break
+            time.sleep(0.05)
+        os.kill(server.pid, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            waited = time.monotonic() - stopped
+            os.kill(server.pid, signal.SIGCONT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 3, out + err
+    # per request: 2 attempts of (1 s waiting for "100 Continue", sending and
+    # reading each bounded by the 2 s timeout) and one pause of at most 2 s;
+    # requests in flight time out side by side. The old code took 4 x 60 s.
+    budget = 2 * (1 + 2 + 2) + 2
+    assert waited < budget + 2, f"replicate took {waited:.1f} s after the server stopped: {err}"
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[0]
+    assert "site 'dr'" in line and "no answer" in line and "timeout 2 s" in line, err
+    assert any(part in line for part in ("data/", "index/", "snapshots/")), err   # the object
+    # the server is back: the rerun sends the rest and the copy checks out
+    res = cli.json("replicate", "--to", "dr", env=isolated_env(server))["sites"][0]
+    assert res["already_there"] >= 2 and res["sent_objects"] >= 1
+    assert cli("check-site", "dr", "--read-data", env=isolated_env(server)).exit_code == 0

@@ -25,6 +25,7 @@ import datetime as dt
 import hashlib
 import os
 import threading
+import time
 import urllib.parse
 from typing import Iterator
 
@@ -33,6 +34,7 @@ from opskit.core.errors import ConfigError
 from .base import Backend, BackendError, ObjectNotFound
 
 LOCK_MODES = ("COMPLIANCE", "GOVERNANCE")
+DEFAULT_TIMEOUT = 30.0      # seconds; sites.NAME.timeout
 _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken",
                      "ExpiredToken", "InvalidClientTokenId", "UnrecognizedClientException",
                      "AuthFailure"}
@@ -64,8 +66,11 @@ class S3Backend(Backend):
         self.access_key_id = settings.get("access_key_id") or None
         self.secret_file = settings.get("secret_access_key_file") or None
         self.max_connections = int(settings.get("max_connections") or 32)
-        self.connect_timeout = float(settings.get("connect_timeout") or 10)
-        self.max_attempts = int(settings.get("max_attempts") or 3)
+        # sites.NAME.timeout bounds both the connection and each answer; with one
+        # retry a stalled server fails a run in about twice that (issue 27)
+        self.timeout = float(settings.get("timeout") or DEFAULT_TIMEOUT)
+        self.connect_timeout = min(float(settings.get("connect_timeout") or 10), self.timeout)
+        self.max_attempts = int(settings.get("max_attempts") or 2)
         mode = settings.get("object_lock_mode")
         self.lock_mode = mode.upper() if isinstance(mode, str) and mode else None
         self.lock_days = settings.get("object_lock_days")
@@ -122,8 +127,10 @@ class S3Backend(Backend):
             kwargs["aws_access_key_id"] = self.access_key_id
             kwargs["aws_secret_access_key"] = self._secret()
         config = Config(max_pool_connections=self.max_connections,
-                        connect_timeout=self.connect_timeout, read_timeout=60,
-                        retries={"max_attempts": self.max_attempts, "mode": "standard"},
+                        connect_timeout=self.connect_timeout, read_timeout=self.timeout,
+                        # total_max_attempts counts the first try; botocore's "max_attempts"
+                        # counts retries only (3 meant 4 tries of 60 s: 243 s on a stall)
+                        retries={"total_max_attempts": self.max_attempts, "mode": "standard"},
                         # Content-MD5 (a signed header) already protects each body, so
                         # skip SigV4's extra SHA-256 pass over it, even on plain http
                         s3={"addressing_style": "path" if self.endpoint_url else "auto",
@@ -140,10 +147,17 @@ class S3Backend(Backend):
         return self.prefix + name
 
     # --- errors ---------------------------------------------------------------------------
-    def _error(self, exc: BaseException, name: str | None = None) -> BackendError:
-        """One clear line naming the site for any boto/botocore failure."""
+    def _error(self, exc: BaseException, name: str | None = None,
+               started: float | None = None) -> BackendError:
+        """One clear line naming the site (and object) for any boto/botocore failure;
+        ``started``: when the call began, so a timeout says how long it waited."""
         import botocore.exceptions as bex
         what = f"{self.location}" + (f": {name}" if name else "")
+        if isinstance(exc, (bex.ConnectTimeoutError, bex.ReadTimeoutError)):
+            waited = f" for {time.monotonic() - started:.1f} s" if started is not None else ""
+            return BackendError(f"{what}: no answer from the S3 endpoint "
+                                f"({self.endpoint_url or 'AWS'}){waited} ({self.max_attempts} "
+                                f"attempts, timeout {self.timeout:g} s each)")
         if isinstance(exc, bex.ClientError):
             err = exc.response.get("Error", {})
             code = str(err.get("Code", ""))
@@ -161,8 +175,7 @@ class S3Backend(Backend):
         if isinstance(exc, bex.NoCredentialsError):
             return BackendError(f"{self.location}: no S3 credentials found (set access_key_id "
                                 "and secret_access_key_file, a profile, or AWS_* variables)")
-        if isinstance(exc, (bex.EndpointConnectionError, bex.ConnectTimeoutError,
-                            bex.ReadTimeoutError, bex.ConnectionClosedError)):
+        if isinstance(exc, (bex.EndpointConnectionError, bex.ConnectionClosedError)):
             return BackendError(f"{self.location}: cannot reach the S3 endpoint "
                                 f"({self.endpoint_url or 'AWS'}): {type(exc).__name__}")
         if isinstance(exc, bex.BotoCoreError):
@@ -171,10 +184,11 @@ class S3Backend(Backend):
 
     def _call(self, func, name=None, **kwargs):
         import botocore.exceptions as bex
+        started = time.monotonic()
         try:
             return func(**kwargs)
         except (bex.BotoCoreError, bex.ClientError, OSError) as exc:
-            raise self._error(exc, name) from None
+            raise self._error(exc, name, started) from None
 
     # --- the interface --------------------------------------------------------------------
     def put(self, name: str, data: bytes | memoryview) -> None:
@@ -222,6 +236,7 @@ class S3Backend(Backend):
         elif offset:
             kwargs["Range"] = f"bytes={offset}-"
         import botocore.exceptions as bex
+        started = time.monotonic()
         try:
             resp = self._client().get_object(**kwargs)
             return resp["Body"].read()
@@ -230,12 +245,13 @@ class S3Backend(Backend):
                 return b""        # past the end, like read()
             raise self._error(exc, name) from None
         except (bex.BotoCoreError, OSError) as exc:
-            raise self._error(exc, name) from None
+            raise self._error(exc, name, started) from None
 
     def list(self, prefix: str) -> Iterator[tuple[str, int]]:
         paginator = self._client().get_paginator("list_objects_v2")
         full = self.prefix + prefix
         import botocore.exceptions as bex
+        started = time.monotonic()
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full,
                                            PaginationConfig={"PageSize": self.page_size}):
@@ -245,7 +261,7 @@ class S3Backend(Backend):
                         continue
                     yield name, int(obj["Size"])
         except (bex.BotoCoreError, bex.ClientError, OSError) as exc:
-            raise self._error(exc) from None
+            raise self._error(exc, full[len(self.prefix):] or None, started) from None
 
     def delete(self, name: str) -> None:
         """Remove the object for good. In a versioned (Object Lock) bucket every

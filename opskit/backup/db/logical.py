@@ -1,0 +1,248 @@
+"""Logical PostgreSQL backups (``backup db run``): snapshot kind ``pg-logical``.
+
+One REPEATABLE READ transaction exports its snapshot; pg_dump dumps the
+schema (pre- and post-data sections, custom format, uncompressed so our
+chunker deduplicates it) in that same snapshot, and every table's rows are
+streamed with ``COPY ... TO STDOUT`` from the exporting transaction itself,
+so schema and data are one consistent point in time while the workload
+keeps writing. Each table is its own file node, in a stable order, so an
+unchanged table is the same blobs day after day (deduplicated). While a
+table streams, its rows are counted and hashed (BLAKE3 of the COPY text):
+drills compare those with the restored copy (R-BAK-5).
+
+Snapshot tree::
+
+    /pg/<entry>/globals.sql        pg_dumpall --globals-only (roles, tablespaces)
+    /pg/<entry>/schema.dump        pg_dump -Fc --section=pre-data --section=post-data
+    /pg/<entry>/sequences.sql      setval() of every sequence
+    /pg/<entry>/data/<schema>.<table>.copy
+
+The snapshot's ``database`` field carries the manifest (tables, rows,
+checksums, server version, encoding).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+import blake3
+
+from ..repository import Repository
+from .pgtools import (DatabaseError, Tools, apply_session_settings, connect, find_tools,
+                      last_line, major_of, pg_message)
+from .settings import DatabaseTarget
+from .streams import IterReader, TreeBuilder, save_snapshot, store_stream
+
+KIND = "pg-logical"
+
+TABLES_SQL = """
+SELECT n.nspname, c.relname FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+                    AND d.deptype = 'e')
+ORDER BY n.nspname COLLATE "C", c.relname COLLATE "C\""""
+
+SEQUENCES_SQL = """
+SELECT pg_catalog.format('SELECT pg_catalog.setval(%L, %s, true);',
+                         pg_catalog.quote_ident(schemaname) || '.' ||
+                         pg_catalog.quote_ident(sequencename), last_value)
+FROM pg_catalog.pg_sequences WHERE last_value IS NOT NULL
+ORDER BY schemaname COLLATE "C", sequencename COLLATE "C\""""
+
+SERVER_SQL = """
+SELECT current_setting('server_version_num')::int, current_setting('server_version'),
+       pg_catalog.pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, current_database()
+FROM pg_catalog.pg_database d WHERE d.datname = current_database()"""
+
+
+def file_name(schema: str, table: str) -> str:
+    """A tree-safe file name for a table ('/' and '%' escaped)."""
+    esc = lambda s: s.replace("%", "%25").replace("/", "%2F")  # noqa: E731
+    return f"{esc(schema)}.{esc(table)}.copy"
+
+
+class RowTap:
+    """Counts rows (COPY text: one line per row) and hashes the stream."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.size = 0
+        self.hash = blake3.blake3()
+
+    def __call__(self, block: memoryview) -> None:
+        self.rows += block.tobytes().count(b"\n")
+        self.size += len(block)
+        self.hash.update(block)
+
+    @property
+    def checksum(self) -> str:
+        return "blake3:" + self.hash.hexdigest()
+
+
+def copy_out(conn, schema: str, table: str):
+    """Blocks of ``COPY schema.table TO STDOUT`` (text format, fixed settings)."""
+    from psycopg import sql
+    with conn.cursor() as cur:
+        with cur.copy(sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(schema, table))) as cp:
+            yield from cp
+
+
+@dataclass
+class LogicalStats:
+    tables: int = 0
+    rows: int = 0
+    bytes: int = 0
+    blobs_new: int = 0
+    bytes_added: int = 0
+    bytes_stored: int = 0
+    duration_s: float = 0.0
+    warnings: list = field(default_factory=list)
+
+
+class LogicalBackup:
+    """One database into an open repository (the caller holds a shared lock)."""
+
+    def __init__(self, repo: Repository, target: DatabaseTarget, *, bindir: str | None = None):
+        self.repo = repo
+        self.target = target
+        self.bindir = bindir
+        self.stats = LogicalStats()
+
+    def _program(self, tools: Tools, name: str, args: list[str], store_as: str,
+                 builder: TreeBuilder, writer) -> None:
+        """Run a PostgreSQL program and stream its stdout into the tree as ``store_as``."""
+        env = {**os.environ, **self.target.env()}
+        proc = subprocess.Popen([tools.path(name), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
+        try:
+            ids, size = store_stream(self.repo, writer, proc.stdout)
+        finally:
+            proc.stdout.close()
+            err = proc.stderr.read()
+            proc.wait()
+        if proc.returncode != 0:
+            raise DatabaseError(f"database {self.target.name} ({self.target.describe()}): "
+                                f"{name} failed: {last_line(err)}")
+        builder.add_file(store_as, ids, size)
+        self.stats.bytes += size
+
+    def _globals(self, tools, base, builder, writer) -> None:
+        conninfo = self.target.conninfo()
+        try:
+            self._program(tools, "pg_dumpall", ["--globals-only", "-d", conninfo],
+                          f"{base}/globals.sql", builder, writer)
+        except DatabaseError as exc:
+            if "permission denied" not in str(exc):
+                raise
+            # not a superuser: roles without their password hashes is still worth having
+            self.stats.warnings.append("globals dumped without role passwords (the backup "
+                                       "role cannot read pg_authid)")
+            self._program(tools, "pg_dumpall", ["--globals-only", "--no-role-passwords", "-d",
+                                                conninfo], f"{base}/globals.sql", builder, writer)
+
+    def run(self, *, tags: list[str] | None = None) -> tuple[str, dict]:
+        """Back up the database; returns (snapshot id, snapshot)."""
+        start = time.monotonic()
+        import psycopg
+        if not self.repo.index_loaded:
+            self.repo.load_index()
+        conn = connect(self.target, autocommit=False)
+        writer = self.repo.blob_writer()
+        base = f"/pg/{self.target.name}"
+        try:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            conn.read_only = True
+            apply_session_settings(conn)
+            snapshot_name = conn.execute("SELECT pg_catalog.pg_export_snapshot()").fetchone()[0]
+            version_num, version, encoding, collate, ctype, dbname = \
+                conn.execute(SERVER_SQL).fetchone()
+            tools = find_tools(major_of(version_num), self.bindir)
+            builder = TreeBuilder(self.repo, writer)
+            self._globals(tools, base, builder, writer)
+            self._program(tools, "pg_dump", ["-Fc", "-Z0", "--snapshot", snapshot_name,
+                                             "--section=pre-data", "--section=post-data",
+                                             "-d", self.target.conninfo()],
+                          f"{base}/schema.dump", builder, writer)
+            tables = []
+            for schema, table in conn.execute(TABLES_SQL).fetchall():
+                tap = RowTap()
+                name = file_name(schema, table)
+                ids, size = store_stream(self.repo, writer, IterReader(
+                    copy_out(conn, schema, table), tap))
+                builder.add_file(f"{base}/data/{name}", ids, size)
+                tables.append({"schema": schema, "table": table, "file": name,
+                               "rows": tap.rows, "bytes": size, "checksum": tap.checksum})
+                self.stats.rows += tap.rows
+                self.stats.bytes += size
+            sequences = "".join(r[0] + "\n" for r in conn.execute(SEQUENCES_SQL).fetchall())
+            ids, size = store_stream(self.repo, writer, IterReader([sequences.encode()]))
+            builder.add_file(f"{base}/sequences.sql", ids, size)
+            conn.rollback()
+            root = builder.finish()
+        except psycopg.Error as exc:
+            writer.abort()
+            raise DatabaseError(f"database {self.target.name} ({self.target.describe()}): "
+                                f"{pg_message(exc)}") from None
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            conn.close()
+        st = self.stats
+        st.tables = len(tables)
+        st.blobs_new, st.bytes_added, st.bytes_stored = \
+            writer.blobs_new, writer.bytes_new_raw, writer.bytes_stored
+        st.duration_s = round(time.monotonic() - start, 3)
+        manifest = {"name": self.target.name, "dbname": dbname, "server_version": version,
+                    "server_version_num": version_num, "encoding": encoding,
+                    "collate": collate, "ctype": ctype, "tables": tables,
+                    "snapshot": snapshot_name, "warnings": st.warnings}
+        stats = {"files": len(tables) + 3, "dirs": 0, "bytes": st.bytes, "rows": st.rows,
+                 "blobs_new": st.blobs_new, "bytes_added": st.bytes_added,
+                 "bytes_stored": st.bytes_stored, "errors": 0, "duration_s": st.duration_s}
+        return save_snapshot(self.repo, writer, root, kind=KIND, paths=[base],
+                             tags=list(tags or []), stats=stats, extra={"database": manifest})
+
+
+def backup_command_stream(repo: Repository, command: list[str], name: str, *,
+                          tags: list[str] | None = None) -> tuple[str, dict]:
+    """``--stdin-from-command``: another engine's dump tool, its stdout stored as
+    ``/stdin/<name>`` (kind ``command-stream``); a non-zero exit stores nothing."""
+    start = time.monotonic()
+    if not repo.index_loaded:
+        repo.load_index()
+    writer = repo.blob_writer()
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise DatabaseError(f"--stdin-from-command: cannot run {command[0]}: "
+                            f"{exc.strerror or exc}") from None
+    try:
+        ids, size = store_stream(repo, writer, proc.stdout)
+    except BaseException:
+        proc.kill()
+        writer.abort()
+        raise
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.wait()
+    if proc.returncode != 0:
+        writer.abort()
+        raise DatabaseError(f"--stdin-from-command: {os.path.basename(command[0])} exited "
+                            f"{proc.returncode}: {last_line(err)} (nothing stored)")
+    builder = TreeBuilder(repo, writer)
+    builder.add_file(f"/stdin/{name}", ids, size)
+    root = builder.finish()
+    stats = {"files": 1, "dirs": 0, "bytes": size, "blobs_new": writer.blobs_new,
+             "bytes_added": writer.bytes_new_raw, "bytes_stored": writer.bytes_stored,
+             "errors": 0, "duration_s": round(time.monotonic() - start, 3)}
+    return save_snapshot(repo, writer, root, kind="command-stream", paths=[f"/stdin/{name}"],
+                         tags=list(tags or []), stats=stats,
+                         extra={"command": {"name": name, "argv0": os.path.basename(command[0])}})
