@@ -61,6 +61,17 @@ class Progress:
             self.file_done(directory, 0)
 
 
+def excluded_by(patterns: list[str], path: bytes) -> bool:
+    """True when a glob of ``patterns`` matches the full path or the name
+    (``backup.exclude``, ``--exclude``; also what ``backup run --dry-run`` skips)."""
+    if not patterns:
+        return False
+    text = fsdecode(path)
+    base = os.path.basename(text)
+    return any(fnmatch.fnmatchcase(text, pat) or fnmatch.fnmatchcase(base, pat)
+               for pat in patterns)
+
+
 def fsdecode(path: bytes) -> str:
     return os.fsdecode(path)
 
@@ -115,12 +126,7 @@ class Archiver:
 
     # --- selection -----------------------------------------------------------------
     def excluded(self, path: bytes) -> bool:
-        if not self.excludes:
-            return False
-        text = fsdecode(path)
-        base = os.path.basename(text)
-        return any(fnmatch.fnmatchcase(text, pat) or fnmatch.fnmatchcase(base, pat)
-                   for pat in self.excludes)
+        return excluded_by(self.excludes, path)
 
     def _error(self, path: bytes, exc: OSError | str) -> None:
         msg = exc if isinstance(exc, str) else (exc.strerror or str(exc))

@@ -43,6 +43,28 @@ def run_result(sid: str, snap: dict, st, location: str, roots: list[str], full: 
                   exit_code=EXIT_FINDINGS if st.errors else 0)
 
 
+def backup_plan_result(plan, location: str, roots: list[str], full: bool, parent: str | None,
+                       verbose: bool) -> Result:
+    """``backup run --dry-run``: what would be read; nothing was written."""
+    summary = (f"dry run: would back up {len(plan.new) + len(plan.changed) + plan.unchanged} "
+               f"files ({human_bytes(plan.bytes_total)}) to {location}: read "
+               f"{len(plan.new)} new and {len(plan.changed)} changed "
+               f"({human_bytes(plan.bytes_to_read)}), trust {plan.unchanged} unchanged"
+               + (" (--full: every file read)" if full else "")
+               + (f"; {plan.excluded} excluded" if plan.excluded else "")
+               + (f"; {len(plan.unreadable)} unreadable" if plan.unreadable else ""))
+    rows = ([{"action": "new", "path": p} for p in plan.new]
+            + [{"action": "changed", "path": p} for p in plan.changed]) if verbose else []
+    return Result(data={"dry_run": True, "repository": location, "paths": roots, "full": full,
+                        "parent": parent, "new": plan.new, "changed": plan.changed,
+                        "unchanged": plan.unchanged, "bytes_to_read": plan.bytes_to_read,
+                        "bytes_total": plan.bytes_total, "excluded": plan.excluded,
+                        "unreadable": plan.unreadable},
+                  tables=[Table(["action", "path"], rows)] if rows else [],
+                  messages=[summary, *(f"  cannot read {p}" for p in plan.unreadable[:50])],
+                  summary=summary, exit_code=EXIT_FINDINGS if plan.unreadable else 0)
+
+
 def _when(snap: dict) -> str:
     return snap["time"][:19].replace("T", " ")
 

@@ -102,6 +102,16 @@ class App:
         if result.summary:
             self.summary = result.summary
 
+    def emit_quiet(self, result: Result) -> None:
+        """``-q``: nothing on stdout; when the result is not a success, its messages
+        go to stderr (what cron mails). Exit code and summary as ``emit``."""
+        if result.exit_code:
+            for line in result.messages:
+                print(line, file=sys.stderr)
+        self.exit_code = max(self.exit_code, result.exit_code)
+        if result.summary:
+            self.summary = result.summary
+
     def child_options(self) -> list[str]:
         """Global options a child ``opskit`` process needs to see the same config and
         operator as this one (scheduled jobs, playbook steps)."""

@@ -18,7 +18,7 @@ from opskit.core.errors import OperationalError, UsageError
 
 from . import highrisk
 from .app import App, OpskitGroup, output_options, pass_app
-from .progress import TerminalProgress
+from .progress import TerminalProgress, VerboseProgress
 
 
 @click.group("backup", cls=OpskitGroup)
@@ -107,47 +107,45 @@ def init_cmd(app: App, repo: str | None, passphrase_file: str | None) -> None:
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="Glob to skip, matched on full path and name (repeatable).")
 @click.option("--tag", "tags", multiple=True, metavar="T", help="Tag the snapshot (repeatable).")
+@click.option("--dry-run", is_flag=True,
+              help="Show what would be read (new, changed, unchanged files); write nothing.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress and nothing on stdout; problems still go to stderr (for cron).")
+@click.option("-v", "--verbose", is_flag=True,
+              help="List every file (or whole directory) as it is read; with --dry-run, "
+                   "list the files that would be read.")
 @repo_option
 @output_options(tabular=False)
 @pass_app
 def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ...],
-            tags: tuple[str, ...], repo: str | None, passphrase_file: str | None) -> None:
+            tags: tuple[str, ...], dry_run: bool, quiet: bool, verbose: bool, repo: str | None,
+            passphrase_file: str | None) -> None:
     """Back up PATHS (default: backup.paths from the config).
 
     Incremental by default: files whose size, mtime, ctime and inode match the
     previous snapshot of the same paths are not read again. Unreadable files
     are listed and the run exits 1; everything else is still backed up.
     """
-    paths = list(paths) or list(app.config.get("backup.paths"))
-    if not paths:
-        raise UsageError("nothing to back up: give PATHS or set backup.paths in the config")
-    for p in paths:
-        if not os.path.lexists(p):
-            raise UsageError(f"path {p} does not exist")
+    if quiet and verbose:
+        raise UsageError("-q and -v exclude each other")
+    roots = _backup_roots(app, paths)
     location, is_default = open_repo.repo_location(app.config, app.state_dir, repo)
-    if not open_repo.repository_exists(location, app.config):
-        if not is_default:
-            from opskit.backup.repository import RepositoryError
-            raise RepositoryError(f"no repository at {location}",
-                                  hint=f"create one with: opskit backup init --repo {location}")
-        passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt, confirm=True)
-        r = open_repo.init_repository(location, passphrase, app.config)
-        click.echo(f"created repository {r.config.id[:12]} at {location}", err=True)
-    else:
-        passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt)
-        r = open_repo.open_repository(location, passphrase, app.config)
+    exists = open_repo.repository_exists(location, app.config)
+    if not exists and not is_default:
+        from opskit.backup.repository import RepositoryError
+        raise RepositoryError(f"no repository at {location}",
+                              hint=f"create one with: opskit backup init --repo {location}")
+    excludes = list(app.config.get("backup.exclude")) + list(exclude)
+    if dry_run:
+        r = _open(app, repo, passphrase_file, write_only_ok=True) if exists else None
+        _dry_run(app, r, roots, excludes, full, location, verbose)
+        return
+    r = _open_or_create(app, location, exists, passphrase_file)
     if r.keys.write_only and not full:
         full = True   # no parent can be read: every file is read again, dedup still applies
-    excludes = list(app.config.get("backup.exclude")) + list(exclude)
-    progress = TerminalProgress("backup")
+    progress = _backup_progress(quiet, verbose)
     with RepoLock(r, stale_after_s=_stale_s(app)):
-        roots = sorted({os.path.abspath(p) for p in paths})
-        # the newest snapshot of the same host and paths; a full backup still records
-        # it as parent (for diffs) but re-reads every file
-        candidates = [] if r.keys.write_only else [
-            s for s in r.snapshots()
-            if sorted(s.get("paths", [])) == roots and s.get("host") == app.hostname]
-        parent = candidates[-1] if candidates else None
+        parent = _parent(app, r, roots)
         from opskit.backup.archiver import Archiver
         archiver = Archiver(r, excludes=excludes, full=full, progress=progress,
                             workers=app.config.get("backup.workers"))
@@ -159,7 +157,63 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
     app.audit_details = {"snapshot": sid, "repository": location, "paths": roots,
                          "full": full, "files": st.files, "bytes": st.bytes,
                          "errors": st.errors[:20]}
-    app.emit(report.run_result(sid, snap, st, location, roots, full))
+    result = report.run_result(sid, snap, st, location, roots, full)
+    app.emit_quiet(result) if quiet else app.emit(result)
+
+
+def _backup_roots(app: App, paths: tuple[str, ...]) -> list[str]:
+    paths = list(paths) or list(app.config.get("backup.paths"))
+    if not paths:
+        raise UsageError("nothing to back up: give PATHS or set backup.paths in the config")
+    for p in paths:
+        if not os.path.lexists(p):
+            raise UsageError(f"path {p} does not exist")
+    return sorted({os.path.abspath(p) for p in paths})
+
+
+def _open_or_create(app: App, location: str, exists: bool, passphrase_file) -> Repository:
+    if exists:
+        passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt)
+        return open_repo.open_repository(location, passphrase, app.config)
+    passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt, confirm=True)
+    r = open_repo.init_repository(location, passphrase, app.config)
+    click.echo(f"created repository {r.config.id[:12]} at {location}", err=True)
+    return r
+
+
+def _parent(app: App, r: Repository, roots: list[str]) -> dict | None:
+    """The newest snapshot of the same host and paths; a full backup still records
+    it as parent (for diffs) but re-reads every file."""
+    if r.keys.write_only:
+        return None
+    candidates = [s for s in r.snapshots()
+                  if sorted(s.get("paths", [])) == roots and s.get("host") == app.hostname]
+    return candidates[-1] if candidates else None
+
+
+def _backup_progress(quiet: bool, verbose: bool):
+    if verbose:
+        return VerboseProgress("backup")
+    return TerminalProgress("backup", enabled=False if quiet else None)
+
+
+def _dry_run(app: App, r: Repository | None, roots, excludes, full, location, verbose) -> None:
+    from opskit.backup.archiver import excluded_by
+    from opskit.backup.backup_plan import parent_files, plan_backup
+
+    app.audited = False          # nothing read from or written to the repository
+    parent = None
+    if r is not None and not r.keys.write_only:
+        with RepoLock(r, stale_after_s=_stale_s(app)):
+            r.load_index(repair=False)
+            parent = _parent(app, r, roots)
+            nodes = parent_files(r, parent)
+    else:
+        nodes = {}
+    plan = plan_backup(roots, lambda path: excluded_by(excludes, path), nodes, full)
+    where = location if r is not None else f"{location} (would be created)"
+    app.emit(report.backup_plan_result(plan, where, roots, full,
+                                       parent["id"] if parent else None, verbose))
 
 
 @group.command("snapshots")

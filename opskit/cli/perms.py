@@ -31,7 +31,8 @@ def _split(values) -> list[str] | None:
 
 def _snapshots(app: App):
     from opskit.perms.snapshot import SnapshotStore
-    return SnapshotStore(app.state_dir, keep=int(app.config.get("perms.keep_snapshots")))
+    return SnapshotStore(app.state_dir, keep=int(app.config.get("perms.keep_snapshots")),
+                         keep_days=float(app.config.get("perms.keep_days")))
 
 
 def _options(app: App):

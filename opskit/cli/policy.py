@@ -51,7 +51,8 @@ def _run(app: App, host_names, group_name, policy_path):
 
 def _store(app: App):
     from opskit.policy.store import RunStore
-    return RunStore(app.state_dir, keep=int(app.config.get("policy.keep_runs")))
+    return RunStore(app.state_dir, keep=int(app.config.get("policy.keep_runs")),
+                    keep_days=float(app.config.get("policy.keep_days")))
 
 
 def _audit(app: App, report, path: str) -> None:

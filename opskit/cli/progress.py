@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from opskit.core.output import human_bytes
+from opskit.core.output import human_bytes, visible
 
 
 def human_duration(seconds: float) -> str:
@@ -103,3 +103,33 @@ class TerminalProgress:
             self._draw(final=True)
             self.stream.write("\n")
             self.stream.flush()
+
+
+class VerboseProgress(TerminalProgress):
+    """``-v``: one line per file read (or per directory a worker took whole) on
+    stderr, instead of the live line."""
+
+    def __init__(self, label: str, stream=None):
+        super().__init__(label, stream, enabled=True)   # enabled: the engines report files
+        self._out = stream or sys.stderr
+
+    def start(self, paths: list[str], excluded=None) -> None:
+        """No background count: there is no live line to put a total on."""
+
+    def _draw(self, final: bool = False) -> None:
+        """Lines, not a redrawn status line."""
+
+    def close(self) -> None:
+        self._out.flush()
+
+    def file_done(self, path, size: int) -> None:
+        super().file_done(path, size)
+        self._line(f"{os.fsdecode(path)} ({human_bytes(size)})")
+
+    def files_done(self, directory, count: int, size: int) -> None:
+        super().files_done(directory, count, size)
+        self._line(f"{os.fsdecode(directory)}/ ({count} files, {human_bytes(size)})")
+
+    def _line(self, text: str) -> None:
+        with self._lock:
+            self._out.write(visible(text) + "\n")

@@ -50,9 +50,10 @@ class Signer:
     def fingerprint(self) -> str:
         return fingerprint(self.public_raw)
 
-    def sign(self, message: bytes) -> str:
-        """Base64 Ed25519 signature over SIG_CONTEXT + message."""
-        return base64.b64encode(self._key.sign(SIG_CONTEXT + message)).decode("ascii")
+    def sign(self, message: bytes, context: bytes = SIG_CONTEXT) -> str:
+        """Base64 Ed25519 signature over ``context`` + message (the ledger's context by
+        default; another use, e.g. the evidence pack, passes its own)."""
+        return base64.b64encode(self._key.sign(context + message)).decode("ascii")
 
 
 def generate(path: str, comment: str = "", overwrite: bool = False) -> tuple[Signer, str]:
@@ -159,16 +160,17 @@ def fingerprint(raw: bytes) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
 
 
-def verify_signature(public_raw: bytes, signature_b64: str, message: bytes) -> bool:
+def verify_signature(public_raw: bytes, signature_b64: str, message: bytes,
+                     context: bytes = SIG_CONTEXT) -> bool:
     """True when ``signature_b64`` is a valid signature by ``public_raw`` over
-    SIG_CONTEXT + ``message``. Never raises for bad input."""
+    ``context`` + ``message``. Never raises for bad input."""
     try:
         sig = base64.b64decode(signature_b64, validate=True)
     except (ValueError, TypeError):
         return False
     if len(sig) != 64 or len(public_raw) != 32:
         return False
-    data = SIG_CONTEXT + message
+    data = context + message
     if _sodium_open is not None:
         try:
             _sodium_open(sig + data, public_raw)

@@ -1,64 +1,60 @@
-"""What the evidence pack shows: the verdict table for the terminal and the
-pack's index.html (summary first, then rule -> evidence -> verdict), both as
-Results rendered by opskit.core.output (R-AUD-2)."""
+"""What the evidence pack shows: one row per rule for the terminal, and the
+pack's index.html (summary first, then every rule with its Chinese and English
+text, source, verdict, evidence and periods), both as Results rendered by
+opskit.core.output (R-AUD-2). Text is translated through gettext (i18n.py)."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from opskit.core.output import Result, Table, render_string
 
-if TYPE_CHECKING:
-    from .pack import Outcome
+from .i18n import translations
 
-HOUR = 3600.0
-DAY = 86400.0
-COLUMNS = ["check", "rules", "newest", "age", "max_age", "verdict", "reason"]
+COLUMNS = ["rule", "verdict", "reason"]
 
 
-def human_age(seconds: float | None) -> str:
-    """'40 d', '26 h', '12 min'; None is a check verified when the pack is made."""
-    if seconds is None:
-        return "at pack time"
-    if seconds >= 2 * DAY:
-        return f"{seconds / DAY:.1f} d".replace(".0 d", " d")
-    if seconds >= HOUR:
-        return f"{seconds / HOUR:.1f} h".replace(".0 h", " h")
-    return f"{seconds / 60:.0f} min"
-
-
-def index_result(manifest: dict) -> Result:
+def index_result(manifest: dict, lang: str = "en") -> Result:
     """The pack's index page (evidence/templates/index.html) over ``manifest``."""
+    _ = translations(lang).gettext
     ok = manifest["summary"]["ok"]
-    overall = ("ALL COVERED RULES HAVE FRESH, CLEAN EVIDENCE" if ok else
-               "ATTENTION: SOME RULES LACK FRESH OR CLEAN EVIDENCE")
-    return Result(data=manifest, title="opskit evidence pack",
+    overall = (_("Every rule opskit implements is met or declared not applicable.") if ok else
+               _("ATTENTION: some rules are not met or have no evidence."))
+    return Result(data=manifest, title=_("opskit evidence pack"),
                   summary=manifest["summary"].get("text", overall),
                   template="evidence/index.html",
-                  context={"overall": overall, "human_age": human_age})
+                  context={"overall": overall, "_": _, "lang": lang,
+                           "verdict_label": lambda v: _(v)})
 
 
-def render_html(manifest: dict) -> str:
-    """Self-contained index.html: summary first, then rule -> evidence -> verdict."""
-    return render_string(index_result(manifest), "html")
+def render_html(manifest: dict, lang: str = "en") -> str:
+    """Self-contained index.html."""
+    return render_string(index_result(manifest, lang), "html")
 
 
-def _row(o: Outcome) -> dict:
-    return {"check": o.check.key, "rules": ", ".join(o.check.rules), "newest": o.newest or "-",
-            "age": human_age(o.age_s) if o.age_s is not None else "-",
-            "max_age": human_age(o.check.interval),
-            "verdict": o.verdict.upper() if o.verdict != "ok" else "ok", "reason": o.reason}
-
-
-def pack_result(pack_dir: str, outcomes: list[Outcome], manifest: dict,
-                manifest_sha256: str) -> Result:
-    """The Result of ``opskit evidence``: one row per check, exit 1 unless all ok."""
+def pack_result(pack_dir: str, results, manifest: dict, sealed: dict) -> Result:
+    """The Result of ``opskit evidence``: one row per rule; exit 1 when a rule
+    opskit implements is not met or has no evidence."""
     summary = manifest["summary"]
     data = {"out": pack_dir, "manifest": os.path.join(pack_dir, "manifest.json"),
-            "manifest_sha256": manifest_sha256, "index": os.path.join(pack_dir, "index.html"),
-            "ok": summary["ok"], "counts": summary["counts"], "checks": manifest["checks"]}
-    messages = [summary["text"], f"open {os.path.join(pack_dir, 'index.html')}; "
-                                 f"verify with: cd {pack_dir} && sha256sum -c SHA256SUMS"]
-    return Result(data=data, tables=[Table(COLUMNS, [_row(o) for o in outcomes],
-                                           headers={"max_age": "MAX AGE"})],
-                  messages=messages, summary=summary["text"], exit_code=0 if summary["ok"] else 1)
+            "index": os.path.join(pack_dir, "index.html"), **sealed,
+            "audit_anchor": manifest["audit_anchor"], "ok": summary["ok"],
+            "counts": summary["counts"], "rules": manifest["rules"]}
+    rows = [{"rule": r.rule, "verdict": r.verdict.upper() if not r.ok else r.verdict,
+             "reason": r.reason[:300]} for r in results]
+    messages = [summary["text"], f"open {data['index']}; verify with: "
+                                 f"python3 {os.path.join(pack_dir, 'verify.py')} "
+                                 f"(or opskit evidence verify {pack_dir})"]
+    return Result(data=data, tables=[Table(COLUMNS, rows)], messages=messages,
+                  summary=summary["text"], exit_code=0 if summary["ok"] else 1)
+
+
+def verify_result(pack_dir: str, problems: list[str], signer: str | None) -> Result:
+    """``opskit evidence verify DIR``: exit 1 naming each file that fails."""
+    summary = (f"evidence pack {pack_dir} verified: hashes, signature ({signer}), audit and "
+               "ledger chains" if not problems else
+               f"evidence pack {pack_dir} FAILED verification: {len(problems)} problem(s)")
+    return Result(data={"pack": pack_dir, "ok": not problems, "signer": signer,
+                        "problems": problems},
+                  tables=[Table(["problem"], [{"problem": p} for p in problems])]
+                  if problems else [], messages=[summary], summary=summary,
+                  exit_code=1 if problems else 0)

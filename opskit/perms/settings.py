@@ -36,8 +36,11 @@ SECTION = Section({
                        default=DATABASES_DEFAULT),
     "dormant_days": Key(int, 90, "An account with no login for this many days is dormant.",
                         min=1),
-    "keep_snapshots": Key(int, 100, "Stored snapshots kept in <state_dir>/perms/snapshots "
-                                    "(older ones are deleted).", min=1),
+    "keep_snapshots": Key(int, 100, "At least this many newest snapshots are kept in "
+                                    "<state_dir>/perms/snapshots, whatever their age.", min=1),
+    "keep_days": Key(float, 400.0, "Snapshots younger than this many days are kept (the "
+                                   "evidence pack's audit window); older ones beyond "
+                                   "keep_snapshots are deleted.", check=positive),
     "generic_names": Key(list, GENERIC_DEFAULT, "Shell-style patterns of generic or shared "
                                                 "account names (Linux and PostgreSQL).",
                          item_type=str),

@@ -136,9 +136,10 @@ def take_snapshot(targets: Sequence[Any], databases: Sequence[Any], *, concurren
 class SnapshotStore:
     """``<state_dir>/perms/snapshots``: save, list, load (verified), prune."""
 
-    def __init__(self, state_dir: str, keep: int = 100):
+    def __init__(self, state_dir: str, keep: int = 100, keep_days: float = 400.0):
         self.dir = StateLayout(state_dir).perms_snapshots
         self.keep = keep
+        self.keep_days = keep_days      # by age: the evidence pack reads the audit window
 
     def _write(self, name: str, data: bytes) -> None:
         write_atomic(os.path.join(self.dir, name), data)
@@ -214,8 +215,8 @@ class SnapshotStore:
         return out
 
     def prune(self) -> None:
-        ids = self.ids()
-        for sid in ids[: max(0, len(ids) - self.keep)]:
+        from opskit.core.keep import expired
+        for sid in expired(self.ids(), self.keep, self.keep_days):
             for suffix in (".json", ".json.sha256", ".meta.json"):
                 try:
                     os.unlink(os.path.join(self.dir, sid + suffix))

@@ -12,6 +12,9 @@ SECTION = Section({
                           "config file, else /etc/opskit/policies, else the shipped examples."),
     "host_timeout": Key(float, 60.0, "Seconds one host may take for all its checks before it "
                                      "is reported as 'timeout'.", check=positive),
-    "keep_runs": Key(int, 100, "Stored 'policy check' runs kept in <state_dir>/policy/runs "
-                               "(older ones are deleted).", min=1),
+    "keep_runs": Key(int, 100, "At least this many newest stored 'policy check' runs are kept "
+                               "in <state_dir>/policy/runs, whatever their age.", min=1),
+    "keep_days": Key(float, 400.0, "Stored runs younger than this many days are kept (the "
+                                   "evidence pack's audit window); older ones beyond keep_runs "
+                                   "are deleted.", check=positive),
 })

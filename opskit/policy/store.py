@@ -8,15 +8,17 @@ import tempfile
 from dataclasses import dataclass
 
 from opskit.core.errors import OperationalError
+from opskit.core.keep import expired
 from opskit.core.state import StateLayout, ensure_private_dir
 
 from .fleet import RunReport
 
 
 class RunStore:
-    def __init__(self, state_dir: str, keep: int = 100):
+    def __init__(self, state_dir: str, keep: int = 100, keep_days: float = 400.0):
         self.dir = StateLayout(state_dir).policy_runs
         self.keep = keep
+        self.keep_days = keep_days      # by age: the evidence pack reads the audit window
 
     def save(self, report: RunReport) -> str:
         ensure_private_dir(os.path.dirname(self.dir))
@@ -56,8 +58,7 @@ class RunStore:
         return self.load(ids[-1]) if ids else None
 
     def prune(self) -> None:
-        ids = self.ids()
-        for run_id in ids[: max(0, len(ids) - self.keep)]:
+        for run_id in expired(self.ids(), self.keep, self.keep_days):
             try:
                 os.unlink(os.path.join(self.dir, f"{run_id}.json"))
             except FileNotFoundError:

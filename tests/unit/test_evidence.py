@@ -1,201 +1,556 @@
-"""The evidence pack's verdicts (R-AUD-2): fresh, stale, missing, findings -- on real
-files in a state directory, with the clock and the opskit sub-commands injected."""
+"""The evidence pack (issue #21): one honest verdict per rule, on real files in a
+state directory (the opskit sub-commands the pack runs as children are stood in
+for by FakeOpskit). For each rule: a state that makes it met, and the ways it
+must not be (stale, n/a, disabled, empty, same-host site, missed period, findings)."""
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 
 from opskit.core.audit import AuditLog
 from opskit.core.errors import UsageError
-from opskit.evidence.pack import CHECKS, build_pack
-from opskit.evidence.report import render_html
+from opskit.core.signing import generate
+from opskit.evidence.model import SOURCES
+from opskit.evidence.pack import build_pack
+from opskit.evidence.periods import regularity
+from opskit.evidence.rules import load_rules, parse_requirements, requirements_file, shipped
+from opskit.evidence.verify_pack import verify
+from tests.fixtures.evidence.state import (
+    NOW, PERSON, SINCE, FakeOpskit, ago, audit_log, daily_snapshots, drill, good_state,
+    ledger_texts, perms_report, policy_run, site_state, write_json)
 
-NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.timezone.utc)
-SINCE = NOW - dt.timedelta(days=92)
-
-
-def ago(**kw) -> str:
-    return (NOW - dt.timedelta(**kw)).isoformat().replace("+00:00", "Z")
-
-
-def write_json(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as fh:
-        json.dump(data, fh)
-
-
-class FakeOpskit:
-    """Canned answers for the opskit sub-commands the pack runs."""
-
-    def __init__(self, snapshots=None, sites=None, ledger_ok=True):
-        self.snapshots = snapshots if snapshots is not None else [
-            {"id": "a" * 64, "time": ago(days=5), "full": True, "parent": None},
-            {"id": "b" * 64, "time": ago(hours=3), "full": False, "parent": "a" * 64}]
-        self.sites = sites if sites is not None else [
-            {"site": "dr", "last replicated": ago(hours=2), "status": "ok"}]
-        self.ledger_ok = ledger_ok
-        self.calls = []
-
-    def __call__(self, args):
-        self.calls.append(args)
-        if args[:2] == ["backup", "snapshots"]:
-            if self.snapshots == "error":
-                return 2, "", "opskit: error: no passphrase given and no terminal to ask on\n"
-            return 0, json.dumps(self.snapshots), ""
-        if args[:2] == ["backup", "sites"]:
-            return 0, json.dumps(self.sites), ""
-        if args[:2] == ["correct", "verify"]:
-            return (0 if self.ledger_ok else 1), json.dumps(
-                {"ok": self.ledger_ok, "entries_checked": 3, "signatures_checked": 6,
-                 "problem": None if self.ledger_ok else "entry 2: signature does not verify"}), ""
-        if args[:2] == ["correct", "export"]:
-            out = args[args.index("--out") + 1]
-            with open(out, "w") as fh:
-                fh.write('{"entries": []}\n')
-            return 0, "", ""
-        return 2, "", f"opskit: error: unexpected {args}\n"
+IMPLEMENTED = {"R-BAK-1", "R-BAK-2", "R-BAK-3", "R-BAK-4", "R-BAK-5", "R-ACC-1", "R-ACC-2",
+               "R-ACC-3", "R-ACC-4", "R-ACC-5", "R-ACC-6", "R-ACC-8", "R-MED-2", "R-NET-1",
+               "R-NET-3", "R-NET-4", "R-NET-5", "R-DAT-1", "R-DAT-2", "R-DAT-3", "R-DAT-5",
+               "R-AUD-1", "R-AUD-2", "R-AUD-3", "R-SEC-2"}
+REGISTERS = {"R-INC-1", "R-AUD-4", "R-AUD-5"}     # opskit.incidents: empty registers are n/a
 
 
 @pytest.fixture
-def state(tmp_path):
-    """A state directory holding fresh, clean evidence for every covered rule."""
-    home = tmp_path / "state"
-    write_json(home / "drills" / "20261101T050000Z-dr-aaaaaaaa.json",
-               {"time": ago(days=21), "site": "dr", "snapshot": "a" * 64, "passed": True,
-                "verdict": "PASS"})
-    (home / "drills" / "20261101T050000Z-dr-aaaaaaaa.md").write_text("# drill PASS\n")
-    write_json(home / "policy" / "runs" / "r1.json",
-               {"id": "r1", "started": ago(minutes=40), "exit_code": 0,
-                "counts": {"pass": 9, "fail": 0}, "hosts": [{"host": "db1"}]})
-    write_json(home / "perms" / "reports" / "20261120-rep.json",
-               {"snapshot": "S1", "generated": ago(days=2), "sha256": "0" * 64,
-                "findings": []})
-    (home / "perms" / "reports" / "20261120-rep.html").write_text("<html>report</html>")
-    log = AuditLog(home / "audit" / "audit.log")
-    for i in range(3):
-        log.append(operator="root", host="h", command="backup run", result="ok", exit_code=0)
-    return home
+def good(tmp_path):
+    return good_state(tmp_path)
 
 
-def pack(state, tmp_path, fake=None, now=NOW, name="pack"):
-    fake = fake or FakeOpskit()
-    result = build_pack(str(tmp_path / name), state_dir=str(state),
-                        audit_log=str(state / "audit" / "audit.log"), since=SINCE, run=fake,
-                        now=now, meta={"host": "h1", "operator": "auditor"})
-    return result, {c["check"]: c for c in result.data["checks"]}
+def build(tmp_path, home, fake, signer, sites, name="pack", **kw):
+    kw.setdefault("repo", str(home / "repo"))
+    result = build_pack(str(tmp_path / name), state_dir=str(home),
+                        audit_log=str(home / "audit" / "audit.log"), since=SINCE, run=fake,
+                        signer=signer, now=NOW, sites=sites,
+                        meta={"host": "h1", "operator": "auditor"}, **kw)
+    return result, {r["rule"]: r for r in result.data["rules"]}
 
 
-def test_fresh_clean_evidence_for_every_rule_exits_0_with_hashes(state, tmp_path):
-    result, checks = pack(state, tmp_path)
+def test_every_rule_of_requirements_md_gets_a_verdict_and_a_good_state_is_met(good, tmp_path):
+    home, fake, signer, _other, sites = good
+    result, rules = build(tmp_path, home, fake, signer, sites)
+    ids = [r.id for r in load_rules()[0]]
+    assert len(ids) == 41 and list(rules) == ids
+    bad = {r: v["reason"] for r, v in rules.items() if r in IMPLEMENTED and v["verdict"] != "met"}
+    assert not bad, bad
+    assert {r for r, v in rules.items() if v["implemented"]} == IMPLEMENTED | REGISTERS
+    for rid in REGISTERS:                # nothing happened: not applicable, never met
+        assert rules[rid]["verdict"] == "not applicable", rules[rid]
+        assert "nothing recorded" in rules[rid]["reason"]
+    for rid in set(ids) - IMPLEMENTED - REGISTERS:
+        assert rules[rid]["verdict"] == "no evidence"
+        assert rules[rid]["reason"].startswith("no evidence: not implemented by opskit") or \
+            rules[rid]["reason"].startswith("not implemented by opskit")
     assert result.exit_code == 0, result.summary
-    assert {c.key for c in CHECKS} == set(checks)
-    assert all(c["verdict"] == "ok" for c in checks.values()), checks
-    out = tmp_path / "pack"
-    manifest = json.loads((out / "manifest.json").read_text())
-    for entry in manifest["files"]:
-        data = (out / entry["file"]).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
-    # copied verbatim: same hash as the original
-    original = state / "drills" / "20261101T050000Z-dr-aaaaaaaa.json"
-    drill = next(f for f in checks["restore-drill"]["evidence"] if f["file"].endswith(".json"))
-    assert drill["sha256"] == hashlib.sha256(original.read_bytes()).hexdigest()
-    assert {f["file"] for f in checks["permission-report"]["evidence"]} == {
-        "perms/20261120-rep.json", "perms/20261120-rep.html"}
-    sums = (out / "SHA256SUMS").read_text().splitlines()
-    assert any(line.endswith("  manifest.json") for line in sums)
-    html = (out / "index.html").read_text()
-    assert html.index("ALL COVERED RULES") < html.index("<h2>Rules, evidence")   # summary first
-    assert "R-BAK-5" in html and "<script" not in html and "http" not in html.split("<body>")[1]
+    assert verify(str(tmp_path / "pack")) == ([], signer.fingerprint)
 
 
-@pytest.mark.parametrize("edit,check,words", [
-    ("drill_old", "restore-drill", "R-BAK-5, R-BAK-2: newest restore drill is 40 d old"),
-    ("full_old", "backup-full", "R-BAK-4: newest full backup is 9 d old"),
-    ("policy_old", "policy-check", "older than 26 h"),
-    ("perms_old", "permission-report", "older than 8 d"),
+def test_shipped_rules_match_requirements_md_with_chinese_for_each():
+    rules, _sources = shipped()
+    path = requirements_file()
+    if path:
+        parsed = [rid for rid, _en, _src in parse_requirements(open(path).read())]
+        assert parsed == list(rules)
+    assert all(r.zh and r.en and r.source for r in rules.values())
+    assert "异地" in rules["R-BAK-3"].zh_terms
+
+
+def test_the_first_paragraph_of_issue_21_is_not_met_and_exits_1(good, tmp_path):
+    """Antivirus and firewall checks switched off by a policy, every USB check n/a,
+    the 'off-site' copy a file:// directory on the repository's disk, the drill a 10%
+    sample of two files, an empty ledger and an audit log 0 days old."""
+    home, _fake, signer, _other, _sites = good
+    for name in os.listdir(home / "policy" / "runs"):
+        os.unlink(home / "policy" / "runs" / name)
+    off = "disabled by the policy (site.yaml:3)"
+    for d in range(0, 93):
+        policy_run(home, ago(days=d, minutes=45), results=[
+            {"check": "av.realtime", "status": "n/a", "rule": "R-NET-4", "reason": off},
+            {"check": "net.firewall-default-deny", "status": "n/a", "rule": "R-NET-5",
+             "reason": off},
+            {"check": "media.usb-storage-disabled", "status": "n/a", "rule": "R-MED-2",
+             "reason": "no USB subsystem (container)"},
+            {"check": "net.default-route", "status": "pass", "rule": "R-NET-1"}])
+    shutil.rmtree(home / "drills")
+    drill(home, ago(days=3), site="dr", total=2, verified=1)
+    audit_log(home, first=ago(minutes=30), count=2)
+    (home / "repo").mkdir()
+    sites = [{"name": "dr", "url": f"file://{home / 'offsite'}"}]
+    result, rules = build(tmp_path, home, FakeOpskit(texts=[]), signer, sites)
+    assert result.exit_code == 1
+    v = {r: rules[r]["verdict"] for r in rules}
+    assert v["R-NET-4"] == v["R-NET-5"] == "not met"
+    assert "switched off" in rules["R-NET-4"]["reason"] and "site.yaml:3" in \
+        rules["R-NET-4"]["reason"]
+    assert v["R-MED-2"] == "no evidence" and "all n/a" in rules["R-MED-2"]["reason"]
+    assert v["R-BAK-3"] == "not met" and "same filesystem" in rules["R-BAK-3"]["reason"]
+    assert v["R-BAK-5"] == "not met" and "verified 1 of 2 files" in rules["R-BAK-5"]["reason"]
+    assert v["R-DAT-1"] == "not met" and "not covered" in rules["R-DAT-1"]["reason"]
+    for rid in ("R-DAT-2", "R-DAT-3", "R-DAT-5", "R-SEC-2"):
+        assert v[rid] == "no evidence", rid
+    assert v["R-AUD-3"] == "not met"
+    for rid in ("R-NET-4", "R-NET-5", "R-MED-2", "R-BAK-3", "R-BAK-5", "R-DAT-1"):
+        assert rid in result.summary
+
+
+# --- backups --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case,rules_,words", [
+    ("full_missed", ["R-BAK-4"], "MISSED (no full backup for longer than 7 days)"),
+    ("day_missed", ["R-BAK-4", "R-BAK-2"], "MISSED (no backup for longer than 1 day)"),
+    ("stale", ["R-BAK-4", "R-BAK-2"], "2026-11-22"),
+    ("no_passphrase", ["R-BAK-4", "R-BAK-1"], "no passphrase"),
 ])
-def test_a_stale_rule_is_flagged_by_name_and_exits_1(state, tmp_path, edit, check, words):
-    fake = FakeOpskit()
-    if edit == "drill_old":
-        write_json(state / "drills" / "20261101T050000Z-dr-aaaaaaaa.json",
-                   {"time": ago(days=40), "site": "dr", "snapshot": "a" * 64, "passed": True})
-    elif edit == "full_old":
-        fake.snapshots[0]["time"] = ago(days=9)
-    elif edit == "policy_old":
-        write_json(state / "policy" / "runs" / "r1.json",
-                   {"id": "r1", "started": ago(hours=30), "exit_code": 0, "counts": {}})
+def test_backups_not_met_when_a_period_is_missed(good, tmp_path, case, rules_, words):
+    home, fake, signer, _o, sites = good
+    if case == "full_missed":
+        fake.snapshots = daily_snapshots(full_every=10)
+    elif case == "day_missed":
+        fake.snapshots = daily_snapshots(skip=(40, 41))
+    elif case == "stale":
+        fake.snapshots = daily_snapshots(skip=(0, 1, 2))
     else:
-        write_json(state / "perms" / "reports" / "20261120-rep.json",
-                   {"snapshot": "S1", "generated": ago(days=9), "findings": []})
-    result, checks = pack(state, tmp_path, fake)
+        fake.snapshots = "error"
+    result, rules = build(tmp_path, home, fake, signer, sites)
     assert result.exit_code == 1
-    assert checks[check]["verdict"] == "stale"
-    assert words in checks[check]["reason"], checks[check]["reason"]
-    assert [c for c, v in checks.items() if v["verdict"] != "ok"] == [check]
-    assert check in result.summary
-    html = (tmp_path / "pack" / "index.html").read_text()
-    assert "ATTENTION" in html and "STALE" in html
+    for rid in rules_:
+        assert rules[rid]["verdict"] in ("not met", "no evidence"), rid
+        assert words in rules[rid]["reason"], rules[rid]["reason"]
+    if case == "day_missed":
+        gaps = [j["periods"]["gaps"] for j in rules["R-BAK-4"]["judgements"] if j["periods"]]
+        assert any(g and g[0]["from"].startswith("2026-10-1") for g in gaps), gaps
 
 
-def test_missing_evidence_and_findings_are_flagged(state, tmp_path):
-    os.unlink(state / "policy" / "runs" / "r1.json")
-    write_json(state / "drills" / "20261120T050000Z-dr-bbbbbbbb.json",
-               {"time": ago(days=2), "site": "dr", "snapshot": "b" * 64, "passed": False,
-                "verdict": "FAIL: 2 files failed verification"})
-    fake = FakeOpskit(snapshots="error", sites=[], ledger_ok=False)
-    result, checks = pack(state, tmp_path, fake)
+@pytest.mark.parametrize("url,endpoint,words", [
+    ("file://{home}/offsite", None, "same filesystem"),
+    ("sftp://backup@localhost/srv", None, "is this host"),
+    ("sftp://backup@127.0.0.1:2222/srv", None, "is this host"),
+    ("s3://bucket/opskit", "http://127.0.0.1:9000", "is this host"),
+])
+def test_a_site_on_the_same_host_or_filesystem_is_not_off_site(good, tmp_path, url, endpoint,
+                                                              words):
+    home, fake, signer, _o, _sites = good
+    (home / "repo").mkdir()
+    sites = [{"name": "dr", "url": url.format(home=home), "endpoint_url": endpoint}]
+    result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-BAK-3"]["verdict"] == "not met" and words in rules["R-BAK-3"]["reason"]
+    assert rules["R-BAK-5"]["verdict"] == "not met"       # drills from it do not count either
     assert result.exit_code == 1
-    assert checks["policy-check"]["verdict"] == "missing"
-    assert checks["backup-incremental"]["verdict"] == "missing"
-    assert "no passphrase" in checks["backup-incremental"]["reason"]
-    assert checks["replication"]["verdict"] == "missing"
-    assert "no off-site site configured" in checks["replication"]["reason"]
-    assert checks["restore-drill"]["verdict"] == "findings"          # the newest drill failed
-    assert "FAILED" in checks["restore-drill"]["reason"]
-    assert checks["correction-ledger"]["verdict"] == "findings"
-    assert checks["audit-log"]["verdict"] == "ok"
 
 
-def test_a_tampered_audit_log_is_a_finding(state, tmp_path):
-    path = state / "audit" / "audit.log"
-    lines = path.read_text().splitlines()
-    lines[1] = lines[1].replace('"backup run"', '"backup RUN"')
-    path.write_text("\n".join(lines) + "\n")
-    result, checks = pack(state, tmp_path)
-    assert result.exit_code == 1 and checks["audit-log"]["verdict"] == "findings"
-    assert "R-AUD-3" in checks["audit-log"]["reason"]
+def test_a_file_site_on_another_filesystem_counts(good, tmp_path):
+    home, fake, signer, _o, _sites = good
+    other = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    if other is None or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second filesystem here")
+    (home / "repo").mkdir()
+    _result, rules = build(tmp_path, home, fake, signer,
+                           [{"name": "dr", "url": f"file://{other}/opskit-dr-test"}])
+    assert rules["R-BAK-3"]["verdict"] == "met", rules["R-BAK-3"]["reason"]
 
 
-def test_evidence_before_since_does_not_count(state, tmp_path):
-    result = build_pack(str(tmp_path / "p"), state_dir=str(state),
-                        audit_log=str(state / "audit" / "audit.log"),
-                        since=NOW - dt.timedelta(days=7), run=FakeOpskit(), now=NOW)
-    checks = {c["check"]: c for c in result.data["checks"]}
-    assert checks["restore-drill"]["verdict"] == "missing"
-    assert "before --since" in checks["restore-drill"]["reason"]
+@pytest.mark.parametrize("change,words", [
+    ({"verified": ago(days=100)}, "not verified"),
+    ({"ok": False}, "FAILED"),
+    ({"replicated": ago(hours=30)}, "more than 26 h ago"),
+    ({"damaged": ["data/ab"]}, "damaged"),
+])
+def test_off_site_copy_must_be_fresh_and_verified_in_the_period(good, tmp_path, change, words):
+    home, fake, signer, _o, sites = good
+    site_state(home, **change)
+    _result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-BAK-3"]["verdict"] == "not met" and words in rules["R-BAK-3"]["reason"]
 
 
-def test_out_dir_must_be_new_or_empty(state, tmp_path):
+def test_no_site_configured_is_not_met(good, tmp_path):
+    home, fake, signer, _o, _sites = good
+    _result, rules = build(tmp_path, home, fake, signer, [])
+    assert rules["R-BAK-3"]["verdict"] == "not met"
+    assert "no off-site site configured" in rules["R-BAK-3"]["reason"]
+
+
+@pytest.mark.parametrize("case,words", [
+    ("local", "not from a configured off-site site"),
+    ("local_repo", "used the local repository"),
+    ("sample", "verified 1 of 2 files"),
+    ("failed", "FAILED"),
+    ("missed", "MISSED"),
+])
+def test_drills_count_for_r_bak_5_only_from_a_site_and_every_period(good, tmp_path, case,
+                                                                   words):
+    home, fake, signer, _o, sites = good
+    shutil.rmtree(home / "drills")
+    for m in range(4):
+        when = ago(days=30 * m + 2)
+        if case == "local":
+            drill(home, when, site="local")
+        elif case == "local_repo":
+            drill(home, when, repository=str(home / "repo"))
+        elif case == "sample":
+            drill(home, when, total=2, verified=1)
+        elif case == "missed" and m == 1:
+            continue
+        else:
+            drill(home, when)
+    if case == "failed":
+        drill(home, ago(days=1), passed=False)
+    _result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-BAK-5"]["verdict"] == "not met"
+    assert words in rules["R-BAK-5"]["reason"], rules["R-BAK-5"]["reason"]
+
+
+# --- policy checks ----------------------------------------------------------------------
+
+def _replace_newest_run(home, results):
+    policy_run(home, ago(minutes=5), results=results)
+
+
+@pytest.mark.parametrize("status,extra,verdict,words", [
+    ("fail", {"findings": [{"message": "usb-storage module loaded"}]}, "not met",
+     "usb-storage module loaded"),
+    ("n/a", {"reason": "disabled by the policy (policies/site.yaml:7)"}, "not met",
+     "switched off"),
+    ("n/a", {"reason": "no USB subsystem"}, "no evidence", "all n/a"),
+    ("error", {"reason": "cannot read /proc/modules"}, "no evidence", "cannot read"),
+])
+def test_policy_rule_met_only_from_a_pass(good, tmp_path, status, extra, verdict, words):
+    home, fake, signer, _o, sites = good
+    results = [{"check": "media.usb-storage-disabled", "status": status, "rule": "R-MED-2",
+                **extra},
+               {"check": "net.default-route", "status": "pass", "rule": "R-NET-1"}]
+    _replace_newest_run(home, results)
+    result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-MED-2"]["verdict"] == verdict
+    assert words in rules["R-MED-2"]["reason"], rules["R-MED-2"]["reason"]
+    assert rules["R-NET-1"]["verdict"] == "met"
+    assert result.exit_code == 1
+
+
+def test_policy_missed_day_and_stale_run_are_not_met(good, tmp_path):
+    home, fake, signer, _o, sites = good
+    runs = home / "policy" / "runs"
+    for name in sorted(os.listdir(runs))[40:43]:          # three days in October
+        os.unlink(runs / name)
+    _result, rules = build(tmp_path, home, fake, signer, sites)
+    for rid in ("R-MED-2", "R-NET-1", "R-AUD-2"):
+        assert rules[rid]["verdict"] == "not met" and "MISSED" in rules[rid]["reason"], rid
+    shutil.rmtree(runs)
+    policy_run(home, ago(hours=30))
+    _result, rules = build(tmp_path, home, fake, signer, sites, name="p2")
+    assert rules["R-NET-1"]["verdict"] == "not met"
+
+
+def test_policy_unreachable_host_is_no_evidence(good, tmp_path):
+    home, fake, signer, _o, sites = good
+    write_json(home / "policy" / "runs" / (ago(minutes=1).strftime("%Y%m%dT%H%M%S.%fZ")
+                                           + "-ffffff.json"),
+               {"started": "x", "hosts": [
+                   {"host": "db1", "status": "ok", "results": [
+                       {"check": "net.wireless", "status": "pass", "rule": "R-NET-3"}]},
+                   {"host": "db2", "status": "unreachable", "error": "timed out"}]})
+    _result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-NET-3"]["verdict"] == "no evidence"
+    assert "db2 unreachable" in rules["R-NET-3"]["reason"]
+
+
+# --- permission reviews ----------------------------------------------------------------------
+
+def test_perms_findings_make_their_rule_not_met_and_only_it(good, tmp_path):
+    home, fake, signer, _o, sites = good
+    perms_report(home, ago(hours=2), findings=[
+        {"rule": "R-ACC-2", "check": "sod-conflict", "severity": "high",
+         "message": "wu.xia holds claims-rw and refund"}])
+    result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-ACC-2"]["verdict"] == "not met"
+    assert "wu.xia holds claims-rw and refund" in rules["R-ACC-2"]["reason"]
+    assert rules["R-ACC-4"]["verdict"] == "met"
+    assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("case,verdict,words", [
+    ("tampered", "no evidence", "does not match its SHA-256"),
+    ("empty", "no evidence", "collected no host"),
+    ("missed", "not met", "MISSED"),
+    ("none", "not met", "no stored 'opskit perms report'"),
+])
+def test_perms_report_must_be_genuine_non_empty_and_weekly(good, tmp_path, case, verdict, words):
+    home, fake, signer, _o, sites = good
+    folder = home / "perms" / "reports"
+    if case == "tampered":
+        perms_report(home, ago(hours=2))
+        newest = sorted(os.listdir(folder))[-1]
+        data = json.loads((folder / newest).read_text())
+        data["summary"]["hosts"] = 9
+        (folder / newest).write_text(json.dumps(data))
+    elif case == "empty":
+        perms_report(home, ago(hours=2), hosts=0)
+        newest = sorted(os.listdir(folder))[-1]
+        data = json.loads((folder / newest).read_text())
+        data["summary"]["databases"] = 0
+        from opskit.perms.report import content_sha256
+        data["sha256"] = content_sha256({k: data[k] for k in (
+            "snapshot", "snapshot_sha256", "snapshot_created", "generated", "summary",
+            "findings", "warnings")})
+        (folder / newest).write_text(json.dumps(data))
+    elif case == "missed":
+        for name in sorted(os.listdir(folder))[4:6]:
+            os.unlink(folder / name)
+    else:
+        shutil.rmtree(folder)
+    _result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-ACC-4"]["verdict"] == verdict
+    assert words in rules["R-ACC-4"]["reason"], rules["R-ACC-4"]["reason"]
+
+
+# --- ledger and audit log ---------------------------------------------------------------
+
+@pytest.mark.parametrize("case,rules_,verdict,words", [
+    ("empty", ["R-DAT-1", "R-DAT-2", "R-DAT-5"], "no evidence", "no correction request"),
+    ("broken", ["R-DAT-1", "R-DAT-3"], "not met", "verification FAILED"),
+    ("no_ticket", ["R-DAT-5"], "not met", "without a voucher or ticket: CR-1"),
+    ("self_approved", ["R-DAT-2", "R-DAT-3", "R-SEC-2"], "not met",
+     "without approval by a second person"),
+    ("old", ["R-DAT-2"], "no evidence", "no correction request since"),
+])
+def test_ledger_rules(good, tmp_path, case, rules_, verdict, words):
+    home, fake, signer, other, sites = good
+    if case == "empty":
+        fake.texts = []
+    elif case == "broken":
+        fake.ledger_ok = False
+    elif case == "no_ticket":
+        fake.texts = ledger_texts(signer, other, ticket="")
+    elif case == "self_approved":
+        fake.texts = ledger_texts(signer, other, approver=False)
+    else:
+        fake.texts = ledger_texts(signer, other, when=ago(days=200))
+    _result, rules = build(tmp_path, home, fake, signer, sites)
+    for rid in rules_:
+        assert rules[rid]["verdict"] == verdict, (rid, rules[rid]["reason"])
+        assert words in rules[rid]["reason"], rules[rid]["reason"]
+
+
+@pytest.mark.parametrize("case,verdict,words", [
+    ("young", "not met", "is not covered"),
+    ("tampered", "not met", "R-AUD-3: audit log verification FAILED"),
+    ("missing", "no evidence", "no audit log"),
+])
+def test_audit_log_must_be_intact_and_cover_the_period(good, tmp_path, case, verdict, words):
+    home, fake, signer, _o, sites = good
+    path = home / "audit" / "audit.log"
+    if case == "young":
+        audit_log(home, first=ago(days=5))
+    elif case == "tampered":
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join([lines[0], lines[1].replace("backup run", "backup RUN"),
+                                   *lines[2:]]) + "\n")
+    if case == "missing":
+        os.unlink(path)
+    result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-AUD-3"]["verdict"] == verdict
+    assert words in rules["R-AUD-3"]["reason"], rules["R-AUD-3"]["reason"]
+    assert result.exit_code == 1
+
+
+# --- sealed, signed, self-verifying -------------------------------------------------------
+
+@pytest.fixture
+def sealed(good, tmp_path):
+    home, fake, signer, other, sites = good
+    build(tmp_path, home, fake, signer, sites)
+    return tmp_path / "pack", signer, other
+
+
+def test_untouched_pack_verifies_also_with_the_shipped_verify_py(sealed):
+    out, signer, _other = sealed
+    text = (out / "verify.py").read_text()
+    assert len(text.splitlines()) < 100 and "opskit" not in \
+        "".join(line for line in text.splitlines() if line.startswith(("import", "from")))
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": ""}
+    proc = subprocess.run([sys.executable, "-I", "verify.py"], cwd=out, capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0 and signer.fingerprint in proc.stdout, proc.stdout + proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    anchor = manifest["audit_anchor"]
+    last = json.loads((out / "audit" / "audit.log").read_text().splitlines()[-1])
+    assert last["command"] == "evidence seal" and last["seq"] == anchor["seq"]
+    assert {f["file"] for f in manifest["files"]} >= {"index.html", "verify.py", "rules.json",
+                                                      "audit/audit.log"}
+
+
+@pytest.mark.parametrize("tamper,named", [
+    ("edit_byte", "index.html: CHANGED"),
+    ("missing", "drills/"),
+    ("added", "extra.txt: ADDED"),
+    ("forged_sig", "manifest.sig"),
+    ("edited_manifest", "manifest.sig"),
+    ("audit_edited", "audit/audit.log"),
+    ("ledger_edited", "corrections/ledger-redacted.json"),
+])
+def test_a_tampered_pack_fails_naming_the_file(sealed, tmp_path, tamper, named):
+    out, signer, other = sealed
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    if tamper == "edit_byte":
+        data = bytearray((out / "index.html").read_bytes())
+        data[100] ^= 1
+        (out / "index.html").write_bytes(bytes(data))
+    elif tamper == "missing":
+        os.unlink(out / next(f["file"] for f in manifest["files"]
+                             if f["file"].startswith("drills/")))
+    elif tamper == "added":
+        (out / "extra.txt").write_text("x")
+    elif tamper == "forged_sig":
+        seal = json.loads((out / "manifest.sig").read_text())
+        from opskit.evidence.verify_pack import PACK_CONTEXT
+        seal.update(key=other.public_b64, sig=other.sign(manifest_path.read_bytes(),
+                                                         context=PACK_CONTEXT))
+        (out / "manifest.sig").write_text(json.dumps(seal))
+        problems, _ = verify(str(out), signer.public_b64)          # pinned: refused
+        assert any("another key" in p for p in problems)
+        return
+    elif tamper == "edited_manifest":
+        manifest_path.write_text(manifest_path.read_text().replace('"met"', '"MET"', 1))
+    elif tamper == "audit_edited":
+        lines = (out / "audit" / "audit.log").read_text().splitlines()
+        lines[1] = lines[1].replace("backup run", "backup RUN")
+        (out / "audit" / "audit.log").write_text("\n".join(lines) + "\n")
+        # even re-listing the new hash in the manifest leaves the chain broken
+    else:
+        path = out / "corrections" / "ledger-redacted.json"
+        path.write_text(path.read_text().replace('"bob"', '"eve"'))
+    problems, _ = verify(str(out))
+    assert problems and any(named in p for p in problems), problems
+    proc = subprocess.run([sys.executable, "verify.py"], cwd=out, capture_output=True, text=True)
+    assert proc.returncode == 1 and named in proc.stdout
+
+
+def test_verify_checks_the_audit_and_ledger_chains_not_just_hashes(sealed):
+    """Re-hash a changed ledger and audit log into a re-signed manifest: the chains
+    still name the file (a forger with the key but not the ledger signers' keys)."""
+    out, signer, _other = sealed
+    path = out / "corrections" / "ledger-redacted.json"
+    data = json.loads(path.read_text())
+    data["entries"][1]["actor"] = "eve"
+    data["entries"][1]["hash"] = "0" * 64
+    path.write_text(json.dumps(data))
+    manifest = json.loads((out / "manifest.json").read_text())
+    import hashlib
+    for f in manifest["files"]:
+        if f["file"] == "corrections/ledger-redacted.json":
+            f["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    raw = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode()
+    (out / "manifest.json").write_bytes(raw)
+    from opskit.evidence.verify_pack import PACK_CONTEXT
+    seal = json.loads((out / "manifest.sig").read_text())
+    seal["sig"] = signer.sign(raw, context=PACK_CONTEXT)
+    (out / "manifest.sig").write_text(json.dumps(seal))
+    problems, _ = verify(str(out))
+    assert any("ledger chain broken at seq 2" in p for p in problems), problems
+
+
+# --- privacy and language -----------------------------------------------------------
+
+def test_personal_data_stays_out_unless_include_data_which_the_audit_log_records(good, tmp_path):
+    home, fake, signer, _o, sites = good
+
+    def blob(out):
+        return b"".join(open(os.path.join(d, n), "rb").read()
+                        for d, _, names in os.walk(out) for n in names)
+    build(tmp_path, home, fake, signer, sites, name="private")
+    data = blob(tmp_path / "private")
+    assert PERSON["id_card_no"].encode() not in data and "张三丰".encode() not in data
+    red = json.loads((tmp_path / "private" / "corrections" / "ledger-redacted.json").read_text())
+    before = red["entries"][0]["body"]["before"]
+    assert before["rows"] == 1 and before["row_keys"] == [{"id": 7}] and len(before["sha256"]) == 64
+    build(tmp_path, home, fake, signer, sites, name="full", include_data=True)
+    assert PERSON["id_card_no"].encode() in blob(tmp_path / "full")
+    assert verify(str(tmp_path / "full"))[0] == []
+    entries = list(AuditLog(home / "audit" / "audit.log").entries())
+    seals = [e for e in entries if e["command"] == "evidence seal"]
+    assert [e["details"]["include_data"] for e in seals] == [False, True]
+
+
+def test_chinese_and_english_pages(good, tmp_path):
+    home, fake, signer, _o, sites = good
+    build(tmp_path, home, fake, signer, sites, name="en")
+    build(tmp_path, home, fake, signer, sites, name="zh", lang="zh-CN")
+    en = (tmp_path / "en" / "index.html").read_text()
+    zh = (tmp_path / "zh" / "index.html").read_text()
+    for page in (en, zh):       # every rule with its Chinese and English text and source
+        assert "系统数据的备份异地存放" in page and "kept off-site" in page and "S1 #2; S2 §5.2" in page
+    assert "Rules, evidence and verdicts" in en and '<html lang="en">' in en
+    assert "规则、证据与结论" in zh and "Rules, evidence and verdicts" not in zh
+    assert '<html lang="zh-CN">' in zh and "满足" in zh and "<script" not in zh
+
+
+def test_out_dir_must_be_new_or_empty(good, tmp_path):
+    home, fake, signer, _o, sites = good
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "x").write_text("keep")
     with pytest.raises(UsageError, match="not an empty directory"):
-        build_pack(str(busy), state_dir=str(state), audit_log=str(state / "audit" / "audit.log"),
-                   since=SINCE, run=FakeOpskit(), now=NOW)
+        build(tmp_path, home, fake, signer, sites, name="busy")
     assert (busy / "x").read_text() == "keep"
 
 
-def test_html_escapes_everything():
-    manifest = {"generated": "g", "since": "s", "host": "<h>", "operator": "o&",
-                "summary": {"ok": False, "counts": {"ok": 0, "findings": 1, "stale": 0,
-                                                    "missing": 0}},
-                "checks": [{"check": "x", "rules": ["R-X"], "title": "<script>alert(1)</script>",
-                            "interval": "1 d", "basis": "b", "verdict": "findings",
-                            "reason": "<b>", "newest": None, "age_s": None, "evidence": []}],
-                "files": []}
-    text = render_html(manifest)
-    assert "<script>" not in text and "&lt;script&gt;" in text and "&lt;h&gt;" in text
+def test_sources_are_a_registry_a_new_one_is_one_function(good, tmp_path):
+    from opskit.evidence.model import MET, judge, source
+    home, fake, signer, _o, sites = good
+    try:
+        @source("incidents-test", "R-INC-1")
+        def incidents(ctx):
+            return [judge("R-INC-1", MET, "2 incidents, each reported within 2 h")]
+        _r, rules = build(tmp_path, home, fake, signer, sites)
+        assert rules["R-INC-1"]["verdict"] == "met" and rules["R-INC-1"]["implemented"]
+    finally:
+        SOURCES.pop("incidents-test", None)
+
+
+# --- regularity ---------------------------------------------------------------------
+
+def test_regularity_names_gaps_with_dates():
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    end = start + dt.timedelta(days=28)
+    weekly = [start + dt.timedelta(days=d) for d in (1, 8, 15, 22)]
+    assert regularity("full", weekly, 7 * 86400, 3600, start, end).ok
+    missed = regularity("full", [weekly[0], weekly[3]], 7 * 86400, 3600, start, end)
+    assert not missed.ok and missed.gaps == [
+        {"from": "2026-01-02T00:00:00Z", "to": "2026-01-23T00:00:00Z", "days": 21.0}]
+    assert "2026-01-02 .. 2026-01-23" in missed.describe()
+    assert [p["count"] for p in missed.periods] == [1, 0, 0, 1]
+    empty = regularity("full", [], 7 * 86400, 0, start, end)
+    assert not empty.ok and empty.count == 0
+
+
+def test_incident_register_is_one_more_source_a_missed_deadline_is_not_met(good, tmp_path):
+    from opskit.incidents import incidents
+    home, fake, signer, _o, sites = good
+    when = ago(days=10)
+    incidents.open_incident(str(home), actor="alice", grade="major", type="intrusion",
+                            place="db01", scope="claims DB", description="odd login",
+                            detected_at=when, now=when)          # never reported: 2 h missed
+    result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-INC-1"]["verdict"] == "not met" and "missed" in rules["R-INC-1"]["reason"]
+    assert rules["R-AUD-4"]["verdict"] == "not applicable"      # still nothing recorded there
+    assert result.exit_code == 1 and "R-INC-1" in result.summary

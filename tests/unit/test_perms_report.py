@@ -29,7 +29,7 @@ def snap_of(org):
 
 
 def test_snapshot_store_hash_verify_resolve_prune(tmp_path):
-    store = SnapshotStore(str(tmp_path / "state"), keep=2)
+    store = SnapshotStore(str(tmp_path / "state"), keep=2, keep_days=0)   # count floor only
     ids = []
     for i in range(3):
         snap = make_snapshot({"hosts": [], "databases": [], "n": i})

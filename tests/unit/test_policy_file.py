@@ -128,7 +128,7 @@ def test_junit_has_failure_skipped_and_error():
 
 
 def test_store_and_drift(tmp_path):
-    store = RunStore(str(tmp_path), keep=2)
+    store = RunStore(str(tmp_path), keep=2, keep_days=0)     # count floor only
     old = _report("pass")
     store.save(old)
     new = _report("fail")

@@ -1,0 +1,136 @@
+"""Per-rule verdicts and the registry of evidence sources.
+
+A *source* is one function ``f(ctx) -> list[Judgement]`` registered for the rule
+ids it can speak to (``@source("R-BAK-4", ...)``), like the policy catalogue.
+Adding evidence (incidents, security events: issue #25) is one more registered
+function. A rule's verdict is the worst judgement any of its sources gave:
+
+    not met        evidence shows the rule broken, or a periodic duty missed
+    no evidence    nothing shows it either way: no source, an empty ledger or log,
+                   only n/a or disabled checks, evidence outside the period
+    met            at least one judgement says met and none says worse
+    not applicable declared by the site with a reason, or every source had nothing to
+                   apply to (no incident in the period, register intact); never met
+
+A rule with no registered source is ``no evidence: not implemented by opskit``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+MET, NOT_MET, NO_EVIDENCE, NOT_APPLICABLE = "met", "not met", "no evidence", "not applicable"
+VERDICTS = (MET, NOT_MET, NO_EVIDENCE, NOT_APPLICABLE)
+_RANK = {MET: 0, NOT_APPLICABLE: 1, NO_EVIDENCE: 2, NOT_MET: 3}
+NOT_IMPLEMENTED = "not implemented by opskit"
+
+
+@dataclass
+class Item:
+    """One piece of evidence: what it is, and the pack file (with its hash) or the
+    stored original it stands for."""
+
+    what: str
+    file: str | None = None
+    sha256: str | None = None
+    when: str | None = None
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
+class Judgement:
+    """What one source says about one rule."""
+
+    rule: str
+    verdict: str
+    reason: str
+    source: str = ""
+    items: list[Item] = field(default_factory=list)
+    periods: dict | None = None          # regularity (periods.Regularity.as_dict())
+    implemented: bool = True             # False: the source has no check for this rule
+    silent: bool = False                 # nothing to apply to (no incident in the period):
+                                         # ignored beside other judgements, else n/a
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "verdict": self.verdict, "reason": self.reason,
+                "evidence": [i.as_dict() for i in self.items], "periods": self.periods}
+
+
+@dataclass
+class Source:
+    name: str
+    rules: tuple[str, ...]
+    title: str
+    func: Callable
+
+
+SOURCES: dict[str, Source] = {}
+
+
+def source(name: str, *rules: str, title: str = "") -> Callable:
+    """Register ``func(ctx) -> list[Judgement]`` as evidence for ``rules``."""
+
+    def decorator(func: Callable) -> Callable:
+        SOURCES[name] = Source(name, tuple(rules), title or name, func)
+        return func
+
+    return decorator
+
+
+def judge(rule: str, verdict: str, reason: str, items=(), periods=None) -> Judgement:
+    """Shorthand used by the sources (the source name is filled in by the caller)."""
+    return Judgement(rule, verdict, reason, items=list(items), periods=periods)
+
+
+def not_implemented(rule: str, why: str) -> Judgement:
+    """The source is registered for ``rule`` but has nothing that checks it."""
+    return Judgement(rule, NO_EVIDENCE, why, implemented=False)
+
+
+def worst(judgements: list[Judgement]) -> str:
+    """The rule's verdict from its judgements (NO_EVIDENCE when there are none)."""
+    if not judgements:
+        return NO_EVIDENCE
+    return max((j.verdict for j in judgements), key=_RANK.__getitem__)
+
+
+@dataclass
+class RuleVerdict:
+    """The pack's answer for one rule."""
+
+    rule: str
+    verdict: str
+    reason: str
+    implemented: bool
+    judgements: list[Judgement] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Counts as fine for the exit code: met, declared n/a, or not opskit's to show."""
+        return self.verdict in (MET, NOT_APPLICABLE) or not self.implemented
+
+    def as_dict(self) -> dict:
+        return {"rule": self.rule, "verdict": self.verdict, "reason": self.reason,
+                "implemented": self.implemented,
+                "judgements": [j.as_dict() for j in self.judgements]}
+
+
+def decide(rule: str, judgements: list[Judgement],
+           not_applicable: str | None = None) -> RuleVerdict:
+    """Fold the judgements of one rule into its verdict and one-line reason."""
+    if not any(j.implemented for j in judgements):
+        why = "; ".join(j.reason for j in judgements if j.reason)
+        return RuleVerdict(rule, NO_EVIDENCE, NOT_IMPLEMENTED + (f" ({why})" if why else ""),
+                           False, judgements)
+    judgements = [j for j in judgements if j.implemented]
+    if not_applicable:
+        return RuleVerdict(rule, NOT_APPLICABLE, not_applicable, True, judgements)
+    loud = [j for j in judgements if not j.silent]
+    if judgements and not loud:
+        return RuleVerdict(rule, NOT_APPLICABLE, "; ".join(j.reason for j in judgements), True,
+                           judgements)
+    verdict = worst(loud)
+    reasons = [j.reason for j in loud if j.verdict == verdict]
+    return RuleVerdict(rule, verdict, "; ".join(reasons) or verdict, True, judgements)

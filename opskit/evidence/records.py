@@ -1,0 +1,139 @@
+"""Evidence from opskit's own records: the audit log (R-DAT-1, R-AUD-1, R-AUD-3)
+and the corrections ledger (R-DAT-1/2/3/5, R-SEC-2, R-AUD-1). An empty log or
+ledger, or one that does not reach back to the start of the period, is never
+evidence that a rule is met."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+from opskit.core.audit import AuditLog
+
+from .model import MET, NO_EVIDENCE, NOT_MET, Item, judge, source
+from .packfiles import Context, first_error, iso, parse_when
+from .privacy import redact_entry
+
+AUDIT_FILE = "audit/audit.log"            # copied when the pack is sealed (seal.py)
+
+
+@source("audit-log", "R-DAT-1", "R-AUD-1", "R-AUD-3", title="Audit log")
+def audit_log(ctx: Context):
+    rules = ("R-DAT-1", "R-AUD-1", "R-AUD-3")
+    log = AuditLog(ctx.audit_log)
+    if not os.path.exists(log.path):
+        return [judge(r, NO_EVIDENCE, f"no audit log at {log.path}") for r in rules]
+    report = log.verify()
+    entry = ctx.pack.write("audit/verify.json", json.dumps(report.to_dict(), indent=2) + "\n",
+                           "opskit audit verify")
+    items = [ctx.pack.item(entry, "audit log verification at pack time"),
+             Item("the audit log up to the pack's own entry", AUDIT_FILE)]
+    if not report.ok:
+        return [judge(r, NOT_MET, f"R-AUD-3: {report.describe()}", items) for r in rules]
+    first = next(iter(log.entries()), None)
+    start = parse_when(first.get("time")) if first else None
+    if start is None:
+        return [judge(r, NO_EVIDENCE, "the audit log is empty", items) for r in rules]
+    if start > ctx.since:
+        days = (ctx.now - start).total_seconds() / 86400
+        why = (f"the audit log starts {iso(start)} ({days:.0f} days ago): the period from "
+               f"{iso(ctx.since)[:10]} is not covered")
+        return [judge(r, NOT_MET, why, items) for r in rules]
+    return [judge(r, MET, f"{report.describe()}; kept since {iso(start)[:10]}", items)
+            for r in rules]
+
+
+def _export(ctx: Context) -> tuple[list[str] | None, str | None]:
+    """The ledger's stored entry texts via 'correct export' (outside the pack)."""
+    tmp = tempfile.mkdtemp(prefix="opskit-evidence-")
+    try:
+        out = os.path.join(tmp, "ledger.json")
+        code, stdout, err = ctx.run(["correct", "export", "--format", "json", "--out", out])
+        if code != 0 or not os.path.exists(out):
+            return None, f"cannot export the correction ledger: {first_error(err, stdout)}"
+        with open(out, encoding="utf-8") as fh:
+            entries = json.load(fh).get("entries")
+        return (entries if isinstance(entries, list) else []), None
+    except (OSError, ValueError, AttributeError) as exc:
+        return None, f"cannot read the ledger export: {exc}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_ledger(ctx: Context, texts: list[str]) -> Item:
+    """The ledger in the pack: whole with --include-data, else redacted (privacy.py)."""
+    if ctx.include_data:
+        payload, rel = {"format": "opskit-corrections-ledger-export", "entries": texts}, \
+            "corrections/ledger.json"
+    else:
+        payload, rel = {"format": "opskit-evidence-ledger-redacted/1",
+                        "entries": [redact_entry(t) for t in texts]}, \
+            "corrections/ledger-redacted.json"
+    entry = ctx.pack.write(rel, json.dumps(payload, indent=1, ensure_ascii=False) + "\n",
+                           "opskit correct export --format json")
+    ctx.cache["ledger_file"] = rel
+    return ctx.pack.item(entry, f"correction ledger, {len(texts)} entries"
+                         + ("" if ctx.include_data else " (personal data as hashes and row keys)"))
+
+
+def _requests(ctx: Context, texts: list[str]) -> dict[str, dict]:
+    """Requests made in the period: {id: {request, approvers, applied, ticket, ...}}."""
+    reqs: dict[str, dict] = {}
+    for text in texts:
+        e = json.loads(text)["signed"]
+        rid, kind = e.get("request"), e.get("kind")
+        if kind == "request":
+            when = parse_when(e.get("time"))
+            if when is not None and when >= ctx.since:
+                reqs[rid] = {"requester": e.get("actor"), "approvers": set(), "applied": False,
+                             "ticket": (e.get("body") or {}).get("ticket")}
+        elif rid in reqs and kind == "approve":
+            reqs[rid]["approvers"].add(e.get("actor"))
+        elif rid in reqs and kind == "applied":
+            reqs[rid]["applied"] = True
+    return reqs
+
+
+@source("ledger", "R-DAT-1", "R-DAT-2", "R-DAT-3", "R-DAT-5", "R-SEC-2", "R-AUD-1",
+        title="Corrections ledger")
+def ledger(ctx: Context):
+    rules = ("R-DAT-1", "R-DAT-2", "R-DAT-3", "R-DAT-5", "R-SEC-2", "R-AUD-1")
+    code, stdout, err = ctx.run(["correct", "verify", "--json"])
+    if code not in (0, 1):
+        why = f"cannot verify the correction ledger: {first_error(err, stdout)}"
+        return [judge(r, NO_EVIDENCE, why) for r in rules]
+    entry = ctx.pack.write("corrections/verify.json", stdout, "opskit correct verify --json")
+    items = [ctx.pack.item(entry, "correction ledger verification at pack time")]
+    try:
+        report = json.loads(stdout)
+    except ValueError:
+        report = {"ok": False, "problem": "unreadable verify output"}
+    if not report.get("ok"):
+        why = f"correction ledger verification FAILED: {report.get('problem')}"
+        return [judge(r, NOT_MET, why, items) for r in rules]
+    texts, error = _export(ctx)
+    if error:
+        return [judge(r, NO_EVIDENCE, error, items) for r in rules]
+    items.append(_write_ledger(ctx, texts))
+    reqs = _requests(ctx, texts)
+    if not reqs:
+        why = f"the ledger holds no correction request since {iso(ctx.since)[:10]} " \
+              f"({len(texts)} entries in all): nothing shows the rule followed"
+        return [judge(r, NO_EVIDENCE, why, items) for r in rules]
+    applied = {k: v for k, v in reqs.items() if v["applied"]}
+    unreviewed = sorted(k for k, v in applied.items() if not v["approvers"] - {v["requester"]})
+    no_ticket = sorted(k for k, v in reqs.items() if not v["ticket"])
+    base = f"ledger intact: {len(reqs)} request(s) in the period, {len(applied)} applied"
+    review = (NOT_MET, f"applied without approval by a second person: {', '.join(unreviewed)}") \
+        if unreviewed else (MET if applied else NO_EVIDENCE,
+                            f"{base}; each applied one approved by someone other than its "
+                            "requester" if applied else f"{base}: no applied correction")
+    return [judge("R-DAT-1", MET, f"{base}; each with operator, time and content", items),
+            judge("R-AUD-1", MET if applied else NO_EVIDENCE,
+                  f"{base}; outcomes (after-image digests) recorded" if applied else
+                  f"{base}: no applied correction", items),
+            *[judge(r, *review, items) for r in ("R-DAT-2", "R-DAT-3", "R-SEC-2")],
+            judge("R-DAT-5", NOT_MET if no_ticket else MET,
+                  f"requests without a voucher or ticket: {', '.join(no_ticket)}" if no_ticket
+                  else f"{base}; every request names its voucher or ticket", items)]
