@@ -1,36 +1,37 @@
 """Freezing a person's accounts on departure or transfer (R-ACC-6), with a certificate.
 
-On every selected host where the person has an account:
+A freeze *hunts*: on every selected host where the person has an account it
 
-1. read what is there (the *found* part of the certificate): password and
-   expiry state, shell, supplementary groups, authorized_keys files, the
-   opskit sudoers drop-in and any other sudoers line naming the login,
-   crontab, at jobs, live processes;
-2. run the steps still needed (the *done* part), all in one round trip:
-   ``usermod -L`` (lock), ``usermod -e 1970-01-02`` (expire on day 1: an
-   unambiguous past date -- 0 means "expired" to some tools and "never" to
-   others), ``usermod -s <nologin>``, ``usermod -G ''`` (every supplementary
-   group: a frozen account needs none), authorized_keys moved aside to
-   ``authorized_keys.frozen-<time>`` (kept as evidence), the opskit drop-in
-   removed and other sudoers user lines commented out (each rewritten file
-   validated with ``visudo -cf`` first), crontab and at jobs moved to
-   ``/var/lib/opskit/frozen/<login>/``, then live sessions and processes
-   ended (``loginctl terminate-user``, ``pkill -KILL -u``);
-3. re-read the host and **verify** that no access path remains (the
-   *verified* part); what could not be removed automatically (e.g. a login
-   inside a sudoers User_Alias) is listed as *not removed*.
+1. reads everything they can still use (``freeze_found.inspect``: account
+   state, their keys in any account's authorized_keys files as sshd reads
+   them, sudo rights by name/uid/group/alias, cron, at, systemd timers and
+   linger, setuid files, processes by every uid, the tenure report);
+2. runs the steps still needed, all in one round trip with the verifying
+   re-read: one ``usermod -L -e 1970-01-02 -s nologin -G ''``, their key
+   files moved and their key lines taken out of other accounts' files (kept
+   in the root-only ``/var/lib/opskit/frozen/<login>/``), sudoers entries
+   taken out (each file vetted by ``visudo -cf``), cron and at jobs moved or
+   commented out, linger and user units removed, setuid bits of their files
+   cleared, every process holding their uid ended;
+3. **verifies** from the re-read and from outside: ``sudo -l -U`` empty, no
+   process, and a real SSH probe with each of their public keys refused for
+   their login, root and every account their key was found in
+   (``loginprobe``); the PostgreSQL login roles are frozen and verified by
+   ``dbfreeze``.
 
-Every step checks before it acts, so a rerun finishes what an interrupted
-or partly failed run left. Hosts that fail are listed and make the command
-exit 3. On rooted targets (a sysroot or ``accounts_root`` image) there are
-no processes, so step 2's last part is 'n/a'.
+Anything still open, or that opskit must not touch (a root-owned setuid file
+in /tmp, a rule for ``ALL``, a root-run file changed during a sudo holder's
+tenure not yet reviewed), is listed under *remaining*: the certificate says
+``incomplete`` and the command exits 1. Hosts or databases that fail exit 3.
+Every step checks before it acts, so a rerun finishes the job. On rooted
+targets (a sysroot or ``accounts_root``) there are no processes or sshd.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import os
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -41,15 +42,17 @@ from opskit.hosts.base import Host
 from opskit.hosts.fanout import fan_out
 from opskit.hosts.userdb import EPOCH_DAY, Account
 
+from . import hunt, keyhunt, sudo_grants
+from .dbfreeze import DbFreeze, freeze_database
+from .freeze_found import (PROBE_KNOWN_HOSTS_VAR, PROBE_VAR, Found, HuntOptions, inspect,
+                           inspect_parse, inspect_spec)
+from .loginprobe import probe_keys
 from .provision import Settings, sudoers_path
-from .target import HostRunOutcome, Step, Target, cmd, gather, q, run_steps_then_gather
+from .target import HostRunOutcome, Step, Target, cmd, q, run_steps_then_gather
 
 FREEZE_DATE = "1970-01-02"      # day 1 since the epoch: past, and never read as "unset"
 FREEZE_DAY = 1
-EVIDENCE_DIR = "/var/lib/opskit/frozen"
-CRONTABS = ("/var/spool/cron/crontabs", "/var/spool/cron")     # Debian, RHEL
-AT_DIRS = ("/var/spool/cron/atjobs", "/var/spool/at")
-_FILE_MARK = "@@opskit-file "
+EVIDENCE_DIR = "/var/lib/opskit/frozen"      # root-only, outside the person's home
 REASONS = ("departure", "transfer")
 
 
@@ -57,148 +60,54 @@ def _today() -> int:
     return int(time.time() // EPOCH_DAY)
 
 
-@dataclass
-class SudoersHit:
-    file: str
-    line_no: int
-    line: str
-    removable: bool          # a user spec starting with the login (commented out on freeze)
+def _rewrite_lines(target: Target, path: str, new: str, check: str | None = None) -> list[str]:
+    """sh replacing ``path`` by ``new`` atomically, mode and owner kept (a temp file
+    whose name sudo and cron ignore); ``check`` (e.g. 'visudo -cf') vets it first."""
+    real = target.path(path)
+    tmp = os.path.join(os.path.dirname(real), f".{os.path.basename(real)}.opskit-tmp")
+    lines = [f"[ ! -L {q(real)} ]", f"printf %s {q(new)} > {q(tmp)}",
+             f"chmod --reference={q(real)} {q(tmp)}", f"chown --reference={q(real)} {q(tmp)}"]
+    if check:
+        lines.append(f"if ! out=$({check} {q(tmp)} 2>&1); then rm -f {q(tmp)}; "
+                     f"echo \"{check} rejected the edited file; left unchanged: $out\"; exit 1; fi")
+    return lines + [cmd("mv", "-f", tmp, real)]
 
 
-def sudoers_hits(files: dict[str, str], login: str) -> list[SudoersHit]:
-    """Lines of sudoers ``files`` (path -> text) that name ``login``."""
-    hits = []
-    for path, text in files.items():
-        for i, raw in enumerate(text.splitlines(), 1):
-            line = raw.strip()
-            if not line or (line.startswith("#") and not line.startswith(("#include",))):
-                continue
-            tokens = [t for t in re.split(r"[\s,=:!()]+", line) if t]
-            if login not in tokens:
-                continue
-            first = line.split()[0]
-            hits.append(SudoersHit(path, i, raw, removable=first == login))
-    return hits
-
-
-@dataclass
-class Found:
-    account: dict | None = None
-    keys: list[str] = field(default_factory=list)
-    sudoers_dropin: str | None = None        # content of the opskit drop-in
-    sudoers: list[SudoersHit] = field(default_factory=list)
-    crontabs: list[str] = field(default_factory=list)
-    at_jobs: list[str] = field(default_factory=list)
-    processes: list[str] = field(default_factory=list)
-    sudoers_texts: dict[str, str] = field(default_factory=dict, repr=False)
-
-    def as_dict(self) -> dict:
-        return {"account": self.account, "authorized_keys": self.keys,
-                "sudoers_dropin": self.sudoers_dropin,
-                "sudoers_lines": [f"{h.file}:{h.line_no}: {h.line.strip()}" for h in self.sudoers],
-                "crontabs": self.crontabs, "at_jobs": self.at_jobs,
-                "processes": self.processes}
-
-
-def inspect(target: Target, login: str, settings: Settings,
-            timeout: float | None = None) -> tuple[Account | None, Found]:
-    """What access ``login`` has on the target, in one round trip: the passwd, group
-    and shadow files plus commands that find the home and uid themselves."""
-    files, commands = _inspect_spec(target, login)
-    return _inspect_parse(target, login, files, gather(target, files, commands,
-                                                       timeout=timeout))
-
-
-def _inspect_spec(target: Target, login: str) -> tuple[dict, dict]:
-    files = {"passwd": "/etc/passwd", "group": "/etc/group", "shadow": "/etc/shadow",
-             "sudoers:/etc/sudoers": "/etc/sudoers"}
-    for d in CRONTABS:
-        files[f"cron:{d}/{login}"] = f"{d}/{login}"
-    root = target.root or ""
-    who = (f"r=$(awk -F: -v u={q(login)} '$1==u{{print $3\" \"$6; exit}}' "
-           f"{q(target.path('/etc/passwd'))}); [ -n \"$r\" ] || exit 0; "
-           'uid=${r%% *}; home=${r#* }; ')
-    sudoers_d = target.path("/etc/sudoers.d")
-    commands = {
-        "keys": who + "".join(
-            f'f={q(root)}"$home"/.ssh/{name}; if [ -e "$f" ] || [ -L "$f" ]; then '
-            f'echo "$home/.ssh/{name}"; fi; ' for name in ("authorized_keys",
-                                                           "authorized_keys2")),
-        "sudoers.d": f'for f in {q(sudoers_d)}/*; do [ -f "$f" ] || continue; '
-                     f'printf "{_FILE_MARK}%s\\n" "$f"; cat "$f"; echo; done',
-        "at": who + " ".join(["find", *(q(target.path(d)) for d in AT_DIRS), "-maxdepth", "1",
-                              "-type", "f", "-uid", '"$uid"', "2>/dev/null", "; true"]),
-    }
-    if not target.rooted:
-        # zombies (state Z) are dead already and only wait to be reaped
-        commands["procs"] = (f"ps -u {q(login)} -o pid=,stat=,comm= 2>/dev/null | "
-                             "awk '$2 !~ /^Z/ {print $1\" \"$3}'")
-    return files, commands
-
-
-def _inspect_parse(target: Target, login: str, files: dict, got: dict
-                   ) -> tuple[Account | None, Found]:
-    from opskit.hosts.userdb import userdb_from_text
-    if got["passwd"] is None or got["group"] is None:
-        from opskit.hosts.base import HostError
-        raise HostError(f"{target.host.describe()}: no /etc/passwd or /etc/group under "
-                        f"{target.root or '/'}", host=target.name)
-    shadow = got["shadow"].decode("utf-8", "replace") if got["shadow"] is not None else None
-    db = userdb_from_text(got["passwd"].decode("utf-8", "replace"),
-                          got["group"].decode("utf-8", "replace"), shadow)
-    acct = db.account(login)
-    found = Found()
-    if acct is None:
-        return None, found
-    found.account = {k: v for k, v in acct.as_dict().items()
-                     if k in ("uid", "home", "shell", "password", "expire_day", "groups",
-                              "locked", "expired", "nologin")}
-    found.keys = [p for p in got["keys"].decode("utf-8", "replace").splitlines() if p]
-    for key, value in got.items():
-        kind, _, rest = key.partition(":")
-        if value is None:
-            continue
-        if kind == "cron":
-            found.crontabs.append(files[key])
-        elif kind == "sudoers":
-            found.sudoers_texts[rest] = value.decode("utf-8", "replace")
-    text = (got.get("sudoers.d") or b"").decode("utf-8", "replace")
-    current = None
-    chunks: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line.startswith(_FILE_MARK):
-            real = line[len(_FILE_MARK):]
-            current = real[len(target.root):] if target.root and real.startswith(target.root) \
-                else real
-            chunks[current] = []
-        elif current is not None:
-            chunks[current].append(line)
-    dropin = sudoers_path(login)
-    for path, lines in chunks.items():
-        if os.path.basename(path).startswith(".") or "~" in os.path.basename(path):
-            continue                     # sudo ignores these (and our temp files)
-        if path == dropin:
-            found.sudoers_dropin = "\n".join(lines).rstrip("\n") + "\n"
-        else:
-            found.sudoers_texts[path] = "\n".join(lines)
-    found.sudoers = sudoers_hits(found.sudoers_texts, login)
-    root = target.root or ""
-    found.at_jobs = [p[len(root):] for p in (got.get("at") or b"").decode().split("\n") if p]
-    if "procs" in got:
-        found.processes = [p for p in got["procs"].decode("utf-8", "replace").splitlines() if p]
-    return acct, found
+def _evidence_lines(target: Target, login: str) -> tuple[str, list[str]]:
+    """(the root-only evidence directory of ``login`` on the target, sh creating it)."""
+    top = target.path(EVIDENCE_DIR)
+    evidence = f"{top}/{login}"
+    return evidence, [cmd("mkdir", "-p", evidence), cmd("chmod", "700", top, evidence),
+                      cmd("chown", "0:0", top, evidence)]
 
 
 def freeze_steps(target: Target, acct: Account, found: Found, login: str, person: str,
                  settings: Settings, stamp: str) -> list[Step]:
     """The steps still needed to freeze ``login`` on the target, in order."""
-    host = target.name
     steps: list[Step] = []
-    pre = target.prefix()
 
     def add(action, detail, lines):
-        steps.append(Step(host, person, action, detail, lines))
+        steps.append(Step(target.name, person, action, detail, lines))
 
+    _account_step(target, acct, login, settings, add)
+    _key_steps(target, found, login, stamp, add)
+    _sudo_steps(target, found, login, stamp, add)
+    _cron_steps(target, found, login, stamp, add)
+    _systemd_steps(target, found, login, stamp, add)
+    for f in found.setuid:
+        if f.why == "owned":
+            add("setuid", f"clear setuid/setgid of {f.path} (owned by {login})",
+                [cmd("chmod", "ug-s", target.path(f.path))])
+    if not target.rooted:
+        add("sessions", "end live sessions and every process holding their uid (real, "
+                        "effective, saved, fs or login uid)",
+            [f"if command -v loginctl >/dev/null 2>&1; then "
+             f"loginctl terminate-user {q(login)} >/dev/null 2>&1 || true; fi",
+             *hunt.kill_lines(acct.uid)])
+    return steps
+
+
+def _account_step(target: Target, acct: Account, login: str, settings: Settings, add) -> None:
     # one usermod for the account itself: every shadow-utils call rewrites and fsyncs
     # passwd, shadow, group and gshadow, so four separate calls cost four times as much
     flags, parts = [], []
@@ -215,54 +124,89 @@ def freeze_steps(target: Target, acct: Account, found: Found, login: str, person
         flags += ["-G", ""]
         parts.append(f"remove from groups {', '.join(acct.groups)}")
     if flags:
-        add("account", "; ".join(parts), [cmd("usermod", *pre, *flags, login)])
-    for path in found.keys:
-        real = target.path(path)
-        add("keys", f"move {path} aside to {os.path.basename(path)}.frozen-{stamp} (evidence)",
-            [f"[ ! -L {q(os.path.dirname(real))} ]",
-             cmd("mv", "-f", real, f"{real}.frozen-{stamp}")])
+        add("account", "; ".join(parts), [cmd("usermod", *target.prefix(), *flags, login)])
+
+
+def _key_steps(target: Target, found: Found, login: str, stamp: str, add) -> None:
+    evidence, mk = _evidence_lines(target, login)
+    for f in found.own_keys:
+        real = target.path(f.path)
+        add("keys", f"move {f.path} to {EVIDENCE_DIR}/{login}/ (root only; evidence)",
+            [f"[ ! -L {q(os.path.dirname(real))} ]", *mk,
+             cmd("mv", "-f", real, f"{evidence}/keys-{stamp}-{os.path.basename(f.path)}")])
+    for path, hits in found.foreign_keys.items():
+        keysfile = found.foreign_texts[path]
+        if keysfile.symlink:
+            continue                          # listed: a human decides what the link means
+        drop = set(hits)
+        new = "".join(x + "\n" for x in keysfile.text.splitlines() if x not in drop)
+        saved = f"{evidence}/keys-{stamp}-{keysfile.account}-{os.path.basename(path)}"
+        add("keys", f"remove {len(hits)} key line(s) of {login} from {path} "
+                    f"(account {keysfile.account})",
+            [*mk, f"printf %s {q(''.join(x + chr(10) for x in hits))} > {q(saved)}",
+             *_rewrite_lines(target, path, new)])
+
+
+def _sudo_steps(target: Target, found: Found, login: str, stamp: str, add) -> None:
     if found.sudoers_dropin is not None:
         add("sudoers", f"remove {sudoers_path(login)}", [cmd("rm", "-f", target.path(
             sudoers_path(login)))])
     by_file: dict[str, list] = {}
-    for hit in found.sudoers:
-        if hit.removable:
-            by_file.setdefault(hit.file, []).append(hit)
-    for path, hits in by_file.items():
-        text = found.sudoers_texts[path]
-        lines = text.splitlines()
-        for hit in hits:
-            lines[hit.line_no - 1] = (f"# opskit freeze {stamp} (R-ACC-6): "
-                                      f"{lines[hit.line_no - 1].strip()}")
-        new = "\n".join(lines) + "\n"
-        real = target.path(path)
-        tmp = os.path.join(os.path.dirname(real), f".{os.path.basename(real)}.opskit-tmp")
-        add("sudoers", f"comment out {len(hits)} line(s) for {login} in {path}",
-            [f"printf %s {q(new)} > {q(tmp)}", f"chmod --reference={q(real)} {q(tmp)}",
-             f"if ! out=$(visudo -cf {q(tmp)} 2>&1); then rm -f {q(tmp)}; "
-             f"echo \"visudo -cf rejected the edited file; left unchanged: $out\"; exit 1; fi",
-             cmd("mv", "-f", tmp, real)])
-    evidence = target.path(f"{EVIDENCE_DIR}/{login}")
+    for g in found.sudo.grants:
+        if g.action == "remove":
+            by_file.setdefault(g.file, []).append(g)
+    for path, grants in by_file.items():
+        new = sudo_grants.edit(found.sudoers_texts[path], grants,
+                               f"opskit freeze {stamp} (R-ACC-6)")
+        add("sudoers", f"take {login} out of {len(grants)} sudoers entr(y/ies) in {path} "
+                       f"({', '.join(sorted({g.token for g in grants}))})",
+            _rewrite_lines(target, path, new, check="visudo -cf"))
+
+
+def _cron_steps(target: Target, found: Found, login: str, stamp: str, add) -> None:
+    evidence, mk = _evidence_lines(target, login)
     for path in found.crontabs:
         add("cron", f"move crontab {path} to {EVIDENCE_DIR}/{login}/",
-            [cmd("mkdir", "-p", "-m", "700", evidence),
-             cmd("mv", "-f", target.path(path), f"{evidence}/crontab-{stamp}")])
+            [*mk, cmd("mv", "-f", target.path(path), f"{evidence}/crontab-{stamp}")])
+    owned = set(found.cron_owned)
+    for path in found.cron_owned:
+        add("cron", f"move {path} (owned by {login}) to {EVIDENCE_DIR}/{login}/",
+            [*mk, cmd("mv", "-f", target.path(path),
+                      f"{evidence}/cron-{stamp}-{os.path.basename(path)}")])
+    by_file: dict[str, list] = {}
+    for hit in found.cron_lines:
+        if hit.file not in owned:
+            by_file.setdefault(hit.file, []).append(hit)
+    for path, hits in by_file.items():
+        lines = found.cron_texts[path].splitlines()
+        for h in hits:
+            lines[h.line_no - 1] = f"# opskit freeze {stamp} (R-ACC-6): {lines[h.line_no - 1]}"
+        add("cron", f"comment out {len(hits)} line(s) in {path} ({hits[0].why})",
+            _rewrite_lines(target, path, "\n".join(lines) + "\n"))
     if found.at_jobs:
         add("at", f"move {len(found.at_jobs)} at job(s) to {EVIDENCE_DIR}/{login}/",
-            [cmd("mkdir", "-p", "-m", "700", evidence),
-             *(cmd("mv", "-f", target.path(p), f"{evidence}/at-{stamp}-{os.path.basename(p)}")
-               for p in found.at_jobs)])
-    if not target.rooted:
-        add("sessions", "end live sessions and processes (loginctl terminate-user, "
-                        "pkill -KILL -u)",
-            [f"if command -v loginctl >/dev/null 2>&1; then "
-             f"loginctl terminate-user {q(login)} >/dev/null 2>&1 || true; fi",
-             *[f"pkill -KILL -u {q(login)} || [ $? -eq 1 ]; sleep 0.2"] * 3])
-    return steps
+            [*mk, *(cmd("mv", "-f", target.path(p), f"{evidence}/at-{stamp}-{os.path.basename(p)}")
+                    for p in found.at_jobs)])
+
+
+def _systemd_steps(target: Target, found: Found, login: str, stamp: str, add) -> None:
+    evidence, mk = _evidence_lines(target, login)
+    if found.systemd.linger:
+        linger = target.path(f"/var/lib/systemd/linger/{login}")
+        add("systemd", f"disable lingering (remove /var/lib/systemd/linger/{login})",
+            ([] if target.rooted else [f"loginctl disable-linger {q(login)} >/dev/null 2>&1 "
+                                       "|| true"]) + [cmd("rm", "-f", linger)])
+    if found.systemd.user_units:
+        home = (found.account or {}).get("home", "")
+        units = target.path(f"{home.rstrip('/')}/.config/systemd/user")
+        add("systemd", f"move {len(found.systemd.user_units)} systemd user unit(s) "
+                       f"({home}/.config/systemd/user) to {EVIDENCE_DIR}/{login}/",
+            [f"[ ! -L {q(units)} ]", *mk, cmd("mv", "-f", units, f"{evidence}/systemd-user-{stamp}")])
 
 
 def remaining_paths(acct: Account | None, found: Found) -> tuple[list[str], list[str]]:
-    """(access paths still open, things named that opskit could not remove)."""
+    """(access paths still open -- each blocks a 'complete' certificate --, things that
+    name the login without giving rights)."""
     if acct is None:
         return [], []
     left = []
@@ -275,15 +219,54 @@ def remaining_paths(acct: Account | None, found: Found) -> tuple[list[str], list
     if acct.groups:
         left.append(f"groups {', '.join(acct.groups)}")
     left += [f"authorized keys file {p}" for p in found.keys]
+    left += [f"{len(v)} key line(s) of theirs in {p}"
+             + (" (a symlink: edit by hand)" if found.foreign_texts[p].symlink else "")
+             for p, v in found.foreign_keys.items()]
+    if found.keys_command:
+        left.append(f"sshd AuthorizedKeysCommand {found.keys_command}: keys it serves "
+                    "cannot be read; check by hand")
     if found.sudoers_dropin is not None:
         left.append(f"sudoers drop-in {sudoers_path(acct.name)}")
-    left += [f"sudoers line {h.file}:{h.line_no}" for h in found.sudoers if h.removable]
+    left += [f"sudo right {g.describe()}" + ("" if g.action == "remove" else " (edit by hand)")
+             for g in found.sudo.open]
+    left += [f"sudo -l -U {acct.name}: {r}" for r in found.sudo_l or []]
     left += [f"crontab {p}" for p in found.crontabs]
+    left += [f"cron {h.file}:{h.line_no}: {h.line.strip()} ({h.why})" for h in found.cron_lines]
+    left += [f"cron file {p} (owned by them)" for p in found.cron_owned]
     left += [f"at job {p}" for p in found.at_jobs]
-    left += [f"process {p}" for p in found.processes]
-    manual = [f"{h.file}:{h.line_no}: {h.line.strip()} (names the login; edit by hand)"
-              for h in found.sudoers if not h.removable]
-    return left, manual
+    if found.systemd.linger:
+        left.append(f"systemd linger /var/lib/systemd/linger/{acct.name}")
+    left += [f"systemd user unit {u}" for u in found.systemd.user_units]
+    left += [f"systemd unit {u} runs as {acct.name} (edit by hand)"
+             for u in found.systemd.system_units]
+    left += [f"setuid/setgid {f.path} ({f.mode}, uid {f.owner}, "
+             + ("owned by them)" if f.why == "owned" else
+                "created during their tenure in a temp or home directory; remove by hand)")
+             for f in found.setuid if f.why in ("owned", "planted")]
+    left += [f"process {p.describe()}" for p in found.processes]
+    mentions = list(found.sudo.mentions)
+    return left, mentions
+
+
+def tenure_blockers(before: Found, after: Found, had_sudo: bool, reviewed) -> list[str]:
+    """Files that run code as root, changed during the tenure of someone who held
+    sudo rights, still there, and not yet reviewed: a human must look at them.
+    Other people's opskit drop-ins are left out: 'users apply' rewrote them (its
+    own audit entries say so) and 'users plan' reports any edit as drift."""
+    if not had_sudo:
+        return []
+    still = set(after.tenure) | {f.path for f in after.setuid}
+    suspect = {f.path for f in before.setuid if f.why == "review"}
+    changed = dict.fromkeys([*before.tenure, *sorted(suspect)])
+    return [f"review {p}: runs as root and changed during their tenure (since "
+            f"{before.since}); confirm with --reviewed {p}"
+            for p in changed if p in still and p not in reviewed and p not in after.managed
+            and (hunt.runs_as_root(p) or p in suspect)]
+
+
+def had_sudo_rights(found: Found) -> bool:
+    """Whether the person could act as root (or anyone) through sudo before the freeze."""
+    return bool(found.sudoers_dropin or found.sudo.grants or found.sudo_l)
 
 
 @dataclass
@@ -296,12 +279,17 @@ class HostFreeze:
     steps: list[Step] = field(default_factory=list)
     remaining: list[str] = field(default_factory=list)
     not_removed: list[str] = field(default_factory=list)
+    probes: list[str] = field(default_factory=list)
     verified: bool | None = None       # None: not checked (dry run, or host down)
 
     @property
+    def failed(self) -> bool:
+        """The host could not be frozen (unreachable, refused, a step failed): exit 3."""
+        return self.status != "ok" or any(s.ok is False for s in self.steps)
+
+    @property
     def ok(self) -> bool:
-        return self.status == "ok" and self.verified is not False and \
-            not any(s.ok is False for s in self.steps)
+        return not self.failed and self.verified is not False
 
     def as_dict(self) -> dict:
         return {"host": self.host, "status": self.status, "error": self.error,
@@ -310,13 +298,15 @@ class HostFreeze:
                 "failed": [f"{s.detail}: {s.error}" for s in self.steps if s.ok is False],
                 "planned": [s.detail for s in self.steps if s.ok is None],
                 "verified": self.verified, "remaining": self.remaining,
-                "not_removed": self.not_removed}
+                "not_removed": self.not_removed, "login_probes": self.probes}
 
 
 def freeze_host(target: Target, login: str, person: str, settings: Settings, stamp: str,
-                dry_run: bool = False) -> HostFreeze:
+                dry_run: bool = False, opts: HuntOptions | None = None) -> HostFreeze:
+    """Find, close and verify every channel of ``login`` on one host."""
+    opts = opts or HuntOptions()
     timeout = settings.host_timeout
-    acct, found = inspect(target, login, settings, timeout)
+    acct, found = inspect(target, login, opts, timeout)
     result = HostFreeze(target.name, account=acct is not None, found=found.as_dict())
     if acct is None:
         result.verified = None if dry_run else True
@@ -331,14 +321,32 @@ def freeze_host(target: Target, login: str, person: str, settings: Settings, sta
     if dry_run:
         return result
     if result.steps:          # the steps, then the verifying re-read (R-ACC-6), one trip
-        files, commands = _inspect_spec(target, login)
+        files, commands = inspect_spec(target, login, opts)
         got = run_steps_then_gather(target, result.steps, files, commands, timeout=timeout)
-        acct2, found2 = _inspect_parse(target, login, files, got)
+        acct2, found2 = inspect_parse(target, login, opts, files, got)
     else:                     # nothing left to do: what was just read is the verification
         acct2, found2 = acct, found
     result.remaining, result.not_removed = remaining_paths(acct2, found2)
+    result.remaining += tenure_blockers(found, found2, had_sudo_rights(found), opts.reviewed)
+    result.remaining += _probe(target, login, found, opts, result)
     result.verified = not result.remaining
     return result
+
+
+def _probe(target: Target, login: str, found: Found, opts: HuntOptions,
+           result: HostFreeze) -> list[str]:
+    """SSH login probes with the person's public keys; the open ones as remaining."""
+    where = opts.variables.get(PROBE_VAR) or (None if target.rooted else target.host.address)
+    if not where or not found.key_lines:
+        return []
+    address, _, port = str(where).rpartition(":")
+    accounts = list(dict.fromkeys([login, "root", *(found.foreign_texts[p].account
+                                                    for p in found.foreign_keys)]))
+    keys = {keyhunt.fingerprint(b): line for b, line in found.key_lines.items()}
+    known = opts.variables.get(PROBE_KNOWN_HOSTS_VAR) or opts.known_hosts
+    probes = probe_keys(address or str(where), int(port or 22), accounts, keys, known)
+    result.probes = [p.describe() for p in probes]
+    return [p.describe() for p in probes if p.accepted is not False]
 
 
 @dataclass
@@ -354,10 +362,30 @@ class FreezeRun(HostRunOutcome):
     duration: float = 0.0
     id: str = ""
     path: str | None = None
+    databases: list[DbFreeze] = field(default_factory=list)
+    reviewed: list[str] = field(default_factory=list)
+
+    @property
+    def failed_hosts(self) -> list[str]:
+        return [h.host for h in self.hosts if h.failed] + \
+            [f"db:{d.database}" for d in self.databases if d.status != "ok"]
+
+    @property
+    def open_hosts(self) -> list[str]:
+        """Hosts (and databases) where something is still open."""
+        return [h.host for h in self.hosts if h.remaining] + \
+            [f"db:{d.database}" for d in self.databases if d.remaining]
 
     @property
     def complete(self) -> bool:
-        return not self.dry_run and not self.failed_hosts
+        return not self.dry_run and not self.failed_hosts and not self.open_hosts
+
+    @property
+    def exit_code(self) -> int:
+        from opskit.core.errors import EXIT_FINDINGS, EXIT_OK, EXIT_OPERATIONAL
+        if self.failed_hosts:
+            return EXIT_OPERATIONAL
+        return EXIT_FINDINGS if self.open_hosts and not self.dry_run else EXIT_OK
 
     def certificate(self) -> dict:
         """Who, when, which hosts, what was found, done and verified (R-ACC-6, R-AUD-3)."""
@@ -369,8 +397,10 @@ class FreezeRun(HostRunOutcome):
                 "result": ("dry run" if self.dry_run else
                            "complete" if self.complete else "incomplete"),
                 "hosts_with_account": [h.host for h in self.hosts if h.account],
-                "failed_hosts": self.failed_hosts,
-                "hosts": [h.as_dict() for h in self.hosts]}
+                "failed_hosts": self.failed_hosts, "open": self.open_hosts,
+                "reviewed": self.reviewed,
+                "hosts": [h.as_dict() for h in self.hosts],
+                "databases": [d.as_dict() for d in self.databases]}
 
 
 def _now() -> str:
@@ -378,23 +408,31 @@ def _now() -> str:
 
 
 def freeze_fleet(specs: Sequence[Any], person, settings: Settings, *, reason: str,
-                 ticket: str = "", operator: str = "", dry_run: bool = False) -> FreezeRun:
+                 ticket: str = "", operator: str = "", dry_run: bool = False,
+                 since: int | None = None, reviewed: Sequence[str] = (),
+                 databases: Sequence[Any] = (), tenure_paths: Sequence[str] = ()
+                 ) -> FreezeRun:
+    """Freeze ``person`` on every host of ``specs`` in parallel, then on ``databases``."""
     started = time.monotonic()
     now = _dt.datetime.now(_dt.timezone.utc)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     variables = {str(getattr(s, "name", s)): getattr(s, "vars", {}) or {} for s in specs}
+    known = getattr(settings.ssh_settings, "known_hosts", None)
 
     def work(host: Host) -> HostFreeze:
+        opts = HuntOptions(list(person.ssh_keys), since, tuple(reviewed), tuple(tenure_paths),
+                           variables.get(host.name) or {}, known)
         return freeze_host(Target.of(host, variables.get(host.name)), person.login, person.id,
-                           settings, stamp, dry_run)
+                           settings, stamp, dry_run, opts)
 
     outcomes = fan_out(list(specs), work, concurrency=settings.concurrency,
                        timeout_per_host=settings.host_timeout, ssh_settings=settings.ssh_settings)
     hosts = [o.value if o.ok else HostFreeze(o.name, status=o.status, error=o.error)
              for o in outcomes]
+    dbs = [freeze_database(spec, person.login, dry_run) for spec in databases]
     run = FreezeRun(person.id, person.login, reason, ticket, operator,
                     now.replace(microsecond=0).isoformat(), hosts, dry_run,
-                    time.monotonic() - started)
+                    time.monotonic() - started, databases=dbs, reviewed=list(reviewed))
     run.id = f"{stamp}-{person.id}-{secrets.token_hex(2)}"
     return run
 

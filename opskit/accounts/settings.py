@@ -17,6 +17,8 @@ SECTION = Section({
     "min_uid": Key(int, 1000, "Accounts below this uid are system accounts: 'opskit users' never "
                               "creates, changes or freezes them.", min=1),
     "nologin_shell": Key(str, "/usr/sbin/nologin", "Shell a frozen account gets (R-ACC-6)."),
+    "tenure_paths": Key(list, [], "Directories the freeze's tenure report covers beyond /etc, "
+                                  "/root, /usr/local and /var/spool (R-ACC-6).", item_type=str),
     # --- access requests (opskit access) ---
     "requesters": Key(list, [], "Person ids who may raise access requests (section heads, "
                                 "R-ACC-3). Empty: any active person in the roster.", item_type=str),

@@ -12,7 +12,7 @@
    the expiry, unlock a password that had one, restore the roster's shell and
    force a password change at next login (``chage -d 0``); then provision the
    account like ``users apply`` (groups, keys, sudoers). The frozen
-   ``authorized_keys.frozen-*`` files stay as evidence. Frozen accounts on
+   files in /var/lib/opskit/frozen/LOGIN/ stay as evidence. Frozen accounts on
    hosts PERSON is no longer entitled to stay frozen;
 4. ``mark_applied(ID, actor, details)`` once every host succeeded. A failed
    host exits 3 without marking: rerun the same command to finish.

@@ -86,18 +86,46 @@ def _stale_s(app: App) -> float:
     return float(app.config.get("backup.lock_stale_minutes")) * 60
 
 
+def _insecure_option(func):
+    return click.option("--insecure-passphrase", "insecure", is_flag=True,
+                        help="Accept a passphrase shorter than 8 characters for a new "
+                             "repository (tests only).")(func)
+
+
 @group.command("init")
+@_insecure_option
 @repo_option
 @output_options(tabular=False)
 @pass_app
-def init_cmd(app: App, repo: str | None, passphrase_file: str | None) -> None:
-    """Create a new encrypted repository."""
+def init_cmd(app: App, insecure: bool, repo: str | None, passphrase_file: str | None) -> None:
+    """Create a new encrypted repository.
+
+    Losing the passphrase loses the backups: nobody, opskit included, can
+    decrypt them without it. Keep a copy offline, or print a recovery sheet
+    with 'opskit backup key export --paper'.
+    """
     location, _ = open_repo.repo_location(app.config, app.state_dir, repo)
     if open_repo.repository_exists(location, app.config):
         raise UsageError(f"a repository already exists at {location}")
-    passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt, confirm=True)
-    r = open_repo.init_repository(location, passphrase, app.config)
+    r = _create(app, location, passphrase_file, insecure)
     app.emit(report.init_result(location, r.config.id))
+
+
+MIN_PASSPHRASE = 8
+
+
+def _create(app: App, location: str, passphrase_file, insecure: bool) -> Repository:
+    """A new repository: a passphrase of at least 8 characters, and restic's warning."""
+    passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt, confirm=True)
+    if len(passphrase) < MIN_PASSPHRASE and not insecure:
+        raise UsageError(f"the passphrase has {len(passphrase)} characters; a new repository "
+                         f"needs at least {MIN_PASSPHRASE}",
+                         hint="choose a longer one (--insecure-passphrase accepts it for tests)")
+    r = open_repo.init_repository(location, passphrase, app.config)
+    click.echo(f"created repository {r.config.id[:12]} at {location}\n"
+               "Keep the passphrase safe: losing it means the backups cannot be restored by "
+               "anyone. 'opskit backup key export --paper' prints a recovery sheet.", err=True)
+    return r
 
 
 @group.command("run")
@@ -114,12 +142,13 @@ def init_cmd(app: App, repo: str | None, passphrase_file: str | None) -> None:
 @click.option("-v", "--verbose", is_flag=True,
               help="List every file (or whole directory) as it is read; with --dry-run, "
                    "list the files that would be read.")
+@_insecure_option
 @repo_option
 @output_options(tabular=False)
 @pass_app
 def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ...],
-            tags: tuple[str, ...], dry_run: bool, quiet: bool, verbose: bool, repo: str | None,
-            passphrase_file: str | None) -> None:
+            tags: tuple[str, ...], dry_run: bool, quiet: bool, verbose: bool, insecure: bool,
+            repo: str | None, passphrase_file: str | None) -> None:
     """Back up PATHS (default: backup.paths from the config).
 
     Incremental by default: files whose size, mtime, ctime and inode match the
@@ -140,7 +169,7 @@ def run_cmd(app: App, paths: tuple[str, ...], full: bool, exclude: tuple[str, ..
         r = _open(app, repo, passphrase_file, write_only_ok=True) if exists else None
         _dry_run(app, r, roots, excludes, full, location, verbose)
         return
-    r = _open_or_create(app, location, exists, passphrase_file)
+    r = _open_or_create(app, location, exists, passphrase_file, insecure)
     if r.keys.write_only and not full:
         full = True   # no parent can be read: every file is read again, dedup still applies
     progress = _backup_progress(quiet, verbose)
@@ -171,14 +200,12 @@ def _backup_roots(app: App, paths: tuple[str, ...]) -> list[str]:
     return sorted({os.path.abspath(p) for p in paths})
 
 
-def _open_or_create(app: App, location: str, exists: bool, passphrase_file) -> Repository:
+def _open_or_create(app: App, location: str, exists: bool, passphrase_file,
+                    insecure: bool) -> Repository:
     if exists:
         passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt)
         return open_repo.open_repository(location, passphrase, app.config)
-    passphrase = open_repo.get_passphrase(app.config, passphrase_file, _prompt, confirm=True)
-    r = open_repo.init_repository(location, passphrase, app.config)
-    click.echo(f"created repository {r.config.id[:12]} at {location}", err=True)
-    return r
+    return _create(app, location, passphrase_file, insecure)
 
 
 def _parent(app: App, r: Repository, roots: list[str]) -> dict | None:

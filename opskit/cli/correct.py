@@ -272,7 +272,7 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
     settled: the live rows show whether the change was committed (recorded
     as applied, recovered) or not (applied now); rows matching neither are
     refused and recorded (exit 1)."""
-    from opskit.corrections.actions import ApplyFailed
+    from opskit.corrections.actions import ApplyFailed, ApplyRetry
     from opskit.corrections.report import apply_result, plan_result
     svc = _service(app)
     try:
@@ -285,7 +285,7 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
             return
         try:
             entry, st = svc.apply(request_id, signer)
-        except ApplyFailed as exc:
+        except (ApplyFailed, ApplyRetry) as exc:
             if exc.entry is not None:
                 _evidence(app, exc.entry, exc.state)
             raise
@@ -368,9 +368,13 @@ def export(app: App, out: str | None) -> None:
 @click.option("--no-audit-check", "no_audit_check", is_flag=True,
               help="Do not cross-check the ledger head against the newest ledger seq/hash in "
                    "opskit's audit log.")
+@click.option("--strict", is_flag=True,
+              help="Exit 1 when no anchor (audit log record or --checkpoint) was available: "
+                   "without one, entries cut off the end of the ledger go unnoticed.")
 @output_options(tabular=False)
 @pass_app
-def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_check: bool) -> None:
+def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_check: bool,
+           strict: bool) -> None:
     """Check the chain, every signature and every workflow step; exit 1 names the first bad entry."""
     from opskit.core.audit import load_checkpoints
     from opskit.corrections.ledger import ExportLedger, SqliteLedger
@@ -380,7 +384,8 @@ def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_
     registry = load_registry(find_rules_file(app.config))
     checkpoints = []
     for path in checkpoint_files:
-        checkpoints.extend(load_checkpoints(path))
+        checkpoints.extend(dict(cp, source=cp.get("source") or f"checkpoint file {path}")
+                           for cp in load_checkpoints(path))
     if ledger_file:
         try:
             with open(ledger_file, "rb") as fh:
@@ -401,6 +406,6 @@ def verify(app: App, ledger_file: str | None, checkpoint_files: tuple, no_audit_
         report = do_verify(ledger, registry, checkpoints)
     finally:
         ledger.close()
-    result = verify_result(report, audit_mark, warning)
+    result = verify_result(report, audit_mark, warning, checkpoints, strict)
     app.audit_details.update({"verify": result.data, "rule_ids": ["R-AUD-1", "R-DAT-1"]})
     app.emit(result)

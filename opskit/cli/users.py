@@ -122,6 +122,21 @@ def _hand_over(app: App, result, steps, passwords) -> None:
             result.data["initial_password_files"] = paths
 
 
+def _epoch(value: str | None) -> int | None:
+    """--since as epoch seconds (a date is midnight UTC); bad values exit 2."""
+    import datetime as dt
+    from opskit.core.errors import UsageError
+    if value is None:
+        return None
+    if value.isdigit():
+        return int(value)
+    try:
+        day = dt.datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        raise UsageError(f"--since {value!r}: expected YYYY-MM-DD or epoch seconds") from None
+    return int(day.timestamp())
+
+
 def _operator(app: App) -> str:
     return app.operator
 
@@ -132,10 +147,16 @@ def _operator(app: App) -> str:
               help="Why the accounts are frozen (R-ACC-6).")
 @click.option("--ticket", default="", metavar="T", help="Change or HR ticket, recorded.")
 @host_options
+@click.option("--since", metavar="DATE", default=None,
+              help="Start of the person's tenure (YYYY-MM-DD or epoch seconds) for the tenure "
+                   "report. Default: per host, from their home directory.")
+@click.option("--reviewed", "reviewed", metavar="PATH", multiple=True,
+              help="A tenure-report path a human has reviewed (repeatable; recorded).")
 @click.option("--dry-run", is_flag=True, help="Show what would be done; change nothing.")
 @output_options()
 @pass_app
-def freeze_cmd(app: App, person_id, reason, ticket, host_names, group_name, dry_run) -> None:
+def freeze_cmd(app: App, person_id, reason, ticket, host_names, group_name, since, reviewed,
+               dry_run) -> None:
     """Freeze every account of PERSON before they leave or change post (R-ACC-6).
 
     On every host where PERSON has an account: lock the password, expire the
@@ -143,16 +164,23 @@ def freeze_cmd(app: App, person_id, reason, ticket, host_names, group_name, dry_
     evidence), remove group memberships and sudoers entries, move crontab and
     at jobs aside, end live sessions and processes; then re-read each host to
     verify no access path remains, and record a freeze certificate in the
-    audit log and in <state_dir>/accounts/freezes/. Rerun to finish after a
-    failure (exit 3 lists the failed hosts).
+    audit log and in <state_dir>/accounts/freezes/. The freeze also hunts:
+    their keys in any account (root included), sudo rights by uid, group and
+    alias, system cron, systemd timers and linger, setuid files, processes by
+    any uid, PostgreSQL login roles (perms.databases), a tenure report.
+    Exit 1 when something is still open (listed; the certificate says
+    'incomplete'), 3 when a host or database failed. Rerun to finish.
     """
     from opskit.accounts.freeze import freeze_fleet, save_certificate
     from opskit.accounts.freeze_report import freeze_result
+    from opskit.perms.postgres import database_specs
 
     roster, specs, settings = _setup(app, host_names, group_name)
     person = roster.person(person_id)                  # unknown: exit 2
     run = freeze_fleet(specs, person, settings, reason=reason, ticket=ticket,
-                       operator=_operator(app), dry_run=dry_run)
+                       operator=_operator(app), dry_run=dry_run, since=_epoch(since),
+                       reviewed=reviewed, databases=database_specs(app.config),
+                       tenure_paths=app.config.get("accounts.tenure_paths") or ())
     path = None if dry_run else save_certificate(app.state_dir, run)
     app.audit_details.update(rule="R-ACC-6", certificate_file=path,
                              certificate=run.certificate())

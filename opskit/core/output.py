@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, Callable, Iterable, TextIO
 
@@ -189,9 +190,32 @@ def human_bytes(n: float) -> str:
 _INVISIBLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
+def _escaped(text: str) -> str:
+    return text.encode("unicode_escape").decode("ascii")
+
+
 def visible(text: str) -> str:
     """``text`` with control and bidi-override characters as ``\\xNN``/``\\uNNNN``."""
-    return _INVISIBLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    return _INVISIBLE.sub(lambda m: _escaped(m.group()), text)
+
+
+def terminal_safe(value: Any) -> Any:
+    """``value`` for a terminal: every character that is not printable (ESC, CR,
+    newline, BEL, bidi overrides, zero-width and other format characters; spaces
+    stay) written as a visible ``\\x1b``/``\\u202e`` escape, so text someone else
+    typed can neither move the cursor, recolour, start a fake table row nor hide
+    what a reviewer reads. Dicts and lists are walked; other values are returned
+    as they are."""
+    if isinstance(value, str):
+        if value.isprintable():
+            return value
+        return "".join(ch if ch.isprintable() or unicodedata.category(ch) == "Zs" else _escaped(ch)
+                       for ch in value)
+    if isinstance(value, dict):
+        return {k: terminal_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [terminal_safe(v) for v in value]
+    return value
 
 
 # --- the format registry ------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import datetime as _dt
 import os
 
-from opskit.core.errors import OpskitError, EXIT_FINDINGS
+from opskit.core.errors import OpskitError, OperationalError, EXIT_FINDINGS
 from opskit.core.failpoints import failpoint
 
 from . import workflow as wf
@@ -25,6 +25,7 @@ from .ledger import Ledger, Refused
 from .rulesfile import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
 from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
 from .targets import Database, TargetError, image_digest, recover as recover_rows
+from .verify import LedgerTampered, verify_request
 
 RULE_IDS = ["R-DAT-1", "R-DAT-2", "R-DAT-3", "R-AUD-1", "R-AUD-3"]
 
@@ -33,6 +34,15 @@ class ApplyFailed(OpskitError):
     """The apply was attempted, rolled back and recorded in the ledger (exit 1)."""
 
     exit_code = EXIT_FINDINGS
+
+    def __init__(self, message: str, entry: dict | None = None, state: "wf.RequestState | None" = None):
+        super().__init__(message)
+        self.entry, self.state = entry, state
+
+
+class ApplyRetry(OperationalError):
+    """The apply hit a transient error (lock timeout, lost connection, serialization
+    failure), rolled back and left the request approved for a retry (exit 3)."""
 
     def __init__(self, message: str, entry: dict | None = None, state: "wf.RequestState | None" = None):
         super().__init__(message)
@@ -127,12 +137,55 @@ class Corrections:
             raise Refused(f"no correction request {rid} in the ledger")
         return wf.fold(entries)
 
+    def verified_state(self, rid: str) -> tuple[list[dict], wf.RequestState]:
+        """The request's entries and state, after checking (before anyone acts on them)
+        their chain and signatures (verify.verify_request) and that what the requester
+        signed holds together: the statement vets, names the table and operation the
+        request records, and the frozen requirement is not weaker than the rules file
+        asks for this change. LedgerTampered (exit 1) names the entry otherwise."""
+        entries = verify_request(self.ledger, self.registry, rid)
+        st = wf.fold(entries)
+        stmt = parse_statement(st.sql)
+        check_params(stmt, st.params)
+        where = f"{rid}: the request (seq {st.seq})"
+        if (stmt.table, stmt.operation) != (st.table, st.operation):
+            raise LedgerTampered(f"{where} records {st.operation} on {st.table} but its statement is "
+                                 f"{stmt.operation} on {stmt.table}; refusing to act on it")
+        rows = stmt.insert_rows if stmt.operation == "INSERT" else len(st.before)
+        if rows != st.row_count or image_digest(st.before) != st.before_digest:
+            raise LedgerTampered(f"{where} records {st.row_count} row(s) but its before-image does not "
+                                 "match (row count or digest); refusing to act on it")
+        need = self.registry.requirement(st.target, stmt.table, stmt.operation, st.row_count)
+        have = st.requirement
+        if (have.approvals < need.approvals or not set(need.levels) <= set(have.levels)
+                or (need.auditor and not have.auditor)
+                or (st.executor_may_approve and not self.registry.executor_may_approve)):
+            raise LedgerTampered(f"{where} froze the requirement '{have.describe()}', weaker than the "
+                                 f"rules file asks for this change ('{need.describe()}'); refusing to "
+                                 "act on it")
+        return entries, st
+
+    @staticmethod
+    def _unchanged(rid: str, verified: list[dict], entries: list[dict], step: dict) -> None:
+        """Under the ledger lock: the entries are still the ones just verified. If some
+        were added meanwhile (another approver or executor won a race), the workflow's
+        own reason to refuse ``step`` is given; otherwise: run the command again."""
+        hashes, mine = [e.get("hash") for e in entries], [e["hash"] for e in verified]
+        if hashes == mine:
+            return
+        if hashes[:len(mine)] == mine:
+            wf.step(wf.fold(entries), step)
+        raise Refused(f"{rid} changed while it was being verified; run the command again")
+
     def approve(self, rid: str, comment: str, signer: Signer, role: str | None = None):
         op = self.identify(signer)
+        verified, _st = self.verified_state(rid)
 
         def decide(entries, seq):
             if not entries:
                 raise Refused(f"no correction request {rid} in the ledger")
+            self._unchanged(rid, verified, entries, {"kind": "approve", "actor": op.name, "request": rid,
+                                                     "seq": seq, "body": {"level": role or "clerk"}})
             st = wf.fold(entries)
             if st.state == wf.PENDING and op.name != st.requester and op.name not in st.signers():
                 level = self._level_for(st, op, role)
@@ -187,7 +240,7 @@ class Corrections:
     def plan(self, rid: str, signer: Signer) -> dict:
         """What apply would do, checked read-only (``apply --dry-run``)."""
         op = self.identify(signer)
-        st = self.state(rid)
+        _entries, st = self.verified_state(rid)
         self._may_apply(st, op)
         wf.step(wf.fold(st.history), {"kind": "apply-started", "actor": op.name, "request": rid,
                                       "seq": 0, "body": {}})
@@ -207,17 +260,18 @@ class Corrections:
 
     def apply(self, rid: str, signer: Signer):
         op = self.identify(signer)
-        current = self.state(rid)
+        verified, current = self.verified_state(rid)
         if current.state == wf.EXECUTING:
             return self.recover(rid, current, op, signer)
 
         def claim(entries, seq):
             if not entries:
                 raise Refused(f"no correction request {rid} in the ledger")
-            st = wf.fold(entries)
-            self._may_apply(st, op)
             spec = {"kind": "apply-started", "actor": op.name,
                     "body": dict(self._evidence(), pid=os.getpid())}
+            self._unchanged(rid, verified, entries, dict(spec, request=rid, seq=seq))
+            st = wf.fold(entries)
+            self._may_apply(st, op)
             wf.step(st, dict(spec, request=rid, seq=seq))
             return spec
 
@@ -235,6 +289,8 @@ class Corrections:
             error = exc
         if outcome is not None and outcome.ok:
             failpoint("correct.apply.after-commit")
+        if outcome is not None and not outcome.ok and outcome.transient:
+            self._retry_later(rid, op, claimed, outcome, signer)
         if outcome is not None and outcome.ok:
             body = {"row_count": outcome.row_count, "after": outcome.after,
                     "after_sha256": image_digest(outcome.after), "claim_seq": claimed["seq"],
@@ -263,6 +319,27 @@ class Corrections:
             raise ApplyFailed(f"{rid} not applied ({body['stage']}): {body['reason']}; recorded in "
                               f"the ledger as seq {entry['seq']}", entry, final)
         return entry, final
+
+    def _retry_later(self, rid: str, op, claimed: dict, outcome, signer: Signer) -> None:
+        """A transient error: record ``apply-aborted`` (the request is approved again) and
+        raise ApplyRetry (exit 3). An error while committing leaves the outcome unknown,
+        so nothing is recorded and the request stays executing for recovery to settle."""
+        if outcome.stage == "commit":
+            raise TargetError(f"{rid}: {outcome.reason} while committing: whether the change "
+                              f"committed is unknown, so {rid} stays executing; run apply again "
+                              "to settle it")
+        body = {"stage": outcome.stage, "reason": outcome.reason, "transient": True,
+                "claim_seq": claimed["seq"], **self._evidence()}
+
+        def record(entries, seq):
+            spec = {"kind": "apply-aborted", "actor": op.name, "body": body}
+            wf.step(wf.fold(entries), dict(spec, request=rid, seq=seq))
+            return spec
+
+        entry = self.ledger.append(rid, record, signer)
+        raise ApplyRetry(f"{rid} not applied ({outcome.stage}): {outcome.reason}; nothing changed and "
+                         f"{rid} is approved again (seq {entry['seq']}): run apply again later",
+                         entry, self.state(rid))
 
     # --- recovery of an interrupted apply ------------------------------------------
     def recover(self, rid: str, st: wf.RequestState, op, signer: Signer):

@@ -13,7 +13,8 @@ An entry is stored as one line of text::
 * ``prev``   SHA-256 of the previous entry's whole stored line (covering its
              signature); 64 zeros for seq 1.
 * ``sig``    Ed25519 signature, by ``key``, over ``SIG_CONTEXT + hash`` (opskit.core.signing).
-* ``kind``   request | approve | reject | withdraw | apply-started | applied | apply-failed.
+* ``kind``   request | approve | reject | withdraw | apply-started | applied | apply-failed |
+             apply-aborted.
 
 Code works on the *flat* view (signed fields + ``hash`` + ``sig``, see
 ``decode``/``encode``).
@@ -48,7 +49,8 @@ from opskit.core.signing import Signer
 FORMAT = "opskit-corrections-ledger"
 VERSION = 1
 TABLE = "opskit_correction_ledger"
-KINDS = ("request", "approve", "reject", "withdraw", "apply-started", "applied", "apply-failed")
+KINDS = ("request", "approve", "reject", "withdraw", "apply-started", "applied", "apply-failed",
+         "apply-aborted")
 
 _DDL_SQLITE = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -159,6 +161,11 @@ class Ledger:
     def head(self) -> tuple[int, str] | None:
         raise NotImplementedError
 
+    def rows_from(self, seq: int) -> list[tuple[int, str, str, str]]:
+        """(seq, request, kind, entry) of every stored row from ``seq`` on, as stored: the
+        ``seq``/``request``/``kind`` columns are NOT signed, only ``entry`` is."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
 
@@ -236,6 +243,10 @@ class SqliteLedger(Ledger):
     def head(self):
         row = self.conn.execute(f"SELECT seq, entry FROM {TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
         return (row[0], decode(row[1])["hash"]) if row else None
+
+    def rows_from(self, seq: int) -> list[tuple[int, str, str, str]]:
+        return [tuple(r) for r in self.conn.execute(
+            f"SELECT seq, request, kind, entry FROM {TABLE} WHERE seq >= ? ORDER BY seq", (seq,))]
 
     def insert_raw(self, rows: Iterable[tuple[int, str, str, str]]) -> None:
         """Bulk-load already signed entries (benchmarks, imports); no checks."""
@@ -318,6 +329,14 @@ class PostgresLedger(Ledger):
             row = cur.fetchone()
         self.conn.rollback()
         return (row[0], decode(row[1])["hash"]) if row else None
+
+    def rows_from(self, seq: int) -> list[tuple[int, str, str, str]]:
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT seq, request, kind, entry FROM {TABLE} WHERE seq >= %s ORDER BY seq",
+                        (seq,))
+            out = [tuple(r) for r in cur.fetchall()]
+        self.conn.rollback()
+        return out
 
 
 class ExportLedger(Ledger):

@@ -9,19 +9,20 @@ import json
 from typing import Any
 
 from opskit.core.errors import EXIT_FINDINGS
-from opskit.core.output import Result, Table
+from opskit.core.output import Result, Table, terminal_safe
 from opskit.core.signing import fingerprint
 
 from . import workflow as wf
 from .ledger import EXPORT_MARK, VERSION, Ledger, decode
 from .rulesfile import Requirement, redact_url
+from .sqlcheck import with_values
 
 LOG_COLUMNS = ["id", "state", "target", "table", "operation", "rows", "requester", "approvers",
-               "executor", "waiting_for", "ticket"]
+               "executor", "waiting_for", "ticket", "failure"]
 EXPORT_COLUMNS = ["seq", "time", "request", "kind", "actor", "key", "detail", "body", "prev",
                   "hash", "sig", "entry"]
 SHOW_FIELDS = ("id", "state", "target", "table", "operation", "rows", "requester", "requested",
-               "reason", "ticket", "requirement", "approvers", "executor", "waiting_for")
+               "reason", "ticket", "requirement", "approvers", "executor", "waiting_for", "failure")
 
 
 # --- rows -------------------------------------------------------------------------------
@@ -34,7 +35,34 @@ def summary_row(st: wf.RequestState) -> dict:
             "requested": st.requested_at,
             "approvers": ", ".join(f"{a['actor']} ({a['level']})" for a in signers),
             "executor": st.executor or "", "waiting_for": st.waiting_for(),
-            "ticket": st.ticket, "reason": st.reason}
+            "ticket": st.ticket, "reason": st.reason, "failure": failure_of(st)}
+
+
+def failure_of(st: wf.RequestState) -> str:
+    """Why the request failed, or why its last apply attempt was rolled back; else ''."""
+    if st.state == wf.FAILED and st.outcome:
+        return f"{st.outcome.get('stage')}: {st.outcome.get('reason')}"
+    if st.aborted:
+        last = st.aborted[-1]
+        return f"last attempt rolled back ({last.get('stage')}): {last.get('reason')}"
+    return ""
+
+
+def signatures(st: wf.RequestState) -> str:
+    """Who has signed the request so far, in order, with role and ledger seq."""
+    signers = sorted(st.approvals + ([st.auditor] if st.auditor else []), key=lambda a: a["seq"])
+    return "; ".join([f"{st.requester} (requester, seq {st.seq})"] +
+                     [f"{a['actor']} ({a['level']}, seq {a['seq']})" for a in signers])
+
+
+def review_lines(st: wf.RequestState) -> list[str]:
+    """What an approver must see: the statement with its values (for reading only:
+    values are always bound), the requirement and the signatures so far; control
+    characters escaped, since all of it was typed by someone else (#17)."""
+    return terminal_safe([f"statement: {with_values(st.sql, st.params)}",
+                          f"requirement: {st.requirement.describe()}",
+                          f"signed by: {signatures(st)}",
+                          f"still needed: {st.waiting_for()}"])
 
 
 def _detail(kind: str | None, body: dict) -> str:
@@ -47,7 +75,7 @@ def _detail(kind: str | None, body: dict) -> str:
         return body.get("comment", "")
     if kind == "applied":
         return f"{body.get('row_count')} rows"
-    if kind == "apply-failed":
+    if kind in ("apply-failed", "apply-aborted"):
         return f"{body.get('stage')}: {body.get('reason')}"
     return ""
 
@@ -164,8 +192,10 @@ def approve_result(entry: dict, st: wf.RequestState) -> Result:
     more = ("fully approved: ready to apply" if st.state == "approved" else
             f"still needs {st.waiting_for()}")
     return Result(data={"request": st.id, "state": st.state, "level": level,
-                        "ledger_seq": entry["seq"], "waiting_for": st.waiting_for()},
-                  messages=[f"{st.id} approved by {entry['actor']} ({level}); {more}"],
+                        "ledger_seq": entry["seq"], "waiting_for": st.waiting_for(),
+                        "signed_by": signatures(st)},
+                  messages=review_lines(st) + terminal_safe(
+                      [f"{st.id} approved by {entry['actor']} ({level}); {more}"]),
                   summary=f"{st.id} approved by {entry['actor']} ({level}); state {st.state}")
 
 
@@ -232,7 +262,9 @@ def show_result(st: wf.RequestState) -> Result:
     """``correct show``: statement, images and every signed entry."""
     view = state_view(st)
     info = Table(["field", "value"], [{"field": k, "value": view[k]} for k in SHOW_FIELDS]
-                 + [{"field": "sql", "value": st.sql}, {"field": "params", "value": str(st.params)}])
+                 + [{"field": "signed by", "value": signatures(st)},
+                    {"field": "statement", "value": with_values(st.sql, st.params)},
+                    {"field": "sql", "value": st.sql}, {"field": "params", "value": str(st.params)}])
     history = [entry_row(e) for e in st.history]
     tables = [info, *_image("before-image", st.before),
               *_image("after-image", (st.outcome or {}).get("after") or []),
@@ -243,9 +275,13 @@ def show_result(st: wf.RequestState) -> Result:
     return Result(data=data, tables=tables, summary=f"{st.id}: {st.state}")
 
 
-def verify_result(report, audit_mark: dict | None, warning: str | None) -> Result:
-    """``correct verify``: intact or the first bad entry (exit 1)."""
-    data = dict(report.to_dict(), audit_log_head=(
+def verify_result(report, audit_mark: dict | None, warning: str | None,
+                  checkpoints: list[dict] = (), strict: bool = False) -> Result:
+    """``correct verify``: intact or the first bad entry (exit 1), and the anchors
+    (audit log record, checkpoint files) the tail was checked against; without
+    one, ``strict`` makes it exit 1 too (R-AUD-1)."""
+    anchors = [f"{cp.get('source') or 'a checkpoint'}: seq {cp.get('seq')}" for cp in checkpoints]
+    data = dict(report.to_dict(), anchors=anchors, audit_log_head=(
         {"seq": audit_mark["seq"], "hash": audit_mark["hash"]} if audit_mark else None))
     messages = [report.describe()]
     if warning:
@@ -256,5 +292,13 @@ def verify_result(report, audit_mark: dict | None, warning: str | None) -> Resul
     if not report.signers_checked:
         messages.append("warning: no operators declared in the rules file, so signatures were "
                         "checked only against the keys embedded in the entries")
+    if anchors:
+        messages.append("anchored by " + "; ".join(anchors))
+    else:
+        # "intact" without an anchor cannot rule out a cut-off tail: say so
+        messages.append("warning: no anchor (no audit log record of this ledger, an export, or "
+                        "--no-audit-check): entries cut off the end of the ledger cannot be "
+                        "detected; give --checkpoint FILE" + (" (--strict: exit 1)" if strict else ""))
+    unanchored = strict and not anchors
     return Result(data=data, messages=messages, summary=report.describe(),
-                  exit_code=0 if report.ok else EXIT_FINDINGS)
+                  exit_code=0 if report.ok and not unanchored else EXIT_FINDINGS)

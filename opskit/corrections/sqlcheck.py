@@ -3,14 +3,21 @@
 A correction is exactly one ``UPDATE ... SET ... WHERE ...``, ``DELETE FROM
 ... WHERE ...`` or ``INSERT INTO ... (cols) VALUES (...)`` on one table, with
 named parameters (``:name``). Everything else is refused with the reason:
-several statements, DDL, statements without WHERE, joins (``UPDATE ...
-FROM``, ``DELETE ... USING``), CTEs, ``RETURNING`` (opskit adds its own to
-record the after-image), ``INSERT ... SELECT``.
+several statements, DDL and utility statements, statements without WHERE,
+joins (``UPDATE ... FROM``, ``DELETE ... USING``), CTEs anywhere, writes
+nested in a sub-select, ``RETURNING`` (opskit adds its own to record the
+after-image), ``INSERT ... SELECT``/``ON CONFLICT``, and calls of functions
+not on the allow-list of side-effect-free functions below (a function in a
+WHERE clause runs at request time, before anybody approved anything).
 
-This is a small tokenizer, not a SQL parser: it knows strings, quoted
-identifiers, comments, dollar quotes and parameters well enough to split
-statements and find the table and the WHERE clause. The database parses the
-statement for real when the before-image is read (read-only) at request time.
+The statement is read by PostgreSQL's own parser (``pglast``, libpg_query),
+so strings, escapes (``E'\\''``, ``U&'..' UESCAPE``), dollar quotes and
+nested comments mean here exactly what they mean to the server; the targets
+pin ``standard_conforming_strings=on`` so the server reads backslashes the
+same way, and every statement is sent alone over the extended protocol, which
+refuses a second statement (targets.py). ``:name`` parameters are found with
+pglast's scanner (a ``:`` token followed at once by a word), never by a regex
+over the text, and become ``$n`` for the parse and ``%(name)s`` for psycopg.
 """
 from __future__ import annotations
 
@@ -18,34 +25,35 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
+from pglast import ast
+from pglast.parser import ParseError, parse_sql, scan
+
 from opskit.core.errors import UsageError
 
-DDL = {"CREATE", "ALTER", "DROP", "TRUNCATE", "GRANT", "REVOKE", "COMMENT", "RENAME", "REINDEX",
-       "VACUUM", "ANALYZE", "CLUSTER", "ATTACH", "DETACH", "PRAGMA", "COPY", "LOCK", "SET",
-       "RESET", "DO", "CALL", "EXECUTE", "PREPARE", "DEALLOCATE", "BEGIN", "COMMIT", "ROLLBACK",
-       "SAVEPOINT", "RELEASE", "START", "END", "REFRESH", "SECURITY", "IMPORT", "LOAD", "DISCARD",
-       "LISTEN", "NOTIFY", "REASSIGN", "REPLACE", "UPSERT", "MERGE"}
-OPERATIONS = ("UPDATE", "DELETE", "INSERT")
 _IDENT = re.compile(r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")(?:\.(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+"))?\Z')
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_PLAIN = re.compile(r"[a-z_][a-z0-9_$]*\Z")
+_COMMENTS = ("SQL_COMMENT", "C_COMMENT")
 
-# token kinds
-WORD, STRING, QIDENT, PARAM, PUNCT, SPACE, COMMENT, NUMBER = (
-    "word", "string", "qident", "param", "punct", "space", "comment", "number")
-
-_TOKEN = re.compile(r"""
-    (?P<space>\s+)
-  | (?P<comment>--[^\n]*|/\*(?:.|\n)*?\*/)
-  | (?P<string>[EeXxBbNn]?'(?:[^']|'')*')
-  | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z0-9_]*)?\$)
-  | (?P<qident>"(?:[^"]|"")*")
-  | (?P<cast>::)
-  | (?P<param>:[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)
-  | (?P<word>[A-Za-z_][A-Za-z0-9_$]*)
-  | (?P<punct>.)
-""", re.VERBOSE | re.DOTALL)
+# Functions without side effects that a correction may call (any schema but
+# pg_catalog is refused). Everything else -- dblink, pg_terminate_backend,
+# set_config, nextval, lo_*, user functions -- is refused: it could act at
+# request time or change more than the statement says (R-DAT-2).
+ALLOWED_FUNCTIONS = frozenset("""
+    abs ceil ceiling floor round trunc sign mod div power sqrt greatest least
+    lower upper initcap trim btrim ltrim rtrim substr substring left right length char_length
+    octet_length replace translate concat concat_ws lpad rpad split_part strpos position
+    starts_with reverse repeat format to_char to_number to_date to_timestamp
+    now current_date current_timestamp localtimestamp statement_timestamp transaction_timestamp
+    date_trunc date_part extract age make_date make_time make_timestamp make_timestamptz
+    make_interval justify_days justify_hours justify_interval
+    coalesce nullif array_append array_prepend array_remove array_replace array_cat
+    array_length array_position cardinality unnest
+    jsonb_set jsonb_insert jsonb_build_object jsonb_build_array jsonb_strip_nulls
+    json_build_object json_build_array to_json to_jsonb jsonb_typeof
+    count sum min max avg bool_and bool_or every
+""".split())
 
 
 class SqlRefused(UsageError):
@@ -53,61 +61,17 @@ class SqlRefused(UsageError):
 
 
 @dataclass
-class Token:
-    kind: str
-    text: str
-
-    @property
-    def upper(self) -> str:
-        return self.text.upper() if self.kind == WORD else ""
-
-
-def tokenize(sql: str) -> list[Token]:
-    """Tokens of ``sql``; unterminated strings, identifiers or comments are refused."""
-    out: list[Token] = []
-    pos = 0
-    while pos < len(sql):
-        if sql.startswith("/*", pos) and "*/" not in sql[pos + 2:]:
-            raise SqlRefused("unterminated /* comment")
-        m = _TOKEN.match(sql, pos)
-        kind = m.lastgroup if m.lastgroup != "tag" else "dollar"
-        if m.group("dollar") is not None:
-            tag = m.group("dollar")
-            end = sql.find(tag, m.end())
-            if end < 0:
-                raise SqlRefused(f"unterminated dollar-quoted string {tag}")
-            out.append(Token(STRING, sql[pos:end + len(tag)]))
-            pos = end + len(tag)
-            continue
-        text = m.group(0)
-        if kind == "punct" and text in "'\"":
-            raise SqlRefused("unterminated quoted string or identifier")
-        if kind == "cast":
-            kind = PUNCT
-        out.append(Token(kind, text))
-        pos = m.end()
-    return out
-
-
-def _significant(tokens: list[Token]) -> list[Token]:
-    return [t for t in tokens if t.kind not in (SPACE, COMMENT)]
-
-
-def _text(tokens: list[Token]) -> str:
-    return "".join(t.text if t.kind != COMMENT else " " for t in tokens).strip()
-
-
-@dataclass
 class Statement:
     """A vetted correction statement.
 
     operation   UPDATE, DELETE or INSERT
-    table       the table as written (maybe schema-qualified or quoted)
-    sql         the statement as it will run, without a trailing ';'
-    params      names of its :parameters
-    target_sql  text between the keyword and SET/WHERE (table [alias]) for the before-image
+    table       the table, as PostgreSQL names it (schema-qualified if written so; quoted if needed)
+    sql         the statement as it will run: comments blanked, no trailing ';'
+    params      names of its :parameters, in order of first use
+    target_sql  ``table [alias]`` for the before-image
     where       the WHERE clause text (UPDATE, DELETE); None for INSERT
     insert_rows number of VALUES tuples (INSERT)
+    relation    (start, end) of the table name in ``sql``
     """
 
     operation: str
@@ -117,7 +81,7 @@ class Statement:
     target_sql: str
     where: str | None = None
     insert_rows: int = 0
-    tokens: list[Token] = field(default_factory=list, repr=False)
+    relation: tuple[int, int] = field(default=(0, 0), repr=False)
 
     def before_image_sql(self) -> str | None:
         """SELECT of the rows the statement will touch (None for INSERT)."""
@@ -125,169 +89,241 @@ class Statement:
             return None
         return f"SELECT * FROM {self.target_sql} WHERE {self.where}"
 
+    def on_table(self, other: str) -> str:
+        """The statement with its table replaced by ``other`` (a scratch copy)."""
+        start, end = self.relation
+        return self.sql[:start] + other + self.sql[end:]
 
-def parse_statement(sql: str) -> Statement:
-    """Vet ``sql`` as one correction statement; SqlRefused names the reason."""
-    tokens = tokenize(sql)
-    sig = _significant(tokens)
-    # split on top-level ';'
-    statements: list[list[Token]] = [[]]
-    for tok in tokens:
-        if tok.kind == PUNCT and tok.text == ";":
-            statements.append([])
-        else:
-            statements[-1].append(tok)
-    nonempty = [s for s in statements if _significant(s)]
-    if not nonempty:
-        raise SqlRefused("no SQL statement given")
-    if len(nonempty) > 1:
-        raise SqlRefused(f"{len(nonempty)} statements given; a correction is exactly one "
-                         "UPDATE, DELETE or INSERT (R-DAT-2)")
-    tokens = nonempty[0]
-    sig = _significant(tokens)
-    first = sig[0].upper
-    if first in DDL:
-        raise SqlRefused(f"{first} is refused: a correction changes rows, never schema, "
-                         "permissions or session state (DDL/utility statements are not "
-                         "corrections, R-DAT-2)")
+
+# --- scanning: PostgreSQL's tokens, and :name parameters among them -----------------------
+
+@dataclass
+class _Tok:
+    start: int
+    end: int          # exclusive
+    name: str         # pglast token name: IDENT, SCONST, ASCII_59 (;), WHERE, SQL_COMMENT ...
+    text: str
+
+
+def _scan(sql: str) -> list[_Tok]:
+    try:
+        return [_Tok(t.start, t.end + 1, t.name, sql[t.start:t.end + 1]) for t in scan(sql)]
+    except ParseError as exc:
+        raise SqlRefused(f"PostgreSQL cannot read the statement: {exc.args[0]}") from None
+
+
+def _params(tokens: list[_Tok]) -> list[tuple[int, int, str]]:
+    """(start, end, name) of each ``:name``: a ``:`` token directly followed by a word."""
+    out = []
+    for colon, word in zip(tokens, tokens[1:]):
+        if colon.name == "ASCII_58" and word.start == colon.end and _PARAM_NAME.match(word.text):
+            out.append((colon.start, word.end, word.text))
+    return out
+
+
+def _replace(sql: str, tokens: list[_Tok], spans: list[tuple[int, int, str]],
+             text_of, param_of) -> str:
+    """Rebuild ``sql`` from its tokens: each parameter span as ``param_of(name)``, every
+    other stretch through ``text_of`` (comments come out as one space)."""
+    out, pos = [], 0
+    comments = [(t.start, t.end, None) for t in tokens if t.name in _COMMENTS]
+    for start, end, name in sorted(spans + comments):
+        out.append(text_of(sql[pos:start]))
+        out.append(param_of(name) if name is not None else " ")
+        pos = end
+    out.append(text_of(sql[pos:]))
+    return "".join(out)
+
+
+def params_of(sql: str) -> list[str]:
+    """Names of the ``:name`` parameters ``sql`` uses (from PostgreSQL's scanner)."""
+    return [name for _s, _e, name in _params(_scan(sql))]
+
+
+def with_values(sql: str, params: dict) -> str:
+    """``sql`` with each ``:name`` shown as the SQL literal of its value, for people to
+    read (``show``, ``approve``); never executed -- values are always bound."""
+    def literal(name: str) -> str:
+        value = typed_value(params[name]) if name in params else None
+        if name not in params:
+            return ":" + name
+        if value is None:
+            return "NULL"
+        if isinstance(value, (int, Decimal)):
+            return str(value)
+        return "'" + str(value).replace("'", "''") + "'"
+    tokens = _scan(sql)
+    return _replace(sql, tokens, _params(tokens), lambda s: s, literal)
+
+
+def to_pyformat(sql: str) -> str:
+    """``:name`` -> ``%(name)s`` for psycopg, every literal ``%`` doubled, comments blanked."""
+    tokens = _scan(sql)
+    return _replace(sql, tokens, _params(tokens), lambda s: s.replace("%", "%%"),
+                    lambda name: f"%({name})s")
+
+
+# --- the parse tree ---------------------------------------------------------------------
+
+_ROOTS = {ast.UpdateStmt: "UPDATE", ast.DeleteStmt: "DELETE", ast.InsertStmt: "INSERT"}
+_WRITES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+
+
+def _walk(node):
+    """Every pglast node below ``node`` (inclusive)."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, ast.Node):
+            yield item
+            stack.extend(getattr(item, a) for a in item.__slots__ if a != "location")
+
+
+def _check_tree(root) -> None:
+    """Refuse CTEs, nested writes and calls of functions off the allow-list, anywhere."""
+    for node in _walk(root):
+        if isinstance(node, (ast.WithClause, ast.CommonTableExpr)):
+            raise SqlRefused("WITH (common table expressions) is refused: write one plain UPDATE, "
+                             "DELETE or INSERT")
+        if node is not root and isinstance(node, _WRITES):
+            raise SqlRefused("a write nested inside the statement is refused: one UPDATE, DELETE or "
+                             "INSERT, nothing else changes (R-DAT-2)")
+        if isinstance(node, ast.FuncCall):
+            names = [n.sval for n in node.funcname]
+            qualified = ".".join(names)
+            if len(names) > 2 or (len(names) == 2 and names[0] != "pg_catalog") or \
+                    names[-1].lower() not in ALLOWED_FUNCTIONS:
+                raise SqlRefused(f"function {qualified}() is refused: a correction may call only "
+                                 "side-effect-free functions (lower, round, now, coalesce, ...; "
+                                 "see ALLOWED_FUNCTIONS in opskit/corrections/sqlcheck.py)")
+        if isinstance(node, ast.SelectStmt) and (node.intoClause or node.lockingClause):
+            raise SqlRefused("SELECT ... INTO / FOR UPDATE inside the statement is refused")
+
+
+def _ident(name: str) -> str:
+    from pglast.keywords import RESERVED_KEYWORDS, TYPE_FUNC_NAME_KEYWORDS, COL_NAME_KEYWORDS
+    if _PLAIN.match(name) and name not in RESERVED_KEYWORDS and name not in TYPE_FUNC_NAME_KEYWORDS \
+            and name not in COL_NAME_KEYWORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _table(rel, what: str) -> tuple[str, str]:
+    """(table, 'table [alias]') of the statement's RangeVar."""
+    if rel.catalogname:
+        raise SqlRefused(f"{what}: a table in another database ({rel.catalogname}) is refused")
+    table = ".".join(_ident(n) for n in (rel.schemaname, rel.relname) if n)
+    alias = f" {_ident(rel.alias.aliasname)}" if rel.alias else ""
+    return table, table + alias
+
+
+def _refuse_kind(root, first: str) -> None:
     if first == "WITH":
         raise SqlRefused("WITH (common table expressions) is refused: write one plain UPDATE, "
                          "DELETE or INSERT")
-    if first == "SELECT":
+    if isinstance(root, ast.SelectStmt):
         raise SqlRefused("SELECT changes nothing: a correction is one UPDATE, DELETE or INSERT")
-    if first not in OPERATIONS:
-        raise SqlRefused(f"statement starts with {sig[0].text!r}; a correction is one UPDATE, "
-                         "DELETE or INSERT")
-    words = [t.upper for t in sig]
-    if "RETURNING" in words:
+    if isinstance(root, ast.MergeStmt):
+        raise SqlRefused("MERGE is refused: a correction is one UPDATE, DELETE or INSERT")
+    raise SqlRefused(f"{first} is refused: a correction changes rows, never schema, permissions "
+                     "or session state (DDL/utility statements are not corrections, R-DAT-2)")
+
+
+def _vet_root(root, op: str) -> None:
+    # pglast 7 (PostgreSQL 17) calls it returningList, pglast 8 (PostgreSQL 18) returningClause
+    if getattr(root, "returningList", None) or getattr(root, "returningClause", None):
         raise SqlRefused("RETURNING is refused: opskit adds its own to record the after-image")
-    params = []
-    for t in sig:
-        if t.kind == PARAM and t.text[1:] not in params:
-            params.append(t.text[1:])
-    if any(t.kind == PUNCT and t.text in ("?", "%") for t in sig):
-        raise SqlRefused("use named :parameters only (no ? or % placeholders)")
-    text = _text(tokens)
-    if first == "UPDATE":
-        stmt = _parse_update(sig, tokens)
-    elif first == "DELETE":
-        stmt = _parse_delete(sig, tokens)
-    else:
-        stmt = _parse_insert(sig, tokens)
-    stmt.sql, stmt.params, stmt.tokens = text, params, tokens
-    return stmt
-
-
-def _index(sig: list[Token], word: str, start: int = 0, depth0: bool = True) -> int:
-    depth = 0
-    for i in range(start, len(sig)):
-        t = sig[i]
-        if t.kind == PUNCT and t.text == "(":
-            depth += 1
-        elif t.kind == PUNCT and t.text == ")":
-            depth -= 1
-        elif t.upper == word and (depth == 0 or not depth0):
-            return i
-    return -1
-
-
-def _table_part(part: list[Token], what: str) -> tuple[str, str]:
-    """(table, 'table [alias]') from the tokens naming the target."""
-    if not part:
-        raise SqlRefused(f"{what}: no table named")
-    words = [t.upper for t in part]
-    if "ONLY" in words:
-        part = [t for t in part if t.upper != "ONLY"]
-    if any(t.kind == PUNCT and t.text in ",()" for t in part) or "JOIN" in words:
-        raise SqlRefused(f"{what}: exactly one table, no joins or subqueries in the target")
-    if words and words[0] == "OR":
-        raise SqlRefused(f"{what}: UPDATE OR ... / INSERT OR ... conflict clauses are refused")
-    # table name may be schema.table (3 tokens)
-    name_tokens = [part[0]]
-    i = 1
-    if len(part) >= 3 and part[1].kind == PUNCT and part[1].text == ".":
-        name_tokens = part[:3]
-        i = 3
-    table = "".join(t.text for t in name_tokens)
-    if not _IDENT.match(table):
-        raise SqlRefused(f"{what}: {table!r} is not a table name")
-    rest = part[i:]
-    if rest and rest[0].upper == "AS":
-        rest = rest[1:]
-    if len(rest) > 1 or (rest and rest[0].kind not in (WORD, QIDENT)):
-        raise SqlRefused(f"{what}: unexpected {' '.join(t.text for t in rest)!r} after the table")
-    target = table + (" " + rest[0].text if rest else "")
-    return table, target
-
-
-def _parse_update(sig: list[Token], tokens: list[Token]) -> Statement:
-    set_at = _index(sig, "SET")
-    if set_at < 0:
-        raise SqlRefused("UPDATE without SET")
-    table, target = _table_part(sig[1:set_at], "UPDATE")
-    if _index(sig, "FROM", set_at) >= 0:
+    if op == "UPDATE" and root.fromClause:
         raise SqlRefused("UPDATE ... FROM (a join) is refused: name the rows with a WHERE, "
                          "using a subquery if needed")
-    where_at = _index(sig, "WHERE", set_at)
-    if where_at < 0:
-        raise SqlRefused("UPDATE without WHERE is refused: a correction names the rows it changes "
-                         "(R-DAT-1)")
-    where = _where_text(sig, where_at, tokens)
-    return Statement("UPDATE", table, "", [], target, where=where)
-
-
-def _parse_delete(sig: list[Token], tokens: list[Token]) -> Statement:
-    if len(sig) < 2 or sig[1].upper != "FROM":
-        raise SqlRefused("DELETE must be DELETE FROM table WHERE ...")
-    where_at = _index(sig, "WHERE", 2)
-    if _index(sig, "USING", 2) >= 0:
+    if op == "DELETE" and root.usingClause:
         raise SqlRefused("DELETE ... USING (a join) is refused: name the rows with a WHERE, "
                          "using a subquery if needed")
-    if where_at < 0:
-        raise SqlRefused("DELETE without WHERE is refused: a correction names the rows it removes "
-                         "(R-DAT-1)")
-    table, target = _table_part(sig[2:where_at], "DELETE")
-    where = _where_text(sig, where_at, tokens)
-    return Statement("DELETE", table, "", [], target, where=where)
-
-
-def _where_text(sig: list[Token], where_at: int, tokens: list[Token]) -> str:
-    """The WHERE clause exactly as written (comments blanked), so ``>=`` stays ``>=``."""
-    if not sig[where_at + 1:]:
-        raise SqlRefused("WHERE clause is empty")
-    start = next(i for i, t in enumerate(tokens) if t is sig[where_at])
-    return _text(tokens[start + 1:])
-
-
-def _parse_insert(sig: list[Token], tokens: list[Token]) -> Statement:
-    if len(sig) < 2 or sig[1].upper != "INTO":
-        raise SqlRefused("INSERT must be INSERT INTO table (columns) VALUES (...)")
-    values_at = _index(sig, "VALUES")
-    if values_at < 0:
-        raise SqlRefused("only INSERT ... VALUES is accepted (no INSERT ... SELECT or DEFAULT VALUES)")
-    head = sig[2:values_at]
-    paren = next((i for i, t in enumerate(head) if t.kind == PUNCT and t.text == "("), -1)
-    if paren < 0:
+    if op in ("UPDATE", "DELETE"):
+        verb = "changes" if op == "UPDATE" else "removes"
+        if root.whereClause is None:
+            raise SqlRefused(f"{op} without WHERE is refused: a correction names the rows it {verb} "
+                             "(R-DAT-1)")
+        if isinstance(root.whereClause, ast.CurrentOfExpr):
+            raise SqlRefused("WHERE CURRENT OF (a cursor) is refused: name the rows with a WHERE")
+        return
+    if not root.cols:
         raise SqlRefused("INSERT must list its columns: INSERT INTO table (col, ...) VALUES (...)")
-    table, target = _table_part(head[:paren], "INSERT")
-    if _index(sig, "SELECT", values_at, depth0=True) >= 0:
-        raise SqlRefused("INSERT ... SELECT is refused")
-    if _index(sig, "ON", values_at) >= 0:
+    sel = root.selectStmt
+    if sel is None or not sel.valuesLists or sel.fromClause or sel.targetList:
+        raise SqlRefused("only INSERT ... VALUES is accepted (no INSERT ... SELECT or DEFAULT VALUES)")
+    if root.onConflictClause is not None:
         raise SqlRefused("INSERT ... ON CONFLICT is refused: a correction does exactly what it says")
-    # count top-level tuples after VALUES
-    depth, rows = 0, 0
-    for t in sig[values_at + 1:]:
-        if t.kind == PUNCT and t.text == "(":
-            if depth == 0:
-                rows += 1
+
+
+def parse_statement(sql: str) -> Statement:
+    """Vet ``sql`` as one correction statement; SqlRefused names the reason."""
+    tokens = _scan(sql)
+    if any(t.text == "?" or t.name == "PARAM" or (t.text == "%" and sql[t.end:t.end + 1] in ("s", "("))
+           for t in tokens):
+        raise SqlRefused("use named :parameters only (no ?, $1 or % placeholders)")
+    # comments become one space (as the server reads them), then everything works on that text
+    clean = _replace(sql, tokens, [], lambda s: s, None)
+    tokens = _scan(clean)
+    spans = _params(tokens)
+    names: list[str] = []
+    for _s, _e, name in spans:
+        if name not in names:
+            names.append(name)
+    # the text PostgreSQL parses: each :name as $n (spaced, so it never joins a neighbour)
+    positional = _replace(clean, tokens, spans, lambda s: s, lambda n: f" ${names.index(n) + 1} ")
+    try:
+        stmts = parse_sql(positional)
+    except ParseError as exc:
+        raise SqlRefused(f"PostgreSQL cannot parse the statement: {exc.args[0]}") from None
+    if not stmts:
+        raise SqlRefused("no SQL statement given")
+    if len(stmts) > 1:
+        raise SqlRefused(f"{len(stmts)} statements given; a correction is exactly one "
+                         "UPDATE, DELETE or INSERT (R-DAT-2)")
+    root = stmts[0].stmt
+    sig = [t for t in tokens if t.name != "ASCII_59"]
+    op = _ROOTS.get(type(root))
+    if op is None:
+        _refuse_kind(root, sig[0].text.upper())
+    _vet_root(root, op)
+    _check_tree(root)
+    table, target = _table(root.relation, op)
+    # the statement as it runs: first to last token, comments blanked, no ';'
+    text = clean[sig[0].start:sig[-1].end]
+    relation = _relation_span(sig, text, sig[0].start)
+    where = None
+    if op != "INSERT":
+        at = _top_level_where(sig)
+        where = text[sig[at].end - sig[0].start:].strip()
+    rows = len(root.selectStmt.valuesLists) if op == "INSERT" else 0
+    return Statement(op, table, text, names, target, where=where, insert_rows=rows, relation=relation)
+
+
+def _relation_span(sig: list[_Tok], text: str, offset: int) -> tuple[int, int]:
+    """Where the table name stands in ``text``: after UPDATE [ONLY], FROM [ONLY] or INTO."""
+    i = 1 if sig[0].name == "UPDATE" else 2
+    if sig[i].name == "ONLY":
+        i += 1
+    j = i
+    while j + 2 < len(sig) and sig[j + 1].name == "ASCII_46":     # schema . table
+        j += 2
+    return sig[i].start - offset, sig[j].end - offset
+
+
+def _top_level_where(sig: list[_Tok]) -> int:
+    """Index of the statement's own WHERE (outside any parentheses)."""
+    depth = 0
+    for i, t in enumerate(sig):
+        if t.name == "ASCII_40":
             depth += 1
-        elif t.kind == PUNCT and t.text == ")":
+        elif t.name == "ASCII_41":
             depth -= 1
-        elif depth == 0 and not (t.kind == PUNCT and t.text == ","):
-            raise SqlRefused(f"unexpected {t.text!r} after VALUES")
-    if rows == 0:
-        raise SqlRefused("INSERT without a VALUES tuple")
-    return Statement("INSERT", table, "", [], target, insert_rows=rows)
+        elif t.name == "WHERE" and depth == 0:
+            return i
+    raise SqlRefused("WHERE clause not found")   # the parse tree has one: cannot happen
 
 
 # --- the --table/--where/--set builder ----------------------------------------------
@@ -377,12 +413,3 @@ def check_params(stmt: Statement, params: dict) -> None:
             raise SqlRefused(f"parameter name {name!r} is not an identifier")
 
 
-def to_pyformat(sql: str) -> str:
-    """``:name`` -> ``%(name)s`` for psycopg, with literal ``%`` doubled."""
-    out = []
-    for tok in tokenize(sql):
-        if tok.kind == PARAM:
-            out.append(f"%({tok.text[1:]})s")
-        else:
-            out.append(tok.text.replace("%", "%%"))
-    return "".join(out)

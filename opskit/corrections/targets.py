@@ -11,6 +11,11 @@ Two operations, both with parameterised SQL only:
   before-image and refuse if it changed since approval, run the statement
   with ``RETURNING *`` (the after-image), refuse if the row count differs,
   commit. Any refusal or error rolls back (R-DAT-1, R-DAT-2).
+
+On PostgreSQL every statement is sent alone over the extended query protocol
+(see ``_Tx``) on a session with ``standard_conforming_strings=on``, so the
+server reads the text exactly as pglast did in sqlcheck.py and can never run a
+second statement hidden in it. SQLite's driver runs one statement per call.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from opskit.core.audit import canonical
 from opskit.core.errors import OperationalError, UsageError
 
 from .rulesfile import Target, password_for
-from .sqlcheck import Statement, to_pyformat
+from .sqlcheck import Statement, params_of, to_pyformat
 
 
 class TargetError(OperationalError):
@@ -88,6 +93,7 @@ class ApplyOutcome:
     stage: str = ""          # where it stopped: connect, lock, before-image, execute, row-count, commit
     reason: str = ""
     before_now: list[dict] | None = None
+    transient: bool = False  # a retry may succeed (lock timeout, lost connection); see is_transient
 
 
 class Database:
@@ -115,155 +121,79 @@ class Database:
 
     def _postgres(self, readonly: bool):
         import psycopg
+        from psycopg.conninfo import conninfo_to_dict
         kwargs: dict[str, Any] = {"connect_timeout": 10, "autocommit": False}
         pw = password_for(self.target)
         if pw is not None:
             kwargs["password"] = pw
+        # the server must read backslashes in strings as pglast did (R-DAT-2): a startup
+        # option beats any ALTER ROLE/DATABASE SET standard_conforming_strings = off
+        options = conninfo_to_dict(self.target.url).get("options") or ""
+        kwargs["options"] = (str(options) + " -c standard_conforming_strings=on").strip()
         try:
             conn = psycopg.connect(self.target.url, **kwargs)
         except psycopg.Error as exc:
             raise TargetError(f"target {self.target.name} ({self.target.safe_url}): cannot "
                               f"connect: {_pg_message(exc)}") from None
+        if conn.info.parameter_status("standard_conforming_strings") != "on":
+            conn.close()
+            raise TargetError(f"target {self.target.name} ({self.target.safe_url}): the server keeps "
+                              "standard_conforming_strings off; corrections need it on")
         conn.read_only = readonly
+        conn.prepare_threshold = 5     # prepare=True in _Tx.q needs it not None
         return conn
 
     # --- request time ------------------------------------------------------------
     def read_before_image(self, stmt: Statement, params: dict) -> Image:
-        """Rows the statement would touch, read in a read-only transaction; also
-        EXPLAINs the statement so the database vets its syntax and columns."""
+        """Rows the statement would touch, read in a read-only transaction (SQLite
+        ``mode=ro``; PostgreSQL ``BEGIN READ ONLY``) that only ever sees our statements,
+        one at a time; also EXPLAINs the statement so the database vets its syntax and
+        columns without running it."""
         select = stmt.before_image_sql() or f"SELECT * FROM {stmt.target_sql} WHERE 1 = 0"
-        select_params = {k: v for k, v in params.items() if f":{k}" in select}
-        if self.target.kind == "sqlite":
-            conn = self._sqlite(readonly=True)
-            try:
-                conn.execute("BEGIN")
-                try:
-                    conn.execute("EXPLAIN " + stmt.sql, _sqlite_params(params)).fetchall()
-                    cur = conn.execute(select, _sqlite_params(select_params))
-                    columns = [d[0] for d in cur.description]
-                    rows = rows_to_json(columns, cur.fetchall())
-                except sqlite3.Error as exc:
-                    raise UsageError(f"target {self.target.name} rejects the statement: {exc}") from None
-                conn.execute("ROLLBACK")
-            finally:
-                conn.close()
-            return Image(columns, rows)
-        import psycopg
-        conn = self._postgres(readonly=True)
+        tx = _Tx(self, readonly=True)
         try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT set_config('statement_timeout', %s, true)",
-                            (str(int(self.lock_timeout * 1000) * 3),))
-                try:
-                    cur.execute("EXPLAIN " + to_pyformat(stmt.sql), params)
-                    cur.fetchall()
-                    cur.execute(to_pyformat(select), select_params)
-                    columns = [d.name for d in cur.description]
-                    rows = rows_to_json(columns, cur.fetchall())
-                except psycopg.Error as exc:
-                    raise UsageError(f"target {self.target.name} rejects the statement: "
-                                     f"{_pg_message(exc)}") from None
-            conn.rollback()
+            try:
+                tx.begin(preview=True)
+                tx.q("EXPLAIN " + stmt.sql, params)
+                columns, rows = tx.q(select, params)
+            except Exception as exc:  # sqlite3.Error / psycopg.Error
+                raise UsageError(f"target {self.target.name} rejects the statement: "
+                                 f"{tx.message(exc)}") from None
+            tx.rollback()
         finally:
-            conn.close()
+            tx.conn.close()
         return Image(columns, rows)
 
     # --- apply -------------------------------------------------------------------
     def apply(self, stmt: Statement, params: dict, approved_digest: str, expected_rows: int) -> ApplyOutcome:
         """Run the statement in one transaction under the checks in the module doc."""
-        if self.target.kind == "sqlite":
-            return self._apply_sqlite(stmt, params, approved_digest, expected_rows)
-        return self._apply_postgres(stmt, params, approved_digest, expected_rows)
-
-    def _apply_sqlite(self, stmt, params, approved_digest, expected_rows) -> ApplyOutcome:
         try:
-            conn = self._sqlite(readonly=False)
+            tx = _Tx(self)
         except TargetError as exc:
-            return ApplyOutcome(False, stage="connect", reason=exc.message)
-        p = _sqlite_params(params)
+            return ApplyOutcome(False, stage="connect", reason=exc.message, transient=True)
         stage = "lock"
         try:
             try:
-                conn.execute("BEGIN IMMEDIATE")      # the write lock: nobody changes rows under us
+                tx.begin()
                 stage = "before-image"
                 select = stmt.before_image_sql()
                 now: list[dict] = []
                 if select:
-                    cur = conn.execute(select, {k: v for k, v in p.items() if f":{k}" in select})
-                    now = rows_to_json([d[0] for d in cur.description], cur.fetchall())
+                    # the rows stay locked until commit: no one changes them under us
+                    _c, now = tx.q(tx.lock_sql(select), params)
                 if image_digest(now) != approved_digest:
-                    conn.execute("ROLLBACK")
+                    tx.rollback()
                     return ApplyOutcome(False, stage=stage, before_now=now,
                                         reason="the rows changed since the request was approved "
                                                "(before-image differs); nothing applied")
                 stage = "execute"
-                cur = conn.execute(stmt.sql + " RETURNING *", p)
-                columns = [d[0] for d in cur.description]
-                after = rows_to_json(columns, cur.fetchall())
-                if len(after) != expected_rows:
-                    conn.execute("ROLLBACK")
-                    return ApplyOutcome(False, row_count=len(after), stage="row-count",
-                                        reason=f"statement touched {len(after)} row(s), "
-                                               f"{expected_rows} approved; rolled back")
-                stage = "commit"
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                return ApplyOutcome(False, stage=stage, reason=f"{type(exc).__name__}: {exc}; rolled back")
+                return _execute(tx, stmt, params, expected_rows, "commit")
+            except Exception as exc:  # sqlite3.Error / psycopg.Error
+                tx.rollback()
+                return ApplyOutcome(False, stage=tx.stage or stage, reason=f"{tx.message(exc)}; rolled back",
+                                    transient=tx.transient(exc))
         finally:
-            conn.close()
-        if stmt.operation == "DELETE":
-            after = []
-        return ApplyOutcome(True, row_count=expected_rows, after=after, stage="commit")
-
-    def _apply_postgres(self, stmt, params, approved_digest, expected_rows) -> ApplyOutcome:
-        import psycopg
-        try:
-            conn = self._postgres(readonly=False)
-        except TargetError as exc:
-            return ApplyOutcome(False, stage="connect", reason=exc.message)
-        stage = "lock"
-        try:
-            try:
-                with conn.cursor() as cur:
-                    ms = str(int(self.lock_timeout * 1000))
-                    cur.execute("SELECT set_config('lock_timeout', %s, true)", (ms,))
-                    stage = "before-image"
-                    select = stmt.before_image_sql()
-                    now: list[dict] = []
-                    if select:
-                        # FOR UPDATE locks the rows until commit: no one changes them under us
-                        cur.execute(to_pyformat(select + " FOR UPDATE"),
-                                    {k: v for k, v in params.items() if f":{k}" in select})
-                        now = rows_to_json([d.name for d in cur.description], cur.fetchall())
-                    if image_digest(now) != approved_digest:
-                        conn.rollback()
-                        return ApplyOutcome(False, stage=stage, before_now=now,
-                                            reason="the rows changed since the request was approved "
-                                                   "(before-image differs); nothing applied")
-                    stage = "execute"
-                    cur.execute(to_pyformat(stmt.sql + " RETURNING *"), params)
-                    columns = [d.name for d in cur.description]
-                    after = rows_to_json(columns, cur.fetchall())
-                    if len(after) != expected_rows:
-                        conn.rollback()
-                        return ApplyOutcome(False, row_count=len(after), stage="row-count",
-                                            reason=f"statement touched {len(after)} row(s), "
-                                                   f"{expected_rows} approved; rolled back")
-                    stage = "commit"
-                conn.commit()
-            except psycopg.Error as exc:
-                try:
-                    conn.rollback()
-                except psycopg.Error:
-                    pass
-                return ApplyOutcome(False, stage=stage, reason=f"{_pg_message(exc)}; rolled back")
-        finally:
-            conn.close()
-        if stmt.operation == "DELETE":
-            after = []
-        return ApplyOutcome(True, row_count=expected_rows, after=after, stage="commit")
+            tx.conn.close()
 
 
 def _pg_message(exc) -> str:
@@ -273,39 +203,72 @@ def _pg_message(exc) -> str:
     return text
 
 
+# SQLSTATEs after which the same apply may well succeed later: lock and statement
+# timeouts, serialization failures and deadlocks, a server shutting down or full of
+# connections, a lost connection (classes 08 and 40 as a whole).
+_TRANSIENT = {"55P03", "57014", "57P01", "57P02", "57P03", "53300", "53400"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is an error a retry can get past (nothing wrong with the request)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return "locked" in str(exc) or "busy" in str(exc)
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is None:
+        import psycopg
+        return isinstance(exc, psycopg.OperationalError)     # connection lost, no SQLSTATE
+    return sqlstate in _TRANSIENT or sqlstate[:2] in ("08", "40")
+
+
 # --- recovery of an apply interrupted between claim and outcome -----------------------
 
 COMMITTED, APPLIED_NOW = "committed-before-crash", "applied-now"
 
 
 class _Tx:
-    """One write transaction on a target, same calls for SQLite and PostgreSQL (:named SQL)."""
+    """One transaction on a target, same calls for SQLite and PostgreSQL (:named SQL).
 
-    def __init__(self, db: "Database"):
+    On PostgreSQL every statement goes alone through the extended query protocol
+    (``prepare=True``: Parse/Bind/Execute even without parameters), which refuses a
+    second statement, so text hidden behind a quoting trick can never run as its own
+    statement -- not even a ``COMMIT`` that would leave a read-only transaction (R-DAT-2).
+    """
+
+    def __init__(self, db: "Database", readonly: bool = False):
         self.db = db
         self.kind = db.target.kind
-        self.conn = db._sqlite(readonly=False) if self.kind == "sqlite" else db._postgres(readonly=False)
+        self.conn = db._sqlite(readonly) if self.kind == "sqlite" else db._postgres(readonly)
+        self.stage = ""            # set to "commit" while COMMIT is on its way
 
     def q(self, sql: str, params: dict | None = None) -> tuple[list[str], list[dict]]:
-        params = {k: v for k, v in (params or {}).items() if f":{k}" in sql}
+        params = {k: v for k, v in (params or {}).items() if k in params_of(sql)}
         if self.kind == "sqlite":
             cur = self.conn.execute(sql, _sqlite_params(params))
             cols = [d[0] for d in cur.description] if cur.description else []
         else:
             cur = self.conn.cursor()
-            cur.execute(to_pyformat(sql), params)
+            cur.execute(to_pyformat(sql), params, prepare=True)
             cols = [d.name for d in cur.description] if cur.description else []
         return cols, (rows_to_json(cols, cur.fetchall()) if cols else [])
 
-    def begin(self) -> None:
+    def begin(self, preview: bool = False) -> None:
+        """Start the transaction: SQLite takes the write lock (or, for a preview, a read
+        snapshot); PostgreSQL bounds lock waits (or, for a preview, the whole statement)."""
         if self.kind == "sqlite":
-            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute("BEGIN" if preview else "BEGIN IMMEDIATE")
         else:
-            self.q("SELECT set_config('lock_timeout', :ms, true)",
-                   {"ms": str(int(self.db.lock_timeout * 1000))})
+            name = "statement_timeout" if preview else "lock_timeout"
+            ms = int(self.db.lock_timeout * 1000) * (3 if preview else 1)
+            self.q(f"SELECT set_config('{name}', :ms, true)", {"ms": str(ms)})
 
     def lock_sql(self, select: str) -> str:
         return select if self.kind == "sqlite" else select + " FOR UPDATE"
+
+    def message(self, exc: BaseException) -> str:
+        return _pg_message(exc) if self.kind != "sqlite" else f"{type(exc).__name__}: {exc}"
+
+    def transient(self, exc: BaseException) -> bool:
+        return is_transient(exc)
 
     def primary_key(self, table: str) -> list[str]:
         if self.kind == "sqlite":
@@ -340,10 +303,12 @@ class _Tx:
             pass
 
     def commit(self) -> None:
+        self.stage = "commit"
         if self.kind == "sqlite":
             self.conn.execute("COMMIT")
         else:
             self.conn.commit()
+        self.stage = ""
 
 
 def _qi(name: str) -> str:
@@ -388,7 +353,7 @@ def _recover(db: "Database", stmt: Statement, params: dict, before: list[dict], 
             if stmt.operation != "INSERT":
                 _c, now = tx.q(tx.lock_sql(select), params)
                 if image_digest(now) == approved_digest:
-                    return _apply_now(tx, stmt, params, expected_rows)
+                    return _execute(tx, stmt, params, expected_rows, APPLIED_NOW)
                 pk = tx.primary_key(stmt.table)
                 if not pk:
                     raise _Neither(f"table {stmt.table} has no primary key, so the rows the statement "
@@ -432,9 +397,7 @@ def _recover(db: "Database", stmt: Statement, params: dict, before: list[dict], 
                 tx.q(f"CREATE TEMP TABLE {probe} AS SELECT * FROM {table} WHERE 0")
             else:
                 tx.q(f"CREATE TEMP TABLE {probe} ON COMMIT DROP AS SELECT * FROM {table} WITH NO DATA")
-            import re
-            probe_sql = re.sub(r"(INSERT\s+INTO\s+)" + re.escape(table), lambda m: m.group(1) + probe,
-                               stmt.sql, count=1, flags=re.IGNORECASE)
+            probe_sql = stmt.on_table(probe)
             _c, would = tx.q(probe_sql + " RETURNING *", params)
             tx.q(f"DROP TABLE {probe}")
             if any(row.get(c) is None for row in would for c in pk):
@@ -442,7 +405,7 @@ def _recover(db: "Database", stmt: Statement, params: dict, before: list[dict], 
                                "be found again", [])
             found = tx.rows_by_key(table, pk, would)
             if not found:
-                return _apply_now(tx, stmt, params, expected_rows)
+                return _execute(tx, stmt, params, expected_rows, APPLIED_NOW)
             if len(found) == len(would) and all(
                     any(_matches(w, f) for f in found) for w in would):
                 tx.rollback()
@@ -456,14 +419,15 @@ def _recover(db: "Database", stmt: Statement, params: dict, before: list[dict], 
                                        f"{_rows_text(exc.rows)}; nothing changed")
         except Exception as exc:  # sqlite3.Error / psycopg.Error
             tx.rollback()
-            msg = _pg_message(exc) if tx.kind != "sqlite" else f"{type(exc).__name__}: {exc}"
-            return ApplyOutcome(False, stage=stage, reason=f"{msg}; rolled back")
+            return ApplyOutcome(False, stage=tx.stage or stage, reason=f"{tx.message(exc)}; rolled back",
+                                transient=tx.transient(exc))
     finally:
         tx.conn.close()
 
 
-def _apply_now(tx: _Tx, stmt: Statement, params: dict, expected_rows: int) -> ApplyOutcome:
-    """The interrupted apply never committed: run it now in the locked transaction."""
+def _execute(tx: _Tx, stmt: Statement, params: dict, expected_rows: int, done: str) -> ApplyOutcome:
+    """Run the statement (with ``RETURNING *``, the after-image) in the open, locked
+    transaction; commit only if it touched exactly the approved number of rows."""
     _c, after = tx.q(stmt.sql + " RETURNING *", params)
     if len(after) != expected_rows:
         tx.rollback()
@@ -472,7 +436,7 @@ def _apply_now(tx: _Tx, stmt: Statement, params: dict, expected_rows: int) -> Ap
                                    "rolled back")
     tx.commit()
     return ApplyOutcome(True, row_count=expected_rows, after=[] if stmt.operation == "DELETE" else after,
-                        stage=APPLIED_NOW)
+                        stage=done)
 
 
 def recover(db: "Database", stmt: Statement, params: dict, before: list[dict], approved_digest: str,

@@ -26,10 +26,11 @@ import os
 from dataclasses import dataclass
 
 from opskit.core.audit import GENESIS
+from opskit.core.errors import IntegrityError
 
 from . import workflow as wf
 from opskit.core.signing import verify_batch
-from .ledger import Ledger, Refused, decode, split
+from .ledger import Ledger, Refused, decode, split, text_hash
 from .rulesfile import Registry
 
 FIELDS = {"v": int, "seq": int, "time": str, "kind": str, "request": str, "actor": str,
@@ -266,3 +267,88 @@ def _seq_problem(found: int, expected: int, texts: list[str], i: int) -> tuple[s
     return f"{gone} missing: seq {found} follows seq {expected - 1} (entries deleted)", "deleted"
 
 
+
+
+# --- one request, before acting on it ------------------------------------------------
+
+class LedgerTampered(IntegrityError):
+    """A request's entries do not verify; approve/apply refuse to act on them (exit 1)."""
+
+
+def verify_request(ledger: Ledger, registry: Registry, rid: str) -> list[dict]:
+    """The entries of request ``rid`` (``CR-<seq>``), checked before anyone acts on them:
+    from the request entry to the head, every stored row links to the one before it
+    (hash, seq, prev), its unsigned ``request``/``kind`` columns say what its signed
+    entry says, and every entry of ``rid`` is signed by the declared key of its actor
+    and is a legal workflow step. LedgerTampered names the first entry that is not."""
+    try:
+        first = int(rid.split("-", 1)[1]) if rid.startswith("CR-") else 0
+    except ValueError:
+        first = 0
+    if first < 1:
+        raise Refused(f"no correction request {rid} in the ledger")
+    rows = ledger.rows_from(first - 1)
+    if not any(r[0] == first for r in rows):
+        raise Refused(f"no correction request {rid} in the ledger")
+    prev = GENESIS if first == 1 else None
+    mine: list[dict] = []
+    state = None
+    for seq_col, req_col, kind_col, text in rows:
+        bad = _row_problem(seq_col, req_col, kind_col, text, prev, first)
+        if bad:
+            raise LedgerTampered(f"{rid}: ledger entry seq {seq_col} {bad}; refusing to act on it "
+                                 "(run 'opskit correct verify')")
+        prev = text_hash(text)
+        if seq_col < first:
+            continue
+        entry, h, sig, _signed = split(text)
+        if entry["request"] != rid:
+            continue
+        problem = _signer_problem(registry, entry, h, sig)
+        if problem is None:
+            try:
+                state = wf.step(state, dict(entry, hash=h))
+            except Refused as exc:
+                problem = f"breaks the workflow: {exc.message}"
+        if problem:
+            raise LedgerTampered(f"{rid}: ledger entry seq {seq_col} ({entry['kind']} by "
+                                 f"{entry['actor']}) {problem}; refusing to act on it")
+        mine.append(dict(entry, hash=h, sig=sig))
+    return mine
+
+
+def _row_problem(seq_col, req_col, kind_col, text, prev, first) -> str | None:
+    """Why one stored row does not belong in the chain where it stands, or None."""
+    try:
+        entry, h, _sig, signed_text = split(text)
+    except ValueError as exc:
+        return f"is malformed ({exc})"
+    issue = _field_problem(entry)
+    if issue:
+        return f"is malformed ({issue})"
+    if hashlib.sha256(signed_text.encode("utf-8")).hexdigest() != h:
+        return "does not match its hash: it was edited"
+    if entry["seq"] != seq_col:
+        return f"carries seq {entry['seq']} in its signed content: entries were moved"
+    if prev is not None and entry["prev"] != prev:
+        return ("does not link to the entry before it: entries were edited, deleted, inserted "
+                "or reordered")
+    if seq_col >= first and (entry["request"] != req_col or entry["kind"] != kind_col):
+        return (f"is stored as {kind_col} of {req_col} but its signed content is {entry['kind']} "
+                f"of {entry['request']}: relabelled through the unsigned columns")
+    return None
+
+
+def _signer_problem(registry: Registry, entry: dict, h: str, sig: str) -> str | None:
+    if verify_batch([(entry["key"], sig, h)]) is not None:
+        return "has a signature that does not verify: forged, or edited and its hash recomputed"
+    try:
+        raw = base64.b64decode(entry["key"], validate=True)
+    except ValueError:
+        return "has an unreadable key"
+    op = registry.who(raw, history=True)
+    if op is None:
+        return "is signed by a key not declared for any operator: forged"
+    if op.name != entry["actor"]:
+        return f"claims actor {entry['actor']!r} but is signed with the key of {op.name!r}: forged"
+    return None

@@ -3,7 +3,8 @@
 ::
 
     request -> pending --approve*--> approved --apply-started--> executing --applied--> applied
-                  |                                                  \\--apply-failed--> failed
+                  |                          ^                       |--apply-failed--> failed
+                  |                          \\----apply-aborted-------/ (transient error, retry)
                   |--reject--> rejected
                   \\--withdraw (requester, pending or approved)--> withdrawn
 
@@ -25,7 +26,10 @@ even if its signature is good):
 * only the claiming executor records the outcome, except a recovery
   (``body.recovered``) of an interrupted apply, which any eligible executor
   records;
-* only the requester withdraws a request, and only before it is claimed.
+* only the requester withdraws a request, and only before it is claimed;
+* ``apply-aborted`` (a transient error rolled the apply back: lock timeout,
+  lost connection) is recorded by the claiming executor and makes the
+  request approved again, for a retry.
 
 Role checks (is this key an approver at all?) need the rules file and are
 made in ``actions.py`` at the time of the action.
@@ -68,6 +72,7 @@ class RequestState:
     executor: str | None = None
     claimed_seq: int | None = None
     outcome: dict | None = None
+    aborted: list[dict] = field(default_factory=list)         # apply attempts undone by transient errors
     history: list[dict] = field(default_factory=list)        # every entry, for show
 
     # --- what is still needed --------------------------------------------------------
@@ -212,6 +217,14 @@ def step(state: RequestState | None, entry: dict) -> RequestState:
             raise Refused(f"{kind} recorded by {actor}, but {state.executor} claimed {rid}")
         state.outcome = dict(body, actor=actor, seq=seq, time=time, kind=kind)
         state.state = APPLIED if kind == "applied" else FAILED
+    elif kind == "apply-aborted":
+        if state.state != EXECUTING:
+            raise Refused(f"apply-aborted for {rid}, which is {state.state}, not being applied")
+        if actor != state.executor or body.get("claim_seq") != state.claimed_seq:
+            raise Refused(f"apply-aborted recorded by {actor} for claim seq {body.get('claim_seq')}, "
+                          f"but {state.executor} claimed {rid} at seq {state.claimed_seq}")
+        state.aborted.append(dict(body, actor=actor, seq=seq, time=time))
+        state.state, state.executor, state.claimed_seq = APPROVED, None, None
     elif kind == "withdraw":
         if actor != state.requester:
             raise Refused(f"{actor} did not request {rid} and may not withdraw it: only the "

@@ -283,9 +283,17 @@ def effective_roles(member_of: dict, role: str, memo: dict) -> set[str]:
     return out
 
 
-def writes_by_grantee(privs: dict) -> dict[str, list[str]]:
-    """Write privileges (INSERT, UPDATE, ...) on tables and columns, by grantee."""
-    out: dict[str, list[str]] = {}
+# predefined roles that write every table (PostgreSQL 14+): their members write
+# without any grant on a table (R-ACC-5, issue #19 case 9)
+PREDEFINED_WRITERS = {"pg_write_all_data": "INSERT, UPDATE, DELETE on every table, view and "
+                                           "sequence (predefined role pg_write_all_data)"}
+
+
+def writes_by_grantee(privs: dict, roles: dict | None = None) -> dict[str, list[str]]:
+    """Write privileges (INSERT, UPDATE, ...) on tables and columns, by grantee; with
+    ``roles``, the predefined roles that write everything count as grantees too."""
+    out: dict[str, list[str]] = {role: [text] for role, text in PREDEFINED_WRITERS.items()
+                                 if role in (roles or {})}
     for kind in ("tables", "columns"):
         for grantee, objs in (privs.get(kind) or {}).items():
             for obj, plist in objs.items():
@@ -331,7 +339,8 @@ class DatabaseFacts:
         privs = data.get("privileges", {})
         names = tuple(dict.fromkeys([row["name"], data.get("dbname") or row["name"]]))
         db = cls(row["name"], names, data.get("roles", {}), data.get("member_of", {}),
-                 data.get("connected_as"), writes_by_grantee(privs), direct_grants(privs))
+                 data.get("connected_as"), writes_by_grantee(privs, data.get("roles")),
+                 direct_grants(privs))
         for pg in ctx.query_pg_roles:
             if pg in db.roles:
                 db.query_covered |= {pg} | db.effective(pg)

@@ -5,7 +5,11 @@ tree, this machine and an SSH host are read the same way:
 
 * accounts with lock / expiry / shell state and group memberships
   (opskit.hosts.userdb.read_userdb -- never password hashes);
-* sudo rights, includes followed and aliases expanded (opskit.perms.sudoers);
+* the host's identity as sudo matches it -- host name, FQDN (/etc/hosts),
+  interface addresses (``ip -o addr``; not for a sysroot) -- and each
+  account's sudo rights on it as sudo decides them (opskit.perms.sudo_eval):
+  ``sudo`` holds the rights here, ``sudo_elsewhere`` those of rules written
+  for other hosts (kept for the auditor, never counted as rights here);
 * authorized_keys as SHA-256 fingerprints, never the keys themselves;
 * the last login (opskit.perms.lastlog);
 * crontab entries (per-user spools, /etc/crontab, /etc/cron.d), with values
@@ -27,7 +31,9 @@ from opskit.hosts.base import Host, HostError
 from opskit.hosts.userdb import read_userdb
 
 from .lastlog import read_last_logins
-from .sudoers import read_sudoers
+from .sudo_eval import HostIdentity, SudoUser, evaluate
+from .sudoers import items_from_rights
+from .sudoers_parse import load_tree, parse_tree
 
 KEY_FILES = (".ssh/authorized_keys", ".ssh/authorized_keys2")
 _KEY_TYPE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9-]+@openssh\.com)$")
@@ -186,6 +192,89 @@ def read_keys(host: Host, accounts: dict, min_uid: int,
     return keys
 
 
+def _first_line(host: Host, path: str) -> str:
+    try:
+        return host.read_file(path).decode("utf-8", "replace").strip().split("\n")[0].strip()
+    except (FileNotFoundError, HostError):
+        return ""
+
+
+def host_identity(host: Host, warnings: list[tuple[str, str]]) -> HostIdentity:
+    """Host name, FQDN and interface addresses, as sudo matches host lists with them;
+    what is unknown goes to ``warnings`` as ('name' or 'address', text): read_sudo
+    keeps one only when a sudoers host list names such a thing."""
+    hostname = _first_line(host, "/etc/hostname")
+    if not hostname and host.sysroot is None:
+        res = host.run(["hostname"], timeout=10)
+        hostname = res.stdout.decode("utf-8", "replace").strip() if res.ok else ""
+    if not hostname:
+        hostname = host.name
+        warnings.append(("name", f"host name unknown (/etc/hostname): sudo host lists "
+                                 f"matched against the inventory name {host.name}"))
+    fqdn = ""
+    try:
+        hosts_text = host.read_file("/etc/hosts").decode("utf-8", "replace")
+    except (FileNotFoundError, HostError):
+        hosts_text = ""
+    short = hostname.split(".", 1)[0]
+    for line in hosts_text.splitlines():
+        names = line.split("#", 1)[0].split()[1:]
+        if short in names or hostname in names:
+            fqdn = next((n for n in names if "." in n), "")
+            break
+    if "." in hostname and not fqdn:
+        fqdn = hostname
+    addresses: list[str] = []
+    if host.sysroot is None:
+        res = host.run(["ip", "-o", "addr", "show"], timeout=10)
+        if res.ok:
+            for line in res.stdout.decode("utf-8", "replace").splitlines():
+                m = re.search(r"\binet6?\s+(\S+)", line)
+                if m and " lo " not in f" {line.split()[1]} ":
+                    addresses.append(m.group(1))
+        else:
+            warnings.append(("address", "ip -o addr failed: sudo host lists naming "
+                                        "addresses or networks are not matched"))
+    else:
+        warnings.append(("address", "interface addresses unknown (sysroot): sudo host "
+                                    "lists naming addresses or networks are not matched"))
+    return HostIdentity(hostname, fqdn, tuple(addresses))
+
+
+def _host_member_kind(name: str, parsed) -> str | None:
+    """'address' for an address or network, 'name' for a host name, None otherwise."""
+    if name == "ALL" or name in parsed.aliases["host"] or name.startswith("+"):
+        return None
+    return "address" if re.match(r"^[0-9.]+(/\S+)?$|^[0-9a-fA-F:]*:[0-9a-fA-F:./]*$", name) \
+        else "name"
+
+
+def read_sudo(host: Host, db, identity: HostIdentity, warnings: list[str],
+              identity_gaps: list[tuple[str, str]] = ()):
+    """Each account's sudo rights here and elsewhere (SudoItem dicts by login), and the
+    sudoers files sudo reads."""
+    files, problems = load_tree(host, identity.hostname)
+    warnings += problems
+    parsed = parse_tree(files, identity.hostname)
+    warnings += parsed.warnings
+    named = [m.name for spec in parsed.specs for hosts, _ in spec.sections for m in hosts]
+    named += [m.name for ms in parsed.aliases["host"].values() for m in ms]
+    for kind, gap in identity_gaps:
+        if any(_host_member_kind(n, parsed) == kind for n in named):
+            warnings.append(gap)
+    here: dict[str, list[dict]] = {}
+    elsewhere: dict[str, list[dict]] = {}
+    if not parsed.specs:
+        return here, elsewhere, parsed.files
+    for login in sorted(db.accounts):
+        rights = evaluate(parsed, SudoUser.from_userdb(db, login), identity, elsewhere=True)
+        for bucket, want in ((here, True), (elsewhere, False)):
+            items = items_from_rights(r for r in rights if r.here is want)
+            if items:
+                bucket[login] = [i.as_dict() for i in items]
+    return here, elsewhere, parsed.files
+
+
 def collect_linux(host: Host, *, min_uid: int = 1000) -> dict:
     """Everything the snapshot keeps about ``host`` (see module doc)."""
     warnings: list[str] = []
@@ -199,8 +288,9 @@ def collect_linux(host: Host, *, min_uid: int = 1000) -> dict:
         d.pop("gecos", None)
         accounts[name] = d
     groups = {g.name: {"gid": g.gid, "members": list(g.members)} for g in db.groups.values()}
-    sudo = read_sudoers(host, db)
-    warnings += sudo.warnings
+    gaps: list[tuple[str, str]] = []
+    identity = host_identity(host, gaps)
+    sudo, sudo_elsewhere, sudo_files = read_sudo(host, db, identity, warnings, gaps)
     keys = read_keys(host, db.accounts, min_uid, warnings)
     last, sources, lw = read_last_logins(host, db.accounts)
     warnings += lw
@@ -209,8 +299,7 @@ def collect_linux(host: Host, *, min_uid: int = 1000) -> dict:
                         "unknown, dormant accounts cannot be found")
     crontabs = read_crontabs(host, db.accounts, warnings)
     return {"accounts": accounts, "groups": groups,
-            "sudo": {login: [i.as_dict() for i in items]
-                     for login, items in sorted(sudo.items.items())},
-            "sudo_files": sudo.files, "keys": keys, "last_login": last,
+            "identity": identity.as_dict(), "sudo": sudo, "sudo_elsewhere": sudo_elsewhere,
+            "sudo_files": sudo_files, "keys": keys, "last_login": last,
             "login_sources": sources, "crontabs": crontabs, "shadow_readable": db.shadow_readable,
             "warnings": warnings}

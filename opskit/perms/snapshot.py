@@ -1,6 +1,6 @@
 """Snapshots of actual access: taken, stored, hashed, listed, loaded (R-AUD-2).
 
-A snapshot is one JSON document (format ``opskit-perms-snapshot/1``,
+A snapshot is one JSON document (format ``opskit-perms-snapshot/2``,
 docs/perms.md) holding, per host, what opskit.perms.linux collected and, per
 database, what opskit.perms.postgres collected; a host or database that could
 not be read keeps its row with the reason. It is stored under
@@ -14,6 +14,13 @@ The id is ``<UTC time>-<first 12 hex digits of the SHA-256>``; loading
 re-hashes the content and refuses a snapshot whose bytes do not match
 (IntegrityError, exit 1), so a report always names content that is provably
 the one it was computed from.
+
+Format 2 (#19) adds, per host, ``identity`` (host name, FQDN, addresses sudo
+matches host lists with) and ``sudo_elsewhere`` (rules written for other
+hosts), and its ``sudo`` holds only the rights sudo grants on that host.
+``migrate`` brings a format-1 snapshot to the format-2 shape when it is
+loaded (its bytes and hash are untouched): no identity, nothing elsewhere, and
+a warning that its sudo rights were read without host lists.
 """
 from __future__ import annotations
 
@@ -29,7 +36,8 @@ from opskit.core.errors import IntegrityError, OperationalError, UsageError
 from opskit.core.atomicfile import write_atomic
 from opskit.core.state import StateLayout, ensure_private_dir
 
-FORMAT = "opskit-perms-snapshot/1"
+FORMAT = "opskit-perms-snapshot/2"
+FORMAT_1 = "opskit-perms-snapshot/1"
 
 
 def canonical_bytes(obj: Any) -> bytes:
@@ -74,6 +82,26 @@ class Snapshot:
                 "hosts": [h["name"] for h in self.hosts],
                 "databases": [d["name"] for d in self.databases],
                 "failed": self.failed(), "warnings": len(self.warnings())}
+
+
+def migrate(content: dict) -> dict:
+    """A loaded snapshot in the current shape (see module doc); unknown formats refused."""
+    fmt = content.get("format", FORMAT_1)
+    if fmt == FORMAT:
+        return content
+    if fmt != FORMAT_1:
+        raise IntegrityError(f"snapshot format {fmt!r} is not one this opskit reads "
+                             f"({FORMAT_1}, {FORMAT})")
+    content = dict(content, format=FORMAT, migrated_from=FORMAT_1)
+    for h in content.get("hosts", []):
+        data = h.get("data")
+        if data:
+            data.setdefault("identity", None)
+            data.setdefault("sudo_elsewhere", {})
+    content["warnings"] = list(content.get("warnings", [])) + [
+        f"taken in format {FORMAT_1}: sudo rights were read without evaluating host lists, "
+        "Defaults or last-match order; take a new snapshot for sudo's own view"]
+    return content
 
 
 def _now() -> _dt.datetime:
@@ -201,7 +229,7 @@ class SnapshotStore:
             content = json.loads(data)
         except ValueError as exc:
             raise OperationalError(f"stored snapshot {path} is not JSON: {exc}") from None
-        return Snapshot(sid, digest, content, path)
+        return Snapshot(sid, digest, migrate(content), path)
 
     def metas(self) -> list[dict]:
         out = []

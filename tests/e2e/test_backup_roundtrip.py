@@ -371,9 +371,15 @@ def test_first_run_without_config_creates_the_default_repository(tmp_path):
     assert "OPSKIT_PASSPHRASE_FILE" in run.stderr and run.stderr.count("\n") == 1
     assert not os.path.exists(os.path.join(home, "repo", "config"))
 
+    # a short passphrase is refused for a new repository unless asked for (restic's rule)
+    run = run_opskit("backup", "run", src, env={"OPSKIT_PASSPHRASE": "short"})
+    assert run.exit_code == 2 and "at least 8" in run.stderr and "--insecure-passphrase" in run.stderr
+    assert not os.path.exists(os.path.join(home, "repo", "config"))
+
     run = run_opskit("backup", "run", src, env=ENV)
     assert run.exit_code == 0, run.output
     assert "created repository" in run.stderr
+    assert "losing it means the backups cannot be restored" in run.stderr
     assert os.path.isfile(os.path.join(home, "repo", "config"))
     run = run_opskit("backup", "run", src, env=ENV)
     assert run.exit_code == 0 and "created repository" not in run.output

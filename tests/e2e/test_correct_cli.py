@@ -245,3 +245,62 @@ def test_verify_catches_a_cut_off_tail_from_the_audit_log_alone(opskit, tmp_path
     assert report["tampering"] == "truncated" and report["first_bad_seq"] == 3
     assert "ledger ends at seq 2 but the audit log (correct apply" in report["problem"]
     assert opskit("correct", "verify", "--no-audit-check", env=w.env()).exit_code == 0
+
+
+def test_terminal_escapes_are_shown_escaped_and_the_reviewer_sees_values_and_signers(opskit, tmp_path):
+    """#17 items 8 and 9: a reason, SQL literal or parameter carrying ESC sequences cannot
+    clear the screen or hide the statement in show/approve/log; show and approve print the
+    statement with its values, the requirement and who signed; log says why it failed."""
+    w = _world(tmp_path)
+    esc = "\x1b[2J\x1b[1A\r"
+    sql = tmp_path / "fix.sql"
+    sql.write_text(f"UPDATE claims SET status = 'ok{esc}' || :note WHERE id = :id\n")
+    run = opskit("correct", "request", "--target", "his", "--sql", sql, "--param", f"note=n{esc}",
+                 "--param", "id=42", "--reason", f"typo{esc}\u202e", "--json", env=w.env("alice"))
+    assert run.exit_code == 0, run.output
+    rid = json.loads(run.stdout)["request"]
+    for args, who in ((("show", rid), None), (("approve", rid, "--comment", f"c{esc}"), "bob"),
+                      (("log",), None)):
+        out = opskit("correct", *args, env=w.env(who))
+        assert out.exit_code == 0, out.output
+        assert "\x1b" not in out.stdout and "\r" not in out.stdout and "\u202e" not in out.stdout
+        if args[0] != "log":
+            assert "\\x1b[2J" in out.stdout
+    show = opskit("correct", "show", rid, env=w.env()).stdout
+    assert "WHERE id = 42" in show and "'n\\x1b[2J" in show          # values filled in, escaped
+    assert "alice (requester, seq 1); bob (clerk, seq 2)" in show and "1 approval" in show
+    approve_out = opskit("correct", "approve", rid, "--comment", "x", env=w.env("carol"))
+    assert approve_out.exit_code == 2          # already approved: carol's signature is refused
+    # a failed apply: log names the reason
+    conn = __import__("sqlite3").connect(w.target_url)
+    conn.execute("UPDATE claims SET amount = 1 WHERE id = 42")
+    conn.commit()
+    conn.close()
+    assert opskit("correct", "apply", rid, env=w.env("mike")).exit_code == 1
+    log = json.loads(opskit("correct", "log", "--json", env=w.env()).stdout)
+    assert "rows changed since the request was approved" in log[0]["failure"]
+    assert "rows changed" in opskit("correct", "log", env=w.env()).stdout
+
+
+def test_verify_names_its_anchor_and_warns_without_one(opskit, tmp_path):
+    """#17 item 10: verify says which anchor it used; with none it warns, and --strict exits 1."""
+    w = _world(tmp_path)
+    run = opskit("correct", "request", "--target", "his", "--table", "claims", "--where", "id = :id",
+                 "--param", "id=42", "--set", "amount=1", "--reason", "r", env=w.env("alice"))
+    assert run.exit_code == 0, run.output
+    anchored = opskit("correct", "verify", "--strict", env=w.env())
+    assert anchored.exit_code == 0, anchored.output
+    assert "anchored by the audit log" in anchored.stdout and "seq 1" in anchored.stdout
+    bare = opskit("correct", "verify", "--no-audit-check", env=w.env())
+    assert bare.exit_code == 0 and "warning: no anchor" in bare.stdout
+    strict = opskit("correct", "verify", "--no-audit-check", "--strict", env=w.env())
+    assert strict.exit_code == 1 and "cannot be detected" in strict.stdout
+    export = tmp_path / "ledger.json"
+    assert opskit("correct", "export", "--out", export, env=w.env()).exit_code == 0
+    offline = opskit("correct", "verify", "--ledger", export, "--strict", env=w.env())
+    assert offline.exit_code == 1 and "no anchor" in offline.stdout
+    cp = tmp_path / "cp.json"
+    head = json.loads(opskit("correct", "verify", "--json", env=w.env()).stdout)["head"]
+    cp.write_text(json.dumps({"seq": 1, "hash": head["hash"]}))
+    pinned = opskit("correct", "verify", "--ledger", export, "--checkpoint", cp, "--strict", env=w.env())
+    assert pinned.exit_code == 0 and f"anchored by checkpoint file {cp}" in pinned.stdout

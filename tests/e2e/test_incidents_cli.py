@@ -112,7 +112,7 @@ def test_business_error_review_is_signed_and_refusals_are_exit_2(opskit, people)
 
 def test_backup_forget_needs_a_second_persons_approval(opskit, people, tmp_path):
     cfg, key = people
-    env = {"OPSKIT_PASSPHRASE": "pw"}
+    env = {"OPSKIT_PASSPHRASE": "correct horse battery"}
     src = tmp_path / "src"
     src.mkdir()
     for i in range(3):

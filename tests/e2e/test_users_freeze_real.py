@@ -11,21 +11,14 @@ import time
 import paramiko
 import pytest
 
-from tests.harness.accounts import write_model
+from tests.harness.accounts import key_login, write_model
 from tests.harness.cli import run_opskit
 from tests.harness.sshd import generate_ed25519
 
 pytestmark = pytest.mark.e2e
 
 
-def connect(server, login, key_path, timeout=10):
-    client = paramiko.SSHClient()
-    client.load_host_keys(server.known_hosts)
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(server.address, port=server.port, username=login, key_filename=key_path,
-                   allow_agent=False, look_for_keys=False, timeout=timeout,
-                   banner_timeout=timeout, auth_timeout=timeout)
-    return client
+connect = key_login
 
 
 def test_real_account_login_freeze_session_ended_login_refused(tmp_path, user_sshd,

@@ -90,8 +90,9 @@ Subsystem sftp {sftp}
 """
 
 
-def start_user_sshd(workdir: str):
-    """An sshd that authenticates real users with their own authorized_keys."""
+def start_user_sshd(workdir: str, overrides: dict | None = None):
+    """An sshd that authenticates real users with their own authorized_keys;
+    ``overrides`` replaces config keywords (e.g. PermitRootLogin)."""
     # imported here: tests.harness.sshd is loaded as a plugin after this module
     from tests.harness.sshd import (SSHD, SSHServer, _sftp_server, _wait_for_banner, free_port,
                                     generate_ed25519)
@@ -104,7 +105,11 @@ def start_user_sshd(workdir: str):
     port = free_port()
     config = os.path.join(workdir, "sshd_config")
     with open(config, "w") as fh:
-        fh.write(_USER_SSHD_CONFIG.format(port=port, workdir=workdir, sftp=_sftp_server()))
+        text = _USER_SSHD_CONFIG.format(port=port, workdir=workdir, sftp=_sftp_server())
+        for keyword, value in (overrides or {}).items():
+            text = "\n".join(f"{keyword} {value}" if line.split(" ")[0] == keyword else line
+                              for line in text.splitlines()) + "\n"
+        fh.write(text)
     known = os.path.join(workdir, "known_hosts")
     with open(known, "w") as fh:
         fh.write(f"[127.0.0.1]:{port} {host_public}\n")
@@ -127,6 +132,30 @@ def user_sshd(tmp_path):
     server = start_user_sshd(str(tmp_path / "user-sshd"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def insider_sshd(tmp_path):
+    """Like ``user_sshd``, but as sshd ships: root may log in with a key and both
+    ~/.ssh/authorized_keys and ~/.ssh/authorized_keys2 count (the insider's doors)."""
+    server = start_user_sshd(str(tmp_path / "insider-sshd"), {
+        "PermitRootLogin": "prohibit-password",
+        "AuthorizedKeysFile": ".ssh/authorized_keys .ssh/authorized_keys2"})
+    yield server
+    server.stop()
+
+
+def key_login(server, login: str, key_path: str, timeout: float = 10):
+    """A paramiko client logged in to ``server`` as ``login`` with the private key
+    ``key_path`` (host key checked against the server's known_hosts)."""
+    import paramiko
+    client = paramiko.SSHClient()
+    client.load_host_keys(server.known_hosts)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(server.address, port=server.port, username=login, key_filename=key_path,
+                   allow_agent=False, look_for_keys=False, timeout=timeout,
+                   banner_timeout=timeout, auth_timeout=timeout)
+    return client
 
 
 def remove_account(login: str) -> None:

@@ -118,6 +118,21 @@ def test_query_tier_write_grants_direct_and_inherited(perms_pg, bureau):
     assert "UPDATE on ins.claims (granted to ma.lin)" in q[0].evidence
 
 
+def test_query_tier_member_of_pg_write_all_data(perms_pg, bureau):
+    """#19 case 9 (R-ACC-5): pg_write_all_data writes every table without a grant."""
+    with perms_pg.changed('GRANT pg_write_all_data TO "ma.lin"',
+                          'REVOKE pg_write_all_data FROM "ma.lin"'):
+        findings, _r, _s = bureau()
+    q = [f for f in findings if f.check == "query-write"]
+    assert [(f.person, f.severity, f.rule) for f in q] == [("ma.lin", "high", "R-ACC-5")]
+    assert "pg_write_all_data" in q[0].evidence
+    # reading everything is not writing: no query-write finding (must NOT pass)
+    with perms_pg.changed('GRANT pg_read_all_data TO "ma.lin"',
+                          'REVOKE pg_read_all_data FROM "ma.lin"'):
+        findings, _r, _s = bureau()
+    assert [f for f in findings if f.check == "query-write"] == []
+
+
 def test_beyond_role_in_the_database(perms_pg, bureau):
     with perms_pg.changed('GRANT ins_refund TO "ma.lin"; ALTER ROLE "xuj" CREATEROLE; '
                           'GRANT DELETE ON ins.settlements TO "wu.xia"',

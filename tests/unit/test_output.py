@@ -20,7 +20,7 @@ from opskit.core import output
 from opskit.core.errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from opskit.core.output import (FORMATS, Case, Result, Suite, Table, csv_safe, dumps, formats,
                                 offered, register_format, render, render_csv, render_string,
-                                render_table, to_jsonable)
+                                render_table, terminal_safe, to_jsonable)
 
 
 class Level(enum.Enum):
@@ -88,6 +88,28 @@ def test_table_keeps_strings_that_look_like_numbers():
 def test_empty_table_says_none():
     assert render_table(Table(columns=["x"], rows=[], title="Drift")) == "Drift\n(none)"
     assert render_table(Table(columns=["x"], rows=[])) == "(none)"
+
+
+def test_terminal_safe_escapes_what_a_terminal_would_act_on():
+    """#17: ESC, CR, newline, BEL, bidi overrides and zero-width characters become
+    visible escapes; printable text, spaces and non-ASCII letters stay."""
+    hostile = "ok\x1b[2J\r\n\x07\u202egnp.exe\u200b"
+    assert terminal_safe(hostile) == "ok\\x1b[2J\\r\\n\\x07\\u202egnp.exe\\u200b"
+    assert terminal_safe("Müller, Zoë  caf\u00e9\u00a0x") == "Müller, Zoë  caf\u00e9\u00a0x"
+    walked = terminal_safe({"a": ["x\x1b", ("y\r",)], "n": 3, "none": None})
+    assert walked == {"a": ["x\\x1b", ["y\\r"]], "n": 3, "none": None}
+
+
+def test_table_format_escapes_cells_headers_and_title():
+    """A value someone typed cannot clear the screen or fake a row of the table."""
+    table = Table(columns=["name\x1b[1m", "reason"],
+                  rows=[{"name\x1b[1m": "a\x1b[2J", "reason": "fine\nCR-9  approved\r"}],
+                  title="T\u202e", headers={"name\x1b[1m": "NAME\x1b[1m"})
+    text = rendered(Result(tables=[table]), "table")
+    assert "\x1b" not in text and "\r" not in text and "\u202e" not in text
+    assert text.count("\n") == 4        # title, header, rule, ONE row
+    assert "a\\x1b[2J" in text and "fine\\nCR-9  approved\\r" in text
+    assert "NAME\\x1b[1m" in text and text.startswith("T\\u202e\n")
 
 
 def test_render_table_format_puts_messages_after_tables():

@@ -1,17 +1,21 @@
 """The 'table' format: aligned tables for people, then the messages."""
 from __future__ import annotations
 
-from opskit.core.output import Result, Table, cell_text
+from opskit.core.output import Result, Table, cell_text, terminal_safe
 
 
 def table_text(table: Table) -> str:
-    """One table: its title, a header row and aligned rows; '(none)' when empty."""
+    """One table: its title, a header row and aligned rows; '(none)' when empty.
+    Cells, headers and title go through terminal_safe: they hold names, reasons
+    and values other people typed (a row's ESC or newline must not redraw the
+    screen or fake a row in front of a reviewer)."""
     from tabulate import tabulate  # imported here: 40 ms that JSON output never needs
-    rows = [[cell_text(row.get(c)) for c in table.columns] for row in table.rows]
-    text = tabulate(rows, headers=table.header_names(), tablefmt="simple", disable_numparse=True)
+    rows = [[terminal_safe(cell_text(row.get(c))) for c in table.columns] for row in table.rows]
+    text = tabulate(rows, headers=terminal_safe(table.header_names()), tablefmt="simple",
+                    disable_numparse=True)
     if not table.rows:
         text = "(none)"
-    return f"{table.title}\n{text}" if table.title else text
+    return f"{terminal_safe(table.title)}\n{text}" if table.title else text
 
 
 def render(result: Result) -> str:
