@@ -8,6 +8,7 @@ tests and the test harness hand to ``load_config``.
 from __future__ import annotations
 
 from opskit.accounts import settings as accounts
+from opskit.archives import settings as archives
 from opskit.backup import settings as backup
 from opskit.core.config import CORE_SECTION, Config
 from opskit.core.config import load_config as _load_config
@@ -30,6 +31,7 @@ SCHEMA = Section({
     "perms": perms.SECTION,
     "schedule": schedule.SECTION,
     "incidents": incidents.SECTION,
+    "archives": archives.SECTION,
 })
 
 

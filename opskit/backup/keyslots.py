@@ -63,13 +63,20 @@ def _resolve(repo: Repository, ref: str) -> SlotInfo:
     return hits[0]
 
 
-def remove_slot(repo: Repository, ref: str) -> SlotInfo:
-    """Remove a slot; refuses the last full (restore-capable) one."""
+def removable_slot(repo: Repository, ref: str) -> SlotInfo:
+    """The slot ``ref`` names, if it may be removed: never the last full
+    (restore-capable) one, whose loss would make every snapshot unreadable."""
     target = _resolve(repo, ref)
     full = [s for s in list_slots(repo) if s.kind == "full"]
     if target.kind == "full" and len(full) <= 1:
         raise UsageError(f"key slot {target.id[:12]} is the last one that can restore: "
                          "refusing to remove it (add another key first)")
+    return target
+
+
+def remove_slot(repo: Repository, ref: str) -> SlotInfo:
+    """Remove a slot; refuses the last full (restore-capable) one."""
+    target = removable_slot(repo, ref)
     repo.backend.delete(f"keys/{target.id}")
     return target
 

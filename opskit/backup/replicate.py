@@ -123,6 +123,11 @@ def _state_path(state_dir: str, site: str) -> str:
     return os.path.join(folder, f"{site}.json")
 
 
+def state_file(state_dir: str, site: str) -> str:
+    """The file recording ``site``'s replication state (last attempt, last error)."""
+    return _state_path(state_dir, site)
+
+
 def load_state(state_dir: str, site: str) -> dict:
     try:
         with open(_state_path(state_dir, site), encoding="utf-8") as fh:

@@ -25,7 +25,7 @@ CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 
 # so 'opskit backup run' from cron does not pay for every other group's imports
 GROUP_MODULES = ("backup", "users", "access", "perms", "policy", "correct", "audit", "hosts",
                  "schedule", "playbook", "evidence", "incident", "event", "error",
-                 "approve-op")
+                 "approve-op", "archive")
 
 
 class _RootGroup(OpskitGroup):

@@ -7,14 +7,20 @@ from .app import App, OpskitCommand, output_options, pass_app
 from .error import key_option, signing_key
 
 
+def approval_options(func):
+    """--for WHO, --comment and --key: what every signed approval takes."""
+    func = key_option(func)
+    func = click.option("--comment", default="", metavar="TEXT",
+                        help="Why it is approved.")(func)
+    return click.option("--for", "for_person", required=True, metavar="WHO",
+                        help="The person who will run it (not you).")(func)
+
+
 @click.command("approve-op", cls=OpskitCommand)
 @click.argument("operation")
 @click.option("--subject", required=True, metavar="HEX",
               help="The subject the command's --dry-run shows (what exactly will be done).")
-@click.option("--for", "for_person", required=True, metavar="WHO",
-              help="The person who will run the operation (not you).")
-@click.option("--comment", default="", metavar="TEXT", help="Why it is approved.")
-@key_option
+@approval_options
 @output_options(tabular=False)
 @pass_app
 def group(app: App, operation, subject, for_person, comment, key_file) -> None:

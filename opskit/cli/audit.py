@@ -109,8 +109,13 @@ def verify(app: App, checkpoint_file: str | None) -> None:
         messages.append("see docs/audit-log.md ('When verify fails')")
     app.audit_details = {"verify": {k: v for k, v in report.to_dict().items() if k != "log"}}
     app.audit_damage_is_finding = not report.ok
-    app.emit(Result(data=report.to_dict(), messages=messages, summary=line,
-                    exit_code=0 if report.ok else EXIT_FINDINGS))
+    result = Result(data=report.to_dict(), messages=messages, summary=line,
+                    exit_code=0 if report.ok else EXIT_FINDINGS)
+    if not report.ok:       # a tampered audit log is an incident (#25 item 1, R-INC-1)
+        from .incident import automatic_incident
+        automatic_incident(app, result, "audit-log-tampered", f"audit log {log.path}: {line}",
+                           log.path)
+    app.emit(result)
 
 
 @group.command("checkpoint")

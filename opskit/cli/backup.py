@@ -16,7 +16,7 @@ from opskit.backup.locks import RepoLock, list_locks, remove_locks
 from opskit.backup.repository import Repository
 from opskit.core.errors import OperationalError, UsageError
 
-from . import highrisk
+from . import archivegate, highrisk
 from .app import App, OpskitGroup, output_options, pass_app
 from .progress import TerminalProgress, VerboseProgress
 
@@ -47,6 +47,11 @@ def repo_option(func):
     return click.option("--repo", "repo", metavar="PATH",
                         help="Repository location. Default: backup.repo from the config, "
                              "else <state dir>/repo.")(func)
+
+
+purpose_option = click.option(
+    "--purpose", metavar="TEXT",
+    help="Why an archive snapshot is read (R-AUD-6): its approval names this purpose.")
 
 
 def _prompt(confirm: bool) -> bytes:
@@ -283,11 +288,12 @@ def ls_cmd(app: App, snapshot: str, path: str, repo, passphrase_file) -> None:
                    "sshd and cron files still need --include).")
 @click.option("--dry-run", is_flag=True,
               help="Show what would be created, replaced or held back; change nothing.")
+@purpose_option
 @repo_option
 @output_options(tabular=False)
 @pass_app
 def restore_cmd(app: App, snapshot: str, target: str, includes, overwrite: bool, dry_run: bool,
-                repo, passphrase_file) -> None:
+                purpose, repo, passphrase_file) -> None:
     """Restore SNAPSHOT ('latest' or an id prefix) into TARGET.
 
     Content, mode, mtime, symlinks, hard links, xattrs/ACLs, empty directories
@@ -300,6 +306,9 @@ def restore_cmd(app: App, snapshot: str, target: str, includes, overwrite: bool,
     --overwrite without one. Account, sudoers, PAM, sshd and cron files that
     exist are never replaced unless named with --include (e.g.
     --include /etc/passwd); they are listed and the exit code is 1.
+
+    An archive snapshot (docs/archives.md) is read only with --purpose and an
+    approval of that purpose for you (R-AUD-6); the read is registered.
     """
     from opskit.backup.restore_plan import RestorePlan, plan_restore
     from opskit.backup.restorer import Restorer
@@ -311,9 +320,14 @@ def restore_cmd(app: App, snapshot: str, target: str, includes, overwrite: bool,
         fresh = not os.path.exists(target) or not os.listdir(target)
         plan = RestorePlan() if fresh else plan_restore(r, snap, target, list(includes))
         if dry_run:
-            app.emit(report.restore_plan_result(snap, os.path.abspath(target), plan))
+            access = archivegate.read(app, r, snap, purpose, dry_run=True)
+            app.emit(archivegate.annotate(
+                report.restore_plan_result(snap, os.path.abspath(target), plan), access))
             return
         _confirm_replace(plan, target, overwrite)
+        # R-AUD-6: an archive is read only with an approval, and the read is registered
+        access = archivegate.read(app, r, snap, purpose, dry_run=False,
+                                  target=os.path.abspath(target))
         progress = TerminalProgress("restore")
         restorer = Restorer(r, target, includes=list(includes), progress=progress,
                             workers=app.config.get("backup.workers"), excludes=plan.excluded())
@@ -322,9 +336,10 @@ def restore_cmd(app: App, snapshot: str, target: str, includes, overwrite: bool,
         finally:
             progress.close()
     target = os.path.abspath(target)
-    app.audit_details = {"snapshot": snap["id"], "target": target, "replaced": len(plan.replace),
-                         "held": plan.held[:20], "files": stats.files, "errors": stats.errors[:20]}
-    app.emit(report.restore_result(snap, target, stats, plan.held))
+    app.audit_details.update({"snapshot": snap["id"], "target": target,
+                              "replaced": len(plan.replace), "held": plan.held[:20],
+                              "files": stats.files, "errors": stats.errors[:20]})
+    app.emit(archivegate.annotate(report.restore_result(snap, target, stats, plan.held), access))
 
 
 def _confirm_replace(plan, target: str, overwrite: bool) -> None:
@@ -472,17 +487,20 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
         groups: dict = {}
         for snap in r.snapshots():
             groups.setdefault(group_key(snap), []).append(snap)
-        rows, forgotten = [], []
+        rows, forgotten, dropping = [], [], []
         for _key, snaps in sorted(groups.items(), key=lambda kv: str(kv[0])):
             for d in decide(snaps, policy, floor, tz=tz):
                 rows.append(report.decision_row(d))
                 if not d.keep:
                     forgotten.append(d.snapshot["id"])
+                    dropping.append(d.snapshot)
         locked = []
         # R-SEC-2: dropping snapshots is a high-risk operation (opskit.cli.highrisk)
         review = highrisk.gate(app, "backup forget", {"repository": r.config.id,
                                                       "snapshots": sorted(forgotten)},
                                dry_run=dry_run, needed=bool(forgotten))
+        # R-AUD-6: dropping an archive needs its own approval and leaves a record
+        destruction = archivegate.destroy(app, r, dropping, dry_run=dry_run)
         if not dry_run:
             from opskit.backup.backends import ObjectLocked
             for sid in list(forgotten):
@@ -491,10 +509,12 @@ def forget_cmd(app: App, keep_last, keep_hourly, keep_daily, keep_weekly, keep_m
                 except ObjectLocked as exc:   # S3 Object Lock: kept until it expires
                     forgotten.remove(sid)
                     locked.append({"snapshot": sid, "retain_until": exc.retain_until})
+            archivegate.destroyed(app, r, destruction, forgotten)
     app.audit_details.update({"forgotten": forgotten, "dry_run": dry_run,
                               "policy_source": source, "kept_under_retention": locked})
-    app.emit(highrisk.annotate(report.forget_result(rows, forgotten, locked, dry_run, source),
-                               review))
+    result = highrisk.annotate(report.forget_result(rows, forgotten, locked, dry_run, source),
+                               review)
+    app.emit(archivegate.annotate(result, destruction, key="archive_destruction"))
     if then_prune and not dry_run:
         click.get_current_context().invoke(prune_cmd, dry_run=False, repo=repo,
                                            passphrase_file=passphrase_file)
@@ -582,15 +602,31 @@ def key_add_cmd(app: App, write_only: bool, new_passphrase_file, repo, passphras
 
 @key_group.command("remove")
 @click.argument("key_id")
+@click.option("--dry-run", is_flag=True, help="Show the slot and the approval needed; remove "
+                                              "nothing.")
 @repo_option
 @output_options(tabular=False)
 @pass_app
-def key_remove_cmd(app: App, key_id: str, repo, passphrase_file) -> None:
-    """Remove key slot KEY_ID (an id prefix); the last usable one is refused."""
-    from opskit.backup.keyslots import remove_slot
+def key_remove_cmd(app: App, key_id: str, dry_run: bool, repo, passphrase_file) -> None:
+    """Remove key slot KEY_ID (an id prefix); the last usable one is refused.
+
+    A high-risk operation (R-SEC-2): it needs a second person's approval of this
+    slot of this repository ('opskit approve-op'; --dry-run shows the line).
+    """
+    from opskit.backup.keyslots import remove_slot, removable_slot
     r = _open(app, repo, passphrase_file)
-    gone = remove_slot(r, key_id)
-    app.emit(report.key_step_result({"removed": gone.id}, f"removed key slot {gone.id[:12]}"))
+    slot = removable_slot(r, key_id)
+    review = highrisk.gate(app, "backup key remove",
+                           {"repository": r.config.id, "slot": slot.id, "kind": slot.kind},
+                           dry_run=dry_run, needed=True)
+    if dry_run:
+        app.emit(highrisk.annotate(report.key_step_result(
+            {"remove": slot.id, "dry_run": True}, f"would remove key slot {slot.id[:12]}"),
+            review))
+        return
+    gone = remove_slot(r, slot.id)
+    app.emit(highrisk.annotate(report.key_step_result(
+        {"removed": gone.id}, f"removed key slot {gone.id[:12]}"), review))
 
 
 @key_group.command("passwd")
@@ -707,6 +743,7 @@ def replicate_cmd(app: App, to_sites: tuple[str, ...], read_back: bool, workers,
             res = replicate(source, site, app.state_dir, verify="read" if read_back else "size",
                             progress=bar, workers=workers)
         except OpskitError as exc:
+            _replication_stopped(app, site.name, exc)
             if len(sites) == 1:
                 raise
             failures.append(str(exc))
@@ -719,6 +756,21 @@ def replicate_cmd(app: App, to_sites: tuple[str, ...], read_back: bool, workers,
     app.audit_details = {"results": results, "failures": failures}
     show_table = len(rows) > 1 or app.output_format != "table"
     app.emit(report.replicate_result(rows, results, failures, show_table))
+
+
+def _replication_stopped(app: App, site: str, exc) -> None:
+    """A replication that stopped (exit 3) opens an incident with the site's state
+    (last attempt and error) attached; the id goes to stderr and the audit entry."""
+    from opskit.backup.replicate import state_file
+    from opskit.core.output import Result
+    from .incident import automatic_incident
+    if getattr(exc, "exit_code", 3) != 3:
+        return
+    note = Result(data={})
+    automatic_incident(app, note, "replication-stopped", f"replication to site {site} stopped",
+                       state_file(app.state_dir, site))
+    for line in note.messages:
+        click.echo(line, err=True)
 
 
 @group.command("sites")

@@ -13,7 +13,8 @@ from opskit.backup.locks import RepoLock
 from opskit.core.errors import OpskitError, UsageError
 
 from .app import App, OpskitGroup, output_options, pass_app
-from .backup import _open, _stale_s, group, repo_option
+from . import archivegate
+from .backup import _open, _stale_s, group, purpose_option, repo_option
 
 
 @group.group("db", cls=OpskitGroup)
@@ -106,15 +107,17 @@ def run_cmd(app: App, names, command, stream_name, tags, repo, passphrase_file) 
               help="Do not restore owners and grants (the roles do not exist there).")
 @click.option("--with-globals", is_flag=True,
               help="First create the backed-up roles and tablespaces (existing ones are kept).")
+@purpose_option
 @repo_option
 @output_options(tabular=False)
 @pass_app
 def restore_cmd(app: App, snapshot, target_dsn, target_password_file, force, no_owner,
-                with_globals, repo, passphrase_file) -> None:
+                with_globals, purpose, repo, passphrase_file) -> None:
     """Restore a pg-logical SNAPSHOT ('latest' or an id prefix) into a database.
 
     A target that already holds tables is refused (exit 2) unless --force.
     Every block read is verified; a damaged repository stops with its name (exit 3).
+    An archive snapshot needs --purpose and an approval of it (R-AUD-6, docs/archives.md).
     """
     from opskit.backup.db.report import restore_result
     from opskit.backup.db.restore import LogicalRestore
@@ -128,11 +131,15 @@ def restore_cmd(app: App, snapshot, target_dsn, target_password_file, force, no_
         if not snaps:
             raise UsageError(f"repository {r.backend.location} has no database snapshots")
         snap = r.resolve_snapshot(snapshot, snaps)
+        # R-AUD-6: an archive is read only with an approval, and the read is registered
+        access = archivegate.read(app, r, snap, purpose, dry_run=False,
+                                  target=target.describe())
         rep = LogicalRestore(r, snap, target, bindir=_bindir(app), force=force,
                              no_owner=no_owner, with_globals=with_globals).run()
-    app.audit_details = {"snapshot": snap["id"], "target": target.describe(),
-                         "tables": rep.tables, "rows": rep.rows, "recreated": rep.recreated}
-    app.emit(restore_result(rep))
+    app.audit_details.update({"snapshot": snap["id"], "target": target.describe(),
+                              "tables": rep.tables, "rows": rep.rows,
+                              "recreated": rep.recreated})
+    app.emit(archivegate.annotate(restore_result(rep), access))
 
 
 @db_group.command("drill")
@@ -164,7 +171,7 @@ def drill_cmd(app: App, name, snapshot_ref, site, repo, passphrase_file) -> None
     from opskit.backup.report import write_drill_report
     from opskit.backup.repository import RepositoryError
     from .backup import _prompt
-    from .backup_drill import _site_location
+    from .backup_drill import _site_location, archive_drill
     assertions = database_targets(app.config, [name])[0].assertions if name else []
     location, targets = _site_location(app, site, repo)
     if not open_repo.repository_exists(location, app.config):
@@ -182,4 +189,6 @@ def drill_cmd(app: App, name, snapshot_ref, site, repo, passphrase_file) -> None
     app.audit_details = {"drill": {k: v for k, v in report.to_json().items()
                                    if k not in ("tables", "failures")},
                          "failures": report.failures[:20], "report": json_path}
-    app.emit(drill_result(report, json_path, md_path))
+    result = drill_result(report, json_path, md_path)
+    archive_drill(app, r, report, result)
+    app.emit(result)

@@ -108,23 +108,17 @@ def drill_cmd(app: App, site, snapshot_ref, sample_pct, all_files, compare_sourc
                          "report": json_path}
     app.audit_details["drill"]["failures"] = report.failures[:20]
     result = drill_result(report, targets, json_path, md_path)
+    archive_drill(app, r, report, result)
     if not report.passed:
-        _open_incident(app, result, site, report.verdict, json_path)
+        from .incident import automatic_incident
+        automatic_incident(app, result, "drill-failed",
+                           f"restore drill of site {site} failed: {report.verdict}", json_path)
     app.emit(result)
 
 
-def _open_incident(app: App, result, site: str, verdict: str, json_path: str) -> None:
-    """A failed drill opens an incident with the drill report attached (#25 item 6);
-    a register that cannot be written is reported but does not hide the drill's verdict."""
-    from opskit.core.errors import OpskitError
-    from opskit.incidents import open_automatic
-    try:
-        inc = open_automatic(app.state_dir, "drill-failed",
-                             f"restore drill of site {site} failed: {verdict}", json_path)
-    except (OpskitError, OSError) as exc:
-        result.messages.append(f"could not open an incident for this failure: {exc}")
-        return
-    app.audit_details["incident"] = inc.id
-    if isinstance(result.data, dict):
-        result.data["incident"] = inc.id
-    result.messages.append(f"opened incident {inc.id} (R-INC-1): 'opskit incident show {inc.id}'")
+def archive_drill(app: App, r, report, result) -> None:
+    """A drill of an archive is exempt from approval but registered (R-AUD-6)."""
+    from .archivegate import drill
+    note = drill(app, r, report.snapshot, report.verdict)
+    if note:
+        result.messages.append(note)

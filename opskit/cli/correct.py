@@ -8,6 +8,7 @@ import click
 from opskit.core.errors import UsageError
 from opskit.core.output import render_string
 
+from . import highrisk
 from .app import App, OpskitGroup, output_options, pass_app
 from opskit.core.state import StateLayout
 
@@ -277,11 +278,12 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
     svc = _service(app)
     try:
         signer = _signer(app, key)
+        review = _review(app, svc.state(request_id), dry_run)
         if dry_run:
             plan = svc.plan(request_id, signer)
             app.audit_details.update({"request": request_id, "dry_run": True,
                                       "before_unchanged": plan["before_unchanged"]})
-            app.emit(plan_result(plan, request_id))
+            app.emit(highrisk.annotate(plan_result(plan, request_id), review))
             return
         try:
             entry, st = svc.apply(request_id, signer)
@@ -294,7 +296,17 @@ def apply(app: App, request_id: str, dry_run: bool, key: str | None) -> None:
     _evidence(app, entry, st)
     if st.outcome.get("recovered") is True and st.outcome.get("recovery"):
         app.audit_details["recovery"] = st.outcome["recovery"]
-    app.emit(apply_result(entry, st))
+    app.emit(highrisk.annotate(apply_result(entry, st), review))
+
+
+def _review(app: App, st, dry_run: bool):
+    """R-SEC-2: a high-risk correction (highrisk.correction_risk) also needs a second
+    person's approval of exactly this request, statement and before-image."""
+    risk = highrisk.correction_risk(st)
+    return highrisk.gate(app, "correct apply",
+                         {"request": st.id, "target": st.target, "sql": st.sql,
+                          "params": st.params, "before": st.before_digest, "risk": risk},
+                         dry_run=dry_run, needed=risk is not None)
 
 
 # --- auditors -------------------------------------------------------------------------

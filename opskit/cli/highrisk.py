@@ -18,11 +18,30 @@ from .app import App
 from .incident import person
 
 
+def correction_risk(st) -> str | None:
+    """Why a correction request is high-risk, or None: its rules ask for the top
+    sign-off level (leader) or an audit supervisor, or it deletes rows."""
+    req = st.requirement
+    if "leader" in req.levels:
+        return "signed off up to the leader level"
+    if req.auditor:
+        return "needs an audit supervisor's sign-off"
+    if st.operation.lower() == "delete":
+        return "deletes rows"
+    return None
+
+
+def applies(app: App, operation: str) -> bool:
+    """True when ``operation`` is in incidents.high_risk_operations (worth planning for)."""
+    from opskit.incidents import twoperson
+    return twoperson.is_high_risk(operation, app.config.get("incidents.high_risk_operations"))
+
+
 def gate(app: App, operation: str, details: dict, *, dry_run: bool, needed: bool) -> dict | None:
     """None when no review applies; else the review needed (dry run) or obtained."""
     from opskit.incidents import clocks, twoperson
     cfg = app.config
-    if not needed or not twoperson.is_high_risk(operation, cfg.get("incidents.high_risk_operations")):
+    if not needed or not applies(app, operation):
         return None
     subject = twoperson.subject_of(operation, details)
     runner = person(app)
@@ -42,17 +61,57 @@ def gate(app: App, operation: str, details: dict, *, dry_run: bool, needed: bool
     return review
 
 
-def annotate(result: Result, review: dict | None) -> Result:
-    """Add the review (needed or obtained) to a command's result."""
+def annotate(result: Result, review: dict | None, key: str = "two_person_review",
+             label: str = "two-person review (R-SEC-2)") -> Result:
+    """Add the review (needed or obtained) to a command's result under ``key``."""
     if review is None:
         return result
     if isinstance(result.data, dict):
-        result.data["two_person_review"] = review
+        result.data[key] = review
     if review["status"] == "approved":
-        result.messages.append(f"two-person review (R-SEC-2): approved by "
-                               f"{', '.join(review['approved_by'])}")
+        result.messages.append(f"{label}: approved by {', '.join(review['approved_by'])}")
     else:
-        result.messages.append(f"two-person review (R-SEC-2): this run needs "
-                               f"{review['approvals']} approval(s) by a second person; "
-                               f"the reviewer runs: {review['command']}")
+        result.messages.append(f"{label}: this run needs {review['approvals']} approval(s) by "
+                               f"a second person; the reviewer runs: {review['command']}")
+    return result
+
+
+def policy_disables(app: App, policy) -> list[dict]:
+    """R-SEC-2 at policy load time: a policy file that disables a check needs a standing
+    approval of its content hash (operation 'policy'); without one its disables are
+    ignored -- the checks run anyway -- and each such file is returned as a finding."""
+    from opskit.incidents import twoperson
+    from opskit.policy.disables import content_hash, disabling_files, reenable
+    if not applies(app, "policy check"):
+        return []
+    cfg = app.config
+    found, approved = [], {}
+    for path, checks in sorted(disabling_files(policy).items()):
+        subject = twoperson.subject_of("policy", {"sha256": content_hash(path)})
+        names = twoperson.standing(app.state_dir, operation="policy", subject=subject,
+                                   reviewers=cfg.get("incidents.reviewers"))
+        if len(names) >= cfg.get("incidents.approvals_required"):
+            approved[path] = names
+            continue
+        found.append({"file": path, "disables": checks, "subject": subject,
+                      "rule": twoperson.RULE,
+                      "command": f"opskit approve-op policy --subject {subject} --for AUTHOR "
+                                 "--key REVIEWER_KEY"})
+    reenable(policy, {f["file"] for f in found})
+    app.audit_details.update(unapproved_disables=found, approved_disables=approved)
+    return found
+
+
+def note_disables(result: Result, found: list[dict]) -> Result:
+    """Add the unapproved disabling policy files to a policy result as findings (exit 1)."""
+    if not found:
+        return result
+    if isinstance(result.data, dict):
+        result.data["unapproved_disables"] = found
+    for f in found:
+        result.messages.append(
+            f"finding (R-SEC-2): {f['file']} disables {', '.join(f['disables'])} without a "
+            f"second person's approval of its content: the check(s) ran anyway; the reviewer "
+            f"runs: {f['command']}")
+    result.exit_code = max(result.exit_code, 1)
     return result

@@ -52,6 +52,29 @@ def when(text: str | None, what: str = "--at") -> tuple:
     return (clocks.parse_when(text, what) if text else now), now
 
 
+def automatic_incident(app: App, result, kind: str, detail: str,
+                       evidence_path: str | None) -> None:
+    """Something opskit detected itself (a failed drill, a tampered audit log, a policy
+    regression, a stopped replication) opens an incident with the evidence attached
+    (#25 item 1), unless one of the same kind and detail is still open (an hourly job
+    must not open one per run). A register that cannot be written is reported but never
+    hides the command's own verdict."""
+    from opskit.core.errors import OpskitError
+    from opskit.incidents import incidents, open_automatic
+    try:
+        same = [i for i in incidents.load(app.state_dir).values()
+                if i.automatic and i.state == "open" and i.type == kind and i.scope == detail]
+        inc = same[0] if same else open_automatic(app.state_dir, kind, detail, evidence_path)
+    except (OpskitError, OSError) as exc:
+        result.messages.append(f"could not open an incident for this failure: {exc}")
+        return
+    app.audit_details["incident"] = inc.id
+    if isinstance(result.data, dict):
+        result.data["incident"] = inc.id
+    verb = "incident still open" if same else "opened incident"
+    result.messages.append(f"{verb} {inc.id} (R-INC-1): 'opskit incident show {inc.id}'")
+
+
 at_option = click.option("--at", "at", metavar="TIME",
                          help="When this happened (ISO-8601; default now).")
 
@@ -190,7 +213,10 @@ def overdue_cmd(app: App, at, metrics_file) -> None:
 @output_options()
 @pass_app
 def verify_cmd(app: App) -> None:
-    """Check the hash chains of the incident, event, error and approval registers."""
+    """Check the hash chains of the incident, event, error, approval and archive registers."""
+    from opskit.archives.register import register as archive_register
     from opskit.incidents.registers import verify_all
     from opskit.incidents.report import verify_result
-    app.emit(verify_result(verify_all(app.state_dir)))
+    problems = verify_all(app.state_dir)
+    problems["archive accesses and destructions"] = archive_register(app.state_dir).verify()
+    app.emit(verify_result(problems))

@@ -5,6 +5,7 @@ import os
 
 import click
 
+from . import highrisk
 from .app import App, OpskitGroup, output_options, pass_app
 
 
@@ -99,14 +100,27 @@ def apply_cmd(app: App, persons, host_names, group_name, dry_run) -> None:
     from opskit.accounts.report import plan_result
 
     roster, specs, settings = _setup(app, host_names, group_name)
-    fleet = plan_fleet(specs, roster, select_people(roster, list(persons)), settings,
-                       apply=not dry_run)
+    people = select_people(roster, list(persons))
+    review = _admin_review(app, specs, roster, people, settings, dry_run)
+    fleet = plan_fleet(specs, roster, people, settings, apply=not dry_run)
     fleet.dry_run = dry_run
     app.audit_details["dry_run"] = dry_run
     _audit_plan(app, fleet)
     result = plan_result(fleet, verb="apply")
     _hand_over(app, result, fleet.steps(), fleet.passwords)
-    app.emit(result)
+    app.emit(highrisk.annotate(result, review))
+
+
+def _admin_review(app: App, specs, roster, people, settings, dry_run: bool):
+    """R-SEC-2: a plan granting admin-tier rights needs a second person's approval of
+    exactly those grants (planned first, before anything changes)."""
+    from opskit.accounts.admin_grants import admin_grants
+    from opskit.accounts.provision import plan_fleet
+    if not highrisk.applies(app, "users apply"):
+        return None
+    grants = admin_grants(plan_fleet(specs, roster, people, settings, apply=False), roster)
+    return highrisk.gate(app, "users apply", {"admin_grants": grants}, dry_run=dry_run,
+                         needed=bool(grants))
 
 
 def _hand_over(app: App, result, steps, passwords) -> None:

@@ -95,8 +95,7 @@ def policy(ctx: Context):
         return out + [judge(r, NOT_MET, why, periods=reg.as_dict()) for r in rules] + \
             [judge("R-AUD-2", NOT_MET, why, periods=reg.as_dict())]
     items = [_index(ctx, folder, found, "policy/runs.sha256", "policy check runs")]
-    when, name = found[-1]
-    data = read_json(os.path.join(folder, name)) or {}
+    when, name, data = _newest_of_profile(folder, found, None) or (*found[-1], {})
     entry = ctx.pack.copy(os.path.join(folder, name), f"policy/{name}")
     items.append(ctx.pack.item(entry, f"newest policy check run {name[:-5]}", when))
     by_rule = _policy_rules(data)
@@ -115,6 +114,41 @@ def policy(ctx: Context):
                      reg.describe() if ran else "the newest policy run passed no check",
                      items, reg.as_dict()))
     return out
+
+
+def _newest_of_profile(folder: str, found, profile: str | None):
+    """(time, name, data) of the newest run of ``profile`` (None: the baseline) in
+    ``found``: an MLPS run does not stand in for the media and network checks."""
+    for when, name in reversed(found):
+        data = read_json(os.path.join(folder, name)) or {}
+        if data.get("profile") == profile:
+            return when, name, data
+    return None
+
+
+@source("mlps3", "R-SEC-1", title="MLPS level-3 host baseline (policy check --profile mlps3)")
+def mlps3(ctx: Context):
+    """R-SEC-1 from the newest ``policy check --profile mlps3`` run of the period:
+    not met on any failed or errored item; manual items are left to the assessor."""
+    folder = StateLayout(ctx.state_dir).policy_runs
+    found = _in_period(ctx, folder, json_files(folder), "started", id_time)
+    newest = _newest_of_profile(folder, found, "mlps3")
+    if newest is None:
+        return [not_implemented("R-SEC-1", "no 'opskit policy check --profile mlps3' run "
+                                           f"since {iso(ctx.since)[:10]}")]
+    when, name, data = newest
+    entry = ctx.pack.copy(os.path.join(folder, name), f"policy/{name}")
+    items = [ctx.pack.item(entry, f"newest MLPS level-3 run {name[:-5]}", when)]
+    results = [(h.get("host"), r) for h in data.get("hosts") or [] for r in h.get("results") or []]
+    bad = [f"{h}: {r['check']}" for h, r in results if r.get("status") in ("fail", "error")]
+    manual = sum(1 for _, r in results if r.get("status") == "manual")
+    down = [h.get("host") for h in data.get("hosts") or [] if h.get("status", "ok") != "ok"]
+    if bad or down:
+        why = "; ".join(([f"{len(bad)} item(s) failed: " + ", ".join(bad[:8])] if bad else [])
+                        + [f"host {h} unreachable" for h in down])
+        return [judge("R-SEC-1", NOT_MET, f"run {iso(when)}: {why}", items)]
+    return [judge("R-SEC-1", MET, f"run {iso(when)}: every judged item passed; {manual} manual "
+                                  "item(s) are questions for the assessor", items)]
 
 
 def _report_problem(data: dict) -> str | None:

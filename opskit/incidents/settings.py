@@ -41,8 +41,9 @@ SECTION = Section({
                        default={"<name>": defaults(_GRADE)}),
     "event_record_hours": Key(float, 24.0, "A security event must be recorded within this many "
                                            "hours of happening (R-AUD-4).", check=positive),
-    "event_retention_days": Key(int, 183, "Security events younger than this are never pruned "
-                                          "(at least 183, six months; R-AUD-4).", min=183),
+    "event_retention_days": Key(int, 183, "Security events, and stored policy runs, younger "
+                                          "than this are never pruned (at least 183, six "
+                                          "months; R-AUD-4).", min=183),
     "error_report_hours": Key(float, 24.0, "A business error must be reported within this many "
                                            "hours of happening (R-AUD-5).", check=positive),
     "error_rectify_days": Key(float, 7.0, "A business error must be rectified within this many "

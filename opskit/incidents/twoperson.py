@@ -67,9 +67,11 @@ def _usable(records: list[dict], operation: str, subject: str, now: _dt.datetime
 
 def approve(state_dir: str, *, operation: str, subject: str, for_person: str, signer: Signer,
             reviewers: dict, comment: str, now: _dt.datetime,
-            valid_hours: float = 24.0) -> dict:
+            valid_hours: float = 24.0, details: dict | None = None) -> dict:
     """Record a reviewer's signed approval; refused for an unregistered key, for the
-    person who will run it (self-approval) and for a key that already approved it."""
+    person who will run it (self-approval) and for a key that already approved it.
+    ``details`` (what the subject hashes, e.g. an archive read's snapshot and purpose)
+    is kept in clear beside it, so registers can show what was approved."""
     if len(subject) != 64 or any(c not in "0123456789abcdef" for c in subject):
         raise UsageError("--subject must be the 64-hex subject the command's --dry-run shows")
     if not for_person.strip():
@@ -89,10 +91,32 @@ def approve(state_dir: str, *, operation: str, subject: str, for_person: str, si
             if r["signature"]["key"] == block["key"]:
                 raise refused(f"key {block['fingerprint']} ({name}) already approved this "
                               "operation: the same key twice is one review", rule=RULE)
-        return {"time": at, "step": "approve", "operation": operation, "subject": subject,
-                "for": for_person, "actor": name, "comment": comment, "signature": block}
+        entry = {"time": at, "step": "approve", "operation": operation, "subject": subject,
+                 "for": for_person, "actor": name, "comment": comment, "signature": block}
+        if details is not None:
+            entry["details"] = details
+        return entry
 
     return register(state_dir).append(decide)
+
+
+def standing(state_dir: str, *, operation: str, subject: str, reviewers: dict) -> list[str]:
+    """Reviewers whose valid signed approval of (operation, subject) is on record, for a
+    subject that is approved once and then stands (a policy file's content hash): not
+    used up, no expiry; a key no longer registered or a forged record does not count."""
+    keys = signatures.registered_keys(reviewers, "incidents.reviewers")
+    names = []
+    for r in register(state_dir).records():
+        if r.get("step") != "approve" or r["operation"] != operation or r["subject"] != subject:
+            continue
+        try:
+            name = signatures.signer_name(r["signature"], _payload(
+                operation, subject, r["for"], r["time"]), keys, RULE, "reviewer")
+        except Refused:
+            continue
+        if name not in names:
+            names.append(name)
+    return names
 
 
 def needed(operation: str, subject: str, runner: str, required: int) -> dict:

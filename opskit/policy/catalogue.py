@@ -33,17 +33,25 @@ class CheckSpec:
     params: dict[str, Key] = field(default_factory=dict)
     severity: str = "high"
     category: str = "media"
+    remediation: str = ""
+    profiles: tuple[str, ...] = ()     # empty: the baseline; else only these profiles run it
+    commands: dict[str, list[str]] = field(default_factory=dict)   # prefetched in one round trip
 
 
 CHECKS: dict[str, CheckSpec] = {}
 
 
 def check(id: str, *, title: str, rule: str, gbt: str, cis: str, severity: str = "high",
-          params: dict[str, Key] | None = None, category: str = "media"):
-    """Register a check function under ``id`` (catalogue order = registration order)."""
+          params: dict[str, Key] | None = None, category: str = "media",
+          remediation: str = "", profiles: tuple[str, ...] = (),
+          commands: dict[str, list[str]] | None = None):
+    """Register a check function under ``id`` (catalogue order = registration order).
+    ``profiles``: the named profiles that select it (none: the baseline);
+    ``commands``: what it runs on a live host, batched with the others."""
 
     def decorator(func):
-        CHECKS[id] = CheckSpec(id, title, rule, gbt, cis, func, params or {}, severity, category)
+        CHECKS[id] = CheckSpec(id, title, rule, gbt, cis, func, params or {}, severity, category,
+                               remediation, tuple(profiles), dict(commands or {}))
         return func
 
     return decorator
@@ -52,4 +60,5 @@ def check(id: str, *, title: str, rule: str, gbt: str, cis: str, severity: str =
 def catalogue() -> dict[str, CheckSpec]:
     """All checks, importing the modules that define them."""
     from . import media, network  # noqa: F401  (registration side effect)
+    from . import mlps  # noqa: F401  (the MLPS level-3 profile's checks)
     return CHECKS

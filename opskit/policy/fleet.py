@@ -17,7 +17,7 @@ from opskit.core.errors import EXIT_FINDINGS, EXIT_OK, EXIT_OPERATIONAL
 from opskit.hosts.base import Host, HostError
 from opskit.hosts.fanout import fan_out
 
-from .model import ERROR, FAIL, NA, CheckResult, HostReport, Undecided, host_from_dict
+from .model import ERROR, FAIL, MANUAL, NA, CheckResult, HostReport, Undecided, host_from_dict
 from .policyfile import PlannedCheck, Policy
 from .container import DETECT_VIRT
 from .probe import FATAL, PS, Probe
@@ -41,7 +41,11 @@ def run_planned(host: Host, role: str, planned: list[PlannedCheck]) -> HostRepor
     started = time.monotonic()
     probe = Probe(host)
     probe.exists("/")                    # connects now: an unreachable host fails here
-    probe.prefetch(PREFETCH)             # live hosts: every command in one round trip
+    commands = dict(PREFETCH)
+    for item in planned:
+        if not item.skip:
+            commands.update(item.spec.commands)
+    probe.prefetch(commands)             # live hosts: every command in one round trip
     report = HostReport(host.name, role=role)
     for item in planned:
         t0 = time.monotonic()
@@ -93,6 +97,7 @@ class RunReport:
     duration: float
     policy_files: list[str]
     hosts: list[HostReport] = field(default_factory=list)
+    profile: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -115,9 +120,11 @@ class RunReport:
         out = {"hosts": len(self.hosts), "unreachable": sum(not h.reachable for h in self.hosts),
                "pass": 0, "fail": 0, "n/a": 0, "error": 0,
                "findings": sum(1 for _ in self.findings())}
+        if self.profile:
+            out[MANUAL] = 0
         for h in self.hosts:
             for status, n in h.counts().items():
-                out[status] += n
+                out[status] = out.get(status, 0) + n
         return out
 
     def summary(self) -> str:
@@ -125,6 +132,10 @@ class RunReport:
         failing = sorted({h.host for h in self.hosts for r in h.results if r.status == FAIL})
         text = (f"policy check: {c['hosts']} host(s), {c['findings']} finding(s) in {c['fail']} "
                 f"failed check(s); {c['pass']} pass, {c['n/a']} n/a, {c['error']} error")
+        if c.get(MANUAL):
+            text += f", {c[MANUAL]} for the assessor (manual)"
+        if self.profile:
+            text = f"[profile {self.profile}] " + text
         if failing:
             text += f"; hosts with findings: {', '.join(failing)}"
         if c["unreachable"]:
@@ -134,14 +145,14 @@ class RunReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "started": self.started, "duration": round(self.duration, 3),
-                "policy_files": self.policy_files, "exit_code": self.exit_code,
+                "policy_files": self.policy_files, "profile": self.profile, "exit_code": self.exit_code,
                 "counts": self.counts(), "hosts": [h.as_dict() for h in self.hosts]}
 
     @classmethod
     def from_dict(cls, data: dict) -> "RunReport":
         return cls(data["id"], data["started"], float(data.get("duration", 0)),
                    list(data.get("policy_files", [])),
-                   [host_from_dict(h) for h in data.get("hosts", [])])
+                   [host_from_dict(h) for h in data.get("hosts", [])], data.get("profile"))
 
 
 def check_fleet(targets: Sequence[Any], policy: Policy, *, concurrency: int = 16,
@@ -169,7 +180,8 @@ def check_fleet(targets: Sequence[Any], policy: Policy, *, concurrency: int = 16
             role = plans[outcome.name][0]
             hosts.append(HostReport(outcome.name, status=outcome.status, error=outcome.error,
                                     role=role, duration=outcome.duration))
-    return RunReport(new_run_id(), when, time.monotonic() - started, list(policy.files), hosts)
+    return RunReport(new_run_id(), when, time.monotonic() - started, list(policy.files), hosts,
+                     policy.profile)
 
 
 __all__ = ["check_fleet", "check_host", "run_planned", "RunReport", "NA"]

@@ -7,14 +7,16 @@ A check on a host ends in exactly one status:
     n/a    the check cannot apply here (container, no such subsystem, not required
            by policy); ``reason`` says why. Never counted as a failure.
     error  the check could not decide (a file could not be read); exit code 3
+    manual a host check cannot honestly judge the requirement; ``reason`` is the
+           question for the assessor (never a silent pass, never a failure)
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-PASS, FAIL, NA, ERROR = "pass", "fail", "n/a", "error"
-STATUSES = (PASS, FAIL, NA, ERROR)
+PASS, FAIL, NA, ERROR, MANUAL = "pass", "fail", "n/a", "error", "manual"
+STATUSES = (PASS, FAIL, NA, ERROR, MANUAL)
 SEVERITIES = ("low", "medium", "high", "critical")
 
 
@@ -65,6 +67,12 @@ def not_applicable(reason: str) -> CheckResult:
     return CheckResult("", NA, reason=reason)
 
 
+def manual(question: str, evidence: list[str] | str | None = None) -> CheckResult:
+    """The assessor must decide: ``question`` is what to ask, ``evidence`` what
+    the host could tell."""
+    return CheckResult("", MANUAL, evidence=_list(evidence), reason=question)
+
+
 def verdict(findings: list[Finding], evidence: list[str] | str | None = None) -> CheckResult:
     """fail with ``findings`` when there are any, else pass with ``evidence``."""
     return failed(findings, evidence) if findings else passed(evidence)
@@ -99,9 +107,9 @@ class HostReport:
         return None
 
     def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in STATUSES}
+        out = {s: 0 for s in STATUSES if s != MANUAL}
         for r in self.results:
-            out[r.status] += 1
+            out[r.status] = out.get(r.status, 0) + 1
         return out
 
     def as_dict(self) -> dict[str, Any]:

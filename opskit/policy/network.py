@@ -32,7 +32,7 @@ def _ip_list(value):
     return None
 
 
-def _net_list(value):
+def net_list(value):
     for item in value:
         try:
             ipaddress.ip_network(str(item), strict=False)
@@ -104,7 +104,7 @@ def default_route(probe: Probe, ctx: Context):
        gbt=GBT_BOUNDARY, cis="CIS Controls v8 12.2, 13.4",
        params={"approved_subnets": Key(list, [], "Public networks a route may still reach "
                                                  "(e.g. a provincial insurance platform).",
-                                       check=_net_list)})
+                                       check=net_list)})
 def public_routes(probe: Probe, ctx: Context):
     """R-NET-1: every non-default unicast route must stay inside private or
     special-purpose space (RFC 6890) or an approved subnet. 0.0.0.0/1 +
@@ -293,6 +293,18 @@ def wireless(probe: Probe, ctx: Context):
 
 # --- listening sockets ------------------------------------------------------------------------
 
+def listening_sockets(probe: Probe) -> tuple[list[P.Socket], list[str]]:
+    """TCP LISTEN and bound UDP sockets of /proc/net/tcp, tcp6, udp, udp6, and
+    the files read."""
+    sockets, read = [], []
+    for proto in ("tcp", "tcp6", "udp", "udp6"):
+        text = probe.read(f"/proc/net/{proto}")
+        if text is not None:
+            read.append(f"/proc/net/{proto}")
+            sockets += P.parse_proc_net_sockets(text, proto)
+    return sockets, read
+
+
 @check("net.listening-ports", rule="R-NET-5", severity="high", category="network",
        title="listening sockets only on the ports approved for the host's role",
        gbt=GBT_PORTS, cis="CIS Controls v8 4.8 (uninstall or disable unnecessary services)",
@@ -301,12 +313,7 @@ def wireless(probe: Probe, ctx: Context):
 def listening_ports(probe: Probe, ctx: Context):
     """R-NET-5: /proc/net/tcp, tcp6 (LISTEN) and udp, udp6 (bound, unconnected)
     against the approved ports of the host's role (policy ``roles:``)."""
-    sockets, read = [], []
-    for proto in ("tcp", "tcp6", "udp", "udp6"):
-        text = probe.read(f"/proc/net/{proto}")
-        if text is not None:
-            read.append(f"/proc/net/{proto}")
-            sockets += P.parse_proc_net_sockets(text, proto)
+    sockets, read = listening_sockets(probe)
     if not read:
         return not_applicable("no /proc/net/tcp, tcp6, udp or udp6")
     findings, evidence, seen = [], [], set()

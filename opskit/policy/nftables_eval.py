@@ -235,9 +235,14 @@ class Evaluator:
     """Evaluates one hook for one (ip version, transport) over a Ruleset."""
 
     def __init__(self, ruleset: Ruleset, hook: str, version: int, proto: str,
-                 approved: list[tuple[int, int]], dormant: set | None = None):
+                 approved: list[tuple[int, int]], dormant: set | None = None, *,
+                 only_ports: list[tuple[int, int]] | None = None,
+                 allowed_sources: list[tuple[int, int]] | None = None):
         self.rs, self.hook, self.version, self.proto = ruleset, hook, version, proto
         self.approved = approved
+        # the management question: only these ports, from outside these sources
+        self.only_ports = only_ports
+        self.allowed_sources = list(allowed_sources or [])
         self.dormant = set(dormant or ())
         self.steps = 0
         self.hits: dict = {}             # id(match) -> (match, representatives it selects)
@@ -253,7 +258,7 @@ class Evaluator:
         chains = self.base_chains()
         start = self.initial_path()
         if start is None:
-            return Answer(False, denied_by=[f"every {self.proto} port is approved"])
+            return Answer(False, denied_by=[f"every {self.proto} port (and source) is approved"])
         if not chains:
             why = f"{source}: no base chain on the {self.hook} hook (everything accepted)"
             return Answer(True, self.describe(start), [why])
@@ -328,15 +333,22 @@ class Evaluator:
             port_excluded += list(self.approved)
             for lo, hi in self.approved:
                 cuts["port"] |= {lo, hi + 1}
+        if self.only_ports is not None:
+            port_excluded = _complement(self.only_ports, PORT_MAX)
+            for lo, hi in self.only_ports:
+                cuts["port"] |= {lo, hi + 1}
         ports = representatives(cuts["port"], PORT_MAX, port_excluded)
         if not ports:
             return None
         top = (1 << (32 if self.version == 4 else 128)) - 1
         non_source = [_addr({"prefix": dict(zip(("addr", "len"), n.split("/")))}, self.version)
                       for n in NON_SOURCE[self.version]]
+        non_source = non_source + self.allowed_sources
         for lo, hi in non_source:
             cuts["addr"] |= {lo, hi + 1}
         saddrs = representatives(cuts["addr"], top, non_source)
+        if not saddrs:
+            return None                  # every possible source is allowed
         daddrs = representatives(cuts["addr"], top, [])
         names = {n.rstrip("*") for n in cuts["iface"]} | {FRESH_IFACE}
         names = frozenset(n for n in names if n and n != "lo")
@@ -790,6 +802,29 @@ def evaluate(ruleset: Ruleset, hook: str, version: int, approved: dict[str, list
         denied += answer.denied_by
         unknown += answer.unknown
     return Answer(False, denied_by=_unique(denied), unknown=_unique(unknown))
+
+
+def evaluate_sources(ruleset: Ruleset, version: int, ports: list[tuple[int, int]],
+                     sources: list, *, dormant: set | None = None,
+                     source: str = "nft -j list ruleset") -> Answer:
+    """Can a new TCP connection to one of ``ports`` on the input hook come from
+    an address outside ``sources`` (ipaddress networks)? The management
+    question of GB/T 22239 8.1.4.4 c)."""
+    allowed = [(int(n.network_address), int(n.broadcast_address)) for n in sources]
+    return Evaluator(ruleset, "input", version, "tcp", [], dormant, only_ports=ports,
+                     allowed_sources=allowed).run(source)
+
+
+def _complement(ranges: list[tuple[int, int]], top: int) -> list[tuple[int, int]]:
+    """The ports 0..top not in ``ranges``."""
+    out, start = [], 0
+    for lo, hi in sorted(ranges):
+        if lo > start:
+            out.append((start, lo - 1))
+        start = max(start, hi + 1)
+    if start <= top:
+        out.append((start, top))
+    return out
 
 
 def dormant_tables(ruleset: Ruleset, text_listing: str | None) -> tuple[set, list[str]]:

@@ -22,6 +22,7 @@ Mistakes are ConfigErrors naming file, line and key (exit code 2).
 from __future__ import annotations
 
 import copy
+import fnmatch
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +95,18 @@ class Policy:
     roles: dict[str, dict] = field(default_factory=dict)      # name -> {'tcp': ranges, 'udp': ranges}
     groups: dict[str, GroupEntry] = field(default_factory=dict)
     checks: dict[str, CheckEntry] = field(default_factory=dict)
+    profile: str | None = None            # e.g. 'mlps3' (configs/policies/profiles/mlps3.yaml)
+    select: list[str] | None = None       # check ids / globs the profile runs
+
+    def selects(self, spec: CheckSpec) -> bool:
+        """Without a profile the baseline checks run (those no profile owns);
+        a profile runs exactly the checks its ``select`` names."""
+        if self.select is None:
+            return not spec.profiles
+        return any(fnmatch.fnmatchcase(spec.id, pattern) for pattern in self.select)
+
+    def specs(self) -> list[CheckSpec]:
+        return [spec for spec in catalogue().values() if self.selects(spec)]
 
     # --- resolution ---------------------------------------------------------------------
     def role_for(self, host: str, groups: list[str], variables: dict) -> str:
@@ -119,7 +132,8 @@ class Policy:
         role = self.role_for(host, groups, variables or {})
         ports = self.roles.get(role, {"tcp": [], "udp": []})
         planned = []
-        for check_id, spec in catalogue().items():
+        for spec in self.specs():
+            check_id = spec.id
             values = {name: copy.deepcopy(key.default) for name, key in spec.params.items()}
             values.update({"enabled": True, "severity": spec.severity, "groups": None})
             where = {}
@@ -160,7 +174,7 @@ def parse_policy(doc: YamlDoc, policy: Policy | None = None) -> Policy:
         return policy
     if not isinstance(data, dict):
         raise doc.error((), "a policy file must be a mapping with roles, groups and checks")
-    known = ("version", "description", "roles", "groups", "checks")
+    known = ("version", "description", "roles", "groups", "checks", "profile", "select")
     for key in data:
         if key not in known:
             raise doc.error((key,), f"unknown key '{key}'; expected one of: {', '.join(known)}")
@@ -191,6 +205,7 @@ def parse_policy(doc: YamlDoc, policy: Policy | None = None) -> Policy:
         set_keys = {k: v for k, v in checked.items() if k in value}
         return CheckEntry(set_keys, {k: where(path + (k,)) for k in set_keys})
 
+    _profile_keys(doc, policy, specs)
     for name, value in mapping(("roles",)).items():
         role = validate(ROLE, value, doc, ("roles", name))
         policy.roles[str(name)] = {"tcp": P.parse_ports(role["tcp"]),
@@ -223,6 +238,23 @@ def parse_policy(doc: YamlDoc, policy: Policy | None = None) -> Policy:
     return policy
 
 
+def _profile_keys(doc: YamlDoc, policy: Policy, specs: dict) -> None:
+    """``profile: NAME`` and ``select: [ids or globs]`` of a profile file."""
+    data = doc.data
+    if "profile" in data:
+        if not isinstance(data["profile"], str) or not data["profile"]:
+            raise doc.error(("profile",), "expected the profile's name")
+        policy.profile = data["profile"]
+    if "select" in data:
+        select = data["select"]
+        if not isinstance(select, list) or not all(isinstance(x, str) for x in select):
+            raise doc.error(("select",), "expected a list of check ids or globs")
+        for pattern in select:
+            if not any(fnmatch.fnmatchcase(c, pattern) for c in specs):
+                raise doc.error(("select",), f"'{pattern}' selects no check")
+        policy.select = list(select)
+
+
 def _finish(policy: Policy) -> Policy:
     for name, group in policy.groups.items():
         if group.role and group.role not in policy.roles:
@@ -236,8 +268,8 @@ def _finish(policy: Policy) -> Policy:
     return policy
 
 
-def load_policy_files(paths: list[str]) -> Policy:
-    policy = Policy()
+def load_policy_files(paths: list[str], policy: Policy | None = None) -> Policy:
+    policy = policy or Policy()
     for path in paths:
         parse_policy(load_yaml(path), policy)
     return _finish(policy)
@@ -269,23 +301,54 @@ def policy_files(directory: str) -> list[str]:
     return [os.path.join(directory, n) for n in names]
 
 
-def load_policy(config=None, explicit: str | None = None) -> Policy:
+PROFILES_DIR = "profiles"
+
+
+def profile_file(name: str, directory: str | None) -> str:
+    """``profiles/NAME.yaml`` of the policy directory, else the shipped one."""
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise UsageError(f"--profile {name!r}: a profile name is letters, digits, '-' and '_'")
+    places = [os.path.join(d, PROFILES_DIR) for d in (directory, shipped_dir()) if d]
+    for place in places:
+        for suffix in (".yaml", ".yml"):
+            path = os.path.join(place, name + suffix)
+            if os.path.isfile(path):
+                return path
+    known = sorted({n.rsplit(".", 1)[0] for p in places if os.path.isdir(p)
+                    for n in os.listdir(p) if n.endswith((".yaml", ".yml"))})
+    raise UsageError(f"--profile {name}: no {name}.yaml in {' or '.join(places)}; known "
+                     f"profiles: {', '.join(known) or '(none)'}")
+
+
+def _with_profile(files: list[str], profile: str | None, directory: str | None) -> list[str]:
+    """The profile file goes right after the baseline, so site files still win."""
+    if not profile:
+        return files
+    at = 1 if files and os.path.basename(files[0]) in BASELINE_NAMES else 0
+    return files[:at] + [profile_file(profile, directory)] + files[at:]
+
+
+def load_policy(config=None, explicit: str | None = None, profile: str | None = None) -> Policy:
     """The policy for a run: ``--policy FILE`` (or a directory) when given, else
-    every *.yaml in the policy directory, else the built-in policy."""
+    every *.yaml in the policy directory, else the built-in policy; with
+    ``profile``, its file is read after the baseline (and selects the checks)."""
     if explicit:
         if os.path.isdir(explicit):
             files = policy_files(explicit)
             if not files:
                 raise UsageError(f"policy directory {explicit} holds no *.yaml file")
-            return load_policy_files(files)
+            return load_policy_files(_with_profile(files, profile, explicit))
         if not os.path.exists(explicit):
             raise UsageError(f"policy file {explicit} not found")
-        return load_policy_files([explicit])
+        return load_policy_files(_with_profile([explicit], profile,
+                                               os.path.dirname(explicit)))
     directory = find_policy_dir(config)
-    if directory is None:
+    files = policy_files(directory) if directory else []
+    if not files and not profile:
         return built_in_policy()
-    files = policy_files(directory)
-    return load_policy_files(files) if files else built_in_policy()
+    # no policy files: the profile on top of the built-in roles
+    return load_policy_files(_with_profile(files, profile, directory),
+                             None if files else built_in_policy())
 
 
 def describe_catalogue(policy: Policy | None = None) -> list[dict[str, Any]]:
@@ -293,9 +356,11 @@ def describe_catalogue(policy: Policy | None = None) -> list[dict[str, Any]]:
     each row also has the effective top-level settings and, per setting, the
     file:line it came from (``settings_from``; unset keys are defaults)."""
     rows = []
-    for spec in catalogue().values():
+    for spec in (policy.specs() if policy is not None else
+                 [s for s in catalogue().values() if not s.profiles]):
         row = {"check": spec.id, "rule": spec.rule, "severity": spec.severity,
                "title": spec.title, "gbt": spec.gbt, "cis": spec.cis,
+               **({"remediation": spec.remediation} if spec.remediation else {}),
                "params": {k: v.default for k, v in spec.params.items()}}
         entry = policy.checks.get(spec.id) if policy is not None else None
         if entry is not None:

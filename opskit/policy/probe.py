@@ -32,6 +32,8 @@ class Probe:
         self._commands: dict[str, tuple[str | None, str]] = {}
         self._container: str | None | bool = False
         self._processes: dict[int, str] | None = None
+        self._stats: dict = {}
+        self._memo: dict = {}
 
     @property
     def recorded(self) -> bool:
@@ -76,6 +78,29 @@ class Probe:
                 else:
                     raise
         return self._dirs[path]
+
+    def stat(self, path: str, *, follow_symlinks: bool = True):
+        """``FileStat`` of ``path`` or None when it does not exist."""
+        key = (path, follow_symlinks)
+        if key not in self._stats:
+            try:
+                self._stats[key] = self.host.stat(path, follow_symlinks=follow_symlinks)
+            except (*FATAL, HostTimeout):
+                raise
+            except (FileNotFoundError, HostPathError):
+                self._stats[key] = None
+            except HostError as exc:
+                if getattr(exc, "errno", None) in (2, 20):
+                    self._stats[key] = None
+                else:
+                    raise
+        return self._stats[key]
+
+    def memo(self, key: str, compute):
+        """``compute()`` once per probe: parsed facts shared by several checks."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
 
     def exists(self, path: str) -> bool:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from opskit.core.output import Case, Result, Suite, Table
 
-from .model import ERROR, FAIL, NA, PASS
+from .model import ERROR, FAIL, MANUAL, NA, PASS
 from .catalogue import catalogue
 from .fleet import RunReport
 from .store import Change
@@ -19,8 +19,8 @@ SHORT = {
     "net.listening-ports": "ports", "net.firewall-default-deny": "firewall",
     "net.dns-resolvers": "dns", "av.realtime": "antivirus",
 }
-CELL = {PASS: "pass", FAIL: "FAIL", NA: "n/a", ERROR: "error"}
-_JUNIT = {PASS: "pass", FAIL: "fail", NA: "skip", ERROR: "error"}
+CELL = {PASS: "pass", FAIL: "FAIL", NA: "n/a", ERROR: "error", MANUAL: "manual"}
+_JUNIT = {PASS: "pass", FAIL: "fail", NA: "skip", ERROR: "error", MANUAL: "skip"}
 
 
 def summary_table(report: RunReport) -> Table:
@@ -62,6 +62,8 @@ def reasons_table(report: RunReport) -> Table:
 def check_result(report: RunReport, stored: str | None = None,
                  verbose: bool = False) -> Result:
     """The Result of ``opskit policy check``."""
+    if report.profile:
+        return profile_result(report, stored, verbose)
     tables = [summary_table(report), findings_table(report)]
     reasons = reasons_table(report)
     if reasons.rows:
@@ -79,6 +81,89 @@ def check_result(report: RunReport, stored: str | None = None,
     return Result(data=data, tables=tables, messages=messages, summary=report.summary(),
                   exit_code=report.exit_code, title="opskit policy check",
                   suites=suites(report))
+
+
+def _clause(spec) -> tuple[str, str]:
+    """('8.1.4.1 a)', the requirement's words) from a spec's GB/T 22239 text."""
+    words = spec.gbt.split()
+    if words[:1] == ["GB/T"]:
+        words = words[2:]
+    number = words[0] if words else ""
+    rest = words[1:]
+    if rest and rest[0].endswith(")") and len(rest[0]) <= 3:
+        number, rest = f"{number} {rest[0]}", rest[1:]
+    return number, " ".join(rest)
+
+
+def _detail(r) -> str:
+    """What decided a result, for one cell: findings with evidence, the
+    assessor's question, the n/a or error reason, or the pass evidence."""
+    if r.status == FAIL:
+        return "\n".join(f"{f.message} [{f.evidence}]" for f in r.findings)
+    if r.status == MANUAL:
+        return "QUESTION: " + r.reason + ("\n" + "; ".join(r.evidence) if r.evidence else "")
+    if r.status in (NA, ERROR):
+        return r.reason
+    return "; ".join(r.evidence)
+
+
+def profile_rows(report: RunReport) -> list[dict]:
+    """One row per host and check, in catalogue (clause) order, for the
+    assessor: clause, requirement, result, evidence, remediation."""
+    specs = catalogue()
+    rows = []
+    for host in report.hosts:
+        for r in host.results:
+            spec = specs.get(r.check)
+            clause, requirement = _clause(spec) if spec else ("", "")
+            rows.append({"host": host.host, "clause": clause, "requirement": requirement,
+                         "check": r.check, "title": spec.title if spec else "",
+                         "rule": r.rule, "severity": r.severity,
+                         "result": CELL.get(r.status, r.status), "evidence": _detail(r),
+                         "remediation": spec.remediation if spec and r.status == FAIL else ""})
+    return sorted(rows, key=lambda row: (row["host"], _clause_key(row["clause"])))
+
+
+def _clause_key(clause: str) -> tuple:
+    number, _, letter = clause.partition(" ")
+    return tuple(int(p) if p.isdigit() else 0 for p in number.split(".")), letter
+
+
+def profile_result(report: RunReport, stored: str | None, verbose: bool) -> Result:
+    """``policy check --profile``: a check x host matrix, then per host the
+    failures, manual questions, n/a and errors (with -v also the passes); the
+    html format gives the assessor's per-host report (policy/profile.html)."""
+    rows = profile_rows(report)
+    hosts = [h.host for h in report.hosts]
+    matrix = {}
+    for row in rows:
+        entry = matrix.setdefault(row["check"], {"clause": row["clause"], "check": row["check"]})
+        entry[row["host"]] = row["result"]
+    for host in report.hosts:
+        if not host.reachable:
+            for entry in matrix.values():
+                entry[host.host] = host.status.upper()
+    shown = [r for r in rows if verbose or r["result"] not in ("pass",)]
+    tables = [Table(["clause", "check", *hosts], list(matrix.values()),
+                    title=f"Summary (check x host), profile {report.profile}"),
+              Table(["host", "clause", "check", "result", "severity", "evidence"], shown,
+                    title="Results needing attention" if not verbose else "All results")]
+    down = [{"host": h.host, "status": h.status, "reason": h.error} for h in report.hosts
+            if not h.reachable]
+    if down:
+        tables.append(Table(["host", "status", "reason"], down, title="Unreachable hosts"))
+    messages = [report.summary()]
+    if stored:
+        messages.append(f"stored as run {report.id} ({stored})")
+    by_host = [{"host": h.host, "status": h.status, "error": h.error, "role": h.role,
+                "counts": h.counts(), "rows": [r for r in rows if r["host"] == h.host]}
+               for h in report.hosts]
+    return Result(data=report.as_dict(), tables=tables, messages=messages,
+                  summary=report.summary(), exit_code=report.exit_code,
+                  title=f"opskit policy check --profile {report.profile}",
+                  suites=suites(report), template="policy/profile.html",
+                  context={"profile": report.profile, "by_host": by_host,
+                           "started": report.started, "run_id": report.id})
 
 
 def drift_result(old: RunReport | None, new: RunReport, changes: list[Change]) -> Result:
@@ -133,6 +218,9 @@ def _case(r) -> Case:
         return Case(r.check, status, "; ".join(f.message for f in r.findings),
                     "\n".join(f"[{f.rule} {f.severity}] {f.message}\n  evidence: {f.evidence}"
                               for f in r.findings), r.rule, r.duration)
+    if r.status == MANUAL:
+        return Case(r.check, status, f"manual review: {r.reason}",
+                    detail="\n".join(r.evidence), seconds=r.duration)
     if status in ("skip", "error"):
         return Case(r.check, status, r.reason, seconds=r.duration)
     return Case(r.check, status, detail="\n".join(r.evidence), seconds=r.duration)

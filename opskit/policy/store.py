@@ -2,6 +2,7 @@
 between two runs (R-AUD-2: periodic checks whose changes are visible)."""
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import os
 import tempfile
@@ -15,10 +16,17 @@ from .fleet import RunReport
 
 
 class RunStore:
-    def __init__(self, state_dir: str, keep: int = 100, keep_days: float = 400.0):
+    """Stored runs: a run is deleted only when it is beyond the newest ``keep``,
+    older than ``keep_days`` (the evidence pack reads the audit window) and older
+    than ``floor_days`` (the 183-day retention floor of the security records,
+    R-AUD-4: the policy history follows it)."""
+
+    def __init__(self, state_dir: str, keep: int = 100, keep_days: float = 400.0,
+                 floor_days: float = 183.0):
         self.dir = StateLayout(state_dir).policy_runs
         self.keep = keep
-        self.keep_days = keep_days      # by age: the evidence pack reads the audit window
+        self.keep_days = keep_days
+        self.floor_days = floor_days
 
     def save(self, report: RunReport) -> str:
         ensure_private_dir(os.path.dirname(self.dir))
@@ -53,12 +61,20 @@ class RunStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise OperationalError(f"stored policy run {path} is unreadable: {exc}") from None
 
-    def latest(self) -> RunReport | None:
-        ids = self.ids()
-        return self.load(ids[-1]) if ids else None
+    def latest(self, profile: str | None = None) -> RunReport | None:
+        """The newest stored run of ``profile`` (None: of the baseline), so drift
+        never compares a profile run with a baseline run."""
+        for run_id in reversed(self.ids()):
+            report = self.load(run_id)
+            if report.profile == profile:
+                return report
+        return None
 
-    def prune(self) -> None:
-        for run_id in expired(self.ids(), self.keep, self.keep_days):
+    def prune(self, now: _dt.datetime | None = None) -> None:
+        """Drop what is beyond ``keep`` and older than both ages; never a run whose
+        time cannot be read from its id."""
+        for run_id in expired(self.ids(), self.keep, max(self.keep_days, self.floor_days),
+                              now=now):
             try:
                 os.unlink(os.path.join(self.dir, f"{run_id}.json"))
             except FileNotFoundError:

@@ -1,4 +1,5 @@
 """forget, prune and key slots through the CLI (R-BAK-2, R-BAK-4)."""
+import functools
 import json
 import os
 import random
@@ -120,6 +121,10 @@ def test_prune_killed_at_every_step_leaves_a_checkable_repo(repo_with_history, o
 
 
 def test_key_add_passwd_remove_and_last_key_refused(tmp_path, opskit):
+    # key remove is high-risk (R-SEC-2): its review is tested in test_incidents_cli
+    cfg = tmp_path / "opskit.yaml"
+    cfg.write_text("incidents:\n  high_risk_operations: []\n")
+    opskit = functools.partial(opskit, "--config", cfg)
     src = tmp_path / "src"
     _write(src / "a", b"content")
     assert opskit("backup", "run", src, env=PW).exit_code == 0

@@ -233,7 +233,11 @@ def write_model(directory, roster: str, inventory: str, extra_config: str = "") 
     config = os.path.join(directory, "opskit.yaml")
     with open(config, "w") as fh:
         fh.write("inventory: inventory.yaml\naccounts:\n  roster: roster.yaml\n"
-                 "  roles: roles.yaml\n  host_timeout: 60\n" + extra_config)
+                 "  roles: roles.yaml\n  host_timeout: 60\n" + extra_config
+                 # users apply granting admin rights is high-risk (R-SEC-2): tested in
+                 # test_users_cli with its own incidents: section; off elsewhere
+                 + ("" if "incidents:" in extra_config
+                    else "incidents:\n  high_risk_operations: []\n"))
     return config
 
 

@@ -31,6 +31,14 @@ def run_opskit(*args: str, env: dict | None = None, input: str | None = None,
     return CliRun(proc.returncode, proc.stdout, proc.stderr)
 
 
+def json_of(run: CliRun, code: int = 0):
+    """What a ``--json`` run printed, once its exit code is ``code`` and no traceback leaked."""
+    import json
+    assert run.exit_code == code, run.output
+    assert "Traceback" not in run.output
+    return json.loads(run.stdout)
+
+
 @pytest.fixture
 def opskit():
     """Fixture form of ``run_opskit``: ``opskit('audit', 'verify')``."""

@@ -118,14 +118,18 @@ def make_postgres_target(postgres, db: str) -> str:
     return postgres.dsn_for(db)
 
 
-def make_world(base: Path, target_url: str, ledger: str | None = None, extra_rules: str = "") -> World:
+def make_world(base: Path, target_url: str, ledger: str | None = None, extra_rules: str = "",
+               extra_config: str | None = None) -> World:
+    """A corrections world. ``extra_config`` is appended to opskit.yaml; by default the
+    R-SEC-2 gate of 'correct apply' is off (tested in test_highrisk_cli)."""
     keys, public = make_keys(base)
     rules = base / "corrections.yaml"
     rules.write_text(rules_yaml(public, target_url, extra_rules), encoding="utf-8")
     ledger = ledger or str(base / "ledger.sqlite")
     config = base / "opskit.yaml"
-    config.write_text(f"corrections:\n  ledger: {ledger}\n  rules_file: {rules}\n  lock_timeout: 5.0\n",
-                      encoding="utf-8")
+    extra = "incidents:\n  high_risk_operations: []\n" if extra_config is None else extra_config
+    config.write_text(f"corrections:\n  ledger: {ledger}\n  rules_file: {rules}\n  lock_timeout: 5.0\n"
+                      + extra, encoding="utf-8")
     return World(base, config, rules, ledger, target_url, keys, public)
 
 

@@ -554,3 +554,26 @@ def test_incident_register_is_one_more_source_a_missed_deadline_is_not_met(good,
     assert rules["R-INC-1"]["verdict"] == "not met" and "missed" in rules["R-INC-1"]["reason"]
     assert rules["R-AUD-4"]["verdict"] == "not applicable"      # still nothing recorded there
     assert result.exit_code == 1 and "R-INC-1" in result.summary
+
+
+def _mlps3_run(home, when, statuses):
+    from tests.fixtures.evidence.state import write_json, z
+    rid = when.strftime("%Y%m%dT%H%M%S.%fZ") + "-mlps03"
+    results = [{"check": f"mlps.item{i}", "status": s, "rule": "R-SEC-1", "findings": []}
+               for i, s in enumerate(statuses)]
+    write_json(home / "policy" / "runs" / f"{rid}.json",
+               {"id": rid, "started": z(when), "profile": "mlps3", "exit_code": 0,
+                "hosts": [{"host": "db1", "status": "ok", "results": results}]})
+
+
+def test_r_sec_1_comes_from_mlps3_runs_and_they_never_stand_in_for_the_baseline(good, tmp_path):
+    home, fake, signer, _other, sites = good
+    _result, rules = build(tmp_path, home, fake, signer, sites, name="none")
+    assert rules["R-SEC-1"]["verdict"] == "no evidence"            # the profile never ran
+    _mlps3_run(home, ago(minutes=5), ["pass", "manual", "fail"])   # newer than every baseline run
+    _result, rules = build(tmp_path, home, fake, signer, sites, name="failed")
+    assert rules["R-SEC-1"]["verdict"] == "not met" and "mlps.item2" in rules["R-SEC-1"]["reason"]
+    assert rules["R-MED-2"]["verdict"] == "met"      # judged from the newest *baseline* run
+    _mlps3_run(home, ago(minutes=1), ["pass", "manual", "pass"])
+    _result, rules = build(tmp_path, home, fake, signer, sites, name="passed")
+    assert rules["R-SEC-1"]["verdict"] == "met" and "1 manual" in rules["R-SEC-1"]["reason"]

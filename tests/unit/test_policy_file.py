@@ -76,7 +76,13 @@ def test_shipped_policy_is_valid_and_documents_every_check():
     assert policy.files and "db" in policy.roles
     text = open(os.path.join(shipped_dir(), "baseline.yaml")).read()
     docs = open(os.path.join(REPO, "docs", "policy.md")).read()
+    mlps3 = open(os.path.join(REPO, "docs", "policy-mlps3.md")).read()
     for check_id, spec in catalogue().items():
+        if spec.profiles:           # profile checks: documented in docs/policy-<profile>.md
+            assert spec.profiles == ("mlps3",)
+            assert f"`{check_id}`" in mlps3, f"docs/policy-mlps3.md does not document {check_id}"
+            assert spec.rule in mlps3 and spec.remediation
+            continue
         assert f"  {check_id}:" in text, f"{check_id} missing from the shipped policy"
         assert spec.rule in text and spec.rule in docs
         assert f"`{check_id}`" in docs, f"docs/policy.md does not document {check_id}"
@@ -128,7 +134,7 @@ def test_junit_has_failure_skipped_and_error():
 
 
 def test_store_and_drift(tmp_path):
-    store = RunStore(str(tmp_path), keep=2, keep_days=0)     # count floor only
+    store = RunStore(str(tmp_path), keep=2, keep_days=0, floor_days=0)   # count pruning only
     old = _report("pass")
     store.save(old)
     new = _report("fail")
@@ -145,6 +151,24 @@ def test_store_and_drift(tmp_path):
     kinds = sorted(c.change for c in drift(new, third))
     assert kinds == ["finding added", "finding gone"]
     assert oct(os.stat(store.dir).st_mode & 0o777) == "0o700"
+
+
+def test_store_never_prunes_a_run_younger_than_the_floor(tmp_path):
+    import datetime as dt
+    now = dt.datetime.now(dt.timezone.utc)
+    ids = [(now - dt.timedelta(days=d)).strftime("%Y%m%dT%H%M%S.%fZ") + f"-{d:06d}"
+           for d in (300, 10, 5)]
+    store = RunStore(str(tmp_path), keep=1, keep_days=0)     # only the 183-day floor
+    for run_id in ids:
+        report = _report("pass")
+        report.id = run_id
+        store.save(report)
+    # keep=1, but the two runs younger than 183 days stay; the 300-day-old one goes
+    assert store.ids() == ids[1:]
+    store.prune(now=now + dt.timedelta(days=200))     # both old by then: keep=1 rules
+    assert store.ids() == ids[2:]
+    RunStore(str(tmp_path), keep=0).prune(now=now)    # nothing younger, whatever keep says
+    assert store.ids() == ids[2:]
 
 
 def test_baseline_is_read_first_so_site_files_win(tmp_path):
