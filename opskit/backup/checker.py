@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 from . import crypto
 from .backends import BackendError
 from .pack import TRAILER_SIZE, read_header
-from .repository import CorruptObject, Repository, pack_name
+from .repository import REPAIR_INDEX_HINT, CorruptObject, Repository, pack_name
+from .tree import name_problems
 
 
 class FindingsReport:
@@ -59,7 +60,7 @@ class Checker:
             try:
                 packs = repo.read_index_file(name)
             except CorruptObject as exc:
-                self._error(name, exc.problem)
+                self._error(name, f"{exc.problem}; {REPAIR_INDEX_HINT}")
                 continue
             for pack_id, entries in packs.items():
                 repo.index.add_pack(pack_id, entries)
@@ -124,6 +125,9 @@ class Checker:
             self._tree_packs[tree_id] = frozenset(packs)
             return frozenset(packs)
         self.report.trees += 1
+        for problem in name_problems(tree.get("nodes", [])):
+            self._error(f"tree {tree_id.hex()[:16]}", f"{problem} (in {path}): restore refuses "
+                        "this snapshot", [sid])
         for node in tree.get("nodes", []):
             name = node.get("name") or node.get("name_b64", "?")
             child = path.rstrip("/") + "/" + name

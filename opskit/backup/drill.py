@@ -28,7 +28,7 @@ from opskit.core.errors import UsageError
 from . import crypto
 from .chunker import chunk_stream
 from .backends import BackendError
-from .repository import CorruptObject, Repository
+from .repository import CorruptObject, DamagedSnapshot, Repository
 from .restorer import Restorer
 from .tree import TYPE_DIR, TYPE_FILE, decode_name
 from opskit.core.state import StateLayout
@@ -92,11 +92,17 @@ def _snapshot_files(repo: Repository, snap: dict) -> list[tuple[bytes, dict]]:
 
 
 def choose_snapshot(repo: Repository, ref: str, rng: random.Random) -> dict:
+    """The snapshot to drill; DamagedSnapshot when it (or, for 'latest', possibly
+    the newest one) cannot be read: a drill never falls back to another."""
     snaps = repo.snapshots()
-    if not snaps:
+    damaged = sorted(repo.damaged_snapshots)
+    if not snaps and not damaged:
         raise UsageError(f"repository {repo.backend.location} has no snapshots to drill")
     if ref == "random":
-        return rng.choice(snaps)
+        pick = rng.randrange(len(snaps) + len(damaged))
+        if pick >= len(snaps):      # a damaged file is part of what a random drill samples
+            raise DamagedSnapshot(damaged[pick - len(snaps)], "")
+        return snaps[pick]
     return repo.resolve_snapshot(ref, snaps)
 
 
@@ -138,11 +144,15 @@ def run_drill(repo: Repository, *, site: str, snapshot_ref: str = "latest",
     rng = random.Random(seed)
     now = now or dt.datetime.now(dt.timezone.utc)
     repo.load_index(repair=False)
-    snap = choose_snapshot(repo, snapshot_ref, rng)
+    try:
+        snap = choose_snapshot(repo, snapshot_ref, rng)
+    except DamagedSnapshot as exc:
+        snap = {"id": exc.snapshot, "time": ""}
+        return _unreadable(repo, snap, site, operator, targets, now, exc.message)
     try:
         files = _snapshot_files(repo, snap)
     except (CorruptObject, BackendError) as exc:
-        return _unreadable(repo, snap, site, operator, targets, now, str(exc))
+        return _unreadable(repo, snap, site, operator, targets, now, f"cannot be listed: {exc}")
     total_bytes = sum(int(n.get("size") or 0) for _p, n in files)
     if sample_pct is None or sample_pct >= 100:
         sample = files
@@ -249,7 +259,7 @@ def _unreadable(repo: Repository, snap: dict, site: str, operator: str, targets:
         time=now.strftime("%Y-%m-%dT%H:%M:%SZ"), site=site, repository=repo.backend.location,
         snapshot=snap["id"], snapshot_time=snap["time"], operator=operator,
         host=socket.gethostname(), sample_pct=0.0, files_total=0, bytes_total=0,
-        failures=[{"path": "(snapshot)", "problem": f"cannot be listed: {problem}"}],
+        failures=[{"path": "(snapshot)", "problem": problem}],
         rto_target_minutes=targets.rto_minutes, rpo_target_hours=targets.rpo_hours,
         verdict="FAIL: the snapshot cannot be read (see failures)")
 

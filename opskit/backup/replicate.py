@@ -22,6 +22,11 @@ object's size on the site is compared with what was sent (a HEAD / stat). ``veri
 re-hashes it instead (costs a download). ``check_site`` always re-hashes
 remote objects.
 
+A local pack or index file that is damaged is not sent; then no index file or
+snapshot is sent either (without the key the replicator cannot tell which of
+them need it): they are "held back", the run exits 1, and the site keeps its
+last consistent state until the local repository is repaired.
+
 Resumable and idempotent: an interrupted run leaves only whole objects on
 the site (S3 PUTs are atomic, SFTP renames a temp file); the rerun sends
 what is still missing. Objects ``check_site`` found damaged are recorded in
@@ -40,11 +45,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from opskit.core.errors import OperationalError, OpskitError, UsageError
+from opskit.core.state import StateLayout
 
 from . import crypto
 from .backends import Backend, BackendError, ObjectNotFound, open_backend
 from .checker import FindingsReport
-from opskit.core.state import StateLayout
+from .repository import CorruptObject, pack_name, parse_index_object
 
 FOLDERS = ("keys/", "data/", "index/", "snapshots/")
 
@@ -133,7 +139,11 @@ def load_state(state_dir: str, site: str) -> dict:
 def save_state(state_dir: str, site: str, state: dict) -> None:
     path = _state_path(state_dir, site)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    # 0600 like everything else under the state dir (#28 item 10): it names the
+    # site's objects and when they were verified
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)        # a leftover tmp file keeps its old mode otherwise
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(state, fh, indent=1, sort_keys=True)
     os.replace(tmp, path)
 
@@ -188,6 +198,7 @@ class ReplicationResult:
     total_bytes: int = 0
     snapshots: int = 0              # snapshots on the site after the run
     source_damaged: list = field(default_factory=list)
+    held_back: list = field(default_factory=list)   # index/snapshots kept back (#28 item 5)
     vanished: list = field(default_factory=list)
     duration_s: float = 0.0
     sent_by_phase: dict = field(default_factory=dict)
@@ -291,6 +302,12 @@ class Replicator:
                     f"replication to site '{self.site.name}' stopped: {len(result.vanished)} "
                     "object(s) vanished from the local repository while copying (a prune "
                     "running?); packs sent so far are kept, run replicate again",)
+            if any(0 < phase_of(n) < phase for n in result.source_damaged):
+                # a damaged pack (or index) was not sent, and an index or snapshot may
+                # need it: without the key we cannot tell which, so none of them goes;
+                # the site stays at its last consistent state (#28 item 5)
+                result.held_back.extend(names)
+                continue
             self._run_phase(names, src, result, on_site)
             result.sent_by_phase[PHASES[phase]] = len(names)
         result.total_objects = len(on_site)
@@ -373,8 +390,9 @@ def replicate(source: Backend, site: Site, state_dir: str, *, dest: Backend | No
         "objects": result.total_objects, "bytes": result.total_bytes,
         "snapshot_ids": sorted(n.split("/")[-1] for n in rep.on_site if n.startswith("snapshots/")),
         "site_names": sorted(rep.on_site),
-        # objects check_site found damaged were in this run's send list: sent again
-        "damaged": [],
+        # objects check_site found damaged were in this run's send list: sent again,
+        # unless held back behind a damaged local pack
+        "damaged": sorted(set(state.get("damaged", [])) & set(result.held_back)),
         "last_result": {"sent_objects": result.sent_objects, "sent_bytes": result.sent_bytes,
                         "resent_damaged": result.resent_damaged,
                         "duration_s": result.duration_s},
@@ -384,6 +402,22 @@ def replicate(source: Backend, site: Site, state_dir: str, *, dest: Backend | No
 
 
 # --- verifying a site -------------------------------------------------------------------------
+def _index_packs_missing(keys: crypto.MasterKeys, name: str, data: bytes,
+                         remote: dict[str, int]) -> str | None:
+    """What is wrong with index file ``name`` on the site: undecryptable, or naming
+    packs the site does not hold (a restore from the site would fail); else None."""
+    try:
+        packs = parse_index_object(keys, name, data)
+    except CorruptObject as exc:
+        return exc.problem
+    missing = sorted(pack_name(p) for p in packs if pack_name(p) not in remote)
+    if not missing:
+        return None
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    return (f"names {len(missing)} pack(s) not on the site: " + ", ".join(missing[:3]) + more
+            + " (replicate again; if the pack is damaged locally, see docs/backup.md)")
+
+
 @dataclass
 class SiteCheckReport(FindingsReport):
     site: str
@@ -396,20 +430,24 @@ class SiteCheckReport(FindingsReport):
     packs_read: int = 0
     not_yet_replicated: int = 0
     only_on_site: int = 0
+    index_checked: bool = False      # index -> pack presence verified (needs a key)
 
 
 def check_site(source: Backend, site: Site, state_dir: str, *, dest: Backend | None = None,
                read_data_fraction: float = 0.0, seed: int | None = None,
-               workers: int | None = None) -> SiteCheckReport:
+               workers: int | None = None, keys: crypto.MasterKeys | None = None
+               ) -> SiteCheckReport:
     """Verify the copy itself: every key, config, index and snapshot object on the
     site is read and re-hashed (BLAKE3 must equal its name); a
     ``read_data_fraction`` of the packs too (all at 1.0); every pack's size is
     compared with the local one. Objects replicated before and now missing on
-    the site are named. Damaged or missing objects are recorded in the state,
-    so the next ``replicate`` sends them again."""
+    the site are named. With ``keys`` (any key slot of the repository), every
+    index file on the site is decrypted and each pack it names must be on the
+    site too. Damaged or missing objects are recorded in the state, so the next
+    ``replicate`` sends them again."""
     dest = dest or open_site(site)
     state = load_state(state_dir, site.name)
-    report = SiteCheckReport(site.name, site.url)
+    report = SiteCheckReport(site.name, site.url, index_checked=keys is not None)
     try:
         remote = list_all(dest)
         local = list_all(source)
@@ -446,6 +484,11 @@ def check_site(source: Backend, site: Site, state_dir: str, *, dest: Backend | N
                 if bad:
                     report.errors.append({"object": name,
                                           "problem": "content does not match its name (damaged)"})
+            if not bad and keys is not None and name.startswith("index/"):
+                problem = _index_packs_missing(keys, name, data, remote)
+                if problem:
+                    with lock:
+                        report.errors.append({"object": name, "problem": problem})
 
         with ThreadPoolExecutor(max_workers=max(1, workers or site.workers)) as pool:
             list(pool.map(verify, to_read))

@@ -205,12 +205,53 @@ def key_step_result(data: dict, message: str) -> Result:
     return Result(data=data, messages=[message], summary=message)
 
 
+# --- repair (#28 item 3) ----------------------------------------------------------------
+
+def repair_index_result(rep, dry_run: bool) -> Result:
+    """The index rebuilt from pack headers; exit 1 when a pack header was unreadable."""
+    rows = [{"object": d["object"], "finding": "damaged index file", "problem": d["problem"]}
+            for d in rep.damaged_index]
+    rows += [{"object": d["object"], "finding": "pack header unreadable: data lost",
+              "problem": d["problem"]} for d in rep.unreadable_packs]
+    verb = "would rebuild" if dry_run else "rebuilt"
+    summary = (f"repair index: {verb} the index from {rep.packs} packs ({rep.blobs} blobs), "
+               f"replacing {rep.index_files} index file(s), {len(rep.damaged_index)} of them "
+               f"damaged; {len(rep.unreadable_packs)} pack(s) unreadable")
+    messages = [summary]
+    if rep.unreadable_packs:
+        messages.append("next: 'opskit backup repair snapshots' (snapshots needing the lost "
+                        "packs are rewritten without those files)")
+    return Result(data=rep.to_json(),
+                  tables=[Table(["object", "finding", "problem"], rows)] if rows else [],
+                  messages=messages, summary=summary,
+                  exit_code=EXIT_FINDINGS if rep.unreadable_packs else 0)
+
+
+def repair_snapshots_result(rep, dry_run: bool) -> Result:
+    """Snapshots rewritten without lost data or dropped; exit 1 when anything was lost."""
+    rows = [{"snapshot": e["snapshot"][:12], "action": "rewrite",
+             "new": (e["new"] or "-")[:12], "detail": f"{len(e['lost'])} path(s) left out: "
+             + ", ".join(e["lost"][:5])} for e in rep.rewritten]
+    rows += [{"snapshot": d["snapshot"][:12], "action": "drop", "new": "-",
+              "detail": d["problem"]} for d in rep.dropped]
+    verb = "would rewrite" if dry_run else "rewrote"
+    summary = (f"repair snapshots: {rep.snapshots} snapshots, {rep.intact} intact, {verb} "
+               f"{len(rep.rewritten)}, {'would drop' if dry_run else 'dropped'} "
+               f"{len(rep.dropped)}")
+    return Result(data=rep.to_json(),
+                  tables=[Table(["snapshot", "action", "new", "detail"], rows)] if rows else [],
+                  messages=[summary], summary=summary,
+                  exit_code=EXIT_FINDINGS if rows else 0)
+
+
 # --- off-site copies ----------------------------------------------------------------------
 
 def replicated_row(site: str, res) -> dict:
     """One site's replication outcome."""
     status = "ok" if not res.source_damaged else \
         f"{len(res.source_damaged)} damaged local object(s) not sent"
+    if res.held_back:
+        status += f", {len(res.held_back)} index/snapshot object(s) held back"
     return {"site": site, "sent": res.sent_objects, "bytes": human_bytes(res.sent_bytes),
             "already there": res.already_there, "objects": res.total_objects, "status": status}
 
@@ -233,6 +274,11 @@ def replicate_result(rows: list[dict], results: list[dict], failures: list[str],
     if damaged:
         messages.append("damaged local objects (run 'opskit backup check --read-data'): "
                         + ", ".join(damaged))
+    held = sum(len(r["held_back"]) for r in results)
+    if held:    # an index/snapshot needing a pack the site lacks is not sent (#28 item 5)
+        messages.append(f"{held} index/snapshot object(s) held back: they may need a damaged "
+                        "pack the site lacks; repair the local repository ('opskit backup "
+                        "repair index', 'repair snapshots'; docs/backup.md) and replicate again")
     return Result(data={"sites": results, "failures": failures},
                   tables=[Table(["site", "sent", "bytes", "already there", "objects", "status"],
                                 rows)] if show_table else [],
@@ -293,6 +339,8 @@ def sites_result(rows: list[dict], breached: list[str]) -> Result:
 def check_site_result(site: str, report) -> Result:
     """An off-site copy verified: objects read, problems; exit 1 on errors."""
     verdict = "no errors found" if report.ok else f"{len(report.errors)} errors found"
+    if not report.index_checked:
+        verdict += " (index -> pack presence not checked: no passphrase given)"
     summary = (f"check-site {site}: {report.objects} objects, {report.objects_read} read "
                f"({human_bytes(report.bytes_read)}), {report.packs_read}/{report.packs} packs "
                f"re-hashed, {report.not_yet_replicated} not yet replicated: {verdict}")

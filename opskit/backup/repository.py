@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from struct import error as struct_error
 from typing import Any, Callable, Iterator
 
-from opskit.core.errors import OperationalError, UsageError
+from opskit.core.errors import IntegrityError, OperationalError, UsageError
 
 from . import crypto
 from .backends import Backend, BackendError, ObjectNotFound
@@ -23,6 +23,8 @@ from .pack import (BLOB_DATA, BLOB_TREE, TRAILER_SIZE, BlobEntry, PackBuilder, d
                    encrypt_blob, read_header)
 
 FORMAT_VERSION = 1
+REPAIR_INDEX_HINT = ("rebuild the index from the packs with 'opskit backup repair index' "
+                     "(docs/backup.md, 'When the repository is damaged')")
 
 
 class RepositoryError(OperationalError):
@@ -36,10 +38,23 @@ class WrongPassphrase(RepositoryError):
 class CorruptObject(RepositoryError):
     """An object failed authentication or parsing; names the object."""
 
-    def __init__(self, name: str, problem: str):
-        super().__init__(f"{name}: {problem}")
+    def __init__(self, name: str, problem: str, hint: str | None = None):
+        super().__init__(f"{name}: {problem}", hint=hint)
         self.name = name
         self.problem = problem
+
+
+class DamagedSnapshot(IntegrityError):
+    """A snapshot file asked for (or possibly the newest) cannot be read: exit 1,
+    never a silent fallback to another snapshot (#28 item 1)."""
+
+    def __init__(self, sid: str, why: str):
+        super().__init__(
+            f"snapshot file snapshots/{sid} is damaged{why}",
+            hint="run 'opskit backup check', then 'opskit backup repair snapshots' to drop it "
+                 "(docs/backup.md, 'When the repository is damaged'); or name an intact "
+                 "snapshot id")
+        self.snapshot = sid
 
 
 @dataclass
@@ -189,11 +204,15 @@ class Repository:
         Returns the ids of packs that had to be re-indexed.
         """
         for name, _size in self.backend.list("index/"):
-            plain = self.read_index_plaintext(name)
             try:
-                self.index.add_index_plaintext(plain)
-            except (crypto.DecryptError, ValueError, KeyError, struct_error) as exc:
-                raise CorruptObject(name, f"cannot be parsed ({exc})") from None
+                plain = self.read_index_plaintext(name)
+                try:
+                    self.index.add_index_plaintext(plain)
+                except (crypto.DecryptError, ValueError, KeyError, struct_error) as exc:
+                    raise CorruptObject(name, f"cannot be parsed ({exc})") from None
+            except CorruptObject as exc:
+                exc.hint = exc.hint or REPAIR_INDEX_HINT
+                raise
         self.index_loaded = True
         orphans = [(n, s) for n, s in self.backend.list("data/")
                    if n.split("/")[-1] not in self.index.packs]
@@ -214,22 +233,11 @@ class Repository:
 
     def read_index_plaintext(self, name: str) -> bytes:
         """Fetch, check and decrypt one index file; CorruptObject names it when damaged."""
-        oid = name.split("/")[-1]
-        stored = self.backend.get(name)
-        if crypto.object_id(stored) != oid:
-            raise CorruptObject(name, "content does not match its name (damaged)")
-        try:
-            return crypto.open_compressed(self.keys.index_key, stored, b"opskit:index")
-        except (crypto.DecryptError, ValueError) as exc:
-            raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
+        return open_index_object(self.keys, name, self.backend.get(name))
 
     def read_index_file(self, name: str) -> dict[str, list[BlobEntry]]:
         """Decrypt and parse one index file; CorruptObject names it when damaged."""
-        plain = self.read_index_plaintext(name)
-        try:
-            return decode_index(plain)
-        except (crypto.DecryptError, ValueError, KeyError, struct_error) as exc:
-            raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
+        return parse_index_object(self.keys, name, self.backend.get(name))
 
     def read_pack_header(self, pack_id: str, size: int | None = None) -> list[BlobEntry]:
         name = pack_name(pack_id)
@@ -308,6 +316,13 @@ class Repository:
     def resolve_snapshot(self, ref: str, snapshots: list[dict] | None = None) -> dict:
         """Find a snapshot by 'latest' or a unique id prefix (>= 4 hex digits)."""
         snaps = self.snapshots() if snapshots is None else snapshots
+        damaged = getattr(self, "damaged_snapshots", [])
+        if ref == "latest" and damaged:
+            # a damaged file has no readable time: it may be the newest, so
+            # 'latest' must not quietly mean an older snapshot (#28 item 1)
+            raise DamagedSnapshot(sorted(damaged)[0], " and may be the newest: 'latest' "
+                                  "cannot be resolved" + (f" ({len(damaged)} damaged)"
+                                                          if len(damaged) > 1 else ""))
         if not snaps:
             raise UsageError(f"repository {self.backend.location} has no snapshots yet")
         if ref == "latest":
@@ -315,6 +330,9 @@ class Repository:
         ref = ref.lower()
         if len(ref) < 4 or any(c not in "0123456789abcdef" for c in ref):
             raise UsageError(f"snapshot {ref!r}: expected 'latest' or at least 4 hex digits of an id")
+        bad = [sid for sid in damaged if sid.startswith(ref)]
+        if bad:
+            raise DamagedSnapshot(bad[0], "")
         hits = [s for s in snaps if s["id"].startswith(ref)]
         if not hits:
             raise UsageError(f"snapshot {ref!r} not found (see: opskit backup snapshots)")
@@ -322,6 +340,27 @@ class Repository:
             raise UsageError(f"snapshot {ref!r} is ambiguous: matches "
                              + ", ".join(s["id"][:12] for s in hits))
         return hits[0]
+
+
+def open_index_object(keys: crypto.MasterKeys, name: str, stored: bytes) -> bytes:
+    """Check and decrypt the stored bytes of index file ``name`` (a full or a
+    write-only key); CorruptObject names it when damaged."""
+    if crypto.object_id(stored) != name.split("/")[-1]:
+        raise CorruptObject(name, "content does not match its name (damaged)")
+    try:
+        return crypto.open_compressed(keys.index_key, stored, b"opskit:index")
+    except (crypto.DecryptError, ValueError) as exc:
+        raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
+
+
+def parse_index_object(keys: crypto.MasterKeys, name: str, stored: bytes
+                       ) -> dict[str, list[BlobEntry]]:
+    """``open_index_object`` and parse: {pack id: [BlobEntry, ...]}."""
+    plain = open_index_object(keys, name, stored)
+    try:
+        return decode_index(plain)
+    except (crypto.DecryptError, ValueError, KeyError, struct_error) as exc:
+        raise CorruptObject(name, f"cannot be decrypted or parsed ({exc})") from None
 
 
 def pack_name(pack_id: str) -> str:

@@ -5,7 +5,7 @@ opskit.settings assembles the one schema from this and every other domain's
 section; every key here must also be documented in configs/opskit.yaml and
 docs/configuration.md (a test checks).
 """
-from opskit.core.schema import Key, MapOf, Section, defaults, positive
+from opskit.core.schema import Key, MapOf, Section, at_most_per_core, defaults, positive
 
 from .db.settings import DATABASES, PG_SECTION
 
@@ -28,7 +28,7 @@ SITE_SECTION = Section({
     "key_file": Key(str, None, "SFTP: private key for login. Default: ~/.ssh keys and agent."),
     "known_hosts": Key(str, None, "SFTP: known_hosts file. Default: ssh.known_hosts, "
                                   "else ~/.ssh/known_hosts."),
-    "workers": Key(int, 8, "Parallel uploads.", min=1),
+    "workers": Key(int, 8, "Parallel uploads.", min=1, max=64),
     "timeout": Key(float, 30.0, "S3: seconds to wait to connect or for an answer; one retry, "
                                 "then the run fails (exit 3).", check=positive),
     "rto_minutes": Key(int, None, "Recovery time objective, shown by 'backup sites'.", min=1),
@@ -74,10 +74,14 @@ SECTION = Section({
     "paths": Key(list, [], "Paths backed up when 'backup run' is given none.", item_type=str),
     "exclude": Key(list, [], "Glob patterns never backed up (matched against full path and name).",
                    item_type=str),
-    "compression_level": Key(int, 1, "zstd level for new blobs (1 fastest ... 19 smallest).", min=1),
-    "pack_size_mib": Key(int, 16, "Target size of pack files in MiB.", min=1),
-    "chunk_avg_kib": Key(int, 1024, "Average content-defined chunk size in KiB.", min=64),
-    "workers": Key(int, None, "Worker processes for backup and restore. Default: CPU count.", min=1),
+    # resource settings are bounded (#28 item 2)
+    "compression_level": Key(int, 1, "zstd level for new blobs (1 fastest ... 19 smallest).", min=1,
+                             max=22),
+    "pack_size_mib": Key(int, 16, "Target size of pack files in MiB.", min=1, max=128),
+    "chunk_avg_kib": Key(int, 1024, "Average content-defined chunk size in KiB.", min=64,
+                         max=8192),
+    "workers": Key(int, None, "Worker processes for backup and restore (at most 2 per CPU "
+                              "core). Default: CPU count.", min=1, check=at_most_per_core(2)),
     "lock_stale_minutes": Key(int, 60, "A lock not refreshed for this long is stale.", min=1),
     "retention": RETENTION_SECTION,
     "drill": DRILL_SECTION,

@@ -41,6 +41,23 @@ def safe_name(node: dict) -> bytes:
     return name
 
 
+def name_problems(nodes: list[dict]) -> list[str]:
+    """Why restore would refuse this directory's node list: names that could
+    leave the directory, and a name given twice (a real directory never has
+    two; a forged tree might). ``check`` applies the same rules (#28 item 8)."""
+    problems, seen = [], set()
+    for node in nodes:
+        try:
+            name = safe_name(node)
+        except (UnsafeName, ValueError) as exc:
+            problems.append(str(exc))
+            continue
+        if name in seen:
+            problems.append(f"name {name!r} appears twice in one directory")
+        seen.add(name)
+    return problems
+
+
 def node_from_stat(name: bytes, st, names: "IdNames") -> dict:
     """Metadata common to every node type. Non-directories carry ``nlink``
     (hard links are told apart by ``dev`` + ``inode``), device nodes ``rdev``."""

@@ -13,7 +13,8 @@ import traceback
 import click
 
 from opskit import __version__
-from opskit.core.errors import EXIT_OPERATIONAL, EXIT_USAGE, OpskitError
+from opskit.core.errors import (EXIT_FINDINGS, EXIT_OPERATIONAL, EXIT_USAGE, IntegrityError,
+                                OpskitError)
 
 from .app import App, OpskitGroup
 
@@ -93,6 +94,11 @@ def _write_audit(app: App, exit_code: int, error: str | None) -> int:
             summary=error or app.summary,
             details=app.audit_details or None,
         )
+    except IntegrityError as exc:
+        _error(f"could not write the audit log: {exc.message}")
+        # 'audit verify' has just reported this very damage: that is its finding
+        # (exit 1), not an operational failure of the verification (#28 item 7)
+        return max(exit_code, EXIT_FINDINGS if app.audit_damage_is_finding else EXIT_OPERATIONAL)
     except OpskitError as exc:
         _error(f"could not write the audit log: {exc.message}")
         return max(exit_code, EXIT_OPERATIONAL)
@@ -117,7 +123,14 @@ def main(argv: list[str] | None = None) -> None:
         code = app.exit_code
     except click.exceptions.Exit as exc:          # --help, --version
         code = exc.exit_code
-    except click.ClickException as exc:           # bad flag or argument
+        if not app.invoked:   # help text is no command run: not audited (docs/cli.md, #28 item 6)
+            app.audited = False
+    except click.UsageError as exc:               # bad flag or argument: one line (#28 item 9)
+        error = exc.format_message()
+        command = exc.ctx.command_path if exc.ctx is not None else "opskit"
+        _error(" ".join(error.split()), f"see '{command} --help'")
+        code = EXIT_USAGE
+    except click.ClickException as exc:
         exc.show()
         code = EXIT_USAGE
         error = exc.format_message()

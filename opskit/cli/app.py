@@ -36,6 +36,8 @@ class App:
         self.summary: str = ""
         self.exit_code = EXIT_OK
         self.audited = True
+        self.invoked = False                    # a command body started (not just --help)
+        self.audit_damage_is_finding = False    # set by 'audit verify' once it reported it
         self._config: Config | None = None
 
     # --- configuration and state -------------------------------------------------
@@ -178,6 +180,7 @@ class OpskitCommand(click.Command):
         if app is not None:
             path = ctx.command_path.split(" ", 1)[1] if " " in ctx.command_path else ctx.command_path
             app.record(path, ctx.params)
+            app.invoked = True
         return super().invoke(ctx)
 
 

@@ -108,6 +108,7 @@ def verify_cmd(app: App, checkpoint_file: str | None) -> None:
         messages.append(f"log: {log.path}")
         messages.append("see docs/audit-log.md ('When verify fails')")
     app.audit_details = {"verify": {k: v for k, v in report.to_dict().items() if k != "log"}}
+    app.audit_damage_is_finding = not report.ok
     result = Result(data=report.to_dict(), messages=messages, summary=line,
                     exit_code=0 if report.ok else EXIT_FINDINGS)
     if not report.ok:       # a tampered audit log is an incident (#25 item 1, R-INC-1)

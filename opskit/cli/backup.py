@@ -422,6 +422,13 @@ def _policy_from(app: App, flags: dict, tags: tuple[str, ...]):
     given = {k: v for k, v in flags.items() if v}
     source = given if given else {k: cfg.get(f"backup.retention.{k}") for k in flags}
     within = source.get("keep_within")
+    if within:
+        try:
+            parse_duration(within)
+        except UsageError as exc:     # name where the bad value came from (#28 item 9)
+            if given:
+                raise UsageError(f"--keep-within: {exc.message}", hint=exc.hint) from None
+            raise cfg.error("backup.retention.keep_within", exc.message, exc.hint) from None
     return Policy(keep_last=int(source.get("keep_last") or 0),
                   keep_hourly=int(source.get("keep_hourly") or 0),
                   keep_daily=int(source.get("keep_daily") or 0),
@@ -834,15 +841,21 @@ def check_site_cmd(app: App, site_name: str, read_data: bool, read_data_subset, 
     if read_data and read_data_subset:
         raise UsageError("give --read-data or --read-data-subset, not both")
     site = get_site(app.config, site_name)
-    _location, source = _source_backend(app, repo)
+    location, source = _source_backend(app, repo)
     fraction = 1.0 if read_data else (read_data_subset or 0) / 100
-    checked = check_site(source, site, app.state_dir, read_data_fraction=fraction)
+    # with a passphrase at hand, the site's index files are decrypted to prove
+    # every pack they name is there too (#28 item 5); any key slot will do
+    passphrase = open_repo.find_passphrase(app.config, None)
+    keys = open_repo.open_repository(location, passphrase, app.config).keys if passphrase else None
+    checked = check_site(source, site, app.state_dir, read_data_fraction=fraction, keys=keys)
     app.audit_details = {"site": site.name, "errors": checked.errors}
     app.emit(report.check_site_result(site.name, checked))
 
 
-# restore drills live in their own module; importing it registers `backup drill`
+# restore drills and repairs live in their own modules; importing them registers
+# `backup drill` and `backup repair`
 from . import backup_drill  # noqa: E402,F401
+from . import backup_repair  # noqa: E402,F401
 # database backups too: importing it registers `backup db`
 from . import backup_db  # noqa: E402,F401
 # point-in-time recovery: wal-push, wal-fetch, db basebackup, db check

@@ -8,6 +8,7 @@ naming file, line and key with what was expected.
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,6 +23,18 @@ def positive(value) -> str | None:
     return None if value > 0 else f"expected a positive number, got {value!r}"
 
 
+def at_most_per_core(factor: int) -> Callable[[Any], str | None]:
+    """A ``Key`` check: at most ``factor`` x the CPU cores of this machine (worker
+    counts: more processes than that only add memory, #28 item 2)."""
+    def check(value) -> str | None:
+        cores = os.cpu_count() or 1
+        if value <= cores * factor:
+            return None
+        return (f"expected at most {cores * factor} ({factor} per CPU core, {cores} "
+                f"core(s) here), got {value!r}")
+    return check
+
+
 @dataclass
 class Key:
     """A leaf setting. ``type`` may be a tuple; ``None`` is allowed when ``nullable``."""
@@ -34,6 +47,7 @@ class Key:
     item_type: Any = None            # for lists: type of each item
     check: Callable[[Any], str | None] | None = None   # returns an error text or None
     min: float | None = None
+    max: float | None = None         # resource settings are bounded (#28 item 2)
 
     def expected(self) -> str:
         if self.choices:
@@ -109,6 +123,8 @@ def validate(node: Any, value: Any, doc: YamlDoc, path: tuple = ()) -> Any:
         raise doc.error(path, f"expected {key.expected()}, got {value!r}")
     if key.min is not None and value < key.min:
         raise doc.error(path, f"expected a value of at least {key.min}, got {value!r}")
+    if key.max is not None and value > key.max:
+        raise doc.error(path, f"expected a value of at most {key.max}, got {value!r}")
     if key.item_type is not None:
         for i, item in enumerate(value):
             if not isinstance(item, key.item_type):

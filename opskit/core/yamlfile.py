@@ -2,7 +2,8 @@
 
 Config, inventory, roster and policy files all go through ``load_yaml`` so
 that an error can name the file, the line and the key (never a traceback).
-Only ``yaml.SafeLoader`` is used: no arbitrary Python objects.
+Only ``yaml.SafeLoader`` is used: no arbitrary Python objects; aliases that would
+expand a small file into a huge document ("billion laughs") are refused.
 """
 from __future__ import annotations
 
@@ -71,6 +72,55 @@ def _walk(loader, node, path: Path_, lines: dict, file: str) -> Any:
     return loader.construct_object(node, deep=True)
 
 
+# Aliases may repeat a node, but the expanded document may hold at most this many
+# times the nodes written plus a small allowance (merge keys in an inventory);
+# a billion-laughs file grows exponentially and is refused before expansion.
+EXPANSION_FACTOR = 10
+EXPANSION_ALLOWANCE = 10_000
+
+
+def check_expansion(root, file: str) -> None:
+    """Refuse alias expansion beyond the bound, and recursive aliases (#28 item 4).
+
+    Counts, without expanding, how many nodes the document stands for (each
+    distinct node once, memoised): linear in the nodes written."""
+    import yaml
+    size: dict[int, int] = {}       # node -> nodes it expands to (-1: being counted)
+    distinct = 0
+    # iterative post-order walk: a deeply nested file must not exhaust the stack
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        key = id(node)
+        children = _children(node, yaml)
+        if leaving:
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            if size[key] > EXPANSION_FACTOR * distinct + EXPANSION_ALLOWANCE:
+                raise ConfigError(
+                    f"aliases expand to at least {size[key]:,} nodes from {distinct:,} written "
+                    "(a 'billion laughs' file?); refusing to expand them", file=file,
+                    line=node.start_mark.line + 1)
+            continue
+        state = size.get(key)
+        if state == -1:         # entered again before it was left: it contains itself
+            raise ConfigError("recursive alias: a node contains itself", file=file,
+                              line=node.start_mark.line + 1)
+        if state is not None:
+            continue
+        size[key] = -1
+        distinct += 1
+        stack.append((node, True))
+        stack.extend((child, False) for child in children)
+
+
+def _children(node, yaml) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
 def parse_yaml(text: str, file: str) -> YamlDoc:
     """Parse YAML text (one document) with safe loading and line tracking."""
     import yaml  # here, not at module level: commands without a config file never need it
@@ -81,6 +131,7 @@ def parse_yaml(text: str, file: str) -> YamlDoc:
         node = loader.get_single_node()
         if node is None:
             return YamlDoc(file, None, {})
+        check_expansion(node, file)
         lines: dict[Path_, int] = {}
         data = _walk(loader, node, (), lines, file)
         return YamlDoc(file, data, lines)

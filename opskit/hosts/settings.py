@@ -12,7 +12,10 @@ SECTION = Section({
     "host_key_policy": Key(str, "reject", "What to do with an unknown host key: 'reject' (default) or "
                                           "'accept-new' (record it, like ssh's accept-new).",
                            choices=("reject", "accept-new"), nullable=False),
-    "connect_timeout": Key(float, 10.0, "Seconds to wait for an SSH connection.", check=positive),
-    "command_timeout": Key(float, 120.0, "Default seconds a remote command may run.", check=positive),
-    "concurrency": Key(int, 16, "Hosts contacted at once when fanning out.", min=1),
+    # resource settings are bounded (#28 item 2)
+    "connect_timeout": Key(float, 10.0, "Seconds to wait for an SSH connection.", check=positive,
+                           max=3600),
+    "command_timeout": Key(float, 120.0, "Default seconds a remote command may run.", check=positive,
+                           max=86400),
+    "concurrency": Key(int, 16, "Hosts contacted at once when fanning out.", min=1, max=256),
 })

@@ -214,3 +214,47 @@ def test_checkpoint_empty_log_is_operational_error(opskit):
     run = opskit("audit", "checkpoint")
     assert run.exit_code == 3
     assert "empty" in run.stderr
+
+
+# --- #28 items 6 and 7 ------------------------------------------------------------------
+@pytest.mark.parametrize("args", [("backup", "run", "--help"), ("audit", "verify", "-h"),
+                                  ("users", "--help"), ("--version",)])
+def test_help_is_not_audited(opskit, log_path, args):
+    run = opskit(*args)
+    assert run.exit_code == 0, run.output
+    assert not log_path.exists() or log_lines(log_path) == []
+
+
+def test_help_works_when_the_log_is_unwritable(opskit, log_path):
+    assert opskit("audit", "verify").exit_code == 0      # the log exists now
+    os.chmod(log_path, 0o400)
+    os.chmod(log_path.parent, 0o500)
+    try:
+        before = log_lines(log_path)
+        from tests.backup_helpers import run_opskit_without_dac   # root must not bypass 0400
+        run = run_opskit_without_dac("backup", "restore", "--help")
+        assert run.exit_code == 0 and "--target" in run.stdout and run.stderr == "", run.output
+        assert log_lines(log_path) == before
+    finally:
+        os.chmod(log_path.parent, 0o700)
+        os.chmod(log_path, 0o600)
+
+
+def test_a_rejected_flag_is_still_audited(opskit, log_path):
+    run = opskit("audit", "show", "--limit", "0")
+    assert run.exit_code == 2, run.output
+    (entry,) = [json.loads(x) for x in log_lines(log_path)]
+    assert entry["command"] == "audit show" and entry["exit_code"] == 2
+
+
+def test_verify_of_a_torn_last_line_exits_1_not_3(opskit, log_path):
+    assert opskit("audit", "verify").exit_code == 0
+    with open(log_path, "ab") as fh:
+        fh.write(b'{"seq":2,"comm')             # a write cut short
+    run = opskit("audit", "verify")
+    assert run.exit_code == 1, run.output
+    assert "incomplete last line" in run.stdout and "line 2" in run.stdout
+    # any other command still fails: it cannot be recorded (R-AUD-3)
+    run = opskit("audit", "show")
+    assert run.exit_code == 3, run.output
+    assert "incomplete line" in run.stderr

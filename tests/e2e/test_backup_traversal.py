@@ -62,6 +62,18 @@ def _plant(cli, src, where: str, make):
     return rewrite_snapshot(repo, snap, src if where == "top" else src / "sub", edit)
 
 
+def _hostile(repo, writer, name, kind: str) -> list[dict]:
+    """Nodes named ``name``: a file, a directory holding one, a symlink, or a file twice."""
+    data = put_data(repo, writer, b"EVIL PAYLOAD")
+    if kind == "twice":
+        return [file_node(name, [data], 12), file_node(name, [data], 12)]
+    if kind == "file":
+        return [file_node(name, [data], 12)]
+    if kind == "dir":
+        return [dir_node(name, put_tree(repo, writer, [file_node("evil-inside", [data], 12)]))]
+    return [symlink_node(name, b"/etc/shadow")]
+
+
 # (name, node type, where) -- the full cross product runs in tests/unit/test_backup_restorer.py
 CASES = [
     ("..", "dir", "top"),
@@ -86,15 +98,7 @@ def test_restore_refuses_names_that_leave_the_target(setup, tmp_path, name, kind
         ups = (len(src.parts) - 1) + (where == "nested") + 2
         name = "../" * ups + "evil-escaped"
 
-    def make(repo, writer):
-        data = put_data(repo, writer, b"EVIL PAYLOAD")
-        if kind == "file":
-            return [file_node(name, [data], 12)]
-        if kind == "dir":
-            return [dir_node(name, put_tree(repo, writer, [file_node("evil-inside", [data], 12)]))]
-        return [symlink_node(name, b"/etc/shadow")]
-
-    sid = _plant(cli, src, where, make)
+    sid = _plant(cli, src, where, lambda repo, writer: _hostile(repo, writer, name, kind))
     box = tmp_path / "box"
     target = box / "target"
     home = tmp_path / "opskit-home"       # the audit log lives here
@@ -140,3 +144,25 @@ def test_file_through_a_planted_symlink_is_refused(setup, tmp_path):
     run = cli("restore", sid, "--target", tmp_path / "target")
     assert run.exit_code in (1, 3), run.output
     assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("name,kind,where", [c for c in CASES if c[0] != "ESCAPE"] + [
+    ("twice", "twice", "nested")], ids=lambda v: repr(v))
+def test_check_applies_the_restore_name_rules(setup, name, kind, where):
+    """#28 item 8: `check --read-data` said "no errors" about snapshots restore refuses."""
+    cli, src, _cwd = setup
+
+    sid = _plant(cli, src, where, lambda repo, writer: _hostile(repo, writer, name, kind))
+    report = cli.json("check", "--read-data", expect=1)
+    (err,) = report["errors"]
+    assert err["object"].startswith("tree ") and err["snapshots"] == [sid[:12]]
+    assert ("unsafe file name" in err["problem"] or "appears twice" in err["problem"])
+
+
+def test_check_of_honest_odd_names_finds_nothing(setup, tmp_path):
+    """The rule must not flag names that are odd but safe (the NOT case)."""
+    cli, _src, _cwd = setup
+    from tests.backup_helpers import make_tree
+    cli.backup(make_tree(tmp_path / "odd"))
+    report = cli.json("check", "--read-data")
+    assert report["ok"] is True

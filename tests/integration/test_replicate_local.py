@@ -138,3 +138,90 @@ def test_objects_read_ahead_are_still_checked_and_never_resent(tmp_path):
     assert pack in read_ahead
     assert result.source_damaged == [pack] and dest.puts == []
     assert result.already_there == len(list_all(local)) - 1
+
+
+# --- #28 items 5 and 10 --------------------------------------------------------------------
+def _damage(path) -> None:
+    os.chmod(path, 0o600)
+    with open(path, "r+b") as fh:
+        fh.seek(100)
+        byte = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([byte[0] ^ 1]))
+
+
+def _site_cli(tmp_path) -> BackupCli:
+    return BackupCli(tmp_path, extra=f"sites:\n  here:\n    url: file://{tmp_path / 'site'}\n")
+
+
+def test_index_and_snapshots_needing_a_damaged_pack_are_held_back(tmp_path):
+    """#28 item 5: the site never gets an index or snapshot whose packs it lacks."""
+    cli = _site_cli(tmp_path)
+    env = {"OPSKIT_HOME": str(tmp_path / "home")}
+    src = tmp_path / "src"
+    os.makedirs(src)
+    with open(src / "one", "wb") as fh:
+        fh.write(os.urandom(200_000))
+    first = cli.backup(src, env=env)["snapshot"]
+    assert cli("replicate", env=env).exit_code == 0
+    local = LocalBackend(cli.repo)
+    before = set(list_all(local))
+    with open(src / "two", "wb") as fh:
+        fh.write(os.urandom(200_000))
+    second = cli.backup(src, env=env)["snapshot"]
+    new = set(list_all(local)) - before
+    new_pack = sorted(n for n in new if n.startswith("data/"))[0]
+    _damage(os.path.join(cli.repo, new_pack))
+    run = cli("replicate", "--json", env=env)
+    assert run.exit_code == 1, run.output
+    (res,) = json.loads(run.stdout)["sites"]
+    assert res["source_damaged"] == [new_pack]
+    held = set(res["held_back"])
+    assert f"snapshots/{second}" in held and any(n.startswith("index/") for n in held)
+    on_site = set(list_all(LocalBackend(str(tmp_path / "site"))))
+    assert not held & on_site and f"snapshots/{first}" in on_site
+    run = cli("replicate", env=env)         # what a person reads: held back, and what to do
+    assert run.exit_code == 1 and "held back" in run.output, run.output
+    assert "opskit backup repair index" in run.output, run.output
+    copy = Repository.open(LocalBackend(str(tmp_path / "site")), PASSPHRASE.encode())
+    copy.load_index(repair=False)
+    assert Checker(copy).run().ok               # the site stays consistent
+    state = tmp_path / "home" / "replication" / "here.json"
+    assert os.stat(state).st_mode & 0o777 == 0o600          # item 10
+    run = cli("check-site", "here", env=env)
+    assert run.exit_code == 0, run.output                   # consistent: nothing to report
+
+
+def test_check_site_names_an_index_whose_pack_is_not_on_the_site(tmp_path):
+    """#28 item 5: check-site verifies index -> pack presence (here with a state dir
+    that never saw the pack, so only the index can tell it is needed)."""
+    cli = _site_cli(tmp_path)
+    cli.backup(make_tree(tmp_path / "src"), env={"OPSKIT_HOME": str(tmp_path / "home")})
+    assert cli("replicate", env={"OPSKIT_HOME": str(tmp_path / "home")}).exit_code == 0
+    pack = sorted(n for n in list_all(LocalBackend(cli.repo)) if n.startswith("data/"))[0]
+    os.remove(tmp_path / "site" / pack)
+    fresh = {"OPSKIT_HOME": str(tmp_path / "elsewhere")}
+    report = cli.json("check-site", "here", expect=1, env=fresh)
+    assert report["index_checked"] is True
+    (err,) = report["errors"]
+    assert err["object"].startswith("index/") and pack in err["problem"]
+    # without a passphrase the index cannot be read: said so, not "no errors" alone
+    run = cli("check-site", "here", env={**fresh, "OPSKIT_PASSPHRASE": ""}, passphrase=None)
+    assert run.exit_code == 0 and "not checked: no passphrase" in run.stdout, run.output
+
+
+def test_replication_state_is_private(tmp_path):
+    """#28 item 10: replication/<site>.json is 0600 like the rest of the state dir."""
+    cli = BackupCli(tmp_path)
+    cli.backup(make_tree(tmp_path / "src"))
+    state = str(tmp_path / "state")
+    old = os.umask(0o022)
+    try:
+        replicate(LocalBackend(cli.repo), site(tmp_path), state)
+        path = os.path.join(state, "replication", "here.json")
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        os.chmod(path, 0o644)
+        check_site(LocalBackend(cli.repo), site(tmp_path), state)
+        assert os.stat(path).st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

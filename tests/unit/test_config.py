@@ -377,6 +377,35 @@ def test_error_value_out_of_range(tmp_path):
     assert "at least 1" in str(exc)
 
 
+@pytest.mark.parametrize("text, line, key, bound", [
+    ("backup:\n  repo: /r\n  pack_size_mib: 100000000000000000000000\n", 3,
+     "backup.pack_size_mib", "at most 128"),
+    ("backup:\n  pack_size_mib: 129\n", 2, "backup.pack_size_mib", "at most 128"),
+    ("backup:\n  chunk_avg_kib: 65536\n", 2, "backup.chunk_avg_kib", "at most 8192"),
+    ("backup:\n  compression_level: 23\n", 2, "backup.compression_level", "at most 22"),
+    ("ssh:\n  concurrency: 100000\n", 2, "ssh.concurrency", "at most 256"),
+    ("sites:\n  dr:\n    url: s3://b/p\n    workers: 65\n", 4, "sites.dr.workers", "at most 64"),
+])
+def test_error_resource_setting_over_its_bound(tmp_path, text, line, key, bound):
+    """#28 item 2: every resource setting has an upper bound, named with file, line, key."""
+    exc = _error_for(tmp_path, text)
+    assert (exc.line, exc.key) == (line, key)
+    assert bound in str(exc) and str(exc).startswith(f"{exc.file}:{line}: key '{key}'")
+
+
+def test_error_backup_workers_over_twice_the_cores(tmp_path):
+    """#28 item 2: 'workers: 100000' forked a thousand processes and woke the OOM killer."""
+    cores = os.cpu_count() or 1
+    exc = _error_for(tmp_path, "backup:\n  workers: 100000\n")
+    assert (exc.line, exc.key) == (2, "backup.workers")
+    assert f"at most {2 * cores}" in str(exc) and "100000" in str(exc)
+    (tmp_path / "opskit.yaml").write_text(f"backup:\n  workers: {2 * cores}\n")
+    assert load_config(str(tmp_path / "opskit.yaml")).get("backup.workers") == 2 * cores
+    for ok in ("pack_size_mib: 128", "chunk_avg_kib: 8192", "compression_level: 22"):
+        (tmp_path / "opskit.yaml").write_text(f"backup:\n  {ok}\n")
+        load_config(str(tmp_path / "opskit.yaml"))
+
+
 def test_error_bad_choice(tmp_path):
     exc = _error_for(tmp_path, "ssh:\n  host_key_policy: accept-all\n")
     assert (exc.line, exc.key) == (2, "ssh.host_key_policy")
@@ -489,3 +518,62 @@ def test_app_loads_config_lazily(tmp_path):
     app = App(config_path=str(bad))       # constructing it must not read the file
     with pytest.raises(ConfigError):
         app.config
+
+
+# --- #28 item 4: billion laughs and recursive aliases ---------------------------------
+def _laughs(levels: int, width: int = 9) -> str:
+    lines = ["operator: x", "l0: &l0 [" + ", ".join(['"lol"'] * width) + "]"]
+    for i in range(1, levels + 1):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def deadline():
+    """Fail (instead of eating memory until killed) when loading takes over 20 s."""
+    import signal
+
+    def expired(_sig, _frame):
+        raise TimeoutError("still expanding after 20 s")
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("loader", ["config", "inventory"])
+def test_billion_laughs_is_refused_with_file_and_line(tmp_path, loader, deadline):
+    path = tmp_path / "laughs.yaml"
+    path.write_text(_laughs(9))           # 9**10 strings if expanded
+    with pytest.raises(ConfigError) as err:
+        if loader == "config":
+            load_config(str(path))
+        else:
+            from opskit.hosts.inventory import load_inventory_file
+            load_inventory_file(str(path))
+    exc = err.value
+    assert exc.exit_code == EXIT_USAGE and exc.file == str(path) and exc.line
+    assert "billion laughs" in str(exc)
+
+
+def test_recursive_alias_is_refused(tmp_path):
+    exc = _error_for(tmp_path, "operator: x\nloop: &a [1, *a]\n")
+    assert exc.line == 2 and "recursive alias" in str(exc)
+
+
+def test_ordinary_aliases_and_merge_keys_still_load(tmp_path):
+    """The bound must not refuse what real files do: a few levels of aliases, and one
+    merge key per host in a 3,000-host inventory."""
+    assert parse_yaml_data(_laughs(2)) is not None           # 9**3 strings: fine
+    hosts = "\n".join(f"  h{i}:\n    <<: *defaults\n    address: 10.0.{i // 250}.{i % 250}"
+                      for i in range(3000))
+    text = ("defaults: &defaults\n  user: ops\n  port: 22\n  become: true\n  timeout: 30\n"
+            "hosts:\n" + hosts + "\n")
+    data = parse_yaml_data(text)
+    assert len(data["hosts"]) == 3000 and data["hosts"]["h2999"]["user"] == "ops"
+
+
+def parse_yaml_data(text: str):
+    from opskit.core.yamlfile import parse_yaml
+    return parse_yaml(text, "mem.yaml").data
