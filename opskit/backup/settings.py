@@ -30,7 +30,7 @@ SITE_SECTION = Section({
                                   "else ~/.ssh/known_hosts."),
     "workers": Key(int, 8, "Parallel uploads.", min=1, max=64),
     "timeout": Key(float, 30.0, "S3: seconds to wait to connect or for an answer; one retry, "
-                                "then the run fails (exit 3).", check=positive),
+                                "then the run fails (exit 3).", check=positive, max=3600),
     "rto_minutes": Key(int, None, "Recovery time objective, shown by 'backup sites'.", min=1),
     "rpo_hours": Key(float, None, "Recovery point objective: 'backup sites' flags a site whose "
                                   "newest copy is older.", min=0),
