@@ -21,10 +21,9 @@ Mistakes are ConfigErrors naming file, line and key (exit code 2).
 """
 from __future__ import annotations
 
-import json
-
 import copy
 import fnmatch
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
