@@ -11,6 +11,7 @@ from opskit.core.errors import EXIT_FINDINGS
 from opskit.core.output import Result, Table, human_bytes, render_string
 
 from .drill import DrillReport, Targets, drills_dir
+from .fullness import is_full
 
 
 def _failed_lines(errors: list[dict], limit: int = 50) -> list[str]:
@@ -68,7 +69,7 @@ def backup_plan_result(plan, location: str, roots: list[str], full: bool, parent
 def snapshots_result(snaps: list[dict], damaged: list[str]) -> Result:
     """Snapshots, oldest first; exit 1 when a snapshot file is damaged."""
     rows = [{"id": s["id"][:8], "time": s["time"], "host": s.get("host"),
-             "paths": s.get("paths"), "tags": s.get("tags"), "full": s.get("full"),
+             "paths": s.get("paths"), "tags": s.get("tags"), "full": is_full(s),
              "files": s.get("stats", {}).get("files"),
              "size": s.get("stats", {}).get("bytes", 0)} for s in snaps]
     messages = [f"warning: snapshot file snapshots/{sid} is damaged and was left out "

@@ -395,3 +395,4 @@ def test_junit_comes_from_the_result_suites():
     assert db1.find("./testcase[@name='c.pass']/failure") is None
     assert root.find("./testsuite[@name='db2']/testcase/error").get("type") == "unreachable"
     assert render_string(Result(), "junit").count("testsuite ") == 0
+
