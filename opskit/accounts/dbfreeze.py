@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from opskit.core.optional import require
+
 _STATE_SQL = """
 SELECT r.rolcanlogin,
        COALESCE((SELECT array_agg(g.rolname ORDER BY g.rolname)
@@ -62,8 +64,8 @@ def _state(cur, login: str) -> dict | None:
 def freeze_database(spec: Any, login: str, dry_run: bool = False,
                     connect_timeout: float = 10.0) -> DbFreeze:
     """Freeze ``login``'s role on one database; never raises for database errors."""
-    import psycopg
-    from psycopg import sql
+    psycopg = require("psycopg", extra="postgres")
+    sql = require("psycopg.sql", extra="postgres")
     out = DbFreeze(spec.name, spec.describe())
     kwargs: dict[str, Any] = {"connect_timeout": int(connect_timeout), "autocommit": True}
     try:

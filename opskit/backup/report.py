@@ -11,6 +11,7 @@ from opskit.core.errors import EXIT_FINDINGS
 from opskit.core.output import Result, Table, human_bytes, render_string
 
 from .drill import DrillReport, Targets, drills_dir
+from .fullness import is_full
 
 
 def _failed_lines(errors: list[dict], limit: int = 50) -> list[str]:
@@ -65,20 +66,17 @@ def backup_plan_result(plan, location: str, roots: list[str], full: bool, parent
                   summary=summary, exit_code=EXIT_FINDINGS if plan.unreadable else 0)
 
 
-def _when(snap: dict) -> str:
-    return snap["time"][:19].replace("T", " ")
-
-
 def snapshots_result(snaps: list[dict], damaged: list[str]) -> Result:
     """Snapshots, oldest first; exit 1 when a snapshot file is damaged."""
-    rows = [{"id": s["id"][:8], "time": _when(s), "host": s.get("host"),
-             "paths": s.get("paths"), "tags": s.get("tags"), "full": s.get("full"),
+    rows = [{"id": s["id"][:8], "time": s["time"], "host": s.get("host"),
+             "paths": s.get("paths"), "tags": s.get("tags"), "full": is_full(s),
              "files": s.get("stats", {}).get("files"),
-             "size": human_bytes(s.get("stats", {}).get("bytes", 0))} for s in snaps]
+             "size": s.get("stats", {}).get("bytes", 0)} for s in snaps]
     messages = [f"warning: snapshot file snapshots/{sid} is damaged and was left out "
                 "(run 'opskit backup check')" for sid in damaged]
     return Result(data=snaps, tables=[Table(["id", "time", "host", "paths", "tags", "full",
-                                             "files", "size"], rows)],
+                                             "files", "size"], rows,
+                                            kinds={"time": "time", "size": "bytes"})],
                   messages=messages, summary=f"{len(snaps)} snapshots",
                   exit_code=EXIT_FINDINGS if damaged else 0)
 
@@ -157,7 +155,7 @@ def unlock_result(removed: list, remaining: list) -> Result:
 def decision_row(d) -> dict:
     """One retention decision as a row of ``forget``."""
     s = d.snapshot
-    return {"id": s["id"][:8], "time": _when(s), "host": s.get("host"), "paths": s.get("paths"),
+    return {"id": s["id"][:8], "time": s["time"], "host": s.get("host"), "paths": s.get("paths"),
             "action": "keep" if d.keep else "forget", "reasons": ", ".join(d.reasons)}
 
 
@@ -171,7 +169,8 @@ def forget_result(rows: list[dict], forgotten: list[str], locked: list[dict], dr
                     "(forget again after it expires)")
     return Result(data={"dry_run": dry_run, "forgotten": forgotten, "decisions": rows,
                         "kept_under_retention": locked},
-                  tables=[Table(["id", "time", "host", "paths", "action", "reasons"], rows)],
+                  tables=[Table(["id", "time", "host", "paths", "action", "reasons"], rows,
+                                kinds={"time": "time"})],
                   messages=[summary], summary=summary)
 
 
@@ -252,13 +251,13 @@ def replicated_row(site: str, res) -> dict:
         f"{len(res.source_damaged)} damaged local object(s) not sent"
     if res.held_back:
         status += f", {len(res.held_back)} index/snapshot object(s) held back"
-    return {"site": site, "sent": res.sent_objects, "bytes": human_bytes(res.sent_bytes),
+    return {"site": site, "sent": res.sent_objects, "bytes": res.sent_bytes,
             "already there": res.already_there, "objects": res.total_objects, "status": status}
 
 
 def failed_row(site: str, error: str) -> dict:
     """A site replication could not reach or finish."""
-    return {"site": site, "sent": "-", "bytes": "-", "already there": "-", "objects": "-",
+    return {"site": site, "sent": None, "bytes": None, "already there": None, "objects": None,
             "status": "FAILED: " + error}
 
 
@@ -267,7 +266,7 @@ def replicate_result(rows: list[dict], results: list[dict], failures: list[str],
     """Replication to every site: exit 3 when a site failed, 1 on damaged objects."""
     summary = "; ".join(
         f"{r['site']}: " + (r["status"] if str(r["status"]).startswith("FAILED") else
-                            f"sent {r['sent']} objects ({r['bytes']}), {r['objects']} on site")
+                            f"sent {r['sent']} objects ({human_bytes(r['bytes'])}), {r['objects']} on site")
         for r in rows)
     damaged = [n for r in results for n in r["source_damaged"]]
     messages = [f"replicate: {summary}"]
@@ -281,7 +280,7 @@ def replicate_result(rows: list[dict], results: list[dict], failures: list[str],
                         "repair index', 'repair snapshots'; docs/backup.md) and replicate again")
     return Result(data={"sites": results, "failures": failures},
                   tables=[Table(["site", "sent", "bytes", "already there", "objects", "status"],
-                                rows)] if show_table else [],
+                                rows, kinds={"bytes": "bytes"})] if show_table else [],
                   messages=messages, summary=f"replicate: {summary}",
                   exit_code=3 if failures else (EXIT_FINDINGS if damaged else 0))
 
@@ -318,12 +317,12 @@ def site_row(name: str, site, st: dict, local_ids: list[str], times: dict[str, s
         status = f"RPO {site.rpo_hours:g}h breached; " + status
     return {"site": name, "url": site.url, "newest snapshot": newest_txt,
             "lag snapshots": sum(1 for sid in local_ids if sid not in on_site),
-            "lag hours": "-" if lag_h is None else lag_h, "objects": st.get("objects", 0),
-            "bytes": human_bytes(st.get("bytes", 0)),
+            "lag hours": lag_h, "objects": st.get("objects", 0),
+            "bytes": st.get("bytes", 0),
             "last replicated": (st.get("last_replicated") or "never"),
             "last verified": (st.get("last_verified") or "never")
             + ("" if st.get("last_check_ok", True) else " (FAILED)"),
-            "rto minutes": site.rto_minutes if site.rto_minutes is not None else "-",
+            "rto minutes": site.rto_minutes,
             "status": status}, breached
 
 
@@ -331,7 +330,8 @@ def sites_result(rows: list[dict], breached: list[str]) -> Result:
     """Every off-site copy; exit 1 when an RPO is breached."""
     summary = f"{len(rows)} site(s)" + (f", RPO breached: {', '.join(breached)}"
                                         if breached else "")
-    return Result(data=rows, tables=[Table(list(rows[0]) if rows else ["site"], rows)],
+    return Result(data=rows, tables=[Table(list(rows[0]) if rows else ["site"], rows,
+                                           kinds={"bytes": "bytes"})],
                   summary=summary, messages=[] if rows else ["no sites configured"],
                   exit_code=EXIT_FINDINGS if breached else 0)
 

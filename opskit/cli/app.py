@@ -17,7 +17,7 @@ import click
 
 from opskit.core.config import Config, load_config
 from opskit.core.errors import EXIT_OK
-from opskit.core.output import FORMATS, Result, offered, render
+from opskit.core.output import FORMATS, Result, offered, render, select_table
 from opskit.core.secrets import is_secret_name, redact, redact_argv  # noqa: F401 (re-exported for cli modules)
 from opskit.core.state import StateLayout, ensure_private_dir, resolve_state_dir
 from opskit.settings import SCHEMA
@@ -30,6 +30,7 @@ class App:
         self.config_path = config_path
         self.operator_override = operator
         self.output_format = "table"
+        self.table_name: str | None = None      # --table NAME (one table per output)
         self.command: str | None = None         # e.g. "backup run"
         self.arguments: dict[str, Any] = {}
         self.audit_details: dict[str, Any] = {}  # extra evidence for the audit entry
@@ -97,7 +98,7 @@ class App:
     # --- output ------------------------------------------------------------------
     def emit(self, result: Result) -> None:
         """Render ``result`` to stdout and remember its exit code and summary."""
-        render(result, self.output_format, sys.stdout)
+        render(select_table(result, self.table_name), self.output_format, sys.stdout)
         self.exit_code = max(self.exit_code, result.exit_code)
         if result.summary:
             self.summary = result.summary
@@ -125,7 +126,7 @@ class App:
     def record(self, command: str, params: dict[str, Any]) -> None:
         self.command = command
         self.arguments = {k: redact(k, v) for k, v in params.items()
-                          if k not in ("output_format", "as_json", "as_csv")}
+                          if k not in ("output_format", "as_json", "as_csv", "table_name")}
 
 
 pass_app = click.make_pass_decorator(App)
@@ -141,11 +142,12 @@ def output_options(tabular: bool = True, formats: tuple[str, ...] | None = None,
     def decorator(func: Callable) -> Callable:
         @functools.wraps(func)
         def wrapper(*args, output_format: str = default, as_json: bool = False,
-                    as_csv: bool = False, **kwargs):
+                    as_csv: bool = False, table_name: str | None = None, **kwargs):
             app = click.get_current_context().find_object(App)
             fmt = "json" if as_json else "csv" if as_csv else output_format
             if app is not None:
                 app.output_format = fmt
+                app.table_name = table_name
             return func(*args, **kwargs)
 
         wrapper = click.option("--format", "output_format", type=click.Choice(choices),
@@ -154,6 +156,9 @@ def output_options(tabular: bool = True, formats: tuple[str, ...] | None = None,
         if "csv" in choices:
             wrapper = click.option("--csv", "as_csv", is_flag=True,
                                    help="Same as --format csv.")(wrapper)
+            wrapper = click.option("--table", "table_name", metavar="NAME",
+                                   help="Only this table (CSV holds one; default: the "
+                                        "first). An unknown name lists the names.")(wrapper)
         if "json" in choices:
             wrapper = click.option("--json", "as_json", is_flag=True,
                                    help="Machine-readable JSON (same as --format json).")(wrapper)

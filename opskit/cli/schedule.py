@@ -92,7 +92,7 @@ def run_cmd(app: App, job_names: tuple[str, ...], quiet: bool, schedule_path: st
             results.append(runner.run(job, trigger="manual"))
         flat = [r for res in results for r in res.flat()]
         rows = [{"job": r.job, "result": r.result, "exit": r.exit_code, "attempts": r.attempts,
-                 "duration": f"{r.duration:.1f}s", "summary": r.summary} for r in flat]
+                 "duration": round(r.duration, 3), "summary": r.summary} for r in flat]
         code = max((r.cli_exit for r in results), default=0)
         summary = "; ".join(f"{r.job}: {r.result}" for r in flat)
         app.audit_details["jobs"] = [{k: v for k, v in row.items()} for row in rows]
@@ -100,7 +100,8 @@ def run_cmd(app: App, job_names: tuple[str, ...], quiet: bool, schedule_path: st
             _report_quietly(app, flat, summary, code)
             return
         app.emit(Result(data=rows, tables=[Table(["job", "result", "exit", "attempts",
-                                                  "duration", "summary"], rows)],
+                                                  "duration", "summary"], rows,
+                                                 kinds={"duration": "seconds"})],
                         summary=summary, exit_code=code))
         return
     click.echo(f"opskit schedule: {len(schedule.jobs)} job(s) from {schedule.source}; "

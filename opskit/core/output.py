@@ -17,7 +17,7 @@ import json
 import os
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from typing import Any, Callable, Iterable, TextIO
 
 from .errors import EXIT_OK, UsageError
@@ -38,11 +38,38 @@ class Table:
     # value and its entry in group_titles; table, CSV and JSON stay flat
     group_by: str | None = None
     group_titles: dict[str, str] | None = None
+    # column -> "bytes", "seconds" or "time": rows hold raw values (ints,
+    # floats, datetimes or ISO strings); people see them humanised, CSV and
+    # JSON keep them raw (issue #22 item 6)
+    kinds: dict[str, str] | None = None
+    # what ``--table NAME`` calls it; default: the title in lower case, dashed
+    name: str | None = None
 
     def header_names(self) -> list[str]:
         names = self.headers or {}
         return [names.get(c, c.replace("_", " ").upper()) for c in self.columns]
 
+    def csv_headers(self) -> list[str]:
+        """Column names for scripts: spaces as underscores, the unit named
+        (``size_bytes``, ``duration_s``)."""
+        heads = []
+        for c in self.columns:
+            head = c.replace(" ", "_")
+            unit = _UNITS.get((self.kinds or {}).get(c, ""), "")
+            heads.append(head if not unit or head.endswith(unit) else head + unit)
+        return heads
+
+    def shown(self, row: dict, column: str) -> Any:
+        """The value of ``column`` in ``row`` as people read it (by its kind)."""
+        return humanised(row.get(column), (self.kinds or {}).get(column))
+
+    def key(self, index: int = 0) -> str:
+        """The name ``--table`` selects this table by."""
+        if self.name:
+            return self.name
+        if self.title:
+            return re.sub(r"[^a-z0-9]+", "-", self.title.lower()).strip("-")
+        return f"table{index}"
 
     def groups(self) -> list[tuple[str, list[dict]]]:
         """Rows split by ``group_by``, sorted by its value."""
@@ -89,6 +116,7 @@ class Result:
     template  HTML page extending base.html ("perms/report.html" is
               opskit/perms/templates/report.html); default: the generic one
     context   extra values for that template
+    main      the key of the table CSV holds without ``--table`` (default: the first)
     """
 
     data: Any = None
@@ -100,6 +128,7 @@ class Result:
     suites: list[Suite] = field(default_factory=list)
     template: str | None = None
     context: dict = field(default_factory=dict)
+    main: str | None = None
 
 
 def to_jsonable(value: Any) -> Any:
@@ -141,11 +170,16 @@ def dumps(value: Any) -> str:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+# what a person's table shows for "nothing"; in CSV it is an empty cell
+_PLACEHOLDERS = ("-", "--")
+
+
 def csv_safe(cell: Any) -> str:
     """Neutralise spreadsheet formula injection: a text cell that a spreadsheet
     would evaluate gets a leading apostrophe (OWASP CSV injection guidance).
-    Numbers stay numbers; lists are joined as in tables."""
-    if cell is None:
+    Numbers stay numbers; lists are joined as in tables; nothing (None or a
+    lone '-' placeholder) is an empty cell, not ``'-``."""
+    if cell is None or (isinstance(cell, str) and cell in _PLACEHOLDERS):
         return ""
     if isinstance(cell, bool):
         return "yes" if cell else "no"
@@ -182,6 +216,49 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+def human_seconds(seconds: float) -> str:
+    """A duration for people: '0.4s', '59.0s', '1:05', '2:01:05'."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    h, rest = divmod(whole, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def human_time(value: Any) -> str:
+    """A time for people: local-looking 'YYYY-MM-DD HH:MM:SS' from a datetime
+    or an ISO 8601 string (the zone is dropped, not converted)."""
+    text = value.isoformat() if isinstance(value, _dt.datetime) else str(value)
+    return text[:19].replace("T", " ")
+
+
+_UNITS = {"bytes": "_bytes", "seconds": "_s"}
+_HUMANISERS: dict[str, Callable[[Any], str]] = {"bytes": human_bytes, "seconds": human_seconds,
+                                               "time": human_time}
+
+
+def humanised(value: Any, kind: str | None) -> Any:
+    """``value`` as people read a column of ``kind``; None and text stay as they are."""
+    if value is None or kind is None or isinstance(value, bool):
+        return value
+    if kind != "time" and not isinstance(value, (int, float)):
+        return value
+    return _HUMANISERS[kind](value)
+
+
+def select_table(result: Result, name: str | None) -> Result:
+    """``result`` with only the table called ``name`` (``--table``); an unknown
+    name is a usage error listing the names."""
+    if name is None:
+        return result
+    keys = [t.key(i) for i, t in enumerate(result.tables)]
+    if name not in keys:
+        raise UsageError(f"no table {name!r} in this output (tables: "
+                         f"{', '.join(keys) or 'none'})")
+    return replace(result, tables=[result.tables[keys.index(name)]])
 
 
 # C0/C1 controls (but tab, newline and carriage return) and bidirectional
@@ -273,7 +350,7 @@ def render_table(table: Table) -> str:
 
 
 def render_csv(tables: list[Table]) -> str:
-    """Tables as CSV, separated by a blank line (the 'csv' format)."""
+    """The first of ``tables`` as CSV (the 'csv' format: one table per output)."""
     return render_string(Result(tables=tables), "csv")
 
 

@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterable, Iterator
 from opskit.core.audit import GENESIS, canonical, utc_now
 from opskit.core.errors import LockHeldError, OperationalError, Refused, UsageError  # noqa: F401 (Refused re-exported)
 
+from opskit.core.optional import require
 from opskit.core.signing import Signer
 
 FORMAT = "opskit-corrections-ledger"
@@ -258,7 +259,7 @@ class SqliteLedger(Ledger):
 
 class PostgresLedger(Ledger):
     def __init__(self, url: str, lock_timeout: float = 10.0):
-        import psycopg
+        psycopg = require("psycopg", extra="postgres")
         self.url = url
         self.lock_timeout = lock_timeout
         try:
@@ -278,7 +279,7 @@ class PostgresLedger(Ledger):
         self.conn.close()
 
     def append(self, request, decide, signer):
-        import psycopg
+        psycopg = require("psycopg", extra="postgres")
         c = self.conn
         try:
             with c.cursor() as cur:

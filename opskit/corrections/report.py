@@ -33,7 +33,9 @@ def summary_row(st: wf.RequestState) -> dict:
     return {"id": st.id, "state": st.state, "target": st.target, "table": st.table,
             "operation": st.operation, "rows": st.row_count, "requester": st.requester,
             "requested": st.requested_at,
-            "approvers": ", ".join(f"{a['actor']} ({a['level']})" for a in signers),
+            # a list, as 'access show' gives it; levels in 'approvals' (#22 item 9)
+            "approvers": [a["actor"] for a in signers],
+            "approvals": [{"actor": a["actor"], "level": a["level"]} for a in signers],
             "executor": st.executor or "", "waiting_for": st.waiting_for(),
             "ticket": st.ticket, "reason": st.reason, "failure": failure_of(st)}
 
@@ -246,9 +248,19 @@ def apply_result(entry: dict, st: wf.RequestState) -> Result:
 def log_result(states: list[wf.RequestState], state_filter: str | None) -> Result:
     """``correct log``: one row per request (only ``state_filter`` when given)."""
     rows = [summary_row(s) for s in states if not state_filter or s.state == state_filter]
-    return Result(data=rows, tables=[Table(LOG_COLUMNS, rows,
+    return Result(data=rows, tables=[Table(LOG_COLUMNS, [_with_levels(r) for r in rows],
                                            headers={"waiting_for": "WAITING FOR"})],
                   summary=f"{len(rows)} correction request(s)")
+
+
+def _with_levels(row: dict) -> dict:
+    """``row`` for people: each approver with the level they signed at."""
+    return dict(row, approvers=[f"{a['actor']} ({a['level']})" for a in row["approvals"]])
+
+
+def param_lines(params: dict) -> list[str]:
+    """Bound parameters as people read them: ``id = 42``, one per parameter."""
+    return [f"{name} = {value}" for name, value in (params or {}).items()]
 
 
 def state_view(st: wf.RequestState) -> dict:
@@ -261,10 +273,12 @@ def state_view(st: wf.RequestState) -> dict:
 def show_result(st: wf.RequestState) -> Result:
     """``correct show``: statement, images and every signed entry."""
     view = state_view(st)
-    info = Table(["field", "value"], [{"field": k, "value": view[k]} for k in SHOW_FIELDS]
+    shown = _with_levels(view)
+    info = Table(["field", "value"], [{"field": k, "value": shown[k]} for k in SHOW_FIELDS]
                  + [{"field": "signed by", "value": signatures(st)},
                     {"field": "statement", "value": with_values(st.sql, st.params)},
-                    {"field": "sql", "value": st.sql}, {"field": "params", "value": str(st.params)}])
+                    {"field": "sql", "value": st.sql}]
+                 + [{"field": "param", "value": line} for line in param_lines(st.params)])
     history = [entry_row(e) for e in st.history]
     tables = [info, *_image("before-image", st.before),
               *_image("after-image", (st.outcome or {}).get("after") or []),

@@ -30,6 +30,7 @@ from typing import Any
 
 from opskit.core.audit import canonical
 from opskit.core.errors import OperationalError, UsageError
+from opskit.core.optional import require
 
 from .rulesfile import Target, password_for
 from .sqlcheck import Statement, params_of, to_pyformat
@@ -120,8 +121,8 @@ class Database:
         return conn
 
     def _postgres(self, readonly: bool):
-        import psycopg
-        from psycopg.conninfo import conninfo_to_dict
+        psycopg = require("psycopg", extra="postgres")
+        conninfo_to_dict = require("psycopg.conninfo", extra="postgres").conninfo_to_dict
         kwargs: dict[str, Any] = {"connect_timeout": 10, "autocommit": False}
         pw = password_for(self.target)
         if pw is not None:
@@ -215,7 +216,7 @@ def is_transient(exc: BaseException) -> bool:
         return "locked" in str(exc) or "busy" in str(exc)
     sqlstate = getattr(exc, "sqlstate", None)
     if sqlstate is None:
-        import psycopg
+        psycopg = require("psycopg", extra="postgres")
         return isinstance(exc, psycopg.OperationalError)     # connection lost, no SQLSTATE
     return sqlstate in _TRANSIENT or sqlstate[:2] in ("08", "40")
 

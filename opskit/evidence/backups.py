@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+from opskit.backup.fullness import is_full
 from opskit.core.state import StateLayout
 
 from .model import MET, NO_EVIDENCE, NOT_MET, Item, judge, source
@@ -39,7 +40,7 @@ def backups(ctx: Context):
     times = [(parse_when(s.get("time")), s) for s in snaps]
     times = [(t, s) for t, s in times if t is not None]
     every = [t for t, _ in times]
-    fulls = [t for t, s in times if s.get("full") or not s.get("parent")]
+    fulls = [t for t, s in times if is_full(s)]
     inc = regularity("backup", every, DAY, 2 * HOUR, ctx.since, ctx.now)
     full = regularity("full backup", fulls, 7 * DAY, 12 * HOUR, ctx.since, ctx.now)
     inc_j = judge("R-BAK-4", MET if inc.ok else NOT_MET, inc.describe(), [item], inc.as_dict())

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from opskit.core.errors import ConfigError, OperationalError
+from opskit.core.optional import require
 
 EXCLUDED_SCHEMAS = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
 
@@ -160,7 +161,7 @@ class DatabaseSpec:
     section = "perms.databases"      # where the entry lives, for messages (not a field)
 
     def conninfo(self) -> str:
-        from psycopg.conninfo import make_conninfo
+        make_conninfo = require("psycopg.conninfo", extra="postgres").make_conninfo
         extra = {k: v for k, v in (("host", self.host), ("port", self.port),
                                    ("user", self.user), ("dbname", self.dbname))
                  if v is not None}
@@ -171,7 +172,7 @@ class DatabaseSpec:
     def describe(self) -> str:
         """Where, without any password: user@host:port/dbname."""
         try:
-            from psycopg.conninfo import conninfo_to_dict
+            conninfo_to_dict = require("psycopg.conninfo", extra="postgres").conninfo_to_dict
             d = conninfo_to_dict(self.conninfo())
         except Exception:
             return self.name
@@ -229,7 +230,7 @@ def _acl_map(rows, key_cols: int) -> dict[str, dict[str, list[str]]]:
 def collect_postgres(spec: DatabaseSpec, connect_timeout: float = 10.0) -> dict:
     """The database's part of a snapshot (docs/perms.md). Connection failures
     raise OperationalError (the snapshot records the database as failed)."""
-    import psycopg
+    psycopg = require("psycopg", extra="postgres")
     kwargs: dict[str, Any] = {"connect_timeout": int(connect_timeout), "autocommit": True}
     pw = spec.password()
     if pw is not None:

@@ -181,7 +181,7 @@ def report_result(content: dict) -> Result:
     # 'format' in the JSON too, so that file alone carries every key a stored record has
     return Result(data={**content, "format": "json"}, tables=report_tables(content),
                   summary=summary, title="Permission report (opskit perms)",
-                  template="perms/report.html",
+                  template="perms/report.html", main="findings",
                   context={"rule_titles": _RULE_TITLES, "severities": SEVERITIES,
                            "summary_rows": _summary_rows(content)},
                   exit_code=EXIT_FINDINGS if s["findings"] else EXIT_OK)

@@ -318,7 +318,7 @@ def run_playbook(book: Playbook, values: dict[str, str], *, dry_run: bool = Fals
             row.update(exit=0, status="ok", summary=item["signoff"])
             if audit:
                 audit("signoff", item, None, 0, item["signoff"])
-            row["duration"] = f"{time.monotonic() - started:.1f}s"
+            row["duration"] = round(time.monotonic() - started, 3)
             continue
         argv = [*launcher, *(global_args or []), *item["argv"]]
         timeout = item["timeout"] or default_timeout
@@ -334,7 +334,7 @@ def run_playbook(book: Playbook, values: dict[str, str], *, dry_run: bool = Fals
             row["errors"] = proc.stderr
         except subprocess.TimeoutExpired:
             code, summary = 124, f"timed out after {timeout:g}s"
-        row.update(exit=code, duration=f"{time.monotonic() - started:.1f}s", summary=summary)
+        row.update(exit=code, duration=round(time.monotonic() - started, 3), summary=summary)
         ok = code in item["expect_exit"]
         row["status"] = "ok" if ok else "FAILED"
         if audit:
@@ -343,7 +343,8 @@ def run_playbook(book: Playbook, values: dict[str, str], *, dry_run: bool = Fals
             failed = row
     table_rows = [{k: v for k, v in r.items() if k not in ("output", "errors")} for r in rows]
     table = Table(["step", "name", "command", "exit", "duration", "status", "summary"],
-                  table_rows, title=f"playbook {book.name} ({book.path})"
+                  table_rows, kinds={"duration": "seconds"},
+                  title=f"playbook {book.name} ({book.path})"
                   + (" -- dry run, nothing was run" if dry_run else ""))
     if dry_run:
         summary = f"playbook {book.name}: dry run, {len(rows)} step(s) resolved"

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -367,7 +368,8 @@ def describe_catalogue(policy: Policy | None = None) -> list[dict[str, Any]]:
             if "severity" in entry.values:
                 row["severity"] = entry.values["severity"]
             row["params"].update({k: v for k, v in entry.values.items() if k in spec.params})
-            row["settings_from"] = {k: f"{v!r} <- {entry.where[k]}"
+            # values as the YAML file spells them (true, ["a"]), never a Python repr
+            row["settings_from"] = {k: f"{json.dumps(v, ensure_ascii=False)} <- {entry.where[k]}"
                                     for k, v in entry.values.items()}
         elif policy is not None:
             row["settings_from"] = {}

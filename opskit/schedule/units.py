@@ -41,10 +41,10 @@ def status_result(schedule: Schedule, paths: Paths, now: dt.datetime) -> Result:
             result = "died while running"      # the runner was killed before it could record
         nxt = job.next_run(now)
         row = {"job": job.name, "when": job.describe_timing(),
-               "last_run": (st.get("finished") or st.get("started") or "-"),
+               "last_run": st.get("finished") or st.get("started"),
                "result": result, "exit": st.get("exit_code"),
-               "duration": None if st.get("duration") is None else f"{st['duration']:.1f}s",
-               "attempts": st.get("attempts"), "last_success": st.get("last_success") or "-",
+               "duration": st.get("duration"),
+               "attempts": st.get("attempts"), "last_success": st.get("last_success"),
                "next_run": nxt.isoformat(sep=" ", timespec="minutes") if nxt else
                ("after " + ", ".join(job.after) if job.after and job.enabled else "-")}
         rows.append(row)
@@ -63,7 +63,8 @@ def status_result(schedule: Schedule, paths: Paths, now: dt.datetime) -> Result:
     table = Table(["job", "when", "last_run", "result", "exit", "duration", "attempts",
                    "last_success", "next_run"], rows,
                   headers={"last_run": "LAST RUN", "last_success": "LAST SUCCESS",
-                           "next_run": "NEXT RUN"})
+                           "next_run": "NEXT RUN"},
+                  kinds={"duration": "seconds", "last_run": "time", "last_success": "time"})
     return Result(data={"schedule": schedule.source, "jobs": data}, tables=[table],
                   messages=[summary], summary=summary, exit_code=1 if bad else 0)
 

@@ -59,8 +59,13 @@ def test_full_workflow_with_sql_file_refusals_and_audit_trail(opskit, tmp_path):
     assert refused.exit_code == 2 and "2 statements" in refused.stderr
     log = opskit("correct", "log", "--json", env=w.env())
     assert [r["state"] for r in json.loads(log.stdout)] == ["applied"]
+    # approvers a list, as 'access show' gives them (#22 item 9)
+    assert json.loads(log.stdout)[0]["approvers"] == ["bob"]
     show = opskit("correct", "show", rid, env=w.env())
     assert "before-image" in show.stdout and "after-image" in show.stdout and "bob" in show.stdout
+    # params as 'name = value' lines, never a Python dict
+    assert "amount = 120.50" in show.stdout and "id = 42" in show.stdout
+    assert "{'" not in show.stdout and "['" not in show.stdout
     verify = opskit("correct", "verify", env=w.env())
     assert verify.exit_code == 0 and "intact: 4 entries, 4 signatures" in verify.stdout
     # the audit log names the ledger entry of each step (R-AUD-3)

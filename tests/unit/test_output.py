@@ -184,9 +184,71 @@ def test_csv_quotes_commas_quotes_and_newlines():
     assert rows[1] == ['say "hi", then', "line1\nline2"]
 
 
-def test_csv_tables_are_separated_by_a_blank_line():
+def test_csv_holds_one_table_the_first_by_default():
+    # issue #22 item 6: one file, one set of columns (a script reads it)
     text = render_csv([Table(columns=["a"], rows=[{"a": 1}]), Table(columns=["b"], rows=[{"b": 2}])])
-    assert text.splitlines() == ["a", "1", "", "b", "2"]
+    assert text.splitlines() == ["a", "1"]
+
+
+def test_select_table_picks_by_name_and_title_and_refuses_unknown_names():
+    res = Result(tables=[Table(["a"], [{"a": 1}], title="Summary (host x check)"),
+                         Table(["b"], [{"b": 2}], title="Findings"),
+                         Table(["c"], [{"c": 3}], name="extra")])
+    assert output.select_table(res, None) is res
+    assert _parse_csv(rendered(output.select_table(res, "findings"), "csv")) == [["b"], ["2"]]
+    assert _parse_csv(rendered(output.select_table(res, "extra"), "csv")) == [["c"], ["3"]]
+    assert output.select_table(res, "summary-host-x-check").tables == [res.tables[0]]
+    with pytest.raises(UsageError) as err:
+        output.select_table(res, "nope")
+    assert "\n" not in str(err.value)
+    assert "summary-host-x-check, findings, extra" in str(err.value)
+
+
+def test_csv_carries_raw_values_with_unit_named_headers_while_tables_humanise():
+    when = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc)
+    table = Table(["job", "size", "duration", "last run", "note"],
+                  [{"job": "a", "size": 2202009, "duration": 0.4, "last run": when, "note": "-"},
+                   {"job": "b", "size": None, "duration": 75.0, "last run": None, "note": None}],
+                  kinds={"size": "bytes", "duration": "seconds", "last run": "time"})
+    rows = _parse_csv(render_csv([table]))
+    assert rows[0] == ["job", "size_bytes", "duration_s", "last_run", "note"]
+    assert rows[1] == ["a", "2202009", "0.4", "2024-05-06T07:08:09+00:00", ""]
+    assert rows[2] == ["b", "", "75.0", "", ""]          # nothing: empty, never '-' or "'-"
+    text = render_table(table)
+    assert "2.1 MiB" in text and "0.4s" in text and "1:15" in text
+    assert "2024-05-06 07:08:09" in text and "2202009" not in text
+    data = json.loads(rendered(Result(tables=[table]), "json"))["table0"]
+    assert data[0]["size"] == 2202009 and data[0]["duration"] == 0.4
+
+
+def test_unit_is_not_named_twice():
+    table = Table(["size_bytes", "duration_s"], [], kinds={"size_bytes": "bytes",
+                                                          "duration_s": "seconds"})
+    assert table.csv_headers() == ["size_bytes", "duration_s"]
+
+
+def test_table_option_selects_a_table_and_names_them_on_a_typo():
+    from opskit.cli.app import App
+
+    @click.command()
+    @output_options_()
+    @click.pass_obj
+    def cmd(app):
+        app.emit(Result(tables=[Table(["a"], [{"a": 1}], title="Main"),
+                                Table(["b"], [{"b": 2}], title="Other")]))
+
+    runner = CliRunner()
+    assert runner.invoke(cmd, ["--csv"], obj=App()).output.splitlines() == ["a", "1"]
+    assert runner.invoke(cmd, ["--csv", "--table", "other"], obj=App()).output.splitlines() \
+        == ["b", "2"]
+    bad = runner.invoke(cmd, ["--csv", "--table", "typo"], obj=App())
+    assert bad.exit_code != 0 and isinstance(bad.exception, UsageError)
+    assert "main, other" in str(bad.exception)
+
+
+def output_options_():
+    from opskit.cli.app import output_options
+    return output_options()
 
 
 def test_csv_carriage_return_inside_a_cell_cannot_start_a_new_row():
@@ -218,6 +280,12 @@ def test_csv_neutralises_formula_injection(cell):
 @pytest.mark.parametrize("cell", ["alice", "a=b", "1+1", "user@example.org", "", " spaced", "'quoted"])
 def test_csv_leaves_harmless_cells_alone(cell):
     assert csv_safe(cell) == cell
+
+
+@pytest.mark.parametrize("cell", ["-", "--", None])
+def test_csv_placeholder_for_nothing_is_an_empty_cell(cell):
+    assert csv_safe(cell) == ""
+    assert csv_safe(-3) == "-3"           # a negative number is a number, not a formula
 
 
 def test_csv_safe_handles_non_strings():
@@ -327,3 +395,4 @@ def test_junit_comes_from_the_result_suites():
     assert db1.find("./testcase[@name='c.pass']/failure") is None
     assert root.find("./testsuite[@name='db2']/testcase/error").get("type") == "unreachable"
     assert render_string(Result(), "junit").count("testsuite ") == 0
+

@@ -15,7 +15,7 @@ from opskit.hosts.inventory import load_inventory
 from opskit.perms.analysis import Analysis, analyse
 from opskit.perms.changes import changes
 from opskit.perms.findings import Finding
-from opskit.perms.report import ReportStore, build_report, verify_content
+from opskit.perms.report import FINDING_COLUMNS, ReportStore, build_report, verify_content
 from opskit.perms.snapshot import SnapshotStore, make_snapshot, take_snapshot
 from opskit.settings import load_config
 from tests.fixtures.perms.trees import KEYS, Org, key_fingerprint
@@ -102,7 +102,8 @@ def test_report_formats_are_safe_and_checkable(tmp_path):
     for fmt in ("json", "csv", "html", "md", "table"):
         content, text = build_report(analysis, snap, fmt, generated="2026-01-01T00:00:00Z")
         contents[fmt] = content
-        assert snap.id in text and content["sha256"] in text
+        if fmt != "csv":            # CSV is the findings table alone (issue #22 item 6)
+            assert snap.id in text and content["sha256"] in text
     assert len({c["sha256"] for c in contents.values()}) == 1       # same content, same hash
     content, text = build_report(analysis, snap, "json", generated="2026-01-01T00:00:00Z")
     assert verify_content(json.loads(text))
@@ -111,7 +112,9 @@ def test_report_formats_are_safe_and_checkable(tmp_path):
     assert not verify_content(tampered)
     # CSV: every cell a spreadsheet would evaluate starts with an apostrophe
     _, text = build_report(analysis, snap, "csv")
-    cells = [c for row in csv.reader(io.StringIO(text)) for c in row]
+    parsed = list(csv.reader(io.StringIO(text)))
+    assert parsed[0] == [c.replace(" ", "_") for c in FINDING_COLUMNS]
+    cells = [c for row in parsed for c in row]
     assert EVIL not in cells and "'" + EVIL in cells
     assert "'+cmd|' /C calc'!A0" in cells and "'@SUM(1+1)*cmd" in cells
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")]

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from opskit.core.errors import OpskitError, UsageError
+from opskit.core.optional import require
 
 from ..backends import BackendError
 from ..drill import DrillReport, Targets, conclude
@@ -113,7 +114,7 @@ def run_db_drill(repo: Repository, *, snapshot_ref: str = "latest", database: st
             cluster.start()
             admin = connect(cluster.target("postgres"))
             try:
-                from psycopg import sql
+                sql = require("psycopg.sql", extra="postgres")
                 admin.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} "
                                       "LC_COLLATE {} LC_CTYPE {}").format(
                     sql.Identifier(manifest["dbname"]), sql.Literal(manifest["encoding"]),

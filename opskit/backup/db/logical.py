@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 
 import blake3
 
+from opskit.core.optional import require
+
 from ..repository import Repository
 from .pgtools import (DatabaseError, Tools, apply_session_settings, connect, find_tools,
                       last_line, major_of, pg_message)
@@ -85,7 +87,7 @@ class RowTap:
 
 def copy_out(conn, schema: str, table: str):
     """Blocks of ``COPY schema.table TO STDOUT`` (text format, fixed settings)."""
-    from psycopg import sql
+    sql = require("psycopg.sql", extra="postgres")
     with conn.cursor() as cur:
         with cur.copy(sql.SQL("COPY {} TO STDOUT").format(sql.Identifier(schema, table))) as cp:
             yield from cp
@@ -141,7 +143,7 @@ class LogicalBackup:
     def run(self, *, tags: list[str] | None = None) -> tuple[str, dict]:
         """Back up the database; returns (snapshot id, snapshot)."""
         start = time.monotonic()
-        import psycopg
+        psycopg = require("psycopg", extra="postgres")
         if not self.repo.index_loaded:
             self.repo.load_index()
         conn = connect(self.target, autocommit=False)

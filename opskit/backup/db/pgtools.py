@@ -17,6 +17,7 @@ import subprocess
 from dataclasses import dataclass
 
 from opskit.core.errors import OperationalError
+from opskit.core.optional import require
 
 from .settings import DatabaseTarget
 
@@ -41,7 +42,7 @@ def pg_message(exc) -> str:
 
 def connect(target: DatabaseTarget, *, dbname: str | None = None, autocommit: bool = True):
     """A psycopg connection to ``target``; DatabaseError naming it when that fails."""
-    import psycopg
+    psycopg = require("psycopg", extra="postgres")
     kwargs = {"connect_timeout": 10, "autocommit": autocommit, "application_name": "opskit-backup"}
     pw = target.password()
     if pw is not None:

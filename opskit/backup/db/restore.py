@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from opskit.core.errors import UsageError
+from opskit.core.optional import require
 
 from ..repository import Repository
 from .pgtools import (DatabaseError, apply_session_settings, connect, find_tools, last_line,
@@ -103,7 +104,7 @@ class LogicalRestore:
             if seq.strip():
                 conn.execute(seq.decode("utf-8"))
         except Exception as exc:
-            import psycopg
+            psycopg = require("psycopg", extra="postgres")
             if isinstance(exc, psycopg.Error):
                 raise DatabaseError(f"restore into {self.target.describe()}: "
                                     f"{pg_message(exc)}") from None
@@ -115,7 +116,7 @@ class LogicalRestore:
         return report
 
     def _copy_in(self, conn, table: dict, node: dict) -> int:
-        from psycopg import sql
+        sql = require("psycopg.sql", extra="postgres")
         rows = 0
         with conn.transaction(), conn.cursor() as cur:
             stmt = sql.SQL("COPY {} FROM STDIN").format(
@@ -173,7 +174,7 @@ class LogicalRestore:
     def _recreate(self) -> None:
         """--force: drop the target database and create it empty (template0, the
         backup's encoding and locale)."""
-        from psycopg import sql
+        sql = require("psycopg.sql", extra="postgres")
         name = self.target.database
         admin = connect(self.target, dbname="postgres")
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from opskit.core.errors import UsageError
+from opskit.core.optional import require
 from opskit.core.schema import Key, MapOf, Section, defaults
 from opskit.perms.postgres import DatabaseSpec
 from opskit.perms.settings import DATABASE_SECTION as _PERMS_DATABASE
@@ -57,14 +58,14 @@ class DatabaseTarget(DatabaseSpec):
 
     def conninfo(self, dbname: str | None = None) -> str:
         """libpq connection string without the password (``dbname`` overrides)."""
-        from psycopg.conninfo import make_conninfo
+        make_conninfo = require("psycopg.conninfo", extra="postgres").make_conninfo
         extra = {k: v for k, v in (("sslmode", self.sslmode), ("dbname", dbname)) if v}
         return make_conninfo(super().conninfo(), **extra)
 
     @property
     def database(self) -> str:
         """The database name the entry connects to."""
-        from psycopg.conninfo import conninfo_to_dict
+        conninfo_to_dict = require("psycopg.conninfo", extra="postgres").conninfo_to_dict
         return str(conninfo_to_dict(self.conninfo()).get("dbname") or self.name)
 
     def env(self) -> dict:

@@ -1,5 +1,8 @@
-"""The 'csv' format: every table with a header row, separated by a blank line;
-cells a spreadsheet would evaluate are neutralised (opskit.core.output.csv_safe)."""
+"""The 'csv' format, for scripts: one table per output (the first, or the one
+``--table NAME`` chose), a header row naming units (``size_bytes``,
+``duration_s``), raw values (bytes, seconds, ISO 8601 times), empty cells for
+nothing; cells a spreadsheet would evaluate are neutralised
+(opskit.core.output.csv_safe)."""
 from __future__ import annotations
 
 import csv
@@ -9,13 +12,14 @@ from opskit.core.output import Result, csv_safe
 
 
 def render(result: Result) -> str:
-    """The tables of ``result`` as RFC 4180 CSV."""
+    """The first table of ``result`` as RFC 4180 CSV."""
+    if not result.tables:
+        return ""
+    keys = [t.key(i) for i, t in enumerate(result.tables)]
+    table = result.tables[keys.index(result.main) if result.main in keys else 0]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")  # RFC 4180: a bare CR in a cell gets quoted
-    for i, table in enumerate(result.tables):
-        if i:
-            buf.write("\n")
-        writer.writerow(table.columns)
-        for row in table.rows:
-            writer.writerow([csv_safe(row.get(c)) for c in table.columns])
+    writer.writerow(table.csv_headers())
+    for row in table.rows:
+        writer.writerow([csv_safe(row.get(c)) for c in table.columns])
     return buf.getvalue()

@@ -25,7 +25,7 @@ def _grid(table: Table, columns: list[str], rows: list[dict]) -> list[str]:
     names = dict(zip(table.columns, table.header_names()))
     lines = ["| " + " | ".join(md_text(names[c]) for c in columns) + " |",
              "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(md_text(row.get(c)) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(md_text(table.shown(row, c)) for c in columns) + " |" for row in rows]
     return lines + [""]
 
 

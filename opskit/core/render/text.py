@@ -10,7 +10,7 @@ def table_text(table: Table) -> str:
     and values other people typed (a row's ESC or newline must not redraw the
     screen or fake a row in front of a reviewer)."""
     from tabulate import tabulate  # imported here: 40 ms that JSON output never needs
-    rows = [[terminal_safe(cell_text(row.get(c))) for c in table.columns] for row in table.rows]
+    rows = [[terminal_safe(cell_text(table.shown(row, c))) for c in table.columns] for row in table.rows]
     text = tabulate(rows, headers=terminal_safe(table.header_names()), tablefmt="simple",
                     disable_numparse=True)
     if not table.rows:
