@@ -21,6 +21,7 @@ from opskit.core.signing import Signer
 from opskit.core.state import opskit_command
 
 from . import backups, checks, incidents, records  # noqa: F401  (registration side effect)
+from .i18n import translations
 from .model import SOURCES, VERDICTS, Judgement, RuleVerdict, decide
 from .packfiles import Context, Pack, iso
 from .report import pack_result, render_html
@@ -108,7 +109,10 @@ def build_pack(out_dir: str, *, state_dir: str, audit_log: str, since: dt.dateti
     if ctx.cache.get("ledger_file"):
         manifest["ledger"] = {"file": ctx.cache["ledger_file"]}
     pack.write("rules.json", json.dumps(manifest["rules"], indent=1, ensure_ascii=False) + "\n")
-    pack.write("index.html", render_html(manifest, lang))
+    gettext = translations(lang).gettext          # the page: reasons in its language too
+    page = dict(manifest, rules=[dict(r.as_dict(gettext), **_rule_text(rules, r.rule))
+                                 for r in results])
+    pack.write("index.html", render_html(page, lang))
     ship_verifier(pack)
     manifest["audit_anchor"] = anchor(
         pack, audit_log, operator=str(meta.get("operator", "")), host=str(meta.get("host", "")),

@@ -40,7 +40,7 @@ def pack_result(pack_dir: str, results, manifest: dict, sealed: dict) -> Result:
             "audit_anchor": manifest["audit_anchor"], "ok": summary["ok"],
             "counts": summary["counts"], "rules": manifest["rules"]}
     rows = [{"rule": r.rule, "verdict": r.verdict.upper() if not r.ok else r.verdict,
-             "reason": r.reason[:300]} for r in results]
+             "reason": str(r.reason)[:300]} for r in results]
     messages = [summary["text"], f"open {data['index']}; verify with: "
                                  f"python3 {os.path.join(pack_dir, 'verify.py')} "
                                  f"(or opskit evidence verify {pack_dir})"]

@@ -504,6 +504,58 @@ def test_chinese_and_english_pages(good, tmp_path):
     assert '<html lang="zh-CN">' in zh and "满足" in zh and "<script" not in zh
 
 
+ENGLISH_REASONS = ["in the period", "newest run", "snapshots in", "not implemented by opskit",
+                   "check(s) passed", "newest report", "recoverable:", "drill from",
+                   "MISSED", "does not count", "the ledger holds no correction request",
+                   "nothing shows the rule followed", "not applicable: nothing recorded",
+                   "kept since", "audit log intact", "replicated", "periods", "no policy check"]
+CHINESE_REASONS = ["审计期内", "最近一次运行", "opskit 未实现此项检查", "项检查通过", "可恢复性",
+                   "缺失（超过 31 天没有从异地站点进行的灾难恢复演练）", "不计入",
+                   "台账中没有更正申请", "不适用：自", "审计日志完整", "个周期已覆盖"]
+
+
+def test_a_chinese_pack_gives_its_reasons_in_chinese_too(good, tmp_path):
+    """--lang zh-CN: the generated reasons (with their dates, hosts and counts) are
+    translated gettext messages, for met, not met, no evidence and n/a rules alike;
+    rules.json and the English page keep the English."""
+    home, _fake, signer, _o, sites = good
+    shutil.rmtree(home / "drills")                       # R-BAK-5 not met: a missed period
+    drill(home, ago(days=3), total=2, verified=1)
+    fake = FakeOpskit(texts=[])                          # R-DAT-2/3/5 no evidence
+    _, rules = build(tmp_path, home, fake, signer, sites, name="zh", lang="zh-CN")
+    verdicts = {v["verdict"] for v in rules.values()}
+    assert {"met", "not met", "no evidence", "not applicable"} <= verdicts
+    zh = (tmp_path / "zh" / "index.html").read_text()
+    english = [p for p in ENGLISH_REASONS if p in zh]
+    assert not english, english
+    missing = [p for p in CHINESE_REASONS if p not in zh]
+    assert not missing, missing
+    assert "2 个文件中的 1 个" in zh and "db1" in zh     # placeholders keep their data
+    stored = json.loads((tmp_path / "zh" / "rules.json").read_text())
+    assert any("verified 1 of 2 files" in r["reason"] for r in stored)
+    _, rules = build(tmp_path, home, fake, signer, sites, name="en")
+    en = (tmp_path / "en" / "index.html").read_text()
+    assert "verified 1 of 2 files" in en and "审计期内" not in en
+
+
+def test_every_reason_message_has_a_chinese_translation_with_the_same_placeholders():
+    """Babel extracts every T("...") of opskit/evidence; each needs a msgstr in the
+    zh_CN catalogue naming exactly the placeholders of its msgid."""
+    import string
+    from babel.messages.extract import extract_from_dir
+    from opskit.evidence.i18n import translations
+    package = os.path.dirname(os.path.abspath(build_pack.__code__.co_filename))
+    found = {m for _f, _l, m, _c, _x in extract_from_dir(
+        package, method_map=[("**.py", "python")], keywords={"T": None}) if m}
+    assert len(found) > 80
+    _ = translations("zh-CN").gettext
+    names = lambda text: {f for _t, f, _s, _c in string.Formatter().parse(text) if f}
+    untranslated = sorted(m for m in found if _(m) == m)
+    assert not untranslated, untranslated
+    wrong = sorted(m for m in found if names(_(m)) != names(m))
+    assert not wrong, wrong
+
+
 def test_out_dir_must_be_new_or_empty(good, tmp_path):
     home, fake, signer, _o, sites = good
     busy = tmp_path / "busy"
