@@ -111,6 +111,7 @@ class RuleVerdict:
     reason: str | T
     implemented: bool
     judgements: list[Judgement] = field(default_factory=list)
+    declared: dict | None = None         # the site's n/a declaration: {reason, refused}
 
     @property
     def ok(self) -> bool:
@@ -119,13 +120,15 @@ class RuleVerdict:
 
     def as_dict(self, gettext=None) -> dict:
         """For rules.json (English) or, with ``gettext``, for the page in its language."""
-        return {"rule": self.rule, "verdict": self.verdict,
-                "reason": render(self.reason, gettext), "implemented": self.implemented,
-                "judgements": [j.as_dict(gettext) for j in self.judgements]}
+        out = {"rule": self.rule, "verdict": self.verdict,
+               "reason": render(self.reason, gettext), "implemented": self.implemented,
+               "judgements": [j.as_dict(gettext) for j in self.judgements]}
+        if self.declared:
+            out["declared_not_applicable"] = dict(self.declared)
+        return out
 
 
-def decide(rule: str, judgements: list[Judgement],
-           not_applicable: str | None = None) -> RuleVerdict:
+def _from_sources(rule: str, judgements: list[Judgement]) -> RuleVerdict:
     """Fold the judgements of one rule into its verdict and one-line reason."""
     if not any(j.implemented for j in judgements):
         whys = [j.reason for j in judgements if j.reason]
@@ -133,8 +136,6 @@ def decide(rule: str, judgements: list[Judgement],
             T("not implemented by opskit")
         return RuleVerdict(rule, NO_EVIDENCE, reason, False, judgements)
     judgements = [j for j in judgements if j.implemented]
-    if not_applicable:
-        return RuleVerdict(rule, NOT_APPLICABLE, not_applicable, True, judgements)
     loud = [j for j in judgements if not j.silent]
     if judgements and not loud:
         return RuleVerdict(rule, NOT_APPLICABLE, join(j.reason for j in judgements), True,
@@ -143,3 +144,23 @@ def decide(rule: str, judgements: list[Judgement],
     reasons = [j.reason for j in loud if j.verdict == verdict]
     return RuleVerdict(rule, verdict, join(reasons) if reasons else T(verdict), True,
                        judgements)
+
+
+def decide(rule: str, judgements: list[Judgement],
+           not_applicable: str | None = None) -> RuleVerdict:
+    """The rule's verdict from its sources; a site's ``not_applicable`` declaration
+    (with its reason) makes it n/a unless a source shows it not met: a declaration
+    never hides findings, it is then reported as refused."""
+    found = _from_sources(rule, judgements)
+    if not not_applicable:
+        return found
+    if found.verdict == NOT_MET:
+        found.declared = {"reason": not_applicable, "refused": True}
+        found.reason = join([found.reason, T(
+            "the site's declaration 'not applicable ({reason})' is refused: the evidence "
+            "shows the rule not met", reason=not_applicable)])
+        return found
+    return RuleVerdict(rule, NOT_APPLICABLE, T(
+        "not applicable ({reason}): declared by the site (evidence.not_applicable)",
+        reason=not_applicable), found.implemented, found.judgements,
+        {"reason": not_applicable, "refused": False})

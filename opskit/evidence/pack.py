@@ -69,10 +69,32 @@ def verdicts(ctx: Context, not_applicable: dict[str, str] | None = None
              ) -> tuple[list[RuleVerdict], list, dict]:
     """(one verdict per rule id, the rules, where the rule list came from)."""
     rules, origin = load_rules()
+    na = declarations(not_applicable, {r.id for r in rules})
     by_rule = collect(ctx)
-    na = not_applicable or {}
     out = [decide(r.id, by_rule.get(r.id, []), na.get(r.id)) for r in rules]
     return out, rules, origin
+
+
+def declarations(not_applicable: dict | None, known: set[str]) -> dict[str, str]:
+    """The site's n/a declarations (config ``evidence.not_applicable``) without the
+    '<name>' templates; an unknown rule id or a missing reason is a config error."""
+    out = {}
+    for rid, reason in (not_applicable or {}).items():
+        if str(rid).startswith("<"):
+            continue
+        if rid not in known:
+            raise UsageError(f"evidence.not_applicable.{rid}: no such rule in "
+                             "REQUIREMENTS.md", hint="use a rule id such as R-NET-3")
+        if not str(reason or "").strip():
+            raise UsageError(f"evidence.not_applicable.{rid}: a reason is required",
+                             hint='R-NET-3: "no wireless hardware (asset register 2026-11)"')
+        out[rid] = str(reason).strip()
+    return out
+
+
+def declared(results: list[RuleVerdict]) -> list[dict]:
+    """Every n/a declaration with whether it was accepted, for the audit entry."""
+    return [{"rule": r.rule, **r.declared} for r in results if r.declared]
 
 
 def counts(results: list[RuleVerdict]) -> dict[str, int]:
@@ -104,6 +126,7 @@ def build_pack(out_dir: str, *, state_dir: str, audit_log: str, since: dt.dateti
         "rules_source": {k: v for k, v in origin.items() if k != "sources"},
         "documents": origin.get("sources", {}),
         "summary": {"ok": not bad, "counts": tally, "text": summary},
+        "not_applicable": declared(results),
         "rules": [dict(r.as_dict(), **_rule_text(rules, r.rule)) for r in results],
     }
     if ctx.cache.get("ledger_file"):
@@ -117,7 +140,7 @@ def build_pack(out_dir: str, *, state_dir: str, audit_log: str, since: dt.dateti
     manifest["audit_anchor"] = anchor(
         pack, audit_log, operator=str(meta.get("operator", "")), host=str(meta.get("host", "")),
         details={"include_data": include_data, "signer": signer.fingerprint,
-                 "not_met": [r.rule for r in bad]})
+                 "not_met": [r.rule for r in bad], "not_applicable": declared(results)})
     sealed = seal(pack, manifest, signer)
     return pack_result(pack.dir, results, manifest, sealed)
 

@@ -556,6 +556,67 @@ def test_every_reason_message_has_a_chinese_translation_with_the_same_placeholde
     assert not wrong, wrong
 
 
+# --- rules the site declares not applicable (config evidence.not_applicable) ---------
+
+WIRELESS = "no wireless hardware in the data centre (asset register 2026-11)"
+
+
+def test_a_declared_rule_is_not_applicable_with_its_reason_in_the_page_and_audit_entry(
+        good, tmp_path):
+    home, fake, signer, _o, sites = good
+    declared = {"R-NET-3": WIRELESS, "R-ACC-7": "no business system of ours: MFA is the "
+                                                "hospital's", "<name>": None}
+    result, rules = build(tmp_path, home, fake, signer, sites, not_applicable=declared)
+    assert result.exit_code == 0, result.summary
+    for rid in ("R-NET-3", "R-ACC-7"):           # implemented or not: the site's call
+        assert rules[rid]["verdict"] == "not applicable", rules[rid]
+        assert rules[rid]["declared_not_applicable"]["refused"] is False
+    assert WIRELESS in rules["R-NET-3"]["reason"]
+    assert "<name>" not in json.dumps(result.data["not_applicable"])
+    page = (tmp_path / "pack" / "index.html").read_text()
+    assert f"not applicable ({WIRELESS})" in page
+    seal = list(AuditLog(home / "audit" / "audit.log").entries())[-1]
+    assert seal["command"] == "evidence seal"
+    assert {"rule": "R-NET-3", "reason": WIRELESS, "refused": False} in \
+        seal["details"]["not_applicable"]
+    assert {d["rule"] for d in seal["details"]["not_applicable"]} == {"R-NET-3", "R-ACC-7"}
+    _, zh = build(tmp_path, home, fake, signer, sites, name="zh", lang="zh-CN",
+                  not_applicable=declared)
+    assert f"不适用 ({WIRELESS})" in (tmp_path / "zh" / "index.html").read_text()
+
+
+def test_a_declaration_never_turns_findings_into_not_applicable(good, tmp_path):
+    home, fake, signer, _o, sites = good
+    _replace_newest_run(home, [
+        {"check": "net.wireless", "status": "fail", "rule": "R-NET-3",
+         "findings": [{"message": "wlan0 is up"}]},
+        *[{"check": c, "status": "pass", "rule": r, "findings": []}
+          for c, r in (("av.realtime", "R-NET-4"), ("net.default-route", "R-NET-1"))]])
+    result, rules = build(tmp_path, home, fake, signer, sites,
+                          not_applicable={"R-NET-3": WIRELESS, "R-NET-4": "no Windows here"})
+    assert result.exit_code == 1
+    assert rules["R-NET-3"]["verdict"] == "not met"
+    assert "wlan0 is up" in rules["R-NET-3"]["reason"]
+    assert "declaration 'not applicable (" + WIRELESS + ")' is refused" in \
+        rules["R-NET-3"]["reason"]
+    assert rules["R-NET-3"]["declared_not_applicable"]["refused"] is True
+    assert rules["R-NET-4"]["verdict"] == "not applicable"     # no finding: accepted
+    seal = list(AuditLog(home / "audit" / "audit.log").entries())[-1]
+    assert {"rule": "R-NET-3", "reason": WIRELESS, "refused": True} in \
+        seal["details"]["not_applicable"]
+    assert "R-NET-3" in seal["details"]["not_met"]
+
+
+@pytest.mark.parametrize("declared,words", [
+    ({"R-NOPE-1": "x"}, "evidence.not_applicable.R-NOPE-1: no such rule"),
+    ({"R-NET-3": "  "}, "evidence.not_applicable.R-NET-3: a reason is required"),
+])
+def test_a_declaration_must_name_a_rule_and_a_reason(good, tmp_path, declared, words):
+    home, fake, signer, _o, sites = good
+    with pytest.raises(UsageError, match=words):
+        build(tmp_path, home, fake, signer, sites, not_applicable=declared)
+
+
 def test_out_dir_must_be_new_or_empty(good, tmp_path):
     home, fake, signer, _o, sites = good
     busy = tmp_path / "busy"
