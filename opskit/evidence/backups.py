@@ -10,7 +10,6 @@ from opskit.core.state import StateLayout
 from .model import MET, NO_EVIDENCE, NOT_MET, Item, judge, source
 from .offsite import not_offsite
 from .packfiles import Context, first_error, iso, json_files, parse_when, read_json
-from .periods import DAY, regularity
 from .text import T, join
 
 HOUR = 3600.0
@@ -43,8 +42,8 @@ def backups(ctx: Context):
     times = [(t, s) for t, s in times if t is not None]
     every = [t for t, _ in times]
     fulls = [t for t, s in times if s.get("full") or not s.get("parent")]
-    inc = regularity("backup", every, DAY, 2 * HOUR, ctx.since, ctx.now)
-    full = regularity("full backup", fulls, 7 * DAY, 12 * HOUR, ctx.since, ctx.now)
+    inc = ctx.regularity("backup", "backup", every)
+    full = ctx.regularity("full backup", "full backup", fulls)
     inc_j = judge("R-BAK-4", MET if inc.ok else NOT_MET, inc.describe(), [item], inc.as_dict())
     full_j = judge("R-BAK-4", MET if full.ok else NOT_MET, full.describe(), [item],
                    full.as_dict())
@@ -165,8 +164,7 @@ def drills(ctx: Context):
         newest = max(newest or (when, data), (when, data), key=lambda p: p[0])
         (notes.append(T("{name}: {why}", name=name, why=problem)) if problem
          else counted.append(when))
-    reg = regularity("disaster-recovery drill from an off-site site", counted,
-                     ctx.drill_every_days * DAY, DAY, ctx.since, ctx.now)
+    reg = ctx.regularity("drill", "disaster-recovery drill from an off-site site", counted)
     failed = newest is not None and not newest[1].get("passed")
     reason = reg.describe() + (T("; the newest drill ({when}) FAILED", when=iso(newest[0]))
                                if failed else "")

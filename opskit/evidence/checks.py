@@ -16,10 +16,8 @@ from opskit.core.state import StateLayout
 
 from .model import MET, NO_EVIDENCE, NOT_MET, judge, not_implemented, source
 from .packfiles import Context, iso, json_files, parse_when, read_json, sha256_file
-from .periods import DAY, regularity
 from .text import T, join
 
-HOUR = 3600.0
 POLICY_RULES = ("R-MED-1", "R-MED-2", "R-NET-1", "R-NET-2", "R-NET-3", "R-NET-4", "R-NET-5")
 PERMS_RULES = ("R-ACC-1", "R-ACC-2", "R-ACC-3", "R-ACC-4", "R-ACC-5", "R-ACC-6", "R-ACC-8",
                "R-AUD-3")
@@ -92,7 +90,7 @@ def policy(ctx: Context):
     covered = {spec.rule for spec in catalogue().values()}
     folder = StateLayout(ctx.state_dir).policy_runs
     found = _in_period(ctx, folder, json_files(folder), "started", id_time)
-    reg = regularity("policy check", [t for t, _ in found], DAY, 2 * HOUR, ctx.since, ctx.now)
+    reg = ctx.regularity("policy check", "policy check", [t for t, _ in found])
     out = [not_implemented(r, T("no policy check covers {rule}", rule=r)) for r in POLICY_RULES
            if r not in covered]
     rules = [r for r in POLICY_RULES if r in covered]
@@ -179,8 +177,7 @@ def _report_problem(data: dict) -> T | None:
 def perms(ctx: Context):
     folder = StateLayout(ctx.state_dir).perms_reports
     found = _in_period(ctx, folder, json_files(folder, (".report.json",)), "generated")
-    reg = regularity("permission review", [t for t, _ in found], 7 * DAY, DAY,
-                     ctx.since, ctx.now)
+    reg = ctx.regularity("permission review", "permission review", [t for t, _ in found])
     if not found:
         why = T("no stored 'opskit perms report' since {since} in {folder}",
                 since=iso(ctx.since)[:10], folder=folder)

@@ -21,6 +21,7 @@ from opskit.core.signing import Signer
 from opskit.core.state import opskit_command
 
 from . import backups, checks, incidents, records  # noqa: F401  (registration side effect)
+from .cadence import default_periods, periods
 from .i18n import translations
 from .model import SOURCES, VERDICTS, Judgement, RuleVerdict, decide
 from .packfiles import Context, Pack, iso
@@ -106,13 +107,14 @@ def build_pack(out_dir: str, *, state_dir: str, audit_log: str, since: dt.dateti
                now: dt.datetime | None = None, meta: dict | None = None,
                sites: list[dict] | None = None, repo: str | None = None,
                include_data: bool = False, lang: str = "en",
-               not_applicable: dict[str, str] | None = None) -> Result:
+               not_applicable: dict[str, str] | None = None, schedule=None) -> Result:
     """Judge every rule, write the evidence into ``out_dir``, seal and sign it."""
     prepare_out_dir(out_dir)
     meta = dict(meta or {})
     now = now or dt.datetime.now(dt.timezone.utc)
     pack = Pack(out_dir)
-    ctx = Context(state_dir, audit_log, pack, since, now, run, sites or [], repo, include_data)
+    ctx = Context(state_dir, audit_log, pack, since, now, run, sites or [], repo, include_data,
+                  periods(schedule) if schedule is not None else default_periods())
     results, rules, origin = verdicts(ctx, not_applicable)
     bad = [r for r in results if not r.ok]
     tally = counts(results)

@@ -29,6 +29,7 @@ class Regularity:
     count: int = 0
     periods: list[dict] = field(default_factory=list)
     gaps: list[dict] = field(default_factory=list)
+    basis: T | None = None               # why the period has this length (cadence.py)
 
     @property
     def ok(self) -> bool:
@@ -40,6 +41,8 @@ class Regularity:
         duty = T(self.duty)
         text = T("{duty}: {count} in the period, {covered}/{periods} periods", duty=duty,
                  count=self.count, covered=covered, periods=len(self.periods))
+        if self.basis is not None:
+            text = T("{text} (period: {basis})", text=text, basis=self.basis)
         if not self.gaps:
             return text
         shown = join((T("{start} .. {end} ({days} d)", start=g["from"][:10],
@@ -65,11 +68,11 @@ def _iso(when: dt.datetime) -> str:
 
 
 def regularity(duty: str, times: list[dt.datetime], every_s: float, grace_s: float,
-               since: dt.datetime, now: dt.datetime) -> Regularity:
+               since: dt.datetime, now: dt.datetime, basis: T | None = None) -> Regularity:
     """Check that ``times`` (any order) has an event at least every ``every_s``
     (+ ``grace_s``) seconds from ``since`` to ``now``."""
     inside = sorted(t for t in times if since <= t <= now)
-    reg = Regularity(duty, every_s, grace_s, since, now, len(inside))
+    reg = Regularity(duty, every_s, grace_s, since, now, len(inside), basis=basis)
     step = dt.timedelta(seconds=every_s)
     start = since
     while start < now:

@@ -617,6 +617,57 @@ def test_a_declaration_must_name_a_rule_and_a_reason(good, tmp_path, declared, w
         build(tmp_path, home, fake, signer, sites, not_applicable=declared)
 
 
+# --- periods follow the configured schedule -----------------------------------------
+
+def _schedule(jobs: str):
+    from opskit.core.yamlfile import parse_yaml
+    from opskit.schedule.jobs import parse_schedule
+    return parse_schedule(parse_yaml("version: 1\njobs:\n" + jobs, "site-schedule.yaml"))
+
+
+WEEKLY_DRILL = """  drill:
+    command: [backup, drill, --site, dr]
+    every: week
+  full:
+    command: [backup, run, --full]
+    every: month
+  perms:
+    command: [perms, snapshot]
+    every: week
+  report:
+    command: [perms, report]
+    after: [perms]
+"""
+
+
+def test_periods_follow_the_schedule_a_weekly_drill_job_means_7_days(good, tmp_path):
+    home, fake, signer, _o, sites = good
+    _, monthly = build(tmp_path, home, fake, signer, sites, name="default")
+    assert monthly["R-BAK-5"]["verdict"] == "met"          # embedded schedule: monthly drill
+    assert monthly["R-BAK-5"]["judgements"][0]["periods"]["every_days"] == 31
+    _, rules = build(tmp_path, home, fake, signer, sites, schedule=_schedule(WEEKLY_DRILL))
+    bak5 = rules["R-BAK-5"]
+    assert bak5["verdict"] == "not met"                    # drills 30 days apart
+    assert bak5["judgements"][0]["periods"]["every_days"] == 7
+    assert "longer than 7 days" in bak5["reason"] and "schedule job 'drill'" in bak5["reason"]
+    assert rules["R-ACC-1"]["verdict"] == "met"            # 'after' job: weekly like perms
+
+
+def test_the_regulation_floor_wins_over_a_lax_schedule(good, tmp_path):
+    """R-BAK-4: a full backup at least every 7 days, whatever the schedule says; a
+    duty no job runs keeps its floor too."""
+    home, _fake, signer, _o, sites = good
+    snaps = daily_snapshots(full_every=30)                 # monthly fulls, as scheduled
+    _, rules = build(tmp_path, home, FakeOpskit(snapshots=snaps, texts=ledger_texts(
+        signer, _o)), signer, sites, schedule=_schedule(WEEKLY_DRILL))
+    full = [j for j in rules["R-BAK-4"]["judgements"] if j["periods"]["duty"] == "full backup"]
+    assert full[0]["periods"]["every_days"] == 7 and full[0]["verdict"] == "not met"
+    assert "runs every 31 d: judged per 7 d" in full[0]["reason"]
+    policy = rules["R-NET-1"]["judgements"][0]["periods"]
+    assert policy["every_days"] == 1                       # no policy job: daily floor
+    assert "no job of the schedule" in rules["R-NET-1"]["reason"]
+
+
 def test_out_dir_must_be_new_or_empty(good, tmp_path):
     home, fake, signer, _o, sites = good
     busy = tmp_path / "busy"
