@@ -14,6 +14,7 @@ from opskit.core.config import CORE_SECTION, Config
 from opskit.core.config import load_config as _load_config
 from opskit.core.schema import Section
 from opskit.corrections import settings as corrections
+from opskit.evidence import settings as evidence
 from opskit.hosts import settings as hosts
 from opskit.incidents import settings as incidents
 from opskit.perms import settings as perms
@@ -32,6 +33,7 @@ SCHEMA = Section({
     "schedule": schedule.SECTION,
     "incidents": incidents.SECTION,
     "archives": archives.SECTION,
+    "evidence": evidence.SECTION,
 })
 
 

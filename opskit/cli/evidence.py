@@ -61,6 +61,7 @@ def group(ctx: click.Context, app: App, since: str, out_dir: str | None, key: st
     from opskit.core.audit import parse_since
     from opskit.core.signing import load_signer
     from opskit.evidence.pack import build_pack, subprocess_runner
+    from opskit.schedule.jobs import load_schedule
 
     since_at = parse_since(since)
     signer = load_signer(_key_path(app, key))
@@ -69,11 +70,14 @@ def group(ctx: click.Context, app: App, since: str, out_dir: str | None, key: st
                         signer=signer, sites=_sites(app),
                         repo=repo_location(app.config, app.state_dir, None)[0],
                         include_data=include_data, lang=lang,
+                        not_applicable=app.config.get("evidence.not_applicable"),
+                        schedule=load_schedule(app.config),
                         meta={"opskit": __version__, "host": app.hostname,
                               "operator": app.operator})
     app.audit_details.update(out=result.data["out"], counts=result.data["counts"],
                              manifest_sha256=result.data["manifest_sha256"],
                              include_data=include_data, signer=result.data["signer"],
+                             not_applicable=result.data["not_applicable"],
                              not_ok=[r["rule"] for r in result.data["rules"]
                                      if r["implemented"] and r["verdict"] not in
                                      ("met", "not applicable")])

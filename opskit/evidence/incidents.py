@@ -9,6 +9,7 @@ import json
 
 from .model import MET, NO_EVIDENCE, NOT_MET, Judgement, judge, source
 from .packfiles import Context, iso
+from .text import T
 
 VERDICTS = {"met": MET, "not met": NOT_MET}
 
@@ -23,18 +24,26 @@ def registers(ctx: Context):
         written = ctx.pack.write(f"registers/{rule}.json",
                                  json.dumps(entry, indent=1, ensure_ascii=False, default=str)
                                  + "\n", entry.get("register"))
-        item = ctx.pack.item(written, f"{entry.get('title')}: {len(entry.get('items') or [])} "
-                                      "item(s) in the period")
+        item = ctx.pack.item(written, T("{title}: {count} item(s) in the period",
+                                        title=_title(entry),
+                                        count=len(entry.get("items") or [])))
         if entry.get("problem"):
-            reason = f"register {entry.get('register')}: {entry['problem']}"
+            reason = T("register {register}: {problem}", register=entry.get("register"),
+                       problem=entry["problem"])
         elif entry.get("verdict") == "no items":
-            reason = (f"not applicable: nothing recorded in {entry.get('register')} since "
-                      f"{iso(ctx.since)[:10]} (register intact; confirm nothing went "
-                      "unrecorded)")
+            reason = T("not applicable: nothing recorded in {register} since {since} (register "
+                       "intact; confirm nothing went unrecorded)",
+                       register=entry.get("register"), since=iso(ctx.since)[:10])
             out.append(Judgement(rule, NO_EVIDENCE, reason, items=[item], silent=True))
             continue
         else:
-            reason = (f"{entry.get('title')}: {entry.get('kept', 0)} deadline(s) kept, "
-                      f"{entry.get('missed', 0)} missed, {entry.get('open', 0)} running")
+            reason = T("{title}: {kept} deadline(s) kept, {missed} missed, {open} running",
+                       title=_title(entry), kept=entry.get("kept", 0),
+                       missed=entry.get("missed", 0), open=entry.get("open", 0))
         out.append(judge(rule, VERDICTS.get(entry.get("verdict"), NO_EVIDENCE), reason, [item]))
     return out
+
+
+def _title(entry: dict) -> T | str:
+    """The register's title, translated (opskit.incidents.evidence names four)."""
+    return T(entry["title"]) if entry.get("title") else ""

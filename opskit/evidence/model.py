@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from .text import T, join, render
+
 MET, NOT_MET, NO_EVIDENCE, NOT_APPLICABLE = "met", "not met", "no evidence", "not applicable"
 VERDICTS = (MET, NOT_MET, NO_EVIDENCE, NOT_APPLICABLE)
 _RANK = {MET: 0, NOT_APPLICABLE: 1, NO_EVIDENCE: 2, NOT_MET: 3}
@@ -30,13 +32,15 @@ class Item:
     """One piece of evidence: what it is, and the pack file (with its hash) or the
     stored original it stands for."""
 
-    what: str
+    what: str | T
     file: str | None = None
     sha256: str | None = None
     when: str | None = None
 
-    def as_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+    def as_dict(self, gettext=None) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if v is not None}
+        out["what"] = render(self.what, gettext)
+        return out
 
 
 @dataclass
@@ -45,7 +49,7 @@ class Judgement:
 
     rule: str
     verdict: str
-    reason: str
+    reason: str | T
     source: str = ""
     items: list[Item] = field(default_factory=list)
     periods: dict | None = None          # regularity (periods.Regularity.as_dict())
@@ -53,9 +57,11 @@ class Judgement:
     silent: bool = False                 # nothing to apply to (no incident in the period):
                                          # ignored beside other judgements, else n/a
 
-    def as_dict(self) -> dict:
-        return {"source": self.source, "verdict": self.verdict, "reason": self.reason,
-                "evidence": [i.as_dict() for i in self.items], "periods": self.periods}
+    def as_dict(self, gettext=None) -> dict:
+        """For rules.json (English) or, with ``gettext``, for the page in its language."""
+        return {"source": self.source, "verdict": self.verdict,
+                "reason": render(self.reason, gettext),
+                "evidence": [i.as_dict(gettext) for i in self.items], "periods": self.periods}
 
 
 @dataclass
@@ -79,12 +85,12 @@ def source(name: str, *rules: str, title: str = "") -> Callable:
     return decorator
 
 
-def judge(rule: str, verdict: str, reason: str, items=(), periods=None) -> Judgement:
+def judge(rule: str, verdict: str, reason: str | T, items=(), periods=None) -> Judgement:
     """Shorthand used by the sources (the source name is filled in by the caller)."""
     return Judgement(rule, verdict, reason, items=list(items), periods=periods)
 
 
-def not_implemented(rule: str, why: str) -> Judgement:
+def not_implemented(rule: str, why: str | T) -> Judgement:
     """The source is registered for ``rule`` but has nothing that checks it."""
     return Judgement(rule, NO_EVIDENCE, why, implemented=False)
 
@@ -102,35 +108,59 @@ class RuleVerdict:
 
     rule: str
     verdict: str
-    reason: str
+    reason: str | T
     implemented: bool
     judgements: list[Judgement] = field(default_factory=list)
+    declared: dict | None = None         # the site's n/a declaration: {reason, refused}
 
     @property
     def ok(self) -> bool:
         """Counts as fine for the exit code: met, declared n/a, or not opskit's to show."""
         return self.verdict in (MET, NOT_APPLICABLE) or not self.implemented
 
-    def as_dict(self) -> dict:
-        return {"rule": self.rule, "verdict": self.verdict, "reason": self.reason,
-                "implemented": self.implemented,
-                "judgements": [j.as_dict() for j in self.judgements]}
+    def as_dict(self, gettext=None) -> dict:
+        """For rules.json (English) or, with ``gettext``, for the page in its language."""
+        out = {"rule": self.rule, "verdict": self.verdict,
+               "reason": render(self.reason, gettext), "implemented": self.implemented,
+               "judgements": [j.as_dict(gettext) for j in self.judgements]}
+        if self.declared:
+            out["declared_not_applicable"] = dict(self.declared)
+        return out
+
+
+def _from_sources(rule: str, judgements: list[Judgement]) -> RuleVerdict:
+    """Fold the judgements of one rule into its verdict and one-line reason."""
+    if not any(j.implemented for j in judgements):
+        whys = [j.reason for j in judgements if j.reason]
+        reason = T("not implemented by opskit ({why})", why=join(whys)) if whys else \
+            T("not implemented by opskit")
+        return RuleVerdict(rule, NO_EVIDENCE, reason, False, judgements)
+    judgements = [j for j in judgements if j.implemented]
+    loud = [j for j in judgements if not j.silent]
+    if judgements and not loud:
+        return RuleVerdict(rule, NOT_APPLICABLE, join(j.reason for j in judgements), True,
+                           judgements)
+    verdict = worst(loud)
+    reasons = [j.reason for j in loud if j.verdict == verdict]
+    return RuleVerdict(rule, verdict, join(reasons) if reasons else T(verdict), True,
+                       judgements)
 
 
 def decide(rule: str, judgements: list[Judgement],
            not_applicable: str | None = None) -> RuleVerdict:
-    """Fold the judgements of one rule into its verdict and one-line reason."""
-    if not any(j.implemented for j in judgements):
-        why = "; ".join(j.reason for j in judgements if j.reason)
-        return RuleVerdict(rule, NO_EVIDENCE, NOT_IMPLEMENTED + (f" ({why})" if why else ""),
-                           False, judgements)
-    judgements = [j for j in judgements if j.implemented]
-    if not_applicable:
-        return RuleVerdict(rule, NOT_APPLICABLE, not_applicable, True, judgements)
-    loud = [j for j in judgements if not j.silent]
-    if judgements and not loud:
-        return RuleVerdict(rule, NOT_APPLICABLE, "; ".join(j.reason for j in judgements), True,
-                           judgements)
-    verdict = worst(loud)
-    reasons = [j.reason for j in loud if j.verdict == verdict]
-    return RuleVerdict(rule, verdict, "; ".join(reasons) or verdict, True, judgements)
+    """The rule's verdict from its sources; a site's ``not_applicable`` declaration
+    (with its reason) makes it n/a unless a source shows it not met: a declaration
+    never hides findings, it is then reported as refused."""
+    found = _from_sources(rule, judgements)
+    if not not_applicable:
+        return found
+    if found.verdict == NOT_MET:
+        found.declared = {"reason": not_applicable, "refused": True}
+        found.reason = join([found.reason, T(
+            "the site's declaration 'not applicable ({reason})' is refused: the evidence "
+            "shows the rule not met", reason=not_applicable)])
+        return found
+    return RuleVerdict(rule, NOT_APPLICABLE, T(
+        "not applicable ({reason}): declared by the site (evidence.not_applicable)",
+        reason=not_applicable), found.implemented, found.judgements,
+        {"reason": not_applicable, "refused": False})

@@ -13,6 +13,8 @@ import os
 import socket
 from urllib.parse import urlsplit
 
+from .text import T
+
 
 def _path_of(location: str | None) -> str | None:
     """The local path of a repository or site location, None when remote."""
@@ -49,21 +51,23 @@ def _this_host(host: str) -> bool:
     return name in own or name in {o.split(".")[0] for o in own if o}
 
 
-def not_offsite(site: dict, repo: str | None) -> str | None:
+def not_offsite(site: dict, repo: str | None) -> T | None:
     """Why ``site`` ({name, url, endpoint_url}) is not off-site from ``repo``, or None."""
     url = str(site.get("url") or "")
     local = _path_of(url)
     if local is not None:
         repo_path = _path_of(repo)
         if repo_path is not None and _device(local) == _device(repo_path):
-            return (f"site {site.get('name')} ({url}) is on the same filesystem as the "
-                    f"repository {repo_path} (device {_device(local)})")
+            return T("site {site} ({url}) is on the same filesystem as the repository "
+                     "{repo} (device {device})", site=site.get("name"), url=url,
+                     repo=repo_path, device=_device(local))
         return None
     endpoint = site.get("endpoint_url")
     host = urlsplit(endpoint).hostname if endpoint else urlsplit(url).hostname
     if url.startswith("s3://") and not endpoint:
         return None                          # AWS itself
     if _this_host(host or ""):
-        where = f"endpoint {endpoint}" if endpoint else url
-        return f"site {site.get('name')} ({where}) is this host ({host or 'no host'})"
+        where = T("endpoint {url}", url=endpoint) if endpoint else url
+        return T("site {site} ({where}) is this host ({host})", site=site.get("name"),
+                 where=where, host=host or "-")
     return None

@@ -21,6 +21,8 @@ from opskit.core.signing import Signer
 from opskit.core.state import opskit_command
 
 from . import backups, checks, incidents, records  # noqa: F401  (registration side effect)
+from .cadence import default_periods, periods
+from .i18n import translations
 from .model import SOURCES, VERDICTS, Judgement, RuleVerdict, decide
 from .packfiles import Context, Pack, iso
 from .report import pack_result, render_html
@@ -68,10 +70,32 @@ def verdicts(ctx: Context, not_applicable: dict[str, str] | None = None
              ) -> tuple[list[RuleVerdict], list, dict]:
     """(one verdict per rule id, the rules, where the rule list came from)."""
     rules, origin = load_rules()
+    na = declarations(not_applicable, {r.id for r in rules})
     by_rule = collect(ctx)
-    na = not_applicable or {}
     out = [decide(r.id, by_rule.get(r.id, []), na.get(r.id)) for r in rules]
     return out, rules, origin
+
+
+def declarations(not_applicable: dict | None, known: set[str]) -> dict[str, str]:
+    """The site's n/a declarations (config ``evidence.not_applicable``) without the
+    '<name>' templates; an unknown rule id or a missing reason is a config error."""
+    out = {}
+    for rid, reason in (not_applicable or {}).items():
+        if str(rid).startswith("<"):
+            continue
+        if rid not in known:
+            raise UsageError(f"evidence.not_applicable.{rid}: no such rule in "
+                             "REQUIREMENTS.md", hint="use a rule id such as R-NET-3")
+        if not str(reason or "").strip():
+            raise UsageError(f"evidence.not_applicable.{rid}: a reason is required",
+                             hint='R-NET-3: "no wireless hardware (asset register 2026-11)"')
+        out[rid] = str(reason).strip()
+    return out
+
+
+def declared(results: list[RuleVerdict]) -> list[dict]:
+    """Every n/a declaration with whether it was accepted, for the audit entry."""
+    return [{"rule": r.rule, **r.declared} for r in results if r.declared]
 
 
 def counts(results: list[RuleVerdict]) -> dict[str, int]:
@@ -83,13 +107,14 @@ def build_pack(out_dir: str, *, state_dir: str, audit_log: str, since: dt.dateti
                now: dt.datetime | None = None, meta: dict | None = None,
                sites: list[dict] | None = None, repo: str | None = None,
                include_data: bool = False, lang: str = "en",
-               not_applicable: dict[str, str] | None = None) -> Result:
+               not_applicable: dict[str, str] | None = None, schedule=None) -> Result:
     """Judge every rule, write the evidence into ``out_dir``, seal and sign it."""
     prepare_out_dir(out_dir)
     meta = dict(meta or {})
     now = now or dt.datetime.now(dt.timezone.utc)
     pack = Pack(out_dir)
-    ctx = Context(state_dir, audit_log, pack, since, now, run, sites or [], repo, include_data)
+    ctx = Context(state_dir, audit_log, pack, since, now, run, sites or [], repo, include_data,
+                  periods(schedule) if schedule is not None else default_periods())
     results, rules, origin = verdicts(ctx, not_applicable)
     bad = [r for r in results if not r.ok]
     tally = counts(results)
@@ -103,17 +128,21 @@ def build_pack(out_dir: str, *, state_dir: str, audit_log: str, since: dt.dateti
         "rules_source": {k: v for k, v in origin.items() if k != "sources"},
         "documents": origin.get("sources", {}),
         "summary": {"ok": not bad, "counts": tally, "text": summary},
+        "not_applicable": declared(results),
         "rules": [dict(r.as_dict(), **_rule_text(rules, r.rule)) for r in results],
     }
     if ctx.cache.get("ledger_file"):
         manifest["ledger"] = {"file": ctx.cache["ledger_file"]}
     pack.write("rules.json", json.dumps(manifest["rules"], indent=1, ensure_ascii=False) + "\n")
-    pack.write("index.html", render_html(manifest, lang))
+    gettext = translations(lang).gettext          # the page: reasons in its language too
+    page = dict(manifest, rules=[dict(r.as_dict(gettext), **_rule_text(rules, r.rule))
+                                 for r in results])
+    pack.write("index.html", render_html(page, lang))
     ship_verifier(pack)
     manifest["audit_anchor"] = anchor(
         pack, audit_log, operator=str(meta.get("operator", "")), host=str(meta.get("host", "")),
         details={"include_data": include_data, "signer": signer.fingerprint,
-                 "not_met": [r.rule for r in bad]})
+                 "not_met": [r.rule for r in bad], "not_applicable": declared(results)})
     sealed = seal(pack, manifest, signer)
     return pack_result(pack.dir, results, manifest, sealed)
 

@@ -85,8 +85,15 @@ class Context:
     sites: list[dict] = field(default_factory=list)    # {name, url, endpoint_url}
     repo: str | None = None                             # the local repository location
     include_data: bool = False
-    drill_every_days: float = 31.0
+    periods: dict = field(default_factory=dict)       # duty -> cadence.Period
     cache: dict = field(default_factory=dict)
+
+    def regularity(self, duty: str, label: str, times):
+        """periods.regularity of ``times`` for ``duty`` at its configured cadence."""
+        from .periods import regularity
+        period = self.periods[duty]
+        return regularity(label, times, period.every_s, period.grace_s, self.since, self.now,
+                          period.basis)
 
     def once(self, key: str, make: Callable):
         """``make()`` computed once per pack (sources share command outputs)."""

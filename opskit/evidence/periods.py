@@ -14,6 +14,8 @@ import bisect
 import datetime as dt
 from dataclasses import dataclass, field
 
+from .text import T, join
+
 DAY = 86400.0
 
 
@@ -27,22 +29,27 @@ class Regularity:
     count: int = 0
     periods: list[dict] = field(default_factory=list)
     gaps: list[dict] = field(default_factory=list)
+    basis: T | None = None               # why the period has this length (cadence.py)
 
     @property
     def ok(self) -> bool:
         return self.count > 0 and not self.gaps
 
-    def describe(self) -> str:
+    def describe(self) -> T:
         """One line: '13/13 periods covered' or the gaps with dates."""
         covered = sum(1 for p in self.periods if p["count"])
-        text = f"{self.duty}: {self.count} in the period, {covered}/{len(self.periods)} periods"
-        if self.gaps:
-            shown = ", ".join(f"{g['from'][:10]} .. {g['to'][:10]} ({g['days']:g} d)"
-                              for g in self.gaps[:5])
-            more = f" and {len(self.gaps) - 5} more" if len(self.gaps) > 5 else ""
-            text += f"; MISSED (no {self.duty} for longer than {_days(self.every_s)}): " \
-                    f"{shown}{more}"
-        return text
+        duty = T(self.duty)
+        text = T("{duty}: {count} in the period, {covered}/{periods} periods", duty=duty,
+                 count=self.count, covered=covered, periods=len(self.periods))
+        if self.basis is not None:
+            text = T("{text} (period: {basis})", text=text, basis=self.basis)
+        if not self.gaps:
+            return text
+        shown = join((T("{start} .. {end} ({days} d)", start=g["from"][:10],
+                        end=g["to"][:10], days=f"{g['days']:g}") for g in self.gaps[:5]), ", ")
+        more = T(" and {more} more", more=len(self.gaps) - 5) if len(self.gaps) > 5 else ""
+        return text + T("; MISSED (no {duty} for longer than {days}): {gaps}{more}",
+                        duty=duty, days=_days(self.every_s), gaps=shown, more=more)
 
     def as_dict(self) -> dict:
         return {"duty": self.duty, "every_days": round(self.every_s / DAY, 3),
@@ -50,9 +57,10 @@ class Regularity:
                 "periods": self.periods, "gaps": self.gaps, "ok": self.ok}
 
 
-def _days(seconds: float) -> str:
+def _days(seconds: float) -> T:
     days = seconds / DAY
-    return f"{days:g} day" + ("" if days == 1 else "s")
+    return T("{days} day", days=f"{days:g}") if days == 1 else \
+        T("{days} days", days=f"{days:g}")
 
 
 def _iso(when: dt.datetime) -> str:
@@ -60,11 +68,11 @@ def _iso(when: dt.datetime) -> str:
 
 
 def regularity(duty: str, times: list[dt.datetime], every_s: float, grace_s: float,
-               since: dt.datetime, now: dt.datetime) -> Regularity:
+               since: dt.datetime, now: dt.datetime, basis: T | None = None) -> Regularity:
     """Check that ``times`` (any order) has an event at least every ``every_s``
     (+ ``grace_s``) seconds from ``since`` to ``now``."""
     inside = sorted(t for t in times if since <= t <= now)
-    reg = Regularity(duty, every_s, grace_s, since, now, len(inside))
+    reg = Regularity(duty, every_s, grace_s, since, now, len(inside), basis=basis)
     step = dt.timedelta(seconds=every_s)
     start = since
     while start < now:

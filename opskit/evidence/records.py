@@ -14,6 +14,7 @@ from opskit.core.audit import AuditLog
 from .model import MET, NO_EVIDENCE, NOT_MET, Item, judge, source
 from .packfiles import Context, first_error, iso, parse_when
 from .privacy import redact_entry
+from .text import T
 
 AUDIT_FILE = "audit/audit.log"            # copied when the pack is sealed (seal.py)
 
@@ -23,25 +24,33 @@ def audit_log(ctx: Context):
     rules = ("R-DAT-1", "R-AUD-1", "R-AUD-3")
     log = AuditLog(ctx.audit_log)
     if not os.path.exists(log.path):
-        return [judge(r, NO_EVIDENCE, f"no audit log at {log.path}") for r in rules]
+        return [judge(r, NO_EVIDENCE, T("no audit log at {path}", path=log.path)) for r in rules]
     report = log.verify()
     entry = ctx.pack.write("audit/verify.json", json.dumps(report.to_dict(), indent=2) + "\n",
                            "opskit audit verify")
-    items = [ctx.pack.item(entry, "audit log verification at pack time"),
-             Item("the audit log up to the pack's own entry", AUDIT_FILE)]
+    items = [ctx.pack.item(entry, T("audit log verification at pack time")),
+             Item(T("the audit log up to the pack's own entry"), AUDIT_FILE)]
     if not report.ok:
-        return [judge(r, NOT_MET, f"R-AUD-3: {report.describe()}", items) for r in rules]
+        why = T("R-AUD-3: {problem}", problem=report.describe())
+        return [judge(r, NOT_MET, why, items) for r in rules]
     first = next(iter(log.entries()), None)
     start = parse_when(first.get("time")) if first else None
     if start is None:
-        return [judge(r, NO_EVIDENCE, "the audit log is empty", items) for r in rules]
+        return [judge(r, NO_EVIDENCE, T("the audit log is empty"), items) for r in rules]
     if start > ctx.since:
         days = (ctx.now - start).total_seconds() / 86400
-        why = (f"the audit log starts {iso(start)} ({days:.0f} days ago): the period from "
-               f"{iso(ctx.since)[:10]} is not covered")
+        why = T("the audit log starts {start} ({days} days ago): the period from {since} is "
+                "not covered", start=iso(start), days=f"{days:.0f}", since=iso(ctx.since)[:10])
         return [judge(r, NOT_MET, why, items) for r in rules]
-    return [judge(r, MET, f"{report.describe()}; kept since {iso(start)[:10]}", items)
-            for r in rules]
+    why = T("{verification}; kept since {start}", verification=_describe(report),
+            start=iso(start)[:10])
+    return [judge(r, MET, why, items) for r in rules]
+
+
+def _describe(report) -> T:
+    """``audit verify``'s one line for an intact log, translatable."""
+    return T("audit log intact: {count} entries, head {head}", count=report.entries_checked,
+             head=report.head[1][:12] if report.head else "-")
 
 
 def _export(ctx: Context) -> tuple[list[str] | None, str | None]:
@@ -51,12 +60,13 @@ def _export(ctx: Context) -> tuple[list[str] | None, str | None]:
         out = os.path.join(tmp, "ledger.json")
         code, stdout, err = ctx.run(["correct", "export", "--format", "json", "--out", out])
         if code != 0 or not os.path.exists(out):
-            return None, f"cannot export the correction ledger: {first_error(err, stdout)}"
+            return None, T("cannot export the correction ledger: {error}",
+                           error=first_error(err, stdout))
         with open(out, encoding="utf-8") as fh:
             entries = json.load(fh).get("entries")
         return (entries if isinstance(entries, list) else []), None
     except (OSError, ValueError, AttributeError) as exc:
-        return None, f"cannot read the ledger export: {exc}"
+        return None, T("cannot read the ledger export: {error}", error=exc)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -73,8 +83,10 @@ def _write_ledger(ctx: Context, texts: list[str]) -> Item:
     entry = ctx.pack.write(rel, json.dumps(payload, indent=1, ensure_ascii=False) + "\n",
                            "opskit correct export --format json")
     ctx.cache["ledger_file"] = rel
-    return ctx.pack.item(entry, f"correction ledger, {len(texts)} entries"
-                         + ("" if ctx.include_data else " (personal data as hashes and row keys)"))
+    return ctx.pack.item(entry, T("correction ledger, {count} entries", count=len(texts))
+                         if ctx.include_data else
+                         T("correction ledger, {count} entries (personal data as hashes and "
+                           "row keys)", count=len(texts)))
 
 
 def _requests(ctx: Context, texts: list[str]) -> dict[str, dict]:
@@ -101,16 +113,16 @@ def ledger(ctx: Context):
     rules = ("R-DAT-1", "R-DAT-2", "R-DAT-3", "R-DAT-5", "R-SEC-2", "R-AUD-1")
     code, stdout, err = ctx.run(["correct", "verify", "--json"])
     if code not in (0, 1):
-        why = f"cannot verify the correction ledger: {first_error(err, stdout)}"
+        why = T("cannot verify the correction ledger: {error}", error=first_error(err, stdout))
         return [judge(r, NO_EVIDENCE, why) for r in rules]
     entry = ctx.pack.write("corrections/verify.json", stdout, "opskit correct verify --json")
-    items = [ctx.pack.item(entry, "correction ledger verification at pack time")]
+    items = [ctx.pack.item(entry, T("correction ledger verification at pack time"))]
     try:
         report = json.loads(stdout)
     except ValueError:
         report = {"ok": False, "problem": "unreadable verify output"}
     if not report.get("ok"):
-        why = f"correction ledger verification FAILED: {report.get('problem')}"
+        why = T("correction ledger verification FAILED: {problem}", problem=report.get("problem"))
         return [judge(r, NOT_MET, why, items) for r in rules]
     texts, error = _export(ctx)
     if error:
@@ -118,22 +130,28 @@ def ledger(ctx: Context):
     items.append(_write_ledger(ctx, texts))
     reqs = _requests(ctx, texts)
     if not reqs:
-        why = f"the ledger holds no correction request since {iso(ctx.since)[:10]} " \
-              f"({len(texts)} entries in all): nothing shows the rule followed"
+        why = T("the ledger holds no correction request since {since} ({count} entries in "
+                "all): nothing shows the rule followed", since=iso(ctx.since)[:10],
+                count=len(texts))
         return [judge(r, NO_EVIDENCE, why, items) for r in rules]
     applied = {k: v for k, v in reqs.items() if v["applied"]}
     unreviewed = sorted(k for k, v in applied.items() if not v["approvers"] - {v["requester"]})
     no_ticket = sorted(k for k, v in reqs.items() if not v["ticket"])
-    base = f"ledger intact: {len(reqs)} request(s) in the period, {len(applied)} applied"
-    review = (NOT_MET, f"applied without approval by a second person: {', '.join(unreviewed)}") \
+    base = T("ledger intact: {count} request(s) in the period, {applied} applied",
+             count=len(reqs), applied=len(applied))
+    none_applied = T("{base}: no applied correction", base=base)
+    review = (NOT_MET, T("applied without approval by a second person: {ids}",
+                         ids=", ".join(unreviewed))) \
         if unreviewed else (MET if applied else NO_EVIDENCE,
-                            f"{base}; each applied one approved by someone other than its "
-                            "requester" if applied else f"{base}: no applied correction")
-    return [judge("R-DAT-1", MET, f"{base}; each with operator, time and content", items),
+                            T("{base}; each applied one approved by someone other than its "
+                              "requester", base=base) if applied else none_applied)
+    return [judge("R-DAT-1", MET, T("{base}; each with operator, time and content", base=base),
+                  items),
             judge("R-AUD-1", MET if applied else NO_EVIDENCE,
-                  f"{base}; outcomes (after-image digests) recorded" if applied else
-                  f"{base}: no applied correction", items),
+                  T("{base}; outcomes (after-image digests) recorded", base=base) if applied
+                  else none_applied, items),
             *[judge(r, *review, items) for r in ("R-DAT-2", "R-DAT-3", "R-SEC-2")],
             judge("R-DAT-5", NOT_MET if no_ticket else MET,
-                  f"requests without a voucher or ticket: {', '.join(no_ticket)}" if no_ticket
-                  else f"{base}; every request names its voucher or ticket", items)]
+                  T("requests without a voucher or ticket: {ids}", ids=", ".join(no_ticket))
+                  if no_ticket else
+                  T("{base}; every request names its voucher or ticket", base=base), items)]

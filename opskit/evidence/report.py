@@ -38,9 +38,10 @@ def pack_result(pack_dir: str, results, manifest: dict, sealed: dict) -> Result:
     data = {"out": pack_dir, "manifest": os.path.join(pack_dir, "manifest.json"),
             "index": os.path.join(pack_dir, "index.html"), **sealed,
             "audit_anchor": manifest["audit_anchor"], "ok": summary["ok"],
-            "counts": summary["counts"], "rules": manifest["rules"]}
+            "counts": summary["counts"], "rules": manifest["rules"],
+            "not_applicable": manifest.get("not_applicable", [])}
     rows = [{"rule": r.rule, "verdict": r.verdict.upper() if not r.ok else r.verdict,
-             "reason": r.reason[:300]} for r in results]
+             "reason": str(r.reason)[:300]} for r in results]
     messages = [summary["text"], f"open {data['index']}; verify with: "
                                  f"python3 {os.path.join(pack_dir, 'verify.py')} "
                                  f"(or opskit evidence verify {pack_dir})"]

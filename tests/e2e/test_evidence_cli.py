@@ -121,3 +121,21 @@ def test_bad_out_since_and_key_exit_2_or_3(fleet, tmp_path):
     run = fleet("--out", str(tmp_path / "nokey"), "--key", str(tmp_path / "absent"))
     assert run.exit_code == 3 and "signing key" in run.stderr
     assert fleet("verify", str(tmp_path / "nowhere")).exit_code == 2
+
+
+def test_a_site_declaration_is_applied_recorded_and_never_hides_findings(fleet, tmp_path):
+    """evidence.not_applicable from the real config: R-NET-3 accepted, R-BAK-3 (its
+    'off-site' site is on the repository's disk) refused; both in the audit entry."""
+    with open(fleet.cli.config, "a", encoding="utf-8") as fh:
+        fh.write('evidence:\n  not_applicable:\n    R-NET-3: "no wireless hardware"\n'
+                 '    R-BAK-3: "we keep no off-site copy"\n')
+    run = fleet("--since", "1d", "--out", str(tmp_path / "pack"), "--json")
+    assert run.exit_code == 1, run.output
+    rules = {r["rule"]: r for r in json.loads(run.stdout)["rules"]}
+    assert rules["R-NET-3"]["verdict"] == "not applicable"
+    assert rules["R-BAK-3"]["verdict"] == "not met"
+    assert "refused" in rules["R-BAK-3"]["reason"]
+    audit = [json.loads(line) for line in open(fleet.home / "audit" / "audit.log")]
+    seal = [e for e in audit if e["command"] == "evidence seal"][-1]
+    assert {(d["rule"], d["refused"]) for d in seal["details"]["not_applicable"]} == {
+        ("R-NET-3", False), ("R-BAK-3", True)}

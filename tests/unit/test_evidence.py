@@ -504,6 +504,170 @@ def test_chinese_and_english_pages(good, tmp_path):
     assert '<html lang="zh-CN">' in zh and "满足" in zh and "<script" not in zh
 
 
+ENGLISH_REASONS = ["in the period", "newest run", "snapshots in", "not implemented by opskit",
+                   "check(s) passed", "newest report", "recoverable:", "drill from",
+                   "MISSED", "does not count", "the ledger holds no correction request",
+                   "nothing shows the rule followed", "not applicable: nothing recorded",
+                   "kept since", "audit log intact", "replicated", "periods", "no policy check"]
+CHINESE_REASONS = ["审计期内", "最近一次运行", "opskit 未实现此项检查", "项检查通过", "可恢复性",
+                   "缺失（超过 31 天没有从异地站点进行的灾难恢复演练）", "不计入",
+                   "台账中没有更正申请", "不适用：自", "审计日志完整", "个周期已覆盖"]
+
+
+def test_a_chinese_pack_gives_its_reasons_in_chinese_too(good, tmp_path):
+    """--lang zh-CN: the generated reasons (with their dates, hosts and counts) are
+    translated gettext messages, for met, not met, no evidence and n/a rules alike;
+    rules.json and the English page keep the English."""
+    home, _fake, signer, _o, sites = good
+    shutil.rmtree(home / "drills")                       # R-BAK-5 not met: a missed period
+    drill(home, ago(days=3), total=2, verified=1)
+    fake = FakeOpskit(texts=[])                          # R-DAT-2/3/5 no evidence
+    _, rules = build(tmp_path, home, fake, signer, sites, name="zh", lang="zh-CN")
+    verdicts = {v["verdict"] for v in rules.values()}
+    assert {"met", "not met", "no evidence", "not applicable"} <= verdicts
+    zh = (tmp_path / "zh" / "index.html").read_text()
+    english = [p for p in ENGLISH_REASONS if p in zh]
+    assert not english, english
+    missing = [p for p in CHINESE_REASONS if p not in zh]
+    assert not missing, missing
+    assert "2 个文件中的 1 个" in zh and "db1" in zh     # placeholders keep their data
+    stored = json.loads((tmp_path / "zh" / "rules.json").read_text())
+    assert any("verified 1 of 2 files" in r["reason"] for r in stored)
+    _, rules = build(tmp_path, home, fake, signer, sites, name="en")
+    en = (tmp_path / "en" / "index.html").read_text()
+    assert "verified 1 of 2 files" in en and "审计期内" not in en
+
+
+def test_every_reason_message_has_a_chinese_translation_with_the_same_placeholders():
+    """Babel extracts every T("...") of opskit/evidence; each needs a msgstr in the
+    zh_CN catalogue naming exactly the placeholders of its msgid."""
+    import string
+    from babel.messages.extract import extract_from_dir
+    from opskit.evidence.i18n import translations
+    package = os.path.dirname(os.path.abspath(build_pack.__code__.co_filename))
+    found = {m for _f, _l, m, _c, _x in extract_from_dir(
+        package, method_map=[("**.py", "python")], keywords={"T": None}) if m}
+    assert len(found) > 80
+    _ = translations("zh-CN").gettext
+    names = lambda text: {f for _t, f, _s, _c in string.Formatter().parse(text) if f}
+    untranslated = sorted(m for m in found if _(m) == m)
+    assert not untranslated, untranslated
+    wrong = sorted(m for m in found if names(_(m)) != names(m))
+    assert not wrong, wrong
+
+
+# --- rules the site declares not applicable (config evidence.not_applicable) ---------
+
+WIRELESS = "no wireless hardware in the data centre (asset register 2026-11)"
+
+
+def test_a_declared_rule_is_not_applicable_with_its_reason_in_the_page_and_audit_entry(
+        good, tmp_path):
+    home, fake, signer, _o, sites = good
+    declared = {"R-NET-3": WIRELESS, "R-ACC-7": "no business system of ours: MFA is the "
+                                                "hospital's", "<name>": None}
+    result, rules = build(tmp_path, home, fake, signer, sites, not_applicable=declared)
+    assert result.exit_code == 0, result.summary
+    for rid in ("R-NET-3", "R-ACC-7"):           # implemented or not: the site's call
+        assert rules[rid]["verdict"] == "not applicable", rules[rid]
+        assert rules[rid]["declared_not_applicable"]["refused"] is False
+    assert WIRELESS in rules["R-NET-3"]["reason"]
+    assert "<name>" not in json.dumps(result.data["not_applicable"])
+    page = (tmp_path / "pack" / "index.html").read_text()
+    assert f"not applicable ({WIRELESS})" in page
+    seal = list(AuditLog(home / "audit" / "audit.log").entries())[-1]
+    assert seal["command"] == "evidence seal"
+    assert {"rule": "R-NET-3", "reason": WIRELESS, "refused": False} in \
+        seal["details"]["not_applicable"]
+    assert {d["rule"] for d in seal["details"]["not_applicable"]} == {"R-NET-3", "R-ACC-7"}
+    _, zh = build(tmp_path, home, fake, signer, sites, name="zh", lang="zh-CN",
+                  not_applicable=declared)
+    assert f"不适用 ({WIRELESS})" in (tmp_path / "zh" / "index.html").read_text()
+
+
+def test_a_declaration_never_turns_findings_into_not_applicable(good, tmp_path):
+    home, fake, signer, _o, sites = good
+    _replace_newest_run(home, [
+        {"check": "net.wireless", "status": "fail", "rule": "R-NET-3",
+         "findings": [{"message": "wlan0 is up"}]},
+        *[{"check": c, "status": "pass", "rule": r, "findings": []}
+          for c, r in (("av.realtime", "R-NET-4"), ("net.default-route", "R-NET-1"))]])
+    result, rules = build(tmp_path, home, fake, signer, sites,
+                          not_applicable={"R-NET-3": WIRELESS, "R-NET-4": "no Windows here"})
+    assert result.exit_code == 1
+    assert rules["R-NET-3"]["verdict"] == "not met"
+    assert "wlan0 is up" in rules["R-NET-3"]["reason"]
+    assert "declaration 'not applicable (" + WIRELESS + ")' is refused" in \
+        rules["R-NET-3"]["reason"]
+    assert rules["R-NET-3"]["declared_not_applicable"]["refused"] is True
+    assert rules["R-NET-4"]["verdict"] == "not applicable"     # no finding: accepted
+    seal = list(AuditLog(home / "audit" / "audit.log").entries())[-1]
+    assert {"rule": "R-NET-3", "reason": WIRELESS, "refused": True} in \
+        seal["details"]["not_applicable"]
+    assert "R-NET-3" in seal["details"]["not_met"]
+
+
+@pytest.mark.parametrize("declared,words", [
+    ({"R-NOPE-1": "x"}, "evidence.not_applicable.R-NOPE-1: no such rule"),
+    ({"R-NET-3": "  "}, "evidence.not_applicable.R-NET-3: a reason is required"),
+])
+def test_a_declaration_must_name_a_rule_and_a_reason(good, tmp_path, declared, words):
+    home, fake, signer, _o, sites = good
+    with pytest.raises(UsageError, match=words):
+        build(tmp_path, home, fake, signer, sites, not_applicable=declared)
+
+
+# --- periods follow the configured schedule -----------------------------------------
+
+def _schedule(jobs: str):
+    from opskit.core.yamlfile import parse_yaml
+    from opskit.schedule.jobs import parse_schedule
+    return parse_schedule(parse_yaml("version: 1\njobs:\n" + jobs, "site-schedule.yaml"))
+
+
+WEEKLY_DRILL = """  drill:
+    command: [backup, drill, --site, dr]
+    every: week
+  full:
+    command: [backup, run, --full]
+    every: month
+  perms:
+    command: [perms, snapshot]
+    every: week
+  report:
+    command: [perms, report]
+    after: [perms]
+"""
+
+
+def test_periods_follow_the_schedule_a_weekly_drill_job_means_7_days(good, tmp_path):
+    home, fake, signer, _o, sites = good
+    _, monthly = build(tmp_path, home, fake, signer, sites, name="default")
+    assert monthly["R-BAK-5"]["verdict"] == "met"          # embedded schedule: monthly drill
+    assert monthly["R-BAK-5"]["judgements"][0]["periods"]["every_days"] == 31
+    _, rules = build(tmp_path, home, fake, signer, sites, schedule=_schedule(WEEKLY_DRILL))
+    bak5 = rules["R-BAK-5"]
+    assert bak5["verdict"] == "not met"                    # drills 30 days apart
+    assert bak5["judgements"][0]["periods"]["every_days"] == 7
+    assert "longer than 7 days" in bak5["reason"] and "schedule job 'drill'" in bak5["reason"]
+    assert rules["R-ACC-1"]["verdict"] == "met"            # 'after' job: weekly like perms
+
+
+def test_the_regulation_floor_wins_over_a_lax_schedule(good, tmp_path):
+    """R-BAK-4: a full backup at least every 7 days, whatever the schedule says; a
+    duty no job runs keeps its floor too."""
+    home, _fake, signer, _o, sites = good
+    snaps = daily_snapshots(full_every=30)                 # monthly fulls, as scheduled
+    _, rules = build(tmp_path, home, FakeOpskit(snapshots=snaps, texts=ledger_texts(
+        signer, _o)), signer, sites, schedule=_schedule(WEEKLY_DRILL))
+    full = [j for j in rules["R-BAK-4"]["judgements"] if j["periods"]["duty"] == "full backup"]
+    assert full[0]["periods"]["every_days"] == 7 and full[0]["verdict"] == "not met"
+    assert "runs every 31 d: judged per 7 d" in full[0]["reason"]
+    policy = rules["R-NET-1"]["judgements"][0]["periods"]
+    assert policy["every_days"] == 1                       # no policy job: daily floor
+    assert "no job of the schedule" in rules["R-NET-1"]["reason"]
+
+
 def test_out_dir_must_be_new_or_empty(good, tmp_path):
     home, fake, signer, _o, sites = good
     busy = tmp_path / "busy"
