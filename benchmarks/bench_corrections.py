@@ -36,7 +36,7 @@ from benchmarks.bench_backup import write_section  # noqa: E402
 from opskit.corrections.ledger import GENESIS, SqliteLedger, build_entry, text_hash  # noqa: E402
 from opskit.corrections.rulesfile import load_registry  # noqa: E402
 from opskit.corrections.verify import verify  # noqa: E402
-from tests.unit.test_correct_support import (approve_fully, make_sqlite_target,  # noqa: E402
+from tests.harness.corrections import (approve_fully, make_sqlite_target,  # noqa: E402
                                              make_world)
 
 

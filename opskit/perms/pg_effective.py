@@ -6,7 +6,7 @@ owners, attributes. This module answers what ``has_table_privilege``,
 ``has_column_privilege``, ``has_schema_privilege``, ``has_function_privilege``,
 ``has_sequence_privilege``, ``has_database_privilege`` and ``pg_has_role``
 answer on the server (#19 items 9-11; the differential test
-tests/integration/test_perms_pg_differential.py holds it to that):
+tests/integration/perms/test_perms_pg_differential.py holds it to that):
 
 * a superuser holds every privilege;
 * a role uses the privileges of the roles it *inherits*: memberships followed

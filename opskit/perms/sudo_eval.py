@@ -240,7 +240,7 @@ class Matcher:
         """``authenticate`` after the Defaults that apply, and the entry that set it last."""
         value, why = True, ""
         # generic, @host, :user and >runas Defaults in one pass in file order, then !cmnd
-        # (what the real sudo does: tests/integration/test_sudo_eval.py)
+        # (what the real sudo does: tests/integration/perms/test_sudo_eval.py)
         for kinds in (("", "@", ":", ">"), ("!",)):
             for d in self.p.defaults:
                 if d.kind not in kinds or not self.defaults_apply(d, runas, command):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.backup_helpers import BackupCli
-from tests.backup_helpers import write as _write
+from tests.harness.backup import BackupCli
+from tests.harness.backup import write as _write
 from tests.fixtures.policy.trees import POLICY, good_tree, write
 from tests.harness.cli import run_opskit
 

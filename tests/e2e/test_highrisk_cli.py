@@ -97,7 +97,7 @@ def test_backup_key_remove_needs_an_approval(tmp_path, reviewers):
 
 
 def test_correct_apply_of_a_high_risk_correction_needs_an_approval(tmp_path, reviewers):
-    from tests.unit.test_correct_support import (
+    from tests.harness.corrections import (
         approve_fully,
         make_sqlite_target,
         make_world,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.unit.test_correct_support import make_sqlite_target, make_world
+from tests.harness.corrections import make_sqlite_target, make_world
 
 # a repr leaks as {'k': ...}, ['a', ...], or a bare None/True/False word
 REPR = re.compile(r"\{'|\['|\bNone\b|\bTrue\b|\bFalse\b")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.backup_helpers import PASSPHRASE, engine_repo
+from tests.harness.backup import PASSPHRASE, engine_repo
 from tests.harness._util import log_tail
 from tests.harness.cli import CliRun, run_opskit
 from tests.harness.postgres import SUPERUSER, PostgresServer, _clean_env, _os_user, find_bindir, \

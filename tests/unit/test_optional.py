@@ -14,7 +14,7 @@ import pytest
 from opskit.core.errors import EXIT_USAGE, ConfigError
 from opskit.core.optional import require
 from opskit.perms.postgres import DatabaseSpec, collect_postgres
-from tests.unit.test_correct_support import make_world
+from tests.harness.corrections import make_world
 
 OPSKIT = Path(__file__).resolve().parents[2] / "opskit"
 

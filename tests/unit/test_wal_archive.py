@@ -8,7 +8,7 @@ import pytest
 from opskit.backup.db.wal import WalArchive, WalConflict, WalError
 from opskit.backup.db.walchain import Chain, Segments, parse_history, parse_lsn
 from opskit.backup.repository import CorruptObject
-from tests.backup_helpers import engine_repo
+from tests.harness.backup import engine_repo
 
 SEG = 1 << 20          # 1 MiB segments, as the PITR fixture's initdb makes them
 

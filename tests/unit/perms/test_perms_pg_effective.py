@@ -1,0 +1,122 @@
+"""opskit.perms.pg_effective on hand-written catalogue facts: the PostgreSQL 16
+membership options (the test server is older, so the differential test cannot
+reach them), what a function body writes, and snapshot migration to format 3.
+The server's own answers are checked in tests/integration/perms/test_perms_pg_differential.py."""
+import copy
+
+import pytest
+
+from opskit.core.errors import IntegrityError
+from opskit.perms.pg_effective import Effective, RoleGraph, writing_functions
+from opskit.perms.postgres import body_writes
+from opskit.perms.snapshot import FORMAT, migrate
+
+
+def _data(version: int, member_of: dict, **extra) -> dict:
+    roles = {r: {"inherit": True, "superuser": False} for r in
+             ("ann", "bob", "grp", "writers", "pg_write_all_data", "boss", "pg_database_owner")}
+    roles["boss"]["superuser"] = True
+    data = {"roles": roles, "member_of": member_of, "server_version_num": version,
+            "owners": {"database": {"database": "bob"}},
+            "relkinds": {"s.t": "r", "s.q": "S"},
+            "privileges": {"tables": {"writers": {"s.t": ["UPDATE"]},
+                                      "pg_database_owner": {"s.q": ["USAGE"]}},
+                           "schemas": {"PUBLIC": {"s": ["USAGE"]}}}}
+    data.update(extra)
+    return data
+
+
+def edge(role, inherit=True, can_set=True):
+    return {"role": role, "admin": False, "inherit": inherit, "set": can_set}
+
+
+def test_pg16_membership_options():
+    data = _data(160000, {"ann": [edge("grp", inherit=False), edge("writers", can_set=False)],
+                          "grp": [edge("pg_write_all_data")]})
+    g = RoleGraph.from_data(data)
+    # INHERIT FALSE: grp and what grp inherits are reachable by SET ROLE, not held
+    assert g.privileges_of("ann") == {"ann", "writers"}
+    assert g.set_role_only("ann") == {"grp", "pg_write_all_data"}
+    # SET FALSE: writers' privileges are held, but SET ROLE writers is refused
+    assert g.has_role("ann", "writers", "USAGE") and not g.has_role("ann", "writers", "SET")
+    assert g.has_role("ann", "grp", "MEMBER") and not g.has_role("ann", "grp", "USAGE")
+    eff = Effective(data)
+    assert eff.has("ann", "tables", "s.t", "UPDATE")
+    assert not eff.has("ann", "tables", "s.t", "DELETE")      # pg_write_all_data not held
+    assert eff.why("ann", "tables", "s.t", "UPDATE") == (
+        "UPDATE on s.t granted to writers, inherited through ann -> writers")
+
+
+def test_pre16_noinherit_member_and_database_owner():
+    data = _data(150000, {"ann": [edge("grp", inherit=False)],
+                          "grp": [edge("pg_write_all_data")]})
+    data["roles"]["ann"]["inherit"] = False
+    eff = Effective(data)
+    assert not eff.has("ann", "tables", "s.t", "INSERT")
+    data["member_of"]["ann"][0]["inherit"] = True                # the old, wrong reading
+    assert Effective(data).has("ann", "tables", "s.t", "INSERT")
+    # bob owns the database: pg_database_owner's grants are his -- unless he is
+    # NOINHERIT before 16 (the server skips the implicit membership then)
+    assert eff.has("bob", "sequences", "s.q", "USAGE")
+    noinherit = copy.deepcopy(data)
+    noinherit["roles"]["bob"]["inherit"] = False
+    assert not Effective(noinherit).has("bob", "sequences", "s.q", "USAGE")
+    noinherit["server_version_num"] = 160000
+    assert Effective(noinherit).has("bob", "sequences", "s.q", "USAGE")
+    # a superuser holds everything
+    assert eff.has("boss", "tables", "s.t", "TRUNCATE")
+
+
+def test_held_marks_privileges_without_schema_usage():
+    data = _data(150000, {"ann": [edge("writers")]})
+    data["privileges"]["schemas"] = {"bob": {"s": ["USAGE"]}}
+    assert Effective(data).held("ann")["tables"] == {"s.t": ["UPDATE (no USAGE on schema s)"]}
+    data["privileges"]["schemas"]["writers"] = {"s": ["USAGE"]}
+    assert Effective(data).held("ann")["tables"] == {"s.t": ["UPDATE"]}
+
+
+@pytest.mark.parametrize("language,source,expected", [
+    ("sql", "UPDATE ins.refunds SET x = 1", ("sql", ["ins.refunds"])),
+    ("plpgsql", "BEGIN INSERT INTO \"Ins\".log VALUES (1) ON CONFLICT DO UPDATE SET a = 1; "
+                "PERFORM 1 FROM t FOR UPDATE OF t; END", ("sql", ["Ins.log"])),
+    ("plpgsql", "BEGIN -- delete from nothing\n RETURN 1; END", ("sql", [])),
+    ("plpgsql", "BEGIN EXECUTE format('DELETE FROM %I', t); END", ("dynamic", [])),
+    ("c", None, ("opaque", [])),
+])
+def test_body_writes(language, source, expected):
+    assert body_writes(language, source) == expected
+
+
+def test_writing_functions_need_definer_and_volatile():
+    fns = {"s.a()": {"security_definer": True, "volatile": True, "body": "sql",
+                     "writes": ["s.t"], "language": "sql"},
+           "s.b()": {"security_definer": False, "volatile": True, "body": "sql",
+                     "writes": ["s.t"], "language": "sql"},
+           "s.c()": {"security_definer": True, "volatile": False, "body": "sql",
+                     "writes": ["s.t"], "language": "sql"},
+           "s.d()": {"security_definer": True, "volatile": True, "body": "sql",
+                     "writes": [], "language": "sql"},
+           "s.e()": {"security_definer": True, "volatile": True, "body": "opaque",
+                     "writes": [], "language": "c"}}
+    out = writing_functions({"functions": fns, "owners": {"functions": {"s.a()": "dba"}}})
+    assert out == {"s.a()": "writes s.t as its owner dba",
+                   "s.e()": "may write as its owner ? (c body unread)"}
+
+
+def test_migration_from_format_2_and_1():
+    db = {"name": "insurance", "status": "ok",
+          "data": {"roles": {}, "privileges": {"tables": {}},
+                   "member_of": {"ann": [{"role": "grp", "admin": False, "inherit": True}]}}}
+    old = {"format": "opskit-perms-snapshot/2", "hosts": [], "databases": [db]}
+    new = migrate(copy.deepcopy(old))
+    assert new["format"] == FORMAT and new["migrated_from"] == "opskit-perms-snapshot/2"
+    data = new["databases"][0]["data"]
+    assert data["functions"] == {} and data["default_acl"] == [] and data["rls"] == {}
+    assert data["privileges"]["functions"] == {}
+    assert data["member_of"]["ann"][0]["set"] is True
+    assert any("were not collected" in w for w in new["warnings"])
+    one = migrate(dict(copy.deepcopy(old), format="opskit-perms-snapshot/1"))
+    assert one["format"] == FORMAT and len(one["warnings"]) == 2
+    assert migrate(new) is new
+    with pytest.raises(IntegrityError, match="not one this opskit reads"):
+        migrate({"format": "opskit-perms-snapshot/9"})
