@@ -110,7 +110,7 @@ def test_site_file_wins_over_baseline_whatever_its_name_and_list_says_where(setu
     row = next(r for r in rows if r["check"] == "net.forwarding")
     assert row["params"]["require_explicit"] is False and row["severity"] == "low"
     assert row["settings_from"]["require_explicit"] == f"false <- {policies}/50-site.yaml:3"
-    assert row["settings_from"]["severity"] == f"'low' <- {policies}/50-site.yaml:4"
+    assert row["settings_from"]["severity"] == f"\"low\" <- {policies}/50-site.yaml:4"
     table = setup("policy", "list", "--policy", str(policies))
     line = next(x for x in table.stdout.splitlines() if x.startswith("net.forwarding "))
     assert f"require_explicit false <- {policies}/50-site.yaml:3" in line
