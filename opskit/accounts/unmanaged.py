@@ -16,8 +16,8 @@ Read in the same round trip as the rest of the plan (``gather_commands``):
   person's (or another planned person's) is moved aside to the evidence
   directory; otherwise the person is taken out of the rule or alias as the
   freeze does (``visudo -cf`` of the edited file). Either way the sudoers
-  tree as it will be afterwards passes ``visudo -cf`` first, or nothing
-  changes. Rules repeating a declared rule, and ``%group`` rules for groups a
+  tree as it will be afterwards passes a strict ``visudo -c -s -f`` first
+  (no alias left dangling), or nothing changes. Rules repeating a declared rule, and ``%group`` rules for groups a
   role grants (or that the plan removes) are not drift. Anything else
   (``ALL``, a shared group, an alias that would be left empty) cannot be
   removed safely: a *manual* finding.
@@ -168,13 +168,14 @@ def _wholly(path: str, text: str, tokens: set[str]) -> bool:
 
 
 def _tree_check(seen: Seen, moved: set[str], edited: dict[str, str]) -> list[str]:
-    """sh: ``visudo -cf`` of every sudoers file as it will be after the change (one
-    file, includes dropped), stopping the step before anything changes."""
+    """sh: ``visudo -c -s -f`` of every sudoers file as it will be after the change
+    (one file, in reading order, includes dropped), stopping the step before anything
+    changes. Strict (-s): an alias left referenced but undefined is an error."""
     parts = [edited.get(p, t) for p, t in seen.sudoers.items() if p not in moved]
     tree = "".join(x + "\n" for part in parts for x in part.splitlines()
                    if not re.match(r"\s*[#@]include", x))
     return ['t=$(mktemp)', f'printf %s {q(tree)} > "$t"',
-            'if ! out=$(visudo -cf "$t" 2>&1); then rm -f "$t"; echo "visudo -cf rejected '
+            'if ! out=$(visudo -c -s -f "$t" 2>&1); then rm -f "$t"; echo "visudo -csf rejected '
             'the sudoers left after the change; nothing changed: $out"; exit 1; fi',
             'rm -f "$t"']
 
