@@ -7,8 +7,7 @@ import os
 import pytest
 
 from opskit.accounts.provision import Settings, plan_fleet, select_people
-from opskit.hosts.inventory import HostSpec
-from tests.harness.accounts import load_model, make_userdb_root, write_model
+from tests.harness.accounts import sysroot_host
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDtEYkGHZ+60WkR/guAKeEAMtyFzUAeiVqhrTyZTMMC5 ln@laptop"
 EXTRA2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFNPbWVvbmUgZWxzZQ planted-in-keys2"
@@ -35,11 +34,7 @@ IGNORED = ("95-skipped.bak", "li.na ALL=(ALL) ALL\n")      # a '.': sudo never r
 
 @pytest.fixture
 def host(tmp_path):
-    root = make_userdb_root(tmp_path / "db1")
-    config = write_model(tmp_path / "cfg", ROSTER,
-                         f"hosts:\n  db1:\n    sysroot: {root}\n    groups: [db]\n")
-    _, roster = load_model(config)
-    spec = HostSpec("db1", sysroot=root, groups=["db"])
+    root, spec, roster = sysroot_host(tmp_path, "db1", ROSTER)
     assert run(spec, roster, apply=True).exit_code == 0
     return root, spec, roster
 
