@@ -48,37 +48,19 @@ from .freeze_found import (PROBE_KNOWN_HOSTS_VAR, PROBE_VAR, Found, HuntOptions,
                            inspect_parse, inspect_spec)
 from .loginprobe import probe_keys
 from .provision import Settings, sudoers_path
-from .target import HostRunOutcome, Step, Target, cmd, q, run_steps_then_gather
+from .target import (EVIDENCE_DIR, HostRunOutcome, Step, Target, cmd, q,
+                     run_steps_then_gather)
+from .target import evidence_lines as _evidence_lines
+from .target import move_aside_lines
+from .target import rewrite_lines as _rewrite_lines
 
 FREEZE_DATE = "1970-01-02"      # day 1 since the epoch: past, and never read as "unset"
 FREEZE_DAY = 1
-EVIDENCE_DIR = "/var/lib/opskit/frozen"      # root-only, outside the person's home
 REASONS = ("departure", "transfer")
 
 
 def _today() -> int:
     return int(time.time() // EPOCH_DAY)
-
-
-def _rewrite_lines(target: Target, path: str, new: str, check: str | None = None) -> list[str]:
-    """sh replacing ``path`` by ``new`` atomically, mode and owner kept (a temp file
-    whose name sudo and cron ignore); ``check`` (e.g. 'visudo -cf') vets it first."""
-    real = target.path(path)
-    tmp = os.path.join(os.path.dirname(real), f".{os.path.basename(real)}.opskit-tmp")
-    lines = [f"[ ! -L {q(real)} ]", f"printf %s {q(new)} > {q(tmp)}",
-             f"chmod --reference={q(real)} {q(tmp)}", f"chown --reference={q(real)} {q(tmp)}"]
-    if check:
-        lines.append(f"if ! out=$({check} {q(tmp)} 2>&1); then rm -f {q(tmp)}; "
-                     f"echo \"{check} rejected the edited file; left unchanged: $out\"; exit 1; fi")
-    return lines + [cmd("mv", "-f", tmp, real)]
-
-
-def _evidence_lines(target: Target, login: str) -> tuple[str, list[str]]:
-    """(the root-only evidence directory of ``login`` on the target, sh creating it)."""
-    top = target.path(EVIDENCE_DIR)
-    evidence = f"{top}/{login}"
-    return evidence, [cmd("mkdir", "-p", evidence), cmd("chmod", "700", top, evidence),
-                      cmd("chown", "0:0", top, evidence)]
 
 
 def freeze_steps(target: Target, acct: Account, found: Found, login: str, person: str,
@@ -130,10 +112,8 @@ def _account_step(target: Target, acct: Account, login: str, settings: Settings,
 def _key_steps(target: Target, found: Found, login: str, stamp: str, add) -> None:
     evidence, mk = _evidence_lines(target, login)
     for f in found.own_keys:
-        real = target.path(f.path)
         add("keys", f"move {f.path} to {EVIDENCE_DIR}/{login}/ (root only; evidence)",
-            [f"[ ! -L {q(os.path.dirname(real))} ]", *mk,
-             cmd("mv", "-f", real, f"{evidence}/keys-{stamp}-{os.path.basename(f.path)}")])
+            move_aside_lines(target, login, f.path, f"keys-{stamp}-{os.path.basename(f.path)}"))
     for path, hits in found.foreign_keys.items():
         keysfile = found.foreign_texts[path]
         if keysfile.symlink:

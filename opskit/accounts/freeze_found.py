@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from opskit.hosts.userdb import Account
 
 from . import hunt, keyhunt, sudo_grants
-from .provision import sudoers_path
+from .provision import SSHD_CONFIG_VAR, sudoers_path
 from .target import Target, gather, q
 
 CRONTABS = ("/var/spool/cron/crontabs", "/var/spool/cron")     # Debian, RHEL
@@ -19,7 +19,6 @@ AT_DIRS = ("/var/spool/cron/atjobs", "/var/spool/at")
 SECTION = "@@opskit-section "
 MANAGED_MARK = "# opskit: managed from the roster for "     # provision.SUDO_HEADER
 # inventory vars
-SSHD_CONFIG_VAR = "sshd_config"
 PROBE_VAR = "ssh_login_probe"
 PROBE_KNOWN_HOSTS_VAR = "ssh_login_probe_known_hosts"
 
@@ -198,7 +197,4 @@ def _parse_sudo(found: Found, db, acct: Account, text: str, root: str, login: st
         found.sudoers_dropin = texts.pop(dropin).rstrip("\n") + "\n"
     found.sudoers_texts = texts
     found.managed = {p for p, t in texts.items() if t.startswith(MANAGED_MARK)}
-    gids = tuple(db.groups[g].gid for g in acct.groups if g in db.groups)
-    primary = acct.primary_group or ""
-    who = sudo_grants.Who(login, acct.uid, primary, acct.gid, tuple(acct.groups), gids)
-    found.sudo = sudo_grants.scan(texts, who)
+    found.sudo = sudo_grants.scan(texts, sudo_grants.Who.of(db, acct))

@@ -36,10 +36,12 @@ from opskit.hosts.base import Host
 from opskit.hosts.fanout import fan_out
 from opskit.hosts.userdb import Account, UserDB, userdb_from_text
 
-from .target import Step, Target, cmd, gather, q, run_steps
+from . import sudo_grants, unmanaged
+from .target import EVIDENCE_DIR, Step, Target, cmd, gather, q, run_steps
 from opskit.core.state import StateLayout
 
 SUDOERS_DIR = "/etc/sudoers.d"
+SSHD_CONFIG_VAR = "sshd_config"      # inventory var: the sshd config 'sshd -T' reads
 KEYS_HEADER = ("# opskit: managed from the roster for {pid}; "
                "'opskit users apply' overwrites changes\n")
 SUDO_HEADER = ("# opskit: managed from the roster for {pid} (roles: {roles}); "
@@ -53,6 +55,7 @@ class Settings:
     host_timeout: float = 300.0
     concurrency: int = 16
     ssh_settings: Any = None
+    keep_unmanaged: bool = False    # --keep-unmanaged: list unmanaged access, remove none
 
     @classmethod
     def from_config(cls, config) -> "Settings":
@@ -124,6 +127,8 @@ class HostState:
     db: UserDB
     keys: dict[str, bytes | None] = field(default_factory=dict)      # login -> content
     sudoers: dict[str, bytes | None] = field(default_factory=dict)   # login -> drop-in
+    seen: unmanaged.Seen | None = None       # every key and sudoers file (drift)
+    stamp: str = field(default_factory=lambda: time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
 
 
 def read_userdb_batched(target: Target, timeout: float | None = None) -> UserDB:
@@ -139,7 +144,7 @@ def read_userdb_batched(target: Target, timeout: float | None = None) -> UserDB:
 
 
 def read_state(target: Target, logins: list[str], min_uid: int,
-               timeout: float | None = None) -> HostState:
+               timeout: float | None = None, sshd_config: str | None = None) -> HostState:
     db = read_userdb_batched(target, timeout)
     files = {}
     for login in logins:
@@ -148,11 +153,13 @@ def read_state(target: Target, logins: list[str], min_uid: int,
             continue
         files[f"keys:{login}"] = acct.home.rstrip("/") + "/.ssh/authorized_keys"
         files[f"sudo:{login}"] = sudoers_path(login)
-    got = gather(target, files, timeout=timeout) if files else {}
-    state = HostState(db)
-    for key, value in got.items():
+    # access opskit did not grant is only looked for where it manages accounts
+    commands = unmanaged.gather_commands(target.root or "", sshd_config) if files else None
+    got = gather(target, files, commands, timeout=timeout) if files else {}
+    state = HostState(db, seen=unmanaged.parse(got, target.root or ""))
+    for key in files:
         kind, _, login = key.partition(":")
-        (state.keys if kind == "keys" else state.sudoers)[login] = value
+        (state.keys if kind == "keys" else state.sudoers)[login] = got.get(key)
     return state
 
 
@@ -244,6 +251,7 @@ class HostPlan:
     error: str | None = None
     accounts: int = 0              # managed accounts found on the host
     new_logins: list[str] = field(default_factory=list)   # created (rooted: chage batch)
+    holders: list = field(default_factory=list, repr=False)  # unmanaged.Holder (sudo drift)
 
     @property
     def reachable(self) -> bool:
@@ -311,12 +319,63 @@ def plan_person(target: Target, roster, person, host_groups: Sequence[str], stat
                                f"'opskit users unfreeze {person.id} --request ID' needs an "
                                "approved request (R-ACC-3)"))
         return
-    changes = _account_changes(target, roster, want, acct, state)
+    changes = _account_changes(target, roster, want, acct, state, settings.keep_unmanaged)
     for action, detail, lines in changes:
         plan.steps.append(Step(host, person.id, action, detail, lines))
+    if state.seen is not None:
+        drift = unmanaged.key_file_drift(target, state.seen, person.id, acct.name, acct.home,
+                                         state.stamp)
+        if settings.keep_unmanaged:
+            foreign = unmanaged.foreign_keys(state.seen, acct.name, acct.home, want.keys)
+            if foreign:
+                drift.append(unmanaged.Drift(person.id, "unmanaged-keys",
+                                             f"{len(foreign)} key(s) not in the roster in "
+                                             f"{unmanaged.managed_keys_path(acct.home)}"))
+        _add_drift(plan, drift, settings.keep_unmanaged)
+        plan.holders.append(unmanaged.Holder(
+            person.id, sudo_grants.Who.of(state.db, acct), sudoers_path(want.login), want.sudo,
+            set(want.groups) | managed_groups(roster)))
 
 
-def _account_changes(target: Target, roster, want: Desired, acct: Account, state: HostState):
+def _add_drift(plan: HostPlan, drift: list, keep: bool) -> None:
+    """Unmanaged access as steps to remove it, or as notes: kept (--keep-unmanaged), or
+    needing a human (exit 1)."""
+    for d in drift:
+        if keep:
+            plan.notes.append(Note(plan.host, d.person, f"kept (--keep-unmanaged): {d.detail}"))
+        elif d.manual:
+            plan.notes.append(Note(plan.host, d.person, d.detail, True))
+        else:
+            plan.steps.append(Step(plan.host, d.person, d.action, d.detail, d.lines))
+
+
+def _keys_change(target: Target, want: Desired, acct: Account, state: HostState, keep: bool):
+    """(action, detail, lines) bringing the managed authorized_keys to the roster's keys,
+    keys not in the roster removed (kept as evidence) -- or kept, with ``keep``; or None."""
+    keys = want.keys_file()
+    current = state.keys.get(want.login)
+    foreign = (unmanaged.foreign_keys(state.seen, acct.name, acct.home, want.keys)
+               if state.seen is not None else [])
+    if foreign and keep:
+        keys = (keys or b"") + "".join(x + "\n" for x in foreign).encode()
+    if keys == current:
+        return None
+    if keys is None:
+        detail = "remove authorized_keys (no keys declared)"
+    else:
+        detail = (f"authorized_keys: install {len(want.keys)} key(s)" if current is None
+                  else f"authorized_keys: replace with the {len(want.keys)} declared key(s)")
+    lines = keys_lines(target, want.login, keys)
+    if foreign and not keep:
+        detail += (f"; removes {len(foreign)} key(s) not in the roster "
+                   f"({unmanaged.fingerprints(foreign)}), kept in {EVIDENCE_DIR}/{want.login}/")
+        lines = unmanaged.save_lines(target, want.login, foreign,
+                                     f"keys-{state.stamp}-authorized_keys") + lines
+    return "keys", detail, lines
+
+
+def _account_changes(target: Target, roster, want: Desired, acct: Account, state: HostState,
+                     keep_unmanaged: bool = False):
     out = []
     have = set(acct.groups)
     wanted = set(want.groups)
@@ -330,15 +389,9 @@ def _account_changes(target: Target, roster, want: Desired, acct: Account, state
     if acct.shell != want.shell:
         out.append(("shell", f"shell {acct.shell} -> {want.shell}",
                     [cmd("usermod", *target.prefix(), "-s", want.shell, want.login)]))
-    keys = want.keys_file()
-    current = state.keys.get(want.login)
-    if keys != current:
-        if keys is None:
-            detail = "remove authorized_keys (no keys declared)"
-        else:
-            detail = (f"authorized_keys: install {len(want.keys)} key(s)" if current is None
-                      else f"authorized_keys: replace with the {len(want.keys)} declared key(s)")
-        out.append(("keys", detail, keys_lines(target, want.login, keys)))
+    keys = _keys_change(target, want, acct, state, keep_unmanaged)
+    if keys:
+        out.append(keys)
     sudo = want.sudoers_file()
     current = state.sudoers.get(want.login)
     if sudo != current:
@@ -352,13 +405,14 @@ def _account_changes(target: Target, roster, want: Desired, acct: Account, state
 
 def plan_host(target: Target, roster, people: list, host_groups: Sequence[str],
               settings: Settings, overrides: dict | None = None,
-              state: HostState | None = None, passwords: dict | None = None) -> HostPlan:
+              state: HostState | None = None, passwords: dict | None = None,
+              sshd_config: str | None = None) -> HostPlan:
     """The plan for ``people`` on one host. ``overrides``: person id -> (roles, entitled)
     used instead of the roster's (transfer computes with the new post)."""
     overrides = overrides or {}
     if state is None:
         state = read_state(target, [p.login for p in people], settings.min_uid,
-                           settings.host_timeout)
+                           settings.host_timeout, sshd_config)
     plan = HostPlan(target.name)
     want_groups: set[str] = set()
     logins: dict[str, str] = {}
@@ -371,6 +425,9 @@ def plan_host(target: Target, roster, people: list, host_groups: Sequence[str],
         roles, entitled = overrides.get(person.id, (None, None))
         plan_person(target, roster, person, host_groups, state, settings, plan, want_groups,
                     roles, entitled, passwords)
+    if state.seen is not None and plan.holders:
+        _add_drift(plan, unmanaged.sudo_drift(target, state.seen, plan.holders, state.stamp),
+                   settings.keep_unmanaged)
     if plan.new_logins:
         plan.steps.append(Step(target.name, "-", "chage", "password change at first login for "
                                f"{len(plan.new_logins)} new account(s) (chage -d 0 equivalent; "
@@ -504,7 +561,7 @@ def plan_fleet(specs: Sequence[Any], roster, people: list, settings: Settings, *
         groups, variables = info[host.name]
         target = Target.of(host, variables)
         plan = plan_host(target, roster, people, groups, settings, overrides,
-                         passwords=passwords)
+                         passwords=passwords, sshd_config=variables.get(SSHD_CONFIG_VAR))
         if apply and plan.steps:
             run_steps(target, plan.steps, timeout=settings.host_timeout)
         return plan

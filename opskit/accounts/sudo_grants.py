@@ -109,6 +109,13 @@ class Who:
     groups: tuple = ()          # supplementary group names
     gids: tuple = ()
 
+    @classmethod
+    def of(cls, db, acct) -> "Who":
+        """The person of account ``acct`` in user database ``db`` (opskit.hosts.userdb)."""
+        gids = tuple(db.groups[g].gid for g in acct.groups if g in db.groups)
+        return cls(acct.name, acct.uid, acct.primary_group or "", acct.gid,
+                   tuple(acct.groups), gids)
+
     def entry_matches(self, token: str) -> str | None:
         """How ``token`` (a user-list entry without '!') matches: 'name', 'primary',
         'supplementary', 'all', or None."""
@@ -151,6 +158,12 @@ class Scan:
         """Grants the freeze must still close (everything but supplementary groups,
         which ``usermod -G ''`` removes)."""
         return [g for g in self.grants if g.action != "groups"]
+
+
+def rule_of(statement: str) -> tuple[list[str], str] | None:
+    """(user list, the rest) of a user spec statement; None for anything else."""
+    m = _SPEC.match(statement)
+    return (_entries(m.group(1)), m.group(2).strip()) if m else None
 
 
 def _entries(text: str) -> list[str]:

@@ -23,12 +23,14 @@ nothing in the process list).
 """
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass, field
 
 from opskit.hosts.base import Host, HostBatchError, HostCommandError, RunResult, Script, tail
 
 ROOT_VAR = "accounts_root"
+EVIDENCE_DIR = "/var/lib/opskit/frozen"      # root-only, outside the person's home
 
 
 def q(word: str) -> str:
@@ -142,6 +144,37 @@ def _untar(data: bytes, members: dict[str, str]) -> dict[str, bytes | None]:
 
 
 # --- changing ---------------------------------------------------------------------
+
+def rewrite_lines(target: Target, path: str, new: str, check: str | None = None) -> list[str]:
+    """sh replacing ``path`` by ``new`` atomically, mode and owner kept (a temp file
+    whose name sudo and cron ignore); ``check`` (e.g. 'visudo -cf') vets it first."""
+    real = target.path(path)
+    tmp = os.path.join(os.path.dirname(real), f".{os.path.basename(real)}.opskit-tmp")
+    lines = [f"[ ! -L {q(real)} ]", f"printf %s {q(new)} > {q(tmp)}",
+             f"chmod --reference={q(real)} {q(tmp)}", f"chown --reference={q(real)} {q(tmp)}"]
+    if check:
+        lines.append(f"if ! out=$({check} {q(tmp)} 2>&1); then rm -f {q(tmp)}; "
+                     f"echo \"{check} rejected the edited file; left unchanged: $out\"; exit 1; fi")
+    return lines + [cmd("mv", "-f", tmp, real)]
+
+
+def evidence_lines(target: Target, login: str) -> tuple[str, list[str]]:
+    """(the root-only evidence directory of ``login`` on the target, sh creating it)."""
+    top = target.path(EVIDENCE_DIR)
+    evidence = f"{top}/{login}"
+    return evidence, [cmd("mkdir", "-p", evidence), cmd("chmod", "700", top, evidence),
+                      cmd("chown", "0:0", top, evidence)]
+
+
+
+
+def move_aside_lines(target: Target, login: str, path: str, saved_as: str) -> list[str]:
+    """sh moving ``path`` (a target path; its directory must not be a symlink) into
+    ``login``'s root-only evidence directory as ``saved_as``."""
+    evidence, mk = evidence_lines(target, login)
+    real = target.path(path)
+    return [f"[ ! -L {q(os.path.dirname(real))} ]", *mk, cmd("mv", "-f", real,
+                                                             f"{evidence}/{saved_as}")]
 
 @dataclass
 class Step:

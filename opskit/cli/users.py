@@ -64,13 +64,19 @@ def _audit_plan(app: App, fleet) -> None:
 @click.option("--person", "persons", metavar="ID", multiple=True,
               help="Only this person (repeatable). Default: everyone in the roster.")
 @host_options
+@click.option("--keep-unmanaged", is_flag=True,
+              help="List key files, keys and sudoers rights opskit did not grant as kept "
+                   "instead of removing them.")
 @output_options()
 @pass_app
-def plan_cmd(app: App, persons, host_names, group_name) -> None:
+def plan_cmd(app: App, persons, host_names, group_name, keep_unmanaged) -> None:
     """Show, per host, what 'opskit users apply' would change (R-ACC-1, R-ACC-4).
 
     Accounts to create (useradd, password change forced at first login),
-    group memberships, authorized_keys and sudoers drop-ins. Changes nothing.
+    group memberships, authorized_keys and sudoers drop-ins, and as drift to
+    remove access opskit did not grant: other key files of the account, keys
+    not in the roster, sudoers rights beyond the roles (unless --keep-unmanaged).
+    Changes nothing.
     Exit 1 when an account needs attention (e.g. someone no longer entitled
     still has an unfrozen account), 3 when a host could not be read.
     """
@@ -78,6 +84,7 @@ def plan_cmd(app: App, persons, host_names, group_name) -> None:
     from opskit.accounts.report import plan_result
 
     roster, specs, settings = _setup(app, host_names, group_name)
+    settings.keep_unmanaged = keep_unmanaged
     fleet = plan_fleet(specs, roster, select_people(roster, list(persons)), settings)
     _audit_plan(app, fleet)
     app.emit(plan_result(fleet, verb="plan"))
@@ -88,19 +95,26 @@ def plan_cmd(app: App, persons, host_names, group_name) -> None:
               help="Only this person (repeatable). Default: everyone in the roster.")
 @host_options
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@click.option("--keep-unmanaged", is_flag=True,
+              help="List key files, keys and sudoers rights opskit did not grant as kept "
+                   "instead of removing them.")
 @output_options()
 @pass_app
-def apply_cmd(app: App, persons, host_names, group_name, dry_run) -> None:
+def apply_cmd(app: App, persons, host_names, group_name, dry_run, keep_unmanaged) -> None:
     """Create and update accounts from the roster, idempotently, on every host in parallel.
 
     Runs what 'plan' shows (re-read at apply time). Sudoers drop-ins are
     validated with 'visudo -cf' before they are installed. Frozen accounts
-    stay frozen. Exit 3 when a host or a change failed: rerun to finish.
+    stay frozen. Access opskit did not grant is removed (moved to the root-only
+    /var/lib/opskit/frozen/LOGIN/) unless --keep-unmanaged. Exit 3 when a host
+    or a change failed: rerun to finish.
     """
     from opskit.accounts.provision import plan_fleet, select_people
     from opskit.accounts.report import plan_result
 
     roster, specs, settings = _setup(app, host_names, group_name)
+    settings.keep_unmanaged = keep_unmanaged
+    app.audit_details["keep_unmanaged"] = keep_unmanaged
     people = select_people(roster, list(persons))
     review = _admin_review(app, specs, roster, people, settings, dry_run)
     fleet = plan_fleet(specs, roster, people, settings, apply=not dry_run)

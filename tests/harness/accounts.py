@@ -295,3 +295,14 @@ people:
   li.na:
     post: database-maintainer
 """
+
+
+def sysroot_host(tmp_path, name: str, roster: str, groups: tuple = ("db",)):
+    """(sysroot, HostSpec, Roster): one sysroot host ``name`` in ``groups`` and a model
+    whose inventory is that host alone."""
+    from opskit.hosts.inventory import HostSpec
+    root = make_userdb_root(tmp_path / name)
+    config = write_model(tmp_path / "cfg", roster, f"hosts:\n  {name}:\n    sysroot: {root}\n"
+                                                   f"    groups: [{', '.join(groups)}]\n")
+    _, model = load_model(config)
+    return root, HostSpec(name, sysroot=root, groups=list(groups)), model

@@ -249,3 +249,29 @@ def test_unfreeze_only_with_an_approved_request_by_a_designated_admin(cli):
     assert cli("users", "plan").exit_code == 0 and "nothing to do" in cli("users", "plan").stdout
     entry = cli.audit()[-4]
     assert entry["command"] == "users unfreeze" and entry["details"]["request"] == rid
+
+
+def test_plan_and_apply_see_unmanaged_access(cli):
+    """#20 item 6: an extra authorized_keys2 and a sudoers file opskit did not write are
+    drift (never '0 changes'); --keep-unmanaged keeps them, apply without it removes them."""
+    assert cli("users", "apply", "--hosts", "db1").exit_code == 0
+    root = cli.roots["db1"]
+    with open(os.path.join(root, "home/zhang.wei/.ssh/authorized_keys2"), "w") as fh:
+        fh.write(KEY.replace("zw@laptop", "planted") + "\n")
+    with open(os.path.join(root, "etc/sudoers.d/99-extra"), "w") as fh:
+        fh.write("zhang.wei ALL=(ALL) NOPASSWD: ALL\n")
+    plan = cli("users", "plan", "--hosts", "db1", "--json")
+    assert plan.exit_code == 0, plan.output
+    steps = [s for h in json.loads(plan.stdout)["hosts"] for s in h["steps"]]
+    assert {(s["person"], s["action"]) for s in steps} == {("zhang.wei", "unmanaged-keys"),
+                                                          ("zhang.wei", "unmanaged-sudoers")}
+    assert "nothing to do" not in cli("users", "plan", "--hosts", "db1").stdout
+    kept = cli("users", "apply", "--hosts", "db1", "--keep-unmanaged")
+    assert kept.exit_code == 0 and "0 of 0 change(s)" in kept.stdout
+    assert "kept (--keep-unmanaged)" in kept.stdout
+    assert os.path.exists(os.path.join(root, "etc/sudoers.d/99-extra"))
+    applied = cli("users", "apply", "--hosts", "db1")
+    assert applied.exit_code == 0 and "2 of 2 change(s)" in applied.stdout, applied.output
+    assert not os.path.exists(os.path.join(root, "etc/sudoers.d/99-extra"))
+    assert not os.path.exists(os.path.join(root, "home/zhang.wei/.ssh/authorized_keys2"))
+    assert "nothing to do" in cli("users", "plan", "--hosts", "db1").stdout

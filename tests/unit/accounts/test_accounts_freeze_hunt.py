@@ -10,9 +10,7 @@ import pytest
 from opskit.accounts import sudo_grants
 from opskit.accounts.freeze import freeze_fleet
 from opskit.accounts.provision import Settings, plan_fleet
-from opskit.hosts.inventory import HostSpec
-from tests.harness.accounts import (BASE_ROSTER, EXAMPLE_KEY, load_model, make_userdb_root,
-                                    passwd_line, write_model)
+from tests.harness.accounts import BASE_ROSTER, EXAMPLE_KEY, passwd_line, sysroot_host
 
 SETTINGS = Settings(host_timeout=60)
 KEY_BLOB = EXAMPLE_KEY.split()[1]
@@ -33,11 +31,7 @@ def _write(root, path, text, mode=0o644, uid=None):
 
 @pytest.fixture
 def host(tmp_path):
-    root = make_userdb_root(tmp_path / "h1")
-    config = write_model(tmp_path / "cfg", BASE_ROSTER,
-                         f"hosts:\n  h1:\n    sysroot: {root}\n    groups: [db]\n")
-    _, roster = load_model(config)
-    spec = HostSpec("h1", sysroot=root, groups=["db"])
+    root, spec, roster = sysroot_host(tmp_path, "h1", BASE_ROSTER)
     assert plan_fleet([spec], roster, [roster.person("zhang.wei"), roster.person("li.na")],
                       SETTINGS, apply=True).exit_code == 0
     uid = int(passwd_line(root, "zhang.wei")[2])
