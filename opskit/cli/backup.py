@@ -383,7 +383,17 @@ def check_cmd(app: App, read_data: bool, read_data_subset: float | None, site_na
     with RepoLock(r, stale_after_s=_stale_s(app)):
         from opskit.backup.checker import Checker
         checked = Checker(r).run(read_data_fraction=fraction)
+        _wal_chain(r, checked)
     app.emit(report.check_result(checked, fraction))
+
+
+def _wal_chain(r: Repository, checked) -> None:
+    """With base backups in the repository, a gap in their WAL is a finding of
+    plain 'check' too: the snapshot cannot be recovered past it."""
+    from opskit.backup.db.walchain import chain_findings, check_repository
+    if any(s.get("kind") == "pg-base" for s in r.snapshots()):
+        checked.wal_chains = check_repository(r)
+        checked.errors += chain_findings(checked.wal_chains)
 
 
 @group.command("diff")

@@ -67,8 +67,8 @@ def test_check_site_rehashes_wal_copies_and_replicate_repairs_a_damaged_one(tmp_
     cli.json("replicate", "--to", "dr")
     # with a passphrase the chain is walked too: WAL without any base backup is a finding
     chained = cli.json("check-site", "dr", "--read-data", expect=1)
-    assert chained["errors"] == [{"object": "wal/main/", "problem": "cluster main: no base "
-                                  "backup (run 'opskit backup db basebackup')"}]
+    assert [(e["object"], e["problem"]) for e in chained["errors"]] == \
+        [("wal/main/", "cluster main: no base backup (run 'opskit backup db basebackup')")]
     keyless = cli("check-site", "dr", "--read-data", passphrase=None)
     assert keyless.exit_code == 0 and "WAL chain on the site not checked" in keyless.output
     site_seg = tmp_path / "site" / "wal" / "main" / SEG
@@ -153,3 +153,12 @@ def test_dr_restore_from_a_site_replays_its_wal_and_check_site_names_a_gap(pg_ar
                for e in out["errors"]), out["errors"]
     assert out["wal_chains"][0]["missing"][0] == gap
     assert _json(pg.opskit("db", "check", "--json"))["clusters"][0]["ok"]
+
+    # plain 'backup check' walks the chain too when base backups are there (item 2)
+    plain = _json(pg.opskit("check", "--json"))
+    assert plain["ok"] and plain["wal_chains"][0]["segments"] >= 2
+    os.remove(os.path.join(pg.repo, "wal", "main", gap))
+    plain = _json(pg.opskit("check", "--json"), expect=1)
+    assert [e["object"] for e in plain["errors"]] == [f"wal/main/{gap}"]
+    assert plain["errors"][0]["snapshots"] and gap in plain["errors"][0]["problem"]
+    assert gap in pg.opskit("check").output

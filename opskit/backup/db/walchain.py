@@ -220,5 +220,6 @@ def chain_findings(reports: list[ChainReport]) -> list[dict]:
         for i, problem in enumerate(rep.problems):
             name = rep.missing[i] if i < len(rep.missing) else ""
             out.append({"object": f"wal/{rep.cluster}/{name}" if name else f"wal/{rep.cluster}/",
-                        "problem": problem})
+                        "problem": problem,
+                        "snapshots": [rep.base_snapshot[:8]] if rep.base_snapshot else []})
     return out
