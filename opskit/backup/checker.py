@@ -38,6 +38,7 @@ class CheckReport(FindingsReport):
     packs_read: int = 0
     blobs_read: int = 0
     bytes_read: int = 0
+    wal_chains: list = field(default_factory=list)  # with pg-base snapshots (opskit.backup.db)
 
 
 class Checker:

@@ -31,6 +31,16 @@ Resumable and idempotent: an interrupted run leaves only whole objects on
 the site (S3 PUTs are atomic, SFTP renames a temp file); the rerun sends
 what is still missing. Objects ``check_site`` found damaged are recorded in
 the site state and re-sent by the next run.
+
+The WAL archive (``wal/<cluster>/<segment>``, opskit.backup.db.wal) is the
+exception to content-named objects: its names are PostgreSQL's. A WAL object
+is sent when the site lacks the name; BLAKE3 of the bytes sent and the
+object's keyed id (its head) are recorded in the site state
+(``wal_digests``). One already on the site counts as the same when its size
+matches and the local head still equals the recorded one; otherwise both
+copies are read and compared. A different object under the same name is never
+overwritten: it is reported as a conflict (two clusters archiving under one
+name, or a site written by someone else), exit 1.
 """
 from __future__ import annotations
 
@@ -52,7 +62,10 @@ from .backends import Backend, BackendError, ObjectNotFound, open_backend
 from .checker import FindingsReport
 from .repository import CorruptObject, pack_name, parse_index_object
 
-FOLDERS = ("keys/", "data/", "index/", "snapshots/")
+FOLDERS = ("keys/", "data/", "index/", "snapshots/", "wal/")
+WAL = "wal/"
+WAL_MAGIC = b"OPW1"          # opskit.backup.db.wal.MAGIC and HEAD (kept here: db sits above)
+WAL_HEAD = 36
 
 
 class ReplicationError(OperationalError):
@@ -153,9 +166,11 @@ def _now() -> str:
 
 
 # --- listing -----------------------------------------------------------------------------
-def list_all(backend: Backend, folders=("snapshots/", "index/", "data/", "keys/")) -> dict[str, int]:
+def list_all(backend: Backend,
+             folders=("snapshots/", "index/", "data/", "keys/", WAL)) -> dict[str, int]:
     """name -> size of every repository object (locks excluded), listed in the
-    order that is safe against a concurrent backup: snapshots, index, packs."""
+    order that is safe against a concurrent backup: snapshots, index, packs
+    (the WAL archive is independent of them)."""
     out: dict[str, int] = {}
     for folder in folders:
         for name, size in backend.list(folder):
@@ -168,14 +183,15 @@ def list_all(backend: Backend, folders=("snapshots/", "index/", "data/", "keys/"
 
 
 def _expected_id(name: str) -> str | None:
-    """The content id an object's name promises (None for ``config``)."""
-    return None if name == "config" else name.rsplit("/", 1)[-1]
+    """The content id an object's name promises (None for ``config`` and WAL files)."""
+    return None if name == "config" or name.startswith(WAL) else name.rsplit("/", 1)[-1]
 
 
 def phase_of(name: str) -> int:
     if name == "config" or name.startswith("keys/"):
         return 0
-    if name.startswith("data/"):
+    if name.startswith(("data/", WAL)):
+        # WAL files need nothing else on the site; sent early, they shorten the RPO
         return 1
     if name.startswith("index/"):
         return 2
@@ -200,6 +216,8 @@ class ReplicationResult:
     source_damaged: list = field(default_factory=list)
     held_back: list = field(default_factory=list)   # index/snapshots kept back (#28 item 5)
     vanished: list = field(default_factory=list)
+    wal_sent: int = 0
+    conflicts: list = field(default_factory=list)   # {"object", "problem"}: WAL not replaced
     duration_s: float = 0.0
     sent_by_phase: dict = field(default_factory=dict)
 
@@ -210,7 +228,8 @@ class ReplicationResult:
 class Replicator:
     def __init__(self, source: Backend, dest: Backend, site: Site, *, workers: int | None = None,
                  verify: str = "size", damaged: set[str] | None = None,
-                 progress: Any = None, known_on_site: set[str] | None = None):
+                 progress: Any = None, known_on_site: set[str] | None = None,
+                 wal_digests: dict[str, str] | None = None):
         if verify not in ("size", "read"):
             raise UsageError(f"verify must be 'size' or 'read', got {verify!r}")
         self.source, self.dest, self.site = source, dest, site
@@ -219,6 +238,8 @@ class Replicator:
         self.damaged = set(damaged or ())
         self.progress = progress
         self.known_on_site = set(known_on_site or ())
+        self.wal_digests = dict(wal_digests or {})     # WAL name -> BLAKE3 of what was sent
+        self.conflicts: list[dict] = []
         self._lock = threading.Lock()
         self._prefetched: dict[str, Any] = {}
 
@@ -238,9 +259,44 @@ class Replicator:
         except BackendError as exc:
             raise self._wrap(exc) from None
         send = [n for n, size in src.items()
-                if n not in dst or dst[n] != size or n in self.damaged]
+                if not n.startswith(WAL) and (n not in dst or dst[n] != size or n in self.damaged)]
+        try:
+            send += [n for n, size in src.items() if n.startswith(WAL)
+                     and (n not in dst or self._wal_needs_send(n, size, dst[n]))]
+        except BackendError as exc:
+            raise self._wrap(exc) from None
         send.sort(key=lambda n: (phase_of(n), n))
         return src, dst, send
+
+    def _wal_needs_send(self, name: str, size: int, site_size: int) -> bool:
+        """A WAL file present on the site: False when it is ours (recorded digest and
+        size, or the same bytes); True only to repair a copy check_site found
+        damaged; a different file is a conflict, never overwritten."""
+        recorded, recorded_head = (self.wal_digests.get(name) or [None, None])[:2]
+        try:
+            # the head holds the keyed id of the plaintext: a 36-byte read tells
+            # whether the local file is still the one sent
+            head = self.source.get(name, 0, WAL_HEAD)[4:].hex()
+            if recorded and recorded_head == head and site_size == size \
+                    and name not in self.damaged:
+                return False
+            data = self.source.get(name)
+        except ObjectNotFound:
+            return False                   # removed by WAL retention meanwhile
+        local = crypto.object_id(data)
+        if name in self.damaged and recorded == local:
+            return True                    # our own copy, damaged on the site: re-send
+        try:
+            remote = crypto.object_id(self.dest.get(name))
+        except ObjectNotFound:
+            return True
+        if remote == local:
+            self.wal_digests[name] = [local, head]
+            return False
+        self.conflicts.append({"object": name, "problem": "the site holds a different file "
+                               "under this name; not replaced (another cluster archiving "
+                               "under the same name?)"})
+        return False
 
     def run(self) -> ReplicationResult:
         started = time.monotonic()
@@ -272,6 +328,8 @@ class Replicator:
         expected = _expected_id(name)
         if expected is not None and crypto.object_id(data) != expected:
             return data, False, None
+        if name.startswith(WAL) and data[:4] != WAL_MAGIC:
+            return data, False, None      # not a WAL archive object: damaged locally
         prepare = getattr(self.dest, "prepare_put", None)
         return data, True, prepare(data) if prepare else None
 
@@ -286,7 +344,8 @@ class Replicator:
         for name in [n for n in self._prefetched if n not in wanted]:
             self._prefetched.pop(name).cancel()     # guessed wrong: on the site already
         result = ReplicationResult(self.site.name, self.site.url)
-        result.already_there = len(src) - len(send)
+        result.conflicts = list(self.conflicts)
+        result.already_there = len(src) - len(send) - len(result.conflicts)
         result.resent_damaged = sum(1 for n in send if n in self.damaged and n in dst)
         if self.progress is not None and hasattr(self.progress, "total"):
             self.progress.total(len(send), sum(src[n] for n in send))
@@ -339,6 +398,8 @@ class Replicator:
     def _copy(self, name: str, size: int, result: ReplicationResult, on_site: dict) -> None:
         ahead = self._prefetched.pop(name, None)
         data, intact, prepared = ahead.result() if ahead is not None else self._load(name)
+        if data is None and name.startswith(WAL):
+            return                        # WAL retention removed it: nothing depends on it
         if data is None or not intact:
             with self._lock:
                 (result.vanished if data is None else result.source_damaged).append(name)
@@ -363,6 +424,9 @@ class Replicator:
             result.sent_objects += 1
             result.sent_bytes += len(data)
             on_site[name] = len(data)
+            if name.startswith(WAL):
+                result.wal_sent += 1
+                self.wal_digests[name] = [crypto.object_id(data), data[4:WAL_HEAD].hex()]
         if self.progress is not None:
             self.progress.sent(name, len(data))
 
@@ -377,7 +441,8 @@ def replicate(source: Backend, site: Site, state_dir: str, *, dest: Backend | No
     try:
         rep = Replicator(source, dest, site, verify=verify, damaged=set(state.get("damaged", [])),
                          progress=progress, workers=workers,
-                         known_on_site=set(state.get("site_names") or ()))
+                         known_on_site=set(state.get("site_names") or ()),
+                         wal_digests=state.get("wal_digests"))
         result = rep.run()
     except OpskitError as exc:
         state["last_error"] = str(exc)
@@ -390,6 +455,8 @@ def replicate(source: Backend, site: Site, state_dir: str, *, dest: Backend | No
         "objects": result.total_objects, "bytes": result.total_bytes,
         "snapshot_ids": sorted(n.split("/")[-1] for n in rep.on_site if n.startswith("snapshots/")),
         "site_names": sorted(rep.on_site),
+        # digests of WAL files no longer on the site (WAL retention) are dropped
+        "wal_digests": {n: d for n, d in sorted(rep.wal_digests.items()) if n in rep.on_site},
         # objects check_site found damaged were in this run's send list: sent again,
         # unless held back behind a damaged local pack
         "damaged": sorted(set(state.get("damaged", [])) & set(result.held_back)),
@@ -431,6 +498,16 @@ class SiteCheckReport(FindingsReport):
     not_yet_replicated: int = 0
     only_on_site: int = 0
     index_checked: bool = False      # index -> pack presence verified (needs a key)
+    wal_files: int = 0
+    wal_chains: list = field(default_factory=list)  # ChainReport per cluster (opskit.backup.db)
+
+
+def _local_id(source: Backend, name: str) -> str | None:
+    """BLAKE3 of the local copy of ``name``; None when it is gone (WAL retention)."""
+    try:
+        return crypto.object_id(source.get(name))
+    except ObjectNotFound:
+        return None
 
 
 def check_site(source: Backend, site: Site, state_dir: str, *, dest: Backend | None = None,
@@ -452,8 +529,11 @@ def check_site(source: Backend, site: Site, state_dir: str, *, dest: Backend | N
         remote = list_all(dest)
         local = list_all(source)
         report.objects = len(remote)
-        packs = sorted(n for n in remote if n.startswith("data/"))
+        # WAL files are bulk data like packs: re-hashed with --read-data(-subset)
+        packs = sorted(n for n in remote if n.startswith(("data/", WAL)))
         report.packs = len(packs)
+        report.wal_files = sum(1 for n in remote if n.startswith(WAL))
+        digests = state.get("wal_digests") or {}
         rng = random.Random(seed)
         if read_data_fraction >= 1.0:
             chosen = set(packs)
@@ -462,7 +542,7 @@ def check_site(source: Backend, site: Site, state_dir: str, *, dest: Backend | N
                 if packs else set()
         else:
             chosen = set()
-        to_read = [n for n in remote if not n.startswith("data/")] + sorted(chosen)
+        to_read = [n for n in remote if not n.startswith(("data/", WAL))] + sorted(chosen)
         lock = threading.Lock()
 
         def verify(name: str) -> None:
@@ -472,9 +552,9 @@ def check_site(source: Backend, site: Site, state_dir: str, *, dest: Backend | N
                 with lock:
                     report.errors.append({"object": name, "problem": "listed but cannot be read"})
                 return
-            expected = _expected_id(name)
+            expected = _expected_id(name) or (digests.get(name) or [None])[0]
             if expected is None and name in local:
-                expected = crypto.object_id(source.get(name))
+                expected = _local_id(source, name)
             bad = expected is not None and crypto.object_id(data) != expected
             with lock:
                 report.objects_read += 1

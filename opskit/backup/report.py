@@ -247,10 +247,14 @@ def repair_snapshots_result(rep, dry_run: bool) -> Result:
 
 def replicated_row(site: str, res) -> dict:
     """One site's replication outcome."""
-    status = "ok" if not res.source_damaged else \
-        f"{len(res.source_damaged)} damaged local object(s) not sent"
+    problems = []
+    if res.source_damaged:
+        problems.append(f"{len(res.source_damaged)} damaged local object(s) not sent")
     if res.held_back:
-        status += f", {len(res.held_back)} index/snapshot object(s) held back"
+        problems.append(f"{len(res.held_back)} index/snapshot object(s) held back")
+    if res.conflicts:
+        problems.append(f"{len(res.conflicts)} WAL file(s) differ on the site, not replaced")
+    status = "; ".join(problems) or "ok"
     return {"site": site, "sent": res.sent_objects, "bytes": res.sent_bytes,
             "already there": res.already_there, "objects": res.total_objects, "status": status}
 
@@ -278,11 +282,16 @@ def replicate_result(rows: list[dict], results: list[dict], failures: list[str],
         messages.append(f"{held} index/snapshot object(s) held back: they may need a damaged "
                         "pack the site lacks; repair the local repository ('opskit backup "
                         "repair index', 'repair snapshots'; docs/backup.md) and replicate again")
+    # R-BAK-3: a WAL file is never overwritten on a site; the admin decides which is right
+    conflicts = [f"{r['site']}: {c['object']}" for r in results for c in r.get("conflicts", [])]
+    if conflicts:
+        messages.append("WAL files that differ on the site (not replaced): "
+                        + ", ".join(conflicts))
     return Result(data={"sites": results, "failures": failures},
                   tables=[Table(["site", "sent", "bytes", "already there", "objects", "status"],
                                 rows, kinds={"bytes": "bytes"})] if show_table else [],
                   messages=messages, summary=f"replicate: {summary}",
-                  exit_code=3 if failures else (EXIT_FINDINGS if damaged else 0))
+                  exit_code=3 if failures else (EXIT_FINDINGS if damaged or conflicts else 0))
 
 
 def hours_between(a: str | None, b: str | None, digits: int | None = 1):

@@ -375,14 +375,25 @@ def check_cmd(app: App, read_data: bool, read_data_subset: float | None, site_na
     if site_name:
         click.get_current_context().invoke(check_site_cmd, site_name=site_name,
                                            read_data=read_data,
-                                           read_data_subset=read_data_subset, repo=repo)
+                                           read_data_subset=read_data_subset, repo=repo,
+                                           passphrase_file=passphrase_file)
         return
     r = _open(app, repo, passphrase_file)
     fraction = 1.0 if read_data else (read_data_subset or 0) / 100
     with RepoLock(r, stale_after_s=_stale_s(app)):
         from opskit.backup.checker import Checker
         checked = Checker(r).run(read_data_fraction=fraction)
+        _wal_chain(r, checked)
     app.emit(report.check_result(checked, fraction))
+
+
+def _wal_chain(r: Repository, checked) -> None:
+    """With base backups in the repository, a gap in their WAL is a finding of
+    plain 'check' too: the snapshot cannot be recovered past it."""
+    from opskit.backup.db.walchain import chain_findings, check_repository
+    if any(s.get("kind") == "pg-base" for s in r.snapshots()):
+        checked.wal_chains = check_repository(r)
+        checked.errors += chain_findings(checked.wal_chains)
 
 
 @group.command("diff")
@@ -825,9 +836,12 @@ def sites_cmd(app: App, passphrase_file, repo) -> None:
 @click.option("--read-data-subset", type=click.FloatRange(0, 100, min_open=True), metavar="PCT",
               help="Read and re-hash this percentage of the site's packs.")
 @click.option("--repo", "repo", metavar="PATH", help="Local repository (default as 'backup run').")
+@click.option("--passphrase-file", metavar="FILE",
+              help="Passphrase file (mode 0600): with it, the site's WAL chain is checked too.")
 @output_options()
 @pass_app
-def check_site_cmd(app: App, site_name: str, read_data: bool, read_data_subset, repo) -> None:
+def check_site_cmd(app: App, site_name: str, read_data: bool, read_data_subset, repo,
+                   passphrase_file=None) -> None:
     """Verify an off-site copy (the 'check --site' of docs/replication.md).
 
     \b
@@ -835,7 +849,10 @@ def check_site_cmd(app: App, site_name: str, read_data: bool, read_data_subset, 
     and its BLAKE3 compared with its name; packs too with --read-data(-subset),
     else their sizes are compared with the local ones. Objects replicated
     earlier and now missing are named. Exit 1 on findings; the next
-    'replicate' re-sends what is damaged or missing. Needs no passphrase.
+    'replicate' re-sends what is damaged or missing. Needs no passphrase,
+    except for the WAL chain: when the site holds a WAL archive and a
+    passphrase is at hand, the site's chain from its oldest base backup is
+    walked like 'backup db check' does (first missing segment named).
     """
     from opskit.backup.replicate import check_site, get_site
     if read_data and read_data_subset:
@@ -845,11 +862,31 @@ def check_site_cmd(app: App, site_name: str, read_data: bool, read_data_subset, 
     fraction = 1.0 if read_data else (read_data_subset or 0) / 100
     # with a passphrase at hand, the site's index files are decrypted to prove
     # every pack they name is there too (#28 item 5); any key slot will do
-    passphrase = open_repo.find_passphrase(app.config, None)
+    passphrase = open_repo.find_passphrase(app.config, passphrase_file)
     keys = open_repo.open_repository(location, passphrase, app.config).keys if passphrase else None
     checked = check_site(source, site, app.state_dir, read_data_fraction=fraction, keys=keys)
+    note = _site_wal_chain(app, site, checked, passphrase_file)
     app.audit_details = {"site": site.name, "errors": checked.errors}
-    app.emit(report.check_site_result(site.name, checked))
+    result = report.check_site_result(site.name, checked)
+    if note:
+        result.messages.append(note)
+    app.emit(result)
+
+
+def _site_wal_chain(app: App, site, checked, passphrase_file) -> str | None:
+    """Walk the site's WAL chain into ``checked`` (a finding per gap); a note when
+    it could not be walked for want of a passphrase."""
+    if not checked.wal_files:
+        return None
+    passphrase = open_repo.find_passphrase(app.config, passphrase_file)
+    if passphrase is None:
+        return ("note: WAL chain on the site not checked: no passphrase (--passphrase-file, "
+                "OPSKIT_PASSPHRASE_FILE or backup.passphrase_file)")
+    from opskit.backup.db.walchain import chain_findings, check_repository
+    site_repo = open_repo.open_repository(site.url, passphrase, app.config)
+    checked.wal_chains = check_repository(site_repo)
+    checked.errors += chain_findings(checked.wal_chains)
+    return None
 
 
 # restore drills and repairs live in their own modules; importing them registers

@@ -82,20 +82,29 @@ def wal_push_cmd(app: App, path, cluster, repo, passphrase_file) -> None:
 @click.argument("name")
 @click.argument("dest", type=click.Path())
 @cluster_option
+@click.option("--site", "site_name", metavar="SITE",
+              help="Fetch from this off-site copy (from 'sites:' in the config): a disaster "
+                   "recovery that replays the WAL replicated there.")
 @repo_option
 @output_options(tabular=False)
 @pass_app
-def wal_fetch_cmd(app: App, name, dest, cluster, repo, passphrase_file) -> None:
+def wal_fetch_cmd(app: App, name, dest, cluster, site_name, repo, passphrase_file) -> None:
     """Fetch archived WAL file NAME into DEST: PostgreSQL's restore_command.
 
     \b
         restore_command = 'opskit backup wal-fetch %f %p'
+        restore_command = 'opskit backup wal-fetch --site dr %f %p'   # from off-site
 
     Exit 1 when the archive has no such file (PostgreSQL then ends recovery or
     tries the next timeline), 3 when it cannot be read. Needs a full key.
     """
     from opskit.backup.db.report import wal_fetch_result
     from opskit.backup.db.wal import WalArchive
+    if site_name:
+        if repo:
+            raise UsageError("give --site or --repo, not both")
+        from opskit.backup.replicate import get_site
+        repo = get_site(app.config, site_name).url
     cname = _cluster(app, cluster)
     with _one_line():
         size = WalArchive(_open(app, repo, passphrase_file), cname).fetch(name, dest)
@@ -160,16 +169,13 @@ def check_cmd(app: App, cluster, repo, passphrase_file) -> None:
     first missing segment (or history file). Exit 1 when one is missing.
     """
     from opskit.backup.db.report import chain_result
-    from opskit.backup.db.wal import clusters
-    from opskit.backup.db.walchain import bases_by_cluster, check_all
+    from opskit.backup.db.walchain import check_repository
     r = _open(app, repo, passphrase_file)
     with RepoLock(r, stale_after_s=_stale_s(app)):
-        snaps = r.snapshots()
-        names = [cluster] if cluster else sorted(set(clusters(r)) | set(bases_by_cluster(snaps)))
-        if not names:
-            raise UsageError(f"repository {r.backend.location} has no WAL archive and no base "
-                             "backup")
-        reports = check_all(r, snaps, names)
+        reports = check_repository(r, cluster)
+    if not reports:
+        raise UsageError(f"repository {r.backend.location} has no WAL archive and no base "
+                         "backup")
     app.audit_details = {"clusters": [{"cluster": x.cluster, "ok": x.ok,
                                        "missing": x.missing[:1]} for x in reports]}
     app.emit(chain_result(reports))

@@ -202,3 +202,24 @@ def forget_wal(repo, kept: list[dict], *, dry_run: bool) -> tuple[list[str], lis
                     continue
             removed.append(obj)
     return removed, locked
+
+
+def check_repository(repo, cluster: str | None = None) -> list[ChainReport]:
+    """The chain report of ``cluster``, or of every cluster with a WAL archive or a
+    base backup in ``repo`` (empty when it has neither)."""
+    from .wal import clusters
+    snaps = repo.snapshots()
+    names = [cluster] if cluster else sorted(set(clusters(repo)) | set(bases_by_cluster(snaps)))
+    return check_all(repo, snaps, names) if names else []
+
+
+def chain_findings(reports: list[ChainReport]) -> list[dict]:
+    """Chain problems as ``{"object", "problem"}`` findings (``check``, ``check-site``)."""
+    out = []
+    for rep in reports:
+        for i, problem in enumerate(rep.problems):
+            name = rep.missing[i] if i < len(rep.missing) else ""
+            out.append({"object": f"wal/{rep.cluster}/{name}" if name else f"wal/{rep.cluster}/",
+                        "problem": problem,
+                        "snapshots": [rep.base_snapshot[:8]] if rep.base_snapshot else []})
+    return out
