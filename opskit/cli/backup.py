@@ -702,7 +702,7 @@ class _ReplicateProgress:
         self.bar = TerminalProgress(f"replicate to {site}")
 
     def total(self, objects: int, nbytes: int) -> None:
-        self.bar.total_files, self.bar.total_bytes = objects, nbytes
+        self.bar.total(objects, nbytes)
 
     def sent(self, name: str, nbytes: int) -> None:
         with self.bar._lock:
