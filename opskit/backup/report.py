@@ -81,10 +81,21 @@ def snapshots_result(snaps: list[dict], damaged: list[str]) -> Result:
                   exit_code=EXIT_FINDINGS if damaged else 0)
 
 
+def ls_row(e: dict) -> dict:
+    """One entry as ``ls -l`` shows it: owner and group by name, else by id;
+    a symlink's ``-> target``. A device's major, minor stay in JSON: the size
+    column holds bytes only, so CSV stays numeric (issue #22 item 6)."""
+    path = e["path"] + (f" -> {e['target']}" if e.get("target") is not None else "")
+    return {"mode": e["mode_text"], "owner": e["user"] or e["uid"],
+            "group": e["group"] or e["gid"], "size": e["size"], "mtime": e["mtime"], "path": path}
+
+
 def ls_result(rows: list[dict]) -> Result:
-    """Entries of a snapshot (opskit.backup.listing)."""
-    return Result(data=rows, tables=[Table(["type", "mode", "user", "size", "path"], rows)],
-                  summary=f"{len(rows)} entries")
+    """Entries of a snapshot (opskit.backup.listing): JSON keeps the typed
+    fields, the table reads like ``ls -l`` (issue #22 item 8)."""
+    table = Table(["mode", "owner", "group", "size", "mtime", "path"], [ls_row(e) for e in rows],
+                  kinds={"size": "bytes", "mtime": "minute"})
+    return Result(data=rows, tables=[table], summary=f"{len(rows)} entries")
 
 
 def restore_result(snap: dict, target: str, stats, held: list[str] | None = None) -> Result:

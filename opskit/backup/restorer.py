@@ -206,6 +206,30 @@ def _restore_batch(writer: _FileWriter, batch: list) -> list:
     return [writer.restore(dest, node, plain_dir) for dest, node, plain_dir in batch]
 
 
+# trees kept in memory between totalling and restoring (about 1 KiB a node);
+# beyond this a large snapshot's trees are read a second time instead
+_KEEP_TREE_NODES = 20_000
+
+
+def _inode_key(node: dict) -> tuple | None:
+    """The inode a hard-linked node shares with its other paths; None when it
+    has one path (or comes from before link counts were kept: separate files)."""
+    if int(node.get("nlink") or 1) < 2 or node.get("inode") is None:
+        return None
+    return node.get("dev"), node["inode"]
+
+
+def _first_link(node: dict, inodes: set) -> bool:
+    """Whether ``node`` is the first path of its inode met (see _second_link)."""
+    key = _inode_key(node)
+    if key is None:
+        return True
+    if key in inodes:
+        return False
+    inodes.add(key)
+    return True
+
+
 class Restorer:
     def __init__(self, repo: Repository, target: str, *, includes: list[str] | None = None,
                  files: set[bytes] | None = None, workers: int | None = None, progress=None,
@@ -231,6 +255,8 @@ class Restorer:
         self._dirs: list[tuple[bytes, dict]] = []
         self._first_link: dict[tuple, bytes] = {}      # (dev, inode) -> first restored path
         self._links: list[tuple[bytes, bytes]] = []     # (path, first path of its inode)
+        self._trees: dict[bytes, dict] = {}             # loaded while totalling, for the walk
+        self._kept_nodes = 0
 
     # --- selection -----------------------------------------------------------------
     def _selected(self, path: bytes) -> bool:
@@ -261,6 +287,8 @@ class Restorer:
             plain = not os.lstat(self.target).st_mode & statmod.S_ISGID
         except OSError:
             plain = False
+        if self.progress is not None and getattr(self.progress, "wants_total", False):
+            self.progress.total(*self._totals(bytes.fromhex(snapshot["tree"]), b"/", set()))
         as_root, repo = self.as_root, self.repo
         self.pool = ForkPool(self.workers, init=lambda: _FileWriter(repo, as_root),
                              handle=_restore_batch, name="opskit-restore",
@@ -295,13 +323,46 @@ class Restorer:
                 self.progress.bytes_read(written)
                 self.progress.file_done(dest, written)
 
+    # --- the progress total ----------------------------------------------------------
+    def _tree(self, tree_id: bytes) -> dict:
+        """A tree, from those kept while totalling if it is there (read once)."""
+        kept = self._trees.pop(tree_id, None)
+        return kept if kept is not None else self.repo.load_tree(tree_id)
+
+    def _totals(self, tree_id: bytes, snap_dir: bytes, inodes: set) -> tuple[int, int]:
+        """Files and bytes the walk will hand to the writers, by the walk's own
+        selection (includes, excludes, second hard links): the progress line's
+        total (issue #22 item 8). Trees are kept for the walk up to a bound; a
+        damaged one counts nothing here and is reported by the walk."""
+        try:
+            tree = self._trees.get(tree_id) or self.repo.load_tree(tree_id)
+        except (CorruptObject, ObjectNotFound):
+            return 0, 0
+        nodes = tree.get("nodes", [])
+        if tree_id not in self._trees and self._kept_nodes + len(nodes) <= _KEEP_TREE_NODES:
+            self._kept_nodes += len(nodes)
+            self._trees[tree_id] = tree
+        files = size = 0
+        for node in nodes:
+            try:
+                snap_path = snap_dir.rstrip(b"/") + b"/" + safe_name(node)
+            except UnsafeName:
+                continue            # the walk refuses the whole tree
+            selected = self._selected(snap_path) and snap_path not in self.excludes
+            if node.get("type") == TYPE_DIR and (selected or self._leads_to_include(snap_path)):
+                sub = self._totals(bytes.fromhex(node["subtree"]), snap_path, inodes)
+                files, size = files + sub[0], size + sub[1]
+            elif selected and node.get("type") == TYPE_FILE and _first_link(node, inodes):
+                files, size = files + 1, size + int(node.get("size") or 0)
+        return files, size
+
     def _dest(self, snap_path: bytes) -> bytes:
         return self.target + snap_path  # snap_path is absolute and built from safe names
 
     def _walk(self, tree_id: bytes, snap_dir: bytes, plain: bool) -> None:
         """Restore one tree. ``plain``: its directory is not setgid (new files get our gid)."""
         try:
-            tree = self.repo.load_tree(tree_id)
+            tree = self._tree(tree_id)
         except (CorruptObject, ObjectNotFound) as exc:
             # a damaged or missing tree costs its directory, not the restore (issue 27);
             # what was in it is unknown, so the directory is what we name
@@ -370,9 +431,10 @@ class Restorer:
     def _second_link(self, dest: bytes, node: dict) -> bool:
         """True when ``node`` is an inode already restored under another path in
         this run: ``dest`` is then linked to that path once all files are written."""
-        if int(node.get("nlink") or 1) < 2 or node.get("inode") is None:
-            return False       # snapshots from before link counts were kept: separate files
-        first = self._first_link.setdefault((node.get("dev"), node["inode"]), dest)
+        key = _inode_key(node)
+        if key is None:
+            return False
+        first = self._first_link.setdefault(key, dest)
         if first == dest:
             return False
         self._links.append((dest, first))

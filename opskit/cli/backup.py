@@ -269,7 +269,12 @@ def snapshots_cmd(app: App, tags, host, repo, passphrase_file) -> None:
 @output_options()
 @pass_app
 def ls_cmd(app: App, snapshot: str, path: str, repo, passphrase_file) -> None:
-    """List files in SNAPSHOT ('latest' or an id prefix) under PATH, recursively."""
+    """List files in SNAPSHOT ('latest' or an id prefix) under PATH, recursively.
+
+    Columns as in 'ls -l': mode, owner, group, size, mtime (local, to the
+    minute), path and '-> target' for symlinks. --json keeps mode as a number
+    with its text, uid/gid, the mtime in ISO 8601 with its zone, and the target.
+    """
     r = _open(app, repo, passphrase_file)
     r.load_index(repair=False)
     snap = r.resolve_snapshot(snapshot)
@@ -708,7 +713,7 @@ class _ReplicateProgress:
         self.bar = TerminalProgress(f"replicate to {site}")
 
     def total(self, objects: int, nbytes: int) -> None:
-        self.bar.total_files, self.bar.total_bytes = objects, nbytes
+        self.bar.total(objects, nbytes)
 
     def sent(self, name: str, nbytes: int) -> None:
         with self.bar._lock:

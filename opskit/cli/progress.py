@@ -32,6 +32,16 @@ class TerminalProgress:
         self._last = 0.0
         self._lock = threading.Lock()
 
+    @property
+    def wants_total(self) -> bool:
+        """Whether a total is worth working out: only a drawn line shows it."""
+        return self.enabled
+
+    def total(self, files: int, nbytes: int) -> None:
+        """The work ahead, once the engine knows it: the line then shows a
+        percentage and an ETA."""
+        self.total_files, self.total_bytes = files, nbytes
+
     def start(self, paths: list[str], excluded=None) -> None:
         """Count files and bytes in the background so the bar can show an ETA."""
         if not self.enabled:
@@ -88,15 +98,23 @@ class TerminalProgress:
         self._last = now
         elapsed = max(now - self.started_at, 1e-6)
         rate = self.bytes / elapsed
-        text = f"{self.label}: {self.files} files, {human_bytes(self.bytes)}"
-        if self.total_bytes:
-            pct = min(100.0, 100.0 * self.bytes / self.total_bytes)
-            text += f" / {human_bytes(self.total_bytes)} ({pct:.0f}%)"
-            if rate > 0 and self.bytes < self.total_bytes:
-                text += f", ETA {human_duration((self.total_bytes - self.bytes) / rate)}"
-        text += f", {human_bytes(rate)}/s, {human_duration(elapsed)}"
+        of = f"/{self.total_files}" if self.total_files is not None else ""
+        text = (f"{self.label}: {self.files}{of} files, {human_bytes(self.bytes)}"
+                f"{self._share(rate)}, {human_bytes(rate)}/s, {human_duration(elapsed)}")
         self.stream.write("\r\033[K" + text)
         self.stream.flush()
+
+    def _share(self, rate: float) -> str:
+        """' / TOTAL (P%), ETA M:SS' once a total is known, else nothing."""
+        if not self.total_bytes:
+            if self.total_files:        # only empty files ahead: count them instead
+                return f" ({min(100.0, 100.0 * self.files / self.total_files):.0f}%)"
+            return ""
+        pct = min(100.0, 100.0 * self.bytes / self.total_bytes)
+        text = f" / {human_bytes(self.total_bytes)} ({pct:.0f}%)"
+        if rate > 0 and self.bytes < self.total_bytes:
+            text += f", ETA {human_duration((self.total_bytes - self.bytes) / rate)}"
+        return text
 
     def close(self) -> None:
         if self.enabled:
@@ -112,6 +130,11 @@ class VerboseProgress(TerminalProgress):
     def __init__(self, label: str, stream=None):
         super().__init__(label, stream, enabled=True)   # enabled: the engines report files
         self._out = stream or sys.stderr
+
+    @property
+    def wants_total(self) -> bool:
+        """No live line to put a total on."""
+        return False
 
     def start(self, paths: list[str], excluded=None) -> None:
         """No background count: there is no live line to put a total on."""

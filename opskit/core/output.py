@@ -38,7 +38,7 @@ class Table:
     # value and its entry in group_titles; table, CSV and JSON stay flat
     group_by: str | None = None
     group_titles: dict[str, str] | None = None
-    # column -> "bytes", "seconds" or "time": rows hold raw values (ints,
+    # column -> "bytes", "seconds", "time" or "minute": rows hold raw values (ints,
     # floats, datetimes or ISO strings); people see them humanised, CSV and
     # JSON keep them raw (issue #22 item 6)
     kinds: dict[str, str] | None = None
@@ -236,15 +236,17 @@ def human_time(value: Any) -> str:
 
 
 _UNITS = {"bytes": "_bytes", "seconds": "_s"}
+# "minute": a time shown to the minute, as ``ls -l`` does
 _HUMANISERS: dict[str, Callable[[Any], str]] = {"bytes": human_bytes, "seconds": human_seconds,
-                                               "time": human_time}
+                                               "time": human_time,
+                                               "minute": lambda v: human_time(v)[:16]}
 
 
 def humanised(value: Any, kind: str | None) -> Any:
     """``value`` as people read a column of ``kind``; None and text stay as they are."""
     if value is None or kind is None or isinstance(value, bool):
         return value
-    if kind != "time" and not isinstance(value, (int, float)):
+    if kind not in ("time", "minute") and not isinstance(value, (int, float)):
         return value
     return _HUMANISERS[kind](value)
 

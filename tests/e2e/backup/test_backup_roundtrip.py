@@ -140,7 +140,7 @@ def test_ls_lists_the_snapshot(cli, tmp_path):
     assert {p for p in by_path if p.startswith(s + "/")} == {
         f"{s}/top file", f"{s}/sub", f"{s}/sub/caf\u00e9", f"{s}/sub/inner", f"{s}/sub/inner/z",
         f"{s}/link"}
-    assert by_path[f"{s}/top file"]["size"] == 10 and by_path[f"{s}/top file"]["mode"] == "0o640"
+    assert by_path[f"{s}/top file"]["size"] == 10 and by_path[f"{s}/top file"]["mode"] == 0o640
     assert by_path[f"{s}/sub/caf\u00e9"]["type"] == "file"
     assert by_path[f"{s}/link"]["type"] == "symlink"
     assert by_path[f"{s}/sub"]["type"] == "dir"

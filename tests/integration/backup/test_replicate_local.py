@@ -108,7 +108,7 @@ def test_sites_flags_an_rpo_breach_and_progress_draws_on_a_tty(tmp_path):
     bar.sent("data/aa/x", 1024)
     bar.sent("index/y", 1024)
     bar.close()
-    assert "replicate to near: 2 files, 2.0 KiB / 2.0 KiB (100%)" in stream.getvalue()
+    assert "replicate to near: 2/2 files, 2.0 KiB / 2.0 KiB (100%)" in stream.getvalue()
 
 
 def test_objects_read_ahead_are_still_checked_and_never_resent(tmp_path):
