@@ -206,8 +206,9 @@ def checkpoint_cmd(app: App, sign: bool, key: str | None, export_to: str | None)
         messages.append(f"exported to {_export(export_to, data, signer is not None)}")
     messages.append("keep a copy off this machine; check later with 'opskit audit verify "
                     + ("--anchors DIR'" if signer else "--checkpoint FILE'"))
-    app.audit_details = {"checkpoint": {"seq": cp["seq"], "hash": cp["hash"],
-                                        "signed_by": signer.fingerprint if signer else None}}
+    app.audit_details = {"checkpoint": {"seq": cp["seq"], "hash": cp["hash"]}}
+    if signer is not None:
+        app.audit_details["checkpoint"]["signed_by"] = signer.fingerprint
     app.emit(Result(data=data, messages=messages,
                     summary=f"checkpoint seq {cp['seq']} head {cp['hash'][:12]}"
                             + (" (signed)" if signer else "")))
