@@ -87,6 +87,8 @@ class Context:
     include_data: bool = False
     drill_every_days: float = 31.0
     cache: dict = field(default_factory=dict)
+    anchor_dirs: list[str] = field(default_factory=list)   # signed audit checkpoints
+    anchor_keys: dict = field(default_factory=dict)        # raw public key -> name
 
     def once(self, key: str, make: Callable):
         """``make()`` computed once per pack (sources share command outputs)."""

@@ -7,15 +7,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 
+from opskit.core.anchors import AnchorSet, collect, verify_with_anchors
 from opskit.core.audit import AuditLog
+from opskit.core.errors import OperationalError
 
 from .model import MET, NO_EVIDENCE, NOT_MET, Item, judge, source
 from .packfiles import Context, first_error, iso, parse_when
 from .privacy import redact_entry
 
 AUDIT_FILE = "audit/audit.log"            # copied when the pack is sealed (seal.py)
+NEWEST_ANCHORS = 7                        # a week of daily signed checkpoints
 
 
 @source("audit-log", "R-DAT-1", "R-AUD-1", "R-AUD-3", title="Audit log")
@@ -24,11 +28,13 @@ def audit_log(ctx: Context):
     log = AuditLog(ctx.audit_log)
     if not os.path.exists(log.path):
         return [judge(r, NO_EVIDENCE, f"no audit log at {log.path}") for r in rules]
-    report = log.verify()
+    anchors = _anchors(ctx, log)
+    report = verify_with_anchors(log, anchors)
     entry = ctx.pack.write("audit/verify.json", json.dumps(report.to_dict(), indent=2) + "\n",
                            "opskit audit verify")
     items = [ctx.pack.item(entry, "audit log verification at pack time"),
-             Item("the audit log up to the pack's own entry", AUDIT_FILE)]
+             Item("the audit log up to the pack's own entry", AUDIT_FILE),
+             *_carry_anchors(ctx, anchors)]
     if not report.ok:
         return [judge(r, NOT_MET, f"R-AUD-3: {report.describe()}", items) for r in rules]
     first = next(iter(log.entries()), None)
@@ -40,8 +46,35 @@ def audit_log(ctx: Context):
         why = (f"the audit log starts {iso(start)} ({days:.0f} days ago): the period from "
                f"{iso(ctx.since)[:10]} is not covered")
         return [judge(r, NOT_MET, why, items) for r in rules]
-    return [judge(r, MET, f"{report.describe()}; kept since {iso(start)[:10]}", items)
-            for r in rules]
+    why = f"{report.describe()}; kept since {iso(start)[:10]}; {_anchor_note(anchors)}"
+    return [judge(r, MET, why, items) for r in rules]
+
+
+def _anchors(ctx: Context, log: AuditLog) -> AnchorSet:
+    """Signed checkpoints of this log (a directory that cannot be read is a finding)."""
+    try:
+        return collect(ctx.anchor_dirs, log.path, socket.gethostname(), ctx.anchor_keys)
+    except OperationalError as exc:
+        return AnchorSet(problems=[str(exc)])
+
+
+def _carry_anchors(ctx: Context, anchors: AnchorSet) -> list[Item]:
+    """The newest signed checkpoints go into the pack: a copy that leaves the machine."""
+    out = []
+    for cp in anchors.newest(NEWEST_ANCHORS):
+        entry = ctx.pack.copy(cp["_file"], f"audit/anchors/{os.path.basename(cp['_file'])}")
+        out.append(ctx.pack.item(entry, f"signed audit checkpoint, seq {cp['seq']}",
+                                 parse_when(cp.get("time"))))
+    return out
+
+
+def _anchor_note(anchors: AnchorSet) -> str:
+    if not anchors.checkpoints:
+        return ("no signed checkpoint: entries cut from the end would not show "
+                "(schedule 'opskit audit checkpoint --sign', docs/audit-log.md)")
+    newest = anchors.newest(1)[0]
+    return (f"checked against {len(anchors.checkpoints)} signed checkpoint(s), newest seq "
+            f"{newest['seq']} of {str(newest.get('time', '?'))[:10]}")
 
 
 def _export(ctx: Context) -> tuple[list[str] | None, str | None]:
