@@ -33,7 +33,8 @@ def group() -> None:
     Every opskit command appends one entry (who, when, where, what, result)
     to a hash-chained log. 'verify' proves the chain unbroken; 'checkpoint'
     records the head so that cutting off the end of the log is caught too --
-    export checkpoints off this machine. See docs/audit-log.md.
+    sign them (--sign) and export them off this machine, then 'verify
+    --anchors DIR'. See docs/audit-log.md.
     """
 
 
