@@ -11,6 +11,7 @@ import click
 
 from opskit.core.anchors import anchor_name, collect, sign_checkpoint, verify_with_anchors, \
     write_anchor
+from opskit.core.atomicfile import write_atomic
 from opskit.core.audit import AuditLog, load_checkpoints, parse_since
 from opskit.core.errors import EXIT_FINDINGS, OperationalError, UsageError
 from opskit.core.signing import load_signer, parse_public_key, signing_key_path
@@ -226,19 +227,10 @@ def _export(path: str, data: dict, signed: bool) -> str:
 
 
 def _write_file(path: str, data: dict) -> str:
-    text = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(text)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        return write_atomic(path, text, 0o600)
     except OSError as exc:
         raise OperationalError(f"cannot write checkpoint file {path}: {exc.strerror}",
                                hint="the checkpoint is recorded beside the log all the same") \
             from None
-    return path

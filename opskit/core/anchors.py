@@ -23,6 +23,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from .atomicfile import write_atomic
 from .audit import canonical, checkpoint_problem
 from .errors import OperationalError
 from .signing import Signer, block_key, fingerprint, sign_block, verify_signature
@@ -53,13 +54,7 @@ def write_anchor(directory: str, anchor: dict) -> str:
     data = (json.dumps(anchor, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_atomic(path, data, 0o600, sync_dir=True)
     except OSError as exc:
         raise OperationalError(f"cannot write signed checkpoint {path}: {exc.strerror}",
                                hint="the checkpoint is recorded beside the log all the same") \
