@@ -9,8 +9,12 @@ import os
 
 import click
 
+from opskit.core.anchors import anchor_name, collect, sign_checkpoint, verify_with_anchors, \
+    write_anchor
+from opskit.core.atomicfile import write_atomic
 from opskit.core.audit import AuditLog, load_checkpoints, parse_since
-from opskit.core.errors import EXIT_FINDINGS, OperationalError
+from opskit.core.errors import EXIT_FINDINGS, OperationalError, UsageError
+from opskit.core.signing import load_signer, parse_public_key, signing_key_path
 from opskit.core.output import Result, Table
 
 from .app import App, OpskitGroup, output_options, pass_app
@@ -30,7 +34,8 @@ def group() -> None:
     Every opskit command appends one entry (who, when, where, what, result)
     to a hash-chained log. 'verify' proves the chain unbroken; 'checkpoint'
     records the head so that cutting off the end of the log is caught too --
-    export checkpoints off this machine. See docs/audit-log.md.
+    sign them (--sign) and export them off this machine, then 'verify
+    --anchors DIR'. See docs/audit-log.md.
     """
 
 
@@ -87,19 +92,35 @@ def show_cmd(app: App, since: str | None, command_prefix: str | None, operator_n
               type=click.Path(dir_okay=False),
               help="Also check against checkpoint(s) exported earlier with "
                    "'opskit audit checkpoint --export'.")
+@click.option("--anchors", "anchor_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="Also check against every signed checkpoint in DIR ('audit checkpoint "
+                   "--sign --export DIR'); a bad signature or an unknown key is a finding.")
+@click.option("--trust-key", "trust_keys", multiple=True, metavar="KEY",
+              help="With --anchors: also trust this signer, an 'ssh-ed25519 AAAA...' line or "
+                   "a .pub file (repeat). The operator key and audit.anchor_keys are trusted.")
 @output_options(tabular=False)
 @pass_app
-def verify_cmd(app: App, checkpoint_file: str | None) -> None:
+def verify_cmd(app: App, checkpoint_file: str | None, anchor_dir: str | None,
+               trust_keys: tuple[str, ...]) -> None:
     """Prove the audit log unbroken: exit 0 when intact, 1 naming the first bad entry.
 
     \b
     Checks every entry's hash, the seq numbering and the chain of 'prev'
     hashes, then the checkpoints recorded beside the log and, with
-    --checkpoint, an exported one (which also catches a cut-off tail).
+    --checkpoint, an exported one, and with --anchors every signed one kept
+    off the machine (which also catch a cut-off tail or a rewritten history).
     """
-    given = load_checkpoints(checkpoint_file) if checkpoint_file else None
+    given = load_checkpoints(checkpoint_file) if checkpoint_file else []
     log = AuditLog(app.audit_log_path())
-    report = log.verify(given)
+    if anchor_dir:
+        anchors = _anchors(app, log, [anchor_dir], trust_keys)
+        if not anchors.checkpoints and not anchors.problems:
+            raise UsageError(f"no signed checkpoint of {log.path} on {app.hostname} in "
+                             f"{anchor_dir}", hint="make one with 'opskit audit checkpoint "
+                                                   f"--sign --export {anchor_dir}'")
+        report = verify_with_anchors(log, anchors, given)
+    else:
+        report = log.verify(given or None)
     line = report.describe()
     messages = [line]
     if report.ok and report.checkpoints_checked:
@@ -118,47 +139,97 @@ def verify_cmd(app: App, checkpoint_file: str | None) -> None:
     app.emit(result)
 
 
+def trusted_anchor_keys(app: App, extra: tuple[str, ...] = ()) -> dict[bytes, str]:
+    """Keys trusted to sign audit checkpoints: audit.anchor_keys, ``extra`` (lines or
+    .pub files) and the operator's own signing key when it can be read."""
+    trusted: dict[bytes, str] = {}
+    for text in (*app.config.get("audit.anchor_keys", []), *extra):
+        if os.path.isfile(text):
+            with open(text, encoding="utf-8") as fh:
+                text = fh.read()
+        try:
+            trusted[parse_public_key(text)] = text.split()[-1]
+        except ValueError as exc:
+            raise UsageError(f"audit.anchor_keys / --trust-key: {exc}") from None
+    try:
+        own = load_signer(signing_key_path(app.config, app.state_dir))
+        trusted.setdefault(own.public_raw, "operator key")
+    except OperationalError:
+        pass                # no key here: only the declared ones are trusted
+    return trusted
+
+
+def anchor_dirs(app: App, log: AuditLog) -> list[str]:
+    """Where signed checkpoints of ``log`` are kept: audit.anchor_dir, then the local copy."""
+    configured = app.config.get("audit.anchor_dir")
+    return ([app.config.relative_path(configured)] if configured else []) + [log.anchors_dir]
+
+
+def _anchors(app: App, log: AuditLog, dirs: list[str], extra: tuple[str, ...] = ()):
+    return collect(dirs, log.path, app.hostname, trusted_anchor_keys(app, extra))
+
+
 @group.command("checkpoint")
-@click.option("--export", "export_file", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Also write the checkpoint as JSON to FILE (mode 0600), e.g. on removable "
+@click.option("--sign", is_flag=True,
+              help="Also sign the checkpoint with your Ed25519 key and keep it in <log "
+                   "dir>/anchors and, with --export DIR or audit.anchor_dir, off the machine.")
+@click.option("--key", "key", metavar="FILE",
+              help="With --sign: the Ed25519 private key (default: as 'opskit correct').")
+@click.option("--export", "export_to", metavar="FILE|DIR", type=click.Path(),
+              help="Also write the checkpoint (signed with --sign) as JSON (mode 0600) to FILE, "
+                   "or into DIR (an existing directory, always with --sign), e.g. removable "
                    "or off-site storage.")
 @output_options(tabular=False)
 @pass_app
-def checkpoint_cmd(app: App, export_file: str | None) -> None:
+def checkpoint_cmd(app: App, sign: bool, key: str | None, export_to: str | None) -> None:
     """Verify the log, then record its head (seq + hash) as a checkpoint.
 
     \b
     The checkpoint is kept in checkpoints.jsonl beside the log and printed.
     Keep a copy somewhere an attacker on this machine cannot rewrite
-    (--export to other storage, a ticket, e-mail, paper): 'verify
-    --checkpoint FILE' then proves no entry up to it was changed or removed.
+    (--sign --export DIR to other storage, a ticket, e-mail, paper): 'verify
+    --anchors DIR' (or --checkpoint FILE) then proves no entry up to it was
+    changed or removed.
     """
+    if key and not sign:
+        raise UsageError("--key goes with --sign")
+    signer = load_signer(signing_key_path(app.config, app.state_dir, key)) if sign else None
     log = AuditLog(app.audit_log_path())
     cp = log.checkpoint()
     messages = [f"checkpoint: seq {cp['seq']}, head {cp['hash']}",
                 f"recorded in {log.checkpoints_path}"]
-    if export_file:
-        _export(export_file, cp)
-        messages.append(f"exported to {export_file}")
-    messages.append("keep a copy off this machine; check later with "
-                    "'opskit audit verify --checkpoint FILE'")
+    data = cp
+    if signer is not None:
+        data = sign_checkpoint(cp, signer)
+        messages.append(f"signed by {signer.fingerprint}: {write_anchor(log.anchors_dir, data)}")
+        configured = app.config.get("audit.anchor_dir")
+        export_to = export_to or (app.config.relative_path(configured) if configured else None)
+    if export_to:
+        messages.append(f"exported to {_export(export_to, data, signer is not None)}")
+    messages.append("keep a copy off this machine; check later with 'opskit audit verify "
+                    + ("--anchors DIR'" if signer else "--checkpoint FILE'"))
     app.audit_details = {"checkpoint": {"seq": cp["seq"], "hash": cp["hash"]}}
-    app.emit(Result(data=cp, messages=messages,
-                    summary=f"checkpoint seq {cp['seq']} head {cp['hash'][:12]}"))
+    if signer is not None:
+        app.audit_details["checkpoint"]["signed_by"] = signer.fingerprint
+    app.emit(Result(data=data, messages=messages,
+                    summary=f"checkpoint seq {cp['seq']} head {cp['hash'][:12]}"
+                            + (" (signed)" if signer else "")))
 
 
-def _export(path: str, cp: dict) -> None:
-    data = (json.dumps(cp, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+def _export(path: str, data: dict, signed: bool) -> str:
+    """Write the checkpoint to FILE, or into DIR when ``path`` is a directory (always for
+    a signed one), named by host and seq; the path written."""
+    if signed:
+        return write_anchor(path, data)
+    if os.path.isdir(path):
+        path = os.path.join(path, anchor_name({"checkpoint": data}))
+    return _write_file(path, data)
+
+
+def _write_file(path: str, data: dict) -> str:
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        return write_atomic(path, text, 0o600)
     except OSError as exc:
         raise OperationalError(f"cannot write checkpoint file {path}: {exc.strerror}",
                                hint="the checkpoint is recorded beside the log all the same") \

@@ -10,7 +10,6 @@ from opskit.core.output import render_string
 
 from . import highrisk
 from .app import App, OpskitGroup, output_options, pass_app
-from opskit.core.state import StateLayout
 
 
 @click.group("correct", cls=OpskitGroup)
@@ -89,15 +88,8 @@ def _audit_mark(app: App, ledger_id: str) -> tuple[dict | None, str | None]:
 
 
 def _key_path(app: App, key: str | None) -> str:
-    if key:
-        return key
-    env = os.environ.get("OPSKIT_CORRECTIONS_KEY")
-    if env:
-        return env
-    configured = app.config.get("corrections.key_file")
-    if configured:
-        return app.config.relative_path(configured)
-    return StateLayout(app.state_dir).corrections_key
+    from opskit.core.signing import signing_key_path
+    return signing_key_path(app.config, app.state_dir, key)
 
 
 def _signer(app: App, key: str | None):

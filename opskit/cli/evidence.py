@@ -9,6 +9,7 @@ import click
 from opskit.core.errors import UsageError
 
 from .app import App, OpskitGroup, output_options, pass_app
+from .audit import anchor_dirs, trusted_anchor_keys
 from .correct import _key_path
 
 
@@ -58,7 +59,7 @@ def group(ctx: click.Context, app: App, since: str, out_dir: str | None, key: st
                          hint="opskit evidence --out DIR, or opskit evidence verify DIR")
     from opskit import __version__
     from opskit.backup.open_repo import repo_location
-    from opskit.core.audit import parse_since
+    from opskit.core.audit import AuditLog, parse_since
     from opskit.core.signing import load_signer
     from opskit.evidence.pack import build_pack, subprocess_runner
     from opskit.schedule.jobs import load_schedule
@@ -72,6 +73,8 @@ def group(ctx: click.Context, app: App, since: str, out_dir: str | None, key: st
                         include_data=include_data, lang=lang,
                         not_applicable=app.config.get("evidence.not_applicable"),
                         schedule=load_schedule(app.config),
+                        anchor_dirs=anchor_dirs(app, AuditLog(app.audit_log_path())),
+                        anchor_keys=trusted_anchor_keys(app),
                         meta={"opskit": __version__, "host": app.hostname,
                               "operator": app.operator})
     app.audit_details.update(out=result.data["out"], counts=result.data["counts"],

@@ -46,6 +46,7 @@ from .filelock import FileLock
 GENESIS = "0" * 64
 REDACTED = "***"
 CHECKPOINTS_FILE = "checkpoints.jsonl"
+ANCHORS_DIR = "anchors"      # local copies of signed checkpoints (core.anchors)
 LOCK_TIMEOUT = 30.0
 
 # Field -> accepted types. ``details`` may also be null. Unknown extra fields are
@@ -189,6 +190,9 @@ def load_checkpoints(path: str | os.PathLike) -> list[dict]:
                              f"line {exc.lineno})") from None
         items = obj if isinstance(obj, list) else [obj]
         for item in items:
+            if isinstance(item, dict) and "seq" not in item and \
+                    isinstance(item.get("checkpoint"), dict):
+                item = item["checkpoint"]   # a signed one (core.anchors); signature unchecked here
             problem = checkpoint_problem(item)
             if problem:
                 raise UsageError(f"checkpoint file {path}:{line}: {problem}")
@@ -296,6 +300,7 @@ class AuditLog:
         self.path = os.path.abspath(os.fspath(path))
         self.lock_path = self.path + ".lock"
         self.checkpoints_path = os.path.join(os.path.dirname(self.path), CHECKPOINTS_FILE)
+        self.anchors_dir = os.path.join(os.path.dirname(self.path), ANCHORS_DIR)
         self.lock_timeout = lock_timeout
 
     def __repr__(self) -> str:

@@ -33,6 +33,13 @@ CORE_SECTION = Section({
                                 "inventory.yaml beside this config file, else only 'localhost'."),
     "audit": Section({
         "path": Key(str, None, "Audit log file. Default <state_dir>/audit/audit.log."),
+        "anchor_dir": Key(str, None, "Directory off this machine (a mount or a synced folder) "
+                                     "that 'audit checkpoint --sign' exports signed checkpoints "
+                                     "to and the evidence pack reads them from. Unset: only the "
+                                     "copy in <log dir>/anchors."),
+        "anchor_keys": Key(list, [], "Public keys ('ssh-ed25519 AAAA...') trusted to sign "
+                                     "audit checkpoints, besides the operator's own key.",
+                           item_type=str),
     }),
 })
 

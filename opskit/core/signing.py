@@ -27,6 +27,7 @@ from opskit.core.errors import OperationalError, UsageError
 
 SIG_CONTEXT = b"opskit-correction-ledger-v1\n"
 PASSPHRASE_ENV = "OPSKIT_CORRECTIONS_KEY_PASSPHRASE"
+KEY_ENV = "OPSKIT_CORRECTIONS_KEY"
 
 try:  # libsodium verifies about 30 % faster than OpenSSL; paramiko already depends on PyNaCl
     from nacl.bindings import crypto_sign_open as _sodium_open
@@ -116,6 +117,24 @@ def load_signer(path: str) -> Signer:
                                "the correction ledger needs an Ed25519 key",
                                hint="ssh-keygen -t ed25519, or 'opskit correct keygen'")
     return Signer(key, path)
+
+
+def signing_key_path(config, state_dir: str, explicit: str | None = None,
+                     env=None) -> str:
+    """Where the operator's signing key is: ``explicit`` (--key), $OPSKIT_CORRECTIONS_KEY,
+    ``corrections.key_file`` (relative to the config file), else
+    ``<state_dir>/corrections/id_ed25519``. One rule for every signing command and
+    for the scheduler's readiness check."""
+    from opskit.core.state import StateLayout
+    env = os.environ if env is None else env
+    if explicit:
+        return explicit
+    if env.get(KEY_ENV):
+        return env[KEY_ENV]
+    configured = config.get("corrections.key_file")
+    if configured:
+        return config.relative_path(configured)
+    return StateLayout(state_dir).corrections_key
 
 
 def openssh_line(raw: bytes, comment: str = "") -> str:

@@ -15,6 +15,7 @@ import os
 import subprocess
 from typing import Callable
 
+from opskit.core.audit import AuditLog
 from opskit.core.errors import UsageError
 from opskit.core.output import Result
 from opskit.core.signing import Signer
@@ -107,14 +108,20 @@ def build_pack(out_dir: str, *, state_dir: str, audit_log: str, since: dt.dateti
                now: dt.datetime | None = None, meta: dict | None = None,
                sites: list[dict] | None = None, repo: str | None = None,
                include_data: bool = False, lang: str = "en",
-               not_applicable: dict[str, str] | None = None, schedule=None) -> Result:
-    """Judge every rule, write the evidence into ``out_dir``, seal and sign it."""
+               not_applicable: dict[str, str] | None = None, schedule=None,
+               anchor_dirs: list[str] | None = None,
+               anchor_keys: dict[bytes, str] | None = None) -> Result:
+    """Judge every rule, write the evidence into ``out_dir``, seal and sign it.
+    Signed audit checkpoints are read from ``anchor_dirs`` (default: the local copies
+    beside the log); the pack's signer and ``anchor_keys`` are trusted to sign them."""
     prepare_out_dir(out_dir)
     meta = dict(meta or {})
     now = now or dt.datetime.now(dt.timezone.utc)
     pack = Pack(out_dir)
     ctx = Context(state_dir, audit_log, pack, since, now, run, sites or [], repo, include_data,
                   periods(schedule) if schedule is not None else default_periods())
+    ctx.anchor_dirs = anchor_dirs if anchor_dirs is not None else [AuditLog(audit_log).anchors_dir]
+    ctx.anchor_keys = {signer.public_raw: "pack signer", **(anchor_keys or {})}
     results, rules, origin = verdicts(ctx, not_applicable)
     bad = [r for r in results if not r.ok]
     tally = counts(results)

@@ -87,6 +87,8 @@ class Context:
     include_data: bool = False
     periods: dict = field(default_factory=dict)       # duty -> cadence.Period
     cache: dict = field(default_factory=dict)
+    anchor_dirs: list[str] = field(default_factory=list)   # signed audit checkpoints
+    anchor_keys: dict = field(default_factory=dict)        # raw public key -> name
 
     def regularity(self, duty: str, label: str, times):
         """periods.regularity of ``times`` for ``duty`` at its configured cadence."""

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 
+from opskit.core.anchors import AnchorSet, collect, verify_with_anchors
 from opskit.core.audit import AuditLog
+from opskit.core.errors import OperationalError
 
 from .model import MET, NO_EVIDENCE, NOT_MET, Item, judge, source
 from .packfiles import Context, first_error, iso, parse_when
@@ -17,6 +20,7 @@ from .privacy import redact_entry
 from .text import T
 
 AUDIT_FILE = "audit/audit.log"            # copied when the pack is sealed (seal.py)
+NEWEST_ANCHORS = 7                        # a week of daily signed checkpoints
 
 
 @source("audit-log", "R-DAT-1", "R-AUD-1", "R-AUD-3", title="Audit log")
@@ -25,11 +29,13 @@ def audit_log(ctx: Context):
     log = AuditLog(ctx.audit_log)
     if not os.path.exists(log.path):
         return [judge(r, NO_EVIDENCE, T("no audit log at {path}", path=log.path)) for r in rules]
-    report = log.verify()
+    anchors = _anchors(ctx, log)
+    report = verify_with_anchors(log, anchors)
     entry = ctx.pack.write("audit/verify.json", json.dumps(report.to_dict(), indent=2) + "\n",
                            "opskit audit verify")
     items = [ctx.pack.item(entry, T("audit log verification at pack time")),
-             Item(T("the audit log up to the pack's own entry"), AUDIT_FILE)]
+             Item(T("the audit log up to the pack's own entry"), AUDIT_FILE),
+             *_carry_anchors(ctx, anchors)]
     if not report.ok:
         why = T("R-AUD-3: {problem}", problem=report.describe())
         return [judge(r, NOT_MET, why, items) for r in rules]
@@ -42,8 +48,8 @@ def audit_log(ctx: Context):
         why = T("the audit log starts {start} ({days} days ago): the period from {since} is "
                 "not covered", start=iso(start), days=f"{days:.0f}", since=iso(ctx.since)[:10])
         return [judge(r, NOT_MET, why, items) for r in rules]
-    why = T("{verification}; kept since {start}", verification=_describe(report),
-            start=iso(start)[:10])
+    why = T("{verification}; kept since {start}; {anchors}", verification=_describe(report),
+            start=iso(start)[:10], anchors=_anchor_note(anchors))
     return [judge(r, MET, why, items) for r in rules]
 
 
@@ -51,6 +57,34 @@ def _describe(report) -> T:
     """``audit verify``'s one line for an intact log, translatable."""
     return T("audit log intact: {count} entries, head {head}", count=report.entries_checked,
              head=report.head[1][:12] if report.head else "-")
+
+
+def _anchors(ctx: Context, log: AuditLog) -> AnchorSet:
+    """Signed checkpoints of this log (a directory that cannot be read is a finding)."""
+    try:
+        return collect(ctx.anchor_dirs, log.path, socket.gethostname(), ctx.anchor_keys)
+    except OperationalError as exc:
+        return AnchorSet(problems=[str(exc)])
+
+
+def _carry_anchors(ctx: Context, anchors: AnchorSet) -> list[Item]:
+    """The newest signed checkpoints go into the pack: a copy that leaves the machine."""
+    out = []
+    for cp in anchors.newest(NEWEST_ANCHORS):
+        entry = ctx.pack.copy(cp["_file"], f"audit/anchors/{os.path.basename(cp['_file'])}")
+        out.append(ctx.pack.item(entry, T("signed audit checkpoint, seq {seq}", seq=cp["seq"]),
+                                 parse_when(cp.get("time"))))
+    return out
+
+
+def _anchor_note(anchors: AnchorSet) -> T:
+    if not anchors.checkpoints:
+        return T("no signed checkpoint: entries cut from the end would not show "
+                 "(schedule 'opskit audit checkpoint --sign', docs/audit-log.md)")
+    newest = anchors.newest(1)[0]
+    return T("checked against {count} signed checkpoint(s), newest seq {seq} of {date}",
+             count=len(anchors.checkpoints), seq=newest["seq"],
+             date=str(newest.get("time", "?"))[:10])
 
 
 def _export(ctx: Context) -> tuple[list[str] | None, str | None]:

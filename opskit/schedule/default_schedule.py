@@ -102,6 +102,14 @@ jobs:
     timeout: 1h
     rules: [R-ACC-2, R-ACC-4, R-ACC-5, R-AUD-2]
 
+  audit-checkpoint:
+    description: Daily signed checkpoint of the audit log, exported to audit.anchor_dir (R-AUD-3)
+    command: [audit, checkpoint, --sign]
+    every: day
+    at: "06:20"
+    timeout: 10m
+    rules: [R-AUD-3, R-DAT-1]
+
   audit-verify:
     description: Daily verification of the tamper-evident audit log
     command: [audit, verify]

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 
+from opskit.core.signing import KEY_ENV, signing_key_path
+from opskit.core.state import default_state_dir
+
 from .jobs import Job
 
 PASSPHRASE_ENVS = ("OPSKIT_PASSPHRASE_FILE", "OPSKIT_PASSPHRASE")
@@ -83,6 +86,19 @@ def _perms_blockers(command: list[str], config) -> list[str]:
     return []
 
 
+def _audit_blockers(command: list[str], config, env: dict[str, str]) -> list[str]:
+    """A signed checkpoint needs the operator's key where cron will look (R-AUD-3)."""
+    if command[1:2] != ["checkpoint"] or "--sign" not in command:
+        return []
+    state_dir = env.get("OPSKIT_HOME") or config.get("state_dir") or default_state_dir()
+    path = signing_key_path(config, os.path.abspath(os.path.expanduser(state_dir)),
+                            _option(command, "--key"), env)
+    if os.path.exists(path):
+        return []
+    return [f"no signing key at {path}: create one with 'opskit correct keygen' (or set "
+            "corrections.key_file) to sign audit checkpoints"]
+
+
 def blockers(job: Job, config, env: dict[str, str] | None = None) -> list[str]:
     """Why ``job`` would fail under cron with ``config`` and the carried ``env``
     (empty when it can run)."""
@@ -91,16 +107,20 @@ def blockers(job: Job, config, env: dict[str, str] | None = None) -> list[str]:
         return _backup_blockers(job.command, config, env)
     if job.command and job.command[0] == "perms":
         return _perms_blockers(job.command, config)
+    if job.command and job.command[0] == "audit":
+        return _audit_blockers(job.command, config, env)
     return []
 
 
 def carried_environment(environ=None) -> dict[str, str]:
     """The variables a cron line or systemd unit must carry so the job sees what
-    the admin's shell saw: the state dir, the config and the passphrase *file*.
+    the admin's shell saw: the state dir, the config, the passphrase *file* and the
+    signing key *file*.
     A passphrase itself (OPSKIT_PASSPHRASE) is never written into a crontab."""
     environ = os.environ if environ is None else environ
-    keep = ("OPSKIT_HOME", "OPSKIT_CONFIG", "OPSKIT_PASSPHRASE_FILE")
+    keep = ("OPSKIT_HOME", "OPSKIT_CONFIG", "OPSKIT_PASSPHRASE_FILE", KEY_ENV)
     out = {k: environ[k] for k in keep if environ.get(k)}
-    if "OPSKIT_PASSPHRASE_FILE" in out:
-        out["OPSKIT_PASSPHRASE_FILE"] = os.path.abspath(out["OPSKIT_PASSPHRASE_FILE"])
+    for name in ("OPSKIT_PASSPHRASE_FILE", KEY_ENV):     # paths, never the secret itself
+        if name in out:
+            out[name] = os.path.abspath(out[name])
     return out

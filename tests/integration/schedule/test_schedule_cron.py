@@ -35,6 +35,7 @@ def _setup(tmp_path):
     config.write_text(f"backup:\n  paths: [{src}]\n"
                       f"sites:\n  dr:\n    url: file://{tmp_path / 'offsite'}\n")
     env = {"OPSKIT_HOME": str(tmp_path / "home"), "OPSKIT_PASSPHRASE_FILE": str(passfile)}
+    assert run_opskit("correct", "keygen", env=env).exit_code == 0   # signs audit checkpoints
     return config, env
 
 
@@ -77,7 +78,8 @@ def test_the_default_schedule_runs_under_real_cron_quietly(tmp_path, cron_daemon
         assert first.exit_code == 0, first.output
     crontab, timed = _every_minute(printed.stdout, tmp_path)
     expected = {"backup-incremental", "backup-full", "replicate", "restore-drill",
-                "policy-check", "permission-snapshot", "permission-report", "audit-verify"}
+                "policy-check", "permission-snapshot", "permission-report", "audit-verify",
+                "audit-checkpoint"}
     cron_daemon.start(crontab)
     deadline = time.monotonic() + 170
     while time.monotonic() < deadline and set(_finished(env["OPSKIT_HOME"], expected)) != expected:
@@ -104,7 +106,8 @@ def test_a_job_that_is_not_set_up_is_left_out_not_installed_to_fail(tmp_path):
     for job, reason in (("backup-incremental", "backup.paths is empty"),
                         ("backup-full", "backup.paths is empty"),
                         ("restore-drill", "no site 'dr' in the config"),
-                        ("permission-report", "no roles.yaml")):
+                        ("permission-report", "no roles.yaml"),
+                        ("audit-checkpoint", "no signing key")):
         assert re.search(rf"^# {job}: left out, not set up: .*{re.escape(reason)}", out, re.M), job
         assert f"job {job} left out" in printed.stderr
     assert "no passphrase cron can read" in out

@@ -741,3 +741,65 @@ def test_r_sec_1_comes_from_mlps3_runs_and_they_never_stand_in_for_the_baseline(
     _mlps3_run(home, ago(minutes=1), ["pass", "manual", "pass"])
     _result, rules = build(tmp_path, home, fake, signer, sites, name="passed")
     assert rules["R-SEC-1"]["verdict"] == "met" and "1 manual" in rules["R-SEC-1"]["reason"]
+
+
+# --- signed audit checkpoints (#28 item 7): carried in the pack, judged against ----------
+
+def _anchor(home, signer, drop=0):
+    """Sign a checkpoint of the log's head as the scheduled job does; then (an attacker)
+    cut ``drop`` entries off the end and remove the unsigned local checkpoints."""
+    from opskit.core.anchors import sign_checkpoint, write_anchor
+    log = AuditLog(str(home / "audit" / "audit.log"))
+    path = write_anchor(log.anchors_dir, sign_checkpoint(log.checkpoint(), signer))
+    os.unlink(log.checkpoints_path)
+    if drop:
+        lines = open(log.path, "rb").read().splitlines(keepends=True)
+        open(log.path, "wb").write(b"".join(lines[:-drop]))
+    return path
+
+
+def test_signed_checkpoints_are_carried_and_judged_against(good, tmp_path):
+    home, fake, signer, _o, sites = good
+    path = _anchor(home, signer)
+    result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-AUD-3"]["verdict"] == "met", rules["R-AUD-3"]["reason"]
+    assert "checked against 1 signed checkpoint(s)" in rules["R-AUD-3"]["reason"]
+    carried = tmp_path / "pack" / "audit" / "anchors" / os.path.basename(path)
+    assert carried.read_bytes() == open(path, "rb").read()
+    assert verify(str(tmp_path / "pack")) == ([], signer.fingerprint)
+
+
+def test_tail_cut_below_the_newest_signed_checkpoint_is_not_met(good, tmp_path):
+    home, fake, signer, _o, sites = good
+    _anchor(home, signer, drop=2)
+    result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-AUD-3"]["verdict"] == "not met"
+    assert "truncated" in rules["R-AUD-3"]["reason"]
+    assert "signed checkpoint" in rules["R-AUD-3"]["reason"]
+    assert result.exit_code == 1
+
+
+def test_without_the_signed_checkpoint_the_same_cut_passes_unseen(good, tmp_path):
+    home, fake, signer, _o, sites = good
+    path = _anchor(home, signer, drop=2)
+    os.unlink(path)
+    _result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-AUD-3"]["verdict"] == "met"          # the limit the anchors close
+    assert "no signed checkpoint" in rules["R-AUD-3"]["reason"]
+
+
+@pytest.mark.parametrize("case,words", [("altered", "bad signature"),
+                                        ("stranger", "signed by unknown key")])
+def test_a_bad_signed_checkpoint_is_itself_not_met(good, tmp_path, case, words):
+    home, fake, signer, other, sites = good
+    path = _anchor(home, other if case == "stranger" else signer)
+    if case == "altered":
+        anchor = json.load(open(path))
+        anchor["checkpoint"]["seq"] -= 1
+        open(path, "w").write(json.dumps(anchor))
+    _result, rules = build(tmp_path, home, fake, signer, sites)
+    assert rules["R-AUD-3"]["verdict"] == "not met"
+    assert words in rules["R-AUD-3"]["reason"], rules["R-AUD-3"]["reason"]
+    _result, rules = build(tmp_path, home, fake, signer, sites, name="trusting",
+                           anchor_keys={other.public_raw: "other"})
+    assert (rules["R-AUD-3"]["verdict"] == "met") == (case == "stranger")
