@@ -15,8 +15,8 @@ import pytest
 
 from opskit.backup.backends import LocalBackend
 from opskit.backup.db.wal import WalArchive
-from tests.backup_helpers import BackupCli, open_repo
-from tests.integration.test_replicate_s3 import make_cli
+from tests.harness.backup import BackupCli, open_repo
+from tests.integration.backup.test_replicate_s3 import make_cli
 
 SEG = "000000010000000000000003"
 

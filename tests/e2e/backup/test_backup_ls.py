@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.backup_helpers import BackupCli, write
+from tests.harness.backup import BackupCli, write
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ from opskit.backup.archiver import Archiver
 from opskit.backup.restorer import Restorer
 from opskit.cli.progress import TerminalProgress
 from opskit.core.output import human_bytes
-from tests.backup_helpers import engine_repo, open_repo, write
+from tests.harness.backup import engine_repo, open_repo, write
 
 
 @pytest.fixture
