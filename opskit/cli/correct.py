@@ -115,13 +115,16 @@ def _evidence(app: App, entry: dict, state=None) -> None:
 # --- keygen ---------------------------------------------------------------------------
 
 @group.command("keygen")
-@click.option("--out", metavar="FILE", help="Where to write the private key (mode 0600). Default: "
-                                            "corrections.key_file or <state_dir>/corrections/id_ed25519.")
+@click.option("--key", "--out", "out", metavar="FILE",
+              help="Where to write the private key (mode 0600; the public key goes to FILE.pub). "
+                   "Default: corrections.key_file or <state_dir>/corrections/id_ed25519. "
+                   "(--out is the old spelling.)")
 @click.option("--name", metavar="NAME", default="", help="Comment on the public key line (your name).")
 @output_options(tabular=False)
 @pass_app
 def keygen_cmd(app: App, out: str | None, name: str) -> None:
-    """Create your Ed25519 signing key and print the public key to declare in the rules file."""
+    """Create your Ed25519 signing key (FILE and FILE.pub, as ssh-keygen does) and print
+    the public key to declare in the rules file and the roster."""
     from opskit.core.signing import generate
     from opskit.corrections.report import keygen_result
     path = _key_path(app, out)

@@ -64,7 +64,7 @@ def generate(path: str, comment: str = "", overwrite: bool = False) -> tuple[Sig
     path = os.path.abspath(os.path.expanduser(path))
     if os.path.exists(path) and not overwrite:
         raise UsageError(f"{path} already exists; refusing to overwrite a signing key",
-                         hint="choose another --out FILE, or move the old key away first")
+                         hint="choose another --key FILE, or move the old key away first")
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     key = Ed25519PrivateKey.generate()
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
@@ -79,7 +79,12 @@ def generate(path: str, comment: str = "", overwrite: bool = False) -> tuple[Sig
         os.close(fd)
     os.replace(tmp, path)
     signer = Signer(key, path)
-    return signer, openssh_line(signer.public_raw, comment)
+    line = openssh_line(signer.public_raw, comment)
+    # the public half beside it, as ssh-keygen writes it (not secret: 0644)
+    with open(path + ".pub", "w", encoding="ascii") as fh:
+        fh.write(line + "\n")
+    os.chmod(path + ".pub", 0o644)
+    return signer, line
 
 
 def load_signer(path: str) -> Signer:

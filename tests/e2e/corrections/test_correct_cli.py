@@ -309,3 +309,16 @@ def test_verify_names_its_anchor_and_warns_without_one(opskit, tmp_path):
     cp.write_text(json.dumps({"seq": 1, "hash": head["hash"]}))
     pinned = opskit("correct", "verify", "--ledger", export, "--checkpoint", cp, "--strict", env=w.env())
     assert pinned.exit_code == 0 and f"anchored by checkpoint file {cp}" in pinned.stdout
+
+
+def test_keygen_takes_key_like_every_correct_command_and_writes_the_public_key(tmp_path):
+    """#22 item 10: one option name for the key file; the .pub written beside it."""
+    from tests.harness.cli import run_opskit
+    key = tmp_path / "me" / "id_ed25519"
+    run = run_opskit("correct", "keygen", "--key", str(key), "--name", "me")
+    assert run.exit_code == 0, run.output
+    assert oct(os.stat(key).st_mode & 0o777) == oct(0o600)
+    pub = (tmp_path / "me" / "id_ed25519.pub").read_text()
+    assert pub.startswith("ssh-ed25519 ") and pub.strip().endswith(" me") and pub.strip() in run.stdout
+    again = run_opskit("correct", "keygen", "--key", str(key))
+    assert again.exit_code == 2 and "already exists" in again.stderr    # never overwritten
