@@ -24,7 +24,7 @@ from opskit.core.signing import Signer
 from .ledger import Ledger, Refused
 from .rulesfile import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
 from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
-from .targets import Database, TargetError, image_digest, recover as recover_rows
+from .targets import MARKER_TABLE, Database, TargetError, image_digest, recover as recover_rows
 from .verify import LedgerTampered, verify_request
 
 RULE_IDS = ["R-DAT-1", "R-DAT-2", "R-DAT-3", "R-AUD-1", "R-AUD-3"]
@@ -263,12 +263,16 @@ class Corrections:
         verified, current = self.verified_state(rid)
         if current.state == wf.EXECUTING:
             return self.recover(rid, current, op, signer)
+        # the commit-marker table must exist before the claim: a role that cannot create
+        # it is a configuration error (exit 2) that leaves the request approved
+        Database(self.registry.target(current.target), self.lock_timeout).ensure_marker()
+        failpoint("correct.apply.before-claim")
 
         def claim(entries, seq):
             if not entries:
                 raise Refused(f"no correction request {rid} in the ledger")
             spec = {"kind": "apply-started", "actor": op.name,
-                    "body": dict(self._evidence(), pid=os.getpid())}
+                    "body": dict(self._evidence(), pid=os.getpid(), marker=MARKER_TABLE)}
             self._unchanged(rid, verified, entries, dict(spec, request=rid, seq=seq))
             st = wf.fold(entries)
             self._may_apply(st, op)
@@ -284,7 +288,8 @@ class Corrections:
             tgt = self.registry.target(st.target)
             stmt = parse_statement(st.sql)
             typed = {k: typed_value(v) for k, v in st.params.items()}
-            outcome = Database(tgt, self.lock_timeout).apply(stmt, typed, st.before_digest, st.row_count)
+            outcome = Database(tgt, self.lock_timeout).apply(stmt, typed, st.before_digest, st.row_count,
+                                                             (rid, claimed["hash"]))
         except BaseException as exc:       # still record the failure, then re-raise
             error = exc
         if outcome is not None and outcome.ok:
@@ -306,12 +311,7 @@ class Corrections:
                 body["before_now_sha256"] = image_digest(outcome.before_now)
             kind = "apply-failed"
 
-        def record(entries, seq):
-            spec = {"kind": kind, "actor": op.name, "body": body}
-            wf.step(wf.fold(entries), dict(spec, request=rid, seq=seq))
-            return spec
-
-        entry = self.ledger.append(rid, record, signer)
+        entry = self.ledger.append(rid, self._outcome(rid, kind, op.name, body), signer)
         final = self.state(rid)
         if error is not None and not isinstance(error, OpskitError):
             raise error
@@ -319,6 +319,16 @@ class Corrections:
             raise ApplyFailed(f"{rid} not applied ({body['stage']}): {body['reason']}; recorded in "
                               f"the ledger as seq {entry['seq']}", entry, final)
         return entry, final
+
+    @staticmethod
+    def _outcome(rid: str, kind: str, actor: str, body: dict):
+        """The ledger callback that records an apply's outcome (after the workflow allows it)."""
+        def record(entries, seq):
+            failpoint("correct.apply.before-outcome")
+            spec = {"kind": kind, "actor": actor, "body": body}
+            wf.step(wf.fold(entries), dict(spec, request=rid, seq=seq))
+            return spec
+        return record
 
     def _retry_later(self, rid: str, op, claimed: dict, outcome, signer: Signer) -> None:
         """A transient error: record ``apply-aborted`` (the request is approved again) and
@@ -354,9 +364,13 @@ class Corrections:
         tgt = self.registry.target(st.target)
         stmt = parse_statement(st.sql)
         typed = {k: typed_value(v) for k, v in st.params.items()}
-        outcome = recover_rows(Database(tgt, self.lock_timeout), stmt, typed, st.before,
-                               st.before_digest, st.row_count)
-        if not outcome.ok and outcome.stage not in ("recover", "row-count"):
+        db = Database(tgt, self.lock_timeout)
+        if (claim.get("body") or {}).get("marker"):
+            # the claim's commit marker says whether it committed: nothing is guessed
+            outcome = db.settle(stmt, typed, st.before_digest, st.row_count, (rid, claim["hash"]))
+        else:   # claimed by a version without markers: decide from the live rows
+            outcome = recover_rows(db, stmt, typed, st.before, st.before_digest, st.row_count)
+        if not outcome.ok and outcome.stage not in ("recover", "row-count", "before-image"):
             raise TargetError(f"{rid} was left executing by {st.executor} (claim seq "
                               f"{st.claimed_seq}); settling it failed ({outcome.stage}): "
                               f"{outcome.reason}. Nothing recorded: run apply again")
@@ -375,12 +389,7 @@ class Corrections:
                 body["rows_now"] = outcome.before_now
                 body["before_now_sha256"] = image_digest(outcome.before_now)
 
-        def record(entries, seq):
-            spec = {"kind": kind, "actor": op.name, "body": body}
-            wf.step(wf.fold(entries), dict(spec, request=rid, seq=seq))
-            return spec
-
-        entry = self.ledger.append(rid, record, signer)
+        entry = self.ledger.append(rid, self._outcome(rid, kind, op.name, body), signer)
         final = self.state(rid)
         if kind == "apply-failed":
             raise ApplyFailed(f"{rid} not applied ({body['stage']}): {body['reason']}; recorded in "

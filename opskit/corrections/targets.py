@@ -12,6 +12,12 @@ Two operations, both with parameterised SQL only:
   with ``RETURNING *`` (the after-image), refuse if the row count differs,
   commit. Any refusal or error rolls back (R-DAT-1, R-DAT-2).
 
+The apply also inserts a commit marker (a row in ``opskit_correction_applied``
+in the target database, keyed by the ledger's claim entry hash, holding the
+after-image) in the same transaction: it exists if and only if the change
+committed, so ``settle`` after a crash reads it instead of guessing from the
+live rows (R-DAT-1).
+
 On PostgreSQL every statement is sent alone over the extended query protocol
 (see ``_Tx``) on a session with ``standard_conforming_strings=on``, so the
 server reads the text exactly as pglast did in sqlcheck.py and can never run a
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 import sqlite3
 import uuid
@@ -48,6 +55,9 @@ def jsonable(value: Any) -> Any:
         return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, _dt.datetime) and value.tzinfo is not None:
+        # one spelling of an instant whatever the session's TimeZone (R-DAT-1: same digest)
+        return value.astimezone(_dt.timezone.utc).isoformat()
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         return value.isoformat()
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -165,8 +175,59 @@ class Database:
         return Image(columns, rows)
 
     # --- apply -------------------------------------------------------------------
-    def apply(self, stmt: Statement, params: dict, approved_digest: str, expected_rows: int) -> ApplyOutcome:
-        """Run the statement in one transaction under the checks in the module doc."""
+    def ensure_marker(self) -> None:
+        """Create the commit-marker table if it is missing. Raises UsageError naming the
+        table and the DDL when the role may not create it (nothing claimed yet)."""
+        tx = _Tx(self)
+        try:
+            try:
+                if not tx.marker_exists():
+                    tx.q("CREATE TABLE IF NOT EXISTS " + MARKER_DDL[tx.kind][len("CREATE TABLE "):])
+                    if tx.kind != "sqlite":     # SQLite runs DDL in autocommit here
+                        tx.commit()
+            except Exception as exc:  # sqlite3.Error / psycopg.Error
+                tx.rollback()
+                if tx.transient(exc):
+                    raise TargetError(f"target {self.target.name}: cannot check the commit-marker "
+                                      f"table {MARKER_TABLE}: {tx.message(exc)}") from None
+                raise UsageError(f"target {self.target.name}: cannot create the commit-marker table "
+                                 f"{MARKER_TABLE} ({tx.message(exc)}); create it once as the schema "
+                                 f"owner: {MARKER_DDL[tx.kind]}, and grant INSERT, SELECT on it to the "
+                                 "correction role") from None
+        finally:
+            tx.conn.close()
+
+    def settle(self, stmt: Statement, params: dict, approved_digest: str, expected_rows: int,
+               marker: tuple[str, str]) -> ApplyOutcome:
+        """An apply claimed as ``marker`` (request id, claim entry hash) whose outcome was
+        never recorded: its commit marker says whether it committed (then the after-image
+        it committed is returned); without one nothing committed, so apply it now."""
+        try:
+            tx = _Tx(self)
+        except TargetError as exc:
+            return ApplyOutcome(False, stage="connect", reason=exc.message, transient=True)
+        try:
+            try:
+                found = tx.marker(marker[1]) if tx.marker_exists() else None
+                tx.rollback()
+            except Exception as exc:  # sqlite3.Error / psycopg.Error
+                tx.rollback()
+                return ApplyOutcome(False, stage="marker", reason=f"{tx.message(exc)}; nothing changed",
+                                    transient=tx.transient(exc))
+        finally:
+            tx.conn.close()
+        if found is not None:
+            return ApplyOutcome(True, row_count=int(found["row_count"]), after=json.loads(found["after"]),
+                                stage=COMMITTED)
+        out = self.apply(stmt, params, approved_digest, expected_rows, marker)
+        if out.ok:
+            out.stage = APPLIED_NOW
+        return out
+
+    def apply(self, stmt: Statement, params: dict, approved_digest: str, expected_rows: int,
+              marker: tuple[str, str] | None = None) -> ApplyOutcome:
+        """Run the statement in one transaction under the checks in the module doc;
+        ``marker`` (request id, claim entry hash) is committed with it."""
         try:
             tx = _Tx(self)
         except TargetError as exc:
@@ -187,7 +248,7 @@ class Database:
                                         reason="the rows changed since the request was approved "
                                                "(before-image differs); nothing applied")
                 stage = "execute"
-                return _execute(tx, stmt, params, expected_rows, "commit")
+                return _execute(tx, stmt, params, expected_rows, "commit", marker)
             except Exception as exc:  # sqlite3.Error / psycopg.Error
                 tx.rollback()
                 return ApplyOutcome(False, stage=tx.stage or stage, reason=f"{tx.message(exc)}; rolled back",
@@ -223,6 +284,16 @@ def is_transient(exc: BaseException) -> bool:
 # --- recovery of an apply interrupted between claim and outcome -----------------------
 
 COMMITTED, APPLIED_NOW = "committed-before-crash", "applied-now"
+
+MARKER_TABLE = "opskit_correction_applied"
+MARKER_DDL = {
+    "postgresql": f"CREATE TABLE {MARKER_TABLE} (entry_hash text PRIMARY KEY, request_id text NOT NULL, "
+                  "applied_at timestamptz NOT NULL DEFAULT now(), row_count integer NOT NULL, "
+                  "after text NOT NULL)",
+    "sqlite": f"CREATE TABLE {MARKER_TABLE} (entry_hash TEXT PRIMARY KEY, request_id TEXT NOT NULL, "
+              "applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, row_count INTEGER NOT NULL, "
+              "after TEXT NOT NULL)",
+}
 
 
 class _Tx:
@@ -260,6 +331,25 @@ class _Tx:
             name = "statement_timeout" if preview else "lock_timeout"
             ms = int(self.db.lock_timeout * 1000) * (3 if preview else 1)
             self.q(f"SELECT set_config('{name}', :ms, true)", {"ms": str(ms)})
+
+    def marker_exists(self) -> bool:
+        if self.kind == "sqlite":
+            _c, rows = self.q("SELECT name FROM sqlite_master WHERE type = 'table' AND name = :t",
+                              {"t": MARKER_TABLE})
+        else:
+            _c, rows = self.q("SELECT CAST(to_regclass(:t) AS text) AS name", {"t": MARKER_TABLE})
+        return bool(rows and rows[0]["name"])
+
+    def marker(self, entry_hash: str) -> dict | None:
+        _c, rows = self.q(f"SELECT row_count, after FROM {MARKER_TABLE} WHERE entry_hash = :h",
+                          {"h": entry_hash})
+        return rows[0] if rows else None
+
+    def write_marker(self, marker: tuple[str, str], row_count: int, after: list[dict]) -> None:
+        """The commit marker, in the apply's own transaction: it commits with the change."""
+        self.q(f"INSERT INTO {MARKER_TABLE} (entry_hash, request_id, row_count, after) "
+               "VALUES (:h, :r, :n, :a)", {"h": marker[1], "r": marker[0], "n": row_count,
+                                           "a": json.dumps(after, sort_keys=True, ensure_ascii=False)})
 
     def lock_sql(self, select: str) -> str:
         return select if self.kind == "sqlite" else select + " FOR UPDATE"
@@ -425,7 +515,8 @@ def _recover(db: "Database", stmt: Statement, params: dict, before: list[dict], 
         tx.conn.close()
 
 
-def _execute(tx: _Tx, stmt: Statement, params: dict, expected_rows: int, done: str) -> ApplyOutcome:
+def _execute(tx: _Tx, stmt: Statement, params: dict, expected_rows: int, done: str,
+             marker: tuple[str, str] | None = None) -> ApplyOutcome:
     """Run the statement (with ``RETURNING *``, the after-image) in the open, locked
     transaction; commit only if it touched exactly the approved number of rows."""
     _c, after = tx.q(stmt.sql + " RETURNING *", params)
@@ -434,9 +525,11 @@ def _execute(tx: _Tx, stmt: Statement, params: dict, expected_rows: int, done: s
         return ApplyOutcome(False, row_count=len(after), stage="row-count",
                             reason=f"statement touched {len(after)} row(s), {expected_rows} approved; "
                                    "rolled back")
+    after = [] if stmt.operation == "DELETE" else after
+    if marker is not None:
+        tx.write_marker(marker, expected_rows, after)
     tx.commit()
-    return ApplyOutcome(True, row_count=expected_rows, after=[] if stmt.operation == "DELETE" else after,
-                        stage=done)
+    return ApplyOutcome(True, row_count=expected_rows, after=after, stage=done)
 
 
 def recover(db: "Database", stmt: Statement, params: dict, before: list[dict], approved_digest: str,
