@@ -177,25 +177,34 @@ class Database:
     # --- apply -------------------------------------------------------------------
     def ensure_marker(self) -> None:
         """Create the commit-marker table if it is missing. Raises UsageError naming the
-        table and the DDL when the role may not create it (nothing claimed yet)."""
-        tx = _Tx(self)
+        table and the DDL when the role may not create it (nothing claimed yet). A
+        transient error (target down, lock held) is left to the apply, which records it
+        as such and leaves the request approved."""
+        try:
+            tx = _Tx(self)
+        except TargetError:
+            return
         try:
             try:
-                if not tx.marker_exists():
-                    tx.q("CREATE TABLE IF NOT EXISTS " + MARKER_DDL[tx.kind][len("CREATE TABLE "):])
-                    if tx.kind != "sqlite":     # SQLite runs DDL in autocommit here
-                        tx.commit()
+                tx.create_marker()
+                tx.commit()
             except Exception as exc:  # sqlite3.Error / psycopg.Error
                 tx.rollback()
-                if tx.transient(exc):
-                    raise TargetError(f"target {self.target.name}: cannot check the commit-marker "
-                                      f"table {MARKER_TABLE}: {tx.message(exc)}") from None
+                if tx.transient(exc) or self._created_meanwhile(tx):
+                    return          # another apply created it at the same moment, or retry later
                 raise UsageError(f"target {self.target.name}: cannot create the commit-marker table "
                                  f"{MARKER_TABLE} ({tx.message(exc)}); create it once as the schema "
                                  f"owner: {MARKER_DDL[tx.kind]}, and grant INSERT, SELECT on it to the "
                                  "correction role") from None
         finally:
             tx.conn.close()
+
+    @staticmethod
+    def _created_meanwhile(tx: "_Tx") -> bool:
+        try:
+            return tx.marker_exists()
+        finally:
+            tx.rollback()
 
     def settle(self, stmt: Statement, params: dict, approved_digest: str, expected_rows: int,
                marker: tuple[str, str]) -> ApplyOutcome:
@@ -345,8 +354,15 @@ class _Tx:
                           {"h": entry_hash})
         return rows[0] if rows else None
 
+    def create_marker(self) -> None:
+        """The commit-marker table, if missing (``IF NOT EXISTS`` alone would need CREATE
+        on the schema even when it exists)."""
+        if not self.marker_exists():
+            self.q("CREATE TABLE IF NOT EXISTS " + MARKER_DDL[self.kind][len("CREATE TABLE "):])
+
     def write_marker(self, marker: tuple[str, str], row_count: int, after: list[dict]) -> None:
         """The commit marker, in the apply's own transaction: it commits with the change."""
+        self.create_marker()      # normally there already (ensure_marker); same transaction
         self.q(f"INSERT INTO {MARKER_TABLE} (entry_hash, request_id, row_count, after) "
                "VALUES (:h, :r, :n, :a)", {"h": marker[1], "r": marker[0], "n": row_count,
                                            "a": json.dumps(after, sort_keys=True, ensure_ascii=False)})
@@ -395,7 +411,8 @@ class _Tx:
     def commit(self) -> None:
         self.stage = "commit"
         if self.kind == "sqlite":
-            self.conn.execute("COMMIT")
+            if self.conn.in_transaction:        # outside BEGIN each statement commits itself
+                self.conn.execute("COMMIT")
         else:
             self.conn.commit()
         self.stage = ""
