@@ -25,6 +25,7 @@ from .ledger import Ledger, Refused
 from .rulesfile import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
 from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
 from .targets import MARKER_TABLE, Database, TargetError, image_digest, recover as recover_rows
+from .effects import effects_digest
 from .verify import LedgerTampered, verify_request
 
 RULE_IDS = ["R-DAT-1", "R-DAT-2", "R-DAT-3", "R-AUD-1", "R-AUD-3"]
@@ -47,6 +48,11 @@ class ApplyRetry(OperationalError):
     def __init__(self, message: str, entry: dict | None = None, state: "wf.RequestState | None" = None):
         super().__init__(message)
         self.entry, self.state = entry, state
+
+
+def _touches(table: str, operation: str, rows: int, effects: list[dict]) -> list[tuple[str, str, int]]:
+    """(table, operation, rows) of the statement itself and of each cascade it sets off."""
+    return [(table, operation, rows)] + [(e["table"], e["operation"], len(e["rows"])) for e in effects]
 
 
 @dataclass
@@ -101,10 +107,15 @@ class Corrections:
             raise SqlRefused(f"the WHERE clause matches no rows in {tgt.name}.{stmt.table}: nothing "
                              "to correct (check the parameters)")
         limit = tgt.max_rows or self.registry.max_rows
-        if count > limit:
-            raise SqlRefused(f"the statement touches {count} rows; at most {limit} per correction "
-                             "(max_rows in the rules file): bulk changes are not corrections")
-        req = self.registry.requirement(tgt.name, stmt.table, stmt.operation, count)
+        total = count + sum(len(e["rows"]) for e in image.effects)
+        if total > limit:
+            raise SqlRefused(f"the statement touches {total} rows (cascades included); at most {limit} "
+                             "per correction (max_rows in the rules file): bulk changes are not "
+                             "corrections")
+        # every table the statement touches brings its own rules (a cascade to refunds
+        # needs the refunds sign-off, R-DAT-3)
+        req = self.registry.requirement_for(tgt.name, _touches(stmt.table, stmt.operation, count,
+                                                                image.effects))
         requirement = dict(req.to_dict(), executor_may_approve=self.registry.executor_may_approve)
         return {
             "requester": op.name,
@@ -114,6 +125,7 @@ class Corrections:
             "row_count": count, "columns": image.columns,
             "before": image.rows if stmt.operation != "INSERT" else [],
             "before_sha256": image_digest(image.rows if stmt.operation != "INSERT" else []),
+            "effects": image.effects, "effects_sha256": effects_digest(image.effects),
             "requirement": requirement, "rule_ids": RULE_IDS, **self._evidence(),
         }
 
@@ -155,7 +167,12 @@ class Corrections:
         if rows != st.row_count or image_digest(st.before) != st.before_digest:
             raise LedgerTampered(f"{where} records {st.row_count} row(s) but its before-image does not "
                                  "match (row count or digest); refusing to act on it")
-        need = self.registry.requirement(st.target, stmt.table, stmt.operation, st.row_count)
+        if effects_digest(st.effects) != (st.history[0].get("body") or {}).get("effects_sha256",
+                                                                             effects_digest([])):
+            raise LedgerTampered(f"{where}: its cascaded rows do not match their digest; refusing "
+                                 "to act on it")
+        need = self.registry.requirement_for(st.target, _touches(stmt.table, stmt.operation,
+                                                                 st.row_count, st.effects))
         have = st.requirement
         if (have.approvals < need.approvals or not set(need.levels) <= set(have.levels)
                 or (need.auditor and not have.auditor)
@@ -289,7 +306,8 @@ class Corrections:
             stmt = parse_statement(st.sql)
             typed = {k: typed_value(v) for k, v in st.params.items()}
             outcome = Database(tgt, self.lock_timeout).apply(stmt, typed, st.before_digest, st.row_count,
-                                                             (rid, claimed["hash"]))
+                                                             (rid, claimed["hash"]),
+                                                             effects_digest(st.effects))
         except BaseException as exc:       # still record the failure, then re-raise
             error = exc
         if outcome is not None and outcome.ok:
@@ -367,10 +385,11 @@ class Corrections:
         db = Database(tgt, self.lock_timeout)
         if (claim.get("body") or {}).get("marker"):
             # the claim's commit marker says whether it committed: nothing is guessed
-            outcome = db.settle(stmt, typed, st.before_digest, st.row_count, (rid, claim["hash"]))
+            outcome = db.settle(stmt, typed, st.before_digest, st.row_count, (rid, claim["hash"]),
+                                effects_digest(st.effects))
         else:   # claimed by a version without markers: decide from the live rows
             outcome = recover_rows(db, stmt, typed, st.before, st.before_digest, st.row_count)
-        if not outcome.ok and outcome.stage not in ("recover", "row-count", "before-image"):
+        if not outcome.ok and outcome.stage not in ("recover", "row-count", "before-image", "cascade"):
             raise TargetError(f"{rid} was left executing by {st.executor} (claim seq "
                               f"{st.claimed_seq}); settling it failed ({outcome.stage}): "
                               f"{outcome.reason}. Nothing recorded: run apply again")

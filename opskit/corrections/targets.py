@@ -38,6 +38,7 @@ from typing import Any
 from opskit.core.audit import canonical
 from opskit.core.errors import OperationalError, UsageError
 
+from .effects import cascades, check_visible, effects_digest
 from .rulesfile import Target, password_for
 from .sqlcheck import Statement, params_of, to_pyformat
 
@@ -89,6 +90,7 @@ def _sqlite_params(params: dict) -> dict:
 class Image:
     columns: list[str]
     rows: list[dict]
+    effects: list[dict] = field(default_factory=list)   # FK cascades (effects.Effect.to_dict)
 
     @property
     def digest(self) -> str:
@@ -166,13 +168,17 @@ class Database:
                 tx.begin(preview=True)
                 tx.q("EXPLAIN " + stmt.sql, params)
                 columns, rows = tx.q(select, params)
+                check_visible(tx, stmt)
+                effects = [e.to_dict() for e in cascades(tx, stmt, params)]
+            except UsageError:
+                raise
             except Exception as exc:  # sqlite3.Error / psycopg.Error
                 raise UsageError(f"target {self.target.name} rejects the statement: "
                                  f"{tx.message(exc)}") from None
             tx.rollback()
         finally:
             tx.conn.close()
-        return Image(columns, rows)
+        return Image(columns, rows, effects)
 
     # --- apply -------------------------------------------------------------------
     def ensure_marker(self) -> None:
@@ -207,7 +213,7 @@ class Database:
             tx.rollback()
 
     def settle(self, stmt: Statement, params: dict, approved_digest: str, expected_rows: int,
-               marker: tuple[str, str]) -> ApplyOutcome:
+               marker: tuple[str, str], approved_effects: str | None = None) -> ApplyOutcome:
         """An apply claimed as ``marker`` (request id, claim entry hash) whose outcome was
         never recorded: its commit marker says whether it committed (then the after-image
         it committed is returned); without one nothing committed, so apply it now."""
@@ -228,15 +234,17 @@ class Database:
         if found is not None:
             return ApplyOutcome(True, row_count=int(found["row_count"]), after=json.loads(found["after"]),
                                 stage=COMMITTED)
-        out = self.apply(stmt, params, approved_digest, expected_rows, marker)
+        out = self.apply(stmt, params, approved_digest, expected_rows, marker, approved_effects)
         if out.ok:
             out.stage = APPLIED_NOW
         return out
 
     def apply(self, stmt: Statement, params: dict, approved_digest: str, expected_rows: int,
-              marker: tuple[str, str] | None = None) -> ApplyOutcome:
+              marker: tuple[str, str] | None = None, approved_effects: str | None = None) -> ApplyOutcome:
         """Run the statement in one transaction under the checks in the module doc;
-        ``marker`` (request id, claim entry hash) is committed with it."""
+        ``marker`` (request id, claim entry hash) is committed with it; the rows its
+        foreign-key cascades change must be the approved ones (digest ``approved_effects``,
+        none when None)."""
         try:
             tx = _Tx(self)
         except TargetError as exc:
@@ -256,6 +264,10 @@ class Database:
                     return ApplyOutcome(False, stage=stage, before_now=now,
                                         reason="the rows changed since the request was approved "
                                                "(before-image differs); nothing applied")
+                stage = "cascade"
+                refused = _cascade_changed(tx, stmt, params, approved_effects)
+                if refused is not None:
+                    return refused
                 stage = "execute"
                 return _execute(tx, stmt, params, expected_rows, "commit", marker)
             except Exception as exc:  # sqlite3.Error / psycopg.Error
@@ -530,6 +542,28 @@ def _recover(db: "Database", stmt: Statement, params: dict, before: list[dict], 
                                 transient=tx.transient(exc))
     finally:
         tx.conn.close()
+
+
+def _cascade_changed(tx: _Tx, stmt: Statement, params: dict, approved: str | None) -> ApplyOutcome | None:
+    """Inside the apply, with the rows locked: refuse (rolled back) when a table the
+    statement reaches now hides rows by RLS, or its cascades would change other rows
+    than the approved ones (a refund added since approval needs its own sign-off)."""
+    try:
+        check_visible(tx, stmt)
+    except UsageError as exc:
+        tx.rollback()
+        return ApplyOutcome(False, stage="cascade", reason=f"{exc.message}; nothing applied")
+    now = [e.to_dict() for e in cascades(tx, stmt, params, lock=True)]
+    if effects_digest(now) == (approved or effects_digest([])):
+        return None
+    tx.rollback()
+    return ApplyOutcome(False, stage="cascade", before_now=[r for e in now for r in e["rows"]],
+                        reason="the rows the statement's foreign-key cascades change differ from the "
+                               f"approved ones (now: {_effects_text(now)}); nothing applied")
+
+
+def _effects_text(effects: list[dict]) -> str:
+    return ", ".join(f"{len(e['rows'])} row(s) of {e['table']} ({e['via']})" for e in effects) or "none"
 
 
 def _execute(tx: _Tx, stmt: Statement, params: dict, expected_rows: int, done: str,

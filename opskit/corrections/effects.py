@@ -1,0 +1,142 @@
+"""What a correction touches beyond its own rows: foreign-key cascades (PostgreSQL).
+
+A ``DELETE`` (or an ``UPDATE`` of a referenced key) on one table changes rows of
+every table whose foreign key says ``ON DELETE/UPDATE CASCADE``, ``SET NULL`` or
+``SET DEFAULT``, recursively. ``cascades`` walks those constraints in pg_constraint
+and reads the rows each one will change, as nested SELECTs on the statement's own
+WHERE clause and parameters, so the risk rules and the images see every table and
+row the statement touches (R-DAT-2, R-DAT-3; issue #17 item 4).
+
+Rows the correction role cannot see are no effect it may leave out: any table the
+statement can reach with row-level security on, for a role that does not bypass it,
+is a refusal naming the table (``hidden_tables``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .sqlcheck import SqlRefused, Statement
+
+MAX_DEPTH = 16      # a cascade deeper than this is refused, not cut short
+
+# one row per foreign key that references :t, with its columns in key order
+_FKS = """
+SELECT c.conname AS name, CAST(CAST(c.conrelid AS regclass) AS text) AS child,
+       CAST(c.confdeltype AS text) AS on_delete, CAST(c.confupdtype AS text) AS on_update,
+       ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY AS k(n, i)
+             JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i)
+         AS child_cols,
+       ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY AS k(n, i)
+             JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
+         AS parent_cols
+FROM pg_constraint c
+WHERE c.contype = 'f' AND c.confrelid = CAST(:t AS regclass)
+ORDER BY c.conname
+"""
+_ACTIONS = {"c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+
+@dataclass
+class Effect:
+    """Rows of ``table`` a cascade changes: deleted (CASCADE on delete) or updated."""
+
+    table: str
+    operation: str      # DELETE or UPDATE
+    via: str            # "<constraint> ON DELETE CASCADE"
+    rows: list[dict]
+
+    def to_dict(self) -> dict:
+        return {"table": self.table, "operation": self.operation, "via": self.via, "rows": self.rows}
+
+
+def effects_digest(effects: list[dict]) -> str:
+    """SHA-256 of the cascaded rows, each with its table and operation, as a multiset."""
+    from .targets import image_digest
+    return image_digest([{"table": e["table"], "operation": e["operation"], "row": r}
+                         for e in effects for r in e["rows"]])
+
+
+def _qi(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def cascades(tx, stmt: Statement, params: dict, lock: bool = False) -> list[Effect]:
+    """Every row a foreign-key action of ``stmt`` changes, table by table (empty on
+    SQLite and for INSERT). ``lock`` reads them ``FOR UPDATE`` (inside the apply)."""
+    if tx.kind == "sqlite" or stmt.operation == "INSERT":
+        return []
+    out: list[Effect] = []
+    root = f"SELECT * FROM {stmt.target_sql} WHERE {stmt.where}"
+    _walk(tx, _table_name(tx, stmt.table), root, stmt.operation, set(stmt.assigned), params, lock,
+          out, 0)
+    return out
+
+
+def _walk(tx, table: str, rows_sql: str, operation: str, assigned: set[str], params: dict,
+          lock: bool, out: list[Effect], depth: int) -> None:
+    """Follow the foreign keys referencing ``table`` whose rows ``rows_sql`` selects."""
+    _c, fks = tx.q(_FKS, {"t": table})
+    for fk in fks:
+        action = _ACTIONS.get(fk["on_delete"] if operation == "DELETE" else fk["on_update"])
+        if action is None or (operation == "UPDATE" and not assigned & set(fk["parent_cols"])):
+            continue            # NO ACTION / RESTRICT: the statement fails instead
+        child, child_cols = fk["child"], fk["child_cols"]
+        keys = ", ".join(_qi(c) for c in child_cols)
+        refs = ", ".join(f"p.{_qi(c)}" for c in fk["parent_cols"])
+        sql = f"SELECT * FROM {child} WHERE ({keys}) IN (SELECT {refs} FROM ({rows_sql}) AS p)"
+        _c, rows = tx.q(sql + (" FOR UPDATE" if lock else ""), params)
+        if not rows:
+            continue
+        if depth >= MAX_DEPTH:
+            raise SqlRefused(f"the statement cascades more than {MAX_DEPTH} levels deep (at {child} "
+                             f"via {fk['name']}); not a correction")
+        verb = "DELETE" if operation == "DELETE" and action == "CASCADE" else "UPDATE"
+        side = "DELETE" if operation == "DELETE" else "UPDATE"
+        out.append(Effect(child, verb, f"{fk['name']} ON {side} {action}", rows))
+        # deleted children cascade further; children whose key changes, through that key
+        _walk(tx, child, sql, verb, set(child_cols), params, lock, out, depth + 1)
+
+
+def _table_name(tx, table: str) -> str:
+    _c, rows = tx.q("SELECT CAST(CAST(CAST(:t AS regclass) AS oid) AS regclass) AS r", {"t": table})
+    return str(rows[0]["r"])
+
+
+def reachable(tx, table: str, operation: str) -> list[str]:
+    """Every table a foreign-key action from ``table`` can reach, whatever the rows."""
+    seen: list[str] = []
+    todo = [_table_name(tx, table)]
+    while todo:
+        t = todo.pop()
+        if t in seen:
+            continue
+        seen.append(t)
+        _c, fks = tx.q(_FKS, {"t": t})
+        todo.extend(fk["child"] for fk in fks
+                    if (fk["on_delete"] if operation == "DELETE" else fk["on_update"]) in _ACTIONS)
+    return seen
+
+
+def hidden_tables(tx, tables: list[str]) -> list[str]:
+    """The tables among ``tables`` whose rows row-level security may hide from this
+    role: RLS enabled, and the role neither bypasses it nor owns the table unforced."""
+    _c, rows = tx.q(
+        "SELECT CAST(CAST(c.oid AS regclass) AS text) AS t FROM pg_class c "
+        "WHERE c.oid = ANY(CAST(:ts AS regclass[])) AND c.relrowsecurity "
+        "AND NOT (SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user) "
+        "AND (c.relforcerowsecurity OR NOT pg_has_role(current_user, c.relowner, 'USAGE'))",
+        {"ts": "{" + ",".join('"' + t.replace('"', '\\"') + '"' for t in tables) + "}"})
+    return [r["t"] for r in rows]
+
+
+def check_visible(tx, stmt: Statement) -> None:
+    """Refuse (SqlRefused, naming the table) when the statement can reach a table whose
+    rows row-level security hides from the correction role: those rows would change
+    unseen by the images and the risk rules."""
+    if tx.kind == "sqlite" or stmt.operation == "INSERT":
+        return
+    hidden = hidden_tables(tx, reachable(tx, stmt.table, stmt.operation))
+    if hidden:
+        raise SqlRefused(f"{', '.join(hidden)} has row-level security the correction role does not "
+                         "bypass: rows it cannot see could change unseen (R-DAT-2); refused. Run "
+                         "corrections on such tables with a role that has BYPASSRLS")
