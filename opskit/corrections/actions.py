@@ -50,9 +50,12 @@ class ApplyRetry(OperationalError):
         self.entry, self.state = entry, state
 
 
-def _touches(table: str, operation: str, rows: int, effects: list[dict]) -> list[tuple[str, str, int]]:
-    """(table, operation, rows) of the statement itself and of each cascade it sets off."""
-    return [(table, operation, rows)] + [(e["table"], e["operation"], len(e["rows"])) for e in effects]
+def _touches(table: str, operation: str, rows: int, effects: list[dict],
+             bases: list[str]) -> list[tuple[str, str, int]]:
+    """(table, operation, rows) of the statement itself, of the base tables of a view it
+    goes through (their rules apply, R-DAT-3) and of each cascade it sets off."""
+    return ([(t, operation, rows) for t in [table] + list(bases)]
+            + [(e["table"], e["operation"], len(e["rows"])) for e in effects])
 
 
 @dataclass
@@ -115,7 +118,7 @@ class Corrections:
         # every table the statement touches brings its own rules (a cascade to refunds
         # needs the refunds sign-off, R-DAT-3)
         req = self.registry.requirement_for(tgt.name, _touches(stmt.table, stmt.operation, count,
-                                                                image.effects))
+                                                                image.effects, image.bases))
         requirement = dict(req.to_dict(), executor_may_approve=self.registry.executor_may_approve)
         return {
             "requester": op.name,
@@ -126,6 +129,7 @@ class Corrections:
             "before": image.rows if stmt.operation != "INSERT" else [],
             "before_sha256": image_digest(image.rows if stmt.operation != "INSERT" else []),
             "effects": image.effects, "effects_sha256": effects_digest(image.effects),
+            "base_tables": image.bases,
             "requirement": requirement, "rule_ids": RULE_IDS, **self._evidence(),
         }
 
@@ -171,8 +175,9 @@ class Corrections:
                                                                              effects_digest([])):
             raise LedgerTampered(f"{where}: its cascaded rows do not match their digest; refusing "
                                  "to act on it")
+        bases = list((st.history[0].get("body") or {}).get("base_tables") or [])
         need = self.registry.requirement_for(st.target, _touches(stmt.table, stmt.operation,
-                                                                 st.row_count, st.effects))
+                                                                 st.row_count, st.effects, bases))
         have = st.requirement
         if (have.approvals < need.approvals or not set(need.levels) <= set(have.levels)
                 or (need.auditor and not have.auditor)

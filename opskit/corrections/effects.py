@@ -62,14 +62,61 @@ def _qi(name: str) -> str:
 
 def cascades(tx, stmt: Statement, params: dict, lock: bool = False) -> list[Effect]:
     """Every row a foreign-key action of ``stmt`` changes, table by table (empty on
-    SQLite and for INSERT). ``lock`` reads them ``FOR UPDATE`` (inside the apply)."""
+    SQLite and for INSERT). ``lock`` reads them ``FOR UPDATE`` (inside the apply).
+    Through a view, the cascades of its base table."""
     if tx.kind == "sqlite" or stmt.operation == "INSERT":
         return []
     out: list[Effect] = []
     root = f"SELECT * FROM {stmt.target_sql} WHERE {stmt.where}"
-    _walk(tx, _table_name(tx, stmt.table), root, stmt.operation, set(stmt.assigned), params, lock,
-          out, 0)
+    table = (base_tables(tx, stmt.table) or [_table_name(tx, stmt.table)])[-1]
+    _walk(tx, table, root, stmt.operation, set(stmt.assigned), params, lock, out, 0)
     return out
+
+
+_RELATION = """
+SELECT CAST(c.relkind AS text) AS kind,
+       (SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid AND (t.tgtype & 64) <> 0) AS instead,
+       (SELECT count(*) FROM pg_rewrite r WHERE r.ev_class = c.oid AND r.is_instead
+          AND r.ev_type <> '1') AS rules
+FROM pg_class c WHERE c.oid = CAST(:t AS regclass)
+"""
+# the relations a view's SELECT rule reads (pg_depend of its _RETURN rule)
+_VIEW_BASES = """
+SELECT DISTINCT CAST(CAST(d.refobjid AS regclass) AS text) AS base
+FROM pg_rewrite r JOIN pg_depend d ON d.objid = r.oid
+  AND d.classid = CAST('pg_rewrite' AS regclass) AND d.refclassid = CAST('pg_class' AS regclass)
+WHERE r.ev_class = CAST(:t AS regclass) AND r.rulename = '_RETURN' AND d.refobjid <> r.ev_class
+"""
+
+
+def base_tables(tx, table: str) -> list[str]:
+    """Through an updatable view, the relations down to the table the statement really
+    changes (view on view: each in turn, the table last); [] for a table. A view whose
+    effect PostgreSQL cannot resolve to one base table (INSTEAD OF triggers, DO INSTEAD
+    rules, a join or no table) is refused (SqlRefused), naming it (issue #17 item 5)."""
+    if tx.kind == "sqlite":
+        return []
+    chain: list[str] = []
+    current = _table_name(tx, table)
+    while True:
+        _c, rel = tx.q(_RELATION, {"t": current})
+        kind = rel[0]["kind"]
+        if kind in ("r", "p"):
+            return chain
+        if kind != "v":
+            raise SqlRefused(f"{current} is not a table or view (relkind {kind}); not corrected")
+        if int(rel[0]["instead"]) or int(rel[0]["rules"]):
+            raise SqlRefused(f"view {current} changes data through INSTEAD OF triggers or rules: what "
+                             "it touches cannot be resolved; correct its base tables directly")
+        _c, bases = tx.q(_VIEW_BASES, {"t": current})
+        if len(bases) != 1:
+            raise SqlRefused(f"view {current} reads {len(bases)} relations "
+                             f"({', '.join(b['base'] for b in bases) or 'none'}); only a view on one "
+                             "table resolves to the table it changes; correct the table directly")
+        current = bases[0]["base"]
+        if current in chain:
+            raise SqlRefused(f"view {table} refers to itself through {current}")
+        chain.append(current)
 
 
 def _walk(tx, table: str, rows_sql: str, operation: str, assigned: set[str], params: dict,
@@ -135,7 +182,8 @@ def check_visible(tx, stmt: Statement) -> None:
     unseen by the images and the risk rules."""
     if tx.kind == "sqlite" or stmt.operation == "INSERT":
         return
-    hidden = hidden_tables(tx, reachable(tx, stmt.table, stmt.operation))
+    bases = base_tables(tx, stmt.table)
+    hidden = hidden_tables(tx, bases + reachable(tx, (bases or [stmt.table])[-1], stmt.operation))
     if hidden:
         raise SqlRefused(f"{', '.join(hidden)} has row-level security the correction role does not "
                          "bypass: rows it cannot see could change unseen (R-DAT-2); refused. Run "

@@ -38,7 +38,7 @@ from typing import Any
 from opskit.core.audit import canonical
 from opskit.core.errors import OperationalError, UsageError
 
-from .effects import cascades, check_visible, effects_digest
+from .effects import base_tables, cascades, check_visible, effects_digest
 from .rulesfile import Target, password_for
 from .sqlcheck import Statement, params_of, to_pyformat
 
@@ -91,6 +91,7 @@ class Image:
     columns: list[str]
     rows: list[dict]
     effects: list[dict] = field(default_factory=list)   # FK cascades (effects.Effect.to_dict)
+    bases: list[str] = field(default_factory=list)       # through a view: its base relations
 
     @property
     def digest(self) -> str:
@@ -166,6 +167,7 @@ class Database:
         try:
             try:
                 tx.begin(preview=True)
+                bases = base_tables(tx, stmt.table)     # first: our reason, not the server's
                 tx.q("EXPLAIN " + stmt.sql, params)
                 columns, rows = tx.q(select, params)
                 check_visible(tx, stmt)
@@ -178,7 +180,7 @@ class Database:
             tx.rollback()
         finally:
             tx.conn.close()
-        return Image(columns, rows, effects)
+        return Image(columns, rows, effects, bases)
 
     # --- apply -------------------------------------------------------------------
     def ensure_marker(self) -> None:

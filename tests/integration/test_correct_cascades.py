@@ -121,3 +121,43 @@ def test_rows_hidden_by_rls_on_a_reachable_table_are_a_refusal(tmp_path, postgre
         svc.apply(st.id, world.signer("mike"))
     assert _count(url, "SELECT count(*) FROM claims WHERE id = 44") == 1
     svc.ledger.close()
+
+
+VIEWS = """
+CREATE VIEW v_refund_pending AS SELECT * FROM refunds WHERE reason IS NOT NULL;
+CREATE VIEW v_refund_big AS SELECT * FROM v_refund_pending WHERE amount > 50;
+CREATE VIEW v_claim_refund AS SELECT r.id, r.amount, c.status FROM refunds r JOIN claims c
+  ON c.id = r.claim_id;
+CREATE VIEW v_claims_instead AS SELECT * FROM claims;
+CREATE FUNCTION v_claims_write() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN UPDATE refunds SET amount = 0; RETURN NEW; END $$;
+CREATE TRIGGER v_claims_write INSTEAD OF UPDATE ON v_claims_instead
+  FOR EACH ROW EXECUTE FUNCTION v_claims_write();
+"""
+
+
+@pytest.mark.parametrize("view", ["v_refund_pending", "v_refund_big"])
+def test_an_updatable_view_brings_its_base_tables_rules(world, postgres, postgres_db, view):
+    postgres.psql(VIEWS, postgres_db)
+    svc = world.svc()
+    _e, st = svc.request("his", f"UPDATE {view} SET amount = :a WHERE id = :id", {"a": "80", "id": "7"},
+                         "wrong amount", "INC-9", world.signer("alice"))
+    assert st.requirement.levels == ["clerk", "section_head", "leader"] and st.requirement.auditor
+    body = st.history[0]["body"]
+    assert body["base_tables"][-1] == "refunds"
+    svc.approve(st.id, "ok", world.signer("bob"))
+    with pytest.raises(Refused, match="not approved"):
+        svc.apply(st.id, world.signer("mike"))
+    svc.ledger.close()
+
+
+@pytest.mark.parametrize("view, why", [("v_claim_refund", "reads 2 relations"),
+                                       ("v_claims_instead", "INSTEAD OF triggers")])
+def test_a_view_without_one_resolvable_base_is_refused(world, postgres, postgres_db, view, why):
+    postgres.psql(VIEWS, postgres_db)
+    svc = world.svc()
+    with pytest.raises(SqlRefused, match=why):
+        svc.request("his", f"UPDATE {view} SET status = :s WHERE id = :id", {"s": "x", "id": "41"},
+                    "typo", "INC-9", world.signer("alice"))
+    assert _count(world.url, "SELECT count(*) FROM refunds WHERE amount = 0") == 0
+    svc.ledger.close()
