@@ -69,6 +69,12 @@ def test_a_delete_records_every_cascaded_row_and_needs_every_tables_approvals(wo
     assert _count(world.url, "SELECT count(*) FROM refunds") == 0
     assert _count(world.url, "SELECT count(*) FROM claim_items WHERE claim_id = 41") == 0
     assert _count(world.url, "SELECT count(*) FROM claim_notes WHERE claim_id IS NULL") == 1
+    # the export's row diff lists the cascaded rows with the constraint that removes them
+    from opskit.corrections.report import row_diff
+    diff = {(d["table"], d["column"].split(" by ")[0]) for d in row_diff(done)}
+    assert diff == {("claims", "(row deleted)"), ("refunds", "(row deleted"),
+                    ("claim_items", "(row deleted"), ("item_checks", "(row deleted"),
+                    ("claim_notes", "(row updated")}
     svc.ledger.close()
 
 
