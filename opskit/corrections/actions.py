@@ -25,7 +25,7 @@ from .ledger import Ledger, Refused
 from .rulesfile import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
 from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
 from .targets import MARKER_TABLE, Database, TargetError, image_digest, recover as recover_rows
-from .effects import effects_digest
+from .effects import effects_digest, trigger_touches
 from .verify import LedgerTampered, verify_request
 
 RULE_IDS = ["R-DAT-1", "R-DAT-2", "R-DAT-3", "R-AUD-1", "R-AUD-3"]
@@ -50,12 +50,27 @@ class ApplyRetry(OperationalError):
         self.entry, self.state = entry, state
 
 
-def _touches(table: str, operation: str, rows: int, effects: list[dict],
-             bases: list[str]) -> list[tuple[str, str, int]]:
+def _touches(table: str, operation: str, rows: int, effects: list[dict], bases: list[str],
+             named: list[str]) -> list[tuple[str, str, int]]:
     """(table, operation, rows) of the statement itself, of the base tables of a view it
-    goes through (their rules apply, R-DAT-3) and of each cascade it sets off."""
+    goes through (their rules apply, R-DAT-3), of each cascade it sets off, and of the
+    tables its triggers name (any operation: what they do is not known before apply)."""
     return ([(t, operation, rows) for t in [table] + list(bases)]
-            + [(e["table"], e["operation"], len(e["rows"])) for e in effects])
+            + [(e["table"], e["operation"], len(e["rows"])) for e in effects]
+            + [(t, op, rows) for t in named for op in ("INSERT", "UPDATE", "DELETE")])
+
+
+def _request_touches(st: wf.RequestState) -> list[tuple[str, str, int]]:
+    """``_touches`` of a request, from what its request entry recorded."""
+    body = st.history[0].get("body") or {}
+    return _touches(st.table, st.operation, st.row_count, st.effects,
+                    list(body.get("base_tables") or []), list(body.get("trigger_tables") or []))
+
+
+def _weaker(have, need) -> bool:
+    """Whether requirement ``have`` asks for less than ``need`` in any respect."""
+    return (have.approvals < need.approvals or not set(need.levels) <= set(have.levels)
+            or (need.auditor and not have.auditor))
 
 
 @dataclass
@@ -118,7 +133,8 @@ class Corrections:
         # every table the statement touches brings its own rules (a cascade to refunds
         # needs the refunds sign-off, R-DAT-3)
         req = self.registry.requirement_for(tgt.name, _touches(stmt.table, stmt.operation, count,
-                                                                image.effects, image.bases))
+                                                                image.effects, image.bases,
+                                                                image.trigger_tables))
         requirement = dict(req.to_dict(), executor_may_approve=self.registry.executor_may_approve)
         return {
             "requester": op.name,
@@ -129,7 +145,7 @@ class Corrections:
             "before": image.rows if stmt.operation != "INSERT" else [],
             "before_sha256": image_digest(image.rows if stmt.operation != "INSERT" else []),
             "effects": image.effects, "effects_sha256": effects_digest(image.effects),
-            "base_tables": image.bases,
+            "base_tables": image.bases, "trigger_tables": image.trigger_tables,
             "requirement": requirement, "rule_ids": RULE_IDS, **self._evidence(),
         }
 
@@ -175,13 +191,9 @@ class Corrections:
                                                                              effects_digest([])):
             raise LedgerTampered(f"{where}: its cascaded rows do not match their digest; refusing "
                                  "to act on it")
-        bases = list((st.history[0].get("body") or {}).get("base_tables") or [])
-        need = self.registry.requirement_for(st.target, _touches(stmt.table, stmt.operation,
-                                                                 st.row_count, st.effects, bases))
+        need = self.registry.requirement_for(st.target, _request_touches(st))
         have = st.requirement
-        if (have.approvals < need.approvals or not set(need.levels) <= set(have.levels)
-                or (need.auditor and not have.auditor)
-                or (st.executor_may_approve and not self.registry.executor_may_approve)):
+        if _weaker(have, need) or (st.executor_may_approve and not self.registry.executor_may_approve):
             raise LedgerTampered(f"{where} froze the requirement '{have.describe()}', weaker than the "
                                  f"rules file asks for this change ('{need.describe()}'); refusing to "
                                  "act on it")
@@ -312,7 +324,7 @@ class Corrections:
             typed = {k: typed_value(v) for k, v in st.params.items()}
             outcome = Database(tgt, self.lock_timeout).apply(stmt, typed, st.before_digest, st.row_count,
                                                              (rid, claimed["hash"]),
-                                                             effects_digest(st.effects))
+                                                             effects_digest(st.effects), self._guard(st))
         except BaseException as exc:       # still record the failure, then re-raise
             error = exc
         if outcome is not None and outcome.ok:
@@ -322,7 +334,7 @@ class Corrections:
         if outcome is not None and outcome.ok:
             body = {"row_count": outcome.row_count, "after": outcome.after,
                     "after_sha256": image_digest(outcome.after), "claim_seq": claimed["seq"],
-                    **self._evidence()}
+                    "trigger_effects": outcome.triggers, **self._evidence()}
             kind = "applied"
         else:
             reason = outcome.reason if outcome is not None else (
@@ -342,6 +354,21 @@ class Corrections:
             raise ApplyFailed(f"{rid} not applied ({body['stage']}): {body['reason']}; recorded in "
                               f"the ledger as seq {entry['seq']}", entry, final)
         return entry, final
+
+    def _guard(self, st: wf.RequestState):
+        """For the apply transaction: a reason to refuse what the statement's triggers
+        changed when their tables' rules ask more than the request's frozen requirement
+        (R-DAT-3), else None."""
+        def guard(side: list[dict]) -> str | None:
+            need = self.registry.requirement_for(st.target, _request_touches(st) + trigger_touches(side))
+            if not _weaker(st.requirement, need):
+                return None
+            tables = ", ".join(f"{e['table']} (+{e['inserted']}/~{e['updated']}/-{e['deleted']})"
+                               for e in side)
+            return (f"triggers also change {tables}, whose rules need '{need.describe()}', more than "
+                    f"{st.id} was approved for ('{st.requirement.describe()}'); raise a request on "
+                    "those tables too")
+        return guard
 
     @staticmethod
     def _outcome(rid: str, kind: str, actor: str, body: dict):
@@ -391,10 +418,11 @@ class Corrections:
         if (claim.get("body") or {}).get("marker"):
             # the claim's commit marker says whether it committed: nothing is guessed
             outcome = db.settle(stmt, typed, st.before_digest, st.row_count, (rid, claim["hash"]),
-                                effects_digest(st.effects))
+                                effects_digest(st.effects), self._guard(st))
         else:   # claimed by a version without markers: decide from the live rows
             outcome = recover_rows(db, stmt, typed, st.before, st.before_digest, st.row_count)
-        if not outcome.ok and outcome.stage not in ("recover", "row-count", "before-image", "cascade"):
+        if not outcome.ok and outcome.stage not in ("recover", "row-count", "before-image", "cascade",
+                                                     "triggers"):
             raise TargetError(f"{rid} was left executing by {st.executor} (claim seq "
                               f"{st.claimed_seq}); settling it failed ({outcome.stage}): "
                               f"{outcome.reason}. Nothing recorded: run apply again")
@@ -403,7 +431,8 @@ class Corrections:
         if outcome.ok:
             kind = "applied"
             body = {"row_count": outcome.row_count, "after": outcome.after,
-                    "after_sha256": image_digest(outcome.after), "recovery": outcome.stage, **common}
+                    "after_sha256": image_digest(outcome.after), "recovery": outcome.stage,
+                    "trigger_effects": outcome.triggers, **common}
         else:
             kind = "apply-failed"
             body = {"stage": outcome.stage, "reason": outcome.reason, "row_count": outcome.row_count,

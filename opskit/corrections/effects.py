@@ -7,6 +7,13 @@ and reads the rows each one will change, as nested SELECTs on the statement's ow
 WHERE clause and parameters, so the risk rules and the images see every table and
 row the statement touches (R-DAT-2, R-DAT-3; issue #17 item 4).
 
+What triggers change is known only when the statement runs: inside the apply
+transaction ``trigger_effects`` reads the transaction's own table statistics
+(``pg_stat_xact_user_tables``: rows inserted, updated and deleted per table, by
+anything, no privilege needed), takes away what the statement and its cascades
+account for, and reads the rows this transaction wrote in each remaining table
+(``xmin`` = its transaction id). The caller applies those tables' rules.
+
 Rows the correction role cannot see are no effect it may leave out: any table the
 statement can reach with row-level security on, for a role that does not bypass it,
 is a refusal naming the table (``hidden_tables``).
@@ -54,6 +61,11 @@ def effects_digest(effects: list[dict]) -> str:
     from .targets import image_digest
     return image_digest([{"table": e["table"], "operation": e["operation"], "row": r}
                          for e in effects for r in e["rows"]])
+
+
+def _regclass_array(tables: list[str]) -> str:
+    """A text[] literal of table names, for CAST(:ts AS regclass[])."""
+    return "{" + ",".join('"' + t.replace("\\", "\\\\").replace('"', '\\"') + '"' for t in tables) + "}"
 
 
 def _qi(name: str) -> str:
@@ -172,7 +184,7 @@ def hidden_tables(tx, tables: list[str]) -> list[str]:
         "WHERE c.oid = ANY(CAST(:ts AS regclass[])) AND c.relrowsecurity "
         "AND NOT (SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = current_user) "
         "AND (c.relforcerowsecurity OR NOT pg_has_role(current_user, c.relowner, 'USAGE'))",
-        {"ts": "{" + ",".join('"' + t.replace('"', '\\"') + '"' for t in tables) + "}"})
+        {"ts": _regclass_array(tables)})
     return [r["t"] for r in rows]
 
 
@@ -188,3 +200,67 @@ def check_visible(tx, stmt: Statement) -> None:
         raise SqlRefused(f"{', '.join(hidden)} has row-level security the correction role does not "
                          "bypass: rows it cannot see could change unseen (R-DAT-2); refused. Run "
                          "corrections on such tables with a role that has BYPASSRLS")
+
+
+_XACT = ("SELECT CAST(CAST(relid AS regclass) AS text) AS t, n_tup_ins AS ins, n_tup_upd AS upd, "
+         "n_tup_del AS del FROM pg_stat_xact_user_tables WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 "
+         "ORDER BY 1")
+_COUNTS = ("INSERT", "UPDATE", "DELETE")
+
+
+def trigger_effects(tx, stmt: Statement, rows: int, effects: list[dict], ignore: str) -> list[dict]:
+    """Inside the open apply transaction, after the statement ran: per table, the rows
+    inserted/updated/deleted beyond the statement itself and its FK cascades (that is,
+    by triggers), with the row versions this transaction wrote there. ``ignore``: a
+    table of opskit's own (the commit marker). Empty on SQLite."""
+    if tx.kind == "sqlite":
+        return []
+    expected: dict[str, list[int]] = {}
+
+    def add(table: str, operation: str, n: int) -> None:
+        expected.setdefault(table, [0, 0, 0])[_COUNTS.index(operation)] += n
+
+    add((base_tables(tx, stmt.table) or [_table_name(tx, stmt.table)])[-1], stmt.operation, rows)
+    for eff in effects:
+        add(eff["table"], eff["operation"], len(eff["rows"]))
+    _c, changed = tx.q(_XACT)
+    out = []
+    for r in changed:
+        if r["t"] == ignore:
+            continue
+        have = [int(r["ins"]), int(r["upd"]), int(r["del"])]
+        extra = [max(0, n - e) for n, e in zip(have, expected.get(r["t"], [0, 0, 0]))]
+        if not any(extra):
+            continue
+        # the versions written by this transaction (not by a subtransaction of a trigger's
+        # EXCEPTION block: those counts are right, their rows may be missing here)
+        _c, written = tx.q(f"SELECT * FROM {r['t']} WHERE CAST(CAST(xmin AS text) AS bigint) = "
+                           "txid_current() % 4294967296")
+        out.append({"table": r["t"], "inserted": extra[0], "updated": extra[1], "deleted": extra[2],
+                    "rows": written})
+    return out
+
+
+def trigger_touches(side: list[dict]) -> list[tuple[str, str, int]]:
+    """(table, operation, rows) of what triggers changed, for the risk rules."""
+    return [(e["table"], op, e[key]) for e in side
+            for op, key in (("INSERT", "inserted"), ("UPDATE", "updated"), ("DELETE", "deleted"))
+            if e[key]]
+
+
+def trigger_tables(tx, tables: list[str]) -> list[str]:
+    """Request time, read-only: tables named in the source of the user triggers on
+    ``tables`` (pg_trigger -> pg_proc.prosrc, word match on the table name). A heuristic
+    so the likely trigger effects bring their rules up front; the apply's count of what
+    triggers really changed (``trigger_effects``) is the check that holds."""
+    if tx.kind == "sqlite" or not tables:
+        return []
+    _c, rows = tx.q(
+        "SELECT DISTINCT CAST(CAST(c.oid AS regclass) AS text) AS t FROM pg_trigger g "
+        "JOIN pg_proc p ON p.oid = g.tgfoid JOIN pg_class c ON c.relkind IN ('r', 'p') "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE NOT g.tgisinternal AND g.tgrelid = ANY(CAST(:ts AS regclass[])) "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND p.prosrc ~* ('\\m' || c.relname || '\\M') ORDER BY 1",
+        {"ts": _regclass_array(tables)})
+    return [r["t"] for r in rows]

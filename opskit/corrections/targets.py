@@ -38,7 +38,8 @@ from typing import Any
 from opskit.core.audit import canonical
 from opskit.core.errors import OperationalError, UsageError
 
-from .effects import base_tables, cascades, check_visible, effects_digest
+from .effects import (base_tables, cascades, check_visible, effects_digest, trigger_effects,
+                      trigger_tables)
 from .rulesfile import Target, password_for
 from .sqlcheck import Statement, params_of, to_pyformat
 
@@ -92,6 +93,7 @@ class Image:
     rows: list[dict]
     effects: list[dict] = field(default_factory=list)   # FK cascades (effects.Effect.to_dict)
     bases: list[str] = field(default_factory=list)       # through a view: its base relations
+    trigger_tables: list[str] = field(default_factory=list)  # named by triggers on touched tables
 
     @property
     def digest(self) -> str:
@@ -107,6 +109,7 @@ class ApplyOutcome:
     reason: str = ""
     before_now: list[dict] | None = None
     transient: bool = False  # a retry may succeed (lock timeout, lost connection); see is_transient
+    triggers: list[dict] = field(default_factory=list)   # what triggers changed (effects.py)
 
 
 class Database:
@@ -172,6 +175,8 @@ class Database:
                 columns, rows = tx.q(select, params)
                 check_visible(tx, stmt)
                 effects = [e.to_dict() for e in cascades(tx, stmt, params)]
+                touched = (bases or [stmt.table])[-1:] + [e["table"] for e in effects]
+                named = trigger_tables(tx, touched)
             except UsageError:
                 raise
             except Exception as exc:  # sqlite3.Error / psycopg.Error
@@ -180,7 +185,7 @@ class Database:
             tx.rollback()
         finally:
             tx.conn.close()
-        return Image(columns, rows, effects, bases)
+        return Image(columns, rows, effects, bases, named)
 
     # --- apply -------------------------------------------------------------------
     def ensure_marker(self) -> None:
@@ -215,7 +220,7 @@ class Database:
             tx.rollback()
 
     def settle(self, stmt: Statement, params: dict, approved_digest: str, expected_rows: int,
-               marker: tuple[str, str], approved_effects: str | None = None) -> ApplyOutcome:
+               marker: tuple[str, str], approved_effects: str | None = None, guard=None) -> ApplyOutcome:
         """An apply claimed as ``marker`` (request id, claim entry hash) whose outcome was
         never recorded: its commit marker says whether it committed (then the after-image
         it committed is returned); without one nothing committed, so apply it now."""
@@ -234,19 +239,22 @@ class Database:
         finally:
             tx.conn.close()
         if found is not None:
-            return ApplyOutcome(True, row_count=int(found["row_count"]), after=json.loads(found["after"]),
-                                stage=COMMITTED)
-        out = self.apply(stmt, params, approved_digest, expected_rows, marker, approved_effects)
+            stored = json.loads(found["after"])
+            return ApplyOutcome(True, row_count=int(found["row_count"]), after=stored["after"],
+                                triggers=stored["triggers"], stage=COMMITTED)
+        out = self.apply(stmt, params, approved_digest, expected_rows, marker, approved_effects, guard)
         if out.ok:
             out.stage = APPLIED_NOW
         return out
 
     def apply(self, stmt: Statement, params: dict, approved_digest: str, expected_rows: int,
-              marker: tuple[str, str] | None = None, approved_effects: str | None = None) -> ApplyOutcome:
+              marker: tuple[str, str] | None = None, approved_effects: str | None = None,
+              guard=None) -> ApplyOutcome:
         """Run the statement in one transaction under the checks in the module doc;
         ``marker`` (request id, claim entry hash) is committed with it; the rows its
         foreign-key cascades change must be the approved ones (digest ``approved_effects``,
-        none when None)."""
+        none when None). ``guard(trigger_effects)`` returns a reason to refuse what the
+        statement's triggers changed (their tables' rules), or None."""
         try:
             tx = _Tx(self)
         except TargetError as exc:
@@ -267,11 +275,11 @@ class Database:
                                         reason="the rows changed since the request was approved "
                                                "(before-image differs); nothing applied")
                 stage = "cascade"
-                refused = _cascade_changed(tx, stmt, params, approved_effects)
+                effects, refused = _cascade_changed(tx, stmt, params, approved_effects)
                 if refused is not None:
                     return refused
                 stage = "execute"
-                return _execute(tx, stmt, params, expected_rows, "commit", marker)
+                return _execute(tx, stmt, params, expected_rows, "commit", marker, (effects, guard))
             except Exception as exc:  # sqlite3.Error / psycopg.Error
                 tx.rollback()
                 return ApplyOutcome(False, stage=tx.stage or stage, reason=f"{tx.message(exc)}; rolled back",
@@ -374,12 +382,14 @@ class _Tx:
         if not self.marker_exists():
             self.q("CREATE TABLE IF NOT EXISTS " + MARKER_DDL[self.kind][len("CREATE TABLE "):])
 
-    def write_marker(self, marker: tuple[str, str], row_count: int, after: list[dict]) -> None:
+    def write_marker(self, marker: tuple[str, str], row_count: int, after: list[dict],
+                     triggers: list[dict]) -> None:
         """The commit marker, in the apply's own transaction: it commits with the change."""
         self.create_marker()      # normally there already (ensure_marker); same transaction
         self.q(f"INSERT INTO {MARKER_TABLE} (entry_hash, request_id, row_count, after) "
                "VALUES (:h, :r, :n, :a)", {"h": marker[1], "r": marker[0], "n": row_count,
-                                           "a": json.dumps(after, sort_keys=True, ensure_ascii=False)})
+                                           "a": json.dumps({"after": after, "triggers": triggers},
+                                                           sort_keys=True, ensure_ascii=False)})
 
     def lock_sql(self, select: str) -> str:
         return select if self.kind == "sqlite" else select + " FOR UPDATE"
@@ -546,7 +556,8 @@ def _recover(db: "Database", stmt: Statement, params: dict, before: list[dict], 
         tx.conn.close()
 
 
-def _cascade_changed(tx: _Tx, stmt: Statement, params: dict, approved: str | None) -> ApplyOutcome | None:
+def _cascade_changed(tx: _Tx, stmt: Statement, params: dict,
+                     approved: str | None) -> tuple[list[dict], ApplyOutcome | None]:
     """Inside the apply, with the rows locked: refuse (rolled back) when a table the
     statement reaches now hides rows by RLS, or its cascades would change other rows
     than the approved ones (a refund added since approval needs its own sign-off)."""
@@ -554,12 +565,12 @@ def _cascade_changed(tx: _Tx, stmt: Statement, params: dict, approved: str | Non
         check_visible(tx, stmt)
     except UsageError as exc:
         tx.rollback()
-        return ApplyOutcome(False, stage="cascade", reason=f"{exc.message}; nothing applied")
+        return [], ApplyOutcome(False, stage="cascade", reason=f"{exc.message}; nothing applied")
     now = [e.to_dict() for e in cascades(tx, stmt, params, lock=True)]
     if effects_digest(now) == (approved or effects_digest([])):
-        return None
+        return now, None
     tx.rollback()
-    return ApplyOutcome(False, stage="cascade", before_now=[r for e in now for r in e["rows"]],
+    return now, ApplyOutcome(False, stage="cascade", before_now=[r for e in now for r in e["rows"]],
                         reason="the rows the statement's foreign-key cascades change differ from the "
                                f"approved ones (now: {_effects_text(now)}); nothing applied")
 
@@ -569,9 +580,10 @@ def _effects_text(effects: list[dict]) -> str:
 
 
 def _execute(tx: _Tx, stmt: Statement, params: dict, expected_rows: int, done: str,
-             marker: tuple[str, str] | None = None) -> ApplyOutcome:
+             marker: tuple[str, str] | None = None, checks: tuple = ([], None)) -> ApplyOutcome:
     """Run the statement (with ``RETURNING *``, the after-image) in the open, locked
-    transaction; commit only if it touched exactly the approved number of rows."""
+    transaction; commit only if it touched exactly the approved number of rows and
+    ``checks`` (cascades, guard) accepts what its triggers changed."""
     _c, after = tx.q(stmt.sql + " RETURNING *", params)
     if len(after) != expected_rows:
         tx.rollback()
@@ -579,10 +591,17 @@ def _execute(tx: _Tx, stmt: Statement, params: dict, expected_rows: int, done: s
                             reason=f"statement touched {len(after)} row(s), {expected_rows} approved; "
                                    "rolled back")
     after = [] if stmt.operation == "DELETE" else after
+    effects, guard = checks
+    side = trigger_effects(tx, stmt, expected_rows, effects, MARKER_TABLE)
+    refusal = guard(side) if guard is not None and side else None
+    if refusal:
+        tx.rollback()
+        return ApplyOutcome(False, row_count=len(after), stage="triggers", triggers=side,
+                            reason=f"{refusal}; rolled back")
     if marker is not None:
-        tx.write_marker(marker, expected_rows, after)
+        tx.write_marker(marker, expected_rows, after, side)
     tx.commit()
-    return ApplyOutcome(True, row_count=expected_rows, after=after, stage=done)
+    return ApplyOutcome(True, row_count=expected_rows, after=after, stage=done, triggers=side)
 
 
 def recover(db: "Database", stmt: Statement, params: dict, before: list[dict], approved_digest: str,

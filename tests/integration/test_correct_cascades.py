@@ -167,3 +167,67 @@ def test_a_view_without_one_resolvable_base_is_refused(world, postgres, postgres
                     "typo", "INC-9", world.signer("alice"))
     assert _count(world.url, "SELECT count(*) FROM refunds WHERE amount = 0") == 0
     svc.ledger.close()
+
+
+TRIGGERS = """
+CREATE TABLE claim_history (id serial PRIMARY KEY, claim_id integer, old_amount numeric(12,2),
+  new_amount numeric(12,2));
+CREATE FUNCTION claims_history() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+  INSERT INTO claim_history (claim_id, old_amount, new_amount) VALUES (OLD.id, OLD.amount, NEW.amount);
+  RETURN NEW; END $$;
+CREATE TRIGGER claims_history AFTER UPDATE OF amount ON claims FOR EACH ROW
+  EXECUTE FUNCTION claims_history();
+CREATE FUNCTION claims_refund_sync() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+  UPDATE refunds SET amount = NEW.amount WHERE claim_id = NEW.id; RETURN NEW; END $$;
+CREATE FUNCTION claims_hidden_sync() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+  EXECUTE format('UPDATE %I SET reason = $1 WHERE claim_id = $2', 'ref' || 'unds')
+    USING NEW.status, NEW.id; RETURN NEW; END $$;
+"""
+UPDATE_AMOUNT = ("UPDATE claims SET amount = :a WHERE id = :id", {"a": "90", "id": "41"})
+UPDATE_STATUS = ("UPDATE claims SET status = :s WHERE id = :id", {"s": "reopened", "id": "41"})
+
+
+def test_what_triggers_write_is_recorded_in_the_applied_entry(world, postgres, postgres_db):
+    postgres.psql(TRIGGERS, postgres_db)
+    svc = world.svc()
+    _e, st = svc.request("his", *UPDATE_AMOUNT, "typo", "INC-10", world.signer("alice"))
+    assert st.history[0]["body"]["trigger_tables"] == ["claim_history"]
+    assert st.requirement.approvals == 1 and not st.requirement.auditor
+    approve_fully(world, svc, st.id)
+    _e, done = svc.apply(st.id, world.signer("mike"))
+    side = done.outcome["trigger_effects"]
+    assert [(e["table"], e["inserted"], e["updated"], e["deleted"]) for e in side] == [
+        ("claim_history", 1, 0, 0)]
+    assert [(r["claim_id"], r["old_amount"], r["new_amount"]) for r in side[0]["rows"]] == [
+        (41, "88.00", "90.00")]
+    svc.ledger.close()
+
+
+def test_a_trigger_named_table_brings_its_rules_at_request_time(world, postgres, postgres_db):
+    postgres.psql(TRIGGERS + "CREATE TRIGGER claims_refund_sync AFTER UPDATE ON claims FOR EACH ROW "
+                  "EXECUTE FUNCTION claims_refund_sync();", postgres_db)
+    svc = world.svc()
+    _e, st = svc.request("his", *UPDATE_AMOUNT, "typo", "INC-11", world.signer("alice"))
+    assert "refunds" in st.history[0]["body"]["trigger_tables"]
+    assert st.requirement.levels == ["clerk", "section_head", "leader"] and st.requirement.auditor
+    approve_fully(world, svc, st.id)
+    _e, done = svc.apply(st.id, world.signer("mike"))
+    assert ("refunds", 0, 1, 0) in [(e["table"], e["inserted"], e["updated"], e["deleted"])
+                                    for e in done.outcome["trigger_effects"]]
+    svc.ledger.close()
+
+
+def test_a_trigger_writing_a_table_it_does_not_name_is_caught_at_apply(world, postgres, postgres_db):
+    postgres.psql(TRIGGERS + "CREATE TRIGGER claims_hidden_sync AFTER UPDATE ON claims FOR EACH ROW "
+                  "EXECUTE FUNCTION claims_hidden_sync();", postgres_db)
+    svc = world.svc()
+    _e, st = svc.request("his", *UPDATE_STATUS, "typo", "INC-12", world.signer("alice"))
+    assert st.requirement.approvals == 1 and not st.requirement.auditor    # dynamic SQL: not seen
+    approve_fully(world, svc, st.id)
+    from opskit.corrections.actions import ApplyFailed
+    with pytest.raises(ApplyFailed, match="triggers also change refunds"):
+        svc.apply(st.id, world.signer("mike"))
+    assert _count(world.url, "SELECT count(*) FROM claims WHERE status = 'reopened'") == 0
+    assert _count(world.url, "SELECT count(*) FROM refunds WHERE reason = 'reopened'") == 0
+    assert svc.state(st.id).outcome["stage"] == "triggers"
+    svc.ledger.close()
