@@ -170,6 +170,9 @@ def row_diff(st: wf.RequestState) -> list[dict]:
     for eff in st.effects:
         what = "(row deleted by " if eff["operation"] == "DELETE" else "(row updated by "
         out += _whole_rows(dict(base, table=eff["table"]), eff["rows"], what + eff["via"] + ")", old=True)
+    for eff in ((st.outcome or {}).get("trigger_effects") or []) if st.state == wf.APPLIED else []:
+        out += _whole_rows(dict(base, table=eff["table"]), eff["rows"], "(row written by a trigger)",
+                           old=False)
     return out
 
 
