@@ -59,7 +59,9 @@ def review_lines(st: wf.RequestState) -> list[str]:
     """What an approver must see: the statement with its values (for reading only:
     values are always bound), the requirement and the signatures so far; control
     characters escaped, since all of it was typed by someone else (#17)."""
+    cascades = ", ".join(f"{len(e['rows'])} row(s) of {e['table']} ({e['via']})" for e in st.effects)
     return terminal_safe([f"statement: {with_values(st.sql, st.params)}",
+                          *([f"cascades: {cascades}"] if cascades else []),
                           f"requirement: {st.requirement.describe()}",
                           f"signed by: {signatures(st)}",
                           f"still needed: {st.waiting_for()}"])
@@ -349,7 +351,9 @@ def show_result(st: wf.RequestState) -> Result:
                     {"field": "statement", "value": with_values(st.sql, st.params)},
                     {"field": "sql", "value": st.sql}, {"field": "params", "value": str(st.params)}])
     history = [entry_row(e) for e in st.history]
-    tables = [info, *_image("before-image", st.before),
+    cascaded = [t for e in st.effects
+                for t in _image(f"cascade: {e['operation']} {e['table']} ({e['via']})", e["rows"])]
+    tables = [info, *_image("before-image", st.before), *cascaded,
               *_image("after-image", (st.outcome or {}).get("after") or []),
               Table(["seq", "time", "kind", "actor", "detail", "key"], history,
                     title="ledger entries")]

@@ -56,6 +56,10 @@ def test_a_delete_records_every_cascaded_row_and_needs_every_tables_approvals(wo
                        ("claim_items", "DELETE", "ON DELETE CASCADE"): [1, 2],
                        ("item_checks", "DELETE", "ON DELETE CASCADE"): [1],
                        ("claim_notes", "UPDATE", "ON DELETE SET NULL"): [1]}
+    # the approver sees them
+    from opskit.corrections.report import review_lines, show_result
+    assert any(line.startswith("cascades: ") and "1 row(s) of refunds" in line for line in review_lines(st))
+    assert any((t.title or "").startswith("cascade: DELETE refunds") for t in show_result(st).tables)
     # the cascade to refunds brings the refunds rule: three levels and the auditor
     assert st.requirement.levels == ["clerk", "section_head", "leader"] and st.requirement.auditor
     svc.approve(st.id, "ok", world.signer("bob"))
