@@ -207,11 +207,18 @@ def test_what_triggers_write_is_recorded_in_the_applied_entry(world, postgres, p
     svc.ledger.close()
 
 
-def test_a_trigger_named_table_brings_its_rules_at_request_time(world, postgres, postgres_db):
-    postgres.psql(TRIGGERS + "CREATE TRIGGER claims_refund_sync AFTER UPDATE ON claims FOR EACH ROW "
-                  "EXECUTE FUNCTION claims_refund_sync();", postgres_db)
+def _with_trigger(world, postgres, postgres_db, function: str, change: tuple):
+    """Install TRIGGERS plus an AFTER UPDATE trigger on claims running ``function``;
+    request ``change``: (service, request state)."""
+    postgres.psql(TRIGGERS + f"CREATE TRIGGER {function} AFTER UPDATE ON claims FOR EACH ROW "
+                  f"EXECUTE FUNCTION {function}();", postgres_db)
     svc = world.svc()
-    _e, st = svc.request("his", *UPDATE_AMOUNT, "typo", "INC-11", world.signer("alice"))
+    _e, st = svc.request("his", *change, "typo", "INC-11", world.signer("alice"))
+    return svc, st
+
+
+def test_a_trigger_named_table_brings_its_rules_at_request_time(world, postgres, postgres_db):
+    svc, st = _with_trigger(world, postgres, postgres_db, "claims_refund_sync", UPDATE_AMOUNT)
     assert "refunds" in st.history[0]["body"]["trigger_tables"]
     assert st.requirement.levels == ["clerk", "section_head", "leader"] and st.requirement.auditor
     approve_fully(world, svc, st.id)
@@ -222,10 +229,7 @@ def test_a_trigger_named_table_brings_its_rules_at_request_time(world, postgres,
 
 
 def test_a_trigger_writing_a_table_it_does_not_name_is_caught_at_apply(world, postgres, postgres_db):
-    postgres.psql(TRIGGERS + "CREATE TRIGGER claims_hidden_sync AFTER UPDATE ON claims FOR EACH ROW "
-                  "EXECUTE FUNCTION claims_hidden_sync();", postgres_db)
-    svc = world.svc()
-    _e, st = svc.request("his", *UPDATE_STATUS, "typo", "INC-12", world.signer("alice"))
+    svc, st = _with_trigger(world, postgres, postgres_db, "claims_hidden_sync", UPDATE_STATUS)
     assert st.requirement.approvals == 1 and not st.requirement.auditor    # dynamic SQL: not seen
     approve_fully(world, svc, st.id)
     from opskit.corrections.actions import ApplyFailed
