@@ -24,7 +24,8 @@ from opskit.core.signing import Signer
 from .ledger import Ledger, Refused
 from .rulesfile import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
 from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
-from .targets import Database, TargetError, image_digest, recover as recover_rows
+from .targets import MARKER_TABLE, Database, TargetError, image_digest, recover as recover_rows
+from .effects import effects_digest, trigger_touches
 from .verify import LedgerTampered, verify_request
 
 RULE_IDS = ["R-DAT-1", "R-DAT-2", "R-DAT-3", "R-AUD-1", "R-AUD-3"]
@@ -47,6 +48,29 @@ class ApplyRetry(OperationalError):
     def __init__(self, message: str, entry: dict | None = None, state: "wf.RequestState | None" = None):
         super().__init__(message)
         self.entry, self.state = entry, state
+
+
+def _touches(table: str, operation: str, rows: int, effects: list[dict], bases: list[str],
+             named: list[str]) -> list[tuple[str, str, int]]:
+    """(table, operation, rows) of the statement itself, of the base tables of a view it
+    goes through (their rules apply, R-DAT-3), of each cascade it sets off, and of the
+    tables its triggers name (any operation: what they do is not known before apply)."""
+    return ([(t, operation, rows) for t in [table] + list(bases)]
+            + [(e["table"], e["operation"], len(e["rows"])) for e in effects]
+            + [(t, op, rows) for t in named for op in ("INSERT", "UPDATE", "DELETE")])
+
+
+def _request_touches(st: wf.RequestState) -> list[tuple[str, str, int]]:
+    """``_touches`` of a request, from what its request entry recorded."""
+    body = st.history[0].get("body") or {}
+    return _touches(st.table, st.operation, st.row_count, st.effects,
+                    list(body.get("base_tables") or []), list(body.get("trigger_tables") or []))
+
+
+def _weaker(have, need) -> bool:
+    """Whether requirement ``have`` asks for less than ``need`` in any respect."""
+    return (have.approvals < need.approvals or not set(need.levels) <= set(have.levels)
+            or (need.auditor and not have.auditor))
 
 
 @dataclass
@@ -101,10 +125,16 @@ class Corrections:
             raise SqlRefused(f"the WHERE clause matches no rows in {tgt.name}.{stmt.table}: nothing "
                              "to correct (check the parameters)")
         limit = tgt.max_rows or self.registry.max_rows
-        if count > limit:
-            raise SqlRefused(f"the statement touches {count} rows; at most {limit} per correction "
-                             "(max_rows in the rules file): bulk changes are not corrections")
-        req = self.registry.requirement(tgt.name, stmt.table, stmt.operation, count)
+        total = count + sum(len(e["rows"]) for e in image.effects)
+        if total > limit:
+            raise SqlRefused(f"the statement touches {total} rows (cascades included); at most {limit} "
+                             "per correction (max_rows in the rules file): bulk changes are not "
+                             "corrections")
+        # every table the statement touches brings its own rules (a cascade to refunds
+        # needs the refunds sign-off, R-DAT-3)
+        req = self.registry.requirement_for(tgt.name, _touches(stmt.table, stmt.operation, count,
+                                                                image.effects, image.bases,
+                                                                image.trigger_tables))
         requirement = dict(req.to_dict(), executor_may_approve=self.registry.executor_may_approve)
         return {
             "requester": op.name,
@@ -114,6 +144,8 @@ class Corrections:
             "row_count": count, "columns": image.columns,
             "before": image.rows if stmt.operation != "INSERT" else [],
             "before_sha256": image_digest(image.rows if stmt.operation != "INSERT" else []),
+            "effects": image.effects, "effects_sha256": effects_digest(image.effects),
+            "base_tables": image.bases, "trigger_tables": image.trigger_tables,
             "requirement": requirement, "rule_ids": RULE_IDS, **self._evidence(),
         }
 
@@ -155,11 +187,13 @@ class Corrections:
         if rows != st.row_count or image_digest(st.before) != st.before_digest:
             raise LedgerTampered(f"{where} records {st.row_count} row(s) but its before-image does not "
                                  "match (row count or digest); refusing to act on it")
-        need = self.registry.requirement(st.target, stmt.table, stmt.operation, st.row_count)
+        if effects_digest(st.effects) != (st.history[0].get("body") or {}).get("effects_sha256",
+                                                                             effects_digest([])):
+            raise LedgerTampered(f"{where}: its cascaded rows do not match their digest; refusing "
+                                 "to act on it")
+        need = self.registry.requirement_for(st.target, _request_touches(st))
         have = st.requirement
-        if (have.approvals < need.approvals or not set(need.levels) <= set(have.levels)
-                or (need.auditor and not have.auditor)
-                or (st.executor_may_approve and not self.registry.executor_may_approve)):
+        if _weaker(have, need) or (st.executor_may_approve and not self.registry.executor_may_approve):
             raise LedgerTampered(f"{where} froze the requirement '{have.describe()}', weaker than the "
                                  f"rules file asks for this change ('{need.describe()}'); refusing to "
                                  "act on it")
@@ -263,12 +297,16 @@ class Corrections:
         verified, current = self.verified_state(rid)
         if current.state == wf.EXECUTING:
             return self.recover(rid, current, op, signer)
+        # the commit-marker table must exist before the claim: a role that cannot create
+        # it is a configuration error (exit 2) that leaves the request approved
+        Database(self.registry.target(current.target), self.lock_timeout).ensure_marker()
+        failpoint("correct.apply.before-claim")
 
         def claim(entries, seq):
             if not entries:
                 raise Refused(f"no correction request {rid} in the ledger")
             spec = {"kind": "apply-started", "actor": op.name,
-                    "body": dict(self._evidence(), pid=os.getpid())}
+                    "body": dict(self._evidence(), pid=os.getpid(), marker=MARKER_TABLE)}
             self._unchanged(rid, verified, entries, dict(spec, request=rid, seq=seq))
             st = wf.fold(entries)
             self._may_apply(st, op)
@@ -284,7 +322,9 @@ class Corrections:
             tgt = self.registry.target(st.target)
             stmt = parse_statement(st.sql)
             typed = {k: typed_value(v) for k, v in st.params.items()}
-            outcome = Database(tgt, self.lock_timeout).apply(stmt, typed, st.before_digest, st.row_count)
+            outcome = Database(tgt, self.lock_timeout).apply(stmt, typed, st.before_digest, st.row_count,
+                                                             (rid, claimed["hash"]),
+                                                             effects_digest(st.effects), self._guard(st))
         except BaseException as exc:       # still record the failure, then re-raise
             error = exc
         if outcome is not None and outcome.ok:
@@ -294,7 +334,7 @@ class Corrections:
         if outcome is not None and outcome.ok:
             body = {"row_count": outcome.row_count, "after": outcome.after,
                     "after_sha256": image_digest(outcome.after), "claim_seq": claimed["seq"],
-                    **self._evidence()}
+                    "trigger_effects": outcome.triggers, **self._evidence()}
             kind = "applied"
         else:
             reason = outcome.reason if outcome is not None else (
@@ -306,12 +346,7 @@ class Corrections:
                 body["before_now_sha256"] = image_digest(outcome.before_now)
             kind = "apply-failed"
 
-        def record(entries, seq):
-            spec = {"kind": kind, "actor": op.name, "body": body}
-            wf.step(wf.fold(entries), dict(spec, request=rid, seq=seq))
-            return spec
-
-        entry = self.ledger.append(rid, record, signer)
+        entry = self.ledger.append(rid, self._outcome(rid, kind, op.name, body), signer)
         final = self.state(rid)
         if error is not None and not isinstance(error, OpskitError):
             raise error
@@ -319,6 +354,31 @@ class Corrections:
             raise ApplyFailed(f"{rid} not applied ({body['stage']}): {body['reason']}; recorded in "
                               f"the ledger as seq {entry['seq']}", entry, final)
         return entry, final
+
+    def _guard(self, st: wf.RequestState):
+        """For the apply transaction: a reason to refuse what the statement's triggers
+        changed when their tables' rules ask more than the request's frozen requirement
+        (R-DAT-3), else None."""
+        def guard(side: list[dict]) -> str | None:
+            need = self.registry.requirement_for(st.target, _request_touches(st) + trigger_touches(side))
+            if not _weaker(st.requirement, need):
+                return None
+            tables = ", ".join(f"{e['table']} (+{e['inserted']}/~{e['updated']}/-{e['deleted']})"
+                               for e in side)
+            return (f"triggers also change {tables}, whose rules need '{need.describe()}', more than "
+                    f"{st.id} was approved for ('{st.requirement.describe()}'); raise a request on "
+                    "those tables too")
+        return guard
+
+    @staticmethod
+    def _outcome(rid: str, kind: str, actor: str, body: dict):
+        """The ledger callback that records an apply's outcome (after the workflow allows it)."""
+        def record(entries, seq):
+            failpoint("correct.apply.before-outcome")
+            spec = {"kind": kind, "actor": actor, "body": body}
+            wf.step(wf.fold(entries), dict(spec, request=rid, seq=seq))
+            return spec
+        return record
 
     def _retry_later(self, rid: str, op, claimed: dict, outcome, signer: Signer) -> None:
         """A transient error: record ``apply-aborted`` (the request is approved again) and
@@ -354,9 +414,15 @@ class Corrections:
         tgt = self.registry.target(st.target)
         stmt = parse_statement(st.sql)
         typed = {k: typed_value(v) for k, v in st.params.items()}
-        outcome = recover_rows(Database(tgt, self.lock_timeout), stmt, typed, st.before,
-                               st.before_digest, st.row_count)
-        if not outcome.ok and outcome.stage not in ("recover", "row-count"):
+        db = Database(tgt, self.lock_timeout)
+        if (claim.get("body") or {}).get("marker"):
+            # the claim's commit marker says whether it committed: nothing is guessed
+            outcome = db.settle(stmt, typed, st.before_digest, st.row_count, (rid, claim["hash"]),
+                                effects_digest(st.effects), self._guard(st))
+        else:   # claimed by a version without markers: decide from the live rows
+            outcome = recover_rows(db, stmt, typed, st.before, st.before_digest, st.row_count)
+        if not outcome.ok and outcome.stage not in ("recover", "row-count", "before-image", "cascade",
+                                                     "triggers"):
             raise TargetError(f"{rid} was left executing by {st.executor} (claim seq "
                               f"{st.claimed_seq}); settling it failed ({outcome.stage}): "
                               f"{outcome.reason}. Nothing recorded: run apply again")
@@ -365,7 +431,8 @@ class Corrections:
         if outcome.ok:
             kind = "applied"
             body = {"row_count": outcome.row_count, "after": outcome.after,
-                    "after_sha256": image_digest(outcome.after), "recovery": outcome.stage, **common}
+                    "after_sha256": image_digest(outcome.after), "recovery": outcome.stage,
+                    "trigger_effects": outcome.triggers, **common}
         else:
             kind = "apply-failed"
             body = {"stage": outcome.stage, "reason": outcome.reason, "row_count": outcome.row_count,
@@ -375,12 +442,7 @@ class Corrections:
                 body["rows_now"] = outcome.before_now
                 body["before_now_sha256"] = image_digest(outcome.before_now)
 
-        def record(entries, seq):
-            spec = {"kind": kind, "actor": op.name, "body": body}
-            wf.step(wf.fold(entries), dict(spec, request=rid, seq=seq))
-            return spec
-
-        entry = self.ledger.append(rid, record, signer)
+        entry = self.ledger.append(rid, self._outcome(rid, kind, op.name, body), signer)
         final = self.state(rid)
         if kind == "apply-failed":
             raise ApplyFailed(f"{rid} not applied ({body['stage']}): {body['reason']}; recorded in "

@@ -26,7 +26,8 @@ entry signed by a key nobody declared is named as forged. Rewriting history
 now needs the private key of everyone who signed after the change.
 
 Writers take the database's own lock (SQLite ``BEGIN IMMEDIATE``;
-PostgreSQL ``LOCK TABLE ... IN EXCLUSIVE MODE``) for the whole
+PostgreSQL a transaction-level advisory lock, so the writer role needs only
+INSERT and SELECT on a table another role owns) for the whole
 read-head/decide/insert step, so the state check for a transition (e.g.
 "approved and not yet claimed") and the entry that makes it happen are one
 atomic step: two executors racing on one request cannot both claim it.
@@ -68,6 +69,8 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     entry   TEXT NOT NULL
 )"""
 _INDEX = f"CREATE INDEX IF NOT EXISTS {TABLE}_request ON {TABLE} (request)"
+_CREATE_LOCK = 0x6F70736B6974          # "opskit": advisory lock keys in the ledger database
+_APPEND_LOCK = 0x6F70736B6974 + 1
 
 
 SIGNED_FIELDS = ("v", "seq", "time", "kind", "request", "actor", "key", "body", "prev")
@@ -266,9 +269,13 @@ class PostgresLedger(Ledger):
             self.conn = psycopg.connect(url, connect_timeout=10, autocommit=False)
             with self.conn.cursor() as cur:
                 # one creator at a time: CREATE TABLE IF NOT EXISTS races on the catalog
-                cur.execute("SELECT pg_advisory_xact_lock(%s)", (0x6F70736B6974,))
-                cur.execute(_DDL_PG)
-                cur.execute(_INDEX)
+                cur.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+                cur.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,))
+                if not cur.fetchone()[0]:
+                    # only when missing: an append-only writer (INSERT, SELECT on a table
+                    # another role owns) may neither create nor index (docs/corrections.md)
+                    cur.execute(_DDL_PG)
+                    cur.execute(_INDEX)
             self.conn.commit()
         except psycopg.Error as exc:
             from .rulesfile import redact_url
@@ -286,8 +293,10 @@ class PostgresLedger(Ledger):
                 cur.execute("SELECT set_config('lock_timeout', %s, true)",
                             (str(int(self.lock_timeout * 1000)),))
                 try:
-                    # readers go on; writers queue here, so decide() sees the final state
-                    cur.execute(f"LOCK TABLE {TABLE} IN EXCLUSIVE MODE")
+                    # readers go on; writers queue here, so decide() sees the final state. An
+                    # advisory lock, not LOCK TABLE: that needs UPDATE/DELETE/TRUNCATE rights
+                    # the append-only writer must not have; seq (primary key) backs it up
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_APPEND_LOCK,))
                 except psycopg.errors.LockNotAvailable:
                     raise LockHeldError("the ledger is locked by another writer "
                                         f"(waited {self.lock_timeout:g}s)") from None

@@ -61,7 +61,9 @@ def review_lines(st: wf.RequestState) -> list[str]:
     """What an approver must see: the statement with its values (for reading only:
     values are always bound), the requirement and the signatures so far; control
     characters escaped, since all of it was typed by someone else (#17)."""
+    cascades = ", ".join(f"{len(e['rows'])} row(s) of {e['table']} ({e['via']})" for e in st.effects)
     return terminal_safe([f"statement: {with_values(st.sql, st.params)}",
+                          *([f"cascades: {cascades}"] if cascades else []),
                           f"requirement: {st.requirement.describe()}",
                           f"signed by: {signatures(st)}",
                           f"still needed: {st.waiting_for()}"])
@@ -115,6 +117,88 @@ def _image(title: str, rows: list[dict], columns: list[str] | None = None) -> li
     return [_image_table(title, rows, columns)] if rows else []
 
 
+# --- the row diff -----------------------------------------------------------------------
+
+DIFF_COLUMNS = ["request", "state", "table", "row", "column", "old", "new"]
+
+
+def _cell(value: Any) -> str:
+    return "NULL" if value is None else (value if isinstance(value, str)
+                                         else json.dumps(value, ensure_ascii=False, sort_keys=True))
+
+
+def _key_column(before: list[dict], after: list[dict]) -> str | None:
+    """A column that names each row on both sides: unique in each and the same values
+    (the primary key, normally); None if there is none."""
+    for col in (before[0] if before else {}):
+        old = [_cell(r.get(col)) for r in before]
+        new = [_cell(r.get(col)) for r in after]
+        if len(set(old)) == len(old) and sorted(old) == sorted(new):
+            return col
+    return None
+
+
+def _whole_rows(base: dict, rows: list[dict], what: str, old: bool) -> list[dict]:
+    out = []
+    for i, row in enumerate(rows, 1):
+        text = ", ".join(f"{c}={_cell(v)}" for c, v in row.items())
+        out.append(dict(base, row=str(row.get("id", i)), column=what,
+                        old=text if old else "", new="" if old else text))
+    return out
+
+
+def row_diff(st: wf.RequestState) -> list[dict]:
+    """Every row the request changes (or changed), old -> new, cascades included: for
+    an applied UPDATE the changed columns, for a DELETE the rows removed, for an INSERT
+    the rows added; before apply, the rows and what will happen to them (R-DAT-1)."""
+    base = {"request": st.id, "state": st.state, "table": st.table}
+    after = list((st.outcome or {}).get("after") or []) if st.state == wf.APPLIED else []
+    out: list[dict] = []
+    if st.operation == "DELETE":
+        out += _whole_rows(base, st.before, "(row deleted)", old=True)
+    elif st.operation == "INSERT":
+        out += _whole_rows(base, after, "(row inserted)", old=False) if after else [
+            dict(base, row="", column="(rows to insert)", old="", new=with_values(st.sql, st.params))]
+    elif not after:
+        out += _whole_rows(base, st.before, "(row to update: " + with_values(st.sql, st.params) + ")",
+                           old=True)
+    else:
+        key = _key_column(st.before, after)
+        pairs = ({_cell(r.get(key)): r for r in after} if key else {})
+        for i, old in enumerate(st.before):
+            new = pairs.get(_cell(old.get(key))) if key else (after[i] if i < len(after) else {})
+            for col in sorted(set(old) | set(new or {})):
+                if new is not None and old.get(col) != new.get(col):
+                    out.append(dict(base, row=f"{key}={_cell(old.get(key))}" if key else str(i + 1),
+                                    column=col, old=_cell(old.get(col)), new=_cell(new.get(col))))
+    for eff in st.effects:
+        what = "(row deleted by " if eff["operation"] == "DELETE" else "(row updated by "
+        out += _whole_rows(dict(base, table=eff["table"]), eff["rows"], what + eff["via"] + ")", old=True)
+    for eff in ((st.outcome or {}).get("trigger_effects") or []) if st.state == wf.APPLIED else []:
+        out += _whole_rows(dict(base, table=eff["table"]), eff["rows"], "(row written by a trigger)",
+                           old=False)
+    return out
+
+
+def _diffs(texts: list[str]) -> list[dict]:
+    """The row diff of every request in the ledger (requests that do not fold are skipped:
+    ``verify`` names them)."""
+    groups: dict[str, list[dict]] = {}
+    for text in texts:
+        try:
+            entry = decode(text)
+        except ValueError:
+            continue
+        groups.setdefault(str(entry.get("request")), []).append(entry)
+    out: list[dict] = []
+    for entries in groups.values():
+        try:
+            out += row_diff(wf.fold(entries))
+        except Exception:  # noqa: BLE001 - a broken request is verify's to report
+            continue
+    return out
+
+
 # --- the export -------------------------------------------------------------------------
 
 def export_result(ledger: Ledger, exported: str) -> Result:
@@ -133,7 +217,8 @@ def export_result(ledger: Ledger, exported: str) -> Result:
     return Result(data={"format": EXPORT_MARK, "version": VERSION, **meta, "entries": texts},
                   tables=[Table(EXPORT_COLUMNS, rows)], title="opskit correction ledger",
                   summary=f"exported {len(texts)} entries", template="corrections/export.html",
-                  context={"head": json.dumps(meta["head"], ensure_ascii=False)})
+                  context={"head": json.dumps(meta["head"], ensure_ascii=False),
+                           "diff": _diffs(texts), "diff_columns": DIFF_COLUMNS})
 
 
 def _head(texts: list[str]) -> dict | None:
@@ -280,7 +365,9 @@ def show_result(st: wf.RequestState) -> Result:
                     {"field": "sql", "value": st.sql}]
                  + [{"field": "param", "value": line} for line in param_lines(st.params)])
     history = [entry_row(e) for e in st.history]
-    tables = [info, *_image("before-image", st.before),
+    cascaded = [t for e in st.effects
+                for t in _image(f"cascade: {e['operation']} {e['table']} ({e['via']})", e["rows"])]
+    tables = [info, *_image("before-image", st.before), *cascaded,
               *_image("after-image", (st.outcome or {}).get("after") or []),
               Table(["seq", "time", "kind", "actor", "detail", "key"], history,
                     title="ledger entries")]

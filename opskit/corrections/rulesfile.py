@@ -204,6 +204,25 @@ class Registry:
         req.approvals = max(req.approvals, len(req.levels))
         return req
 
+    def requirement_for(self, target: str, touches: list[tuple[str, str, int]]) -> Requirement:
+        """The requirement of a change touching several tables (table, operation, rows):
+        every table's rules apply, combined like ``requirement`` combines rules (cascades,
+        R-DAT-3)."""
+        counts: dict[tuple[str, str], int] = {}
+        for table, op, rows in touches:
+            counts[(table, op)] = counts.get((table, op), 0) + rows
+        out: Requirement | None = None
+        for (table, op), rows in counts.items():
+            req = self.requirement(target, table, op, rows)
+            if out is None:
+                out = req
+                continue
+            out.approvals = max(out.approvals, req.approvals)
+            out.levels = [lv for lv in LEVELS if lv in out.levels or lv in req.levels]
+            out.auditor = out.auditor or req.auditor
+            out.rules += [r for r in req.rules if r not in out.rules]
+        return out or self.requirement(target, "", "", 0)
+
 
 
 

@@ -71,6 +71,7 @@ class Statement:
     target_sql  ``table [alias]`` for the before-image
     where       the WHERE clause text (UPDATE, DELETE); None for INSERT
     insert_rows number of VALUES tuples (INSERT)
+    assigned    the columns an UPDATE sets
     relation    (start, end) of the table name in ``sql``
     """
 
@@ -82,6 +83,7 @@ class Statement:
     where: str | None = None
     insert_rows: int = 0
     relation: tuple[int, int] = field(default=(0, 0), repr=False)
+    assigned: tuple[str, ...] = ()      # columns an UPDATE sets (for ON UPDATE cascades)
 
     def before_image_sql(self) -> str | None:
         """SELECT of the rows the statement will touch (None for INSERT)."""
@@ -299,7 +301,9 @@ def parse_statement(sql: str) -> Statement:
         at = _top_level_where(sig)
         where = text[sig[at].end - sig[0].start:].strip()
     rows = len(root.selectStmt.valuesLists) if op == "INSERT" else 0
-    return Statement(op, table, text, names, target, where=where, insert_rows=rows, relation=relation)
+    assigned = tuple(t.name for t in root.targetList) if op == "UPDATE" else ()
+    return Statement(op, table, text, names, target, where=where, insert_rows=rows, relation=relation,
+                     assigned=assigned)
 
 
 def _relation_span(sig: list[_Tok], text: str, offset: int) -> tuple[int, int]:

@@ -12,6 +12,12 @@ Two operations, both with parameterised SQL only:
   with ``RETURNING *`` (the after-image), refuse if the row count differs,
   commit. Any refusal or error rolls back (R-DAT-1, R-DAT-2).
 
+The apply also inserts a commit marker (a row in ``opskit_correction_applied``
+in the target database, keyed by the ledger's claim entry hash, holding the
+after-image) in the same transaction: it exists if and only if the change
+committed, so ``settle`` after a crash reads it instead of guessing from the
+live rows (R-DAT-1).
+
 On PostgreSQL every statement is sent alone over the extended query protocol
 (see ``_Tx``) on a session with ``standard_conforming_strings=on``, so the
 server reads the text exactly as pglast did in sqlcheck.py and can never run a
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import os
 import sqlite3
 import uuid
@@ -32,6 +39,8 @@ from opskit.core.audit import canonical
 from opskit.core.errors import OperationalError, UsageError
 from opskit.core.optional import require
 
+from .effects import (base_tables, cascades, check_visible, effects_digest, trigger_effects,
+                      trigger_tables)
 from .rulesfile import Target, password_for
 from .sqlcheck import Statement, params_of, to_pyformat
 
@@ -49,6 +58,9 @@ def jsonable(value: Any) -> Any:
         return value if value == value and value not in (float("inf"), float("-inf")) else str(value)
     if isinstance(value, Decimal):
         return str(value)
+    if isinstance(value, _dt.datetime) and value.tzinfo is not None:
+        # one spelling of an instant whatever the session's TimeZone (R-DAT-1: same digest)
+        return value.astimezone(_dt.timezone.utc).isoformat()
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         return value.isoformat()
     if isinstance(value, (bytes, bytearray, memoryview)):
@@ -80,6 +92,9 @@ def _sqlite_params(params: dict) -> dict:
 class Image:
     columns: list[str]
     rows: list[dict]
+    effects: list[dict] = field(default_factory=list)   # FK cascades (effects.Effect.to_dict)
+    bases: list[str] = field(default_factory=list)       # through a view: its base relations
+    trigger_tables: list[str] = field(default_factory=list)  # named by triggers on touched tables
 
     @property
     def digest(self) -> str:
@@ -95,6 +110,7 @@ class ApplyOutcome:
     reason: str = ""
     before_now: list[dict] | None = None
     transient: bool = False  # a retry may succeed (lock timeout, lost connection); see is_transient
+    triggers: list[dict] = field(default_factory=list)   # what triggers changed (effects.py)
 
 
 class Database:
@@ -155,19 +171,91 @@ class Database:
         try:
             try:
                 tx.begin(preview=True)
+                bases = base_tables(tx, stmt.table)     # first: our reason, not the server's
                 tx.q("EXPLAIN " + stmt.sql, params)
                 columns, rows = tx.q(select, params)
+                check_visible(tx, stmt)
+                effects = [e.to_dict() for e in cascades(tx, stmt, params)]
+                touched = (bases or [stmt.table])[-1:] + [e["table"] for e in effects]
+                named = trigger_tables(tx, touched)
+            except UsageError:
+                raise
             except Exception as exc:  # sqlite3.Error / psycopg.Error
                 raise UsageError(f"target {self.target.name} rejects the statement: "
                                  f"{tx.message(exc)}") from None
             tx.rollback()
         finally:
             tx.conn.close()
-        return Image(columns, rows)
+        return Image(columns, rows, effects, bases, named)
 
     # --- apply -------------------------------------------------------------------
-    def apply(self, stmt: Statement, params: dict, approved_digest: str, expected_rows: int) -> ApplyOutcome:
-        """Run the statement in one transaction under the checks in the module doc."""
+    def ensure_marker(self) -> None:
+        """Create the commit-marker table if it is missing. Raises UsageError naming the
+        table and the DDL when the role may not create it (nothing claimed yet). A
+        transient error (target down, lock held) is left to the apply, which records it
+        as such and leaves the request approved."""
+        try:
+            tx = _Tx(self)
+        except TargetError:
+            return
+        try:
+            try:
+                tx.create_marker()
+                tx.commit()
+            except Exception as exc:  # sqlite3.Error / psycopg.Error
+                tx.rollback()
+                if tx.transient(exc) or self._created_meanwhile(tx):
+                    return          # another apply created it at the same moment, or retry later
+                raise UsageError(f"target {self.target.name}: cannot create the commit-marker table "
+                                 f"{MARKER_TABLE} ({tx.message(exc)}); create it once as the schema "
+                                 f"owner: {MARKER_DDL[tx.kind]}, and grant INSERT, SELECT on it to the "
+                                 "correction role") from None
+        finally:
+            tx.conn.close()
+
+    @staticmethod
+    def _created_meanwhile(tx: "_Tx") -> bool:
+        try:
+            return tx.marker_exists()
+        finally:
+            tx.rollback()
+
+    def settle(self, stmt: Statement, params: dict, approved_digest: str, expected_rows: int,
+               marker: tuple[str, str], approved_effects: str | None = None, guard=None) -> ApplyOutcome:
+        """An apply claimed as ``marker`` (request id, claim entry hash) whose outcome was
+        never recorded: its commit marker says whether it committed (then the after-image
+        it committed is returned); without one nothing committed, so apply it now."""
+        try:
+            tx = _Tx(self)
+        except TargetError as exc:
+            return ApplyOutcome(False, stage="connect", reason=exc.message, transient=True)
+        try:
+            try:
+                found = tx.marker(marker[1]) if tx.marker_exists() else None
+                tx.rollback()
+            except Exception as exc:  # sqlite3.Error / psycopg.Error
+                tx.rollback()
+                return ApplyOutcome(False, stage="marker", reason=f"{tx.message(exc)}; nothing changed",
+                                    transient=tx.transient(exc))
+        finally:
+            tx.conn.close()
+        if found is not None:
+            stored = json.loads(found["after"])
+            return ApplyOutcome(True, row_count=int(found["row_count"]), after=stored["after"],
+                                triggers=stored["triggers"], stage=COMMITTED)
+        out = self.apply(stmt, params, approved_digest, expected_rows, marker, approved_effects, guard)
+        if out.ok:
+            out.stage = APPLIED_NOW
+        return out
+
+    def apply(self, stmt: Statement, params: dict, approved_digest: str, expected_rows: int,
+              marker: tuple[str, str] | None = None, approved_effects: str | None = None,
+              guard=None) -> ApplyOutcome:
+        """Run the statement in one transaction under the checks in the module doc;
+        ``marker`` (request id, claim entry hash) is committed with it; the rows its
+        foreign-key cascades change must be the approved ones (digest ``approved_effects``,
+        none when None). ``guard(trigger_effects)`` returns a reason to refuse what the
+        statement's triggers changed (their tables' rules), or None."""
         try:
             tx = _Tx(self)
         except TargetError as exc:
@@ -187,8 +275,12 @@ class Database:
                     return ApplyOutcome(False, stage=stage, before_now=now,
                                         reason="the rows changed since the request was approved "
                                                "(before-image differs); nothing applied")
+                stage = "cascade"
+                effects, refused = _cascade_changed(tx, stmt, params, approved_effects)
+                if refused is not None:
+                    return refused
                 stage = "execute"
-                return _execute(tx, stmt, params, expected_rows, "commit")
+                return _execute(tx, stmt, params, expected_rows, "commit", marker, (effects, guard))
             except Exception as exc:  # sqlite3.Error / psycopg.Error
                 tx.rollback()
                 return ApplyOutcome(False, stage=tx.stage or stage, reason=f"{tx.message(exc)}; rolled back",
@@ -224,6 +316,16 @@ def is_transient(exc: BaseException) -> bool:
 # --- recovery of an apply interrupted between claim and outcome -----------------------
 
 COMMITTED, APPLIED_NOW = "committed-before-crash", "applied-now"
+
+MARKER_TABLE = "opskit_correction_applied"
+MARKER_DDL = {
+    "postgresql": f"CREATE TABLE {MARKER_TABLE} (entry_hash text PRIMARY KEY, request_id text NOT NULL, "
+                  "applied_at timestamptz NOT NULL DEFAULT now(), row_count integer NOT NULL, "
+                  "after text NOT NULL)",
+    "sqlite": f"CREATE TABLE {MARKER_TABLE} (entry_hash TEXT PRIMARY KEY, request_id TEXT NOT NULL, "
+              "applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, row_count INTEGER NOT NULL, "
+              "after TEXT NOT NULL)",
+}
 
 
 class _Tx:
@@ -261,6 +363,34 @@ class _Tx:
             name = "statement_timeout" if preview else "lock_timeout"
             ms = int(self.db.lock_timeout * 1000) * (3 if preview else 1)
             self.q(f"SELECT set_config('{name}', :ms, true)", {"ms": str(ms)})
+
+    def marker_exists(self) -> bool:
+        if self.kind == "sqlite":
+            _c, rows = self.q("SELECT name FROM sqlite_master WHERE type = 'table' AND name = :t",
+                              {"t": MARKER_TABLE})
+        else:
+            _c, rows = self.q("SELECT CAST(to_regclass(:t) AS text) AS name", {"t": MARKER_TABLE})
+        return bool(rows and rows[0]["name"])
+
+    def marker(self, entry_hash: str) -> dict | None:
+        _c, rows = self.q(f"SELECT row_count, after FROM {MARKER_TABLE} WHERE entry_hash = :h",
+                          {"h": entry_hash})
+        return rows[0] if rows else None
+
+    def create_marker(self) -> None:
+        """The commit-marker table, if missing (``IF NOT EXISTS`` alone would need CREATE
+        on the schema even when it exists)."""
+        if not self.marker_exists():
+            self.q("CREATE TABLE IF NOT EXISTS " + MARKER_DDL[self.kind][len("CREATE TABLE "):])
+
+    def write_marker(self, marker: tuple[str, str], row_count: int, after: list[dict],
+                     triggers: list[dict]) -> None:
+        """The commit marker, in the apply's own transaction: it commits with the change."""
+        self.create_marker()      # normally there already (ensure_marker); same transaction
+        self.q(f"INSERT INTO {MARKER_TABLE} (entry_hash, request_id, row_count, after) "
+               "VALUES (:h, :r, :n, :a)", {"h": marker[1], "r": marker[0], "n": row_count,
+                                           "a": json.dumps({"after": after, "triggers": triggers},
+                                                           sort_keys=True, ensure_ascii=False)})
 
     def lock_sql(self, select: str) -> str:
         return select if self.kind == "sqlite" else select + " FOR UPDATE"
@@ -306,7 +436,8 @@ class _Tx:
     def commit(self) -> None:
         self.stage = "commit"
         if self.kind == "sqlite":
-            self.conn.execute("COMMIT")
+            if self.conn.in_transaction:        # outside BEGIN each statement commits itself
+                self.conn.execute("COMMIT")
         else:
             self.conn.commit()
         self.stage = ""
@@ -426,18 +557,52 @@ def _recover(db: "Database", stmt: Statement, params: dict, before: list[dict], 
         tx.conn.close()
 
 
-def _execute(tx: _Tx, stmt: Statement, params: dict, expected_rows: int, done: str) -> ApplyOutcome:
+def _cascade_changed(tx: _Tx, stmt: Statement, params: dict,
+                     approved: str | None) -> tuple[list[dict], ApplyOutcome | None]:
+    """Inside the apply, with the rows locked: refuse (rolled back) when a table the
+    statement reaches now hides rows by RLS, or its cascades would change other rows
+    than the approved ones (a refund added since approval needs its own sign-off)."""
+    try:
+        check_visible(tx, stmt)
+    except UsageError as exc:
+        tx.rollback()
+        return [], ApplyOutcome(False, stage="cascade", reason=f"{exc.message}; nothing applied")
+    now = [e.to_dict() for e in cascades(tx, stmt, params, lock=True)]
+    if effects_digest(now) == (approved or effects_digest([])):
+        return now, None
+    tx.rollback()
+    return now, ApplyOutcome(False, stage="cascade", before_now=[r for e in now for r in e["rows"]],
+                        reason="the rows the statement's foreign-key cascades change differ from the "
+                               f"approved ones (now: {_effects_text(now)}); nothing applied")
+
+
+def _effects_text(effects: list[dict]) -> str:
+    return ", ".join(f"{len(e['rows'])} row(s) of {e['table']} ({e['via']})" for e in effects) or "none"
+
+
+def _execute(tx: _Tx, stmt: Statement, params: dict, expected_rows: int, done: str,
+             marker: tuple[str, str] | None = None, checks: tuple = ([], None)) -> ApplyOutcome:
     """Run the statement (with ``RETURNING *``, the after-image) in the open, locked
-    transaction; commit only if it touched exactly the approved number of rows."""
+    transaction; commit only if it touched exactly the approved number of rows and
+    ``checks`` (cascades, guard) accepts what its triggers changed."""
     _c, after = tx.q(stmt.sql + " RETURNING *", params)
     if len(after) != expected_rows:
         tx.rollback()
         return ApplyOutcome(False, row_count=len(after), stage="row-count",
                             reason=f"statement touched {len(after)} row(s), {expected_rows} approved; "
                                    "rolled back")
+    after = [] if stmt.operation == "DELETE" else after
+    effects, guard = checks
+    side = trigger_effects(tx, stmt, expected_rows, effects, MARKER_TABLE)
+    refusal = guard(side) if guard is not None and side else None
+    if refusal:
+        tx.rollback()
+        return ApplyOutcome(False, row_count=len(after), stage="triggers", triggers=side,
+                            reason=f"{refusal}; rolled back")
+    if marker is not None:
+        tx.write_marker(marker, expected_rows, after, side)
     tx.commit()
-    return ApplyOutcome(True, row_count=expected_rows, after=[] if stmt.operation == "DELETE" else after,
-                        stage=done)
+    return ApplyOutcome(True, row_count=expected_rows, after=after, stage=done, triggers=side)
 
 
 def recover(db: "Database", stmt: Statement, params: dict, before: list[dict], approved_digest: str,

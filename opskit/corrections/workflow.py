@@ -63,6 +63,7 @@ class RequestState:
     row_count: int = 0
     before: list = field(default_factory=list)
     before_digest: str = ""
+    effects: list = field(default_factory=list)
     requirement: Requirement = field(default_factory=Requirement)
     executor_may_approve: bool = False
     approvals: list[dict] = field(default_factory=list)      # {actor, level, comment, seq, time}
@@ -150,6 +151,7 @@ def step(state: RequestState | None, entry: dict) -> RequestState:
             st.reason, st.ticket = body.get("reason", ""), body.get("ticket", "")
             st.row_count = int(body["row_count"])
             st.before, st.before_digest = list(body.get("before") or []), body["before_sha256"]
+            st.effects = list(body.get("effects") or [])     # FK cascades (effects.py)
             st.requirement = Requirement.from_dict(body["requirement"])
             st.executor_may_approve = bool(body["requirement"].get("executor_may_approve"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -152,19 +152,35 @@ def test_killed_delete_and_insert_are_settled(world, opskit, point):
     assert _verify(world).ok
 
 
-def test_rows_matching_neither_image_are_refused_recorded_and_named(opskit, world):
+def test_rows_changed_after_a_kill_before_commit_are_refused_recorded_and_named(opskit, world):
+    """Killed after the claim (nothing committed, no marker): rows changed since then make
+    the rerun refuse like any apply, naming them, and record it (R-DAT-1)."""
     rid = _prepared(world, *UPDATE)
-    _killed_apply(opskit, world, rid, AFTER_COMMIT)
+    _killed_apply(opskit, world, rid, AFTER_CLAIM)
     world.execute("UPDATE claims SET amount = 999 WHERE id = 43")     # changed outside opskit since
     run = opskit("correct", "apply", rid, env=world.env("max"))
     assert run.exit_code == 1, run.output
-    assert "cannot settle the interrupted apply" in run.stderr and "999" in run.stderr
-    assert '"id": 43' in run.stderr
+    assert "before-image differs" in run.stderr
     assert _num(world, "SELECT amount FROM claims WHERE id = 43") == [(999.0,)]        # nothing changed
     kinds, st = _kinds(world, rid)
     assert kinds[-1] == "apply-failed" and st.state == "failed"
-    assert st.outcome["recovered"] is True and st.outcome["stage"] == "recover"
+    assert st.outcome["recovered"] is True and st.outcome["stage"] == "before-image"
     assert [float(r["amount"]) for r in st.outcome["rows_now"]] == [999.0]
+    assert _verify(world).ok
+
+
+def test_a_committed_change_is_recorded_as_committed_even_if_rows_changed_since(opskit, world):
+    """Killed after commit: the commit marker, not the live rows, decides. Rows changed
+    by someone else afterwards do not turn a committed change into a 'failed' one."""
+    rid = _prepared(world, *UPDATE)
+    _killed_apply(opskit, world, rid, AFTER_COMMIT)
+    world.execute("UPDATE claims SET amount = 999 WHERE id = 43")
+    run = opskit("correct", "apply", rid, "--json", env=world.env("max"))
+    assert run.exit_code == 0, run.output
+    kinds, st = _kinds(world, rid)
+    assert kinds[-1] == "applied" and st.outcome["recovery"] == "committed-before-crash"
+    assert [float(r["amount"]) for r in st.outcome["after"]] == [310.0]      # what was committed
+    assert _num(world, "SELECT amount FROM claims WHERE id = 43") == [(999.0,)]
     assert _verify(world).ok
 
 
