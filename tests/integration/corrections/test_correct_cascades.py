@@ -16,7 +16,7 @@ import pytest
 
 from opskit.corrections.ledger import Refused
 from opskit.corrections.sqlcheck import SqlRefused
-from tests.unit.test_correct_support import approve_fully, make_postgres_target, make_world
+from tests.harness.corrections import approve_fully, make_postgres_target, make_world
 
 FKS = """
 ALTER TABLE refunds ADD FOREIGN KEY (claim_id) REFERENCES claims (id) ON DELETE CASCADE;

@@ -18,7 +18,7 @@ import pytest
 
 from opskit.corrections.targets import MARKER_TABLE, rows_to_json
 from opskit.corrections.verify import verify
-from tests.unit.test_correct_support import approve_fully, make_postgres_target, make_world
+from tests.harness.corrections import approve_fully, make_postgres_target, make_world
 
 SCHEMA = r"""
 CREATE TABLE policy_claim (

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from tests.unit.test_correct_support import approve_fully, make_sqlite_target, make_world
+from tests.harness.corrections import approve_fully, make_sqlite_target, make_world
 
 
 class _Diff(HTMLParser):

@@ -14,7 +14,7 @@ import pytest
 from opskit.corrections.ledger import TABLE
 from opskit.corrections.verify import verify
 from tests.harness.postgres import PsqlError
-from tests.unit.test_correct_support import approve_fully, make_sqlite_target, make_world
+from tests.harness.corrections import approve_fully, make_sqlite_target, make_world
 
 HARDEN = """
 CREATE ROLE {owner} NOLOGIN;
