@@ -17,6 +17,7 @@ import stat as statmod
 from dataclasses import asdict, dataclass, field
 
 from . import crypto
+from .cores import available_cores
 from .backends import BackendError
 from .forkpool import ForkPool
 from .backends.base import ObjectNotFound
@@ -224,7 +225,7 @@ class Restorer:
             while parent not in self._file_dirs and parent != b"/":
                 self._file_dirs.add(parent)
                 parent = os.path.dirname(parent)
-        self.workers = max(1, workers or (os.cpu_count() or 2))
+        self.workers = max(1, workers or available_cores())
         self.progress = progress
         self.stats = RestoreStats()
         self.as_root = os.geteuid() == 0

@@ -77,7 +77,8 @@ SECTION = Section({
     "compression_level": Key(int, 1, "zstd level for new blobs (1 fastest ... 19 smallest).", min=1),
     "pack_size_mib": Key(int, 16, "Target size of pack files in MiB.", min=1),
     "chunk_avg_kib": Key(int, 1024, "Average content-defined chunk size in KiB.", min=64),
-    "workers": Key(int, None, "Worker processes for backup and restore. Default: CPU count.", min=1),
+    "workers": Key(int, None, "Worker processes for backup and restore. Default: the cores this "
+                                   "process may use (affinity and cgroup CPU quota).", min=1),
     "lock_stale_minutes": Key(int, 60, "A lock not refreshed for this long is stale.", min=1),
     "retention": RETENTION_SECTION,
     "drill": DRILL_SECTION,
