@@ -35,6 +35,17 @@ def make_data(root: str, small: int, big: int) -> None:
                 fh.write(rnd.randbytes(1 << 20))
 
 
+def drop_cache(root: str) -> None:
+    """Evict ``root``'s files from the page cache, as after a reboot."""
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
 def run(cmd: list[str], env: dict) -> tuple[float, float, float]:
     """(wall, user, sys) seconds of ``cmd`` and its children."""
     os.sync()
@@ -56,6 +67,9 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true",
                     help="delete each restore before the next into the same path (ext4 without "
                          "a journal then skips the just-freed inodes on every create)")
+    ap.add_argument("--cold", action="store_true",
+                    help="drop the repository's files from the page cache before each run "
+                         "(posix_fadvise DONTNEED on each: no root, nobody else's cache)")
     ap.add_argument("--sync", action="store_true", help="include the final sync in each run")
     args = ap.parse_args()
     work = os.path.abspath(args.work)
@@ -78,6 +92,8 @@ def main() -> None:
         restore = cmd + ["restore", "latest", "--repo", repo, "--target", targets[-1]]
         if args.sync:
             restore = ["sh", "-c", " ".join(f"'{a}'" for a in restore) + " && sync"]
+        if args.cold:
+            drop_cache(repo)
         rows.append(run(restore, env))
         print("  wall %6.2f  user %6.2f  sys %6.2f" % rows[-1], flush=True)
     for t in set(targets):
