@@ -2,7 +2,12 @@
 """opskit backup vs restic, side by side in one run (issue: backup engine).
 
     python3 benchmarks/bench_backup.py [--size-mb 1024] [--seed 1] [--work DIR]
+                                       [--tmpfs DIR] [--workers 1,2,4]
 
+Every measure runs twice: on tmpfs (--tmpfs, the tools alone) and on the disk
+the repository would live on (--work), each location holding its own dataset,
+repositories and restores (issue 23). Then a workers sweep of opskit's initial
+backup (1, 2, 4, ... up to the cores available) gives throughput and speed-up.
 Builds the shared deterministic dataset, then for each tool: initial backup,
 unchanged re-run, backup after one day of change (--mutate), restore of the
 latest snapshot, repository size, bytes the mutated run added, and peak PSS
@@ -154,10 +159,18 @@ class Tool:
 class Opskit(Tool):
     def __init__(self, work: str):
         super().__init__("opskit", work)
-        self.env.update(OPSKIT_HOME=os.path.join(work, "opskit-home"), OPSKIT_PASSPHRASE="bench")
+        self.env.update(OPSKIT_HOME=os.path.join(work, "opskit-home"), OPSKIT_PASSPHRASE="bench-backup")
         self.env.pop("OPSKIT_CONFIG", None)
         self.env = installed_like(self.env)
+        self.work = work
         self.cmd = [sys.executable, "-m", "opskit"]
+
+    def set_workers(self, count: int) -> None:
+        """Run with ``backup.workers: count`` (a config file of that one key)."""
+        path = os.path.join(self.work, f"workers-{count}.yaml")
+        with open(path, "w") as fh:
+            fh.write(f"backup:\n  workers: {count}\n")
+        self.env["OPSKIT_CONFIG"] = path
 
     def init(self):
         subprocess.run(self.cmd + ["backup", "init", "--repo", self.repo], env=self.env, check=True,
@@ -187,28 +200,83 @@ class Restic(Tool):
         self.run(key, ["restic", "-r", self.repo, "restore", "-q", "latest", "--target", target])
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--work", default=os.path.join(HERE, "work"),
-                    help="scratch directory (dataset, both repositories, restores); on a "
-                         "tmpfs such as /dev/shm it measures the tools, not the disk")
+                    help="scratch directory on the disk the repository would live on "
+                         "(dataset, both repositories, restores)")
+    ap.add_argument("--tmpfs", default="/dev/shm/opskit-bench",
+                    help="scratch directory on a tmpfs: measures the tools, not the disk "
+                         "('' to skip)")
+    ap.add_argument("--workers", default=None,
+                    help="comma-separated worker counts for the sweep (default 1, 2, 4, ... "
+                         "up to the cores available; '0' to skip)")
     ap.add_argument("--no-write", action="store_true", help="don't update RESULTS.md")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs of the initial, unchanged and restore measures per tool, "
                          "alternating which tool goes first; the median is reported "
                          "(this shared VM varies by +-20%% from run to run)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def sweep_counts(spec: str | None) -> list[int]:
+    """1, 2, 4, ... and the core count itself, or the counts given."""
+    if spec is not None:
+        return [int(c) for c in spec.split(",") if int(c) > 0]
+    from opskit.backup.cores import available_cores
+    cores, counts, n = available_cores(), [], 1
+    while n < cores:
+        counts.append(n)
+        n *= 2
+    return counts + [cores]
+
+
+def main() -> None:
+    args = parse_args()
     if not shutil.which("restic"):
         raise SystemExit("restic is not installed (apt-get install restic)")
-    work = os.path.abspath(args.work)
+    places = [(name, os.path.abspath(path)) for name, path in
+              (("tmpfs", args.tmpfs), ("disk", args.work)) if path]
+    counts = sweep_counts(args.workers)
+    sections = []
+    for place, work in places:
+        print(f"== {place}: {work}", flush=True)
+        data = make_data(work, args)
+        sections.append(side_by_side(place, work, data, args))
+        if counts:
+            sections.append(workers_sweep(place, work, data, counts, args.repeat, args.size_mb))
+        drop_dir(work)
+    lines = [
+        "## backup (benchmarks/bench_backup.py)", "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores "
+        f"(load average {os.getloadavg()[0]:.1f} at the end); "
+        f"dataset `make_dataset.py --size-mb {args.size_mb} --seed {args.seed}` then `--mutate`.",
+        f"opskit {version([sys.executable, '-m', 'opskit', '--version'])}; "
+        f"{version(['restic', 'version'])}. Initial, unchanged and restore: median of "
+        f"{max(1, args.repeat)} runs per tool (runs in brackets), tools alternating who goes "
+        "first; mutated: one run. Each restore goes to a new directory (see the disk notes).",
+        "",
+    ]
+    table = "\n".join(lines + sections)
+    print("\n" + table)
+    if not args.no_write:
+        write_section(os.path.join(HERE, "RESULTS.md"), "backup", table)
+
+
+def make_data(work: str, args) -> str:
     data = os.path.join(work, "data")
     drop_dir(work)
     os.makedirs(work)
     print(f"building {args.size_mb} MiB dataset (seed {args.seed}) ...", flush=True)
     subprocess.run([sys.executable, DATASET, data, "--size-mb", str(args.size_mb),
                     "--seed", str(args.seed)], check=True)
+    return data
+
+
+def side_by_side(place: str, work: str, data: str, args) -> str:
+    """The opskit vs restic table for one location (the dataset is mutated)."""
     tools = [Opskit(work), Restic(work)]
     reps = max(1, args.repeat)
 
@@ -233,11 +301,17 @@ def main() -> None:
         t.backup("mutated", data)
         added[t.name] = du_bytes(t.repo) - before
     print("restore latest", flush=True)
+    # Every restore into a new directory, all deleted at the end: ext4 without a
+    # journal skips inodes freed in the last minute on every create, so deleting
+    # one run's tree just before the next makes that run's kernel time grow with
+    # the number of files just deleted (benchmarks/micro_restore.py --reuse).
+    targets = []
     for rep in range(reps):
         for t in turns(rep):
-            target = os.path.join(work, f"restore-{t.name}")
-            t.restore(target)
-            drop_dir(target)
+            targets.append(os.path.join(work, f"restore-{t.name}-{rep}"))
+            t.restore(targets[-1])
+    for target in targets:
+        drop_dir(target)
     sizes = {t.name: du_bytes(t.repo) for t in tools}
     print("peak memory (separate, sampled runs: a first backup into a new repository, "
           "and a restore)", flush=True)
@@ -245,7 +319,7 @@ def main() -> None:
         t.repo, kept = t.repo + "-memory", t.repo
         t.init()
         t.backup("memory-backup", data)
-        target = os.path.join(work, f"restore-{t.name}")
+        target = os.path.join(work, f"restore-{t.name}-memory")
         t.restore(target, key="memory-restore")
         drop_dir(target)
         drop_dir(t.repo)
@@ -256,36 +330,52 @@ def main() -> None:
         ratio = statistics.median(ops.results[key]) / statistics.median(res.results[key])
         rows.append((f"{key} (s)", median_and_runs(ops.results[key]),
                      median_and_runs(res.results[key]), ratio, TARGETS[key]))
+    spread = max(ops.results["restore"]) / min(ops.results["restore"])
     rows.append(("repository size (MiB)", f"{sizes['opskit'] / 2**20:.0f}",
                  f"{sizes['restic'] / 2**20:.0f}", sizes["opskit"] / sizes["restic"],
                  TARGETS["repo_size"]))
     rows.append(("added by mutated run (MiB)", f"{added['opskit'] / 2**20:.1f}",
                  f"{added['restic'] / 2**20:.1f}", added["opskit"] / max(added["restic"], 1), 1.0))
-    rows.append(("peak memory, process tree PSS, sampled runs (MiB)", f"{ops.peak / 1024:.0f}", f"{res.peak / 1024:.0f}",
-                 None, None))
-    lines = [
-        "## backup (benchmarks/bench_backup.py)", "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores; "
-        f"dataset `make_dataset.py --size-mb {args.size_mb} --seed {args.seed}` then `--mutate`.",
-        f"opskit {version([sys.executable, '-m', 'opskit', '--version'])}; "
-        f"{version(['restic', 'version'])}. Initial, unchanged and restore: median of {reps} "
-        "runs per tool (runs in brackets), tools alternating who goes first; mutated: one run.",
-        "",
-        "| measure | opskit | restic | opskit/restic | target | met |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines = [f"### {place} (`{work}`)", "",
+             "| measure | opskit | restic | opskit/restic | target | met |",
+             "|---|---|---|---|---|---|"]
     for name, o, r, ratio, target in rows:
-        if ratio is None:
-            met = "≤ 300 MiB: " + ("yes" if ops.peak / 1024 <= 300 else "no")
-            lines.append(f"| {name} | {o} | {r} | | | {met} |")
-        else:
-            met = "yes" if ratio <= target else "no"
-            lines.append(f"| {name} | {o} | {r} | {ratio:.2f} | ≤ {target} | {met} |")
-    table = "\n".join(lines) + "\n"
-    print("\n" + table)
-    if not args.no_write:
-        write_section(os.path.join(HERE, "RESULTS.md"), "backup", table)
-    drop_dir(work)
+        met = "yes" if ratio <= target else "no"
+        lines.append(f"| {name} | {o} | {r} | {ratio:.2f} | ≤ {target} | {met} |")
+    lines.append(f"| opskit restore spread, max/min of runs | {spread:.2f} | | | ≤ 1.5 | "
+                 f"{'yes' if spread <= 1.5 else 'no'} |")
+    lines.append(f"| peak memory, process tree PSS, sampled runs (MiB) | {ops.peak / 1024:.0f} | "
+                 f"{res.peak / 1024:.0f} | | ≤ 300 | {'yes' if ops.peak / 1024 <= 300 else 'no'} |")
+    drop_dir(ops.repo)
+    drop_dir(res.repo)
+    return "\n".join(lines) + "\n"
+
+
+def workers_sweep(place: str, work: str, data: str, counts: list[int], repeat: int,
+                  size_mb: int) -> str:
+    """opskit's initial backup with each worker count: median seconds, MiB/s and
+    speed-up over one worker."""
+    print(f"workers sweep {counts}", flush=True)
+    ops = Opskit(work)
+    ops.repo = os.path.join(work, "repo-sweep")
+    times = {}
+    for n in counts:
+        ops.set_workers(n)
+        for _ in range(max(1, repeat)):
+            drop_dir(ops.repo)
+            ops.init()
+            ops.backup(f"workers-{n}", data)
+        times[n] = statistics.median(ops.results[f"workers-{n}"])
+    drop_dir(ops.repo)
+    base = times.get(1)         # speed-up is over one worker, when measured
+    lines = [f"Workers sweep on {place}: opskit initial backup of {size_mb} MiB, median of "
+             f"{max(1, repeat)}.", "",
+             "| workers | seconds | MiB/s | speed-up over 1 |", "|---|---|---|---|"]
+    for n in counts:
+        up = f"{base / times[n]:.2f}" if base else ""
+        lines.append(f"| {n} | {median_and_runs(ops.results[f'workers-{n}'])} | "
+                     f"{size_mb / times[n]:.0f} | {up} |")
+    return "\n".join(lines) + "\n"
 
 
 def write_section(path: str, name: str, body: str) -> None:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from opskit import __version__
 
 from . import crypto
+from .cores import available_cores
 from .pack import BLOB_TREE
 from .backends import BackendError
 from .repository import CorruptObject, Repository, utcnow_iso
@@ -111,7 +112,7 @@ class Archiver:
         self.repo = repo
         self.excludes = list(excludes or [])
         self.full = full
-        self.workers = max(1, workers or os.cpu_count() or 2)
+        self.workers = max(1, workers or available_cores())
         self.progress = progress or Progress()
         self.stats = BackupStats()
         self.names = IdNames()

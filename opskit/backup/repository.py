@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator
 from opskit.core.errors import IntegrityError, OperationalError, UsageError
 
 from . import crypto
+from .cores import available_cores
 from .backends import Backend, BackendError, ObjectNotFound
 from .index import MasterIndex, decode_index, encode_index
 from .pack import (BLOB_DATA, BLOB_TREE, TRAILER_SIZE, BlobEntry, PackBuilder, decrypt_blob,
@@ -284,7 +285,7 @@ class Repository:
 
     def blob_writer(self, workers: int | None = None) -> "BlobWriter":
         """A deduplicating writer; ``workers=0`` encodes in the calling thread."""
-        return BlobWriter(self, os.cpu_count() or 2 if workers is None else workers)
+        return BlobWriter(self, available_cores() if workers is None else workers)
 
     # --- snapshots -----------------------------------------------------------------
     def list_snapshot_ids(self) -> list[str]:

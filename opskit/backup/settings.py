@@ -81,7 +81,8 @@ SECTION = Section({
     "chunk_avg_kib": Key(int, 1024, "Average content-defined chunk size in KiB.", min=64,
                          max=8192),
     "workers": Key(int, None, "Worker processes for backup and restore (at most 2 per CPU "
-                              "core). Default: CPU count.", min=1, check=at_most_per_core(2)),
+                              "core). Default: the cores this process may use (affinity and "
+                              "cgroup CPU quota).", min=1, check=at_most_per_core(2)),
     "lock_stale_minutes": Key(int, 60, "A lock not refreshed for this long is stale.", min=1),
     "retention": RETENTION_SECTION,
     "drill": DRILL_SECTION,
