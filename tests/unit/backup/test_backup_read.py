@@ -6,7 +6,7 @@ import pytest
 
 from opskit.backup.archiver import Archiver
 from opskit.backup.workers import _Worker
-from tests.backup_helpers import CHUNK_AVG, engine_repo, open_repo
+from tests.harness.backup import CHUNK_AVG, engine_repo, open_repo
 
 OLD = 1_000_000_000 * 10**9       # 2001: relatime would update an atime this old
 
