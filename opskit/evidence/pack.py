@@ -21,7 +21,7 @@ from opskit.core.output import Result
 from opskit.core.signing import Signer
 from opskit.core.state import opskit_command
 
-from . import backups, checks, incidents, records  # noqa: F401  (registration side effect)
+from . import archives, backups, checks, incidents, records  # noqa: F401  (registration)
 from .cadence import default_periods, periods
 from .i18n import translations
 from .model import SOURCES, VERDICTS, Judgement, RuleVerdict, decide

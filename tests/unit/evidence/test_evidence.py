@@ -29,7 +29,7 @@ IMPLEMENTED = {"R-BAK-1", "R-BAK-2", "R-BAK-3", "R-BAK-4", "R-BAK-5", "R-ACC-1",
                "R-ACC-3", "R-ACC-4", "R-ACC-5", "R-ACC-6", "R-ACC-8", "R-MED-2", "R-NET-1",
                "R-NET-3", "R-NET-4", "R-NET-5", "R-DAT-1", "R-DAT-2", "R-DAT-3", "R-DAT-5",
                "R-AUD-1", "R-AUD-2", "R-AUD-3", "R-SEC-2"}
-REGISTERS = {"R-INC-1", "R-AUD-4", "R-AUD-5"}     # opskit.incidents: empty registers are n/a
+REGISTERS = {"R-INC-1", "R-AUD-4", "R-AUD-5", "R-AUD-6"}     # opskit.incidents: empty registers are n/a
 
 
 @pytest.fixture
@@ -803,3 +803,33 @@ def test_a_bad_signed_checkpoint_is_itself_not_met(good, tmp_path, case, words):
     _result, rules = build(tmp_path, home, fake, signer, sites, name="trusting",
                            anchor_keys={other.public_raw: "other"})
     assert (rules["R-AUD-3"]["verdict"] == "met") == (case == "stranger")
+
+
+def _archive_record(home, step, approved_by, when):
+    from opskit.archives import register as archive_register
+    return archive_register.append(str(home), {
+        "time": when.strftime("%Y-%m-%dT%H:%M:%SZ"), "step": step, "command": f"test {step}",
+        "repository": "r1", "snapshot": "ab" * 32, "purpose": "court order 7",
+        "actor": "wang", "approved_by": approved_by})
+
+
+def test_r_aud_6_from_the_archive_register(good, tmp_path):
+    """Archive control (R-AUD-6): silent with nothing read or destroyed; met when every
+    read and destruction carries its approvers; not met on an unapproved one or a
+    tampered register."""
+    home, fake, signer, _other, sites = good
+    _result, rules = build(tmp_path, home, fake, signer, sites, name="quiet")
+    assert rules["R-AUD-6"]["verdict"] == "not applicable"
+    _archive_record(home, "drill", [], ago(days=3))                 # exempt, registered
+    _archive_record(home, "access", ["li"], ago(days=2))
+    _archive_record(home, "destroy", ["li"], ago(days=1))
+    _result, rules = build(tmp_path, home, fake, signer, sites, name="approved")
+    assert rules["R-AUD-6"]["verdict"] == "met", rules["R-AUD-6"]
+    assert "1 archive read(s) and 1 destruction(s)" in rules["R-AUD-6"]["reason"]
+    _archive_record(home, "access", [], ago(hours=5))               # slipped past the gate
+    _result, rules = build(tmp_path, home, fake, signer, sites, name="unapproved")
+    assert rules["R-AUD-6"]["verdict"] == "not met"
+    path = home / "incidents" / "archives.jsonl"
+    path.write_text(path.read_text().replace("court order 7", "court order 8", 1))
+    _result, rules = build(tmp_path, home, fake, signer, sites, name="tampered")
+    assert rules["R-AUD-6"]["verdict"] == "not met" and "line 1" in rules["R-AUD-6"]["reason"]
