@@ -24,7 +24,10 @@ _JUNIT = {PASS: "pass", FAIL: "fail", NA: "skip", ERROR: "error", MANUAL: "skip"
 
 
 def summary_table(report: RunReport) -> Table:
-    checks = list(catalogue())
+    """Host x check, for the checks this run ran (a profile's or the baseline's),
+    in catalogue order."""
+    ran = {r.check for host in report.hosts if host.reachable for r in host.results}
+    checks = [c for c in catalogue() if c in ran] or list(catalogue())
     rows = []
     for host in report.hosts:
         row = {"host": host.host, "role": host.role,

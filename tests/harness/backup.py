@@ -414,3 +414,12 @@ def rewrite_snapshot(repo, snap: dict, dir_path, edit) -> str:
     writer.finish()
     return save_crafted_snapshot(repo, new_id, paths=snap["paths"], parent=snap["id"],
                                  host=snap["host"])
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without the automatic-incident notice a stopped replication adds
+    (#25 item 1): what is left must be the one error line."""
+    notices = ("opened incident ", "incident still open ")
+    lines = stderr.strip().splitlines()
+    assert any(line.startswith(notices) for line in lines), stderr
+    return [line for line in lines if not line.startswith(notices)]

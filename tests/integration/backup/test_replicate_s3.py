@@ -14,7 +14,8 @@ import urllib.request
 
 import pytest
 
-from tests.harness.backup import BackupCli, assert_same_tree, make_tree, restored_path
+from tests.harness.backup import (BackupCli, assert_same_tree, error_lines, make_tree,
+                                   restored_path)
 from tests.harness.s3 import unique_bucket_name
 
 PREFIX = "db01"
@@ -145,13 +146,6 @@ def moto_auth(s3_server):
         post(str(previous).encode())
 
 
-def error_lines(stderr: str) -> list[str]:
-    """stderr without the automatic-incident notice a stopped replication adds
-    (#25 item 1): what is left must be the one error line."""
-    notices = ("opened incident ", "incident still open ")
-    lines = stderr.strip().splitlines()
-    assert any(line.startswith(notices) for line in lines), stderr
-    return [line for line in lines if not line.startswith(notices)]
 
 
 def isolated_env(s3_server) -> dict:

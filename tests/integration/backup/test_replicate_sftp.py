@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from tests.harness.backup import BackupCli, assert_same_tree, make_tree, restored_path
+from tests.harness.backup import (BackupCli, assert_same_tree, error_lines, make_tree,
+                                   restored_path)
 from tests.integration.backup.test_replicate_s3 import CutProxy
 
 
@@ -63,7 +64,7 @@ def test_unknown_host_key_and_wrong_key_one_clear_line(tmp_path, sshd):
     assert run.exit_code == 3, run.output
     assert "site 'offsite'" in run.stderr and "unknown host key" in run.stderr
     assert sshd.host_fingerprint in run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert len(error_lines(run.stderr)) == 1, run.stderr       # + the automatic incident
     assert not remote.exists()
     assert empty.read_text() == ""                     # never auto-accepted
 
@@ -75,7 +76,7 @@ def test_unknown_host_key_and_wrong_key_one_clear_line(tmp_path, sshd):
     run = cli("replicate")
     assert run.exit_code == 3, run.output
     assert "site 'offsite'" in run.stderr and "authentication failed" in run.stderr
-    assert len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert len(error_lines(run.stderr)) == 1, run.stderr
 
 
 def test_sshd_gone_mid_replication_exit_3_rerun_completes(tmp_path, sshd):

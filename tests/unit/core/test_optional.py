@@ -16,7 +16,7 @@ from opskit.core.optional import require
 from opskit.perms.postgres import DatabaseSpec, collect_postgres
 from tests.harness.corrections import make_world
 
-OPSKIT = Path(__file__).resolve().parents[2] / "opskit"
+OPSKIT = Path(__file__).resolve().parents[3] / "opskit"
 
 
 @pytest.fixture
