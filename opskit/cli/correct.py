@@ -415,4 +415,9 @@ def verify_cmd(app: App, ledger_file: str | None, checkpoint_files: tuple, no_au
         ledger.close()
     result = verify_result(report, audit_mark, warning, checkpoints, strict)
     app.audit_details.update({"verify": result.data, "rule_ids": ["R-AUD-1", "R-DAT-1"]})
+    if not report.ok and not ledger_file:
+        # a tampered live ledger is a security event opskit detected itself (#25 item 1)
+        from .incident import automatic_incident
+        automatic_incident(app, result, "ledger-tampered",
+                           f"corrections ledger {_ledger_id(ledger)}: {report.describe()}", None)
     app.emit(result)

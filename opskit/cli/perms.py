@@ -176,6 +176,7 @@ def report_cmd(app: App, snapshot_ref, out_path) -> None:
                    f"sha256 {content['sha256']}")
     app.audit_details.update(snapshot=snap.id, sha256=content["sha256"], format=fmt,
                              stored=stored, findings=s["findings"], by_rule=s["by_rule"])
+    _departed_not_frozen(app, analysis, stored)
     if out_path:
         try:
             # account names, sudo rights and keys: readable by its owner only, like
@@ -187,3 +188,20 @@ def report_cmd(app: App, snapshot_ref, out_path) -> None:
     else:
         click.echo(rendered, nl=False)
     app.exit_code = max(app.exit_code, 1 if s["findings"] else 0)
+
+
+def _departed_not_frozen(app: App, analysis, stored: str) -> None:
+    """A departed or transferred person whose account is not frozen (R-ACC-6) is a
+    security event opskit found itself: it opens an incident with the report attached
+    (#25 item 1); the notice goes to stderr, the report stays on stdout."""
+    people = sorted({f.person or f.account or "?" for f in analysis.findings
+                     if f.check == "not-frozen"})
+    if not people:
+        return
+    from opskit.core.output import Result
+    from .incident import automatic_incident
+    note = Result()
+    automatic_incident(app, note, "departed-not-frozen", "not frozen (R-ACC-6): "
+                       + ", ".join(people), stored)
+    for line in note.messages:
+        click.echo(line, err=True)

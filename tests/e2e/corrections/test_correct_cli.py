@@ -249,6 +249,10 @@ def test_verify_catches_a_cut_off_tail_from_the_audit_log_alone(opskit, tmp_path
     report = json.loads(bad.stdout)
     assert report["tampering"] == "truncated" and report["first_bad_seq"] == 3
     assert "ledger ends at seq 2 but the audit log (correct apply" in report["problem"]
+    # a tampered live ledger is a security event opskit found itself (#25 item 1)
+    assert report["incident"] == "INC-0001"
+    shown = json.loads(opskit("incident", "show", "INC-0001", "--json", env=w.env()).stdout)
+    assert shown["type"] == "ledger-tampered" and "seq" in shown["scope"]
     assert opskit("correct", "verify", "--no-audit-check", env=w.env()).exit_code == 0
 
 

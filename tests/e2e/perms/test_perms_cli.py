@@ -87,6 +87,12 @@ def test_transfer_then_freeze_shows_in_the_diff(setup):
           if f["check"] == "not-frozen" and f["person"] == "wu.xia"]
     assert {f["where"] for f in nf} == {"app1", "db:insurance"}
     assert all(f["rule"] == "R-ACC-6" and f["severity"] == "high" for f in nf)
+    # found by opskit itself: a security event opens an incident (#25), once
+    assert "opened incident INC-0001 (R-INC-1)" in report.stderr and "wu.xia" not in report.stderr
+    shown = json.loads(setup("incident", "show", "INC-0001", "--json").stdout)
+    assert shown["type"] == "departed-not-frozen" and "wu.xia" in shown["scope"]
+    again = setup("perms", "report", "--format", "json")
+    assert "incident still open INC-0001" in again.stderr
     # the freeze: lock + expire + nologin + keys moved + sudo/crontab removed; database
     # login and memberships revoked
     org.keys("app1", "wu.xia", [org.roster["people"]["huang.lei"]["ssh_keys"][0]])
