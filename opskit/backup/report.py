@@ -380,6 +380,12 @@ def drill_result(report: DrillReport, targets: Targets, json_path: str, md_path:
                f"{report.restore_seconds:.1f}s; RTO {report.full_restore_estimate_s:.0f}s "
                f"(target {targets.rto_minutes:g} min), RPO {report.rpo_hours:.1f}h "
                f"(target {targets.rpo_hours:g} h)")
+    return drill_report_result(report, summary, json_path, md_path)
+
+
+def drill_report_result(report, summary: str, json_path: str, md_path: str) -> Result:
+    """What every drill (files or database) shows: the summary, where the report is,
+    the failures; exit 1 unless it passed."""
     messages = [summary, f"report: {md_path}"]
     messages += [f"  failed: {f['path']}: {f['problem']}" for f in report.failures[:50]]
     return Result(data={**report.to_json(), "report_json": json_path, "report_md": md_path},

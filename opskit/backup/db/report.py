@@ -4,6 +4,8 @@ from __future__ import annotations
 from opskit.core.errors import EXIT_FINDINGS
 from opskit.core.output import Result, Table, human_bytes
 
+from ..report import drill_report_result
+
 
 def run_result(done: list[tuple[str, dict]], failures: list[str]) -> Result:
     """Database backups made; exit 3 when one failed (the others are kept), 1 on warnings."""
@@ -46,11 +48,7 @@ def drill_result(report, json_path: str, md_path: str) -> Result:
                f"{len(report.assertions)} assertions true; RTO {report.restore_seconds:.1f}s "
                f"(target {report.rto_target_minutes:g} min), RPO {report.rpo_hours:.1f}h "
                f"(target {report.rpo_target_hours:g} h)")
-    messages = [summary, f"report: {md_path}"]
-    messages += [f"  failed: {f['path']}: {f['problem']}" for f in report.failures[:50]]
-    return Result(data={**report.to_json(), "report_json": json_path, "report_md": md_path},
-                  messages=messages, summary=summary,
-                  exit_code=0 if report.passed else EXIT_FINDINGS)
+    return drill_report_result(report, summary, json_path, md_path)
 
 
 def basebackup_result(sid: str, snap: dict) -> Result:
