@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple
 
 from . import crypto
 from .backends import BackendError
-from .chunker import chunk_stream
+from .chunker import ZEROS, chunk_stream
 from .forkpool import ForkPool, WorkerError  # noqa: F401  (WorkerError re-exported)
 from .index import encode_entries
 from .pack import BLOB_DATA, BLOB_TREE, SealingPackBuilder
@@ -109,6 +109,7 @@ class _Worker:
         self.builders = {BLOB_DATA: SealingPackBuilder(BLOB_DATA),
                          BLOB_TREE: SealingPackBuilder(BLOB_TREE, capacity=1 << 20)}
         self.seen: set[bytes] = set()
+        self._zero_ids: dict[int, bytes] = {}              # chunk size -> id of that many zeros
         self.out_packs: list[tuple[str, bytes]] = []       # (pack id, encode_entries())
         self.blobs_new = self.bytes_new = self.bytes_stored = 0
         self.walk = walk or WalkOptions()
@@ -270,7 +271,18 @@ class _Worker:
         return nodes, {decode_name(n): n for n in nodes}
 
     def _store(self, chunk: bytes) -> bytes:
+        if isinstance(chunk, memoryview) and chunk.obj is ZEROS:
+            return self._store_zeros(chunk)
         bid = crypto.blob_id(self.keys.id_key, chunk)
+        self._add(BLOB_DATA, bid, chunk)
+        return bid
+
+    def _store_zeros(self, chunk: memoryview) -> bytes:
+        """A chunk of a hole: its id is computed once per size (a sparse 4 GiB
+        image is mostly one chunk, over and over)."""
+        bid = self._zero_ids.get(len(chunk))
+        if bid is None:
+            bid = self._zero_ids[len(chunk)] = crypto.blob_id(self.keys.id_key, chunk)
         self._add(BLOB_DATA, bid, chunk)
         return bid
 
