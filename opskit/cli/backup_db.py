@@ -48,10 +48,13 @@ def _bindir(app: App) -> str | None:
 @click.option("--name", "stream_name", metavar="NAME", default="dump", show_default=True,
               help="With --stdin-from-command: the stream's name in the snapshot.")
 @click.option("--tag", "tags", multiple=True, metavar="T", help="Tag the snapshots (repeatable).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), metavar="N",
+              help="Tables dumped at once, sharing one snapshot. Default: "
+                   "backup.databases.NAME.jobs, else min(4, cores).")
 @repo_option
 @output_options()
 @pass_app
-def run_cmd(app: App, names, command, stream_name, tags, repo, passphrase_file) -> None:
+def run_cmd(app: App, names, command, stream_name, tags, jobs, repo, passphrase_file) -> None:
     """Dump databases straight into the repository (no copy on disk).
 
     One consistent snapshot per database while it keeps working; per-table row
@@ -84,7 +87,7 @@ def run_cmd(app: App, names, command, stream_name, tags, repo, passphrase_file) 
     with RepoLock(r, stale_after_s=_stale_s(app)):
         for target in targets:
             try:
-                done.append(logical.LogicalBackup(r, target, bindir=_bindir(app))
+                done.append(logical.LogicalBackup(r, target, bindir=_bindir(app), jobs=jobs)
                             .run(tags=list(tags)))
             except OpskitError as exc:
                 if len(targets) == 1:

@@ -154,7 +154,8 @@ def _verify_cluster(cluster: ScratchCluster, dbname: str, assertions: list[str],
         conn = connect(cluster.target(db))
         try:
             apply_session_settings(conn)
-            tables = [{"schema": s, "table": t} for s, t in conn.execute(TABLES_SQL).fetchall()]
+            tables = [{"schema": r[0], "table": r[1]}
+                      for r in conn.execute(TABLES_SQL).fetchall()]
             report.files_total += len(tables)
             verify_tables(conn, tables, report, prefix=f"{db}:")
             if db == dbname:
