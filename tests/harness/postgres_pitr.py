@@ -132,6 +132,15 @@ class ArchivingPostgres:
         raise AssertionError(f"segment {name} not archived within {timeout}s; server log:\n"
                              f"{self.server.log_tail(30)}")
 
+    def insert_and_archive(self, count: int, table: str = "t") -> list[str]:
+        """``count`` times: one row into ``table`` (x int), then its segment
+        closed and archived; the segment names."""
+        names = []
+        for i in range(count):
+            self.psql(f"INSERT INTO {table} VALUES ({i})")
+            names.append(self.switch_and_wait())
+        return names
+
     def start_restored(self, datadir: str) -> PostgresServer:
         """Start a server on a restored data directory (Unix socket only, no archiving)."""
         sock = tempfile.mkdtemp(prefix="opskit-pitr-sock-", dir="/tmp")

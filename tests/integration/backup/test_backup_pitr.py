@@ -120,10 +120,7 @@ def test_deleted_segment_is_found_by_check(pg_archiving):
     pg = pg_archiving
     pg.psql("CREATE TABLE t (x int)")
     _basebackup(pg)
-    names = []
-    for i in range(4):
-        pg.psql(f"INSERT INTO t VALUES ({i})")
-        names.append(pg.switch_and_wait())
+    names = pg.insert_and_archive(4)
     assert _json(pg.opskit("db", "check", "--json"))["clusters"][0]["ok"]
     victim = names[1]
     os.unlink(os.path.join(pg.repo, "wal", "main", victim))

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.e2e.backup.test_backup_drill import _flip
+from tests.harness.backup import largest_pack
 
 pytestmark = pytest.mark.integration
 
@@ -83,21 +84,17 @@ def test_pitr_drill_fails_on_a_damaged_pack_and_on_a_missing_segment(pg_archivin
     pg = pg_archiving
     pg.psql("CREATE TABLE t (x int)")
     _base(pg)
-    names = []
-    for i in range(3):
-        pg.psql(f"INSERT INTO t VALUES ({i})")
-        names.append(pg.switch_and_wait())
-    packs = sorted((os.path.join(dp, f) for dp, _d, fs in os.walk(os.path.join(pg.repo, "data"))
-                    for f in fs), key=os.path.getsize, reverse=True)
-    offset = os.path.getsize(packs[0]) // 3
-    _flip(packs[0], offset)
+    names = pg.insert_and_archive(3)
+    pack = largest_pack(pg.repo)
+    offset = os.path.getsize(pack) // 3
+    _flip(pack, offset)
     before = _scratch_dirs()
     rep = _drill(pg, expect=1)
     assert not rep["passed"] and not rep["verified"]
     assert any("damaged" in f["problem"] or "does not match" in f["problem"]
                for f in rep["failures"]), rep["failures"]
     assert _scratch_dirs() == before
-    _flip(packs[0], offset)                       # repaired: the control passes
+    _flip(pack, offset)                           # repaired: the control passes
     assert _drill(pg, expect=0)["passed"]
 
     os.unlink(os.path.join(pg.repo, "wal", "main", names[1]))
