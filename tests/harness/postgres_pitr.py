@@ -141,6 +141,18 @@ class ArchivingPostgres:
             names.append(self.switch_and_wait())
         return names
 
+    def before_and_after(self, table: str = "claims") -> str:
+        """Row (1, 'before'), a second, the time now (ISO, UTC), a second, row
+        (2, 'after'), segment archived: the time between the two commits."""
+        self.psql(f"INSERT INTO {table} VALUES (1, 'before')")
+        time.sleep(1.0)
+        between = self.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                            "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+        time.sleep(1.0)
+        self.psql(f"INSERT INTO {table} VALUES (2, 'after')")
+        self.switch_and_wait()
+        return between
+
     def start_restored(self, datadir: str) -> PostgresServer:
         """Start a server on a restored data directory (Unix socket only, no archiving)."""
         sock = tempfile.mkdtemp(prefix="opskit-pitr-sock-", dir="/tmp")

@@ -7,12 +7,12 @@ import datetime as dt
 import glob
 import json
 import os
-import time
 
 import pytest
 
 from tests.e2e.backup.test_backup_drill import _flip
 from tests.harness.backup import largest_pack
+from tests.integration.backup.test_backup_pitr import _basebackup
 
 pytestmark = pytest.mark.integration
 
@@ -36,25 +36,13 @@ def _scratch_dirs():
     return set(glob.glob("/tmp/opskit-drill-pg-*"))
 
 
-def _base(pg):
-    run = pg.opskit("db", "basebackup", "--json")
-    assert run.exit_code == 0, run.output
-    return json.loads(run.stdout)
-
-
 def test_pitr_drill_replays_the_archive_and_stops_at_a_time(pg_archiving):
     pg = pg_archiving
     _assertions(pg, "SELECT count(*) = 2 FROM claims")
     pg.psql("CREATE TABLE claims (id int PRIMARY KEY, note text)")
-    base = _base(pg)
-    pg.psql("INSERT INTO claims VALUES (1, 'before')")
-    time.sleep(1.0)
-    target = pg.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
-                     "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
-    time.sleep(1.0)
-    pg.psql("INSERT INTO claims VALUES (2, 'after')")
-    last = dt.datetime.now(dt.timezone.utc)
-    pg.switch_and_wait()
+    base = _basebackup(pg)
+    target = pg.before_and_after()
+    last = dt.datetime.now(dt.timezone.utc)          # just after the 'after' commit
     before = _scratch_dirs()
 
     rep = _drill(pg, expect=0)
@@ -83,7 +71,7 @@ def test_pitr_drill_replays_the_archive_and_stops_at_a_time(pg_archiving):
 def test_pitr_drill_fails_on_a_damaged_pack_and_on_a_missing_segment(pg_archiving):
     pg = pg_archiving
     pg.psql("CREATE TABLE t (x int)")
-    _base(pg)
+    _basebackup(pg)
     names = pg.insert_and_archive(3)
     pack = largest_pack(pg.repo)
     offset = os.path.getsize(pack) // 3
