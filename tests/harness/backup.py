@@ -262,6 +262,13 @@ def engine_repo(path, *, chunk_avg: int = CHUNK_AVG, passphrase: str = PASSPHRAS
                            chunk_avg=chunk_avg, kdf_n=FAST_KDF_N)
 
 
+def largest_pack(repo) -> str:
+    """The path of a repository's biggest pack file (data blobs, not just trees)."""
+    packs = [os.path.join(dp, f) for dp, _d, fs in os.walk(os.path.join(os.fspath(repo), "data"))
+             for f in fs]
+    return max(packs, key=os.path.getsize)
+
+
 def open_repo(path, passphrase: str = PASSPHRASE, *, index: bool = True):
     from opskit.backup.backends import LocalBackend
     from opskit.backup.repository import Repository

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from tests.e2e.backup.test_backup_drill import _flip
+from tests.harness.backup import largest_pack
 from tests.harness.cli import run_opskit
 from tests.integration.backup.test_backup_db import SCHEMA, _cli
 
@@ -68,9 +69,8 @@ def test_a_false_assertion_fails_the_drill(tmp_path, postgres, postgres_db):
 
 def test_a_drill_fails_on_a_damaged_pack(dumped):
     cli, _snap = dumped
-    packs = sorted((os.path.join(dp, f) for dp, _d, fs in os.walk(os.path.join(cli.repo, "data"))
-                    for f in fs), key=os.path.getsize, reverse=True)
-    _flip(packs[0], os.path.getsize(packs[0]) // 3)      # inside a data blob
+    pack = largest_pack(cli.repo)
+    _flip(pack, os.path.getsize(pack) // 3)      # inside a data blob
     before = _scratch_dirs()
     run = cli("db", "drill", "--json", timeout=300)
     assert run.exit_code == 1, run.output
