@@ -17,7 +17,7 @@ them, each with the file:line it comes from. What sudo itself does is followed:
   in the same list, also across a new run-as spec (sudo's grammar).
 
 ``load_tree(host, hostname)`` reads such a tree from a Host (with owners and
-modes) for ``parse_tree``. Matching is opskit.perms.sudo_eval's job.
+modes) for ``parse_tree``. Matching is opskit.hosts.sudoers.evaluate's job.
 """
 from __future__ import annotations
 
