@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 
 from opskit.hosts.sudoers.evaluate import ALLOW, HostIdentity, Matcher, SudoUser, evaluate
-from opskit.hosts.sudoers.parse import ROOT, ParsedTree, parse_tree, statements
+from opskit.hosts.sudoers.parse import ROOT, Member, ParsedTree, parse_tree, statements
 
 FILE_MARK = "@@opskit-file "
 _SPEC = re.compile(r"^((?:[^\s,=]+\s*,\s*)*[^\s,=]+)\s+(\S.*=.*)$")
@@ -176,10 +176,13 @@ def scan(files: dict[str, str], who: Who, hostname: str = "") -> Scan:
         if spec.source in granting:
             result.grants += _entries_of(spec.users, spec.source, "spec", None, parsed,
                                          matcher, who, index)
+    # every User_Alias that takes the person in, used by a rule or not: a name left in
+    # an unused alias is a right waiting for the next rule that names it
     aliases_done: set[str] = set()
-    for g in list(result.grants):
-        if g.how == "alias":
-            result.grants += _alias_grants(g.token, parsed, matcher, who, index, aliases_done)
+    for name in [g.token for g in result.grants if g.how == "alias"] + \
+            sorted(parsed.aliases["user"]):
+        if matcher.user_matches([Member(name)]) is ALLOW:
+            result.grants += _alias_grants(name, parsed, matcher, who, index, aliases_done)
     for d in parsed.defaults:
         if d.kind == ":" and matcher.user_matches(d.binding) is ALLOW:
             st = _statement(index, d.source)
