@@ -158,10 +158,10 @@ def _cell(value: Any) -> str:
                                          else json.dumps(value, ensure_ascii=False, sort_keys=True))
 
 
-def _key_column(before: list[dict], after: list[dict]) -> str | None:
+def _key_column(before: list[dict], after: list[dict], prefer: list[str] = ()) -> str | None:
     """A column that names each row on both sides: unique in each and the same values
-    (the primary key, normally); None if there is none."""
-    for col in (before[0] if before else {}):
+    (the primary key, normally: ``prefer`` and ``id`` are tried first); None if none."""
+    for col in [*prefer, "id", *(before[0] if before else {})]:
         old = [_cell(r.get(col)) for r in before]
         new = [_cell(r.get(col)) for r in after]
         if len(set(old)) == len(old) and sorted(old) == sorted(new):
@@ -201,10 +201,10 @@ def _previewed(base: dict, st: wf.RequestState, preview: dict) -> list[dict]:
     return out
 
 
-def _applied(base: dict, before: list[dict], after: list[dict]) -> list[dict]:
+def _applied(base: dict, before: list[dict], after: list[dict], prefer: list[str]) -> list[dict]:
     """An applied UPDATE: the columns that changed, rows paired by a key column."""
     out: list[dict] = []
-    key = _key_column(before, after)
+    key = _key_column(before, after, prefer)
     pairs = ({_cell(r.get(key)): r for r in after} if key else {})
     for i, old in enumerate(before):
         new = pairs.get(_cell(old.get(key))) if key else (after[i] if i < len(after) else {})
@@ -229,6 +229,12 @@ def _cascaded(base: dict, eff: dict) -> list[dict]:
             for i, row in enumerate(eff["rows"], 1) for c in eff["columns"]]
 
 
+def _key_names(preview: dict | None) -> list[str]:
+    """The primary key the preview found (one column), to pair rows after apply."""
+    rows = (preview or {}).get("rows") or []
+    return list(rows[0]["key"]) if rows and len(rows[0].get("key") or {}) == 1 else []
+
+
 def row_diff(st: wf.RequestState, preview: dict | None = None) -> list[dict]:
     """Every row the request changes (or changed), old -> new, cascades included: for an
     UPDATE the changed columns only (before apply from the signed preview, or
@@ -248,7 +254,7 @@ def row_diff(st: wf.RequestState, preview: dict | None = None) -> list[dict]:
     elif st.operation == "INSERT" and after:
         out += _whole_rows(base, after, "(row inserted)", old=False)
     elif st.operation == "UPDATE" and after:
-        out += _applied(base, st.before, after)
+        out += _applied(base, st.before, after, _key_names(st.preview))
     elif preview and not preview.get("error"):
         out += _previewed(base, st, preview)
     elif st.operation == "INSERT":
