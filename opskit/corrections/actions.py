@@ -26,6 +26,7 @@ from .rulesfile import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
 from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
 from .targets import MARKER_TABLE, Database, TargetError, image_digest, recover as recover_rows
 from .effects import effects_digest, trigger_touches
+from .preview import matches as preview_matches
 from .verify import LedgerTampered, verify_request
 
 RULE_IDS = ["R-DAT-1", "R-DAT-2", "R-DAT-3", "R-AUD-1", "R-AUD-3"]
@@ -192,6 +193,9 @@ class Corrections:
                                                                              effects_digest([])):
             raise LedgerTampered(f"{where}: its cascaded rows do not match their digest; refusing "
                                  "to act on it")
+        if not preview_matches(st.preview, st.operation, st.before, st.row_count):
+            raise LedgerTampered(f"{where}: its previewed rows (old -> new) are not the rows of its "
+                                 "before-image; refusing to act on it")
         need = self.registry.requirement_for(st.target, _request_touches(st))
         have = st.requirement
         if _weaker(have, need) or (st.executor_may_approve and not self.registry.executor_may_approve):

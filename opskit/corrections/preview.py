@@ -45,3 +45,23 @@ def _row(operation: str, row: dict, cols: list[str], key: list[str]) -> dict:
     changed = [c for c in cols if new[c] != old.get(c)]     # unchanged columns are not listed
     return {"key": {c: old[c] for c in key if c in old} if all(c in old for c in key) else {},
             "old": {c: old.get(c) for c in changed}, "new": {c: new[c] for c in changed}}
+
+
+def matches(preview: dict | None, operation: str, before: list[dict], row_count: int) -> bool:
+    """Whether a signed preview is about the request's own rows: one previewed row per
+    row of the before-image (an INSERT: per row inserted), each with the key and old
+    values of a before-image row. (The new values are the requester's computation;
+    the after-image recorded at apply is what happened.)"""
+    if not preview or preview.get("error"):
+        return True
+    rows = preview.get("rows")
+    if not isinstance(rows, list):
+        return False
+    if operation == "INSERT":
+        return len(rows) == row_count
+    try:
+        return len(rows) == len(before) and all(
+            any(all(b.get(c) == v for c, v in {**r["key"], **r["old"]}.items()) for b in before)
+            for r in rows)
+    except (KeyError, TypeError, AttributeError):
+        return False

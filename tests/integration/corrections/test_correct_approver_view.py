@@ -184,3 +184,17 @@ def test_a_preview_edited_in_the_ledger_makes_approve_and_verify_refuse(world):
     assert not verify(svc.ledger, svc.registry).ok
     assert len(world.raw.texts()) == 1                                   # nothing appended
     svc.ledger.close()
+
+
+def test_a_preview_signed_by_a_modified_client_for_other_rows_is_refused(world):
+    svc = world.svc()
+    body = svc.prepare("his", "UPDATE claims SET amount = :a WHERE id = :id", {"a": "350", "id": "43"},
+                       "typo", "", world.signer("alice"))
+    body.pop("requester")
+    body["preview"]["rows"][0]["old"]["amount"] = "350.00"     # 'nothing changes', says the client
+    entry = svc.ledger.append(None, lambda _e, seq: {"kind": "request", "actor": "alice", "body": body,
+                                                      "request": f"CR-{seq}"}, world.signer("alice"))
+    with pytest.raises(LedgerTampered, match="previewed rows .* are not the rows of its before-image"):
+        svc.approve(entry["request"], "ok", world.signer("bob"))
+    assert len(world.raw.texts()) == 1
+    svc.ledger.close()
