@@ -1,7 +1,7 @@
 """What an approver sees before anything is applied (issue #17 "Approver view", R-DAT-1..3).
 
 On the real PostgreSQL fixture, with jsonb, numeric, bytea, a generated column, a
-trigger, and foreign keys ON DELETE CASCADE / SET NULL: ``show`` and ``approve``
+trigger (the commit-marker test's ``policy_claim``), and foreign keys ON DELETE CASCADE / SET NULL: ``show`` and ``approve``
 give a row diff of every row that will change -- old -> new for exactly the
 columns whose value changes (computed read-only at request time and signed),
 the cascaded rows (SET NULL: NULL as the new value) and the tables whose
@@ -23,25 +23,15 @@ from opskit.corrections.report import approve_result, log_result, row_diff, show
 from opskit.corrections.verify import LedgerTampered, verify
 from tests.harness.corrections import approve_fully, make_postgres_target, make_world
 from tests.integration.corrections.test_correct_cascades import FKS
+from tests.integration.corrections.test_correct_commit_marker import SCHEMA
 from tests.integration.corrections.test_correct_tamper import Raw
 
-SCHEMA = r"""
-CREATE TABLE policy_claim (
-    id integer PRIMARY KEY,
-    amount numeric(12,2) NOT NULL,
-    details jsonb NOT NULL,
-    codes text[] NOT NULL,
-    scan bytea,
-    note text,
-    amount_with_tax numeric(14,3) GENERATED ALWAYS AS (amount * 1.1) STORED,
-    updated_at timestamptz NOT NULL DEFAULT now());
-CREATE FUNCTION bump_updated_at() RETURNS trigger LANGUAGE plpgsql AS
-  $$ BEGIN NEW.updated_at := clock_timestamp(); RETURN NEW; END $$;
-CREATE TRIGGER policy_claim_bump BEFORE UPDATE ON policy_claim
-  FOR EACH ROW EXECUTE FUNCTION bump_updated_at();
-INSERT INTO policy_claim (id, amount, details, codes, scan, note) VALUES
-  (1, 100.00, '{"diagnosis": {"icd": "J45.1", "days": 3}, "note": null}', '{A01,"B 02"}', '\x00ff10', 'ok'),
-  (2, 200.00, '{"diagnosis": {"icd": "K21", "days": 1}}', '{C03}', NULL, NULL);
+# policy_claim: jsonb, text[], bytea, a generated column, a BEFORE UPDATE trigger
+MORE = r"""
+ALTER TABLE policy_claim ADD COLUMN note text;
+UPDATE policy_claim SET note = 'ok';
+INSERT INTO policy_claim (id, amount, details, codes, received_at) VALUES
+  (2, 200.00, '{"diagnosis": {"icd": "K21", "days": 1}}', '{C03}', '2026-03-02 10:00:00+08');
 """
 UPDATE = ("UPDATE policy_claim SET amount = amount + :d, "
           "details = jsonb_set(details, '{diagnosis,days}', to_jsonb(:days)), "
@@ -52,10 +42,22 @@ UPDATE = ("UPDATE policy_claim SET amount = amount + :d, "
 def world(tmp_path, postgres, postgres_db):
     url = make_postgres_target(postgres, postgres_db)
     postgres.psql(FKS, postgres_db)
-    postgres.psql(SCHEMA, postgres_db)
+    postgres.psql(SCHEMA + MORE, postgres_db)
     w = make_world(tmp_path, url)
     w.raw = Raw(w.ledger)
     return w
+
+
+def _signed_by_client(world, svc, change) -> str:
+    """A request entry for ``UPDATE claims`` (id 43 to 350) whose body ``change``
+    edits before alice signs it (an older or a modified client); its id."""
+    body = svc.prepare("his", "UPDATE claims SET amount = :a WHERE id = :id", {"a": "350", "id": "43"},
+                       "typo", "", world.signer("alice"))
+    body.pop("requester")
+    change(body)
+    entry = svc.ledger.append(None, lambda _e, seq: {"kind": "request", "actor": "alice", "body": body,
+                                                      "request": f"CR-{seq}"}, world.signer("alice"))
+    return entry["request"]
 
 
 def _changes(diff, request=None):
@@ -70,15 +72,15 @@ def test_an_update_shows_old_to_new_for_exactly_the_changed_columns(world):
     # stored in the signed request body, computed at request time
     assert st.history[0]["body"]["preview"]["computed"] == "request"
     changes = _changes(show_result(st).data["diff"])
-    old_details = {"diagnosis": {"icd": "J45.1", "days": 3}, "note": None}
-    new_details = {"diagnosis": {"icd": "J45.1", "days": 5}, "note": None}
+    old_details = {"diagnosis": {"icd": "J45.1", "days": 3}, "rates": [1.5, 2], "note": None}
+    new_details = {"diagnosis": {"icd": "J45.1", "days": 5}, "rates": [1.5, 2], "note": None}
     assert changes[("policy_claim", "id=1", "amount")] == ("100.00", "110.50")     # numeric, exact
     old, new = changes[("policy_claim", "id=1", "details")]
     assert (json.loads(old), json.loads(new)) == (old_details, new_details)        # jsonb
     assert changes[("policy_claim", "id=1", "scan")] == ("\\x00ff10", "NULL")      # to NULL
     # assigned but unchanged (codes = codes, note = 'ok') and unassigned columns: not listed
     listed = {c for (_t, _r, c) in changes}
-    assert not listed & {"codes", "note", "id", "updated_at"}
+    assert not listed & {"codes", "note", "id", "updated_at", "received_at"}
     # the generated column and the trigger are named: only the apply can tell their effect
     assert changes[("policy_claim", "(each row)", "amount_with_tax (generated column)")] == (
         "", "(known at apply)")
@@ -129,13 +131,8 @@ def test_a_delete_shows_the_cascaded_rows_and_set_null_as_the_new_value(world):
 
 def test_a_request_recorded_without_a_preview_gets_one_computed_at_show_time(world):
     svc = world.svc()
-    body = svc.prepare("his", "UPDATE claims SET amount = :a WHERE id = :id", {"a": "350", "id": "43"},
-                       "typo", "", world.signer("alice"))
-    body.pop("requester")
-    body.pop("preview")                      # as an older opskit recorded it
-    entry = svc.ledger.append(None, lambda _e, seq: {"kind": "request", "actor": "alice", "body": body,
-                                                      "request": f"CR-{seq}"}, world.signer("alice"))
-    st = svc.state(entry["request"])
+    rid = _signed_by_client(world, svc, lambda body: body.pop("preview"))   # as an older opskit did
+    st = svc.state(rid)
     assert st.preview is None
     live = svc.preview(st)
     assert live["computed"] == "show"
@@ -188,13 +185,11 @@ def test_a_preview_edited_in_the_ledger_makes_approve_and_verify_refuse(world):
 
 def test_a_preview_signed_by_a_modified_client_for_other_rows_is_refused(world):
     svc = world.svc()
-    body = svc.prepare("his", "UPDATE claims SET amount = :a WHERE id = :id", {"a": "350", "id": "43"},
-                       "typo", "", world.signer("alice"))
-    body.pop("requester")
-    body["preview"]["rows"][0]["old"]["amount"] = "350.00"     # 'nothing changes', says the client
-    entry = svc.ledger.append(None, lambda _e, seq: {"kind": "request", "actor": "alice", "body": body,
-                                                      "request": f"CR-{seq}"}, world.signer("alice"))
+
+    def nothing_changes(body):          # what a modified client signs
+        body["preview"]["rows"][0]["old"]["amount"] = "350.00"
+    rid = _signed_by_client(world, svc, nothing_changes)
     with pytest.raises(LedgerTampered, match="previewed rows .* are not the rows of its before-image"):
-        svc.approve(entry["request"], "ok", world.signer("bob"))
+        svc.approve(rid, "ok", world.signer("bob"))
     assert len(world.raw.texts()) == 1
     svc.ledger.close()
