@@ -45,7 +45,8 @@ def test_show_and_approve_print_the_row_diff_with_escapes_shown_not_run(opskit, 
     assert "\x1b" not in approve.stdout and "\x07" not in approve.stdout
     assert any(r.split()[1:5] == ["id=43", "amount", "300", "350.25"] for r in _diff_rows(approve.stdout))
     assert "\\x1b]0;owned\\x07" in approve.stdout
-    assert "new values: computed read-only when the request was made, signed by the requester" in approve.stdout
+    assert ("new values: computed read-only when the request was made, signed by the requester"
+            in approve.stdout)
 
 
 def test_json_carries_the_diff(opskit, tmp_path):

@@ -1,7 +1,8 @@
 """What an approver sees before anything is applied (issue #17 "Approver view", R-DAT-1..3).
 
 On the real PostgreSQL fixture, with jsonb, numeric, bytea, a generated column, a
-trigger (the commit-marker test's ``policy_claim``), and foreign keys ON DELETE CASCADE / SET NULL: ``show`` and ``approve``
+trigger (the commit-marker test's ``policy_claim``), and foreign keys ON DELETE
+CASCADE / SET NULL: ``show`` and ``approve``
 give a row diff of every row that will change -- old -> new for exactly the
 columns whose value changes (computed read-only at request time and signed),
 the cascaded rows (SET NULL: NULL as the new value) and the tables whose

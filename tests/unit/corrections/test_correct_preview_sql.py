@@ -36,7 +36,8 @@ def test_an_insert_becomes_one_select_per_values_tuple():
     stmt = parse_statement("INSERT INTO claims (id, amount, status) VALUES (:i, 1.5, DEFAULT), (:j, 2, 'x')")
     plan = new_values_sql(stmt, {"amount": "numeric(12,2)"})
     assert [c for _s, c in plan.queries] == [["id", "amount"], ["id", "amount", "status"]]
-    assert plan.queries[0][0] == 'SELECT (:i) AS "opskit:new:0", CAST((1.5) AS numeric(12,2)) AS "opskit:new:1"'
+    assert plan.queries[0][0] == ('SELECT (:i) AS "opskit:new:0", '
+                                  'CAST((1.5) AS numeric(12,2)) AS "opskit:new:1"')
     assert plan.pending == ["status (set to its DEFAULT)"]
 
 
@@ -54,7 +55,8 @@ def _state(**kw) -> wf.RequestState:
 
 def test_the_diff_lists_only_the_changed_columns_and_rows_left_as_they_are():
     preview = {"computed": "request", "pending": [], "rows": [
-        {"key": {"id": 43}, "old": {"amount": "300.00", "meta": {"a": 1}}, "new": {"amount": "1.00", "meta": None}},
+        {"key": {"id": 43}, "old": {"amount": "300.00", "meta": {"a": 1}},
+         "new": {"amount": "1.00", "meta": None}},
         {"key": {"id": 44}, "old": {}, "new": {}}]}
     diff = row_diff(_state(preview=preview))
     got = [(d["row"], d["column"], d["old"], d["new"]) for d in diff]
