@@ -149,6 +149,12 @@ def verify_cmd(app: App, checkpoint_file: str | None, anchor_dir: str | None,
         from .incident import automatic_incident
         automatic_incident(app, result, "audit-log-tampered", f"audit log {log.path}: {line}",
                            log.path)
+    if access.findings:     # a forged approval is one too (#20, R-ACC-3, R-INC-1)
+        from .incident import automatic_incident
+        first = access.findings[0]
+        automatic_incident(app, result, "access-decision-forged",
+                           f"access request {first.request}: {access.describe()}",
+                           os.path.join(access.store, f"{first.request}.json"))
     app.emit(result)
 
 

@@ -68,6 +68,11 @@ def test_an_approval_signed_by_an_unregistered_key_fails_audit_verify(opskit, tm
     [finding] = json.loads(run.stdout)["access"]["findings"]
     assert (finding["request"], finding["entry"]) == (rid, "event 2 (approve by lead.one)")
     assert "which the roster does not register for lead.one" in finding["problem"]
+    # a forged decision is an incident with the request file attached (R-INC-1)
+    iid = json.loads(run.stdout)["incident"]
+    inc = json.loads(opskit("incident", "show", iid, "--json", env=w.env()).stdout)
+    assert inc["automatic"] and inc["type"] == "access-decision-forged" and rid in inc["scope"]
+    assert inc["evidence"]["source"] == path
 
 
 def test_without_a_roster_it_warns_and_strict_exits_1(opskit, tmp_path):
