@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 
 from opskit.accounts.roster import Roster
+from opskit.core.gcpause import paused_gc
 
 from .facts import AccountFacts, Context, DatabaseFacts, Declared, HostFacts, RoleFacts
 from .findings import SCOPES, SEVERITIES, DiffRow, Finding, checks_for
@@ -143,6 +144,11 @@ def analyse(snapshot, roster: Roster, options: Options | None = None,
             person: str | None = None) -> Analysis:
     """Compare ``snapshot`` with the roster (see module doc). ``person``
     limits the comparison to one person id (fleet-wide checks left out)."""
+    with paused_gc():       # the walk makes ~10^6 short-lived objects, no cycles
+        return _analyse(snapshot, roster, options, person)
+
+
+def _analyse(snapshot, roster: Roster, options: Options | None, person: str | None) -> Analysis:
     t0 = time.monotonic()
     opts = options or Options()
     only = roster.person(person) if person is not None else None
