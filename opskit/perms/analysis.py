@@ -16,6 +16,8 @@ and role model (opskit.accounts.roster, opskit.accounts.roles) and returns
   sod-conflict         R-ACC-2   roles that may not be combined (separation of duties)
   query-write          R-ACC-5   query-tier roles or people able to write
   special-no-reviewer  R-ACC-5   special-tier role without a second, active reviewer
+  default-privileges   R-ACC-5   future grants with writes for the query tier, or to PUBLIC
+  row-security         R-ACC-4   personal-data tables without row-level security kept up
   not-in-roster        R-ACC-1   accounts and login roles nobody declared
   not-frozen           R-ACC-6   departing/transferred/departed people with access left
   dormant              R-ACC-4   no login for perms.dormant_days
