@@ -177,16 +177,18 @@ def test_bypassrls_role(perms_pg, checks):
 
 
 def test_owner_bypass_on_an_undeclared_table(perms_pg, checks):
-    owner = perms_pg.sql("SELECT tableowner FROM pg_tables WHERE tablename = 'claims'")
-    with perms_pg.changed("ALTER TABLE ins.claims OWNER TO ins_claims_rw; "
-                          "ALTER TABLE ins.claims ENABLE ROW LEVEL SECURITY",
-                          "ALTER TABLE ins.claims DISABLE ROW LEVEL SECURITY; "
-                          f'ALTER TABLE ins.claims OWNER TO "{owner}"'):
-        found = [f for f in checks("row-security", declare=False)]
-        with perms_pg.changed("ALTER TABLE ins.claims FORCE ROW LEVEL SECURITY",
-                              "ALTER TABLE ins.claims NO FORCE ROW LEVEL SECURITY"):
+    # a table of its own: changing an existing table's owner would move its grants
+    with perms_pg.changed("CREATE TABLE ins.desk_notes (id int); "
+                          "ALTER TABLE ins.desk_notes OWNER TO ins_claims_rw; "
+                          "ALTER TABLE ins.desk_notes ENABLE ROW LEVEL SECURITY",
+                          "DROP TABLE ins.desk_notes"):
+        found = checks("row-security", declare=False)
+        with perms_pg.changed("ALTER TABLE ins.desk_notes FORCE ROW LEVEL SECURITY",
+                              "ALTER TABLE ins.desk_notes NO FORCE ROW LEVEL SECURITY"):
             forced = checks("row-security", declare=False)
     assert [(f.account, f.severity) for f in found] == [("ins_claims_rw", "low")]
+    assert found[0].message == ("ins_claims_rw owns ins.desk_notes in insurance and bypasses "
+                                "its row-level security (no FORCE)")
     assert "login roles holding its privileges: wu.xia, xuj" in found[0].evidence
     assert forced == []
 
