@@ -123,14 +123,7 @@ def read_crontabs(host: Host, accounts: dict, warnings: list[str]) -> dict[str, 
     """Crontab entries by the login they run as."""
     tabs: dict[str, list[dict]] = {}
     for spool in CRON_SPOOLS:
-        try:
-            names = host.listdir(spool)
-        except FileNotFoundError:
-            continue
-        except HostError as exc:
-            warnings.append(f"{spool}: cannot list: {exc.message}")
-            continue
-        for name in names:
+        for name in host.listdir_or_warn(spool, warnings):
             if name not in accounts:
                 continue                      # 'crontabs' dir, lock files, unknown users
             path = posixpath.join(spool, name)
@@ -144,13 +137,8 @@ def read_crontabs(host: Host, accounts: dict, warnings: list[str]) -> dict[str, 
             for _user, entry in _cron_entries(text, path, with_user=False):
                 tabs.setdefault(name, []).append(entry)
     system = list(SYSTEM_CRONTABS)
-    try:
-        system += [posixpath.join(CRON_D, n) for n in host.listdir(CRON_D)
-                   if not n.startswith(".") and "." not in n and not n.endswith("~")]
-    except FileNotFoundError:
-        pass
-    except HostError as exc:
-        warnings.append(f"{CRON_D}: cannot list: {exc.message}")
+    system += [posixpath.join(CRON_D, n) for n in host.listdir_or_warn(CRON_D, warnings)
+               if not n.startswith(".") and "." not in n and not n.endswith("~")]
     for path in system:
         try:
             text = host.read_file(path).decode("utf-8", "replace")

@@ -597,14 +597,7 @@ def load_tree(host: Host, hostname: str = "", root: str = ROOT) -> tuple[dict[st
             if inc.group(1) == "include":
                 read(target, depth + 1)
                 continue
-            try:
-                names = host.listdir(target)
-            except FileNotFoundError:
-                continue
-            except HostError as exc:
-                warnings.append(f"{target}: cannot list: {exc.message}")
-                continue
-            for name in sorted(names):
+            for name in sorted(host.listdir_or_warn(target, warnings)):
                 if not name.endswith("~") and "." not in name:
                     read(posixpath.join(target, name), depth + 1)
 
