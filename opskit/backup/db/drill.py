@@ -70,6 +70,7 @@ def _logical_drill(repo: Repository, snap: dict, *, assertions: list[str], targe
     with ScratchCluster(tools, os_user) as cluster:
         try:
             cluster.create()
+            report.scratch_dir = cluster.base
             cluster.start()
             admin = connect(cluster.target("postgres"))
             try:

@@ -30,6 +30,7 @@ class DbDrillReport(DrillReport):
     tables: list = field(default_factory=list)       # {"table", "rows", "ok", "problem"}
     assertions: list = field(default_factory=list)   # {"sql", "ok", "problem"}
     recovery: dict = field(default_factory=dict)     # pg-base: what WAL replay reached
+    scratch_dir: str = ""      # the scratch cluster's folder (removed when the drill ends)
 
 
 def database_of(snap: dict) -> str | None:

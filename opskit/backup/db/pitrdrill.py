@@ -198,6 +198,7 @@ def run_pitr_drill(repo: Repository, snap: dict, *, to_time: str | None,
             chain = check_chain(repo, snap, report)
             if chain is not None:
                 cluster.create(initdb=False)
+                report.scratch_dir = cluster.base
                 owner = _owner(cluster)
                 folder = os.path.join(cluster.base, "wal")
                 stage_wal(chain, snap, folder, owner)

@@ -4,7 +4,6 @@ pg-base snapshot against a real archiving PostgreSQL server
 scratch cluster, tables read, assertions, RTO/RPO from the last replayed
 commit; a damaged pack and a missing WAL segment fail and say which."""
 import datetime as dt
-import glob
 import json
 import os
 
@@ -12,6 +11,7 @@ import pytest
 
 from tests.e2e.backup.test_backup_drill import _flip
 from tests.harness.backup import largest_pack
+from tests.integration.backup.test_backup_db_drill import scratch_gone
 from tests.integration.backup.test_backup_pitr import _basebackup
 
 pytestmark = pytest.mark.integration
@@ -32,8 +32,6 @@ def _drill(pg, *args, expect):
     return json.loads(run.stdout)
 
 
-def _scratch_dirs():
-    return set(glob.glob("/tmp/opskit-drill-pg-*"))
 
 
 def test_pitr_drill_replays_the_archive_and_stops_at_a_time(pg_archiving):
@@ -43,7 +41,6 @@ def test_pitr_drill_replays_the_archive_and_stops_at_a_time(pg_archiving):
     base = _basebackup(pg)
     target = pg.before_and_after()
     last = dt.datetime.now(dt.timezone.utc)          # just after the 'after' commit
-    before = _scratch_dirs()
 
     rep = _drill(pg, expect=0)
     assert rep["passed"] and rep["verdict"] == "PASS" and rep["kind"] == "pg-base"
@@ -57,7 +54,7 @@ def test_pitr_drill_replays_the_archive_and_stops_at_a_time(pg_archiving):
     assert abs((commit - last).total_seconds()) < 5
     assert rep["rpo_hours"] < 0.05 and 0 < rep["restore_seconds"] and rep["rto_ok"]
     assert rep["recovery"]["replay_lsn"] and rep["recovery"]["wal_segments"] >= 2
-    assert _scratch_dirs() == before
+    assert rep["scratch_dir"] and scratch_gone(rep)
     stored = json.load(open(rep["report_json"]))
     assert stored["kind"] == "pg-base" and os.path.dirname(rep["report_json"]).endswith("drills")
 
@@ -76,12 +73,11 @@ def test_pitr_drill_fails_on_a_damaged_pack_and_on_a_missing_segment(pg_archivin
     pack = largest_pack(pg.repo)
     offset = os.path.getsize(pack) // 3
     _flip(pack, offset)
-    before = _scratch_dirs()
     rep = _drill(pg, expect=1)
     assert not rep["passed"] and not rep["verified"]
     assert any("damaged" in f["problem"] or "does not match" in f["problem"]
                for f in rep["failures"]), rep["failures"]
-    assert _scratch_dirs() == before
+    assert scratch_gone(rep)
     _flip(pack, offset)                           # repaired: the control passes
     assert _drill(pg, expect=0)["passed"]
 
@@ -90,4 +86,4 @@ def test_pitr_drill_fails_on_a_damaged_pack_and_on_a_missing_segment(pg_archivin
     assert not rep["passed"]
     assert rep["failures"][0]["path"] == f"wal/main/{names[1]}", rep["failures"]
     assert names[1] in rep["failures"][0]["problem"]
-    assert _scratch_dirs() == before
+    assert scratch_gone(rep)
