@@ -120,7 +120,6 @@ class Archiver:
         self._waiting: dict[int, tuple] = {}
         self._declined: list[tuple[bytes, _Dir]] = []     # leaf jobs a worker handed back
         self._token = 0
-        self._worker_packs: dict[str, bytes] = {}     # pack id -> index.encode_entries()
         self._content = None
         self._show = bool(getattr(self.progress, "enabled", True))
         self.root_id: bytes | None = None
@@ -157,7 +156,6 @@ class Archiver:
             self._settle()
             if self.root_id is None:
                 raise RuntimeError("backup walk ended with directories still pending")
-            self.writer.new_packs.update(self._worker_packs)
             self.writer.finish()
         except BaseException:
             if self._content is not None:
@@ -279,9 +277,10 @@ class Archiver:
     def _on_result(self, kind: str, payload) -> None:
         from .workers import DirResult      # loaded already: results come from there
         if kind == "packs":
+            # a worker's last word: it wrote the index file naming these packs
+            # itself; merged into the in-memory index only if read later
             for pack_id, encoded in payload:
-                self.repo.index.add_pack_encoded(pack_id, encoded)
-                self._worker_packs[pack_id] = encoded
+                self.repo.index.add_pack_deferred(pack_id, encoded)
             return
         for res in payload:
             if isinstance(res, DirResult):

@@ -4,8 +4,10 @@ contending for Python's GIL.
 
 The parent forks the workers after loading the index, so each inherits the
 set of known blob ids for free (copy-on-write). Each worker writes its own
-packs straight to the backend and reports, per file, the chunk ids, and per
-pack, the index entries. Two workers may store the same *new* chunk if it
+packs straight to the backend and reports, per file, the chunk ids; when it
+is done it writes one index file naming all its packs (an index shard, off
+the parent's critical path: #23) and hands the parent their entries in one
+message, for its in-memory index. Two workers may store the same *new* chunk if it
 appears in two files at once; that costs a little space, never correctness
 (the index tolerates a blob in two packs, prune removes the spare copy).
 """
@@ -109,7 +111,7 @@ class _Worker:
         self.builders = {BLOB_DATA: SealingPackBuilder(BLOB_DATA),
                          BLOB_TREE: SealingPackBuilder(BLOB_TREE, capacity=1 << 20)}
         self.seen: set[bytes] = set()
-        self.out_packs: list[tuple[str, bytes]] = []       # (pack id, encode_entries())
+        self.out_packs: list[tuple[str, bytes]] = []       # (pack id, encode_entries()) of the run
         self.blobs_new = self.bytes_new = self.bytes_stored = 0
         self.walk = walk or WalkOptions()
         self.names = IdNames()
@@ -306,14 +308,20 @@ class _Worker:
         self.out_packs.append((pack_id, encode_entries(builder.entries)))
 
 
-def _handle_files(worker: _Worker, batch: list) -> tuple[list, list]:
-    out = [worker.file(*item) if len(item) == 2 else worker.directory(*item) for item in batch]
-    packs, worker.out_packs = worker.out_packs, []
-    return out, packs
+    def write_index(self) -> None:
+        """One index file naming every pack this worker wrote (after the packs:
+        format doc, Write order); none when it wrote no pack."""
+        if self.out_packs:
+            self.repo.write_index(dict(self.out_packs))
+
+
+def _handle_files(worker: _Worker, batch: list) -> list:
+    return [worker.file(*item) if len(item) == 2 else worker.directory(*item) for item in batch]
 
 
 def _finish_worker(worker: _Worker) -> tuple[list, tuple[int, int, int]]:
     worker.flush(trees=True)
+    worker.write_index()
     return worker.out_packs, (worker.blobs_new, worker.bytes_new, worker.bytes_stored)
 
 
@@ -321,10 +329,12 @@ class ContentWorkers:
     """Parent-side handle: ``submit`` paths, ``poll``/``drain`` results.
 
     ``on_result(kind, payload)`` receives ``("files", [FileResult | DirResult...])``
-    and ``("packs", [(pack_id, index.encode_entries(...))...])``.
+    per batch, and once per worker, when it is done and has written the index
+    file naming them, ``("packs", [(pack_id, index.encode_entries(...))...])``.
     """
 
     def __init__(self, repo: Repository, count: int, walk: WalkOptions | None = None):
+        repo.index.settle()     # merged once here, not once in every child
         self.pool = ForkPool(count, init=lambda: _Worker(repo, walk), handle=_handle_files,
                              finish=_finish_worker, name="opskit-content")
         self.blobs_new = self.bytes_new = self.bytes_stored = 0
@@ -336,9 +346,7 @@ class ContentWorkers:
     def outstanding(self) -> int:
         return self.pool.outstanding
 
-    def _batch_done(self, result) -> None:
-        files, packs = result
-        self._on_result("packs", packs)
+    def _batch_done(self, files) -> None:
         self._on_result("files", files)
 
     def _worker_done(self, final) -> None:
