@@ -21,7 +21,7 @@ from .pack import BLOB_TREE
 from .backends import BackendError
 from .repository import CorruptObject, Repository, utcnow_iso
 from .tree import (TYPE_DIR, IdNames, add_xattrs, decode_name, encode_name, encode_tree,
-                   node_from_stat, special_node, unchanged)
+                   join_tree, node_from_stat, special_node, unchanged)
 
 
 @dataclass
@@ -94,6 +94,20 @@ class _Dir:
         self.node = node          # this directory's node in the parent's tree
         self.old_id = old_id      # the parent snapshot's tree for this directory
         self.old_nodes = old_nodes
+
+
+class _Split:
+    """A leaf directory whose entries went to the workers in parts: the tree is
+    joined from their encoded nodes once ``left`` reaches 0."""
+
+    __slots__ = ("d", "node", "path", "encoded", "left")
+
+    def __init__(self, d: _Dir, node: dict, path: bytes, parts: int):
+        self.d = d                # the directory holding this one
+        self.node = node          # this directory's node there
+        self.path = path
+        self.encoded: list[tuple[bytes, bytes]] = []    # tree.encode_node pairs
+        self.left = parts
 
 
 class Archiver:
@@ -254,12 +268,49 @@ class Archiver:
 
     def _dir_result(self, res) -> None:
         d, node, old_id, path = self._waiting.pop(res.token)
+        if res.tree_id is None and res.parts:
+            self._split(d, node, old_id, path, res.parts)
+            return
         if res.tree_id is None:
             # declined: walk it here, file by file (not from inside this callback)
             self._declined.append((path, self._new_dir(d, node, old_id)))
             d.pending -= 1
             return
         node["subtree"] = res.tree_id.hex()
+        self._tally(res, path)
+        d.pending -= 1
+        self._maybe_finish(d)
+
+    def _split(self, d: _Dir, node: dict, old_id: bytes | None, path: bytes,
+               parts: tuple) -> None:
+        """A leaf directory too big for one worker: its parts go to every
+        worker, which send back encoded nodes; ``d`` waits (its pending count
+        still holds this directory) until ``_part_result`` joins the tree."""
+        split = _Split(d, node, path, len(parts))
+        content = self.content
+        for names, size in parts:
+            self._token += 1
+            self._waiting[self._token] = (split, None, None, path)
+            content.submit_part(self._token, path, names, old_id, size, self._on_result)
+
+    def _part_result(self, res) -> None:
+        split = self._waiting.pop(res.token)[0]
+        self._tally(res, split.path)
+        split.encoded.extend(res.nodes)
+        split.left -= 1
+        if split.left:
+            return
+        # the tree's bytes are the ones encode_tree gives: an unchanged directory
+        # gets its old id back, and the writer finds that in the index
+        raw = join_tree(split.encoded)
+        tree_id = crypto.blob_id(self.repo.keys.id_key, raw)
+        self.writer.add(BLOB_TREE, tree_id, raw)
+        split.node["subtree"] = tree_id.hex()
+        split.d.pending -= 1
+        self._maybe_finish(split.d)
+
+    def _tally(self, res, path: bytes) -> None:
+        """Add a worker's counts for (part of) directory ``path`` to the stats."""
         stats = self.stats
         stats.files += res.files
         stats.bytes += res.size
@@ -271,11 +322,9 @@ class Archiver:
         if self._show:
             self.progress.bytes_read(res.size)
             self.progress.files_done(path, res.files, res.size)
-        d.pending -= 1
-        self._maybe_finish(d)
 
     def _on_result(self, kind: str, payload) -> None:
-        from .workers import DirResult      # loaded already: results come from there
+        from .workers import DirResult, PartResult      # loaded already: results come from there
         if kind == "packs":
             # a worker's last word: it wrote the index file naming these packs
             # itself; merged into the in-memory index only if read later
@@ -285,6 +334,9 @@ class Archiver:
         for res in payload:
             if isinstance(res, DirResult):
                 self._dir_result(res)
+                continue
+            if isinstance(res, PartResult):
+                self._part_result(res)
                 continue
             d, node, old, path = self._waiting.pop(res.token)
             if res.error is not None:

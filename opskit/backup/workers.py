@@ -26,8 +26,8 @@ from .index import encode_entries
 from .pack import BLOB_DATA, BLOB_TREE, SealingPackBuilder
 from .repository import CorruptObject, Repository, pack_name
 from .fsmeta import read_xattrs
-from .tree import (TYPE_FILE, IdNames, decode_name, encode_name, encode_tree, node_from_stat,
-                   special_node, unchanged)
+from .tree import (TYPE_FILE, IdNames, decode_name, encode_name, encode_node, encode_tree,
+                   node_from_stat, special_node, unchanged)
 
 # A directory without subdirectories is backed up whole by one worker (walk,
 # contents, tree) when the files it must read add up to no more than this;
@@ -35,6 +35,7 @@ from .tree import (TYPE_FILE, IdNames, decode_name, encode_name, encode_tree, no
 LEAF_DIR_MAX_BYTES = 8 << 20
 
 _FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = _FLAGS | os.O_DIRECTORY
 _NOATIME = getattr(os, "O_NOATIME", 0)
 
 
@@ -82,8 +83,9 @@ class FileResult(NamedTuple):
 
 
 class DirResult(NamedTuple):
-    """A leaf directory done by a worker; ``tree_id`` None means declined
-    (subdirectories, too many bytes, unreadable): the parent walks it."""
+    """A leaf directory done by a worker; ``tree_id`` None means declined:
+    with ``parts`` (too many bytes) the parent hands them out as part jobs,
+    without (subdirectories, unreadable) it walks the directory itself."""
     token: int
     tree_id: bytes | None
     files: int = 0
@@ -92,6 +94,37 @@ class DirResult(NamedTuple):
     changed: int = 0
     unmodified: int = 0
     errors: tuple = ()          # ((path, message), ...)
+    parts: tuple = ()           # declined as too big: ((names, bytes to read), ...)
+
+
+class PartResult(NamedTuple):
+    """Some entries of a split directory (``DirResult.parts``): their nodes as
+    ``tree.encode_node`` pairs, and the same tallies as a DirResult."""
+    token: int
+    nodes: tuple                # ((raw name, node JSON), ...)
+    files: int = 0
+    size: int = 0
+    new: int = 0
+    changed: int = 0
+    unmodified: int = 0
+    errors: tuple = ()          # ((path, message), ...)
+
+
+def split_parts(stated: list, sizes: list[int]) -> tuple:
+    """Names of a directory too big for one worker in groups reading at most
+    LEAF_DIR_MAX_BYTES each (a bigger file alone), biggest first, so every
+    worker takes some and the parent neither walks nor encodes it (#23)."""
+    order = sorted(range(len(stated)), key=lambda i: -sizes[i])
+    parts, group, group_bytes = [], [], 0
+    for i in order:
+        if group and group_bytes + sizes[i] > LEAF_DIR_MAX_BYTES:
+            parts.append((tuple(group), group_bytes))
+            group, group_bytes = [], 0
+        group.append(stated[i][0])
+        group_bytes += sizes[i]
+    if group:
+        parts.append((tuple(group), group_bytes))
+    return tuple(parts)
 
 
 class WalkOptions(NamedTuple):
@@ -115,6 +148,7 @@ class _Worker:
         self.blobs_new = self.bytes_new = self.bytes_stored = 0
         self.walk = walk or WalkOptions()
         self.names = IdNames()
+        self._last_old: tuple = (None, None)       # (tree id, _old_tree's answer)
 
     def _open(self, path: bytes, dir_fd: int | None = None) -> int:
         try:
@@ -166,9 +200,10 @@ class _Worker:
         sparing the parent a round trip per file. The same rules as the
         archiver's walk: excludes, incremental reuse, errors listed, not fatal.
         Entries are stat'ed and opened relative to the directory's descriptor
-        (one name to look up, not a whole path, per call)."""
+        (one name to look up, not a whole path, per call). One that would
+        read too much comes back split into ``parts`` for every worker."""
         try:
-            dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
+            dfd = os.open(path, _DIR_FLAGS)
         except OSError:
             return DirResult(token, None)   # declined: the parent's walk reports it
         try:
@@ -184,9 +219,9 @@ class _Worker:
                 entries = list(it)
         except OSError:
             return declined
-        excluded, full = self.walk.excluded, self.walk.full
-        stated, to_read, errors = [], 0, []
-        is_reg, is_dir, fsencode = statmod.S_ISREG, statmod.S_ISDIR, os.fsencode
+        excluded = self.walk.excluded
+        stated, errors = [], []
+        is_dir, fsencode = statmod.S_ISDIR, os.fsencode
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 return declined
@@ -201,18 +236,63 @@ class _Worker:
             if is_dir(st.st_mode):
                 return declined
             stated.append((name, st))
-            if is_reg(st.st_mode):
-                to_read += st.st_size
         old_nodes, old = self._old_tree(old_id)
-        if not full and old:
-            to_read -= sum(st.st_size for name, st in stated if unchanged(old.get(name), st))
-        if to_read > LEAF_DIR_MAX_BYTES:
-            return declined
+        sizes = self._to_read(stated, old)
+        if sum(sizes) > LEAF_DIR_MAX_BYTES:
+            return DirResult(token, None, parts=split_parts(stated, sizes))
+        nodes, tally = self._nodes(path, dfd, stated, old, errors)
+        nodes.sort(key=decode_name)
+        if old_id is not None and nodes == old_nodes:
+            tree_id = old_id            # unchanged directory: reuse, skip encoding
+        else:
+            raw = encode_tree(nodes)
+            tree_id = crypto.blob_id(self.keys.id_key, raw)
+            self._store_tree(tree_id, raw)
+        return DirResult(token, tree_id, *tally, tuple(errors))
+
+    def part(self, token: int, path: bytes, names: tuple, old_id: bytes | None) -> PartResult:
+        """Some entries of a directory that was split: their nodes, JSON-encoded
+        (``tree.encode_node``), for the parent to join into the tree (#23)."""
+        errors: list = []
+        stated = []
+        try:
+            dfd = os.open(path, _DIR_FLAGS)
+        except OSError as exc:
+            errors.append((path, exc.strerror or str(exc)))
+            return PartResult(token, (), errors=tuple(errors))
+        try:
+            for name in names:
+                try:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except OSError as exc:
+                    errors.append((os.path.join(path, name), exc.strerror or str(exc)))
+                    continue
+                if statmod.S_ISDIR(st.st_mode):     # replaced by a directory meanwhile
+                    errors.append((os.path.join(path, name), "became a directory during the backup"))
+                    continue
+                stated.append((name, st))
+            nodes, tally = self._nodes(path, dfd, stated, self._old_tree(old_id)[1], errors)
+        finally:
+            os.close(dfd)
+        return PartResult(token, tuple(map(encode_node, nodes)), *tally, tuple(errors))
+
+    def _to_read(self, stated: list, old: dict) -> list[int]:
+        """Bytes each entry would read: 0 for all but new or changed files."""
+        full, is_reg = self.walk.full, statmod.S_ISREG
+        return [st.st_size if is_reg(st.st_mode) and (full or not unchanged(old.get(name), st))
+                else 0 for name, st in stated]
+
+    def _nodes(self, path: bytes, dfd: int, stated: list, old: dict, errors: list
+               ) -> tuple[list, tuple[int, int, int, int, int]]:
+        """Nodes of ``stated`` entries of the directory open as ``dfd``, reading
+        new and changed files; (nodes, (files, bytes, new, changed, unmodified)).
+        Problems go to ``errors`` as (path, message)."""
+        join, full, is_reg = os.path.join, self.walk.full, statmod.S_ISREG
         nodes, files, size, new, changed, same = [], 0, 0, 0, 0, 0
         user, group = self.names.user, self.names.group
         for name, st in stated:
             mode = st.st_mode
-            prev = old.get(name) if old else None
+            prev = old.get(name)
             if is_reg(mode):
                 if prev is not None and not full and unchanged(prev, st):
                     nodes.append(prev)
@@ -250,26 +330,25 @@ class _Worker:
                     continue
                 nodes.append(node)
             else:                           # FIFO, socket, device node
-                node = special_node(name, st, self.names, os.path.join(path, name))
+                node = special_node(name, st, self.names, join(path, name))
                 if node is not None:
                     nodes.append(node)
-        nodes.sort(key=decode_name)
-        if old_id is not None and nodes == old_nodes:
-            tree_id = old_id            # unchanged directory: reuse, skip encoding
-        else:
-            raw = encode_tree(nodes)
-            tree_id = crypto.blob_id(self.keys.id_key, raw)
-            self._store_tree(tree_id, raw)
-        return DirResult(token, tree_id, files, size, new, changed, same, tuple(errors))
+        return nodes, (files, size, new, changed, same)
 
     def _old_tree(self, old_id: bytes | None) -> tuple[list | None, dict]:
+        """The parent snapshot's nodes of a directory, and by name; the last one
+        is kept, as the parts of a split directory often come one after another."""
         if old_id is None:
             return None, {}
+        if self._last_old[0] == old_id:
+            return self._last_old[1]
         try:
             nodes = self.repo.load_tree(old_id).get("nodes", [])
         except (CorruptObject, BackendError):
             return None, {}             # a damaged parent tree only costs re-reading
-        return nodes, {decode_name(n): n for n in nodes}
+        found = nodes, {decode_name(n): n for n in nodes}
+        self._last_old = (old_id, found)
+        return found
 
     def _store(self, chunk: bytes) -> bytes:
         bid = crypto.blob_id(self.keys.id_key, chunk)
@@ -316,7 +395,10 @@ class _Worker:
 
 
 def _handle_files(worker: _Worker, batch: list) -> list:
-    return [worker.file(*item) if len(item) == 2 else worker.directory(*item) for item in batch]
+    # jobs are told apart by length: (token, path) a file, (token, path, old
+    # tree) a directory, (token, path, names, old tree) part of one
+    jobs = {2: worker.file, 3: worker.directory, 4: worker.part}
+    return [jobs[len(item)](*item) for item in batch]
 
 
 def _finish_worker(worker: _Worker) -> tuple[list, tuple[int, int, int]]:
@@ -365,6 +447,13 @@ class ContentWorkers:
         self._on_result = on_result
         # weighs a quarter batch: at most four directories travel together
         self.pool.submit((token, path, old_id), self.pool.batch_bytes // 4)
+
+    def submit_part(self, token: int, path: bytes, names: tuple, old_id: bytes | None,
+                    size: int, on_result) -> None:
+        """Some entries of a directory split by ``DirResult.parts``; ``size``
+        the bytes they read (and so its weight in a batch)."""
+        self._on_result = on_result
+        self.pool.submit((token, path, names, old_id), max(size, 1))
 
     def flush(self, on_result) -> None:
         self._on_result = on_result
