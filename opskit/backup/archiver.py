@@ -133,6 +133,7 @@ class Archiver:
         # token -> (directory, node, parent's node or tree id, path) awaiting a worker
         self._waiting: dict[int, tuple] = {}
         self._declined: list[tuple[bytes, _Dir]] = []     # leaf jobs a worker handed back
+        self._splits: list[tuple] = []      # leaf jobs a worker split: (d, node, old id, path, parts)
         self._token = 0
         self._content = None
         self._show = bool(getattr(self.progress, "enabled", True))
@@ -254,6 +255,7 @@ class Archiver:
         content = self._content
         while content is not None:
             self._walk_declined()
+            self._submit_splits()
             content.flush(self._on_result)
             if not content.outstanding:
                 break
@@ -269,7 +271,9 @@ class Archiver:
     def _dir_result(self, res) -> None:
         d, node, old_id, path = self._waiting.pop(res.token)
         if res.tree_id is None and res.parts:
-            self._split(d, node, old_id, path, res.parts)
+            # handed out from the walk or _settle, not from inside this callback:
+            # submitting may wait for (and so handle) more results, without bound
+            self._splits.append((d, node, old_id, path, res.parts))
             return
         if res.tree_id is None:
             # declined: walk it here, file by file (not from inside this callback)
@@ -281,17 +285,19 @@ class Archiver:
         d.pending -= 1
         self._maybe_finish(d)
 
-    def _split(self, d: _Dir, node: dict, old_id: bytes | None, path: bytes,
-               parts: tuple) -> None:
-        """A leaf directory too big for one worker: its parts go to every
-        worker, which send back encoded nodes; ``d`` waits (its pending count
-        still holds this directory) until ``_part_result`` joins the tree."""
-        split = _Split(d, node, path, len(parts))
-        content = self.content
-        for names, size in parts:
-            self._token += 1
-            self._waiting[self._token] = (split, None, None, path)
-            content.submit_part(self._token, path, names, old_id, size, self._on_result)
+    def _submit_splits(self) -> None:
+        """Leaf directories too big for one worker: their parts go to every
+        worker, which send back encoded nodes; the directory holding each
+        waits (its pending count still holds it) until ``_part_result``
+        joins the tree."""
+        content = self._content
+        while self._splits:
+            d, node, old_id, path, parts = self._splits.pop()
+            split = _Split(d, node, path, len(parts))
+            for names, size in parts:
+                self._token += 1
+                self._waiting[self._token] = (split, None, None, path)
+                content.submit_part(self._token, path, names, old_id, size, self._on_result)
 
     def _part_result(self, res) -> None:
         split = self._waiting.pop(res.token)[0]
@@ -486,4 +492,5 @@ class Archiver:
         d.walked = True
         if self._content is not None:
             self._content.poll(self._on_result, block=False)
+            self._submit_splits()
         self._maybe_finish(d)
