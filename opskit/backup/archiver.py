@@ -269,6 +269,9 @@ class Archiver:
             self._walk(path, sub)
 
     def _dir_result(self, res) -> None:
+        if res.nodes is not None:
+            self._part_result(res)
+            return
         d, node, old_id, path = self._waiting.pop(res.token)
         if res.tree_id is None and res.parts:
             # handed out from the walk or _settle, not from inside this callback:
@@ -330,7 +333,7 @@ class Archiver:
             self.progress.files_done(path, res.files, res.size)
 
     def _on_result(self, kind: str, payload) -> None:
-        from .workers import DirResult, PartResult      # loaded already: results come from there
+        from .workers import DirResult      # loaded already: results come from there
         if kind == "packs":
             # a worker's last word: it wrote the index file naming these packs
             # itself; merged into the in-memory index only if read later
@@ -340,9 +343,6 @@ class Archiver:
         for res in payload:
             if isinstance(res, DirResult):
                 self._dir_result(res)
-                continue
-            if isinstance(res, PartResult):
-                self._part_result(res)
                 continue
             d, node, old, path = self._waiting.pop(res.token)
             if res.error is not None:

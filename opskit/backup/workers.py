@@ -83,9 +83,11 @@ class FileResult(NamedTuple):
 
 
 class DirResult(NamedTuple):
-    """A leaf directory done by a worker; ``tree_id`` None means declined:
-    with ``parts`` (too many bytes) the parent hands them out as part jobs,
-    without (subdirectories, unreadable) it walks the directory itself."""
+    """A leaf directory done by a worker, or part of one. ``tree_id`` None
+    means declined: with ``parts`` (too many bytes) the parent hands them out
+    as part jobs, without (subdirectories, unreadable) it walks the directory
+    itself. The answer to a part job has ``nodes``, its entries as
+    ``tree.encode_node`` pairs, for the parent to join into the tree."""
     token: int
     tree_id: bytes | None
     files: int = 0
@@ -95,19 +97,7 @@ class DirResult(NamedTuple):
     unmodified: int = 0
     errors: tuple = ()          # ((path, message), ...)
     parts: tuple = ()           # declined as too big: ((names, bytes to read), ...)
-
-
-class PartResult(NamedTuple):
-    """Some entries of a split directory (``DirResult.parts``): their nodes as
-    ``tree.encode_node`` pairs, and the same tallies as a DirResult."""
-    token: int
-    nodes: tuple                # ((raw name, node JSON), ...)
-    files: int = 0
-    size: int = 0
-    new: int = 0
-    changed: int = 0
-    unmodified: int = 0
-    errors: tuple = ()          # ((path, message), ...)
+    nodes: tuple | None = None  # a part's entries: ((raw name, node JSON), ...)
 
 
 def split_parts(stated: list, sizes: list[int]) -> tuple:
@@ -250,7 +240,7 @@ class _Worker:
             self._store_tree(tree_id, raw)
         return DirResult(token, tree_id, *tally, tuple(errors))
 
-    def part(self, token: int, path: bytes, names: tuple, old_id: bytes | None) -> PartResult:
+    def part(self, token: int, path: bytes, names: tuple, old_id: bytes | None) -> DirResult:
         """Some entries of a directory that was split: their nodes, JSON-encoded
         (``tree.encode_node``), for the parent to join into the tree (#23)."""
         errors: list = []
@@ -259,7 +249,7 @@ class _Worker:
             dfd = os.open(path, _DIR_FLAGS)
         except OSError as exc:
             errors.append((path, exc.strerror or str(exc)))
-            return PartResult(token, (), errors=tuple(errors))
+            return DirResult(token, None, errors=tuple(errors), nodes=())
         try:
             for name in names:
                 try:
@@ -274,7 +264,7 @@ class _Worker:
             nodes, tally = self._nodes(path, dfd, stated, self._old_tree(old_id)[1], errors)
         finally:
             os.close(dfd)
-        return PartResult(token, tuple(map(encode_node, nodes)), *tally, tuple(errors))
+        return DirResult(token, None, *tally, tuple(errors), nodes=tuple(map(encode_node, nodes)))
 
     def _to_read(self, stated: list, old: dict) -> list[int]:
         """Bytes each entry would read: 0 for all but new or changed files."""
