@@ -277,6 +277,8 @@ class Archiver:
             # handed out from the walk or _settle, not from inside this callback:
             # submitting may wait for (and so handle) more results, without bound
             self._splits.append((d, node, old_id, path, res.parts))
+            for epath, error in res.errors:
+                self._error(epath, error)
             return
         if res.tree_id is None:
             # declined: walk it here, file by file (not from inside this callback)

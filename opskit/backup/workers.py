@@ -229,7 +229,8 @@ class _Worker:
         old_nodes, old = self._old_tree(old_id)
         sizes = self._to_read(stated, old)
         if sum(sizes) > LEAF_DIR_MAX_BYTES:
-            return DirResult(token, None, parts=split_parts(stated, sizes))
+            # entries that could not be stat'ed are in no part: report them here
+            return DirResult(token, None, errors=tuple(errors), parts=split_parts(stated, sizes))
         nodes, tally = self._nodes(path, dfd, stated, old, errors)
         nodes.sort(key=decode_name)
         if old_id is not None and nodes == old_nodes:

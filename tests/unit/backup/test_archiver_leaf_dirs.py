@@ -202,6 +202,27 @@ def test_a_file_gone_before_its_part_is_read_is_listed_and_the_rest_kept(tmp_pat
     assert _files(str(out)) == _files(str(tree))
 
 
+def test_a_file_gone_before_a_split_directory_is_stated_is_listed(tmp_path, tree, repo,
+                                                                  monkeypatch):
+    """The worker that splits a directory stats it first; what fails there is in
+    no part, so it must be listed with the split (not silently left out)."""
+    monkeypatch.setattr(workers, "LEAF_DIR_MAX_BYTES", 4_000)
+    real_excluded = Archiver.excluded
+
+    def excluded(self, path):           # asked just before the entry's stat
+        if path.endswith(b"small/f04.yaml") and os.path.exists(path):
+            os.unlink(path)
+        return real_excluded(self, path)
+
+    monkeypatch.setattr(Archiver, "excluded", excluded)     # inherited by the forks
+    arch = Archiver(repo, excludes=["*.nothing"])
+    sid, _snap = arch.run([str(tree)])
+    assert [e["path"] for e in arch.stats.errors] == [str(tree / "small" / "f04.yaml")]
+    assert arch.stats.files == 32
+    Restorer(repo, str(tmp_path / "out")).run(repo.load_snapshot(sid))
+    assert _files(str(tmp_path / "out" / str(tree).lstrip("/"))) == _files(str(tree))
+
+
 def test_split_parts_stay_under_the_limit_biggest_first():
     stated = [(b"a", None), (b"b", None), (b"c", None), (b"d", None), (b"e", None)]
     parts = workers.split_parts(stated, [3, 20 << 20, 5 << 20, 4 << 20, 0])
