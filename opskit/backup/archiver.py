@@ -133,7 +133,7 @@ class Archiver:
         # token -> (directory, node, parent's node or tree id, path) awaiting a worker
         self._waiting: dict[int, tuple] = {}
         self._declined: list[tuple[bytes, _Dir]] = []     # leaf jobs a worker handed back
-        self._splits: list[tuple] = []      # leaf jobs a worker split: (d, node, old id, path, parts)
+        self._splits: list[tuple] = []      # leaf jobs split: (d, node, old id, path, parts)
         self._token = 0
         self._content = None
         self._show = bool(getattr(self.progress, "enabled", True))

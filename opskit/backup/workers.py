@@ -202,30 +202,10 @@ class _Worker:
             os.close(dfd)
 
     def _directory(self, token: int, path: bytes, dfd: int, old_id: bytes | None) -> DirResult:
-        declined = DirResult(token, None)
-        join = os.path.join
-        try:
-            with os.scandir(dfd) as it:
-                entries = list(it)
-        except OSError:
-            return declined
-        excluded = self.walk.excluded
-        stated, errors = [], []
-        is_dir, fsencode = statmod.S_ISDIR, os.fsencode
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                return declined
-            name = fsencode(entry.name)     # scandir(fd) names are str; trees keep bytes
-            if excluded is not None and excluded(join(path, name)):
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                errors.append((join(path, name), exc.strerror or str(exc)))
-                continue
-            if is_dir(st.st_mode):
-                return declined
-            stated.append((name, st))
+        scanned = self._scan(path, dfd)
+        if scanned is None:
+            return DirResult(token, None)   # declined: the parent walks it
+        stated, errors = scanned
         old_nodes, old = self._old_tree(old_id)
         sizes = self._to_read(stated, old)
         if sum(sizes) > LEAF_DIR_MAX_BYTES:
@@ -240,6 +220,33 @@ class _Worker:
             tree_id = crypto.blob_id(self.keys.id_key, raw)
             self._store_tree(tree_id, raw)
         return DirResult(token, tree_id, *tally, tuple(errors))
+
+    def _scan(self, path: bytes, dfd: int) -> tuple[list, list] | None:
+        """([(name, stat)...], [(path, error)...]) of a directory's entries that are
+        not excluded; None when it cannot be listed or holds a directory."""
+        join, is_dir, fsencode = os.path.join, statmod.S_ISDIR, os.fsencode
+        excluded = self.walk.excluded
+        try:
+            with os.scandir(dfd) as it:
+                entries = list(it)
+        except OSError:
+            return None
+        stated, errors = [], []
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                return None
+            name = fsencode(entry.name)     # scandir(fd) names are str; trees keep bytes
+            if excluded is not None and excluded(join(path, name)):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                errors.append((join(path, name), exc.strerror or str(exc)))
+                continue
+            if is_dir(st.st_mode):
+                return None
+            stated.append((name, st))
+        return stated, errors
 
     def part(self, token: int, path: bytes, names: tuple, old_id: bytes | None) -> DirResult:
         """Some entries of a directory that was split: their nodes, JSON-encoded
@@ -259,7 +266,7 @@ class _Worker:
                     errors.append((os.path.join(path, name), exc.strerror or str(exc)))
                     continue
                 if statmod.S_ISDIR(st.st_mode):     # replaced by a directory meanwhile
-                    errors.append((os.path.join(path, name), "became a directory during the backup"))
+                    errors.append((os.path.join(path, name), "became a directory meanwhile"))
                     continue
                 stated.append((name, st))
             nodes, tally = self._nodes(path, dfd, stated, self._old_tree(old_id)[1], errors)
