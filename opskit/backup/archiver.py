@@ -117,8 +117,9 @@ class Archiver:
     (see workers.py) and trees are stored as soon as all their files are in.
     A directory without subdirectories goes to one worker whole (its walk,
     contents and tree): no round trip per file, and the walk itself then
-    runs on every core. A worker hands back one that would read too much,
-    so big files are still spread over all workers.
+    runs on every core. A worker hands back one that would read too much
+    split in parts, so big files are still spread over all workers; they
+    send the parts' nodes encoded and this process only joins the tree.
     """
 
     def __init__(self, repo: Repository, *, excludes: list[str] | None = None, full: bool = False,

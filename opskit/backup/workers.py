@@ -31,7 +31,8 @@ from .tree import (TYPE_FILE, IdNames, decode_name, encode_name, encode_node, en
 
 # A directory without subdirectories is backed up whole by one worker (walk,
 # contents, tree) when the files it must read add up to no more than this;
-# bigger ones are declined and their files spread over every worker.
+# bigger ones come back split in parts of at most this (split_parts), which
+# every worker takes.
 LEAF_DIR_MAX_BYTES = 8 << 20
 
 _FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
