@@ -257,7 +257,9 @@ class Repository:
                 raise
             raise CorruptObject(name, f"pack header unreadable ({exc})") from None
 
-    def write_index(self, packs: dict[str, list[BlobEntry]]) -> str:
+    def write_index(self, packs: dict[str, list[BlobEntry] | bytes]) -> str:
+        """Store one index file naming ``packs`` (entries, or ``encode_entries``
+        bytes); returns its id. The packs must exist already (format doc, Write order)."""
         stored = crypto.seal_compressed(self.keys.index_key, encode_index(packs), b"opskit:index", 3)
         oid = crypto.object_id(stored)
         self.backend.put(f"index/{oid}", stored)
