@@ -138,7 +138,7 @@ def test_archive_command_killed_at_random_moments_loses_nothing(pg_archiving, tm
     for i in range(16):
         pg.psql(f"INSERT INTO t SELECT g, repeat('x', 200) FROM generate_series(1, 500) g")
         archived.append(pg.switch_and_wait(timeout=180))
-        kills = open(pg.server.log_path, errors="replace").read().count("failed with exit code 137")
+        kills = open(pg.server.log_path, errors="replace").read().count("wal-push killed (exit 137)")
         if kills >= 2 and len(archived) >= 5:
             break
     assert kills >= 2, "the failpoints never fired\n" + pg.server.log_tail(60)
