@@ -397,7 +397,7 @@ def main() -> None:
         f"shared machine; `uptime` before: `{uptime_before}`; after: `{uptime_after}`.",
         f"Database: `make_pgdb.py --size-mb {args.size_mb} --seed {args.seed}` "
         f"= {db_mib:.0f} MiB with indexes (generated in {gen_s:.0f} s) on PostgreSQL 15 "
-        f"started by the benchmark. opskit {version([sys.executable, '-m', 'opskit', '--version'])}"
+        f"started by the benchmark. {version([sys.executable, '-m', 'opskit', '--version'])}"
         f" with {jobs_note}; `pg_dump -Fd -j {args.jobs}` (its default gzip) then "
         f"{version(['restic', 'version'])}; {version(['pgbackrest', 'version'])} "
         f"(compress-type zst, aes-256-cbc, process-max {args.jobs}, start-fast; opskit "

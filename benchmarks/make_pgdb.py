@@ -121,7 +121,7 @@ COMMIT;
 CHECKPOINT;
 """
 
-BATCH_CLAIMS = 20000
+BATCH_CLAIMS = 20000          # ~15 MiB a batch; tiny databases (tests) take 500
 
 
 def psql(dsn: str, sql: str, *, bindir: str = "") -> str:
@@ -143,9 +143,10 @@ def generate(dsn: str, size_mb: int, seed: int, bindir: str = "") -> float:
     psql(dsn, SCHEMA, bindir=bindir)
     empty = db_mib(dsn, bindir)
     batch, lo = 0, 0
-    # Indexes, built at the end, add about a quarter: stop the heap short of it.
-    while db_mib(dsn, bindir) - empty < size_mb * 0.78 or batch == 0:
-        hi = lo + BATCH_CLAIMS
+    step = BATCH_CLAIMS if size_mb >= 64 else 500
+    # Indexes, built at the end, add about an eighth: stop the heap short of it.
+    while db_mib(dsn, bindir) - empty < size_mb * 0.88 or batch == 0:
+        hi = lo + step
         psql(dsn, BATCH.format(lo=lo, hi=hi, seed=((seed * 7919 + batch) % 1000) / 1000),
              bindir=bindir)
         batch, lo = batch + 1, hi
