@@ -261,9 +261,11 @@ def logical_section(ops: Opskit, res: DumpRestic, reps: int, pg: Cluster) -> tup
             t.init(ops.repo) if t is ops else t.init()
             t.logical("logical")
             first[t.name] = du_bytes(t.repo)
-    added = {}
+    added, wal = {}, {}
     for day, pattern in ((2, "recent"), (3, "scattered")):
+        lsn = pg.psql("SELECT pg_current_wal_lsn()")
         pg.make_pgdb("--mutate", "--pattern", pattern, "--day", str(day), "--seed", "1")
+        wal[day] = int(pg.psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{lsn}')"))
         for t in (ops, res):
             before = du_bytes(t.repo)
             t.logical(f"day{day}")
@@ -281,6 +283,8 @@ def logical_section(ops: Opskit, res: DumpRestic, reps: int, pg: Cluster) -> tup
         rows.append((f"day {day}, {what}: stored / first backup's", f"{o / 2**20:.1f} MiB = "
                      f"{o / first['opskit']:.2f}", f"{r / 2**20:.1f} MiB = "
                      f"{r / first['restic']:.2f}", o / first["opskit"], TARGETS["day2"]))
+        rows.append((f"day {day}: WAL the changes wrote (what PITR archives), MiB", "",
+                     f"{wal[day] / 2**20:.1f}", None, None))
         rows.append((f"day {day} backup, wall time (s)", f"{ops.results[f'day{day}'][0]:.2f}",
                      f"{res.results[f'day{day}'][0]:.2f}",
                      ops.results[f"day{day}"][0] / res.results[f"day{day}"][0], None))
