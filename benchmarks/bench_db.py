@@ -283,8 +283,8 @@ def logical_section(ops: Opskit, res: DumpRestic, reps: int, pg: Cluster) -> tup
         rows.append((f"day {day}, {what}: stored / first backup's", f"{o / 2**20:.1f} MiB = "
                      f"{o / first['opskit']:.2f}", f"{r / 2**20:.1f} MiB = "
                      f"{r / first['restic']:.2f}", o / first["opskit"], TARGETS["day2"]))
-        rows.append((f"day {day}: WAL the changes wrote (what PITR archives), MiB", "",
-                     f"{wal[day] / 2**20:.1f}", None, None))
+        rows.append((f"day {day}: WAL the changes wrote, which wal-push archives (MiB)",
+                     f"{wal[day] / 2**20:.1f}", "", None, None))
         rows.append((f"day {day} backup, wall time (s)", f"{ops.results[f'day{day}'][0]:.2f}",
                      f"{res.results[f'day{day}'][0]:.2f}",
                      ops.results[f"day{day}"][0] / res.results[f"day{day}"][0], None))
