@@ -253,6 +253,14 @@ TRANSACTION SNAPSHOT '<exported>'; COPY ... TO STDOUT"` (or one pg_dump --data-o
 reading its stdout with `store_command`'s TapReader: the row loop then runs in C, ~0.7 s CPU less
 per 100 MiB, and N such streams give `--jobs N` for free.
 
+Base backup restore (either tool: unpacking into a new directory, no WAL replay) is mostly the
+kernel's work on this machine: of opskit's ~1.3-2 s CPU for a 330 MiB cluster half is system time
+(file creation, page cache, page faults), and the wall time moves by +-40% between runs with the
+load. Tried on opskit's side and dropped, no gain measurable: decoding the next blobs in a thread
+while tarfile writes (CPU and wall within noise), and 1 MiB tar reads instead of 10 KiB (more
+system time: each 1 MiB buffer is a fresh mapping to fault in). A restore ratio above 1 in one
+run and below it in the next is this machine, not a regression: re-run on a quiet machine.
+
 Day 3 (1% of rows changed uniformly) cannot meet 0.2 with content-defined chunking, opskit's or
 restic's: with 1 MiB average chunks and rows of ~200 bytes a chunk holds ~5,000 rows and
 0.99^5000 of them stay unchanged (none); even 64 KiB chunks (~300 rows) keep only 5%. For such
