@@ -248,8 +248,8 @@ opskit/backup/db/streams.py's IterReader used to copy each row into the read buf
 slicing (~1 us a row in isolation, now one bytearray append per row); in the full backup that
 change is within this machine's noise (CPU 1.62 vs 1.65 s), the psycopg row loop is what is left.
 Next step if the logical ratio needs it (logical.py, not changed here: the `--jobs` work edits it):
-stream each table through `psql -X -c "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET
-TRANSACTION SNAPSHOT '<exported>'; COPY ... TO STDOUT"` (or one pg_dump --data-only per table),
+stream each table through `psql -X -q -c "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+-c "SET TRANSACTION SNAPSHOT '<exported>'" -c "COPY ... TO STDOUT"` (one session, in order),
 reading its stdout with `store_command`'s TapReader: the row loop then runs in C, ~0.7 s CPU less
 per 100 MiB, and N such streams give `--jobs N` for free.
 
@@ -262,8 +262,8 @@ system time: each 1 MiB buffer is a fresh mapping to fault in). A restore ratio 
 run and below it in the next is this machine, not a regression: re-run on a quiet machine.
 
 Day 3 (1% of rows changed uniformly) cannot meet 0.2 with content-defined chunking, opskit's or
-restic's: with 1 MiB average chunks and rows of ~200 bytes a chunk holds ~5,000 rows and
-0.99^5000 of them stay unchanged (none); even 64 KiB chunks (~300 rows) keep only 5%. For such
+restic's: with 1 MiB average chunks and rows of ~200 bytes a chunk holds ~5,000 rows, so a
+chunk stays unchanged with probability 0.99^5000 (nil); with 64 KiB chunks (~300 rows), 5%. For such
 a workload the WAL archive is the incremental (its size is in the table; full-page images make
 it large right after a checkpoint). Day 2 (the same 1% among each table's newest 5% of rows, where
 an insurance system's updates land: claims in processing, refunds being paid) meets it.
