@@ -261,10 +261,15 @@ while tarfile writes (CPU and wall within noise), and 1 MiB tar reads instead of
 system time: each 1 MiB buffer is a fresh mapping to fault in), and the file engine's
 tune_malloc/tune_gc (workers.py) for database streams (1.19 vs 1.05 s, within noise). A restore ratio above 1 in one
 run and below it in the next is this machine, not a regression: re-run on a quiet machine.
-What did help: handing each restored file of 1 MiB or more to writeback as soon as tarfile has
+Kept, as it probably helps (thin evidence: two runs): handing each restored file of 1 MiB or more to writeback as soon as tarfile has
 written it (posix_fadvise DONTNEED, as the file restore does; opskit/backup/db/pitr.py), so a
 cluster's dirty pages never pile up until the kernel throttles the writer (pgBackRest fsyncs as
-it goes). Restore ratio in the runs before it: 0.91, 1.73, 1.41, 1.15; after it: see the table.
+it goes). Restore ratio in the runs before it: 0.91, 1.73, 1.41, 1.15; after it: 0.84, 1.03.
+What is left is CPU on one core: of a restore's ~1.1 s CPU per 330 MiB about a third is decoding
+(pack reads, AES, zstd, the keyed BLAKE3 check) and the rest tarfile's Python copy loop and the
+kernel's file writes, all in one process, where pgBackRest runs process-max 2. Next step (not
+simple, not done): decode in a forked child writing the plain tar into a pipe (a corrupt blob's
+message passed back, exit 3 kept), tarfile in the parent: two cores, about a third less wall.
 
 Day 3 (1% of rows changed uniformly) cannot meet 0.2 with content-defined chunking, opskit's or
 restic's: with 1 MiB average chunks and rows of ~200 bytes a chunk holds ~5,000 rows, so a
@@ -448,9 +453,9 @@ def main() -> None:
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores, "
         f"shared machine; `uptime` before: `{uptime_before}`; after: `{uptime_after}`.",
         f"Database: `make_pgdb.py --size-mb {args.size_mb} --seed {args.seed}` "
-        f"= {db_mib:.0f} MiB with indexes (generated in {gen_s:.0f} s)"
-        f"{small_note(args.size_mb)} on PostgreSQL 15 "
-        f"started by the benchmark. {version([sys.executable, '-m', 'opskit', '--version'])}"
+        f"= {db_mib:.0f} MiB with indexes (generated in {gen_s:.0f} s) on PostgreSQL 15 "
+        f"started by the benchmark{small_note(args.size_mb)}. "
+        f"{version([sys.executable, '-m', 'opskit', '--version'])}"
         f" with {jobs_note}; `pg_dump -Fd -j {args.jobs}` (its default gzip) then "
         f"{version(['restic', 'version'])}; {version(['pgbackrest', 'version'])} "
         f"(compress-type zst, aes-256-cbc, process-max {args.jobs}, start-fast; opskit "
