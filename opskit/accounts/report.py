@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from opskit.core.output import Result, Table
 
+from .approvals import AccessCheck
 from .provision import FleetPlan
 
 
@@ -61,3 +62,16 @@ def plan_result(fleet: FleetPlan, *, verb: str) -> Result:
         messages.append("rerun 'opskit users apply' once the hosts are back: it finishes the job")
     return Result(data={"command": f"users {verb}", **fleet.as_dict()}, tables=tables,
                   messages=messages, summary=text, exit_code=fleet.exit_code)
+
+
+def access_check_result(check: AccessCheck, strict: bool = False) -> Result:
+    """``opskit access verify``: the re-check of every request file and recorded decision
+    (approvals.check_records); exit 1 for a forged or unmatched one, and with ``strict``
+    when the roster was not there to check against."""
+    rows = [f.to_dict() for f in check.findings]
+    lines = check.lines() or [f"no access requests in {check.store} and no access decisions "
+                              "in the audit log"]
+    return Result(data=check.to_dict(), messages=lines, summary=lines[0],
+                  tables=[Table(["request", "entry", "problem", "rule"], rows,
+                                title="Forged or unmatched access decisions")] if rows else [],
+                  exit_code=check.exit_code(strict))

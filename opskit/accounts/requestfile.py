@@ -220,37 +220,115 @@ def sign_event(req: AccessRequest, event: dict, signer: Signer) -> dict:
                                              CONTEXT)}
 
 
-def _tampered(where: str, what: str) -> Refused:
-    return Refused(f"access request file {where}: {what}; refused (R-ACC-3)", rule="R-ACC-3",
+def _tampered(where: str, what: str, rule: str = "R-ACC-3") -> Refused:
+    return Refused(f"access request file {where}: {what}; refused ({rule})", rule=rule,
                    hint="a request is changed only by signed opskit steps; compare with the "
                         "audit log and restore the file from backup")
 
 
-def verify(req: AccessRequest, keys_of: Callable[[str], list[bytes]], where: str) -> None:
-    """Check every signature of ``req`` against the keys the roster registers for each
-    actor (``keys_of(person_id)``); Refused (exit 2) naming the field or event otherwise."""
+def signature_problems(req: AccessRequest, keys_of: Callable[[str], list[bytes]]
+                       ) -> list[str]:
+    """What is wrong with the signatures of ``req`` against the keys the roster registers
+    for each actor (``keys_of(person_id)``): an unsigned file, an edited field, an event
+    unsigned, signed by a key not registered for its actor, or not verifying (made over
+    another request, or something edited since). Empty when every signature holds."""
     first = req.events[0]
     signed = first.get("fields") if isinstance(first.get("fields"), dict) else None
     if signed is None or "signature" not in first:
-        raise _tampered(where, "it is not signed (written before signed approvals, or by "
-                               "hand); move it out of the store and raise the request again")
-    for name, digest in field_digests(req).items():
-        if signed.get(name) != digest:
-            raise _tampered(where, f"field '{name}' differs from what {req.requester} signed")
+        return ["it is not signed (written before signed approvals, or by hand); move it out "
+                "of the store and raise the request again"]
+    out = [f"field '{name}' differs from what {req.requester} signed"
+           for name, digest in field_digests(req).items() if signed.get(name) != digest]
     for i, event in enumerate(req.events):
-        label = f"event {i + 1} ({event['event']} by {event['actor']})"
+        label = event_label(req, i)
         raw = block_key(event.get("signature"))
         if not raw:
-            raise _tampered(where, f"{label} is not signed")
-        if raw not in keys_of(event["actor"]):
+            out.append(f"{label} is not signed")
+        elif raw not in keys_of(event["actor"]):
             fp = fingerprint(raw) if len(raw) == 32 else "a malformed key"
-            raise _tampered(where, f"{label} is signed with key {fp}, which the roster does not "
-                                   f"register for {event['actor']}")
-        if not verify_signature(raw, event["signature"].get("sig", ""),
-                                _message(req, i, event), CONTEXT):
-            raise _tampered(where, f"{label}: the signature does not verify (it was made over "
-                                   "another request, or the event, the request or an earlier "
-                                   "event was edited since)")
+            out.append(f"{label} is signed with key {fp}, which the roster does not register "
+                       f"for {event['actor']}")
+        elif not verify_signature(raw, event["signature"].get("sig", ""),
+                                  _message(req, i, event), CONTEXT):
+            out.append(f"{label}: the signature does not verify (it was made over another "
+                       "request, or the event, the request or an earlier event was edited "
+                       "since)")
+    return out
+
+
+def event_label(req: AccessRequest, index: int) -> str:
+    """``event 3 (approve by lead.one)``: how findings name an event (1-based)."""
+    e = req.events[index]
+    return f"event {index + 1} ({e['event']} by {e['actor']})"
+
+
+def workflow_problems(req: AccessRequest) -> list[tuple[str, str]]:
+    """(rule id, problem) for each signed event that breaks a rule no key holder may break
+    alone, replaying the events: approve or reject only while requested and never by the
+    requester or the person; each approval by another person *and another key*; at least
+    two approvals for a special-tier request (R-ACC-5); apply only once approved, by
+    none of requester, approvers or person (R-ACC-1); withdraw only by the requester."""
+    out: list[tuple[str, str]] = []
+    floor = 2 if req.tier == "special" else 1
+    if req.needed < floor:
+        out.append(("R-ACC-5", f"it asks for {req.needed} approval(s) although a "
+                               f"{req.tier or 'role'} request needs at least {floor}"))
+    state, actors, keys = REQUESTED, [], set()
+    for i, e in enumerate(req.events[1:], start=1):
+        event, actor = e["event"], e["actor"]
+        key = block_key(e.get("signature"))
+        bad = None
+        if event in ("approve", "reject"):
+            if actor in (req.requester, req.person):
+                bad = ("R-ACC-3", "the requester or the person decides their own request")
+            elif state != REQUESTED:
+                bad = ("R-ACC-3", f"the request was already {state}")
+            elif event == "approve" and (actor in actors or key in keys):
+                bad = ("R-ACC-5" if req.tier == "special" else "R-ACC-3",
+                       "a second approval by the same " + ("person" if actor in actors
+                                                            else "key"))
+        elif event == "apply":
+            if actor in (req.requester, req.person, *actors):
+                bad = ("R-ACC-1", "applied by the requester, an approver or the person")
+            elif state != APPROVED:
+                bad = ("R-ACC-5" if req.tier == "special" else "R-ACC-3",
+                       f"applied while {state}: {len(actors)} of "
+                       f"{max(req.needed_until(e), floor)} distinct approval(s)")
+        elif event == "withdraw":
+            if actor != req.requester or state not in OPEN_STATES:
+                bad = ("R-ACC-3", "withdrawn by someone else than the requester, or after "
+                                  f"the request was {state}")
+        else:
+            bad = ("R-ACC-3", f"unknown event '{event}'")
+        if bad:
+            out.append((bad[0], f"{event_label(req, i)} breaks the workflow although it is "
+                                f"signed: {bad[1]}"))
+            continue
+        if event == "approve":
+            actors.append(actor)
+            keys.add(key)
+            if len(actors) >= max(req.needed_until(e), floor):
+                state = APPROVED
+        else:
+            state = {"reject": REJECTED, "withdraw": WITHDRAWN, "apply": APPLIED}[event]
+    return out
+
+
+def problems(req: AccessRequest, keys_of: Callable[[str], list[bytes]]
+             ) -> list[tuple[str, str]]:
+    """(rule id, problem) for everything wrong with ``req``: its signatures first (R-ACC-3),
+    then, once they hold, the workflow its signed events replay."""
+    bad = [("R-ACC-3", p) for p in signature_problems(req, keys_of)]
+    return bad or workflow_problems(req)
+
+
+def verify(req: AccessRequest, keys_of: Callable[[str], list[bytes]], where: str) -> None:
+    """Check every signature of ``req`` against the keys the roster registers for each
+    actor (``keys_of(person_id)``) and the workflow its signed events replay; Refused
+    (exit 2) naming the field or event otherwise."""
+    bad = problems(req, keys_of)
+    if bad:
+        raise _tampered(where, bad[0][1], bad[0][0])
 
 
 # --- the files ------------------------------------------------------------------------------
@@ -289,8 +367,18 @@ def read_request(path: str) -> AccessRequest:
     return req
 
 
-def scan_requests(directory: str) -> list[AccessRequest]:
-    """Every request file in ``directory`` (none if it does not exist yet), by number."""
+def normal_id(text: str | None) -> str | None:
+    """``AR-0001`` for what a person types (``ar-1``, `` AR-0001``); None if it is no id."""
+    rid = (text or "").strip().upper()
+    m = re.match(r"^AR-(\d{1,9})$", rid)
+    if m:
+        rid = f"AR-{int(m.group(1)):04d}"
+    return rid if REQUEST_ID.match(rid) else None
+
+
+def request_files(directory: str) -> list[str]:
+    """Paths of the request files in ``directory`` (none if it does not exist yet), by
+    number."""
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
@@ -298,9 +386,14 @@ def scan_requests(directory: str) -> list[AccessRequest]:
     except OSError as exc:
         raise OperationalError(f"cannot list access requests in {directory}: "
                                f"{exc.strerror}") from None
-    out = [read_request(os.path.join(directory, n)) for n in names
-           if n.endswith(".json") and REQUEST_ID.match(n[:-5])]
-    return sorted(out, key=lambda r: int(REQUEST_ID.match(r.id).group(1)))
+    names = [n for n in names if n.endswith(".json") and REQUEST_ID.match(n[:-5])]
+    return [os.path.join(directory, n)
+            for n in sorted(names, key=lambda n: int(REQUEST_ID.match(n[:-5]).group(1)))]
+
+
+def scan_requests(directory: str) -> list[AccessRequest]:
+    """Every request in ``directory`` (none if it does not exist yet), by number."""
+    return [read_request(path) for path in request_files(directory)]
 
 
 def applied_grants(config, keys_of: Callable[[str], list[bytes]]) -> dict[str, list[str]]:

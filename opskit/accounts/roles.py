@@ -79,11 +79,25 @@ DEFAULT_SOD = {
                                "tiers": ["admin", "special"], "roles": []},
 }
 
+# tables holding personal or insurance data that must keep rows apart (R-ACC-4,
+# R-DAT-4): PostgreSQL row-level security enabled and forced, and only the roles
+# named here may see every row (opskit perms, docs/roster.md)
+ROW_SECURITY_SECTION = Section({
+    "description": Key(str, "", "What the table holds."),
+    "databases": Key(list, [], "Databases where it applies (empty: every configured one).",
+                     item_type=str),
+    "all_rows": Key(list, [], "Roles of this file whose PostgreSQL roles may see every row "
+                              "(a USING (true) policy, BYPASSRLS, owning the table).",
+                    item_type=str),
+})
+
 SCHEMA = Section({
     "roles": MapOf(ROLE_SECTION),
     "posts": MapOf(POST_SECTION),
     "separation_of_duties": MapOf(SOD_SECTION, default=None),
+    "row_security": MapOf(ROW_SECURITY_SECTION, default=None),
 })
+_TABLE = re.compile(r"^[^.\s]+\.[^.\s]+$")
 
 
 @dataclass
@@ -116,6 +130,20 @@ class SodRule:
 
 
 @dataclass
+class RowSecurity:
+    """A table that must have row-level security (roles.yaml ``row_security``)."""
+
+    table: str                 # schema.table
+    description: str = ""
+    databases: list[str] = field(default_factory=list)
+    all_rows: list[str] = field(default_factory=list)
+
+    def applies(self, names) -> bool:
+        """Whether it applies in the database known by any of ``names``."""
+        return not self.databases or any(n in self.databases for n in names)
+
+
+@dataclass
 class Conflict:
     """A separation-of-duties rule that a set of roles breaks."""
 
@@ -134,6 +162,7 @@ class RoleModel:
     posts: dict[str, Post]
     sod: list[SodRule]
     source: str | None = None
+    row_security: dict[str, RowSecurity] = field(default_factory=dict)
 
     def role(self, name: str) -> Role:
         """The role called ``name``; UsageError (exit 2) listing known ones if none."""
@@ -237,7 +266,22 @@ def parse_roles(doc: YamlDoc) -> RoleModel:
                             "expected at least two tiers or two roles that may not be combined")
         sod.append(SodRule(sid, s["rule"] or "R-ACC-2", s["description"] or "", list(s["tiers"]),
                            list(s["roles"])))
-    return RoleModel(roles, posts, sod, source=doc.file)
+    return RoleModel(roles, posts, sod, source=doc.file,
+                     row_security=_row_security(doc, data["row_security"] or {}, roles))
+
+
+def _row_security(doc: YamlDoc, data: dict, roles: dict) -> dict[str, RowSecurity]:
+    out = {}
+    for table, t in data.items():
+        if not _TABLE.match(table):
+            raise doc.error(("row_security", table), f"expected schema.table, got {table!r}")
+        for i, role in enumerate(t["all_rows"]):
+            if role not in roles:
+                raise doc.error(("row_security", table, "all_rows", i), f"unknown role {role!r}",
+                                hint=f"roles declared: {', '.join(sorted(roles)) or '(none)'}")
+        out[table] = RowSecurity(table, t["description"] or "", list(t["databases"]),
+                                 list(t["all_rows"]))
+    return out
 
 
 def load_roles(path: str) -> RoleModel:

@@ -1,40 +1,34 @@
-"""Which sudoers lines give a person rights, and how a freeze takes them away (R-ACC-6).
+"""Which sudoers entries give a person rights, and how a freeze takes them away (R-ACC-6).
 
-Deliberately simple matching -- by login, ``#uid``, ``%group`` / ``%#gid``
-(the person's primary and supplementary groups), ``User_Alias`` membership
-(nested aliases followed) and ``ALL`` -- over the files sudo reads: the
-freeze gathers ``/etc/sudoers`` and its ``@include``/``#include`` files and
-``@includedir``/``#includedir`` directories, skipping names that contain
-'.' or end in '~' as sudo does (``included``). The real oracle is
-``sudo -l -U LOGIN`` on the host, run after the freeze; this module only
-decides what to edit. (The full evaluator with sudo's semantics lives in
-opskit.perms.sudoers; the freeze should use it once accounts may import it.)
+Who gets in is decided by opskit.hosts.sudoers (the evaluator with sudo's own
+semantics, differential-tested against ``sudo -l -U``): by login, ``#uid``,
+``%group`` / ``%#gid`` (primary and supplementary), ``User_Alias`` (nested, with
+negations) and ``ALL``, over the files sudo reads (``gather_script`` collects
+``/etc/sudoers`` and its includes in one round trip; the parser applies sudo's
+skip rule for includedirs: no '.' in the name, no trailing '~'). This module
+only says which user-list entries to edit. The real oracle is ``sudo -l -U
+LOGIN`` on the host, run after the freeze.
 
-A *grant* is one user-list entry that matches the person:
+A *grant* is one user-list entry, of a rule that gives the person rights, that
+matches the person:
 
 * ``login`` / ``#uid`` in a user spec or a User_Alias: removable (the entry
   is taken out of the list; a spec left with no user is commented out);
 * ``%group`` of a supplementary group: closed by the freeze's ``usermod -G ''``;
 * ``%group`` of the person's own primary group named like the login: removable;
 * anything else (``ALL``, a shared primary group, an alias that would be left
-  empty): *manual* -- a blocking finding a human must resolve.
+  empty, a netgroup): *manual* -- a blocking finding a human must resolve.
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 
+from opskit.hosts.sudoers.evaluate import ALLOW, HostIdentity, Matcher, SudoUser, evaluate
+from opskit.hosts.sudoers.parse import ROOT, Member, ParsedTree, parse_tree, statements
+
 FILE_MARK = "@@opskit-file "
-_ALIAS_DEF = re.compile(r"^User_Alias\s+(.*)$")
-_OTHER_ALIAS = re.compile(r"^(Runas_Alias|Host_Alias|Cmnd_Alias|Cmd_Alias)\s")
 _SPEC = re.compile(r"^((?:[^\s,=]+\s*,\s*)*[^\s,=]+)\s+(\S.*=.*)$")
-
-
-def included(path: str) -> bool:
-    """False for files sudo skips in an includedir: a name with '.' or ending in '~'."""
-    name = os.path.basename(path)
-    return "." not in name and not name.endswith("~")
 
 
 def gather_script(root: str = "") -> str:
@@ -82,20 +76,8 @@ class Logical:
 
 
 def logical_lines(path: str, text: str) -> list[Logical]:
-    """Statements of a sudoers file, backslash continuations joined, comments dropped."""
-    out, buf, start = [], "", 0
-    for i, raw in enumerate(text.splitlines(), 1):
-        if not buf:
-            start = i
-        if raw.rstrip().endswith("\\"):
-            buf += raw.rstrip()[:-1] + " "
-            continue
-        buf += raw
-        line = buf.strip()
-        buf = ""
-        if line and not (line.startswith("#") and not re.match(r"#\d", line)):
-            out.append(Logical(path, start, i, line))
-    return out
+    """Statements of a sudoers file as sudo reads them (opskit.hosts.sudoers.parse)."""
+    return [Logical(path, first, last, line) for first, last, line in statements(text)]
 
 
 @dataclass(frozen=True)
@@ -116,20 +98,25 @@ class Who:
         return cls(acct.name, acct.uid, acct.primary_group or "", acct.gid,
                    tuple(acct.groups), gids)
 
-    def entry_matches(self, token: str) -> str | None:
-        """How ``token`` (a user-list entry without '!') matches: 'name', 'primary',
-        'supplementary', 'all', or None."""
+    def sudo_user(self) -> SudoUser:
+        """The person as the evaluator takes them (primary group among the groups)."""
+        names = {*self.groups, *([self.primary] if self.primary else [])}
+        gids = {*self.gids, *([self.gid] if self.gid >= 0 else [])}
+        return SudoUser(self.login, self.uid, self.gid if self.gid >= 0 else None,
+                        frozenset(names), frozenset(gids))
+
+    def how(self, token: str, aliases) -> str:
+        """What kind of entry ``token`` (already known to match) is: 'name', 'all',
+        'alias', 'primary', 'supplementary' or 'other' (a netgroup...)."""
         if token in (self.login, f"#{self.uid}"):
             return "name"
         if token == "ALL":
             return "all"
-        if token.startswith("%"):
-            g = token[1:]
-            if g in (self.primary, f"#{self.gid}"):
-                return "primary"
-            if g in self.groups or g in (f"#{x}" for x in self.gids):
-                return "supplementary"
-        return None
+        if token in aliases:
+            return "alias"
+        if token in (f"%{self.primary}", f"%#{self.gid}"):
+            return "primary"
+        return "supplementary" if token.startswith("%") else "other"
 
 
 @dataclass
@@ -170,71 +157,78 @@ def _entries(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _aliases(statements: list[Logical]) -> dict[str, tuple[Logical, str, list[str]]]:
-    """User_Alias NAME -> (statement, the 'NAME = a, b' part, members)."""
-    out = {}
-    for st in statements:
-        m = _ALIAS_DEF.match(st.text)
-        if not m:
-            continue
-        for part in re.split(r"\s*:\s*(?=[A-Z][A-Z0-9_]*\s*=)", m.group(1)):
-            name, _, members = part.partition("=")
-            out[name.strip()] = (st, part, _entries(members))
-    return out
-
-
-def scan(files: dict[str, str], who: Who) -> Scan:
-    """Every user-list entry in ``files`` (path -> text) that gives ``who`` rights."""
-    statements = [st for path, text in files.items() for st in logical_lines(path, text)]
-    aliases = _aliases(statements)
+def scan(files: dict[str, str], who: Who, hostname: str = "") -> Scan:
+    """Every user-list entry in ``files`` (path -> text, as sudo reads them from
+    /etc/sudoers) that lets ``who`` into a rule granting something, on this host or any
+    other (the evaluator decides; each matching entry of the rule is a grant)."""
+    tree = dict(files)
+    if ROOT not in tree:             # no /etc/sudoers (an image): its usual drop-ins
+        tree[ROOT] = "@includedir /etc/sudoers.d\n"
+    parsed = parse_tree(tree, hostname)
+    host = HostIdentity(hostname)
+    matcher = Matcher(parsed, who.sudo_user(), host)
+    granting = {r.source for r in evaluate(parsed, matcher.user, host, elsewhere=True)
+                if not r.negated}
+    index = {(st.file, st.first): st for path, text in files.items()
+             for st in logical_lines(path, text)}
     result = Scan()
-    via_alias = _alias_hits(aliases, who, result)
-    for st in statements:
-        if _ALIAS_DEF.match(st.text) or _OTHER_ALIAS.match(st.text) or \
-                re.match(r"^[#@]include", st.text):
-            continue
-        if st.text.startswith("Defaults"):
-            if re.search(rf"[:,\s]{re.escape(who.login)}(\s|,|$)", st.text):
-                result.mentions.append(f"{st.file}:{st.first}: {st.text}")
-            continue
-        m = _SPEC.match(st.text)
-        if not m:
-            continue
-        for entry in _entries(m.group(1)):
-            if entry.startswith("!"):
-                continue
-            how = who.entry_matches(entry) or ("alias" if entry in via_alias else None)
-            if how:
-                result.grants.append(Grant(st.file, st.first, st.last, st.text, entry, how,
-                                           "spec", action=_action(how, entry, who)))
+    for spec in parsed.specs:
+        if spec.source in granting:
+            result.grants += _entries_of(spec.users, spec.source, "spec", None, parsed,
+                                         matcher, who, index)
+    # every User_Alias that takes the person in, used by a rule or not: a name left in
+    # an unused alias is a right waiting for the next rule that names it
+    aliases_done: set[str] = set()
+    for name in [g.token for g in result.grants if g.how == "alias"] + \
+            sorted(parsed.aliases["user"]):
+        if matcher.user_matches([Member(name)]) is ALLOW:
+            result.grants += _alias_grants(name, parsed, matcher, who, index, aliases_done)
+    for d in parsed.defaults:
+        if d.kind == ":" and matcher.user_matches(d.binding) is ALLOW:
+            st = _statement(index, d.source)
+            result.mentions.append(f"{st.file}:{st.first}: {st.text}" if st else d.source)
     return result
 
 
-def _alias_hits(aliases, who: Who, result: Scan) -> set[str]:
-    """Names of User_Aliases that (through nesting too) include ``who``; a Grant for
-    each matching member in an alias definition."""
-    hit: set[str] = set()
-    changed = True
-    while changed:
-        changed = False
-        for name, (st, _part, members) in aliases.items():
-            if name in hit:
-                continue
-            if any(who.entry_matches(m) or m in hit for m in members if not m.startswith("!")):
-                hit.add(name)
-                changed = True
-    for name in sorted(hit):
-        st, _part, members = aliases[name]
-        for m in members:
-            how = who.entry_matches(m)
-            if how:
-                action = _action(how, m, who)
-                if action == "remove" and all(who.entry_matches(x) == "name" or
-                                              x.startswith("!") for x in members):
-                    action = "manual"        # an empty alias is a syntax error
-                result.grants.append(Grant(st.file, st.first, st.last, st.text, m, how,
-                                           "alias", alias=name, action=action))
-    return hit
+def _statement(index: dict, source: str) -> Logical | None:
+    path, _, line = source.rpartition(":")
+    return index.get((path, int(line))) if line.isdigit() else None
+
+
+def _entries_of(members, source: str, kind: str, alias: str | None, parsed: ParsedTree,
+                matcher: Matcher, who: Who, index: dict) -> list[Grant]:
+    """A Grant for each entry of ``members`` that matches the person by itself."""
+    st = _statement(index, source)
+    if st is None:
+        return []
+    out = []
+    for m in members:
+        if m.negated or matcher.user_matches([m]) is not ALLOW:
+            continue
+        how = who.how(m.name, parsed.aliases["user"])
+        action = _action(how, m.name, who)
+        if kind == "alias" and action == "remove" and all(
+                x.negated or who.how(x.name, ()) == "name" for x in members):
+            action = "manual"        # an empty alias is a syntax error
+        out.append(Grant(st.file, st.first, st.last, st.text, m.name, how, kind,
+                         alias=alias, action=action))
+    return out
+
+
+def _alias_grants(name: str, parsed: ParsedTree, matcher: Matcher, who: Who, index: dict,
+                  done: set[str]) -> list[Grant]:
+    """The entries of User_Alias ``name`` (and of the aliases nested in it) that match."""
+    if name in done:
+        return []
+    done.add(name)
+    source = parsed.alias_sources.get(f"user:{name}", "")
+    grants = _entries_of(parsed.aliases["user"].get(name, []), source, "alias", name, parsed,
+                         matcher, who, index)
+    out = [g for g in grants if g.how != "alias"]
+    for g in grants:
+        if g.how == "alias":
+            out += _alias_grants(g.token, parsed, matcher, who, index, done)
+    return out
 
 
 def _action(how: str, entry: str, who: Who) -> str:

@@ -11,8 +11,8 @@ Read in the same round trip as the rest of the plan (``gather_commands``):
 * **keys in the managed file that are not the roster's** (``foreign_keys``):
   the file is rewritten anyway; the removed lines are kept as evidence there;
 * **sudoers entries granting rights beyond the declared roles**
-  (``sudo_drift``, with ``sudo_grants``' matching by login, ``#uid``, personal
-  group and ``User_Alias``): a file sudo reads whose every user entry is the
+  (``sudo_drift``; who a rule lets in is decided by opskit.hosts.sudoers, through
+  ``sudo_grants``: login, ``#uid``, groups, ``User_Alias``): a file sudo reads whose every user entry is the
   person's (or another planned person's) is moved aside to the evidence
   directory; otherwise the person is taken out of the rule or alias as the
   freeze does (``visudo -cf`` of the edited file). Either way the sudoers

@@ -21,7 +21,7 @@ from .pack import BLOB_TREE
 from .backends import BackendError
 from .repository import CorruptObject, Repository, utcnow_iso
 from .tree import (TYPE_DIR, IdNames, add_xattrs, decode_name, encode_name, encode_tree,
-                   node_from_stat, special_node, unchanged)
+                   join_tree, node_from_stat, special_node, unchanged)
 
 
 @dataclass
@@ -96,6 +96,20 @@ class _Dir:
         self.old_nodes = old_nodes
 
 
+class _Split:
+    """A leaf directory whose entries went to the workers in parts: the tree is
+    joined from their encoded nodes once ``left`` reaches 0."""
+
+    __slots__ = ("d", "node", "path", "encoded", "left")
+
+    def __init__(self, d: _Dir, node: dict, path: bytes, parts: int):
+        self.d = d                # the directory holding this one
+        self.node = node          # this directory's node there
+        self.path = path
+        self.encoded: list[tuple[bytes, bytes]] = []    # tree.encode_node pairs
+        self.left = parts
+
+
 class Archiver:
     """One backup run into an open repository (caller holds a shared lock).
 
@@ -103,8 +117,9 @@ class Archiver:
     (see workers.py) and trees are stored as soon as all their files are in.
     A directory without subdirectories goes to one worker whole (its walk,
     contents and tree): no round trip per file, and the walk itself then
-    runs on every core. A worker hands back one that would read too much,
-    so big files are still spread over all workers.
+    runs on every core. A worker hands back one that would read too much
+    split in parts, so big files are still spread over all workers; they
+    send the parts' nodes encoded and this process only joins the tree.
     """
 
     def __init__(self, repo: Repository, *, excludes: list[str] | None = None, full: bool = False,
@@ -119,8 +134,8 @@ class Archiver:
         # token -> (directory, node, parent's node or tree id, path) awaiting a worker
         self._waiting: dict[int, tuple] = {}
         self._declined: list[tuple[bytes, _Dir]] = []     # leaf jobs a worker handed back
+        self._splits: list[tuple] = []      # leaf jobs split: (d, node, old id, path, parts)
         self._token = 0
-        self._worker_packs: dict[str, bytes] = {}     # pack id -> index.encode_entries()
         self._content = None
         self._show = bool(getattr(self.progress, "enabled", True))
         self.root_id: bytes | None = None
@@ -157,7 +172,6 @@ class Archiver:
             self._settle()
             if self.root_id is None:
                 raise RuntimeError("backup walk ended with directories still pending")
-            self.writer.new_packs.update(self._worker_packs)
             self.writer.finish()
         except BaseException:
             if self._content is not None:
@@ -242,6 +256,7 @@ class Archiver:
         content = self._content
         while content is not None:
             self._walk_declined()
+            self._submit_splits()
             content.flush(self._on_result)
             if not content.outstanding:
                 break
@@ -255,13 +270,59 @@ class Archiver:
             self._walk(path, sub)
 
     def _dir_result(self, res) -> None:
+        if res.nodes is not None:
+            self._part_result(res)
+            return
         d, node, old_id, path = self._waiting.pop(res.token)
+        if res.tree_id is None and res.parts:
+            # handed out from the walk or _settle, not from inside this callback:
+            # submitting may wait for (and so handle) more results, without bound
+            self._splits.append((d, node, old_id, path, res.parts))
+            for epath, error in res.errors:
+                self._error(epath, error)
+            return
         if res.tree_id is None:
             # declined: walk it here, file by file (not from inside this callback)
             self._declined.append((path, self._new_dir(d, node, old_id)))
             d.pending -= 1
             return
         node["subtree"] = res.tree_id.hex()
+        self._tally(res, path)
+        d.pending -= 1
+        self._maybe_finish(d)
+
+    def _submit_splits(self) -> None:
+        """Leaf directories too big for one worker: their parts go to every
+        worker, which send back encoded nodes; the directory holding each
+        waits (its pending count still holds it) until ``_part_result``
+        joins the tree."""
+        content = self._content
+        while self._splits:
+            d, node, old_id, path, parts = self._splits.pop()
+            split = _Split(d, node, path, len(parts))
+            for names, size in parts:
+                self._token += 1
+                self._waiting[self._token] = (split, None, None, path)
+                content.submit_part(self._token, path, names, old_id, size, self._on_result)
+
+    def _part_result(self, res) -> None:
+        split = self._waiting.pop(res.token)[0]
+        self._tally(res, split.path)
+        split.encoded.extend(res.nodes)
+        split.left -= 1
+        if split.left:
+            return
+        # the tree's bytes are the ones encode_tree gives: an unchanged directory
+        # gets its old id back, and the writer finds that in the index
+        raw = join_tree(split.encoded)
+        tree_id = crypto.blob_id(self.repo.keys.id_key, raw)
+        self.writer.add(BLOB_TREE, tree_id, raw)
+        split.node["subtree"] = tree_id.hex()
+        split.d.pending -= 1
+        self._maybe_finish(split.d)
+
+    def _tally(self, res, path: bytes) -> None:
+        """Add a worker's counts for (part of) directory ``path`` to the stats."""
         stats = self.stats
         stats.files += res.files
         stats.bytes += res.size
@@ -273,15 +334,14 @@ class Archiver:
         if self._show:
             self.progress.bytes_read(res.size)
             self.progress.files_done(path, res.files, res.size)
-        d.pending -= 1
-        self._maybe_finish(d)
 
     def _on_result(self, kind: str, payload) -> None:
         from .workers import DirResult      # loaded already: results come from there
         if kind == "packs":
+            # a worker's last word: it wrote the index file naming these packs
+            # itself; merged into the in-memory index only if read later
             for pack_id, encoded in payload:
-                self.repo.index.add_pack_encoded(pack_id, encoded)
-                self._worker_packs[pack_id] = encoded
+                self.repo.index.add_pack_deferred(pack_id, encoded)
             return
         for res in payload:
             if isinstance(res, DirResult):
@@ -435,4 +495,5 @@ class Archiver:
         d.walked = True
         if self._content is not None:
             self._content.poll(self._on_result, block=False)
+            self._submit_splits()
         self._maybe_finish(d)

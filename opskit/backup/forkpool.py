@@ -112,13 +112,14 @@ class ForkPool:
         batch, self._batch, self._batch_size = self._batch, [], 0
         while True:
             try:
-                self.tasks.put(batch, timeout=0.05)
+                self.tasks.put(batch, block=False)
                 return
             except queue.Full:
-                self.poll(block=False)
-                # a worker killed outright never answers nor takes more work:
-                # without this check the queue stays full and we wait forever
-                self._check_alive(expect_running=True)
+                # every worker is busy and more batches wait: sleep until one
+                # answers (it then takes the next batch) rather than retrying on
+                # a timer, which cost the parent CPU on every tick (#23). poll
+                # notices a worker that died and so will never answer.
+                self.poll(block=True)
 
     def poll(self, *, block: bool) -> None:
         """Handle answers that are ready (with ``block``, wait for at least one)."""

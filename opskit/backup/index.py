@@ -69,6 +69,7 @@ class MasterIndex:
     def __init__(self) -> None:
         self._blobs: dict[bytes, Location] = {}
         self.packs: dict[str, int] = {}       # pack id -> blob count (known packs)
+        self._deferred: list[tuple[str, bytes]] = []    # add_pack_deferred, not merged yet
         self._lock = threading.Lock()
 
     def add_pack(self, pack_id: str, entries: Iterable[BlobEntry]) -> None:
@@ -106,6 +107,26 @@ class MasterIndex:
         with self._lock:
             self._add_encoded(pack_id, raw)
 
+    def add_pack_deferred(self, pack_id: str, raw: bytes) -> None:
+        """``add_pack_encoded``, merged only when a lookup misses (or on ``len``,
+        ``items``). A backup's parent registers its workers' packs this way:
+        their index files are written by the workers, so the parent pays for
+        the merge only if something reads this index afterwards (#23)."""
+        if len(raw) % _ENTRY.size:
+            raise ValueError(f"pack {pack_id}: encoded entries of a bad length")
+        with self._lock:
+            self._deferred.append((pack_id, raw))
+            self.packs[pack_id] = len(raw) // _ENTRY.size
+
+    def settle(self) -> None:
+        """Merge the deferred packs now (before a fork, so children share them)."""
+        if not self._deferred:
+            return
+        with self._lock:
+            deferred, self._deferred = self._deferred, []
+            for pack_id, raw in deferred:
+                self._add_encoded(pack_id, raw)
+
     def _add_encoded(self, pack: str, raw: bytes) -> None:
         blobs, make, names = self._blobs, tuple.__new__, _NAMES
         for bid, t, off, length, raw_len in _ENTRY.iter_unpack(raw):
@@ -114,13 +135,19 @@ class MasterIndex:
         self.packs[pack] = len(raw) // _ENTRY.size
 
     def lookup(self, bid: bytes) -> Location | None:
-        return self._blobs.get(bid)
+        loc = self._blobs.get(bid)
+        if loc is None and self._deferred:
+            self.settle()
+            loc = self._blobs.get(bid)
+        return loc
 
     def __contains__(self, bid: bytes) -> bool:
-        return bid in self._blobs
+        return bid in self._blobs or (bool(self._deferred) and self.lookup(bid) is not None)
 
     def __len__(self) -> int:
+        self.settle()
         return len(self._blobs)
 
     def items(self) -> Iterator[tuple[bytes, Location]]:
+        self.settle()
         return iter(list(self._blobs.items()))

@@ -257,7 +257,9 @@ class Repository:
                 raise
             raise CorruptObject(name, f"pack header unreadable ({exc})") from None
 
-    def write_index(self, packs: dict[str, list[BlobEntry]]) -> str:
+    def write_index(self, packs: dict[str, list[BlobEntry] | bytes]) -> str:
+        """Store one index file naming ``packs`` (entries, or ``encode_entries``
+        bytes); returns its id. The packs must exist already (format doc, Write order)."""
         stored = crypto.seal_compressed(self.keys.index_key, encode_index(packs), b"opskit:index", 3)
         oid = crypto.object_id(stored)
         self.backend.put(f"index/{oid}", stored)
@@ -385,6 +387,7 @@ class BlobWriter:
                      if workers else None)
         self._inflight = threading.BoundedSemaphore(max(1, workers) * 4)
         self._lock = threading.Lock()
+        self._add_lock = threading.Lock()
         self._builders = {BLOB_DATA: PackBuilder(BLOB_DATA), BLOB_TREE: PackBuilder(BLOB_TREE)}
         self._pending: set[bytes] = set()
         self.new_packs: dict[str, list[BlobEntry] | bytes] = {}   # bytes: index.encode_entries
@@ -400,11 +403,12 @@ class BlobWriter:
         """Queue a blob unless the repository already has it; True when new."""
         if self.error:
             raise self.error
-        if bid in self.repo.index or bid in self._pending:
-            return False
-        self._pending.add(bid)
-        self.blobs_new += 1
-        self.bytes_new_raw += len(plaintext)
+        with self._add_lock:       # several dump threads may add at once (db/logical.py)
+            if bid in self.repo.index or bid in self._pending:
+                return False
+            self._pending.add(bid)
+            self.blobs_new += 1
+            self.bytes_new_raw += len(plaintext)
         self._inflight.acquire()
         if self.pool is None:
             self._encode(blob_type, bid, plaintext)

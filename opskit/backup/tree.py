@@ -105,10 +105,25 @@ def unchanged(old: dict | None, st) -> bool:
             and old.get("nlink") == st.st_nlink and "content" in old)
 
 
+_JSON = {"separators": (",", ":"), "ensure_ascii": False, "sort_keys": True}
+
+
 def encode_tree(nodes: list[dict]) -> bytes:
     nodes.sort(key=decode_name)
-    return json.dumps({"nodes": nodes}, separators=(",", ":"), ensure_ascii=False,
-                      sort_keys=True).encode()
+    return json.dumps({"nodes": nodes}, **_JSON).encode()
+
+
+def encode_node(node: dict) -> tuple[bytes, bytes]:
+    """(raw name, the node's JSON as ``encode_tree`` writes it): workers send
+    a directory's nodes in parts this way, and ``join_tree`` puts them together."""
+    return decode_name(node), json.dumps(node, **_JSON).encode()
+
+
+def join_tree(encoded: list[tuple[bytes, bytes]]) -> bytes:
+    """``encode_tree``'s bytes from ``encode_node`` results, in any order: the
+    same tree (and id) as when one process encodes the whole directory."""
+    encoded.sort(key=lambda pair: pair[0])
+    return b'{"nodes":[' + b",".join([js for _name, js in encoded]) + b"]}"
 
 
 class IdNames:

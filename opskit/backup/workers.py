@@ -4,8 +4,10 @@ contending for Python's GIL.
 
 The parent forks the workers after loading the index, so each inherits the
 set of known blob ids for free (copy-on-write). Each worker writes its own
-packs straight to the backend and reports, per file, the chunk ids, and per
-pack, the index entries. Two workers may store the same *new* chunk if it
+packs straight to the backend and reports, per file, the chunk ids; when it
+is done it writes one index file naming all its packs (an index shard, off
+the parent's critical path: #23) and hands the parent their entries in one
+message, for its in-memory index. Two workers may store the same *new* chunk if it
 appears in two files at once; that costs a little space, never correctness
 (the index tolerates a blob in two packs, prune removes the spare copy).
 """
@@ -18,21 +20,23 @@ from typing import Callable, NamedTuple
 
 from . import crypto
 from .backends import BackendError
-from .chunker import chunk_stream
+from .chunker import ZEROS, chunk_stream
 from .forkpool import ForkPool, WorkerError  # noqa: F401  (WorkerError re-exported)
 from .index import encode_entries
 from .pack import BLOB_DATA, BLOB_TREE, SealingPackBuilder
 from .repository import CorruptObject, Repository, pack_name
 from .fsmeta import read_xattrs
-from .tree import (TYPE_FILE, IdNames, decode_name, encode_name, encode_tree, node_from_stat,
-                   special_node, unchanged)
+from .tree import (TYPE_FILE, IdNames, decode_name, encode_name, encode_node, encode_tree,
+                   node_from_stat, special_node, unchanged)
 
 # A directory without subdirectories is backed up whole by one worker (walk,
 # contents, tree) when the files it must read add up to no more than this;
-# bigger ones are declined and their files spread over every worker.
+# bigger ones come back split in parts of at most this (split_parts), which
+# every worker takes.
 LEAF_DIR_MAX_BYTES = 8 << 20
 
 _FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
+_DIR_FLAGS = _FLAGS | os.O_DIRECTORY
 _NOATIME = getattr(os, "O_NOATIME", 0)
 
 
@@ -80,8 +84,11 @@ class FileResult(NamedTuple):
 
 
 class DirResult(NamedTuple):
-    """A leaf directory done by a worker; ``tree_id`` None means declined
-    (subdirectories, too many bytes, unreadable): the parent walks it."""
+    """A leaf directory done by a worker, or part of one. ``tree_id`` None
+    means declined: with ``parts`` (too many bytes) the parent hands them out
+    as part jobs, without (subdirectories, unreadable) it walks the directory
+    itself. The answer to a part job has ``nodes``, its entries as
+    ``tree.encode_node`` pairs, for the parent to join into the tree."""
     token: int
     tree_id: bytes | None
     files: int = 0
@@ -90,6 +97,25 @@ class DirResult(NamedTuple):
     changed: int = 0
     unmodified: int = 0
     errors: tuple = ()          # ((path, message), ...)
+    parts: tuple = ()           # declined as too big: ((names, bytes to read), ...)
+    nodes: tuple | None = None  # a part's entries: ((raw name, node JSON), ...)
+
+
+def split_parts(stated: list, sizes: list[int]) -> tuple:
+    """Names of a directory too big for one worker in groups reading at most
+    LEAF_DIR_MAX_BYTES each (a bigger file alone), biggest first, so every
+    worker takes some and the parent neither walks nor encodes it (#23)."""
+    order = sorted(range(len(stated)), key=lambda i: -sizes[i])
+    parts, group, group_bytes = [], [], 0
+    for i in order:
+        if group and group_bytes + sizes[i] > LEAF_DIR_MAX_BYTES:
+            parts.append((tuple(group), group_bytes))
+            group, group_bytes = [], 0
+        group.append(stated[i][0])
+        group_bytes += sizes[i]
+    if group:
+        parts.append((tuple(group), group_bytes))
+    return tuple(parts)
 
 
 class WalkOptions(NamedTuple):
@@ -109,10 +135,12 @@ class _Worker:
         self.builders = {BLOB_DATA: SealingPackBuilder(BLOB_DATA),
                          BLOB_TREE: SealingPackBuilder(BLOB_TREE, capacity=1 << 20)}
         self.seen: set[bytes] = set()
-        self.out_packs: list[tuple[str, bytes]] = []       # (pack id, encode_entries())
+        self._zero_ids: dict[int, bytes] = {}              # chunk size -> id of that many zeros
+        self.out_packs: list[tuple[str, bytes]] = []       # (pack id, encode_entries()) of the run
         self.blobs_new = self.bytes_new = self.bytes_stored = 0
         self.walk = walk or WalkOptions()
         self.names = IdNames()
+        self._last_old: tuple = (None, None)       # (tree id, _old_tree's answer)
 
     def _open(self, path: bytes, dir_fd: int | None = None) -> int:
         try:
@@ -164,9 +192,10 @@ class _Worker:
         sparing the parent a round trip per file. The same rules as the
         archiver's walk: excludes, incremental reuse, errors listed, not fatal.
         Entries are stat'ed and opened relative to the directory's descriptor
-        (one name to look up, not a whole path, per call)."""
+        (one name to look up, not a whole path, per call). One that would
+        read too much comes back split into ``parts`` for every worker."""
         try:
-            dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0))
+            dfd = os.open(path, _DIR_FLAGS)
         except OSError:
             return DirResult(token, None)   # declined: the parent's walk reports it
         try:
@@ -175,19 +204,39 @@ class _Worker:
             os.close(dfd)
 
     def _directory(self, token: int, path: bytes, dfd: int, old_id: bytes | None) -> DirResult:
-        declined = DirResult(token, None)
-        join = os.path.join
+        scanned = self._scan(path, dfd)
+        if scanned is None:
+            return DirResult(token, None)   # declined: the parent walks it
+        stated, errors = scanned
+        old_nodes, old = self._old_tree(old_id)
+        sizes = self._to_read(stated, old)
+        if sum(sizes) > LEAF_DIR_MAX_BYTES:
+            # entries that could not be stat'ed are in no part: report them here
+            return DirResult(token, None, errors=tuple(errors), parts=split_parts(stated, sizes))
+        nodes, tally = self._nodes(path, dfd, stated, old, errors)
+        nodes.sort(key=decode_name)
+        if old_id is not None and nodes == old_nodes:
+            tree_id = old_id            # unchanged directory: reuse, skip encoding
+        else:
+            raw = encode_tree(nodes)
+            tree_id = crypto.blob_id(self.keys.id_key, raw)
+            self._store_tree(tree_id, raw)
+        return DirResult(token, tree_id, *tally, tuple(errors))
+
+    def _scan(self, path: bytes, dfd: int) -> tuple[list, list] | None:
+        """([(name, stat)...], [(path, error)...]) of a directory's entries that are
+        not excluded; None when it cannot be listed or holds a directory."""
+        join, is_dir, fsencode = os.path.join, statmod.S_ISDIR, os.fsencode
+        excluded = self.walk.excluded
         try:
             with os.scandir(dfd) as it:
                 entries = list(it)
         except OSError:
-            return declined
-        excluded, full = self.walk.excluded, self.walk.full
-        stated, to_read, errors = [], 0, []
-        is_reg, is_dir, fsencode = statmod.S_ISREG, statmod.S_ISDIR, os.fsencode
+            return None
+        stated, errors = [], []
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
-                return declined
+                return None
             name = fsencode(entry.name)     # scandir(fd) names are str; trees keep bytes
             if excluded is not None and excluded(join(path, name)):
                 continue
@@ -197,20 +246,53 @@ class _Worker:
                 errors.append((join(path, name), exc.strerror or str(exc)))
                 continue
             if is_dir(st.st_mode):
-                return declined
+                return None
             stated.append((name, st))
-            if is_reg(st.st_mode):
-                to_read += st.st_size
-        old_nodes, old = self._old_tree(old_id)
-        if not full and old:
-            to_read -= sum(st.st_size for name, st in stated if unchanged(old.get(name), st))
-        if to_read > LEAF_DIR_MAX_BYTES:
-            return declined
+        return stated, errors
+
+    def part(self, token: int, path: bytes, names: tuple, old_id: bytes | None) -> DirResult:
+        """Some entries of a directory that was split: their nodes, JSON-encoded
+        (``tree.encode_node``), for the parent to join into the tree (#23)."""
+        errors: list = []
+        stated = []
+        try:
+            dfd = os.open(path, _DIR_FLAGS)
+        except OSError as exc:
+            errors.append((path, exc.strerror or str(exc)))
+            return DirResult(token, None, errors=tuple(errors), nodes=())
+        try:
+            for name in names:
+                try:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except OSError as exc:
+                    errors.append((os.path.join(path, name), exc.strerror or str(exc)))
+                    continue
+                if statmod.S_ISDIR(st.st_mode):     # replaced by a directory meanwhile
+                    errors.append((os.path.join(path, name), "became a directory meanwhile"))
+                    continue
+                stated.append((name, st))
+            nodes, tally = self._nodes(path, dfd, stated, self._old_tree(old_id)[1], errors)
+        finally:
+            os.close(dfd)
+        return DirResult(token, None, *tally, tuple(errors), nodes=tuple(map(encode_node, nodes)))
+
+    def _to_read(self, stated: list, old: dict) -> list[int]:
+        """Bytes each entry would read: 0 for all but new or changed files."""
+        full, is_reg = self.walk.full, statmod.S_ISREG
+        return [st.st_size if is_reg(st.st_mode) and (full or not unchanged(old.get(name), st))
+                else 0 for name, st in stated]
+
+    def _nodes(self, path: bytes, dfd: int, stated: list, old: dict, errors: list
+               ) -> tuple[list, tuple[int, int, int, int, int]]:
+        """Nodes of ``stated`` entries of the directory open as ``dfd``, reading
+        new and changed files; (nodes, (files, bytes, new, changed, unmodified)).
+        Problems go to ``errors`` as (path, message)."""
+        join, full, is_reg = os.path.join, self.walk.full, statmod.S_ISREG
         nodes, files, size, new, changed, same = [], 0, 0, 0, 0, 0
         user, group = self.names.user, self.names.group
         for name, st in stated:
             mode = st.st_mode
-            prev = old.get(name) if old else None
+            prev = old.get(name)
             if is_reg(mode):
                 if prev is not None and not full and unchanged(prev, st):
                     nodes.append(prev)
@@ -248,29 +330,39 @@ class _Worker:
                     continue
                 nodes.append(node)
             else:                           # FIFO, socket, device node
-                node = special_node(name, st, self.names, os.path.join(path, name))
+                node = special_node(name, st, self.names, join(path, name))
                 if node is not None:
                     nodes.append(node)
-        nodes.sort(key=decode_name)
-        if old_id is not None and nodes == old_nodes:
-            tree_id = old_id            # unchanged directory: reuse, skip encoding
-        else:
-            raw = encode_tree(nodes)
-            tree_id = crypto.blob_id(self.keys.id_key, raw)
-            self._store_tree(tree_id, raw)
-        return DirResult(token, tree_id, files, size, new, changed, same, tuple(errors))
+        return nodes, (files, size, new, changed, same)
 
     def _old_tree(self, old_id: bytes | None) -> tuple[list | None, dict]:
+        """The parent snapshot's nodes of a directory, and by name; the last one
+        is kept, as the parts of a split directory often come one after another."""
         if old_id is None:
             return None, {}
+        if self._last_old[0] == old_id:
+            return self._last_old[1]
         try:
             nodes = self.repo.load_tree(old_id).get("nodes", [])
         except (CorruptObject, BackendError):
             return None, {}             # a damaged parent tree only costs re-reading
-        return nodes, {decode_name(n): n for n in nodes}
+        found = nodes, {decode_name(n): n for n in nodes}
+        self._last_old = (old_id, found)
+        return found
 
     def _store(self, chunk: bytes) -> bytes:
+        if isinstance(chunk, memoryview) and chunk.obj is ZEROS:
+            return self._store_zeros(chunk)
         bid = crypto.blob_id(self.keys.id_key, chunk)
+        self._add(BLOB_DATA, bid, chunk)
+        return bid
+
+    def _store_zeros(self, chunk: memoryview) -> bytes:
+        """A chunk of a hole: its id is computed once per size (a sparse 4 GiB
+        image is mostly one chunk, over and over)."""
+        bid = self._zero_ids.get(len(chunk))
+        if bid is None:
+            bid = self._zero_ids[len(chunk)] = crypto.blob_id(self.keys.id_key, chunk)
         self._add(BLOB_DATA, bid, chunk)
         return bid
 
@@ -306,14 +398,23 @@ class _Worker:
         self.out_packs.append((pack_id, encode_entries(builder.entries)))
 
 
-def _handle_files(worker: _Worker, batch: list) -> tuple[list, list]:
-    out = [worker.file(*item) if len(item) == 2 else worker.directory(*item) for item in batch]
-    packs, worker.out_packs = worker.out_packs, []
-    return out, packs
+    def write_index(self) -> None:
+        """One index file naming every pack this worker wrote (after the packs:
+        format doc, Write order); none when it wrote no pack."""
+        if self.out_packs:
+            self.repo.write_index(dict(self.out_packs))
+
+
+def _handle_files(worker: _Worker, batch: list) -> list:
+    # jobs are told apart by length: (token, path) a file, (token, path, old
+    # tree) a directory, (token, path, names, old tree) part of one
+    jobs = {2: worker.file, 3: worker.directory, 4: worker.part}
+    return [jobs[len(item)](*item) for item in batch]
 
 
 def _finish_worker(worker: _Worker) -> tuple[list, tuple[int, int, int]]:
     worker.flush(trees=True)
+    worker.write_index()
     return worker.out_packs, (worker.blobs_new, worker.bytes_new, worker.bytes_stored)
 
 
@@ -321,10 +422,12 @@ class ContentWorkers:
     """Parent-side handle: ``submit`` paths, ``poll``/``drain`` results.
 
     ``on_result(kind, payload)`` receives ``("files", [FileResult | DirResult...])``
-    and ``("packs", [(pack_id, index.encode_entries(...))...])``.
+    per batch, and once per worker, when it is done and has written the index
+    file naming them, ``("packs", [(pack_id, index.encode_entries(...))...])``.
     """
 
     def __init__(self, repo: Repository, count: int, walk: WalkOptions | None = None):
+        repo.index.settle()     # merged once here, not once in every child
         self.pool = ForkPool(count, init=lambda: _Worker(repo, walk), handle=_handle_files,
                              finish=_finish_worker, name="opskit-content")
         self.blobs_new = self.bytes_new = self.bytes_stored = 0
@@ -336,9 +439,7 @@ class ContentWorkers:
     def outstanding(self) -> int:
         return self.pool.outstanding
 
-    def _batch_done(self, result) -> None:
-        files, packs = result
-        self._on_result("packs", packs)
+    def _batch_done(self, files) -> None:
         self._on_result("files", files)
 
     def _worker_done(self, final) -> None:
@@ -357,6 +458,13 @@ class ContentWorkers:
         self._on_result = on_result
         # weighs a quarter batch: at most four directories travel together
         self.pool.submit((token, path, old_id), self.pool.batch_bytes // 4)
+
+    def submit_part(self, token: int, path: bytes, names: tuple, old_id: bytes | None,
+                    size: int, on_result) -> None:
+        """Some entries of a directory split by ``DirResult.parts``; ``size``
+        the bytes they read (and so its weight in a batch)."""
+        self._on_result = on_result
+        self.pool.submit((token, path, names, old_id), max(size, 1))
 
     def flush(self, on_result) -> None:
         self._on_result = on_result

@@ -331,3 +331,27 @@ def show_cmd(app: App, request_id: str) -> None:
                                        Table(["time", "event", "actor", "signed_by", "comment"],
                                              events, title="history (signatures verified)")],
                     summary=f"{req.id}: {req.state}; every signature verified"))
+
+
+@group.command("verify")
+@click.option("--strict", is_flag=True,
+              help="Also exit 1 when the records cannot be re-checked (no roster).")
+@output_options(tabular=False)
+@pass_app
+def verify_cmd(app: App, strict: bool) -> None:
+    """Re-check every request file and every access decision in the audit log: exit 1 names a forged one.
+
+    \b
+    Each event must be signed by a key the roster registers for its person,
+    over that request's content (an edited request breaks it); two approvals
+    of a special-tier request by two distinct people and keys (R-ACC-5); an
+    application only once approved, by someone else (R-ACC-1). Each decision
+    the audit log records must be such a signed event. 'opskit audit verify'
+    runs the same check after the log's own.
+    """
+    from opskit.accounts.approvals import check_records
+    from opskit.accounts.report import access_check_result
+    from opskit.core.audit import AuditLog
+    check = check_records(app.config, AuditLog(app.audit_log_path()).entries())
+    app.audit_details["access"] = {k: v for k, v in check.to_dict().items() if k != "store"}
+    app.emit(access_check_result(check, strict))

@@ -98,10 +98,12 @@ def show_cmd(app: App, since: str | None, command_prefix: str | None, operator_n
 @click.option("--trust-key", "trust_keys", multiple=True, metavar="KEY",
               help="With --anchors: also trust this signer, an 'ssh-ed25519 AAAA...' line or "
                    "a .pub file (repeat). The operator key and audit.anchor_keys are trusted.")
+@click.option("--strict", is_flag=True,
+              help="Also exit 1 when access decisions cannot be re-checked (no roster).")
 @output_options(tabular=False)
 @pass_app
 def verify_cmd(app: App, checkpoint_file: str | None, anchor_dir: str | None,
-               trust_keys: tuple[str, ...]) -> None:
+               trust_keys: tuple[str, ...], strict: bool) -> None:
     """Prove the audit log unbroken: exit 0 when intact, 1 naming the first bad entry.
 
     \b
@@ -109,6 +111,11 @@ def verify_cmd(app: App, checkpoint_file: str | None, anchor_dir: str | None,
     hashes, then the checkpoints recorded beside the log and, with
     --checkpoint, an exported one, and with --anchors every signed one kept
     off the machine (which also catch a cut-off tail or a rewritten history).
+    Then every access decision (request, approval, rejection, application,
+    transfer and unfreeze) the log records and every request file: signed by
+    a key the roster registers for that person, over that request's content,
+    two distinct keys for a special-tier request (R-ACC-3, R-ACC-5); a forged
+    or unmatched one exits 1 naming the request and the entry.
     """
     given = load_checkpoints(checkpoint_file) if checkpoint_file else []
     log = AuditLog(app.audit_log_path())
@@ -128,15 +135,33 @@ def verify_cmd(app: App, checkpoint_file: str | None, anchor_dir: str | None,
     if not report.ok:
         messages.append(f"log: {log.path}")
         messages.append("see docs/audit-log.md ('When verify fails')")
+    access = _access_check(app, log)
+    messages += access.lines()
     app.audit_details = {"verify": {k: v for k, v in report.to_dict().items() if k != "log"}}
+    app.audit_details["access"] = {k: v for k, v in access.to_dict().items() if k != "store"}
     app.audit_damage_is_finding = not report.ok
-    result = Result(data=report.to_dict(), messages=messages, summary=line,
-                    exit_code=0 if report.ok else EXIT_FINDINGS)
+    code = EXIT_FINDINGS if not report.ok else access.exit_code(strict)
+    summary = line if report.ok and access.ok else "; ".join(
+        [line] + ([access.describe()] if not access.ok else []))
+    result = Result(data={**report.to_dict(), "access": access.to_dict()}, messages=messages,
+                    summary=summary, exit_code=code)
     if not report.ok:       # a tampered audit log is an incident (#25 item 1, R-INC-1)
         from .incident import automatic_incident
         automatic_incident(app, result, "audit-log-tampered", f"audit log {log.path}: {line}",
                            log.path)
+    if access.findings:     # a forged approval is one too (#20, R-ACC-3, R-INC-1)
+        from .incident import automatic_incident
+        first = access.findings[0]
+        automatic_incident(app, result, "access-decision-forged",
+                           f"access request {first.request}: {access.describe()}",
+                           os.path.join(access.store, f"{first.request}.json"))
     app.emit(result)
+
+
+def _access_check(app: App, log: AuditLog):
+    """Access decisions in ``log`` and the request store re-checked against the roster."""
+    from opskit.accounts.approvals import check_records
+    return check_records(app.config, log.entries())
 
 
 def trusted_anchor_keys(app: App, extra: tuple[str, ...] = ()) -> dict[bytes, str]:

@@ -48,10 +48,13 @@ def _bindir(app: App) -> str | None:
 @click.option("--name", "stream_name", metavar="NAME", default="dump", show_default=True,
               help="With --stdin-from-command: the stream's name in the snapshot.")
 @click.option("--tag", "tags", multiple=True, metavar="T", help="Tag the snapshots (repeatable).")
+@click.option("--jobs", "-j", type=click.IntRange(1, 64), metavar="N",
+              help="Tables dumped at once, sharing one snapshot. Default: "
+                   "backup.databases.NAME.jobs, else min(4, cores).")
 @repo_option
 @output_options()
 @pass_app
-def run_cmd(app: App, names, command, stream_name, tags, repo, passphrase_file) -> None:
+def run_cmd(app: App, names, command, stream_name, tags, jobs, repo, passphrase_file) -> None:
     """Dump databases straight into the repository (no copy on disk).
 
     One consistent snapshot per database while it keeps working; per-table row
@@ -84,7 +87,7 @@ def run_cmd(app: App, names, command, stream_name, tags, repo, passphrase_file) 
     with RepoLock(r, stale_after_s=_stale_s(app)):
         for target in targets:
             try:
-                done.append(logical.LogicalBackup(r, target, bindir=_bindir(app))
+                done.append(logical.LogicalBackup(r, target, bindir=_bindir(app), jobs=jobs)
                             .run(tags=list(tags)))
             except OpskitError as exc:
                 if len(targets) == 1:
@@ -211,22 +214,30 @@ def _restore_physical(app, snapshot, datadir, to_time, to_lsn, to_xid, action, o
               help="Drill the newest snapshot of this database (default: of any).")
 @click.option("--snapshot", "snapshot_ref", default="latest", show_default=True,
               help="'latest' or a snapshot id prefix.")
+@click.option("--kind", type=click.Choice(["pg-logical", "pg-base"]),
+              help="Only snapshots of this kind (default: the newest of either).")
+@click.option("--to-time", metavar="T",
+              help="pg-base: replay WAL up to this time (ISO, with zone) instead of to the end.")
 @click.option("--site", default="local", show_default=True,
               help="Where to restore from: 'local' or a site name from the config.")
 @click.option("--repo", "repo", metavar="PATH", help="Local repository (with --site local).")
 @click.option("--passphrase-file", metavar="FILE", help="Passphrase file (mode 0600).")
 @output_options()
 @pass_app
-def drill_cmd(app: App, name, snapshot_ref, site, repo, passphrase_file) -> None:
+def drill_cmd(app: App, name, snapshot_ref, kind, to_time, site, repo, passphrase_file) -> None:
     """Prove a database backup restores (R-BAK-5): scratch cluster, verify, RTO/RPO.
 
     \b
-    Starts a scratch PostgreSQL cluster on a free local port, restores the
-    snapshot into it (roles first), compares every table's row count and
-    checksum with those recorded at backup time, runs the database's
-    assertions (backup.databases.NAME.assertions), then stops and removes
-    the cluster. Writes the report to <state dir>/drills/ like file drills
-    and an audit entry. Exit 0 only when everything verified and RTO/RPO hold.
+    Starts a scratch PostgreSQL cluster on a free local port and restores
+    the snapshot into it. pg-logical: roles first, then every table's row
+    count and checksum compared with those recorded at backup time.
+    pg-base: the WAL chain checked (a missing segment is named), the base
+    backup unpacked and the archived WAL replayed to the end (or --to-time),
+    then every table of every database read in full; RPO is the age of the
+    last replayed commit. Both run the database's assertions
+    (backup.databases.NAME.assertions), then stop and remove the cluster.
+    Writes the report to <state dir>/drills/ like file drills and an audit
+    entry. Exit 0 only when everything verified and RTO/RPO hold.
     """
     from opskit.backup import open_repo
     from opskit.backup.db.drill import run_db_drill
@@ -236,7 +247,8 @@ def drill_cmd(app: App, name, snapshot_ref, site, repo, passphrase_file) -> None
     from opskit.backup.repository import RepositoryError
     from .backup import _prompt
     from .backup_drill import _site_location, archive_drill
-    assertions = database_targets(app.config, [name])[0].assertions if name else []
+    assertions = {t.name: t.assertions for t in database_targets(app.config, [name] if name
+                                                                  else None)}
     location, targets = _site_location(app, site, repo)
     if not open_repo.repository_exists(location, app.config):
         raise RepositoryError(f"site {site}: no repository at {location}")
@@ -245,10 +257,10 @@ def drill_cmd(app: App, name, snapshot_ref, site, repo, passphrase_file) -> None
     if r.keys.write_only:
         raise RepositoryError("a drill restores data: it needs a full key, not a write-only one")
     with RepoLock(r, stale_after_s=_stale_s(app)):
-        report = run_db_drill(r, snapshot_ref=snapshot_ref, database=name,
-                              assertions=assertions, targets=targets, operator=app.operator,
-                              bindir=_bindir(app), os_user=app.config.get("backup.pg.drill_os_user"),
-                              site=site)
+        report = run_db_drill(r, snapshot_ref=snapshot_ref, database=name, kind=kind,
+                              to_time=to_time, assertions=assertions, targets=targets,
+                              operator=app.operator, bindir=_bindir(app),
+                              os_user=app.config.get("backup.pg.drill_os_user"), site=site)
     json_path, md_path = write_drill_report(app.state_dir, report)
     app.audit_details = {"drill": {k: v for k, v in report.to_json().items()
                                    if k not in ("tables", "failures")},

@@ -207,15 +207,20 @@ def request_cmd(app: App, target: str, table: str | None, where: str | None, par
 @output_options(tabular=False)
 @pass_app
 def approve_cmd(app: App, request_id: str, comment: str, role: str | None, key: str | None) -> None:
-    """Approve a pending request (never your own; levels and numbers from the rules)."""
+    """Approve a pending request (never your own; levels and numbers from the rules).
+
+    Prints what the request will change: the row diff (old -> new per changed
+    column, rows deleted or inserted, cascaded rows), the tables whose triggers
+    act only at apply, the requirement and who has signed."""
     from opskit.corrections.report import approve_result
     svc = _service(app)
     try:
         entry, st = svc.approve(request_id, comment, _signer(app, key), role)
+        preview = svc.preview(st)
     finally:
         svc.ledger.close()
     _evidence(app, entry, st)
-    app.emit(approve_result(entry, st))
+    app.emit(approve_result(entry, st, preview))
 
 
 @group.command("reject")
@@ -328,14 +333,19 @@ def log_cmd(app: App, state_filter: str | None) -> None:
 @output_options(tabular=False)
 @pass_app
 def show_cmd(app: App, request_id: str) -> None:
-    """Everything recorded about one request: statement, before/after images, every signature."""
+    """Everything recorded about one request: statement, row diff (old -> new), before/after images, every signature.
+
+    Before apply the row diff comes from the new values the requester's request
+    computed read-only and signed; for a request recorded without them they are
+    computed now, read-only, and marked so."""
     from opskit.corrections.report import show_result
     svc = _service(app)
     try:
         st = svc.state(request_id)
+        preview = svc.preview(st)
     finally:
         svc.ledger.close()
-    app.emit(show_result(st))
+    app.emit(show_result(st, preview))
 
 
 @group.command("export")

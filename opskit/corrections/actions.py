@@ -26,6 +26,7 @@ from .rulesfile import APPROVER_ROLES, AUDITOR, LEVELS, MAINTAINER, Registry
 from .sqlcheck import SqlRefused, check_params, parse_statement, typed_value
 from .targets import MARKER_TABLE, Database, TargetError, image_digest, recover as recover_rows
 from .effects import effects_digest, trigger_touches
+from .preview import matches as preview_matches
 from .verify import LedgerTampered, verify_request
 
 RULE_IDS = ["R-DAT-1", "R-DAT-2", "R-DAT-3", "R-AUD-1", "R-AUD-3"]
@@ -146,6 +147,7 @@ class Corrections:
             "before_sha256": image_digest(image.rows if stmt.operation != "INSERT" else []),
             "effects": image.effects, "effects_sha256": effects_digest(image.effects),
             "base_tables": image.bases, "trigger_tables": image.trigger_tables,
+            "triggers_on": image.triggers, "preview": image.preview,
             "requirement": requirement, "rule_ids": RULE_IDS, **self._evidence(),
         }
 
@@ -191,6 +193,9 @@ class Corrections:
                                                                              effects_digest([])):
             raise LedgerTampered(f"{where}: its cascaded rows do not match their digest; refusing "
                                  "to act on it")
+        if not preview_matches(st.preview, st.operation, st.before, st.row_count):
+            raise LedgerTampered(f"{where}: its previewed rows (old -> new) are not the rows of its "
+                                 "before-image; refusing to act on it")
         need = self.registry.requirement_for(st.target, _request_touches(st))
         have = st.requirement
         if _weaker(have, need) or (st.executor_may_approve and not self.registry.executor_may_approve):
@@ -198,6 +203,21 @@ class Corrections:
                                  f"rules file asks for this change ('{need.describe()}'); refusing to "
                                  "act on it")
         return entries, st
+
+    def preview(self, st: wf.RequestState) -> dict | None:
+        """What the request will write, for the approver: the preview the requester
+        signed; for a pending or approved request recorded without one, computed now,
+        read-only (marked ``computed: show``); None when there is nothing to preview."""
+        if st.preview is not None or st.operation not in ("UPDATE", "INSERT") or \
+                st.state not in (wf.PENDING, wf.APPROVED):
+            return st.preview
+        try:
+            tgt = self.registry.target(st.target)
+            stmt = parse_statement(st.sql)
+        except OpskitError as exc:
+            return {"computed": "show", "rows": [], "pending": [], "error": exc.message}
+        typed = {k: typed_value(v) for k, v in st.params.items()}
+        return Database(tgt, self.lock_timeout).preview(stmt, typed)
 
     @staticmethod
     def _unchanged(rid: str, verified: list[dict], entries: list[dict], step: dict) -> None:
@@ -344,6 +364,8 @@ class Corrections:
                     "claim_seq": claimed["seq"], **self._evidence()}
             if outcome is not None and outcome.before_now is not None:
                 body["before_now_sha256"] = image_digest(outcome.before_now)
+            if outcome is not None and outcome.sqlstate:
+                body["sqlstate"] = outcome.sqlstate        # 'correct log' shows it (#17)
             kind = "apply-failed"
 
         entry = self.ledger.append(rid, self._outcome(rid, kind, op.name, body), signer)
@@ -390,6 +412,8 @@ class Corrections:
                               "to settle it")
         body = {"stage": outcome.stage, "reason": outcome.reason, "transient": True,
                 "claim_seq": claimed["seq"], **self._evidence()}
+        if outcome.sqlstate:
+            body["sqlstate"] = outcome.sqlstate
 
         def record(entries, seq):
             spec = {"kind": "apply-aborted", "actor": op.name, "body": body}
@@ -438,6 +462,8 @@ class Corrections:
             body = {"stage": outcome.stage, "reason": outcome.reason, "row_count": outcome.row_count,
                     "recovery": "rows-match-neither" if outcome.stage == "recover" else "rolled-back",
                     **common}
+            if outcome.sqlstate:
+                body["sqlstate"] = outcome.sqlstate
             if outcome.before_now is not None:
                 body["rows_now"] = outcome.before_now
                 body["before_now_sha256"] = image_digest(outcome.before_now)

@@ -51,9 +51,13 @@ class Effect:
     operation: str      # DELETE or UPDATE
     via: str            # "<constraint> ON DELETE CASCADE"
     rows: list[dict]
+    columns: tuple[str, ...] = ()   # the foreign-key columns a SET NULL/DEFAULT or ON UPDATE changes
 
     def to_dict(self) -> dict:
-        return {"table": self.table, "operation": self.operation, "via": self.via, "rows": self.rows}
+        out = {"table": self.table, "operation": self.operation, "via": self.via, "rows": self.rows}
+        if self.operation == "UPDATE":
+            out["columns"] = list(self.columns)     # not in effects_digest: display only
+        return out
 
 
 def effects_digest(effects: list[dict]) -> str:
@@ -151,7 +155,7 @@ def _walk(tx, table: str, rows_sql: str, operation: str, assigned: set[str], par
                              f"via {fk['name']}); not a correction")
         verb = "DELETE" if operation == "DELETE" and action == "CASCADE" else "UPDATE"
         side = "DELETE" if operation == "DELETE" else "UPDATE"
-        out.append(Effect(child, verb, f"{fk['name']} ON {side} {action}", rows))
+        out.append(Effect(child, verb, f"{fk['name']} ON {side} {action}", rows, tuple(child_cols)))
         # deleted children cascade further; children whose key changes, through that key
         _walk(tx, child, sql, verb, set(child_cols), params, lock, out, depth + 1)
 
@@ -264,3 +268,24 @@ def trigger_tables(tx, tables: list[str]) -> list[str]:
         "AND p.prosrc ~* ('\\m' || c.relname || '\\M') ORDER BY 1",
         {"ts": _regclass_array(tables)})
     return [r["t"] for r in rows]
+
+
+def triggers_on(tx, tables: list[str]) -> list[dict]:
+    """Request time, read-only: ``{table, triggers}`` for each of ``tables`` that has
+    user triggers (what they change is known only at apply: the approver is told)."""
+    if not tables:
+        return []
+    if tx.kind == "sqlite":
+        found: dict[str, list[str]] = {}
+        for t in tables:
+            _c, rows = tx.q("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = :t "
+                            "ORDER BY name", {"t": t.rpartition(".")[2]})
+            if rows:
+                found[t] = [r["name"] for r in rows]
+        return [{"table": t, "triggers": names} for t, names in found.items()]
+    _c, rows = tx.q(
+        "SELECT CAST(CAST(g.tgrelid AS regclass) AS text) AS t, "
+        "array_agg(CAST(g.tgname AS text) ORDER BY g.tgname) AS names FROM pg_trigger g "
+        "WHERE NOT g.tgisinternal AND g.tgrelid = ANY(CAST(:ts AS regclass[])) GROUP BY g.tgrelid "
+        "ORDER BY 1", {"ts": _regclass_array(tables)})
+    return [{"table": r["t"], "triggers": list(r["names"])} for r in rows]

@@ -41,13 +41,19 @@ def summary_row(st: wf.RequestState) -> dict:
 
 
 def failure_of(st: wf.RequestState) -> str:
-    """Why the request failed, or why its last apply attempt was rolled back; else ''."""
+    """Why the request failed, or why its last apply attempt was rolled back, with the
+    database's SQLSTATE when it gave one; else ''."""
     if st.state == wf.FAILED and st.outcome:
-        return f"{st.outcome.get('stage')}: {st.outcome.get('reason')}"
+        return _why(st.outcome)
     if st.aborted:
-        last = st.aborted[-1]
-        return f"last attempt rolled back ({last.get('stage')}): {last.get('reason')}"
+        return "last attempt rolled back (" + _why(st.aborted[-1]).replace(": ", "): ", 1)
     return ""
+
+
+def _why(body: dict) -> str:
+    """``stage: reason [SQLSTATE x]`` of an apply-failed or apply-aborted entry."""
+    state = body.get("sqlstate")
+    return f"{body.get('stage')}: {body.get('reason')}" + (f" [SQLSTATE {state}]" if state else "")
 
 
 def signatures(st: wf.RequestState) -> str:
@@ -57,16 +63,41 @@ def signatures(st: wf.RequestState) -> str:
                      [f"{a['actor']} ({a['level']}, seq {a['seq']})" for a in signers])
 
 
-def review_lines(st: wf.RequestState) -> list[str]:
+def review_lines(st: wf.RequestState, preview: dict | None = None) -> list[str]:
     """What an approver must see: the statement with its values (for reading only:
-    values are always bound), the requirement and the signatures so far; control
-    characters escaped, since all of it was typed by someone else (#17)."""
+    values are always bound), where the row diff's new values come from, the
+    cascades, the tables whose triggers act only at apply, the requirement and the
+    signatures so far; control characters escaped, since all of it was typed by
+    someone else (#17)."""
     cascades = ", ".join(f"{len(e['rows'])} row(s) of {e['table']} ({e['via']})" for e in st.effects)
     return terminal_safe([f"statement: {with_values(st.sql, st.params)}",
+                          *_preview_lines(st, preview),
                           *([f"cascades: {cascades}"] if cascades else []),
+                          *_trigger_lines(st),
                           f"requirement: {st.requirement.describe()}",
                           f"signed by: {signatures(st)}",
                           f"still needed: {st.waiting_for()}"])
+
+
+def _preview_lines(st: wf.RequestState, preview: dict | None) -> list[str]:
+    """Where the new values in the row diff come from (before apply)."""
+    preview = preview if preview is not None else st.preview
+    if st.state in (wf.APPLIED, wf.FAILED) or not preview:
+        return []
+    if preview.get("error"):
+        return [f"new values: not computed ({preview['error']})"]
+    if preview.get("computed") == "show":
+        return ["new values: computed now, read-only (the request was recorded without a preview, "
+                "so they are not what the requester signed; the rows may differ at apply)"]
+    return ["new values: computed read-only when the request was made, signed by the requester"]
+
+
+def _trigger_lines(st: wf.RequestState) -> list[str]:
+    """Before apply: the tables whose triggers act only when the statement runs."""
+    if st.state == wf.APPLIED or not st.triggers_on:
+        return []
+    named = "; ".join(f"{t['table']} ({', '.join(t['triggers'])})" for t in st.triggers_on)
+    return [f"triggers: {named}: what they change is known and recorded only at apply"]
 
 
 def _detail(kind: str | None, body: dict) -> str:
@@ -80,7 +111,7 @@ def _detail(kind: str | None, body: dict) -> str:
     if kind == "applied":
         return f"{body.get('row_count')} rows"
     if kind in ("apply-failed", "apply-aborted"):
-        return f"{body.get('stage')}: {body.get('reason')}"
+        return _why(body)
     return ""
 
 
@@ -127,10 +158,10 @@ def _cell(value: Any) -> str:
                                          else json.dumps(value, ensure_ascii=False, sort_keys=True))
 
 
-def _key_column(before: list[dict], after: list[dict]) -> str | None:
+def _key_column(before: list[dict], after: list[dict], prefer: list[str] = ()) -> str | None:
     """A column that names each row on both sides: unique in each and the same values
-    (the primary key, normally); None if there is none."""
-    for col in (before[0] if before else {}):
+    (the primary key, normally: ``prefer`` and ``id`` are tried first); None if none."""
+    for col in [*prefer, "id", *(before[0] if before else {})]:
         old = [_cell(r.get(col)) for r in before]
         new = [_cell(r.get(col)) for r in after]
         if len(set(old)) == len(old) and sorted(old) == sorted(new):
@@ -138,45 +169,109 @@ def _key_column(before: list[dict], after: list[dict]) -> str | None:
     return None
 
 
+def _row_name(row: dict, index: int) -> str:
+    return str(row.get("id", index))
+
+
 def _whole_rows(base: dict, rows: list[dict], what: str, old: bool) -> list[dict]:
     out = []
     for i, row in enumerate(rows, 1):
         text = ", ".join(f"{c}={_cell(v)}" for c, v in row.items())
-        out.append(dict(base, row=str(row.get("id", i)), column=what,
+        out.append(dict(base, row=_row_name(row, i), column=what,
                         old=text if old else "", new="" if old else text))
     return out
 
 
-def row_diff(st: wf.RequestState) -> list[dict]:
-    """Every row the request changes (or changed), old -> new, cascades included: for
-    an applied UPDATE the changed columns, for a DELETE the rows removed, for an INSERT
-    the rows added; before apply, the rows and what will happen to them (R-DAT-1)."""
-    base = {"request": st.id, "state": st.state, "table": st.table}
-    after = list((st.outcome or {}).get("after") or []) if st.state == wf.APPLIED else []
+def _previewed(base: dict, st: wf.RequestState, preview: dict) -> list[dict]:
+    """Before apply, from the preview: per row the columns that change, old -> new
+    (an INSERT: the rows to insert); then the columns only the apply can tell."""
     out: list[dict] = []
+    for i, row in enumerate(preview.get("rows") or [], 1):
+        if st.operation == "INSERT":
+            text = ", ".join(f"{c}={_cell(v)}" for c, v in row["new"].items())
+            out.append(dict(base, row=str(i), column="(row to insert)", old="", new=text))
+            continue
+        name = ", ".join(f"{c}={_cell(v)}" for c, v in row["key"].items()) or str(i)
+        if not row["new"]:
+            out.append(dict(base, row=name, column="(no column changes)", old="", new=""))
+        out += [dict(base, row=name, column=c, old=_cell(row["old"].get(c)), new=_cell(v))
+                for c, v in sorted(row["new"].items())]
+    out += [dict(base, row="(each row)", column=p, old="", new="(known at apply)")
+            for p in preview.get("pending") or []]
+    return out
+
+
+def _applied(base: dict, before: list[dict], after: list[dict], prefer: list[str]) -> list[dict]:
+    """An applied UPDATE: the columns that changed, rows paired by a key column."""
+    out: list[dict] = []
+    key = _key_column(before, after, prefer)
+    pairs = ({_cell(r.get(key)): r for r in after} if key else {})
+    for i, old in enumerate(before):
+        new = pairs.get(_cell(old.get(key))) if key else (after[i] if i < len(after) else {})
+        for col in sorted(set(old) | set(new or {})):
+            if new is not None and old.get(col) != new.get(col):
+                out.append(dict(base, row=f"{key}={_cell(old.get(key))}" if key else str(i + 1),
+                                column=col, old=_cell(old.get(col)), new=_cell(new.get(col))))
+    return out
+
+
+def _cascaded(base: dict, eff: dict) -> list[dict]:
+    """The rows a foreign-key action changes: deleted whole, or (SET NULL, SET DEFAULT,
+    ON UPDATE CASCADE) the key columns old -> new."""
+    where = dict(base, table=eff["table"])
+    if eff["operation"] == "DELETE" or not eff.get("columns"):
+        what = "(row deleted by " if eff["operation"] == "DELETE" else "(row updated by "
+        return _whole_rows(where, eff["rows"], what + eff["via"] + ")", old=True)
+    new = ("NULL" if eff["via"].endswith("SET NULL") else
+           "DEFAULT" if eff["via"].endswith("SET DEFAULT") else "(the new key)")
+    return [dict(where, row=_row_name(row, i), column=f"{c} (by {eff['via']})",
+                 old=_cell(row.get(c)), new=new)
+            for i, row in enumerate(eff["rows"], 1) for c in eff["columns"]]
+
+
+def _key_names(preview: dict | None) -> list[str]:
+    """The primary key the preview found (one column), to pair rows after apply."""
+    rows = (preview or {}).get("rows") or []
+    return list(rows[0]["key"]) if rows and len(rows[0].get("key") or {}) == 1 else []
+
+
+def row_diff(st: wf.RequestState, preview: dict | None = None) -> list[dict]:
+    """Every row the request changes (or changed), old -> new, cascades included: for an
+    UPDATE the changed columns only (before apply from the signed preview, or
+    ``preview`` computed now; after apply from the after-image), for a DELETE the rows
+    removed, for an INSERT the rows added; the tables whose triggers act at apply, and
+    once applied what they wrote (R-DAT-1)."""
+    base = {"request": st.id, "state": st.state, "table": st.table}
+    applied = st.state == wf.APPLIED
+    after = list((st.outcome or {}).get("after") or []) if applied else []
+    preview = (preview if preview is not None else st.preview) if not applied else None
+    out: list[dict] = []
+    if preview and preview.get("error"):
+        out.append(dict(base, row="", column="(new values not computed)", old="",
+                        new=preview["error"]))
     if st.operation == "DELETE":
         out += _whole_rows(base, st.before, "(row deleted)", old=True)
+    elif st.operation == "INSERT" and after:
+        out += _whole_rows(base, after, "(row inserted)", old=False)
+    elif st.operation == "UPDATE" and after:
+        out += _applied(base, st.before, after, _key_names(st.preview))
+    elif preview and not preview.get("error"):
+        out += _previewed(base, st, preview)
     elif st.operation == "INSERT":
-        out += _whole_rows(base, after, "(row inserted)", old=False) if after else [
-            dict(base, row="", column="(rows to insert)", old="", new=with_values(st.sql, st.params))]
-    elif not after:
+        out.append(dict(base, row="", column="(rows to insert)", old="",
+                        new=with_values(st.sql, st.params)))
+    else:
         out += _whole_rows(base, st.before, "(row to update: " + with_values(st.sql, st.params) + ")",
                            old=True)
-    else:
-        key = _key_column(st.before, after)
-        pairs = ({_cell(r.get(key)): r for r in after} if key else {})
-        for i, old in enumerate(st.before):
-            new = pairs.get(_cell(old.get(key))) if key else (after[i] if i < len(after) else {})
-            for col in sorted(set(old) | set(new or {})):
-                if new is not None and old.get(col) != new.get(col):
-                    out.append(dict(base, row=f"{key}={_cell(old.get(key))}" if key else str(i + 1),
-                                    column=col, old=_cell(old.get(col)), new=_cell(new.get(col))))
     for eff in st.effects:
-        what = "(row deleted by " if eff["operation"] == "DELETE" else "(row updated by "
-        out += _whole_rows(dict(base, table=eff["table"]), eff["rows"], what + eff["via"] + ")", old=True)
-    for eff in ((st.outcome or {}).get("trigger_effects") or []) if st.state == wf.APPLIED else []:
-        out += _whole_rows(dict(base, table=eff["table"]), eff["rows"], "(row written by a trigger)",
-                           old=False)
+        out += _cascaded(base, eff)
+    if applied:
+        for eff in (st.outcome or {}).get("trigger_effects") or []:
+            out += _whole_rows(dict(base, table=eff["table"]), eff["rows"], "(row written by a trigger)",
+                               old=False)
+    else:
+        out += [dict(base, table=t["table"], row="", column=f"(triggers: {', '.join(t['triggers'])})",
+                     old="", new="what they change is recorded at apply") for t in st.triggers_on]
     return out
 
 
@@ -273,15 +368,26 @@ def request_result(entry: dict, st: wf.RequestState) -> Result:
                 f"{st.row_count} row(s)")
 
 
-def approve_result(entry: dict, st: wf.RequestState) -> Result:
-    """A sign-off and what the request still needs."""
+SHOWN_DIFF = ["table", "row", "column", "old", "new"]
+
+
+def diff_table(diff: list[dict]) -> Table:
+    """The row diff for people (cells escaped by the renderer)."""
+    return Table(SHOWN_DIFF, diff, title="row diff (old -> new)")
+
+
+def approve_result(entry: dict, st: wf.RequestState, preview: dict | None = None) -> Result:
+    """A sign-off, what the request will change (row diff) and what it still needs."""
     level = entry["body"]["level"]
     more = ("fully approved: ready to apply" if st.state == "approved" else
             f"still needs {st.waiting_for()}")
+    diff = row_diff(st, preview)
     return Result(data={"request": st.id, "state": st.state, "level": level,
                         "ledger_seq": entry["seq"], "waiting_for": st.waiting_for(),
-                        "signed_by": signatures(st)},
-                  messages=review_lines(st) + terminal_safe(
+                        "signed_by": signatures(st), "diff": diff,
+                        "preview": preview if preview is not None else st.preview},
+                  tables=[diff_table(diff)],
+                  messages=review_lines(st, preview) + terminal_safe(
                       [f"{st.id} approved by {entry['actor']} ({level}); {more}"]),
                   summary=f"{st.id} approved by {entry['actor']} ({level}); state {st.state}")
 
@@ -355,8 +461,9 @@ def state_view(st: wf.RequestState) -> dict:
     return row
 
 
-def show_result(st: wf.RequestState) -> Result:
-    """``correct show``: statement, images and every signed entry."""
+def show_result(st: wf.RequestState, preview: dict | None = None) -> Result:
+    """``correct show``: statement, row diff (old -> new), images and every signed entry;
+    ``preview``: new values computed now for a request recorded without them."""
     view = state_view(st)
     shown = _with_levels(view)
     info = Table(["field", "value"], [{"field": k, "value": shown[k]} for k in SHOW_FIELDS]
@@ -367,13 +474,21 @@ def show_result(st: wf.RequestState) -> Result:
     history = [entry_row(e) for e in st.history]
     cascaded = [t for e in st.effects
                 for t in _image(f"cascade: {e['operation']} {e['table']} ({e['via']})", e["rows"])]
-    tables = [info, *_image("before-image", st.before), *cascaded,
+    diff = row_diff(st, preview)
+    tables = [info, diff_table(diff), *_image("before-image", st.before), *cascaded,
               *_image("after-image", (st.outcome or {}).get("after") or []),
               Table(["seq", "time", "kind", "actor", "detail", "key"], history,
                     title="ledger entries")]
     data = dict(view, sql=st.sql, params=st.params, before=st.before, outcome=st.outcome,
-                requirement=st.requirement.to_dict(), entries=st.history)
-    return Result(data=data, tables=tables, summary=f"{st.id}: {st.state}")
+                requirement=st.requirement.to_dict(), entries=st.history, diff=diff,
+                preview=preview if preview is not None else st.preview)
+    return Result(data=data, tables=tables, messages=_show_notes(st, preview),
+                  summary=f"{st.id}: {st.state}")
+
+
+def _show_notes(st: wf.RequestState, preview: dict | None) -> list[str]:
+    """Under ``show``'s tables: where the new values come from, the triggers line."""
+    return terminal_safe(_preview_lines(st, preview) + _trigger_lines(st))
 
 
 def verify_result(report, audit_mark: dict | None, warning: str | None,

@@ -260,12 +260,9 @@ def _vet_root(root, op: str) -> None:
         raise SqlRefused("INSERT ... ON CONFLICT is refused: a correction does exactly what it says")
 
 
-def parse_statement(sql: str) -> Statement:
-    """Vet ``sql`` as one correction statement; SqlRefused names the reason."""
-    tokens = _scan(sql)
-    if any(t.text == "?" or t.name == "PARAM" or (t.text == "%" and sql[t.end:t.end + 1] in ("s", "("))
-           for t in tokens):
-        raise SqlRefused("use named :parameters only (no ?, $1 or % placeholders)")
+def _parsed(sql: str, tokens: list[_Tok]) -> tuple[str, list[_Tok], list[str], list]:
+    """(text with comments blanked, its tokens, :parameter names in order, pglast's parse
+    of the text with each :name as $n)."""
     # comments become one space (as the server reads them), then everything works on that text
     clean = _replace(sql, tokens, [], lambda s: s, None)
     tokens = _scan(clean)
@@ -277,9 +274,18 @@ def parse_statement(sql: str) -> Statement:
     # the text PostgreSQL parses: each :name as $n (spaced, so it never joins a neighbour)
     positional = _replace(clean, tokens, spans, lambda s: s, lambda n: f" ${names.index(n) + 1} ")
     try:
-        stmts = parse_sql(positional)
+        return clean, tokens, names, parse_sql(positional)
     except ParseError as exc:
         raise SqlRefused(f"PostgreSQL cannot parse the statement: {exc.args[0]}") from None
+
+
+def parse_statement(sql: str) -> Statement:
+    """Vet ``sql`` as one correction statement; SqlRefused names the reason."""
+    tokens = _scan(sql)
+    if any(t.text == "?" or t.name == "PARAM" or (t.text == "%" and sql[t.end:t.end + 1] in ("s", "("))
+           for t in tokens):
+        raise SqlRefused("use named :parameters only (no ?, $1 or % placeholders)")
+    clean, tokens, names, stmts = _parsed(sql, tokens)
     if not stmts:
         raise SqlRefused("no SQL statement given")
     if len(stmts) > 1:
@@ -328,6 +334,81 @@ def _top_level_where(sig: list[_Tok]) -> int:
         elif t.name == "WHERE" and depth == 0:
             return i
     raise SqlRefused("WHERE clause not found")   # the parse tree has one: cannot happen
+
+
+# --- the new values, computed read-only for the approver (#17) --------------------------
+
+NEW_PREFIX = "opskit:new:"      # alias of each computed value: no business column is named so
+
+
+@dataclass
+class NewValues:
+    """SELECTs that compute what the statement will write, changing nothing.
+
+    queries  (sql, columns): for an UPDATE one SELECT of every row it matches (``*``)
+             and the new value of each assigned column, aliased NEW_PREFIX + index;
+             for an INSERT one SELECT per VALUES tuple. ``:name`` parameters, bound.
+    pending  columns whose new value only the apply knows, each with why
+    """
+
+    queries: list[tuple[str, list[str]]]
+    pending: list[str]
+
+
+def _named(text: str, names: list[str]) -> str:
+    """Deparsed text with each ``$n`` back as its ``:name``."""
+    tokens = _scan(text)
+    spans = [(t.start, t.end, names[int(t.text[1:]) - 1]) for t in tokens if t.name == "PARAM"]
+    return _replace(text, tokens, spans, lambda s: s, lambda n: ":" + n)
+
+
+def _assigned_value(target, value):
+    """(expression node, None) for one assigned column, or (None, why it is not
+    computable before apply)."""
+    if isinstance(value, ast.MultiAssignRef):
+        value = value.source.args[value.colno - 1] if isinstance(value.source, ast.RowExpr) else None
+    if getattr(target, "indirection", None):
+        return None, "assigned through a subscript or field"
+    if value is None:
+        return None, "assigned from a multi-column sub-select"
+    if isinstance(value, ast.SetToDefault):
+        return None, "set to its DEFAULT"
+    return value, None
+
+
+def new_values_sql(stmt: Statement, types: dict[str, str]) -> NewValues:
+    """Rewrite the vetted UPDATE or INSERT into SELECTs of the values it will write
+    (pglast parses and deparses each expression), each cast to its column's type
+    (``types``: column -> SQL type) so the value is the one the column will hold."""
+    from pglast.stream import RawStream
+    _clean, _tokens, names, stmts = _parsed(stmt.sql, _scan(stmt.sql))
+    root = stmts[0].stmt
+    pending: list[str] = []
+
+    def select(pairs) -> tuple[str, list[str]]:
+        exprs, cols = [], []
+        for target, value in pairs:
+            node, why = _assigned_value(target, value)
+            if why:
+                pending.append(f"{target.name} ({why})")
+                continue
+            text = "(" + _named(RawStream()(node), names) + ")"
+            typ = types.get(target.name)
+            exprs.append(f'{f"CAST({text} AS {typ})" if typ else text} AS "{NEW_PREFIX}{len(cols)}"')
+            cols.append(target.name)
+        return ", ".join(exprs), cols
+
+    if stmt.operation == "UPDATE":
+        exprs, cols = select((t, t.val) for t in root.targetList)
+        sql = f"SELECT *{', ' + exprs if exprs else ''} FROM {stmt.target_sql} WHERE {stmt.where}"
+        return NewValues([(sql, cols)], pending)
+    if stmt.operation == "INSERT":
+        queries = []
+        for values in root.selectStmt.valuesLists:
+            exprs, cols = select(zip(root.cols, values))
+            queries.append(("SELECT " + exprs if exprs else "", cols))
+        return NewValues(queries, pending)
+    return NewValues([], [])
 
 
 # --- the --table/--where/--set builder ----------------------------------------------

@@ -39,8 +39,9 @@ from opskit.core.audit import canonical
 from opskit.core.errors import OperationalError, UsageError
 from opskit.core.optional import require
 
+from . import preview as _preview
 from .effects import (base_tables, cascades, check_visible, effects_digest, trigger_effects,
-                      trigger_tables)
+                      trigger_tables, triggers_on)
 from .rulesfile import Target, password_for
 from .sqlcheck import Statement, params_of, to_pyformat
 
@@ -95,6 +96,8 @@ class Image:
     effects: list[dict] = field(default_factory=list)   # FK cascades (effects.Effect.to_dict)
     bases: list[str] = field(default_factory=list)       # through a view: its base relations
     trigger_tables: list[str] = field(default_factory=list)  # named by triggers on touched tables
+    triggers: list[dict] = field(default_factory=list)   # touched tables with triggers (effects.triggers_on)
+    preview: dict | None = None                          # what the statement writes (preview.py)
 
     @property
     def digest(self) -> str:
@@ -111,6 +114,7 @@ class ApplyOutcome:
     before_now: list[dict] | None = None
     transient: bool = False  # a retry may succeed (lock timeout, lost connection); see is_transient
     triggers: list[dict] = field(default_factory=list)   # what triggers changed (effects.py)
+    sqlstate: str = ""       # the database's error code, kept in the ledger entry (log shows it)
 
 
 class Database:
@@ -157,6 +161,8 @@ class Database:
             raise TargetError(f"target {self.target.name} ({self.target.safe_url}): the server keeps "
                               "standard_conforming_strings off; corrections need it on")
         conn.read_only = readonly
+        if readonly:     # one snapshot: before-image, cascades and new values agree
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.prepare_threshold = 5     # prepare=True in _Tx.q needs it not None
         return conn
 
@@ -177,16 +183,46 @@ class Database:
                 check_visible(tx, stmt)
                 effects = [e.to_dict() for e in cascades(tx, stmt, params)]
                 touched = (bases or [stmt.table])[-1:] + [e["table"] for e in effects]
-                named = trigger_tables(tx, touched)
+                image = Image(columns, rows, effects, bases, trigger_tables(tx, touched),
+                              triggers_on(tx, touched))
             except UsageError:
                 raise
             except Exception as exc:  # sqlite3.Error / psycopg.Error
                 raise UsageError(f"target {self.target.name} rejects the statement: "
                                  f"{tx.message(exc)}") from None
+            # last: a preview that fails is reported to the approver, not a refusal
+            image.preview = self._new_values(tx, stmt, params, touched[0], _preview.AT_REQUEST)
             tx.rollback()
         finally:
             tx.conn.close()
-        return Image(columns, rows, effects, bases, named)
+        return image
+
+    def preview(self, stmt: Statement, params: dict) -> dict | None:
+        """For a request recorded without a preview: what it would write now, computed
+        read-only (marked ``computed: show``); an unreachable target is an error entry."""
+        try:
+            tx = _Tx(self, readonly=True)
+        except TargetError as exc:
+            return {"computed": _preview.AT_SHOW, "rows": [], "pending": [], "error": exc.message}
+        try:
+            try:
+                tx.begin(preview=True)
+                table = (base_tables(tx, stmt.table) or [stmt.table])[-1]
+            except Exception as exc:  # sqlite3.Error / psycopg.Error / SqlRefused
+                return {"computed": _preview.AT_SHOW, "rows": [], "pending": [],
+                        "error": getattr(exc, "message", None) or tx.message(exc)}
+            return self._new_values(tx, stmt, params, table, _preview.AT_SHOW)
+        finally:
+            tx.rollback()
+            tx.conn.close()
+
+    @staticmethod
+    def _new_values(tx: "_Tx", stmt: Statement, params: dict, key_table: str, when: str) -> dict | None:
+        try:
+            return _preview.compute(tx, stmt, params, key_table, when)
+        except Exception as exc:  # sqlite3.Error / psycopg.Error: shown, not fatal
+            return {"computed": when, "rows": [], "pending": [],
+                    "error": f"the new values could not be computed: {tx.message(exc)}"}
 
     # --- apply -------------------------------------------------------------------
     def ensure_marker(self) -> None:
@@ -236,7 +272,7 @@ class Database:
             except Exception as exc:  # sqlite3.Error / psycopg.Error
                 tx.rollback()
                 return ApplyOutcome(False, stage="marker", reason=f"{tx.message(exc)}; nothing changed",
-                                    transient=tx.transient(exc))
+                                    transient=tx.transient(exc), sqlstate=sqlstate_of(exc))
         finally:
             tx.conn.close()
         if found is not None:
@@ -284,7 +320,7 @@ class Database:
             except Exception as exc:  # sqlite3.Error / psycopg.Error
                 tx.rollback()
                 return ApplyOutcome(False, stage=tx.stage or stage, reason=f"{tx.message(exc)}; rolled back",
-                                    transient=tx.transient(exc))
+                                    transient=tx.transient(exc), sqlstate=sqlstate_of(exc))
         finally:
             tx.conn.close()
 
@@ -294,6 +330,11 @@ def _pg_message(exc) -> str:
     primary = getattr(diag, "message_primary", None) if diag else None
     text = primary or str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text
+
+
+def sqlstate_of(exc: BaseException) -> str:
+    """The SQLSTATE of a PostgreSQL error ('' for SQLite and errors without one)."""
+    return str(getattr(exc, "sqlstate", None) or "")
 
 
 # SQLSTATEs after which the same apply may well succeed later: lock and statement
@@ -413,6 +454,19 @@ class _Tx:
                           "i.indrelid = CAST(:t AS regclass) AND i.indisprimary ORDER BY a.attnum",
                           {"t": table})
         return [r["name"] for r in rows]
+
+    def columns(self, table: str) -> list[dict]:
+        """``{name, type, generated}`` of each column of ``table`` (type as SQL spells it)."""
+        if self.kind == "sqlite":
+            schema, _, name = table.rpartition(".")
+            prefix = f"{schema}." if schema else ""
+            cur = self.conn.execute(f"PRAGMA {prefix}table_xinfo({name})")
+            return [{"name": r[1], "type": r[2], "generated": r[6] in (2, 3)} for r in cur.fetchall()]
+        _c, rows = self.q("SELECT attname AS name, format_type(atttypid, atttypmod) AS type, "
+                          "attgenerated <> '' AS generated FROM pg_attribute WHERE "
+                          "attrelid = CAST(:t AS regclass) AND attnum > 0 AND NOT attisdropped "
+                          "ORDER BY attnum", {"t": table})
+        return rows
 
     def rows_by_key(self, table: str, pk: list[str], keys: list[dict]) -> list[dict]:
         out: list[dict] = []
@@ -552,7 +606,7 @@ def _recover(db: "Database", stmt: Statement, params: dict, before: list[dict], 
         except Exception as exc:  # sqlite3.Error / psycopg.Error
             tx.rollback()
             return ApplyOutcome(False, stage=tx.stage or stage, reason=f"{tx.message(exc)}; rolled back",
-                                transient=tx.transient(exc))
+                                transient=tx.transient(exc), sqlstate=sqlstate_of(exc))
     finally:
         tx.conn.close()
 

@@ -64,6 +64,8 @@ class RequestState:
     before: list = field(default_factory=list)
     before_digest: str = ""
     effects: list = field(default_factory=list)
+    preview: dict | None = None        # old -> new of what it writes, computed at request (preview.py)
+    triggers_on: list = field(default_factory=list)   # touched tables with triggers: effects at apply
     requirement: Requirement = field(default_factory=Requirement)
     executor_may_approve: bool = False
     approvals: list[dict] = field(default_factory=list)      # {actor, level, comment, seq, time}
@@ -152,6 +154,8 @@ def step(state: RequestState | None, entry: dict) -> RequestState:
             st.row_count = int(body["row_count"])
             st.before, st.before_digest = list(body.get("before") or []), body["before_sha256"]
             st.effects = list(body.get("effects") or [])     # FK cascades (effects.py)
+            st.preview = body.get("preview") if isinstance(body.get("preview"), dict) else None
+            st.triggers_on = list(body.get("triggers_on") or [])
             st.requirement = Requirement.from_dict(body["requirement"])
             st.executor_may_approve = bool(body["requirement"].get("executor_may_approve"))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -1,5 +1,6 @@
-"""Evidence from opskit's own records: the audit log (R-DAT-1, R-AUD-1, R-AUD-3)
-and the corrections ledger (R-DAT-1/2/3/5, R-SEC-2, R-AUD-1). An empty log or
+"""Evidence from opskit's own records: the audit log (R-DAT-1, R-AUD-1, R-AUD-3) with
+the access decisions it records re-checked against the roster's keys (R-ACC-3,
+R-ACC-5), and the corrections ledger (R-DAT-1/2/3/5, R-SEC-2, R-AUD-1). An empty log or
 ledger, or one that does not reach back to the start of the period, is never
 evidence that a rule is met."""
 from __future__ import annotations
@@ -14,7 +15,7 @@ from opskit.core.anchors import AnchorSet, collect, verify_with_anchors
 from opskit.core.audit import AuditLog
 from opskit.core.errors import OperationalError
 
-from .model import MET, NO_EVIDENCE, NOT_MET, Item, judge, source
+from .model import MET, NO_EVIDENCE, NOT_MET, Item, Judgement, judge, source
 from .packfiles import Context, first_error, iso, parse_when
 from .privacy import redact_entry
 from .text import T
@@ -23,8 +24,13 @@ AUDIT_FILE = "audit/audit.log"            # copied when the pack is sealed (seal
 NEWEST_ANCHORS = 7                        # a week of daily signed checkpoints
 
 
-@source("audit-log", "R-DAT-1", "R-AUD-1", "R-AUD-3", title="Audit log")
+@source("audit-log", "R-DAT-1", "R-AUD-1", "R-AUD-3", "R-ACC-3", "R-ACC-5", title="Audit log")
 def audit_log(ctx: Context):
+    return [*_log_integrity(ctx), *_access_decisions(ctx)]
+
+
+def _log_integrity(ctx: Context):
+    """The log's own chain and anchors, and whether it covers the period."""
     rules = ("R-DAT-1", "R-AUD-1", "R-AUD-3")
     log = AuditLog(ctx.audit_log)
     if not os.path.exists(log.path):
@@ -51,6 +57,45 @@ def audit_log(ctx: Context):
     why = T("{verification}; kept since {start}; {anchors}", verification=_describe(report),
             start=iso(start)[:10], anchors=_anchor_note(anchors))
     return [judge(r, MET, why, items) for r in rules]
+
+
+def _access_decisions(ctx: Context):
+    """'opskit access verify': every request file and every access decision the log
+    records, signed by a key the roster registers for that person, two distinct keys for
+    a special-tier request. Nothing to check is silent; no roster is no evidence."""
+    rules = ("R-ACC-3", "R-ACC-5")
+    code, stdout, err = ctx.run(["access", "verify", "--json"])
+    try:
+        data = json.loads(stdout) if code in (0, 1) else None
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        why = T("cannot re-check the access decisions: {error}", error=first_error(err, stdout))
+        return [judge(r, NO_EVIDENCE, why) for r in rules]
+    if not data.get("requests") and not data.get("decisions"):
+        return [Judgement(r, NO_EVIDENCE, T("no access requests or decisions to re-check"),
+                          silent=True) for r in rules]
+    entry = ctx.pack.write("audit/access-verify.json", json.dumps(data, indent=2) + "\n",
+                           "opskit access verify")
+    items = [ctx.pack.item(entry, T("access decisions re-checked against the roster's "
+                                    "signing keys"))]
+    if data.get("warning"):
+        why = T("access decisions not re-checked: {warning}", warning=data["warning"])
+        return [judge(r, NO_EVIDENCE, why, items) for r in rules]
+    out = []
+    for rule in rules:
+        bad = [f for f in data.get("findings") or [] if rule == "R-ACC-3" or f["rule"] == rule]
+        if bad:
+            why = T("{count} forged or unmatched access decision(s): {list}", count=len(bad),
+                    list="; ".join(f"{f['request']} {f['entry']}: {f['problem']}" for f in bad))
+            out.append(judge(rule, NOT_MET, why, items))
+        else:
+            out.append(judge(rule, MET, T(
+                "{requests} access request(s) and {decisions} decision(s) in the audit log "
+                "each signed by a key the roster registers for its person; special-tier "
+                "requests by two distinct keys", requests=data.get("requests", 0),
+                decisions=data.get("decisions", 0)), items))
+    return out
 
 
 def _describe(report) -> T:

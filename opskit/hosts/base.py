@@ -318,6 +318,17 @@ class Host(ABC):
     def stat(self, path: str, *, follow_symlinks: bool = True) -> FileStat:
         """Metadata of ``path``; raises HostFileNotFound (a FileNotFoundError)."""
 
+    def listdir_or_warn(self, path: str, warnings: list[str]) -> list[str]:
+        """``listdir`` for readers that carry on: [] when ``path`` is not there, and
+        [] plus a line in ``warnings`` when it cannot be listed."""
+        try:
+            return self.listdir(path)
+        except FileNotFoundError:
+            return []
+        except HostError as exc:
+            warnings.append(f"{path}: cannot list: {exc.message}")
+            return []
+
     def exists(self, path: str) -> bool:
         """True when ``path`` exists (a dangling symlink counts as existing)."""
         try:

@@ -16,6 +16,8 @@ and role model (opskit.accounts.roster, opskit.accounts.roles) and returns
   sod-conflict         R-ACC-2   roles that may not be combined (separation of duties)
   query-write          R-ACC-5   query-tier roles or people able to write
   special-no-reviewer  R-ACC-5   special-tier role without a second, active reviewer
+  default-privileges   R-ACC-5   future grants with writes for the query tier, or to PUBLIC
+  row-security         R-ACC-4   personal-data tables without row-level security kept up
   not-in-roster        R-ACC-1   accounts and login roles nobody declared
   not-frozen           R-ACC-6   departing/transferred/departed people with access left
   dormant              R-ACC-4   no login for perms.dormant_days
@@ -37,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 
 from opskit.accounts.roster import Roster
+from opskit.core.gcpause import paused_gc
 
 from .facts import AccountFacts, Context, DatabaseFacts, Declared, HostFacts, RoleFacts
 from .findings import SCOPES, SEVERITIES, DiffRow, Finding, checks_for
@@ -143,6 +146,11 @@ def analyse(snapshot, roster: Roster, options: Options | None = None,
             person: str | None = None) -> Analysis:
     """Compare ``snapshot`` with the roster (see module doc). ``person``
     limits the comparison to one person id (fleet-wide checks left out)."""
+    with paused_gc():       # the walk makes ~10^6 short-lived objects, no cycles
+        return _analyse(snapshot, roster, options, person)
+
+
+def _analyse(snapshot, roster: Roster, options: Options | None, person: str | None) -> Analysis:
     t0 = time.monotonic()
     opts = options or Options()
     only = roster.person(person) if person is not None else None

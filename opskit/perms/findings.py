@@ -34,6 +34,10 @@ CHECKS = {
     "sod-conflict": ("R-ACC-2", "Separation of duties: roles that may not be combined"),
     "query-write": ("R-ACC-5", "Query tier with write access"),
     "special-no-reviewer": ("R-ACC-5", "Special tier without a second reviewer"),
+    "default-privileges": ("R-ACC-5", "Future grants (default privileges) beyond a tier "
+                                      "or to PUBLIC"),
+    "row-security": ("R-ACC-4", "Personal-data tables whose rows are not kept apart "
+                                "(row-level security)"),
     "not-in-roster": ("R-ACC-1", "Accounts not in the roster"),
     "not-frozen": ("R-ACC-6", "Departing, transferred or departed people not frozen"),
     "dormant": ("R-ACC-4", "Dormant accounts"),

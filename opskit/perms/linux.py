@@ -7,7 +7,7 @@ tree, this machine and an SSH host are read the same way:
   (opskit.hosts.userdb.read_userdb -- never password hashes);
 * the host's identity as sudo matches it -- host name, FQDN (/etc/hosts),
   interface addresses (``ip -o addr``; not for a sysroot) -- and each
-  account's sudo rights on it as sudo decides them (opskit.perms.sudo_eval):
+  account's sudo rights on it as sudo decides them (opskit.hosts.sudoers.evaluate):
   ``sudo`` holds the rights here, ``sudo_elsewhere`` those of rules written
   for other hosts (kept for the auditor, never counted as rights here);
 * authorized_keys as SHA-256 fingerprints, never the keys themselves;
@@ -31,9 +31,9 @@ from opskit.hosts.base import Host, HostError
 from opskit.hosts.userdb import read_userdb
 
 from .lastlog import read_last_logins
-from .sudo_eval import HostIdentity, SudoUser, evaluate
+from opskit.hosts.sudoers.evaluate import HostIdentity, SudoUser, evaluate
 from .sudoers import items_from_rights
-from .sudoers_parse import load_tree, parse_tree
+from opskit.hosts.sudoers.parse import load_tree, parse_tree
 
 KEY_FILES = (".ssh/authorized_keys", ".ssh/authorized_keys2")
 _KEY_TYPE = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9-]+@openssh\.com)$")
@@ -123,14 +123,7 @@ def read_crontabs(host: Host, accounts: dict, warnings: list[str]) -> dict[str, 
     """Crontab entries by the login they run as."""
     tabs: dict[str, list[dict]] = {}
     for spool in CRON_SPOOLS:
-        try:
-            names = host.listdir(spool)
-        except FileNotFoundError:
-            continue
-        except HostError as exc:
-            warnings.append(f"{spool}: cannot list: {exc.message}")
-            continue
-        for name in names:
+        for name in host.listdir_or_warn(spool, warnings):
             if name not in accounts:
                 continue                      # 'crontabs' dir, lock files, unknown users
             path = posixpath.join(spool, name)
@@ -144,13 +137,8 @@ def read_crontabs(host: Host, accounts: dict, warnings: list[str]) -> dict[str, 
             for _user, entry in _cron_entries(text, path, with_user=False):
                 tabs.setdefault(name, []).append(entry)
     system = list(SYSTEM_CRONTABS)
-    try:
-        system += [posixpath.join(CRON_D, n) for n in host.listdir(CRON_D)
-                   if not n.startswith(".") and "." not in n and not n.endswith("~")]
-    except FileNotFoundError:
-        pass
-    except HostError as exc:
-        warnings.append(f"{CRON_D}: cannot list: {exc.message}")
+    system += [posixpath.join(CRON_D, n) for n in host.listdir_or_warn(CRON_D, warnings)
+               if not n.startswith(".") and "." not in n and not n.endswith("~")]
     for path in system:
         try:
             text = host.read_file(path).decode("utf-8", "replace")

@@ -23,6 +23,7 @@ import os
 from opskit.core.errors import EXIT_FINDINGS, EXIT_OK
 from opskit.core.output import Result, Table, render_string
 from opskit.core.atomicfile import write_atomic
+from opskit.core.gcpause import paused_gc
 from opskit.core.state import StateLayout, ensure_private_dir
 
 from .analysis import Analysis
@@ -192,9 +193,10 @@ def build_report(analysis: Analysis, snap: Snapshot, fmt: str,
     """(content with its sha256, rendered text)."""
     generated = generated or _dt.datetime.now(_dt.timezone.utc).isoformat(
         timespec="seconds").replace("+00:00", "Z")
-    content = report_content(analysis, snap, generated)
-    content["sha256"] = content_sha256(content)
-    return content, render_string(report_result(content), fmt)
+    with paused_gc():       # ~10^5 cells and strings, no cycles (core.gcpause)
+        content = report_content(analysis, snap, generated)
+        content["sha256"] = content_sha256(content)
+        return content, render_string(report_result(content), fmt)
 
 
 def verify_content(record: dict) -> bool:

@@ -42,6 +42,7 @@ from typing import Any, Sequence
 
 from opskit.core.errors import IntegrityError, OperationalError, UsageError
 from opskit.core.atomicfile import write_atomic
+from opskit.core.gcpause import paused_gc
 from opskit.core.state import StateLayout, ensure_private_dir
 
 FORMAT = "opskit-perms-snapshot/3"
@@ -260,11 +261,12 @@ class SnapshotStore:
             raise IntegrityError(f"snapshot {sid} does not match its SHA-256 (recorded "
                                  f"{recorded[:12]}..., content {digest[:12]}...): it was "
                                  "changed after it was taken")
-        try:
-            content = json.loads(data)
-        except ValueError as exc:
-            raise OperationalError(f"stored snapshot {path} is not JSON: {exc}") from None
-        return Snapshot(sid, digest, migrate(content), path)
+        with paused_gc():              # two million containers, no cycles (core.gcpause)
+            try:
+                content = json.loads(data)
+            except ValueError as exc:
+                raise OperationalError(f"stored snapshot {path} is not JSON: {exc}") from None
+            return Snapshot(sid, digest, migrate(content), path)
 
     def metas(self) -> list[dict]:
         out = []

@@ -1,6 +1,6 @@
 """Sudo rights as the snapshot keeps and the analysis compares them (R-ACC-4).
 
-A host's sudo rights are decided by opskit.perms.sudo_eval (sudo's own
+A host's sudo rights are decided by opskit.hosts.sudoers.evaluate (sudo's own
 semantics: host lists, last match, tags carried over, Defaults); this module
 holds the flat form the snapshot stores -- one ``SudoItem`` per (hosts, runas,
 tags, command) with the file:line it came from and the user-list entry that
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .sudoers_parse import parse_userspec, tag_names
+from opskit.hosts.sudoers.parse import parse_userspec, tag_names
 
 # tags that only restrict: an actual rule carrying them is not "more" than the declared one
 _RESTRICTING = {"PASSWD", "NOEXEC", "NOSETENV", "LOG_INPUT", "LOG_OUTPUT", "MAIL",
@@ -82,7 +82,7 @@ def _runas_covers(d: str, a: str) -> bool:
 
 
 def items_from_rights(rights) -> list[SudoItem]:
-    """opskit.perms.sudo_eval SudoRights as SudoItems: NOPASSWD in the tags when no
+    """opskit.hosts.sudoers.evaluate SudoRights as SudoItems: NOPASSWD in the tags when no
     password is asked (for whatever reason), PASSWD dropped (it is the default)."""
     out = []
     for r in rights:

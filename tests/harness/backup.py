@@ -160,6 +160,30 @@ class Entry:
     target: bytes | None
 
 
+BLOCK = 1 << 20
+ZERO_BLOCK = bytes(BLOCK)
+
+
+def content_digest(path, size: int) -> str:
+    """SHA-256 of a file's content, equal for equal content whatever the hole layout:
+    all-zero blocks are skipped, and holes (SEEK_DATA) are never read, so a 4 GiB
+    sparse file costs only its data."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        pos = 0
+        while pos < size:
+            try:
+                pos = os.lseek(fh.fileno(), pos, os.SEEK_DATA) // BLOCK * BLOCK
+            except OSError:          # ENXIO: only a hole is left
+                break
+            fh.seek(pos)
+            block = fh.read(BLOCK)
+            if block != ZERO_BLOCK[:len(block)]:
+                h.update(pos.to_bytes(8, "big") + block)
+            pos += BLOCK
+    return h.hexdigest()
+
+
 def manifest(root, *, owners: bool = AS_ROOT) -> dict[bytes, Entry]:
     """Everything a restore must reproduce, keyed by path relative to ``root``
     (``b"."`` is ``root`` itself). Symlinks are never followed."""
@@ -174,12 +198,8 @@ def manifest(root, *, owners: bool = AS_ROOT) -> dict[bytes, Entry]:
         elif stat.S_ISDIR(st.st_mode):
             out[rel] = Entry("dir", stat.S_IMODE(st.st_mode), uid, gid, st.st_mtime_ns, None, None, None)
         elif stat.S_ISREG(st.st_mode):
-            h = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
             out[rel] = Entry("file", stat.S_IMODE(st.st_mode), uid, gid, st.st_mtime_ns,
-                             st.st_size, h.hexdigest(), None)
+                             st.st_size, content_digest(path, st.st_size), None)
         else:
             out[rel] = Entry("other", stat.S_IMODE(st.st_mode), uid, gid, st.st_mtime_ns,
                              None, None, None)
@@ -240,6 +260,13 @@ def engine_repo(path, *, chunk_avg: int = CHUNK_AVG, passphrase: str = PASSPHRAS
     from opskit.backup.repository import Repository
     return Repository.init(LocalBackend(os.fsdecode(path)), passphrase.encode(),
                            chunk_avg=chunk_avg, kdf_n=FAST_KDF_N)
+
+
+def largest_pack(repo) -> str:
+    """The path of a repository's biggest pack file (data blobs, not just trees)."""
+    packs = [os.path.join(dp, f) for dp, _d, fs in os.walk(os.path.join(os.fspath(repo), "data"))
+             for f in fs]
+    return max(packs, key=os.path.getsize)
 
 
 def open_repo(path, passphrase: str = PASSPHRASE, *, index: bool = True):

@@ -132,6 +132,27 @@ class ArchivingPostgres:
         raise AssertionError(f"segment {name} not archived within {timeout}s; server log:\n"
                              f"{self.server.log_tail(30)}")
 
+    def insert_and_archive(self, count: int, table: str = "t") -> list[str]:
+        """``count`` times: one row into ``table`` (x int), then its segment
+        closed and archived; the segment names."""
+        names = []
+        for i in range(count):
+            self.psql(f"INSERT INTO {table} VALUES ({i})")
+            names.append(self.switch_and_wait())
+        return names
+
+    def before_and_after(self, table: str = "claims") -> str:
+        """Row (1, 'before'), a second, the time now (ISO, UTC), a second, row
+        (2, 'after'), segment archived: the time between the two commits."""
+        self.psql(f"INSERT INTO {table} VALUES (1, 'before')")
+        time.sleep(1.0)
+        between = self.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                            "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
+        time.sleep(1.0)
+        self.psql(f"INSERT INTO {table} VALUES (2, 'after')")
+        self.switch_and_wait()
+        return between
+
     def start_restored(self, datadir: str) -> PostgresServer:
         """Start a server on a restored data directory (Unix socket only, no archiving)."""
         sock = tempfile.mkdtemp(prefix="opskit-pitr-sock-", dir="/tmp")

@@ -1,4 +1,4 @@
-"""The real sudo as an oracle for opskit.perms.sudo_eval.
+"""The real sudo as an oracle for opskit.hosts.sudoers.evaluate.
 
 ``ask_sudo(cases)`` runs, in ONE private namespace (``unshare -m -u -n``:
 mounts, host name and network are the namespace's own, nothing outside
@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from opskit.perms.sudo_eval import HostIdentity, SudoUser
+from opskit.hosts.sudoers.evaluate import HostIdentity, SudoUser
 from tests.harness.mountns import tool
 
 HOST = HostIdentity("h1", "h1.example.test", ("10.1.2.3/24",))
@@ -144,8 +144,8 @@ def ask_sudo(cases: list[Case], work: str) -> list[Case]:
 
 
 def as_tree(tree: dict) -> dict:
-    """A Case's tree as opskit.perms.sudo_eval takes it (path -> SudoFile)."""
-    from opskit.perms.sudoers_parse import SudoFile
+    """A Case's tree as opskit.hosts.sudoers.evaluate takes it (path -> SudoFile)."""
+    from opskit.hosts.sudoers.parse import SudoFile
     out = {}
     for path, content in tree.items():
         text, mode, uid, gid = (tuple(content) + (0o440, 0, 0)[len(content) - 1:]
@@ -157,8 +157,8 @@ def as_tree(tree: dict) -> dict:
 
 def ours(case: Case, host: HostIdentity = HOST) -> list[tuple[bool, bool]]:
     """opskit's answers to a case's questions: (allowed, runs without a password)."""
-    from opskit.perms.sudo_eval import check
-    from opskit.perms.sudoers_parse import parse_tree
+    from opskit.hosts.sudoers.evaluate import check
+    from opskit.hosts.sudoers.parse import parse_tree
     parsed = parse_tree(as_tree(case.tree), host.hostname)
     out = []
     for user, runas, command in case.questions:

@@ -31,7 +31,8 @@ SERVER_SQL = """
 SELECT current_setting('server_version_num')::int, current_setting('server_version'),
        (SELECT system_identifier::text FROM pg_catalog.pg_control_system()),
        (SELECT setting::bigint FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'),
-       current_setting('archive_mode'), current_setting('wal_level')"""
+       current_setting('archive_mode'), current_setting('wal_level'),
+       (SELECT rolname FROM pg_catalog.pg_roles WHERE oid = 10)"""
 
 _START = re.compile(r"START WAL LOCATION: ([0-9A-F]+/[0-9A-F]+) \(file ([0-9A-F]{24})\)")
 _STOP = re.compile(r"STOP WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)")
@@ -60,7 +61,7 @@ class BaseBackup:
     def _server(self) -> dict:
         conn = connect(self.target)
         try:
-            num, version, sysid, segsize, archive_mode, wal_level = \
+            num, version, sysid, segsize, archive_mode, wal_level, superuser = \
                 conn.execute(SERVER_SQL).fetchone()
         finally:
             conn.close()
@@ -71,7 +72,8 @@ class BaseBackup:
                                 "(archive_mode = on, archive_command = 'opskit backup "
                                 "wal-push %p', docs/database-backup.md)")
         return {"server_version_num": num, "server_version": version, "system_identifier": sysid,
-                "wal_segment_size": int(segsize)}
+                "wal_segment_size": int(segsize),
+                "superuser": superuser}    # the role a drill connects as (trust, own socket)
 
     def run(self, *, tags: list[str] | None = None) -> tuple[str, dict]:
         """Take the base backup; returns (snapshot id, snapshot)."""
@@ -129,7 +131,8 @@ class BaseBackup:
         builder = TreeBuilder(self.repo, writer)
         builder.add_file(path, ids, size)
         root = builder.finish()
-        manifest = {"cluster": self.cluster, "database": self.target.name, **server, **info,
+        manifest = {"cluster": self.cluster, "database": self.target.name,
+                    "dbname": self.target.database, **server, **info,
                     "stop_lsn": stop_lsn, "label": label, "backup_label": label_text}
         stats = {"files": 1, "dirs": 0, "bytes": size, "blobs_new": writer.blobs_new,
                  "bytes_added": writer.bytes_new_raw, "bytes_stored": writer.bytes_stored,

@@ -28,8 +28,10 @@ def free_port() -> int:
 class ScratchCluster:
     """``with ScratchCluster(tools, os_user) as c: c.target(db)``; always removed."""
 
-    def __init__(self, tools: Tools, os_user: str | None, *, settings: dict | None = None):
+    def __init__(self, tools: Tools, os_user: str | None, *, settings: dict | None = None,
+                 superuser: str = SUPERUSER):
         self.tools = tools
+        self.superuser = superuser
         self.os_user = os_user if os.geteuid() == 0 else None
         self.settings = settings or {}
         self.base = ""
@@ -59,8 +61,9 @@ class ScratchCluster:
             raise DatabaseError(f"drill scratch cluster: {program} failed: "
                                 f"{last_line(proc.stderr or proc.stdout)}")
 
-    def create(self, data_dir: str | None = None) -> None:
-        """initdb (unless ``data_dir`` is a restored data directory) into a fresh temp dir."""
+    def create(self, initdb: bool = True) -> None:
+        """A fresh temp dir, and initdb into it unless a restored data directory
+        goes there (``initdb=False``)."""
         self.base = tempfile.mkdtemp(prefix="opskit-drill-pg-", dir="/tmp")
         os.makedirs(self.sockdir, mode=0o700)
         open(self.log_path, "a").close()
@@ -72,7 +75,7 @@ class ScratchCluster:
                                     "exist", hint="create it or set backup.pg.drill_os_user")
             for path in (self.base, self.sockdir, self.log_path):
                 os.chown(path, info.pw_uid, info.pw_gid)
-        if data_dir is None:
+        if initdb:
             self._run("initdb", "-D", self.data, "-U", SUPERUSER, "--auth=trust",
                       "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions")
 
@@ -111,7 +114,7 @@ class ScratchCluster:
         return check.returncode == 0
 
     def target(self, dbname: str) -> DatabaseTarget:
-        return DatabaseTarget("scratch", host=self.sockdir, port=self.port, user=SUPERUSER,
+        return DatabaseTarget("scratch", host=self.sockdir, port=self.port, user=self.superuser,
                               dbname=dbname)
 
     def log_tail(self, lines: int = 5) -> str:

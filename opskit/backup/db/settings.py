@@ -23,6 +23,8 @@ DATABASE_SECTION = Section({
                               "(prefer).", choices=SSLMODES),
     "assertions": Key(list, [], "SQL queries a database drill runs on the restored copy; each "
                                 "must return true.", item_type=str),
+    "jobs": Key(int, None, "Tables 'backup db run' dumps at once, each in its own session "
+                           "sharing one snapshot. Default: min(4, cores).", min=1, max=64),
 })
 DATABASES_DEFAULT = {"<name>": defaults(DATABASE_SECTION)}
 
@@ -50,10 +52,11 @@ PG_SECTION = Section({
 @dataclass
 class DatabaseTarget(DatabaseSpec):
     """One ``backup.databases`` entry, resolved (paths relative to the config):
-    a ``perms.databases`` entry plus sslmode and drill assertions."""
+    a ``perms.databases`` entry plus sslmode, drill assertions and dump jobs."""
 
     sslmode: str | None = None
     assertions: list = field(default_factory=list)
+    jobs: int | None = None
     section = "backup.databases"
 
     def conninfo(self, dbname: str | None = None) -> str:
@@ -95,7 +98,7 @@ def database_targets(config, names: list[str] | None = None) -> list[DatabaseTar
         configured[name] = DatabaseTarget(
             name, entry.get("dsn"), entry.get("host"), entry.get("port"), entry.get("user"),
             entry.get("dbname"), config.relative_path(pw) if pw else None,
-            entry.get("sslmode"), list(entry.get("assertions") or []))
+            entry.get("sslmode"), list(entry.get("assertions") or []), entry.get("jobs"))
     if not names:
         return list(configured.values())
     missing = [n for n in names if n not in configured]

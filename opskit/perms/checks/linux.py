@@ -26,16 +26,15 @@ def _difference(a, kind: str, item: str, change: str, diff_evidence: str, check:
 @finding_check("host", "declared-missing")
 def account_missing(ctx, host):
     """R-ACC-3: an active person expected on the host has no account there."""
-    for p in ctx.people():
-        if not p.active or p.login in host.accounts:
+    accounts = host.accounts
+    for p, groups in ctx.expected_people(host):
+        if p.login in accounts:
             continue
-        groups = ctx.declared.host_groups(p)
-        if host.expects(groups):
-            yield DiffRow(p.id, p.login, host.name, "account", p.login, "missing",
-                          f"post {p.post or '-'} host groups {', '.join(sorted(groups))}")
-            yield Finding("declared-missing", "low", f"{p.id} has no account on {host.name}",
-                          f"roster: host groups {', '.join(sorted(groups))}; "
-                          f"host groups: {_groups_text(host.groups)}", p.id, p.login, host.name)
+        yield DiffRow(p.id, p.login, host.name, "account", p.login, "missing",
+                      f"post {p.post or '-'} host groups {', '.join(sorted(groups))}")
+        yield Finding("declared-missing", "low", f"{p.id} has no account on {host.name}",
+                      f"roster: host groups {', '.join(sorted(groups))}; "
+                      f"host groups: {_groups_text(host.groups)}", p.id, p.login, host.name)
 
 
 @finding_check("account", "generic-account", on=("second-root",))
@@ -133,8 +132,8 @@ def active_but_expired(ctx, a):
 
 @finding_check("account", "beyond-role", on=("person",))
 def extra_groups(ctx, a):
-    actual = set(a.acct.get("groups", ())) - ctx.ignore_groups
-    for g in sorted(actual - a.declared_groups):
+    extra = set(a.acct.get("groups", ())).difference(a.declared_groups, ctx.ignore_groups)
+    for g in sorted(extra):
         yield from _difference(a, "group", g, "extra", "", "beyond-role", "medium",
                                f"{a.person.id} is in group {g} on {a.host.name}, which none "
                                "of their roles gives",
@@ -145,7 +144,7 @@ def extra_groups(ctx, a):
 def missing_groups(ctx, a):
     if not a.expected:
         return
-    for g in sorted(a.declared_groups - set(a.acct.get("groups", ()))):
+    for g in sorted(a.declared_groups.difference(a.acct.get("groups", ()))):
         yield from _difference(a, "group", g, "missing", "", "declared-missing", "low",
                                f"{a.person.id} is not in group {g} on {a.host.name}",
                                f"declared by roles {', '.join(a.roles)}")
@@ -165,6 +164,8 @@ def extra_sudo(ctx, a):
 
 @finding_check("account", "declared-missing", on=("person",))
 def missing_sudo(ctx, a):
+    if not a.declared_sudo:
+        return
     allowed = [i for i in a.sudo_items if not i.command.startswith("!")]
     for d in a.declared_sudo:
         if not any(covers(i, d, ignore_hosts=True) for i in allowed):

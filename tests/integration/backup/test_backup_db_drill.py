@@ -1,12 +1,12 @@
 """Database restore drills (R-BAK-5, #24 item 4) on the real PostgreSQL fixture:
 scratch cluster, row counts + checksums, assertions, RTO/RPO, reports, audit."""
-import glob
 import json
 import os
 
 import pytest
 
 from tests.e2e.backup.test_backup_drill import _flip
+from tests.harness.backup import largest_pack
 from tests.harness.cli import run_opskit
 from tests.integration.backup.test_backup_db import SCHEMA, _cli
 
@@ -24,13 +24,16 @@ def dumped(tmp_path, postgres, postgres_db):
     return cli, snap
 
 
-def _scratch_dirs():
-    return set(glob.glob("/tmp/opskit-drill-pg-*"))
+def scratch_gone(report) -> bool:
+    """The drill's scratch cluster folder, if it made one, was removed (named in its
+    report: other drills may run on this machine at the same time)."""
+    folder = report["scratch_dir"]
+    return not folder or (folder.startswith("/tmp/opskit-drill-pg-") and
+                          not os.path.exists(folder))
 
 
 def test_a_database_drill_passes_and_leaves_nothing_behind(dumped, postgres):
     cli, snap = dumped
-    before = _scratch_dirs()
     run = cli("db", "drill", "--db", "claims", "--json", timeout=300)
     assert run.exit_code == 0, run.output
     report = json.loads(run.stdout)
@@ -44,7 +47,7 @@ def test_a_database_drill_passes_and_leaves_nothing_behind(dumped, postgres):
     stored = json.load(open(report["report_json"]))
     assert {"snapshot", "site", "time", "passed", "kind"} <= set(stored)
     assert os.path.dirname(report["report_json"]).endswith("drills")
-    assert _scratch_dirs() == before
+    assert report["scratch_dir"] and scratch_gone(report)
     audit = json.loads(run_opskit("--config", cli.config, "audit", "show", "--command",
                                   "backup db drill", "--json").stdout)
     assert audit[-1]["details"]["drill"]["passed"] is True
@@ -68,17 +71,15 @@ def test_a_false_assertion_fails_the_drill(tmp_path, postgres, postgres_db):
 
 def test_a_drill_fails_on_a_damaged_pack(dumped):
     cli, _snap = dumped
-    packs = sorted((os.path.join(dp, f) for dp, _d, fs in os.walk(os.path.join(cli.repo, "data"))
-                    for f in fs), key=os.path.getsize, reverse=True)
-    _flip(packs[0], os.path.getsize(packs[0]) // 3)      # inside a data blob
-    before = _scratch_dirs()
+    pack = largest_pack(cli.repo)
+    _flip(pack, os.path.getsize(pack) // 3)      # inside a data blob
     run = cli("db", "drill", "--json", timeout=300)
     assert run.exit_code == 1, run.output
     report = json.loads(run.stdout)
     assert not report["passed"] and not report["verified"]
     assert any("damaged" in f["problem"] or "does not match" in f["problem"]
                for f in report["failures"]), report["failures"]
-    assert _scratch_dirs() == before
+    assert scratch_gone(report)
 
 
 def test_an_old_snapshot_fails_the_rpo(dumped):

@@ -39,13 +39,7 @@ def test_pitr_to_a_time_between_two_transactions(pg_archiving, tmp_path):
     man = base["pg_base"]
     assert base["kind"] == "pg-base" and man["cluster"] == "main" and man["timeline"] == 1
     assert man["start_lsn"] and man["stop_lsn"] and "START WAL LOCATION" in man["backup_label"]
-    pg.psql("INSERT INTO claims VALUES (1, 'before')")
-    time.sleep(1.0)
-    target = pg.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
-                     "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
-    time.sleep(1.0)
-    pg.psql("INSERT INTO claims VALUES (2, 'after')")
-    pg.switch_and_wait()
+    target = pg.before_and_after()
     assert _json(pg.opskit("db", "check", "--json"))["clusters"][0]["ok"]
 
     to_time = str(tmp_path / "to-time")
@@ -120,10 +114,7 @@ def test_deleted_segment_is_found_by_check(pg_archiving):
     pg = pg_archiving
     pg.psql("CREATE TABLE t (x int)")
     _basebackup(pg)
-    names = []
-    for i in range(4):
-        pg.psql(f"INSERT INTO t VALUES ({i})")
-        names.append(pg.switch_and_wait())
+    names = pg.insert_and_archive(4)
     assert _json(pg.opskit("db", "check", "--json"))["clusters"][0]["ok"]
     victim = names[1]
     os.unlink(os.path.join(pg.repo, "wal", "main", victim))

@@ -78,7 +78,7 @@ def test_a_delete_records_every_cascaded_row_and_needs_every_tables_approvals(wo
     diff = {(d["table"], d["column"].split(" by ")[0]) for d in row_diff(done)}
     assert diff == {("claims", "(row deleted)"), ("refunds", "(row deleted"),
                     ("claim_items", "(row deleted"), ("item_checks", "(row deleted"),
-                    ("claim_notes", "(row updated")}
+                    ("claim_notes", "claim_id (by claim_notes_claim_id_fkey ON DELETE SET NULL)")}
     svc.ledger.close()
 
 

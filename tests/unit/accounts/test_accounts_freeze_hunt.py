@@ -162,5 +162,22 @@ def test_sudo_scan_unit_cases():
     edited = sudo_grants.edit(files["/etc/sudoers"], scan.grants, "gone")
     assert edited.splitlines()[0] == "# gone: #2811 ALL=(ALL) ALL"
     assert edited.splitlines()[8] == "bob ALL=ALL"
-    assert sudo_grants.included("/etc/sudoers.d/a~b") and not sudo_grants.included("x~")
-    assert not sudo_grants.included("/etc/sudoers.d/a.b")
+    # which files of an includedir sudo reads: the parser's rule, the one the freeze uses
+    from opskit.hosts.sudoers.parse import dir_entries
+    assert dir_entries({f"/etc/sudoers.d/{n}": "" for n in ("a~b", "x~", "a.b", "c")},
+                       "/etc/sudoers.d") == ["/etc/sudoers.d/a~b", "/etc/sudoers.d/c"]
+
+
+def test_sudo_scan_uses_sudos_own_semantics_negation_last_match_and_other_hosts():
+    """The evaluator decides who gets in (opskit.hosts.sudoers): an entry negated later
+    or an alias excluding the person grants nothing; a rule for another host still does."""
+    who = sudo_grants.Who("ann", 2811, "staff", 50, ("wheel",), (10,))
+    files = {"/etc/sudoers": "ALL, !ann ALL=(ALL) ALL\nUser_Alias NOTANN = ALL, !#2811\n"
+                             "NOTANN ALL=ALL\nann db9 = (root) /usr/bin/psql\n"
+                             "#includedir /etc/sudoers.d\n",
+             "/etc/sudoers.d/x.bak": "ann ALL=ALL\n",
+             "/etc/sudoers.d/ok~ay": "%#50 ALL=ALL\n"}
+    got = sorted((g.file, g.first, g.token, g.how, g.action)
+                 for g in sudo_grants.scan(files, who).grants)
+    assert got == [("/etc/sudoers", 4, "ann", "name", "remove"),
+                   ("/etc/sudoers.d/ok~ay", 1, "%#50", "primary", "manual")]

@@ -180,3 +180,18 @@ def test_a_small_rsa_key_is_refused(tmp_path):
     line = "ssh-rsa " + base64.b64encode(blob).decode()
     with pytest.raises(ConfigError, match="RSA modulus of 512 bits"):
         roster(f"people:\n  a: {{ssh_keys: ['{line}']}}\n")
+
+
+def test_row_security_declaration():
+    """roles.yaml row_security (R-ACC-4): tables that must have row-level security."""
+    m = model(ROLES + "row_security:\n  ins.insured: {all_rows: [sysadmin], "
+                      "databases: [insurance]}\n")
+    rs = m.row_security["ins.insured"]
+    assert rs.all_rows == ["sysadmin"] and rs.applies(("ins", "insurance"))
+    assert not rs.applies(("other",))
+    assert model().row_security == {}
+    with pytest.raises(UsageError, match=r"roles.yaml:\d+.*row_security.ins.insured.all_rows"
+                                         r".*unknown role 'nobody'"):
+        model(ROLES + "row_security:\n  ins.insured: {all_rows: [nobody]}\n")
+    with pytest.raises(UsageError, match="expected schema.table, got 'insured'"):
+        model(ROLES + "row_security:\n  insured: {}\n")

@@ -1,6 +1,7 @@
 """Directories without subdirectories are backed up whole by one worker
 (walk, contents, tree); the ones that would read too much are handed back
-and walked file by file. Either way the snapshot is the one the per-file
+split in parts, which every worker takes, and the parent joins the tree from
+their encoded nodes (#23). Either way the snapshot is the one the per-file
 walk makes (R-BAK-2: what is restored is what was there; R-BAK-4:
 incremental runs reuse what did not change)."""
 import os
@@ -62,9 +63,21 @@ def test_leaf_dirs_done_by_workers_or_handed_back_restore_identically(tmp_path, 
         return real_walk(self, path, d)
 
     monkeypatch.setattr(Archiver, "_walk", walk)
+    parts = []
+    real_part = workers.ContentWorkers.submit_part
+
+    def submit_part(self, token, path, names, old_id, size, on_result):
+        parts.append((os.fsdecode(path), names, size))
+        return real_part(self, token, path, names, old_id, size, on_result)
+
+    monkeypatch.setattr(workers.ContentWorkers, "submit_part", submit_part)
     arch = Archiver(repo, excludes=["*.tmp"])
     sid, snap = arch.run([str(tree)])
-    assert walked_here == [str(tree), str(tree / "big")]      # "small" went whole to a worker
+    # "small" went whole to a worker; "big" came back split, one file per part
+    # (each is over the limit), and was not walked here either (#23)
+    assert walked_here == [str(tree)]
+    assert sorted(parts) == [(str(tree / "big"), (b"a.bin",), 300_000),
+                             (str(tree / "big"), (b"b.bin",), 300_000)]
     assert arch.stats.files == 32 and arch.stats.files_new == 32 and not arch.stats.errors
     Restorer(repo, str(tmp_path / "out")).run(repo.load_snapshot(sid))
     restored = _files(str(tmp_path / "out" / str(tree).lstrip("/")))
@@ -128,5 +141,90 @@ def test_a_leaf_dir_done_by_a_worker_gives_the_tree_the_file_by_file_walk_gives(
             node = repo.load_tree(bytes.fromhex(sub["subtree"]))
         return node["nodes"]
 
-    by_worker, file_by_file = tree_of_small(8 << 20), tree_of_small(-1)   # -1: always declined
-    assert len(by_worker) == 33 and by_worker == file_by_file
+    by_worker, in_parts = tree_of_small(8 << 20), tree_of_small(-1)   # -1: always split
+    # and walked here, file by file (what a worker's plain "no" leads to)
+    monkeypatch.setattr(workers._Worker, "directory",
+                        lambda self, token, path, old_id: workers.DirResult(token, None))
+    file_by_file = tree_of_small(8 << 20)
+    assert len(by_worker) == 33 and by_worker == in_parts == file_by_file
+
+
+def _tree_id_of(repo, snap, path) -> str:
+    node = repo.load_tree(bytes.fromhex(snap["tree"]))
+    for part in str(path).strip("/").split("/"):
+        sub = next(n for n in node["nodes"] if n.get("name") == part)
+        node = repo.load_tree(bytes.fromhex(sub["subtree"]))
+    return sub["subtree"]
+
+
+def test_a_split_directory_in_an_incremental_run_reads_only_what_changed(tmp_path, tree, repo,
+                                                                         monkeypatch):
+    monkeypatch.setattr(workers, "LEAF_DIR_MAX_BYTES", 4_000)   # "small" (~25 kB) is split
+    sid, first = Archiver(repo).run([str(tree)])
+    first["id"] = sid
+    arch = Archiver(repo)
+    sid2, second = arch.run([str(tree)], parent=first)
+    s = arch.stats
+    assert (s.files_new, s.files_changed, s.files_unmodified) == (0, 0, 33)
+    # joined parts give the very same tree (the root's may differ: /tmp's mtime moves
+    # while other processes work there, so only trees from "src" down are compared)
+    assert _tree_id_of(repo, second, tree) == _tree_id_of(repo, first, tree)
+    assert s.bytes_added < 2_000                      # no content, at most the root's trees
+    _write(tree / "small" / "f05.yaml", os.urandom(6_000))    # changed, and over the limit
+    arch = Archiver(repo)
+    sid3, third = arch.run([str(tree)], parent=dict(second, id=sid2))
+    s = arch.stats
+    assert (s.files_new, s.files_changed, s.files_unmodified) == (0, 1, 32)
+    assert _tree_id_of(repo, third, tree / "small") != _tree_id_of(repo, first, tree / "small")
+    out = tmp_path / "out"
+    Restorer(repo, str(out)).run(repo.load_snapshot(sid3))
+    assert _files(str(out / str(tree).lstrip("/"))) == _files(str(tree))
+
+
+def test_a_file_gone_before_its_part_is_read_is_listed_and_the_rest_kept(tmp_path, tree, repo,
+                                                                         monkeypatch):
+    monkeypatch.setattr(workers, "LEAF_DIR_MAX_BYTES", 4_000)
+    real_part = workers._Worker.part
+
+    def part(self, token, path, names, old_id):
+        if b"f03.yaml" in names:
+            os.unlink(os.path.join(path, b"f03.yaml"))     # between the split and the part
+        return real_part(self, token, path, names, old_id)
+
+    monkeypatch.setattr(workers._Worker, "part", part)     # inherited by the forks
+    arch = Archiver(repo)
+    sid, _snap = arch.run([str(tree)])
+    assert [e["path"] for e in arch.stats.errors] == [str(tree / "small" / "f03.yaml")]
+    assert arch.stats.files == 32               # 31 in "small" (no excludes) + 2 in "big", less one
+    out = tmp_path / "out" / str(tree).lstrip("/")
+    Restorer(repo, str(tmp_path / "out")).run(repo.load_snapshot(sid))
+    assert not (out / "small" / "f03.yaml").exists()
+    assert _files(str(out)) == _files(str(tree))
+
+
+def test_a_file_gone_before_a_split_directory_is_stated_is_listed(tmp_path, tree, repo,
+                                                                  monkeypatch):
+    """The worker that splits a directory stats it first; what fails there is in
+    no part, so it must be listed with the split (not silently left out)."""
+    monkeypatch.setattr(workers, "LEAF_DIR_MAX_BYTES", 4_000)
+    real_excluded = Archiver.excluded
+
+    def excluded(self, path):           # asked just before the entry's stat
+        if path.endswith(b"small/f04.yaml") and os.path.exists(path):
+            os.unlink(path)
+        return real_excluded(self, path)
+
+    monkeypatch.setattr(Archiver, "excluded", excluded)     # inherited by the forks
+    arch = Archiver(repo, excludes=["*.nothing"])
+    sid, _snap = arch.run([str(tree)])
+    assert [e["path"] for e in arch.stats.errors] == [str(tree / "small" / "f04.yaml")]
+    assert arch.stats.files == 32
+    Restorer(repo, str(tmp_path / "out")).run(repo.load_snapshot(sid))
+    assert _files(str(tmp_path / "out" / str(tree).lstrip("/"))) == _files(str(tree))
+
+
+def test_split_parts_stay_under_the_limit_biggest_first():
+    stated = [(b"a", None), (b"b", None), (b"c", None), (b"d", None), (b"e", None)]
+    parts = workers.split_parts(stated, [3, 20 << 20, 5 << 20, 4 << 20, 0])
+    assert parts == (((b"b",), 20 << 20), ((b"c",), 5 << 20), ((b"d", b"a", b"e"), (4 << 20) + 3))
+    assert workers.split_parts([], []) == ()

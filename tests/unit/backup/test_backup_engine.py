@@ -197,6 +197,29 @@ def test_engine_round_trip_incremental_and_check(tmp_path, repo_path):
     assert report.snapshots == 2 and report.packs_read == report.packs > 0
 
 
+def test_every_worker_writes_the_index_file_naming_its_packs(tmp_path, repo_path):
+    """Index shards (#23): each worker that wrote packs writes one index file
+    for them; a fresh reader finds every pack indexed and every blob in it."""
+    src = make_tree(tmp_path / "src", big_bytes=6 << 20)
+    repo = open_repo(repo_path)
+    arch = Archiver(repo, workers=2)
+    _sid, snap = arch.run([os.fsdecode(src)])
+    names = os.listdir(repo_path / "index")
+    fresh = open_repo(repo_path)
+    assert fresh.load_index(repair=False) == []         # no pack left unindexed
+    per_file = [fresh.read_index_file(f"index/{n}") for n in names]
+    packs = [p for f in per_file for p in f]
+    on_disk = {n for d in os.listdir(repo_path / "data") for n in os.listdir(repo_path / "data" / d)}
+    assert len(packs) == len(set(packs)) and set(packs) == on_disk     # each once, all of them
+    assert len(names) >= 2                               # the parent's trees + >= 1 worker's
+    assert sum(len(e) for f in per_file for e in f.values()) >= arch.stats.blobs_new
+    report = Checker(fresh).run(read_data_fraction=1.0)
+    assert report.ok and report.warnings == [], (report.errors, report.warnings)
+    out = tmp_path / "out"
+    assert Restorer(open_repo(repo_path), str(out)).run(snap).errors == []
+    assert_same_tree(src, restored_path(out, src))
+
+
 def test_big_file_spans_many_chunks(tmp_path, repo_path):
     src = tmp_path / "src"
     src.mkdir()

@@ -12,8 +12,8 @@ from opskit.backup import crypto
 from opskit.backup.index import MasterIndex, decode_index, encode_index
 from opskit.backup.pack import (BLOB_DATA, BLOB_TREE, PACK_MAGIC, BlobEntry, PackBuilder,
                                 decrypt_blob, encrypt_blob, header_span, read_header)
-from opskit.backup.tree import (IdNames, UnsafeName, decode_name, encode_name, encode_tree,
-                                node_from_stat, safe_name, unchanged)
+from opskit.backup.tree import (IdNames, UnsafeName, decode_name, encode_name, encode_node,
+                                encode_tree, join_tree, node_from_stat, safe_name, unchanged)
 
 KEYS = crypto.MasterKeys.generate()
 
@@ -173,6 +173,39 @@ def test_node_from_stat_and_unchanged(tmp_path):
     link = node_from_stat(b"l", os.lstat(tmp_path / "l"), IdNames())
     assert link["type"] == "symlink" and "size" not in link
     assert node_from_stat(b"d", os.lstat(tmp_path), IdNames())["type"] == "dir"
+
+
+def test_tree_joined_from_nodes_encoded_one_by_one_is_byte_identical():
+    """Workers send a split directory's nodes encoded (#23): the joined tree must
+    be encode_tree's bytes, or an unchanged directory would get a new tree id."""
+    nodes = [{"type": "file", "size": 3, "content": ["ab" * 32], "xattrs": {"user.k": "dg=="}},
+             {"type": "symlink", "target": "\u00e9\u65e5"}, {"type": "fifo", "mode": 4480}]
+    for node, name in zip(nodes, [b"z", "\u00e9".encode(), b"\xff-odd"]):
+        encode_name(node, "name", name)
+    whole = encode_tree([dict(n) for n in nodes])
+    parts = [encode_node(n) for n in reversed(nodes)]
+    assert join_tree(parts) == whole
+    assert join_tree(parts[1:]) != whole                # a node short is another tree
+    assert join_tree([]) == encode_tree([])
+
+
+def test_deferred_packs_are_found_once_looked_up():
+    """A backup's parent registers its workers' packs without merging them
+    (#23); every question the index answers must still see them."""
+    from opskit.backup.index import encode_entries
+    a = [BlobEntry(BLOB_DATA, os.urandom(32), i * 100, 100, 300) for i in range(4)]
+    idx = MasterIndex()
+    idx.add_pack("aa" * 32, a[:1])
+    idx.add_pack_deferred("bb" * 32, encode_entries(a))
+    assert idx.packs == {"aa" * 32: 1, "bb" * 32: 4}
+    assert idx.lookup(a[0].id).pack == "aa" * 32        # the first location still wins
+    assert a[3].id in idx and idx.lookup(a[2].id).pack == "bb" * 32
+    assert os.urandom(32) not in idx and len(idx) == 4
+    late = MasterIndex()
+    late.add_pack_deferred("cc" * 32, encode_entries(a))
+    assert dict(late.items()).keys() == {e.id for e in a}
+    with pytest.raises(ValueError, match="bad length"):
+        late.add_pack_deferred("dd" * 32, encode_entries(a)[:-1])
 
 
 def test_entries_encoded_by_workers_index_and_write_like_entry_lists():

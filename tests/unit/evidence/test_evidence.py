@@ -372,6 +372,40 @@ def test_audit_log_must_be_intact_and_cover_the_period(good, tmp_path, case, ver
     assert result.exit_code == 1
 
 
+ACCESS = {"ok": True, "store": "/s/access", "requests": 2, "decisions": 7, "warning": None,
+          "findings": []}
+FORGED = {"request": "AR-0002", "entry": "event 3 (approve by lead.one)", "rule": "R-ACC-5",
+          "problem": "a second approval by the same person"}
+UNMATCHED = {"request": "AR-0001", "entry": "audit entry seq 9 (access approve)",
+             "rule": "R-ACC-3", "problem": "AR-0001 holds no such signed event"}
+
+
+@pytest.mark.parametrize("access,verdicts,words", [
+    (ACCESS, ("met", "met"), "2 access request(s) and 7 decision(s)"),
+    ({**ACCESS, "ok": False, "findings": [FORGED, UNMATCHED]}, ("not met", "not met"),
+     "AR-0002 event 3 (approve by lead.one): a second approval by the same person"),
+    ({**ACCESS, "ok": False, "findings": [UNMATCHED]}, ("not met", "met"),
+     "1 forged or unmatched access decision(s): AR-0001 audit entry seq 9"),
+    ({**ACCESS, "ok": False, "warning": "the roster is not available (x)"},
+     ("no evidence", "no evidence"), "not re-checked: the roster is not available"),
+    ("error", ("no evidence", "no evidence"), "cannot re-check the access decisions"),
+])
+def test_the_audit_source_reports_the_access_decisions_re_check(good, tmp_path, access,
+                                                               verdicts, words):
+    """R-ACC-3 / R-ACC-5 from 'opskit access verify': a forged approval is not met in the
+    audit source, whatever the permission reviews say; no roster is never met."""
+    home, fake, signer, _o, sites = good
+    fake.access = access
+    result, rules = build(tmp_path, home, fake, signer, sites)
+    for rid, verdict in zip(("R-ACC-3", "R-ACC-5"), verdicts):
+        assert rules[rid]["verdict"] == verdict, (rid, rules[rid]["reason"])
+    assert words in rules["R-ACC-3"]["reason"], rules["R-ACC-3"]["reason"]
+    assert result.exit_code == (0 if verdicts == ("met", "met") else 1)
+    if access != "error":
+        carried = json.loads((tmp_path / "pack" / "audit" / "access-verify.json").read_text())
+        assert carried["decisions"] == 7
+
+
 # --- sealed, signed, self-verifying -------------------------------------------------------
 
 @pytest.fixture

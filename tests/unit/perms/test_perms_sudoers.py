@@ -8,7 +8,7 @@ import os
 
 from opskit.hosts import LocalHost
 from opskit.perms.linux import collect_linux
-from opskit.perms.sudo_eval import HostIdentity, SudoUser, check, evaluate
+from opskit.hosts.sudoers.evaluate import HostIdentity, SudoUser, check, evaluate
 from opskit.perms.sudoers import SudoItem, covers, parse_rule
 from tests.fixtures.policy.trees import write
 

@@ -17,7 +17,7 @@ them, each with the file:line it comes from. What sudo itself does is followed:
   in the same list, also across a new run-as spec (sudo's grammar).
 
 ``load_tree(host, hostname)`` reads such a tree from a Host (with owners and
-modes) for ``parse_tree``. Matching is opskit.perms.sudo_eval's job.
+modes) for ``parse_tree``. Matching is opskit.hosts.sudoers.evaluate's job.
 """
 from __future__ import annotations
 
@@ -105,6 +105,7 @@ class ParsedTree:
     aliases: dict[str, dict[str, list[Member]]] = field(
         default_factory=lambda: {k: {} for k in ("user", "runas", "host", "cmnd")})
     specs: list[UserSpec] = field(default_factory=list)
+    alias_sources: dict[str, str] = field(default_factory=dict)  # 'user:OPS' -> file:line
     files: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -137,10 +138,11 @@ def _comment_at(line: str) -> int:
     return -1
 
 
-def logical_lines(text: str):
-    """(first line number, text) with continuations joined and comments removed;
-    a comment ends its line even when it ends in a backslash."""
+def statements(text: str):
+    """(first line, last line, text) of each statement, 1-based: continuations joined and
+    comments removed; a comment ends its line even when it ends in a backslash."""
     pending, start = "", 0
+    number = 0
     for number, raw in enumerate(text.splitlines(), 1):
         if not pending:
             start = number
@@ -152,9 +154,15 @@ def logical_lines(text: str):
         line = (pending + line).strip()
         pending = ""
         if line:
-            yield start, line
+            yield start, number, line
     if pending.strip():
-        yield start, pending.strip()
+        yield start, number, pending.strip()
+
+
+def logical_lines(text: str):
+    """(first line number, text) of each statement (``statements`` without the last)."""
+    for first, _last, line in statements(text):
+        yield first, line
 
 
 def tokens(text: str) -> list[str]:
@@ -542,6 +550,7 @@ class _Parser:
                 kind = ALIAS_KINDS[first[0]]
                 for name, members in parse_alias(kind, first[1], where):
                     self.out.aliases[kind][name] = members
+                    self.out.alias_sources[f"{kind}:{name}"] = where
                 return
             self.out.specs.append(parse_userspec(line, where))
         except (ValueError, IndexError) as exc:
@@ -588,14 +597,7 @@ def load_tree(host: Host, hostname: str = "", root: str = ROOT) -> tuple[dict[st
             if inc.group(1) == "include":
                 read(target, depth + 1)
                 continue
-            try:
-                names = host.listdir(target)
-            except FileNotFoundError:
-                continue
-            except HostError as exc:
-                warnings.append(f"{target}: cannot list: {exc.message}")
-                continue
-            for name in sorted(names):
+            for name in sorted(host.listdir_or_warn(target, warnings)):
                 if not name.endswith("~") and "." not in name:
                     read(posixpath.join(target, name), depth + 1)
 

@@ -3,7 +3,7 @@
     evaluate(tree_files, user, host_facts) -> list[SudoRight]
 
 ``tree_files`` maps paths to ``SudoFile`` (or plain text) and starts at
-/etc/sudoers (opskit.perms.sudoers_parse.load_tree reads one from a Host);
+/etc/sudoers (opskit.hosts.sudoers.parse.load_tree reads one from a Host);
 ``user`` is a ``SudoUser`` (name, uid, gid, groups; a bare login name works
 when groups do not matter); ``host_facts`` a ``HostIdentity`` (hostname, FQDN,
 interface addresses as ``addr/prefix``, the netgroups the host is in, or
@@ -41,7 +41,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Iterable
 
-from .sudoers_parse import (CmndSpec, DefaultsEntry, Member, ParsedTree, Tree, parse_tree,
+from .parse import (CmndSpec, DefaultsEntry, Member, ParsedTree, Tree, parse_tree,
                             tag_names)
 
 ALLOW, DENY = True, False
