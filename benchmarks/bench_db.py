@@ -238,20 +238,18 @@ class PgBackRest(Tool):
 # What the profile of opskit's side showed (benchmarks/RESULTS.md keeps it with
 # the numbers; re-measure before trusting it on another machine).
 NOTES = """\
-Where opskit's logical backup time goes (205 MiB database, 105 MiB of COPY text, median of 3;
-client CPU of the whole process tree): `opskit backup db run` 3.9 s wall / 1.67 s CPU; the same
+Where opskit's logical backup time went without `--jobs` (205 MiB database, 105 MiB of COPY
+text, median of 3; client CPU of the whole process tree): `opskit backup db run` 3.9 s wall / 1.67 s CPU; the same
 COPYs drained by psycopg alone, rows discarded, 2.6 s / 0.97 s; by `psql -c "COPY ..." | cat`
 1.6 s / 0.28 s; `pg_dump -Fd -Z0 -j1` 2.0 s / 0.24 s. So about 60% of opskit's CPU is psycopg
 handing over COPY one row at a time (libpq returns a row per call), the rest chunking, hashing,
 zstd and encryption (~0.7 s per 100 MiB); pg_dump's schema and globals are a few tenths of a second.
-opskit/backup/db/streams.py's IterReader used to copy each row into the read buffer with Python
-slicing (~1 us a row in isolation, now one bytearray append per row); in the full backup that
-change is within this machine's noise (CPU 1.62 vs 1.65 s), the psycopg row loop is what is left.
-Next step if the logical ratio needs it (logical.py, not changed here: the `--jobs` work edits it):
-stream each table through `psql -X -q -c "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
--c "SET TRANSACTION SNAPSHOT '<exported>'" -c "COPY ... TO STDOUT"` (one session, in order),
-reading its stdout with `store_command`'s TapReader: the row loop then runs in C, ~0.7 s CPU less
-per 100 MiB, and N such streams give `--jobs N` for free.
+That profile was taken before main's `--jobs` work, which streams each table through a `psql`
+session importing the snapshot (the row loop in C) and N tables at once: with `--jobs 2` the
+logical ratio went from 0.44-0.48 to 0.28 and opskit's peak PSS from ~195 to 243 MiB (two
+streams in flight: watch it against the 300 MiB target with more jobs). Also from this profile:
+opskit/backup/db/streams.py's IterReader (still used for sequences and restores) no longer
+copies each block into the read buffer with Python slicing (one bytearray append per block).
 
 Base backup restore (either tool: unpacking into a new directory, no WAL replay) is mostly the
 kernel's work on this machine: of opskit's ~1.3-2 s CPU for a 330 MiB cluster half is system time
@@ -261,10 +259,11 @@ while tarfile writes (CPU and wall within noise), and 1 MiB tar reads instead of
 system time: each 1 MiB buffer is a fresh mapping to fault in), and the file engine's
 tune_malloc/tune_gc (workers.py) for database streams (1.19 vs 1.05 s, within noise). A restore ratio above 1 in one
 run and below it in the next is this machine, not a regression: re-run on a quiet machine.
-Kept, as it probably helps (thin evidence: two runs): handing each restored file of 1 MiB or more to writeback as soon as tarfile has
+Kept, as it probably helps (thin evidence: three runs): handing each restored file of 1 MiB or more to writeback as soon as tarfile has
 written it (posix_fadvise DONTNEED, as the file restore does; opskit/backup/db/pitr.py), so a
 cluster's dirty pages never pile up until the kernel throttles the writer (pgBackRest fsyncs as
-it goes). Restore ratio in the runs before it: 0.91, 1.73, 1.41, 1.15; after it: 0.84, 1.03.
+it goes). Restore ratio in the runs before it: 0.91, 1.73, 1.41, 1.15; after it: 0.84, 1.03,
+1.15.
 What is left is CPU on one core: of a restore's ~1.1 s CPU per 330 MiB about a third is decoding
 (pack reads, AES, zstd, the keyed BLAKE3 check) and the rest tarfile's Python copy loop and the
 kernel's file writes, all in one process, where pgBackRest runs process-max 2. Next step (not

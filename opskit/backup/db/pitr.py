@@ -147,8 +147,8 @@ def prepare_target(datadir: str, force: bool) -> bool:
 
 # Files at least this big are handed to writeback as soon as written, as the
 # file restore does (restorer.py, DROP_STEP): dirty pages of a whole cluster
-# otherwise pile up until the kernel throttles the writer, and the restore
-# ran 1.15-1.7x pgBackRest's (which fsyncs as it goes; benchmarks/bench_db.py).
+# otherwise pile up until the kernel throttles the writer (pgBackRest fsyncs as
+# it goes); benchmarks/RESULTS.md, "Database backups (#24)", has the runs.
 WRITEBACK_MIN = 1 << 20
 
 
