@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from opskit.core.errors import UsageError
 
 from ..repository import Repository
+from ..restorer import _drop_written
 from .streams import IterReader, find_files, read_content
 from .walchain import parse_lsn
 
@@ -144,6 +145,25 @@ def prepare_target(datadir: str, force: bool) -> bool:
     return True
 
 
+# Files at least this big are handed to writeback as soon as written, as the
+# file restore does (restorer.py, DROP_STEP): dirty pages of a whole cluster
+# otherwise pile up until the kernel throttles the writer (pgBackRest fsyncs as
+# it goes); benchmarks/RESULTS.md, "Database backups (#24)", has the runs.
+WRITEBACK_MIN = 1 << 20
+
+
+def _writeback(path: str) -> None:
+    """Start writeback of a restored file; pages already clean are dropped."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    try:
+        _drop_written(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
 class PhysicalRestore:
     """Unpack a pg-base snapshot into ``datadir`` and set up recovery to ``target``."""
 
@@ -166,12 +186,19 @@ class PhysicalRestore:
         rep.emptied = prepare_target(self.datadir, self.force)
         node = find_files(self.repo, self.snap)[f"/pg-base/{man['cluster']}/base.tar"]
         reader = IterReader(read_content(self.repo, node))
+        previous = None
         with tarfile.open(fileobj=reader, mode="r|") as tar:
             for member in tar:
                 # the tar is ours (authenticated), but never trust paths blindly
                 tar.extract(member, self.datadir, filter="tar")
                 rep.files += 1
                 rep.bytes += member.size
+                if member.isreg() and member.size >= WRITEBACK_MIN:
+                    path = os.path.join(self.datadir, member.name.lstrip("/"))
+                    _writeback(path)
+                    if previous:
+                        _writeback(previous)    # written back by now: drops its pages
+                    previous = path
         rep.settings = self.target.settings(self.restore_command)
         self._write_recovery(rep.settings)
         os.chmod(self.datadir, 0o700)
