@@ -259,16 +259,24 @@ while tarfile writes (CPU and wall within noise), and 1 MiB tar reads instead of
 system time: each 1 MiB buffer is a fresh mapping to fault in), and the file engine's
 tune_malloc/tune_gc (workers.py) for database streams (1.19 vs 1.05 s, within noise). A restore ratio above 1 in one
 run and below it in the next is this machine, not a regression: re-run on a quiet machine.
-Kept, as it probably helps (thin evidence: three runs): handing each restored file of 1 MiB or more to writeback as soon as tarfile has
-written it (posix_fadvise DONTNEED, as the file restore does; opskit/backup/db/pitr.py), so a
-cluster's dirty pages never pile up until the kernel throttles the writer (pgBackRest fsyncs as
-it goes). Restore ratio in the runs before it: 0.91, 1.73, 1.41, 1.15; after it: 0.84, 1.03,
-1.15.
-What is left is CPU on one core: of a restore's ~1.1 s CPU per 330 MiB about a third is decoding
-(pack reads, AES, zstd, the keyed BLAKE3 check) and the rest tarfile's Python copy loop and the
-kernel's file writes, all in one process, where pgBackRest runs process-max 2. Next step (not
-simple, not done): decode in a forked child writing the plain tar into a pipe (a corrupt blob's
-message passed back, exit 3 kept), tarfile in the parent: two cores, about a third less wall.
+Until 19:14 opskit handed each restored file of 1 MiB or more to writeback as soon as tarfile had
+written it (posix_fadvise DONTNEED); restore ratio in the runs before it: 0.91, 1.73, 1.41, 1.15;
+after it: 0.84, 1.03, 1.15 (thin evidence).
+That left a restore's CPU on one core: about a third decoding (pack reads, AES, zstd, the keyed
+BLAKE3 check), the rest tarfile's Python copy loop and the kernel's file writes, where pgBackRest
+runs process-max 2. Since 19:14 opskit decodes and hands the plain tar through a pipe (1 MiB) to
+GNU tar (`tar -x -f - --no-same-permissions`, umask 027; opskit/backup/db/untar.py), which
+unpacks on the other core; TarWatch counts files and bytes for the report from the stream. A
+restore of the 526 MiB database now uses ~2.2 s CPU (0.9 user, 1.3 sys, both processes) in ~2.1 s
+wall. Direct A/B on one cluster (19:14-19:18, make_pgdb 512 MiB, the three tools alternating,
+min of 3, three sessions): opskit main (tarfile) 2.65 / 2.64 / 2.11 s, opskit GNU tar 2.42 /
+2.31 / 2.00 s, pgBackRest 2.52 / 2.53 / 2.55 s: ratio 1.05 / 1.04 / 0.83 before, 0.96 / 0.92 /
+0.79 after, about 5-12% less wall; the full benchmark's median (runs table, row 19:14, load 2-2.7)
+1.10. Below 1.0 by min of 3 in every direct session, not yet by median of the full benchmark on
+this loaded machine: re-run on a quiet one before calling it met. Tried and dropped with GNU tar:
+the writeback hint from opskit's process two big files behind tar (min 2.54 vs 2.31 s without:
+tar's writes no longer stall the decoder, so it bought nothing), and 128 KiB tar records (`-B -b
+256`) instead of 10 KiB (2.09 / 3.25 / 2.52 vs 1.92 / 2.37 / 2.46 s, alternated: no gain).
 
 Day 3 (1% of rows changed uniformly) cannot meet 0.2 with content-defined chunking, opskit's or
 restic's: with 1 MiB average chunks and rows of ~200 bytes a chunk holds ~5,000 rows, so a

@@ -1,7 +1,8 @@
 """Point-in-time restore of a ``pg-base`` snapshot into a data directory.
 
 The base backup's tar is streamed from the repository (every blob checked
-against its keyed id) and unpacked into the target directory; then the
+against its keyed id) and unpacked into the target directory by GNU tar
+through a pipe (untar.py); then the
 recovery settings are appended to ``postgresql.auto.conf`` — a
 ``restore_command`` calling ``opskit backup wal-fetch``, the recovery
 target and what to do on reaching it — and ``recovery.signal`` is created.
@@ -15,15 +16,15 @@ import datetime as dt
 import os
 import pwd
 import shutil
-import tarfile
 import time
 from dataclasses import dataclass
 
 from opskit.core.errors import UsageError
 
 from ..repository import Repository
-from ..restorer import _drop_written
-from .streams import IterReader, find_files, read_content
+from .streams import find_files, read_content
+from .tarwatch import TarWatch
+from .untar import untar
 from .walchain import parse_lsn
 
 ACTIONS = ("pause", "promote", "shutdown")
@@ -145,25 +146,6 @@ def prepare_target(datadir: str, force: bool) -> bool:
     return True
 
 
-# Files at least this big are handed to writeback as soon as written, as the
-# file restore does (restorer.py, DROP_STEP): dirty pages of a whole cluster
-# otherwise pile up until the kernel throttles the writer (pgBackRest fsyncs as
-# it goes); benchmarks/RESULTS.md, "Database backups (#24)", has the runs.
-WRITEBACK_MIN = 1 << 20
-
-
-def _writeback(path: str) -> None:
-    """Start writeback of a restored file; pages already clean are dropped."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return
-    try:
-        _drop_written(fd, 0, os.fstat(fd).st_size)
-    finally:
-        os.close(fd)
-
-
 class PhysicalRestore:
     """Unpack a pg-base snapshot into ``datadir`` and set up recovery to ``target``."""
 
@@ -185,20 +167,13 @@ class PhysicalRestore:
         owner = self._owner()
         rep.emptied = prepare_target(self.datadir, self.force)
         node = find_files(self.repo, self.snap)[f"/pg-base/{man['cluster']}/base.tar"]
-        reader = IterReader(read_content(self.repo, node))
-        previous = None
-        with tarfile.open(fileobj=reader, mode="r|") as tar:
-            for member in tar:
-                # the tar is ours (authenticated), but never trust paths blindly
-                tar.extract(member, self.datadir, filter="tar")
-                rep.files += 1
-                rep.bytes += member.size
-                if member.isreg() and member.size >= WRITEBACK_MIN:
-                    path = os.path.join(self.datadir, member.name.lstrip("/"))
-                    _writeback(path)
-                    if previous:
-                        _writeback(previous)    # written back by now: drops its pages
-                    previous = path
+        watch = TarWatch()                # counts members for the report, unpacks nothing
+        # decoded here, unpacked by GNU tar on the other core (untar.py); a damaged
+        # pack raises CorruptObject before recovery.signal exists: never a complete restore
+        untar(read_content(self.repo, node), self.datadir,
+              same_owner=owner is None and os.geteuid() == 0,
+              what=f"snapshot {self.snap['id'][:12]} base.tar", tap=watch)
+        rep.files, rep.bytes = watch.files, watch.bytes
         rep.settings = self.target.settings(self.restore_command)
         self._write_recovery(rep.settings)
         os.chmod(self.datadir, 0o700)

@@ -1,12 +1,14 @@
-"""Watch a tar stream go by and keep a few small members (``backup_label``).
+"""Watch a tar stream go by: count its members, keep a few small ones (``backup_label``).
 
 A tap for ``TapReader``: it sees the bytes of ``pg_basebackup -Ft -D -`` as
-they are stored, follows the 512-byte headers, and copies out the members
-it was asked for, so nothing is unpacked or written to disk.
+they are stored (or as a restore hands them to GNU tar), follows the 512-byte
+headers, counts members and their bytes, and copies out the members it was
+asked for, so nothing is unpacked or written to disk.
 """
 from __future__ import annotations
 
 BLOCK = 512
+META_KINDS = (b"L", b"K", b"x", b"g")   # long names, pax headers: not members of their own
 MAX_KEEP = 1 << 20       # a wanted member larger than this is not kept (labels are tiny)
 
 
@@ -18,11 +20,14 @@ def _octal(field: bytes) -> int:
 
 
 class TarWatch:
-    """``tap(block)`` for every chunk of a tar stream; ``members`` holds the wanted ones."""
+    """``tap(block)`` for every chunk of a tar stream; ``members`` holds the wanted ones,
+    ``files`` and ``bytes`` count the members seen (as tarfile iterates them)."""
 
-    def __init__(self, wanted: set[str]):
-        self.wanted = wanted
+    def __init__(self, wanted: set[str] | None = None):
+        self.wanted = wanted or set()
         self.members: dict[str, bytes] = {}
+        self.files = 0
+        self.bytes = 0
         self._buf = bytearray()
         self._skip = 0            # bytes of the current member (plus padding) still to pass
         self._keep: bytearray | None = None
@@ -79,6 +84,10 @@ class TarWatch:
         if kind == b"L":                 # GNU long name: the next member's name
             self._long_name, self._long_left = "", size
             return
+        if kind in META_KINDS:
+            return
+        self.files += 1
+        self.bytes += size
         if self._long_name is not None:
             name, self._long_name = self._long_name, None
         name = name[2:] if name.startswith("./") else name
