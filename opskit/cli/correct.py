@@ -150,7 +150,7 @@ def keygen_cmd(app: App, out: str | None, name: str) -> None:
               help="File holding ONE reviewed UPDATE/DELETE/INSERT with :named parameters.")
 @click.option("--reason", required=True, metavar="TEXT", help="Why the data is wrong (recorded, R-DAT-1).")
 @click.option("--ticket", default="", metavar="ID", help="Change or incident ticket.")
-@click.option("--dry-run", is_flag=True, help="Vet the statement and show the before-image; store nothing.")
+@click.option("--dry-run", is_flag=True, help="Vet the statement, show the row diff (old -> new) and the before-image; store nothing.")
 @key_option
 @output_options(tabular=False)
 @pass_app

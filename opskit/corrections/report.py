@@ -347,21 +347,34 @@ def keygen_result(signer, line: str, name: str) -> Result:
 
 
 def dry_run_result(body: dict) -> Result:
-    """``request --dry-run``: the vetted statement and its before-image."""
+    """``request --dry-run``: the vetted statement, the row diff the approvers will see
+    and the before-image."""
     need = Requirement.from_dict(body["requirement"]).describe()
-    return Result(data=body, tables=[_image_table("before-image", body["before"], body["columns"])],
+    diff = _unrecorded_diff(body)
+    return Result(data=dict(body, diff=diff),
+                  tables=[diff_table(diff),
+                          _image_table("before-image", body["before"], body["columns"])],
                   messages=[f"dry run: {body['operation']} {body['target']}.{body['table']} "
                             f"touches {body['row_count']} row(s); needs {need}; nothing stored"],
                   summary=f"dry run: {body['row_count']} row(s)")
 
 
+def _unrecorded_diff(body: dict) -> list[dict]:
+    """The row diff of a request body not (yet) in the ledger, as ``show`` will give it."""
+    st = wf.step(None, {"kind": "request", "actor": "(dry run)", "request": "CR-0", "seq": 0,
+                        "body": body})
+    return [dict(row, request="(dry run)") for row in row_diff(st)]
+
+
 def request_result(entry: dict, st: wf.RequestState) -> Result:
-    """A recorded request: its id, what it needs, the before-image."""
+    """A recorded request: its id, what it needs, the row diff the approvers will see,
+    the before-image."""
+    diff = row_diff(st)
     return Result(
         data={"request": st.id, "state": st.state, "ledger_seq": entry["seq"],
               "hash": entry["hash"], "row_count": st.row_count,
-              "requirement": st.requirement.to_dict(), "sql": st.sql},
-        tables=_image("before-image", st.before, entry["body"]["columns"]),
+              "requirement": st.requirement.to_dict(), "sql": st.sql, "diff": diff},
+        tables=[diff_table(diff), *_image("before-image", st.before, entry["body"]["columns"])],
         messages=[f"{st.id} requested by {st.requester}: {st.operation} {st.target}.{st.table}, "
                   f"{st.row_count} row(s); needs {st.requirement.describe()}"],
         summary=f"{st.id} requested: {st.operation} {st.target}.{st.table}, "

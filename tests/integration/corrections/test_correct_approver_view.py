@@ -20,7 +20,8 @@ from opskit.core.errors import EXIT_FINDINGS
 from opskit.core.render.text import render
 from opskit.corrections.actions import ApplyFailed
 from opskit.corrections.ledger import decode, encode
-from opskit.corrections.report import approve_result, log_result, row_diff, show_result
+from opskit.corrections.report import (approve_result, dry_run_result, log_result,
+                                      request_result, row_diff, show_result)
 from opskit.corrections.verify import LedgerTampered, verify
 from tests.harness.corrections import approve_fully, make_postgres_target, make_world
 from tests.integration.corrections.test_correct_cascades import FKS
@@ -193,4 +194,23 @@ def test_a_preview_signed_by_a_modified_client_for_other_rows_is_refused(world):
     with pytest.raises(LedgerTampered, match="previewed rows .* are not the rows of its before-image"):
         svc.approve(rid, "ok", world.signer("bob"))
     assert len(world.raw.texts()) == 1
+    svc.ledger.close()
+
+
+def test_the_requester_sees_the_diff_the_approvers_will_see(world):
+    """``request --dry-run`` and ``request`` print the same row diff as ``show``: the
+    requester checks what they are about to sign (only the changed columns)."""
+    svc = world.svc()
+    params = {"d": "1", "days": "4", "note": "ok", "id": "1"}
+    body = svc.prepare("his", UPDATE, params, "rounding", "", world.signer("alice"))
+    dry = dry_run_result(body)
+    assert _changes(dry.data["diff"])[("policy_claim", "id=1", "amount")] == ("100.00", "101.00")
+    assert "101.00" in render(dry) and "row diff" in render(dry)
+    entry, st = svc.request("his", UPDATE, params, "rounding", "", world.signer("alice"))
+    recorded = request_result(entry, st)
+    assert _changes(recorded.data["diff"]) == _changes(show_result(st).data["diff"]) == \
+        _changes(dry.data["diff"])
+    # days 3 -> 4 changes details; note 'ok' -> 'ok' does not
+    listed = {c for (_t, _r, c) in _changes(recorded.data["diff"])}
+    assert "details" in listed and "note" not in listed
     svc.ledger.close()
