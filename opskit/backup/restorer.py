@@ -14,7 +14,10 @@ from __future__ import annotations
 import os
 import signal
 import stat as statmod
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Iterator
 
 from . import crypto, unnamed
 from .cores import available_cores
@@ -22,6 +25,7 @@ from .backends import BackendError
 from .forkpool import ForkPool
 from .backends.base import ObjectNotFound
 from .repository import CorruptObject, Repository
+from . import workers
 from .fsmeta import SPECIAL_TYPES, make_special, write_xattrs
 from .tree import TYPE_DIR, TYPE_FILE, TYPE_SYMLINK, UnsafeName, decode_name, safe_name
 
@@ -130,6 +134,8 @@ class _FileWriter:
         self._zero_chunks: dict[str, int] = {}     # all-zero chunk id -> length
         self._pending: bytes | None = None      # named temporary file being written
         self._unnamed = unnamed.AVAILABLE       # O_TMPFILE here (unnamed.py)
+        self._threads: ThreadPoolExecutor | None = None     # made for the first big file
+        self._ahead = 0
         # the pool terminates workers when the restore stops: take the partial file along
         signal.signal(signal.SIGTERM, self._terminated)
 
@@ -199,16 +205,11 @@ class _FileWriter:
         the file's size. All-zero chunks become holes: a sparse file comes back
         sparse (and one of zeros does too: same content, less disk)."""
         written, hole, mark = 0, False, 0
-        for hex_id in node.get("content", ()):
+        for hex_id, data in self._blobs(node):
             zeros = self._zero_chunks.get(hex_id)
-            if zeros is None:
-                bid = bytes.fromhex(hex_id)
-                data = self.repo.read_blob(bid)
-                if crypto.blob_id(self.id_key, data) != bid:
-                    raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
-                if len(data) >= SPARSE_MIN and not data[0] and not data[-1] \
-                        and data.count(0) == len(data):
-                    zeros = self._zero_chunks[hex_id] = len(data)
+            if zeros is None and len(data) >= SPARSE_MIN and not data[0] and not data[-1] \
+                    and data.count(0) == len(data):
+                zeros = self._zero_chunks[hex_id] = len(data)
             if zeros is not None:
                 os.lseek(fd, zeros, os.SEEK_CUR)
                 written, hole = written + zeros, True
@@ -223,6 +224,45 @@ class _FileWriter:
         if hole:            # a hole at the end: the size comes from truncate
             os.ftruncate(fd, written)
         return written
+
+    def _verified(self, hex_id: str) -> bytes:
+        """A chunk's plaintext, checked against its keyed id."""
+        bid = bytes.fromhex(hex_id)
+        data = self.repo.read_blob(bid)
+        if crypto.blob_id(self.id_key, data) != bid:
+            raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
+        return data
+
+    def _blobs(self, node: dict) -> Iterator[tuple[str, bytes | None]]:
+        """(chunk id, plaintext) in order; None for a chunk known to be all zeros.
+        A big file's chunks are read, decrypted, decompressed and checked on
+        threads ahead of the writes (all of that releases the GIL), so one big
+        file does not hold a restore to one core (#23)."""
+        ids, zeros = node.get("content", ()), self._zero_chunks
+        if int(node.get("size") or 0) < workers.PARALLEL_FILE_MIN:
+            for hex_id in ids:
+                yield hex_id, None if hex_id in zeros else self._verified(hex_id)
+            return
+        if self._threads is None:
+            self._ahead = 2 * available_cores()
+            self._threads = ThreadPoolExecutor(max_workers=available_cores(),
+                                               thread_name_prefix="opskit-decode")
+        ahead = self._ahead
+        pending: deque = deque()
+        try:
+            for hex_id in ids:
+                pending.append((hex_id, None if hex_id in zeros
+                                else self._threads.submit(self._verified, hex_id)))
+                if len(pending) > ahead:
+                    got, future = pending.popleft()
+                    yield got, future and future.result()
+            while pending:
+                got, future = pending.popleft()
+                yield got, future and future.result()
+        finally:
+            for _hex_id, future in pending:     # a damaged chunk ends the file: drop the rest
+                if future is not None:
+                    future.cancel()
 
     def restore(self, dest: bytes, node: dict, plain_dir: bool = False
                 ) -> tuple[bytes, int, str | None]:

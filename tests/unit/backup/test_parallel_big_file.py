@@ -1,5 +1,7 @@
 """A big file's chunks compressed on the reading worker's threads (#23) are
-stored exactly as one thread stores them: same chunk ids, same content back."""
+stored exactly as one thread stores them: same chunk ids, same content back;
+and restored with its chunks decoded on threads ahead of the writes, a
+damaged chunk still fails the file and leaves nothing under its name."""
 from __future__ import annotations
 
 import os
@@ -31,7 +33,7 @@ def _big_file(path, rng: random.Random) -> bytes:
 
 
 def _backup(tmp_path, name, src, threshold, monkeypatch):
-    monkeypatch.setattr(workers, "PARALLEL_FILE_MIN", threshold)
+    monkeypatch.setattr(workers, "PARALLEL_FILE_MIN", threshold)     # backup and restore
     repo = open_repo(tmp_path / name)
     _sid, snap = Archiver(repo, workers=2).run([str(src)])
     return repo, snap
@@ -59,3 +61,24 @@ def test_threaded_and_sequential_store_the_same_chunks(tmp_path, monkeypatch, se
     report = Checker(open_repo(tmp_path / "par")).run(read_data_fraction=1.0)
     assert report.ok, report
 
+
+
+def test_a_damaged_chunk_of_a_big_file_fails_that_file_only(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    src.mkdir()
+    _big_file(src / "db.img", random.Random(4))
+    (src / "small").write_bytes(b"small")
+    engine_repo(tmp_path / "r", chunk_avg=64 << 10)
+    repo, snap = _backup(tmp_path, "r", src, 1 << 20, monkeypatch)
+    content = find_node(repo, snap, src / "db.img")["content"]
+    loc = repo.index.lookup(bytes.fromhex(content[len(content) // 2]))
+    pack = tmp_path / "r" / "data" / loc.pack[:2] / loc.pack
+    raw = bytearray(pack.read_bytes())
+    raw[loc.offset + loc.length // 2] ^= 0xFF
+    pack.write_bytes(bytes(raw))
+    out = tmp_path / "out"
+    stats = Restorer(open_repo(tmp_path / "r"), str(out), workers=1).run(snap)
+    restored = out / os.fsdecode(src).lstrip("/")
+    assert [e["path"] for e in stats.errors] == [str(restored / "db.img")]
+    assert not os.path.lexists(restored / "db.img")
+    assert (restored / "small").read_bytes() == b"small"
