@@ -91,12 +91,18 @@ class SealingPackBuilder(PackBuilder):
     def seal(self, keys: crypto.MasterKeys, blob_type: str, bid: bytes, plaintext,
              level: int) -> int:
         """Add one blob; returns its stored length."""
+        return self.seal_compressed(keys, blob_type, bid, crypto.compress(plaintext, level),
+                                    len(plaintext))
+
+    def seal_compressed(self, keys: crypto.MasterKeys, blob_type: str, bid: bytes,
+                        payload: bytes, raw_length: int) -> int:
+        """Add one blob already compressed (``crypto.compress``, e.g. on another
+        thread); returns its stored length."""
         sealer = self._sealers.get(blob_type)
         if sealer is None:
             sealer = self._sealers[blob_type] = crypto.role_sealer(keys, blob_type)
-        length = crypto.seal_into(sealer, crypto.compress(plaintext, level),
-                                  blob_aad(blob_type, bid), self.buf, self.size)
-        self.entries.append(BlobEntry(blob_type, bid, self.size, length, len(plaintext)))
+        length = crypto.seal_into(sealer, payload, blob_aad(blob_type, bid), self.buf, self.size)
+        self.entries.append(BlobEntry(blob_type, bid, self.size, length, raw_length))
         self.size += length
         return length
 

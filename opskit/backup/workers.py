@@ -16,6 +16,8 @@ from __future__ import annotations
 import ctypes
 import os
 import stat as statmod
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, NamedTuple
 
 from . import crypto
@@ -34,6 +36,11 @@ from .tree import (TYPE_FILE, IdNames, decode_name, encode_name, encode_node, en
 # bigger ones come back split in parts of at most this (split_parts), which
 # every worker takes.
 LEAF_DIR_MAX_BYTES = 8 << 20
+
+# A file at least this big has its chunks compressed on threads of the worker
+# reading it (zstd releases the GIL): one big file (a database, an image) no
+# longer holds a backup to one core once the other workers are done (#23).
+PARALLEL_FILE_MIN = 32 << 20
 
 _FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 _DIR_FLAGS = _FLAGS | os.O_DIRECTORY
@@ -141,6 +148,8 @@ class _Worker:
         self.walk = walk or WalkOptions()
         self.names = IdNames()
         self._last_old: tuple = (None, None)       # (tree id, _old_tree's answer)
+        self._threads: ThreadPoolExecutor | None = None     # made for the first big file
+        self._thread_count = 0
 
     def _open(self, path: bytes, dir_fd: int | None = None) -> int:
         try:
@@ -172,9 +181,13 @@ class _Worker:
                 chunks = (first,) if first else ()
             else:
                 _read_ahead(fd)
+                big = os.fstat(fd).st_size >= PARALLEL_FILE_MIN
                 fh = os.fdopen(fd, "rb", buffering=0)
                 fd = -1
                 chunks = chunk_stream(fh, self.lo, self.avg, self.hi, first=first)
+                if big:
+                    size = self._store_parallel(chunks, ids)
+                    chunks = ()
             for chunk in chunks:
                 size += len(chunk)
                 ids.append(self._store(chunk))
@@ -356,6 +369,48 @@ class _Worker:
         bid = crypto.blob_id(self.keys.id_key, chunk)
         self._add(BLOB_DATA, bid, chunk)
         return bid
+
+    def _store_parallel(self, chunks, ids: list) -> int:
+        """Store ``chunks`` like ``_store``, compressing new ones on threads;
+        appends their ids to ``ids`` in order and returns the bytes seen.
+        Hashing, dedup and sealing stay on this thread, in order; a chunk is
+        copied before it is handed over (the chunker reuses its buffer)."""
+        if self._threads is None:
+            from .cores import available_cores
+            self._thread_count = available_cores()
+            self._threads = ThreadPoolExecutor(max_workers=self._thread_count,
+                                               thread_name_prefix="opskit-zstd")
+        window = 2 * self._thread_count
+        pending: deque = deque()
+        size, level = 0, self.repo.compression_level
+        try:
+            for chunk in chunks:
+                size += len(chunk)
+                if isinstance(chunk, memoryview) and chunk.obj is ZEROS:
+                    ids.append(self._store_zeros(chunk))
+                    continue
+                bid = crypto.blob_id(self.keys.id_key, chunk)
+                ids.append(bid)
+                if bid in self.seen or bid in self.repo.index:
+                    continue
+                self.seen.add(bid)
+                data = bytes(chunk)
+                pending.append((bid, len(data), self._threads.submit(crypto.compress, data, level)))
+                while len(pending) > window or (pending and pending[0][2].done()):
+                    self._seal_done(*pending.popleft())
+        finally:
+            while pending:              # also on an error: the ids sent are in packs
+                self._seal_done(*pending.popleft())
+        return size
+
+    def _seal_done(self, bid: bytes, raw_length: int, future) -> None:
+        builder = self.builders[BLOB_DATA]
+        self.bytes_stored += builder.seal_compressed(self.keys, BLOB_DATA, bid, future.result(),
+                                                     raw_length)
+        self.blobs_new += 1
+        self.bytes_new += raw_length
+        if builder.size >= self.repo.pack_size:
+            self._write(BLOB_DATA)
 
     def _store_zeros(self, chunk: memoryview) -> bytes:
         """A chunk of a hole: its id is computed once per size (a sparse 4 GiB

@@ -15,6 +15,18 @@ UNSAFE = ["..", ".", "", "../evil", "../../evil", "/evil-abs", "sub/../../evil",
           b"..", b"../\xffevil", b"/\xff"]
 
 
+@pytest.fixture(autouse=True, params=["unnamed", "named"])
+def file_naming(request, monkeypatch):
+    """Every test twice: files written nameless and linked in (O_TMPFILE), and
+    under a named temporary file renamed (where O_TMPFILE is not offered)."""
+    from opskit.backup import unnamed
+    if request.param == "named":
+        monkeypatch.setattr(unnamed, "AVAILABLE", False)
+    else:
+        assert unnamed.AVAILABLE, "O_TMPFILE and /proc are there on the CI machine"
+    return request.param
+
+
 @pytest.fixture
 def repo(tmp_path):
     engine_repo(tmp_path / "repo")
@@ -202,3 +214,29 @@ def test_a_file_spanning_many_page_drop_steps_comes_back_whole_and_sparse(tmp_pa
     st = os.stat(big)
     assert st.st_blocks * 512 <= 5 * step + (1 << 20)      # both zero chunks are holes
     assert st.st_mtime_ns == 1_600_000_000_000_000_000
+
+
+def test_restoring_over_existing_files_replaces_them_and_leaves_no_temporary_names(tmp_path, repo):
+    """An existing file, a symlink to outside and a read-only file at the
+    restored names are replaced (the symlink's target untouched); nothing with
+    the temporary prefix is left behind."""
+    target = tmp_path / "t"
+    target.mkdir()
+    (target / "plain").write_bytes(b"old content, longer than the new")
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"must stay")
+    os.symlink(outside, target / "link")
+    (target / "ro").write_bytes(b"ro")
+    os.chmod(target / "ro", 0o400)
+
+    def nodes(writer):
+        data = put_data(repo, writer, b"new")
+        return [file_node(name, [data], 3) for name in ("plain", "link", "ro", "fresh")]
+
+    stats = Restorer(repo, str(target), workers=1).run(_snapshot(repo, nodes, sort=True))
+    assert stats.errors == [] and stats.files == 4
+    for name in ("plain", "link", "ro", "fresh"):
+        assert not os.path.islink(target / name)
+        assert (target / name).read_bytes() == b"new", name
+    assert outside.read_bytes() == b"must stay"
+    assert sorted(os.listdir(target)) == ["fresh", "link", "plain", "ro"]
