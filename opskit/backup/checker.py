@@ -181,6 +181,7 @@ class Checker:
         from .pack import decrypt_blob
         entries = entries if entries is not None else self.pack_entries.get(pack_id, [])
         bad = []
+        lost: dict[str, list[str]] = {}     # problem of a base -> its delta blobs here
         for e in entries:
             try:
                 plain = decrypt_blob(self.repo.keys, e, data[e.offset:e.offset + e.length],
@@ -189,9 +190,13 @@ class Checker:
                     bad.append(e.id)
             except crypto.DecryptError:
                 bad.append(e.id)
-            except CorruptObject as exc:        # the base, not this pack
-                self._error(exc.name, exc.problem, self.pack_users.get(pack_id, ()))
+            except CorruptObject as exc:        # the base, not this pack: one error per base
+                lost.setdefault(exc.problem, []).append(exc.name)
             self.report.blobs_read += 1
+        for problem, deltas in lost.items():
+            more = f" (and {len(deltas) - 1} more delta blob(s) in {pack_name(pack_id)})" \
+                if len(deltas) > 1 else ""
+            self._error(deltas[0], problem + more, self.pack_users.get(pack_id, ()))
         return bad
 
     def _read_base(self, bid: bytes, base_id: bytes) -> bytes:
