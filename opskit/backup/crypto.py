@@ -164,9 +164,13 @@ def _window_log(size: int) -> int:
 def compress_delta(data: bytes | memoryview, base_id: bytes, base: bytes) -> bytes:
     """CODEC_ZSTD_DELTA payload of ``data`` against the plaintext ``base`` of
     blob ``base_id`` (a full blob: deltas never chain)."""
+    window_log = _window_log(len(base) + len(data))
+    # level 3's 2^17-entry match table forgets most of a MiB-sized base: one
+    # entry per ~8 bytes of base + chunk finds it all (a 2.5 MiB chunk: 4 KiB
+    # delta instead of 1 MiB, 20 ms; measured, benchmarks/RESULTS.md #24)
     params = zstandard.ZstdCompressionParameters.from_level(
-        DELTA_LEVEL, window_log=_window_log(len(base) + len(data)), write_content_size=1,
-        write_checksum=1)       # a wrong base fails here, not later as garbage
+        DELTA_LEVEL, window_log=window_log, hash_log=min(25, max(17, window_log - 3)),
+        write_content_size=1, write_checksum=1)   # checksum: a wrong base fails, no garbage
     dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
     frame = zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(data)
     return bytes([CODEC_ZSTD_DELTA]) + base_id + frame

@@ -81,8 +81,7 @@ class TapReader(io.RawIOBase):
 def store_stream(repo: Repository, writer, fh: BinaryIO, previous=None) -> tuple[list[str], int]:
     """Chunk ``fh`` to its end into ``writer``; (blob ids hex, bytes). With
     ``previous`` (db.deltas.PreviousChunks: this stream in the last backup)
-    a new chunk may be stored as a delta against the old chunk nearest its
-    offset."""
+    a new chunk may be stored as a delta against the old chunk at its place."""
     cfg = repo.config
     ids, size = [], 0
     for chunk in chunk_stream(fh, cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max):
@@ -90,8 +89,8 @@ def store_stream(repo: Repository, writer, fh: BinaryIO, previous=None) -> tuple
             continue
         data = bytes(chunk)
         bid = crypto.blob_id(repo.keys.id_key, data)
-        old = previous.nearest(size) if previous is not None else None
-        if old is None or old == bid:
+        old = previous.base_for(size, bid) if previous is not None else None
+        if old is None:
             writer.add(BLOB_DATA, bid, data)
         else:
             writer.add_delta(bid, data, old)

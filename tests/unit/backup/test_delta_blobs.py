@@ -117,10 +117,17 @@ def test_a_bad_base_names_the_delta_and_the_base(tmp_path, how):
     assert b.hex() in str(err.value) and a.hex() in str(err.value)
 
 
-def test_nearest_previous_chunk_by_start_offset():
-    prev = PreviousChunks([0, 100, 250], [b"a", b"b", b"c"])
-    assert [prev.nearest(o) for o in (0, 49, 50, 51, 120, 175, 176, 10_000)] == \
-        [b"a", b"a", b"a", b"b", b"b", b"b", b"c", b"c"]
+def test_the_base_is_the_previous_chunk_at_the_same_place_drift_included():
+    prev = PreviousChunks([0, 100, 250, 400], [b"a", b"b", b"c", b"d"])
+    assert [prev.ids[prev.nearest(o)] for o in (0, 49, 50, 51, 175, 176, 10_000)] == \
+        [b"a", b"a", b"a", b"b", b"b", b"c", b"d"]
+    assert prev.base_for(0, b"new0") == b"a"
+    assert prev.base_for(95, b"b") is None          # unchanged, 5 bytes earlier than before
+    assert prev.drift == -5
+    # rows gone from b and c: offsets fall behind further; each still finds its chunk
+    assert [prev.base_for(o, b"x%d" % o) for o in (180, 315)] == [b"c", b"d"]
+    # a fresh stream: offset alone would pick c for 315
+    assert PreviousChunks(prev.starts, prev.ids).base_for(315, b"y") == b"c"
 
 
 def _logical_snapshot(repo, path: str, data: bytes) -> None:
