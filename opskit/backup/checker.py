@@ -185,7 +185,7 @@ class Checker:
         for e in entries:
             try:
                 plain = decrypt_blob(self.repo.keys, e, data[e.offset:e.offset + e.length],
-                                     self._read_base)
+                                     self.repo.delta_base)
                 if crypto.blob_id(self.repo.keys.id_key, plain) != e.id:
                     bad.append(e.id)
             except crypto.DecryptError:
@@ -198,7 +198,4 @@ class Checker:
                 if len(deltas) > 1 else ""
             self._error(deltas[0], problem + more, self.pack_users.get(pack_id, ()))
         return bad
-
-    def _read_base(self, bid: bytes, base_id: bytes) -> bytes:
-        return self.repo.delta_base(bid, base_id)
 
