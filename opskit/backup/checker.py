@@ -12,7 +12,7 @@ from . import crypto
 from .backends import BackendError
 from .pack import TRAILER_SIZE, read_header
 from .repository import REPAIR_INDEX_HINT, CorruptObject, Repository, pack_name
-from .tree import name_problems
+from .tree import blob_refs, name_problems
 
 
 class FindingsReport:
@@ -134,10 +134,10 @@ class Checker:
             child = path.rstrip("/") + "/" + name
             if node.get("type") == "dir" and node.get("subtree"):
                 packs |= self._walk_tree(bytes.fromhex(node["subtree"]), sid, child)
-            for hex_id in node.get("content", ()):
+            for hex_id, role in blob_refs(node):
                 bloc = self.repo.index.lookup(bytes.fromhex(hex_id))
                 if bloc is None:
-                    self._error(f"blob {hex_id[:16]}", f"missing (part of {child})", [sid])
+                    self._error(f"blob {hex_id[:16]}", f"missing ({role} {child})", [sid])
                 else:
                     packs.add(bloc.pack)
         result = frozenset(packs)
@@ -175,15 +175,27 @@ class Checker:
             self._error(name, f"{len(bad)} blob(s) fail authentication", users)
 
     def _bad_blobs(self, data: bytes, pack_id: str, entries=None) -> list[bytes]:
+        """Blobs of a pack that fail authentication or their id. A delta blob
+        is checked through its base (which may live in another pack); an
+        unreadable base is its own error naming both blobs."""
         from .pack import decrypt_blob
         entries = entries if entries is not None else self.pack_entries.get(pack_id, [])
         bad = []
+        lost: dict[str, list[str]] = {}     # problem of a base -> its delta blobs here
         for e in entries:
             try:
-                plain = decrypt_blob(self.repo.keys, e, data[e.offset:e.offset + e.length])
+                plain = decrypt_blob(self.repo.keys, e, data[e.offset:e.offset + e.length],
+                                     self.repo.delta_base)
                 if crypto.blob_id(self.repo.keys.id_key, plain) != e.id:
                     bad.append(e.id)
             except crypto.DecryptError:
                 bad.append(e.id)
+            except CorruptObject as exc:        # the base, not this pack: one error per base
+                lost.setdefault(exc.problem, []).append(exc.name)
             self.report.blobs_read += 1
+        for problem, deltas in lost.items():
+            more = f" (and {len(deltas) - 1} more delta blob(s) in {pack_name(pack_id)})" \
+                if len(deltas) > 1 else ""
+            self._error(deltas[0], problem + more, self.pack_users.get(pack_id, ()))
         return bad
+

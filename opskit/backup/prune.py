@@ -23,6 +23,7 @@ from . import crypto
 from .backends import ObjectLocked
 from .pack import BLOB_DATA, BLOB_TREE, PackBuilder, read_header
 from .repository import CorruptObject, Repository, pack_name
+from .tree import blob_refs
 
 REPACK_GARBAGE_RATIO = 0.25   # repack a pack once a quarter of its bytes are garbage
 
@@ -63,7 +64,7 @@ def used_blobs(repo: Repository) -> set[bytes]:
         for node in repo.load_tree(tid).get("nodes", ()):
             if node.get("subtree"):
                 stack.append(bytes.fromhex(node["subtree"]))
-            for hex_id in node.get("content", ()):
+            for hex_id, _role in blob_refs(node):     # delta bases too
                 used.add(bytes.fromhex(hex_id))
     return used
 
