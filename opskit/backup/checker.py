@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import crypto
 from .backends import BackendError
-from .pack import TRAILER_SIZE, read_header
+from .pack import BLOB_DELTA, TRAILER_SIZE, read_header
 from .repository import REPAIR_INDEX_HINT, CorruptObject, Repository, pack_name
 from .tree import blob_refs, name_problems
 
@@ -47,6 +47,7 @@ class Checker:
         self.report = CheckReport()
         self.progress = progress
         self._tree_packs: dict[bytes, frozenset] = {}
+        self._delta_base: dict[bytes, bytes | None] = {}   # delta blob -> its base (read once)
         self.pack_users: dict[str, set[str]] = {}
         self.pack_entries: dict[str, list] = {}
 
@@ -138,11 +139,33 @@ class Checker:
                 bloc = self.repo.index.lookup(bytes.fromhex(hex_id))
                 if bloc is None:
                     self._error(f"blob {hex_id[:16]}", f"missing ({role} {child})", [sid])
-                else:
-                    packs.add(bloc.pack)
+                    continue
+                packs.add(bloc.pack)
+                if bloc.type == BLOB_DELTA:
+                    packs |= self._base_packs(bytes.fromhex(hex_id), child, sid)
         result = frozenset(packs)
         self._tree_packs[tree_id] = result
         return result
+
+    def _base_packs(self, bid: bytes, path: str, sid: str) -> set[str]:
+        """The pack of delta blob ``bid``'s base (read from the delta's head, once
+        per delta); a base missing from the index is an error naming both."""
+        if bid not in self._delta_base:
+            try:
+                self._delta_base[bid] = self.repo.delta_base_of(bid)
+            except (CorruptObject, BackendError) as exc:
+                self._delta_base[bid] = None
+                self._error(f"blob {bid.hex()[:16]}", f"delta blob unreadable (part of {path}): "
+                            f"{exc}", [sid])
+        base = self._delta_base[bid]
+        if base is None:
+            return set()
+        loc = self.repo.index.lookup(base)
+        if loc is None:
+            self._error(f"blob {base.hex()[:16]}", f"missing (delta base of blob {bid.hex()[:16]}, "
+                        f"part of {path})", [sid])
+            return set()
+        return {loc.pack}
 
     def _read_pack(self, pack_id: str, size: int) -> None:
         name = pack_name(pack_id)

@@ -96,7 +96,7 @@ class MasterKeys:
     def key_for(self, role: str) -> bytes | None:
         """Symmetric key of a role: data, tree and snapshot are secret; index,
         config, lock and pack headers are readable by write-only hosts."""
-        if role == "data":
+        if role in ("data", "delta"):      # a delta blob is file content too
             return self.data_key
         if role in ("tree", "snapshot"):
             return self.meta_key

@@ -11,6 +11,10 @@ PACK_MAGIC = b"OPK1"
 _TRAILER = struct.Struct("<I4s")
 BLOB_DATA = "data"
 BLOB_TREE = "tree"
+# a data blob stored as a delta against another data blob (codec 2): its own
+# type in pack headers and the index, so prune keeps its base without decrypting
+# every data blob to find the deltas among them (docs/repository-format.md)
+BLOB_DELTA = "delta"
 
 
 class BlobEntry(NamedTuple):
@@ -23,7 +27,12 @@ class BlobEntry(NamedTuple):
     raw_length: int
 
 
-_AAD_PREFIX = {BLOB_DATA: b"opskit:data:", BLOB_TREE: b"opskit:tree:"}
+_AAD_PREFIX = {BLOB_DATA: b"opskit:data:", BLOB_TREE: b"opskit:tree:", BLOB_DELTA: b"opskit:delta:"}
+
+
+def pack_kind(blob_type: str) -> str:
+    """The kind of pack a blob goes into: deltas are file content, in data packs."""
+    return BLOB_TREE if blob_type == BLOB_TREE else BLOB_DATA
 
 
 def blob_aad(blob_type: str, bid: bytes) -> bytes:
@@ -67,7 +76,7 @@ def encode_header(entries: list[BlobEntry]) -> bytes:
                                            for t, i, o, n, r in entries]) + "]}").encode()
 
 
-_PLAIN_TYPES = frozenset((BLOB_DATA, BLOB_TREE))
+_PLAIN_TYPES = frozenset((BLOB_DATA, BLOB_TREE, BLOB_DELTA))
 
 
 class PackBuilder:

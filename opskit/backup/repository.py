@@ -20,8 +20,8 @@ from . import crypto
 from .cores import available_cores
 from .backends import Backend, BackendError, ObjectNotFound
 from .index import MasterIndex, decode_index, encode_index
-from .pack import (BLOB_DATA, BLOB_TREE, TRAILER_SIZE, BlobEntry, PackBuilder, decrypt_payload,
-                   encrypt_blob, encrypt_payload, read_header)
+from .pack import (BLOB_DATA, BLOB_DELTA, BLOB_TREE, TRAILER_SIZE, BlobEntry, PackBuilder,
+                   decrypt_payload, encrypt_blob, encrypt_payload, pack_kind, read_header)
 
 FORMAT_VERSION = 1
 # a delta is kept when <= 1/4 of the full blob's payload: with 1% of rows
@@ -513,16 +513,17 @@ class BlobWriter:
                 base_id, base = self.repo.full_version(candidate)
             except (RepositoryError, BackendError):
                 base_id = None      # an unreadable old version: store in full, check reports it
+            kind = BLOB_DATA
             if base_id is not None:
                 delta = crypto.compress_delta(plaintext, base_id, base)
                 del base
                 # worth a base read on every restore only when clearly smaller
                 if len(delta) * DELTA_GAIN <= len(payload):
-                    payload = delta
+                    payload, kind = delta, BLOB_DELTA
                     with self._lock:
                         self.delta_bases[bid] = base_id
                         self.blobs_delta += 1
-            self._store(BLOB_DATA, bid, encrypt_payload(self.repo.keys, BLOB_DATA, bid, payload),
+            self._store(kind, bid, encrypt_payload(self.repo.keys, kind, bid, payload),
                         len(plaintext))
         except BaseException as exc:  # surfaced by the next add()/finish()
             self.error = exc
@@ -532,13 +533,14 @@ class BlobWriter:
     def _store(self, blob_type: str, bid: bytes, stored: bytes, raw_length: int) -> None:
         """Put an encrypted blob into its pack builder; write the pack when full."""
         full = None
+        kind = pack_kind(blob_type)
         with self._lock:
-            builder = self._builders[blob_type]
+            builder = self._builders[kind]
             builder.add(blob_type, bid, stored, raw_length)
             self.bytes_stored += len(stored)
             if builder.size >= self.repo.pack_size:
                 full = builder
-                self._builders[blob_type] = PackBuilder(blob_type)
+                self._builders[kind] = PackBuilder(kind)
         if full is not None:
             self._write_pack(full)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from bisect import bisect_left
 
 from ..backends import BackendError
+from ..pack import BLOB_DELTA
 from ..repository import CorruptObject, Repository
 from .streams import find_files
 
@@ -98,25 +99,25 @@ class PreviousStreams:
         return PreviousChunks.of(self.repo, node) if node else None
 
     def bases(self, path: str, ids: list[str]) -> list[str]:
-        """Sorted hex ids of the base blobs the chunks ``ids`` of the file at
-        ``path`` need. Call after ``writer.settle()``: new chunks are looked up
-        in what the writer decided; an old chunk is a delta only if a node
-        listing bases held it, else its payload head is read to know."""
-        prev = self.files.get(path) or {}
-        full = set(prev.get("content", ())) if not prev.get("bases") else set()
+        """Sorted hex ids of the base blobs the chunks ``ids`` of a file need.
+        Call after ``writer.settle()``: new chunks are looked up in what the
+        writer decided; an old chunk is a delta when the index says so, and
+        its base is read from its head. (Prune keeps the base of any kept
+        delta anyway; the list lets check and repair name what a file needs.)"""
         found: set[bytes] = set()
         for hex_id in set(ids):
             bid = bytes.fromhex(hex_id)
             base = self.writer.delta_bases.get(bid)
-            if base is None and not self.writer.new(bid) and hex_id not in full:
+            if base is None and not self.writer.new(bid):
                 base = self._stored_base(bid)
             if base is not None:
                 found.add(base)
         return sorted(b.hex() for b in found)
 
     def _stored_base(self, bid: bytes) -> bytes | None:
-        if self.repo.keys.key_for("data") is None:
-            return None      # write-only: cannot tell (docs/database-backup.md)
+        loc = self.repo.index.lookup(bid)
+        if loc is None or loc.type != BLOB_DELTA or self.repo.keys.key_for("data") is None:
+            return None      # a full blob; or write-only: cannot read a head
         try:
             return self.repo.delta_base_of(bid)
         except (CorruptObject, BackendError):

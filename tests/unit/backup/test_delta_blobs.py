@@ -12,9 +12,11 @@ from opskit.backup import crypto
 from opskit.backup.crypto import DecryptError
 from opskit.backup.db.deltas import PreviousChunks, PreviousStreams
 from opskit.backup.db.streams import TreeBuilder, save_snapshot
-from opskit.backup.pack import BLOB_DATA
+from opskit.backup import prune
+from opskit.backup.checker import Checker
+from opskit.backup.pack import BLOB_DATA, BLOB_DELTA
 from opskit.backup.repository import CorruptObject, pack_name
-from tests.harness.backup import engine_repo, open_repo
+from tests.harness.backup import engine_repo, file_node, open_repo, put_tree, save_crafted_snapshot
 
 
 def rows(seed: int = 1, n: int = 6000, changed: float = 0.0) -> bytes:
@@ -150,3 +152,57 @@ def test_previous_streams_need_a_key_that_reads_data_and_the_setting_on(tmp_path
     assert PreviousStreams.load(repo, None, "pg-logical", "/pg/claims", enabled=False).files == {}
     repo.keys = repo.keys.write_only_subset()
     assert PreviousStreams.load(repo, None, "pg-logical", "/pg/claims").files == {}
+
+
+def _crafted(repo, name: str, content: list[bytes]) -> str:
+    """A snapshot of one file of ``content`` and no "bases" key: what a file
+    backup or a write-only host makes when it deduplicates against a delta."""
+    writer = repo.blob_writer()
+    tree = put_tree(repo, writer, [file_node(name, [c.hex() for c in content], 1)])
+    writer.finish()
+    return save_crafted_snapshot(repo, tree, paths=(f"/{name}",))
+
+
+def _prune(repo) -> None:
+    p, used, packs = prune.plan(repo)
+    prune.apply(repo, p, used, packs)
+
+
+def test_prune_keeps_the_base_of_any_kept_delta_even_unlisted(tmp_path):
+    """The delta is reached by a node that does not list its base; once the
+    snapshot holding the base itself is forgotten, prune must still keep the
+    base (the index marks deltas), and the delta must still read. Control:
+    with nothing reaching the delta, both go."""
+    repo = engine_repo(tmp_path / "repo")
+    day1, day2 = rows(), rows(changed=0.01)
+    a = _store(repo, day1)
+    b = _store(repo, day2, candidate=a)
+    assert repo.index.lookup(b).type == BLOB_DELTA and repo.index.lookup(a).type == BLOB_DATA
+    first = _crafted(repo, "day1.copy", [a])
+    second = _crafted(repo, "dump.sql", [b])
+    repo.backend.delete(f"snapshots/{first}")
+    _prune(repo)
+    fresh = open_repo(tmp_path / "repo")
+    assert fresh.index.lookup(a) is not None, "the base of a kept delta was pruned"
+    assert fresh.read_blob(b) == day2
+    assert Checker(fresh).run(read_data_fraction=1.0).ok
+    fresh.backend.delete(f"snapshots/{second}")
+    _prune(fresh)
+    last = open_repo(tmp_path / "repo")
+    assert last.index.lookup(a) is None and last.index.lookup(b) is None
+
+
+def test_check_without_reading_data_counts_a_deltas_base_as_needed(tmp_path):
+    """A snapshot reaching a delta (its node listing no base) needs the base's
+    pack: a missing one is charged to that snapshot by the structure check."""
+    repo = engine_repo(tmp_path / "repo")
+    a = _store(repo, rows())
+    b = _store(repo, rows(changed=0.01), candidate=a)
+    sid = _crafted(repo, "dump.sql", [b])
+    assert Checker(open_repo(tmp_path / "repo")).run().ok
+    base_pack = _damage(repo, a)
+    os.unlink(base_pack)
+    report = Checker(open_repo(tmp_path / "repo")).run()
+    assert not report.ok
+    assert any(e["object"].endswith(os.path.basename(base_pack)) and sid[:12] in e["snapshots"]
+               for e in report.errors), report.errors
