@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field
 
 from . import crypto
 from .backends import BackendError
-from .pack import TRAILER_SIZE, read_header
+from .pack import BLOB_DELTA, TRAILER_SIZE, read_header
 from .repository import REPAIR_INDEX_HINT, CorruptObject, Repository, pack_name
-from .tree import name_problems
+from .tree import blob_refs, name_problems
 
 
 class FindingsReport:
@@ -47,6 +47,7 @@ class Checker:
         self.report = CheckReport()
         self.progress = progress
         self._tree_packs: dict[bytes, frozenset] = {}
+        self._delta_base: dict[bytes, bytes | None] = {}   # delta blob -> its base (read once)
         self.pack_users: dict[str, set[str]] = {}
         self.pack_entries: dict[str, list] = {}
 
@@ -134,15 +135,37 @@ class Checker:
             child = path.rstrip("/") + "/" + name
             if node.get("type") == "dir" and node.get("subtree"):
                 packs |= self._walk_tree(bytes.fromhex(node["subtree"]), sid, child)
-            for hex_id in node.get("content", ()):
+            for hex_id, role in blob_refs(node):
                 bloc = self.repo.index.lookup(bytes.fromhex(hex_id))
                 if bloc is None:
-                    self._error(f"blob {hex_id[:16]}", f"missing (part of {child})", [sid])
-                else:
-                    packs.add(bloc.pack)
+                    self._error(f"blob {hex_id[:16]}", f"missing ({role} {child})", [sid])
+                    continue
+                packs.add(bloc.pack)
+                if bloc.type == BLOB_DELTA:
+                    packs |= self._base_packs(bytes.fromhex(hex_id), child, sid)
         result = frozenset(packs)
         self._tree_packs[tree_id] = result
         return result
+
+    def _base_packs(self, bid: bytes, path: str, sid: str) -> set[str]:
+        """The pack of delta blob ``bid``'s base (read from the delta's head, once
+        per delta); a base missing from the index is an error naming both."""
+        if bid not in self._delta_base:
+            try:
+                self._delta_base[bid] = self.repo.delta_base_of(bid)
+            except (CorruptObject, BackendError) as exc:
+                self._delta_base[bid] = None
+                self._error(f"blob {bid.hex()[:16]}", f"delta blob unreadable (part of {path}): "
+                            f"{exc}", [sid])
+        base = self._delta_base[bid]
+        if base is None:
+            return set()
+        loc = self.repo.index.lookup(base)
+        if loc is None:
+            self._error(f"blob {base.hex()[:16]}", f"missing (delta base of blob {bid.hex()[:16]}, "
+                        f"part of {path})", [sid])
+            return set()
+        return {loc.pack}
 
     def _read_pack(self, pack_id: str, size: int) -> None:
         name = pack_name(pack_id)
@@ -175,15 +198,27 @@ class Checker:
             self._error(name, f"{len(bad)} blob(s) fail authentication", users)
 
     def _bad_blobs(self, data: bytes, pack_id: str, entries=None) -> list[bytes]:
+        """Blobs of a pack that fail authentication or their id. A delta blob
+        is checked through its base (which may live in another pack); an
+        unreadable base is its own error naming both blobs."""
         from .pack import decrypt_blob
         entries = entries if entries is not None else self.pack_entries.get(pack_id, [])
         bad = []
+        lost: dict[str, list[str]] = {}     # problem of a base -> its delta blobs here
         for e in entries:
             try:
-                plain = decrypt_blob(self.repo.keys, e, data[e.offset:e.offset + e.length])
+                plain = decrypt_blob(self.repo.keys, e, data[e.offset:e.offset + e.length],
+                                     self.repo.delta_base)
                 if crypto.blob_id(self.repo.keys.id_key, plain) != e.id:
                     bad.append(e.id)
             except crypto.DecryptError:
                 bad.append(e.id)
+            except CorruptObject as exc:        # the base, not this pack: one error per base
+                lost.setdefault(exc.problem, []).append(exc.name)
             self.report.blobs_read += 1
+        for problem, deltas in lost.items():
+            more = f" (and {len(deltas) - 1} more delta blob(s) in {pack_name(pack_id)})" \
+                if len(deltas) > 1 else ""
+            self._error(deltas[0], problem + more, self.pack_users.get(pack_id, ()))
         return bad
+

@@ -27,6 +27,13 @@ ENVELOPE_MASTER = 0x01
 ENVELOPE_SEALED = 0x02   # reserved for write-only key slots (issue 4)
 CODEC_RAW = 0x00
 CODEC_ZSTD = 0x01
+# a zstd frame compressed against another data blob's plaintext (its "base",
+# a raw-content dictionary): codec || 32-byte base blob id || frame. Readers
+# before this codec say "unknown codec 2" (docs/repository-format.md).
+CODEC_ZSTD_DELTA = 0x02
+DELTA_HEAD = 1 + 32
+DELTA_LEVEL = 3             # level 1's fast strategy finds no matches in the base (measured)
+MAX_WINDOW_LOG = 27         # 128 MiB: base and chunk together, far above the 4 MiB chunk limit
 NONCE_LEN = 12
 TAG_LEN = 16
 OVERHEAD = 1 + NONCE_LEN + TAG_LEN
@@ -89,7 +96,7 @@ class MasterKeys:
     def key_for(self, role: str) -> bytes | None:
         """Symmetric key of a role: data, tree and snapshot are secret; index,
         config, lock and pack headers are readable by write-only hosts."""
-        if role == "data":
+        if role in ("data", "delta"):      # a delta blob is file content too
             return self.data_key
         if role in ("tree", "snapshot"):
             return self.meta_key
@@ -148,17 +155,54 @@ def compress(data: bytes | memoryview, level: int) -> bytes:
     return bytes([CODEC_ZSTD]) + packed
 
 
-def decompress(payload: bytes) -> bytes:
+def _window_log(size: int) -> int:
+    """Smallest zstd window (log2) spanning ``size`` bytes: base + chunk, so
+    any match anywhere in the base is allowed."""
+    return min(MAX_WINDOW_LOG, max(10, (size - 1).bit_length()))
+
+
+def compress_delta(data: bytes | memoryview, base_id: bytes, base: bytes) -> bytes:
+    """CODEC_ZSTD_DELTA payload of ``data`` against the plaintext ``base`` of
+    blob ``base_id`` (a full blob: deltas never chain)."""
+    window_log = _window_log(len(base) + len(data))
+    # level 3's 2^17-entry match table forgets most of a MiB-sized base: one
+    # entry per ~8 bytes of base + chunk finds it all (a 2.5 MiB chunk: 4 KiB
+    # delta instead of 1 MiB, 20 ms; measured, benchmarks/RESULTS.md #24)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        DELTA_LEVEL, window_log=window_log, hash_log=min(25, max(17, window_log - 3)),
+        write_content_size=1, write_checksum=1)   # checksum: a wrong base fails, no garbage
+    dictionary = zstandard.ZstdCompressionDict(base, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+    frame = zstandard.ZstdCompressor(dict_data=dictionary, compression_params=params).compress(data)
+    return bytes([CODEC_ZSTD_DELTA]) + base_id + frame
+
+
+def delta_base(payload: bytes) -> bytes | None:
+    """The base blob id a payload is a delta against; None for a full payload."""
+    if payload[:1] == bytes([CODEC_ZSTD_DELTA]) and len(payload) > DELTA_HEAD:
+        return bytes(payload[1:DELTA_HEAD])
+    return None
+
+
+def decompress(payload: bytes, base: bytes | None = None) -> bytes:
+    """The plaintext of a payload; a delta payload needs its base's plaintext."""
     if not payload:
         raise DecryptError("empty payload")
     codec = payload[0]
     if codec == CODEC_RAW:
         return payload[1:]
-    if codec == CODEC_ZSTD:
-        try:
+    try:
+        if codec == CODEC_ZSTD:
             return _decompressor().decompress(payload[1:])
-        except zstandard.ZstdError as exc:
-            raise DecryptError(f"bad compressed data: {exc}") from None
+        if codec == CODEC_ZSTD_DELTA:
+            if base is None or len(payload) <= DELTA_HEAD:
+                raise DecryptError("delta blob read without its base blob")
+            dictionary = zstandard.ZstdCompressionDict(base,
+                                                       dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+            return zstandard.ZstdDecompressor(dict_data=dictionary,
+                                              max_window_size=1 << MAX_WINDOW_LOG
+                                              ).decompress(payload[DELTA_HEAD:])
+    except zstandard.ZstdError as exc:
+        raise DecryptError(f"bad compressed data: {exc}") from None
     raise DecryptError(f"unknown codec {codec}")
 
 

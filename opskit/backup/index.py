@@ -10,14 +10,14 @@ import threading
 from typing import Iterable, Iterator, NamedTuple
 
 from . import crypto
-from .pack import BLOB_DATA, BLOB_TREE, BlobEntry
+from .pack import BLOB_DATA, BLOB_DELTA, BLOB_TREE, BlobEntry
 
 INDEX_MAGIC = b"OPI1"
 _HEAD = struct.Struct("<4sI")
 _PACK = struct.Struct("<32sI")
 _ENTRY = struct.Struct("<32sBIII")
-_TYPES = {BLOB_DATA: 0, BLOB_TREE: 1}
-_NAMES = {0: BLOB_DATA, 1: BLOB_TREE}
+_TYPES = {BLOB_DATA: 0, BLOB_TREE: 1, BLOB_DELTA: 2}
+_NAMES = {0: BLOB_DATA, 1: BLOB_TREE, 2: BLOB_DELTA}
 
 
 class Location(NamedTuple):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from . import crypto
 
@@ -11,6 +11,10 @@ PACK_MAGIC = b"OPK1"
 _TRAILER = struct.Struct("<I4s")
 BLOB_DATA = "data"
 BLOB_TREE = "tree"
+# a data blob stored as a delta against another data blob (codec 2): its own
+# type in pack headers and the index, so prune keeps its base without decrypting
+# every data blob to find the deltas among them (docs/repository-format.md)
+BLOB_DELTA = "delta"
 
 
 class BlobEntry(NamedTuple):
@@ -23,7 +27,12 @@ class BlobEntry(NamedTuple):
     raw_length: int
 
 
-_AAD_PREFIX = {BLOB_DATA: b"opskit:data:", BLOB_TREE: b"opskit:tree:"}
+_AAD_PREFIX = {BLOB_DATA: b"opskit:data:", BLOB_TREE: b"opskit:tree:", BLOB_DELTA: b"opskit:delta:"}
+
+
+def pack_kind(blob_type: str) -> str:
+    """The kind of pack a blob goes into: deltas are file content, in data packs."""
+    return BLOB_TREE if blob_type == BLOB_TREE else BLOB_DATA
 
 
 def blob_aad(blob_type: str, bid: bytes) -> bytes:
@@ -32,13 +41,27 @@ def blob_aad(blob_type: str, bid: bytes) -> bytes:
 
 
 def encrypt_blob(keys: crypto.MasterKeys, blob_type: str, bid: bytes, plaintext, level: int) -> bytes:
-    return crypto.encrypt_role(keys, blob_type, crypto.compress(plaintext, level),
-                               blob_aad(blob_type, bid))
+    return encrypt_payload(keys, blob_type, bid, crypto.compress(plaintext, level))
 
 
-def decrypt_blob(keys: crypto.MasterKeys, entry: BlobEntry, stored: bytes) -> bytes:
-    return crypto.decompress(crypto.decrypt_role(keys, entry.type, stored,
-                                                 blob_aad(entry.type, entry.id)))
+def encrypt_payload(keys: crypto.MasterKeys, blob_type: str, bid: bytes, payload: bytes) -> bytes:
+    """Encrypt an already compressed payload (codec byte first) as blob ``bid``."""
+    return crypto.encrypt_role(keys, blob_type, payload, blob_aad(blob_type, bid))
+
+
+def decrypt_payload(keys: crypto.MasterKeys, entry: BlobEntry, stored: bytes) -> bytes:
+    """Authenticate and decrypt a stored blob: its payload, still compressed."""
+    return crypto.decrypt_role(keys, entry.type, stored, blob_aad(entry.type, entry.id))
+
+
+def decrypt_blob(keys: crypto.MasterKeys, entry: BlobEntry, stored: bytes,
+                 read_base: Callable[[bytes, bytes], bytes] | None = None) -> bytes:
+    """A stored blob's plaintext. A delta blob needs ``read_base(blob id, base
+    id)`` giving its base's plaintext; without it, DecryptError."""
+    payload = decrypt_payload(keys, entry, stored)
+    base_id = crypto.delta_base(payload)
+    base = read_base(entry.id, base_id) if base_id is not None and read_base else None
+    return crypto.decompress(payload, base)
 
 
 def encode_header(entries: list[BlobEntry]) -> bytes:
@@ -53,7 +76,7 @@ def encode_header(entries: list[BlobEntry]) -> bytes:
                                            for t, i, o, n, r in entries]) + "]}").encode()
 
 
-_PLAIN_TYPES = frozenset((BLOB_DATA, BLOB_TREE))
+_PLAIN_TYPES = frozenset((BLOB_DATA, BLOB_TREE, BLOB_DELTA))
 
 
 class PackBuilder:

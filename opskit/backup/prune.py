@@ -21,8 +21,9 @@ from opskit.core.failpoints import failpoint
 
 from . import crypto
 from .backends import ObjectLocked
-from .pack import BLOB_DATA, BLOB_TREE, PackBuilder, read_header
+from .pack import BLOB_DATA, BLOB_DELTA, BLOB_TREE, PackBuilder, pack_kind, read_header
 from .repository import CorruptObject, Repository, pack_name
+from .tree import blob_refs
 
 REPACK_GARBAGE_RATIO = 0.25   # repack a pack once a quarter of its bytes are garbage
 
@@ -63,9 +64,26 @@ def used_blobs(repo: Repository) -> set[bytes]:
         for node in repo.load_tree(tid).get("nodes", ()):
             if node.get("subtree"):
                 stack.append(bytes.fromhex(node["subtree"]))
-            for hex_id in node.get("content", ()):
+            for hex_id, _role in blob_refs(node):     # delta bases too
                 used.add(bytes.fromhex(hex_id))
-    return used
+    return used | delta_bases(repo, used)
+
+
+def delta_bases(repo: Repository, used: set[bytes]) -> set[bytes]:
+    """The base of every delta blob in ``used``, told apart by their index
+    type and read from each delta's head (deltas are small). Whatever node
+    reached a delta (a logical backup listing its bases, a write-only host or
+    a file backup that deduplicated against it without knowing), its base is
+    kept. A delta whose head cannot be read stops prune: its base is unknown."""
+    bases: set[bytes] = set()
+    lookup = repo.index.lookup
+    for bid in used:
+        loc = lookup(bid)
+        if loc is not None and loc.type == BLOB_DELTA:
+            base = repo.delta_base_of(bid)
+            if base is not None:
+                bases.add(base)
+    return bases
 
 
 def plan(repo: Repository) -> tuple[PrunePlan, set[bytes], dict[str, list]]:
@@ -126,11 +144,12 @@ def apply(repo: Repository, p: PrunePlan, used: set[bytes], packs: dict[str, lis
             if entry.id not in used or entry.id in moved:
                 continue
             moved.add(entry.id)
-            b = builders[entry.type]
+            kind = pack_kind(entry.type)
+            b = builders[kind]
             b.add(entry.type, entry.id, raw[entry.offset:entry.offset + entry.length],
                   entry.raw_length)
             if b.size >= repo.pack_size:
-                flush(entry.type)
+                flush(kind)
     for kind in builders:
         flush(kind)
     # 2. a fresh index covering every pack that stays (unless no indexed pack goes:

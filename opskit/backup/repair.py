@@ -18,7 +18,7 @@ from . import crypto
 from .backends import BackendError
 from .pack import BLOB_TREE, BlobEntry
 from .repository import CorruptObject, Repository
-from .tree import TYPE_DIR, encode_tree
+from .tree import TYPE_DIR, blob_refs, encode_tree
 
 
 @dataclass
@@ -157,7 +157,7 @@ class _TreeRewriter:
                 if new_sub is None:
                     continue
                 node = dict(node, subtree=new_sub.hex())
-            elif any(bytes.fromhex(b) not in self.repo.index for b in node.get("content", ())):
+            elif any(bytes.fromhex(b) not in self.repo.index for b, _ in blob_refs(node)):
                 gone.append(child)
                 continue
             kept.append(node)

@@ -20,10 +20,13 @@ from . import crypto
 from .cores import available_cores
 from .backends import Backend, BackendError, ObjectNotFound
 from .index import MasterIndex, decode_index, encode_index
-from .pack import (BLOB_DATA, BLOB_TREE, TRAILER_SIZE, BlobEntry, PackBuilder, decrypt_blob,
-                   encrypt_blob, read_header)
+from .pack import (BLOB_DATA, BLOB_DELTA, BLOB_TREE, TRAILER_SIZE, BlobEntry, PackBuilder,
+                   decrypt_payload, encrypt_blob, encrypt_payload, pack_kind, read_header)
 
 FORMAT_VERSION = 1
+# a delta is kept when <= 1/4 of the full blob's payload: with 1% of rows
+# changed a delta is 0.3-3% of it, an unrelated base gives ~100%
+DELTA_GAIN = 4
 REPAIR_INDEX_HINT = ("rebuild the index from the packs with 'opskit backup repair index' "
                      "(docs/backup.md, 'When the repository is damaged')")
 
@@ -96,6 +99,7 @@ class Repository:
         self.compression_level = 1
         self.pack_size = 16 << 20
         self.index_loaded = False
+        self._base_cache: tuple[bytes, bytes] | None = None   # (id, plaintext): delta_base
 
     # --- creating and opening ----------------------------------------------------
     @classmethod
@@ -266,7 +270,8 @@ class Repository:
         return oid
 
     # --- blobs -----------------------------------------------------------------------
-    def read_blob(self, bid: bytes) -> bytes:
+    def _payload(self, bid: bytes) -> tuple[str, bytes]:
+        """(pack name, decrypted payload) of a blob; CorruptObject when missing/damaged."""
         loc = self.index.lookup(bid)
         if loc is None:
             raise CorruptObject(f"blob {bid.hex()}", "not in the index (missing data)")
@@ -274,10 +279,57 @@ class Repository:
         stored = self.backend.get(name, loc.offset, loc.length)
         entry = BlobEntry(loc.type, bid, loc.offset, loc.length, loc.raw_length)
         try:
-            plain = decrypt_blob(self.keys, entry, stored)
+            return name, decrypt_payload(self.keys, entry, stored)
         except crypto.DecryptError as exc:
             raise CorruptObject(name, f"blob {bid.hex()[:16]} damaged ({exc})") from None
+
+    def read_blob(self, bid: bytes) -> bytes:
+        """A blob's plaintext; a delta blob (codec 2) is rebuilt from its base."""
+        name, payload = self._payload(bid)
+        base_id = crypto.delta_base(payload)
+        base = self.delta_base(bid, base_id) if base_id is not None else None
+        try:
+            return crypto.decompress(payload, base)
+        except crypto.DecryptError as exc:
+            raise CorruptObject(name, f"blob {bid.hex()[:16]} damaged ({exc})") from None
+
+    def delta_base(self, bid: bytes, base_id: bytes) -> bytes:
+        """Plaintext of the base of delta blob ``bid``, checked against its id.
+        The last one is kept: a stream's deltas often share a base in a row.
+        CorruptObject naming both blobs when the base is missing or damaged."""
+        cached = self._base_cache
+        if cached is not None and cached[0] == base_id:
+            return cached[1]
+        try:
+            name, payload = self._payload(base_id)
+            if crypto.delta_base(payload) is not None:
+                raise CorruptObject(name, "is itself a delta (deltas never chain)")
+            plain = crypto.decompress(payload)
+        except (CorruptObject, crypto.DecryptError, BackendError) as exc:
+            raise CorruptObject(f"blob {bid.hex()}", f"its delta base blob {base_id.hex()} "
+                                f"cannot be read ({getattr(exc, 'problem', exc)})") from None
+        if crypto.blob_id(self.keys.id_key, plain) != base_id:
+            raise CorruptObject(f"blob {bid.hex()}", f"its delta base blob {base_id.hex()} "
+                                "does not match its id (damaged)")
+        self._base_cache = (base_id, plain)
         return plain
+
+    def delta_base_of(self, bid: bytes) -> bytes | None:
+        """The base id of a stored delta blob; None for a full blob."""
+        return crypto.delta_base(self._payload(bid)[1])
+
+    def full_version(self, bid: bytes) -> tuple[bytes, bytes]:
+        """(id, plaintext) of the full blob a new delta may point at for
+        ``bid``: ``bid`` itself, or its base when ``bid`` is a delta, so a
+        delta never points at a delta (chain depth 1)."""
+        name, payload = self._payload(bid)
+        base_id = crypto.delta_base(payload)
+        if base_id is not None:
+            return base_id, self.delta_base(bid, base_id)
+        try:
+            return bid, crypto.decompress(payload)
+        except crypto.DecryptError as exc:
+            raise CorruptObject(name, f"blob {bid.hex()[:16]} damaged ({exc})") from None
 
     def load_tree(self, bid: bytes) -> dict:
         try:
@@ -395,12 +447,29 @@ class BlobWriter:
         self.blobs_new = 0
         self.bytes_new_raw = 0
         self.bytes_stored = 0
+        self.blobs_delta = 0
+        self.delta_bases: dict[bytes, bytes] = {}    # new delta blob -> its base (this run)
+        self._jobs: list = []
 
     def known(self, bid: bytes) -> bool:
         return bid in self.repo.index or bid in self._pending
 
+    def new(self, bid: bytes) -> bool:
+        """True when this writer stores ``bid`` (it was not in the repository)."""
+        return bid in self._pending
+
     def add(self, blob_type: str, bid: bytes, plaintext: bytes) -> bool:
         """Queue a blob unless the repository already has it; True when new."""
+        return self._queue(bid, plaintext, self._encode, blob_type, bid, plaintext)
+
+    def add_delta(self, bid: bytes, plaintext: bytes, candidate: bytes) -> bool:
+        """Queue a data blob to be stored as a delta against the full version
+        of blob ``candidate`` (its previous version) when that is clearly
+        smaller, else as a full blob; True when new. The base is read by the
+        worker, so its plaintext is held only while the job runs."""
+        return self._queue(bid, plaintext, self._encode_delta, bid, plaintext, candidate)
+
+    def _queue(self, bid: bytes, plaintext: bytes, job: Callable, *args) -> bool:
         if self.error:
             raise self.error
         with self._add_lock:       # several dump threads may add at once (db/logical.py)
@@ -411,31 +480,69 @@ class BlobWriter:
             self.bytes_new_raw += len(plaintext)
         self._inflight.acquire()
         if self.pool is None:
-            self._encode(blob_type, bid, plaintext)
+            job(*args)
             if self.error:
                 raise self.error
         else:
-            self.pool.submit(self._encode, blob_type, bid, plaintext)
+            future = self.pool.submit(job, *args)
+            if job == self._encode_delta:     # settle() waits for these only
+                self._jobs.append(future)
         return True
+
+    def settle(self) -> None:
+        """Wait until every queued delta candidate is encoded (``delta_bases`` complete)."""
+        jobs, self._jobs = self._jobs, []
+        for job in jobs:
+            job.result()
+        if self.error:
+            raise self.error
 
     def _encode(self, blob_type: str, bid: bytes, plaintext: bytes) -> None:
         try:
-            stored = encrypt_blob(self.repo.keys, blob_type, bid, plaintext,
-                                  self.repo.compression_level)
-            full = None
-            with self._lock:
-                builder = self._builders[blob_type]
-                builder.add(blob_type, bid, stored, len(plaintext))
-                self.bytes_stored += len(stored)
-                if builder.size >= self.repo.pack_size:
-                    full = builder
-                    self._builders[blob_type] = PackBuilder(blob_type)
-            if full is not None:
-                self._write_pack(full)
+            self._store(blob_type, bid, encrypt_blob(self.repo.keys, blob_type, bid, plaintext,
+                                                     self.repo.compression_level), len(plaintext))
         except BaseException as exc:  # surfaced by the next add()/finish()
             self.error = exc
         finally:
             self._inflight.release()
+
+    def _encode_delta(self, bid: bytes, plaintext: bytes, candidate: bytes) -> None:
+        try:
+            payload = crypto.compress(plaintext, self.repo.compression_level)
+            try:
+                base_id, base = self.repo.full_version(candidate)
+            except (RepositoryError, BackendError):
+                base_id = None      # an unreadable old version: store in full, check reports it
+            kind = BLOB_DATA
+            if base_id is not None:
+                delta = crypto.compress_delta(plaintext, base_id, base)
+                del base
+                # worth a base read on every restore only when clearly smaller
+                if len(delta) * DELTA_GAIN <= len(payload):
+                    payload, kind = delta, BLOB_DELTA
+                    with self._lock:
+                        self.delta_bases[bid] = base_id
+                        self.blobs_delta += 1
+            self._store(kind, bid, encrypt_payload(self.repo.keys, kind, bid, payload),
+                        len(plaintext))
+        except BaseException as exc:  # surfaced by the next add()/finish()
+            self.error = exc
+        finally:
+            self._inflight.release()
+
+    def _store(self, blob_type: str, bid: bytes, stored: bytes, raw_length: int) -> None:
+        """Put an encrypted blob into its pack builder; write the pack when full."""
+        full = None
+        kind = pack_kind(blob_type)
+        with self._lock:
+            builder = self._builders[kind]
+            builder.add(blob_type, bid, stored, raw_length)
+            self.bytes_stored += len(stored)
+            if builder.size >= self.repo.pack_size:
+                full = builder
+                self._builders[kind] = PackBuilder(kind)
+        if full is not None:
+            self._write_pack(full)
 
     def _write_pack(self, builder: PackBuilder) -> None:
         data = builder.finish(self.repo.keys)

@@ -150,3 +150,12 @@ class IdNames:
             except KeyError:
                 self._groups[gid] = None
         return self._groups[gid]
+
+
+def blob_refs(node: dict):
+    """(hex id, what it is to the node) of every blob a tree node needs: its
+    content, and the bases its delta chunks are rebuilt from."""
+    for hex_id in node.get("content", ()):
+        yield hex_id, "part of"
+    for hex_id in node.get("bases", ()):
+        yield hex_id, "delta base for"

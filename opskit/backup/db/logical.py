@@ -41,6 +41,7 @@ from ..repository import Repository
 from ..cores import available_cores
 from .pgtools import (SESSION_SETTINGS, DatabaseError, Tools, apply_session_settings, connect,
                       find_tools, last_line, major_of, pg_message)
+from .deltas import PreviousStreams
 from .settings import DatabaseTarget
 from .streams import IterReader, TreeBuilder, save_snapshot, store_command, store_stream
 
@@ -130,6 +131,7 @@ class LogicalStats:
     blobs_new: int = 0
     bytes_added: int = 0
     bytes_stored: int = 0
+    blobs_delta: int = 0
     duration_s: float = 0.0
     warnings: list = field(default_factory=list)
 
@@ -176,7 +178,8 @@ class LogicalBackup:
         """One table's rows into ``writer``: (manifest entry, blob ids)."""
         tap = RowTap()
         cmd = copy_command(psql, self.target.conninfo(), snapshot, schema, table)
-        ids, size, code, err = store_command(self.repo, writer, cmd, tap=tap,
+        previous = self.previous.chunks(self._table_path(schema, table))
+        ids, size, code, err = store_command(self.repo, writer, cmd, tap=tap, previous=previous,
                                              env={**os.environ, **self.target.env()})
         if code != 0:
             raise DatabaseError(f"database {self.target.name} ({self.target.describe()}): "
@@ -218,6 +221,9 @@ class LogicalBackup:
             raise errors[0]
         return results
 
+    def _table_path(self, schema: str, table: str) -> str:
+        return f"/pg/{self.target.name}/data/{file_name(schema, table)}"
+
     def run(self, *, tags: list[str] | None = None) -> tuple[str, dict]:
         """Back up the database; returns (snapshot id, snapshot)."""
         start = time.monotonic()
@@ -227,6 +233,9 @@ class LogicalBackup:
         conn = connect(self.target, autocommit=False)
         writer = self.repo.blob_writer()
         base = f"/pg/{self.target.name}"
+        # tables changed a little everywhere are stored as deltas against this
+        self.previous = PreviousStreams.load(self.repo, writer, KIND, base,
+                                             enabled=self.target.delta)
         try:
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
@@ -245,7 +254,7 @@ class LogicalBackup:
             tables = []
             # in the listed order, whatever finished first: unchanged trees dedup
             for t, ids in self._dump_tables(tools, snapshot_name, listed, writer):
-                builder.add_file(f"{base}/data/{t['file']}", ids, t["bytes"])
+                builder.add_file(self._table_path(t["schema"], t["table"]), ids, t["bytes"])
                 tables.append(t)
                 self.stats.rows += t["rows"]
                 self.stats.bytes += t["bytes"]
@@ -253,7 +262,8 @@ class LogicalBackup:
             ids, size = store_stream(self.repo, writer, IterReader([sequences.encode()]))
             builder.add_file(f"{base}/sequences.sql", ids, size)
             conn.rollback()
-            root = builder.finish()
+            writer.settle()         # every delta decided: the nodes can name their bases
+            root = builder.finish(self.previous.bases)
         except psycopg.Error as exc:
             writer.abort()
             raise DatabaseError(f"database {self.target.name} ({self.target.describe()}): "
@@ -265,8 +275,8 @@ class LogicalBackup:
             conn.close()
         st = self.stats
         st.tables = len(tables)
-        st.blobs_new, st.bytes_added, st.bytes_stored = \
-            writer.blobs_new, writer.bytes_new_raw, writer.bytes_stored
+        st.blobs_new, st.bytes_added, st.bytes_stored, st.blobs_delta = \
+            writer.blobs_new, writer.bytes_new_raw, writer.bytes_stored, writer.blobs_delta
         st.duration_s = round(time.monotonic() - start, 3)
         manifest = {"name": self.target.name, "dbname": dbname, "server_version": version,
                     "server_version_num": version_num, "encoding": encoding,
@@ -274,7 +284,8 @@ class LogicalBackup:
                     "snapshot": snapshot_name, "warnings": st.warnings}
         stats = {"files": len(tables) + 3, "dirs": 0, "bytes": st.bytes, "rows": st.rows,
                  "blobs_new": st.blobs_new, "bytes_added": st.bytes_added,
-                 "bytes_stored": st.bytes_stored, "errors": 0, "duration_s": st.duration_s}
+                 "bytes_stored": st.bytes_stored, "blobs_delta": st.blobs_delta, "errors": 0,
+                 "duration_s": st.duration_s}
         return save_snapshot(self.repo, writer, root, kind=KIND, paths=[base],
                              tags=list(tags or []), stats=stats, extra={"database": manifest})
 

@@ -25,6 +25,9 @@ DATABASE_SECTION = Section({
                                 "must return true.", item_type=str),
     "jobs": Key(int, None, "Tables 'backup db run' dumps at once, each in its own session "
                            "sharing one snapshot. Default: min(4, cores).", min=1, max=64),
+    "delta": Key(bool, True, "Store a changed table's new chunks as deltas against the "
+                             "previous backup's (rows changed all over a table still cost "
+                             "little); false stores them in full."),
 })
 DATABASES_DEFAULT = {"<name>": defaults(DATABASE_SECTION)}
 
@@ -52,11 +55,13 @@ PG_SECTION = Section({
 @dataclass
 class DatabaseTarget(DatabaseSpec):
     """One ``backup.databases`` entry, resolved (paths relative to the config):
-    a ``perms.databases`` entry plus sslmode, drill assertions and dump jobs."""
+    a ``perms.databases`` entry plus sslmode, drill assertions, dump jobs and
+    whether changed tables are stored as deltas."""
 
     sslmode: str | None = None
     assertions: list = field(default_factory=list)
     jobs: int | None = None
+    delta: bool = True
     section = "backup.databases"
 
     def conninfo(self, dbname: str | None = None) -> str:
@@ -98,7 +103,8 @@ def database_targets(config, names: list[str] | None = None) -> list[DatabaseTar
         configured[name] = DatabaseTarget(
             name, entry.get("dsn"), entry.get("host"), entry.get("port"), entry.get("user"),
             entry.get("dbname"), config.relative_path(pw) if pw else None,
-            entry.get("sslmode"), list(entry.get("assertions") or []), entry.get("jobs"))
+            entry.get("sslmode"), list(entry.get("assertions") or []), entry.get("jobs"),
+            entry.get("delta", True) is not False)
     if not names:
         return list(configured.values())
     missing = [n for n in names if n not in configured]

@@ -78,8 +78,10 @@ class TapReader(io.RawIOBase):
         return n or 0
 
 
-def store_stream(repo: Repository, writer, fh: BinaryIO) -> tuple[list[str], int]:
-    """Chunk ``fh`` to its end into ``writer``; (blob ids hex, bytes)."""
+def store_stream(repo: Repository, writer, fh: BinaryIO, previous=None) -> tuple[list[str], int]:
+    """Chunk ``fh`` to its end into ``writer``; (blob ids hex, bytes). With
+    ``previous`` (db.deltas.PreviousChunks: this stream in the last backup)
+    a new chunk may be stored as a delta against the old chunk at its place."""
     cfg = repo.config
     ids, size = [], 0
     for chunk in chunk_stream(fh, cfg.chunk_min, cfg.chunk_avg, cfg.chunk_max):
@@ -87,23 +89,28 @@ def store_stream(repo: Repository, writer, fh: BinaryIO) -> tuple[list[str], int
             continue
         data = bytes(chunk)
         bid = crypto.blob_id(repo.keys.id_key, data)
-        writer.add(BLOB_DATA, bid, data)
+        old = previous.base_for(size, bid) if previous is not None else None
+        if old is None:
+            writer.add(BLOB_DATA, bid, data)
+        else:
+            writer.add_delta(bid, data, old)
         ids.append(bid.hex())
         size += len(data)
     return ids, size
 
 
 def store_command(repo: Repository, writer, cmd: list[str], *, env: dict | None = None,
-                  tap: Callable[[memoryview], None] | None = None
+                  tap: Callable[[memoryview], None] | None = None, previous=None
                   ) -> tuple[list[str], int, int, bytes]:
-    """Run ``cmd`` and chunk its stdout into ``writer`` (``tap`` sees every byte);
+    """Run ``cmd`` and chunk its stdout into ``writer`` (``tap`` sees every byte,
+    ``previous`` as for ``store_stream``);
     (blob ids, bytes, exit code, stderr). On an exception the program is killed
     and the writer aborted. OSError when it cannot be started."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, env=env)
     try:
         source = TapReader(proc.stdout, tap) if tap else proc.stdout
-        ids, size = store_stream(repo, writer, source)
+        ids, size = store_stream(repo, writer, source, previous)
     except BaseException:
         proc.kill()
         writer.abort()
@@ -134,6 +141,7 @@ class TreeBuilder:
         self.now_ns = time.time_ns()
         self._names = IdNames()
         self._root: dict = {}
+        self._files: dict[str, dict] = {}
 
     def _meta(self, name: str, kind: str, mode: int) -> dict:
         node: dict = {"type": kind}
@@ -153,6 +161,7 @@ class TreeBuilder:
         node = self._meta(name, TYPE_FILE, 0o100600)
         node.update({"size": size, "content": ids})
         folder[name] = node
+        self._files[path] = node
 
     def _store(self, folder: dict) -> bytes:
         nodes = []
@@ -168,8 +177,13 @@ class TreeBuilder:
         self.writer.add(BLOB_TREE, tree_id, raw)
         return tree_id
 
-    def finish(self) -> bytes:
-        """Store every tree; the root tree's id."""
+    def finish(self, bases: Callable[[str, list[str]], list[str]] | None = None) -> bytes:
+        """Store every tree; the root tree's id. ``bases(path, ids)`` names the
+        base blobs a file's delta chunks need (node key "bases", when any)."""
+        for path, node in self._files.items():
+            needed = bases(path, node["content"]) if bases else []
+            if needed:
+                node["bases"] = needed
         return self._store(self._root)
 
 
