@@ -63,7 +63,7 @@ BATCH = """
 BEGIN;
 SELECT setseed({seed});
 INSERT INTO patients
-SELECT p, 'ID' || lpad((p * 7919 % 1000000007)::text, 12, '0'),
+SELECT p, 'ID' || lpad((p::bigint * 7919 % 1000000007)::text, 12, '0'),  -- bigint: p * 7919 overflows int past 271k patients (>= 2 GB)
        (ARRAY['Wang','Li','Zhang','Liu','Chen','Yang','Huang','Zhao','Wu','Zhou'])[1 + p % 10]
          || ' ' || (ARRAY['Wei','Fang','Min','Jing','Lei','Yan','Jun','Tao','Ping','Hui'])[1 + (p / 10) % 10],
        date '1940-01-01' + (random() * 28000)::int,
