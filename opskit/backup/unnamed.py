@@ -16,6 +16,8 @@ import os
 
 _AT_FDCWD = -100
 _AT_SYMLINK_FOLLOW = 0x400
+_AT_EMPTY_PATH = 0x1000
+by_descriptor = True     # link_in tries AT_EMPTY_PATH until refused once
 # O_TMPFILE unsupported by this file system or kernel: fall back to a named temp file
 UNSUPPORTED = frozenset((errno.EOPNOTSUPP, errno.EINVAL, errno.EISDIR))
 
@@ -36,8 +38,17 @@ def open_unnamed(directory: bytes, mode: int) -> int:
 def link_in(fd: int, dest: bytes) -> None:
     """Give the nameless file ``fd`` the name ``dest``. FileExistsError when
     ``dest`` exists: the caller links under a temporary name and renames it over.
-    Through /proc/self/fd (AT_SYMLINK_FOLLOW), which needs no privilege,
-    unlike AT_EMPTY_PATH."""
+    By the descriptor itself (AT_EMPTY_PATH: needs CAP_DAC_READ_SEARCH, which
+    root has, before Linux 6.10), else through /proc/self/fd
+    (AT_SYMLINK_FOLLOW, no privilege; a path lookup more, ~2.5 us a file)."""
+    global by_descriptor
+    if by_descriptor:
+        if _linkat(fd, b"", _AT_FDCWD, dest, _AT_EMPTY_PATH) == 0:
+            return
+        code = ctypes.get_errno()
+        if code not in (errno.ENOENT, errno.EPERM):
+            raise OSError(code, os.strerror(code), os.fsdecode(dest))
+        by_descriptor = False           # not allowed here: /proc from now on
     if _linkat(_AT_FDCWD, b"/proc/self/fd/%d" % fd, _AT_FDCWD, dest, _AT_SYMLINK_FOLLOW) == 0:
         return
     code = ctypes.get_errno()

@@ -10,7 +10,18 @@ import pytest
 from opskit.backup import unnamed
 
 
-def test_a_nameless_file_gets_its_name_with_its_content_and_mode(tmp_path):
+@pytest.fixture(params=["descriptor", "proc"])
+def link_way(request, monkeypatch):
+    """link_in both ways: by the descriptor (root) and through /proc/self/fd."""
+    if request.param == "proc":
+        monkeypatch.setattr(unnamed, "by_descriptor", False)
+    else:
+        assert os.geteuid() == 0, "CI runs as root"
+        monkeypatch.setattr(unnamed, "by_descriptor", True)
+    return request.param
+
+
+def test_a_nameless_file_gets_its_name_with_its_content_and_mode(tmp_path, link_way):
     fd = unnamed.open_unnamed(os.fsencode(tmp_path), 0o640)
     try:
         os.write(fd, b"payload")
@@ -22,7 +33,7 @@ def test_a_nameless_file_gets_its_name_with_its_content_and_mode(tmp_path):
     assert os.stat(tmp_path / "done").st_mode & 0o777 == 0o640 & ~_umask()
 
 
-def test_an_existing_name_is_refused_not_replaced(tmp_path):
+def test_an_existing_name_is_refused_not_replaced(tmp_path, link_way):
     (tmp_path / "taken").write_bytes(b"keep")
     fd = unnamed.open_unnamed(os.fsencode(tmp_path), 0o600)
     try:
@@ -59,3 +70,13 @@ def _umask() -> int:
     old = os.umask(0)
     os.umask(old)
     return old
+
+
+def test_linking_by_descriptor_works_as_root_and_is_kept(tmp_path, link_way):
+    """Root may link by descriptor: the fallback must not be taken needlessly."""
+    fd = unnamed.open_unnamed(os.fsencode(tmp_path), 0o600)
+    try:
+        unnamed.link_in(fd, os.fsencode(tmp_path / "x"))
+    finally:
+        os.close(fd)
+    assert unnamed.by_descriptor == (link_way == "descriptor")
