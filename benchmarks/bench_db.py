@@ -278,12 +278,24 @@ the writeback hint from opskit's process two big files behind tar (min 2.54 vs 2
 tar's writes no longer stall the decoder, so it bought nothing), and 128 KiB tar records (`-B -b
 256`) instead of 10 KiB (2.09 / 3.25 / 2.52 vs 1.92 / 2.37 / 2.46 s, alternated: no gain).
 
-Day 3 (1% of rows changed uniformly) cannot meet 0.2 with content-defined chunking, opskit's or
-restic's: with 1 MiB average chunks and rows of ~200 bytes a chunk holds ~5,000 rows, so a
-chunk stays unchanged with probability 0.99^5000 (nil); with 64 KiB chunks (~300 rows), 5%. For such
-a workload the WAL archive is the incremental (its size is in the table; full-page images make
-it large right after a checkpoint). Day 2 (the same 1% among each table's newest 5% of rows, where
-an insurance system's updates land: claims in processing, refunds being paid) meets it.
+Day 3 (1% of rows changed uniformly): with content-defined chunking alone nothing
+deduplicates (a ~1 MiB chunk holds ~5,000 rows of ~200 bytes, so it stays unchanged with
+probability 0.99^5000: nil), which is restic's 1.00. Since 2026-12-04 opskit stores each new
+chunk of a table's COPY stream as a delta against the chunk at the same place in the previous
+logical backup when that is at most a quarter of the plain compressed chunk (zstd with the old
+chunk as a raw-content dictionary; blob type `delta`, base never itself a delta;
+docs/database-backup.md, "Delta chunks"): day 3 stores 0.03-0.04 of the first backup (0.62 in a
+first try whose zstd match table was too small for a MiB-sized base). Restoring such a snapshot
+reads each delta's base too. Day 2 (the same 1% among each table's newest 5% of rows, where an
+insurance system's updates land) dedups plainly. The WAL archive is the other incremental (its
+size is in the table: full-page images make it large right after a checkpoint).
+
+At the issue's 2 GB (2029 MiB) the physical rows fall behind pgBackRest (base backup 1.25, restore
+1.62; at 526 MiB: 0.85 and 0.84-1.50): opskit's base backup reads one pg_basebackup tar stream
+(walsender, pipe, then cutting and hashing on one thread, zstd and AES on the writer's threads),
+where pgBackRest reads the data files itself with 2 processes; its restore decodes on one thread
+into one GNU tar, where pgBackRest runs 2 processes. Splitting the tar stream between two GNU
+tars was tried (benchmarks/RESULTS.md, backup section): no gain on ext4.
 """
 
 
