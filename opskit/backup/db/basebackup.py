@@ -21,6 +21,7 @@ from ..repository import CorruptObject, Repository
 from .pgtools import DatabaseError, connect, find_tools, last_line, major_of
 from .settings import DatabaseTarget
 from .streams import TreeBuilder, save_snapshot, store_command
+from .tarstream import TarError
 from .tarwatch import TarWatch
 from .wal import WalArchive, check_cluster
 from .walchain import parse_lsn
@@ -88,8 +89,12 @@ class BaseBackup:
                "-D", "-", "-c", self.checkpoint, "-l", label, "--no-manifest"]
         writer = self.repo.blob_writer()
         watch = TarWatch({"backup_label", "tablespace_map"})
-        ids, size, code, err_raw = store_command(self.repo, writer, cmd, tap=watch,
-                                                 env={**os.environ, **self.target.env()})
+        try:
+            ids, size, code, err_raw = store_command(self.repo, writer, cmd, tap=watch,
+                                                     env={**os.environ, **self.target.env()})
+        except TarError as exc:          # the writer is aborted, pg_basebackup killed
+            raise DatabaseError(f"database {self.target.name}: pg_basebackup's output is not "
+                                f"a tar stream ({exc}); nothing stored") from None
         err = err_raw.decode("utf-8", "replace")
         if code != 0:
             writer.abort()
