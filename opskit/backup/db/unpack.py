@@ -290,6 +290,8 @@ class TarUnpacker(TarParser):
         self._where = where
 
     def data(self, view: memoryview) -> None:
+        if not self._member.regular:
+            raise UnpackError(f"{self._where}: a directory or symlink member carrying data")
         self._put(self.ops.write, self._where, view)
 
     def end(self) -> None:

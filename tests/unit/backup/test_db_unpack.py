@@ -212,3 +212,14 @@ def test_a_missing_target_directory_is_an_os_error_naming_it(tmp_path):
     with pytest.raises(FileNotFoundError) as exc:
         unpack(_blocks(_tar([("a", b"a", 0o600)])), str(tmp_path / "nope"))
     assert "nope" in str(exc.value)
+
+
+def test_a_directory_member_carrying_data_is_refused(tmp_path):
+    good = _tar([("d", None, 0o700)])
+    header = bytearray(good[:512])
+    header[124:136] = b"%011o\0" % 600             # size 600 on a directory
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    data = bytes(header) + b"x" * 1024 + bytes(1024)
+    with pytest.raises(UnpackError, match="carrying data"):
+        unpack(_blocks(data), str(tmp_path))
