@@ -28,6 +28,7 @@ backups (#24)" of benchmarks/RESULTS.md. Not a test: ratios are what we track.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -182,7 +183,9 @@ class Opskit(Tool):
                                   *self.jobs])
 
     def base(self, key: str) -> None:
-        self.run(key, self.cmd + ["backup", "db", "basebackup", "--db", DB])
+        out = self.run(key, self.cmd + ["backup", "db", "basebackup", "--db", DB, "--json"])
+        # how the files were read (backup.pg.base_source auto: the data directory here)
+        self.base_source = json.loads(out)["pg_base"].get("source") or "pg_basebackup"
 
     def restore(self, target: str, key: str = "restore") -> None:
         os.makedirs(target, mode=0o700)
@@ -290,12 +293,19 @@ reads each delta's base too. Day 2 (the same 1% among each table's newest 5% of 
 insurance system's updates land) dedups plainly. The WAL archive is the other incremental (its
 size is in the table: full-page images make it large right after a checkpoint).
 
-At the issue's 2 GB (2029 MiB) the physical rows fall behind pgBackRest (base backup 1.25, restore
-1.62; at 526 MiB: 0.85 and 0.84-1.50): opskit's base backup reads one pg_basebackup tar stream
-(walsender, pipe, then cutting and hashing on one thread, zstd and AES on the writer's threads),
-where pgBackRest reads the data files itself with 2 processes; its restore decodes on one thread
-into one GNU tar, where pgBackRest runs 2 processes. Splitting the tar stream between two GNU
-tars was tried (benchmarks/RESULTS.md, backup section): no gain on ext4.
+Physical rows since 2026-12-04 23:30 (before: base backup 1.25, restore 1.62 at 2 GB). Base
+backup: opskit reads the data directory itself when it is on the same host (backup.pg.base_source
+auto: its pg_control holds the server's system identifier), between pg_backup_start and
+pg_backup_stop on one session, file data read straight into the chunker's buffer, as pgBackRest
+reads the files itself; the pg_basebackup stream cost about 4 CPU-seconds per 2 GB more on this
+machine (walsender, pg_basebackup's 4 KiB + 28 KiB writes into a pipe: `pg_basebackup > /dev/null`
+2.4 s wall / 1.0 s CPU, `| cat > /dev/null` 5.2 s / 4.5 s) and left a third of the two cores idle
+(`perf`). Restore: opskit unpacks the tar stream itself (opskit/backup/db/unpack.py: a writer
+thread, blobs decoded on a thread per core ahead of it, every file flushed by a third thread as
+it completes, each file's writeback started every 8 MiB) instead of piping it into GNU tar,
+whose pipe alone cost more system time than pgBackRest's whole restore. Both tools' restores end
+with their files on disk (pgBackRest fsyncs each file), and the page cache is dropped before
+each restore (`sync`, `drop_caches`) so earlier runs' pages do not weigh on later ones.
 """
 
 
@@ -364,20 +374,31 @@ def physical_section(ops: Opskit, pgbr: PgBackRest, reps: int, work: str) -> lis
             t.base("base")
             sizes[t.name] = du_bytes(t.repo if t is pgbr else ops.paths["phys"])
     print("restore of the base backup", flush=True)
-    targets = []
+    restored = 0
     for rep in range(reps):
         for t in turns([ops, pgbr], rep):
-            targets.append(os.path.join(work, f"restore-{t.name}-{rep}"))
-            t.restore(targets[-1])
-    restored = du_bytes(targets[0])
-    for target in targets:
-        drop_dir(target)
+            target = os.path.join(work, f"restore-{t.name}-{rep}")
+            cold_cache()
+            t.restore(target)
+            restored = restored or du_bytes(target)
+            drop_dir(target)
     return [ratio_row("base backup (s)", ops.results["base"], pgbr.results["base"],
                       TARGETS["base"]),
             ratio_row(f"restore into a new data directory ({restored / 2**20:.0f} MiB) (s)",
                       ops.results["restore"], pgbr.results["restore"], TARGETS["restore"]),
             size_row("repository after one base backup, WAL included (MiB)", sizes["opskit"],
                      sizes["pgbackrest"], TARGETS["repo_size"])]
+
+
+def cold_cache() -> None:
+    """Everything written so far on disk and the page cache emptied (when root):
+    earlier restores filling memory moved restore times by 40% (RESULTS.md)."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3\n")
+    except OSError:
+        pass
 
 
 def memory_row(ops: Opskit, work: str) -> tuple:
@@ -478,7 +499,8 @@ def main() -> None:
         f" with {jobs_note}; `pg_dump -Fd -j {args.jobs}` (its default gzip) then "
         f"{version(['restic', 'version'])}; {version(['pgbackrest', 'version'])} "
         f"(compress-type zst, aes-256-cbc, process-max {args.jobs}, start-fast; opskit "
-        "checkpoint fast). Timed rows: median of "
+        f"checkpoint fast, base backups read through `{getattr(ops, 'base_source', '?')}`). "
+        "Restores start with the page cache dropped. Timed rows: median of "
         f"{reps} runs (runs in brackets), tools alternating, each backup into a new repository; "
         "days 2 and 3: one run each.", "",
         "### logical: opskit `backup db run` vs `pg_dump -Fd` + `restic backup`", "",

@@ -126,8 +126,9 @@ def _basebackup_target(app: App, name: str | None):
 
 @db_group.command("basebackup")
 @click.option("--db", "name", metavar="NAME",
-              help="Connect through this backup.databases entry (needs the REPLICATION "
-                   "privilege). Default: the only one configured.")
+              help="Connect through this backup.databases entry (superuser or "
+                   "pg_backup_start rights on the database host, else REPLICATION). "
+                   "Default: the only one configured.")
 @cluster_option
 @click.option("--tag", "tags", multiple=True, metavar="T", help="Tag the snapshot (repeatable).")
 @repo_option
@@ -137,9 +138,13 @@ def basebackup_cmd(app: App, name, cluster, tags, repo, passphrase_file) -> None
     """Stream a physical base backup of the cluster into the repository (kind pg-base).
 
     \b
-    pg_basebackup's tar goes straight into the repository (no copy on disk),
-    without WAL: the server must archive with 'opskit backup wal-push' (this is
-    checked). With the archived WAL it restores to any point in time after it:
+    The cluster's files go straight into the repository as one tar (no copy on
+    disk), without WAL: the server must archive with 'opskit backup wal-push'
+    (this is checked). On the database host opskit reads the data directory
+    itself (pg_backup_start/stop, the connection needs that privilege);
+    elsewhere through pg_basebackup (REPLICATION privilege); see
+    backup.pg.base_source. With the archived WAL it restores to any point in
+    time after it:
         opskit backup db restore SNAPSHOT --target-datadir DIR --to-time T
     """
     from opskit.backup.db.basebackup import BaseBackup
@@ -149,7 +154,8 @@ def basebackup_cmd(app: App, name, cluster, tags, repo, passphrase_file) -> None
     r = _open(app, repo, passphrase_file, write_only_ok=True)
     with RepoLock(r, stale_after_s=_stale_s(app)):
         sid, snap = BaseBackup(r, target, cname, bindir=_bindir(app),
-                               checkpoint=app.config.get("backup.pg.checkpoint")
+                               checkpoint=app.config.get("backup.pg.checkpoint"),
+                               source=app.config.get("backup.pg.base_source")
                                ).run(tags=list(tags))
     app.audit_details = {"snapshot": sid, "cluster": cname, "database": target.name,
                          "start_lsn": snap["pg_base"]["start_lsn"],

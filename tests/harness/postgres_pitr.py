@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import secrets
 import shutil
 import subprocess
@@ -107,6 +108,15 @@ class ArchivingPostgres:
     def psql(self, sql: str, db: str = "postgres") -> str:
         return self.server.psql(sql, db)
 
+    def use_base_source(self, source: str) -> None:
+        """Set ``backup.pg.base_source`` in the config (datadir, pg_basebackup, auto)."""
+        with open(self.config) as fh:
+            text = fh.read()
+        text = re.sub(r"\n    base_source: \w+", "", text)
+        with open(self.config, "w") as fh:
+            fh.write(text.replace("    checkpoint: fast\n",
+                                  f"    checkpoint: fast\n    base_source: {source}\n"))
+
     def set_archive_env(self, **extra: str) -> None:
         """Extra variables for the following wal-push runs (failpoints)."""
         with open(self.env_file, "w") as fh:
@@ -185,6 +195,16 @@ class ArchivingPostgres:
             _stop(self.bindir, self.owner, datadir, proc, self.env)
             shutil.rmtree(sock, ignore_errors=True)
         _stop(self.bindir, self.owner, self.server.data_dir, self._proc, self.env)
+
+
+def wait_out_of_recovery(srv: PostgresServer, timeout: float = 120) -> None:
+    """Wait until a restored server has finished recovery (AssertionError with its log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if srv.psql("SELECT pg_is_in_recovery()") == "f":
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"restored server still in recovery\n{srv.log_tail(30)}")
 
 
 def _write_files(base: str, bindir: str, port: int, password: str) -> tuple[str, str]:

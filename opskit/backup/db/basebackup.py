@@ -1,8 +1,11 @@
 """Physical base backups (``backup db basebackup``): snapshot kind ``pg-base``.
 
-``pg_basebackup -Ft -X none -D -`` writes the cluster as one tar stream to
-its stdout; the stream is chunked straight into the repository (no copy on
-disk, deduplicated week to week) as ``/pg-base/<cluster>/base.tar``. The WAL
+The cluster goes into the repository as one tar stream, chunked straight in
+(no copy on disk, deduplicated week to week) as ``/pg-base/<cluster>/base.tar``.
+When the data directory is on this host and readable (``backup.pg.base_source``
+auto or datadir) opskit reads its files itself between ``pg_backup_start`` and
+``pg_backup_stop`` (datadir.py); otherwise ``pg_basebackup -Ft -X none -D -``
+writes the stream to its stdout (it needs only a replication connection). The WAL
 needed to make it consistent comes from the WAL archive (``wal-push``), so
 the server must be archiving. On the way the ``backup_label`` member is
 copied out of the stream; the snapshot's ``pg_base`` field records it with
@@ -16,11 +19,15 @@ import os
 import re
 import time
 
+from opskit.core.optional import require
+
 from ..backends import ObjectNotFound
 from ..repository import CorruptObject, Repository
-from .pgtools import DatabaseError, connect, find_tools, last_line, major_of
+from .datadir import DataDirError, DataDirTar, system_identifier
+from .pgtools import DatabaseError, connect, find_tools, last_line, major_of, pg_message
 from .settings import DatabaseTarget
-from .streams import TreeBuilder, save_snapshot, store_command
+from .streams import TreeBuilder, save_snapshot, store_command, store_stream
+from .tarstream import TarError
 from .tarwatch import TarWatch
 from .wal import WalArchive, check_cluster
 from .walchain import parse_lsn
@@ -39,6 +46,19 @@ _STOP = re.compile(r"STOP WAL LOCATION: ([0-9A-F]+/[0-9A-F]+)")
 _TLI = re.compile(r"START TIMELINE: (\d+)")
 
 
+def psycopg_error() -> type:
+    return require("psycopg", extra="postgres").Error
+
+
+def _backup_sql(version: int) -> tuple[str, str]:
+    """Non-exclusive backup start and stop for this server version (renamed in 15)."""
+    if version >= 150000:
+        return ("SELECT pg_catalog.pg_backup_start(%s, %s)",
+                "SELECT lsn::text, labelfile, spcmapfile FROM pg_catalog.pg_backup_stop(true)")
+    return ("SELECT pg_catalog.pg_start_backup(%s, %s, false)",
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_catalog.pg_stop_backup(false, true)")
+
+
 def parse_label(text: str) -> dict:
     """start_lsn, start_wal and timeline from a backup_label; DatabaseError when absent."""
     start, tli = _START.search(text), _TLI.search(text)
@@ -51,12 +71,14 @@ class BaseBackup:
     """One cluster's base backup into an open repository (the caller holds a shared lock)."""
 
     def __init__(self, repo: Repository, target: DatabaseTarget, cluster: str, *,
-                 bindir: str | None = None, checkpoint: str = "spread"):
+                 bindir: str | None = None, checkpoint: str = "spread", source: str = "auto"):
         self.repo = repo
         self.target = target
         self.cluster = check_cluster(cluster)
         self.bindir = bindir
         self.checkpoint = checkpoint
+        self.source = source
+        self.method = ""                  # "datadir" or "pg_basebackup", once run
 
     def _server(self) -> dict:
         conn = connect(self.target)
@@ -81,15 +103,95 @@ class BaseBackup:
         if not self.repo.index_loaded:
             self.repo.load_index()
         server = self._server()
+        label = f"opskit {self.cluster} {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+        datadir = self._local_datadir(server)
+        writer = self.repo.blob_writer()
+        if datadir is not None:
+            self.method = "datadir"
+            ids, size, label_text, stop, exact = self._from_datadir(writer, datadir, label)
+        else:
+            self.method = "pg_basebackup"
+            ids, size, label_text, stop, exact = self._from_pg_basebackup(writer, server, label)
+        info = parse_label(label_text)
+        return self._save(writer, ids, size, server, {**info, "stop_exact": exact}, stop, label,
+                          label_text, round(time.monotonic() - start, 3), tags)
+
+    def _local_datadir(self, server: dict) -> str | None:
+        """The cluster's data directory when this host can read it (its pg_control
+        holds the server's system identifier), per ``source``; else None."""
+        if self.source == "pg_basebackup":
+            return None
+        where = f"database {self.target.name} ({self.target.describe()})"
+        conn = connect(self.target)
+        try:
+            path = conn.execute("SELECT current_setting('data_directory')").fetchone()[0]
+        except psycopg_error() as exc:    # no pg_read_all_settings
+            if self.source == "datadir":
+                raise DatabaseError(f"{where}: cannot read the data_directory setting "
+                                    f"({pg_message(exc)}); backup.pg.base_source: datadir "
+                                    "needs pg_read_all_settings") from None
+            return None
+        finally:
+            conn.close()
+        if system_identifier(path) == int(server["system_identifier"]):
+            return path
+        if self.source == "datadir":
+            raise DatabaseError(f"{where}: its data directory {path} is not readable on this "
+                                "host (or belongs to another cluster); backup.pg.base_source: "
+                                "datadir needs opskit on the database host as root or the "
+                                "server's user")
+        return None
+
+    def _from_datadir(self, writer, datadir: str, label: str):
+        """Read the files between pg_backup_start and pg_backup_stop on one session
+        (closing it aborts the backup on the server)."""
+        conn = connect(self.target)
+        stopped: dict = {}
+        try:
+            start_sql, stop_sql = _backup_sql(conn.info.server_version)
+            conn.execute(start_sql, (label, self.checkpoint == "fast"))
+
+            def tail() -> list[tuple[str, bytes]]:
+                lsn, labelfile, spcmap = conn.execute(stop_sql).fetchone()
+                if spcmap:
+                    raise DataDirError(f"{datadir}: the cluster has tablespaces; not "
+                                       "supported by base backups yet")
+                stopped.update(lsn=lsn, label=labelfile)
+                return [("backup_label", labelfile.encode())]
+
+            source = DataDirTar(datadir, tail)
+            try:
+                ids, size = store_stream(self.repo, writer, source)
+            finally:
+                source.close()
+        except (DataDirError, TarError) as exc:
+            writer.abort()
+            raise DatabaseError(f"database {self.target.name}: base backup: {exc} "
+                                "(nothing stored)") from None
+        except psycopg_error() as exc:
+            writer.abort()
+            raise DatabaseError(f"database {self.target.name} ({self.target.describe()}): "
+                                f"base backup: {pg_message(exc)} (nothing stored)") from None
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            conn.close()
+        return ids, size, stopped["label"], stopped["lsn"], True
+
+    def _from_pg_basebackup(self, writer, server: dict, label: str):
+        """pg_basebackup's tar stream from its stdout."""
         tools = find_tools(major_of(server["server_version_num"]), self.bindir,
                            program="pg_basebackup")
-        label = f"opskit {self.cluster} {dt.datetime.now(dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
         cmd = [tools.path("pg_basebackup"), "-d", self.target.conninfo(), "-Ft", "-X", "none",
                "-D", "-", "-c", self.checkpoint, "-l", label, "--no-manifest"]
-        writer = self.repo.blob_writer()
         watch = TarWatch({"backup_label", "tablespace_map"})
-        ids, size, code, err_raw = store_command(self.repo, writer, cmd, tap=watch,
-                                                 env={**os.environ, **self.target.env()})
+        try:
+            ids, size, code, err_raw = store_command(self.repo, writer, cmd, tap=watch,
+                                                     env={**os.environ, **self.target.env()})
+        except TarError as exc:          # the writer is aborted, pg_basebackup killed
+            raise DatabaseError(f"database {self.target.name}: pg_basebackup's output is not "
+                                f"a tar stream ({exc}); nothing stored") from None
         err = err_raw.decode("utf-8", "replace")
         if code != 0:
             writer.abort()
@@ -99,11 +201,10 @@ class BaseBackup:
             writer.abort()
             raise DatabaseError(f"database {self.target.name}: the cluster has tablespaces "
                                 "outside its data directory; not supported by base backups yet")
-        info = parse_label(watch.members.get("backup_label", b"").decode("utf-8", "replace"))
+        label_text = watch.members.get("backup_label", b"").decode("utf-8", "replace")
+        info = parse_label(label_text)
         stop, exact = self._stop_lsn(info, server["wal_segment_size"])
-        return self._save(writer, ids, size, server, {**info, "stop_exact": exact}, stop, label,
-                          watch.members["backup_label"].decode("utf-8", "replace"),
-                          round(time.monotonic() - start, 3), tags)
+        return ids, size, label_text, stop, exact
 
     def _stop_lsn(self, info: dict, segsize: int) -> tuple[str, bool]:
         """The backup's stop LSN from its backup history file in the WAL archive
@@ -131,7 +232,7 @@ class BaseBackup:
         builder = TreeBuilder(self.repo, writer)
         builder.add_file(path, ids, size)
         root = builder.finish()
-        manifest = {"cluster": self.cluster, "database": self.target.name,
+        manifest = {"cluster": self.cluster, "database": self.target.name, "source": self.method,
                     "dbname": self.target.database, **server, **info,
                     "stop_lsn": stop_lsn, "label": label, "backup_label": label_text}
         stats = {"files": 1, "dirs": 0, "bytes": size, "blobs_new": writer.blobs_new,

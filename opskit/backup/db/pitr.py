@@ -1,8 +1,9 @@
 """Point-in-time restore of a ``pg-base`` snapshot into a data directory.
 
 The base backup's tar is streamed from the repository (every blob checked
-against its keyed id) and unpacked into the target directory by GNU tar
-through a pipe (untar.py); then the
+against its keyed id, decoded on a thread per core) and unpacked into the
+target directory in this process by a writer thread (unpack.py), every
+file on disk before the restore ends; then the
 recovery settings are appended to ``postgresql.auto.conf`` — a
 ``restore_command`` calling ``opskit backup wal-fetch``, the recovery
 target and what to do on reaching it — and ``recovery.signal`` is created.
@@ -19,12 +20,13 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from opskit.core.errors import UsageError
+from opskit.core.errors import OperationalError, UsageError
 
+from ..cores import available_cores
 from ..repository import Repository
 from .streams import find_files, read_content
-from .tarwatch import TarWatch
-from .untar import untar
+from .tarstream import TarError
+from .unpack import UnpackError, unpack
 from .walchain import parse_lsn
 
 ACTIONS = ("pause", "promote", "shutdown")
@@ -167,18 +169,25 @@ class PhysicalRestore:
         owner = self._owner()
         rep.emptied = prepare_target(self.datadir, self.force)
         node = find_files(self.repo, self.snap)[f"/pg-base/{man['cluster']}/base.tar"]
-        watch = TarWatch()                # counts members for the report, unpacks nothing
-        # decoded here, unpacked by GNU tar on the other core (untar.py); a damaged
-        # pack raises CorruptObject before recovery.signal exists: never a complete restore
-        untar(read_content(self.repo, node), self.datadir,
-              same_owner=owner is None and os.geteuid() == 0,
-              what=f"snapshot {self.snap['id'][:12]} base.tar", tap=watch)
-        rep.files, rep.bytes = watch.files, watch.bytes
+        what = f"snapshot {self.snap['id'][:12]} base.tar"
+        # a damaged pack raises CorruptObject before recovery.signal exists:
+        # never a complete-looking restore
+        try:
+            # blobs decoded on a thread per core ahead of the writer thread; every
+            # file flushed to disk before the restore reports done (as pgBackRest)
+            done = unpack(read_content(self.repo, node, threads=available_cores()),
+                          self.datadir, owner=owner, sync=True,
+                          same_owner=owner is None and os.geteuid() == 0)
+        except (TarError, UnpackError) as exc:
+            raise OperationalError(f"{what}: {exc} (restore into {self.datadir} incomplete)"
+                                   ) from None
+        rep.files, rep.bytes = done.files, done.bytes
         rep.settings = self.target.settings(self.restore_command)
         self._write_recovery(rep.settings)
         os.chmod(self.datadir, 0o700)
-        if owner is not None:
-            self._chown(*owner)
+        if owner is not None:        # unpack gave every member this owner already
+            for name in ("", "recovery.signal", "postgresql.auto.conf"):
+                os.lchown(os.path.join(self.datadir, name), *owner)
         rep.seconds = round(time.monotonic() - start, 3)
         return rep
 
@@ -200,9 +209,3 @@ class PhysicalRestore:
             for key, value in settings.items():
                 fh.write(f"{key} = {_quote(value)}\n")
         open(os.path.join(self.datadir, "recovery.signal"), "w").close()
-
-    def _chown(self, uid: int, gid: int) -> None:
-        for dirpath, dirnames, filenames in os.walk(self.datadir):
-            os.lchown(dirpath, uid, gid)
-            for name in dirnames + filenames:
-                os.lchown(os.path.join(dirpath, name), uid, gid)

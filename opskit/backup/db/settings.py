@@ -43,6 +43,12 @@ PG_SECTION = Section({
     "cluster": Key(str, "main", "Name of the PostgreSQL cluster whose WAL 'backup wal-push' "
                                 "archives and 'db basebackup' backs up (wal/<cluster>/ in "
                                 "the repository)."),
+    "base_source": Key(str, "auto", "Where 'db basebackup' reads the cluster: datadir (its "
+                                    "files, between pg_backup_start and pg_backup_stop: "
+                                    "opskit on the database host as root or the server's "
+                                    "user), pg_basebackup (a replication connection, from "
+                                    "anywhere), or auto: datadir when this host can read it.",
+                       choices=("auto", "datadir", "pg_basebackup")),
     "checkpoint": Key(str, "spread", "Checkpoint a base backup starts with: spread (gentle) "
                                      "or fast (at once, an I/O burst).",
                       choices=("spread", "fast")),

@@ -14,6 +14,8 @@ import os
 import socket
 import subprocess
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Callable, Iterable, Iterator
 
 from opskit import __version__
@@ -122,14 +124,35 @@ def store_command(repo: Repository, writer, cmd: list[str], *, env: dict | None 
     return ids, size, proc.returncode, err
 
 
-def read_content(repo: Repository, node: dict) -> Iterator[bytes]:
-    """A stored file's bytes, blob by blob, each checked against its keyed id."""
-    for hex_id in node.get("content", ()):
-        bid = bytes.fromhex(hex_id)
-        data = repo.read_blob(bid)
-        if crypto.blob_id(repo.keys.id_key, data) != bid:
-            raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
-        yield data
+def _verified_blob(repo: Repository, hex_id: str) -> bytes:
+    bid = bytes.fromhex(hex_id)
+    data = repo.read_blob(bid)
+    if crypto.blob_id(repo.keys.id_key, data) != bid:
+        raise CorruptObject(f"blob {hex_id[:16]}", "content does not match its id")
+    return data
+
+
+def read_content(repo: Repository, node: dict, threads: int = 0) -> Iterator[bytes]:
+    """A stored file's bytes, blob by blob, each checked against its keyed id.
+    With ``threads`` the next blobs are read and decoded on that many threads
+    ahead of the consumer (reading, AES, zstd and BLAKE3 release the GIL)."""
+    ids = node.get("content", ())
+    if threads <= 0:
+        for hex_id in ids:
+            yield _verified_blob(repo, hex_id)
+        return
+    pending: deque = deque()
+    with ThreadPoolExecutor(threads, thread_name_prefix="opskit-decode") as pool:
+        try:
+            for hex_id in ids:
+                pending.append(pool.submit(_verified_blob, repo, hex_id))
+                if len(pending) > 2 * threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:          # a damaged blob ends the stream: drop the rest
+                future.cancel()
 
 
 class TreeBuilder:

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tests.harness.postgres_pitr import wait_out_of_recovery
+
 pytestmark = pytest.mark.integration
 
 SEG = 1 << 20
@@ -21,15 +23,6 @@ def _json(run, expect=0):
 
 def _basebackup(pg):
     return _json(pg.opskit("db", "basebackup", "--tag", "weekly", "--json"))
-
-
-def _wait_out_of_recovery(srv, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if srv.psql("SELECT pg_is_in_recovery()") == "f":
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"restored server still in recovery\n{srv.log_tail(30)}")
 
 
 def test_pitr_to_a_time_between_two_transactions(pg_archiving, tmp_path):
@@ -50,7 +43,7 @@ def test_pitr_to_a_time_between_two_transactions(pg_archiving, tmp_path):
         target.replace("T", " ").replace("Z", "+00")
     assert os.path.exists(os.path.join(to_time, "recovery.signal"))
     srv = pg.start_restored(to_time)
-    _wait_out_of_recovery(srv)
+    wait_out_of_recovery(srv)
     assert srv.psql("SELECT string_agg(note, ',' ORDER BY id) FROM claims") == "before"
 
     # the control: without a target every archived transaction comes back
@@ -58,7 +51,7 @@ def test_pitr_to_a_time_between_two_transactions(pg_archiving, tmp_path):
     os.mkdir(everything, 0o700)
     _json(pg.opskit("db", "restore", "latest", "--target-datadir", everything, "--json"))
     srv2 = pg.start_restored(everything)
-    _wait_out_of_recovery(srv2)
+    wait_out_of_recovery(srv2)
     assert srv2.psql("SELECT string_agg(note, ',' ORDER BY id) FROM claims") == "before,after"
 
 

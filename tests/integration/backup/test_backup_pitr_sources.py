@@ -1,0 +1,97 @@
+"""Both ways a base backup reads the cluster (#24, backup.pg.base_source): the data
+directory read by opskit between pg_backup_start and pg_backup_stop, and pg_basebackup's
+stream. Each is taken while rows are written and judged by a real PostgreSQL started on
+the restore: every archived row is back, unlogged tables come back empty. A data
+directory this host cannot see (hidden in a private mount namespace) makes auto fall back
+to pg_basebackup and datadir fail, naming it, with nothing stored."""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.harness.postgres_pitr import wait_out_of_recovery
+
+pytestmark = pytest.mark.integration
+
+CHECKSUM = "SELECT count(*) || ':' || coalesce(sum(hashtext(payload)), 0) FROM load"
+
+
+def _json(run, expect=0):
+    assert run.exit_code == expect, run.output
+    return json.loads(run.stdout)
+
+
+@pytest.mark.parametrize("source", ["datadir", "pg_basebackup"])
+def test_a_base_backup_taken_under_writes_restores_every_archived_row(pg_archiving, tmp_path,
+                                                                      source):
+    pg = pg_archiving
+    pg.use_base_source(source)
+    pg.psql("CREATE TABLE load (id bigserial PRIMARY KEY, payload text)")
+    pg.psql("INSERT INTO load (payload) SELECT repeat(md5(g::text), 20) "
+            "FROM generate_series(1, 20000) g")
+    pg.psql("CREATE UNLOGGED TABLE scratch (x int)")
+    pg.psql("INSERT INTO scratch SELECT generate_series(1, 1000)")
+    stop = threading.Event()
+
+    def write():
+        while not stop.is_set():
+            pg.psql("INSERT INTO load (payload) SELECT repeat(md5(random()::text), 20) "
+                    "FROM generate_series(1, 300); "
+                    "UPDATE load SET payload = md5(payload) WHERE id % 97 = 0")
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        base = _json(pg.opskit("db", "basebackup", "--json"))
+    finally:
+        stop.set()
+        thread.join()
+    assert base["pg_base"]["source"] == source
+    assert base["pg_base"]["stop_lsn"] and "START WAL LOCATION" in base["pg_base"]["backup_label"]
+    pg.psql("INSERT INTO load (payload) VALUES ('the last row')")
+    pg.switch_and_wait()
+    expected = pg.psql(CHECKSUM)
+
+    target = str(tmp_path / "restored")
+    os.mkdir(target, 0o700)
+    _json(pg.opskit("db", "restore", base["snapshot"][:12], "--target-datadir", target,
+                    "--json"))
+    assert not os.path.exists(os.path.join(target, "postmaster.pid"))
+    assert os.listdir(os.path.join(target, "pg_wal")) == ["archive_status"]
+    srv = pg.start_restored(target)
+    wait_out_of_recovery(srv)
+    assert srv.psql(CHECKSUM) == expected
+    assert srv.psql("SELECT count(*) FROM scratch") == "0"      # unlogged: reset on recovery
+    assert srv.psql("SELECT payload FROM load ORDER BY id DESC LIMIT 1") == "the last row"
+
+
+def _basebackup_hidden(pg):
+    """``db basebackup`` with the data directory hidden under an empty tmpfs."""
+    cmd = ["unshare", "-m", "sh", "-c", 'mount -t tmpfs none "$0" && shift && exec "$@"',
+           pg.server.data_dir, "x", sys.executable, "-m", "opskit", "--config", pg.config,
+           "backup", "db", "basebackup", "--json"]
+    env = dict(os.environ, OPSKIT_HOME=pg.env["OPSKIT_HOME"], OPSKIT_PASSPHRASE="")
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_data_directory_this_host_cannot_see(pg_archiving):
+    pg = pg_archiving
+    pg.use_base_source("auto")
+    run = _basebackup_hidden(pg)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["pg_base"]["source"] == "pg_basebackup"
+    before = _json(pg.opskit("snapshots", "--json"))
+
+    pg.use_base_source("datadir")
+    run = _basebackup_hidden(pg)
+    assert run.returncode == 3, run.stderr
+    assert pg.server.data_dir in run.stderr and "not readable on this host" in run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert _json(pg.opskit("snapshots", "--json")) == before
+    # the control: the same setting where the directory is visible reads it
+    assert _json(pg.opskit("db", "basebackup", "--json"))["pg_base"]["source"] == "datadir"
