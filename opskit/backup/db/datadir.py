@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from opskit.core.failpoints import failpoint
+
 from ..tree import IdNames
 
 BLOCK = 512
@@ -206,6 +208,7 @@ class DataDirTar(io.RawIOBase):
         self._path = os.path.join(self.datadir, entry.rel)
         link = ""
         if stat.S_ISREG(st.st_mode):
+            failpoint("basebackup.datadir.file")      # tests kill the backup here
             try:
                 self._fd = os.open(self._path, READ_FLAGS | _noatime())
             except FileNotFoundError:

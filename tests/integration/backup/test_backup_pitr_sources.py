@@ -95,3 +95,30 @@ def test_a_data_directory_this_host_cannot_see(pg_archiving):
     assert _json(pg.opskit("snapshots", "--json")) == before
     # the control: the same setting where the directory is visible reads it
     assert _json(pg.opskit("db", "basebackup", "--json"))["pg_base"]["source"] == "datadir"
+
+
+def test_a_base_backup_killed_mid_read_loses_nothing_and_the_rerun_completes(pg_archiving,
+                                                                             tmp_path):
+    pg = pg_archiving
+    pg.use_base_source("datadir")
+    pg.psql("CREATE TABLE claims (id int PRIMARY KEY, note text)")
+    before = _json(pg.opskit("snapshots", "--json"))
+    env = dict(os.environ, OPSKIT_HOME=pg.env["OPSKIT_HOME"], OPSKIT_PASSPHRASE="",
+               OPSKIT_FAILPOINT="basebackup.datadir.file", OPSKIT_FAILPOINT_RATE="0.2")
+    killed = subprocess.run([sys.executable, "-m", "opskit", "--config", pg.config, "backup",
+                             "db", "basebackup", "--json"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr               # SIGKILLed mid-read
+    assert _json(pg.opskit("snapshots", "--json")) == before     # no snapshot half-made
+    assert pg.opskit("check").exit_code == 0                     # packs and index consistent
+    # the server dropped the killed session's backup: a new one starts and completes
+    base = _json(pg.opskit("db", "basebackup", "--json"))
+    assert base["pg_base"]["source"] == "datadir"
+    target = pg.before_and_after()
+    restored = str(tmp_path / "restored")
+    os.mkdir(restored, 0o700)
+    _json(pg.opskit("db", "restore", base["snapshot"][:12], "--target-datadir", restored,
+                    "--to-time", target, "--json"))
+    srv = pg.start_restored(restored)
+    wait_out_of_recovery(srv)
+    assert srv.psql("SELECT string_agg(note, ',' ORDER BY id) FROM claims") == "before"
