@@ -220,16 +220,22 @@ def _restore_physical(app, snapshot, datadir, to_time, to_lsn, to_xid, action, o
               help="pg-base: replay WAL up to this time (ISO, with zone) instead of to the end.")
 @click.option("--site", default="local", show_default=True,
               help="Where to restore from: 'local' or a site name from the config.")
+@click.option("--drill-host", metavar="HOST",
+              help="Run the scratch cluster on HOST (from the inventory) over SSH, host key "
+                   "verified, instead of here (HOST needs the PostgreSQL server programs "
+                   "of the backup's major version).")
 @click.option("--repo", "repo", metavar="PATH", help="Local repository (with --site local).")
 @click.option("--passphrase-file", metavar="FILE", help="Passphrase file (mode 0600).")
 @output_options()
 @pass_app
-def drill_cmd(app: App, name, snapshot_ref, kind, to_time, site, repo, passphrase_file) -> None:
+def drill_cmd(app: App, name, snapshot_ref, kind, to_time, site, drill_host, repo,
+              passphrase_file) -> None:
     """Prove a database backup restores (R-BAK-5): scratch cluster, verify, RTO/RPO.
 
     \b
-    Starts a scratch PostgreSQL cluster on a free local port and restores
-    the snapshot into it. pg-logical: roles first, then every table's row
+    Starts a scratch PostgreSQL cluster on a free local port (or on a drill
+    host over SSH, reached through a tunnel: --drill-host) and restores the
+    snapshot into it. pg-logical: roles first, then every table's row
     count and checksum compared with those recorded at backup time.
     pg-base: the WAL chain checked (a missing segment is named), the base
     backup unpacked and the archived WAL replayed to the end (or --to-time),
@@ -256,11 +262,21 @@ def drill_cmd(app: App, name, snapshot_ref, kind, to_time, site, repo, passphras
         app.config, passphrase_file, _prompt), app.config)
     if r.keys.write_only:
         raise RepositoryError("a drill restores data: it needs a full key, not a write-only one")
-    with RepoLock(r, stale_after_s=_stale_s(app)):
-        report = run_db_drill(r, snapshot_ref=snapshot_ref, database=name, kind=kind,
-                              to_time=to_time, assertions=assertions, targets=targets,
-                              operator=app.operator, bindir=_bindir(app),
-                              os_user=app.config.get("backup.pg.drill_os_user"), site=site)
+    host = None
+    if drill_host:
+        from opskit.hosts.inventory import SSHSettings, load_inventory
+        host = load_inventory(app.config).host(drill_host).connect(
+            SSHSettings.from_config(app.config))
+    try:
+        with RepoLock(r, stale_after_s=_stale_s(app)):
+            report = run_db_drill(r, snapshot_ref=snapshot_ref, database=name, kind=kind,
+                                  to_time=to_time, assertions=assertions, targets=targets,
+                                  operator=app.operator, bindir=_bindir(app),
+                                  os_user=app.config.get("backup.pg.drill_os_user"), site=site,
+                                  drill_host=host)
+    finally:
+        if host is not None:
+            host.close()
     json_path, md_path = write_drill_report(app.state_dir, report)
     app.audit_details = {"drill": {k: v for k, v in report.to_json().items()
                                    if k not in ("tables", "failures")},

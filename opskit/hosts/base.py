@@ -337,6 +337,18 @@ class Host(ABC):
             return False
         return True
 
+    def run_fed(self, argv: list[str], blocks, *, timeout: float | None = None) -> RunResult:
+        """Run ``argv`` with the byte blocks of ``blocks`` streamed to its stdin."""
+        raise HostError(f"{self.describe()}: streaming a command's input is not supported "
+                        "on this kind of host", host=self.name)
+
+    def forward(self, remote_port: int):
+        """A local TCP port reaching ``127.0.0.1:remote_port`` on this host
+        (``.port``; ``close()`` when done): a tunnel over SSH, the port itself
+        on the local machine."""
+        from .tunnel import Direct
+        return Direct(remote_port)
+
     def close(self) -> None:
         """Release connections; the host may be used again (it reconnects)."""
 

@@ -52,6 +52,23 @@ _CHUNK = 32768
 EOF_GRACE = 1.0   # seconds to wait for output EOF after the exit status
 
 
+def _wait_readable(fd: int, seconds: float) -> None:
+    """Sleep until ``fd`` is readable or ``seconds`` pass. poll, not select:
+    select() fails on a descriptor number above 1023, which a long-lived
+    process (the scheduler, a fan-out to many hosts) can reach."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    poller.poll(max(0, int(seconds * 1000)))
+
+
+def _next_block(feed) -> memoryview | None:
+    """The next non-empty block of ``feed``; None at its end."""
+    for block in feed:
+        if block:
+            return memoryview(block)
+    return None
+
+
 class _Deadline(Exception):
     def __init__(self, stdout: bytes, stderr: bytes):
         super().__init__("deadline")
@@ -254,6 +271,11 @@ class SSHHost(Host):
                 self._sftp.get_channel().settimeout(self.command_timeout)
             return self._sftp
 
+    def forward(self, remote_port: int):
+        """127.0.0.1:``remote_port`` on this host through the SSH connection (tunnel.py)."""
+        from .tunnel import LocalForward
+        return LocalForward(self._client_().get_transport(), remote_port, what=self.name)
+
     def close(self) -> None:
         with self._lock:
             sftp, client = self._sftp, self._client
@@ -307,14 +329,45 @@ class SSHHost(Host):
     def run_batch(self, commands, *, timeout=None) -> list[RunResult]:
         return run_in_one_shell(self, commands, timeout)
 
-    def _pump(self, chan: paramiko.Channel, data: bytes | None, deadline: float):
+    def run_fed(self, argv, blocks, *, timeout=None) -> RunResult:
+        """Run ``argv`` with ``blocks`` (an iterable of bytes, read as they are
+        sent: a stream of any size) on its stdin. An exception from ``blocks``
+        kills the command and is raised as is."""
+        argv = [os.fspath(a) for a in argv]
+        timeout = self.command_timeout if timeout is None else float(timeout)
+        started = time.monotonic()
+        try:
+            chan = self._client_().get_transport().open_session(timeout=self.connect_timeout)
+            chan.exec_command(self.command_line(argv))
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            raise HostUnreachable(f"{self.describe()}: cannot start "
+                                  f"'{format_argv(argv)}': {exc}", host=self.name) from None
+        try:
+            rc, out, err = self._pump(chan, iter(blocks), started + timeout)
+        except _Deadline as late:
+            self._kill(chan)
+            raise HostTimeout(f"{self.describe()}: command '{format_argv(argv)}' timed out "
+                              f"after {timeout:g}s and was killed", host=self.name,
+                              stdout=late.stdout, stderr=late.stderr) from None
+        except BaseException:
+            self._kill(chan)
+            raise
+        finally:
+            chan.close()
+        return RunResult(self.name, argv, rc, out, err, time.monotonic() - started)
+
+    def _pump(self, chan: paramiko.Channel, data, deadline: float):
         """Feed stdin and drain stdout/stderr until the command is done or ``deadline``.
 
         Done means: exit status received and output at EOF. A background child
         that keeps stdout open would hold EOF back forever (plain ssh hangs
         there); after the exit status we wait at most EOF_GRACE seconds."""
         out, err = bytearray(), bytearray()
-        pending = memoryview(data) if data else None
+        feed = data if data is not None and not isinstance(data, (bytes, bytearray)) else None
+        pending = memoryview(data) if data and feed is None else None
+        if feed is not None:
+            pending = _next_block(feed)
         if pending is None:
             chan.shutdown_write()
         # send() waits at most this long for window space (it wakes as soon as
@@ -329,7 +382,9 @@ class SSHHost(Host):
                 except socket.timeout:
                     pass
                 except OSError:          # the command closed its stdin / exited
-                    pending = memoryview(b"")
+                    pending, feed = memoryview(b""), None
+                if not pending and feed is not None:
+                    pending = _next_block(feed)
                 if not pending:
                     chan.shutdown_write()
                     pending = None
@@ -348,7 +403,7 @@ class SSHHost(Host):
             if now >= deadline:
                 raise _Deadline(bytes(out), bytes(err))
             if pending is None:
-                select.select([fileno], [], [], min(deadline - now, 0.2))
+                _wait_readable(fileno, min(deadline - now, 0.2))
         rc = chan.recv_exit_status() if chan.exit_status_ready() else -1
         return rc, bytes(out), bytes(err)
 

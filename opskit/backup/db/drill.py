@@ -6,7 +6,8 @@ COPY text, recorded at backup time) recomputed on the restored copy, plus
 the entry's SQL assertions, each of which must return true. RTO is the time
 from the start of the drill to a queryable, verified database; RPO the age
 of the snapshot. The scratch cluster is stopped and removed whatever
-happens. The report has the shape of file drills (opskit.backup.drill),
+happens; with a drill host the cluster runs there over SSH
+(remotescratch.py). The report has the shape of file drills (opskit.backup.drill),
 with ``kind: pg-logical``, so history, the retention floor and the evidence
 pack read it unchanged. A ``pg-base`` snapshot is drilled by
 ``pitrdrill`` (base backup + WAL replay); both verify through ``drillcheck``.
@@ -28,6 +29,7 @@ from .drillcheck import (DbDrillReport, choose, database_of, run_assertions, ver
 from .pitrdrill import run_pitr_drill
 from .pgtools import apply_session_settings, connect, find_tools, major_of
 from .restore import LogicalRestore, manifest_of
+from .remotescratch import RemoteScratchCluster
 from .scratch import ScratchCluster
 
 
@@ -35,10 +37,13 @@ def run_db_drill(repo: Repository, *, snapshot_ref: str = "latest", database: st
                  kind: str | None = None, assertions: dict[str, list[str]] | None = None,
                  targets: Targets, operator: str, bindir: str | None = None,
                  os_user: str | None = "postgres", site: str = "local",
-                 to_time: str | None = None, now: dt.datetime | None = None) -> DbDrillReport:
+                 to_time: str | None = None, now: dt.datetime | None = None,
+                 drill_host=None) -> DbDrillReport:
     """Run one database drill on a pg-logical or (with WAL replay, ``to_time``)
     a pg-base snapshot; a failed verification is the report, not an exception.
-    ``assertions``: the SQL assertions of each backup.databases entry by name."""
+    ``assertions``: the SQL assertions of each backup.databases entry by name.
+    ``drill_host``: a connected Host whose scratch cluster takes the restore
+    (remotescratch.py) instead of one on this machine."""
     now = now or dt.datetime.now(dt.timezone.utc)
     repo.load_index(repair=False)
     snap = choose(repo, snapshot_ref, database, kind)
@@ -46,15 +51,25 @@ def run_db_drill(repo: Repository, *, snapshot_ref: str = "latest", database: st
     common = dict(assertions=sqls, targets=targets, operator=operator, bindir=bindir,
                   os_user=os_user, site=site, now=now)
     if snap["kind"] == "pg-base":
-        return run_pitr_drill(repo, snap, to_time=to_time, **common)
+        return run_pitr_drill(repo, snap, to_time=to_time, drill_host=drill_host, **common)
     if to_time:
         raise UsageError("--to-time needs a base backup (pg-base) snapshot to replay WAL onto")
-    return _logical_drill(repo, snap, **common)
+    return _logical_drill(repo, snap, drill_host=drill_host, **common)
+
+
+def _scratch(manifest: dict, bindir: str | None, os_user: str | None, drill_host):
+    """(scratch cluster, local client tools): here, or on ``drill_host`` over SSH."""
+    major = major_of(manifest["server_version_num"])
+    if drill_host is None:
+        tools = find_tools(major, bindir, program="initdb")
+        return ScratchCluster(tools, os_user), tools
+    return RemoteScratchCluster(drill_host, major, os_user), \
+        find_tools(major, bindir, program="pg_restore")
 
 
 def _logical_drill(repo: Repository, snap: dict, *, assertions: list[str], targets: Targets,
                    operator: str, bindir: str | None, os_user: str | None, site: str,
-                   now: dt.datetime) -> DbDrillReport:
+                   now: dt.datetime, drill_host=None) -> DbDrillReport:
     """Restore a pg-logical snapshot into a fresh scratch cluster and verify it."""
     started = time.monotonic()
     manifest = manifest_of(snap)
@@ -66,8 +81,10 @@ def _logical_drill(repo: Repository, snap: dict, *, assertions: list[str], targe
         bytes_total=sum(int(t["bytes"]) for t in tables),
         rto_target_minutes=targets.rto_minutes, rpo_target_hours=targets.rpo_hours,
         database=manifest["name"])
-    tools = find_tools(major_of(manifest["server_version_num"]), bindir, program="initdb")
-    with ScratchCluster(tools, os_user) as cluster:
+    if drill_host is not None:
+        report.target_host = drill_host.name
+    cluster, tools = _scratch(manifest, bindir, os_user, drill_host)
+    with cluster:
         try:
             cluster.create()
             report.scratch_dir = cluster.base
@@ -95,4 +112,6 @@ def _logical_drill(repo: Repository, snap: dict, *, assertions: list[str], targe
         except OpskitError as exc:
             report.failures.append({"path": "(restore)", "problem": exc.message})
         report.restore_seconds = round(time.monotonic() - started, 3)
+    if getattr(cluster, "cleanup_problem", ""):
+        report.failures.append({"path": "(scratch cluster)", "problem": cluster.cleanup_problem})
     return verdict(report, snap, targets, now)

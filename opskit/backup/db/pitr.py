@@ -99,7 +99,8 @@ class PhysicalRestoreReport:
     settings: dict | None = None
 
 
-def _quote(value: str) -> str:
+def quote_setting(value: str) -> str:
+    """A value as a quoted string literal of postgresql.conf."""
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
@@ -207,5 +208,5 @@ class PhysicalRestore:
         with open(os.path.join(self.datadir, "postgresql.auto.conf"), "a") as fh:
             fh.write(f"\n# added by opskit backup db restore (snapshot {self.snap['id'][:12]})\n")
             for key, value in settings.items():
-                fh.write(f"{key} = {_quote(value)}\n")
+                fh.write(f"{key} = {quote_setting(value)}\n")
         open(os.path.join(self.datadir, "recovery.signal"), "w").close()

@@ -16,7 +16,9 @@ point and the assertions.
 RTO is the time from the start of the drill to a queryable, promoted
 server; RPO the age of the newest recoverable transaction (the last
 replayed commit, else the base backup's time). The scratch cluster is
-stopped and removed whatever happens.
+stopped and removed whatever happens. On a drill host (``--drill-host``) the
+same steps run there over SSH (remotescratch.py): WAL written over SFTP,
+the tar streamed into GNU tar there, the server reached through a tunnel.
 """
 from __future__ import annotations
 
@@ -35,8 +37,10 @@ from ..repository import CorruptObject, Repository
 from .drillcheck import DbDrillReport, run_assertions, verdict, verify_tables
 from .logical import TABLES_SQL
 from .pgtools import DatabaseError, apply_session_settings, connect, find_tools, major_of
-from .pitr import PhysicalRestore, RecoveryTarget
+from .pitr import PhysicalRestore, RecoveryTarget, quote_setting
+from .remotescratch import RemoteScratchCluster
 from .scratch import ScratchCluster
+from .streams import find_files, read_content
 from .wal import HISTORY, SEGMENT, WalArchive
 from .walchain import Chain, Segments, parse_lsn
 
@@ -75,15 +79,20 @@ def check_chain(repo: Repository, snap: dict, report: DbDrillReport) -> Chain | 
     return chain if rep.ok else None
 
 
-def stage_wal(chain: Chain, snap: dict, folder: str, owner: tuple[int, int] | None) -> int:
-    """Write every history file and every segment from the base backup's start
-    into ``folder`` (authenticated reads); how many files."""
+def wal_names(chain: Chain, snap: dict) -> list[str]:
+    """Every history file and every segment from the base backup's start."""
     man = snap["pg_base"]
     seg = Segments(int(man["wal_segment_size"]))
     first = seg.segno(parse_lsn(man["start_lsn"]))
+    return [n for n in sorted(chain.names) if HISTORY.match(n)
+            or (SEGMENT.match(n) and seg.parse(n)[1] >= first)]
+
+
+def stage_wal(chain: Chain, snap: dict, folder: str, owner: tuple[int, int] | None) -> int:
+    """Write the WAL replay needs (``wal_names``) into ``folder`` (authenticated
+    reads); how many files."""
     os.makedirs(folder, mode=0o700)
-    names = [n for n in sorted(chain.names) if HISTORY.match(n)
-             or (SEGMENT.match(n) and seg.parse(n)[1] >= first)]
+    names = wal_names(chain, snap)
     for name in names:
         path = os.path.join(folder, name)
         with open(path, "wb") as fh:
@@ -174,17 +183,50 @@ def _owner(cluster: ScratchCluster) -> tuple[int, int] | None:
     return info.pw_uid, info.pw_gid
 
 
+def _restore_here(repo: Repository, snap: dict, chain: Chain, cluster: ScratchCluster,
+                  target: RecoveryTarget) -> None:
+    """WAL staged and the base backup unpacked into a local scratch cluster."""
+    cluster.create(initdb=False)
+    owner = _owner(cluster)
+    folder = os.path.join(cluster.base, "wal")
+    stage_wal(chain, snap, folder, owner)
+    fetch = f"{shlex.quote(folder)}/%f"
+    PhysicalRestore(repo, snap, cluster.data, target, f"test -f {fetch} && cp {fetch} %p",
+                    owner=cluster.os_user).run()
+    scratch_config(cluster.data, owner)
+
+
+def _restore_there(repo: Repository, snap: dict, chain: Chain, cluster: RemoteScratchCluster,
+                   target: RecoveryTarget) -> None:
+    """The same on a drill host: WAL written there over SFTP, the tar streamed
+    into GNU tar there, the recovery settings and access rules written there."""
+    cluster.create(initdb=False)
+    folder = f"{cluster.base}/wal"
+    cluster.put_files(folder, ((n, chain.archive.read(n)) for n in wal_names(chain, snap)))
+    node = find_files(repo, snap)[f"/pg-base/{snap['pg_base']['cluster']}/base.tar"]
+    cluster.unpack(read_content(repo, node))
+    fetch = f"{shlex.quote(folder)}/%f"
+    cluster.configure(target.settings(f"test -f {fetch} && cp {fetch} %p"), quote_setting)
+
+
 def run_pitr_drill(repo: Repository, snap: dict, *, to_time: str | None,
                    assertions: list[str], targets: Targets, operator: str,
                    bindir: str | None, os_user: str | None, site: str,
-                   now: dt.datetime) -> DbDrillReport:
-    """Restore a base backup + WAL into a scratch cluster, replay, verify, measure."""
+                   now: dt.datetime, drill_host=None) -> DbDrillReport:
+    """Restore a base backup + WAL into a scratch cluster (here, or on
+    ``drill_host`` over SSH), replay, verify, measure."""
     started = time.monotonic()
     target = RecoveryTarget(time=to_time, action="promote")
     target.validate()
     man = snap["pg_base"]
     report = _new_report(repo, snap, targets, operator, site, now)
-    recovered = {"time": snap["time"]}
+    if drill_host is not None:
+        report.target_host = drill_host.name
+        cluster = RemoteScratchCluster(drill_host, major_of(man["server_version_num"]), os_user,
+                                       settings=RECOVERY_SETTINGS,
+                                       superuser=man.get("superuser") or "postgres")
+        return _drill(repo, snap, cluster, _restore_there, target, report, to_time, assertions,
+                      targets, now, started)
     tools = find_tools(major_of(man["server_version_num"]), bindir, program="postgres")
     if tools.major != major_of(man["server_version_num"]):
         raise DatabaseError(f"a base backup of PostgreSQL {man['server_version']} needs the "
@@ -193,20 +235,22 @@ def run_pitr_drill(repo: Repository, snap: dict, *, to_time: str | None,
                             hint="install that major version or set backup.pg.bindir")
     cluster = ScratchCluster(tools, os_user, settings=RECOVERY_SETTINGS,
                              superuser=man.get("superuser") or "postgres")
+    return _drill(repo, snap, cluster, _restore_here, target, report, to_time, assertions,
+                  targets, now, started)
+
+
+def _drill(repo, snap, cluster, restore, target, report, to_time, assertions, targets, now,
+           started) -> DbDrillReport:
+    """Check the chain, restore with ``restore``, start, wait for promotion,
+    verify; the cluster removed whatever happens."""
+    man = snap["pg_base"]
+    recovered = {"time": snap["time"]}
     with cluster:
         try:
             chain = check_chain(repo, snap, report)
             if chain is not None:
-                cluster.create(initdb=False)
+                restore(repo, snap, chain, cluster, target)
                 report.scratch_dir = cluster.base
-                owner = _owner(cluster)
-                folder = os.path.join(cluster.base, "wal")
-                stage_wal(chain, snap, folder, owner)
-                fetch = f"{shlex.quote(folder)}/%f"
-                PhysicalRestore(repo, snap, cluster.data, target,
-                                f"test -f {fetch} && cp {fetch} %p",
-                                owner=cluster.os_user).run()
-                scratch_config(cluster.data, owner)
                 cluster.start()
                 conn = connect(cluster.target("postgres"))
                 try:
@@ -219,5 +263,8 @@ def run_pitr_drill(repo: Repository, snap: dict, *, to_time: str | None,
             report.failures.append({"path": "(snapshot)", "problem": f"restore stopped: {exc}"})
         except OpskitError as exc:
             report.failures.append({"path": "(restore)", "problem": exc.message})
+        report.scratch_dir = report.scratch_dir or cluster.base
         report.restore_seconds = report.restore_seconds or round(time.monotonic() - started, 3)
+    if getattr(cluster, "cleanup_problem", ""):
+        report.failures.append({"path": "(scratch cluster)", "problem": cluster.cleanup_problem})
     return verdict(report, recovered, targets, now)

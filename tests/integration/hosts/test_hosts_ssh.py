@@ -363,3 +363,21 @@ def test_silent_port_times_out_as_unreachable(tmp_path):
         assert f"mute (127.0.0.1:{port})" in err.value.message
     finally:
         listener.close()
+
+
+def test_commands_run_when_descriptor_numbers_pass_1023(sshd):
+    """select() cannot wait on a descriptor above 1023: a long-lived process (the
+    scheduler, a fan-out) that has opened that many must still run commands."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with ssh_host(sshd) as h:            # its socket and channel pipe come after them
+            assert h.run(["sh", "-c", "sleep 0.3; echo late"], check=True).text == "late\n"
+            streamed = h.run_fed(["wc", "-c"], (b"x" * 70_000 for _ in range(5)))
+            assert streamed.ok and streamed.text.strip() == "350000"
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
