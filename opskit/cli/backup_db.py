@@ -265,8 +265,12 @@ def drill_cmd(app: App, name, snapshot_ref, kind, to_time, site, drill_host, rep
     host = None
     if drill_host:
         from opskit.hosts.inventory import SSHSettings, load_inventory
-        host = load_inventory(app.config).host(drill_host).connect(
-            SSHSettings.from_config(app.config))
+        entry = load_inventory(app.config).host(drill_host)
+        if entry.is_local:
+            raise UsageError(f"--drill-host {drill_host}: the inventory makes it this machine; "
+                             "leave --drill-host out to drill here, or give the host an "
+                             "address to drill there over SSH")
+        host = entry.connect(SSHSettings.from_config(app.config))
     try:
         with RepoLock(r, stale_after_s=_stale_s(app)):
             report = run_db_drill(r, snapshot_ref=snapshot_ref, database=name, kind=kind,

@@ -102,3 +102,10 @@ def test_a_point_in_time_drill_on_a_drill_host(pg_archiving, sshd, tmp_path):
     rep = json.loads(run.stdout)
     assert {t["table"]: t["rows"] for t in rep["tables"]}["postgres:public.claims"] == 1
     assert rep["assertions"][0]["ok"] is False and not os.path.exists(rep["scratch_dir"])
+
+
+def test_a_drill_host_that_is_this_machine_is_refused(dumped):
+    cli, _snap = dumped       # no inventory: the embedded one has only a local "localhost"
+    run = cli("db", "drill", "--db", "claims", "--drill-host", "localhost")
+    assert run.exit_code == 2 and "this machine" in run.stderr, run.output
+    assert "Traceback" not in run.output and len(run.stderr.strip().splitlines()) == 1
