@@ -14,6 +14,7 @@ empties it first); a directory a running server uses is always refused.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import os
 import pwd
 import shutil
@@ -102,6 +103,32 @@ class PhysicalRestoreReport:
 def quote_setting(value: str) -> str:
     """A value as a quoted string literal of postgresql.conf."""
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def datadir_file(datadir: str, name: str, *, append: bool = False):
+    """``name`` in a restored data directory opened for writing, never through a
+    symlink: appended to when ``append`` (a symlink there is refused: the
+    snapshot's own file must not lead elsewhere), else made anew (whatever the
+    snapshot had under the name is removed first). A binary file object."""
+    path = os.path.join(datadir, name)
+    if append:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise OperationalError(f"{path}: the snapshot has a symlink here (to "
+                                   f"{os.readlink(path)!r}); refused, nothing written "
+                                   "through it") from None
+    else:
+        try:
+            if os.path.lexists(path) and not os.path.isdir(path):
+                os.unlink(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW |
+                         os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise OperationalError(f"{path}: {exc.strerror}") from None
+    return os.fdopen(fd, "wb")
 
 
 def running_pid(datadir: str) -> int | None:
@@ -205,8 +232,12 @@ class PhysicalRestore:
         return None                       # as the tar says (the backed-up server's user)
 
     def _write_recovery(self, settings: dict[str, str]) -> None:
-        with open(os.path.join(self.datadir, "postgresql.auto.conf"), "a") as fh:
-            fh.write(f"\n# added by opskit backup db restore (snapshot {self.snap['id'][:12]})\n")
-            for key, value in settings.items():
-                fh.write(f"{key} = {quote_setting(value)}\n")
-        open(os.path.join(self.datadir, "recovery.signal"), "w").close()
+        """Append the settings to postgresql.auto.conf and create recovery.signal,
+        never through a symlink the snapshot put there (one written with a
+        write-only key could point them at /etc/shadow: see datadir_file)."""
+        text = f"\n# added by opskit backup db restore (snapshot {self.snap['id'][:12]})\n" + \
+            "".join(f"{key} = {quote_setting(value)}\n" for key, value in settings.items())
+        with datadir_file(self.datadir, "postgresql.auto.conf", append=True) as fh:
+            fh.write(text.encode())
+        with datadir_file(self.datadir, "recovery.signal"):
+            pass

@@ -37,7 +37,7 @@ from ..repository import CorruptObject, Repository
 from .drillcheck import DbDrillReport, run_assertions, verdict, verify_tables
 from .logical import TABLES_SQL
 from .pgtools import DatabaseError, apply_session_settings, connect, find_tools, major_of
-from .pitr import PhysicalRestore, RecoveryTarget, quote_setting
+from .pitr import PhysicalRestore, RecoveryTarget, datadir_file, quote_setting
 from .remotescratch import RemoteScratchCluster
 from .scratch import ScratchCluster
 from .streams import find_files, read_content
@@ -106,17 +106,19 @@ def stage_wal(chain: Chain, snap: dict, folder: str, owner: tuple[int, int] | No
 
 def scratch_config(datadir: str, owner: tuple[int, int] | None) -> None:
     """Local trust on the drill's private socket only; an empty postgresql.conf
-    where the source kept its configuration elsewhere (Debian: /etc)."""
-    for name, text in (("pg_hba.conf", "local all all trust\n"), ("postgresql.conf", None)):
-        path = os.path.join(datadir, name)
-        if text is None and os.path.exists(path):
+    where the source kept its configuration elsewhere (Debian: /etc). Files are
+    made anew, never written through a symlink the snapshot had there."""
+    conf = os.path.join(datadir, "postgresql.conf")
+    keep_conf = os.path.isfile(conf) and not os.path.islink(conf)
+    for name, text in (("pg_hba.conf", b"local all all trust\n"), ("postgresql.conf", b"")):
+        if name == "postgresql.conf" and keep_conf:
             continue
-        with open(path, "w") as fh:
-            fh.write(text or "")
+        with datadir_file(datadir, name) as fh:
+            fh.write(text)
         if owner:
-            os.chown(path, *owner)
+            os.chown(os.path.join(datadir, name), *owner)
     for name in ("standby.signal", "postmaster.pid"):
-        if os.path.exists(os.path.join(datadir, name)):
+        if os.path.lexists(os.path.join(datadir, name)):
             os.unlink(os.path.join(datadir, name))
 
 

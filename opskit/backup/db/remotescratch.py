@@ -124,16 +124,23 @@ class RemoteScratchCluster:
     def configure(self, recovery: dict[str, str], quote) -> None:
         """Recovery settings appended to postgresql.auto.conf, recovery.signal;
         only the drill's own socket trusted, loopback TCP by password; an
-        empty postgresql.conf where the source kept its own elsewhere."""
+        empty postgresql.conf where the source kept its own elsewhere. Every
+        file is replaced by rename (write_file), never written through a symlink."""
         auto = f"{self.data}/postgresql.auto.conf"
-        text = self.host.read_file(auto) if self.host.exists(auto) else b""
+        text = b""
+        if self.host.exists(auto):
+            if self.host.stat(auto, follow_symlinks=False).is_link:
+                raise DatabaseError(f"{self._where()}: {auto}: the snapshot has a symlink "
+                                    "here; refused, nothing read or written through it")
+            text = self.host.read_file(auto)
         text += b"\n# added by opskit backup db drill\n" + "".join(
             f"{k} = {quote(v)}\n" for k, v in recovery.items()).encode()
         files = {auto: text, f"{self.data}/recovery.signal": b"",
                  f"{self.data}/pg_hba.conf": b"local all all trust\n"
                                               b"host all all 127.0.0.1/32 scram-sha-256\n"}
-        if not self.host.exists(f"{self.data}/postgresql.conf"):
-            files[f"{self.data}/postgresql.conf"] = b""
+        conf = f"{self.data}/postgresql.conf"      # kept only as a file of its own
+        if not self.host.exists(conf) or self.host.stat(conf, follow_symlinks=False).is_link:
+            files[conf] = b""               # write_file renames over a link, never through
         for path, data in files.items():
             self.host.write_file(path, data, mode=0o600)
         self.host.run(["rm", "-f", "--", f"{self.data}/standby.signal",

@@ -109,3 +109,24 @@ def test_a_drill_host_that_is_this_machine_is_refused(dumped):
     run = cli("db", "drill", "--db", "claims", "--drill-host", "localhost")
     assert run.exit_code == 2 and "this machine" in run.stderr, run.output
     assert "Traceback" not in run.output and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_drill_host_never_writes_through_symlinks_the_snapshot_carries(pg_archiving, sshd,
+                                                                        tmp_path):
+    pg = pg_archiving
+    pg.use_base_source("datadir")
+    _config_with_host(_ConfigOnly(pg.config), tmp_path, sshd)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    data = pg.server.data_dir
+    planted = [os.path.join(data, n) for n in ("recovery.signal", "standby.signal")]
+    for path in planted:
+        os.symlink(victim, path)
+    try:
+        assert pg.opskit("db", "basebackup").exit_code == 0
+    finally:
+        for path in planted:
+            os.unlink(path)
+    run = pg.opskit("db", "drill", "--kind", "pg-base", "--drill-host", "standby", "--json")
+    assert victim.read_text() == "precious\n", run.output
+    assert run.exit_code == 0, run.output

@@ -122,3 +122,46 @@ def test_a_base_backup_killed_mid_read_loses_nothing_and_the_rerun_completes(pg_
     srv = pg.start_restored(restored)
     wait_out_of_recovery(srv)
     assert srv.psql("SELECT string_agg(note, ',' ORDER BY id) FROM claims") == "before"
+
+
+def test_a_restore_never_writes_through_symlinks_the_snapshot_carries(pg_archiving,
+                                                                     tmp_path):
+    """A snapshot can be written by a key that only pushes (a write-only database
+    host): symlinks in it must not make a restore, run as root, write elsewhere."""
+    pg = pg_archiving
+    pg.use_base_source("datadir")                   # symlinks travel as symlinks
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    data = pg.server.data_dir
+    os.symlink(victim, os.path.join(data, "recovery.signal"))
+    os.symlink(victim, os.path.join(data, "pg_hba.conf.planted"))
+    try:
+        sid = _json(pg.opskit("db", "basebackup", "--json"))["snapshot"]
+    finally:
+        os.unlink(os.path.join(data, "recovery.signal"))
+        os.unlink(os.path.join(data, "pg_hba.conf.planted"))
+    target = str(tmp_path / "restored")
+    os.mkdir(target, 0o700)
+    _json(pg.opskit("db", "restore", sid[:12], "--target-datadir", target, "--json"))
+    assert victim.read_text() == "precious\n"
+    assert not os.path.islink(os.path.join(target, "recovery.signal"))  # made anew
+
+    # postgresql.auto.conf leading elsewhere: refused, nothing appended to the victim
+    auto = os.path.join(data, "postgresql.auto.conf")
+    kept = auto + ".kept"
+    os.rename(auto, kept)
+    os.symlink(victim, auto)
+    try:
+        sid = _json(pg.opskit("db", "basebackup", "--json"))["snapshot"]
+    finally:
+        os.unlink(auto)
+        os.rename(kept, auto)
+    target2 = str(tmp_path / "restored2")
+    os.mkdir(target2, 0o700)
+    run = pg.opskit("db", "restore", sid[:12], "--target-datadir", target2)
+    assert run.exit_code == 3 and "symlink" in run.stderr, run.output
+    assert victim.read_text() == "precious\n"
+    assert not os.path.exists(os.path.join(target2, "recovery.signal"))
+    # the drill writes its pg_hba.conf and the rest anew too
+    run = pg.opskit("db", "drill", "--kind", "pg-base", "--json")
+    assert victim.read_text() == "precious\n"
