@@ -32,26 +32,33 @@ def test_a_base_backup_taken_under_writes_restores_every_archived_row(pg_archivi
     pg.use_base_source(source)
     pg.psql("CREATE TABLE load (id bigserial PRIMARY KEY, payload text)")
     pg.psql("INSERT INTO load (payload) SELECT repeat(md5(g::text), 20) "
-            "FROM generate_series(1, 20000) g")
+            "FROM generate_series(1, 5000) g")
     pg.psql("CREATE UNLOGGED TABLE scratch (x int)")
     pg.psql("INSERT INTO scratch SELECT generate_series(1, 1000)")
     stop = threading.Event()
 
-    def write():
+    done = [0]
+
+    def write():                  # small transactions, all through the backup
         while not stop.is_set():
             pg.psql("INSERT INTO load (payload) SELECT repeat(md5(random()::text), 20) "
-                    "FROM generate_series(1, 300); "
-                    "UPDATE load SET payload = md5(payload) WHERE id % 97 = 0")
+                    "FROM generate_series(1, 50); "
+                    "UPDATE load SET payload = md5(payload) WHERE id % 997 = 0")
+            done[0] += 1
+            stop.wait(0.02)
 
     thread = threading.Thread(target=write)
     thread.start()
     try:
         time.sleep(0.3)
+        before = done[0]
         base = _json(pg.opskit("db", "basebackup", "--json"))
+        during = done[0] - before
     finally:
         stop.set()
         thread.join()
     assert base["pg_base"]["source"] == source
+    assert during >= 3, "the writes must overlap the backup for this test to mean anything"
     assert base["pg_base"]["stop_lsn"] and "START WAL LOCATION" in base["pg_base"]["backup_label"]
     pg.psql("INSERT INTO load (payload) VALUES ('the last row')")
     pg.switch_and_wait()
