@@ -23,7 +23,7 @@ from opskit.core.optional import require
 
 from ..backends import ObjectNotFound
 from ..repository import CorruptObject, Repository
-from .datadir import DataDirError, DataDirTar, system_identifier
+from .datadir import DataDirError, DataDirTar, serves, system_identifier
 from .pgtools import DatabaseError, connect, find_tools, last_line, major_of, pg_message
 from .settings import DatabaseTarget
 from .streams import TreeBuilder, save_snapshot, store_command, store_stream
@@ -118,13 +118,17 @@ class BaseBackup:
 
     def _local_datadir(self, server: dict) -> str | None:
         """The cluster's data directory when this host can read it (its pg_control
-        holds the server's system identifier), per ``source``; else None."""
+        holds the server's system identifier and its postmaster.pid names this
+        very server: a standby shares the identifier), per ``source``; else None."""
         if self.source == "pg_basebackup":
             return None
         where = f"database {self.target.name} ({self.target.describe()})"
         conn = connect(self.target)
         try:
-            path = conn.execute("SELECT current_setting('data_directory')").fetchone()[0]
+            path, started, port = conn.execute(
+                "SELECT current_setting('data_directory'), "
+                "extract(epoch FROM pg_catalog.pg_postmaster_start_time())::bigint, "
+                "current_setting('port')::int").fetchone()
         except psycopg_error() as exc:    # no pg_read_all_settings
             if self.source == "datadir":
                 raise DatabaseError(f"{where}: cannot read the data_directory setting "
@@ -133,13 +137,14 @@ class BaseBackup:
             return None
         finally:
             conn.close()
-        if system_identifier(path) == int(server["system_identifier"]):
+        if system_identifier(path) == int(server["system_identifier"]) and \
+                serves(path, int(started), int(port)):
             return path
         if self.source == "datadir":
             raise DatabaseError(f"{where}: its data directory {path} is not readable on this "
-                                "host (or belongs to another cluster); backup.pg.base_source: "
-                                "datadir needs opskit on the database host as root or the "
-                                "server's user")
+                                "host, or is not the one this server runs on (a standby or a "
+                                "copy); backup.pg.base_source: datadir needs opskit on the "
+                                "database host as root or the server's user")
         return None
 
     def _from_datadir(self, writer, datadir: str, label: str):

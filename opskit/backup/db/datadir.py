@@ -55,6 +55,22 @@ def system_identifier(datadir: str) -> int | None:
     return int.from_bytes(head, sys.byteorder) if len(head) == 8 else None
 
 
+def serves(datadir: str, started: int, port: int) -> bool:
+    """Whether the server running on ``datadir`` (its postmaster.pid) is the one
+    we are connected to: started at ``started`` (epoch seconds, as the server
+    reports it: a second or two of slack) and listening on ``port``. A
+    standby on this host, or a copy, has the same system identifier but not
+    the same postmaster: reading its files under the primary's
+    pg_backup_start would store a stale, silently broken backup."""
+    try:
+        with open(os.path.join(datadir, "postmaster.pid")) as fh:
+            lines = fh.read().splitlines()
+        pid_started, pid_port = int(lines[2]), int(lines[3])
+    except (OSError, ValueError, IndexError):
+        return False
+    return abs(pid_started - started) <= 2 and pid_port == port
+
+
 @dataclass
 class Entry:
     """One member to come: a path below the data directory and its lstat."""

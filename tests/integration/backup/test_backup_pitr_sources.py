@@ -172,3 +172,31 @@ def test_a_restore_never_writes_through_symlinks_the_snapshot_carries(pg_archivi
     # the drill writes its pg_hba.conf and the rest anew too
     run = pg.opskit("db", "drill", "--kind", "pg-base", "--json")
     assert victim.read_text() == "precious\n"
+
+
+def test_a_copy_with_the_same_system_identifier_is_not_read(pg_archiving, tmp_path):
+    """A standby on this host (or a copy) has the primary's system identifier but
+    older files: reading them under the primary's pg_backup_start would store a
+    silently broken backup. Stood in for by a copy bind-mounted over the path."""
+    pg = pg_archiving
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", pg.server.data_dir, str(copy)], check=True)
+    with open(copy / "postmaster.pid") as fh:               # a postmaster of its own
+        lines = fh.read().splitlines()
+    lines[2] = str(int(lines[2]) - 3600)
+    (copy / "postmaster.pid").write_text("\n".join(lines) + "\n")
+
+    def basebackup():
+        cmd = ["unshare", "-m", "sh", "-c", 'mount --bind "$0" "$1" && shift && exec "$@"',
+               str(copy), pg.server.data_dir, sys.executable, "-m", "opskit", "--config",
+               pg.config, "backup", "db", "basebackup", "--json"]
+        env = dict(os.environ, OPSKIT_HOME=pg.env["OPSKIT_HOME"], OPSKIT_PASSPHRASE="")
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+    pg.use_base_source("auto")
+    run = basebackup()
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["pg_base"]["source"] == "pg_basebackup"
+    pg.use_base_source("datadir")
+    run = basebackup()
+    assert run.returncode == 3 and "not the one this server runs on" in run.stderr, run.stderr
