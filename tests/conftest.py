@@ -9,7 +9,11 @@ import pkgutil
 
 import pytest
 
-from tests import harness
+# harness modules import each other (backup imports cli): registered before any
+# is loaded, all get pytest's assertion rewriting, not only the first imported
+pytest.register_assert_rewrite("tests.harness")
+
+from tests import harness  # noqa: E402  (after the registration above)
 
 pytest_plugins = [f"tests.harness.{m.name}" for m in pkgutil.iter_modules(harness.__path__)
                   if not m.name.startswith("_")]
