@@ -72,14 +72,7 @@ def sshd_t(tree: Path) -> dict[str, list[str]]:
     return out
 
 
-def test_sshd_corpus_is_large_enough():
-    assert len(list((FIXTURES / "sshd-scenarios").glob("*.txt"))) >= 10
-
-
-@pytest.mark.parametrize("path", sorted((FIXTURES / "sshd-scenarios").glob("*.txt")),
-                         ids=lambda p: p.stem)
-def test_sshd_reading_equals_sshd_T(tmp_path, host_key, path):
-    text = path.read_text()
+def sshd_tree(tmp_path: Path, host_key, text: str) -> Path:
     tree = tmp_path / "tree"
     build_tree(tree, text)
     ssh = tree / "etc/ssh"
@@ -88,6 +81,22 @@ def test_sshd_reading_equals_sshd_T(tmp_path, host_key, path):
     os.chmod(ssh / "ssh_host_ed25519_key", 0o600)
     config = (ssh / "sshd_config").read_text()
     (ssh / "sshd_config").write_text("HostKey /etc/ssh/ssh_host_ed25519_key\n" + config)
+    recorded = tree / ".opskit-recorded"
+    recorded.mkdir(exist_ok=True)
+    # no firewall rules: only sshd itself can refuse outside sources
+    (recorded / "nft-ruleset.json").write_text('{"nftables": []}')
+    return tree
+
+
+def test_sshd_corpus_is_large_enough():
+    assert len(list((FIXTURES / "sshd-scenarios").glob("*.txt"))) >= 10
+
+
+@pytest.mark.parametrize("path", sorted((FIXTURES / "sshd-scenarios").glob("*.txt")),
+                         ids=lambda p: p.stem)
+def test_sshd_reading_equals_sshd_T(tmp_path, host_key, path):
+    text = path.read_text()
+    tree = sshd_tree(tmp_path, host_key, text)
     real = sshd_t(tree)
     ours = F.sshd_files(probe_of(tree))
     detail = f"\nscenario {path.name}: {header(text).get('what')}\n{text}"
@@ -139,22 +148,6 @@ def sshd_t_for(tree: Path, spec: str) -> dict[str, list[str]]:
         key, _, value = line.partition(" ")
         out.setdefault(key, []).append(value)
     return out
-
-
-def sshd_tree(tmp_path: Path, host_key, text: str) -> Path:
-    tree = tmp_path / "tree"
-    build_tree(tree, text)
-    ssh = tree / "etc/ssh"
-    (ssh / "sshd_config.d").mkdir(exist_ok=True)
-    shutil.copy(host_key, ssh / "ssh_host_ed25519_key")
-    os.chmod(ssh / "ssh_host_ed25519_key", 0o600)
-    config = (ssh / "sshd_config").read_text()
-    (ssh / "sshd_config").write_text("HostKey /etc/ssh/ssh_host_ed25519_key\n" + config)
-    recorded = tree / ".opskit-recorded"
-    recorded.mkdir(exist_ok=True)
-    # no firewall rules: only sshd itself can refuse outside sources
-    (recorded / "nft-ruleset.json").write_text('{"nftables": []}')
-    return tree
 
 
 def test_sshd_match_corpus_is_large_enough():
