@@ -5,7 +5,7 @@ from __future__ import annotations
 from opskit.core.schema import Key
 
 from .. import parsers as P
-from ..model import Finding, not_applicable, passed, verdict
+from ..model import FAIL, PASS, Finding, not_applicable, passed, verdict
 from ..network import listening_sockets
 from ..probe import Probe
 from ..catalogue import Context
@@ -325,26 +325,29 @@ def ssh_idle_timeout(probe: Probe, ctx: Context):
     config, na = _sshd_or_na(probe)
     if na:
         return na
-    interval, w1 = config.get("clientaliveinterval")
-    count, w2 = config.get("clientalivecountmax")
-    i, c = _int(interval, 0), _int(count, 3)
-    if i <= 0 or c <= 0:
-        return verdict([Finding(f"sshd ClientAliveInterval {interval} / CountMax {count}: idle "
-                                "sessions never end", f"{w1}; {w2}")])
-    if i * c > ctx.params["max_seconds"]:
-        return verdict([Finding(f"sshd ends idle sessions after {i * c} s (policy "
-                                f"{ctx.params['max_seconds']} s)", f"{w1}; {w2}")])
-    return passed(f"{w1}; {w2}")
+    intervals = config.candidates("clientaliveinterval")
+    counts = config.candidates("clientalivecountmax")
+    findings = []
+    # a Match block may set one and leave the other global: judge every pairing
+    for interval, w1 in intervals:
+        for count, w2 in counts:
+            i, c = _int(interval, 0), _int(count, 3)
+            if i <= 0 or c <= 0:
+                findings.append(Finding(f"sshd ClientAliveInterval {interval} / CountMax {count}: "
+                                        "idle sessions never end", f"{w1}; {w2}"))
+            elif i * c > ctx.params["max_seconds"]:
+                findings.append(Finding(f"sshd ends idle sessions after {i * c} s (policy "
+                                        f"{ctx.params['max_seconds']} s)", f"{w1}; {w2}"))
+    return verdict(findings, [w for _, w in intervals + counts])
 
 
 def _sshd_value_check(probe, key, good, message):
     config, na = _sshd_or_na(probe)
     if na:
         return na
-    value, where = config.get(key)
-    if value.lower() in good:
-        return passed(where)
-    return verdict([Finding(message.format(value=value), where)])
+    found = config.candidates(key)      # global and every Match block's value
+    return verdict([Finding(message.format(value=value), where) for value, where in found
+                    if value.lower() not in good], [where for _, where in found])
 
 
 @mlps("mlps.auth.ssh-empty-passwords", clause=A[0], requirement=A[1], severity="critical",
@@ -367,11 +370,10 @@ def ssh_max_auth_tries(probe: Probe, ctx: Context):
     config, na = _sshd_or_na(probe)
     if na:
         return na
-    value, where = config.get("maxauthtries")
-    if _int(value, 6) > ctx.params["max_tries"]:
-        return verdict([Finding(f"sshd MaxAuthTries {value} (policy "
-                                f"{ctx.params['max_tries']})", where)])
-    return passed(where)
+    found = config.candidates("maxauthtries")
+    return verdict([Finding(f"sshd MaxAuthTries {value} (policy {ctx.params['max_tries']})", where)
+                    for value, where in found if _int(value, 6) > ctx.params["max_tries"]],
+                   [where for _, where in found])
 
 
 # --- remote administration over encrypted channels ------------------------------------------------
@@ -447,8 +449,28 @@ def ssh_root_login(probe: Probe, ctx: Context):
 def ssh_password_auth(probe: Probe, ctx: Context):
     """Passwords over SSH are encrypted but guessable; the policy decides."""
     good = ("yes", "no") if ctx.params["allow_passwords"] else ("no",)
-    return _sshd_value_check(probe, "passwordauthentication", good,
-                             "sshd PasswordAuthentication is {value}")
+    result = _sshd_value_check(probe, "passwordauthentication", good,
+                               "sshd PasswordAuthentication is {value}")
+    if ctx.params["allow_passwords"] or result.status not in (PASS, FAIL):
+        return result
+    return verdict(result.findings + _passwords_through_pam(F.sshd_effective(probe)),
+                   result.evidence)
+
+
+def _passwords_through_pam(config) -> list[Finding]:
+    """PasswordAuthentication no does not stop passwords: with UsePAM yes,
+    keyboard-interactive asks what the PAM stack asks, a password on Debian.
+    Fine only where every AuthenticationMethods value wants a key first."""
+    usepam, w_pam = config.get("usepam")
+    kbd = [(v, w) for v, w in config.candidates("kbdinteractiveauthentication") if v == "yes"]
+    if usepam != "yes" or not kbd:
+        return []
+    methods = config.candidates("authenticationmethods")
+    if all(v != "any" and all("publickey" in alt.split(",") for alt in v.split())
+           for v, _ in methods):
+        return []
+    return [Finding("sshd takes passwords through keyboard-interactive (UsePAM yes, "
+                    "KbdInteractiveAuthentication yes)", f"{w_pam}; {kbd[0][1]}")]
 
 
 WEAK_CRYPTO = ("cbc", "arcfour", "3des", "hmac-md5", "hmac-sha1-96", "umac-64",
@@ -500,41 +522,74 @@ OTP_MODULES = ("pam_google_authenticator.so", "pam_oath.so", "pam_u2f.so", "pam_
                   "'Match Group sudo') with an OTP module (pam_google_authenticator, pam_oath) "
                   "in /etc/pam.d/sshd; or 'AuthenticationMethods publickey,password'")
 def admin_mfa(probe: Probe, ctx: Context):
-    """R-ACC-7: every SSH login of an administrator needs two methods:
-    AuthenticationMethods whose every alternative lists two (globally, or in a
-    Match for the admin groups), or an OTP module required in sshd's PAM auth
-    stack with UsePAM and keyboard-interactive on."""
+    """R-ACC-7: every SSH login of an administrator needs two factors. For
+    each member of the admin groups, every AuthenticationMethods value sshd
+    can give that login (the Match blocks that may apply to them, in order,
+    then the global value) must ask for two factors, or all of them must go
+    through keyboard-interactive with an OTP module required in sshd's PAM
+    auth stack (UsePAM yes)."""
     config, na = _sshd_or_na(probe)
     if na:
         return na
-    value, where = config.get("authenticationmethods")
-    if M.methods_need_two(value):
-        return passed(where)
-    covered, evidence = [], []
-    for criteria, settings, mwhere in F.sshd_files(probe).matches:
-        found = settings.get("authenticationmethods")
-        if not found or not M.methods_need_two(found[0][0]):
-            continue
-        crit = M.match_criteria(criteria)
-        covered += [g for g in crit.get("group", []) if g in ctx.params["admin_groups"]]
-        evidence.append(f"{mwhere} -> {found[0][1]}")
-    admins = [g for g in ctx.params["admin_groups"] if g in F.groups(probe)]
-    if admins and set(admins) <= set(covered):
-        return passed(evidence)
     entries, files = F.pam(probe, "sshd", ("auth",))
     otp = [e for e in entries if e.module in OTP_MODULES and
            (e.control in ("required", "requisite") or "default=die" in e.control)]
     usepam, w_pam = config.get("usepam")
-    kbd, w_kbd = config.get("kbdinteractiveauthentication")
-    if otp and usepam == "yes" and kbd == "yes":
-        return passed([otp[0].where(), w_pam, w_kbd])
-    why = [where] + evidence
-    if otp:
-        why.append(f"{otp[0].where()} but UsePAM {usepam} / KbdInteractiveAuthentication {kbd}")
-    else:
-        why.append(f"no OTP module ({', '.join(m[:-3] for m in OTP_MODULES[:3])}, ...) in "
-                   f"the sshd auth stack ({', '.join(files) or '/etc/pam.d/sshd absent'})")
-    uncovered = sorted(set(admins) - set(covered)) or ctx.params["admin_groups"]
-    return verdict([Finding(f"administrators ({', '.join(uncovered)}) can log in with one "
-                            "factor", "; ".join(why), rule="R-ACC-7")])
+    kbd = config.candidates("kbdinteractiveauthentication")
+    via_pam = bool(otp) and usepam == "yes" and all(v == "yes" for v, _ in kbd)
+    findings, evidence = [], []
+    for user, groups in _admin_logins(probe, ctx.params["admin_groups"]):
+        who = (f"administrator {user}" if user else
+               f"a member of {', '.join(sorted(groups))}" if groups else "any user")
+        for value, where in M.values_for(config, "authenticationmethods", user, groups):
+            if M.methods_need_two(value, otp=via_pam):
+                evidence.append(f"{who}: {where}")
+            elif via_pam and _through_pam(config, value):
+                evidence.append(f"{who}: {where}; {otp[0].where()}; {w_pam}")
+            else:
+                findings.append(Finding(f"{who} can log in with one factor", "; ".join(
+                    [where] + _one_factor_why(otp, files, usepam, kbd)), rule="R-ACC-7"))
+    return verdict(findings, evidence)
 
+
+def _admin_logins(probe: Probe, admin_groups: list) -> list[tuple[str | None, set[str]]]:
+    """(user, every group of theirs) for each member of the admin groups; a
+    group without members stands for its future members (user unknown); no
+    admin group at all: any user (None, no group)."""
+    groups = F.groups(probe)
+    primary = {gid: name for name, (gid, _, _) in groups.items()}
+    logins: dict = {}
+    for group in [g for g in admin_groups if g in groups]:
+        members = F.members(probe, group)
+        if not members:
+            logins[(None, group)] = {group}
+        for user in members:
+            mine = {g for g, (_, listed, _) in groups.items() if user in listed}
+            mine |= {primary[a.gid] for a in F.passwd(probe) if a.name == user and a.gid in primary}
+            logins[(user, "")] = mine | {group}
+    if not logins:          # no admin group here: judge what any login can get
+        return [(None, set())]
+    return [(user, mine) for (user, _), mine in sorted(logins.items(), key=lambda kv: str(kv[0]))]
+
+
+def _through_pam(config, value: str) -> bool:
+    """Does every login allowed by AuthenticationMethods ``value`` pass the PAM
+    auth stack? Each alternative names keyboard-interactive, or ("any") no
+    method that skips PAM (publickey, hostbased, GSSAPI, password) is on."""
+    if value != "any":
+        return all("keyboard-interactive" in {m.split(":")[0] for m in alt.split(",")}
+                   for alt in value.split())
+    return all(v == "no" for key in ("pubkeyauthentication", "hostbasedauthentication",
+                                     "gssapiauthentication", "passwordauthentication")
+               for v, _ in config.candidates(key))
+
+
+def _one_factor_why(otp: list, files: list, usepam: str, kbd: list) -> list[str]:
+    if not otp:
+        return [f"no OTP module ({', '.join(m[:-3] for m in OTP_MODULES[:3])}, ...) in the "
+                f"sshd auth stack ({', '.join(files) or '/etc/pam.d/sshd absent'})"]
+    kbd_values = "/".join(sorted({v for v, _ in kbd}))
+    if usepam != "yes" or kbd_values != "yes":
+        return [f"{otp[0].where()} but UsePAM {usepam} / KbdInteractiveAuthentication {kbd_values}"]
+    return [f"{otp[0].where()} is skipped by a method that does not use PAM (publickey, "
+            "password, ...)"]

@@ -15,13 +15,26 @@ DAY = 86400.0
 
 
 def glob(probe: Probe, pattern: str) -> list[str]:
-    """Paths matching ``pattern`` (globs in the last component only)."""
-    directory, _, name = pattern.rpartition("/")
-    if not any(c in name for c in "*?["):
-        # the directory's listing is cached: one round trip serves every name in it
-        return [pattern] if name in (probe.listdir(directory or "/") or []) else []
-    return [f"{directory}/{n}" for n in sorted(probe.listdir(directory) or [])
-            if fnmatch.fnmatchcase(n, name) and not n.startswith(".")]
+    """Paths matching ``pattern``, wildcards in any component (as glob(3),
+    which sshd's Include uses: a wildcard never matches a leading dot).
+    Only directories that a wildcard or the last name is looked up in are
+    listed (each listing is cached: one round trip serves every name)."""
+    parts = [p for p in pattern.split("/") if p]
+    paths = ["/" if pattern.startswith("/") else ""]
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if any(c in part for c in "*?["):
+            paths = [_join(d, n) for d in paths for n in sorted(probe.listdir(d or "/") or [])
+                     if fnmatch.fnmatchcase(n, part) and not n.startswith(".")]
+        elif last:
+            paths = [_join(d, part) for d in paths if part in (probe.listdir(d or "/") or [])]
+        else:
+            paths = [_join(d, part) for d in paths]
+    return sorted(paths)
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory.rstrip('/')}/{name}" if directory else name
 
 
 # --- sshd ---------------------------------------------------------------------------------------
@@ -39,11 +52,15 @@ def sshd_files(probe: Probe) -> M.SshdConfig:
 
 def sshd_effective(probe: Probe) -> M.SshdConfig:
     """The effective global settings: ``sshd -T`` where the host can run it
-    (needs root and host keys), else the files parsed as sshd reads them."""
+    (needs root and host keys), else the files parsed as sshd reads them;
+    the Match blocks always from the files."""
     def compute():
         text, source = probe.command("sshd-T", SSHD_T)
         if text and "permitrootlogin" in text:
-            return M.parse_sshd_t(text, "/usr/sbin/sshd -T")
+            config = M.parse_sshd_t(text, "/usr/sbin/sshd -T")
+            # plain sshd -T applies no Match block: the checks weigh them from the files
+            config.matches = sshd_files(probe).matches
+            return config
         config = sshd_files(probe)
         if not probe.recorded:
             config.source += f" (sshd -T unavailable: {source if text is None else text.strip()[:80]})"

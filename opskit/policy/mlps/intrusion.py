@@ -86,22 +86,31 @@ def unneeded_services(probe: Probe, ctx: Context):
 
 def sshd_restriction(probe: Probe, approved: list) -> tuple[bool, list[str]]:
     """Does sshd itself refuse logins from outside ``approved``? True when every
-    AllowUsers entry carries @host inside the approved networks."""
+    AllowUsers entry, global and in every Match block, carries @host inside
+    the approved networks."""
     config = F.sshd_effective(probe)
-    allow = [(v, w) for value, w in config.all("allowusers") for v in value.split()]
+    # a Match block's AllowUsers replaces the global list for its connections
+    lists = config.all_candidates("allowusers")
+    allow = [(v, w) for value, w in lists[0] for v in value.split()]
     if not allow:
         return False, ["sshd: no AllowUsers restriction"]
-    ok = True
-    for entry, where in allow:
-        _, at, host = entry.partition("@")
-        try:
-            net = ipaddress.ip_network(host, strict=False) if at else None
-        except ValueError:
-            net = None
-        if net is None or not any(net.version == a.version and net.subnet_of(a)
-                                  for a in approved):
-            ok = False
-    return ok, [f"{w}" for _, w in allow[:4]]
+    ok = all(_bound(lst, approved) for lst in lists)
+    return ok, [f"{w}" for _, w in allow[:4]] + [w for lst in lists[1:] for _, w in lst[:2]]
+
+
+def _bound(entries: list, approved: list) -> bool:
+    """Every AllowUsers pattern in ``entries`` is tied (@net) to an approved network."""
+    for value, _ in entries:
+        for entry in value.split():
+            _, at, host = entry.partition("@")
+            try:
+                net = ipaddress.ip_network(host, strict=False) if at else None
+            except ValueError:
+                net = None
+            if net is None or not any(net.version == a.version and net.subnet_of(a)
+                                      for a in approved):
+                return False
+    return True
 
 
 def firewall_restriction(probe: Probe, approved: list, port: int) -> tuple[bool | None, list[str]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import shlex
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -28,7 +27,30 @@ SSHD_DEFAULTS = {"permitrootlogin": "prohibit-password", "passwordauthentication
                  "permitemptypasswords": "no", "clientaliveinterval": "0",
                  "clientalivecountmax": "3", "maxauthtries": "6", "authenticationmethods": "any",
                  "usepam": "no", "kbdinteractiveauthentication": "yes",
-                 "pubkeyauthentication": "yes", "x11forwarding": "no", "logingracetime": "120"}
+                 "pubkeyauthentication": "yes", "x11forwarding": "no", "logingracetime": "120",
+                 "hostbasedauthentication": "no", "gssapiauthentication": "no",
+                 # as `sshd -T` prints them on OpenSSH 9.2 (Debian 12) with nothing set
+                 "ciphers": "chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,"
+                            "aes128-gcm@openssh.com,aes256-gcm@openssh.com",
+                 "macs": "umac-64-etm@openssh.com,umac-128-etm@openssh.com,"
+                         "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com,"
+                         "hmac-sha1-etm@openssh.com,umac-64@openssh.com,umac-128@openssh.com,"
+                         "hmac-sha2-256,hmac-sha2-512,hmac-sha1",
+                 "kexalgorithms": "sntrup761x25519-sha512,sntrup761x25519-sha512@openssh.com,"
+                                  "curve25519-sha256,curve25519-sha256@libssh.org,"
+                                  "ecdh-sha2-nistp256,ecdh-sha2-nistp384,ecdh-sha2-nistp521,"
+                                  "diffie-hellman-group-exchange-sha256,"
+                                  "diffie-hellman-group16-sha512,diffie-hellman-group18-sha512,"
+                                  "diffie-hellman-group14-sha256"}
+# values sshd reads as a time ("5m", "1h30m") and prints in seconds
+SSHD_TIMES = {"clientaliveinterval", "logingracetime"}
+# algorithm lists a value may edit: +append, -remove (patterns), ^prepend
+SSHD_ALGORITHMS = {"ciphers", "macs", "kexalgorithms"}
+# keywords printed lower-case by sshd -T (yes/no/...); others keep their case
+_SSHD_WORDS = {"permitrootlogin", "passwordauthentication", "permitemptypasswords",
+               "usepam", "kbdinteractiveauthentication", "pubkeyauthentication",
+               "x11forwarding", "authenticationmethods", "hostbasedauthentication",
+               "gssapiauthentication"}
 ALIASES = {"without-password": "prohibit-password",
            "challengeresponseauthentication": "kbdinteractiveauthentication"}
 
@@ -52,6 +74,86 @@ class SshdConfig:
     def all(self, key: str) -> list[tuple[str, str]]:
         return list(self.values.get(key, []))
 
+    def candidates(self, key: str) -> list[tuple[str, str]]:
+        """Every value ``key`` can take for some connection: the global one and
+        each Match block's (a block's value overrides the global one for the
+        connections it matches, wherever it stands). A check that holds for all
+        of them holds whoever connects from wherever."""
+        found = [self.get(key)]
+        for criteria, settings, where in self.matches:
+            for value, vwhere in settings.get(key, [])[:1]:
+                found.append((value, f"{vwhere} (in 'Match {criteria}', {where.split(': ')[0]})"))
+        return found
+
+    def all_candidates(self, key: str) -> list[list[tuple[str, str]]]:
+        """For a keyword sshd accumulates (AllowUsers): the global list and each
+        Match block's list, which replaces it for the connections it matches."""
+        lists = [self.all(key)]
+        for criteria, settings, where in self.matches:
+            if key in settings:
+                lists.append([(v, f"{w} (in 'Match {criteria}')") for v, w in settings[key]])
+        return lists
+
+
+def split_args(text: str) -> list[str]:
+    """A config line's arguments as sshd splits them (OpenSSH argv_split):
+    blanks separate; single and double quotes group; a backslash escapes a
+    quote, a backslash or (unquoted) a blank; a word that starts with '#'
+    ends the line. So 'ClientAliveCountMax 0 # never' is 0, "'100'" is 100."""
+    args: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] in " \t\r\n\f":
+            i += 1
+            continue
+        if text[i] == "#":
+            break
+        word, quote = [], ""
+        while i < n:
+            c = text[i]
+            if c == "\\" and i + 1 < n and (text[i + 1] in "'\"\\" or (not quote and text[i + 1] == " ")):
+                word.append(text[i + 1])
+                i += 2
+                continue
+            if not quote and c in " \t\r\n\f":
+                break
+            if not quote and c in "'\"":
+                quote = c
+            elif quote and c == quote:
+                quote = ""
+            else:
+                word.append(c)
+            i += 1
+        args.append("".join(word))
+    return args
+
+
+def seconds(text: str) -> int | None:
+    """sshd's time format (convtime): '300', '5m', '1h30m' -> seconds; None if invalid."""
+    units = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    parts = re.findall(r"(\d+)([a-zA-Z]?)", text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        return None
+    try:
+        return sum(int(n) * units[u.lower()] for n, u in parts)
+    except KeyError:
+        return None
+
+
+def algorithms(key: str, value: str) -> str:
+    """An algorithm list as sshd resolves it: '+x' appends to the default,
+    '-pat' removes matching defaults, '^x' puts x first."""
+    default = SSHD_DEFAULTS[key].split(",")
+    if value[:1] == "+":
+        return ",".join(default + [a for a in value[1:].split(",") if a not in default])
+    if value[:1] == "-":
+        pats = value[1:].split(",")
+        return ",".join(a for a in default if not any(fnmatch.fnmatchcase(a, p) for p in pats))
+    if value[:1] == "^":
+        first = value[1:].split(",")
+        return ",".join(first + [a for a in default if a not in first])
+    return value
+
 
 def _keyword(text: str) -> tuple[str, str]:
     """'Key value', 'Key=value' or 'Key = value' -> (keyword lower-case, value)."""
@@ -63,50 +165,63 @@ def _keyword(text: str) -> tuple[str, str]:
 
 
 def _normal_value(key: str, value: str) -> str:
-    """As sshd -T prints it: keywords' yes/no/... lower-case, aliases resolved."""
-    value = value.strip().strip('"')
-    if key in SSHD_DEFAULTS:
+    """As sshd -T prints it: keywords' yes/no/... lower-case, aliases resolved,
+    times in seconds, algorithm edits applied."""
+    value = value.strip()
+    if key in _SSHD_WORDS:
         value = ALIASES.get(value.lower(), value.lower())
+    elif key in SSHD_TIMES and seconds(value) is not None:
+        value = str(seconds(value))
+    elif key in SSHD_ALGORITHMS:
+        value = algorithms(key, value)
     return value
 
 
 def parse_sshd_config(read: Reader, glob: Globber, path: str = "/etc/ssh/sshd_config",
                       base: str = "/etc/ssh") -> SshdConfig:
     """sshd_config as sshd reads it: first value wins (except SSHD_MULTI),
+    arguments split as sshd splits them (quotes, trailing comments),
     ``Include`` (relative to /etc/ssh, globs sorted) is read in place, and a
     ``Match`` lasts until the next Match or the end of the file that opened it
-    (an Include inside a Match block is subject to it), as ``sshd -T`` shows."""
+    (an Include inside a Match block is subject to it), as ``sshd -T`` shows.
+    ``Match all`` lines count as global ones (plain ``sshd -T`` prints them)
+    and also as a block, since for a connection they override earlier global
+    values as any matching block does."""
     config = SshdConfig(source=path)
-    state = {"match": None}
+    state: dict = {"match": None, "all": None}
 
     def feed(file: str, depth: int) -> None:
         text = read(file)
         if text is None or depth > 16:
             return
         for line in logical_lines(text, file, continuation=False):
-            key, value = _keyword(line.text)
+            key, rest = _keyword(line.text)
+            args = split_args(rest)
+            value = " ".join(args)
             where = f"{line.where()}: {line.text}"
             if key == "include":
-                for word in shlex.split(value):
+                for word in args:
                     pattern = word if word.startswith("/") else f"{base}/{word}"
                     for name in sorted(glob(pattern)):
-                        outer = state["match"]
+                        outer = dict(state)
                         feed(name, depth + 1)
-                        state["match"] = outer       # a Match ends with its file
+                        state.update(outer)         # a Match ends with its file
                 continue
             if key == "match":
-                if value.lower() == "all":
-                    state["match"] = None
-                else:
-                    state["match"] = (value, {}, where)
-                    config.matches.append(state["match"])
+                block = (value, {}, where)
+                config.matches.append(block)
+                everyone = bool(args) and args[0].lower() == "all"
+                state["match"], state["all"] = (None, block) if everyone else (block, None)
                 continue
-            target = config.values if state["match"] is None else state["match"][1]
             value = _normal_value(key, value)
-            if key in SSHD_MULTI:
-                target.setdefault(key, []).append((value, where))
-            elif key not in target:
-                target[key] = [(value, where)]
+            targets = [config.values] if state["match"] is None else [state["match"][1]]
+            if state["all"] is not None:
+                targets.append(state["all"][1])
+            for target in targets:
+                if key in SSHD_MULTI:
+                    target.setdefault(key, []).append((value, where))
+                elif key not in target:
+                    target[key] = [(value, where)]
 
     feed(path, 0)
     return config
@@ -125,21 +240,78 @@ def parse_sshd_t(text: str, source: str = "sshd -T") -> SshdConfig:
     return config
 
 
-def match_criteria(criteria: str) -> dict[str, list[str]]:
-    """'User a,b Address 10.0.0.0/8' -> {'user': ['a','b'], 'address': ['10.0.0.0/8']}."""
-    words = criteria.split()
-    out: dict[str, list[str]] = {}
-    for key, value in zip(words[0::2], words[1::2]):
-        out.setdefault(key.lower(), []).extend(v for v in value.split(",") if v)
-    return out
+# methods that usually both ask for the same PAM password: together they are one factor
+_PASSWORD_METHODS = {"password", "keyboard-interactive"}
 
 
-def methods_need_two(value: str) -> bool:
-    """Every alternative list of AuthenticationMethods names two or more methods."""
+def methods_need_two(value: str, otp: bool = False) -> bool:
+    """Every alternative list of AuthenticationMethods asks for two different
+    factors: two distinct methods, and not only password + keyboard-interactive
+    (one password asked twice) unless PAM asks for a one-time code (``otp``)."""
     if not value or value == "any":
         return False
-    return all(len({m.split(":")[0] for m in alt.split(",") if m}) >= 2
-               for alt in value.split())
+    for alt in value.split():
+        methods = {m.split(":")[0] for m in alt.split(",") if m}
+        if len(methods) < 2 or (methods <= _PASSWORD_METHODS and not otp):
+            return False
+    return True
+
+
+def _pattern_list(name: str, patterns: list[str]) -> int:
+    """sshd's match_pattern_list: -1 a negated pattern matches, 1 a pattern
+    matches, 0 none does."""
+    found = 0
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        if fnmatch.fnmatchcase(name, pattern[1:] if negated else pattern):
+            if negated:
+                return -1
+            found = 1
+    return found
+
+
+def match_applies(criteria: str, user: str | None, groups: set[str]) -> bool | None:
+    """Does ``Match criteria`` apply to a login of ``user`` (member of
+    ``groups``)? True for every connection, False never, None when it depends
+    on the connection (Address, Host, LocalPort, ...). ``user`` None: a member
+    of ``groups`` whose name is not known, so User criteria depend too."""
+    words = criteria.split()
+    if words and words[0].lower() == "all":
+        return True
+    surely: bool | None = True
+    for key, value in zip(words[0::2], words[1::2]):
+        patterns = [p for p in value.split(",") if p]
+        key = key.lower()
+        if key == "user" and user is not None:
+            met: bool | None = _pattern_list(user, patterns) == 1
+        elif key == "group":
+            results = [_pattern_list(g, patterns) for g in groups]
+            met = -1 not in results and 1 in results
+        else:
+            met = None
+        if met is False:
+            return False
+        if met is None:
+            surely = None
+    return surely
+
+
+def values_for(config: SshdConfig, key: str, user: str | None, groups: set[str]
+               ) -> list[tuple[str, str]]:
+    """The values of ``key`` a login of ``user`` can get: each Match block that
+    may apply and sets it, in order, until one that surely applies (sshd takes
+    the first matching block's value over the global one); the global value
+    when none surely applies."""
+    found = []
+    for criteria, settings, where in config.matches:
+        got = settings.get(key)
+        applies = match_applies(criteria, user, groups) if got else False
+        if applies is False:
+            continue
+        found.append((got[0][0], f"{got[0][1]} (in 'Match {criteria}')"))
+        if applies:
+            return found
+    return found + [config.get(key)]
 
 
 # --- PAM --------------------------------------------------------------------------------------

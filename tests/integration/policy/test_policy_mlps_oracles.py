@@ -27,6 +27,7 @@ from opskit.hosts.local import LocalHost
 from opskit.policy.catalogue import Context, catalogue
 from opskit.policy.model import FAIL, PASS
 from opskit.policy.mlps import facts as F
+from opskit.policy.mlps import parse as M
 from opskit.policy.probe import Probe
 from tests.fixtures.policy.trees import Link, write
 from tests.harness.mountns import build_tree, header, run_with_binds, tool
@@ -36,7 +37,8 @@ pytestmark = pytest.mark.integration
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "policy"
 SSHD_KEYS = ("permitrootlogin", "passwordauthentication", "permitemptypasswords",
              "clientaliveinterval", "clientalivecountmax", "maxauthtries",
-             "authenticationmethods", "kbdinteractiveauthentication", "usepam")
+             "authenticationmethods", "kbdinteractiveauthentication", "usepam",
+             "ciphers", "macs", "kexalgorithms")
 
 
 def probe_of(tree) -> Probe:
@@ -70,14 +72,7 @@ def sshd_t(tree: Path) -> dict[str, list[str]]:
     return out
 
 
-def test_sshd_corpus_is_large_enough():
-    assert len(list((FIXTURES / "sshd-scenarios").glob("*.txt"))) >= 10
-
-
-@pytest.mark.parametrize("path", sorted((FIXTURES / "sshd-scenarios").glob("*.txt")),
-                         ids=lambda p: p.stem)
-def test_sshd_reading_equals_sshd_T(tmp_path, host_key, path):
-    text = path.read_text()
+def sshd_tree(tmp_path: Path, host_key, text: str) -> Path:
     tree = tmp_path / "tree"
     build_tree(tree, text)
     ssh = tree / "etc/ssh"
@@ -86,6 +81,22 @@ def test_sshd_reading_equals_sshd_T(tmp_path, host_key, path):
     os.chmod(ssh / "ssh_host_ed25519_key", 0o600)
     config = (ssh / "sshd_config").read_text()
     (ssh / "sshd_config").write_text("HostKey /etc/ssh/ssh_host_ed25519_key\n" + config)
+    recorded = tree / ".opskit-recorded"
+    recorded.mkdir(exist_ok=True)
+    # no firewall rules: only sshd itself can refuse outside sources
+    (recorded / "nft-ruleset.json").write_text('{"nftables": []}')
+    return tree
+
+
+def test_sshd_corpus_is_large_enough():
+    assert len(list((FIXTURES / "sshd-scenarios").glob("*.txt"))) >= 10
+
+
+@pytest.mark.parametrize("path", sorted((FIXTURES / "sshd-scenarios").glob("*.txt")),
+                         ids=lambda p: p.stem)
+def test_sshd_reading_equals_sshd_T(tmp_path, host_key, path):
+    text = path.read_text()
+    tree = sshd_tree(tmp_path, host_key, text)
     real = sshd_t(tree)
     ours = F.sshd_files(probe_of(tree))
     detail = f"\nscenario {path.name}: {header(text).get('what')}\n{text}"
@@ -95,6 +106,83 @@ def test_sshd_reading_equals_sshd_T(tmp_path, host_key, path):
         assert ours.get(key)[0] == want, f"{key}: opskit {ours.get(key)} sshd -T {real[key]}" \
             + detail
     assert [v for v, _ in ours.all("allowusers")] == real.get("allowusers", []), detail
+
+
+# --- sshd -T -C: what each connection really gets, Match blocks applied ------------------------
+
+MATCH_USERS = ("root", "alice", "bob", "deploy")
+MATCH_SPECS = [f"user={u},host=client.example,addr={a},laddr=10.20.9.1,lport={p}"
+               for u in MATCH_USERS for a in ("10.20.9.5", "203.0.113.5") for p in (22, 2222)]
+APPROVED = "10.20.9.0/24"
+
+
+def _sources_bound(t: dict) -> bool:
+    import ipaddress
+    entries = [e for line in t.get("allowusers", []) for e in line.split()]
+    return bool(entries) and all(
+        "@" in e and ipaddress.ip_network(e.partition("@")[2], strict=False).subnet_of(
+            ipaddress.ip_network(APPROVED)) for e in entries)
+
+
+# check -> (is this connection's real configuration compliant?, whose connections count)
+MATCH_CHECKS = {
+    "mlps.auth.ssh-root-login": (lambda t: t["permitrootlogin"][0] == "no", "all"),
+    "mlps.auth.ssh-password-auth": (lambda t: t["passwordauthentication"][0] == "no", "all"),
+    "mlps.auth.ssh-empty-passwords": (lambda t: t["permitemptypasswords"][0] == "no", "all"),
+    "mlps.auth.ssh-max-auth-tries": (lambda t: int(t["maxauthtries"][0]) <= 4, "all"),
+    "mlps.auth.ssh-idle-timeout": (lambda t: 0 < int(t["clientaliveinterval"][0]) * int(
+        t["clientalivecountmax"][0]) <= 900, "all"),
+    "mlps.auth.admin-mfa": (lambda t: M.methods_need_two(t["authenticationmethods"][0]), "sudo"),
+    "mlps.intrusion.management-sources": (_sources_bound, "all"),
+}
+
+
+def sshd_t_for(tree: Path, spec: str) -> dict[str, list[str]]:
+    """``sshd -T -C spec`` with the scenario's /etc/ssh, passwd and group (so
+    Match Group resolves membership as on that host)."""
+    binds = {"/etc/ssh": str(tree / "etc/ssh"), "/etc/passwd": str(tree / "etc/passwd"),
+             "/etc/group": str(tree / "etc/group")}
+    proc = run_with_binds(binds, [tool("/usr/sbin/sshd", "sshd"), "-T", "-C", spec])
+    out: dict[str, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def test_sshd_match_corpus_is_large_enough():
+    assert len(list((FIXTURES / "sshd-match-scenarios").glob("*.txt"))) >= 8
+
+
+@pytest.mark.parametrize("path", sorted((FIXTURES / "sshd-match-scenarios").glob("*.txt")),
+                         ids=lambda p: p.stem)
+def test_sshd_verdicts_equal_what_every_connection_gets(tmp_path, host_key, path):
+    """Each check passes exactly when sshd -T -C shows every connection (users
+    root, alice, bob, deploy; an approved and an outside address; ports 22 and
+    2222) compliant: a Match block opening anything for anyone is a failure,
+    and a host that is compliant for everyone passes. Judged both from the
+    files and from a recorded plain ``sshd -T`` (a live host's reading)."""
+    text = path.read_text()
+    tree = sshd_tree(tmp_path, host_key, text)
+    truth = {spec: sshd_t_for(tree, spec) for spec in MATCH_SPECS}
+    admins = F.members(probe_of(tree), "sudo")
+    detail = f"\nscenario {path.name}: {header(text).get('what')}"
+    for mode in ("files", "sshd -T"):
+        if mode == "sshd -T":
+            plain = run_with_binds({"/etc/ssh": str(tree / "etc/ssh")},
+                                   [tool("/usr/sbin/sshd", "sshd"), "-T"], check=False)
+            # empty where plain -T fails (a Match LocalPort needs a connection)
+            (tree / ".opskit-recorded/sshd-T").write_text(plain.stdout)
+        for check, (compliant, whose) in MATCH_CHECKS.items():
+            bad = [spec for spec, t in truth.items()
+                   if (whose == "all" or spec.split(",")[0][5:] in admins) and not compliant(t)]
+            ours = run_check(check, tree, approved_sources=[APPROVED]) \
+                if check.startswith("mlps.intrusion") else run_check(check, tree)
+            want = FAIL if bad else PASS
+            assert ours.status == want, (
+                f"{check} ({mode}): opskit {ours.status}, sshd -T -C says {want}"
+                + (f" (not compliant for {bad[0]})" if bad else "") + detail
+                + f"\nopskit: {[f.message for f in ours.findings][:3] or ours.evidence[:3]}")
 
 
 # --- PAM with pamtester ------------------------------------------------------------------------

@@ -265,12 +265,22 @@ def test_admin_mfa_through_match_group_and_through_pam_otp(tree):
     write(tree, {"/etc/ssh/sshd_config": cfg + "Match Group sysadm,sudo\n"
                  "  AuthenticationMethods publickey,password\n"})
     assert run(tree, "mlps.auth.admin-mfa").status == PASS
+    # an OTP in PAM counts only where every login passes PAM: publickey (on by
+    # default) logs in without it, so 'any' with keys on is one factor
     write(tree, {"/etc/ssh/sshd_config": cfg,
                  "/etc/pam.d/sshd": "auth required pam_google_authenticator.so\n"
                                     "@include common-auth\n"})
+    result = run(tree, "mlps.auth.admin-mfa")
+    assert result.status == FAIL and "skipped by a method that does not use PAM" in text(result)
+    write(tree, {"/etc/ssh/sshd_config": "PubkeyAuthentication no\n" + cfg})
+    assert run(tree, "mlps.auth.admin-mfa").status == PASS
+    write(tree, {"/etc/ssh/sshd_config": SSHD_CONFIG})     # publickey,keyboard-interactive
     assert run(tree, "mlps.auth.admin-mfa").status == PASS
     write(tree, {"/etc/pam.d/sshd": "auth optional pam_google_authenticator.so\n"})
-    assert run(tree, "mlps.auth.admin-mfa").status == FAIL
+    assert run(tree, "mlps.auth.admin-mfa").status == PASS     # publickey + a password: two
+    write(tree, {"/etc/ssh/sshd_config": cfg + "AuthenticationMethods password,keyboard-interactive\n"})
+    result = run(tree, "mlps.auth.admin-mfa")       # one password asked twice: one factor
+    assert result.status == FAIL and "one factor" in text(result)
 
 
 def test_masked_unit_is_not_enabled(tree):
