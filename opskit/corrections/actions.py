@@ -445,8 +445,8 @@ class Corrections:
                                 effects_digest(st.effects), self._guard(st))
         else:   # claimed by a version without markers: decide from the live rows
             outcome = recover_rows(db, stmt, typed, st.before, st.before_digest, st.row_count)
-        if not outcome.ok and outcome.stage not in ("recover", "row-count", "before-image", "cascade",
-                                                     "triggers"):
+        if not outcome.ok and outcome.stage not in ("recover", "row-count", "rows", "before-image",
+                                                     "cascade", "triggers"):
             raise TargetError(f"{rid} was left executing by {st.executor} (claim seq "
                               f"{st.claimed_seq}); settling it failed ({outcome.stage}): "
                               f"{outcome.reason}. Nothing recorded: run apply again")
