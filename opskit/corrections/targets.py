@@ -42,8 +42,8 @@ from opskit.core.errors import OperationalError, UsageError
 from opskit.core.optional import require
 
 from . import preview as _preview
-from .effects import (base_tables, cascades, check_visible, effects_digest, trigger_effects,
-                      trigger_tables, triggers_on)
+from .effects import (base_tables, cascades, check_visible, effects_digest, relation_names,
+                      trigger_effects, trigger_tables, triggers_on)
 from .rulesfile import Target, password_for
 from .sqlcheck import Statement, params_of, to_pyformat
 
@@ -100,6 +100,7 @@ class Image:
     trigger_tables: list[str] = field(default_factory=list)  # named by triggers on touched tables
     triggers: list[dict] = field(default_factory=list)   # touched tables with triggers (effects.triggers_on)
     preview: dict | None = None                          # what the statement writes (preview.py)
+    names: dict[str, list[str]] = field(default_factory=dict)  # effects.relation_names of the above
 
     @property
     def digest(self) -> str:
@@ -169,11 +170,12 @@ class Database:
         return conn
 
     # --- request time ------------------------------------------------------------
-    def read_before_image(self, stmt: Statement, params: dict) -> Image:
+    def read_before_image(self, stmt: Statement, params: dict, rule_tables: list[str] = ()) -> Image:
         """Rows the statement would touch, read in a read-only transaction (SQLite
         ``mode=ro``; PostgreSQL ``BEGIN READ ONLY``) that only ever sees our statements,
         one at a time; also EXPLAINs the statement so the database vets its syntax and
-        columns without running it."""
+        columns without running it. ``names``: how the server resolves every table
+        touched and each of ``rule_tables`` (the risk rules' table names)."""
         select = stmt.before_image_sql() or f"SELECT * FROM {stmt.target_sql} WHERE 1 = 0"
         tx = _Tx(self, readonly=True)
         try:
@@ -187,6 +189,8 @@ class Database:
                 touched = (bases or [stmt.table])[-1:] + [e["table"] for e in effects]
                 image = Image(columns, rows, effects, bases, trigger_tables(tx, touched),
                               triggers_on(tx, touched))
+                image.names = relation_names(tx, [stmt.table] + bases + touched + image.trigger_tables
+                                             + list(rule_tables))
             except UsageError:
                 raise
             except Exception as exc:  # sqlite3.Error / psycopg.Error
@@ -293,7 +297,9 @@ class Database:
         ``marker`` (request id, claim entry hash) is committed with it; the rows its
         foreign-key cascades change must be the approved ones (digest ``approved_effects``,
         none when None). ``guard(trigger_effects)`` returns a reason to refuse what the
-        statement's triggers changed (their tables' rules), or None."""
+        statement's triggers changed (their tables' rules), or None; before the statement
+        runs, ``guard([], resolve)`` the same for the tables' rules with their names as
+        the server resolves them now (``resolve``: effects.relation_names here)."""
         try:
             tx = _Tx(self)
         except TargetError as exc:
@@ -315,6 +321,11 @@ class Database:
                 effects, refused = _cascade_changed(tx, stmt, params, approved_effects)
                 if refused is not None:
                     return refused
+                stage = "rules"    # the tables' rules as the server resolves their names now
+                refusal = guard([], lambda tables: relation_names(tx, tables)) if guard else None
+                if refusal:
+                    tx.rollback()
+                    return ApplyOutcome(False, stage=stage, reason=f"{refusal}; nothing applied")
                 stage = "execute"
                 return _execute(tx, stmt, params, expected_rows, "commit", marker, (effects, guard),
                                 locked)
