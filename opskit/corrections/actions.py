@@ -392,16 +392,16 @@ class Corrections:
     def _guard(self, st: wf.RequestState):
         """For the apply transaction: a reason to refuse what the statement's triggers
         changed when their tables' rules ask more than the request's frozen requirement
-        (R-DAT-3), else None. Called with ``resolve`` (effects.relation_names in that
-        transaction) before the statement runs: the rules of the tables as the server
-        resolves them now, not as the request recorded them, must not ask more either."""
+        (R-DAT-3), else None. ``resolve`` (effects.relation_names in that transaction)
+        gives the tables' names as the server resolves them now (a trigger's write to a
+        partition brings its parent's rules); called before the statement runs with no
+        effects too, the rules of the request's own tables must not ask more either."""
         def guard(side: list[dict], resolve=None) -> str | None:
             names = _request_names(st)
+            touches = _request_touches(st) + trigger_touches(side)
             if resolve is not None:
-                names.update(resolve([t for t, _o, _n in _request_touches(st)]
-                                     + self.registry.rule_tables(st.target)))
-            need = self.registry.requirement_for(st.target, _request_touches(st) + trigger_touches(side),
-                                                 names)
+                names.update(resolve([t for t, _o, _n in touches] + self.registry.rule_tables(st.target)))
+            need = self.registry.requirement_for(st.target, touches, names)
             if not _weaker(st.requirement, need):
                 return None
             if not side:

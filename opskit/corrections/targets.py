@@ -35,6 +35,7 @@ import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from opskit.core.audit import canonical
@@ -322,7 +323,7 @@ class Database:
                 if refused is not None:
                     return refused
                 stage = "rules"    # the tables' rules as the server resolves their names now
-                refusal = guard([], lambda tables: relation_names(tx, tables)) if guard else None
+                refusal = guard([], partial(relation_names, tx)) if guard else None
                 if refusal:
                     tx.rollback()
                     return ApplyOutcome(False, stage=stage, reason=f"{refusal}; nothing applied")
@@ -669,7 +670,7 @@ def _execute(tx: _Tx, stmt: Statement, params: dict, expected_rows: int, done: s
     after = [] if stmt.operation == "DELETE" else after
     effects, guard = checks
     side = trigger_effects(tx, stmt, expected_rows, effects, MARKER_TABLE)
-    refusal = guard(side) if guard is not None and side else None
+    refusal = guard(side, partial(relation_names, tx)) if guard is not None and side else None
     if refusal:
         tx.rollback()
         return ApplyOutcome(False, row_count=len(after), stage="triggers", triggers=side,

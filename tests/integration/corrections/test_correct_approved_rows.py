@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import signal
 
-import psycopg
 import pytest
 
 from opskit.core.errors import EXIT_FINDINGS
 from opskit.corrections.actions import ApplyFailed
-from tests.harness.corrections import approve_fully, make_postgres_target, make_world
+from tests.harness.corrections import approve_fully, make_postgres_world, pg_rows
 
 EXTRA = """
 INSERT INTO refunds VALUES (3, 43, 10.00, 'approved one'), (4, 44, 20.00, 'other one');
@@ -35,16 +34,7 @@ SWAP_NOPK = ("UPDATE notes_nopk SET note = :s WHERE n = CASE WHEN (SELECT x.xmax
 
 @pytest.fixture
 def world(tmp_path, postgres, postgres_db):
-    url = make_postgres_target(postgres, postgres_db)
-    postgres.psql(EXTRA, postgres_db)
-    w = make_world(tmp_path, url)
-    w.url = url
-    return w
-
-
-def _rows(url, sql):
-    with psycopg.connect(url) as conn:
-        return [tuple(r) for r in conn.execute(sql).fetchall()]
+    return make_postgres_world(tmp_path, postgres, postgres_db, EXTRA)
 
 
 def _approved(world, sql, params):
@@ -71,14 +61,14 @@ def test_a_delete_that_picks_another_row_at_apply_is_refused_and_changes_nothing
     svc, st = _approved(world, SWAP_DELETE, {})
     assert [r["id"] for r in st.before] == [3]                  # what the approvers signed
     _refused(world, svc, st.id, '{"id": 3}', '{"id": 4}')
-    assert _rows(world.url, "SELECT id FROM refunds ORDER BY id") == [(3,), (4,), (7,)]
+    assert pg_rows(world.url, "SELECT id FROM refunds ORDER BY id") == [(3,), (4,), (7,)]
 
 
 def test_an_update_that_picks_another_row_at_apply_is_refused_and_changes_nothing(world):
     svc, st = _approved(world, SWAP_UPDATE, {"s": "fixed"})
     assert [r["id"] for r in st.before] == [43]
     _refused(world, svc, st.id, '{"id": 43}', '{"id": 44}')
-    assert _rows(world.url, "SELECT id, status FROM claims WHERE id IN (43, 44) ORDER BY id") == [
+    assert pg_rows(world.url, "SELECT id, status FROM claims WHERE id IN (43, 44) ORDER BY id") == [
         (43, "open"), (44, "open")]
 
 
@@ -86,7 +76,7 @@ def test_without_a_primary_key_the_locked_row_versions_decide(world):
     svc, st = _approved(world, SWAP_NOPK, {"s": "changed"})
     assert st.before == [{"n": 1, "note": "approved"}]
     _refused(world, svc, st.id, '"note": "approved"', '"note": "changed"')
-    assert _rows(world.url, "SELECT n, note FROM notes_nopk ORDER BY n") == [(1, "approved"), (2, "other")]
+    assert pg_rows(world.url, "SELECT n, note FROM notes_nopk ORDER BY n") == [(1, "approved"), (2, "other")]
 
 
 @pytest.mark.parametrize("sql, params, check, expected", [
@@ -105,7 +95,7 @@ def test_a_normal_correction_still_applies(world, sql, params, check, expected):
     svc, st = _approved(world, sql, params)
     _e, done = svc.apply(st.id, world.signer("mike"))
     assert done.state == "applied" and done.outcome["row_count"] == st.row_count
-    assert _rows(world.url, check) == expected
+    assert pg_rows(world.url, check) == expected
 
 
 def test_the_rerun_after_a_killed_apply_refuses_the_swap_too_and_records_it(opskit, world):
@@ -125,4 +115,4 @@ def test_the_rerun_after_a_killed_apply_refuses_the_swap_too_and_records_it(opsk
     finally:
         svc.ledger.close()
     assert done.state == "failed" and done.outcome["recovered"] is True and done.outcome["stage"] == "rows"
-    assert _rows(world.url, "SELECT id FROM refunds ORDER BY id") == [(3,), (4,), (7,)]
+    assert pg_rows(world.url, "SELECT id FROM refunds ORDER BY id") == [(3,), (4,), (7,)]

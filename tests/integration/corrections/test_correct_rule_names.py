@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from opskit.corrections.actions import ApplyFailed
-from tests.harness.corrections import approve_fully, make_postgres_target, make_world
+from tests.harness.corrections import approve_fully, make_postgres_world, pg_rows
 
 DDL = """
 CREATE TABLE prefunds (id integer NOT NULL, year integer NOT NULL, amount numeric(12,2) NOT NULL,
@@ -40,11 +40,8 @@ THREE_LEVELS = (["clerk", "section_head", "leader"], True)
 
 @pytest.fixture
 def world(tmp_path, postgres, postgres_db):
-    url = make_postgres_target(postgres, postgres_db)
-    postgres.psql(DDL, postgres_db)
-    w = make_world(tmp_path, url)
+    w = make_postgres_world(tmp_path, postgres, postgres_db, DDL)
     w.rules.write_text(w.rules.read_text().replace("rules:\n", "rules:\n" + RULES, 1))
-    w.url = url
     return w
 
 
@@ -111,6 +108,28 @@ def test_a_request_frozen_without_the_resolved_names_is_refused_at_apply(world):
         svc.apply(rid, world.signer("mike"))
     st = svc.state(rid)
     assert st.state == "failed" and st.outcome["stage"] == "rules"
-    import psycopg
-    with psycopg.connect(world.url) as conn:
-        assert conn.execute("SELECT amount FROM prefunds WHERE id = 1").fetchone()[0] == 5
+    assert pg_rows(world.url, "SELECT amount FROM prefunds WHERE id = 1") == [(5,)]
+
+
+TRIGGER = """
+CREATE FUNCTION claims_copy() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+  EXECUTE format('INSERT INTO %I VALUES ($1, 2024, $2)', 'prefunds_' || '2024') USING NEW.id, NEW.amount;
+  RETURN NEW;
+END $f$;
+CREATE TRIGGER claims_copy AFTER UPDATE ON claims FOR EACH ROW EXECUTE FUNCTION claims_copy();
+"""
+
+
+def test_a_trigger_writing_to_a_partition_needs_the_parents_rule(world, postgres, postgres_db):
+    """The trigger's SQL is built at run time, so the request cannot see the table; at
+    apply it writes to prefunds_2024, whose parent's rule asks for more: refused."""
+    postgres.psql(TRIGGER, postgres_db)
+    svc, st = _request(world, "UPDATE claims SET amount = :a WHERE id = :id", {"a": "7", "id": "43"})
+    assert "prefunds-parent" not in st.requirement.rules
+    approve_fully(world, svc, st.id)
+    with pytest.raises(ApplyFailed, match=r"triggers also change prefunds_2024 .*levels clerk"):
+        svc.apply(st.id, world.signer("mike"))
+    assert svc.state(st.id).outcome["stage"] == "triggers"
+    assert pg_rows(world.url, "SELECT id FROM prefunds ORDER BY id") == [(1,)]
+    assert pg_rows(world.url, "SELECT amount FROM claims WHERE id = 43") == [(300,)]
