@@ -249,11 +249,11 @@ class Registry:
                 for t in rule["tables"] if t in names and not names[t]]
 
 
-
-
 def _canon(table: str) -> str:
     """A table name for matching: quotes dropped, case folded (as before)."""
     return table.replace('"', "").lower()
+
+
 
 
 def find_rules_file(config) -> str | None:

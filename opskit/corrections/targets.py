@@ -113,7 +113,7 @@ class ApplyOutcome:
     ok: bool
     row_count: int = 0
     after: list[dict] = field(default_factory=list)
-    stage: str = ""          # where it stopped: connect, lock, before-image, execute, row-count, commit
+    stage: str = ""          # where it stopped: connect, lock, before-image, rules, execute, row-count, rows, commit
     reason: str = ""
     before_now: list[dict] | None = None
     transient: bool = False  # a retry may succeed (lock timeout, lost connection); see is_transient
@@ -175,8 +175,8 @@ class Database:
         """Rows the statement would touch, read in a read-only transaction (SQLite
         ``mode=ro``; PostgreSQL ``BEGIN READ ONLY``) that only ever sees our statements,
         one at a time; also EXPLAINs the statement so the database vets its syntax and
-        columns without running it. ``names``: how the server resolves every table
-        touched and each of ``rule_tables`` (the risk rules' table names)."""
+        columns without running it. The image's ``names``: how the server resolves every
+        table touched and each of ``rule_tables`` (the risk rules' table names)."""
         select = stmt.before_image_sql() or f"SELECT * FROM {stmt.target_sql} WHERE 1 = 0"
         tx = _Tx(self, readonly=True)
         try:

@@ -23,6 +23,8 @@ EXTRA = """
 INSERT INTO refunds VALUES (3, 43, 10.00, 'approved one'), (4, 44, 20.00, 'other one');
 CREATE TABLE notes_nopk (n integer NOT NULL, note text NOT NULL);
 INSERT INTO notes_nopk VALUES (1, 'approved'), (2, 'other');
+CREATE VIEW v_claim_status AS SELECT id, status FROM claims;
+CREATE VIEW v_claim_amounts AS SELECT insured_id, amount FROM claims;
 """
 SWAP_DELETE = ("DELETE FROM refunds WHERE id = CASE WHEN (SELECT r.xmax FROM refunds r WHERE r.id = 3) "
                "= '0' THEN 3 ELSE 4 END")
@@ -79,6 +81,22 @@ def test_without_a_primary_key_the_locked_row_versions_decide(world):
     assert pg_rows(world.url, "SELECT n, note FROM notes_nopk ORDER BY n") == [(1, "approved"), (2, "other")]
 
 
+def test_through_a_view_the_base_tables_key_decides(world):
+    svc, st = _approved(world, SWAP_UPDATE.replace("UPDATE claims", "UPDATE v_claim_status"), {"s": "fixed"})
+    _refused(world, svc, st.id, '{"id": 43}', '{"id": 44}')
+    assert pg_rows(world.url, "SELECT status FROM claims WHERE id IN (43, 44)") == [("open",), ("open",)]
+
+
+def test_an_update_through_a_view_that_hides_the_key_is_refused_at_apply(world):
+    """Nothing tells its rows apart (no key, no row versions through a view): refused
+    rather than trusted on the count (tighter than before)."""
+    svc, st = _approved(world, "UPDATE v_claim_amounts SET amount = :a WHERE insured_id = :p",
+                        {"a": "1", "p": "P-1001"})
+    with pytest.raises(ApplyFailed, match="shows no primary key of claims"):
+        svc.apply(st.id, world.signer("mike"))
+    assert pg_rows(world.url, "SELECT amount FROM claims WHERE id = 41") == [(88,)]
+
+
 @pytest.mark.parametrize("sql, params, check, expected", [
     ("DELETE FROM refunds WHERE id = :id", {"id": "4"}, "SELECT id FROM refunds ORDER BY id",
      [(3,), (7,)]),
@@ -90,6 +108,10 @@ def test_without_a_primary_key_the_locked_row_versions_decide(world):
     ("UPDATE notes_nopk SET note = :s WHERE n = :n", {"s": "seen", "n": "2"},
      "SELECT n, note FROM notes_nopk ORDER BY n", [(1, "approved"), (2, "seen")]),
     ("DELETE FROM notes_nopk WHERE n = :n", {"n": "1"}, "SELECT n FROM notes_nopk", [(2,)]),
+    ("UPDATE v_claim_status SET status = :s WHERE id = :id", {"s": "seen", "id": "42"},
+     "SELECT status FROM claims WHERE id = 42", [("seen",)]),
+    ("DELETE FROM v_claim_amounts WHERE insured_id = :p", {"p": "P-1002"},
+     "SELECT id FROM claims ORDER BY id", [(41,), (43,), (44,)]),
 ])
 def test_a_normal_correction_still_applies(world, sql, params, check, expected):
     svc, st = _approved(world, sql, params)
