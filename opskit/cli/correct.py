@@ -186,13 +186,21 @@ def request_cmd(app: App, target: str, table: str | None, where: str | None, par
         if dry_run:
             body = svc.prepare(target, sql, values, reason, ticket, signer)
             app.audit_details.update({"dry_run": True, "row_count": body["row_count"]})
+            _rule_warnings(body)
             app.emit(dry_run_result(body))
             return
         entry, st = svc.request(target, sql, values, reason, ticket, signer)
     finally:
         svc.ledger.close()
+    _rule_warnings(entry["body"])
     _evidence(app, entry, st)
     app.emit(request_result(entry, st))
+
+
+def _rule_warnings(body: dict) -> None:
+    """A rule whose table does not resolve on the target: one warning line each (stderr)."""
+    for line in body.get("rule_warnings") or []:
+        click.echo(f"opskit: warning: {line}", err=True)
 
 
 # --- approve / reject -----------------------------------------------------------------

@@ -68,6 +68,15 @@ def _request_touches(st: wf.RequestState) -> list[tuple[str, str, int]]:
                     list(body.get("base_tables") or []), list(body.get("trigger_tables") or []))
 
 
+def _request_names(st: wf.RequestState) -> dict[str, list[str]]:
+    """How the server resolved the request's table names (``table_names``, recorded at
+    request time; effects.relation_names), for the risk rules."""
+    names = (st.history[0].get("body") or {}).get("table_names")
+    if not isinstance(names, dict):
+        return {}
+    return {str(k): [str(n) for n in v] for k, v in names.items() if isinstance(v, list)}
+
+
 def _weaker(have, need) -> bool:
     """Whether requirement ``have`` asks for less than ``need`` in any respect."""
     return (have.approvals < need.approvals or not set(need.levels) <= set(have.levels)
@@ -120,7 +129,8 @@ class Corrections:
         stmt = parse_statement(sql)
         check_params(stmt, params)
         typed = {k: typed_value(v) for k, v in params.items()}
-        image = Database(tgt, self.lock_timeout).read_before_image(stmt, typed)
+        image = Database(tgt, self.lock_timeout).read_before_image(stmt, typed,
+                                                                   self.registry.rule_tables(tgt.name))
         count = stmt.insert_rows if stmt.operation == "INSERT" else len(image.rows)
         if stmt.operation != "INSERT" and count == 0:
             raise SqlRefused(f"the WHERE clause matches no rows in {tgt.name}.{stmt.table}: nothing "
@@ -135,8 +145,9 @@ class Corrections:
         # needs the refunds sign-off, R-DAT-3)
         req = self.registry.requirement_for(tgt.name, _touches(stmt.table, stmt.operation, count,
                                                                 image.effects, image.bases,
-                                                                image.trigger_tables))
+                                                                image.trigger_tables), image.names)
         requirement = dict(req.to_dict(), executor_may_approve=self.registry.executor_may_approve)
+        warnings = self.registry.unresolved(tgt.name, image.names)
         return {
             "requester": op.name,
             "target": tgt.name, "target_url": tgt.safe_url, "target_kind": tgt.kind,
@@ -149,6 +160,7 @@ class Corrections:
             "base_tables": image.bases, "trigger_tables": image.trigger_tables,
             "triggers_on": image.triggers, "preview": image.preview,
             "requirement": requirement, "rule_ids": RULE_IDS, **self._evidence(),
+            "table_names": image.names, **({"rule_warnings": warnings} if warnings else {}),
         }
 
     def request(self, target: str, sql: str, params: dict[str, str], reason: str, ticket: str,
@@ -196,7 +208,7 @@ class Corrections:
         if not preview_matches(st.preview, st.operation, st.before, st.row_count):
             raise LedgerTampered(f"{where}: its previewed rows (old -> new) are not the rows of its "
                                  "before-image; refusing to act on it")
-        need = self.registry.requirement_for(st.target, _request_touches(st))
+        need = self.registry.requirement_for(st.target, _request_touches(st), _request_names(st))
         have = st.requirement
         if _weaker(have, need) or (st.executor_may_approve and not self.registry.executor_may_approve):
             raise LedgerTampered(f"{where} froze the requirement '{have.describe()}', weaker than the "
@@ -380,11 +392,23 @@ class Corrections:
     def _guard(self, st: wf.RequestState):
         """For the apply transaction: a reason to refuse what the statement's triggers
         changed when their tables' rules ask more than the request's frozen requirement
-        (R-DAT-3), else None."""
-        def guard(side: list[dict]) -> str | None:
-            need = self.registry.requirement_for(st.target, _request_touches(st) + trigger_touches(side))
+        (R-DAT-3), else None. ``resolve`` (effects.relation_names in that transaction)
+        gives the tables' names as the server resolves them now (a trigger's write to a
+        partition brings its parent's rules); called before the statement runs with no
+        effects too, the rules of the request's own tables must not ask more either."""
+        def guard(side: list[dict], resolve=None) -> str | None:
+            names = _request_names(st)
+            touches = _request_touches(st) + trigger_touches(side)
+            if resolve is not None:
+                names.update(resolve([t for t, _o, _n in touches] + self.registry.rule_tables(st.target)))
+            need = self.registry.requirement_for(st.target, touches, names)
             if not _weaker(st.requirement, need):
                 return None
+            if not side:
+                return (f"the rules of the tables it changes, as {st.target} resolves them "
+                        f"({', '.join(sorted({n for v in names.values() for n in v[:1]})) or 'none'}), "
+                        f"need '{need.describe()}', more than {st.id} was approved for "
+                        f"('{st.requirement.describe()}'); raise a new request")
             tables = ", ".join(f"{e['table']} (+{e['inserted']}/~{e['updated']}/-{e['deleted']})"
                                for e in side)
             return (f"triggers also change {tables}, whose rules need '{need.describe()}', more than "
@@ -445,8 +469,8 @@ class Corrections:
                                 effects_digest(st.effects), self._guard(st))
         else:   # claimed by a version without markers: decide from the live rows
             outcome = recover_rows(db, stmt, typed, st.before, st.before_digest, st.row_count)
-        if not outcome.ok and outcome.stage not in ("recover", "row-count", "before-image", "cascade",
-                                                     "triggers"):
+        if not outcome.ok and outcome.stage not in ("recover", "row-count", "rows", "before-image",
+                                                     "cascade", "rules", "triggers"):
             raise TargetError(f"{rid} was left executing by {st.executor} (claim seq "
                               f"{st.claimed_seq}); settling it failed ({outcome.stage}): "
                               f"{outcome.reason}. Nothing recorded: run apply again")

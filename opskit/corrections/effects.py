@@ -165,6 +165,38 @@ def _table_name(tx, table: str) -> str:
     return str(rows[0]["r"])
 
 
+# a relation as the server resolves the name (search_path), then its partition ancestors
+_NAMES = """
+SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name
+FROM (SELECT to_regclass(:t) AS r) s
+CROSS JOIN LATERAL (SELECT s.r AS relid, 0 AS up UNION ALL
+                    SELECT a.relid, 1 FROM pg_partition_ancestors(s.r) a WHERE a.relid <> s.r) x
+JOIN pg_class c ON c.oid = x.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+ORDER BY x.up
+"""
+
+
+def relation_names(tx, tables: list[str]) -> dict[str, list[str]]:
+    """For each spelling in ``tables``: the schema-qualified name of the relation the
+    server resolves it to (with the session's search_path), then those of every
+    partition ancestor (a partition brings its parents' rules); [] when it does not
+    resolve. Empty on SQLite (no schemas, no partitions). The risk rules match on
+    these, not on how a name happens to be spelled (rulesfile.Registry.requirement)."""
+    if tx.kind == "sqlite":
+        return {}
+    out: dict[str, list[str]] = {}
+    for table in dict.fromkeys(tables):
+        tx.q("SAVEPOINT opskit_names")
+        try:
+            _c, rows = tx.q(_NAMES, {"t": table})
+        except Exception:  # noqa: BLE001 - psycopg.Error: a name PostgreSQL cannot even parse
+            tx.q("ROLLBACK TO SAVEPOINT opskit_names")
+            rows = []
+        tx.q("RELEASE SAVEPOINT opskit_names")
+        out[table] = [r["name"] for r in rows]
+    return out
+
+
 def reachable(tx, table: str, operation: str) -> list[str]:
     """Every table a foreign-key action from ``table`` can reach, whatever the rows."""
     seen: list[str] = []

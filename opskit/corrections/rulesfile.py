@@ -179,16 +179,25 @@ class Registry:
                 return op
         return None
 
-    def requirement(self, target: str, table: str, operation: str, rows: int) -> Requirement:
+    def requirement(self, target: str, table: str, operation: str, rows: int,
+                    names: dict[str, list[str]] | None = None) -> Requirement:
         """Combine every matching rule: most approvals, all levels (in R-DAT-3 order),
-        auditor if any rule asks. No rule: ``default_approvals``."""
+        auditor if any rule asks. No rule: ``default_approvals``.
+
+        A rule's table matches ``table`` by spelling (``claims`` also matches any
+        ``schema.claims``), and by what the server resolved the names to (``names``,
+        effects.relation_names): ``public.claims`` and ``claims`` are the same table,
+        and a partition is also each of its ancestors, so the parent's rules apply."""
         req = Requirement(self.default_approvals)
-        bare = table.split(".")[-1].strip('"').lower()
-        full = table.replace('"', "").lower()
+        names = names or {}
+        touched = {_canon(t) for t in [table] + list(names.get(table) or [])}
+        bare = {t.split(".")[-1] for t in touched} | {table.split(".")[-1].strip('"').lower()}
         levels: set[str] = set()
         for name, rule in sorted(self.rules.items()):
-            tables = [t.lower() for t in rule["tables"]]
-            if tables and bare not in tables and full not in tables:
+            tables = rule["tables"]
+            if tables and not any(_canon(t) in touched or ("." not in t and _canon(t) in bare)
+                                  or {_canon(r) for r in (names.get(t) or [])[:1]} & touched
+                                  for t in tables):
                 continue
             if rule["targets"] and target not in rule["targets"]:
                 continue
@@ -204,16 +213,17 @@ class Registry:
         req.approvals = max(req.approvals, len(req.levels))
         return req
 
-    def requirement_for(self, target: str, touches: list[tuple[str, str, int]]) -> Requirement:
+    def requirement_for(self, target: str, touches: list[tuple[str, str, int]],
+                        names: dict[str, list[str]] | None = None) -> Requirement:
         """The requirement of a change touching several tables (table, operation, rows):
         every table's rules apply, combined like ``requirement`` combines rules (cascades,
-        R-DAT-3)."""
+        R-DAT-3); ``names`` as there."""
         counts: dict[tuple[str, str], int] = {}
         for table, op, rows in touches:
             counts[(table, op)] = counts.get((table, op), 0) + rows
         out: Requirement | None = None
         for (table, op), rows in counts.items():
-            req = self.requirement(target, table, op, rows)
+            req = self.requirement(target, table, op, rows, names)
             if out is None:
                 out = req
                 continue
@@ -222,6 +232,26 @@ class Registry:
             out.auditor = out.auditor or req.auditor
             out.rules += [r for r in req.rules if r not in out.rules]
         return out or self.requirement(target, "", "", 0)
+
+    def rule_tables(self, target: str) -> list[str]:
+        """The table names of the rules that cover ``target``, as the rules file spells them."""
+        return sorted({t for rule in self.rules.values() if not rule["targets"] or target in rule["targets"]
+                       for t in rule["tables"]})
+
+    def unresolved(self, target: str, names: dict[str, list[str]]) -> list[str]:
+        """A warning line for each rule table of ``target`` that ``names`` (resolved on
+        the server) says does not exist: such a rule still matches by spelling only,
+        which is likely not what its author meant."""
+        return [f"rule {name!r} names table {t!r}, which does not resolve to a relation on "
+                f"target {target!r} (a typo, a missing schema or search_path?); it matches by "
+                "spelling only" for name, rule in sorted(self.rules.items())
+                if not rule["targets"] or target in rule["targets"]
+                for t in rule["tables"] if t in names and not names[t]]
+
+
+def _canon(table: str) -> str:
+    """A table name for matching: quotes dropped, case folded (as before)."""
+    return table.replace('"', "").lower()
 
 
 

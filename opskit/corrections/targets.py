@@ -9,8 +9,10 @@ Two operations, both with parameterised SQL only:
 * ``apply`` -- one transaction: lock (SQLite ``BEGIN IMMEDIATE``;
   PostgreSQL ``SELECT ... FOR UPDATE`` on the rows), re-read the
   before-image and refuse if it changed since approval, run the statement
-  with ``RETURNING *`` (the after-image), refuse if the row count differs,
-  commit. Any refusal or error rolls back (R-DAT-1, R-DAT-2).
+  with ``RETURNING *`` (the after-image), refuse if the row count differs or
+  the rows it changed are not the locked ones (``_other_rows``: by primary
+  key, else by the locked row versions), commit. Any refusal or error rolls
+  back (R-DAT-1, R-DAT-2).
 
 The apply also inserts a commit marker (a row in ``opskit_correction_applied``
 in the target database, keyed by the ledger's claim entry hash, holding the
@@ -33,6 +35,7 @@ import sqlite3
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from opskit.core.audit import canonical
@@ -40,8 +43,8 @@ from opskit.core.errors import OperationalError, UsageError
 from opskit.core.optional import require
 
 from . import preview as _preview
-from .effects import (base_tables, cascades, check_visible, effects_digest, trigger_effects,
-                      trigger_tables, triggers_on)
+from .effects import (base_tables, cascades, check_visible, effects_digest, relation_names,
+                      trigger_effects, trigger_tables, triggers_on)
 from .rulesfile import Target, password_for
 from .sqlcheck import Statement, params_of, to_pyformat
 
@@ -98,6 +101,7 @@ class Image:
     trigger_tables: list[str] = field(default_factory=list)  # named by triggers on touched tables
     triggers: list[dict] = field(default_factory=list)   # touched tables with triggers (effects.triggers_on)
     preview: dict | None = None                          # what the statement writes (preview.py)
+    names: dict[str, list[str]] = field(default_factory=dict)  # effects.relation_names of the above
 
     @property
     def digest(self) -> str:
@@ -109,7 +113,7 @@ class ApplyOutcome:
     ok: bool
     row_count: int = 0
     after: list[dict] = field(default_factory=list)
-    stage: str = ""          # where it stopped: connect, lock, before-image, execute, row-count, commit
+    stage: str = ""          # where it stopped: connect, lock, before-image, rules, execute, row-count, rows, commit
     reason: str = ""
     before_now: list[dict] | None = None
     transient: bool = False  # a retry may succeed (lock timeout, lost connection); see is_transient
@@ -167,11 +171,12 @@ class Database:
         return conn
 
     # --- request time ------------------------------------------------------------
-    def read_before_image(self, stmt: Statement, params: dict) -> Image:
+    def read_before_image(self, stmt: Statement, params: dict, rule_tables: list[str] = ()) -> Image:
         """Rows the statement would touch, read in a read-only transaction (SQLite
         ``mode=ro``; PostgreSQL ``BEGIN READ ONLY``) that only ever sees our statements,
         one at a time; also EXPLAINs the statement so the database vets its syntax and
-        columns without running it."""
+        columns without running it. The image's ``names``: how the server resolves every
+        table touched and each of ``rule_tables`` (the risk rules' table names)."""
         select = stmt.before_image_sql() or f"SELECT * FROM {stmt.target_sql} WHERE 1 = 0"
         tx = _Tx(self, readonly=True)
         try:
@@ -185,6 +190,8 @@ class Database:
                 touched = (bases or [stmt.table])[-1:] + [e["table"] for e in effects]
                 image = Image(columns, rows, effects, bases, trigger_tables(tx, touched),
                               triggers_on(tx, touched))
+                image.names = relation_names(tx, [stmt.table] + bases + touched + image.trigger_tables
+                                             + list(rule_tables))
             except UsageError:
                 raise
             except Exception as exc:  # sqlite3.Error / psycopg.Error
@@ -291,7 +298,9 @@ class Database:
         ``marker`` (request id, claim entry hash) is committed with it; the rows its
         foreign-key cascades change must be the approved ones (digest ``approved_effects``,
         none when None). ``guard(trigger_effects)`` returns a reason to refuse what the
-        statement's triggers changed (their tables' rules), or None."""
+        statement's triggers changed (their tables' rules), or None; before the statement
+        runs, ``guard([], resolve)`` the same for the tables' rules with their names as
+        the server resolves them now (``resolve``: effects.relation_names here)."""
         try:
             tx = _Tx(self)
         except TargetError as exc:
@@ -301,11 +310,9 @@ class Database:
             try:
                 tx.begin()
                 stage = "before-image"
-                select = stmt.before_image_sql()
-                now: list[dict] = []
-                if select:
-                    # the rows stay locked until commit: no one changes them under us
-                    _c, now = tx.q(tx.lock_sql(select), params)
+                # the rows stay locked until commit: no one changes them under us
+                locked = _lock_before(tx, stmt, params)
+                now = locked.rows
                 if image_digest(now) != approved_digest:
                     tx.rollback()
                     return ApplyOutcome(False, stage=stage, before_now=now,
@@ -315,8 +322,14 @@ class Database:
                 effects, refused = _cascade_changed(tx, stmt, params, approved_effects)
                 if refused is not None:
                     return refused
+                stage = "rules"    # the tables' rules as the server resolves their names now
+                refusal = guard([], partial(relation_names, tx)) if guard else None
+                if refusal:
+                    tx.rollback()
+                    return ApplyOutcome(False, stage=stage, reason=f"{refusal}; nothing applied")
                 stage = "execute"
-                return _execute(tx, stmt, params, expected_rows, "commit", marker, (effects, guard))
+                return _execute(tx, stmt, params, expected_rows, "commit", marker, (effects, guard),
+                                locked)
             except Exception as exc:  # sqlite3.Error / psycopg.Error
                 tx.rollback()
                 return ApplyOutcome(False, stage=tx.stage or stage, reason=f"{tx.message(exc)}; rolled back",
@@ -537,9 +550,10 @@ def _recover(db: "Database", stmt: Statement, params: dict, before: list[dict], 
             table = stmt.table
             select = stmt.before_image_sql()
             if stmt.operation != "INSERT":
-                _c, now = tx.q(tx.lock_sql(select), params)
+                locked = _lock_before(tx, stmt, params)
+                now = locked.rows
                 if image_digest(now) == approved_digest:
-                    return _execute(tx, stmt, params, expected_rows, APPLIED_NOW)
+                    return _execute(tx, stmt, params, expected_rows, APPLIED_NOW, locked=locked)
                 pk = tx.primary_key(stmt.table)
                 if not pk:
                     raise _Neither(f"table {stmt.table} has no primary key, so the rows the statement "
@@ -635,20 +649,28 @@ def _effects_text(effects: list[dict]) -> str:
 
 
 def _execute(tx: _Tx, stmt: Statement, params: dict, expected_rows: int, done: str,
-             marker: tuple[str, str] | None = None, checks: tuple = ([], None)) -> ApplyOutcome:
+             marker: tuple[str, str] | None = None, checks: tuple = ([], None),
+             locked: "_Locked | None" = None) -> ApplyOutcome:
     """Run the statement (with ``RETURNING *``, the after-image) in the open, locked
-    transaction; commit only if it touched exactly the approved number of rows and
-    ``checks`` (cascades, guard) accepts what its triggers changed."""
+    transaction; commit only if it touched exactly the approved number of rows, those
+    rows are the ``locked`` before-image's own (``_other_rows``), and ``checks``
+    (cascades, guard) accepts what its triggers changed."""
     _c, after = tx.q(stmt.sql + " RETURNING *", params)
     if len(after) != expected_rows:
         tx.rollback()
         return ApplyOutcome(False, row_count=len(after), stage="row-count",
                             reason=f"statement touched {len(after)} row(s), {expected_rows} approved; "
                                    "rolled back")
+    other = _other_rows(tx, stmt, locked, after) if locked is not None else None
+    if other:
+        tx.rollback()
+        return ApplyOutcome(False, row_count=len(after), stage="rows",
+                            reason=f"the statement changed other rows than the approved ones: {other}; "
+                                   "rolled back, nothing changed")
     after = [] if stmt.operation == "DELETE" else after
     effects, guard = checks
     side = trigger_effects(tx, stmt, expected_rows, effects, MARKER_TABLE)
-    refusal = guard(side) if guard is not None and side else None
+    refusal = guard(side, partial(relation_names, tx)) if guard is not None and side else None
     if refusal:
         tx.rollback()
         return ApplyOutcome(False, row_count=len(after), stage="triggers", triggers=side,
@@ -657,6 +679,84 @@ def _execute(tx: _Tx, stmt: Statement, params: dict, expected_rows: int, done: s
         tx.write_marker(marker, expected_rows, after, side)
     tx.commit()
     return ApplyOutcome(True, row_count=expected_rows, after=after, stage=done, triggers=side)
+
+
+# --- which rows the statement changed: the approved ones, not others (R-DAT-1) ----------------
+#
+# The statement re-evaluates its own WHERE when it runs, and a WHERE can tell the locked
+# rows from the others (their xmax is set), so the same count of other rows may change.
+# Apply therefore compares what the statement itself reports (RETURNING) with the rows
+# it locked: by primary key where the rows carry it and the statement keeps it; else, on
+# a PostgreSQL table, by the physical row version (tableoid, ctid) locked, which must be
+# gone afterwards (updated or deleted by this transaction); a DELETE's returned rows must
+# also equal the before-image.
+
+ROW_ID = "?opskit_row"      # column alias of the locked rows' tableoid:ctid (not in any image)
+
+
+@dataclass
+class _Locked:
+    """The before-image rows apply locked, and how to tell them from other rows."""
+
+    rows: list[dict]
+    table: str = ""                      # the table (through a view: its base table)
+    key: list[str] = field(default_factory=list)   # its primary key, when rows carry and keep it
+    ids: list[str] | None = None         # PostgreSQL table: each locked row's tableoid:ctid
+
+
+def _lock_before(tx: _Tx, stmt: Statement, params: dict) -> _Locked:
+    """Lock and read the before-image (none for INSERT) with what identifies its rows."""
+    if stmt.operation == "INSERT":
+        return _Locked([])
+    if tx.kind == "sqlite":
+        table, physical = stmt.table, False
+    else:
+        bases = base_tables(tx, stmt.table)
+        table, physical = (bases or [stmt.table])[-1], not bases
+    pk = tx.primary_key(table)
+    names = {c["name"] for c in tx.columns(stmt.table)}
+    key = pk if pk and set(pk) <= names and not set(pk) & set(stmt.assigned) else []
+    if not physical:
+        _c, rows = tx.q(tx.lock_sql(stmt.before_image_sql()), params)
+        return _Locked(rows, table, key)
+    _c, rows = tx.q(tx.lock_sql(f"SELECT CAST(tableoid AS text) || ':' || CAST(ctid AS text) AS "
+                                f"{_qi(ROW_ID)}, * FROM {stmt.target_sql} WHERE {stmt.where}"), params)
+    ids = [r.pop(ROW_ID) for r in rows]
+    return _Locked(rows, table, key, ids)
+
+
+def _keys(rows: list[dict], key: list[str]) -> list[str]:
+    return sorted(json.dumps({c: r.get(c) for c in key}, sort_keys=True, ensure_ascii=False)
+                  for r in rows)
+
+
+def _other_rows(tx: _Tx, stmt: Statement, locked: _Locked, after: list[dict]) -> str | None:
+    """None when the rows the statement changed (``after``, from its RETURNING) are the
+    locked before-image's rows; else a line naming the approved and the changed ones."""
+    if stmt.operation == "INSERT":
+        return None
+    if locked.key:
+        approved, changed = _keys(locked.rows, locked.key), _keys(after, locked.key)
+        if approved != changed:
+            return (f"approved {locked.table} row(s) with key {', '.join(approved)}; the statement "
+                    f"{'deleted' if stmt.operation == 'DELETE' else 'updated'} {', '.join(changed) or 'none'}")
+        return None
+    if stmt.operation == "DELETE" and image_digest(after) != image_digest(locked.rows):
+        return f"approved {_rows_text(locked.rows)}; the statement deleted {_rows_text(after)}"
+    if locked.ids is None:
+        if stmt.operation == "DELETE" or tx.kind == "sqlite":
+            return None    # a DELETE's rows are compared above; SQLite: one writer, no row marks
+        return (f"{stmt.table} shows no primary key of {locked.table} that the statement keeps, so the "
+                "rows it updated cannot be told apart from the approved ones; correct the table "
+                "directly, by its primary key")
+    tids = "{" + ",".join('"' + i.split(":", 1)[1] + '"' for i in locked.ids) + "}"
+    _c, left = tx.q(f"SELECT * FROM {stmt.target_sql} WHERE ctid = ANY(CAST(:t AS tid[])) AND "
+                    "CAST(tableoid AS text) || ':' || CAST(ctid AS text) = ANY(CAST(:i AS text[]))",
+                    {"t": tids, "i": "{" + ",".join(f'"{i}"' for i in locked.ids) + "}"})
+    if left:
+        return (f"approved {_rows_text(locked.rows)}; of those it left {_rows_text(left)} unchanged and "
+                f"changed {_rows_text(after)} instead")
+    return None
 
 
 def recover(db: "Database", stmt: Statement, params: dict, before: list[dict], approved_digest: str,

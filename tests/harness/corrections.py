@@ -118,6 +118,24 @@ def make_postgres_target(postgres, db: str) -> str:
     return postgres.dsn_for(db)
 
 
+def make_postgres_world(base: Path, postgres, db: str, ddl: str = "") -> "World":
+    """A world on the PostgreSQL fixture's database ``db`` (schema, data, then ``ddl``);
+    ``world.url`` is the target's URL."""
+    url = make_postgres_target(postgres, db)
+    if ddl:
+        postgres.psql(ddl, db)
+    world = make_world(base, url)
+    world.url = url
+    return world
+
+
+def pg_rows(url: str, sql: str) -> list[tuple]:
+    """The rows of ``sql`` on ``url``, as tuples."""
+    import psycopg
+    with psycopg.connect(url) as conn:
+        return [tuple(r) for r in conn.execute(sql).fetchall()]
+
+
 def make_world(base: Path, target_url: str, ledger: str | None = None, extra_rules: str = "",
                extra_config: str | None = None) -> World:
     """A corrections world. ``extra_config`` is appended to opskit.yaml; by default the
