@@ -347,8 +347,12 @@ def listening_ports(probe: Probe, ctx: Context):
 # --- firewall ----------------------------------------------------------------------------------
 
 def ipv6_enabled(probe: Probe) -> bool:
+    """Whether IPv6 packets can reach the host: ``all/disable_ipv6 = 1`` is not
+    enough when an interface turned it back on afterwards (its own setting)."""
     if probe.value("/proc/sys/net/ipv6/conf/all/disable_ipv6") == "1":
-        return False
+        conf = "/proc/sys/net/ipv6/conf"
+        return any(probe.value(f"{conf}/{iface}/disable_ipv6") == "0"
+                   for iface in probe.listdir(conf) or [] if iface not in ("all", "default"))
     return probe.read("/proc/net/if_inet6") is not None or \
         probe.listdir("/proc/sys/net/ipv6") is not None
 

@@ -225,8 +225,48 @@ def representatives(cuts: set[int], top: int, excluded: list[tuple[int, int]]) -
                      if not any(lo <= p <= hi for lo, hi in excluded))
 
 
-NON_SOURCE = {4: ["0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/3"],
+# sources an outsider cannot use; 240.0.0.0/4 is not among them: Linux routes it
+# like any unicast source (a real connection from 240.0.0.5 got in)
+NON_SOURCE = {4: ["0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "255.255.255.255/32"],
               6: ["::/128", "::1/128", "ff00::/8"]}
+
+
+@dataclass
+class PacketState:
+    """What the ruleset itself can change about a new packet before a rule
+    looks at it: sets that rules fill at packet time (``add @s { ip saddr }``,
+    meters, ``flags dynamic``) hold more than their listed elements; a
+    ``notrack`` leaves the packet ``untracked`` instead of ``new``; a
+    ``dnat``/``redirect`` sets ``ct status dnat``."""
+
+    dynamic_sets: set = field(default_factory=set)     # (family, table, name)
+    notrack: bool = False
+    nat: bool = False
+
+    @classmethod
+    def of(cls, rs: "Ruleset") -> "PacketState":
+        out = cls()
+        for (family, table, _chain), rules in rs.rules.items():
+            for rule in rules:
+                for expr in rule.get("expr", []):
+                    if isinstance(expr, dict) and expr:
+                        out._note(family, table, *next(iter(expr.items())))
+        for key, obj in rs.sets.items():
+            if "dynamic" in (obj.get("flags") or ()):
+                out.dynamic_sets.add(key)
+        return out
+
+    def _note(self, family, table, kind, body) -> None:
+        if kind in ("set", "map") and isinstance(body, dict):
+            name = body.get("set") if kind == "set" else body.get("map")
+            if isinstance(name, str):
+                self.dynamic_sets.add((family, table, name.lstrip("@")))
+        elif kind == "meter" and isinstance(body, dict) and isinstance(body.get("name"), str):
+            self.dynamic_sets.add((family, table, body["name"]))
+        elif kind in ("dnat", "redirect"):
+            self.nat = True
+        elif kind == "notrack":
+            self.notrack = True
 
 
 # --- the evaluator --------------------------------------------------------------------------
@@ -250,6 +290,7 @@ class Evaluator:
         self.effects: dict = {}          # id(rule) -> (rule, can it decide anything)
         self.vmaps: dict = {}            # id(vmap) -> (vmap, [(match, verdict)])
         self.universe: dict = {}         # field -> every representative
+        self.state = PacketState.of(ruleset)
 
     # -- entry point
     def run(self, source: str = "nft -j list ruleset") -> Answer:
@@ -351,6 +392,8 @@ class Evaluator:
             return None                  # every possible source is allowed
         daddrs = representatives(cuts["addr"], top, [])
         names = {n.rstrip("*") for n in cuts["iface"]} | {FRESH_IFACE}
+        # a wildcard also stands for a longer name: "lo*" matches lowpan0, not only lo
+        names |= {n[:-1] + "opskit0" for n in cuts["iface"] if n.endswith("*")}
         names = frozenset(n for n in names if n and n != "lo")
         box = [("dport", ports), ("saddr", saddrs), ("daddr", daddrs), ("iif", names)]
         if self.hook == "forward":
@@ -514,8 +557,9 @@ class Evaluator:
         if isinstance(data, dict) and isinstance(data.get("set"), list):
             elems = data["set"]
         elif isinstance(data, str) and data.startswith("@"):
-            obj = self.rs.sets.get((rule.get("family"), rule.get("table"), data[1:]))
-            if obj is None:
+            key = (rule.get("family"), rule.get("table"), data[1:])
+            obj = self.rs.sets.get(key)
+            if obj is None or key in self.state.dynamic_sets:
                 return None
             elems = obj.get("elem", [])
         else:
@@ -595,11 +639,11 @@ class Evaluator:
         if "ct" in left:
             k = left["ct"].get("key")
             if k == "state":
-                return True, "new"
+                return True, frozenset({"new", "untracked"}) if self.state.notrack else "new"
             if k == "direction":
                 return True, "original"
             if k == "status":
-                return True, ()
+                return True, frozenset({(), ("dnat",)}) if self.state.nat else ()
             return None, None
         if "payload" in left:
             pl = left["payload"]
@@ -609,8 +653,10 @@ class Evaluator:
             if proto in ("ip", "ip6"):
                 if proto != ("ip" if v4 else "ip6"):
                     return True, None             # no such header on this packet
-                if fld in ("protocol", "nexthdr"):
+                if fld == "protocol":
                     return True, self.proto
+                if fld == "nexthdr":            # the first header after IPv6's: an
+                    return True, frozenset({self.proto, "extension-header"})  # option may come first
                 return None, None
             if proto in ("tcp", "udp", "udplite", "sctp", "dccp", "icmp", "icmpv6", "esp",
                          "ah", "comp", "igmp"):
@@ -626,9 +672,10 @@ class Evaluator:
         if isinstance(right, dict) and "set" in right:
             return right["set"] if isinstance(right["set"], list) else [right["set"]]
         if isinstance(right, str) and right.startswith("@"):
-            obj = self.rs.sets.get((rule.get("family"), rule.get("table"), right[1:]))
-            if obj is None or not isinstance(obj.get("type"), str):
-                return None                       # missing, or a concatenated type
+            key = (rule.get("family"), rule.get("table"), right[1:])
+            obj = self.rs.sets.get(key)
+            if obj is None or not isinstance(obj.get("type"), str) or key in self.state.dynamic_sets:
+                return None                       # missing, a concatenated type, or filled by packets
             return obj.get("elem", []) or []
         if isinstance(right, list):
             return right
@@ -651,12 +698,18 @@ class Evaluator:
         known, value = self.fixed_value(left) if name is None else (None, None)
         if known and value is None:
             return [], [path]                     # header absent: never matches
+        how = "not understood"
         if known and values is not None:
-            hit = self.fixed_matches(op, value, values)
-            if hit is not None:
-                return ([path], []) if hit else ([], [path])
+            options = value if isinstance(value, frozenset) else (value,)
+            hits = {self.fixed_matches(op, v, values) for v in options}
+            if hits == {True}:
+                return [path], []
+            if hits == {False}:
+                return [], [path]
+            if None not in hits:
+                how = "holds for some new packets and not others"
         note = f"{self.where(rule_key(rule), rule)} (match '{render_expr({'match': match})}' " \
-               "not understood, assumed either way)"
+               f"{how}, assumed either way)"
         return [path.noted(note)], [path]
 
     def matching(self, match, name, op, values, domain: frozenset) -> frozenset | None:
@@ -702,8 +755,8 @@ class Evaluator:
             if isinstance(v, (dict, list)):
                 return None
             names.add(str(v))
-        if isinstance(value, tuple):               # a bitmask that is empty
-            hit = False
+        if isinstance(value, tuple):               # a bitmask: the flags set
+            hit = any(flag in names for flag in value)
         else:
             aliases = {"tcp": "6", "udp": "17"}
             hit = str(value) in names or aliases.get(str(value)) in names

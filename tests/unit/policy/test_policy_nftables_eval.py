@@ -189,3 +189,84 @@ def test_final_unconditional_drop_counts_and_conditional_does_not():
     assert not answer(final).open
     conditional = ruleset({"input": ("input", 0, "accept", [[match(DPORT, 23), {"drop": None}]])})
     assert answer(conditional).open
+
+
+# --- packet state the ruleset itself changes (false passes found against the kernel) ----------
+
+CT_STATE = {"ct": {"key": "state"}}
+CT_STATUS = {"ct": {"key": "status"}}
+ESTABLISHED = match(CT_STATE, {"set": ["established", "related"]})
+
+
+def test_a_set_filled_at_packet_time_holds_more_than_its_listed_elements():
+    add = {"set": {"op": "add", "elem": SADDR, "set": "@seen"}}
+    rules = [[ESTABLISHED, {"accept": None}], [match(DPORT, 8080), add],
+             [match(SADDR, "@seen"), {"accept": None}]]
+    dynamic = ruleset({"input": ("input", 0, "drop", rules)},
+                      sets=[{"name": "seen", "type": "ipv4_addr", "flags": ["dynamic"]}])
+    a = answer(dynamic)
+    assert a.open and any("@seen" in u for u in a.unknown)
+    # the same empty set that no rule fills stays exact: nobody is in it
+    static = ruleset({"input": ("input", 0, "drop", [rules[0], rules[2]])},
+                     sets=[{"name": "seen", "type": "ipv4_addr"}])
+    assert not answer(static).open
+
+
+def test_ct_status_dnat_counts_only_where_the_ruleset_translates_addresses():
+    rules = [[ESTABLISHED, {"accept": None}], [match(CT_STATUS, "dnat"), {"accept": None}]]
+    plain = ruleset({"input": ("input", 0, "drop", rules)})     # firewalld without forwards
+    assert not answer(plain).open
+    nat = ruleset({"input": ("input", 0, "drop", rules),
+                   "pre": ("prerouting", -100, "accept",
+                           [[match(DPORT, 2222), {"redirect": {"port": 22}}]])})
+    a = answer(nat)
+    assert a.open and any("ct status dnat" in u for u in a.unknown)
+
+
+def test_notrack_makes_new_packets_untracked():
+    rules = [[ESTABLISHED, {"accept": None}], [match(CT_STATE, "new"), {"drop": None}]]
+    tracked = ruleset({"input": ("input", 0, "accept", rules)})
+    assert not answer(tracked).open
+    untracked = ruleset({"input": ("input", 0, "accept", rules),
+                         "raw": ("prerouting", -300, "accept", [[{"notrack": None}]])})
+    assert answer(untracked).open
+
+
+def test_ip6_nexthdr_may_name_an_extension_header_not_the_transport():
+    v6 = {"payload": {"protocol": "ip6", "field": "nexthdr"}}
+    v4 = {"payload": {"protocol": "ip", "field": "protocol"}}
+    rs = ruleset({"input": ("input", 0, "accept", [[ESTABLISHED, {"accept": None}],
+                                                   [match(v4, "tcp"), {"drop": None}],
+                                                   [match(v6, "tcp"), {"drop": None}],
+                                                   [match({"meta": {"key": "l4proto"}}, "udp"),
+                                                    {"drop": None}]])})
+    assert not answer(rs, version=4).open       # IPv4 options are not a header of their own
+    assert answer(rs, version=6).open           # a destination-options header comes first
+
+
+def test_class_e_sources_are_outsiders():
+    rs = ruleset({"input": ("input", 0, "drop", [[match(SADDR, {"prefix": {"addr": "240.0.0.0",
+                                                                           "len": 4}}),
+                                                  {"accept": None}]])})
+    assert answer(rs).open
+
+
+def test_an_interface_wildcard_matches_longer_names_than_lo():
+    iif = {"meta": {"key": "iifname"}}
+    exact = ruleset({"input": ("input", 0, "drop", [[match(iif, "lo"), {"accept": None}]])})
+    assert not answer(exact).open
+    wild = ruleset({"input": ("input", 0, "drop", [[match(iif, "lo*"), {"accept": None}]])})
+    assert answer(wild).open                    # lowpan0 is an outside interface
+
+
+def test_ipv6_counts_as_enabled_when_one_interface_turned_it_back_on(tmp_path):
+    from opskit.hosts.local import LocalHost
+    from opskit.policy.network import ipv6_enabled
+    from opskit.policy.probe import Probe
+    conf = tmp_path / "proc/sys/net/ipv6/conf"
+    for iface, value in (("all", "1"), ("default", "1"), ("lo", "1"), ("ext0", "1")):
+        (conf / iface).mkdir(parents=True)
+        (conf / iface / "disable_ipv6").write_text(value + "\n")
+    assert not ipv6_enabled(Probe(LocalHost("t", sysroot=str(tmp_path))))
+    (conf / "ext0" / "disable_ipv6").write_text("0\n")
+    assert ipv6_enabled(Probe(LocalHost("t", sysroot=str(tmp_path))))
