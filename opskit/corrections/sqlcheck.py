@@ -408,27 +408,59 @@ SELECT o.oid::int8 AS oid, n.nspname AS schema, o.oprcode::oid::int8 AS code,
  WHERE o.oid::int8 = ANY(CAST(:oids AS int8[]))"""
 
 
+# what else a resolved tree makes the server run: the definitions of the views it reads
+# (recursively) and the CHECK constraints of the domains it casts to explicitly (a
+# CoerceToDomain of explicit cast or call format; an assignment to a domain column is the
+# schema's own design, like its triggers and defaults)
+_VIEW_REF = re.compile(r":relid (\d+) :relkind v ")
+_DOMAIN_CAST = re.compile(r":resulttype (\d+) :resulttypmod -?\d+ :resultcollid \d+ :coercionformat [01] ")
+_VIEWS_SQL = """
+SELECT pg_catalog.format('view %s', r.ev_class::pg_catalog.regclass) AS origin, r.ev_action::text AS tree
+  FROM pg_catalog.pg_rewrite r WHERE r.ev_type = '1' AND r.ev_class::int8 = ANY(CAST(:oids AS int8[]))"""
+_DOMAINS_SQL = """
+WITH RECURSIVE d(t) AS (SELECT t::oid FROM pg_catalog.unnest(CAST(:oids AS int8[])) AS u(t)
+                        UNION SELECT y.typbasetype FROM pg_catalog.pg_type y JOIN d ON y.oid = d.t
+                         WHERE y.typtype = 'd')
+SELECT pg_catalog.format('domain %s', c.contypid::pg_catalog.regtype) AS origin, c.conbin::text AS tree
+  FROM pg_catalog.pg_constraint c JOIN d ON c.contypid = d.t WHERE c.conbin IS NOT NULL"""
+
+
 def check_resolved(q, stmt: Statement, params: dict) -> None:
     """Have the server resolve ``stmt`` (``q(sql, params) -> (columns, rows)`` runs one
     statement in an open transaction the caller rolls back) and refuse it, naming the
-    function, unless every function it calls -- directly, through an operator or a cast --
-    is in pg_catalog and either on ALLOWED_FUNCTIONS or a non-volatile implementation of a
-    pg_catalog operator or cast. Nothing of the statement runs."""
+    function, unless every function it calls -- directly, through an operator or a cast,
+    in a view it reads or a domain it casts to -- is in pg_catalog and either on
+    ALLOWED_FUNCTIONS or a non-volatile implementation of a pg_catalog operator or cast.
+    Nothing of the statement runs."""
     stmts = _parsed(stmt.sql, _scan(stmt.sql))[3]
     if len(stmts) != 1:     # a Statement not made by parse_statement: BEGIN ATOMIC takes several
         raise _several(len(stmts))
     name, ddl = resolution_probe(stmt, params)
     q(ddl)
-    _c, rows = q("SELECT prosqlbody::text AS body FROM pg_catalog.pg_proc "
+    _c, rows = q("SELECT 'statement' AS origin, prosqlbody::text AS tree FROM pg_catalog.pg_proc "
                  "WHERE oid = CAST(:f AS pg_catalog.regprocedure)", {"f": name + "()"})
-    tree = rows[0]["body"] if rows else ""
+    seen: set[str] = set()
+    while rows:
+        origin, tree = rows[0]["origin"], rows[0]["tree"] or ""
+        rows = rows[1:]
+        _refuse_calls(q, origin, tree)
+        for pattern, sql in ((_VIEW_REF, _VIEWS_SQL), (_DOMAIN_CAST, _DOMAINS_SQL)):
+            oids = sorted({o for o in pattern.findall(tree)} - seen)
+            seen.update(oids)
+            if oids:
+                rows += q(sql, {"oids": [int(o) for o in oids]})[1]
+
+
+def _refuse_calls(q, origin: str, tree: str) -> None:
+    """Refuse the first function or operator of one stored node tree off the allow-list."""
+    what = origin if origin == "statement" else f"{origin}, which the statement reads,"
     procs = [int(m) for m in _PROC_REF.findall(tree) if m != "0"]
     opers = [int(o) for m in _OPER_REF.findall(tree) for o in " ".join(m).split() if o != "0"]
     if opers:
         _c, found = q(_OPERS_SQL, {"oids": sorted(set(opers))})
         for op in sorted(found, key=lambda r: opers.index(r["oid"])):
             if op["schema"] != "pg_catalog":
-                raise SqlRefused(f"refused: statement uses operator {op['identity']}, not a "
+                raise SqlRefused(f"refused: {what} uses operator {op['identity']}, not a "
                                  "pg_catalog operator (R-DAT-2)")
             procs.append(op["code"])
     if not procs:
@@ -438,7 +470,7 @@ def check_resolved(q, stmt: Statement, params: dict) -> None:
         named = fn["schema"] == "pg_catalog" and fn["name"] in ALLOWED_FUNCTIONS
         implicit = fn["schema"] == "pg_catalog" and fn["implicit"] and fn["volatile"] != "v"
         if not (named or implicit):
-            raise SqlRefused(f"refused: statement calls {fn['identity']}, not an allowed function "
+            raise SqlRefused(f"refused: {what} calls {fn['identity']}, not an allowed function "
                              "(R-DAT-2; see ALLOWED_FUNCTIONS in opskit/corrections/sqlcheck.py)")
 
 

@@ -41,6 +41,9 @@ ATTACK_SQL = [
     "CREATE FUNCTION public.hash3(text, text) RETURNS boolean LANGUAGE sql VOLATILE "
     "AS $$ SELECT public.hit('###') $$",
     "CREATE OPERATOR public.### (LEFTARG = text, RIGHTARG = text, FUNCTION = public.hash3)",
+    "CREATE VIEW public.evil_view AS SELECT 42 AS id WHERE public.hit('view')",
+    "CREATE VIEW public.outer_view AS SELECT id FROM public.evil_view",
+    "CREATE DOMAIN public.evil_dom AS integer CHECK (public.hit('domain') AND VALUE > 0)",
 ]
 
 # (id, statement, what the refusal names); :id is 42 everywhere. {pid} is the victim's.
@@ -61,6 +64,11 @@ REPRODUCTIONS = [
      "public.lower(integer)"),
     ("json-array-pg15", "UPDATE claims SET status = JSON_ARRAY(id) WHERE id = :id",
      "public.json_array(integer)"),
+    # a view or a domain CHECK runs its functions where the statement reads or casts to it
+    ("view-read", "UPDATE claims SET status = 'x' WHERE id = :id AND id IN (SELECT id FROM outer_view)",
+     "refused: view evil_view, which the statement reads, calls public.hit(text)"),
+    ("domain-cast", "UPDATE claims SET status = 'x' WHERE id = CAST(:id AS evil_dom)",
+     "refused: domain evil_dom, which the statement reads, calls public.hit(text)"),
 ]
 
 # the same calls written so that only the server-side check can see them (Statements
