@@ -215,8 +215,11 @@ class Database:
             except Exception as exc:  # psycopg.Error
                 if tx.transient(exc):
                     raise TargetError(f"target {self.target.name}: {tx.message(exc)}") from None
+                temp = sqlstate_of(exc) == "42501" and "temporary" in tx.message(exc)
                 raise UsageError(f"target {self.target.name} rejects the statement: "
-                                 f"{tx.message(exc)}") from None
+                                 f"{tx.message(exc)}" + ("; opskit vets the functions a statement "
+                                 "calls in a temporary function, so the correction role needs "
+                                 "TEMPORARY on the database" if temp else "")) from None
         finally:
             tx.rollback()
             tx.conn.close()

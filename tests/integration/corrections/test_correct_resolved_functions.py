@@ -14,7 +14,8 @@ import psycopg
 import pytest
 
 from opskit.corrections.sqlcheck import SqlRefused, Statement
-from opskit.corrections.rulesfile import load_registry
+from opskit.core.errors import UsageError
+from opskit.corrections.rulesfile import Target, load_registry
 from opskit.corrections.targets import Database
 from tests.harness.corrections import approve_fully, make_postgres_target, make_world
 from tests.integration.corrections.test_correct_injection import _forge_approved
@@ -221,4 +222,19 @@ def test_refusal_is_one_line_with_exit_code_2(world, opskit, tmp_path):
     assert run.exit_code == 2, run.output
     assert "refused: statement calls public.touch(claims), not an allowed function" in run.stderr
     assert len([line for line in run.stderr.splitlines() if "refused" in line]) == 1
+    _nothing_ran(world)
+
+
+def test_a_role_without_temporary_is_told_what_it_needs(world, postgres, postgres_db):
+    """The vetting creates a temporary function: without TEMPORARY the request is refused,
+    the message says which privilege is missing, and nothing ran."""
+    role = f"fixer_{postgres_db}"[:60]
+    postgres.create_role(role, "pw-fixer")
+    postgres.psql(f'REVOKE TEMPORARY ON DATABASE "{postgres_db}" FROM PUBLIC; '
+                  f"GRANT SELECT, UPDATE ON claims TO {role}", postgres_db)
+    db = Database(Target("his", postgres.dsn_for(postgres_db, role, "pw-fixer")), 5.0)
+    stmt = Statement("UPDATE", "claims", "UPDATE claims SET status = 'x' WHERE id = 42", [], "claims",
+                     where="id = 42")
+    with pytest.raises(UsageError, match="the correction role needs TEMPORARY on the database"):
+        db.read_before_image(stmt, {})
     _nothing_ran(world)
