@@ -409,14 +409,23 @@ SELECT o.oid::int8 AS oid, n.nspname AS schema, o.oprcode::oid::int8 AS code,
 
 
 # what else a resolved tree makes the server run: the definitions of the views it reads
-# (recursively) and the CHECK constraints of the domains it casts to explicitly (a
-# CoerceToDomain of explicit cast or call format; an assignment to a domain column is the
-# schema's own design, like its triggers and defaults)
+# (recursively), the row-level security policies in force for this role on the tables it
+# reads, and the CHECK constraints of the domains it casts to explicitly (a CoerceToDomain
+# of explicit cast or call format; an assignment to a domain column is the schema's own
+# design, like its triggers and defaults)
 _VIEW_REF = re.compile(r":relid (\d+) :relkind v ")
+_TABLE_REF = re.compile(r":relid (\d+) :relkind [rpf] ")
 _DOMAIN_CAST = re.compile(r":resulttype (\d+) :resulttypmod -?\d+ :resultcollid \d+ :coercionformat [01] ")
 _VIEWS_SQL = """
 SELECT pg_catalog.format('view %s', r.ev_class::pg_catalog.regclass) AS origin, r.ev_action::text AS tree
   FROM pg_catalog.pg_rewrite r WHERE r.ev_type = '1' AND r.ev_class::int8 = ANY(CAST(:oids AS int8[]))"""
+_POLICIES_SQL = """
+SELECT pg_catalog.format('row-level security policy %I on %s', p.polname,
+                         p.polrelid::pg_catalog.regclass) AS origin, e.tree
+  FROM pg_catalog.pg_policy p,
+       LATERAL (VALUES (p.polqual::text), (p.polwithcheck::text)) AS e(tree)
+ WHERE p.polrelid::int8 = ANY(CAST(:oids AS int8[])) AND e.tree IS NOT NULL
+   AND pg_catalog.row_security_active(p.polrelid)"""
 _DOMAINS_SQL = """
 WITH RECURSIVE d(t) AS (SELECT t::oid FROM pg_catalog.unnest(CAST(:oids AS int8[])) AS u(t)
                         UNION SELECT y.typbasetype FROM pg_catalog.pg_type y JOIN d ON y.oid = d.t
@@ -429,7 +438,8 @@ def check_resolved(q, stmt: Statement, params: dict) -> None:
     """Have the server resolve ``stmt`` (``q(sql, params) -> (columns, rows)`` runs one
     statement in an open transaction the caller rolls back) and refuse it, naming the
     function, unless every function it calls -- directly, through an operator or a cast,
-    in a view it reads or a domain it casts to -- is in pg_catalog and either on
+    in a view it reads, a row-level security policy in force on a table it reads or a
+    domain it casts to -- is in pg_catalog and either on
     ALLOWED_FUNCTIONS or a non-volatile implementation of a pg_catalog operator or cast.
     Nothing of the statement runs."""
     stmts = _parsed(stmt.sql, _scan(stmt.sql))[3]
@@ -439,14 +449,15 @@ def check_resolved(q, stmt: Statement, params: dict) -> None:
     q(ddl)
     _c, rows = q("SELECT 'statement' AS origin, prosqlbody::text AS tree FROM pg_catalog.pg_proc "
                  "WHERE oid = CAST(:f AS pg_catalog.regprocedure)", {"f": name + "()"})
-    seen: set[str] = set()
+    seen: dict[str, set[str]] = {}
     while rows:
         origin, tree = rows[0]["origin"], rows[0]["tree"] or ""
         rows = rows[1:]
         _refuse_calls(q, origin, tree)
-        for pattern, sql in ((_VIEW_REF, _VIEWS_SQL), (_DOMAIN_CAST, _DOMAINS_SQL)):
-            oids = sorted({o for o in pattern.findall(tree)} - seen)
-            seen.update(oids)
+        for pattern, sql in ((_VIEW_REF, _VIEWS_SQL), (_TABLE_REF, _POLICIES_SQL),
+                             (_DOMAIN_CAST, _DOMAINS_SQL)):
+            oids = sorted({o for o in pattern.findall(tree)} - seen.get(sql, set()))
+            seen.setdefault(sql, set()).update(oids)
             if oids:
                 rows += q(sql, {"oids": [int(o) for o in oids]})[1]
 

@@ -24,8 +24,10 @@ ATTACK_SQL = [
     "CREATE TABLE side_effects (what text)",
     "CREATE TABLE opskit_victim (pid integer)",
     "CREATE SEQUENCE s1",
-    # terminates the victim backend (allowed even read-only), then records itself
-    """CREATE FUNCTION public.hit(what text) RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+    # terminates the victim backend (allowed even read-only), then records itself; as its
+    # owner (a superuser), whoever calls it
+    """CREATE FUNCTION public.hit(what text) RETURNS boolean LANGUAGE plpgsql VOLATILE
+       SECURITY DEFINER AS $$
        BEGIN
          PERFORM pg_terminate_backend(pid) FROM opskit_victim;
          IF NOT current_setting('transaction_read_only')::boolean THEN
@@ -237,4 +239,27 @@ def test_a_role_without_temporary_is_told_what_it_needs(world, postgres, postgre
                      where="id = 42")
     with pytest.raises(UsageError, match="the correction role needs TEMPORARY on the database"):
         db.read_before_image(stmt, {})
+    _nothing_ran(world)
+
+
+def test_a_row_level_security_policy_on_a_table_read_is_vetted_for_a_role_it_applies_to(
+        world, postgres, postgres_db):
+    """A policy runs its functions for every row the statement reads from its table: for a
+    role the policy applies to it is refused at request time, nothing ran; for the owner
+    (the policy does not apply) the same statement stays acceptable."""
+    role = f"rls_{postgres_db}"[:60]
+    postgres.create_role(role, "pw-rls")
+    postgres.psql("CREATE TABLE watched (id integer); INSERT INTO watched VALUES (42); "
+                  "ALTER TABLE watched ENABLE ROW LEVEL SECURITY; "
+                  "CREATE POLICY peek ON watched USING (public.hit('policy')); "
+                  f"GRANT SELECT ON watched TO {role}; GRANT SELECT, UPDATE ON claims TO {role}",
+                  postgres_db)
+    sql = "UPDATE claims SET status = 'x' WHERE id IN (SELECT id FROM watched)"
+    stmt = Statement("UPDATE", "claims", sql, [], "claims", where="id IN (SELECT id FROM watched)")
+    db = Database(Target("his", postgres.dsn_for(postgres_db, role, "pw-rls")), 5.0)
+    with pytest.raises(SqlRefused, match=r"refused: row-level security policy peek on watched, which "
+                                         r"the statement reads, calls public\.hit\(text\)"):
+        db.read_before_image(stmt, {})
+    _nothing_ran(world)
+    Database(make_world_target(world), 5.0).vet_functions(stmt, {})     # superuser: no policy
     _nothing_ran(world)
