@@ -357,7 +357,8 @@ def _top_level_where(sig: list[_Tok]) -> int:
 
 # fields of PostgreSQL's stored node trees (nodeToString) holding a pg_proc / pg_operator
 # oid; identifiers in the text are backslash-escaped, so a name cannot fake one
-_PROC_REF = re.compile(r":(?:funcid|opfuncid|aggfnoid|winfnoid|tsmhandler|hashfuncid|negfuncid) (\d+)")
+_PROC_REF = re.compile(r":(?:funcid|opfuncid|aggfnoid|winfnoid|tsmhandler|hashfuncid|negfuncid"
+                       r"|startInRangeFunc|endInRangeFunc) (\d+)")
 _OPER_REF = re.compile(r":(?:opno|eqop|sortop) (\d+)|:opnos \(o ([\d ]+)\)")
 
 
