@@ -331,7 +331,15 @@ class Corrections:
             return self.recover(rid, current, op, signer)
         # the commit-marker table must exist before the claim: a role that cannot create
         # it is a configuration error (exit 2) that leaves the request approved
-        Database(self.registry.target(current.target), self.lock_timeout).ensure_marker()
+        db = Database(self.registry.target(current.target), self.lock_timeout)
+        db.ensure_marker()
+        # the functions it calls as the server resolves them now: refused input (exit 2),
+        # nothing claimed; the apply checks again (and records an unreachable target) (R-DAT-2)
+        try:
+            db.vet_functions(parse_statement(current.sql),
+                             {k: typed_value(v) for k, v in current.params.items()})
+        except TargetError:
+            pass
         failpoint("correct.apply.before-claim")
 
         def claim(entries, seq):

@@ -200,6 +200,10 @@ def _check_tree(root) -> None:
                 raise SqlRefused(f"function {qualified}() is refused: a correction may call only "
                                  "side-effect-free functions (lower, round, now, coalesce, ...; "
                                  "see ALLOWED_FUNCTIONS in opskit/corrections/sqlcheck.py)")
+        if isinstance(node, ast.A_Indirection) and any(isinstance(i, ast.String)
+                                                       for i in node.indirection or ()):
+            raise SqlRefused("field selection (x).name is refused: PostgreSQL reads it as a call "
+                             "of a function name(x) when there is no such field (R-DAT-2)")
         if isinstance(node, ast.SelectStmt) and (node.intoClause or node.lockingClause):
             raise SqlRefused("SELECT ... INTO / FOR UPDATE inside the statement is refused")
 
@@ -279,6 +283,11 @@ def _parsed(sql: str, tokens: list[_Tok]) -> tuple[str, list[_Tok], list[str], l
         raise SqlRefused(f"PostgreSQL cannot parse the statement: {exc.args[0]}") from None
 
 
+def _several(count: int) -> SqlRefused:
+    return SqlRefused(f"{count} statements given; a correction is exactly one UPDATE, DELETE or "
+                      "INSERT (R-DAT-2)")
+
+
 def parse_statement(sql: str) -> Statement:
     """Vet ``sql`` as one correction statement; SqlRefused names the reason."""
     tokens = _scan(sql)
@@ -289,8 +298,7 @@ def parse_statement(sql: str) -> Statement:
     if not stmts:
         raise SqlRefused("no SQL statement given")
     if len(stmts) > 1:
-        raise SqlRefused(f"{len(stmts)} statements given; a correction is exactly one "
-                         "UPDATE, DELETE or INSERT (R-DAT-2)")
+        raise _several(len(stmts))
     root = stmts[0].stmt
     sig = [t for t in tokens if t.name != "ASCII_59"]
     op = _ROOTS.get(type(root))
@@ -334,6 +342,148 @@ def _top_level_where(sig: list[_Tok]) -> int:
         elif t.name == "WHERE" and depth == 0:
             return i
     raise SqlRefused("WHERE clause not found")   # the parse tree has one: cannot happen
+
+
+# --- the functions the server resolves (R-DAT-2) -----------------------------------------
+#
+# Names in the parse tree are not what runs: PostgreSQL reads ``(x).f`` and ``tbl.f`` as
+# ``f(x)``, resolves an operator or an allowed name such as ``lower(id)`` to a user
+# function in any schema on the search_path, and its grammar differs from pglast's
+# (JSON_ARRAY is a plain function call on PostgreSQL 15). So the server itself resolves
+# the statement: it becomes the body of a temporary SQL-standard function (``BEGIN
+# ATOMIC``), which PostgreSQL parses and stores as a resolved query tree at creation
+# without running or planning anything; every function and operator that tree names is
+# looked up and checked here. Always inside a transaction that is rolled back.
+
+# fields of PostgreSQL's stored node trees (nodeToString) holding a pg_proc / pg_operator
+# oid; identifiers in the text are backslash-escaped, so a name cannot fake one
+_PROC_REF = re.compile(r":(?:funcid|opfuncid|aggfnoid|winfnoid|tsmhandler|hashfuncid|negfuncid"
+                       r"|startInRangeFunc|endInRangeFunc) (\d+)")
+_OPER_REF = re.compile(r":(?:opno|eqop|sortop) (\d+)|:opnos \(o ([\d ]+)\)")
+
+
+def _typed_literal(value) -> str:
+    """A parameter value as the literal of the type psycopg 3 binds it as (int2/int4/int8/
+    numeric by size, numeric, bool; a string and NULL untyped), so the server resolves
+    functions and operators over it exactly as it will at execution."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        typ = next((t for t, bits in (("int2", 15), ("int4", 31), ("int8", 63))
+                    if -2 ** bits <= value < 2 ** bits), "numeric")
+        return f"CAST('{value}' AS pg_catalog.{typ})"
+    if isinstance(value, Decimal):
+        return f"CAST('{value}' AS pg_catalog.numeric)"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def resolution_probe(stmt: Statement, params: dict) -> tuple[str, str]:
+    """(name, DDL) of the temporary function whose body is ``stmt`` with its parameters as
+    typed literals: creating it makes the server resolve, and record, what it calls."""
+    import secrets
+    tokens = _scan(stmt.sql)
+    body = _replace(stmt.sql, tokens, _params(tokens), lambda s: s,
+                    lambda n: f" {_typed_literal(params.get(n))} ")
+    name = f"pg_temp.opskit_vet_{secrets.token_hex(8)}"
+    return name, f"CREATE FUNCTION {name}() RETURNS void LANGUAGE sql BEGIN ATOMIC {body}; END"
+
+
+_PROCS_SQL = """
+SELECT p.oid::int8 AS oid, n.nspname AS schema, p.proname AS name, p.provolatile AS volatile,
+       pg_catalog.format('%I.%I(%s)', n.nspname, p.proname, (SELECT pg_catalog.string_agg(
+           pg_catalog.format_type(t, NULL), ', ' ORDER BY i) FROM pg_catalog.unnest(p.proargtypes)
+           WITH ORDINALITY AS a(t, i))) AS identity,
+       EXISTS (SELECT 1 FROM pg_catalog.pg_cast c WHERE c.castfunc = p.oid) OR
+       EXISTS (SELECT 1 FROM pg_catalog.pg_operator o WHERE o.oprcode = p.oid
+               AND o.oprnamespace = 'pg_catalog'::pg_catalog.regnamespace) AS implicit
+  FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+ WHERE p.oid::int8 = ANY(CAST(:oids AS int8[]))"""
+_OPERS_SQL = """
+SELECT o.oid::int8 AS oid, n.nspname AS schema, o.oprcode::oid::int8 AS code,
+       pg_catalog.format('%I.%s(%s, %s)', n.nspname, o.oprname,
+                         COALESCE(pg_catalog.format_type(NULLIF(o.oprleft, 0), NULL), 'NONE'),
+                         pg_catalog.format_type(o.oprright, NULL)) AS identity
+  FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+ WHERE o.oid::int8 = ANY(CAST(:oids AS int8[]))"""
+
+
+# what else a resolved tree makes the server run: the definitions of the views it reads
+# (recursively), the row-level security policies in force for this role on the tables it
+# reads, and the CHECK constraints of the domains it casts to explicitly (a CoerceToDomain
+# of explicit cast or call format; an assignment to a domain column is the schema's own
+# design, like its triggers and defaults)
+_VIEW_REF = re.compile(r":relid (\d+) :relkind v ")
+_TABLE_REF = re.compile(r":relid (\d+) :relkind [rpf] ")
+_DOMAIN_CAST = re.compile(r":resulttype (\d+) :resulttypmod -?\d+ :resultcollid \d+ :coercionformat [01] ")
+_VIEWS_SQL = """
+SELECT pg_catalog.format('view %s', r.ev_class::pg_catalog.regclass) AS origin, r.ev_action::text AS tree
+  FROM pg_catalog.pg_rewrite r WHERE r.ev_type = '1' AND r.ev_class::int8 = ANY(CAST(:oids AS int8[]))"""
+_POLICIES_SQL = """
+SELECT pg_catalog.format('row-level security policy %I on %s', p.polname,
+                         p.polrelid::pg_catalog.regclass) AS origin, e.tree
+  FROM pg_catalog.pg_policy p,
+       LATERAL (VALUES (p.polqual::text), (p.polwithcheck::text)) AS e(tree)
+ WHERE p.polrelid::int8 = ANY(CAST(:oids AS int8[])) AND e.tree IS NOT NULL
+   AND pg_catalog.row_security_active(p.polrelid)"""
+_DOMAINS_SQL = """
+WITH RECURSIVE d(t) AS (SELECT t::oid FROM pg_catalog.unnest(CAST(:oids AS int8[])) AS u(t)
+                        UNION SELECT y.typbasetype FROM pg_catalog.pg_type y JOIN d ON y.oid = d.t
+                         WHERE y.typtype = 'd')
+SELECT pg_catalog.format('domain %s', c.contypid::pg_catalog.regtype) AS origin, c.conbin::text AS tree
+  FROM pg_catalog.pg_constraint c JOIN d ON c.contypid = d.t WHERE c.conbin IS NOT NULL"""
+
+
+def check_resolved(q, stmt: Statement, params: dict) -> None:
+    """Have the server resolve ``stmt`` (``q(sql, params) -> (columns, rows)`` runs one
+    statement in an open transaction the caller rolls back) and refuse it, naming the
+    function, unless every function it calls -- directly, through an operator or a cast,
+    in a view it reads, a row-level security policy in force on a table it reads or a
+    domain it casts to -- is in pg_catalog and either on
+    ALLOWED_FUNCTIONS or a non-volatile implementation of a pg_catalog operator or cast.
+    Nothing of the statement runs."""
+    stmts = _parsed(stmt.sql, _scan(stmt.sql))[3]
+    if len(stmts) != 1:     # a Statement not made by parse_statement: BEGIN ATOMIC takes several
+        raise _several(len(stmts))
+    name, ddl = resolution_probe(stmt, params)
+    q(ddl)
+    _c, rows = q("SELECT 'statement' AS origin, prosqlbody::text AS tree FROM pg_catalog.pg_proc "
+                 "WHERE oid = CAST(:f AS pg_catalog.regprocedure)", {"f": name + "()"})
+    seen: dict[str, set[str]] = {}
+    while rows:
+        origin, tree = rows[0]["origin"], rows[0]["tree"] or ""
+        rows = rows[1:]
+        _refuse_calls(q, origin, tree)
+        for pattern, sql in ((_VIEW_REF, _VIEWS_SQL), (_TABLE_REF, _POLICIES_SQL),
+                             (_DOMAIN_CAST, _DOMAINS_SQL)):
+            oids = sorted({o for o in pattern.findall(tree)} - seen.get(sql, set()))
+            seen.setdefault(sql, set()).update(oids)
+            if oids:
+                rows += q(sql, {"oids": [int(o) for o in oids]})[1]
+
+
+def _refuse_calls(q, origin: str, tree: str) -> None:
+    """Refuse the first function or operator of one stored node tree off the allow-list."""
+    what = origin if origin == "statement" else f"{origin}, which the statement reads,"
+    procs = [int(m) for m in _PROC_REF.findall(tree) if m != "0"]
+    opers = [int(o) for m in _OPER_REF.findall(tree) for o in " ".join(m).split() if o != "0"]
+    if opers:
+        _c, found = q(_OPERS_SQL, {"oids": sorted(set(opers))})
+        for op in sorted(found, key=lambda r: opers.index(r["oid"])):
+            if op["schema"] != "pg_catalog":
+                raise SqlRefused(f"refused: {what} uses operator {op['identity']}, not a "
+                                 "pg_catalog operator (R-DAT-2)")
+            procs.append(op["code"])
+    if not procs:
+        return
+    _c, found = q(_PROCS_SQL, {"oids": sorted(set(procs))})
+    for fn in sorted(found, key=lambda r: procs.index(r["oid"])):
+        named = fn["schema"] == "pg_catalog" and fn["name"] in ALLOWED_FUNCTIONS
+        implicit = fn["schema"] == "pg_catalog" and fn["implicit"] and fn["volatile"] != "v"
+        if not (named or implicit):
+            raise SqlRefused(f"refused: {what} calls {fn['identity']}, not an allowed function "
+                             "(R-DAT-2; see ALLOWED_FUNCTIONS in opskit/corrections/sqlcheck.py)")
 
 
 # --- the new values, computed read-only for the approver (#17) --------------------------

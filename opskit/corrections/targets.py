@@ -46,7 +46,7 @@ from . import preview as _preview
 from .effects import (base_tables, cascades, check_visible, effects_digest, relation_names,
                       trigger_effects, trigger_tables, triggers_on)
 from .rulesfile import Target, password_for
-from .sqlcheck import Statement, params_of, to_pyformat
+from .sqlcheck import Statement, check_resolved, params_of, to_pyformat
 
 
 class TargetError(OperationalError):
@@ -183,6 +183,7 @@ class Database:
             try:
                 tx.begin(preview=True)
                 bases = base_tables(tx, stmt.table)     # first: our reason, not the server's
+                self.vet_functions(stmt, params)        # before anything of the statement runs
                 tx.q("EXPLAIN " + stmt.sql, params)
                 columns, rows = tx.q(select, params)
                 check_visible(tx, stmt)
@@ -204,6 +205,32 @@ class Database:
             tx.conn.close()
         return image
 
+    def vet_functions(self, stmt: Statement, params: dict) -> None:
+        """PostgreSQL: refuse (SqlRefused) a statement that calls a function off the
+        allow-list as the server resolves it (sqlcheck.check_resolved), in a read-write
+        transaction of its own that is always rolled back; the statement is parsed there,
+        never planned or run. TargetError when the target cannot be asked."""
+        if self.target.kind == "sqlite":
+            return
+        tx = _Tx(self)
+        try:
+            try:
+                tx.begin()
+                check_resolved(tx.q, stmt, params)
+            except UsageError:
+                raise
+            except Exception as exc:  # psycopg.Error
+                if tx.transient(exc):
+                    raise TargetError(f"target {self.target.name}: {tx.message(exc)}") from None
+                temp = sqlstate_of(exc) == "42501" and "temporary" in tx.message(exc)
+                raise UsageError(f"target {self.target.name} rejects the statement: "
+                                 f"{tx.message(exc)}" + ("; opskit vets the functions a statement "
+                                 "calls in a temporary function, so the correction role needs "
+                                 "TEMPORARY on the database" if temp else "")) from None
+        finally:
+            tx.rollback()
+            tx.conn.close()
+
     def preview(self, stmt: Statement, params: dict) -> dict | None:
         """For a request recorded without a preview: what it would write now, computed
         read-only (marked ``computed: show``); an unreachable target is an error entry."""
@@ -213,6 +240,7 @@ class Database:
             return {"computed": _preview.AT_SHOW, "rows": [], "pending": [], "error": exc.message}
         try:
             try:
+                self.vet_functions(stmt, params)
                 tx.begin(preview=True)
                 table = (base_tables(tx, stmt.table) or [stmt.table])[-1]
             except Exception as exc:  # sqlite3.Error / psycopg.Error / SqlRefused
@@ -302,6 +330,7 @@ class Database:
         runs, ``guard([], resolve)`` the same for the tables' rules with their names as
         the server resolves them now (``resolve``: effects.relation_names here)."""
         try:
+            self.vet_functions(stmt, params)     # SqlRefused: nothing ran (R-DAT-2)
             tx = _Tx(self)
         except TargetError as exc:
             return ApplyOutcome(False, stage="connect", reason=exc.message, transient=True)
@@ -761,4 +790,8 @@ def _other_rows(tx: _Tx, stmt: Statement, locked: _Locked, after: list[dict]) ->
 
 def recover(db: "Database", stmt: Statement, params: dict, before: list[dict], approved_digest: str,
             expected_rows: int) -> ApplyOutcome:
+    try:
+        db.vet_functions(stmt, params)           # SqlRefused: nothing ran (R-DAT-2)
+    except TargetError as exc:
+        return ApplyOutcome(False, stage="connect", reason=exc.message)
     return _recover(db, stmt, params, before, approved_digest, expected_rows)

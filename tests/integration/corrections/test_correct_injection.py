@@ -17,7 +17,7 @@ from opskit.core.errors import UsageError
 from opskit.corrections.actions import ApplyFailed
 from opskit.corrections.rulesfile import load_registry
 from opskit.corrections.sqlcheck import SqlRefused, Statement, build_statement
-from opskit.corrections.targets import Database, image_digest
+from opskit.corrections.targets import Database, _Tx, image_digest
 from tests.unit.corrections.test_correct_sql_injection import HARMLESS, REFUSED, WHERE_REFUSED
 from tests.harness.corrections import make_postgres_target, make_world
 
@@ -133,22 +133,29 @@ def test_delete_where_builder_refused_before_touching_the_database(world, where)
 
 def test_the_wire_refuses_a_second_statement_even_if_the_parser_were_fooled(world):
     """Below the parser: a Statement built by hand with a hidden COMMIT and no
-    parameters is refused by the server itself (extended protocol), at preview and apply."""
+    parameters is refused at preview and apply (the function vetting counts statements
+    again), and the server itself refuses it on the wire (extended protocol)."""
     tgt = load_registry(str(world.rules)).target("his")
     sneaky = ("UPDATE claims SET status = 'x' WHERE id = 42; COMMIT; "
               "UPDATE refunds SET amount = 0 WHERE id = 7")
     db = Database(tgt, 5.0)
     preview = Statement("UPDATE", "claims", sneaky, [], "claims",
                         where="id = 42; COMMIT; UPDATE refunds SET amount = 0 WHERE id = 7")
-    with pytest.raises(UsageError, match="multiple commands"):
+    with pytest.raises(SqlRefused, match="3 statements given"):
         db.read_before_image(preview, {})
     _untouched(world)
-    # the before-image matches, so apply gets as far as sending the statement itself
     stmt = Statement("UPDATE", "claims", sneaky, [], "claims", where="id = 42")
     digest = db.read_before_image(Statement("UPDATE", "claims", "UPDATE claims SET status = 'x' "
                                             "WHERE id = 42", [], "claims", where="id = 42"), {}).digest
-    outcome = db.apply(stmt, {}, digest, 1)
-    assert not outcome.ok and not outcome.transient and outcome.stage == "execute"
-    assert "multiple commands" in outcome.reason
+    with pytest.raises(SqlRefused, match="3 statements given"):
+        db.apply(stmt, {}, digest, 1)
+    _untouched(world)
+    tx = _Tx(db)
+    try:
+        with pytest.raises(psycopg.Error, match="multiple commands"):
+            tx.q(sneaky)
+    finally:
+        tx.rollback()
+        tx.conn.close()
     _untouched(world)
     assert world.query("SELECT status FROM claims WHERE id = 42") == [("settled",)]

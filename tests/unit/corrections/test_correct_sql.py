@@ -39,6 +39,12 @@ from opskit.corrections.sqlcheck import (SqlRefused, build_statement, check_para
     ("UPDATE claims SET amount = ? WHERE id = 1", "named :parameters"),
     ("UPDATE claims SET status = 'x WHERE id = 1", "unterminated"),
     ("", "no SQL statement"),
+    # PostgreSQL reads (x).f as f(x) (SQL probe finding 1); the server-side check also sees it
+    ("UPDATE claims SET note = :n WHERE id = 1 AND (26786).pg_terminate_backend", "field selection"),
+    ("UPDATE claims SET amount = 1 WHERE id = 1 AND (id).pg_cancel_backend", "field selection"),
+    ("UPDATE claims SET note = ('s1'::regclass).nextval::text WHERE id = 1", "field selection"),
+    ("UPDATE claims SET note = 'a' WHERE EXISTS (SELECT ('SELECT 1').ts_stat)", "field selection"),
+    ("INSERT INTO refunds (id, reason) VALUES (1, (('x')).\"pg_sleep\")", "field selection"),
 ])
 def test_refused_statements_name_the_reason(sql, reason):
     with pytest.raises(SqlRefused) as err:
@@ -62,6 +68,22 @@ def test_where_clause_keeps_operators_and_casts_intact():
     assert stmt.before_image_sql() == ("SELECT * FROM public.claims c WHERE c.amount >= :min::numeric "
                                        "AND c.id <> 3")
     assert to_pyformat(stmt.where) == "c.amount >= %(min)s::numeric AND c.id <> 3"
+
+
+def test_subscripts_stay_allowed_and_parameters_reach_the_server_as_typed_literals():
+    """Only field selection is refused statically, not subscripts; the probe function the
+    server resolves holds each parameter as a literal of the type psycopg binds it as."""
+    from opskit.corrections.sqlcheck import resolution_probe
+    stmt = parse_statement("UPDATE claims SET status = (ARRAY['a', :s])[1] -- c\n"
+                           "WHERE id = :id AND amount > :a AND insured_id <> :n AND id < :big")
+    name, ddl = resolution_probe(stmt, {"s": "it's", "id": 42, "a": Decimal("1.50"), "n": None,
+                                        "big": 2 ** 40})
+    assert name.startswith("pg_temp.opskit_vet_")
+    assert ddl == (f"CREATE FUNCTION {name}() RETURNS void LANGUAGE sql BEGIN ATOMIC "
+                   "UPDATE claims SET status = (ARRAY['a',  'it''s' ])[1]  \n"
+                   "WHERE id =  CAST('42' AS pg_catalog.int2)  AND amount >  "
+                   "CAST('1.50' AS pg_catalog.numeric)  AND insured_id <>  NULL  AND id <  "
+                   "CAST('1099511627776' AS pg_catalog.int8) ; END")
 
 
 def test_subquery_in_where_is_allowed_and_insert_counts_tuples():
