@@ -6,7 +6,8 @@ members, aliases inside aliases), user specifications (user lists with
 negation, %group, %#gid, #uid; host lists with names, FQDNs, wildcards,
 addresses, networks and negation; run-as lists; tags carried over run-as
 changes; negated commands and arguments), Defaults that remove or restore
-authentication (generic, @host, :user, >runas, !cmnd, exempt_group), and
+authentication (generic, @host, :user, >runas, !cmnd, exempt_group) or turn
+case-insensitive names off, and
 includes (@include, #include, %h, @includedir with files sudo skips and a
 sub-directory) -- and questions about the test users. The same seed always
 gives the same trees.
@@ -21,10 +22,11 @@ LOGINS = ("ann", "bob", "carl")
 RUNAS = ("root", "pgx")
 COMMANDS = ("/usr/bin/true", "/usr/bin/id", "/usr/bin/id -u", "/usr/bin/whoami",
             "/usr/bin/date")
-USER_ATOMS = ("ann", "bob", "carl", "%ops", "%dev", "#2003", "%#2100", "ALL")
+USER_ATOMS = ("ann", "bob", "carl", "%ops", "%dev", "#2003", "%#2100", "ALL",
+              "Bob", "%DEV")                 # sudo ignores case in user and group names
 HOST_ATOMS = ("ALL", "h1", "h2", "h1.example.test", "h2.example.test", "h*", "10.1.2.3",
               "10.1.2.0/24", "10.1.2.0", "10.9.0.0/16", "192.168.7.7")
-RUNAS_ATOMS = ("root", "pgx", "ALL", "%dev")
+RUNAS_ATOMS = ("root", "pgx", "ALL", "%dev", "Pgx")
 CMND_ATOMS = ("/usr/bin/true", "/usr/bin/id", "/usr/bin/id -u", '/usr/bin/id ""',
               "/usr/bin/whoami", "/usr/bin/date", "/usr/bin/*", "/usr/bin/", "ALL")
 TAGS = ("NOPASSWD:", "PASSWD:", "NOPASSWD:", "SETENV:", "NOEXEC:", "EXEC:")
@@ -86,6 +88,9 @@ class _Gen:
             return f"Defaults@{self.r.choice(('h1', 'h2', '10.1.2.0/24'))} {flag}"
         if kind == 4:
             return f"Defaults exempt_group={self.r.choice(('dev', 'ops'))}"
+        if self.r.random() < 0.3:
+            return self.r.choice(("Defaults !case_insensitive_user",
+                                  "Defaults !case_insensitive_group"))
         return "Defaults env_reset"
 
     def file(self, n_lines: int) -> list[str]:

@@ -142,11 +142,27 @@ class Matcher:
         self.user = user
         self.host = host
         self.runas_default = "root"
+        # sudo compares user and group names ignoring case unless told otherwise
+        self.fold_user = self.fold_group = True
         for d in parsed.defaults:
-            if d.kind == "":
+            if d.kind == "" or (d.kind == "@" and self.host_matches(d.binding) is ALLOW):
                 for name, op, value in d.params:
-                    if name == "runas_default" and op == "=":
+                    if name == "runas_default" and op == "=" and d.kind == "":
                         self.runas_default = str(value)
+                    elif name == "case_insensitive_user" and op == "bool":
+                        self.fold_user = bool(value)
+                    elif name == "case_insensitive_group" and op == "bool":
+                        self.fold_group = bool(value)
+
+    def same_user(self, a: str, b: str) -> bool:
+        """User names equal as sudo compares them (case_insensitive_user)."""
+        return a.lower() == b.lower() if self.fold_user else a == b
+
+    def in_groups(self, group: str, groups) -> bool:
+        """``group`` among ``groups`` as sudo compares them (case_insensitive_group)."""
+        if not self.fold_group:
+            return group in groups
+        return group.lower() in {g.lower() for g in groups}
 
     def _list(self, members: Iterable[Member], kind: str, one, depth: int = 0):
         """Last match wins; '!' inverts what the entry decided (aliases recursively)."""
@@ -174,12 +190,12 @@ class Matcher:
         if n.startswith("%#"):
             return ALLOW if _int(n[2:]) in u.gids else UNSPEC
         if n.startswith("%"):
-            return ALLOW if n[1:] in u.groups else UNSPEC
+            return ALLOW if self.in_groups(n[1:], u.groups) else UNSPEC
         if n.startswith("+"):
             return ALLOW if u.netgroups and n[1:] in u.netgroups else UNSPEC
         if n.startswith("#"):
             return ALLOW if u.uid is not None and _int(n[1:]) == u.uid else UNSPEC
-        return ALLOW if n == u.name else UNSPEC
+        return ALLOW if self.same_user(n, u.name) else UNSPEC
 
     # hosts ------------------------------------------------------------------------
     def host_matches(self, members) -> bool | None:
@@ -214,9 +230,9 @@ class Matcher:
 
     def _one_runas(self, n: str, runas: str):
         if n.startswith("%"):
-            return UNSPEC if runas != self.user.name or n[1:] not in self.user.groups \
-                else ALLOW
-        return ALLOW if n == runas else UNSPEC
+            return UNSPEC if runas != self.user.name or \
+                not self.in_groups(n[1:], self.user.groups) else ALLOW
+        return ALLOW if self.same_user(n, runas) else UNSPEC
 
     # commands ---------------------------------------------------------------------
     def command_matches(self, member: Member, command: str) -> bool | None:

@@ -24,3 +24,49 @@ def test_generated_trees_agree_with_sudo(tmp_path):
         small = minimal(cases[n], k, str(tmp_path))
         raise AssertionError(f"{len(bad)} of {len(answers)} answers disagree with sudo; "
                              f"first (tree {n}) minimised:\n{show(small)}")
+
+
+# --- findings of the differential probe against sudo 1.9.13 (R-ACC-4) -----------------
+# Each tree is put to the real sudo; opskit's answer to every question (check) and its
+# permission view (evaluate: no under-reporting) must agree with it.
+S = "/etc/sudoers"
+Q_BOB = [("bob", "root", "/usr/bin/id"), ("bob", "root", "/usr/bin/date"),
+         ("ann", "root", "/usr/bin/id")]
+FINDINGS = {
+    # 1. case_insensitive_user / case_insensitive_group are on by default
+    "upper_user": ({S: "BOB ALL=(root) NOPASSWD: /usr/bin/id\n"}, Q_BOB),
+    "mixed_user": ({S: "Bob ALL=(root) NOPASSWD: /usr/bin/id\n"}, Q_BOB),
+    "upper_group": ({S: "%DEV ALL=(root) NOPASSWD: /usr/bin/id\n"}, Q_BOB),
+    "mixed_user_in_list": ({S: "carl, Bob ALL=(root) /usr/bin/id\n"}, Q_BOB),
+    "defaults_mixed_user": ({S: "Defaults:Bob !authenticate\nbob ALL=(root) /usr/bin/id\n"},
+                            Q_BOB),
+    "defaults_upper_group": ({S: "Defaults:%OPS !authenticate\nbob ALL=(root) /usr/bin/id\n"},
+                             Q_BOB),
+    "upper_runas": ({S: "bob ALL=(ROOT) NOPASSWD: /usr/bin/id\n"}, Q_BOB),
+    "user_ci_off": ({S: "Defaults !case_insensitive_user\nBob ALL=(root) NOPASSWD: /usr/bin/id\n"
+                        "bob ALL=(root) /usr/bin/date\n"}, Q_BOB),
+    "group_ci_off": ({S: "Defaults !case_insensitive_group\n"
+                         "%DEV ALL=(root) NOPASSWD: /usr/bin/id\n%dev ALL=(root) /usr/bin/date\n"},
+                     Q_BOB),
+}
+
+
+def _finding_cases():
+    from tests.harness.sudo_oracle import Case
+    return {name: Case(tree, list(qs)) for name, (tree, qs) in FINDINGS.items()}
+
+
+def test_probe_findings_agree_with_sudo(tmp_path):
+    from tests.harness.sudo_oracle import ask_sudo, ours, view_answers
+    named = _finding_cases()
+    ask_sudo(list(named.values()), str(tmp_path))
+    wrong = []
+    for name, case in named.items():
+        if ours(case) != case.answers:
+            wrong.append(f"{name}: opskit answers differ from sudo:\n{show(case)}")
+        for q, (v_allowed, v_free), (allowed, ran) in zip(case.questions, view_answers(case),
+                                                          case.answers):
+            if (allowed and not v_allowed) or (ran and not v_free):
+                wrong.append(f"{name}: the view under-reports {q}: view (covered, no "
+                             f"password) = {(v_allowed, v_free)}, sudo = {(allowed, ran)}")
+    assert not wrong, "\n".join(wrong)
