@@ -34,6 +34,15 @@ USERS = {"ann": (2001, 2001, ("ops",)), "bob": (2002, 2002, ("ops", "dev")),
 GROUPS = {"ann": 2001, "bob": 2002, "carl": 2003, "pgx": 2050, "ops": 2100, "dev": 2200}
 
 
+def digest(algorithm: str, path: str, base64: bool = False) -> str:
+    """``sha256:<hex>`` (or base64) of a file here, as a sudoers command digest."""
+    import base64 as b64
+    import hashlib
+    with open(path, "rb") as fh:
+        raw = hashlib.new(algorithm, fh.read()).digest()
+    return f"{algorithm}:{b64.b64encode(raw).decode() if base64 else raw.hex()}"
+
+
 def sudo_user(login: str) -> SudoUser:
     """The SudoUser for a test login (what opskit reads from /etc/passwd and group)."""
     uid, gid, extra = USERS[login]

@@ -5,7 +5,7 @@ tree -- /etc/sudoers with aliases (user, host, run-as, command; negated
 members, aliases inside aliases), user specifications (user lists with
 negation, %group, %#gid, #uid; host lists with names, FQDNs, wildcards,
 addresses, networks and negation; run-as lists; tags carried over run-as
-changes; negated commands and arguments), Defaults that remove or restore
+changes; negated commands and arguments, command digests), Defaults that remove or restore
 authentication (generic, @host, :user, >runas, !cmnd, exempt_group) or turn
 case-insensitive names off, and
 includes (@include, #include, %h, @includedir with files sudo skips and a
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 
-from tests.harness.sudo_oracle import Case
+from tests.harness.sudo_oracle import Case, digest
 
 LOGINS = ("ann", "bob", "carl")
 RUNAS = ("root", "pgx")
@@ -28,7 +28,11 @@ HOST_ATOMS = ("ALL", "h1", "h2", "h1.example.test", "h2.example.test", "h*", "10
               "10.1.2.0/24", "10.1.2.0", "10.9.0.0/16", "192.168.7.7")
 RUNAS_ATOMS = ("root", "pgx", "ALL", "%dev", "Pgx")
 CMND_ATOMS = ("/usr/bin/true", "/usr/bin/id", "/usr/bin/id -u", '/usr/bin/id ""',
-              "/usr/bin/whoami", "/usr/bin/date", "/usr/bin/*", "/usr/bin/", "ALL")
+              "/usr/bin/whoami", "/usr/bin/date", "/usr/bin/*", "/usr/bin/", "ALL",
+              # digests of this host's /usr/bin/id (sudo checks them against the file)
+              f"{digest('sha256', '/usr/bin/id')} /usr/bin/id",
+              f"{digest('sha224', '/usr/bin/id')}, {digest('sha512', '/usr/bin/id', True)} "
+              "/usr/bin/id -u")
 TAGS = ("NOPASSWD:", "PASSWD:", "NOPASSWD:", "SETENV:", "NOEXEC:", "EXEC:")
 
 

@@ -4,7 +4,7 @@
 of ``sudo -l -U`` and ``sudo -n`` in a private namespace (tests/harness/sudo_oracle.py).
 Every answer must agree; a disagreement fails with the minimal tree.
 """
-from tests.harness.sudo_oracle import disagreements, minimal, show
+from tests.harness.sudo_oracle import digest, disagreements, minimal, show
 from tests.harness.sudoers_gen import generate
 
 SEED = 19
@@ -30,6 +30,8 @@ def test_generated_trees_agree_with_sudo(tmp_path):
 # Each tree is put to the real sudo; opskit's answer to every question (check) and its
 # permission view (evaluate: no under-reporting) must agree with it.
 S = "/etc/sudoers"
+ID256, ID224 = digest("sha256", "/usr/bin/id"), digest("sha224", "/usr/bin/id")
+ID512_B64 = digest("sha512", "/usr/bin/id", base64=True)
 Q_BOB = [("bob", "root", "/usr/bin/id"), ("bob", "root", "/usr/bin/date"),
          ("ann", "root", "/usr/bin/id")]
 FINDINGS = {
@@ -48,6 +50,18 @@ FINDINGS = {
     "group_ci_off": ({S: "Defaults !case_insensitive_group\n"
                          "%DEV ALL=(root) NOPASSWD: /usr/bin/id\n%dev ALL=(root) /usr/bin/date\n"},
                      Q_BOB),
+    # 2. a command may carry digests (sudo checks them; opskit reports the command)
+    "digest_after_other": ({S: f"bob ALL=(root) NOPASSWD: /usr/bin/date, {ID256} /usr/bin/id\n"},
+                           Q_BOB),
+    "digest_first": ({S: f"bob ALL=(root) NOPASSWD: {ID256} /usr/bin/id, /usr/bin/date\n"},
+                     Q_BOB),
+    "digest_alias": ({S: f"Cmnd_Alias ID = {ID256} /usr/bin/id\nbob ALL=(root) NOPASSWD: ID\n"},
+                     Q_BOB),
+    "digest_base64": ({S: f"bob ALL=(root) NOPASSWD: {ID512_B64} /usr/bin/id\n"}, Q_BOB),
+    "digest_list": ({S: f"bob ALL=(root) {ID224}, {ID256} /usr/bin/id, NOPASSWD: /usr/bin/date\n"},
+                    Q_BOB),
+    "digest_after_bang": ({S: f"bob ALL=(root) NOPASSWD: /usr/bin/date, !{ID256} /usr/bin/id\n"
+                              "ann ALL=(root) NOPASSWD: /usr/bin/id\n"}, Q_BOB),
 }
 
 
