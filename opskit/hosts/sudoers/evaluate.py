@@ -267,15 +267,18 @@ class Matcher:
                         why = _defaults_text(d, name, v)
         return value, why
 
-    def exempt(self) -> str:
-        """The exempt_group the user is in ('' if none)."""
+    def exempt(self, runas: str | None = None, command: str | None = None) -> str:
+        """The exempt_group the user is in ('' if none), with the Defaults that apply
+        when running ``command`` as ``runas`` (in ``authenticate``'s order)."""
         group = ""
-        for d in self.p.defaults:
-            if d.kind in ("", "@", ":") and self.defaults_apply(d, None, None):
+        for kinds in (("", "@", ":", ">"), ("!",)):
+            for d in self.p.defaults:
+                if d.kind not in kinds or not self.defaults_apply(d, runas, command):
+                    continue
                 for name, op, v in d.params:
                     if name == "exempt_group":
                         group = "" if op == "bool" else str(v).lstrip("%")
-        return group if group and group in self.user.groups else ""
+        return group if group and self.in_groups(group, self.user.groups) else ""
 
 
 def _int(text: str) -> int | None:
@@ -371,7 +374,7 @@ def _password_free(m: Matcher, cs: CmndSpec, runas: str | None,
     """Whether running ``cs`` asks no password, and why (see module doc)."""
     if m.user.uid == 0:
         return True, "the user is root"
-    group = m.exempt()
+    group = m.exempt(runas, command)
     if group:
         return True, f"exempt_group={group}"
     if "NOPASSWD" in cs.tags:

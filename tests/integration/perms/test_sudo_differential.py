@@ -34,6 +34,8 @@ ID256, ID224 = digest("sha256", "/usr/bin/id"), digest("sha224", "/usr/bin/id")
 ID512_B64 = digest("sha512", "/usr/bin/id", base64=True)
 Q_BOB = [("bob", "root", "/usr/bin/id"), ("bob", "root", "/usr/bin/date"),
          ("ann", "root", "/usr/bin/id")]
+Q_ANN = [("ann", "root", "/usr/bin/id"), ("ann", "pgx", "/usr/bin/id"),
+         ("ann", "root", "/usr/bin/date"), ("bob", "root", "/usr/bin/id")]
 FINDINGS = {
     # 1. case_insensitive_user / case_insensitive_group are on by default
     "upper_user": ({S: "BOB ALL=(root) NOPASSWD: /usr/bin/id\n"}, Q_BOB),
@@ -62,6 +64,11 @@ FINDINGS = {
                     Q_BOB),
     "digest_after_bang": ({S: f"bob ALL=(root) NOPASSWD: /usr/bin/date, !{ID256} /usr/bin/id\n"
                               "ann ALL=(root) NOPASSWD: /usr/bin/id\n"}, Q_BOB),
+    # 4. exempt_group set by Defaults>runas (and Defaults!cmnd)
+    "exempt_runas": ({S: "Defaults>root exempt_group=ops\nann ALL=(root) /usr/bin/id\n"}, Q_ANN),
+    "exempt_cmnd": ({S: "Defaults!/usr/bin/id exempt_group=ops\nann ALL=(root) /usr/bin/id, "
+                        "/usr/bin/date\n"}, Q_ANN),
+    "exempt_upper_group": ({S: "Defaults exempt_group=OPS\nann ALL=(root) /usr/bin/id\n"}, Q_ANN),
 }
 
 
