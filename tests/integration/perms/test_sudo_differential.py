@@ -2,9 +2,12 @@
 
 200 trees from a fixed seed (tests/harness/sudoers_gen.py), 8 questions each, asked
 of ``sudo -l -U`` and ``sudo -n`` in a private namespace (tests/harness/sudo_oracle.py).
-Every answer must agree; a disagreement fails with the minimal tree.
+Every answer must agree; a disagreement fails with the minimal tree. The permission
+view (evaluate) must not under-report: whatever sudo allows, an item covers, and what
+sudo runs without a password, a covering item says so.
 """
-from tests.harness.sudo_oracle import digest, disagreements, minimal, show
+from tests.harness.sudo_oracle import (digest, disagreements, minimal, show, view_answers,
+                                       view_misses)
 from tests.harness.sudoers_gen import generate
 
 SEED = 19
@@ -19,6 +22,13 @@ def test_generated_trees_agree_with_sudo(tmp_path):
     answers = [a for c in cases for a in c.answers]
     assert {(True, True), (True, False), (False, False)} <= set(answers)
     bad = disagreements(cases)
+    under = view_misses(cases)
+    if under and not bad:
+        n, k = under[0]
+        raise AssertionError(f"the permission view under-reports {len(under)} of "
+                             f"{len(answers)} answers; first (tree {n}) {cases[n].questions[k]}"
+                             f", view (covered, no password) = "
+                             f"{view_answers(cases[n])[k]}:\n{show(cases[n])}")
     if bad:
         n, k = bad[0]
         small = minimal(cases[n], k, str(tmp_path))
@@ -69,6 +79,32 @@ FINDINGS = {
     "exempt_cmnd": ({S: "Defaults!/usr/bin/id exempt_group=ops\nann ALL=(root) /usr/bin/id, "
                         "/usr/bin/date\n"}, Q_ANN),
     "exempt_upper_group": ({S: "Defaults exempt_group=OPS\nann ALL=(root) /usr/bin/id\n"}, Q_ANN),
+    "exempt_runas_other": ({S: "Defaults>pgx exempt_group=ops\nann ALL=(root, pgx) /usr/bin/id\n"},
+                           Q_ANN),
+    # 3. Defaults>runas for a rule whose run-as is ALL, a list or a Runas_Alias
+    "runas_all_defaults_root": ({S: "Defaults>root !authenticate\nann ALL=(ALL) ALL\n"}, Q_ANN),
+    "runas_all_groups": ({S: "Defaults>root !authenticate\nann ALL=(ALL:ALL) /usr/bin/id\n"},
+                         Q_ANN),
+    "runas_list_defaults": ({S: "Defaults>root !authenticate\nann ALL=(root, pgx) /usr/bin/id\n"},
+                            Q_ANN),
+    "runas_alias_defaults": ({S: "Runas_Alias R = root, pgx\nDefaults>R !authenticate\n"
+                                 "ann ALL=(R) /usr/bin/id\n"}, Q_ANN),
+    "runas_defaults_all": ({S: "Defaults>ALL !authenticate\nann ALL=(ALL) ALL\n"}, Q_ANN),
+    "runas_then_generic": ({S: "Defaults>root !authenticate\nDefaults authenticate\n"
+                               "ann ALL=(ALL) /usr/bin/id\n"}, Q_ANN),
+    "runas_defaults_back_on": ({S: "Defaults !authenticate\nDefaults>pgx authenticate\n"
+                                   "ann ALL=(ALL) /usr/bin/id\n"}, Q_ANN),
+    "runas_two_apart": ({S: "Defaults>root !authenticate\nDefaults>pgx authenticate\n"
+                            "ann ALL=(root, pgx, carl) /usr/bin/id\n"}, Q_ANN),
+    # 5. Defaults!cmnd inside a command pattern (ALL, /usr/bin/*, /usr/bin/)
+    "cmnd_defaults_in_all": ({S: "Defaults!/usr/bin/id !authenticate\nann ALL=(root) ALL\n"},
+                             Q_ANN),
+    "cmnd_defaults_in_glob": ({S: "Defaults!/usr/bin/id !authenticate\n"
+                                  "ann ALL=(root) /usr/bin/*\n"}, Q_ANN),
+    "cmnd_defaults_in_dir": ({S: "Cmnd_Alias C = /usr/bin/id\nDefaults!C !authenticate\n"
+                                 "ann ALL=(ALL) /usr/bin/\n"}, Q_ANN),
+    "cmnd_and_runas": ({S: "Defaults>pgx !authenticate\nDefaults!/usr/bin/id !authenticate\n"
+                           "Defaults>pgx authenticate\nann ALL=(ALL) ALL\n"}, Q_ANN),
 }
 
 
