@@ -232,8 +232,8 @@ class Matcher:
             u_ok = self._list(users, "runas", lambda n: self._one_runas(n, runas)) is ALLOW
         if group is None:
             return u_ok
-        g_ok = groups is not None and self._list(groups, "runas",
-                                                 lambda n: ALLOW if n == group else UNSPEC)
+        g_ok = groups is not None and self._list(
+            groups, "runas", lambda n: ALLOW if self.in_groups(n, (group,)) else UNSPEC)
         return u_ok and g_ok is ALLOW
 
     def _one_runas(self, n: str, runas: str):
@@ -459,16 +459,18 @@ def _runas_parts(m: Matcher, cs: CmndSpec, runas: str, cmd: str | None):
     members = [x for u in (cs.runas_users or ()) for x in _expand(m, "runas", u)]
     plain = all(not neg and name[:1] not in "%#+" and name != "ALL" for neg, name in members)
     has_rest = m.runas_matches(cs, _OTHER) or not plain or \
-        any(name not in {t for t, _f, _w in named} for _neg, name in members)
+        any(not any(m.same_user(name, t) for t, _f, _w in named) for _neg, name in members)
     apart = [(t, f, w) for t, f, w in named if not has_rest or f != rest[0]]
     if not apart or (not has_rest and len({f for _t, f, _w in apart}) == 1):
         free, why = apart[0][1:] if apart else rest
         return [(runas, apart[0][0] if apart else _OTHER, free, why)]
-    out = [(t + colon + groups, t, f, w) for t, f, w in apart]
+    # a user named apart as the rule spells them ('root' for Defaults>ROOT)
+    out = [(next((n for _neg, n in members if m.same_user(n, t)), t) + colon + groups, t, f, w)
+           for t, f, w in apart]
     if has_rest:
         if plain:
             users = ",".join(name for _neg, name in members
-                             if name not in {t for t, _f, _w in apart})
+                             if not any(m.same_user(name, t) for t, _f, _w in apart))
         else:
             users += "".join(f",!{t}" for t, _f, _w in apart)
         out.append((users + colon + groups, _OTHER, *rest))
@@ -484,7 +486,9 @@ def _defaults_members(m: Matcher, kind: str, alias_kind: str) -> list[str]:
             continue
         for member in d.binding:
             for neg, name in _expand(m, alias_kind, member):
-                if not neg and name != "ALL" and name not in out:
+                # run-as: user names only (%group, #uid and +netgroup are not matched here)
+                if not neg and name != "ALL" and name not in out and \
+                        not (kind == ">" and name[:1] in "%#+"):
                     out.append(name)
     return out
 

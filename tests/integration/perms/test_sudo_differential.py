@@ -96,6 +96,8 @@ FINDINGS = {
                                    "ann ALL=(ALL) /usr/bin/id\n"}, Q_ANN),
     "runas_two_apart": ({S: "Defaults>root !authenticate\nDefaults>pgx authenticate\n"
                             "ann ALL=(root, pgx, carl) /usr/bin/id\n"}, Q_ANN),
+    "runas_defaults_upper": ({S: "Defaults>ROOT !authenticate\nann ALL=(root, pgx) /usr/bin/id\n"},
+                             Q_ANN),
     # 5. Defaults!cmnd inside a command pattern (ALL, /usr/bin/*, /usr/bin/)
     "cmnd_defaults_in_all": ({S: "Defaults!/usr/bin/id !authenticate\nann ALL=(root) ALL\n"},
                              Q_ANN),
