@@ -3,14 +3,15 @@
 ``generate(seed, n)`` gives ``n`` Cases (tests.harness.sudo_oracle): each a
 tree -- /etc/sudoers with aliases (user, host, run-as, command; negated
 members, aliases inside aliases), user specifications (user lists with
-negation, %group, %#gid, #uid; host lists with names, FQDNs, wildcards,
-addresses, networks and negation; run-as lists; tags carried over run-as
-changes; negated commands and arguments, command digests), Defaults that remove or restore
-authentication (generic, @host, :user, >runas, !cmnd, exempt_group) or turn
-case-insensitive names off, and
-includes (@include, #include, %h, @includedir with files sudo skips and a
-sub-directory) -- and questions about the test users. The same seed always
-gives the same trees.
+negation, %group, %#gid, #uid, names in another case than the account's;
+host lists with names, FQDNs, wildcards, addresses, networks and negation;
+run-as lists; tags carried over run-as changes; negated commands and
+arguments, command digests), Defaults that remove or restore authentication
+(generic, @host, :user, >runas with names, ALL and aliases, !cmnd) or set
+exempt_group (also for a run-as user) or turn case-insensitive names off,
+and includes (@include, #include, %h, @includedir with files sudo skips and
+a sub-directory) -- and questions about the test users. The same seed always
+gives the same trees on one host (the digests are of its /usr/bin/id).
 """
 from __future__ import annotations
 
@@ -87,11 +88,13 @@ class _Gen:
             return f"Defaults!{self.r.choice(CMND_ATOMS[:3] + tuple(self.aliases['Cmnd']))} " \
                    f"{flag}".replace('/usr/bin/id -u', '/usr/bin/id')
         if kind == 2:
-            return f"Defaults>{self.r.choice(('pgx', 'root'))} {flag}"
+            runas = ('pgx', 'root', 'ROOT', 'ALL', 'pgx, root') + tuple(self.aliases['Runas'])
+            return f"Defaults>{self.r.choice(runas)} {flag}"
         if kind == 3:
             return f"Defaults@{self.r.choice(('h1', 'h2', '10.1.2.0/24'))} {flag}"
         if kind == 4:
-            return f"Defaults exempt_group={self.r.choice(('dev', 'ops'))}"
+            return f"Defaults{self.r.choice(('', '', '>root', '>pgx'))} " \
+                   f"exempt_group={self.r.choice(('dev', 'ops', 'OPS'))}"
         if self.r.random() < 0.3:
             return self.r.choice(("Defaults !case_insensitive_user",
                                   "Defaults !case_insensitive_group"))
