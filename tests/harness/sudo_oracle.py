@@ -34,6 +34,15 @@ USERS = {"ann": (2001, 2001, ("ops",)), "bob": (2002, 2002, ("ops", "dev")),
 GROUPS = {"ann": 2001, "bob": 2002, "carl": 2003, "pgx": 2050, "ops": 2100, "dev": 2200}
 
 
+def digest(algorithm: str, path: str, base64: bool = False) -> str:
+    """``sha256:<hex>`` (or base64) of a file here, as a sudoers command digest."""
+    import base64 as b64
+    import hashlib
+    with open(path, "rb") as fh:
+        raw = hashlib.new(algorithm, fh.read()).digest()
+    return f"{algorithm}:{b64.b64encode(raw).decode() if base64 else raw.hex()}"
+
+
 def sudo_user(login: str) -> SudoUser:
     """The SudoUser for a test login (what opskit reads from /etc/passwd and group)."""
     uid, gid, extra = USERS[login]
@@ -209,3 +218,43 @@ def show(case: Case) -> str:
     for q, a, b in zip(case.questions, ours(case), case.answers or [None] * 99):
         out.append(f"? {q}: opskit (allowed, no password) = {a}, sudo = {b}")
     return "\n".join(out)
+
+
+def view(case: Case, user: str, host: HostIdentity = HOST) -> list:
+    """opskit's permission view of ``user`` on a case's tree: the SudoRights evaluate() gives."""
+    from opskit.hosts.sudoers.evaluate import evaluate
+    from opskit.hosts.sudoers.parse import parse_tree
+    return evaluate(parse_tree(as_tree(case.tree), host.hostname), sudo_user(user), host)
+
+
+def view_answers(case: Case, host: HostIdentity = HOST) -> list[tuple[bool, bool]]:
+    """What the permission view claims for each question: (some item covers it, some
+    covering item asks no password). Items are matched by their text (run-as and command
+    as shown), negations ignored: the view may over-report, it must not under-report."""
+    from opskit.hosts.sudoers.evaluate import Matcher
+    from opskit.hosts.sudoers.parse import ParsedTree, parse_userspec
+    out = []
+    rights = {u: view(case, u, host) for u in {q[0] for q in case.questions}}
+    for user, runas, command in case.questions:
+        m = Matcher(ParsedTree(), sudo_user(user), host)
+        covered = free = False
+        for r in rights[user]:
+            if r.negated:
+                continue
+            cs = parse_userspec(f"{user} ALL = ({r.runas}) {r.command}", r.source) \
+                .sections[0][1][0]
+            if m.runas_matches(cs, runas) and m.command_matches(cs.command, command):
+                covered = True
+                free = free or r.nopasswd
+        out.append((covered, free))
+    return out
+
+
+def view_misses(cases: list[Case]) -> list[tuple[int, int]]:
+    """(case, question) where sudo allows more than the view shows: a command allowed
+    that no item covers, or run without a password while every covering item says one
+    is asked (a false pass for a compliance check)."""
+    return [(n, k) for n, c in enumerate(cases)
+            for k, ((v_allowed, v_free), (allowed, ran)) in
+            enumerate(zip(view_answers(c), c.answers))
+            if (allowed and not v_allowed) or (ran and not v_free)]

@@ -3,30 +3,37 @@
 ``generate(seed, n)`` gives ``n`` Cases (tests.harness.sudo_oracle): each a
 tree -- /etc/sudoers with aliases (user, host, run-as, command; negated
 members, aliases inside aliases), user specifications (user lists with
-negation, %group, %#gid, #uid; host lists with names, FQDNs, wildcards,
-addresses, networks and negation; run-as lists; tags carried over run-as
-changes; negated commands and arguments), Defaults that remove or restore
-authentication (generic, @host, :user, >runas, !cmnd, exempt_group), and
-includes (@include, #include, %h, @includedir with files sudo skips and a
-sub-directory) -- and questions about the test users. The same seed always
-gives the same trees.
+negation, %group, %#gid, #uid, names in another case than the account's;
+host lists with names, FQDNs, wildcards, addresses, networks and negation;
+run-as lists; tags carried over run-as changes; negated commands and
+arguments, command digests), Defaults that remove or restore authentication
+(generic, @host, :user, >runas with names, ALL and aliases, !cmnd) or set
+exempt_group (also for a run-as user) or turn case-insensitive names off,
+and includes (@include, #include, %h, @includedir with files sudo skips and
+a sub-directory) -- and questions about the test users. The same seed always
+gives the same trees on one host (the digests are of its /usr/bin/id).
 """
 from __future__ import annotations
 
 import random
 
-from tests.harness.sudo_oracle import Case
+from tests.harness.sudo_oracle import Case, digest
 
 LOGINS = ("ann", "bob", "carl")
 RUNAS = ("root", "pgx")
 COMMANDS = ("/usr/bin/true", "/usr/bin/id", "/usr/bin/id -u", "/usr/bin/whoami",
             "/usr/bin/date")
-USER_ATOMS = ("ann", "bob", "carl", "%ops", "%dev", "#2003", "%#2100", "ALL")
+USER_ATOMS = ("ann", "bob", "carl", "%ops", "%dev", "#2003", "%#2100", "ALL",
+              "Bob", "%DEV")                 # sudo ignores case in user and group names
 HOST_ATOMS = ("ALL", "h1", "h2", "h1.example.test", "h2.example.test", "h*", "10.1.2.3",
               "10.1.2.0/24", "10.1.2.0", "10.9.0.0/16", "192.168.7.7")
-RUNAS_ATOMS = ("root", "pgx", "ALL", "%dev")
+RUNAS_ATOMS = ("root", "pgx", "ALL", "%dev", "Pgx")
 CMND_ATOMS = ("/usr/bin/true", "/usr/bin/id", "/usr/bin/id -u", '/usr/bin/id ""',
-              "/usr/bin/whoami", "/usr/bin/date", "/usr/bin/*", "/usr/bin/", "ALL")
+              "/usr/bin/whoami", "/usr/bin/date", "/usr/bin/*", "/usr/bin/", "ALL",
+              # digests of this host's /usr/bin/id (sudo checks them against the file)
+              f"{digest('sha256', '/usr/bin/id')} /usr/bin/id",
+              f"{digest('sha224', '/usr/bin/id')}, {digest('sha512', '/usr/bin/id', True)} "
+              "/usr/bin/id -u")
 TAGS = ("NOPASSWD:", "PASSWD:", "NOPASSWD:", "SETENV:", "NOEXEC:", "EXEC:")
 
 
@@ -81,11 +88,16 @@ class _Gen:
             return f"Defaults!{self.r.choice(CMND_ATOMS[:3] + tuple(self.aliases['Cmnd']))} " \
                    f"{flag}".replace('/usr/bin/id -u', '/usr/bin/id')
         if kind == 2:
-            return f"Defaults>{self.r.choice(('pgx', 'root'))} {flag}"
+            runas = ('pgx', 'root', 'ROOT', 'ALL', 'pgx, root') + tuple(self.aliases['Runas'])
+            return f"Defaults>{self.r.choice(runas)} {flag}"
         if kind == 3:
             return f"Defaults@{self.r.choice(('h1', 'h2', '10.1.2.0/24'))} {flag}"
         if kind == 4:
-            return f"Defaults exempt_group={self.r.choice(('dev', 'ops'))}"
+            return f"Defaults{self.r.choice(('', '', '>root', '>pgx'))} " \
+                   f"exempt_group={self.r.choice(('dev', 'ops', 'OPS'))}"
+        if self.r.random() < 0.3:
+            return self.r.choice(("Defaults !case_insensitive_user",
+                                  "Defaults !case_insensitive_group"))
         return "Defaults env_reset"
 
     def file(self, n_lines: int) -> list[str]:

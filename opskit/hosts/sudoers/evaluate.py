@@ -27,8 +27,16 @@ sudo's semantics, as its policy plugin implements them:
 * a password is asked unless a tag (NOPASSWD, carried over from earlier
   commands) or ``Defaults`` (generic, ``@host``, ``:user``, ``>runas``,
   ``!cmnd``, applied in that order, later ones winning) turn ``authenticate``
-  off, the user is in ``exempt_group``, or the user is root or runs as
-  themselves.
+  off, the user is in ``exempt_group`` (also set by ``>runas`` or ``!cmnd``
+  Defaults), or the user is root or runs as themselves;
+* user and group names compare ignoring case unless ``Defaults
+  !case_insensitive_user`` / ``!case_insensitive_group`` (sudo's defaults);
+* where a rule's run-as list (ALL, several users, a Runas_Alias) holds users a
+  ``Defaults>`` entry treats apart, ``evaluate`` gives them rights of their own
+  (``(root) NOPASSWD: ALL`` and ``(ALL,!root) ALL``); where a command pattern
+  (ALL, ``/usr/bin/*``) holds a command a ``Defaults!`` entry frees from the
+  password, that command comes as a right of its own with no password: the
+  view may say more than sudo allows, never less.
 
 ``check(parsed, user, host, runas, command)`` answers one concrete question
 (may USER run COMMAND as RUNAS here, and with a password?) -- what the
@@ -142,11 +150,27 @@ class Matcher:
         self.user = user
         self.host = host
         self.runas_default = "root"
+        # sudo compares user and group names ignoring case unless told otherwise
+        self.fold_user = self.fold_group = True
         for d in parsed.defaults:
-            if d.kind == "":
+            if d.kind == "" or (d.kind == "@" and self.host_matches(d.binding) is ALLOW):
                 for name, op, value in d.params:
-                    if name == "runas_default" and op == "=":
+                    if name == "runas_default" and op == "=" and d.kind == "":
                         self.runas_default = str(value)
+                    elif name == "case_insensitive_user" and op == "bool":
+                        self.fold_user = bool(value)
+                    elif name == "case_insensitive_group" and op == "bool":
+                        self.fold_group = bool(value)
+
+    def same_user(self, a: str, b: str) -> bool:
+        """User names equal as sudo compares them (case_insensitive_user)."""
+        return a.lower() == b.lower() if self.fold_user else a == b
+
+    def in_groups(self, group: str, groups) -> bool:
+        """``group`` among ``groups`` as sudo compares them (case_insensitive_group)."""
+        if not self.fold_group:
+            return group in groups
+        return group.lower() in {g.lower() for g in groups}
 
     def _list(self, members: Iterable[Member], kind: str, one, depth: int = 0):
         """Last match wins; '!' inverts what the entry decided (aliases recursively)."""
@@ -174,12 +198,12 @@ class Matcher:
         if n.startswith("%#"):
             return ALLOW if _int(n[2:]) in u.gids else UNSPEC
         if n.startswith("%"):
-            return ALLOW if n[1:] in u.groups else UNSPEC
+            return ALLOW if self.in_groups(n[1:], u.groups) else UNSPEC
         if n.startswith("+"):
             return ALLOW if u.netgroups and n[1:] in u.netgroups else UNSPEC
         if n.startswith("#"):
             return ALLOW if u.uid is not None and _int(n[1:]) == u.uid else UNSPEC
-        return ALLOW if n == u.name else UNSPEC
+        return ALLOW if self.same_user(n, u.name) else UNSPEC
 
     # hosts ------------------------------------------------------------------------
     def host_matches(self, members) -> bool | None:
@@ -208,15 +232,15 @@ class Matcher:
             u_ok = self._list(users, "runas", lambda n: self._one_runas(n, runas)) is ALLOW
         if group is None:
             return u_ok
-        g_ok = groups is not None and self._list(groups, "runas",
-                                                 lambda n: ALLOW if n == group else UNSPEC)
+        g_ok = groups is not None and self._list(
+            groups, "runas", lambda n: ALLOW if self.in_groups(n, (group,)) else UNSPEC)
         return u_ok and g_ok is ALLOW
 
     def _one_runas(self, n: str, runas: str):
         if n.startswith("%"):
-            return UNSPEC if runas != self.user.name or n[1:] not in self.user.groups \
-                else ALLOW
-        return ALLOW if n == runas else UNSPEC
+            return UNSPEC if runas != self.user.name or \
+                not self.in_groups(n[1:], self.user.groups) else ALLOW
+        return ALLOW if self.same_user(n, runas) else UNSPEC
 
     # commands ---------------------------------------------------------------------
     def command_matches(self, member: Member, command: str) -> bool | None:
@@ -251,15 +275,18 @@ class Matcher:
                         why = _defaults_text(d, name, v)
         return value, why
 
-    def exempt(self) -> str:
-        """The exempt_group the user is in ('' if none)."""
+    def exempt(self, runas: str | None = None, command: str | None = None) -> str:
+        """The exempt_group the user is in ('' if none), with the Defaults that apply
+        when running ``command`` as ``runas`` (in ``authenticate``'s order)."""
         group = ""
-        for d in self.p.defaults:
-            if d.kind in ("", "@", ":") and self.defaults_apply(d, None, None):
+        for kinds in (("", "@", ":", ">"), ("!",)):
+            for d in self.p.defaults:
+                if d.kind not in kinds or not self.defaults_apply(d, runas, command):
+                    continue
                 for name, op, v in d.params:
                     if name == "exempt_group":
                         group = "" if op == "bool" else str(v).lstrip("%")
-        return group if group and group in self.user.groups else ""
+        return group if group and self.in_groups(group, self.user.groups) else ""
 
 
 def _int(text: str) -> int | None:
@@ -355,7 +382,7 @@ def _password_free(m: Matcher, cs: CmndSpec, runas: str | None,
     """Whether running ``cs`` asks no password, and why (see module doc)."""
     if m.user.uid == 0:
         return True, "the user is root"
-    group = m.exempt()
+    group = m.exempt(runas, command)
     if group:
         return True, f"exempt_group={group}"
     if "NOPASSWD" in cs.tags:
@@ -380,15 +407,89 @@ def evaluate(tree_files: Tree | ParsedTree, user: SudoUser | str, host_facts: Ho
             if not here and not elsewhere:
                 continue
             for cs in cmnds:
-                runas = _runas_text(m, cs)
-                single = None if any(c in runas for c in ",:!") or runas == "ALL" else runas
                 for negated, command in _expand(m, "cmnd", cs.command):
-                    free, why = _password_free(m, cs, single, command
-                                               if command.startswith("/") else None)
-                    out.append(SudoRight(runas, command, free, cs.source, negated,
-                                         tag_names(cs.tags), _expanded_text(m, "host", hosts),
-                                         via, here,
-                                         why))
+                    for runas, cmd, free, why in _password_parts(m, cs, command, negated):
+                        out.append(SudoRight(runas, cmd, free, cs.source, negated,
+                                             tag_names(cs.tags),
+                                             _expanded_text(m, "host", hosts), via, here, why))
+    return out
+
+
+_OTHER = "\0another user"       # a run-as user no Defaults>runas entry names
+
+
+def _password_parts(m: Matcher, cs: CmndSpec, command: str, negated: bool):
+    """(runas text, command, no password, why) for one command of ``cs``: one part
+    when a password is asked (or not) alike for every run-as user and command it
+    covers. Otherwise a part of its own for each run-as user a ``Defaults>`` entry
+    treats apart (the rest keeps the run-as list with those users negated), and
+    for each command a ``Defaults!`` entry frees from the password inside a
+    command pattern (ALL, /usr/bin/*): the view never says a password is asked
+    where sudo asks none (R-ACC-4)."""
+    runas = _runas_text(m, cs)
+    cmd = command if command.startswith("/") else None
+    single = None if any(c in runas for c in ",:!") or runas == "ALL" else runas
+    if negated:                                 # takes a right away: no password to tell
+        return [(runas, command, *_password_free(m, cs, single, cmd))]
+    if single:
+        parts = [(runas, runas, *_password_free(m, cs, runas, cmd))]
+    else:
+        parts = _runas_parts(m, cs, runas, cmd)
+    out = []
+    for text, target, free, why in parts:
+        out.append((text, command, free, why))
+        if free:
+            continue
+        for other in _defaults_members(m, "!", "cmnd"):
+            if other != command and m.command_matches(Member(command), other) is ALLOW:
+                o_free, o_why = _password_free(m, cs, target, other)
+                if o_free:
+                    out.append((text, other, True, o_why))
+    return out
+
+
+def _runas_parts(m: Matcher, cs: CmndSpec, runas: str, cmd: str | None):
+    """(runas text, a run-as user standing for it, no password, why) for a run-as list
+    (ALL, several users, an alias): the users ``Defaults>`` names apart when their
+    answer differs from the others'."""
+    users, colon, groups = runas.partition(":")
+    rest = _password_free(m, cs, _OTHER, cmd)
+    named = [(t, *_password_free(m, cs, t, cmd)) for t in _defaults_members(m, ">", "runas")
+             if m.runas_matches(cs, t)]
+    members = [x for u in (cs.runas_users or ()) for x in _expand(m, "runas", u)]
+    plain = all(not neg and name[:1] not in "%#+" and name != "ALL" for neg, name in members)
+    has_rest = m.runas_matches(cs, _OTHER) or not plain or \
+        any(not any(m.same_user(name, t) for t, _f, _w in named) for _neg, name in members)
+    apart = [(t, f, w) for t, f, w in named if not has_rest or f != rest[0]]
+    if not apart or (not has_rest and len({f for _t, f, _w in apart}) == 1):
+        free, why = apart[0][1:] if apart else rest
+        return [(runas, apart[0][0] if apart else _OTHER, free, why)]
+    # a user named apart as the rule spells them ('root' for Defaults>ROOT)
+    out = [(next((n for _neg, n in members if m.same_user(n, t)), t) + colon + groups, t, f, w)
+           for t, f, w in apart]
+    if has_rest:
+        if plain:
+            users = ",".join(name for _neg, name in members
+                             if not any(m.same_user(name, t) for t, _f, _w in apart))
+        else:
+            users += "".join(f",!{t}" for t, _f, _w in apart)
+        out.append((users + colon + groups, _OTHER, *rest))
+    return out
+
+
+def _defaults_members(m: Matcher, kind: str, alias_kind: str) -> list[str]:
+    """The names (aliases expanded, negated ones and ALL left out) that Defaults entries
+    of ``kind`` ('>' run-as, '!' command) are bound to, once each in file order."""
+    out: list[str] = []
+    for d in m.p.defaults:
+        if d.kind != kind:
+            continue
+        for member in d.binding:
+            for neg, name in _expand(m, alias_kind, member):
+                # run-as: user names only (%group, #uid and +netgroup are not matched here)
+                if not neg and name != "ALL" and name not in out and \
+                        not (kind == ">" and name[:1] in "%#+"):
+                    out.append(name)
     return out
 
 

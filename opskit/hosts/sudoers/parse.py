@@ -15,6 +15,10 @@ them, each with the file:line it comes from. What sudo itself does is followed:
   ``#1004`` where a user name is expected is a uid, not a comment;
 * the tags and run-as list of a command carry over to the commands after it
   in the same list, also across a new run-as spec (sudo's grammar).
+* a command may be preceded by digests (``sha256:<hex or base64>``, several
+  separated by ','; before any '!'): kept in ``Member.digests``, the command
+  is the path after them (opskit does not hash the file, so it reports the
+  right as if the digest matched: it may over-report, never under-report).
 
 ``load_tree(host, hostname)`` reads such a tree from a Host (with owners and
 modes) for ``parse_tree``. Matching is opskit.hosts.sudoers.evaluate's job.
@@ -42,6 +46,8 @@ _INCLUDE = re.compile(r"^[#@](include|includedir)[ \t]+(.+)$")
 _DEFAULTS = re.compile(r"^Defaults([:@!>]?)")
 _UID_START = re.compile(r"#-?\d")
 _SPECIAL = ",=:()!"
+DIGESTS = ("sha224", "sha256", "sha384", "sha512")
+_DIGEST = re.compile(r"^(sha224|sha256|sha384|sha512):")
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class Member:
 
     name: str
     negated: bool = False
+    digests: tuple[str, ...] = ()    # a command's 'sha256:...' prefixes (not verified here)
 
 
 @dataclass
@@ -167,7 +174,8 @@ def logical_lines(text: str):
 
 def tokens(text: str) -> list[str]:
     """Words and the one-character tokens , = : ( ) ! ; quotes removed, backslash
-    escapes kept in words (so an escaped ',' in a command's argument stays)."""
+    escapes kept in words (so an escaped ',' in a command's argument stays); a command
+    digest ``sha256:<hex or base64>`` is one word."""
     out: list[str] = []
     cur: list[str] = []
     i = 0
@@ -193,6 +201,13 @@ def tokens(text: str) -> list[str]:
             flush()
             out.append(" ")
             i += 1
+        elif c == ":" and "".join(cur) in DIGESTS:
+            end = i + 1                     # base64 may hold '=', '/', '+'; never ',' or blanks
+            while end < len(text) and not text[end].isspace() and text[end] != ",":
+                end += 1
+            cur.append(text[i:end])
+            flush()
+            i = end
         elif c in _SPECIAL and not (c == "!" and cur) and not (c == ":" and _ipv6_ish(cur, text, i)):
             flush()
             out.append(c)
@@ -245,6 +260,11 @@ class _Tokens:
 
     def done(self) -> bool:
         return self.peek() is None
+
+    def peek_second(self) -> str | None:
+        """The token after the next one, blanks skipped."""
+        rest = [t for t in self.t[self.i:] if t != " "]
+        return rest[1] if len(rest) > 1 else None
 
 
 def _member_list(ts: _Tokens, stop: tuple[str, ...] | None) -> tuple[Member, ...]:
@@ -345,11 +365,19 @@ def parse_alias(kind: str, text: str, source: str) -> list[tuple[str, list[Membe
 
 
 def _command(ts: _Tokens) -> Member:
-    """A command with its arguments, up to an unescaped ',' or ':'."""
+    """A command with its arguments, up to an unescaped ',' or ':'; before it, maybe
+    digests (``sha224:x, sha256:y /path``, sudoers(5) Digest_List), kept apart."""
+    digests = []
+    while _DIGEST.match(ts.peek() or ""):
+        digests.append(ts.take())
+        if ts.peek() == "," and _DIGEST.match(ts.peek_second() or ""):
+            ts.take()
     neg = False
     while ts.peek() == "!":
         ts.take()
         neg = not neg
+    if _DIGEST.match(ts.peek() or ""):
+        raise ValueError("a digest goes before the '!', not after it")
     words = []
     while True:
         tok = ts.peek(skip_blank=False)
@@ -363,7 +391,7 @@ def _command(ts: _Tokens) -> Member:
     text = re.sub(r"\s+", " ", "".join(words).strip())
     if not text:
         raise ValueError("expected a command")
-    return Member(text, neg)
+    return Member(text, neg, tuple(digests))
 
 
 def _commands(ts: _Tokens):
