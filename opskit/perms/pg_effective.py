@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from .postgres import WRITE_PRIVILEGES
+
 PRIVILEGES = {
     "database": ("CONNECT", "CREATE", "TEMPORARY"),
     "schemas": ("USAGE", "CREATE"),
@@ -52,6 +54,8 @@ HIGH_RISK_ROLES = {
     "pg_write_server_files": "writes any file the database server's OS user can write",
 }
 DATABASE_OWNER_ROLE = "pg_database_owner"
+# the write privileges, in the server's order
+TABLE_WRITES = tuple(p for p in PRIVILEGES["tables"] if p in WRITE_PRIVILEGES)
 
 
 @dataclass
@@ -160,6 +164,7 @@ class Effective:
             "functions": _acl_by_object(privs.get("functions")),
         }
         self.rls = data.get("rls", {})
+        self.owners = data.get("owners") or {}
 
     def objects(self, kind: str) -> list[str]:
         return sorted(self.acl[kind])
@@ -210,25 +215,81 @@ class Effective:
                 out.setdefault(kind, {})[obj] = got
         return out
 
+    def writes(self, role: str) -> list[str]:
+        """What ``role`` can write, as its own (inherited) privileges: SUPERUSER,
+        pg_write_all_data, tables it owns (an owner can grant itself anything back),
+        schemas it owns that hold tables (it can drop them), INSERT / UPDATE /
+        DELETE / TRUNCATE on tables and INSERT / UPDATE on columns."""
+        g = self.graph
+        if g.superuser(role):
+            return ["every table (SUPERUSER)"]
+        held = g.privileges_of(role)
+        out = [f"every table (member of {pre})" for pre in sorted(PREDEFINED)
+               if pre in held and PREDEFINED[pre]["tables"] & WRITE_PRIVILEGES]
+        if out:
+            return out
+        relations = self.owners.get("tables", {})
+        owned = {obj for obj, owner in relations.items() if owner in held}
+        out += [f"owns {obj}" for obj in sorted(owned)]
+        out += [f"owns schema {schema} (can drop its tables)"
+                for schema, owner in sorted(self.owners.get("schemas", {}).items())
+                if owner in held and any(o.split(".", 1)[0] == schema for o in relations)]
+        listed = set(owned)
+        for kind, privs in (("tables", TABLE_WRITES), ("columns", ("INSERT", "UPDATE"))):
+            for obj in self.objects(kind):
+                table = obj if kind == "tables" else obj.rsplit(".", 1)[0]
+                got = [p for p in privs if table not in listed and self.has(role, kind, obj, p)]
+                if got:
+                    out.append(f"{', '.join(got)} on {obj}")
+                    listed.add(obj)
+        return out
+
     def unusable(self, role: str, kind: str, obj: str) -> bool:
         """Whether ``obj`` (a table, sequence, column or function) is out of reach
         for ``role``: no USAGE on its schema."""
         return not self.has(role, "schemas", obj.split(".", 1)[0], "USAGE")
 
 
-def writing_functions(data: dict) -> dict[str, str]:
-    """SECURITY DEFINER functions of a collected database that may write as their
-    owner -> what they write: VOLATILE, and the body names tables it writes or
-    cannot be read (executing one acts as its owner, #19 case 11)."""
-    out = {}
+def writing_functions(data: dict, eff: Effective | None = None) -> dict[str, str]:
+    """SECURITY DEFINER functions of a collected database that write as their owner
+    -> how. Executing one acts as its owner (#19 case 11), whatever its volatility
+    or language, and what its body does cannot be read soundly (a helper it calls,
+    a BEGIN ATOMIC body, quoting, GRANT ...): so a DEFINER function is a write path
+    whenever its owner can write (``Effective.writes``), or can run another such
+    function. The tables its body names (``body_writes``) only add detail; they
+    never clear a function."""
+    eff = eff or Effective(data)
+    fns = data.get("functions") or {}
     owners = (data.get("owners") or {}).get("functions", {})
-    for sig, f in sorted((data.get("functions") or {}).items()):
-        if not (f.get("security_definer") and f.get("volatile")):
-            continue
-        owner = owners.get(sig, "?")
-        if f.get("writes"):
-            out[sig] = f"writes {', '.join(f['writes'])} as its owner {owner}"
-        elif f.get("body") in ("dynamic", "opaque"):
-            out[sig] = (f"may write as its owner {owner} ({f.get('language')} body "
-                        f"{'runs dynamic SQL' if f.get('body') == 'dynamic' else 'unread'})")
+    definers = {sig: owners.get(sig) for sig, f in fns.items() if f.get("security_definer")}
+    can: dict[str | None, list[str]] = {}
+    for owner in set(definers.values()):
+        can[owner] = eff.writes(owner) if owner else ["owner unknown"]
+    out: dict[str, str] = {}
+    grown = True
+    while grown:            # an owner who can run another writing DEFINER function writes too
+        grown = False
+        for sig, owner in sorted(definers.items()):
+            if sig in out:
+                continue
+            what = can[owner] or [f"EXECUTE on SECURITY DEFINER function {other}"
+                                  for other in sorted(out)
+                                  if eff.has(owner, "functions", other, "EXECUTE")][:1]
+            if what:
+                out[sig] = _definer_text(fns[sig], owner or "?", what)
+                grown = True
     return out
+
+
+def _definer_text(f: dict, owner: str, what: list[str]) -> str:
+    named = tuple(f" {t}" for t in f.get("writes") or ())
+    what = sorted(what, key=lambda w: not w.endswith(named)) if named else what
+    shown = "; ".join(what[:3]) + (f"; ... {len(what) - 3} more" if len(what) > 3 else "")
+    if f.get("writes"):
+        head = f"writes {', '.join(f['writes'])} as its owner {owner}"
+    else:
+        head = f"runs as its owner {owner}"
+        if f.get("body") in ("dynamic", "opaque"):
+            head += (f" ({f.get('language')} body "
+                     f"{'runs dynamic SQL' if f.get('body') == 'dynamic' else 'unread'})")
+    return f"{head}, who can write: {shown}"

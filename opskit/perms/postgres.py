@@ -16,7 +16,9 @@ implicit rights and PUBLIC's defaults are counted too:
 * functions: SECURITY DEFINER (executing one acts as its owner), volatility,
   and the tables their SQL / PL/pgSQL body writes (``writes``; ``body``
   says whether the body could be read: ``sql``, ``dynamic`` when it runs
-  EXECUTE'd text, ``opaque`` for other languages);
+  EXECUTE'd text, ``opaque`` for other languages) -- detail only: whether a
+  SECURITY DEFINER function writes is judged by its owner
+  (opskit.perms.pg_effective.writing_functions);
 * default privileges (pg_default_acl: grants every future object gets);
 * row-level security: per table whether it is enabled / forced and its
   policies with their roles (pg_policies).

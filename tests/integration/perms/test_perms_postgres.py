@@ -13,6 +13,7 @@ from opskit.perms.snapshot import take_snapshot
 from opskit.settings import load_config
 from tests.fixtures.perms.trees import Org
 from tests.harness.perms import FROZEN_ROLES, GROUP_ROLES, LOGIN_ROLES
+from tests.harness.postgres import PsqlError
 
 pytestmark = pytest.mark.integration
 OURS = {*LOGIN_ROLES, *FROZEN_ROLES, *GROUP_ROLES, "ins_temp_clerk", "guest", "ins_helper"}
@@ -268,7 +269,8 @@ def test_case_11_security_definer_writer_executable_by_public(perms_pg, bureau, 
     q = [f for f in findings if f.check == "query-write"]
     assert [(f.account, f.severity) for f in q] == [("ins_claims_ro", "high")]
     assert (f"EXECUTE on SECURITY DEFINER function {sig}, which writes ins.refunds as its "
-            "owner ins_dba (granted to PUBLIC)") in q[0].evidence
+            "owner ins_dba, who can write: INSERT, UPDATE, DELETE, TRUNCATE on ins.refunds; ") \
+        in q[0].evidence and q[0].evidence.endswith("(granted to PUBLIC)")
     assert data["functions"][sig]["security_definer"] is True
     assert data["functions"][sig]["writes"] == ["ins.refunds"]
     assert data["owners"]["functions"][sig] == "ins_dba"
@@ -280,6 +282,87 @@ def test_case_11_security_definer_writer_executable_by_public(perms_pg, bureau, 
     with perms_pg.changed(WRITER_FN.format(opts="SECURITY DEFINER") + "; REVOKE EXECUTE ON "
                           "FUNCTION ins.approve_refund(int) FROM PUBLIC", DROP_FN):
         findings, _r, _s = bureau()
+    assert [f for f in findings if f.check == "query-write"] == []
+
+
+# SECURITY DEFINER functions whose writes a reading of the body misses (probe F1):
+# each is owned by ins_dba (who can write ins.refunds) and PUBLIC keeps EXECUTE
+HELPER_FN = ("CREATE FUNCTION ins.h(r int) RETURNS void LANGUAGE sql AS $$ UPDATE ins.refunds "
+             "SET approved_at = now() WHERE id = r $$; ")
+DEFINER_BODIES = {
+    "calls-a-helper": HELPER_FN + "CREATE FUNCTION ins.w(r int) RETURNS void LANGUAGE sql "
+                                  "{sec} AS $$ SELECT ins.h(r) $$",
+    "begin-atomic": "CREATE FUNCTION ins.w(r int) RETURNS void LANGUAGE sql {sec} BEGIN ATOMIC "
+                    "UPDATE ins.refunds SET approved_at = now() WHERE id = r; END",
+    "stable-performs-helper": HELPER_FN + "CREATE FUNCTION ins.w(r int) RETURNS int LANGUAGE "
+                                          "plpgsql STABLE {sec} AS $$ BEGIN PERFORM ins.h(r); "
+                                          "RETURN 1; END $$",
+    "quoted-no-space": "CREATE FUNCTION ins.w(r int) RETURNS void LANGUAGE sql {sec} AS $$ "
+                       'UPDATE"ins".refunds SET approved_at = now() WHERE id = r $$',
+    "comment-for-space": "CREATE FUNCTION ins.w(r int) RETURNS void LANGUAGE sql {sec} AS $$ "
+                         "UPDATE/**/ins.refunds SET approved_at = now() WHERE id = r $$",
+    "grants-to-public": "GRANT UPDATE ON ins.refunds TO ins_dba WITH GRANT OPTION; "
+                        "CREATE FUNCTION ins.w(r int) RETURNS void LANGUAGE plpgsql {sec} AS $$ "
+                        "BEGIN GRANT UPDATE ON ins.refunds TO PUBLIC; END $$",
+}
+DEFINER_UNDO = ("DROP FUNCTION IF EXISTS ins.w(int); DROP FUNCTION IF EXISTS ins.h(int); "
+                "REVOKE GRANT OPTION FOR UPDATE ON ins.refunds FROM ins_dba CASCADE; "
+                "UPDATE ins.refunds SET approved_at = NULL")
+# what ins_claims_ro does through the function; after it a refund is approved
+RUN_AS_QUERY_TIER = ("SET ROLE ins_claims_ro; SELECT ins.w(1); {after}RESET ROLE; "
+                     "SELECT count(*) FROM ins.refunds WHERE approved_at IS NOT NULL")
+
+
+def _definer(case: str, sec: str = "SECURITY DEFINER", owner: str = "ins_dba") -> str:
+    sql = DEFINER_BODIES[case].format(sec=sec) + f"; ALTER FUNCTION ins.w(int) OWNER TO {owner}"
+    return sql + (f"; ALTER FUNCTION ins.h(int) OWNER TO {owner}" if HELPER_FN in sql else "")
+
+
+def _run_as_query_tier(perms_pg, case: str) -> str:
+    after = "UPDATE ins.refunds SET approved_at = now(); " if case == "grants-to-public" else ""
+    return perms_pg.sql(RUN_AS_QUERY_TIER.format(after=after))
+
+
+@pytest.mark.parametrize("case", list(DEFINER_BODIES))
+def test_security_definer_writes_judged_by_its_owner_not_its_body(perms_pg, bureau, case):
+    """A SECURITY DEFINER function the query tier may execute writes as its owner,
+    however its body is written (a helper, BEGIN ATOMIC, STABLE, quoting, a GRANT):
+    reported because its owner ins_dba can write, and the server agrees."""
+    with perms_pg.changed(_definer(case), DEFINER_UNDO):
+        findings, _r, _s = bureau()
+        # the server: ins_claims_ro approves a refund through it
+        assert perms_pg.sql("SELECT count(*) FROM ins.refunds WHERE approved_at IS NOT NULL") \
+            == "0"
+        assert _run_as_query_tier(perms_pg, case).splitlines()[-1] == "1"
+    q = [f for f in findings if f.check == "query-write"]
+    assert [(f.account, f.severity, f.rule) for f in q] == [("ins_claims_ro", "high", "R-ACC-5")]
+    assert "EXECUTE on SECURITY DEFINER function ins.w(r integer), which " in q[0].evidence
+    assert "as its owner ins_dba, who can write: " in q[0].evidence
+    assert "(granted to PUBLIC)" in q[0].evidence
+
+
+@pytest.mark.parametrize("setup", ["invoker", "owner-only-selects", "execute-revoked"])
+def test_security_definer_not_reported_when_it_cannot_write(perms_pg, bureau, setup):
+    """Must NOT be flagged: an invoker's function, a DEFINER function whose owner may
+    only read, and one whose EXECUTE is revoked from PUBLIC and given to no query-tier
+    role; the server refuses the write each time."""
+    do, undo = {
+        "invoker": (_definer("begin-atomic", sec="SECURITY INVOKER"), ""),
+        "owner-only-selects": (
+            "CREATE ROLE ins_sel_owner NOLOGIN; GRANT USAGE ON SCHEMA ins TO ins_sel_owner; "
+            "GRANT SELECT ON ins.refunds TO ins_sel_owner; "
+            + _definer("begin-atomic", owner="ins_sel_owner"),
+            "; DROP OWNED BY ins_sel_owner; DROP ROLE ins_sel_owner"),
+        "execute-revoked": (_definer("calls-a-helper") + "; REVOKE EXECUTE ON FUNCTION "
+                            "ins.w(int) FROM PUBLIC; GRANT EXECUTE ON FUNCTION ins.w(int) "
+                            "TO ins_refund", ""),
+    }[setup]
+    with perms_pg.changed(do, DEFINER_UNDO + undo):
+        findings, _r, _s = bureau()
+        with pytest.raises(PsqlError, match="permission denied for (table refunds|function w)"):
+            _run_as_query_tier(perms_pg, "begin-atomic")
+        assert perms_pg.sql("SELECT count(*) FROM ins.refunds WHERE approved_at IS NOT NULL") \
+            == "0"
     assert [f for f in findings if f.check == "query-write"] == []
 
 
