@@ -215,6 +215,13 @@ class Effective:
                 out.setdefault(kind, {})[obj] = got
         return out
 
+    def columns_with(self, role: str, table: str, priv: str) -> list[str]:
+        """The columns of ``table`` whose own ACL gives ``role`` ``priv`` (a column
+        privilege lets it read or change those columns of every row it may reach)."""
+        prefix = f"{table}."
+        return [obj[len(prefix):] for obj in self.objects("columns")
+                if obj.startswith(prefix) and self.has(role, "columns", obj, priv)]
+
     def writes(self, role: str) -> list[str]:
         """What ``role`` can write, as its own (inherited) privileges: SUPERUSER,
         pg_write_all_data, tables it owns (an owner can grant itself anything back),
