@@ -17,7 +17,7 @@ from opskit.accounts.roster import INACTIVE_STATUSES, Person, Roster
 
 from .linux import parse_key_line
 from .pg_effective import Effective, RoleGraph, writing_functions
-from .postgres import WRITE_PRIVILEGES
+from .postgres import WRITE_PRIVILEGES, schema_of
 from .sudoers import SudoItem, parse_rule
 
 if TYPE_CHECKING:
@@ -325,13 +325,13 @@ def writes_by_grantee(privs: dict, roles: dict | None = None,
                     base = p.split(" ", 1)[0]
                     if base in WRITE_PRIVILEGES:
                         out.setdefault(grantee, []).append((f"{base} on {obj}",
-                                                            obj.split(".", 1)[0]))
+                                                            schema_of(obj)))
     for grantee, objs in (privs.get("functions") or {}).items():
         for sig in objs:
             if sig in (writing_functions or {}):
                 out.setdefault(grantee, []).append(
                     (f"EXECUTE on SECURITY DEFINER function {sig}, which "
-                     f"{writing_functions[sig]}", sig.split(".", 1)[0]))
+                     f"{writing_functions[sig]}", schema_of(sig)))
     return out
 
 

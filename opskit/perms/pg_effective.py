@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from .postgres import WRITE_PRIVILEGES
+from .postgres import WRITE_PRIVILEGES, schema_of, table_of
 
 PRIVILEGES = {
     "database": ("CONNECT", "CREATE", "TEMPORARY"),
@@ -187,7 +187,7 @@ class Effective:
                 return self._via(role, pre, f"{pre} gives {priv} on every "
                                             f"{'schema' if kind == 'schemas' else 'table'}")
         if kind == "columns":
-            table = obj.rsplit(".", 1)[0]
+            table = table_of(obj)
             kind_t = "sequences" if table in self.acl["sequences"] else "tables"
             hit = self.why(role, kind_t, table, priv)
             return f"table privilege: {hit}" if hit else None
@@ -208,7 +208,7 @@ class Effective:
                 got = [p for p in names if self.has(role, kind, obj, p)]
                 if not got:
                     continue
-                schema = obj.split(".", 1)[0]
+                schema = schema_of(obj)
                 if kind in ("tables", "sequences", "columns", "functions") and \
                         not self.has(role, "schemas", schema, "USAGE"):
                     got = [f"{p} (no USAGE on schema {schema})" for p in got]
@@ -240,11 +240,11 @@ class Effective:
         out += [f"owns {obj}" for obj in sorted(owned)]
         out += [f"owns schema {schema} (can drop its tables)"
                 for schema, owner in sorted(self.owners.get("schemas", {}).items())
-                if owner in held and any(o.split(".", 1)[0] == schema for o in relations)]
+                if owner in held and any(schema_of(o) == schema for o in relations)]
         listed = set(owned)
         for kind, privs in (("tables", TABLE_WRITES), ("columns", ("INSERT", "UPDATE"))):
             for obj in self.objects(kind):
-                table = obj if kind == "tables" else obj.rsplit(".", 1)[0]
+                table = obj if kind == "tables" else table_of(obj)
                 got = [p for p in privs if table not in listed and self.has(role, kind, obj, p)]
                 if got:
                     out.append(f"{', '.join(got)} on {obj}")
@@ -254,7 +254,7 @@ class Effective:
     def unusable(self, role: str, kind: str, obj: str) -> bool:
         """Whether ``obj`` (a table, sequence, column or function) is out of reach
         for ``role``: no USAGE on its schema."""
-        return not self.has(role, "schemas", obj.split(".", 1)[0], "USAGE")
+        return not self.has(role, "schemas", schema_of(obj), "USAGE")
 
 
 def writing_functions(data: dict, eff: Effective | None = None) -> dict[str, str]:

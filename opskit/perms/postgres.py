@@ -44,6 +44,63 @@ from opskit.core.optional import require
 
 EXCLUDED_SCHEMAS = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
 
+
+# Object keys: schema.table[.column] and schema.function(args), each name in double
+# quotes (doubled inside) when it holds a dot or a double quote, so that a table
+# "k.l".m and a sequence k."l.m" never share a key; ordinary names read as before.
+def _sql_part(col: str) -> str:
+    return f"""CASE WHEN {col} ~ '[."]' THEN '"' || replace({col}, '"', '""') || '"' ELSE {col} END"""
+
+
+def sql_name(*cols: str) -> str:
+    """The SQL expression of the key of the object named by columns ``cols``."""
+    return " || '.' || ".join(_sql_part(c) for c in cols)
+
+
+def qualified(*parts: str) -> str:
+    """The key of an object from its names (what ``sql_name`` computes)."""
+    return ".".join('"' + p.replace('"', '""') + '"' if "." in p or '"' in p else p
+                    for p in parts)
+
+
+def split_qualified(key: str) -> list[str]:
+    """The names in a key (``qualified``'s inverse); a function's argument list stays
+    with its name."""
+    parts, i = [], 0
+    while True:
+        if key.startswith('"', i):
+            j, name = i + 1, []
+            while j < len(key):
+                if key[j] == '"':
+                    if key.startswith('""', j):
+                        name.append('"')
+                        j += 2
+                        continue
+                    break
+                name.append(key[j])
+                j += 1
+            end = j + 1 if key.startswith(".", j + 1) else -1
+            parts.append("".join(name) + ("" if end >= 0 else key[j + 1:]))
+        else:
+            paren = key.find("(", i)
+            end = key.find(".", i)
+            if paren >= 0 and (end < 0 or paren < end):
+                end = -1
+            parts.append(key[i:end] if end >= 0 else key[i:])
+        if end < 0:
+            return parts
+        i = end + 1
+
+
+def schema_of(key: str) -> str:
+    """The schema of a table, column, sequence or function key."""
+    return split_qualified(key)[0] if "." in key else key
+
+
+def table_of(column_key: str) -> str:
+    """The table key of a column key."""
+    return qualified(*split_qualified(column_key)[:-1])
+
 ROLES_SQL = """
 SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin,
        rolreplication, rolbypassrls, rolvaliduntil::text, rolconnlimit, oid < 16384 AS builtin
@@ -94,7 +151,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
 WHERE att.attacl IS NOT NULL AND NOT att.attisdropped AND {EXCLUDED_SCHEMAS}"""
 
-FUNCTION_SIGNATURE = ("n.nspname || '.' || p.proname || '(' || "
+FUNCTION_SIGNATURE = (sql_name("n.nspname", "p.proname") + " || '(' || "
                       "pg_catalog.pg_get_function_identity_arguments(p.oid) || ')'")
 
 FUNCTIONS_SQL = f"""
@@ -124,14 +181,14 @@ LEFT JOIN pg_catalog.pg_namespace n ON n.oid = d.defaclnamespace,
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee"""
 
 RLS_SQL = f"""
-SELECT n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity
+SELECT {sql_name("n.nspname", "c.relname")}, c.relrowsecurity, c.relforcerowsecurity
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE (c.relrowsecurity OR EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
                                    WHERE p.polrelid = c.oid)) AND {EXCLUDED_SCHEMAS}"""
 
-POLICIES_SQL = """
-SELECT schemaname || '.' || tablename, policyname, permissive, roles::text[], cmd, qual,
+POLICIES_SQL = f"""
+SELECT {sql_name("schemaname", "tablename")}, policyname, permissive, roles::text[], cmd, qual,
        with_check
 FROM pg_catalog.pg_policies ORDER BY 1, 2"""
 
@@ -222,7 +279,7 @@ def _acl_map(rows, key_cols: int) -> dict[str, dict[str, list[str]]]:
     """rows (key..., grantee, privilege, grantable) -> {grantee: {key: [privileges]}}."""
     out: dict[str, dict[str, set[str]]] = {}
     for row in rows:
-        key = ".".join(row[:key_cols])
+        key = qualified(*row[:key_cols]) if key_cols > 1 else row[0]   # a name or a key
         grantee, priv, grantable = row[key_cols], row[key_cols + 1], row[key_cols + 2]
         out.setdefault(grantee, {}).setdefault(key, set()).add(
             priv + (" WITH GRANT OPTION" if grantable else ""))
@@ -282,8 +339,8 @@ def _collect(cur) -> dict:
     owners["schemas"] = {r[0]: r[5] for r in rows}
     cur.execute(TABLES_SQL)
     rows = cur.fetchall()
-    kinds = {f"{r[0]}.{r[1]}": r[2] for r in rows}
-    owners["tables"] = {f"{r[0]}.{r[1]}": r[6] for r in rows}
+    kinds = {qualified(r[0], r[1]): r[2] for r in rows}
+    owners["tables"] = {qualified(r[0], r[1]): r[6] for r in rows}
     tables = _acl_map([(r[0], r[1], r[3], r[4], r[5]) for r in rows], 2)
     cur.execute(COLUMNS_SQL)
     columns = _acl_map(cur.fetchall(), 3)

@@ -8,7 +8,7 @@ import pytest
 
 from opskit.core.errors import IntegrityError
 from opskit.perms.pg_effective import Effective, RoleGraph, writing_functions
-from opskit.perms.postgres import body_writes
+from opskit.perms.postgres import body_writes, qualified, schema_of, split_qualified, table_of
 from opskit.perms.snapshot import FORMAT, migrate
 
 
@@ -120,6 +120,21 @@ def test_writing_functions_judge_a_definer_by_its_owner():
     # owning a table is a write even with every privilege on it revoked
     data["owners"]["tables"] = {"s.t": "ann"}
     assert writing_functions(data)["s.f()"] == "runs as its owner ann, who can write: owns s.t"
+
+
+@pytest.mark.parametrize("parts,key", [
+    (("ins", "refunds"), "ins.refunds"), (("k.l", "m"), '"k.l".m'), (("k", "l.m"), 'k."l.m"'),
+    (('a"b', "c.d", "e"), '"a""b"."c.d".e'), (("S", "t"), "S.t")])
+def test_keys_quote_names_holding_dots(parts, key):
+    assert qualified(*parts) == key and split_qualified(key) == list(parts)
+    assert schema_of(key) == parts[0]
+    if len(parts) == 3:
+        assert table_of(key) == qualified(*parts[:2])
+
+
+def test_function_keys_keep_their_arguments():
+    assert split_qualified('"x.y"."f.g"(a "t.u".typ)') == ["x.y", 'f.g(a "t.u".typ)']
+    assert schema_of('x.f(a b.c)') == "x"
 
 
 def test_migration_from_format_2_and_1():
