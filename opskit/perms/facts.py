@@ -304,15 +304,36 @@ PREDEFINED_WRITERS = {"pg_write_all_data": "INSERT, UPDATE, DELETE on every tabl
                                            "sequence (predefined role pg_write_all_data)"}
 
 
+def owner_writes(data: dict) -> list[tuple[str, str, str]]:
+    """(owner, text, schema) for each table, view or other relation but a sequence
+    whose owner holds no write privilege on it by its ACL (an owner can grant itself
+    any privilege back), and each schema holding relations (its owner can drop them)."""
+    owners, relkinds = data.get("owners") or {}, data.get("relkinds") or {}
+    acl = (data.get("privileges") or {}).get("tables") or {}
+    out = []
+    for obj, owner in sorted((owners.get("tables") or {}).items()):
+        if relkinds.get(obj) != "S" and not any(
+                p.split(" ", 1)[0] in WRITE_PRIVILEGES for p in acl.get(owner, {}).get(obj, ())):
+            out.append((owner, f"owns {obj} (can grant itself any privilege on it)",
+                        schema_of(obj)))
+    holding = {schema_of(obj) for obj in owners.get("tables") or {}}
+    out += [(owner, f"owns schema {schema} (can drop the tables in it)", schema)
+            for schema, owner in sorted((owners.get("schemas") or {}).items())
+            if schema in holding]
+    return out
+
+
 def writes_by_grantee(privs: dict, roles: dict | None = None,
-                      writing_functions: dict[str, str] | None = None
+                      writing_functions: dict[str, str] | None = None,
+                      owned: list[tuple[str, str, str]] | None = None
                       ) -> dict[str, list[tuple[str, str | None]]]:
     """Write privileges (INSERT, UPDATE, ...) on tables and columns, by grantee, as
     (text, schema of the object); with ``roles``, the predefined roles that write
     everything count as grantees too, and so does each superuser; with
     ``writing_functions`` (SECURITY DEFINER functions that write as their owner,
     opskit.perms.pg_effective.writing_functions), EXECUTE on one is a write too
-    (#19 case 11)."""
+    (#19 case 11); with ``owned`` (``owner_writes``), owning a table or a schema
+    holding tables is one too."""
     out: dict[str, list[tuple[str, str | None]]] = {
         role: [(text, None)] for role, text in PREDEFINED_WRITERS.items() if role in (roles or {})}
     for role, attrs in (roles or {}).items():
@@ -326,6 +347,8 @@ def writes_by_grantee(privs: dict, roles: dict | None = None,
                     if base in WRITE_PRIVILEGES:
                         out.setdefault(grantee, []).append((f"{base} on {obj}",
                                                             schema_of(obj)))
+    for owner, text, schema in owned or ():
+        out.setdefault(owner, []).append((text, schema))
     for grantee, objs in (privs.get("functions") or {}).items():
         for sig in objs:
             if sig in (writing_functions or {}):
@@ -373,7 +396,8 @@ class DatabaseFacts:
         names = tuple(dict.fromkeys([row["name"], data.get("dbname") or row["name"]]))
         db = cls(row["name"], names, data.get("roles", {}), data.get("member_of", {}),
                  data.get("connected_as"),
-                 writes_by_grantee(privs, data.get("roles"), writing_functions(data)),
+                 writes_by_grantee(privs, data.get("roles"), writing_functions(data),
+                                   owner_writes(data)),
                  direct_grants(privs), RoleGraph.from_data(data), data)
         for pg in ctx.query_pg_roles:
             if pg in db.roles:

@@ -121,23 +121,27 @@ FROM pg_catalog.pg_database d,
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
 WHERE d.datname = %s"""
 
+# an object whose ACL grants nothing (REVOKE ALL, even from its owner) still gives a
+# row, with no grantee: its owner and kind are collected all the same
+GRANTEE = "CASE WHEN a.grantee IS NOT NULL THEN COALESCE(g.rolname, 'PUBLIC') END"
+
 SCHEMAS_SQL = f"""
-SELECT n.nspname, COALESCE(g.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable,
+SELECT n.nspname, {GRANTEE}, a.privilege_type, a.is_grantable,
        pg_catalog.has_schema_privilege(n.oid, 'USAGE') AS visible,
        pg_catalog.pg_get_userbyid(n.nspowner)
-FROM pg_catalog.pg_namespace n,
-     aclexplode(COALESCE(n.nspacl, acldefault('n'::"char", n.nspowner))) a
+FROM pg_catalog.pg_namespace n
+LEFT JOIN LATERAL aclexplode(COALESCE(n.nspacl, acldefault('n'::"char", n.nspowner))) a ON true
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
 WHERE {EXCLUDED_SCHEMAS}"""
 
 TABLES_SQL = f"""
-SELECT n.nspname, c.relname, c.relkind, COALESCE(g.rolname, 'PUBLIC'), a.privilege_type,
+SELECT n.nspname, c.relname, c.relkind, {GRANTEE}, a.privilege_type,
        a.is_grantable, pg_catalog.pg_get_userbyid(c.relowner)
 FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
-     aclexplode(COALESCE(c.relacl,
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN LATERAL aclexplode(COALESCE(c.relacl,
                          acldefault((CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char",
-                                    c.relowner))) a
+                                    c.relowner))) a ON true
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {EXCLUDED_SCHEMAS}"""
 
@@ -335,13 +339,13 @@ def _collect(cur) -> dict:
     hidden = sorted({r[0] for r in rows if not r[4]})
     if hidden and not superuser:
         warnings.append(f"{user} has no USAGE on schema(s) {', '.join(hidden)}")
-    schemas = _acl_map([r[:4] for r in rows], 1)
+    schemas = _acl_map([r[:4] for r in rows if r[1] is not None], 1)
     owners["schemas"] = {r[0]: r[5] for r in rows}
     cur.execute(TABLES_SQL)
     rows = cur.fetchall()
     kinds = {qualified(r[0], r[1]): r[2] for r in rows}
     owners["tables"] = {qualified(r[0], r[1]): r[6] for r in rows}
-    tables = _acl_map([(r[0], r[1], r[3], r[4], r[5]) for r in rows], 2)
+    tables = _acl_map([(r[0], r[1], r[3], r[4], r[5]) for r in rows if r[3] is not None], 2)
     cur.execute(COLUMNS_SQL)
     columns = _acl_map(cur.fetchall(), 3)
     functions = _functions(cur)

@@ -366,6 +366,31 @@ def test_security_definer_not_reported_when_it_cannot_write(perms_pg, bureau, se
     assert [f for f in findings if f.check == "query-write"] == []
 
 
+def test_query_tier_owning_a_table_or_schema_writes(perms_pg, bureau):
+    """Probe: the owner of a table may grant itself back every privilege revoked from
+    it, the owner of a schema may drop the tables in it; the server lets it."""
+    with perms_pg.changed("CREATE TABLE ins.ro_notes (x int); ALTER TABLE ins.ro_notes OWNER "
+                          "TO {owner}; REVOKE ALL ON ins.ro_notes FROM {owner}; CREATE SCHEMA "
+                          "ro_own AUTHORIZATION {owner}; CREATE TABLE ro_own.t (x int)"
+                          .format(owner="ins_claims_ro"),
+                          "DROP TABLE ins.ro_notes; DROP SCHEMA ro_own CASCADE"):
+        findings, _r, _s = bureau()
+        perms_pg.sql("SET ROLE ins_claims_ro; GRANT INSERT ON ins.ro_notes TO ins_claims_ro; "
+                     "INSERT INTO ins.ro_notes VALUES (1); DROP TABLE ro_own.t")
+        assert perms_pg.sql("SELECT count(*) FROM ins.ro_notes") == "1"
+    q = [f for f in findings if f.check == "query-write"]
+    assert [(f.account, f.severity) for f in q] == [("ins_claims_ro", "high")]
+    assert "owns ins.ro_notes (can grant itself any privilege on it)" in q[0].evidence
+    assert "owns schema ro_own (can drop the tables in it)" in q[0].evidence
+    # must NOT pass: an operator role owning them is not the query tier's
+    with perms_pg.changed("CREATE TABLE ins.ro_notes (x int); ALTER TABLE ins.ro_notes OWNER "
+                          "TO ins_claims_rw; CREATE SCHEMA ro_own AUTHORIZATION ins_claims_rw; "
+                          "CREATE TABLE ro_own.t (x int)",
+                          "DROP TABLE ins.ro_notes; DROP SCHEMA ro_own CASCADE"):
+        findings, _r, _s = bureau()
+    assert [f for f in findings if f.check == "query-write"] == []
+
+
 def test_case_11_default_acl_rls_and_schema_usage(perms_pg, bureau, tmp_path):
     """#19 case 11: future grants and row-level security are collected; a write grant
     on a table in a schema the role has no USAGE on is marked unusable."""
