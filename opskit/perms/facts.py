@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, AbstractSet, Any, Mapping, Sequence
 from opskit.accounts.roster import INACTIVE_STATUSES, Person, Roster
 
 from .linux import parse_key_line
-from .pg_effective import Effective, RoleGraph, writing_functions
+from .pg_effective import Effective, RoleGraph, owner_writes, writing_functions
 from .postgres import WRITE_PRIVILEGES, schema_of
 from .sudoers import SudoItem, parse_rule
 
@@ -302,25 +302,6 @@ def _account_kind(ctx: Context, person: Person | None, login: str, uid: int) -> 
 # without any grant on a table (R-ACC-5, issue #19 case 9)
 PREDEFINED_WRITERS = {"pg_write_all_data": "INSERT, UPDATE, DELETE on every table, view and "
                                            "sequence (predefined role pg_write_all_data)"}
-
-
-def owner_writes(data: dict) -> list[tuple[str, str, str]]:
-    """(owner, text, schema) for each table, view or other relation but a sequence
-    whose owner holds no write privilege on it by its ACL (an owner can grant itself
-    any privilege back), and each schema holding relations (its owner can drop them)."""
-    owners, relkinds = data.get("owners") or {}, data.get("relkinds") or {}
-    acl = (data.get("privileges") or {}).get("tables") or {}
-    out = []
-    for obj, owner in sorted((owners.get("tables") or {}).items()):
-        if relkinds.get(obj) != "S" and not any(
-                p.split(" ", 1)[0] in WRITE_PRIVILEGES for p in acl.get(owner, {}).get(obj, ())):
-            out.append((owner, f"owns {obj} (can grant itself any privilege on it)",
-                        schema_of(obj)))
-    holding = {schema_of(obj) for obj in owners.get("tables") or {}}
-    out += [(owner, f"owns schema {schema} (can drop the tables in it)", schema)
-            for schema, owner in sorted((owners.get("schemas") or {}).items())
-            if schema in holding]
-    return out
 
 
 def writes_by_grantee(privs: dict, roles: dict | None = None,

@@ -147,6 +147,25 @@ def _acl_by_object(acl: dict) -> dict[str, dict[str, set[str]]]:
     return out
 
 
+def owner_writes(data: dict) -> list[tuple[str, str, str]]:
+    """(owner, text, schema) for each table, view or other relation but a sequence
+    whose owner holds no write privilege on it by its ACL (an owner can grant itself
+    any privilege back), and each schema holding relations (its owner can drop them)."""
+    owners, relkinds = data.get("owners") or {}, data.get("relkinds") or {}
+    acl = (data.get("privileges") or {}).get("tables") or {}
+    out = []
+    for obj, owner in sorted((owners.get("tables") or {}).items()):
+        if relkinds.get(obj) != "S" and not any(
+                p.split(" ", 1)[0] in WRITE_PRIVILEGES for p in acl.get(owner, {}).get(obj, ())):
+            out.append((owner, f"owns {obj} (can grant itself any privilege on it)",
+                        schema_of(obj)))
+    holding = {schema_of(obj) for obj in owners.get("tables") or {}}
+    out += [(owner, f"owns schema {schema} (can drop the tables in it)", schema)
+            for schema, owner in sorted((owners.get("schemas") or {}).items())
+            if schema in holding]
+    return out
+
+
 class Effective:
     """Effective privileges in one collected database (see module doc)."""
 
@@ -164,7 +183,7 @@ class Effective:
             "functions": _acl_by_object(privs.get("functions")),
         }
         self.rls = data.get("rls", {})
-        self.owners = data.get("owners") or {}
+        self._owned = owner_writes(data)
 
     def objects(self, kind: str) -> list[str]:
         return sorted(self.acl[kind])
@@ -224,8 +243,7 @@ class Effective:
 
     def writes(self, role: str) -> list[str]:
         """What ``role`` can write, as its own (inherited) privileges: SUPERUSER,
-        pg_write_all_data, tables it owns (an owner can grant itself anything back),
-        schemas it owns that hold tables (it can drop them), INSERT / UPDATE /
+        pg_write_all_data, what it owns (``owner_writes``), INSERT / UPDATE /
         DELETE / TRUNCATE on tables and INSERT / UPDATE on columns."""
         g = self.graph
         if g.superuser(role):
@@ -235,13 +253,8 @@ class Effective:
                if pre in held and PREDEFINED[pre]["tables"] & WRITE_PRIVILEGES]
         if out:
             return out
-        relations = self.owners.get("tables", {})
-        owned = {obj for obj, owner in relations.items() if owner in held}
-        out += [f"owns {obj}" for obj in sorted(owned)]
-        out += [f"owns schema {schema} (can drop its tables)"
-                for schema, owner in sorted(self.owners.get("schemas", {}).items())
-                if owner in held and any(schema_of(o) == schema for o in relations)]
-        listed = set(owned)
+        out += [text for owner, text, _schema in self._owned if owner in held]
+        listed = set()
         for kind, privs in (("tables", TABLE_WRITES), ("columns", ("INSERT", "UPDATE"))):
             for obj in self.objects(kind):
                 table = obj if kind == "tables" else table_of(obj)
