@@ -306,20 +306,24 @@ PREDEFINED_WRITERS = {"pg_write_all_data": "INSERT, UPDATE, DELETE on every tabl
 
 def writes_by_grantee(privs: dict, roles: dict | None = None,
                       writing_functions: dict[str, str] | None = None,
-                      owned: list[tuple[str, str, str]] | None = None
-                      ) -> dict[str, list[tuple[str, str | None]]]:
+                      owned: list[tuple[str, str, str]] | None = None,
+                      lo_compat: bool = False) -> dict[str, list[tuple[str, str | None]]]:
     """Write privileges (INSERT, UPDATE, ...) on tables and columns, by grantee, as
     (text, schema of the object); with ``roles``, the predefined roles that write
     everything count as grantees too, and so does each superuser; with
     ``writing_functions`` (SECURITY DEFINER functions that write as their owner,
     opskit.perms.pg_effective.writing_functions), EXECUTE on one is a write too
     (#19 case 11); with ``owned`` (``owner_writes``), owning a table or a schema
-    holding tables is one too."""
+    holding tables is one too; so is UPDATE on a large object, and every large
+    object is PUBLIC's with ``lo_compat``."""
     out: dict[str, list[tuple[str, str | None]]] = {
         role: [(text, None)] for role, text in PREDEFINED_WRITERS.items() if role in (roles or {})}
     for role, attrs in (roles or {}).items():
         if attrs.get("superuser"):
             out.setdefault(role, []).append(("every table (SUPERUSER)", None))
+    if lo_compat:
+        out.setdefault("PUBLIC", []).append(("every large object (lo_compat_privileges = on)",
+                                             None))
     for kind in ("tables", "columns"):
         for grantee, objs in (privs.get(kind) or {}).items():
             for obj, plist in objs.items():
@@ -330,6 +334,10 @@ def writes_by_grantee(privs: dict, roles: dict | None = None,
                                                             schema_of(obj)))
     for owner, text, schema in owned or ():
         out.setdefault(owner, []).append((text, schema))
+    for grantee, objs in (privs.get("large_objects") or {}).items():
+        for oid, plist in objs.items():
+            if any(p.split(" ", 1)[0] == "UPDATE" for p in plist):
+                out.setdefault(grantee, []).append((f"UPDATE on large object {oid}", None))
     for grantee, objs in (privs.get("functions") or {}).items():
         for sig in objs:
             if sig in (writing_functions or {}):
@@ -378,7 +386,7 @@ class DatabaseFacts:
         db = cls(row["name"], names, data.get("roles", {}), data.get("member_of", {}),
                  data.get("connected_as"),
                  writes_by_grantee(privs, data.get("roles"), writing_functions(data),
-                                   owner_writes(data)),
+                                   owner_writes(data), bool(data.get("lo_compat_privileges"))),
                  direct_grants(privs), RoleGraph.from_data(data), data)
         for pg in ctx.query_pg_roles:
             if pg in db.roles:

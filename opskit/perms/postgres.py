@@ -19,6 +19,8 @@ implicit rights and PUBLIC's defaults are counted too:
   EXECUTE'd text, ``opaque`` for other languages) -- detail only: whether a
   SECURITY DEFINER function writes is judged by its owner
   (opskit.perms.pg_effective.writing_functions);
+* large objects' privileges (UPDATE lets a role overwrite one with lo_put), and
+  whether ``lo_compat_privileges`` lifts every check on the existing ones;
 * default privileges (pg_default_acl: grants every future object gets);
 * row-level security: per table whether it is enabled / forced and its
   policies with their roles (pg_policies).
@@ -174,6 +176,14 @@ JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace,
      aclexplode(COALESCE(p.proacl, acldefault('f'::"char", p.proowner))) a
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
 WHERE {EXCLUDED_SCHEMAS}"""
+
+LARGE_OBJECTS_SQL = f"""
+SELECT l.oid::text, {GRANTEE}, a.privilege_type, a.is_grantable
+FROM pg_catalog.pg_largeobject_metadata l
+LEFT JOIN LATERAL aclexplode(COALESCE(l.lomacl, acldefault('L'::"char", l.lomowner))) a ON true
+LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee"""
+
+LO_COMPAT_SQL = "SELECT pg_catalog.current_setting('lo_compat_privileges')::bool"
 
 DEFAULT_ACL_SQL = """
 SELECT r.rolname, n.nspname, d.defaclobjtype::text, COALESCE(g.rolname, 'PUBLIC'),
@@ -352,11 +362,18 @@ def _collect(cur) -> dict:
     owners["functions"] = {sig: f.pop("owner") for sig, f in functions.items()}
     cur.execute(FUNCTION_ACL_SQL)
     function_acl = _acl_map(cur.fetchall(), 1)
+    cur.execute(LARGE_OBJECTS_SQL)
+    rows = cur.fetchall()
+    large_objects = _acl_map([r for r in rows if r[1] is not None], 1)
+    cur.execute(LO_COMPAT_SQL)
+    lo_compat = bool(cur.fetchone()[0]) and bool(rows)
     return {"connected_as": user, "dbname": dbname, "superuser": bool(superuser),
             "server_version": version, "server_version_num": version_num,
             "roles": roles, "member_of": member_of, "owners": owners,
             "privileges": {"database": database, "schemas": schemas, "tables": tables,
-                           "columns": columns, "functions": function_acl},
+                           "columns": columns, "functions": function_acl,
+                           "large_objects": large_objects},
+            "lo_compat_privileges": lo_compat,
             "relkinds": kinds, "functions": functions, "default_acl": _default_acl(cur),
             "rls": _rls(cur), "warnings": warnings}
 

@@ -391,6 +391,33 @@ def test_query_tier_owning_a_table_or_schema_writes(perms_pg, bureau):
     assert [f for f in findings if f.check == "query-write"] == []
 
 
+def test_query_tier_updating_a_large_object(perms_pg, bureau):
+    """Probe: UPDATE on a large object lets the query tier overwrite it (lo_put)."""
+    with perms_pg.changed("SELECT lo_from_bytea(424242, 'claim scan'); GRANT SELECT, UPDATE ON "
+                          "LARGE OBJECT 424242 TO ins_claims_ro", "SELECT lo_unlink(424242)"):
+        findings, _r, _s = bureau()
+        perms_pg.sql("SET ROLE ins_claims_ro; SELECT lo_put(424242, 0, 'forged')")
+        assert perms_pg.sql("SELECT convert_from(lo_get(424242), 'UTF8')") == "forgedscan"
+    q = [f for f in findings if f.check == "query-write"]
+    assert [(f.account, f.severity) for f in q] == [("ins_claims_ro", "high")]
+    assert q[0].evidence == "UPDATE on large object 424242 (granted to ins_claims_ro)"
+    # must NOT pass: reading one
+    with perms_pg.changed("SELECT lo_from_bytea(424242, 'claim scan'); GRANT SELECT ON "
+                          "LARGE OBJECT 424242 TO ins_claims_ro", "SELECT lo_unlink(424242)"):
+        findings, _r, _s = bureau()
+    assert [f for f in findings if f.check == "query-write"] == []
+    # lo_compat_privileges = on: every existing large object is everyone's
+    with perms_pg.changed("SELECT lo_from_bytea(424242, 'claim scan'); ALTER DATABASE "
+                          "perms_insurance SET lo_compat_privileges = on",
+                          "SELECT lo_unlink(424242); ALTER DATABASE perms_insurance RESET "
+                          "lo_compat_privileges"):
+        findings, _r, _s = bureau()
+        perms_pg.sql("SET ROLE ins_claims_ro; SELECT lo_put(424242, 0, 'forged')")
+    q = [f for f in findings if f.check == "query-write"]
+    assert [f.evidence for f in q] == ["every large object (lo_compat_privileges = on) "
+                                       "(granted to PUBLIC)"]
+
+
 def test_case_11_default_acl_rls_and_schema_usage(perms_pg, bureau, tmp_path):
     """#19 case 11: future grants and row-level security are collected; a write grant
     on a table in a schema the role has no USAGE on is marked unusable."""
