@@ -307,10 +307,12 @@ PREDEFINED_WRITERS = {"pg_write_all_data": "INSERT, UPDATE, DELETE on every tabl
 def writes_by_grantee(privs: dict, roles: dict | None = None,
                       writing_functions: dict[str, str] | None = None,
                       owned: list[tuple[str, str, str]] | None = None,
-                      lo_compat: bool = False) -> dict[str, list[tuple[str, str | None]]]:
+                      lo_compat: bool = False, version_num: int = 0
+                      ) -> dict[str, list[tuple[str, str | None]]]:
     """Write privileges (INSERT, UPDATE, ...) on tables and columns, by grantee, as
     (text, schema of the object); with ``roles``, the predefined roles that write
-    everything count as grantees too, and so does each superuser; with
+    everything count as grantees too, and so does each superuser (and before
+    PostgreSQL 16 each CREATEROLE role: it may grant itself any role); with
     ``writing_functions`` (SECURITY DEFINER functions that write as their owner,
     opskit.perms.pg_effective.writing_functions), EXECUTE on one is a write too
     (#19 case 11); with ``owned`` (``owner_writes``), owning a table or a schema
@@ -321,6 +323,9 @@ def writes_by_grantee(privs: dict, roles: dict | None = None,
     for role, attrs in (roles or {}).items():
         if attrs.get("superuser"):
             out.setdefault(role, []).append(("every table (SUPERUSER)", None))
+        elif attrs.get("createrole") and version_num < 160000:
+            out.setdefault(role, []).append(("every table (CREATEROLE before PostgreSQL 16: "
+                                              "can GRANT pg_write_all_data to itself)", None))
     if lo_compat:
         out.setdefault("PUBLIC", []).append(("every large object (lo_compat_privileges = on)",
                                              None))
@@ -386,7 +391,8 @@ class DatabaseFacts:
         db = cls(row["name"], names, data.get("roles", {}), data.get("member_of", {}),
                  data.get("connected_as"),
                  writes_by_grantee(privs, data.get("roles"), writing_functions(data),
-                                   owner_writes(data), bool(data.get("lo_compat_privileges"))),
+                                   owner_writes(data), bool(data.get("lo_compat_privileges")),
+                                   data.get("server_version_num") or 0),
                  direct_grants(privs), RoleGraph.from_data(data), data)
         for pg in ctx.query_pg_roles:
             if pg in db.roles:

@@ -418,6 +418,23 @@ def test_query_tier_updating_a_large_object(perms_pg, bureau):
                                        "(granted to PUBLIC)"]
 
 
+def test_query_tier_with_createrole_before_16(perms_pg, bureau):
+    """Probe: before PostgreSQL 16 a CREATEROLE role may grant itself pg_write_all_data."""
+    assert int(perms_pg.sql("SHOW server_version_num")) < 160000
+    with perms_pg.changed("ALTER ROLE ins_claims_ro CREATEROLE",
+                          "REVOKE pg_write_all_data FROM ins_claims_ro; "
+                          "ALTER ROLE ins_claims_ro NOCREATEROLE; UPDATE ins.claims "
+                          "SET hospital_code = 'H3209002' WHERE id = 2"):
+        findings, _r, _s = bureau()
+        perms_pg.sql("SET ROLE ins_claims_ro; GRANT pg_write_all_data TO ins_claims_ro; "
+                     "UPDATE ins.claims SET hospital_code = 'FORGED' WHERE id = 2")
+        assert perms_pg.sql("SELECT hospital_code FROM ins.claims WHERE id = 2") == "FORGED"
+    q = [f for f in findings if f.check == "query-write"]
+    assert [(f.account, f.severity) for f in q] == [("ins_claims_ro", "high")]
+    assert "CREATEROLE before PostgreSQL 16: can GRANT pg_write_all_data to itself" \
+        in q[0].evidence
+
+
 def test_case_11_default_acl_rls_and_schema_usage(perms_pg, bureau, tmp_path):
     """#19 case 11: future grants and row-level security are collected; a write grant
     on a table in a schema the role has no USAGE on is marked unusable."""
