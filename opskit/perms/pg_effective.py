@@ -243,11 +243,14 @@ class Effective:
 
     def writes(self, role: str) -> list[str]:
         """What ``role`` can write, as its own (inherited) privileges: SUPERUSER,
-        pg_write_all_data, what it owns (``owner_writes``), INSERT / UPDATE /
+        CREATEROLE before 16, pg_write_all_data, what it owns (``owner_writes``), INSERT / UPDATE /
         DELETE / TRUNCATE on tables and INSERT / UPDATE on columns."""
         g = self.graph
         if g.superuser(role):
             return ["every table (SUPERUSER)"]
+        if g.roles.get(role, {}).get("createrole") and g.version_num < 160000:
+            return ["every table (CREATEROLE before PostgreSQL 16: can GRANT "
+                    "pg_write_all_data to itself)"]
         held = g.privileges_of(role)
         out = [f"every table (member of {pre})" for pre in sorted(PREDEFINED)
                if pre in held and PREDEFINED[pre]["tables"] & WRITE_PRIVILEGES]

@@ -117,6 +117,10 @@ def test_writing_functions_judge_a_definer_by_its_owner():
         "s.g()": "runs as its owner grp, who can write: EXECUTE on SECURITY DEFINER "
                  "function s.a()",
         "s.h()": "runs as its owner ?, who can write: owner unknown"}
+    # before 16, a CREATEROLE owner may grant itself pg_write_all_data
+    data["roles"]["ann"]["createrole"] = True
+    assert "CREATEROLE before PostgreSQL 16" in writing_functions(data)["s.f()"]
+    data["roles"]["ann"]["createrole"] = False
     # owning a table is a write even with every privilege on it revoked
     data["owners"]["tables"] = {"s.t": "ann"}
     assert writing_functions(data)["s.f()"] == ("runs as its owner ann, who can write: owns "
