@@ -366,22 +366,30 @@ def test_security_definer_not_reported_when_it_cannot_write(perms_pg, bureau, se
     assert [f for f in findings if f.check == "query-write"] == []
 
 
+def _query_tier_writes(perms_pg, bureau, do: str, undo: str, act: str, check: tuple):
+    """ins_claims_ro's one query-write finding with ``do`` applied; on the server,
+    ``act`` run as ins_claims_ro then leaves ``check`` (sql, its answer) true."""
+    with perms_pg.changed(do, undo):
+        findings, _r, _s = bureau()
+        perms_pg.sql("SET ROLE ins_claims_ro; " + act)
+        assert perms_pg.sql(check[0]) == check[1]
+    q = [f for f in findings if f.check == "query-write"]
+    assert [(f.account, f.severity, f.rule) for f in q] == [("ins_claims_ro", "high", "R-ACC-5")]
+    return q[0]
+
+
 def test_query_tier_owning_a_table_or_schema_writes(perms_pg, bureau):
     """Probe: the owner of a table may grant itself back every privilege revoked from
     it, the owner of a schema may drop the tables in it; the server lets it."""
-    with perms_pg.changed("CREATE TABLE ins.ro_notes (x int); ALTER TABLE ins.ro_notes OWNER "
-                          "TO {owner}; REVOKE ALL ON ins.ro_notes FROM {owner}; CREATE SCHEMA "
-                          "ro_own AUTHORIZATION {owner}; CREATE TABLE ro_own.t (x int)"
-                          .format(owner="ins_claims_ro"),
-                          "DROP TABLE ins.ro_notes; DROP SCHEMA ro_own CASCADE"):
-        findings, _r, _s = bureau()
-        perms_pg.sql("SET ROLE ins_claims_ro; GRANT INSERT ON ins.ro_notes TO ins_claims_ro; "
-                     "INSERT INTO ins.ro_notes VALUES (1); DROP TABLE ro_own.t")
-        assert perms_pg.sql("SELECT count(*) FROM ins.ro_notes") == "1"
-    q = [f for f in findings if f.check == "query-write"]
-    assert [(f.account, f.severity) for f in q] == [("ins_claims_ro", "high")]
-    assert "owns ins.ro_notes (can grant itself any privilege on it)" in q[0].evidence
-    assert "owns schema ro_own (can drop the tables in it)" in q[0].evidence
+    found = _query_tier_writes(
+        perms_pg, bureau, "CREATE TABLE ins.ro_notes (x int); ALTER TABLE ins.ro_notes OWNER TO "
+        "ins_claims_ro; REVOKE ALL ON ins.ro_notes FROM ins_claims_ro; CREATE SCHEMA ro_own "
+        "AUTHORIZATION ins_claims_ro; CREATE TABLE ro_own.t (x int)",
+        "DROP TABLE ins.ro_notes; DROP SCHEMA ro_own CASCADE",
+        "GRANT INSERT ON ins.ro_notes TO ins_claims_ro; INSERT INTO ins.ro_notes VALUES (1); "
+        "DROP TABLE ro_own.t", ("SELECT count(*) FROM ins.ro_notes", "1"))
+    assert "owns ins.ro_notes (can grant itself any privilege on it)" in found.evidence
+    assert "owns schema ro_own (can drop the tables in it)" in found.evidence
     # must NOT pass: an operator role owning them is not the query tier's
     with perms_pg.changed("CREATE TABLE ins.ro_notes (x int); ALTER TABLE ins.ro_notes OWNER "
                           "TO ins_claims_rw; CREATE SCHEMA ro_own AUTHORIZATION ins_claims_rw; "
@@ -391,48 +399,42 @@ def test_query_tier_owning_a_table_or_schema_writes(perms_pg, bureau):
     assert [f for f in findings if f.check == "query-write"] == []
 
 
+LO_FORGED = ("SELECT convert_from(lo_get(424242), 'UTF8')", "forgedscan")
+
+
 def test_query_tier_updating_a_large_object(perms_pg, bureau):
     """Probe: UPDATE on a large object lets the query tier overwrite it (lo_put)."""
-    with perms_pg.changed("SELECT lo_from_bytea(424242, 'claim scan'); GRANT SELECT, UPDATE ON "
-                          "LARGE OBJECT 424242 TO ins_claims_ro", "SELECT lo_unlink(424242)"):
-        findings, _r, _s = bureau()
-        perms_pg.sql("SET ROLE ins_claims_ro; SELECT lo_put(424242, 0, 'forged')")
-        assert perms_pg.sql("SELECT convert_from(lo_get(424242), 'UTF8')") == "forgedscan"
-    q = [f for f in findings if f.check == "query-write"]
-    assert [(f.account, f.severity) for f in q] == [("ins_claims_ro", "high")]
-    assert q[0].evidence == "UPDATE on large object 424242 (granted to ins_claims_ro)"
+    found = _query_tier_writes(
+        perms_pg, bureau, "SELECT lo_from_bytea(424242, 'claim scan'); GRANT SELECT, UPDATE ON "
+        "LARGE OBJECT 424242 TO ins_claims_ro", "SELECT lo_unlink(424242)",
+        "SELECT lo_put(424242, 0, 'forged')", LO_FORGED)
+    assert found.evidence == "UPDATE on large object 424242 (granted to ins_claims_ro)"
     # must NOT pass: reading one
     with perms_pg.changed("SELECT lo_from_bytea(424242, 'claim scan'); GRANT SELECT ON "
                           "LARGE OBJECT 424242 TO ins_claims_ro", "SELECT lo_unlink(424242)"):
         findings, _r, _s = bureau()
     assert [f for f in findings if f.check == "query-write"] == []
     # lo_compat_privileges = on: every existing large object is everyone's
-    with perms_pg.changed("SELECT lo_from_bytea(424242, 'claim scan'); ALTER DATABASE "
-                          "perms_insurance SET lo_compat_privileges = on",
-                          "SELECT lo_unlink(424242); ALTER DATABASE perms_insurance RESET "
-                          "lo_compat_privileges"):
-        findings, _r, _s = bureau()
-        perms_pg.sql("SET ROLE ins_claims_ro; SELECT lo_put(424242, 0, 'forged')")
-    q = [f for f in findings if f.check == "query-write"]
-    assert [f.evidence for f in q] == ["every large object (lo_compat_privileges = on) "
-                                       "(granted to PUBLIC)"]
+    found = _query_tier_writes(
+        perms_pg, bureau, "SELECT lo_from_bytea(424242, 'claim scan'); ALTER DATABASE "
+        "perms_insurance SET lo_compat_privileges = on", "SELECT lo_unlink(424242); ALTER "
+        "DATABASE perms_insurance RESET lo_compat_privileges",
+        "SELECT lo_put(424242, 0, 'forged')", LO_FORGED)
+    assert found.evidence == ("every large object (lo_compat_privileges = on) "
+                              "(granted to PUBLIC)")
 
 
 def test_query_tier_with_createrole_before_16(perms_pg, bureau):
     """Probe: before PostgreSQL 16 a CREATEROLE role may grant itself pg_write_all_data."""
     assert int(perms_pg.sql("SHOW server_version_num")) < 160000
-    with perms_pg.changed("ALTER ROLE ins_claims_ro CREATEROLE",
-                          "REVOKE pg_write_all_data FROM ins_claims_ro; "
-                          "ALTER ROLE ins_claims_ro NOCREATEROLE; UPDATE ins.claims "
-                          "SET hospital_code = 'H3209002' WHERE id = 2"):
-        findings, _r, _s = bureau()
-        perms_pg.sql("SET ROLE ins_claims_ro; GRANT pg_write_all_data TO ins_claims_ro; "
-                     "UPDATE ins.claims SET hospital_code = 'FORGED' WHERE id = 2")
-        assert perms_pg.sql("SELECT hospital_code FROM ins.claims WHERE id = 2") == "FORGED"
-    q = [f for f in findings if f.check == "query-write"]
-    assert [(f.account, f.severity) for f in q] == [("ins_claims_ro", "high")]
+    found = _query_tier_writes(
+        perms_pg, bureau, "ALTER ROLE ins_claims_ro CREATEROLE",
+        "REVOKE pg_write_all_data FROM ins_claims_ro; ALTER ROLE ins_claims_ro NOCREATEROLE; "
+        "UPDATE ins.claims SET hospital_code = 'H3209002' WHERE id = 2",
+        "GRANT pg_write_all_data TO ins_claims_ro; UPDATE ins.claims SET hospital_code = "
+        "'FORGED' WHERE id = 2", ("SELECT hospital_code FROM ins.claims WHERE id = 2", "FORGED"))
     assert "CREATEROLE before PostgreSQL 16: can GRANT pg_write_all_data to itself" \
-        in q[0].evidence
+        in found.evidence
 
 
 def test_case_11_default_acl_rls_and_schema_usage(perms_pg, bureau, tmp_path):
