@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, AbstractSet, Any, Mapping, Sequence
 from opskit.accounts.roster import INACTIVE_STATUSES, Person, Roster
 
 from .linux import parse_key_line
-from .pg_effective import Effective, RoleGraph, writing_functions
-from .postgres import WRITE_PRIVILEGES
+from .pg_effective import Effective, RoleGraph, owner_writes, writing_functions
+from .postgres import WRITE_PRIVILEGES, schema_of
 from .sudoers import SudoItem, parse_rule
 
 if TYPE_CHECKING:
@@ -305,19 +305,30 @@ PREDEFINED_WRITERS = {"pg_write_all_data": "INSERT, UPDATE, DELETE on every tabl
 
 
 def writes_by_grantee(privs: dict, roles: dict | None = None,
-                      writing_functions: dict[str, str] | None = None
+                      writing_functions: dict[str, str] | None = None,
+                      owned: list[tuple[str, str, str]] | None = None,
+                      lo_compat: bool = False, version_num: int = 0
                       ) -> dict[str, list[tuple[str, str | None]]]:
     """Write privileges (INSERT, UPDATE, ...) on tables and columns, by grantee, as
     (text, schema of the object); with ``roles``, the predefined roles that write
-    everything count as grantees too, and so does each superuser; with
+    everything count as grantees too, and so does each superuser (and before
+    PostgreSQL 16 each CREATEROLE role: it may grant itself any role); with
     ``writing_functions`` (SECURITY DEFINER functions that write as their owner,
     opskit.perms.pg_effective.writing_functions), EXECUTE on one is a write too
-    (#19 case 11)."""
+    (#19 case 11); with ``owned`` (``owner_writes``), owning a table or a schema
+    holding tables is one too; so is UPDATE on a large object, and every large
+    object is PUBLIC's with ``lo_compat``."""
     out: dict[str, list[tuple[str, str | None]]] = {
         role: [(text, None)] for role, text in PREDEFINED_WRITERS.items() if role in (roles or {})}
     for role, attrs in (roles or {}).items():
         if attrs.get("superuser"):
             out.setdefault(role, []).append(("every table (SUPERUSER)", None))
+        elif attrs.get("createrole") and version_num < 160000:
+            out.setdefault(role, []).append(("every table (CREATEROLE before PostgreSQL 16: "
+                                              "can GRANT pg_write_all_data to itself)", None))
+    if lo_compat:
+        out.setdefault("PUBLIC", []).append(("every large object (lo_compat_privileges = on)",
+                                             None))
     for kind in ("tables", "columns"):
         for grantee, objs in (privs.get(kind) or {}).items():
             for obj, plist in objs.items():
@@ -325,13 +336,19 @@ def writes_by_grantee(privs: dict, roles: dict | None = None,
                     base = p.split(" ", 1)[0]
                     if base in WRITE_PRIVILEGES:
                         out.setdefault(grantee, []).append((f"{base} on {obj}",
-                                                            obj.split(".", 1)[0]))
+                                                            schema_of(obj)))
+    for owner, text, schema in owned or ():
+        out.setdefault(owner, []).append((text, schema))
+    for grantee, objs in (privs.get("large_objects") or {}).items():
+        for oid, plist in objs.items():
+            if any(p.split(" ", 1)[0] == "UPDATE" for p in plist):
+                out.setdefault(grantee, []).append((f"UPDATE on large object {oid}", None))
     for grantee, objs in (privs.get("functions") or {}).items():
         for sig in objs:
             if sig in (writing_functions or {}):
                 out.setdefault(grantee, []).append(
                     (f"EXECUTE on SECURITY DEFINER function {sig}, which "
-                     f"{writing_functions[sig]}", sig.split(".", 1)[0]))
+                     f"{writing_functions[sig]}", schema_of(sig)))
     return out
 
 
@@ -373,7 +390,9 @@ class DatabaseFacts:
         names = tuple(dict.fromkeys([row["name"], data.get("dbname") or row["name"]]))
         db = cls(row["name"], names, data.get("roles", {}), data.get("member_of", {}),
                  data.get("connected_as"),
-                 writes_by_grantee(privs, data.get("roles"), writing_functions(data)),
+                 writes_by_grantee(privs, data.get("roles"), writing_functions(data),
+                                   owner_writes(data), bool(data.get("lo_compat_privileges")),
+                                   data.get("server_version_num") or 0),
                  direct_grants(privs), RoleGraph.from_data(data), data)
         for pg in ctx.query_pg_roles:
             if pg in db.roles:

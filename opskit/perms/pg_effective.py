@@ -31,6 +31,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from .postgres import WRITE_PRIVILEGES, schema_of, table_of
+
 PRIVILEGES = {
     "database": ("CONNECT", "CREATE", "TEMPORARY"),
     "schemas": ("USAGE", "CREATE"),
@@ -52,6 +54,8 @@ HIGH_RISK_ROLES = {
     "pg_write_server_files": "writes any file the database server's OS user can write",
 }
 DATABASE_OWNER_ROLE = "pg_database_owner"
+# the write privileges, in the server's order
+TABLE_WRITES = tuple(p for p in PRIVILEGES["tables"] if p in WRITE_PRIVILEGES)
 
 
 @dataclass
@@ -143,6 +147,25 @@ def _acl_by_object(acl: dict) -> dict[str, dict[str, set[str]]]:
     return out
 
 
+def owner_writes(data: dict) -> list[tuple[str, str, str]]:
+    """(owner, text, schema) for each table, view or other relation but a sequence
+    whose owner holds no write privilege on it by its ACL (an owner can grant itself
+    any privilege back), and each schema holding relations (its owner can drop them)."""
+    owners, relkinds = data.get("owners") or {}, data.get("relkinds") or {}
+    acl = (data.get("privileges") or {}).get("tables") or {}
+    out = []
+    for obj, owner in sorted((owners.get("tables") or {}).items()):
+        if relkinds.get(obj) != "S" and not any(
+                p.split(" ", 1)[0] in WRITE_PRIVILEGES for p in acl.get(owner, {}).get(obj, ())):
+            out.append((owner, f"owns {obj} (can grant itself any privilege on it)",
+                        schema_of(obj)))
+    holding = {schema_of(obj) for obj in owners.get("tables") or {}}
+    out += [(owner, f"owns schema {schema} (can drop the tables in it)", schema)
+            for schema, owner in sorted((owners.get("schemas") or {}).items())
+            if schema in holding]
+    return out
+
+
 class Effective:
     """Effective privileges in one collected database (see module doc)."""
 
@@ -160,6 +183,7 @@ class Effective:
             "functions": _acl_by_object(privs.get("functions")),
         }
         self.rls = data.get("rls", {})
+        self._owned = owner_writes(data)
 
     def objects(self, kind: str) -> list[str]:
         return sorted(self.acl[kind])
@@ -182,7 +206,7 @@ class Effective:
                 return self._via(role, pre, f"{pre} gives {priv} on every "
                                             f"{'schema' if kind == 'schemas' else 'table'}")
         if kind == "columns":
-            table = obj.rsplit(".", 1)[0]
+            table = table_of(obj)
             kind_t = "sequences" if table in self.acl["sequences"] else "tables"
             hit = self.why(role, kind_t, table, priv)
             return f"table privilege: {hit}" if hit else None
@@ -203,32 +227,92 @@ class Effective:
                 got = [p for p in names if self.has(role, kind, obj, p)]
                 if not got:
                     continue
-                schema = obj.split(".", 1)[0]
+                schema = schema_of(obj)
                 if kind in ("tables", "sequences", "columns", "functions") and \
                         not self.has(role, "schemas", schema, "USAGE"):
                     got = [f"{p} (no USAGE on schema {schema})" for p in got]
                 out.setdefault(kind, {})[obj] = got
         return out
 
+    def columns_with(self, role: str, table: str, priv: str) -> list[str]:
+        """The columns of ``table`` whose own ACL gives ``role`` ``priv`` (a column
+        privilege lets it read or change those columns of every row it may reach)."""
+        prefix = f"{table}."
+        return [obj[len(prefix):] for obj in self.objects("columns")
+                if obj.startswith(prefix) and self.has(role, "columns", obj, priv)]
+
+    def writes(self, role: str) -> list[str]:
+        """What ``role`` can write, as its own (inherited) privileges: SUPERUSER,
+        CREATEROLE before 16, pg_write_all_data, what it owns (``owner_writes``), INSERT / UPDATE /
+        DELETE / TRUNCATE on tables and INSERT / UPDATE on columns."""
+        g = self.graph
+        if g.superuser(role):
+            return ["every table (SUPERUSER)"]
+        if g.roles.get(role, {}).get("createrole") and g.version_num < 160000:
+            return ["every table (CREATEROLE before PostgreSQL 16: can GRANT "
+                    "pg_write_all_data to itself)"]
+        held = g.privileges_of(role)
+        out = [f"every table (member of {pre})" for pre in sorted(PREDEFINED)
+               if pre in held and PREDEFINED[pre]["tables"] & WRITE_PRIVILEGES]
+        if out:
+            return out
+        out += [text for owner, text, _schema in self._owned if owner in held]
+        listed = set()
+        for kind, privs in (("tables", TABLE_WRITES), ("columns", ("INSERT", "UPDATE"))):
+            for obj in self.objects(kind):
+                table = obj if kind == "tables" else table_of(obj)
+                got = [p for p in privs if table not in listed and self.has(role, kind, obj, p)]
+                if got:
+                    out.append(f"{', '.join(got)} on {obj}")
+                    listed.add(obj)
+        return out
+
     def unusable(self, role: str, kind: str, obj: str) -> bool:
         """Whether ``obj`` (a table, sequence, column or function) is out of reach
         for ``role``: no USAGE on its schema."""
-        return not self.has(role, "schemas", obj.split(".", 1)[0], "USAGE")
+        return not self.has(role, "schemas", schema_of(obj), "USAGE")
 
 
-def writing_functions(data: dict) -> dict[str, str]:
-    """SECURITY DEFINER functions of a collected database that may write as their
-    owner -> what they write: VOLATILE, and the body names tables it writes or
-    cannot be read (executing one acts as its owner, #19 case 11)."""
-    out = {}
+def writing_functions(data: dict, eff: Effective | None = None) -> dict[str, str]:
+    """SECURITY DEFINER functions of a collected database that write as their owner
+    -> how. Executing one acts as its owner (#19 case 11), whatever its volatility
+    or language, and what its body does cannot be read soundly (a helper it calls,
+    a BEGIN ATOMIC body, quoting, GRANT ...): so a DEFINER function is a write path
+    whenever its owner can write (``Effective.writes``), or can run another such
+    function. The tables its body names (``body_writes``) only add detail; they
+    never clear a function."""
+    eff = eff or Effective(data)
+    fns = data.get("functions") or {}
     owners = (data.get("owners") or {}).get("functions", {})
-    for sig, f in sorted((data.get("functions") or {}).items()):
-        if not (f.get("security_definer") and f.get("volatile")):
-            continue
-        owner = owners.get(sig, "?")
-        if f.get("writes"):
-            out[sig] = f"writes {', '.join(f['writes'])} as its owner {owner}"
-        elif f.get("body") in ("dynamic", "opaque"):
-            out[sig] = (f"may write as its owner {owner} ({f.get('language')} body "
-                        f"{'runs dynamic SQL' if f.get('body') == 'dynamic' else 'unread'})")
+    definers = {sig: owners.get(sig) for sig, f in fns.items() if f.get("security_definer")}
+    can: dict[str | None, list[str]] = {}
+    for owner in set(definers.values()):
+        can[owner] = eff.writes(owner) if owner else ["owner unknown"]
+    out: dict[str, str] = {}
+    grown = True
+    while grown:            # an owner who can run another writing DEFINER function writes too
+        grown = False
+        for sig, owner in sorted(definers.items()):
+            if sig in out:
+                continue
+            what = can[owner] or [f"EXECUTE on SECURITY DEFINER function {other}"
+                                  for other in sorted(out)
+                                  if eff.has(owner, "functions", other, "EXECUTE")][:1]
+            if what:
+                out[sig] = _definer_text(fns[sig], owner or "?", what)
+                grown = True
     return out
+
+
+def _definer_text(f: dict, owner: str, what: list[str]) -> str:
+    named = tuple(f" {t}" for t in f.get("writes") or ())
+    what = sorted(what, key=lambda w: not w.endswith(named)) if named else what
+    shown = "; ".join(what[:3]) + (f"; ... {len(what) - 3} more" if len(what) > 3 else "")
+    if f.get("writes"):
+        head = f"writes {', '.join(f['writes'])} as its owner {owner}"
+    else:
+        head = f"runs as its owner {owner}"
+        if f.get("body") in ("dynamic", "opaque"):
+            head += (f" ({f.get('language')} body "
+                     f"{'runs dynamic SQL' if f.get('body') == 'dynamic' else 'unread'})")
+    return f"{head}, who can write: {shown}"

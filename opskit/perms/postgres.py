@@ -16,7 +16,11 @@ implicit rights and PUBLIC's defaults are counted too:
 * functions: SECURITY DEFINER (executing one acts as its owner), volatility,
   and the tables their SQL / PL/pgSQL body writes (``writes``; ``body``
   says whether the body could be read: ``sql``, ``dynamic`` when it runs
-  EXECUTE'd text, ``opaque`` for other languages);
+  EXECUTE'd text, ``opaque`` for other languages) -- detail only: whether a
+  SECURITY DEFINER function writes is judged by its owner
+  (opskit.perms.pg_effective.writing_functions);
+* large objects' privileges (UPDATE lets a role overwrite one with lo_put), and
+  whether ``lo_compat_privileges`` lifts every check on the existing ones;
 * default privileges (pg_default_acl: grants every future object gets);
 * row-level security: per table whether it is enabled / forced and its
   policies with their roles (pg_policies).
@@ -42,6 +46,63 @@ from opskit.core.optional import require
 
 EXCLUDED_SCHEMAS = "n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'"
 
+
+# Object keys: schema.table[.column] and schema.function(args), each name in double
+# quotes (doubled inside) when it holds a dot or a double quote, so that a table
+# "k.l".m and a sequence k."l.m" never share a key; ordinary names read as before.
+def _sql_part(col: str) -> str:
+    return f"""CASE WHEN {col} ~ '[."]' THEN '"' || replace({col}, '"', '""') || '"' ELSE {col} END"""
+
+
+def sql_name(*cols: str) -> str:
+    """The SQL expression of the key of the object named by columns ``cols``."""
+    return " || '.' || ".join(_sql_part(c) for c in cols)
+
+
+def qualified(*parts: str) -> str:
+    """The key of an object from its names (what ``sql_name`` computes)."""
+    return ".".join('"' + p.replace('"', '""') + '"' if "." in p or '"' in p else p
+                    for p in parts)
+
+
+def split_qualified(key: str) -> list[str]:
+    """The names in a key (``qualified``'s inverse); a function's argument list stays
+    with its name."""
+    parts, i = [], 0
+    while True:
+        if key.startswith('"', i):
+            j, name = i + 1, []
+            while j < len(key):
+                if key[j] == '"':
+                    if key.startswith('""', j):
+                        name.append('"')
+                        j += 2
+                        continue
+                    break
+                name.append(key[j])
+                j += 1
+            end = j + 1 if key.startswith(".", j + 1) else -1
+            parts.append("".join(name) + ("" if end >= 0 else key[j + 1:]))
+        else:
+            paren = key.find("(", i)
+            end = key.find(".", i)
+            if paren >= 0 and (end < 0 or paren < end):
+                end = -1
+            parts.append(key[i:end] if end >= 0 else key[i:])
+        if end < 0:
+            return parts
+        i = end + 1
+
+
+def schema_of(key: str) -> str:
+    """The schema of a table, column, sequence or function key."""
+    return split_qualified(key)[0] if "." in key else key
+
+
+def table_of(column_key: str) -> str:
+    """The table key of a column key."""
+    return qualified(*split_qualified(column_key)[:-1])
+
 ROLES_SQL = """
 SELECT rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin,
        rolreplication, rolbypassrls, rolvaliduntil::text, rolconnlimit, oid < 16384 AS builtin
@@ -62,23 +123,27 @@ FROM pg_catalog.pg_database d,
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
 WHERE d.datname = %s"""
 
+# an object whose ACL grants nothing (REVOKE ALL, even from its owner) still gives a
+# row, with no grantee: its owner and kind are collected all the same
+GRANTEE = "CASE WHEN a.grantee IS NOT NULL THEN COALESCE(g.rolname, 'PUBLIC') END"
+
 SCHEMAS_SQL = f"""
-SELECT n.nspname, COALESCE(g.rolname, 'PUBLIC'), a.privilege_type, a.is_grantable,
+SELECT n.nspname, {GRANTEE}, a.privilege_type, a.is_grantable,
        pg_catalog.has_schema_privilege(n.oid, 'USAGE') AS visible,
        pg_catalog.pg_get_userbyid(n.nspowner)
-FROM pg_catalog.pg_namespace n,
-     aclexplode(COALESCE(n.nspacl, acldefault('n'::"char", n.nspowner))) a
+FROM pg_catalog.pg_namespace n
+LEFT JOIN LATERAL aclexplode(COALESCE(n.nspacl, acldefault('n'::"char", n.nspowner))) a ON true
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
 WHERE {EXCLUDED_SCHEMAS}"""
 
 TABLES_SQL = f"""
-SELECT n.nspname, c.relname, c.relkind, COALESCE(g.rolname, 'PUBLIC'), a.privilege_type,
+SELECT n.nspname, c.relname, c.relkind, {GRANTEE}, a.privilege_type,
        a.is_grantable, pg_catalog.pg_get_userbyid(c.relowner)
 FROM pg_catalog.pg_class c
-JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
-     aclexplode(COALESCE(c.relacl,
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN LATERAL aclexplode(COALESCE(c.relacl,
                          acldefault((CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char",
-                                    c.relowner))) a
+                                    c.relowner))) a ON true
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND {EXCLUDED_SCHEMAS}"""
 
@@ -92,7 +157,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
 WHERE att.attacl IS NOT NULL AND NOT att.attisdropped AND {EXCLUDED_SCHEMAS}"""
 
-FUNCTION_SIGNATURE = ("n.nspname || '.' || p.proname || '(' || "
+FUNCTION_SIGNATURE = (sql_name("n.nspname", "p.proname") + " || '(' || "
                       "pg_catalog.pg_get_function_identity_arguments(p.oid) || ')'")
 
 FUNCTIONS_SQL = f"""
@@ -112,6 +177,14 @@ JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace,
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee
 WHERE {EXCLUDED_SCHEMAS}"""
 
+LARGE_OBJECTS_SQL = f"""
+SELECT l.oid::text, {GRANTEE}, a.privilege_type, a.is_grantable
+FROM pg_catalog.pg_largeobject_metadata l
+LEFT JOIN LATERAL aclexplode(COALESCE(l.lomacl, acldefault('L'::"char", l.lomowner))) a ON true
+LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee"""
+
+LO_COMPAT_SQL = "SELECT pg_catalog.current_setting('lo_compat_privileges')::bool"
+
 DEFAULT_ACL_SQL = """
 SELECT r.rolname, n.nspname, d.defaclobjtype::text, COALESCE(g.rolname, 'PUBLIC'),
        a.privilege_type, a.is_grantable
@@ -122,14 +195,14 @@ LEFT JOIN pg_catalog.pg_namespace n ON n.oid = d.defaclnamespace,
 LEFT JOIN pg_catalog.pg_roles g ON g.oid = a.grantee"""
 
 RLS_SQL = f"""
-SELECT n.nspname || '.' || c.relname, c.relrowsecurity, c.relforcerowsecurity
+SELECT {sql_name("n.nspname", "c.relname")}, c.relrowsecurity, c.relforcerowsecurity
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE (c.relrowsecurity OR EXISTS (SELECT 1 FROM pg_catalog.pg_policy p
                                    WHERE p.polrelid = c.oid)) AND {EXCLUDED_SCHEMAS}"""
 
-POLICIES_SQL = """
-SELECT schemaname || '.' || tablename, policyname, permissive, roles::text[], cmd, qual,
+POLICIES_SQL = f"""
+SELECT {sql_name("schemaname", "tablename")}, policyname, permissive, roles::text[], cmd, qual,
        with_check
 FROM pg_catalog.pg_policies ORDER BY 1, 2"""
 
@@ -220,7 +293,7 @@ def _acl_map(rows, key_cols: int) -> dict[str, dict[str, list[str]]]:
     """rows (key..., grantee, privilege, grantable) -> {grantee: {key: [privileges]}}."""
     out: dict[str, dict[str, set[str]]] = {}
     for row in rows:
-        key = ".".join(row[:key_cols])
+        key = qualified(*row[:key_cols]) if key_cols > 1 else row[0]   # a name or a key
         grantee, priv, grantable = row[key_cols], row[key_cols + 1], row[key_cols + 2]
         out.setdefault(grantee, {}).setdefault(key, set()).add(
             priv + (" WITH GRANT OPTION" if grantable else ""))
@@ -276,24 +349,31 @@ def _collect(cur) -> dict:
     hidden = sorted({r[0] for r in rows if not r[4]})
     if hidden and not superuser:
         warnings.append(f"{user} has no USAGE on schema(s) {', '.join(hidden)}")
-    schemas = _acl_map([r[:4] for r in rows], 1)
+    schemas = _acl_map([r[:4] for r in rows if r[1] is not None], 1)
     owners["schemas"] = {r[0]: r[5] for r in rows}
     cur.execute(TABLES_SQL)
     rows = cur.fetchall()
-    kinds = {f"{r[0]}.{r[1]}": r[2] for r in rows}
-    owners["tables"] = {f"{r[0]}.{r[1]}": r[6] for r in rows}
-    tables = _acl_map([(r[0], r[1], r[3], r[4], r[5]) for r in rows], 2)
+    kinds = {qualified(r[0], r[1]): r[2] for r in rows}
+    owners["tables"] = {qualified(r[0], r[1]): r[6] for r in rows}
+    tables = _acl_map([(r[0], r[1], r[3], r[4], r[5]) for r in rows if r[3] is not None], 2)
     cur.execute(COLUMNS_SQL)
     columns = _acl_map(cur.fetchall(), 3)
     functions = _functions(cur)
     owners["functions"] = {sig: f.pop("owner") for sig, f in functions.items()}
     cur.execute(FUNCTION_ACL_SQL)
     function_acl = _acl_map(cur.fetchall(), 1)
+    cur.execute(LARGE_OBJECTS_SQL)
+    rows = cur.fetchall()
+    large_objects = _acl_map([r for r in rows if r[1] is not None], 1)
+    cur.execute(LO_COMPAT_SQL)
+    lo_compat = bool(cur.fetchone()[0]) and bool(rows)
     return {"connected_as": user, "dbname": dbname, "superuser": bool(superuser),
             "server_version": version, "server_version_num": version_num,
             "roles": roles, "member_of": member_of, "owners": owners,
             "privileges": {"database": database, "schemas": schemas, "tables": tables,
-                           "columns": columns, "functions": function_acl},
+                           "columns": columns, "functions": function_acl,
+                           "large_objects": large_objects},
+            "lo_compat_privileges": lo_compat,
             "relkinds": kinds, "functions": functions, "default_acl": _default_acl(cur),
             "rls": _rls(cur), "warnings": warnings}
 

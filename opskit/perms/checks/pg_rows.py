@@ -13,7 +13,8 @@ checks get a DatabaseFacts (opskit.perms.facts). Reported:
 * on a declared table, a permissive policy ``USING (true)`` for a role that
   may not see every row, not narrowed by a restrictive policy (high);
 * a role with BYPASSRLS holding a privilege on a table with row-level
-  security on (high on a declared table, medium on another);
+  security on, on the table or on some of its columns (high on a declared
+  table, medium on another);
 * a table with row-level security on that roles.yaml does not name, whose
   owner bypasses it for want of FORCE (low).
 
@@ -111,6 +112,18 @@ def _narrowed(db, policies: list[dict], pol: dict, role: str) -> bool:
                and not _is_true(p["using"]) and held & set(p["roles"]) for p in policies)
 
 
+def _row_privileges(eff, role: str, table: str) -> list[str]:
+    """SELECT, UPDATE, DELETE ``role`` holds on ``table``: on the table, or on some of
+    its columns ('SELECT (id, ssn)'), which reach every row all the same."""
+    out = []
+    for p in _ROW_PRIVILEGES:
+        if eff.has(role, "tables", table, p):
+            out.append(p)
+        elif p != "DELETE" and (cols := eff.columns_with(role, table, p)):
+            out.append(f"{p} ({', '.join(cols)})")
+    return out
+
+
 @finding_check("database", "row-security", fleet_wide=True)
 def bypassrls_roles(ctx, db):
     """A role with BYPASSRLS (not inherited by its members) that can read or change
@@ -126,8 +139,7 @@ def bypassrls_roles(ctx, db):
             decl = declared.get(table)
             if decl and _sees_all(db, name, ctx.declared.pg(decl.all_rows, db.names)):
                 continue
-            privs = [p for p in _ROW_PRIVILEGES
-                     if db.privileges.has(name, "tables", table, p)]
+            privs = _row_privileges(db.privileges, name, table)
             if privs:
                 yield Finding("row-security", "high" if decl else "medium",
                               f"{name} has BYPASSRLS: the row-level security of {table} does "

@@ -15,7 +15,7 @@ import pytest
 
 from opskit.perms.pg_effective import PRIVILEGES, Effective, RoleGraph
 from opskit.perms.postgres import EXCLUDED_SCHEMAS, FUNCTION_SIGNATURE, DatabaseSpec, \
-    collect_postgres
+    collect_postgres, qualified, sql_name
 from tests.harness.pg_graph_gen import generate
 
 pytestmark = pytest.mark.integration
@@ -25,15 +25,15 @@ ROLE_MODES = ("USAGE", "MEMBER")
 ORACLE = {
     "tables": ("has_table_privilege(r.oid, c.oid, p)",
                "pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
-               "n.nspname || '.' || c.relname", "c.relkind IN ('r', 'p', 'v', 'm', 'f')"),
+               sql_name("n.nspname", "c.relname"), "c.relkind IN ('r', 'p', 'v', 'm', 'f')"),
     "sequences": ("has_sequence_privilege(r.oid, c.oid, p)",
                   "pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                  "ON n.oid = c.relnamespace", "n.nspname || '.' || c.relname",
+                  "ON n.oid = c.relnamespace", sql_name("n.nspname", "c.relname"),
                   "c.relkind = 'S'"),
     "columns": ("has_column_privilege(r.oid, c.oid, att.attnum, p)",
                 "pg_catalog.pg_attribute att JOIN pg_catalog.pg_class c ON c.oid = att.attrelid "
                 "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace",
-                "n.nspname || '.' || c.relname || '.' || att.attname",
+                sql_name("n.nspname", "c.relname", "att.attname"),
                 "att.attnum > 0 AND NOT att.attisdropped AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"),
     "schemas": ("has_schema_privilege(r.oid, n.oid, p)", "pg_catalog.pg_namespace n",
                 "n.nspname", "true"),
@@ -155,3 +155,53 @@ def test_effective_privileges_agree_with_the_server(postgres, graph_db, tmp_path
     old = copy.deepcopy(data)
     old["owners"]["database"]["database"] = None
     assert disagreements(old, answers), "pg_database_owner never mattered"
+
+
+# names holding dots and quotes (probe F3): joined with plain dots, the table "k.l".m and
+# the sequence k."l.m" (and the functions "x.y".f and x."y.f") shared one key
+DOTTED_ROLES = ("dd_q", "dd_w")
+DOTTED_SQL = """
+CREATE SCHEMA "a.b"; CREATE TABLE "a.b".t (x int, "c.d" int);
+CREATE SCHEMA "k.l"; CREATE SCHEMA k; CREATE TABLE "k.l".m (a int); CREATE SEQUENCE k."l.m";
+CREATE SCHEMA "x.y"; CREATE SCHEMA x; CREATE TABLE x."y.z" (a int);
+CREATE TABLE "x.y".z (a int, "b.c" int, "d""e" int); CREATE SCHEMA "q""r"; CREATE TABLE "q""r".t (a int);
+CREATE FUNCTION "x.y".f(int) RETURNS int LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION x."y.f"(int) RETURNS int LANGUAGE sql AS 'SELECT 1';
+REVOKE EXECUTE ON FUNCTION "x.y".f(int) FROM PUBLIC; GRANT EXECUTE ON FUNCTION "x.y".f(int) TO dd_q;
+GRANT USAGE ON SCHEMA "a.b", "k.l", k TO dd_q; GRANT SELECT, INSERT ON "a.b".t, "k.l".m TO dd_q;
+GRANT UPDATE ("c.d") ON "a.b".t TO dd_w; GRANT USAGE ON SEQUENCE k."l.m" TO dd_w;
+GRANT USAGE ON SCHEMA "x.y", x TO dd_w; GRANT SELECT ON "x.y".z TO dd_w;
+GRANT UPDATE ("b.c"), INSERT ("d""e") ON "x.y".z TO dd_q; GRANT DELETE ON x."y.z" TO dd_w;
+GRANT ALL ON SCHEMA "q""r" TO dd_q; GRANT TRUNCATE ON "q""r".t TO dd_q;
+"""
+
+
+def test_dotted_names_agree_with_the_server(postgres, tmp_path):
+    import psycopg
+    dbname = "perms_dotted"
+    drop = ";".join(f"DROP ROLE IF EXISTS {r}" for r in DOTTED_ROLES)
+    postgres.psql(drop, check=False)
+    postgres.psql("CREATE ROLE dd_q LOGIN; CREATE ROLE dd_w NOLOGIN")
+    try:
+        postgres.create_database(dbname)
+        postgres.psql(DOTTED_SQL, dbname)
+        data = _collect(postgres, dbname, tmp_path)
+        with psycopg.connect(postgres.dsn_for(dbname), autocommit=True) as conn:
+            answers = _oracle(conn, list(DOTTED_ROLES))
+        # the server: dd_q writes both tables
+        postgres.psql('SET ROLE dd_q; INSERT INTO "a.b".t VALUES (1, 1); '
+                      'INSERT INTO "k.l".m VALUES (1)', dbname)
+    finally:
+        postgres.drop_database(dbname)
+        postgres.psql(drop, check=False)
+    wrong = disagreements(data, answers)
+    assert not wrong, wrong[:10]
+    assert {'"k.l".m', 'k."l.m"', '"x.y".f(integer)', 'x."y.f"(integer)'} <= \
+        {a[2] for a in answers}
+    held = Effective(data).held("dd_q")
+    assert held["tables"][qualified("a.b", "t")] == ["SELECT", "INSERT"]    # schema usable
+    assert held["tables"][qualified("k.l", "m")] == ["SELECT", "INSERT"]
+    assert held["tables"][qualified('q"r', "t")] == ["TRUNCATE"]
+    assert held["columns"][qualified("x.y", "z", 'd"e')] == ["INSERT (no USAGE on schema x.y)"]
+    assert held["functions"] == {'"x.y".f(integer)': ["EXECUTE (no USAGE on schema x.y)"],
+                                 'x."y.f"(integer)': ["EXECUTE (no USAGE on schema x)"]}

@@ -176,6 +176,31 @@ def test_bypassrls_role(perms_pg, checks):
         assert checks("row-security") == []
 
 
+BYP_ROLE = ("CREATE ROLE ins_byp NOLOGIN BYPASSRLS; GRANT USAGE ON SCHEMA ins TO ins_byp; "
+            "GRANT SELECT (id, {column}) ON {table} TO ins_byp")
+BYP_UNDO = "; DROP OWNED BY ins_byp; DROP ROLE ins_byp"
+BYP_READS = "SET ROLE ins_byp; SELECT count(id_number) FROM ins.insured_persons; RESET ROLE"
+
+
+def test_bypassrls_role_with_column_privileges_only(perms_pg, checks):
+    """Probe F2: SELECT on some columns of a table with row-level security reads
+    those columns of every row when the role has BYPASSRLS."""
+    with perms_pg.changed(KEPT_APART + "; " + BYP_ROLE.format(column="id_number", table=TABLE),
+                          UNDO_KEPT_APART + BYP_UNDO):
+        found = checks("row-security")
+        # the server: every row (2) with BYPASSRLS, none (no policy for it) without
+        assert perms_pg.sql(BYP_READS) == "2"
+        perms_pg.sql("ALTER ROLE ins_byp NOBYPASSRLS")
+        assert perms_pg.sql(BYP_READS) == "0"
+    assert [(f.account, f.severity, f.rule) for f in found] == [("ins_byp", "high", "R-ACC-4")]
+    assert found[0].evidence == ("pg_roles.rolbypassrls = true; holds SELECT (id, id_number) "
+                                 f"on {TABLE}")
+    # must NOT pass: the same column grant on a table without row-level security
+    with perms_pg.changed(KEPT_APART + "; " + BYP_ROLE.format(column="amount", table="ins.claims"),
+                          UNDO_KEPT_APART + BYP_UNDO):
+        assert checks("row-security") == []
+
+
 def test_owner_bypass_on_an_undeclared_table(perms_pg, checks):
     # a table of its own: changing an existing table's owner would move its grants
     with perms_pg.changed("CREATE TABLE ins.desk_notes (id int); "

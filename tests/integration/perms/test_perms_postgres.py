@@ -13,6 +13,7 @@ from opskit.perms.snapshot import take_snapshot
 from opskit.settings import load_config
 from tests.fixtures.perms.trees import Org
 from tests.harness.perms import FROZEN_ROLES, GROUP_ROLES, LOGIN_ROLES
+from tests.harness.postgres import PsqlError
 
 pytestmark = pytest.mark.integration
 OURS = {*LOGIN_ROLES, *FROZEN_ROLES, *GROUP_ROLES, "ins_temp_clerk", "guest", "ins_helper"}
@@ -268,7 +269,8 @@ def test_case_11_security_definer_writer_executable_by_public(perms_pg, bureau, 
     q = [f for f in findings if f.check == "query-write"]
     assert [(f.account, f.severity) for f in q] == [("ins_claims_ro", "high")]
     assert (f"EXECUTE on SECURITY DEFINER function {sig}, which writes ins.refunds as its "
-            "owner ins_dba (granted to PUBLIC)") in q[0].evidence
+            "owner ins_dba, who can write: INSERT, UPDATE, DELETE, TRUNCATE on ins.refunds; ") \
+        in q[0].evidence and q[0].evidence.endswith("(granted to PUBLIC)")
     assert data["functions"][sig]["security_definer"] is True
     assert data["functions"][sig]["writes"] == ["ins.refunds"]
     assert data["owners"]["functions"][sig] == "ins_dba"
@@ -281,6 +283,158 @@ def test_case_11_security_definer_writer_executable_by_public(perms_pg, bureau, 
                           "FUNCTION ins.approve_refund(int) FROM PUBLIC", DROP_FN):
         findings, _r, _s = bureau()
     assert [f for f in findings if f.check == "query-write"] == []
+
+
+# SECURITY DEFINER functions whose writes a reading of the body misses (probe F1):
+# each is owned by ins_dba (who can write ins.refunds) and PUBLIC keeps EXECUTE
+HELPER_FN = ("CREATE FUNCTION ins.h(r int) RETURNS void LANGUAGE sql AS $$ UPDATE ins.refunds "
+             "SET approved_at = now() WHERE id = r $$; ")
+DEFINER_BODIES = {
+    "calls-a-helper": HELPER_FN + "CREATE FUNCTION ins.w(r int) RETURNS void LANGUAGE sql "
+                                  "{sec} AS $$ SELECT ins.h(r) $$",
+    "begin-atomic": "CREATE FUNCTION ins.w(r int) RETURNS void LANGUAGE sql {sec} BEGIN ATOMIC "
+                    "UPDATE ins.refunds SET approved_at = now() WHERE id = r; END",
+    "stable-performs-helper": HELPER_FN + "CREATE FUNCTION ins.w(r int) RETURNS int LANGUAGE "
+                                          "plpgsql STABLE {sec} AS $$ BEGIN PERFORM ins.h(r); "
+                                          "RETURN 1; END $$",
+    "quoted-no-space": "CREATE FUNCTION ins.w(r int) RETURNS void LANGUAGE sql {sec} AS $$ "
+                       'UPDATE"ins".refunds SET approved_at = now() WHERE id = r $$',
+    "comment-for-space": "CREATE FUNCTION ins.w(r int) RETURNS void LANGUAGE sql {sec} AS $$ "
+                         "UPDATE/**/ins.refunds SET approved_at = now() WHERE id = r $$",
+    "grants-to-public": "GRANT UPDATE ON ins.refunds TO ins_dba WITH GRANT OPTION; "
+                        "CREATE FUNCTION ins.w(r int) RETURNS void LANGUAGE plpgsql {sec} AS $$ "
+                        "BEGIN GRANT UPDATE ON ins.refunds TO PUBLIC; END $$",
+}
+DEFINER_UNDO = ("DROP FUNCTION IF EXISTS ins.w(int); DROP FUNCTION IF EXISTS ins.h(int); "
+                "REVOKE GRANT OPTION FOR UPDATE ON ins.refunds FROM ins_dba CASCADE; "
+                "UPDATE ins.refunds SET approved_at = NULL")
+# what ins_claims_ro does through the function; after it a refund is approved
+RUN_AS_QUERY_TIER = ("SET ROLE ins_claims_ro; SELECT ins.w(1); {after}RESET ROLE; "
+                     "SELECT count(*) FROM ins.refunds WHERE approved_at IS NOT NULL")
+
+
+def _definer(case: str, sec: str = "SECURITY DEFINER", owner: str = "ins_dba") -> str:
+    sql = DEFINER_BODIES[case].format(sec=sec) + f"; ALTER FUNCTION ins.w(int) OWNER TO {owner}"
+    return sql + (f"; ALTER FUNCTION ins.h(int) OWNER TO {owner}" if HELPER_FN in sql else "")
+
+
+def _run_as_query_tier(perms_pg, case: str) -> str:
+    after = "UPDATE ins.refunds SET approved_at = now(); " if case == "grants-to-public" else ""
+    return perms_pg.sql(RUN_AS_QUERY_TIER.format(after=after))
+
+
+@pytest.mark.parametrize("case", list(DEFINER_BODIES))
+def test_security_definer_writes_judged_by_its_owner_not_its_body(perms_pg, bureau, case):
+    """A SECURITY DEFINER function the query tier may execute writes as its owner,
+    however its body is written (a helper, BEGIN ATOMIC, STABLE, quoting, a GRANT):
+    reported because its owner ins_dba can write, and the server agrees."""
+    with perms_pg.changed(_definer(case), DEFINER_UNDO):
+        findings, _r, _s = bureau()
+        # the server: ins_claims_ro approves a refund through it
+        assert perms_pg.sql("SELECT count(*) FROM ins.refunds WHERE approved_at IS NOT NULL") \
+            == "0"
+        assert _run_as_query_tier(perms_pg, case).splitlines()[-1] == "1"
+    q = [f for f in findings if f.check == "query-write"]
+    assert [(f.account, f.severity, f.rule) for f in q] == [("ins_claims_ro", "high", "R-ACC-5")]
+    assert "EXECUTE on SECURITY DEFINER function ins.w(r integer), which " in q[0].evidence
+    assert "as its owner ins_dba, who can write: " in q[0].evidence
+    assert "(granted to PUBLIC)" in q[0].evidence
+
+
+@pytest.mark.parametrize("setup", ["invoker", "owner-only-selects", "execute-revoked"])
+def test_security_definer_not_reported_when_it_cannot_write(perms_pg, bureau, setup):
+    """Must NOT be flagged: an invoker's function, a DEFINER function whose owner may
+    only read, and one whose EXECUTE is revoked from PUBLIC and given to no query-tier
+    role; the server refuses the write each time."""
+    do, undo = {
+        "invoker": (_definer("begin-atomic", sec="SECURITY INVOKER"), ""),
+        "owner-only-selects": (
+            "CREATE ROLE ins_sel_owner NOLOGIN; GRANT USAGE ON SCHEMA ins TO ins_sel_owner; "
+            "GRANT SELECT ON ins.refunds TO ins_sel_owner; "
+            + _definer("begin-atomic", owner="ins_sel_owner"),
+            "; DROP OWNED BY ins_sel_owner; DROP ROLE ins_sel_owner"),
+        "execute-revoked": (_definer("calls-a-helper") + "; REVOKE EXECUTE ON FUNCTION "
+                            "ins.w(int) FROM PUBLIC; GRANT EXECUTE ON FUNCTION ins.w(int) "
+                            "TO ins_refund", ""),
+    }[setup]
+    with perms_pg.changed(do, DEFINER_UNDO + undo):
+        findings, _r, _s = bureau()
+        with pytest.raises(PsqlError, match="permission denied for (table refunds|function w)"):
+            _run_as_query_tier(perms_pg, "begin-atomic")
+        assert perms_pg.sql("SELECT count(*) FROM ins.refunds WHERE approved_at IS NOT NULL") \
+            == "0"
+    assert [f for f in findings if f.check == "query-write"] == []
+
+
+def _query_tier_writes(perms_pg, bureau, do: str, undo: str, act: str, check: tuple):
+    """ins_claims_ro's one query-write finding with ``do`` applied; on the server,
+    ``act`` run as ins_claims_ro then leaves ``check`` (sql, its answer) true."""
+    with perms_pg.changed(do, undo):
+        findings, _r, _s = bureau()
+        perms_pg.sql("SET ROLE ins_claims_ro; " + act)
+        assert perms_pg.sql(check[0]) == check[1]
+    q = [f for f in findings if f.check == "query-write"]
+    assert [(f.account, f.severity, f.rule) for f in q] == [("ins_claims_ro", "high", "R-ACC-5")]
+    return q[0]
+
+
+def test_query_tier_owning_a_table_or_schema_writes(perms_pg, bureau):
+    """Probe: the owner of a table may grant itself back every privilege revoked from
+    it, the owner of a schema may drop the tables in it; the server lets it."""
+    found = _query_tier_writes(
+        perms_pg, bureau, "CREATE TABLE ins.ro_notes (x int); ALTER TABLE ins.ro_notes OWNER TO "
+        "ins_claims_ro; REVOKE ALL ON ins.ro_notes FROM ins_claims_ro; CREATE SCHEMA ro_own "
+        "AUTHORIZATION ins_claims_ro; CREATE TABLE ro_own.t (x int)",
+        "DROP TABLE ins.ro_notes; DROP SCHEMA ro_own CASCADE",
+        "GRANT INSERT ON ins.ro_notes TO ins_claims_ro; INSERT INTO ins.ro_notes VALUES (1); "
+        "DROP TABLE ro_own.t", ("SELECT count(*) FROM ins.ro_notes", "1"))
+    assert "owns ins.ro_notes (can grant itself any privilege on it)" in found.evidence
+    assert "owns schema ro_own (can drop the tables in it)" in found.evidence
+    # must NOT pass: an operator role owning them is not the query tier's
+    with perms_pg.changed("CREATE TABLE ins.ro_notes (x int); ALTER TABLE ins.ro_notes OWNER "
+                          "TO ins_claims_rw; CREATE SCHEMA ro_own AUTHORIZATION ins_claims_rw; "
+                          "CREATE TABLE ro_own.t (x int)",
+                          "DROP TABLE ins.ro_notes; DROP SCHEMA ro_own CASCADE"):
+        findings, _r, _s = bureau()
+    assert [f for f in findings if f.check == "query-write"] == []
+
+
+LO_FORGED = ("SELECT convert_from(lo_get(424242), 'UTF8')", "forgedscan")
+
+
+def test_query_tier_updating_a_large_object(perms_pg, bureau):
+    """Probe: UPDATE on a large object lets the query tier overwrite it (lo_put)."""
+    found = _query_tier_writes(
+        perms_pg, bureau, "SELECT lo_from_bytea(424242, 'claim scan'); GRANT SELECT, UPDATE ON "
+        "LARGE OBJECT 424242 TO ins_claims_ro", "SELECT lo_unlink(424242)",
+        "SELECT lo_put(424242, 0, 'forged')", LO_FORGED)
+    assert found.evidence == "UPDATE on large object 424242 (granted to ins_claims_ro)"
+    # must NOT pass: reading one
+    with perms_pg.changed("SELECT lo_from_bytea(424242, 'claim scan'); GRANT SELECT ON "
+                          "LARGE OBJECT 424242 TO ins_claims_ro", "SELECT lo_unlink(424242)"):
+        findings, _r, _s = bureau()
+    assert [f for f in findings if f.check == "query-write"] == []
+    # lo_compat_privileges = on: every existing large object is everyone's
+    found = _query_tier_writes(
+        perms_pg, bureau, "SELECT lo_from_bytea(424242, 'claim scan'); ALTER DATABASE "
+        "perms_insurance SET lo_compat_privileges = on", "SELECT lo_unlink(424242); ALTER "
+        "DATABASE perms_insurance RESET lo_compat_privileges",
+        "SELECT lo_put(424242, 0, 'forged')", LO_FORGED)
+    assert found.evidence == ("every large object (lo_compat_privileges = on) "
+                              "(granted to PUBLIC)")
+
+
+def test_query_tier_with_createrole_before_16(perms_pg, bureau):
+    """Probe: before PostgreSQL 16 a CREATEROLE role may grant itself pg_write_all_data."""
+    assert int(perms_pg.sql("SHOW server_version_num")) < 160000
+    found = _query_tier_writes(
+        perms_pg, bureau, "ALTER ROLE ins_claims_ro CREATEROLE",
+        "REVOKE pg_write_all_data FROM ins_claims_ro; ALTER ROLE ins_claims_ro NOCREATEROLE; "
+        "UPDATE ins.claims SET hospital_code = 'H3209002' WHERE id = 2",
+        "GRANT pg_write_all_data TO ins_claims_ro; UPDATE ins.claims SET hospital_code = "
+        "'FORGED' WHERE id = 2", ("SELECT hospital_code FROM ins.claims WHERE id = 2", "FORGED"))
+    assert "CREATEROLE before PostgreSQL 16: can GRANT pg_write_all_data to itself" \
+        in found.evidence
 
 
 def test_case_11_default_acl_rls_and_schema_usage(perms_pg, bureau, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from opskit.core.errors import IntegrityError
 from opskit.perms.pg_effective import Effective, RoleGraph, writing_functions
-from opskit.perms.postgres import body_writes
+from opskit.perms.postgres import body_writes, qualified, schema_of, split_qualified, table_of
 from opskit.perms.snapshot import FORMAT, migrate
 
 
@@ -87,20 +87,59 @@ def test_body_writes(language, source, expected):
     assert body_writes(language, source) == expected
 
 
-def test_writing_functions_need_definer_and_volatile():
-    fns = {"s.a()": {"security_definer": True, "volatile": True, "body": "sql",
-                     "writes": ["s.t"], "language": "sql"},
-           "s.b()": {"security_definer": False, "volatile": True, "body": "sql",
-                     "writes": ["s.t"], "language": "sql"},
-           "s.c()": {"security_definer": True, "volatile": False, "body": "sql",
-                     "writes": ["s.t"], "language": "sql"},
-           "s.d()": {"security_definer": True, "volatile": True, "body": "sql",
-                     "writes": [], "language": "sql"},
-           "s.e()": {"security_definer": True, "volatile": True, "body": "opaque",
-                     "writes": [], "language": "c"}}
-    out = writing_functions({"functions": fns, "owners": {"functions": {"s.a()": "dba"}}})
-    assert out == {"s.a()": "writes s.t as its owner dba",
-                   "s.e()": "may write as its owner ? (c body unread)"}
+def test_writing_functions_judge_a_definer_by_its_owner():
+    """A SECURITY DEFINER function writes when its owner can, whatever its volatility
+    or body (the body only adds detail). This replaces a test that asserted the old,
+    unsound reading: a STABLE function or a body naming no table was cleared."""
+    body = {"volatile": True, "body": "sql", "writes": [], "language": "sql"}
+    fns = {"s.a()": {**body, "security_definer": True, "writes": ["s.t"]},
+           "s.b()": {**body, "security_definer": False, "writes": ["s.t"]},   # invoker
+           "s.c()": {**body, "security_definer": True, "volatile": False,     # STABLE
+                     "writes": ["s.t"]},
+           "s.d()": {**body, "security_definer": True},                       # reads alone
+           "s.e()": {**body, "security_definer": True, "body": "opaque", "language": "c"},
+           "s.f()": {**body, "security_definer": True},       # owner ann: only SELECT
+           "s.g()": {**body, "security_definer": True},       # owner grp: may run s.a()
+           "s.h()": {**body, "security_definer": True}}       # owner unknown
+    owners = {"s.a()": "writers", "s.b()": "writers", "s.c()": "bob", "s.d()": "boss",
+              "s.e()": "pg_write_all_data", "s.f()": "ann", "s.g()": "grp"}
+    data = _data(150000, {"bob": [edge("writers")]}, functions=fns)
+    data["owners"]["functions"] = owners
+    data["privileges"]["tables"]["ann"] = {"s.t": ["SELECT"]}
+    data["privileges"]["functions"] = {"grp": {"s.a()": ["EXECUTE"]}}
+    out = writing_functions(data)
+    assert out == {
+        "s.a()": "writes s.t as its owner writers, who can write: UPDATE on s.t",
+        "s.c()": "writes s.t as its owner bob, who can write: UPDATE on s.t",
+        "s.d()": "runs as its owner boss, who can write: every table (SUPERUSER)",
+        "s.e()": "runs as its owner pg_write_all_data (c body unread), who can write: "
+                 "every table (member of pg_write_all_data)",
+        "s.g()": "runs as its owner grp, who can write: EXECUTE on SECURITY DEFINER "
+                 "function s.a()",
+        "s.h()": "runs as its owner ?, who can write: owner unknown"}
+    # before 16, a CREATEROLE owner may grant itself pg_write_all_data
+    data["roles"]["ann"]["createrole"] = True
+    assert "CREATEROLE before PostgreSQL 16" in writing_functions(data)["s.f()"]
+    data["roles"]["ann"]["createrole"] = False
+    # owning a table is a write even with every privilege on it revoked
+    data["owners"]["tables"] = {"s.t": "ann"}
+    assert writing_functions(data)["s.f()"] == ("runs as its owner ann, who can write: owns "
+                                               "s.t (can grant itself any privilege on it)")
+
+
+@pytest.mark.parametrize("parts,key", [
+    (("ins", "refunds"), "ins.refunds"), (("k.l", "m"), '"k.l".m'), (("k", "l.m"), 'k."l.m"'),
+    (('a"b', "c.d", "e"), '"a""b"."c.d".e'), (("S", "t"), "S.t")])
+def test_keys_quote_names_holding_dots(parts, key):
+    assert qualified(*parts) == key and split_qualified(key) == list(parts)
+    assert schema_of(key) == parts[0]
+    if len(parts) == 3:
+        assert table_of(key) == qualified(*parts[:2])
+
+
+def test_function_keys_keep_their_arguments():
+    assert split_qualified('"x.y"."f.g"(a "t.u".typ)') == ["x.y", 'f.g(a "t.u".typ)']
+    assert schema_of('x.f(a b.c)') == "x"
 
 
 def test_migration_from_format_2_and_1():
