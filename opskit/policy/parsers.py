@@ -10,6 +10,7 @@ import fnmatch
 import ipaddress
 import json
 import os
+import re
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -93,23 +94,70 @@ class ModprobeRule:
 
     @property
     def disables(self) -> bool:
-        """An install command that loads nothing. A blacklist does not disable:
-        kmod only skips the module when it is reached through an alias, and
-        'modprobe usb-storage' still loads it (issue #18 item 3)."""
+        """An install command that loads nothing: one simple command, /bin/false
+        or /bin/true. kmod hands the command to /bin/sh (system(3)), so
+        '/bin/false || modprobe --ignore-install usb-storage' loads the module;
+        any shell control character (``;&|`$()<>``, including kmod's own
+        $CMDLINE_OPTS, which options lines fill in) means it may load. A
+        blacklist does not disable: kmod only skips the module when it is
+        reached through an alias, and 'modprobe usb-storage' still loads it
+        (issue #18 item 3)."""
         if self.kind != "install":
             return False
         argv = self.command.split()
-        return bool(argv) and argv[0] in DISABLING_COMMANDS
+        return bool(argv) and argv[0] in DISABLING_COMMANDS and \
+            not any(c in SHELL_CONTROL for c in self.command)
+
+
+# characters that let /bin/sh run more than the first command of an install line
+SHELL_CONTROL = frozenset(";&|`$()<>\n")
+
+
+def kmod_lines(text: str, file: str) -> list[Line]:
+    """Lines as kmod 30 reads a modprobe.d file (libkmod-util.c getline_wrapped,
+    libkmod-config.c kmod_config_parse): a backslash before a newline joins
+    the next physical line with nothing in between, on a comment line too
+    ('# note \\' swallows the line after it); a backslash before any other
+    character is dropped and the character kept (so '\\ ' at the end of a
+    line does not continue it); a line that is empty or whose first
+    character is '#' is skipped."""
+    out: list[Line] = []
+    buf: list[str] = []
+    number = start = 1
+    i = 0
+    while i <= len(text):
+        ch = text[i] if i < len(text) else None
+        if ch is None or ch == "\n":
+            line = "".join(buf)
+            if line and line[0] != "#" and line.strip(" \t"):
+                out.append(Line(file, start, line.strip(" \t")))
+            if ch is None:
+                break
+            buf, number, i = [], number + 1, i + 1
+            start = number
+            continue
+        if ch == "\\":
+            nxt = text[i + 1] if i + 1 < len(text) else None
+            if nxt == "\n":
+                number += 1
+            elif nxt is not None:
+                buf.append(nxt)
+            i += 2
+            continue
+        buf.append(ch)
+        i += 1
+    return out
 
 
 def parse_modprobe(text: str, file: str) -> list[ModprobeRule]:
-    """``install`` and ``blacklist`` directives of one modprobe.d file."""
+    """``install`` and ``blacklist`` directives of one modprobe.d file, words
+    split on spaces and tabs as kmod does."""
     rules = []
-    for line in logical_lines(text, file):
-        words = line.text.split()
+    for line in kmod_lines(text, file):
+        words = [w for w in re.split(r"[ \t]+", line.text) if w]
         if len(words) >= 2 and words[0] == "blacklist":
             rules.append(ModprobeRule(module_name(words[1]), "blacklist", "", line))
-        elif len(words) >= 2 and words[0] == "install":
+        elif len(words) >= 3 and words[0] == "install":     # kmod skips a bare 'install M'
             rules.append(ModprobeRule(module_name(words[1]), "install", " ".join(words[2:]), line))
     return rules
 
