@@ -167,11 +167,10 @@ EXPLICIT_KEYS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
 
 def forward_keys(settings: list[P.SysctlSetting]) -> list[str]:
     """FORWARD_KEYS and every per-interface forwarding key the files name."""
-    import fnmatch
     keys = list(FORWARD_KEYS)
     for s in settings:
         if not s.is_glob and s.key not in keys and \
-                any(fnmatch.fnmatchcase(s.key, p) for p in FORWARD_PATTERNS):
+                any(P.sysctl_glob_match(p, s.key) for p in FORWARD_PATTERNS):
             keys.append(s.key)
     return keys
 

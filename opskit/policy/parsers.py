@@ -245,13 +245,40 @@ def parse_sysctl(text: str, file: str) -> list[SysctlSetting]:
     return out
 
 
+def sysctl_glob_match(pattern: str, key: str) -> bool:
+    """Whether a glob key names ``key`` as systemd-sysctl finds it: glob(3) on
+    /proc/sys/<path>, so a '*', '?' or '[..]' never matches across a path
+    separator ('.' in the dotted form): 'net.ipv4.*.forwarding' does not name
+    net.ipv4.conf.all.forwarding."""
+    want, have = pattern.split("."), key.split(".")
+    return len(want) == len(have) and \
+        all(fnmatch.fnmatchcase(h, w) for w, h in zip(want, have))
+
+
+def sysctl_applied(settings: list[SysctlSetting]) -> list[SysctlSetting]:
+    """systemd-sysctl's table of assignments, in the order it applies them
+    (systemd 252 sysctl.c parse_file): one entry per key; a new value for a
+    key removes the old entry and appends the new one, while the same value
+    again keeps the old entry where it was."""
+    table: dict[str, SysctlSetting] = {}
+    for setting in settings:
+        old = table.get(setting.key)
+        if old is not None and old.value == setting.value:
+            continue
+        table.pop(setting.key, None)
+        table[setting.key] = setting
+    return list(table.values())
+
+
 def sysctl_effective(settings: list[SysctlSetting], key: str) -> SysctlSetting | None:
-    """What systemd-sysctl writes to ``key``: the last explicit assignment, else
-    the last glob that matches it (an explicit key always beats a glob)."""
-    explicit = [s for s in settings if not s.is_glob and s.key == key]
+    """What systemd-sysctl writes to ``key``: its explicit assignment, else the
+    glob applied last that names it (an explicit key always beats a glob;
+    globs are applied in sysctl_applied order)."""
+    table = sysctl_applied(settings)
+    explicit = [s for s in table if not s.is_glob and s.key == key]
     if explicit:
         return explicit[-1]
-    globs = [s for s in settings if s.is_glob and fnmatch.fnmatchcase(key, s.key)]
+    globs = [s for s in table if s.is_glob and sysctl_glob_match(s.key, key)]
     return globs[-1] if globs else None
 
 
