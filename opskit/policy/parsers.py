@@ -193,16 +193,24 @@ def parse_builtin_modules(text: str) -> set[str]:
 
 def cmdline_blacklist(cmdline: str) -> dict[str, str]:
     """Modules the kernel refuses to load (``module_blacklist=`` on its command
-    line): module -> the parameter. ``modprobe.blacklist=`` is only kmod's
+    line): module name, exactly as written -> the parameter. As the kernel
+    reads it (kernel/module/main.c blacklisted(), core_param charp; params.c
+    parse_args): the names are compared byte for byte with the module's own
+    name, which has underscores, so 'module_blacklist=usb-storage' blocks
+    nothing; a later module_blacklist= replaces an earlier one; the parameter
+    name may be spelt module-blacklist; quotes are dropped; words after '--'
+    go to init, not to the kernel. ``modprobe.blacklist=`` is only kmod's
     alias blacklist and does not count."""
-    out = {}
+    last = None
     for word in cmdline.split():
-        key, _, value = word.partition("=")
-        if key == "module_blacklist":
-            for mod in value.split(","):
-                if mod:
-                    out[module_name(mod)] = word
-    return out
+        if word == "--":
+            break
+        key, _, value = word.replace('"', "").partition("=")
+        if key.replace("-", "_") == "module_blacklist":
+            last = word, value
+    if last is None:
+        return {}
+    return {mod: last[0] for mod in last[1].split(",") if mod}
 
 
 # --- sysctl.d --------------------------------------------------------------------------------
