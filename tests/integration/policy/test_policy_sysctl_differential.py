@@ -55,13 +55,13 @@ def kernel_forwarding(tree: Path, values: dict[str, str]) -> dict[str, str]:
     """What the kernel says after systemd-sysctl applies the scenario: it runs
     in a private network namespace too (so only that namespace's forwarding
     keys change; --prefix keeps it to them), with a veth interface for each
-    interface a key names, and every forwarding file is read back."""
+    interface a key names and eth0, and every forwarding file is read back."""
     binary = tool("/lib/systemd/systemd-sysctl", "/usr/lib/systemd/systemd-sysctl")
     unshare, ip = tool("unshare"), tool("ip", "/sbin/ip", "/usr/sbin/ip")
     ifaces = sorted({k.split(".")[3].replace("/", ".") for k in values
                      if k.startswith(("net.ipv4.conf.", "net.ipv6.conf."))
                      and len(k.split(".")) == 5 and not any(c in k for c in "*?[")}
-                    - {"all", "default", "lo"})
+                    - {"all", "default", "lo"} | {"eth0"})     # eth0 for globs such as 'e*'
     script = ["set -e"]
     script += [f"{ip} link add {shlex.quote(name)} type veth peer name opk{n}"
                for n, name in enumerate(ifaces) if len(name) <= 15]
