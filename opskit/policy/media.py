@@ -74,6 +74,7 @@ def module_disabled(probe: Probe, module: str) -> tuple[bool, str]:
     cmdline = P.cmdline_blacklist(probe.read("/proc/cmdline") or "")
     if name in cmdline:
         return True, f"/proc/cmdline: {cmdline[name]}"
+    dashed = [m for m in cmdline if m != name and P.module_name(m) == name]
     why = f"no 'install {module} /bin/false' in " \
           f"{', '.join(files) if files else 'any *.conf of ' + ', '.join(P.MODPROBE_DIRS)}"
     if install is not None:
@@ -85,6 +86,9 @@ def module_disabled(probe: Probe, module: str) -> tuple[bool, str]:
                f"loading through an alias, 'modprobe {module}' still loads it"
     if ignored:
         why += f" (ignored, not *.conf: {', '.join(ignored)})"
+    if dashed:
+        why += f"; /proc/cmdline: '{cmdline[dashed[0]]}' names '{dashed[0]}', but the kernel " \
+               f"compares module_blacklist= byte for byte with the module's name '{name}'"
     return False, why
 
 

@@ -6,6 +6,7 @@ its persistent config (sysctl.d, resolv.conf). No packet is ever sent.
 """
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 
 from opskit.core.schema import Key
@@ -167,11 +168,10 @@ EXPLICIT_KEYS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
 
 def forward_keys(settings: list[P.SysctlSetting]) -> list[str]:
     """FORWARD_KEYS and every per-interface forwarding key the files name."""
-    import fnmatch
     keys = list(FORWARD_KEYS)
     for s in settings:
         if not s.is_glob and s.key not in keys and \
-                any(fnmatch.fnmatchcase(s.key, p) for p in FORWARD_PATTERNS):
+                any(P.sysctl_glob_match(p, s.key) for p in FORWARD_PATTERNS):
             keys.append(s.key)
     return keys
 
@@ -200,7 +200,34 @@ def boot_forwarding(probe: Probe, explicit: bool) -> tuple[list[Finding], list[s
                                     rule="R-NET-1"))
         else:
             evidence.append(where)
+    findings += interface_globs(settings, findings)
     return findings, evidence, files
+
+
+def interface_globs(settings: list[P.SysctlSetting], reported: list[Finding]) -> list[Finding]:
+    """A glob such as 'net.ipv4.conf.e*.forwarding = 1' names no key of
+    FORWARD_KEYS, yet systemd-sysctl (and udev, when an interface appears)
+    turns forwarding on for every interface it matches. Each such glob with a
+    value other than 0 is a finding, unless a glob over every interface
+    ('conf.*.forwarding = 0') is applied after it or it already decided a
+    key reported above."""
+    table = P.sysctl_applied(settings)
+    out = []
+    for n, glob in enumerate(table):
+        parts = glob.key.split(".")
+        if not glob.is_glob or glob.value.strip() == "0" or len(parts) != 5 or \
+                not all(fnmatch.fnmatchcase(word, parts[i])
+                        for i, word in ((0, "net"), (2, "conf"), (4, "forwarding"))) or \
+                not any(fnmatch.fnmatchcase(f, parts[1]) for f in ("ipv4", "ipv6")) or \
+                any(f.evidence.startswith(f"{glob.line.where()}:") for f in reported):
+            continue
+        if any(later.is_glob and later.key == f"net.{parts[1]}.conf.*.forwarding"
+               and later.value.strip() == "0" for later in table[n + 1:]):
+            continue
+        out.append(Finding(f"{glob.key} = {glob.value} turns forwarding on at boot for every "
+                           "interface it matches", f"{glob.line.where()}: {glob.line.text}",
+                           rule="R-NET-1"))
+    return out
 
 
 @check("net.forwarding", rule="R-NET-1", severity="high", category="network",

@@ -10,6 +10,7 @@ import fnmatch
 import ipaddress
 import json
 import os
+import re
 import socket
 import struct
 from dataclasses import dataclass, field
@@ -93,23 +94,70 @@ class ModprobeRule:
 
     @property
     def disables(self) -> bool:
-        """An install command that loads nothing. A blacklist does not disable:
-        kmod only skips the module when it is reached through an alias, and
-        'modprobe usb-storage' still loads it (issue #18 item 3)."""
+        """An install command that loads nothing: one simple command, /bin/false
+        or /bin/true. kmod hands the command to /bin/sh (system(3)), so
+        '/bin/false || modprobe --ignore-install usb-storage' loads the module;
+        any shell control character (``;&|`$()<>``, including kmod's own
+        $CMDLINE_OPTS, which options lines fill in) means it may load. A
+        blacklist does not disable: kmod only skips the module when it is
+        reached through an alias, and 'modprobe usb-storage' still loads it
+        (issue #18 item 3)."""
         if self.kind != "install":
             return False
         argv = self.command.split()
-        return bool(argv) and argv[0] in DISABLING_COMMANDS
+        return bool(argv) and argv[0] in DISABLING_COMMANDS and \
+            not any(c in SHELL_CONTROL for c in self.command)
+
+
+# characters that let /bin/sh run more than the first command of an install line
+SHELL_CONTROL = frozenset(";&|`$()<>\n")
+
+
+def kmod_lines(text: str, file: str) -> list[Line]:
+    """Lines as kmod 30 reads a modprobe.d file (libkmod-util.c getline_wrapped,
+    libkmod-config.c kmod_config_parse): a backslash before a newline joins
+    the next physical line with nothing in between, on a comment line too
+    ('# note \\' swallows the line after it); a backslash before any other
+    character is dropped and the character kept (so '\\ ' at the end of a
+    line does not continue it); a line that is empty or whose first
+    character is '#' is skipped."""
+    out: list[Line] = []
+    buf: list[str] = []
+    number = start = 1
+    i = 0
+    while i <= len(text):
+        ch = text[i] if i < len(text) else None
+        if ch is None or ch == "\n":
+            line = "".join(buf)
+            if line and line[0] != "#" and line.strip(" \t"):
+                out.append(Line(file, start, line.strip(" \t")))
+            if ch is None:
+                break
+            buf, number, i = [], number + 1, i + 1
+            start = number
+            continue
+        if ch == "\\":
+            nxt = text[i + 1] if i + 1 < len(text) else None
+            if nxt == "\n":
+                number += 1
+            elif nxt is not None:
+                buf.append(nxt)
+            i += 2
+            continue
+        buf.append(ch)
+        i += 1
+    return out
 
 
 def parse_modprobe(text: str, file: str) -> list[ModprobeRule]:
-    """``install`` and ``blacklist`` directives of one modprobe.d file."""
+    """``install`` and ``blacklist`` directives of one modprobe.d file, words
+    split on spaces and tabs as kmod does."""
     rules = []
-    for line in logical_lines(text, file):
-        words = line.text.split()
+    for line in kmod_lines(text, file):
+        words = [w for w in re.split(r"[ \t]+", line.text) if w]
         if len(words) >= 2 and words[0] == "blacklist":
             rules.append(ModprobeRule(module_name(words[1]), "blacklist", "", line))
-        elif len(words) >= 2 and words[0] == "install":
+        elif len(words) >= 3 and words[0] == "install":     # kmod skips a bare 'install M'
             rules.append(ModprobeRule(module_name(words[1]), "install", " ".join(words[2:]), line))
     return rules
 
@@ -145,16 +193,24 @@ def parse_builtin_modules(text: str) -> set[str]:
 
 def cmdline_blacklist(cmdline: str) -> dict[str, str]:
     """Modules the kernel refuses to load (``module_blacklist=`` on its command
-    line): module -> the parameter. ``modprobe.blacklist=`` is only kmod's
+    line): module name, exactly as written -> the parameter. As the kernel
+    reads it (kernel/module/main.c blacklisted(), core_param charp; params.c
+    parse_args): the names are compared byte for byte with the module's own
+    name, which has underscores, so 'module_blacklist=usb-storage' blocks
+    nothing; a later module_blacklist= replaces an earlier one; the parameter
+    name may be spelt module-blacklist; quotes are dropped; words after '--'
+    go to init, not to the kernel. ``modprobe.blacklist=`` is only kmod's
     alias blacklist and does not count."""
-    out = {}
+    last = None
     for word in cmdline.split():
-        key, _, value = word.partition("=")
-        if key == "module_blacklist":
-            for mod in value.split(","):
-                if mod:
-                    out[module_name(mod)] = word
-    return out
+        if word == "--":
+            break
+        key, _, value = word.replace('"', "").partition("=")
+        if key.replace("-", "_") == "module_blacklist":
+            last = word, value
+    if last is None:
+        return {}
+    return {mod: last[0] for mod in last[1].split(",") if mod}
 
 
 # --- sysctl.d --------------------------------------------------------------------------------
@@ -197,13 +253,40 @@ def parse_sysctl(text: str, file: str) -> list[SysctlSetting]:
     return out
 
 
+def sysctl_glob_match(pattern: str, key: str) -> bool:
+    """Whether a glob key names ``key`` as systemd-sysctl finds it: glob(3) on
+    /proc/sys/<path>, so a '*', '?' or '[..]' never matches across a path
+    separator ('.' in the dotted form): 'net.ipv4.*.forwarding' does not name
+    net.ipv4.conf.all.forwarding."""
+    want, have = pattern.split("."), key.split(".")
+    return len(want) == len(have) and \
+        all(fnmatch.fnmatchcase(h, w) for w, h in zip(want, have))
+
+
+def sysctl_applied(settings: list[SysctlSetting]) -> list[SysctlSetting]:
+    """systemd-sysctl's table of assignments, in the order it applies them
+    (systemd 252 sysctl.c parse_file): one entry per key; a new value for a
+    key removes the old entry and appends the new one, while the same value
+    again keeps the old entry where it was."""
+    table: dict[str, SysctlSetting] = {}
+    for setting in settings:
+        old = table.get(setting.key)
+        if old is not None and old.value == setting.value:
+            continue
+        table.pop(setting.key, None)
+        table[setting.key] = setting
+    return list(table.values())
+
+
 def sysctl_effective(settings: list[SysctlSetting], key: str) -> SysctlSetting | None:
-    """What systemd-sysctl writes to ``key``: the last explicit assignment, else
-    the last glob that matches it (an explicit key always beats a glob)."""
-    explicit = [s for s in settings if not s.is_glob and s.key == key]
+    """What systemd-sysctl writes to ``key``: its explicit assignment, else the
+    glob applied last that names it (an explicit key always beats a glob;
+    globs are applied in sysctl_applied order)."""
+    table = sysctl_applied(settings)
+    explicit = [s for s in table if not s.is_glob and s.key == key]
     if explicit:
         return explicit[-1]
-    globs = [s for s in settings if s.is_glob and fnmatch.fnmatchcase(key, s.key)]
+    globs = [s for s in table if s.is_glob and sysctl_glob_match(s.key, key)]
     return globs[-1] if globs else None
 
 

@@ -4,8 +4,11 @@ Each tests/fixtures/policy/kmod-scenarios/*.txt (format: docs/policy.md,
 "kmod scenarios") becomes a tree; opskit reads it as a recorded host tree,
 and ``modprobe --showconfig`` and ``modprobe -n -v usb-storage`` run in a
 private mount namespace with the tree's modprobe.d directories bind-mounted
-over the machine's. The install lines for usb-storage (in kmod's order), the
-one modprobe would run, and the verdict must agree with kmod and with the
+over the machine's. The install command modprobe would run is then run by
+/bin/sh (as kmod runs it) with modprobe/insmod replaced by a recorder: it
+disables the module only when it starts with /bin/false or /bin/true and
+never calls a loader. The install lines for usb-storage (in kmod's order),
+the one modprobe would run, and the verdict must agree with kmod and with the
 scenario's ``expect:``.
 """
 from pathlib import Path
@@ -38,6 +41,23 @@ def kmod(tree: Path) -> tuple[list[str], str | None]:
     return installs, runs
 
 
+LOADERS = ("/sbin/modprobe", "/usr/sbin/modprobe", "/sbin/insmod", "/usr/sbin/insmod",
+           "/bin/kmod", "/usr/bin/kmod")
+
+
+def install_loads(tmp_path: Path, command: str) -> bool:
+    """Whether the install command, run by /bin/sh as kmod runs it (system(3)),
+    calls modprobe/insmod: each loader is replaced by a recorder in the
+    namespace, so nothing is loaded for real."""
+    marker = tmp_path / "loader-called"
+    recorder = tmp_path / "recorder"
+    recorder.write_text(f"#!/bin/sh\necho \"$0 $*\" >> {marker}\n")
+    recorder.chmod(0o755)
+    binds = {loader: str(recorder) for loader in LOADERS if Path(loader).exists()}
+    run_with_binds(binds, ["/bin/sh", "-c", command], check=False)
+    return marker.exists()
+
+
 def test_corpus_is_large_enough():
     check_corpus(SCENARIOS, ("disabled=yes", "disabled=no"))
 
@@ -62,7 +82,8 @@ def test_usb_storage_verdict_equals_kmod(tmp_path, path):
     assert installs == real_installs, "install lines differ" + detail
     assert (effective and " ".join(effective.command.split())) == (real_runs or None), \
         "effective install command differs" + detail
-    real_disabled = bool(real_runs) and real_runs.split()[0] in P.DISABLING_COMMANDS
+    real_disabled = bool(real_runs) and real_runs.split()[0] in P.DISABLING_COMMANDS \
+        and not install_loads(tmp_path, real_runs)
     expect = header(text)["expect"] == "disabled=yes"
     assert real_disabled == expect, "kmod disagrees with expect:" + detail
     assert disabled == real_disabled, "opskit's verdict differs from kmod's" + detail

@@ -4,8 +4,11 @@
 as a recorded host tree, and ``systemd-sysctl --cat-config`` runs in a
 private mount namespace with the tree's sysctl directories bind-mounted over
 the machine's. The files (in order) and the value each key gets must be the
-same, and the forwarding verdict must equal the scenario's ``expect:``.
+same. systemd-sysctl then applies the forwarding keys in a private network
+namespace as well (kernel_forwarding), and opskit's forwarding verdict must
+equal what the kernel reads back, and the scenario's ``expect:``.
 """
+import shlex
 from pathlib import Path
 
 import pytest
@@ -33,12 +36,42 @@ def normalise(key: str) -> str:
     return key
 
 
-def cat_config(tree: Path) -> str:
-    binary = tool("/lib/systemd/systemd-sysctl", "/usr/lib/systemd/systemd-sysctl")
+def _binds(tree: Path) -> dict[str, str]:
     binds = {d: str(tree / d.lstrip("/")) for d in DIRS}
     binds["/etc/sysctl.conf"] = str(tree / "etc/sysctl.conf")
-    return run_with_binds(binds, [binary, "--cat-config", "--no-pager"],
+    return binds
+
+
+def cat_config(tree: Path) -> str:
+    binary = tool("/lib/systemd/systemd-sysctl", "/usr/lib/systemd/systemd-sysctl")
+    return run_with_binds(_binds(tree), [binary, "--cat-config", "--no-pager"],
                           tmpfs=("/run", "/usr/local/lib")).stdout
+
+
+FORWARDING_PREFIXES = ("net.ipv4.ip_forward", "net.ipv4.conf", "net.ipv6.conf")
+
+
+def kernel_forwarding(tree: Path, values: dict[str, str]) -> dict[str, str]:
+    """What the kernel says after systemd-sysctl applies the scenario: it runs
+    in a private network namespace too (so only that namespace's forwarding
+    keys change; --prefix keeps it to them), with a veth interface for each
+    interface a key names and eth0, and every forwarding file is read back."""
+    binary = tool("/lib/systemd/systemd-sysctl", "/usr/lib/systemd/systemd-sysctl")
+    unshare, ip = tool("unshare"), tool("ip", "/sbin/ip", "/usr/sbin/ip")
+    ifaces = sorted({k.split(".")[3].replace("/", ".") for k in values
+                     if k.startswith(("net.ipv4.conf.", "net.ipv6.conf."))
+                     and len(k.split(".")) == 5 and not any(c in k for c in "*?[")}
+                    - {"all", "default", "lo"} | {"eth0"})     # eth0 for globs such as 'e*'
+    script = ["set -e"]
+    script += [f"{ip} link add {shlex.quote(name)} type veth peer name opk{n}"
+               for n, name in enumerate(ifaces) if len(name) <= 15]
+    script.append(shlex.join([binary] + [f"--prefix={p}" for p in FORWARDING_PREFIXES])
+                  + " || true")
+    script.append("grep -H . /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/forwarding "
+                  "/proc/sys/net/ipv6/conf/*/forwarding")
+    out = run_with_binds(_binds(tree), [unshare, "-n", "sh", "-c", "\n".join(script)],
+                         tmpfs=("/run", "/usr/local/lib")).stdout
+    return dict(line.rsplit(":", 1) for line in out.splitlines() if ":" in line)
 
 
 def oracle(text: str) -> tuple[list[str], dict[str, str]]:
@@ -70,7 +103,9 @@ def test_resolution_equals_systemd_sysctl(tmp_path, path):
 
     probe = Probe(LocalHost("scenario", sysroot=str(tree)))
     settings, files = sysctl_settings(probe)
-    ours = {s.key: P.sysctl_effective(settings, s.key).value for s in settings}
+    # a glob key's own last value (what --cat-config shows); a plain key's effective value
+    ours = {s.key: s.value if s.is_glob else P.sysctl_effective(settings, s.key).value
+            for s in settings}
     findings, _, _ = boot_forwarding(probe, explicit=False)
     detail = (f"\nscenario {path.name}: {header(text).get('what')}\n"
               f"systemd-sysctl: files {real_files} values {real_values}\n"
@@ -79,7 +114,8 @@ def test_resolution_equals_systemd_sysctl(tmp_path, path):
     assert files == real_files, "file order differs" + detail
     assert ours == real_values, "effective values differ" + detail
     expect_on = header(text)["expect"] == "forwarding=on"
-    real_on = any(v != "0" for k, v in real_values.items()
-                  if k == "net.ipv4.ip_forward" or k.endswith(".forwarding"))
-    assert real_on == expect_on, "systemd-sysctl disagrees with expect:" + detail
+    kernel = kernel_forwarding(tree, real_values)
+    real_on = any(v.strip() != "0" for v in kernel.values())
+    detail += f"\nkernel after systemd-sysctl: {kernel}"
+    assert real_on == expect_on, "systemd-sysctl (applied) disagrees with expect:" + detail
     assert bool(findings) == expect_on, "opskit's verdict disagrees" + detail

@@ -109,6 +109,34 @@ def test_kernel_cmdline_blacklist_counts(tree):
     assert "/proc/cmdline: module_blacklist=usb_storage,uas" in evidence(result)
 
 
+@pytest.mark.parametrize("cmdline", [
+    # the kernel compares names byte for byte with the module's own name (usb_storage)
+    "root=/dev/sda1 module_blacklist=usb-storage,uas",
+    # a later module_blacklist= replaces the earlier one (core_param charp)
+    "root=/dev/sda1 module_blacklist=usb_storage,uas module_blacklist=firewire_core",
+    # after '--' the words go to init, not to the kernel
+    "root=/dev/sda1 -- module_blacklist=usb_storage,uas",
+])
+def test_kernel_cmdline_blacklist_read_as_the_kernel_does(tree, cmdline):
+    write(tree, {"/etc/modprobe.d/10-usb.conf": None, "/proc/cmdline": cmdline + "\n"})
+    result = run(tree, "media.usb-storage-disabled")
+    assert result.status == FAIL
+    assert "kernel module usb-storage is not disabled" in messages(result)
+
+
+def test_kernel_cmdline_dashed_name_is_explained(tree):
+    write(tree, {"/etc/modprobe.d/10-usb.conf": None,
+                 "/proc/cmdline": "root=/dev/sda1 module_blacklist=usb-storage,uas\n"})
+    assert "names 'usb-storage', but the kernel compares module_blacklist= byte for byte " \
+           "with the module's name 'usb_storage'" in evidence(run(tree, "media.usb-storage-disabled"))
+
+
+def test_kernel_cmdline_blacklist_param_spelt_with_dash_and_quotes(tree):
+    write(tree, {"/etc/modprobe.d/10-usb.conf": None,
+                 "/proc/cmdline": 'root=/dev/sda1 module-blacklist="usb_storage,uas"\n'})
+    assert run(tree, "media.usb-storage-disabled").status == PASS
+
+
 def test_builtin_module_cannot_be_disabled(tree):
     write(tree, {"/lib/modules/6.1.0-test-amd64/modules.builtin":
                  "kernel/drivers/usb/storage/usb-storage.ko\n"})
