@@ -110,7 +110,8 @@ def verify_cmd(app: App, checkpoint_file: str | None, anchor_dir: str | None,
     Checks every entry's hash, the seq numbering and the chain of 'prev'
     hashes, then the checkpoints recorded beside the log and, with
     --checkpoint, an exported one, and with --anchors every signed one kept
-    off the machine (which also catch a cut-off tail or a rewritten history).
+    off the machine (which also catch a cut-off tail or a rewritten history);
+    with audit.anchor_dir set, those in it always (missing or empty: exit 1).
     Then every access decision (request, approval, rejection, application,
     transfer and unfreeze) the log records and every request file: signed by
     a key the roster registers for that person, over that request's content,
