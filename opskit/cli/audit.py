@@ -110,7 +110,8 @@ def verify_cmd(app: App, checkpoint_file: str | None, anchor_dir: str | None,
     Checks every entry's hash, the seq numbering and the chain of 'prev'
     hashes, then the checkpoints recorded beside the log and, with
     --checkpoint, an exported one, and with --anchors every signed one kept
-    off the machine (which also catch a cut-off tail or a rewritten history).
+    off the machine (which also catch a cut-off tail or a rewritten history);
+    with audit.anchor_dir set, those in it always (missing or empty: exit 1).
     Then every access decision (request, approval, rejection, application,
     transfer and unfreeze) the log records and every request file: signed by
     a key the roster registers for that person, over that request's content,
@@ -125,6 +126,13 @@ def verify_cmd(app: App, checkpoint_file: str | None, anchor_dir: str | None,
             raise UsageError(f"no signed checkpoint of {log.path} on {app.hostname} in "
                              f"{anchor_dir}", hint="make one with 'opskit audit checkpoint "
                                                    f"--sign --export {anchor_dir}'")
+        report = verify_with_anchors(log, anchors, given)
+    elif app.config.get("audit.anchor_dir"):
+        # the daily audit-verify job: the off-site anchors catch a cut tail or a rewritten
+        # history that wiping checkpoints.jsonl hides; hiding them is a finding (R-AUD-3)
+        offsite = app.config.relative_path(app.config.get("audit.anchor_dir"))
+        anchors = collect(anchor_dirs(app, log), log.path, app.hostname,
+                          trusted_anchor_keys(app, trust_keys), required=[offsite])
         report = verify_with_anchors(log, anchors, given)
     else:
         report = log.verify(given or None)

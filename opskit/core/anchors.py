@@ -117,10 +117,21 @@ def anchor_files(directory: str) -> list[str]:
 
 
 def collect(directories: list[str], log_path: str, host: str,
-            trusted: dict[bytes, str]) -> AnchorSet:
+            trusted: dict[bytes, str], required: list[str] | tuple[str, ...] = ()) -> AnchorSet:
     """Read every anchor in ``directories`` and judge it for the log at ``log_path`` on
-    ``host``. ``trusted`` maps raw public keys to a name (who may sign anchors)."""
+    ``host``. ``trusted`` maps raw public keys to a name (who may sign anchors).
+
+    Each directory in ``required`` (the configured off-site ``audit.anchor_dir``) must
+    exist and hold at least one trusted anchor of this log, else that is a problem: root
+    on this machine cannot alter exported anchors, but can hide them all without
+    touching one (move or unmount the directory, rename the host), and "no signed
+    checkpoint" would then read as "nothing was ever anchored" (R-AUD-3, R-DAT-1)."""
     found = AnchorSet()
+    for directory in required:
+        if not os.path.isdir(directory):
+            found.problems.append(f"anchor directory {directory} is missing (not mounted?): "
+                                  "the signed checkpoints kept off this machine cannot be "
+                                  "checked")
     mine = os.path.basename(log_path)
     seen: set[str] = set()
     for path in (p for d in directories for p in anchor_files(d)):
@@ -144,6 +155,14 @@ def collect(directories: list[str], log_path: str, host: str,
                                   "audit.anchor_keys)")
             continue
         found.checkpoints.append(dict(cp, _source=f"signed checkpoint {path}", _file=path))
+    own = {os.path.basename(cp["_file"]) for cp in found.checkpoints}
+    for directory in required:
+        if os.path.isdir(directory) and \
+                not own & {os.path.basename(p) for p in anchor_files(directory)}:
+            found.problems.append(
+                f"anchor directory {directory} holds no trusted signed checkpoint of "
+                f"{mine} on host {host} ({found.others} of other hosts or logs): an off-site "
+                "directory that was unmounted, emptied or renamed away, or the host renamed")
     return found
 
 

@@ -34,6 +34,7 @@ import json
 import os
 import re
 import socket
+import stat
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -606,6 +607,9 @@ class AuditLog:
                             "missing (log truncated)", expected, last_line + 1)
         if cp_file_problem:
             return fail(cp_file_problem, None, None)
+        lax = _lax_permissions(self.path) if report.head is not None else None
+        if lax:
+            return fail(lax, None, None)
         return report
 
     @staticmethod
@@ -629,6 +633,28 @@ class AuditLog:
         gone = f"seq {expected}" if found == expected + 1 else f"seq {expected}..{found - 1}"
         after = f"after seq {expected - 1}" if expected > 1 else "at the start of the log"
         return f"{gone} missing: seq {found} follows {after} (entries deleted)"
+
+
+def _lax_permissions(path: str) -> str | None:
+    """Why someone besides root and this user could rewrite the log at ``path`` (the file
+    or its directory writable by group or others, or owned by another user), or None.
+    Such a person can recompute the whole chain: the log proves nothing against them
+    (R-AUD-3, R-DAT-1). opskit creates the directory 0700 and the file 0600."""
+    me = os.geteuid()
+    for what, where in (("audit log", path), ("audit log directory", os.path.dirname(path))):
+        try:
+            st = os.stat(where)
+        except OSError:
+            continue
+        sticky_dir = what != "audit log" and st.st_mode & 0o1000
+        if st.st_mode & 0o022 and not sticky_dir:
+            return (f"{what} {where} is writable by group or others (mode "
+                    f"{stat.S_IMODE(st.st_mode):04o}): they can rewrite the log with a "
+                    "recomputed chain; 'chmod go-w' it (opskit creates 0600 / 0700)")
+        if st.st_uid not in (0, me):
+            return (f"{what} {where} is owned by uid {st.st_uid}, neither root nor this "
+                    "user: that user can rewrite the log with a recomputed chain")
+    return None
 
 
 # --- low-level I/O -------------------------------------------------------------------

@@ -105,9 +105,13 @@ def _describe(report) -> T:
 
 
 def _anchors(ctx: Context, log: AuditLog) -> AnchorSet:
-    """Signed checkpoints of this log (a directory that cannot be read is a finding)."""
+    """Signed checkpoints of this log (a directory that cannot be read is a finding; so is
+    an off-site one, audit.anchor_dir, that is missing or holds nothing of this log)."""
+    local = os.path.abspath(log.anchors_dir)
+    offsite = [d for d in ctx.anchor_dirs if os.path.abspath(d) != local]
     try:
-        return collect(ctx.anchor_dirs, log.path, socket.gethostname(), ctx.anchor_keys)
+        return collect(ctx.anchor_dirs, log.path, socket.gethostname(), ctx.anchor_keys,
+                       required=offsite)
     except OperationalError as exc:
         return AnchorSet(problems=[str(exc)])
 

@@ -154,3 +154,48 @@ def test_a_signed_checkpoint_file_also_works_with_verify_checkpoint(opskit, log_
     log_path.write_bytes(b"".join(lines(log_path)[:3]))
     run = opskit("audit", "verify", "--checkpoint", str(path))
     assert run.exit_code == 1 and "truncated" in run.stdout, run.output
+
+
+# --- plain 'audit verify' (the daily audit-verify job) and audit.anchor_dir -------------
+
+@pytest.fixture
+def configured(opskit, log_path, tmp_path, monkeypatch):
+    """audit.anchor_dir set in opskit.yaml, as docs/audit-log.md recommends; a signed
+    checkpoint of seq 4 exported there by the scheduled job's command; then seq 5."""
+    off = tmp_path / "mnt-anchors"
+    cfg = tmp_path / "opskit.yaml"
+    cfg.write_text(f"audit:\n  anchor_dir: {off}\n")
+    monkeypatch.setenv("OPSKIT_CONFIG", str(cfg))
+    assert opskit("correct", "keygen").exit_code == 0                   # seq 1
+    for _ in range(3):
+        opskit("audit", "show")                                          # seq 2..4
+    run = opskit("audit", "checkpoint", "--sign")                        # anchors seq 4
+    assert run.exit_code == 0, run.output
+    return off
+
+
+def test_plain_verify_checks_the_configured_anchor_dir(opskit, log_path, configured):
+    """R-AUD-3, R-DAT-1: root cuts the tail below the anchor and wipes every checkpoint
+    kept beside the log. The daily 'audit verify' (no --anchors) used to say 'intact',
+    exit 0, though the anchor in audit.anchor_dir records the cut entries."""
+    assert opskit("audit", "verify").exit_code == 0                      # intact: seq 5
+    wipe_local_checkpoints(log_path)
+    log_path.write_bytes(b"".join(lines(log_path)[:2]))                  # seq 3.. cut
+    run = opskit("audit", "verify")
+    assert run.exit_code == 1, run.output
+    assert "truncated" in run.stdout and f"signed checkpoint {configured}" in run.stdout
+
+
+@pytest.mark.parametrize("how", ["moved away", "unmounted"])
+def test_plain_verify_fails_when_the_configured_anchor_dir_is_hidden(opskit, log_path,
+                                                                     configured, how):
+    """The same cut, and the off-site directory hidden without altering an anchor:
+    moved away (or never mounted), or an empty mount point left behind."""
+    wipe_local_checkpoints(log_path)
+    log_path.write_bytes(b"".join(lines(log_path)[:2]))
+    configured.rename(configured.parent / "elsewhere")
+    if how == "unmounted":
+        configured.mkdir()
+    run = opskit("audit", "verify")
+    assert run.exit_code == 1, run.output
+    assert f"anchor directory {configured}" in run.stdout

@@ -566,3 +566,32 @@ def test_verify_streams_large_logs_quickly(log):
     entry = add(log, 1)[0]
     assert time.monotonic() - start < 0.5                 # tail read, not a full scan
     assert entry["seq"] == n + 1
+
+
+# --- who else could rewrite the log (R-AUD-3, R-DAT-1) ----------------------------------
+
+@pytest.mark.parametrize("target,mode", [("file", 0o666), ("file", 0o620),
+                                         ("dir", 0o777), ("dir", 0o770)])
+def test_a_log_others_can_write_is_not_intact(log, target, mode):
+    """chmod on a real log: anyone in the group or everyone can now recompute the
+    whole chain, so 'intact' would prove nothing against them. Old verify said intact."""
+    add(log, 3)
+    assert log.verify().ok
+    path = log.path if target == "file" else os.path.dirname(log.path)
+    os.chmod(path, mode)
+    report = log.verify()
+    assert not report.ok and "writable by group or others" in report.problem, report
+    assert report.entries_checked == 3                       # the chain itself is fine
+    os.chmod(path, 0o600 if target == "file" else 0o700)
+    assert log.verify().ok
+
+
+def test_a_log_owned_by_another_user_is_not_intact(log, monkeypatch):
+    add(log, 2)
+    if os.geteuid() == 0:       # chown the real file to an ordinary user
+        os.chown(log.path, 4242, -1)
+    else:                       # we cannot chown: pretend to be another ordinary user
+        owner = os.stat(log.path).st_uid
+        monkeypatch.setattr(os, "geteuid", lambda: owner + 4242)
+    report = log.verify()
+    assert not report.ok and "owned by uid" in report.problem, report

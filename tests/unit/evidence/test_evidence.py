@@ -867,3 +867,53 @@ def test_r_aud_6_from_the_archive_register(good, tmp_path):
     path.write_text(path.read_text().replace("court order 7", "court order 8", 1))
     _result, rules = build(tmp_path, home, fake, signer, sites, name="tampered")
     assert rules["R-AUD-6"]["verdict"] == "not met" and "line 1" in rules["R-AUD-6"]["reason"]
+
+
+# --- the off-site anchor directory (audit.anchor_dir) made to look empty --------------
+
+def _offsite(home, signer, tmp_path, drop=2):
+    """Sign a checkpoint of the head into an off-site directory (audit.anchor_dir) and
+    the local copy, as the scheduled job does; then (root on this machine) cut ``drop``
+    entries off the end and remove every checkpoint kept beside the log."""
+    from opskit.core.anchors import sign_checkpoint, write_anchor
+    log = AuditLog(str(home / "audit" / "audit.log"))
+    anchor = sign_checkpoint(log.checkpoint(), signer)
+    off = tmp_path / "offsite"
+    write_anchor(str(off), anchor)
+    write_anchor(log.anchors_dir, anchor)
+    os.unlink(log.checkpoints_path)
+    shutil.rmtree(log.anchors_dir)
+    lines = open(log.path, "rb").read().splitlines(keepends=True)
+    open(log.path, "wb").write(b"".join(lines[:-drop]))
+    return off, [str(off), log.anchors_dir]
+
+
+def test_the_offsite_anchor_catches_the_cut_when_it_is_there(good, tmp_path):
+    home, fake, signer, _o, sites = good
+    _off, dirs = _offsite(home, signer, tmp_path)
+    _result, rules = build(tmp_path, home, fake, signer, sites, anchor_dirs=dirs)
+    assert rules["R-AUD-3"]["verdict"] == "not met"
+    assert "truncated" in rules["R-AUD-3"]["reason"]
+
+
+@pytest.mark.parametrize("how", ["removed", "unmounted", "host renamed"])
+def test_a_configured_anchor_dir_with_nothing_of_this_log_is_not_met(good, tmp_path,
+                                                                     monkeypatch, how):
+    """R-AUD-3, R-DAT-1, R-AUD-1: root cuts the tail and wipes the local checkpoints,
+    then hides the off-site anchors without touching them: the directory moved away,
+    the mount unmounted (an empty mount point), or the host renamed so every anchor
+    counts as another host's. The pack used to say 'met' with 'no signed checkpoint'."""
+    home, fake, signer, _o, sites = good
+    off, dirs = _offsite(home, signer, tmp_path)
+    if how == "removed":
+        off.rename(tmp_path / "hidden")
+    elif how == "unmounted":
+        off.rename(tmp_path / "hidden")
+        off.mkdir()
+    else:
+        import socket
+        monkeypatch.setattr(socket, "gethostname", lambda: "renamed-host")
+    _result, rules = build(tmp_path, home, fake, signer, sites, anchor_dirs=dirs)
+    for rid in ("R-AUD-3", "R-DAT-1", "R-AUD-1"):
+        assert rules[rid]["verdict"] == "not met", (rid, rules[rid]["reason"])
+        assert str(off) in rules[rid]["reason"], rules[rid]["reason"]
