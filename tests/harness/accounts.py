@@ -92,7 +92,8 @@ Subsystem sftp {sftp}
 
 def start_user_sshd(workdir: str, overrides: dict | None = None):
     """An sshd that authenticates real users with their own authorized_keys;
-    ``overrides`` replaces config keywords (e.g. PermitRootLogin)."""
+    ``overrides`` replaces config keywords (e.g. PermitRootLogin) or adds those the
+    base config lacks (e.g. TrustedUserCAKeys)."""
     # imported here: tests.harness.sshd is loaded as a plugin after this module
     from tests.harness.sshd import (SSHD, SSHServer, _sftp_server, _wait_for_banner, free_port,
                                     generate_ed25519)
@@ -107,6 +108,9 @@ def start_user_sshd(workdir: str, overrides: dict | None = None):
     with open(config, "w") as fh:
         text = _USER_SSHD_CONFIG.format(port=port, workdir=workdir, sftp=_sftp_server())
         for keyword, value in (overrides or {}).items():
+            if not any(line.split(" ")[0] == keyword for line in text.splitlines()):
+                text += f"{keyword} {value}\n"          # a keyword the base config lacks
+                continue
             text = "\n".join(f"{keyword} {value}" if line.split(" ")[0] == keyword else line
                               for line in text.splitlines()) + "\n"
         fh.write(text)
