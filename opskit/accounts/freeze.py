@@ -118,10 +118,10 @@ def _key_steps(target: Target, found: Found, login: str, stamp: str, add) -> Non
         keysfile = found.foreign_texts[path]
         if keysfile.symlink:
             continue                          # listed: a human decides what the link means
-        drop = set(hits)
-        new = "".join(x + "\n" for x in keysfile.text.splitlines() if x not in drop)
+        new = keyhunt.edited(keysfile, hits, login)
         saved = f"{evidence}/keys-{stamp}-{keysfile.account}-{os.path.basename(path)}"
-        add("keys", f"remove {len(hits)} key line(s) of {login} from {path} "
+        what = ("certificate principal line(s)" if keysfile.principals else "key line(s)")
+        add("keys", f"remove {len(hits)} {what} of {login} from {path} "
                     f"(account {keysfile.account})",
             [*mk, f"printf %s {q(''.join(x + chr(10) for x in hits))} > {q(saved)}",
              *_rewrite_lines(target, path, new)])
@@ -199,12 +199,16 @@ def remaining_paths(acct: Account | None, found: Found) -> tuple[list[str], list
     if acct.groups:
         left.append(f"groups {', '.join(acct.groups)}")
     left += [f"authorized keys file {p}" for p in found.keys]
-    left += [f"{len(v)} key line(s) of theirs in {p}"
+    left += [f"{len(v)} " + ("certificate principal" if found.foreign_texts[p].principals
+                             else "key") + f" line(s) of theirs in {p}"
              + (" (a symlink: edit by hand)" if found.foreign_texts[p].symlink else "")
              for p, v in found.foreign_keys.items()]
     if found.keys_command:
         left.append(f"sshd AuthorizedKeysCommand {found.keys_command}: keys it serves "
                     "cannot be read; check by hand")
+    if found.principals_command:
+        left.append(f"sshd AuthorizedPrincipalsCommand {found.principals_command}: the "
+                    "certificate principals it serves cannot be read; check by hand")
     if found.sudoers_dropin is not None:
         left.append(f"sudoers drop-in {sudoers_path(acct.name)}")
     left += [f"sudo right {g.describe()}" + ("" if g.action == "remove" else " (edit by hand)")

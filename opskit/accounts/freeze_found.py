@@ -43,6 +43,7 @@ class Found:
     foreign_keys: dict[str, list[str]] = field(default_factory=dict)   # path -> lines
     foreign_texts: dict[str, keyhunt.KeysFile] = field(default_factory=dict, repr=False)
     keys_command: str = ""
+    principals_command: str = ""
     key_lines: dict = field(default_factory=dict)      # blob -> 'type blob'
     sudoers_dropin: str | None = None
     sudo: sudo_grants.Scan = field(default_factory=sudo_grants.Scan)
@@ -68,6 +69,7 @@ class Found:
         return {"account": self.account, "authorized_keys": self.keys,
                 "keys_in_other_accounts": {p: len(v) for p, v in self.foreign_keys.items()},
                 "authorized_keys_command": self.keys_command or None,
+                "authorized_principals_command": self.principals_command or None,
                 "sudoers_dropin": self.sudoers_dropin,
                 "sudo_grants": [g.describe() for g in self.sudo.grants],
                 "sudo_l": self.sudo_l,
@@ -184,6 +186,7 @@ def inspect_parse(target: Target, login: str, opts: HuntOptions, files: dict, go
 def _parse_keys(found: Found, text: str, login: str, opts: HuntOptions) -> None:
     scan = keyhunt.parse(text)
     found.keys_command = scan.command if scan.command_set else ""
+    found.principals_command = scan.principals_command if scan.principals_command_set else ""
     found.own_keys = keyhunt.own_files(scan, login)
     found.key_lines = keyhunt.person_keys(scan, login, opts.roster_keys)
     found.foreign_keys = keyhunt.foreign_hits(scan, login, set(found.key_lines))
