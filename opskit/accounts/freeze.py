@@ -184,11 +184,8 @@ def _systemd_steps(target: Target, found: Found, login: str, stamp: str, add) ->
             [f"[ ! -L {q(units)} ]", *mk, cmd("mv", "-f", units, f"{evidence}/systemd-user-{stamp}")])
 
 
-def remaining_paths(acct: Account | None, found: Found) -> tuple[list[str], list[str]]:
-    """(access paths still open -- each blocks a 'complete' certificate --, things that
-    name the login without giving rights)."""
-    if acct is None:
-        return [], []
+def account_open(acct: Account) -> list[str]:
+    """What still lets ``acct`` log in: unlocked password, not expired, a login shell."""
     left = []
     if not acct.locked:
         left.append("password not locked")
@@ -196,6 +193,20 @@ def remaining_paths(acct: Account | None, found: Found) -> tuple[list[str], list
         left.append(f"account not expired (expire day {acct.expire_day})")
     if not acct.nologin:
         left.append(f"login shell {acct.shell}")
+    return left
+
+
+def remaining_paths(acct: Account | None, found: Found) -> tuple[list[str], list[str]]:
+    """(access paths still open -- each blocks a 'complete' certificate --, things that
+    name the login without giving rights)."""
+    if acct is None:
+        return [], []
+    left = account_open(acct)
+    for alias in found.uid_aliases:
+        still = account_open(alias)
+        if still:
+            left.append(f"account {alias.name} shares uid {acct.uid} with {acct.name}: it logs "
+                        f"in as them ({'; '.join(still)}); remove or freeze it by hand")
     if acct.groups:
         left.append(f"groups {', '.join(acct.groups)}")
     left += [f"authorized keys file {p}" for p in found.keys]

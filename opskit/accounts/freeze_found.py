@@ -39,6 +39,7 @@ class HuntOptions:
 @dataclass
 class Found:
     account: dict | None = None
+    uid_aliases: list = field(default_factory=list)    # other Accounts with their uid
     own_keys: list[keyhunt.KeysFile] = field(default_factory=list)
     foreign_keys: dict[str, list[str]] = field(default_factory=dict)   # path -> lines
     foreign_texts: dict[str, keyhunt.KeysFile] = field(default_factory=dict, repr=False)
@@ -66,7 +67,9 @@ class Found:
         return [f.path for f in self.own_keys]
 
     def as_dict(self) -> dict:
-        return {"account": self.account, "authorized_keys": self.keys,
+        return {"account": self.account,
+                "accounts_with_their_uid": [a.name for a in self.uid_aliases],
+                "authorized_keys": self.keys,
                 "keys_in_other_accounts": {p: len(v) for p, v in self.foreign_keys.items()},
                 "authorized_keys_command": self.keys_command or None,
                 "authorized_principals_command": self.principals_command or None,
@@ -161,6 +164,9 @@ def inspect_parse(target: Target, login: str, opts: HuntOptions, files: dict, go
     found.account = {k: v for k, v in acct.as_dict().items()
                      if k in ("uid", "home", "shell", "password", "expire_day", "groups",
                               "locked", "expired", "nologin")}
+    # another login with their uid is them under another name (R-ACC-6)
+    found.uid_aliases = [a for name, a in sorted(db.accounts.items())
+                         if a.uid == acct.uid and name != login]
     root = target.root or ""
     found.crontabs = [files[k] for k, v in got.items() if k.startswith("cron:") and v is not None]
     _parse_keys(found, _text(got, "keys"), login, opts)
