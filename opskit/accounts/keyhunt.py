@@ -38,10 +38,34 @@ _MARK = "@@opskit-keys "
 _BLOB = re.compile(r"(?:^|\s)((?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+)\s+([A-Za-z0-9+/]+=*)(?:\s+(.*))?$")
 
 
+def _match_script(sshd_config: str | None) -> str:
+    """sh exporting OPSKIT_SSHD_PER: when the sshd config (or a file it Includes) has a
+    Match block, one line per passwd account 'NAME<TAB>AuthorizedKeysFile<TAB>
+    AuthorizedPrincipalsFile' as ``sshd -T -C user=NAME,...`` evaluates it (a Match
+    User block may give one account its own key files)."""
+    cfg = f" -f {q(sshd_config)}" if sshd_config else ""
+    main = q(sshd_config or "/etc/ssh/sshd_config")
+    return (
+        "per=; S=$(command -v sshd || echo /usr/sbin/sshd); "
+        f"m=$( {{ cat {main}; for i in $(awk 'tolower($1)==\"include\"{{for(i=2;i<=NF;i++) "
+        f"print $i}}' {main}); do case $i in /*) ;; *) i=/etc/ssh/$i;; esac; cat $i; done; }} "
+        "2>/dev/null | grep -ci '^[[:space:]]*match[[:space:]]'); "
+        "if [ \"${m:-0}\" -gt 0 ]; then per=$(awk -F: '{print $1}' /etc/passwd | "
+        "while IFS= read -r n; do "
+        f"u=$(\"$S\" -T -C \"user=$n,host=localhost,addr=127.0.0.1\"{cfg} 2>/dev/null) || continue; "
+        "printf '%s\\t%s\\t%s\\n' \"$n\" "
+        "\"$(printf '%s\\n' \"$u\" | awk '$1==\"authorizedkeysfile\"{$1=\"\"; print}')\" "
+        "\"$(printf '%s\\n' \"$u\" | awk '$1==\"authorizedprincipalsfile\"{print $2}')\"; "
+        "done); fi; OPSKIT_SSHD_PER=$per; export OPSKIT_SSHD_PER; ")
+
+
 def gather_script(root: str = "", sshd_config: str | None = None) -> str:
     """sh printing the effective AuthorizedKeysFile/Command, AuthorizedPrincipalsCommand
     and every existing keys file (marker ``file ACCOUNT PATH``, then the content) and
-    AuthorizedPrincipalsFile (``pfile ACCOUNT PATH``) of every passwd account."""
+    AuthorizedPrincipalsFile (``pfile ACCOUNT PATH``) of every passwd account; with a
+    Match block in the config, each account's files as sshd evaluates Match for it
+    (``sshd -T -C user=NAME,host=localhost,addr=127.0.0.1``: Match Address/Host blocks
+    for other clients are not seen)."""
     cfg = f" -f {q(sshd_config)}" if sshd_config else ""
     sshd = "" if root else (
         f"t=$(sshd -T{cfg} 2>/dev/null || /usr/sbin/sshd -T{cfg} 2>/dev/null); "
@@ -49,18 +73,24 @@ def gather_script(root: str = "", sshd_config: str | None = None) -> str:
         "akc=$(printf '%s\\n' \"$t\" | awk '$1==\"authorizedkeyscommand\"{$1=\"\"; print}'); "
         "apf=$(printf '%s\\n' \"$t\" | awk '$1==\"authorizedprincipalsfile\"{print $2}'); "
         "apc=$(printf '%s\\n' \"$t\" | awk '$1==\"authorizedprincipalscommand\"{$1=\"\"; "
-        "print}'); ")
+        "print}'); " + _match_script(sshd_config))
     return (
-        f"akf=; akc=; apf=; apc=; {sshd}[ -n \"$akf\" ] || akf={q(DEFAULT_FILES)}; "
+        f"akf=; akc=; apf=; apc=; OPSKIT_SSHD_PER=; export OPSKIT_SSHD_PER; {sshd}"
+        f"[ -n \"$akf\" ] || akf={q(DEFAULT_FILES)}; "
         "[ \"$apf\" != none ] || apf=; "
         f"printf '{_MARK}akf %s\\n' \"$akf\"; printf '{_MARK}akc %s\\n' \"$akc\"; "
         f"printf '{_MARK}apc %s\\n' \"$apc\"; "
         # one awk reads every file (a cat per account costs a fork each, twice per freeze)
-        f"awk -F: -v pats=\"$akf\" -v ppat=\"$apf\" -v root={q(root)} '{{n=split(pats,p,\" \"); "
+        f"awk -F: -v pats=\"$akf\" -v ppat=\"$apf\" -v root={q(root)} "
+        "'BEGIN{np=split(ENVIRON[\"OPSKIT_SSHD_PER\"],L,\"\\n\"); for(j=1;j<=np;j++){"
+        "split(L[j],F,\"\\t\"); if (F[1]==\"\") continue; H[F[1]]=1; A[F[1]]=F[2]; "
+        "P[F[1]]=(F[3]==\"none\")?\"\":F[3]}} "
+        "{pp=pats; pq=ppat; if ($1 in H) {pp=A[$1]; pq=P[$1]} n=split(pp,p,\" \"); "
         # principals files are marked 'pfile' (AuthorizedPrincipalsFile is one path)
-        "if (ppat!=\"\") p[++n]=\"P\" ppat; "
+        "if (pq!=\"\") p[++n]=\"P\" pq; "
         "for(i=1;i<=n;i++){s=p[i]; kind=\"file\"; "
-        "if (i==n && ppat!=\"\") {kind=\"pfile\"; s=substr(s,2)} gsub(/%h/,$6,s); gsub(/%u/,$1,s); gsub(/%U/,$3,s); "
+        "if (i==n && pq!=\"\") {kind=\"pfile\"; s=substr(s,2)} "
+        "gsub(/%h/,$6,s); gsub(/%u/,$1,s); gsub(/%U/,$3,s); "
         "gsub(/%%/,\"%\",s); if (substr(s,1,1)!=\"/\") s=$6 \"/\" s; if ((kind s) in seen) continue; "
         "seen[kind s]=1; f=root s; first=1; while ((getline line < f) > 0) { if (first) "
         f"printf \"{_MARK}%s %s %s\\n\", kind, $1, s; first=0; print line }} close(f); "
