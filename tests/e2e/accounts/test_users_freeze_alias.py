@@ -11,8 +11,7 @@ import time
 import paramiko
 import pytest
 
-from tests.harness.accounts import key_login, remove_account, write_model
-from tests.harness.cli import run_opskit
+from tests.harness.accounts import freeze_model, key_login, remove_account
 from tests.harness.sshd import generate_ed25519
 
 pytestmark = pytest.mark.e2e
@@ -39,17 +38,7 @@ def test_an_account_sharing_their_uid_blocks_a_complete_certificate(tmp_path, us
     public = generate_ed25519(key, f"{login}@laptop")
     other = str(tmp_path / "alias_key")
     other_public = generate_ed25519(other, "backup@nas")        # in no roster
-    roster = (f"people:\n  {login}:\n    name: Alias Maker\n    roles: [e2e-role]\n"
-              f"    host_groups: [all]\n    ssh_keys:\n      - {public}\n")
-    inventory = ("hosts:\n  here:\n    groups: [real]\n    vars:\n"
-                 f"      sshd_config: {server.workdir}/sshd_config\n"
-                 f"      ssh_login_probe: 127.0.0.1:{server.port}\n"
-                 f"      ssh_login_probe_known_hosts: {server.known_hosts}\n")
-    config = write_model(tmp_path / "cfg", roster, inventory)
-    env = {"OPSKIT_HOME": str(tmp_path / "home")}
-
-    def opskit(*args):
-        return run_opskit("--config", config, *args, env=env, timeout=180)
+    opskit = freeze_model(tmp_path, login, public, server, "Alias Maker")
 
     try:
         assert opskit("users", "apply", "--person", login).exit_code == 0

@@ -14,8 +14,7 @@ import time
 
 import pytest
 
-from tests.harness.accounts import remove_account, start_user_sshd, write_model
-from tests.harness.cli import run_opskit
+from tests.harness.accounts import freeze_model, remove_account, start_user_sshd
 from tests.harness.sshd import generate_ed25519
 
 pytestmark = pytest.mark.e2e
@@ -75,17 +74,7 @@ def test_a_certificate_principal_in_another_account_is_closed(tmp_path, throwawa
         if how == "principals-file":
             (principals / service).write_text(f"alice\n{login}\n")
         server = start_user_sshd(str(tmp_path / "sshd"), overrides)
-        roster = (f"people:\n  {login}:\n    name: Cert Holder\n    roles: [e2e-role]\n"
-                  f"    host_groups: [all]\n    ssh_keys:\n      - {public}\n")
-        inventory = ("hosts:\n  here:\n    groups: [real]\n    vars:\n"
-                     f"      sshd_config: {server.workdir}/sshd_config\n"
-                     f"      ssh_login_probe: 127.0.0.1:{server.port}\n"
-                     f"      ssh_login_probe_known_hosts: {server.known_hosts}\n")
-        config = write_model(tmp_path / "cfg", roster, inventory)
-        env = {"OPSKIT_HOME": str(tmp_path / "home")}
-
-        def opskit(*args):
-            return run_opskit("--config", config, *args, env=env, timeout=180)
+        opskit = freeze_model(tmp_path, login, public, server, "Cert Holder")
 
         time.sleep(1.1)   # the CA's lines were there before the tenure began (no review)
         assert opskit("users", "apply", "--person", login).exit_code == 0

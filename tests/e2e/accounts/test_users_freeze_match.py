@@ -4,27 +4,16 @@ person's key there opens that account; `sshd -T` without `-C` never shows the
 file. The freeze must evaluate Match per account. Oracle: a real SSH login."""
 import json
 import os
-import pwd
 import shutil
 import subprocess
 import time
 
-import paramiko
 import pytest
 
-from tests.harness.accounts import key_login, remove_account, start_user_sshd, write_model
-from tests.harness.cli import run_opskit
+from tests.harness.accounts import can_key_login, freeze_model, remove_account, start_user_sshd
 from tests.harness.sshd import generate_ed25519
 
 pytestmark = pytest.mark.e2e
-
-
-def can_login(server, login, key) -> bool:
-    try:
-        key_login(server, login, key).close()
-        return True
-    except paramiko.AuthenticationException:
-        return False
 
 
 def test_a_key_in_a_match_user_keys_file_is_found_and_closed(tmp_path, throwaway_login):
@@ -42,26 +31,16 @@ def test_a_key_in_a_match_user_keys_file_is_found_and_closed(tmp_path, throwaway
             fh.write(f"{public.rsplit(' ', 1)[0]} deploy\n")    # their key, another comment
         server = start_user_sshd(str(tmp_path / "sshd"), {
             "Match": f"User {service}\n    AuthorizedKeysFile {keys_dir}/%u"})
-        roster = (f"people:\n  {login}:\n    name: Match Holder\n    roles: [e2e-role]\n"
-                  f"    host_groups: [all]\n    ssh_keys:\n      - {public}\n")
-        inventory = ("hosts:\n  here:\n    groups: [real]\n    vars:\n"
-                     f"      sshd_config: {server.workdir}/sshd_config\n"
-                     f"      ssh_login_probe: 127.0.0.1:{server.port}\n"
-                     f"      ssh_login_probe_known_hosts: {server.known_hosts}\n")
-        config = write_model(tmp_path / "cfg", roster, inventory)
-        env = {"OPSKIT_HOME": str(tmp_path / "home")}
-
-        def opskit(*args):
-            return run_opskit("--config", config, *args, env=env, timeout=180)
+        opskit = freeze_model(tmp_path, login, public, server, "Match Holder")
 
         time.sleep(1.1)         # the service's keys were there before the tenure began
         assert opskit("users", "apply", "--person", login).exit_code == 0
-        assert can_login(server, service, key), server.stderr()[-2000:]
+        assert can_key_login(server, service, key), server.stderr()[-2000:]
 
         frozen = opskit("users", "freeze", login, "--reason", "departure", "--json")
         cert = json.loads(frozen.stdout)
         host = cert["hosts"][0]
-        still = can_login(server, service, key)
+        still = can_key_login(server, service, key)
         assert not (cert["result"] == "complete" and still), \
             f"certificate 'complete' but their key still logs in as {service}"
         assert not still, host["remaining"]

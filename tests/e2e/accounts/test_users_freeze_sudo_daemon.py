@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from tests.harness.accounts import key_login, write_model
-from tests.harness.cli import run_opskit
+from tests.harness.accounts import freeze_model, key_login
 from tests.harness.sshd import generate_ed25519
 
 pytestmark = pytest.mark.e2e
@@ -38,13 +37,7 @@ def test_a_root_daemon_they_started_through_sudo_is_ended(tmp_path, user_sshd, t
     login, server = throwaway_login, user_sshd
     key = str(tmp_path / "person_key")
     public = generate_ed25519(key, f"{login}@laptop")
-    roster = (f"people:\n  {login}:\n    name: Daemon Starter\n    roles: [e2e-role]\n"
-              f"    host_groups: [all]\n    ssh_keys:\n      - {public}\n")
-    config = write_model(tmp_path / "cfg", roster, "hosts:\n  here:\n    groups: [real]\n")
-    env = {"OPSKIT_HOME": str(tmp_path / "home")}
-
-    def opskit(*args):
-        return run_opskit("--config", config, *args, env=env, timeout=180)
+    opskit = freeze_model(tmp_path, login, public, name="Daemon Starter")
 
     rule = f"/etc/sudoers.d/zz-test-{login}"
     marker = f"{4000 + int(login[-4:], 16) % 1000}.{os.getpid()}"      # a unique sleep
@@ -74,7 +67,7 @@ def test_a_root_daemon_they_started_through_sudo_is_ended(tmp_path, user_sshd, t
         assert not (cert["result"] == "complete" and alive), \
             f"certificate 'complete' but root process(es) {alive} they started through sudo run"
         assert not alive, cert["hosts"][0]["remaining"]
-        assert any(f"sudo_uid=" in p for p in cert["hosts"][0]["found"]["processes"]), \
+        assert any("sudo_uid=" in p for p in cert["hosts"][0]["found"]["processes"]), \
             cert["hosts"][0]["found"]["processes"]
     finally:
         if os.path.exists(rule):
