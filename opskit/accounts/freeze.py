@@ -118,10 +118,10 @@ def _key_steps(target: Target, found: Found, login: str, stamp: str, add) -> Non
         keysfile = found.foreign_texts[path]
         if keysfile.symlink:
             continue                          # listed: a human decides what the link means
-        drop = set(hits)
-        new = "".join(x + "\n" for x in keysfile.text.splitlines() if x not in drop)
+        new = keyhunt.edited(keysfile, hits, login)
         saved = f"{evidence}/keys-{stamp}-{keysfile.account}-{os.path.basename(path)}"
-        add("keys", f"remove {len(hits)} key line(s) of {login} from {path} "
+        what = ("certificate principal line(s)" if keysfile.principals else "key line(s)")
+        add("keys", f"remove {len(hits)} {what} of {login} from {path} "
                     f"(account {keysfile.account})",
             [*mk, f"printf %s {q(''.join(x + chr(10) for x in hits))} > {q(saved)}",
              *_rewrite_lines(target, path, new)])
@@ -184,11 +184,8 @@ def _systemd_steps(target: Target, found: Found, login: str, stamp: str, add) ->
             [f"[ ! -L {q(units)} ]", *mk, cmd("mv", "-f", units, f"{evidence}/systemd-user-{stamp}")])
 
 
-def remaining_paths(acct: Account | None, found: Found) -> tuple[list[str], list[str]]:
-    """(access paths still open -- each blocks a 'complete' certificate --, things that
-    name the login without giving rights)."""
-    if acct is None:
-        return [], []
+def account_open(acct: Account) -> list[str]:
+    """What still lets ``acct`` log in: unlocked password, not expired, a login shell."""
     left = []
     if not acct.locked:
         left.append("password not locked")
@@ -196,15 +193,33 @@ def remaining_paths(acct: Account | None, found: Found) -> tuple[list[str], list
         left.append(f"account not expired (expire day {acct.expire_day})")
     if not acct.nologin:
         left.append(f"login shell {acct.shell}")
+    return left
+
+
+def remaining_paths(acct: Account | None, found: Found) -> tuple[list[str], list[str]]:
+    """(access paths still open -- each blocks a 'complete' certificate --, things that
+    name the login without giving rights)."""
+    if acct is None:
+        return [], []
+    left = account_open(acct)
+    for alias in found.uid_aliases:
+        still = account_open(alias)
+        if still:
+            left.append(f"account {alias.name} shares uid {acct.uid} with {acct.name}: it logs "
+                        f"in as them ({'; '.join(still)}); remove or freeze it by hand")
     if acct.groups:
         left.append(f"groups {', '.join(acct.groups)}")
     left += [f"authorized keys file {p}" for p in found.keys]
-    left += [f"{len(v)} key line(s) of theirs in {p}"
+    left += [f"{len(v)} " + ("certificate principal" if found.foreign_texts[p].principals
+                             else "key") + f" line(s) of theirs in {p}"
              + (" (a symlink: edit by hand)" if found.foreign_texts[p].symlink else "")
              for p, v in found.foreign_keys.items()]
     if found.keys_command:
         left.append(f"sshd AuthorizedKeysCommand {found.keys_command}: keys it serves "
                     "cannot be read; check by hand")
+    if found.principals_command:
+        left.append(f"sshd AuthorizedPrincipalsCommand {found.principals_command}: the "
+                    "certificate principals it serves cannot be read; check by hand")
     if found.sudoers_dropin is not None:
         left.append(f"sudoers drop-in {sudoers_path(acct.name)}")
     left += [f"sudo right {g.describe()}" + ("" if g.action == "remove" else " (edit by hand)")

@@ -39,10 +39,12 @@ class HuntOptions:
 @dataclass
 class Found:
     account: dict | None = None
+    uid_aliases: list = field(default_factory=list)    # other Accounts with their uid
     own_keys: list[keyhunt.KeysFile] = field(default_factory=list)
     foreign_keys: dict[str, list[str]] = field(default_factory=dict)   # path -> lines
     foreign_texts: dict[str, keyhunt.KeysFile] = field(default_factory=dict, repr=False)
     keys_command: str = ""
+    principals_command: str = ""
     key_lines: dict = field(default_factory=dict)      # blob -> 'type blob'
     sudoers_dropin: str | None = None
     sudo: sudo_grants.Scan = field(default_factory=sudo_grants.Scan)
@@ -65,9 +67,12 @@ class Found:
         return [f.path for f in self.own_keys]
 
     def as_dict(self) -> dict:
-        return {"account": self.account, "authorized_keys": self.keys,
+        return {"account": self.account,
+                "accounts_with_their_uid": [a.name for a in self.uid_aliases],
+                "authorized_keys": self.keys,
                 "keys_in_other_accounts": {p: len(v) for p, v in self.foreign_keys.items()},
                 "authorized_keys_command": self.keys_command or None,
+                "authorized_principals_command": self.principals_command or None,
                 "sudoers_dropin": self.sudoers_dropin,
                 "sudo_grants": [g.describe() for g in self.sudo.grants],
                 "sudo_l": self.sudo_l,
@@ -159,6 +164,9 @@ def inspect_parse(target: Target, login: str, opts: HuntOptions, files: dict, go
     found.account = {k: v for k, v in acct.as_dict().items()
                      if k in ("uid", "home", "shell", "password", "expire_day", "groups",
                               "locked", "expired", "nologin")}
+    # another login with their uid is them under another name (R-ACC-6)
+    found.uid_aliases = [a for name, a in sorted(db.accounts.items())
+                         if a.uid == acct.uid and name != login]
     root = target.root or ""
     found.crontabs = [files[k] for k, v in got.items() if k.startswith("cron:") and v is not None]
     _parse_keys(found, _text(got, "keys"), login, opts)
@@ -184,6 +192,7 @@ def inspect_parse(target: Target, login: str, opts: HuntOptions, files: dict, go
 def _parse_keys(found: Found, text: str, login: str, opts: HuntOptions) -> None:
     scan = keyhunt.parse(text)
     found.keys_command = scan.command if scan.command_set else ""
+    found.principals_command = scan.principals_command if scan.principals_command_set else ""
     found.own_keys = keyhunt.own_files(scan, login)
     found.key_lines = keyhunt.person_keys(scan, login, opts.roster_keys)
     found.foreign_keys = keyhunt.foreign_hits(scan, login, set(found.key_lines))

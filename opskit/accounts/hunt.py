@@ -44,25 +44,32 @@ UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/sys
 
 
 def processes_script() -> str:
-    """sh: one line per process 'PID STATE NAME ruid euid suid fsuid' then
-    'loginuid PID UID' lines."""
+    """sh: one line per process 'p PID STATE NAME ruid euid suid fsuid', then
+    'l PID LOGINUID' lines, then 's PID SUDO_UID' for processes whose environment
+    sudo marked (a root process started through sudo keeps SUDO_UID=the caller's uid;
+    the only tie to them where no login uid is recorded)."""
     return ("awk 'FNR==1{pid=FILENAME; sub(/^\\/proc\\//,\"\",pid); sub(/\\/status$/,\"\",pid); "
             "n=\"\"; st=\"\"} /^Name:/{n=$2} /^State:/{st=$2} "
             "/^Uid:/{print \"p\", pid, st, n, $2, $3, $4, $5}' /proc/[0-9]*/status 2>/dev/null; "
             "grep -H . /proc/[0-9]*/loginuid 2>/dev/null | "
             "awk -F: '{p=$1; sub(/^\\/proc\\//,\"\",p); sub(/\\/loginuid$/,\"\",p); "
-            "print \"l\", p, $2}'; true")
+            "print \"l\", p, $2}'; "
+            "grep -Haz '^SUDO_UID=' /proc/[0-9]*/environ 2>/dev/null | tr '\\0' '\\n' | "
+            "awk -F: '{p=$1; sub(/^\\/proc\\//,\"\",p); sub(/\\/environ$/,\"\",p); "
+            "sub(/^SUDO_UID=/,\"\",$2); print \"s\", p, $2}'; true")
 
 
 def kill_lines(uid: int, rounds: int = 5) -> list[str]:
     """sh lines ending every process with ``uid`` as real, effective, saved, fs or
-    login uid (rounds catch forks); never the shell running them."""
+    login uid, or started through sudo by ``uid`` (SUDO_UID in its environment; rounds
+    catch forks); never the shell running them."""
     u = int(uid)
     return [f"for r in $(seq {rounds}); do "
             f"pids=$( (awk -v u={u} '/^State:/{{st=$2}} /^Uid:/{{if (st!=\"Z\" && ($2==u || "
             f"$3==u || $4==u || $5==u)) {{p=FILENAME; sub(/^\\/proc\\//,\"\",p); "
             f"sub(/\\/status$/,\"\",p); print p}}}}' /proc/[0-9]*/status 2>/dev/null; "
-            f"grep -lx {u} /proc/[0-9]*/loginuid 2>/dev/null | cut -d/ -f3) | sort -u | "
+            f"grep -lx {u} /proc/[0-9]*/loginuid 2>/dev/null | cut -d/ -f3; "
+            f"grep -lazx SUDO_UID={u} /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3) | sort -u | "
             "grep -vx \"$$\" || true); "
             "[ -n \"$pids\" ] || break; kill -KILL $pids 2>/dev/null || true; sleep 0.2; done"]
 
@@ -89,17 +96,20 @@ class Proc:
     name: str
     uids: tuple            # real, effective, saved, fs
     loginuid: int | None = None
+    sudo_uid: int | None = None     # SUDO_UID in its environment: started through sudo by
 
     def describe(self) -> str:
         r, e, s, f = self.uids
         login = "" if self.loginuid is None else f" loginuid={self.loginuid}"
-        return f"{self.pid} {self.name} (uid r={r} e={e} s={s} fs={f}{login})"
+        sudo = "" if self.sudo_uid is None else f" sudo_uid={self.sudo_uid}"
+        return f"{self.pid} {self.name} (uid r={r} e={e} s={s} fs={f}{login}{sudo})"
 
 
 def parse_processes(text: str, uid: int) -> list[Proc]:
-    """Live (non-zombie) processes holding ``uid`` in any uid slot or as login uid."""
+    """Live (non-zombie) processes holding ``uid`` in any uid slot or as login uid, or
+    started through sudo by ``uid`` (R-ACC-6)."""
     procs: dict[int, Proc] = {}
-    zombies, logins = set(), {}
+    zombies, logins, sudos = set(), {}, {}
     for line in text.splitlines():
         parts = line.split()
         if parts[:1] == ["p"] and len(parts) == 8 and parts[1].isdigit():
@@ -110,10 +120,14 @@ def parse_processes(text: str, uid: int) -> list[Proc]:
             procs[pid] = Proc(pid, parts[3], tuple(int(x) for x in parts[4:8]))
         elif parts[:1] == ["l"] and len(parts) == 3 and parts[1].isdigit():
             logins[int(parts[1])] = int(parts[2])
+        elif parts[:1] == ["s"] and len(parts) == 3 and parts[1].isdigit() \
+                and parts[2].isdigit():
+            sudos[int(parts[1])] = int(parts[2])
     out = []
     for pid, p in sorted(procs.items()):
         p.loginuid = logins.get(pid) if logins.get(pid) != 4294967295 else None
-        if uid in p.uids or p.loginuid == uid:
+        p.sudo_uid = sudos.get(pid)
+        if uid in p.uids or p.loginuid == uid or p.sudo_uid == uid:
             out.append(p)
     return out
 

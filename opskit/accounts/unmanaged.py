@@ -88,7 +88,7 @@ def foreign_keys(seen: Seen, login: str, home: str, roster_keys: list[str]) -> l
     declared = {b[0] for b in map(keyhunt.blob, roster_keys) if b}
     managed = managed_keys_path(home)
     for f in seen.keys.files:
-        if f.account == login and f.path == managed:
+        if f.account == login and f.path == managed and not f.principals:
             return [x for x in _keys_in(f.text) if keyhunt.blob(x)[0] not in declared]
     return []
 

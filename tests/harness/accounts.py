@@ -92,7 +92,8 @@ Subsystem sftp {sftp}
 
 def start_user_sshd(workdir: str, overrides: dict | None = None):
     """An sshd that authenticates real users with their own authorized_keys;
-    ``overrides`` replaces config keywords (e.g. PermitRootLogin)."""
+    ``overrides`` replaces config keywords (e.g. PermitRootLogin) or adds those the
+    base config lacks (e.g. TrustedUserCAKeys)."""
     # imported here: tests.harness.sshd is loaded as a plugin after this module
     from tests.harness.sshd import (SSHD, SSHServer, _sftp_server, _wait_for_banner, free_port,
                                     generate_ed25519)
@@ -107,6 +108,9 @@ def start_user_sshd(workdir: str, overrides: dict | None = None):
     with open(config, "w") as fh:
         text = _USER_SSHD_CONFIG.format(port=port, workdir=workdir, sftp=_sftp_server())
         for keyword, value in (overrides or {}).items():
+            if not any(line.split(" ")[0] == keyword for line in text.splitlines()):
+                text += f"{keyword} {value}\n"          # a keyword the base config lacks
+                continue
             text = "\n".join(f"{keyword} {value}" if line.split(" ")[0] == keyword else line
                               for line in text.splitlines()) + "\n"
         fh.write(text)
@@ -306,3 +310,34 @@ def sysroot_host(tmp_path, name: str, roster: str, groups: tuple = ("db",)):
                                                    f"    groups: [{', '.join(groups)}]\n")
     _, model = load_model(config)
     return root, HostSpec(name, sysroot=root, groups=list(groups)), model
+
+
+def freeze_model(tmp_path, login: str, public: str, server=None, name: str = "Departing"):
+    """An ``opskit(*args)`` runner for a model where ``login`` (role e2e-role, key
+    ``public``) is on this machine as host 'here'; with ``server`` (a user_sshd), the
+    freeze reads its sshd config and probes it (docs/accounts.md, the SSH probe)."""
+    from tests.harness.cli import run_opskit
+    roster = (f"people:\n  {login}:\n    name: {name}\n    roles: [e2e-role]\n"
+              f"    host_groups: [all]\n    ssh_keys:\n      - {public}\n")
+    inventory = "hosts:\n  here:\n    groups: [real]\n"
+    if server is not None:
+        inventory += ("    vars:\n"
+                      f"      sshd_config: {server.workdir}/sshd_config\n"
+                      f"      ssh_login_probe: 127.0.0.1:{server.port}\n"
+                      f"      ssh_login_probe_known_hosts: {server.known_hosts}\n")
+    config = write_model(os.path.join(str(tmp_path), "cfg"), roster, inventory)
+    env = {"OPSKIT_HOME": os.path.join(str(tmp_path), "home")}
+
+    def opskit(*args):
+        return run_opskit("--config", config, *args, env=env, timeout=180)
+    return opskit
+
+
+def can_key_login(server, login: str, key_path: str) -> bool:
+    """Whether a real SSH login as ``login`` with ``key_path`` is accepted."""
+    import paramiko
+    try:
+        key_login(server, login, key_path).close()
+        return True
+    except paramiko.AuthenticationException:
+        return False
